@@ -1,0 +1,119 @@
+"""Model cards (JSON + Markdown) written beside each checkpoint.
+
+``card.json`` is also what serving returns at ``/v1/models/{name}/metrics``: the evaluation
+inside it carries the curve points the dashboard draws.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from models.checkpoint import CARD_JSON, CARD_MD, ModelKind
+from models.metrics import BinaryEvaluation
+
+XRAY_SOURCE = (
+    "Kermany, Zhang, Goldbaum et al., Cell 2018, 'Chest X-Ray Images (Pneumonia)', Mendeley Data v2 "
+    "(CC BY 4.0): pediatric (1-5 y) AP chest radiographs, Guangzhou Women and Children's Medical Center."
+)
+SEPSIS_SOURCE = (
+    "Reyna et al., 'Early Prediction of Sepsis From Clinical Data: the PhysioNet/Computing in "
+    "Cardiology Challenge 2019', Crit Care Med 2020 (CC BY 4.0): training set B (one hospital system)."
+)
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ModelKind
+    version: str
+    task: str
+    created: str
+    data: str
+    data_path: str
+    split: str
+    command: str
+    seed: int
+    training_seconds: float
+    hyperparameters: dict[str, Any]
+    threshold: float
+    threshold_rule: str
+    evaluation_dataset: str
+    evaluation: BinaryEvaluation
+    extra_metrics: dict[str, float] = {}
+    intended_use: str
+    limitations: list[str]
+
+
+def write_card(directory: Path, card: ModelCard) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CARD_JSON).write_text(json.dumps(card.model_dump(mode="json"), indent=1) + "\n")
+    (directory / CARD_MD).write_text(render_markdown(card))
+
+
+def read_card(directory: Path) -> ModelCard:
+    return ModelCard.model_validate_json((directory / CARD_JSON).read_text())
+
+
+def render_markdown(card: ModelCard) -> str:
+    ev = card.evaluation
+    c = ev.confusion
+    rows = [
+        ("AUROC", ev.auroc),
+        ("AUPRC", ev.auprc),
+        ("Accuracy", ev.accuracy),
+        ("Sensitivity", ev.sensitivity),
+        ("Specificity", ev.specificity),
+        ("Precision (PPV)", ev.precision),
+        ("F1", ev.f1),
+        ("Brier score", ev.brier),
+        ("ECE (10 bins)", ev.ece),
+    ]
+    if ev.utility is not None:
+        rows.insert(0, ("Normalised challenge utility", ev.utility))
+    rows += list(card.extra_metrics.items())
+    table = "\n".join(f"| {k} | {v:.4f} |" for k, v in rows)
+    hyper = "\n".join(f"- `{k}`: {v}" for k, v in card.hyperparameters.items())
+    limits = "\n".join(f"- {x}" for x in card.limitations)
+    return f"""# Model card: `{card.name}` ({card.version})
+
+**Task.** {card.task}
+
+**Not for clinical use.** Research and demonstration software; not a medical device.
+
+## Data
+{card.data}
+
+- Data directory used: `{card.data_path}`
+- Split: {card.split}
+
+## Training
+- Command: `{card.command}`
+- Seed: {card.seed}
+- Training time: {card.training_seconds / 60:.1f} min on this machine's CPU (2 cores)
+- Created: {card.created}
+
+Hyper-parameters:
+{hyper}
+
+## Operating threshold
+{card.threshold:.4f} — {card.threshold_rule}
+
+## Evaluation ({card.evaluation_dataset})
+n = {ev.n} ({ev.n_positive} positive), at the operating threshold:
+
+| metric | value |
+|---|---|
+{table}
+
+Confusion matrix: TN {c.tn}, FP {c.fp}, FN {c.fn}, TP {c.tp}.
+
+## Intended use
+{card.intended_use}
+
+## Limitations
+{limits}
+"""

@@ -1,0 +1,53 @@
+"""Checkpoints that carry what rebuilds them: kind, config, labels, threshold, preprocessing.
+
+Layout of a weights directory: ``model.pt`` (torch, loadable with ``weights_only=True``),
+``card.json`` (the model card, including the held-out evaluation) and ``card.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from models.errors import WeightsError
+
+ModelKind = Literal["cnn", "lstm", "transformer"]
+CHECKPOINT_FILE = "model.pt"
+CARD_JSON = "card.json"
+CARD_MD = "card.md"
+
+
+class CheckpointMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ModelKind
+    version: str
+    task: str
+    labels: list[str]
+    threshold: float
+    config: dict[str, Any]
+    preprocessing: dict[str, Any]
+
+
+def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str, torch.Tensor]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    torch.save({"meta": meta.model_dump(mode="json"), "state_dict": state}, path)
+    return path
+
+
+def load_checkpoint(directory: Path, expected: ModelKind | None = None) -> tuple[CheckpointMeta, dict[str, Any]]:
+    path = directory / CHECKPOINT_FILE if directory.is_dir() else directory
+    if not path.is_file():
+        raise WeightsError(
+            f"No checkpoint at {path}: train one with `python -m models.train` or pass --weights DIR."
+        )
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    meta = CheckpointMeta.model_validate(blob["meta"])
+    if expected is not None and meta.kind != expected:
+        raise WeightsError(f"{path} holds a {meta.kind} model, not a {expected} model.")
+    return meta, blob["state_dict"]

@@ -1,0 +1,226 @@
+"""ICU time series input: PhysioNet/CinC 2019 ``.psv`` files and CSV with the same column names.
+
+One row per hour. Any subset of the feature columns, in any order; missing columns become
+missing values (and are named in ``warnings``). Unknown columns, non-numeric cells and
+physically impossible values are refused with a :class:`~models.errors.SeriesFormatError`
+that names the column and row (or, with ``on_impossible="drop"``, set missing and named).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from models.errors import PayloadTooLargeError, SeriesFormatError
+
+VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
+LABS = [
+    "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium",
+    "Chloride", "Creatinine", "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate",
+    "Potassium", "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets",
+]  # fmt: skip
+DEMOGRAPHICS = ["Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS"]
+MEASURED = VITALS + LABS  # 34 time-varying measurements
+FEATURES = MEASURED + DEMOGRAPHICS  # 40 model inputs, in PhysioNet order
+LABEL = "SepsisLabel"
+UNITS = {
+    "HR": "beats/min", "O2Sat": "%", "Temp": "°C", "SBP": "mm Hg", "MAP": "mm Hg", "DBP": "mm Hg",
+    "Resp": "breaths/min", "EtCO2": "mm Hg", "FiO2": "fraction", "Age": "years", "HospAdmTime": "hours",
+    "ICULOS": "hours",
+}  # fmt: skip
+
+#: Physically possible ranges (inclusive). Values outside cannot be a measurement of a living
+#: patient in the challenge's units; every value in the PhysioNet 2019 training set B lies inside,
+#: except FiO2 recorded in percent (1 < FiO2 <= 100), which is converted and reported.
+LIMITS: dict[str, tuple[float, float]] = {
+    "HR": (0, 350), "O2Sat": (0, 100), "Temp": (15, 50), "SBP": (0, 400), "MAP": (0, 400),
+    "DBP": (0, 400), "Resp": (0, 150), "EtCO2": (0, 150), "BaseExcess": (-50, 50), "HCO3": (0, 80),
+    "FiO2": (0, 1), "pH": (6.0, 8.5), "PaCO2": (0, 250), "SaO2": (0, 100), "AST": (0, 50000),
+    "BUN": (0, 500), "Alkalinephos": (0, 10000), "Calcium": (0, 40), "Chloride": (30, 200),
+    "Creatinine": (0, 100), "Bilirubin_direct": (0, 100), "Glucose": (0, 3000), "Lactate": (0, 50),
+    "Magnesium": (0, 20), "Phosphate": (0, 40), "Potassium": (0, 25), "Bilirubin_total": (0, 100),
+    "TroponinI": (0, 1000), "Hct": (0, 100), "Hgb": (0, 35), "PTT": (0, 500), "WBC": (0, 1000),
+    "Fibrinogen": (0, 3000), "Platelets": (0, 5000), "Age": (0, 120), "Gender": (0, 1), "Unit1": (0, 1),
+    "Unit2": (0, 1), "HospAdmTime": (-100000, 100), "ICULOS": (0, 100000), LABEL: (0, 1),
+}  # fmt: skip
+
+MAX_HOURS = 1000
+MISSING_TOKENS = ["", "NaN", "nan", "NA", "N/A", "null", "None"]
+MAX_BYTES = 20_000_000
+
+
+@dataclass
+class SepsisRecord:
+    """One ICU stay. ``values``: (hours, 40) float32 in :data:`FEATURES` order, NaN = not measured."""
+
+    values: np.ndarray
+    name: str = "record"
+    labels: np.ndarray | None = None  # (hours,) 0/1 when the file carries SepsisLabel
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def hours(self) -> int:
+        return int(self.values.shape[0])
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, columns=FEATURES)
+
+
+def parse_series_bytes(
+    data: bytes,
+    filename: str | None = None,
+    *,
+    min_hours: int = 1,
+    on_impossible: Literal["reject", "drop"] = "reject",
+) -> SepsisRecord:
+    name = filename or "upload"
+    if len(data) > MAX_BYTES:
+        raise PayloadTooLargeError(f"{name} is {len(data):,} bytes; the limit is {MAX_BYTES:,}.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SeriesFormatError(
+            f"{name} is not a text file (byte {exc.start} is not UTF-8): upload a PhysioNet .psv or a CSV."
+        ) from exc
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise SeriesFormatError(f"{name} is empty: it needs a header row and one row per hour.")
+    header = lines[0]
+    sep = "|" if "|" in header else ("\t" if "\t" in header else ",")
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, na_values=MISSING_TOKENS, keep_default_na=False, skip_blank_lines=True
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise SeriesFormatError(f"{name} could not be parsed as a table ({exc}).") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return record_from_frame(frame, name, min_hours=min_hours, on_impossible=on_impossible)
+
+
+def record_from_frame(
+    frame: pd.DataFrame,
+    name: str,
+    *,
+    min_hours: int = 1,
+    on_impossible: Literal["reject", "drop"] = "reject",
+) -> SepsisRecord:
+    columns = list(frame.columns)
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise SeriesFormatError(f"{name}: column(s) {', '.join(duplicated)} appear more than once.")
+    known = set(FEATURES) | {LABEL}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise SeriesFormatError(
+            f"{name}: unknown column(s) {', '.join(repr(c) for c in unknown[:10])}"
+            f"{' ...' if len(unknown) > 10 else ''}. Use the PhysioNet 2019 names (HR, O2Sat, Temp, SBP, "
+            "MAP, DBP, Resp, ..., Age, Gender, ICULOS; SepsisLabel optional), separated by '|' or ','."
+        )
+    present = [c for c in FEATURES if c in columns]
+    if not present:
+        raise SeriesFormatError(f"{name}: none of the PhysioNet 2019 feature columns is present.")
+    hours = len(frame)
+    if hours < max(1, min_hours):
+        raise SeriesFormatError(
+            f"{name} has {hours} hourly row(s); at least {max(1, min_hours)} are needed for a risk trajectory."
+        )
+    if hours > MAX_HOURS:
+        raise PayloadTooLargeError(f"{name} has {hours:,} rows; at most {MAX_HOURS:,} hours are accepted.")
+
+    warnings: list[str] = []
+    values = np.full((hours, len(FEATURES)), np.nan, dtype=np.float32)  # (hours, 40)
+    labels: np.ndarray | None = None
+    for col in [*present, *([LABEL] if LABEL in columns else [])]:
+        arr = _numeric_column(frame[col], col, name)
+        if np.isinf(arr).any():
+            row = int(np.flatnonzero(np.isinf(arr))[0])
+            raise SeriesFormatError(f"{name}: column {col} row {row + 1} is infinite.")
+        arr = _check_limits(col, arr, name, on_impossible, warnings)
+        if col == LABEL:
+            labels = np.nan_to_num(arr, nan=0.0).astype(np.int64)
+        else:
+            values[:, FEATURES.index(col)] = arr
+    absent = [c for c in FEATURES if c not in columns]
+    if absent:
+        warnings.append(f"Column(s) not in the file, treated as never measured: {', '.join(absent)}.")
+    iculos = values[:, FEATURES.index("ICULOS")]
+    if np.isnan(iculos).all():
+        values[:, FEATURES.index("ICULOS")] = np.arange(1, hours + 1, dtype=np.float32)
+    return SepsisRecord(values=values, name=name, labels=labels, warnings=warnings)
+
+
+def _numeric_column(series: pd.Series, col: str, name: str) -> np.ndarray:
+    """(hours,) float64 with NaN for missing; a non-numeric cell is named by column and row."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return series.to_numpy(dtype=np.float64)
+    raw = series.astype(str).str.strip()
+    missing = series.isna() | raw.isin(MISSING_TOKENS)
+    numbers = pd.to_numeric(raw.where(~missing), errors="coerce")
+    bad = numbers.isna() & ~missing
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SeriesFormatError(
+            f"{name}: column {col} row {row + 1} holds {raw.iloc[row]!r}, which is not a number "
+            "(use NaN or leave the cell empty for a missing value)."
+        )
+    return numbers.to_numpy(dtype=np.float64)
+
+
+def _check_limits(
+    col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]
+) -> np.ndarray:
+    lo, hi = LIMITS[col]
+    if col == "FiO2":
+        percent = arr > 1.0
+        percent &= arr <= 100.0
+        if percent.any():
+            arr = np.where(percent, arr / 100.0, arr)
+            warnings.append(f"FiO2 above 1 in {int(percent.sum())} row(s) read as percent and divided by 100.")
+    outside = ~np.isnan(arr) & ((arr < lo) | (arr > hi))
+    if not outside.any():
+        return arr
+    rows = np.flatnonzero(outside)
+    unit = f" {UNITS[col]}" if col in UNITS else ""
+    message = (
+        f"{name}: {col} = {arr[rows[0]]:g}{unit} at row {rows[0] + 1} is impossible "
+        f"(allowed {lo:g} to {hi:g}{unit}); {len(rows)} row(s) affected."
+    )
+    if on_impossible == "reject":
+        raise SeriesFormatError(message + " Correct or blank those cells and upload again.")
+    warnings.append(message + " Those cells were treated as missing.")
+    return np.where(outside, np.nan, arr)
+
+
+def load_series_file(path: str | Path, **kwargs: object) -> SepsisRecord:
+    path = Path(path)
+    return parse_series_bytes(path.read_bytes(), path.name, **kwargs)  # type: ignore[arg-type]
+
+
+def iter_series_files(root: str | Path) -> Iterator[Path]:
+    root = Path(root)
+    if root.is_file():
+        yield root
+        return
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: pass a .psv/.csv file or a folder of them.")
+    yield from sorted(p for p in root.iterdir() if p.suffix.lower() in {".psv", ".csv"})
+
+
+def load_labelled_dir(root: str | Path, limit: int | None = None) -> list[SepsisRecord]:
+    """Every labelled stay in a folder (the challenge's training layout), impossible values dropped."""
+    from tqdm import tqdm
+
+    paths = list(iter_series_files(root))[:limit]
+    if not paths:
+        raise FileNotFoundError(f"No .psv files in {root}.")
+    records = [load_series_file(p, on_impossible="drop") for p in tqdm(paths, desc="read", unit="stay")]
+    missing = [r.name for r in records if r.labels is None]
+    if missing:
+        raise SeriesFormatError(f"{len(missing)} file(s) have no SepsisLabel column, e.g. {missing[0]}.")
+    return records

@@ -1,0 +1,156 @@
+"""Hourly sepsis risk from ICU time series: causal feature engineering, an LSTM and a Transformer.
+
+Both models are causal: the risk at hour t is a function of rows 0..t only. Feature
+engineering (forward fill, missingness mask, time since last measurement) looks backwards
+only; the LSTM is unidirectional and the Transformer is a GPT-2 decoder (causal self-attention)
+from ``transformers``, configured from scratch and fed engineered features as ``inputs_embeds``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED
+
+N_MEASURED = len(MEASURED)  # 34
+#: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last + 6 demographics
+N_INPUT = 3 * N_MEASURED + len(DEMOGRAPHICS)
+SINCE_CAP_HOURS = 72.0
+PROB_EPS = 1e-4  # probabilities are kept strictly inside (0, 1)
+
+
+class NormStats(BaseModel):
+    """Per-feature mean / std of the 40 raw features on the training split (stored in the checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> NormStats:
+        """``values``: (rows, 40) raw features with NaN."""
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
+        return cls(mean=[float(x) for x in mean], std=[float(x) for x in std])
+
+
+def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
+    """(hours, 40) raw with NaN -> (hours, N_INPUT) float32, using rows <= t for hour t only."""
+    hours = values.shape[0]
+    mean = np.asarray(stats.mean, dtype=np.float32)
+    std = np.asarray(stats.std, dtype=np.float32)
+    measured = values[:, :N_MEASURED]  # (hours, 34)
+    observed = ~np.isnan(measured)
+    # forward fill: index of the last observation at or before each hour
+    idx = np.where(observed, np.arange(hours)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)  # (hours, 34)
+    filled = np.take_along_axis(np.nan_to_num(measured, nan=0.0), np.maximum(last, 0), axis=0)
+    z = np.where(last >= 0, (filled - mean[:N_MEASURED]) / std[:N_MEASURED], 0.0)
+    z = np.clip(z, -8.0, 8.0)
+    since = np.where(last >= 0, np.arange(hours)[:, None] - last, SINCE_CAP_HOURS)
+    since = np.minimum(since, SINCE_CAP_HOURS) / SINCE_CAP_HOURS
+    demo = values[:, N_MEASURED:].copy()  # (hours, 6): Age, Gender, Unit1, Unit2, HospAdmTime, ICULOS
+    demo_z = (demo - mean[N_MEASURED:]) / std[N_MEASURED:]
+    demo_z[:, 1:4] = np.nan_to_num(demo[:, 1:4], nan=0.5)  # binary flags stay 0/1, unknown 0.5
+    demo_z = np.clip(np.nan_to_num(demo_z, nan=0.0), -8.0, 8.0)
+    return np.concatenate([z, observed.astype(np.float32), since, demo_z], axis=1).astype(np.float32)
+
+
+def feature_groups() -> list[int]:
+    """For each engineered channel, the index of the raw feature (0..39) it belongs to."""
+    m = list(range(N_MEASURED))
+    return m + m + m + list(range(N_MEASURED, len(FEATURES)))
+
+
+class SequenceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["lstm", "transformer"]
+    n_input: int = N_INPUT
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.1
+    max_hours: int = 1024
+
+
+class SepsisLSTM(nn.Module):
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.proj = nn.Sequential(nn.Linear(config.n_input, config.d_model), nn.GELU())
+        self.lstm = nn.LSTM(
+            config.d_model,
+            config.d_model,
+            num_layers=config.n_layers,
+            batch_first=True,
+            dropout=config.dropout if config.n_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.d_model, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input); mask: (batch, hours) 1 = real hour -> (batch, hours) logits.
+        Padding sits after the real hours, so a unidirectional LSTM never sees it for real hours."""
+        h, _ = self.lstm(self.proj(x))  # (batch, hours, d_model)
+        return self.head(h).squeeze(-1)
+
+
+class SepsisTransformer(nn.Module):
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.proj = nn.Linear(config.n_input, config.d_model)
+        gpt = GPT2Config(
+            vocab_size=1,
+            n_positions=config.max_hours,
+            n_embd=config.d_model,
+            n_layer=config.n_layers,
+            n_head=config.n_heads,
+            n_inner=2 * config.d_model,
+            resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            attn_pdrop=config.dropout,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        self.decoder = GPT2Model(gpt)
+        self.head = nn.Linear(config.d_model, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours) logits; causal self-attention."""
+        if x.shape[1] > self.config.max_hours:
+            raise ValueError(f"records longer than {self.config.max_hours} hours are not supported")
+        attention = None if mask is None else mask.long()
+        h = self.decoder(inputs_embeds=self.proj(x), attention_mask=attention).last_hidden_state
+        return self.head(h).squeeze(-1)  # (batch, hours)
+
+
+SequenceModel = SepsisLSTM | SepsisTransformer
+
+
+def build_sequence_model(config: SequenceConfig) -> SequenceModel:
+    return SepsisLSTM(config) if config.arch == "lstm" else SepsisTransformer(config)
+
+
+def pad_batch(features: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (hours_i, F) -> padded (batch, max_hours, F) and mask (batch, max_hours)."""
+    longest = max(f.shape[0] for f in features)
+    x = torch.zeros(len(features), longest, features[0].shape[1])
+    mask = torch.zeros(len(features), longest)
+    for i, f in enumerate(features):
+        x[i, : f.shape[0]] = torch.from_numpy(f)
+        mask[i, : f.shape[0]] = 1.0
+    return x, mask
+
+
+def to_probability(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits.float()).clamp(PROB_EPS, 1.0 - PROB_EPS)

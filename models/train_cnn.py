@@ -1,0 +1,218 @@
+"""Train the chest X-ray CNN from scratch on a ``<root>/<CLASS>/*`` folder."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoint import CheckpointMeta, save_checkpoint
+from models.cnn import CnnConfig, PneumoniaCNN, resize_gray
+from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file, patient_id
+
+CACHE_SIZE = 224
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def patient_split(paths: list[Path], labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation images; whole patients go to one side, stratified by class."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(paths), dtype=bool)
+    for cls in (0, 1):
+        idx = np.flatnonzero(labels == cls)
+        patients = sorted({patient_id(paths[i]) for i in idx})
+        rng.shuffle(patients)
+        chosen = set(patients[: max(1, round(len(patients) * val_fraction))])
+        val[idx] = [patient_id(paths[i]) in chosen for i in idx]
+    return val
+
+
+def load_cache(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+    images = np.empty((len(items), CACHE_SIZE, CACHE_SIZE), dtype=np.uint8)  # (N, 224, 224)
+    labels = np.empty(len(items), dtype=np.int64)
+    for i, (path, label) in enumerate(tqdm(items, desc="decode", unit="img")):
+        images[i] = np.round(resize_gray(load_xray_file(path).pixels, CACHE_SIZE) * 255.0)
+        labels[i] = label
+    return images, labels
+
+
+def augment(batch: torch.Tensor, out_size: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, 1, 224, 224) uint8 -> (B, 1, S, S) float in [0, 1] with random geometry and intensity."""
+    b = batch.shape[0]
+    x = batch.float() / 255.0
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=gen)
+
+    angle = u(-12, 12) * math.pi / 180
+    scale = u(0.78, 1.08)
+    aspect = torch.exp(u(-0.12, 0.12))
+    sx, sy = scale * aspect, scale / aspect
+    tx, ty = u(-0.08, 0.08), u(-0.08, 0.08)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [torch.stack([sx * cos, -sy * sin, tx], 1), torch.stack([sx * sin, sy * cos, ty], 1)], 1
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, [b, 1, out_size, out_size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gamma = torch.exp(u(-0.3, 0.3)).view(b, 1, 1, 1)
+    x = x.clamp(1e-4, 1.0) ** gamma
+    contrast = u(0.75, 1.25).view(b, 1, 1, 1)
+    brightness = u(-0.08, 0.08).view(b, 1, 1, 1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean + brightness
+    x = x + 0.02 * torch.rand(b, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    # Cut-out: hide a random box in half of the images (markers, tubes, borders are not the signal).
+    for i in torch.nonzero(torch.rand(b, generator=gen) < 0.5).flatten().tolist():
+        h = int(out_size * float(u(0.1, 0.3)[0]))
+        y0 = int(torch.randint(0, out_size - h, (1,), generator=gen))
+        x0 = int(torch.randint(0, out_size - h, (1,), generator=gen))
+        x[i, :, y0 : y0 + h, x0 : x0 + h] = mean[i]
+    return x.clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def predict_cached(model: PneumoniaCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for cached (N, 224, 224) uint8 images, pre-processed as at inference."""
+    cfg = model.config
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        x = torch.from_numpy(np.stack([resize_gray(im / 255.0, cfg.image_size) for im in chunk]))
+        x = ((x.unsqueeze(1) - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        out.append(torch.sigmoid(logits.float()).numpy())
+    return np.concatenate(out)
+
+
+def sensitivity_first_threshold(y: np.ndarray, prob: np.ndarray, target_sensitivity: float) -> float:
+    """Highest threshold whose sensitivity on ``y`` is still >= the target (best specificity there)."""
+    pos = np.sort(prob[y == 1])
+    k = int(math.floor((1.0 - target_sensitivity) * len(pos)))
+    return float(pos[min(k, len(pos) - 1)])
+
+
+@dataclass
+class CnnTrainResult:
+    meta: CheckpointMeta
+    y_val: np.ndarray
+    prob_val: np.ndarray
+    n_train: int
+    n_val: int
+    n_val_patients: int
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def train_cnn(
+    data: Path,
+    out: Path,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    val_fraction: float,
+    target_sensitivity: float,
+    config: CnnConfig,
+    limit: int | None = None,
+) -> CnnTrainResult:
+    seed_everything(seed)
+    started = time.time()
+    items = labelled_images(data)
+    if limit:
+        rng = random.Random(seed)
+        items = rng.sample(items, min(limit, len(items)))
+    paths = [p for p, _ in items]
+    images, labels = load_cache(items)
+    val_mask = patient_split(paths, labels, val_fraction, seed)
+    x_train, y_train = images[~val_mask], labels[~val_mask]
+    x_val, y_val = images[val_mask], labels[val_mask]
+    sample = x_train[:: max(1, len(x_train) // 500)].astype(np.float32) / 255.0
+    config = config.model_copy(update={"mean": float(sample.mean()), "std": float(sample.std() + 1e-6)})
+
+    model = PneumoniaCNN(config).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
+    n_pos = int(y_train.sum())
+    n_neg = len(y_train) - n_pos
+    # Class balance: each class contributes half of the loss.
+    w_pos, w_neg = len(y_train) / (2 * max(n_pos, 1)), len(y_train) / (2 * max(n_neg, 1))
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(x_train).unsqueeze(1)  # (N, 1, 224, 224) uint8
+    yt = torch.from_numpy(y_train).float()
+    history: list[dict[str, float]] = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"cnn epoch {epoch + 1}/{epochs}", unit="batch")
+        for step in bar:
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            xb = augment(xt[idx], config.image_size, gen)
+            xb = ((xb - config.mean) / config.std).contiguous(memory_format=torch.channels_last)
+            yb = yt[idx]
+            target = yb * 0.95 + 0.025  # label smoothing: keeps probabilities off the rails
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(xb)
+            weights = torch.where(yb > 0.5, w_pos, w_neg)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        entry = {"epoch": epoch + 1, "train_loss": total / len(xt)}
+        if len(x_val) and (epoch + 1 == epochs or (epoch + 1) % 5 == 0):
+            from sklearn.metrics import roc_auc_score
+
+            entry["val_auroc"] = float(roc_auc_score(y_val, predict_cached(model, x_val)))
+        history.append(entry)
+        tqdm.write(str(entry))
+
+    prob_val = predict_cached(model, x_val)
+    threshold = sensitivity_first_threshold(y_val, prob_val, target_sensitivity)
+    meta = CheckpointMeta(
+        kind="cnn",
+        version=time.strftime("cnn-%Y%m%d"),
+        task="chest X-ray pneumonia (NORMAL vs PNEUMONIA)",
+        labels=list(CLASS_NAMES),
+        threshold=threshold,
+        config=config.model_dump(mode="json"),
+        preprocessing={
+            "input": "grayscale in [0, 1] (DICOM: modality LUT, VOI LUT/window, MONOCHROME1 inverted)",
+            "resize": f"squash to {config.image_size}x{config.image_size}, bilinear (as the training data)",
+            "normalise": {"mean": config.mean, "std": config.std},
+            "threshold_rule": f"highest threshold with validation sensitivity >= {target_sensitivity}",
+        },
+    )
+    save_checkpoint(out, meta, model.state_dict())
+    np.savez_compressed(out / "validation_predictions.npz", y=y_val, prob=prob_val)
+    return CnnTrainResult(
+        meta=meta,
+        y_val=y_val,
+        prob_val=prob_val,
+        n_train=len(x_train),
+        n_val=len(x_val),
+        n_val_patients=len({patient_id(paths[i]) for i in np.flatnonzero(val_mask)}),
+        history=history,
+        seconds=time.time() - started,
+    )

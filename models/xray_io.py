@@ -1,0 +1,263 @@
+"""Chest X-ray input: PNG / JPEG of any size and mode, and single-frame image DICOM.
+
+Every loader returns an :class:`XrayImage` whose ``pixels`` are display-ready grayscale in
+[0, 1] (DICOM: modality LUT, then VOI LUT / window, then MONOCHROME1 inverted), so the model,
+the heatmap overlay and the dashboard all see the same picture. Bad input raises a typed
+:class:`~models.errors.MedLensInputError` that names the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
+
+#: Images above this many pixels are refused (a 2,500 x 2,500 radiograph has 6.3 MP).
+MAX_PIXELS = 60_000_000
+MIN_SIDE = 32
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+
+#: DICOM header fields a reviewer may see: acquisition facts, never names or identifiers.
+DICOM_SAFE_FIELDS = (
+    "Modality",
+    "ViewPosition",
+    "BodyPartExamined",
+    "StudyDate",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "Rows",
+    "Columns",
+    "Manufacturer",
+)
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class XrayImage:
+    """A decoded radiograph. ``pixels``: (height, width) float32 in [0, 1], display orientation."""
+
+    pixels: np.ndarray
+    source_format: str  # "png" | "jpeg" | "dicom" | PIL format name in lower case
+    dicom_fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        height, width = self.pixels.shape
+        return int(height), int(width)
+
+
+def is_dicom_bytes(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def load_xray_bytes(data: bytes, filename: str | None = None) -> XrayImage:
+    """Decode an uploaded PNG, JPEG or DICOM whatever its file name says."""
+    if not data:
+        raise ImageDecodeError("The file is empty: upload a PNG, JPEG or DICOM chest X-ray.")
+    name = filename or "upload"
+    if is_dicom_bytes(data) or Path(name).suffix.lower() in {".dcm", ".dicom"}:
+        return _load_dicom(data, name)
+    try:
+        return _load_raster(data, name)
+    except ImageDecodeError:
+        # DICOM files written without the 128-byte preamble have no "DICM" marker.
+        try:
+            return _load_dicom(data, name, force=True)
+        except MedLensInputError:
+            pass
+        raise
+
+
+def load_xray_file(path: str | Path) -> XrayImage:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    return load_xray_bytes(data, path.name)
+
+
+def _load_raster(data: bytes, name: str) -> XrayImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = (image.format or "image").lower()
+            _check_size(image.width, image.height, name)
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLargeError(
+            f"{name}: the image has more than {MAX_PIXELS:,} pixels; downsample it before uploading."
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{name} is not a PNG, JPEG or DICOM image (its contents could not be identified)."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name} could not be decoded ({exc}); the file may be truncated.") from exc
+    if fmt not in {"png", "jpeg", "mpo", "bmp", "tiff", "webp"}:
+        raise ImageDecodeError(f"{name} is a {fmt.upper()} image; upload a PNG, JPEG or DICOM chest X-ray.")
+    pixels = _to_unit_gray(image)
+    return XrayImage(pixels=pixels, source_format="jpeg" if fmt == "mpo" else fmt)
+
+
+def _to_unit_gray(image: Image.Image) -> np.ndarray:
+    """Any PIL mode to (H, W) float32 in [0, 1] (RGB -> luminance, 16-bit scaled by its range)."""
+    if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        arr = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float32)
+        return _min_max(arr)
+    if image.mode in {"RGBA", "LA", "P", "PA"}:
+        image = image.convert("RGBA").convert("RGB")
+    gray = image.convert("L")
+    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros_like(arr, dtype=np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise PayloadTooLargeError(
+            f"{name}: {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit; downsample it first."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} pixels is too small for a chest X-ray (at least {MIN_SIDE} per side)."
+        )
+
+
+def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=force)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        raise ImageDecodeError(f"{name} is not a readable DICOM file ({exc}).") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        modality = ds.get("Modality", "unknown")
+        raise UnsupportedDicomError(
+            f"{name} is a DICOM without pixel data (modality {modality}); upload an image DICOM "
+            "such as a CR or DX chest radiograph."
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise UnsupportedDicomError(
+            f"{name} is a multi-frame DICOM ({frames} frames); upload a single chest radiograph."
+        )
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    _check_size(cols, rows, name)
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for broken/unsupported pixel data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        syntax_name = getattr(syntax, "name", str(syntax))
+        raise ImageDecodeError(
+            f"{name}: the DICOM pixel data could not be decoded (transfer syntax {syntax_name}): {exc}."
+        ) from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4) and photometric in {"RGB", "YBR_FULL", "YBR_FULL_422"}:
+        pixels = _to_unit_gray(Image.fromarray(np.ascontiguousarray(raw[..., :3]).astype(np.uint8)))
+    elif raw.ndim == 2:
+        values = apply_modality_lut(raw, ds)
+        values = apply_voi_lut(values, ds, prefer_lut=True) if _has_voi(ds) else values
+        pixels = _min_max(np.asarray(values, dtype=np.float32))
+        if photometric == "MONOCHROME1":
+            pixels = 1.0 - pixels
+    else:
+        raise UnsupportedDicomError(
+            f"{name}: pixel data of shape {raw.shape} ({photometric}) is not a single 2-D radiograph."
+        )
+    return XrayImage(pixels=pixels.astype(np.float32), source_format="dicom", dicom_fields=dicom_summary(ds))
+
+
+def _has_voi(ds: pydicom.Dataset) -> bool:
+    return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+
+
+def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
+    """De-identified header fields (an allow-list: nothing else is ever copied out)."""
+    out: dict[str, str] = {}
+    for keyword in DICOM_SAFE_FIELDS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        if isinstance(value, pydicom.multival.MultiValue):
+            text = " x ".join(str(v) for v in value)
+        else:
+            text = str(value)
+        if text:
+            out[keyword] = text[:64]
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None:
+        out["TransferSyntax"] = str(getattr(syntax, "name", syntax))
+    return out
+
+
+def iter_image_files(root: str | Path) -> Iterator[Path]:
+    """Every image file under ``root`` (recursively, sorted); a single file is yielded as is."""
+    root = Path(root)
+    if root.is_file():
+        yield root
+        return
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: pass an image file or a folder of images.")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and _sniff_dicom(path)):
+            yield path
+
+
+def _sniff_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return is_dicom_bytes(fh.read(132))
+    except OSError:
+        return False
+
+
+def labelled_images(root: str | Path) -> list[tuple[Path, int]]:
+    """Images in the ``<root>/<CLASS>/*`` layout with label 1 for PNEUMONIA, 0 for NORMAL."""
+    root = Path(root)
+    items: list[tuple[Path, int]] = []
+    for label, cls in enumerate(CLASS_NAMES):
+        folder = root / cls
+        if folder.is_dir():
+            items.extend((path, label) for path in iter_image_files(folder))
+    if not items:
+        raise FileNotFoundError(
+            f"No images found under {root}/NORMAL or {root}/PNEUMONIA: pass a folder in that layout."
+        )
+    return items
+
+
+def patient_id(path: Path) -> str:
+    """Patient key for the Kermany layout: ``personNNN_...`` files share a patient; ``IM-NNNN-...``
+    and ``NORMAL2-IM-NNNN-...`` files are one patient per study number."""
+    stem = path.stem
+    if stem.startswith("person"):
+        return stem.split("_")[0]
+    match = re.match(r"(NORMAL2-)?IM-\d+", stem)
+    return match.group(0) if match else stem
+

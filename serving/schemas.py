@@ -1,0 +1,103 @@
+"""The HTTP contract of MedLens serving (pydantic). Serving returns these; the client parses them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.metrics import BinaryEvaluation
+
+ModelName = Literal["cnn", "lstm", "transformer"]
+SequenceModelName = Literal["lstm", "transformer"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ErrorResponse(_Schema):
+    """Body of every 4xx/5xx answer."""
+
+    error: str = Field(description="machine-readable kind, e.g. invalid_image, queue_full")
+    detail: str = Field(description="what is wrong and what to do, for a person")
+
+
+class Health(_Schema):
+    status: Literal["ok"]
+    models: list[ModelName]
+
+
+class HeadlineMetrics(_Schema):
+    dataset: str
+    auroc: float
+    auprc: float
+    sensitivity: float
+    specificity: float
+    utility: float | None = None
+
+
+class ModelInfo(_Schema):
+    name: ModelName
+    version: str
+    task: str
+    device: str = Field(description="where this model's replicas run: cpu or cuda:N")
+    threshold: float
+    labels: list[str]
+    headline: HeadlineMetrics | None
+
+
+class ModelList(_Schema):
+    models: list[ModelInfo]
+
+
+class ModelMetrics(_Schema):
+    """The model card's evaluation: scalars plus ROC / PR / calibration points and the confusion matrix."""
+
+    name: ModelName
+    version: str
+    dataset: str = Field(description="data set and split behind every figure")
+    created: str = Field(description="when the evaluation was computed")
+    threshold: float
+    evaluation: BinaryEvaluation
+
+
+class XrayPrediction(_Schema):
+    model: Literal["cnn"]
+    version: str
+    probability: float = Field(ge=0.0, le=1.0, description="probability of pneumonia")
+    label: Literal["PNEUMONIA", "NORMAL"]
+    threshold: float
+    image_width: int
+    image_height: int
+    source_format: str
+    heatmap_png: str | None = Field(
+        default=None, description="Grad-CAM as base64 PNG (8-bit gray), same size as the input image"
+    )
+    dicom: dict[str, str] | None = Field(
+        default=None, description="de-identified DICOM header fields (modality, view, study date, spacing)"
+    )
+
+
+class FeatureContribution(_Schema):
+    feature: str
+    attribution: float = Field(description="integrated-gradients contribution to this hour's risk logit")
+    value: float | None = Field(description="the feature's last observed value at that hour, if any")
+
+
+class HourRisk(_Schema):
+    hour: int = Field(description="row index, 0-based")
+    iculos: float | None
+    probability: float
+    label: int = Field(description="1 = alert at the model's threshold")
+    top_features: list[FeatureContribution] | None = None
+
+
+class SepsisPrediction(_Schema):
+    model: SequenceModelName
+    version: str
+    threshold: float
+    n_hours: int
+    first_alert_hour: int | None = Field(description="first row index whose risk crosses the threshold")
+    hours: list[HourRisk]
+    warnings: list[str] = Field(default_factory=list, description="input problems that were tolerated")
