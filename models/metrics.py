@@ -331,7 +331,7 @@ def patient_utility(
             # TP
             if is_septic and pred[t]:
                 if t <= t_sepsis + dt_optimal:
-                    u[t] = m_1 * (t - t_sepsis) + b_1
+                    u[t] = max(m_1 * (t - t_sepsis) + b_1, u_fp)
                 elif t <= t_sepsis + dt_late:
                     u[t] = m_2 * (t - t_sepsis) + b_2
             # FP
@@ -363,7 +363,9 @@ def _hourly_utilities(
     t_sepsis_patient = np.array(
         [float(np.argmax(lab)) - DT_OPTIMAL if lab.any() else np.inf for lab in labs], dtype=np.float64
     )
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if labs else np.zeros(0, np.int64)
+    starts = (
+        np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if labs else np.zeros(0, np.int64)
+    )
     t = (np.arange(total) - np.repeat(starts, lengths)).astype(np.float64)
     ts = np.repeat(t_sepsis_patient, lengths)
     septic = np.isfinite(ts)

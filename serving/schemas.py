@@ -101,3 +101,36 @@ class SepsisPrediction(_Schema):
     first_alert_hour: int | None = Field(description="first row index whose risk crosses the threshold")
     hours: list[HourRisk]
     warnings: list[str] = Field(default_factory=list, description="input problems that were tolerated")
+
+
+class DeploymentState(_Schema):
+    name: str = Field(description="Ray Serve deployment name")
+    model: ModelName | None = Field(description="the model it serves, None for the ingress")
+    status: str = Field(description="Ray Serve status: HEALTHY, UPDATING, UPSCALING, DOWNSCALING, UNHEALTHY")
+    replicas: int = Field(description="running replicas now")
+    device: str | None = None
+
+
+class EndpointStats(_Schema):
+    endpoint: str = Field(description="route template, e.g. POST /v1/xray/predict")
+    requests: int = Field(description="requests finished inside the window")
+    errors: int = Field(description="of which answered 5xx")
+    rejected: int = Field(description="of which answered 4xx")
+    rate_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class ReplicaSample(_Schema):
+    t: float = Field(description="unix time of the sample")
+    replicas: dict[str, int] = Field(description="running replicas per deployment name")
+
+
+class ServiceStatus(_Schema):
+    """What an operator checks during a load test (GET /v1/service)."""
+
+    window_s: float = Field(description="request statistics cover this many recent seconds")
+    deployments: list[DeploymentState]
+    endpoints: list[EndpointStats]
+    history: list[ReplicaSample] = Field(description="replica counts sampled every few seconds, oldest first")
