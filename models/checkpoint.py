@@ -43,9 +43,7 @@ def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str,
 def load_checkpoint(directory: Path, expected: ModelKind | None = None) -> tuple[CheckpointMeta, dict[str, Any]]:
     path = directory / CHECKPOINT_FILE if directory.is_dir() else directory
     if not path.is_file():
-        raise WeightsError(
-            f"No checkpoint at {path}: train one with `python -m models.train` or pass --weights DIR."
-        )
+        raise WeightsError(f"No checkpoint at {path}: train one with `python -m models.train` or pass --weights DIR.")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = CheckpointMeta.model_validate(blob["meta"])
     if expected is not None and meta.kind != expected:

@@ -51,9 +51,7 @@ class PneumoniaCNN(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, w[0], 5, 2, 2, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True)
-        )
+        self.stem = nn.Sequential(nn.Conv2d(1, w[0], 5, 2, 2, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
         stages: list[nn.Module] = []
         c_in = w[0]
         for c_out, n in zip(w[1:], config.blocks, strict=True):

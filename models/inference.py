@@ -45,9 +45,7 @@ class _Predictor:
         self.meta: CheckpointMeta = meta
         self._state = state
         self.device = resolve_device(device)
-        self.card: ModelCard | None = (
-            read_card(self.weights_dir) if (self.weights_dir / CARD_JSON).is_file() else None
-        )
+        self.card: ModelCard | None = read_card(self.weights_dir) if (self.weights_dir / CARD_JSON).is_file() else None
 
     @property
     def name(self) -> str:
@@ -66,7 +64,7 @@ class XrayPredictor(_Predictor):
         self.config = CnnConfig.model_validate(self.meta.config)
         self.model = PneumoniaCNN(self.config)
         self.model.load_state_dict(self._state)
-        self.model.eval().to(self.device, memory_format=torch.channels_last)
+        self.model.eval().to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.bf16 = bf16
 
     def _autocast(self) -> torch.autocast:
@@ -94,8 +92,8 @@ class XrayPredictor(_Predictor):
         cam = LayerGradCam(self.model, self.model.target_layer)
         with torch.enable_grad():
             attribution = cam.attribute(x, relu_attributions=True)  # (1, 1, s, s)
-        heat = F.interpolate(attribution.detach().float(), size=image.shape, mode="bilinear", align_corners=False)
-        heat = heat[0, 0].clamp_min(0).cpu().numpy()
+        up = F.interpolate(attribution.detach().float(), size=image.shape, mode="bilinear", align_corners=False)
+        heat: np.ndarray = up[0, 0].clamp_min(0).cpu().numpy()
         top = float(heat.max())
         return (heat / top).astype(np.float32) if top > 0 else heat.astype(np.float32)
 

@@ -108,9 +108,7 @@ def _as_binary_labels(values: npt.ArrayLike, name: str) -> IntArray:
     return arr.astype(np.int64)
 
 
-def _validate(
-    y_true: npt.ArrayLike, prob: npt.ArrayLike, *, need_both_classes: bool
-) -> tuple[IntArray, FloatArray]:
+def _validate(y_true: npt.ArrayLike, prob: npt.ArrayLike, *, need_both_classes: bool) -> tuple[IntArray, FloatArray]:
     y = _as_binary_labels(y_true, "y_true")
     p = np.asarray(prob, dtype=np.float64)
     if p.ndim != 1:
@@ -141,15 +139,15 @@ def _calibration_bins(y: IntArray, p: FloatArray, n_bins: int) -> tuple[FloatArr
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(edges[1:-1], p)  # same convention as sklearn.calibration.calibration_curve
     count = np.bincount(ids, minlength=n_bins).astype(np.float64)
-    sum_p = np.bincount(ids, weights=p, minlength=n_bins)
-    sum_y = np.bincount(ids, weights=y.astype(np.float64), minlength=n_bins)
+    sum_p = np.bincount(ids, weights=p, minlength=n_bins).astype(np.float64)
+    sum_y = np.bincount(ids, weights=y.astype(np.float64), minlength=n_bins).astype(np.float64)
     return count, sum_p, sum_y
 
 
 def expected_calibration_error(y_true: npt.ArrayLike, prob: npt.ArrayLike, n_bins: int = 10) -> float:
     """ECE = sum over equal-width bins of (bin share) * |mean predicted prob - observed positive fraction|."""
     y, p = _validate(y_true, prob, need_both_classes=False)
-    count, sum_p, sum_y = _calibration_bins(y, p, n_bins)
+    _, sum_p, sum_y = _calibration_bins(y, p, n_bins)
     return float(np.sum(np.abs(sum_p - sum_y)) / len(y))
 
 
@@ -363,9 +361,7 @@ def _hourly_utilities(
     t_sepsis_patient = np.array(
         [float(np.argmax(lab)) - DT_OPTIMAL if lab.any() else np.inf for lab in labs], dtype=np.float64
     )
-    starts = (
-        np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if labs else np.zeros(0, np.int64)
-    )
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if labs else np.zeros(0, np.int64)
     t = (np.arange(total) - np.repeat(starts, lengths)).astype(np.float64)
     ts = np.repeat(t_sepsis_patient, lengths)
     septic = np.isfinite(ts)

@@ -172,9 +172,7 @@ def _numeric_column(series: pd.Series, col: str, name: str) -> np.ndarray:
     return numbers.to_numpy(dtype=np.float64)
 
 
-def _check_limits(
-    col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]
-) -> np.ndarray:
+def _check_limits(col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]) -> np.ndarray:
     lo, hi = LIMITS[col]
     if col == "FiO2":
         percent = arr > 1.0

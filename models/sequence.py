@@ -16,11 +16,14 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
-from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED
+from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED, VITALS
 
 N_MEASURED = len(MEASURED)  # 34
-#: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last + 6 demographics
-N_INPUT = 3 * N_MEASURED + len(DEMOGRAPHICS)
+N_VITALS = len(VITALS)  # 8, the first columns of MEASURED
+TREND_WINDOW = 12
+#: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last
+#: + 34 measurement counts + 3 x 8 vital-sign trends (1 h change, 6 h change, 12 h std) + 6 demographics
+N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS)
 SINCE_CAP_HOURS = 72.0
 PROB_EPS = 1e-4  # probabilities are kept strictly inside (0, 1)
 
@@ -58,17 +61,30 @@ def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
     z = np.clip(z, -8.0, 8.0)
     since = np.where(last >= 0, np.arange(hours)[:, None] - last, SINCE_CAP_HOURS)
     since = np.minimum(since, SINCE_CAP_HOURS) / SINCE_CAP_HOURS
+    count = np.log1p(np.cumsum(observed, axis=0)) / 4.0  # (hours, 34)
+    vit = z[:, :N_VITALS]  # (hours, 8), forward-filled z-scores
+    delta1 = vit - vit[np.maximum(np.arange(hours) - 1, 0)]
+    delta6 = vit - vit[np.maximum(np.arange(hours) - 6, 0)]
+    csum = np.cumsum(np.vstack([np.zeros((1, N_VITALS)), vit]), axis=0)
+    csq = np.cumsum(np.vstack([np.zeros((1, N_VITALS)), vit**2]), axis=0)
+    lo = np.maximum(np.arange(hours) - TREND_WINDOW + 1, 0)
+    hi = np.arange(hours) + 1
+    n = (hi - lo)[:, None]
+    var = (csq[hi] - csq[lo]) / n - ((csum[hi] - csum[lo]) / n) ** 2
+    vit_std = np.sqrt(np.clip(var, 0.0, None))
     demo = values[:, N_MEASURED:].copy()  # (hours, 6): Age, Gender, Unit1, Unit2, HospAdmTime, ICULOS
     demo_z = (demo - mean[N_MEASURED:]) / std[N_MEASURED:]
     demo_z[:, 1:4] = np.nan_to_num(demo[:, 1:4], nan=0.5)  # binary flags stay 0/1, unknown 0.5
     demo_z = np.clip(np.nan_to_num(demo_z, nan=0.0), -8.0, 8.0)
-    return np.concatenate([z, observed.astype(np.float32), since, demo_z], axis=1).astype(np.float32)
+    parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, demo_z]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def feature_groups() -> list[int]:
     """For each engineered channel, the index of the raw feature (0..39) it belongs to."""
     m = list(range(N_MEASURED))
-    return m + m + m + list(range(N_MEASURED, len(FEATURES)))
+    v = list(range(N_VITALS))
+    return m * 4 + v * 3 + list(range(N_MEASURED, len(FEATURES)))
 
 
 class SequenceConfig(BaseModel):
@@ -81,6 +97,7 @@ class SequenceConfig(BaseModel):
     n_heads: int = 4
     dropout: float = 0.1
     max_hours: int = 1024
+    members: int = 1  # >1: an ensemble of independently seeded networks whose logits are averaged
 
 
 class SepsisLSTM(nn.Module):
@@ -134,10 +151,26 @@ class SepsisTransformer(nn.Module):
         return self.head(h).squeeze(-1)  # (batch, hours)
 
 
-SequenceModel = SepsisLSTM | SepsisTransformer
+class SequenceEnsemble(nn.Module):
+    """Average of the logits of ``config.members`` networks of one architecture (still causal)."""
+
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.config = config
+        single = config.model_copy(update={"members": 1})
+        self.members = nn.ModuleList(build_sequence_model(single) for _ in range(config.members))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours) mean logit of the members."""
+        return torch.stack([m(x, mask) for m in self.members]).mean(dim=0)
+
+
+SequenceModel = SepsisLSTM | SepsisTransformer | SequenceEnsemble
 
 
 def build_sequence_model(config: SequenceConfig) -> SequenceModel:
+    if config.members > 1:
+        return SequenceEnsemble(config)
     return SepsisLSTM(config) if config.arch == "lstm" else SepsisTransformer(config)
 
 

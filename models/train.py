@@ -1,8 +1,8 @@
 """Train a MedLens model from scratch and write its checkpoint and model card.
 
-    python -m models.train cnn --data ../shared/data/chest_xray/train --out runs/cnn
-    python -m models.train lstm --data ../shared/data/sepsis/training --out runs/lstm
-    python -m models.train transformer --data ../shared/data/sepsis/training --out runs/transformer
+python -m models.train cnn --data ../shared/data/chest_xray/train --out runs/cnn
+python -m models.train lstm --data ../shared/data/sepsis/training --out runs/lstm
+python -m models.train transformer --data ../shared/data/sepsis/training --out runs/transformer
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
+    parser.add_argument("--members", type=int, default=1, help="sequence models: ensemble of seeds")
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

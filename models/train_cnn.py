@@ -102,7 +102,7 @@ def predict_cached(model: PneumoniaCNN, images: np.ndarray, batch_size: int = 64
 def sensitivity_first_threshold(y: np.ndarray, prob: np.ndarray, target_sensitivity: float) -> float:
     """Highest threshold whose sensitivity on ``y`` is still >= the target (best specificity there)."""
     pos = np.sort(prob[y == 1])
-    k = int(math.floor((1.0 - target_sensitivity) * len(pos)))
+    k = math.floor((1.0 - target_sensitivity) * len(pos))
     return float(pos[min(k, len(pos) - 1)])
 
 
@@ -145,7 +145,7 @@ def train_cnn(
     sample = x_train[:: max(1, len(x_train) // 500)].astype(np.float32) / 255.0
     config = config.model_copy(update={"mean": float(sample.mean()), "std": float(sample.std() + 1e-6)})
 
-    model = PneumoniaCNN(config).to(memory_format=torch.channels_last)
+    model = PneumoniaCNN(config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

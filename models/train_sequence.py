@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from models.sepsis_io import FEATURES, SepsisRecord, load_labelled_dir
 from models.sequence import (
     NormStats,
     SequenceConfig,
+    SequenceEnsemble,
     SequenceModel,
     build_sequence_model,
     engineer,
@@ -70,6 +70,66 @@ def predict_features(model: SequenceModel, features: list[np.ndarray], batch_siz
     return out
 
 
+def _fit_member(
+    config: SequenceConfig,
+    x_train: list[np.ndarray],
+    y_train: list[np.ndarray],
+    x_val: list[np.ndarray],
+    y_val: list[np.ndarray],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    label: str,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
+    """Train one network; keep the epoch with the best validation AUROC (less noisy than utility)."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.metrics import best_utility_threshold
+
+    seed_everything(seed)
+    model = build_sequence_model(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    order_by_len = np.argsort([len(y) for y in y_train])
+    batches = [order_by_len[i : i + batch_size] for i in range(0, len(order_by_len), batch_size)]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
+    )
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        for b in tqdm(rng.permutation(len(batches)), desc=f"{label} epoch {epoch + 1}/{epochs}", unit="batch"):
+            idx = batches[b]
+            x, mask = pad_batch([x_train[i] for i in idx])  # (batch, hours, F), (batch, hours)
+            y, _ = pad_batch([y_train[i][:, None] for i in idx])  # (batch, hours, 1)
+            logits = model(x, mask)  # (batch, hours)
+            loss_h = F.binary_cross_entropy_with_logits(
+                logits, y.squeeze(-1), pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
+            )
+            loss = (loss_h * mask).sum() / mask.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * float(mask.sum())
+            count += int(mask.sum())
+        probs = predict_features(model, x_val)
+        auroc = float(roc_auc_score(np.concatenate(y_val), np.concatenate(probs)))
+        _, utility = best_utility_threshold(y_val, probs)
+        entry = {"epoch": epoch + 1, "train_loss": total / count, "val_auroc": auroc, "val_utility": utility}
+        history.append(entry)
+        tqdm.write(f"{label}: {entry}")
+        if best is None or auroc > best[0]:
+            best = (auroc, epoch + 1, copy.deepcopy(model.state_dict()))
+    assert best is not None
+    return best[2], history, best[1]
+
+
 def train_sequence(
     arch: str,
     data: Path,
@@ -80,6 +140,7 @@ def train_sequence(
     lr: float,
     seed: int,
     val_fraction: float,
+    members: int = 1,
     limit: int | None = None,
 ) -> SequenceTrainResult:
     from models.metrics import best_utility_threshold, normalized_utility
@@ -96,52 +157,31 @@ def train_sequence(
     x_val = [engineer(r.values, stats) for r in val_recs]
     y_val = [r.labels for r in val_recs if r.labels is not None]
 
-    config = SequenceConfig(arch=arch)  # type: ignore[arg-type]
-    model = build_sequence_model(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    order_by_len = np.argsort([len(y) for y in y_train])
-    batches = [order_by_len[i : i + batch_size] for i in range(0, len(order_by_len), batch_size)]
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
-    )
-    rng = np.random.default_rng(seed)
+    config = SequenceConfig(arch=arch, members=members)
+    single = config.model_copy(update={"members": 1})
+    states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor], float] | None = None
-    for epoch in range(epochs):
-        model.train()
-        total, count = 0.0, 0
-        for b in tqdm(rng.permutation(len(batches)), desc=f"{arch} epoch {epoch + 1}/{epochs}", unit="batch"):
-            idx = batches[b]
-            x, mask = pad_batch([x_train[i] for i in idx])  # (batch, hours, F), (batch, hours)
-            y, _ = pad_batch([y_train[i][:, None] for i in idx])
-            logits = model(x, mask)
-            loss_h = F.binary_cross_entropy_with_logits(
-                logits, y.squeeze(-1), pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
-            )
-            loss = (loss_h * mask).sum() / mask.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * float(mask.sum())
-            count += int(mask.sum())
-        probs = predict_features(model, x_val)
-        threshold, utility = best_utility_threshold(y_val, probs)
-        from sklearn.metrics import roc_auc_score
-
-        auroc = float(roc_auc_score(np.concatenate(y_val), np.concatenate(probs)))
-        entry = {"epoch": epoch + 1, "train_loss": total / count, "val_auroc": auroc, "val_utility": utility}
-        history.append(entry)
-        tqdm.write(str(entry))
-        if best is None or utility > best[0]:
-            best = (utility, epoch + 1, copy.deepcopy(model.state_dict()), threshold)
-    assert best is not None
-    _, best_epoch, state, threshold = best
-    model.load_state_dict(state)
+    best_epochs: list[int] = []
+    for member in range(members):
+        state, member_history, best_epoch = _fit_member(
+            single, x_train, y_train, x_val, y_val, epochs=epochs, batch_size=batch_size, lr=lr,
+            seed=seed + member, label=f"{arch} {member + 1}/{members}",
+        )  # fmt: skip
+        states.append(state)
+        history.extend({"member": member + 1, **h} for h in member_history)
+        best_epochs.append(best_epoch)
+    model = build_sequence_model(config)
+    if members > 1:
+        assert isinstance(model, SequenceEnsemble)
+        for sub, state in zip(model.members, states, strict=True):
+            sub.load_state_dict(state)
+    else:
+        model.load_state_dict(states[0])
     probs = predict_features(model, x_val)
+    threshold, _ = best_utility_threshold(y_val, probs)
+    best_epoch = max(best_epochs)
     meta = CheckpointMeta(
-        kind=arch,  # type: ignore[arg-type]
+        kind=arch,
         version=time.strftime(f"{arch}-%Y%m%d"),
         task="hourly sepsis risk (PhysioNet 2019 SepsisLabel: sepsis within the next 6 hours or ongoing)",
         labels=["NO_ALERT", "SEPSIS_ALERT"],
@@ -184,12 +224,11 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
         lr=lr,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        members=args.members,
         limit=args.limit,
     )
     meta = result.meta
-    evaluation = binary_evaluation(
-        np.concatenate(result.val_labels), np.concatenate(result.val_probs), meta.threshold
-    )
+    evaluation = binary_evaluation(np.concatenate(result.val_labels), np.concatenate(result.val_probs), meta.threshold)
     from models.metrics import normalized_utility
 
     evaluation.utility = normalized_utility(result.val_labels, [p >= meta.threshold for p in result.val_probs])
@@ -211,7 +250,8 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
         training_seconds=result.seconds,
         hyperparameters={
             "epochs": epochs,
-            "best_epoch (by validation utility)": result.best_epoch,
+            "members (ensemble of seeds)": args.members,
+            "epoch kept per member": "best validation AUROC",
             "batch_size": batch_size,
             "max_lr": lr,
             "optimizer": "AdamW (wd 0.01), one-cycle schedule, grad-norm clip 1.0",
@@ -230,8 +270,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "Trained on one hospital system (challenge set B); other hospitals differ in case mix, "
             "measurement frequency and sepsis definition (Sepsis-3 as computed by the challenge).",
             "The label is already shifted 6 hours earlier than clinical onset.",
-            "Missingness patterns carry signal (what clinicians chose to measure): workflow changes "
-            "shift the model.",
+            "Missingness patterns carry signal (what clinicians chose to measure): workflow changes shift the model.",
             "Validation stays also chose the epoch and threshold: the figures are optimistic.",
             "Not for clinical use.",
         ],

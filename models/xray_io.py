@@ -204,10 +204,8 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
         value = ds.get(keyword)
         if value is None or value == "":
             continue
-        if isinstance(value, pydicom.multival.MultiValue):
-            text = " x ".join(str(v) for v in value)
-        else:
-            text = str(value)
+        multi = isinstance(value, pydicom.multival.MultiValue)
+        text = " x ".join(str(v) for v in value) if multi else str(value)
         if text:
             out[keyword] = text[:64]
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -260,4 +258,3 @@ def patient_id(path: Path) -> str:
         return stem.split("_")[0]
     match = re.match(r"(NORMAL2-)?IM-\d+", stem)
     return match.group(0) if match else stem
-

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install MedLens into .venv/ (idempotent). Usage: scripts/setup.sh [run|test]
+#   run  - the app's Python packages (torch CPU build, Ray Serve, Streamlit, ...)
+#   test - also the test tools (pytest, playwright, locust, ruff, mypy) and Debian's chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE="${1:-run}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+# CPU build of torch that lies on this kind of machine's disk; GPU users: see README ("GPU").
+TORCH_SPEC="${MEDLENS_TORCH_SPEC:-torch==2.13.0}"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+extras="."
+[ "$MODE" = "test" ] && extras=".[test]"
+stamp=".venv/.medlens-$MODE.stamp"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $TORCH_SPEC"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "==> Python packages up to date ($MODE)"
+else
+  echo "==> installing Python packages ($MODE)"
+  "${PIP[@]}" install --upgrade pip >/dev/null
+  # torch first, so the project's torch range is already satisfied by the CPU build.
+  .venv/bin/python -c "import torch" >/dev/null 2>&1 || "${PIP[@]}" install "$TORCH_SPEC"
+  "${PIP[@]}" install -e "$extras"
+  echo "$want" > "$stamp"
+fi
+
+if [ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing Debian's chromium for the browser tests"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+echo "==> setup done ($MODE)"
