@@ -1,0 +1,95 @@
+"""Step-load run against the default ray_config.yaml: 1 -> 16 -> 64 users, then 0.
+
+    .venv/bin/locust -f benchmarks/locust_step.py --headless --host http://127.0.0.1:8000 \
+        --csv docs/load/step --html docs/load/step.html
+
+Every 2 s it records users, replicas per deployment (GET /v1/service), requests/s and latency
+percentiles, and at the end writes docs/load/step_timeline.csv and docs/load/autoscaling.html
+(plotly), which the dashboard's Service page also shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from locust import LoadTestShape, events
+
+from benchmarks.locustfile import HEADERS, DashboardReader, SepsisClinician, XrayReviewer
+
+__all__ = ["DashboardReader", "SepsisClinician", "StepLoad", "XrayReviewer"]
+
+OUT = Path("docs/load")
+STAGES = [(30, 1), (90, 16), (150, 64), (240, 0)]  # (end second, users)
+_rows: list[dict[str, Any]] = []
+_stop = threading.Event()
+
+
+class StepLoad(LoadTestShape):
+    def tick(self) -> tuple[int, float] | None:
+        t = self.get_run_time()
+        for end, users in STAGES:
+            if t < end:
+                return users, 8.0
+        return None
+
+
+def _sample(environment: Any) -> None:
+    start = time.time()
+    with httpx.Client(base_url=environment.host, headers=HEADERS, timeout=5.0) as client:
+        while not _stop.is_set():
+            row: dict[str, Any] = {"t": round(time.time() - start, 1), "users": environment.runner.user_count}
+            try:
+                status = client.get("/v1/service").json()
+                for dep in status["deployments"]:
+                    row[f"replicas:{dep['name']}"] = dep["replicas"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                row["service_error"] = 1
+            total = environment.stats.total
+            row["rps"] = round(total.current_rps, 2)
+            row["fail_per_s"] = round(total.current_fail_per_sec, 2)
+            row["p50_ms"] = total.get_current_response_time_percentile(0.5)
+            row["p95_ms"] = total.get_current_response_time_percentile(0.95)
+            _rows.append(row)
+            _stop.wait(2.0)
+
+
+@events.test_start.add_listener
+def _on_start(environment: Any, **_: Any) -> None:
+    threading.Thread(target=_sample, args=(environment,), daemon=True).start()
+
+
+@events.test_stop.add_listener
+def _on_stop(environment: Any, **_: Any) -> None:
+    _stop.set()
+    time.sleep(0.2)
+    write_timeline(_rows, OUT)
+
+
+def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
+    from plotly.subplots import make_subplots
+
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r})
+    with (out / "step_timeline.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    fig = make_subplots(
+        rows=3, cols=1, shared_xaxes=True, subplot_titles=("users and replicas", "requests/s", "latency")
+    )
+    t = [r["t"] for r in rows]
+    fig.add_scatter(x=t, y=[r["users"] for r in rows], name="users", row=1, col=1, line={"dash": "dot"})
+    for key in (k for k in keys if k.startswith("replicas:")):
+        fig.add_scatter(x=t, y=[r.get(key) for r in rows], name=key.split(":", 1)[1], row=1, col=1, line_shape="hv")
+    fig.add_scatter(x=t, y=[r["rps"] for r in rows], name="requests/s", row=2, col=1)
+    fig.add_scatter(x=t, y=[r["fail_per_s"] for r in rows], name="failures/s", row=2, col=1)
+    fig.add_scatter(x=t, y=[r["p50_ms"] for r in rows], name="p50 ms", row=3, col=1)
+    fig.add_scatter(x=t, y=[r["p95_ms"] for r in rows], name="p95 ms", row=3, col=1)
+    fig.update_layout(height=800, title="MedLens step load: replicas follow users (default ray_config.yaml)")
+    fig.update_xaxes(title_text="seconds since start", row=3, col=1)
+    fig.write_html(out / "autoscaling.html", include_plotlyjs="cdn")

@@ -1,0 +1,294 @@
+"""Serving benchmark against the peers: one run, one machine, one model, one pre-processing.
+
+    .venv/bin/python -m benchmarks.serving_peers            # chest X-ray CNN, 1/8/32 clients
+    .venv/bin/python -m benchmarks.serving_peers --sepsis   # sepsis LSTM, 32 clients
+
+Measures, for the same real inputs and the same models.* pre-processing and model code:
+  ceiling   in-process, no HTTP: decode + pre-process + batched forward at each batch size
+            (the best one is the ceiling), with the same total torch threads as the servers
+  plain     FastAPI + uvicorn, one model call per request (what a user writes by hand)
+  litserve  LitServe with dynamic batching
+  medlens   MedLens's Ray Serve application (`serve run ray_config.yaml`)
+with N closed-loop clients (each sends, waits for the answer, sends again) for a fixed time,
+and appends a table (throughput, p50/p99, errors, ratio to the ceiling, memory, start-up) to
+docs/benchmarks.md. Targets 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from models.config import data_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(Path(sys.executable))
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    path: str
+    params: dict[str, str]
+    env: dict[str, str]
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def inputs(sepsis: bool, n: int = 32) -> list[tuple[str, bytes]]:
+    if sepsis:
+        files = sorted(data_paths().sepsis_training.glob("*.psv"))
+        picked = [p for p in files if 40 <= p.read_bytes().count(b"\n") - 1 <= 80][:n]
+        return [(p.name, p.read_bytes()) for p in picked]
+    out = []
+    for cls in ("NORMAL", "PNEUMONIA"):
+        out += [(p.name, p.read_bytes()) for p in sorted((data_paths().xray_train / cls).iterdir())[: n // 2]]
+    return out
+
+
+def ceiling(sepsis: bool, payloads: list[tuple[str, bytes]], threads: int, seconds: float) -> dict[int, float]:
+    """Requests/s in-process at each batch size: decode + pre-process + forward, no HTTP."""
+    from models.inference import SepsisPredictor, XrayPredictor
+    from models.sepsis_io import parse_series_bytes
+    from models.xray_io import load_xray_bytes
+
+    torch.set_num_threads(threads)
+    results: dict[int, float] = {}
+    if sepsis:
+        seq = SepsisPredictor("lstm", device="cpu")
+
+        def run(batch: list[bytes]) -> None:
+            seq.predict([parse_series_bytes(b, "x.psv").values for b in batch])
+    else:
+        cnn = XrayPredictor(device="cpu")
+
+        def run(batch: list[bytes]) -> None:
+            cnn.predict([load_xray_bytes(b, "x").pixels for b in batch])
+
+    data = [b for _, b in payloads]
+    for bs in (1, 4, 8, 16, 32):
+        batch = [data[i % len(data)] for i in range(bs)]
+        run(batch)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            run(batch)
+            done += bs
+        results[bs] = done / (time.perf_counter() - start)
+    return results
+
+
+async def closed_loop(
+    url: str, params: dict[str, str], payloads: list[tuple[str, bytes]], clients: int, seconds: float, warmup: float
+) -> LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    count = 0
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+        t_start = time.perf_counter()
+        t_measure = t_start + warmup
+        t_end = t_measure + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal errors, count
+            k = i
+            while True:
+                now = time.perf_counter()
+                if now >= t_end:
+                    return
+                name, data = payloads[k % len(payloads)]
+                k += clients
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, params=params, files={"file": (name, data)})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                t1 = time.perf_counter()
+                if t0 >= t_measure and t1 <= t_end:
+                    count += 1
+                    latencies.append((t1 - t0) * 1000)
+                    errors += 0 if ok else 1
+
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+    return LoadResult(clients, count, errors, seconds, latencies)
+
+
+def rss_mb(session: int) -> float:
+    out = subprocess.run(["ps", "-s", str(session), "-o", "rss="], capture_output=True, text=True).stdout
+    return sum(int(x) for x in out.split()) / 1024
+
+
+def process_count(session: int) -> int:
+    out = subprocess.run(["ps", "-s", str(session), "-o", "pid="], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def port_free(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+        return False
+    except httpx.HTTPError:
+        return True
+
+
+def start(server: Server, health: str, timeout: float = 240.0) -> tuple[subprocess.Popen[bytes], float]:
+    if not port_free(server.port):
+        raise SystemExit(f"port {server.port} is busy: stop whatever listens there first")
+    log = open(ROOT / ".run" / f"bench-{server.name}.log", "wb")  # noqa: SIM115
+    env = {**os.environ, **server.env}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        server.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"{server.name} exited; see .run/bench-{server.name}.log")
+        try:
+            if httpx.get(f"http://127.0.0.1:{server.port}{health}", timeout=2.0).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise SystemExit(f"{server.name} did not become healthy in {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+            time.sleep(1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sepsis", action="store_true", help="sepsis LSTM instead of the chest X-ray CNN")
+    parser.add_argument("--clients", type=int, nargs="+", default=None)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in total per server")
+    parser.add_argument("--servers", nargs="+", default=["plain", "litserve", "medlens"])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    clients = args.clients or ([32] if args.sepsis else [1, 8, 32])
+    (ROOT / ".run").mkdir(exist_ok=True)
+    payloads = inputs(args.sepsis)
+    thr = {"MEDLENS_BENCH_THREADS": str(args.threads)}
+    path = "/predict_sepsis" if args.sepsis else "/predict"
+    servers = {
+        "plain": Server(
+            "plain",
+            [str(BIN / "uvicorn"), "benchmarks.peers.plain_fastapi:app", "--port", "8101", "--log-level", "warning"],
+            8101, path, {"model": "lstm"} if args.sepsis else {}, thr,
+        ),
+        "litserve": Server(
+            "litserve",
+            [PY, "-m", "benchmarks.peers.litserve_server", "--port", "8102", *(["--sepsis"] if args.sepsis else [])],
+            8102, path, {}, thr,
+        ),
+        "medlens": Server(
+            "medlens", [str(BIN / "serve"), "run", "ray_config.yaml"], 8000,
+            "/v1/sepsis/predict" if args.sepsis else "/v1/xray/predict", {"model": "lstm"} if args.sepsis else {}, {},
+        ),
+    }  # fmt: skip
+
+    print("ceiling (in-process) ...", flush=True)
+    ceil = ceiling(args.sepsis, payloads, args.threads, seconds=max(3.0, args.seconds / 4))
+    best_bs = max(ceil, key=lambda k: ceil[k])
+    best = ceil[best_bs]
+    print(f"  ceiling {best:.1f} req/s at batch {best_bs} ({ceil})", flush=True)
+    rows: list[tuple[str, LoadResult, float, float, int]] = []
+    for name in args.servers:
+        server = servers[name]
+        proc, startup = start(server, "/healthz")
+        try:
+            url = f"http://127.0.0.1:{server.port}{server.path}"
+            for n in clients:
+                result = asyncio.run(closed_loop(url, server.params, payloads, n, args.seconds, args.warmup))
+                mem = rss_mb(proc.pid)
+                rows.append((name, result, startup, mem, process_count(proc.pid)))
+                print(
+                    f"  {name:9s} {n:3d} clients: {result.throughput:7.1f} req/s  p50 {result.pct(50):7.1f} ms  "
+                    f"p99 {result.pct(99):7.1f} ms  errors {result.errors}  rss {mem:.0f} MB",
+                    flush=True,
+                )
+        finally:
+            stop(proc)
+
+    what = "sepsis LSTM, PhysioNet records of 40-80 hours" if args.sepsis else "chest X-ray CNN, real 224x224 JPEGs"
+    lines = [
+        f"\n## {what} — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
+        f"Command: `.venv/bin/python -m benchmarks.serving_peers{' --sepsis' if args.sepsis else ''}`; "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads per server {args.threads}; "
+        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per step.\n",
+        "In-process ceiling (decode + pre-process + forward, no HTTP): "
+        + ", ".join(f"batch {k}: {v:.1f}/s" for k, v in ceil.items())
+        + f" -> **{best:.1f} req/s** (batch {best_bs}).\n",
+        "| server | clients | req/s | p50 ms | p99 ms | errors | / ceiling | memory MB (all processes) "
+        "| processes | start-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r, startup, mem, procs in rows:
+        lines.append(
+            f"| {name} | {r.clients} | {r.throughput:.1f} | {r.pct(50):.1f} | {r.pct(99):.1f} | {r.errors} | "
+            f"{r.throughput / best:.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
+        )
+    by = {(name, r.clients): r for name, r, *_ in rows}
+    n = max(clients)
+    if ("medlens", n) in by:
+        peers = [by[(p, n)] for p in ("plain", "litserve") if (p, n) in by]
+        med = by[("medlens", n)]
+        if peers:
+            better = max(peers, key=lambda r: r.throughput)
+            lines.append(
+                f"\nAt {n} clients MedLens reaches {med.throughput / best:.2f} of the ceiling, "
+                f"{med.throughput / better.throughput:.2f} of the better peer's throughput, and its p99 is "
+                f"{med.pct(99) / better.pct(99):.2f}x the better peer's.\n"
+            )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.out.exists():
+        args.out.write_text("# Serving benchmarks\n\nEach section is one run of `benchmarks/serving_peers.py`.\n")
+    with args.out.open("a") as fh:
+        fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
