@@ -104,7 +104,13 @@ class SepsisLSTM(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config
-        self.proj = nn.Sequential(nn.Linear(config.n_input, config.d_model), nn.GELU())
+        self.proj = nn.Sequential(
+            nn.Linear(config.n_input, 2 * config.d_model),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(2 * config.d_model, config.d_model),
+            nn.GELU(),
+        )
         self.lstm = nn.LSTM(
             config.d_model,
             config.d_model,
@@ -112,13 +118,15 @@ class SepsisLSTM(nn.Module):
             batch_first=True,
             dropout=config.dropout if config.n_layers > 1 else 0.0,
         )
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.d_model, 1))
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * config.d_model, 1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (batch, hours, n_input); mask: (batch, hours) 1 = real hour -> (batch, hours) logits.
-        Padding sits after the real hours, so a unidirectional LSTM never sees it for real hours."""
-        h, _ = self.lstm(self.proj(x))  # (batch, hours, d_model)
-        return self.head(h).squeeze(-1)
+        Padding sits after the real hours, so a unidirectional LSTM never sees it for real hours.
+        The head reads the recurrent state and the current hour's encoding side by side."""
+        e = self.proj(x)  # (batch, hours, d_model)
+        h, _ = self.lstm(e)  # (batch, hours, d_model)
+        return self.head(torch.cat([h, e], dim=-1)).squeeze(-1)
 
 
 class SepsisTransformer(nn.Module):

@@ -32,12 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="cnn: share of patients held out")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
-    parser.add_argument("--members", type=int, default=1, help="sequence models: ensemble of seeds")
+    parser.add_argument("--folds", type=int, default=5, help="sequence models: k-fold ensemble (1 = single)")
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.folds < 2:
+        parser.error("--folds must be at least 2 (the out-of-fold predictions choose the threshold)")
     if args.model == "cnn":
         return _train_cnn(args)
     return _train_sequence(args)
