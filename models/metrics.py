@@ -197,6 +197,21 @@ def _curve(x: FloatArray, y: FloatArray, thresholds: FloatArray, max_points: int
     )
 
 
+def _with_operating_point(roc: CurvePoints, cm: ConfusionMatrix, threshold: float) -> CurvePoints:
+    """Make sure the ROC holds the exact point of the operating threshold (``drop_intermediate`` and
+    thinning may have removed it), so ``operating_point(ev, ev.threshold)`` reproduces ``ev``'s own counts."""
+    if threshold in roc.thresholds or not 0.0 <= threshold <= 1.0:
+        return roc
+    n_pos, n_neg = cm.tp + cm.fn, cm.tn + cm.fp
+    # thresholds are stored descending: insert before the first smaller one
+    at = next((i for i, t in enumerate(roc.thresholds) if t < threshold), len(roc.thresholds))
+    return CurvePoints(
+        x=[*roc.x[:at], cm.fp / max(n_neg, 1), *roc.x[at:]],
+        y=[*roc.y[:at], cm.tp / max(n_pos, 1), *roc.y[at:]],
+        thresholds=[*roc.thresholds[:at], float(threshold), *roc.thresholds[at:]],
+    )
+
+
 def binary_evaluation(
     y_true: npt.ArrayLike, prob: npt.ArrayLike, threshold: float, *, max_points: int = 200
 ) -> BinaryEvaluation:
@@ -243,7 +258,8 @@ def binary_evaluation(
         confusion=cm,
         brier=float(brier_score_loss(y, p)),
         ece=float(np.sum(np.abs(sum_p - sum_y)) / len(y)),
-        roc=_curve(fpr, tpr, roc_thr, max_points),
+        # one slot is kept free for the operating point
+        roc=_with_operating_point(_curve(fpr, tpr, roc_thr, max(2, max_points - 1)), cm, threshold),
         pr=pr_curve,
         calibration=calibration,
         **rates,

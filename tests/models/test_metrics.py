@@ -267,9 +267,15 @@ def test_binary_evaluation_small_example_against_sklearn() -> None:
     assert ev.ece == pytest.approx(expected_calibration_error(Y_SMALL, P_SMALL))
     assert ev.utility is None
     fpr, tpr, thr = roc_curve(Y_SMALL, P_SMALL, drop_intermediate=True)
-    assert ev.roc.x == pytest.approx(fpr.tolist())
-    assert ev.roc.y == pytest.approx(tpr.tolist())
-    assert ev.roc.thresholds == pytest.approx([1.0, *thr[1:].tolist()])
+    # sklearn's points plus the exact operating point (threshold 0.5: FPR 2/6, TPR 3/4), which
+    # drop_intermediate had removed; thresholds stay descending.
+    at = int(np.sum(thr > 0.5))
+    assert 0.5 not in thr
+    assert ev.roc.x == pytest.approx([*fpr[:at].tolist(), 2 / 6, *fpr[at:].tolist()])
+    assert ev.roc.y == pytest.approx([*tpr[:at].tolist(), 3 / 4, *tpr[at:].tolist()])
+    assert ev.roc.thresholds == pytest.approx([1.0, *thr[1:at].tolist(), 0.5, *thr[at:].tolist()])
+    assert operating_point(ev, 0.5)["sensitivity"] == pytest.approx(ev.sensitivity)
+    assert operating_point(ev, 0.5)["specificity"] == pytest.approx(ev.specificity)
 
 
 def test_threshold_is_inclusive() -> None:
