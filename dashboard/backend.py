@@ -1,0 +1,173 @@
+"""The dashboard's only way to MedLens serving: the HTTP client, cached where that is safe.
+
+* The client (one connection pool per serving URL) is shared across sessions with
+  ``st.cache_resource``: it holds no patient data.
+* The model list, model metrics and health are cached with ``st.cache_data`` and a short ttl: they
+  are the same for every reviewer.
+* Predictions are patient data: they are kept only in the reviewer's own ``st.session_state``
+  (:func:`session_store`), never in a cache shared between sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any, ParamSpec, TypeVar
+
+import streamlit as st
+
+from serving.client import DEFAULT_URL, TOKEN_ENV, URL_ENV, MedLensClient, ServingError
+from serving.schemas import Health, ModelList, ModelMetrics, ServiceStatus
+
+URL_STATE_KEY = "serving_url"
+_STORE_PREFIX = "_medlens_store_"
+#: Predictions kept per session and per kind (oldest dropped first).
+MAX_STORED = 16
+
+#: Busy answers retried by :func:`call` (serving's back-pressure: queue full, overloaded).
+BUSY_STATUSES = (429, 503)
+BUSY_RETRIES = 2
+BUSY_WAIT_S = 2.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def default_serving_url() -> str:
+    return (os.environ.get(URL_ENV) or DEFAULT_URL).strip()
+
+
+def serving_url() -> str:
+    """This session's serving URL (sidebar field), else ``$MEDLENS_SERVING_URL``, else the default."""
+    value = st.session_state.get(URL_STATE_KEY)
+    return str(value).strip().rstrip("/") if value else default_serving_url().rstrip("/")
+
+
+def valid_url(url: str) -> bool:
+    return url.startswith(("http://", "https://")) and len(url) > len("http://")
+
+
+#: Seconds the sidebar's health check waits (a wrong URL must not freeze every page).
+HEALTH_TIMEOUT_S = 5.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _client_for(base_url: str, token: str | None, timeout: float = 120.0) -> MedLensClient:
+    return MedLensClient(base_url=base_url, token=token, timeout=timeout)
+
+
+def client() -> MedLensClient:
+    """The shared client for this session's serving URL (token from ``$MEDLENS_API_TOKEN``)."""
+    return _client_for(serving_url(), os.environ.get(TOKEN_ENV) or None)
+
+
+@st.cache_data(ttl=10, show_spinner=False, max_entries=8)
+def _health(base_url: str) -> Health:
+    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None, HEALTH_TIMEOUT_S).health()
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=8)
+def _models(base_url: str) -> ModelList:
+    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None).models()
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=32)
+def _metrics(base_url: str, name: str) -> ModelMetrics:
+    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None).metrics(name)
+
+
+def health() -> Health:
+    return _health(serving_url())
+
+
+def models() -> ModelList:
+    return _models(serving_url())
+
+
+def metrics(name: str) -> ModelMetrics:
+    return _metrics(serving_url(), name)
+
+
+def service() -> ServiceStatus:
+    """Not cached: the service page polls it."""
+    return client().service()
+
+
+def call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """Run a serving call; on :class:`ServingError` show its detail with ``st.error`` and return None.
+
+    A busy answer (429 / 503: queue full, replica starting) is retried :data:`BUSY_RETRIES` times
+    after :data:`BUSY_WAIT_S` seconds before it is shown."""
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            return fn(*args, **kwargs)
+        except ServingError as exc:
+            if exc.status in BUSY_STATUSES and attempt < BUSY_RETRIES:
+                time.sleep(BUSY_WAIT_S * (attempt + 1))
+                continue
+            show_error(exc)
+            return None
+    return None
+
+
+def show_error(exc: ServingError) -> None:
+    if exc.status == 0 and exc.error == "unreachable":
+        st.error(f"{exc.detail} — or set the serving URL in the sidebar.", icon=":material/cloud_off:")
+    elif exc.status:
+        st.error(f"{exc.detail} (HTTP {exc.status}, {exc.error})", icon=":material/error:")
+    else:
+        st.error(exc.detail, icon=":material/error:")
+
+
+def case_id(data: bytes) -> str:
+    """Case id for reviews: a hash of the file's bytes (never its name or content)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def safe_name(filename: str | None, fallback: str) -> str:
+    """``upload.<ext>``: only the extension of a patient's file name is ever used or shown."""
+    suffix = PurePath(filename or "").suffix.lower()
+    if not suffix or len(suffix) > 8 or not suffix[1:].isalnum():
+        return fallback
+    return "upload" + suffix
+
+
+def session_store(kind: str) -> dict[str, Any]:
+    """This session's private store for ``kind`` (``xray``, ``sepsis``...) in st.session_state."""
+    key = _STORE_PREFIX + kind
+    store = st.session_state.get(key)
+    if not isinstance(store, dict):
+        store = {}
+        st.session_state[key] = store
+    return store
+
+
+def remember(store: dict[str, Any], key: str, value: Any) -> None:
+    """Put ``value`` in a session store, dropping the oldest entries beyond :data:`MAX_STORED`."""
+    store.pop(key, None)
+    store[key] = value
+    while len(store) > MAX_STORED:
+        store.pop(next(iter(store)))
+
+
+__all__ = [
+    "URL_STATE_KEY",
+    "ServingError",
+    "call",
+    "case_id",
+    "client",
+    "default_serving_url",
+    "health",
+    "metrics",
+    "models",
+    "remember",
+    "safe_name",
+    "service",
+    "serving_url",
+    "session_store",
+    "show_error",
+    "valid_url",
+]

@@ -1,0 +1,45 @@
+"""Fixtures of the dashboard tests.
+
+The page and browser tests need a real MedLens serving: they use the session fixture
+``serving_url`` of ``tests/conftest.py`` (starts ``serve run`` on a test port). Set
+``MEDLENS_TEST_SERVING_URL`` to use an already running serving instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from serving.schemas import ModelMetrics
+from tests.dashboard.helpers import card_metrics, synthetic_metrics
+
+EXTERNAL_URL_ENV = "MEDLENS_TEST_SERVING_URL"
+
+
+@pytest.fixture(scope="session")
+def dashboard_serving_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real MedLens serving (``serving_url`` from tests/conftest.py, or the env override)."""
+    external = os.environ.get(EXTERNAL_URL_ENV)
+    if external:
+        return external.rstrip("/")
+    try:
+        url = request.getfixturevalue("serving_url")
+    except pytest.FixtureLookupError:
+        pytest.skip("no `serving_url` fixture in tests/conftest.py: cannot start a real serving")
+    return str(url).rstrip("/")
+
+
+@pytest.fixture
+def serving_env(dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MEDLENS_SERVING_URL set for an in-process AppTest."""
+    monkeypatch.setenv("MEDLENS_SERVING_URL", dashboard_serving_url)
+    return dashboard_serving_url
+
+
+@pytest.fixture(params=["synthetic", *[m.name for m in card_metrics()]])
+def model_metrics(request: pytest.FixtureRequest) -> ModelMetrics:
+    """The synthetic evaluation, then each committed model card's evaluation."""
+    if request.param == "synthetic":
+        return synthetic_metrics()
+    return next(m for m in card_metrics() if m.name == request.param)

@@ -1,0 +1,78 @@
+"""Shared helpers of the dashboard tests: schema objects, real data files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from models.cards import read_card
+from models.config import data_paths, default_weights
+from models.metrics import binary_evaluation
+from serving.schemas import ModelMetrics
+
+
+def synthetic_metrics(seed: int = 0, n: int = 400) -> ModelMetrics:
+    """A deterministic evaluation with both classes and a mid-range threshold."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    prob = np.clip(0.35 * y + rng.normal(0.35, 0.18, n), 0.0, 1.0)
+    ev = binary_evaluation(y, prob, 0.5, max_points=120)
+    return ModelMetrics(
+        name="cnn",
+        version="cnn-synthetic",
+        dataset="synthetic validation set (tests)",
+        created="2026-01-01 00:00 UTC",
+        threshold=0.5,
+        evaluation=ev,
+    )
+
+
+def card_metrics() -> list[ModelMetrics]:
+    out = []
+    for name in ("cnn", "lstm", "transformer"):
+        directory = default_weights(name)
+        if (directory / "card.json").is_file():
+            card = read_card(directory)
+            out.append(
+                ModelMetrics(
+                    name=card.name,
+                    version=card.version,
+                    dataset=card.evaluation_dataset,
+                    created=card.created,
+                    threshold=card.threshold,
+                    evaluation=card.evaluation,
+                )
+            )
+    return out
+
+
+def sha16(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def sepsis_dir() -> Path:
+    return data_paths().sepsis_training
+
+
+def septic_stays(limit: int = 2, min_hours: int = 30) -> list[Path]:
+    """First septic stays (SepsisLabel 1 somewhere) of at least ``min_hours`` hours, sorted by name."""
+    directory = sepsis_dir()
+    found: list[Path] = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob("p1*.psv")):
+        lines = path.read_text().splitlines()
+        if len(lines) - 1 >= min_hours and lines[-1].rsplit("|", 1)[-1].strip() == "1":
+            found.append(path)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def pneumonia_images(limit: int = 2) -> list[Path]:
+    folder = data_paths().xray_train / "PNEUMONIA"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpeg", ".jpg", ".png"})[:limit]

@@ -1,0 +1,311 @@
+"""The dashboard in a real Chromium (Debian's /usr/bin/chromium driven by playwright), against a real
+MedLens serving: real uploads, upload-to-result times, screenshots, two sessions in parallel.
+
+Writes ``test-artifacts/timings.json`` and ``test-artifacts/*.png``, and refreshes the README's
+``docs/screenshots/<page>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard.demo import demo_radiograph
+from serving.client import MedLensClient
+from tests.dashboard.helpers import pneumonia_images, septic_stays, sha16
+
+pytestmark = [pytest.mark.browser, pytest.mark.serve, pytest.mark.data]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+TIMINGS = ARTIFACTS / "timings.json"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RESULT_TIMEOUT_MS = 120_000
+WIDTH = 1440
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fixtures: streamlit server and browser
+# ---------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_session(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the whole process session started for the server (TERM, then KILL)."""
+    if proc.poll() is not None:
+        return
+    with_pgid = proc.pid  # start_new_session=True: the server leads its own session and group
+    try:
+        os.killpg(with_pgid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(with_pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(dashboard_serving_url: str) -> Iterator[str]:
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / "streamlit.log").open("wb")
+    env = {**os.environ, "MEDLENS_SERVING_URL": dashboard_serving_url, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "dashboard" / "app.py"),
+        "--server.headless=true",
+        f"--server.port={port}",
+        "--server.address=127.0.0.1",
+        "--server.fileWatcherType=none",
+        "--browser.gatherUsageStats=false",
+        "--client.toolbarMode=minimal",
+    ]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        _stop_session(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with playwright_sync.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def xray_files() -> list[Path]:
+    files = pneumonia_images(limit=6)
+    if len(files) < 2:
+        pytest.skip("no chest X-rays under <data>/chest_xray/train/PNEUMONIA (set MEDLENS_DATA_DIR)")
+    return files
+
+
+@pytest.fixture(scope="module")
+def septic_file() -> Path:
+    stays = septic_stays(limit=1)
+    if not stays:
+        pytest.skip("no septic stay under <data>/sepsis/training (set MEDLENS_DATA_DIR)")
+    return stays[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------
+def _record_timing(key: str, value: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    data = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {}
+    data[key] = value
+    data["recorded_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    TIMINGS.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"[timing] {key}: {value}")
+
+
+def _idle(page: Any, timeout_ms: int = RESULT_TIMEOUT_MS) -> None:
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+
+
+def _open(page: Any, url: str, title: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=title).wait_for(timeout=RESULT_TIMEOUT_MS)
+    _idle(page)
+
+
+def _main_text(page: Any) -> str:
+    return str(page.locator('[data-testid="stMain"]').inner_text())
+
+
+def _probability_line(page: Any) -> Any:
+    return page.locator('[data-testid="stMarkdownContainer"]', has_text="vs operating threshold")
+
+
+def _shown_probability(page: Any) -> float:
+    text = _probability_line(page).inner_text()
+    match = re.search(r"Probability\s+([\d.]+)%", text)
+    assert match, text
+    return float(match.group(1)) / 100.0
+
+
+def _upload_xray(page: Any, payload: Path | dict[str, Any]) -> None:
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(payload)
+
+
+def _screenshot(page: Any, name: str, docs: bool = True) -> None:
+    """Screenshot the whole page (Streamlit scrolls inside stMain, so grow the viewport to fit)."""
+    page.wait_for_timeout(600)  # let plotly finish its transitions
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stMainBlockContainer]')]"
+        ".map(e => e.scrollHeight))"
+    )
+    page.set_viewport_size({"width": WIDTH, "height": int(min(max(height + 40, 900), 4000))})
+    page.wait_for_timeout(400)
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if docs:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------------------
+def test_review_flow_in_a_real_browser(
+    dashboard_url: str, browser: Any, xray_files: list[Path], septic_file: Path, dashboard_serving_url: str
+) -> None:
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    page = context.new_page()
+    try:
+        # 1. chest X-ray: a real pediatric radiograph from the PNEUMONIA folder
+        _open(page, dashboard_url + "/", "Chest X-ray review")
+        image = xray_files[0]
+        start = time.perf_counter()
+        _upload_xray(page, image)
+        _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.locator('[data-testid="stPlotlyChart"]', has_text="P(pneumonia)").wait_for(timeout=RESULT_TIMEOUT_MS)
+        elapsed = time.perf_counter() - start
+        _record_timing("xray_upload_to_probability_s", round(elapsed, 3))
+        _idle(page)
+        shown = _shown_probability(page)
+        expected = MedLensClient(dashboard_serving_url).predict_xray(image.read_bytes(), image.name)
+        assert shown == pytest.approx(expected.probability, abs=0.002)
+        text = _main_text(page)
+        assert expected.label in text
+        assert sha16(image.read_bytes()) in text  # the case id is the hash of the bytes
+        assert image.stem not in text  # the file name is never shown
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # radiograph + gauge
+        _screenshot(page, "xray")
+
+        # 2. an extension-less DICOM whose name looks like a patient's: accepted, name never shown
+        dicom_name = "DOE^JANE_19700101"
+        _upload_xray(page, {"name": dicom_name, "mimeType": "application/octet-stream", "buffer": demo_radiograph()})
+        page.get_by_text("DICOM header fields are hidden").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(page)
+        text = _main_text(page)
+        assert "dicom" in text and "DOE" not in text and "JANE" not in text
+        assert "Modality" not in text
+        page.get_by_text("Show header fields").click()
+        page.get_by_text("De-identified header fields").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(page)
+        _screenshot(page, "xray_dicom_fields", docs=False)
+
+        # 3. sepsis: a real septic ICU stay
+        _open(page, dashboard_url + "/sepsis", "Sepsis early warning")
+        start = time.perf_counter()
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(septic_file)
+        page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis risk per hour").wait_for(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        risk_elapsed = time.perf_counter() - start
+        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the risk").wait_for(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        explain_elapsed = time.perf_counter() - start
+        _record_timing("sepsis_upload_to_risk_chart_s", round(risk_elapsed, 3))
+        _record_timing("sepsis_upload_to_attributions_s", round(explain_elapsed, 3))
+        _idle(page)
+        text = _main_text(page)
+        assert "LSTM first alert" in text and "Transformer first alert" in text
+        assert septic_file.stem not in text
+        chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis risk per hour")
+        legend = chart.inner_text()
+        assert "LSTM risk" in legend and "Transformer risk" in legend and "threshold" in legend
+        _screenshot(page, "sepsis")
+
+        # 4. model performance
+        _open(page, dashboard_url + "/performance", "Model performance")
+        page.locator('[data-testid="stPlotlyChart"]').nth(3).wait_for(timeout=RESULT_TIMEOUT_MS)
+        assert "AUC" in _main_text(page)
+        _screenshot(page, "performance")
+
+        # 5. service
+        _open(page, dashboard_url + "/service", "Service")
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(page)
+        _screenshot(page, "service")
+    finally:
+        context.close()
+
+
+def test_two_sessions_get_their_own_results(
+    dashboard_url: str, browser: Any, xray_files: list[Path], dashboard_serving_url: str
+) -> None:
+    client = MedLensClient(dashboard_serving_url)
+    # two radiographs whose probabilities differ clearly, so a mix-up would be visible
+    scored = [(path, client.predict_xray(path.read_bytes(), path.name).probability) for path in xray_files]
+    (first, p_first), (second, p_second) = min(scored, key=lambda s: s[1]), max(scored, key=lambda s: s[1])
+    assert p_second - p_first > 0.005, f"the test images score too alike: {scored}"
+
+    contexts = [browser.new_context(viewport={"width": WIDTH, "height": 1000}) for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for page in pages:
+            _open(page, dashboard_url + "/", "Chest X-ray review")
+        starts = []
+        for page, image in zip(pages, (first, second), strict=True):  # both uploads in flight together
+            starts.append(time.perf_counter())
+            _upload_xray(page, image)
+        elapsed = []
+        for page, start in zip(pages, starts, strict=True):
+            _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+            elapsed.append(round(time.perf_counter() - start, 3))
+        _record_timing("xray_parallel_two_sessions_upload_to_probability_s", elapsed)
+        for page, image, probability in zip(pages, (first, second), (p_first, p_second), strict=True):
+            _idle(page)
+            assert _shown_probability(page) == pytest.approx(probability, abs=0.002)
+            text = _main_text(page)
+            assert sha16(image.read_bytes()) in text
+            other = second if image == first else first
+            assert sha16(other.read_bytes()) not in text
+    finally:
+        for context in contexts:
+            context.close()

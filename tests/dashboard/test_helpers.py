@@ -1,0 +1,181 @@
+"""Unit tests of the dashboard's non-chart helpers (no serving, no browser)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dashboard import backend, demo, service_page, xray_page
+from serving.client import ServingError
+
+
+def test_case_id_is_a_hash_of_the_bytes() -> None:
+    data = b"\x00DICM some pixels"
+    assert backend.case_id(data) == hashlib.sha256(data).hexdigest()[:16]
+    assert backend.case_id(data) != backend.case_id(data + b"!")
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("DOE^JANE_19700101", "upload"),  # extension-less DICOM: nothing of the name survives
+        ("Smith John CXR.DCM", "upload.dcm"),
+        ("person12_virus_44.jpeg", "upload.jpeg"),
+        ("p100013.psv", "upload.psv"),
+        ("weird.name.with spaces!", "upload"),
+        ("", "upload"),
+        (None, "upload"),
+    ],
+)
+def test_safe_name_keeps_only_the_extension(filename: str | None, expected: str) -> None:
+    assert backend.safe_name(filename, "upload") == expected
+
+
+def test_valid_url() -> None:
+    assert backend.valid_url("http://127.0.0.1:8000")
+    assert backend.valid_url("https://medlens.example")
+    assert not backend.valid_url("ftp://x")
+    assert not backend.valid_url("http://")
+    assert not backend.valid_url("127.0.0.1:8000")
+
+
+def test_remember_keeps_the_newest_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "MAX_STORED", 3)
+    store: dict[str, object] = {}
+    for key in "abcd":
+        backend.remember(store, key, key.upper())
+    assert list(store) == ["b", "c", "d"]
+    backend.remember(store, "b", "B2")  # refreshed: now the newest
+    backend.remember(store, "e", "E")
+    assert list(store) == ["d", "b", "e"]
+
+
+def test_call_retries_busy_answers_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "BUSY_WAIT_S", 0.0)
+    shown: list[ServingError] = []
+    monkeypatch.setattr(backend, "show_error", shown.append)
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) <= backend.BUSY_RETRIES:
+            raise ServingError(503, "queue_full", "busy")
+        return "ok"
+
+    assert backend.call(flaky) == "ok"
+    assert len(attempts) == backend.BUSY_RETRIES + 1
+    assert not shown
+
+
+def test_call_shows_other_errors_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[ServingError] = []
+    monkeypatch.setattr(backend, "show_error", shown.append)
+    attempts = []
+
+    def invalid() -> str:
+        attempts.append(1)
+        raise ServingError(422, "invalid_image", "not an image")
+
+    assert backend.call(invalid) is None
+    assert len(attempts) == 1
+    assert [e.detail for e in shown] == ["not an image"]
+
+
+def _write_stay(path: Path, labels: list[int]) -> None:
+    rows = ["HR|O2Sat|ICULOS|SepsisLabel"]
+    rows += [f"{80 + i}|97|{i + 1}|{label}" for i, label in enumerate(labels)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_find_sepsis_demo_cases(tmp_path: Path) -> None:
+    _write_stay(tmp_path / "p000001.psv", [0] * 30)
+    _write_stay(tmp_path / "p000002.psv", [0] * 20 + [1] * 10)  # septic from hour 20
+    _write_stay(tmp_path / "p000003.psv", [0] * 5 + [1] * 25)  # septic too early: no lead time
+    _write_stay(tmp_path / "p000004.psv", [0] * 10)  # too short
+    _write_stay(tmp_path / "p000005.psv", [0] * 40)
+    cases = demo.find_sepsis_demo_cases(tmp_path, n_each=2)
+    assert [(c.record, c.septic, c.first_label_hour) for c in cases] == [
+        ("p000002", True, 20),
+        ("p000001", False, None),
+        ("p000005", False, None),
+    ]
+    assert "septic (SepsisLabel from hour 20), 30 h" in cases[0].title
+    assert "no sepsis" in cases[1].title
+    with pytest.raises(FileNotFoundError):
+        demo.find_sepsis_demo_cases(tmp_path / "absent")
+
+
+def test_demo_radiograph_is_a_dicom() -> None:
+    data = demo.demo_radiograph()
+    assert data[128:132] == b"DICM"
+
+
+def test_reviews_csv_has_no_identifiers() -> None:
+    reviews = {
+        "0123456789abcdef": {
+            "case_id": "0123456789abcdef",
+            "input": "dicom",
+            "model_version": "cnn-1",
+            "probability": 0.91,
+            "threshold": 0.62,
+            "model_label": "PNEUMONIA",
+            "verdict": "agree",
+            "comment": "clear consolidation",
+            "reviewed_at_utc": "2026-01-01 10:00:00",
+        }
+    }
+    frame = pd.read_csv(io.StringIO(xray_page.reviews_csv(reviews)), dtype={"case_id": str})
+    assert list(frame.columns) == xray_page.REVIEW_COLUMNS
+    assert not {"file", "filename", "name", "patient", "PatientName"} & set(frame.columns)
+    assert frame.loc[0, "case_id"] == "0123456789abcdef"
+    assert frame.loc[0, "verdict"] == "agree"
+    empty = pd.read_csv(io.StringIO(xray_page.reviews_csv({})))
+    assert list(empty.columns) == xray_page.REVIEW_COLUMNS and empty.empty
+
+
+def test_service_tables() -> None:
+    from serving.schemas import DeploymentState, EndpointStats, ServiceStatus
+
+    status = ServiceStatus(
+        window_s=60,
+        deployments=[DeploymentState(name="XrayModel", model="cnn", status="HEALTHY", replicas=2, device="cpu")],
+        endpoints=[
+            EndpointStats(
+                endpoint="POST /v1/xray/predict",
+                requests=3,
+                errors=0,
+                rejected=1,
+                rate_per_s=0.05,
+                p50_ms=12.34,
+                p95_ms=None,
+                p99_ms=None,
+            )
+        ],
+        history=[],
+    )
+    deployments = service_page.deployments_table(status)
+    assert deployments.to_dict("records") == [
+        {"deployment": "XrayModel", "model": "cnn", "status": "HEALTHY", "replicas": 2, "device": "cpu"}
+    ]
+    endpoints = service_page.endpoints_table(status)
+    assert endpoints.loc[0, "p50 ms"] == pytest.approx(12.3)
+    assert endpoints.loc[0, "4xx"] == 1
+
+
+def test_dashboard_never_imports_ray_or_torch() -> None:
+    """The dashboard talks to serving over HTTP only: no Ray (and no model runtime) in its process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import dashboard.backend, dashboard.charts, dashboard.widgets, dashboard.demo\n"
+        "import dashboard.xray_page, dashboard.sepsis_page, dashboard.performance_page, dashboard.service_page\n"
+        "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

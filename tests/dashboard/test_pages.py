@@ -1,0 +1,269 @@
+"""Every dashboard page under ``streamlit.testing.v1.AppTest``, against a real MedLens serving.
+
+AppTest cannot upload files, so the upload flows use the built-in demo inputs (the demo
+radiograph button, a demo sepsis stay) which go through the same code path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.demo import demo_radiograph
+from serving.client import MedLensClient
+from tests.dashboard.helpers import sepsis_dir, sha16
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+TIMEOUT = 240.0
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _page(path: str) -> AppTest:
+    at = _app()
+    at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _decode(node: Any) -> Any:
+    """Plotly's JSON with typed arrays (``{"dtype", "bdata", "shape"}``) decoded to lists."""
+    if isinstance(node, dict):
+        if "bdata" in node and "dtype" in node:
+            array = np.frombuffer(base64.b64decode(node["bdata"]), dtype=np.dtype(node["dtype"]))
+            if "shape" in node:
+                shape = node["shape"]
+                array = array.reshape([int(n) for n in str(shape).split(",")] if isinstance(shape, str) else shape)
+            return array.tolist()
+        return {key: _decode(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decode(value) for value in node]
+    return node
+
+
+def _figures(at: AppTest) -> list[dict[str, Any]]:
+    """The figures drawn with st.plotly_chart, as plotly JSON dicts."""
+    return [_decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]
+
+
+def _trace_names(figure: dict[str, Any]) -> list[str]:
+    return [t.get("name") or "" for t in figure["data"]]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# without serving: errors are shown, never tracebacks
+# ---------------------------------------------------------------------------------------------------------
+def test_unreachable_serving_is_an_error_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDLENS_SERVING_URL", f"http://127.0.0.1:{_free_port()}")
+    at = _app()
+    assert any("not reachable" in e for e in _errors(at))
+    at.button(key="xray_demo_button").click().run()
+    assert not at.exception
+    assert any("not reachable" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+    for page in ("views/performance.py", "views/service.py", "views/sepsis.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+    at.switch_page("views/performance.py").run()
+    assert any("not reachable" in e.value for e in at.error)
+
+
+def test_sepsis_page_says_when_the_data_directory_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDLENS_SERVING_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path / "nowhere"))
+    at = _page("views/sepsis.py")
+    assert any("does not exist" in i.value and "nowhere" in i.value for i in at.info)
+    assert at.selectbox(key="sepsis_demo_case").options == []
+
+
+def test_sidebar_url_field_is_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDLENS_SERVING_URL", "http://127.0.0.1:1")
+    at = _app()
+    field = at.sidebar.text_input(key="serving_url")
+    assert field.value == "http://127.0.0.1:1"
+    field.set_value("ftp://nope").run()
+    assert any("must start with http" in e for e in _errors(at))
+    other = _app()  # a second session still starts from the environment
+    assert other.sidebar.text_input(key="serving_url").value == "http://127.0.0.1:1"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# against a real serving
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.serve
+def test_sidebar_reports_serving_health(serving_env: str) -> None:
+    at = _app()
+    assert not _errors(at)
+    assert any("Serving up" in s.value for s in at.sidebar.success)
+
+
+@pytest.mark.serve
+def test_xray_page_demo_radiograph(serving_env: str) -> None:
+    threshold = MedLensClient(serving_env).models().models
+    cnn_threshold = next(m.threshold for m in threshold if m.name == "cnn")
+    at = _app()
+    assert at.title[0].value == "Chest X-ray review"
+    assert not at.get("plotly_chart")
+    at.button(key="xray_demo_button").click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+
+    figures = _figures(at)
+    gauge = next(f for f in figures if f["data"][0]["type"] == "indicator")
+    indicator = gauge["data"][0]
+    probability = indicator["value"]
+    assert 0.0 <= probability <= 1.0
+    assert indicator["gauge"]["threshold"]["value"] == pytest.approx(cnn_threshold)
+    label = "PNEUMONIA" if probability >= cnn_threshold else "NORMAL"
+    assert any(label in m.value for m in at.markdown)
+
+    image = next(f for f in figures if f["data"][0]["type"] == "image")
+    heatmap = [t for t in image["data"] if t["type"] == "heatmap"]
+    assert heatmap and heatmap[0]["opacity"] == pytest.approx(0.5)
+    at.slider(key="heatmap_opacity").set_value(0.8).run()
+    image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+    assert image["data"][1]["opacity"] == pytest.approx(0.8)
+
+    # DICOM header fields only when asked for
+    assert not at.table
+    at.toggle(key="show_dicom_header").set_value(True).run()
+    fields = at.table[0].value
+    assert fields.loc["Modality", "value"] == "CR"
+    assert "PatientName" not in fields.index and "PatientID" not in fields.index
+
+    # a review: kept in this session, keyed by the hash of the bytes, no file name
+    case = sha16(demo_radiograph())
+    at.radio(key=f"review_verdict_{case}").set_value("disagree")
+    at.text_area(key=f"review_comment_{case}").input("consolidation right lower lobe?")
+    at.button[-1].click().run()  # the form's submit button
+    assert not at.exception, at.exception
+    reviews = at.session_state["xray_reviews"]
+    assert list(reviews) == [case]
+    review = reviews[case]
+    assert review["verdict"] == "disagree"
+    assert review["probability"] == pytest.approx(probability, abs=1e-4)
+    assert "RG1" not in json.dumps(review)
+    assert any(s.value.startswith("Review saved") for s in at.success)
+    assert at.dataframe[-1].value["case_id"].tolist() == [case]
+
+
+@pytest.mark.serve
+def test_sepsis_page_demo_stay(serving_env: str) -> None:
+    at = _page("views/sepsis.py")
+    assert at.title[0].value == "Sepsis early warning"
+    if not sepsis_dir().is_dir():
+        assert any("does not exist" in i.value for i in at.info)
+        pytest.skip(f"sepsis data directory {sepsis_dir()} absent: only the 'no demo' message was checked")
+    picker = at.selectbox(key="sepsis_demo_case")
+    options = list(picker.options)
+    assert any("septic" in o and "no sepsis" not in o for o in options)
+    assert any("no sepsis" in o for o in options)
+    septic = next(o for o in options if "no sepsis" not in o)
+    picker.select(septic).run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"LSTM first alert", "Transformer first alert", "Hours in the record"} <= set(metrics)
+    hours = int(metrics["Hours in the record"])
+    figures = _figures(at)
+    assert len(figures) == 2  # risk chart + attribution bars
+    risk, attribution = figures
+    names = _trace_names(risk)
+    assert "LSTM risk" in names and "Transformer risk" in names
+    assert any(n.startswith("LSTM threshold") for n in names)
+    assert any(n.startswith("HR (") for n in names)
+    hr = next(t for t in risk["data"] if (t.get("name") or "").startswith("HR ("))
+    assert hr["connectgaps"] is False
+    assert len(hr["x"]) == hours
+    assert attribution["data"][0]["orientation"] == "h"
+
+    slider = next(s for s in at.slider if s.label == "Hour to explain")
+    slider.set_value(hours - 1).run()
+    assert not at.exception, at.exception
+    attribution = _figures(at)[1]
+    assert f"hour {hours - 1}" in attribution["layout"]["title"]["text"]
+
+    at.radio(key="sepsis_explain_model").set_value("transformer").run()
+    assert not at.exception, at.exception
+    assert _figures(at)[1]["layout"]["title"]["text"].startswith("Transformer")
+
+
+@pytest.mark.serve
+def test_performance_page_every_model(serving_env: str) -> None:
+    at = _page("views/performance.py")
+    picker = at.selectbox(key="performance_model")
+    assert set(picker.options) >= {"cnn", "lstm", "transformer"} or len(picker.options) == 3
+    client = MedLensClient(serving_env)
+    for index, _ in enumerate(picker.options):
+        at.selectbox(key="performance_model").select_index(index).run()
+        assert not at.exception, at.exception
+        assert not _errors(at)
+        name = str(at.selectbox(key="performance_model").value)
+        served = client.metrics(name)
+        figures = _figures(at)
+        titles = [f["layout"]["title"]["text"] for f in figures]
+        assert len(figures) == 4, titles
+        assert titles[0].startswith("ROC") and f"{served.evaluation.auroc:.3f}" in titles[0]
+        assert titles[1].startswith("Precision")
+        assert titles[2].startswith("Confusion")
+        assert titles[3].startswith("Calibration")
+        captions = " ".join(c.value for c in at.caption)
+        assert served.dataset in captions and served.created in captions
+
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Sensitivity"] == f"{served.evaluation.sensitivity:.3f}"
+        assert metrics["Specificity"] == f"{served.evaluation.specificity:.3f}"
+        confusion = figures[2]["data"][0]["z"]
+        c = served.evaluation.confusion
+        assert confusion == [[c.tn, c.fp], [c.fn, c.tp]]
+
+        # moving the threshold moves the operating point and the confusion matrix
+        slider = at.slider(key=f"threshold_{name}")
+        new = 0.95 if served.threshold < 0.5 else 0.05
+        slider.set_value(new).run()
+        assert not at.exception, at.exception
+        moved = _figures(at)
+        assert moved[2]["data"][0]["z"] != confusion or served.evaluation.n_positive == 0
+        marker = next(t for t in moved[0]["data"] if (t.get("name") or "").startswith("selected threshold"))
+        assert f"{new:.3f}" in marker["name"]
+        assert {m.label: m.value for m in at.metric}["Threshold"] == f"{new:.3f}"
+
+
+@pytest.mark.serve
+def test_service_page(serving_env: str) -> None:
+    at = _page("views/service.py")
+    assert not _errors(at)
+    assert at.toggle(key="service_auto_refresh").value is True
+    tables = {tuple(df.value.columns) for df in at.dataframe}
+    assert ("deployment", "model", "status", "replicas", "device") in tables
+    assert any("device" in cols and "version" in cols for cols in tables)
+    deployments = next(df.value for df in at.dataframe if "deployment" in df.value.columns)
+    assert (deployments["replicas"] >= 1).any()
+    titles = [f["layout"]["title"]["text"] for f in _figures(at)]
+    assert "Replicas now" in titles
+    at.toggle(key="service_auto_refresh").set_value(False).run()
+    assert not at.exception
+    assert at.button(key="service_refresh") is not None
