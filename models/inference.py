@@ -18,7 +18,9 @@ from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
 from models.config import default_weights
 from models.sepsis_io import FEATURES
+from models.errors import WeightsError
 from models.sequence import (
+    N_INPUT,
     NormStats,
     SequenceConfig,
     build_sequence_model,
@@ -104,6 +106,11 @@ class SepsisPredictor(_Predictor):
     def __init__(self, kind: str, weights: Path | None = None, device: str = "auto") -> None:
         super().__init__(kind, weights, device)
         self.config = SequenceConfig.model_validate(self.meta.config)
+        if self.config.n_input != N_INPUT:
+            raise WeightsError(
+                f"{self.weights_dir} was trained on {self.config.n_input} engineered features but this code "
+                f"builds {N_INPUT}: retrain it with `python -m models.train {kind}`."
+            )
         self.stats = NormStats.model_validate(self.meta.preprocessing["norm_stats"])
         self.model = build_sequence_model(self.config)
         self.model.load_state_dict(self._state)

@@ -1,0 +1,168 @@
+"""HTTP plumbing of the ingress: typed errors -> ErrorResponse, the bearer-token dependency and
+upload reading with a size limit. Everything here is plain FastAPI, usable without Ray."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.schemas import ErrorResponse
+
+logger = logging.getLogger("ray.serve")
+
+#: Documented on every route that can fail.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "missing or wrong bearer token (only when the server has one configured)",
+        413: "upload larger than the configured limit",
+        415: "not a PNG, JPEG or DICOM image",
+        422: "the file or a parameter is invalid; `detail` names the problem",
+        503: "a model's queue is full or it is not ready; retry after the Retry-After header",
+    }.items()
+}
+
+
+class ApiError(Exception):
+    """Raised anywhere in the ingress; answered as ``ErrorResponse`` with ``status``."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, error, detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def error_response(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=error, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def retry_after_headers(seconds: float | None, default: float = 2.0) -> dict[str, str]:
+    value = default if seconds is None or seconds <= 0 else seconds
+    return {"Retry-After": str(max(1, math.ceil(value)))}
+
+
+# -- authentication ---------------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="MedLens API token (only when the server sets one)")
+
+
+def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    """Every /v1 route depends on this. ``app.state.api_token`` (set by the ingress from the env var
+    named by ``auth_token_env``) empty or absent: no authentication."""
+    expected: str | None = getattr(request.app.state, "api_token", None)
+    if not expected:
+        return
+    supplied = credentials.credentials if credentials is not None else ""
+    if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "This MedLens server requires `Authorization: Bearer <token>`: set MEDLENS_API_TOKEN for the "
+            "client (the dashboard reads it too) to the server's token.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AUTH = [Depends(require_token)]
+
+
+# -- uploads ----------------------------------------------------------------------------------------------
+async def read_upload(file: UploadFile, limit_bytes: int) -> bytes:
+    """The upload's bytes, refusing anything above ``limit_bytes`` with 413 before reading it."""
+    size = file.size
+    if size is not None and size > limit_bytes:
+        raise too_large(size, limit_bytes)
+    data = await file.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise too_large(None, limit_bytes)
+    return data
+
+
+def too_large(size: int | None, limit_bytes: int) -> ApiError:
+    have = f"is {size / 1e6:.1f} MB" if size is not None else "is larger than that"
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"The upload {have}; the limit is {limit_bytes / 1024 / 1024:g} MiB. Downsample or compress the image "
+        "(or trim the series) and upload again.",
+    )
+
+
+# -- exception handlers -----------------------------------------------------------------------------------
+def _describe_location(loc: Sequence[Any]) -> str:
+    where, *rest = [str(x) for x in loc] or ["request"]
+    name = ".".join(rest)
+    kind = {"query": "query parameter", "path": "path parameter", "body": "form field", "header": "header"}
+    return f"{kind.get(where, where)} `{name}`" if name else kind.get(where, where)
+
+
+def validation_detail(errors: Sequence[Any]) -> tuple[str, str]:
+    """(error kind, detail) for FastAPI's request validation errors."""
+    problems: list[str] = []
+    kind = "invalid_request"
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc[:2] == ("body", "file") or (loc == ("body",) and err.get("type") == "missing"):
+            return (
+                "missing_file",
+                "The request has no file: send multipart/form-data with the upload in a field named `file` "
+                "(e.g. `curl -F file=@image.png ...`).",
+            )
+        if loc[:2] == ("query", "model"):
+            kind = "unknown_model"
+            got = err.get("input")
+            problems.append(f"unknown model {got!r}: choose `model=lstm` or `model=transformer`")
+            continue
+        problems.append(f"{_describe_location(loc)}: {err.get('msg', 'invalid')}")
+    return kind, "; ".join(problems) + "." if problems else "The request is invalid."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error answers ``ErrorResponse``; only genuine server bugs answer 500."""
+
+    async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        kind, detail = validation_detail(exc.errors())
+        return error_response(422, kind, detail)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        if status == 404:
+            detail = f"No route {request.method} {request.url.path}: see /docs for the API."
+        elif status == 405:
+            detail = f"{request.method} is not allowed on this route: see /docs for the API."
+        else:
+            detail = str(exc.detail)
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        return error_response(status, kind, detail, getattr(exc, "headers", None))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Type only: an exception message could quote the upload.
+        logger.error("internal error on %s: %s", request.method, type(exc).__name__)
+        return error_response(
+            500,
+            "internal_error",
+            "MedLens serving hit an internal error. Retry; if it persists, report it to the operators "
+            "(the server log has the error type and time).",
+        )
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

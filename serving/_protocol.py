@@ -1,0 +1,82 @@
+"""What the ingress sends to a model replica and what comes back for a bad item.
+
+Uploads travel as raw bytes plus a sanitised file name ("upload.dcm"): the user's own file name
+may contain a patient's name and never leaves the ingress. Decoding happens in the model replica,
+so one bad file becomes one :class:`ItemError` and never fails the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from models.errors import (
+    ImageDecodeError,
+    MedLensInputError,
+    PayloadTooLargeError,
+    SeriesFormatError,
+    UnsupportedDicomError,
+)
+
+logger = logging.getLogger("ray.serve")
+
+XRAY_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
+SERIES_SUFFIXES = frozenset({".psv", ".csv", ".txt"})
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    data: bytes
+    filename: str  # sanitised: "upload" + a known suffix, never the user's name
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """A per-item failure the ingress turns into an HTTP error (ErrorResponse)."""
+
+    status: int
+    error: str
+    detail: str
+
+
+def safe_upload_name(filename: str | None, allowed: frozenset[str], default: str) -> str:
+    """Keep only a known extension of the user's file name: ``"Jane Doe.DCM"`` -> ``"upload.dcm"``."""
+    suffix = os.path.splitext(os.path.basename(filename or ""))[1].lower()
+    return "upload" + suffix if suffix in allowed else default
+
+
+_KINDS: tuple[tuple[type[MedLensInputError], str], ...] = (
+    (PayloadTooLargeError, "payload_too_large"),
+    (UnsupportedDicomError, "unsupported_dicom"),
+    (ImageDecodeError, "invalid_image"),
+    (SeriesFormatError, "invalid_series"),
+)
+
+
+def input_error(exc: MedLensInputError) -> ItemError:
+    kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), "invalid_input")
+    return ItemError(exc.status_code, kind, exc.message)
+
+
+def undecodable(exc: Exception, what: str) -> ItemError:
+    """A decoder failed in a way models/ did not anticipate: still the user's input, so a 422.
+    Only the exception type is logged (its message could quote file contents)."""
+    logger.warning("unexpected %s decoder failure: %s", what, type(exc).__name__)
+    return ItemError(
+        422,
+        "undecodable_input",
+        f"The uploaded {what} could not be read ({type(exc).__name__}); check that it is a valid file and "
+        "upload it again.",
+    )
+
+
+def model_failure(exc: Exception, model: str) -> ItemError:
+    """The model itself failed on valid input: a server bug (500)."""
+    logger.error("%s model failed on an item: %s", model, type(exc).__name__)
+    return ItemError(
+        500,
+        "model_error",
+        f"The {model} model failed on this input ({type(exc).__name__}). Retry; if it persists, report it "
+        "to the MedLens operators.",
+    )

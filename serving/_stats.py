@@ -1,0 +1,143 @@
+"""Per-endpoint request statistics (rolling window) and the replica-count history of the ingress.
+
+The middleware logs one line per request: method, route template, status, latency and model.
+Never the raw path's free text, file names, headers or bodies (no patient identifiers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.schemas import EndpointStats, ReplicaSample
+
+logger = logging.getLogger("ray.serve")
+
+UNMATCHED = "(unmatched)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    t: float
+    endpoint: str
+    status: int
+    latency_ms: float
+
+
+class RequestStats:
+    """Latency and status of recent requests, per endpoint, over a rolling window."""
+
+    def __init__(self, window_s: float = 60.0, max_records: int = 200_000) -> None:
+        self.window_s = window_s
+        self._records: deque[_Record] = deque(maxlen=max_records)
+
+    def record(self, endpoint: str, status: int, latency_ms: float, now: float | None = None) -> None:
+        self._records.append(_Record(time.time() if now is None else now, endpoint, status, latency_ms))
+
+    def _trim(self, now: float) -> None:
+        cutoff = now - self.window_s
+        while self._records and self._records[0].t < cutoff:
+            self._records.popleft()
+
+    def summary(self, now: float | None = None) -> list[EndpointStats]:
+        now = time.time() if now is None else now
+        self._trim(now)
+        cutoff = now - self.window_s
+        by_endpoint: dict[str, list[_Record]] = {}
+        for rec in self._records:
+            if rec.t >= cutoff:  # records are appended in time order, but be exact anyway
+                by_endpoint.setdefault(rec.endpoint, []).append(rec)
+        out: list[EndpointStats] = []
+        for endpoint in sorted(by_endpoint):
+            recs = by_endpoint[endpoint]
+            latency = np.array([r.latency_ms for r in recs], dtype=np.float64)  # (n,)
+            p50, p95, p99 = (float(v) for v in np.percentile(latency, [50, 95, 99]))
+            out.append(
+                EndpointStats(
+                    endpoint=endpoint,
+                    requests=len(recs),
+                    errors=sum(r.status >= 500 for r in recs),
+                    rejected=sum(400 <= r.status < 500 for r in recs),
+                    rate_per_s=len(recs) / self.window_s,
+                    p50_ms=round(p50, 2),
+                    p95_ms=round(p95, 2),
+                    p99_ms=round(p99, 2),
+                )
+            )
+        return out
+
+
+class ReplicaHistory:
+    """Replica counts per deployment, sampled every ``interval_s``, the last ``keep_s`` seconds."""
+
+    def __init__(self, interval_s: float = 5.0, keep_s: float = 900.0) -> None:
+        self.interval_s = interval_s
+        self._samples: deque[ReplicaSample] = deque(maxlen=max(2, int(keep_s / interval_s) + 1))
+
+    def add(self, replicas: dict[str, int], now: float | None = None) -> None:
+        self._samples.append(ReplicaSample(t=time.time() if now is None else now, replicas=dict(replicas)))
+
+    def samples(self) -> list[ReplicaSample]:
+        return list(self._samples)
+
+
+def route_template(scope: Scope) -> str:
+    """``GET /v1/models/{name}/metrics``: the matched route's template (the router stores the route in
+    the scope), never the raw path, which is free text."""
+    route: Any = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return f"{scope.get('method', 'GET')} {template if isinstance(template, str) else UNMATCHED}"
+
+
+def _model_of(scope: Scope, template: str) -> str:
+    if "/xray/" in template:
+        return "cnn"
+    if "/sepsis/" in template:
+        query = scope.get("query_string", b"").decode("latin-1")
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "model":
+                return value if value in {"lstm", "transformer"} else "invalid"
+        return "lstm"
+    if "{name}" in template:
+        parts = str(scope.get("path", "")).strip("/").split("/")
+        name = parts[2] if len(parts) > 2 else ""
+        return name if name in {"cnn", "lstm", "transformer"} else "invalid"
+    return "-"
+
+
+class RequestStatsMiddleware:
+    """Pure ASGI middleware: times every HTTP request, records it in ``app.state.stats`` (a
+    :class:`RequestStats`, set by the ingress) and logs it without patient data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_capture)
+        finally:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            template = route_template(scope)
+            stats = getattr(getattr(scope.get("app"), "state", None), "stats", None)
+            if isinstance(stats, RequestStats):
+                stats.record(template, status, latency_ms)
+            logger.info("%s %d %.1fms model=%s", template, status, latency_ms, _model_of(scope, template))

@@ -1,0 +1,195 @@
+"""Small synchronous client for MedLens serving (used by the dashboard, the tests and scripts).
+
+>>> client = MedLensClient.from_env()          # MEDLENS_SERVING_URL / MEDLENS_API_TOKEN
+>>> client.health().models
+['cnn', 'lstm', 'transformer']
+
+Every failure is a :class:`ServingError` with the HTTP status (0 when the server cannot be
+reached), the machine-readable ``error`` kind and a ``detail`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from serving.schemas import (
+    ErrorResponse,
+    Health,
+    ModelList,
+    ModelMetrics,
+    SepsisPrediction,
+    ServiceStatus,
+    XrayPrediction,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "MEDLENS_SERVING_URL"
+TOKEN_ENV = "MEDLENS_API_TOKEN"
+
+_T = TypeVar("_T", bound=BaseModel)
+
+
+class ServingError(Exception):
+    """A request to MedLens serving failed.
+
+    ``status``: HTTP status code, 0 when the server was not reachable or answered garbage.
+    ``error``: machine-readable kind (``invalid_image``, ``queue_full``, ``unreachable``, ...).
+    ``detail``: what went wrong and what to do, fit to show a person.
+    """
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(status, error, detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.status} " if self.status else ""
+        return f"{prefix}{self.error}: {self.detail}"
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ServingError:
+        """Turn a non-2xx response into an error, whatever its body looks like."""
+        status = response.status_code
+        try:
+            body: Any = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            body = None
+        if isinstance(body, dict):
+            try:
+                parsed = ErrorResponse.model_validate(body)
+                return cls(status, parsed.error, parsed.detail)
+            except ValidationError:
+                pass
+            # A FastAPI/Starlette default body ({"detail": ...}) from something in front of us.
+            if "detail" in body:
+                detail = body["detail"]
+                text = detail if isinstance(detail, str) else json.dumps(detail)[:500]
+                return cls(status, str(body.get("error", _kind_for(status))), text)
+        text = response.text.strip()[:500] if response.content else ""
+        reason = response.reason_phrase or "error"
+        return cls(status, _kind_for(status), text or f"the server answered {status} {reason}")
+
+
+def _kind_for(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        422: "invalid_input",
+        429: "too_many_requests",
+        503: "unavailable",
+        504: "timeout",
+    }.get(status, "server_error" if status >= 500 else "http_error")
+
+
+class MedLensClient:
+    """Synchronous HTTP client for the MedLens serving API. Reuses one connection pool; close it
+    with :meth:`close` or use it as a context manager."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token or None
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, timeout: float = 120.0) -> MedLensClient:
+        """``$MEDLENS_SERVING_URL`` (default http://127.0.0.1:8000) and ``$MEDLENS_API_TOKEN``."""
+        return cls(os.environ.get(URL_ENV) or DEFAULT_URL, os.environ.get(TOKEN_ENV) or None, timeout)
+
+    # -- endpoints -------------------------------------------------------------------------------------
+    def health(self) -> Health:
+        return self._request("GET", "/healthz", Health)
+
+    def models(self) -> ModelList:
+        return self._request("GET", "/v1/models", ModelList)
+
+    def metrics(self, name: str) -> ModelMetrics:
+        return self._request("GET", f"/v1/models/{name}/metrics", ModelMetrics)
+
+    def predict_xray(self, data: bytes, filename: str, explain: bool = False) -> XrayPrediction:
+        return self._request(
+            "POST",
+            "/v1/xray/predict",
+            XrayPrediction,
+            params={"explain": _flag(explain)},
+            files={"file": (_upload_name(filename, "upload.png"), data, "application/octet-stream")},
+        )
+
+    def predict_sepsis(self, data: bytes, filename: str, model: str, explain: bool = False) -> SepsisPrediction:
+        return self._request(
+            "POST",
+            "/v1/sepsis/predict",
+            SepsisPrediction,
+            params={"model": model, "explain": _flag(explain)},
+            files={"file": (_upload_name(filename, "upload.psv"), data, "application/octet-stream")},
+        )
+
+    def service(self) -> ServiceStatus:
+        return self._request("GET", "/v1/service", ServiceStatus)
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, schema: type[_T], **kwargs: Any) -> _T:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ServingError(
+                0,
+                "timeout",
+                f"MedLens serving at {self.base_url} did not answer {method} {path} within "
+                f"{self.timeout:g} s: it may be overloaded; retry, or raise the client timeout.",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ServingError(
+                0,
+                "unreachable",
+                f"MedLens serving at {self.base_url} is not reachable: start it with `serve run ray_config.yaml`",
+            ) from exc
+        if response.is_error:
+            raise ServingError.from_response(response)
+        try:
+            return schema.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServingError(
+                0,
+                "bad_response",
+                f"MedLens serving at {self.base_url} answered {method} {path} with a body that is not a "
+                f"{schema.__name__} ({exc.error_count()} problem(s)): client and server versions differ?",
+            ) from exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _upload_name(filename: str, fallback: str) -> str:
+    """Only the extension travels: the server never needs (and must never log) a patient's file name."""
+    suffix = os.path.splitext(os.path.basename(filename or ""))[1].lower()
+    if not suffix or len(suffix) > 8 or not suffix[1:].isalnum():
+        return fallback
+    return "upload" + suffix
+
+
+__all__ = ["DEFAULT_URL", "TOKEN_ENV", "URL_ENV", "MedLensClient", "ServingError"]

@@ -1,0 +1,225 @@
+"""Shared fixtures: the real-data files and one real Ray Serve application per pytest session.
+
+``serving_url`` starts ``serve run tests/serving/ray_config.test.yaml`` (port 18000, CPU, no auth)
+in its own process session with its own Ray instance (``--address local`` and a private
+``RAY_TMPDIR``), waits for ``/healthz``, and at the end kills that whole process session (TERM, then
+KILL): every Ray process it started goes with it, and Ray instances it did not start are untouched.
+
+Weights: the defaults (models/weights/<model>), or ``$MEDLENS_WEIGHTS_DIR/<model>`` when that is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.config import REPO_ROOT
+from models.config import data_dir as _data_dir
+
+TEST_SERVE_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
+TEST_SERVE_PORT = 18000
+SERVE_START_TIMEOUT_S = 180.0
+#: Environment of the test server: no auth token, whatever the developer's shell has.
+_SCRUBBED_ENV = ("MEDLENS_API_TOKEN", "RAY_ADDRESS", "RAY_TMPDIR")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real data
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = _data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root}: set MEDLENS_DATA_DIR (default ../shared/data)")
+    return root
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    files = sorted(folder.glob(pattern))
+    if not files:
+        pytest.skip(f"no {pattern} files under {folder}")
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def xray_pneumonia_path(data_dir: Path) -> Path:
+    """A training-set chest X-ray labelled PNEUMONIA (224 x 224 JPEG)."""
+    return _first(data_dir / "chest_xray" / "train" / "PNEUMONIA", "*.jpeg")
+
+
+@pytest.fixture(scope="session")
+def xray_normal_path(data_dir: Path) -> Path:
+    return _first(data_dir / "chest_xray" / "train" / "NORMAL", "*.jpeg")
+
+
+@pytest.fixture(scope="session")
+def xray_fullres_path(data_dir: Path) -> Path:
+    """An original-resolution radiograph (hundreds to thousands of pixels per side)."""
+    return _first(data_dir / "chest_xray_fullres" / "PNEUMONIA", "*")
+
+
+@pytest.fixture(scope="session")
+def dicom_path() -> Path:
+    """Real CR chest radiograph, uncompressed (pydicom-data, MIT)."""
+    from pydicom.data import get_testdata_file
+
+    return Path(str(get_testdata_file("RG1_UNCR.dcm")))
+
+
+@pytest.fixture(scope="session")
+def dicom_j2k_path() -> Path:
+    """The same radiograph, JPEG 2000 compressed."""
+    from pydicom.data import get_testdata_file
+
+    return Path(str(get_testdata_file("RG1_J2KI.dcm")))
+
+
+@pytest.fixture(scope="session")
+def psv_path(data_dir: Path) -> Path:
+    """One ICU stay from PhysioNet/CinC 2019 training set B."""
+    return _first(data_dir / "sepsis" / "training", "*.psv")
+
+
+@pytest.fixture(scope="session")
+def psv_paths(data_dir: Path) -> list[Path]:
+    """Eight ICU stays (different lengths)."""
+    files = sorted((data_dir / "sepsis" / "training").glob("*.psv"))[:8]
+    if len(files) < 8:
+        pytest.skip(f"fewer than 8 .psv files under {data_dir / 'sepsis' / 'training'}")
+    return files
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a real Ray Serve application
+# ----------------------------------------------------------------------------------------------------------
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Every live (non-zombie) process whose session id is ``sid`` (Linux /proc)."""
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # fields after "(comm)": state ppid pgrp session ...
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(sid: int, grace_s: float = 20.0) -> None:
+    """TERM every process of session ``sid``, wait up to ``grace_s``, then KILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _session_pids(sid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while _session_pids(sid) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if not _session_pids(sid):
+            return
+
+
+def _log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"`serve run` exited with {proc.returncode} before /healthz answered:\n{_log_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(f"{url}/healthz", timeout=10.0)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:300]}"
+        time.sleep(2.0)
+    pytest.fail(
+        f"MedLens serving at {url} not healthy after {timeout_s:.0f} s (last: {last}); log tail:\n{_log_tail(log)}"
+    )
+
+
+@dataclass(frozen=True)
+class ServeServer:
+    url: str
+    log: Path  # stdout/stderr of `serve run` (Ray streams every replica's log lines into it)
+    ray_tmp: Path  # the private Ray temp dir (session logs under ray/session_latest/logs)
+
+    def log_files(self) -> list[Path]:
+        return [self.log, *sorted((self.ray_tmp / "ray" / "session_latest" / "logs").rglob("*.log"))]
+
+
+@pytest.fixture(scope="session")
+def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
+    """A real MedLens Ray Serve application (tests/serving/ray_config.test.yaml), once per session."""
+    from models.errors import WeightsError
+    from serving._settings import ServingArgs, check_weights
+
+    try:
+        check_weights(ServingArgs().weights_dirs())
+    except WeightsError as exc:
+        pytest.fail(str(exc))
+    if _port_busy(TEST_SERVE_PORT):
+        pytest.fail(
+            f"port {TEST_SERVE_PORT} is already in use (a stale `serve run`?): stop it before running the serve tests"
+        )
+    serve_bin = Path(sys.executable).with_name("serve")
+    # Short: Ray's unix-socket paths under it must stay below 108 characters.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="mlt-", dir="/tmp"))
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    url = f"http://127.0.0.1:{TEST_SERVE_PORT}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(serve_bin), "run", "--address", "local", str(TEST_SERVE_CONFIG)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # setsid: the server and every Ray process it starts share one session
+        )
+    try:
+        _wait_healthy(url, proc, log, SERVE_START_TIMEOUT_S)
+        yield ServeServer(url=url, log=log, ray_tmp=ray_tmp)
+    finally:
+        kill_session(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        left = _session_pids(proc.pid)
+        if left:
+            print(f"warning: processes of the test server's session survived: {left}", file=sys.stderr)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def serving_url(serve_server: ServeServer) -> str:
+    """Base URL (http://127.0.0.1:18000) of the session's real MedLens serving, without auth."""
+    return serve_server.url

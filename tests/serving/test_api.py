@@ -1,0 +1,311 @@
+"""Every endpoint of a real Ray Serve application (CPU) through the real client, with real files.
+
+One server per pytest session (``serving_url`` in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from models.inference import SepsisPredictor, XrayPredictor
+from models.sepsis_io import load_series_file
+from models.xray_io import load_xray_file
+from serving._settings import ServingArgs
+from serving.client import MedLensClient, ServingError
+from serving.schemas import ErrorResponse, SepsisPrediction, XrayPrediction
+from tests.conftest import ServeServer
+from tests.serving.test_inference import dicom_without_pixels
+
+pytestmark = [pytest.mark.serve, pytest.mark.timeout(420)]  # includes the server start (<= 180 s)
+
+#: A file name full of identifiers: it must never reach the model replicas, the logs or a response.
+PATIENT_FILENAME = "Doe_Jane_MRN4711"
+
+
+@pytest.fixture(scope="module")
+def client(serving_url: str) -> Iterator[MedLensClient]:
+    with MedLensClient(serving_url, timeout=120.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def xray_predictor() -> XrayPredictor:
+    return XrayPredictor(ServingArgs().weights_dirs()["cnn"], "cpu")
+
+
+def _png_bytes(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# -- service endpoints ----------------------------------------------------------------------------------------
+def test_health(client: MedLensClient) -> None:
+    health = client.health()
+    assert health.status == "ok" and health.models == ["cnn", "lstm", "transformer"]
+
+
+def test_models(client: MedLensClient) -> None:
+    models = {m.name: m for m in client.models().models}
+    assert set(models) == {"cnn", "lstm", "transformer"}
+    assert models["cnn"].labels == ["NORMAL", "PNEUMONIA"]
+    for info in models.values():
+        assert info.device == "cpu"
+        assert 0.0 < info.threshold < 1.0 and info.version.startswith(info.name)
+        assert info.headline is not None and 0.0 <= info.headline.auroc <= 1.0
+
+
+@pytest.mark.parametrize("name", ["cnn", "lstm", "transformer"])
+def test_metrics(client: MedLensClient, name: str) -> None:
+    metrics = client.metrics(name)
+    assert metrics.name == name and metrics.dataset
+    ev = metrics.evaluation
+    assert len(ev.roc.x) == len(ev.roc.y) > 1 and len(ev.pr.x) > 1
+    assert ev.confusion.tn + ev.confusion.fp + ev.confusion.fn + ev.confusion.tp == ev.n
+
+
+def test_metrics_of_unknown_model(client: MedLensClient) -> None:
+    with pytest.raises(ServingError) as info:
+        client.metrics("resnet")
+    assert (info.value.status, info.value.error) == (404, "unknown_model")
+    assert "cnn, lstm or transformer" in info.value.detail
+
+
+# -- X-ray ----------------------------------------------------------------------------------------------------
+def test_xray_jpeg(client: MedLensClient, xray_predictor: XrayPredictor, xray_pneumonia_path: Path) -> None:
+    result = client.predict_xray(xray_pneumonia_path.read_bytes(), xray_pneumonia_path.name)
+    expected = float(xray_predictor.predict([load_xray_file(xray_pneumonia_path).pixels])[0])
+    assert result.probability == pytest.approx(expected, abs=1e-3)
+    assert result.label == ("PNEUMONIA" if result.probability >= result.threshold else "NORMAL")
+    assert result.threshold == pytest.approx(xray_predictor.threshold)
+    assert (result.image_width, result.image_height, result.source_format) == (224, 224, "jpeg")
+    assert result.heatmap_png is None and result.dicom is None
+
+
+def test_xray_png_with_explanation(client: MedLensClient, xray_fullres_path: Path) -> None:
+    image = Image.open(xray_fullres_path)
+    result = client.predict_xray(_png_bytes(xray_fullres_path), f"{PATIENT_FILENAME}.png", explain=True)
+    assert result.source_format == "png"
+    assert (result.image_width, result.image_height) == image.size
+    assert result.heatmap_png is not None
+    heat = Image.open(io.BytesIO(base64.b64decode(result.heatmap_png)))
+    assert heat.format == "PNG" and heat.mode == "L" and heat.size == image.size
+
+
+@pytest.mark.parametrize("fixture", ["dicom_path", "dicom_j2k_path"])
+def test_xray_dicom(client: MedLensClient, fixture: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(fixture)
+    result = client.predict_xray(path.read_bytes(), f"{PATIENT_FILENAME}.dcm")
+    assert result.source_format == "dicom"
+    assert (result.image_width, result.image_height) == (1841, 1955)
+    assert result.dicom is not None
+    assert result.dicom["Modality"] == "CR" and result.dicom["PhotometricInterpretation"] == "MONOCHROME1"
+    assert not any(key.startswith("Patient") for key in result.dicom)
+
+
+def test_concurrent_xray_requests(
+    client: MedLensClient, xray_predictor: XrayPredictor, xray_pneumonia_path: Path, xray_normal_path: Path
+) -> None:
+    """16 requests at once (batched by the replica): each answer is its own image's."""
+    paths = [xray_pneumonia_path, xray_normal_path] * 8
+    expected = {p: float(xray_predictor.predict([load_xray_file(p).pixels])[0]) for p in set(paths)}
+    assert abs(expected[xray_pneumonia_path] - expected[xray_normal_path]) > 1e-3, "pick two distinguishable images"
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda p: client.predict_xray(p.read_bytes(), p.name), paths))
+    for path, result in zip(paths, results, strict=True):
+        assert result.probability == pytest.approx(expected[path], abs=1e-3), path.name
+
+
+# -- sepsis ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_sepsis_psv(client: MedLensClient, model: str, psv_path: Path) -> None:
+    record = load_series_file(psv_path, min_hours=2)
+    result = client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model=model)
+    assert result.model == model and result.n_hours == record.hours == len(result.hours)
+    assert [h.hour for h in result.hours] == list(range(record.hours))
+    assert result.hours[0].iculos == pytest.approx(float(record.values[0, -1]))
+    direct = SepsisPredictor(model, ServingArgs().weights.resolve("lstm" if model == "lstm" else "transformer"), "cpu")
+    (expected,) = direct.predict([record.values])
+    np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=1e-4)
+    alerts = np.flatnonzero(expected >= direct.threshold)
+    assert result.first_alert_hour == (int(alerts[0]) if alerts.size else None)
+
+
+def test_sepsis_csv_with_explanation(client: MedLensClient, psv_path: Path) -> None:
+    csv = pd.read_csv(psv_path, sep="|").to_csv(index=False).encode()
+    result = client.predict_sepsis(csv, f"{PATIENT_FILENAME}.csv", model="transformer", explain=True)
+    assert result.n_hours > 1
+    for hour in result.hours:
+        assert hour.top_features is not None and len(hour.top_features) == 5
+        magnitudes = [abs(f.attribution) for f in hour.top_features]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_concurrent_sepsis_batch(client: MedLensClient, psv_paths: list[Path]) -> None:
+    """Stays of different lengths at once (one padded LSTM batch): each gets its own trajectory."""
+    direct = SepsisPredictor("lstm", ServingArgs().weights_dirs()["lstm"], "cpu")
+    with ThreadPoolExecutor(len(psv_paths)) as pool:
+        results = list(pool.map(lambda p: client.predict_sepsis(p.read_bytes(), p.name, "lstm"), psv_paths))
+    for path, result in zip(psv_paths, results, strict=True):
+        (expected,) = direct.predict([load_series_file(path, min_hours=2).values])
+        np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=1e-4)
+
+
+def test_sepsis_warnings_for_missing_columns(client: MedLensClient) -> None:
+    result = client.predict_sepsis(b"HR,Temp\n80,37.0\n95,38.5\n110,39.1\n", "x.csv", model="lstm")
+    assert result.n_hours == 3
+    assert any("treated as never measured" in w for w in result.warnings)
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+def _truncated_jpeg(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 3]
+
+
+XRAY_BAD: dict[str, tuple[Callable[[Path], bytes], str, int, str, str]] = {
+    # case: (make bytes from a real JPEG, file name, status, error kind, words the detail must contain)
+    "text_as_image": (lambda p: b"MRN 4711, Doe Jane\n", "notes.png", 415, "invalid_image", "not a PNG, JPEG or DICOM"),
+    "truncated_jpeg": (_truncated_jpeg, "scan.jpeg", 415, "invalid_image", "truncated"),
+    "empty": (lambda p: b"", "scan.png", 415, "invalid_image", "empty"),
+    "too_large": (lambda p: b"\0" * (26 * 1024 * 1024), "scan.png", 413, "payload_too_large", "limit is 25"),
+    "dicom_without_pixels": (
+        lambda p: dicom_without_pixels(),
+        "sr.dcm",
+        422,
+        "unsupported_dicom",
+        "without pixel data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(XRAY_BAD))
+def test_bad_xray_input(client: MedLensClient, xray_pneumonia_path: Path, case: str) -> None:
+    make, name, status, kind, words = XRAY_BAD[case]
+    with pytest.raises(ServingError) as info:
+        client.predict_xray(make(xray_pneumonia_path), f"{PATIENT_FILENAME}_{name}")
+    err = info.value
+    assert (err.status, err.error) == (status, kind), err
+    assert words in err.detail
+    assert "Doe" not in err.detail and "4711" not in err.detail
+
+
+SERIES_BAD: dict[str, tuple[bytes, int, str]] = {
+    "unknown_column": (b"HR|Temp|Shoe_size\n80|37|44\n90|37|44\n", 422, "unknown column(s) 'Shoe_size'"),
+    "non_numeric_cell": (b"HR,Temp\n80,37\nninety,37\n", 422, "column HR row 2 holds 'ninety'"),
+    "impossible_value": (b"HR,Temp\n80,37\n80,73\n", 422, "Temp = 73"),
+    "empty": (b"", 422, "empty"),
+    "one_row": (b"HR|Temp\n80|37\n", 422, "1 hourly row(s); at least 2"),
+    "not_text": (b"\xff\xd8\xff\xe0binary", 422, "not a text file"),
+}
+
+
+@pytest.mark.parametrize("case", list(SERIES_BAD))
+def test_bad_series_input(client: MedLensClient, case: str) -> None:
+    data, status, words = SERIES_BAD[case]
+    with pytest.raises(ServingError) as info:
+        client.predict_sepsis(data, f"{PATIENT_FILENAME}.csv", model="lstm")
+    err = info.value
+    assert (err.status, err.error) == (status, "invalid_series"), err
+    assert words in err.detail and "Doe" not in err.detail
+
+
+def test_unknown_sequence_model(client: MedLensClient, psv_path: Path) -> None:
+    with pytest.raises(ServingError) as info:
+        client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model="gru")
+    assert (info.value.status, info.value.error) == (422, "unknown_model")
+    assert "'gru'" in info.value.detail
+
+
+@pytest.mark.parametrize("route", ["/v1/xray/predict", "/v1/sepsis/predict"])
+def test_missing_file_field(serving_url: str, route: str) -> None:
+    response = httpx.post(f"{serving_url}{route}", files={"image": ("a.png", b"123")}, timeout=30)
+    assert response.status_code == 422
+    err = ErrorResponse.model_validate_json(response.content)
+    assert err.error == "missing_file" and "`file`" in err.detail
+
+
+def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
+    assert httpx.get(f"{serving_url}/v1/models", timeout=30).status_code == 200
+    assert httpx.get(f"{serving_url}/docs", timeout=30).status_code == 200
+    spec = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
+    assert {"/healthz", "/v1/models", "/v1/xray/predict", "/v1/sepsis/predict", "/v1/service"} <= set(spec["paths"])
+
+
+def test_still_healthy_after_bad_input(client: MedLensClient, xray_normal_path: Path) -> None:
+    assert client.health().status == "ok"
+    assert isinstance(client.predict_xray(xray_normal_path.read_bytes(), "x.jpeg"), XrayPrediction)
+
+
+# -- back-pressure ----------------------------------------------------------------------------------------------
+def test_full_queue_answers_503_with_retry_after(serving_url: str, psv_paths: list[Path]) -> None:
+    """The test profile gives TransformerModel 1 ongoing + 2 queued requests: a burst of slow
+    explanations overflows it, and the overflow is answered at once with 503 + Retry-After."""
+    data = max((p.read_bytes() for p in psv_paths), key=len)
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{serving_url}/v1/sepsis/predict",
+            params={"model": "transformer", "explain": "true"},
+            files={"file": ("x.psv", data)},
+            timeout=300,
+        )
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(post, range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+    for response in responses:
+        if response.status_code == 503:
+            err = ErrorResponse.model_validate_json(response.content)
+            assert err.error == "queue_full" and "Retry" in err.detail
+            assert int(response.headers["Retry-After"]) >= 1
+        else:
+            SepsisPrediction.model_validate_json(response.content)
+    # and it recovers at once
+    ok = httpx.post(
+        f"{serving_url}/v1/sepsis/predict", params={"model": "transformer"}, files={"file": ("x.psv", data)}, timeout=60
+    )
+    assert ok.status_code == 200
+    stats = MedLensClient(serving_url).service()
+    sepsis = next(e for e in stats.endpoints if e.endpoint == "POST /v1/sepsis/predict")
+    assert sepsis.errors >= statuses.count(503)  # 503s count as errors in /v1/service
+
+
+# -- service status and logs ------------------------------------------------------------------------------------
+def test_service_status(client: MedLensClient, xray_normal_path: Path) -> None:
+    client.predict_xray(xray_normal_path.read_bytes(), "x.jpeg")
+    with pytest.raises(ServingError):
+        client.predict_xray(b"not an image", "x.png")
+    status = client.service()
+    deployments = {d.name: d for d in status.deployments}
+    assert set(deployments) == {"MedLensIngress", "XrayModel", "LSTMModel", "TransformerModel"}
+    assert deployments["XrayModel"].model == "cnn" and deployments["MedLensIngress"].model is None
+    assert all(d.replicas >= 1 for d in deployments.values())
+    assert deployments["LSTMModel"].device == "cpu"
+    endpoints = {e.endpoint: e for e in status.endpoints}
+    xray = endpoints["POST /v1/xray/predict"]
+    assert xray.requests >= 2 and xray.rejected >= 1 and xray.errors == 0
+    assert xray.p50_ms is not None and xray.p95_ms is not None and xray.p99_ms is not None
+    assert xray.p50_ms <= xray.p95_ms <= xray.p99_ms
+    assert status.history and all("XrayModel" in s.replicas for s in status.history)
+    assert [s.t for s in status.history] == sorted(s.t for s in status.history)
+
+
+def test_logs_carry_no_patient_identifiers(serve_server: ServeServer, client: MedLensClient) -> None:
+    client.health()  # flush: at least one more log line after the uploads above
+    for path in serve_server.log_files():
+        text = path.read_text(errors="replace")
+        for needle in ("Doe", "Jane", "MRN4711", "Shoe_size", "ninety"):
+            assert needle not in text, f"{needle!r} found in {path}"
+    assert "POST /v1/xray/predict 200" in serve_server.log.read_text(errors="replace")

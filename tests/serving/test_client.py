@@ -1,0 +1,83 @@
+"""serving/client.py without a server: error parsing, unreachable servers, environment defaults."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from serving.client import MedLensClient, ServingError, _upload_name
+
+
+def _response(status: int, **kwargs: object) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("POST", "http://x/v1/xray/predict"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_error_response_body_is_parsed() -> None:
+    err = ServingError.from_response(
+        _response(415, json={"error": "invalid_image", "detail": "upload is not a PNG, JPEG or DICOM image."})
+    )
+    assert (err.status, err.error) == (415, "invalid_image")
+    assert err.detail.startswith("upload is not")
+    assert str(err) == "HTTP 415 invalid_image: upload is not a PNG, JPEG or DICOM image."
+
+
+def test_fastapi_style_body_is_parsed() -> None:
+    err = ServingError.from_response(_response(404, json={"detail": "Not Found"}))
+    assert (err.status, err.error, err.detail) == (404, "not_found", "Not Found")
+
+
+def test_plain_text_body_is_kept() -> None:
+    # e.g. Ray Serve's proxy answering back-pressure for the ingress itself
+    err = ServingError.from_response(_response(503, text="Request dropped due to backpressure"))
+    assert (err.status, err.error) == (503, "unavailable")
+    assert "backpressure" in err.detail
+
+
+def test_empty_body_still_says_something() -> None:
+    err = ServingError.from_response(_response(502))
+    assert err.status == 502 and err.error == "server_error"
+    assert "502" in err.detail
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    with MedLensClient(url, timeout=5.0) as client, pytest.raises(ServingError) as info:
+        client.health()
+    err = info.value
+    assert (err.status, err.error) == (0, "unreachable")
+    assert err.detail == f"MedLens serving at {url} is not reachable: start it with `serve run ray_config.yaml`"
+    assert str(err).startswith("unreachable: MedLens serving at")
+
+
+def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDLENS_SERVING_URL", raising=False)
+    monkeypatch.delenv("MEDLENS_API_TOKEN", raising=False)
+    client = MedLensClient.from_env()
+    assert client.base_url == "http://127.0.0.1:8000" and client.token is None
+    monkeypatch.setenv("MEDLENS_SERVING_URL", "http://example.invalid:9000/")
+    monkeypatch.setenv("MEDLENS_API_TOKEN", "s3cret")
+    client = MedLensClient.from_env()
+    assert client.base_url == "http://example.invalid:9000"
+    assert client._http.headers["Authorization"] == "Bearer s3cret"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Jane Doe 1961-02-03.DCM", "upload.dcm"),
+        ("/home/x/p000123.psv", "upload.psv"),
+        ("scan", "upload.png"),
+        ("weird.ext with space", "upload.png"),
+        ("", "upload.png"),
+    ],
+)
+def test_only_the_extension_is_sent(name: str, expected: str) -> None:
+    assert _upload_name(name, "upload.png") == expected

@@ -1,0 +1,159 @@
+"""Builder arguments, the Serve config files and device choice (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from models.config import REPO_ROOT, default_weights
+from models.errors import WeightsError
+from models.inference import resolve_device
+from serving._inference import device_name, replica_device
+from serving._settings import (
+    DEPLOYMENT_MODEL,
+    INGRESS_DEPLOYMENT,
+    WEIGHTS_DIR_ENV,
+    BatchConfig,
+    ServingArgs,
+    check_weights,
+)
+from serving.app import build_app
+
+CPU_CONFIG = REPO_ROOT / "ray_config.yaml"
+GPU_CONFIG = REPO_ROOT / "ray_config.gpu.yaml"
+TEST_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
+ALL_DEPLOYMENTS = {INGRESS_DEPLOYMENT, *DEPLOYMENT_MODEL}
+
+
+def _load(path: Path) -> ServeDeploySchema:
+    return ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+
+
+def _max_resources(config: ServeDeploySchema, resource: str) -> float:
+    """Sum over deployments of (resource per replica x the most replicas it can have)."""
+    total = 0.0
+    for dep in config.applications[0].deployments:
+        options = dep.ray_actor_options.model_dump()
+        per_replica = float(options.get(resource) or 0.0)
+        auto = dep.autoscaling_config  # unset fields hold Ray's DEFAULT sentinel
+        if isinstance(auto, dict):
+            replicas = auto["max_replicas"]
+        else:
+            replicas = dep.num_replicas if isinstance(dep.num_replicas, int) else 1
+        total += per_replica * replicas
+    return total
+
+
+# -- builder arguments --------------------------------------------------------------------------------------
+def test_defaults() -> None:
+    args = ServingArgs()
+    assert args.torch_threads == 1
+    assert args.max_upload_mb == 25
+    assert args.max_upload_bytes == 25 * 1024 * 1024
+    assert args.auth_token_env == "MEDLENS_API_TOKEN"
+    assert args.cors.allow_origins == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"torch_thread": 2},  # typo at the top level
+        {"weights": {"cnn": "x", "gru": "y"}},  # unknown model
+        {"cors": {"allow_origin": ["*"]}},  # typo in a nested block
+    ],
+)
+def test_unknown_keys_are_rejected(args: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        ServingArgs.model_validate(args)
+
+
+@pytest.mark.parametrize("args", [{"torch_threads": 0}, {"max_upload_mb": -1}, {"auth_token_env": ""}])
+def test_invalid_values_are_rejected(args: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        ServingArgs.model_validate(args)
+
+
+def test_batch_user_config_is_validated() -> None:
+    assert BatchConfig.model_validate({"max_batch_size": 4}).batch_wait_timeout_s == 0.01
+    with pytest.raises(ValidationError):
+        BatchConfig.model_validate({"max_batch": 4})
+
+
+def test_weights_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
+    assert ServingArgs().weights.resolve("cnn") == default_weights("cnn")
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
+    assert ServingArgs().weights.resolve("lstm") == tmp_path / "lstm"
+    # explicit beats the env var; relative paths are relative to the repository root
+    args = ServingArgs.model_validate({"weights": {"cnn": "runs/smoke/cnn", "lstm": "/abs/lstm"}})
+    assert args.weights.resolve("cnn") == REPO_ROOT / "runs" / "smoke" / "cnn"
+    assert args.weights.resolve("lstm") == Path("/abs/lstm")
+    assert args.weights.resolve("transformer") == tmp_path / "transformer"
+
+
+def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
+    args = ServingArgs.model_validate({"weights": {"cnn": str(tmp_path / "nope")}})
+    with pytest.raises(WeightsError, match=r"cnn: .*nope/model.pt.*MEDLENS_WEIGHTS_DIR"):
+        check_weights(args.weights_dirs())
+    with pytest.raises(WeightsError):
+        build_app(args)
+
+
+# -- the Serve config files ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG, TEST_CONFIG], ids=lambda p: p.name)
+def test_config_files_parse(path: Path) -> None:
+    config = _load(path)
+    app = config.applications[0]
+    assert app.import_path == "serving.app:build_app"
+    ServingArgs.model_validate(app.args)  # the builder would accept them
+    assert {d.name for d in app.deployments} == ALL_DEPLOYMENTS
+    assert config.http_options.host == "127.0.0.1"
+    for dep in app.deployments:
+        if dep.name == INGRESS_DEPLOYMENT:
+            continue
+        auto = dep.autoscaling_config
+        assert isinstance(auto, dict) and auto["min_replicas"] >= 1, dep.name
+        assert dep.max_queued_requests > 0, f"{dep.name}: a full queue must answer 503, not wait forever"
+        batch = BatchConfig.model_validate(dep.user_config)
+        assert batch.max_batch_size <= dep.max_ongoing_requests, f"{dep.name}: a batch could never fill"
+
+
+def test_cpu_profile_fits_two_cores() -> None:
+    config = _load(CPU_CONFIG)
+    assert config.http_options.port == 8000
+    assert _max_resources(config, "num_cpus") <= 2.0
+    assert _max_resources(config, "num_gpus") == 0.0
+    ingress = next(d for d in config.applications[0].deployments if d.name == INGRESS_DEPLOYMENT)
+    assert ingress.ray_actor_options.num_cpus is not None and ingress.ray_actor_options.num_cpus <= 0.25
+
+
+def test_gpu_profile_shares_one_card() -> None:
+    config = _load(GPU_CONFIG)
+    models = [d for d in config.applications[0].deployments if d.name in DEPLOYMENT_MODEL]
+    for dep in models:
+        gpus = dep.ray_actor_options.num_gpus
+        assert gpus is not None and 0 < gpus < 1, f"{dep.name} should take a fraction of a GPU"
+        assert BatchConfig.model_validate(dep.user_config).max_batch_size >= 32
+    assert _max_resources(config, "num_gpus") <= 1.0
+
+
+def test_test_profile_uses_its_own_port() -> None:
+    assert _load(TEST_CONFIG).http_options.port == 18000
+
+
+# -- device choice ------------------------------------------------------------------------------------------
+def test_replica_without_gpu_runs_on_cpu() -> None:
+    assert replica_device([]) == torch.device("cpu")
+    assert device_name(replica_device([])) == "cpu"
+
+
+def test_replica_with_gpu_uses_cuda_when_visible() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert replica_device([0]).type == expected
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cuda").type == expected  # asks for CUDA, falls back to CPU without it

@@ -1,0 +1,158 @@
+"""The ingress's HTTP helpers without Ray: bearer-token auth, error bodies, request statistics.
+
+Auth is tested here with the ingress's real dependency on a real FastAPI app (cheaper than a second
+Ray Serve application); the serve tests check the shared test server runs without a token."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI, File, Query, UploadFile
+from fastapi.testclient import TestClient
+
+from serving._http import AUTH, install_error_handlers, read_upload
+from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, safe_upload_name
+from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware
+from serving.schemas import ErrorResponse, SequenceModelName
+
+LIMIT = 1000
+
+
+def _app(token: str | None) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(RequestStatsMiddleware)
+    install_error_handlers(app)
+    app.state.api_token = token
+    app.state.stats = RequestStats(window_s=60)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models/{name}/metrics", dependencies=AUTH)
+    async def metrics(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    @app.post("/v1/sepsis/predict", dependencies=AUTH)
+    async def predict(file: UploadFile = File(...), model: SequenceModelName = Query("lstm")) -> dict[str, int]:
+        return {"bytes": len(await read_upload(file, LIMIT))}
+
+    @app.get("/v1/boom", dependencies=AUTH)
+    async def boom() -> None:
+        raise RuntimeError("patient Jane Doe")  # a server bug whose message must not leak
+
+    return app
+
+
+@pytest.fixture
+def open_client() -> TestClient:
+    return TestClient(_app(None), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def locked_client() -> TestClient:
+    return TestClient(_app("s3cret"), raise_server_exceptions=False)
+
+
+def _error(response: object) -> ErrorResponse:
+    return ErrorResponse.model_validate_json(response.content)  # type: ignore[attr-defined]
+
+
+# -- auth -----------------------------------------------------------------------------------------------------
+def test_no_token_configured_means_open(open_client: TestClient) -> None:
+    assert open_client.get("/v1/models/cnn/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"}, {"Authorization": "s3cret"}],
+)
+def test_token_required(locked_client: TestClient, headers: dict[str, str]) -> None:
+    response = locked_client.get("/v1/models/cnn/metrics", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    err = _error(response)
+    assert err.error == "unauthorized" and "MEDLENS_API_TOKEN" in err.detail
+
+
+def test_right_token_passes(locked_client: TestClient) -> None:
+    response = locked_client.get("/v1/models/cnn/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert response.status_code == 200
+
+
+def test_healthz_stays_open(locked_client: TestClient) -> None:
+    assert locked_client.get("/healthz").status_code == 200
+
+
+# -- error bodies -----------------------------------------------------------------------------------------------
+def test_missing_file_field(open_client: TestClient) -> None:
+    response = open_client.post("/v1/sepsis/predict", files={"upload": ("a.psv", b"HR\n1\n2\n")})
+    assert response.status_code == 422
+    err = _error(response)
+    assert err.error == "missing_file" and "`file`" in err.detail
+
+
+def test_unknown_model_name(open_client: TestClient) -> None:
+    response = open_client.post("/v1/sepsis/predict?model=gru", files={"file": ("a.psv", b"HR\n1\n2\n")})
+    assert response.status_code == 422
+    err = _error(response)
+    assert err.error == "unknown_model" and "'gru'" in err.detail and "transformer" in err.detail
+
+
+def test_upload_limit(open_client: TestClient) -> None:
+    ok = open_client.post("/v1/sepsis/predict", files={"file": ("a.psv", b"x" * LIMIT)})
+    assert ok.status_code == 200 and ok.json() == {"bytes": LIMIT}
+    response = open_client.post("/v1/sepsis/predict", files={"file": ("a.psv", b"x" * (LIMIT + 1))})
+    assert response.status_code == 413
+    assert _error(response).error == "payload_too_large"
+
+
+def test_unknown_route_and_method(open_client: TestClient) -> None:
+    assert _error(open_client.get("/nope")).error == "not_found"
+    assert _error(open_client.delete("/healthz")).error == "method_not_allowed"
+
+
+def test_server_bug_is_500_without_details(open_client: TestClient) -> None:
+    response = open_client.get("/v1/boom")
+    assert response.status_code == 500
+    err = _error(response)
+    assert err.error == "internal_error" and "Jane" not in err.detail
+
+
+# -- statistics -----------------------------------------------------------------------------------------------
+def test_middleware_records_route_templates(open_client: TestClient) -> None:
+    open_client.get("/v1/models/cnn/metrics")
+    open_client.get("/v1/models/lstm/metrics")
+    open_client.get("/nope")
+    stats: RequestStats = open_client.app.state.stats  # type: ignore[attr-defined]
+    by_endpoint = {s.endpoint: s for s in stats.summary()}
+    assert by_endpoint["GET /v1/models/{name}/metrics"].requests == 2
+    assert by_endpoint["GET (unmatched)"].rejected == 1
+    assert not any("cnn" in e or "nope" in e for e in by_endpoint)
+
+
+def test_request_stats_window_and_percentiles() -> None:
+    stats = RequestStats(window_s=10)
+    for i in range(100):
+        stats.record("POST /v1/xray/predict", 200 if i < 90 else 503, float(i + 1), now=1000.0)
+    stats.record("POST /v1/xray/predict", 422, 5.0, now=1000.0)
+    stats.record("GET /healthz", 200, 1.0, now=985.0)  # outside the window by the time we ask
+    (summary,) = stats.summary(now=1001.0)
+    assert summary.requests == 101 and summary.errors == 10 and summary.rejected == 1
+    assert summary.rate_per_s == pytest.approx(10.1)
+    assert summary.p50_ms == pytest.approx(50.0, abs=1.0)
+    assert summary.p99_ms is not None and 99.0 <= summary.p99_ms <= 100.0
+
+
+def test_replica_history_keeps_the_last_samples() -> None:
+    history = ReplicaHistory(interval_s=5, keep_s=15)
+    for i in range(10):
+        history.add({"XrayModel": i}, now=float(i))
+    samples = history.samples()
+    assert [s.replicas["XrayModel"] for s in samples] == [6, 7, 8, 9]
+
+
+def test_upload_names_are_sanitised() -> None:
+    assert safe_upload_name("Doe^Jane.DCM", XRAY_SUFFIXES, "upload") == "upload.dcm"
+    assert safe_upload_name("Doe^Jane", XRAY_SUFFIXES, "upload") == "upload"
+    assert safe_upload_name("p1.CSV", SERIES_SUFFIXES, "upload.psv") == "upload.csv"
+    assert safe_upload_name(None, SERIES_SUFFIXES, "upload") == "upload"

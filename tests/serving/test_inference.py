@@ -1,0 +1,175 @@
+"""What a model replica does, without Ray: per-item errors inside a batch, padded sequence batches,
+explanations. Real weights (the serving defaults), real files."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from models.inference import SepsisPredictor, XrayPredictor
+from models.sepsis_io import FEATURES, load_series_file
+from models.xray_io import load_xray_file
+from serving._inference import SequenceRunner, XrayRunner, forward_fill, top_features
+from serving._protocol import ItemError, Upload
+from serving._settings import ServingArgs
+from serving.schemas import SepsisPrediction, XrayPrediction
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict[str, Path]:
+    dirs = {str(name): path for name, path in ServingArgs().weights_dirs().items()}
+    missing = [str(p) for p in dirs.values() if not (p / "model.pt").is_file()]
+    if missing:
+        pytest.fail(f"missing checkpoints {missing}: train them or set MEDLENS_WEIGHTS_DIR")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def xray_runner(weights: dict[str, Path]) -> XrayRunner:
+    torch.set_num_threads(1)
+    return XrayRunner(weights["cnn"], CPU)
+
+
+@pytest.fixture(scope="module")
+def lstm_runner(weights: dict[str, Path]) -> SequenceRunner:
+    return SequenceRunner("lstm", weights["lstm"], CPU, explain_max_hours=50)
+
+
+def dicom_without_pixels() -> bytes:
+    """A valid DICOM file (a structured-report-like header) that holds no image."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.88.11")  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    ds.PatientName = "Doe^Jane"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# -- X-ray ----------------------------------------------------------------------------------------------------
+def test_bad_items_do_not_fail_the_batch(
+    xray_runner: XrayRunner, xray_pneumonia_path: Path, xray_normal_path: Path
+) -> None:
+    good = xray_pneumonia_path.read_bytes()
+    uploads = [
+        Upload(good, "upload.jpeg"),
+        Upload(b"just some text\n", "upload"),
+        Upload(b"", "upload.png"),
+        Upload(xray_normal_path.read_bytes(), "upload.jpeg"),
+        Upload(good[: len(good) // 3], "upload.jpeg"),
+        Upload(dicom_without_pixels(), "upload.dcm"),
+    ]
+    results = xray_runner.predict_batch(uploads)
+    assert len(results) == len(uploads)
+    assert isinstance(results[0], XrayPrediction) and isinstance(results[3], XrayPrediction)
+    for i, (status, kind) in {1: (415, "invalid_image"), 2: (415, "invalid_image"), 4: (415, "invalid_image"),
+                              5: (422, "unsupported_dicom")}.items():  # fmt: skip
+        err = results[i]
+        assert isinstance(err, ItemError) and (err.status, err.error) == (status, kind), (i, err)
+        assert "Doe" not in err.detail
+    direct = XrayPredictor(xray_runner.predictor.weights_dir, "cpu")
+    for i, path in ((0, xray_pneumonia_path), (3, xray_normal_path)):
+        expected = float(direct.predict([load_xray_file(path).pixels])[0])
+        result = results[i]
+        assert isinstance(result, XrayPrediction)
+        assert result.probability == pytest.approx(expected, abs=1e-5)
+        assert result.label == ("PNEUMONIA" if expected >= direct.threshold else "NORMAL")
+        assert (result.image_width, result.image_height, result.source_format) == (224, 224, "jpeg")
+        assert result.dicom is None and result.heatmap_png is None
+
+
+def test_explain_heatmap_matches_the_image(xray_runner: XrayRunner, xray_fullres_path: Path) -> None:
+    result = xray_runner.explain_one(Upload(xray_fullres_path.read_bytes(), "upload.jpeg"))
+    assert isinstance(result, XrayPrediction) and result.heatmap_png is not None
+    heat = Image.open(io.BytesIO(base64.b64decode(result.heatmap_png)))
+    assert heat.format == "PNG" and heat.mode == "L"
+    assert heat.size == (result.image_width, result.image_height)
+    assert max(heat.size) > 224  # full resolution, not the model's input size
+    assert np.asarray(heat).max() == 255  # normalised to [0, 1] before 8-bit
+
+
+def test_dicom_fields_are_deidentified(xray_runner: XrayRunner, dicom_path: Path) -> None:
+    (result,) = xray_runner.predict_batch([Upload(dicom_path.read_bytes(), "upload.dcm")])
+    assert isinstance(result, XrayPrediction) and result.source_format == "dicom"
+    assert result.dicom is not None and result.dicom["Modality"] == "CR"
+    assert not any(key.startswith(("Patient", "Institution", "Referring")) for key in result.dicom)
+
+
+# -- sepsis sequences -------------------------------------------------------------------------------------------
+def test_padded_batch_matches_single_records(lstm_runner: SequenceRunner, psv_paths: list[Path]) -> None:
+    uploads = [Upload(p.read_bytes(), "upload.psv") for p in psv_paths]
+    uploads.insert(3, Upload(b"HR|Temp\n80|37\n", "upload.psv"))  # one row: refused, alone
+    results = lstm_runner.predict_batch(uploads)
+    bad = results.pop(3)
+    assert isinstance(bad, ItemError) and bad.status == 422 and "at least 2" in bad.detail
+    lengths = set()
+    direct = SepsisPredictor("lstm", lstm_runner.sepsis.weights_dir, "cpu")
+    for path, result in zip(psv_paths, results, strict=True):
+        assert isinstance(result, SepsisPrediction)
+        record = load_series_file(path, min_hours=2)
+        (expected,) = direct.predict([record.values])
+        got = np.array([h.probability for h in result.hours])
+        assert result.n_hours == record.hours == len(got)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        alerts = np.flatnonzero(expected >= direct.threshold)
+        assert result.first_alert_hour == (int(alerts[0]) if alerts.size else None)
+        assert [h.label for h in result.hours] == [int(p >= direct.threshold) for p in expected]
+        lengths.add(record.hours)
+    assert len(lengths) > 1, "the batch should mix stays of different lengths"
+
+
+def test_explain_top_features(lstm_runner: SequenceRunner, psv_path: Path) -> None:
+    data = psv_path.read_bytes()
+    record = load_series_file(psv_path, min_hours=2)
+    if record.hours > lstm_runner.explain_max_hours:
+        pytest.skip("first stay longer than this test's explain limit")
+    result = lstm_runner.explain_one(Upload(data, "upload.psv"))
+    assert isinstance(result, SepsisPrediction) and result.n_hours == record.hours
+    filled = forward_fill(record.values)
+    for hour in result.hours:
+        assert hour.top_features is not None and len(hour.top_features) == 5
+        magnitudes = [abs(f.attribution) for f in hour.top_features]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        for f in hour.top_features:
+            expected = filled[hour.hour, FEATURES.index(f.feature)]
+            assert (f.value is None) == bool(np.isnan(expected))
+            if f.value is not None:
+                assert f.value == pytest.approx(float(expected))
+
+
+def test_explain_refuses_very_long_stays(lstm_runner: SequenceRunner) -> None:
+    rows = "\n".join(f"{80 + i % 5}|37" for i in range(60))
+    upload = Upload(f"HR|Temp\n{rows}\n".encode(), "upload.psv")
+    result = lstm_runner.explain_one(upload)
+    assert isinstance(result, ItemError) and result.status == 413
+    assert "60 hourly rows" in result.detail and "without explain" in result.detail
+    assert isinstance(lstm_runner.predict_batch([upload])[0], SepsisPrediction)  # no limit without explain
+
+
+def test_forward_fill_and_top_features() -> None:
+    values = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan]])  # (hours=3, F=2)
+    np.testing.assert_array_equal(forward_fill(values), [[np.nan, 1.0], [2.0, 1.0], [2.0, 1.0]])
+    attribution = np.zeros(len(FEATURES))
+    attribution[[0, 1, 2]] = [0.1, -0.5, 0.3]
+    last = np.full(len(FEATURES), np.nan)
+    last[1] = 98.0
+    top = top_features(attribution, last, k=3)
+    assert [f.feature for f in top] == [FEATURES[1], FEATURES[2], FEATURES[0]]
+    assert top[0].value == 98.0 and top[1].value is None
