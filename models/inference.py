@@ -17,8 +17,8 @@ from models.cards import ModelCard, read_card
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
 from models.config import default_weights
-from models.sepsis_io import FEATURES
 from models.errors import WeightsError
+from models.sepsis_io import FEATURES
 from models.sequence import (
     N_INPUT,
     NormStats,
