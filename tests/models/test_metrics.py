@@ -189,9 +189,7 @@ def test_normalized_utility_matches_official_loop_on_random_cohorts() -> None:
         labels, probs = random_cohort(rng, 40)
         for threshold in (0.0, 0.35, 0.5, 0.8, 1.01):
             preds = [(p >= threshold).astype(int) for p in probs]
-            assert normalized_utility(labels, preds) == pytest.approx(
-                loop_normalized_utility(labels, preds), abs=1e-9
-            )
+            assert normalized_utility(labels, preds) == pytest.approx(loop_normalized_utility(labels, preds), abs=1e-9)
 
 
 # ----------------------------------------------------------------------------------------------------------
