@@ -44,8 +44,15 @@ def load_checkpoint(directory: Path, expected: ModelKind | None = None) -> tuple
     path = directory / CHECKPOINT_FILE if directory.is_dir() else directory
     if not path.is_file():
         raise WeightsError(f"No checkpoint at {path}: train one with `python -m models.train` or pass --weights DIR.")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    meta = CheckpointMeta.model_validate(blob["meta"])
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta = CheckpointMeta.model_validate(blob["meta"])
+        state = blob["state_dict"]
+    except Exception as exc:  # torch / pickle / pydantic raise many types for a damaged file
+        raise WeightsError(
+            f"{path} is not a MedLens checkpoint this code can read ({type(exc).__name__}: {exc}); "
+            "retrain it with `python -m models.train` or pass another --weights DIR."
+        ) from exc
     if expected is not None and meta.kind != expected:
         raise WeightsError(f"{path} holds a {meta.kind} model, not a {expected} model.")
-    return meta, blob["state_dict"]
+    return meta, state

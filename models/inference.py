@@ -134,7 +134,8 @@ class SepsisPredictor(_Predictor):
         """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed
         over time and over each raw feature's engineered channels -> (hours, 40).
 
-        Baseline: every feature at its training mean and nothing measured."""
+        Baseline: the all-zero engineered input (every value at its training mean, no change, no
+        measurement counted, flags 0), i.e. an unremarkable average patient."""
         features = torch.from_numpy(engineer(values, self.stats)).to(self.device)  # (hours, F)
         hours = features.shape[0]
         groups = torch.tensor(feature_groups(), device=self.device)

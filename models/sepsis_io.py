@@ -9,6 +9,7 @@ that names the column and row (or, with ``on_impossible="drop"``, set missing an
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +94,22 @@ def parse_series_bytes(
         raise SeriesFormatError(f"{name} is empty: it needs a header row and one row per hour.")
     header = lines[0]
     sep = "|" if "|" in header else ("\t" if "\t" in header else ",")
+    names = [c.strip().strip('"') for c in header.split(sep)]
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if duplicated:
+        raise SeriesFormatError(f"{name}: column(s) {', '.join(duplicated)} appear more than once.")
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, na_values=MISSING_TOKENS, keep_default_na=False, skip_blank_lines=True
-        )
-    except (pd.errors.ParserError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=sep,
+                na_values=MISSING_TOKENS,
+                keep_default_na=False,
+                skip_blank_lines=True,
+                index_col=False,
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
         raise SeriesFormatError(f"{name} could not be parsed as a table ({exc}).") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return record_from_frame(frame, name, min_hours=min_hours, on_impossible=on_impossible)

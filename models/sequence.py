@@ -8,6 +8,7 @@ from ``transformers``, configured from scratch and fed engineered features as ``
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -39,8 +40,10 @@ class NormStats(BaseModel):
     @classmethod
     def fit(cls, values: np.ndarray) -> NormStats:
         """``values``: (rows, 40) raw features with NaN."""
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        with warnings.catch_warnings():  # a column never measured in the data: mean 0, std 1 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
         return cls(mean=[float(x) for x in mean], std=[float(x) for x in std])

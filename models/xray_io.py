@@ -70,7 +70,7 @@ def load_xray_bytes(data: bytes, filename: str | None = None) -> XrayImage:
     if not data:
         raise ImageDecodeError("The file is empty: upload a PNG, JPEG or DICOM chest X-ray.")
     name = filename or "upload"
-    if is_dicom_bytes(data) or Path(name).suffix.lower() in {".dcm", ".dicom"}:
+    if is_dicom_bytes(data):  # routed on content, never on the file name
         return _load_dicom(data, name)
     try:
         return _load_raster(data, name)
@@ -79,7 +79,8 @@ def load_xray_bytes(data: bytes, filename: str | None = None) -> XrayImage:
         try:
             return _load_dicom(data, name, force=True)
         except MedLensInputError:
-            pass
+            if Path(name).suffix.lower() in {".dcm", ".dicom"}:
+                raise
         raise
 
 
@@ -102,6 +103,8 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             image.load()
+    except MedLensInputError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError(
             f"{name}: the image has more than {MAX_PIXELS:,} pixels; downsample it before uploading."

@@ -1,0 +1,143 @@
+"""The sepsis models are causal: the risk at hour t depends on rows 0..t only, and batching
+(padding) never changes a record's risk. Checked on the feature engineering, on randomly
+initialised networks of both architectures and on the checkpoints the CLIs load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+
+from models.inference import SepsisPredictor
+from models.sequence import (
+    N_INPUT,
+    NormStats,
+    SequenceConfig,
+    build_sequence_model,
+    engineer,
+    feature_groups,
+    pad_batch,
+    to_probability,
+)
+from tests.models.conftest import synthetic_stay
+
+T = 13  # rows 0..T must not feel anything that happens later
+HOURS = 30
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def stays() -> tuple[np.ndarray, np.ndarray, NormStats]:
+    """A 30-hour septic stay, a 12-hour stay and normalisation statistics fitted on both."""
+    rng = np.random.default_rng(3)
+    long, _ = synthetic_stay(rng, HOURS, septic=True)
+    short, _ = synthetic_stay(rng, 12, septic=False)
+    return long.astype(np.float32), short.astype(np.float32), NormStats.fit(np.concatenate([long, short]))
+
+
+def futures(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Variants of ``values`` that differ only after row T (and the record cut at T)."""
+    rng = np.random.default_rng(5)
+    changed = values.copy()
+    changed[T + 1 :, :34] = values[T + 1 :, :34] * rng.uniform(0.5, 1.5, size=(HOURS - T - 1, 34))
+    changed[T + 1 :: 2, :8] = np.nan  # measurements disappear ...
+    changed[T + 2 :: 3, 8:34] = 1.0  # ... and appear
+    extended = np.concatenate([values, values[-8:] * 1.3])  # more hours appended
+    return {"changed": changed, "extended": extended, "cut": values[: T + 1]}
+
+
+def test_engineer_is_causal(stays: tuple[np.ndarray, np.ndarray, NormStats]) -> None:
+    values, _, stats = stays
+    base = engineer(values, stats)
+    assert base.shape == (HOURS, N_INPUT) and base.dtype == np.float32 and np.isfinite(base).all()
+    assert len(feature_groups()) == N_INPUT
+    for name, other in futures(values).items():
+        feats = engineer(other, stats)
+        np.testing.assert_allclose(feats[: T + 1], base[: T + 1], atol=1e-6, err_msg=name)
+    # and the later rows do change: the test can see a leak
+    assert not np.allclose(engineer(futures(values)["changed"], stats)[T + 1 :], base[T + 1 :])
+
+
+def test_engineer_forward_fills_and_counts(stays: tuple[np.ndarray, np.ndarray, NormStats]) -> None:
+    _, _, stats = stays
+    values = np.full((5, 40), np.nan, dtype=np.float32)
+    values[1, 0] = 100.0  # HR measured once, at hour 1
+    feats = engineer(values, stats)
+    z_hr = (100.0 - stats.mean[0]) / stats.std[0]
+    np.testing.assert_allclose(feats[:, 0], [0.0, z_hr, z_hr, z_hr, z_hr], rtol=1e-5)  # forward filled
+    np.testing.assert_array_equal(feats[:, 34], [0, 1, 0, 0, 0])  # measured-this-hour mask
+    np.testing.assert_allclose(feats[:, 68], [1.0, 0.0, 1 / 72, 2 / 72, 3 / 72], rtol=1e-5)  # hours since
+
+
+def _random_model(arch: Literal["lstm", "transformer"], members: int = 1) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = SequenceConfig(arch=arch, d_model=32, n_layers=2, n_heads=4, members=members)
+    return build_sequence_model(config).eval()
+
+
+def _probs(model: torch.nn.Module, records: list[np.ndarray], stats: NormStats) -> list[np.ndarray]:
+    x, mask = pad_batch([engineer(v, stats) for v in records])
+    with torch.no_grad():
+        prob = to_probability(model(x, mask)).numpy()
+    return [prob[i, : len(v)] for i, v in enumerate(records)]
+
+
+@pytest.mark.parametrize(("arch", "members"), [("lstm", 1), ("transformer", 1), ("transformer", 2)])
+def test_random_model_is_causal(
+    arch: Literal["lstm", "transformer"], members: int, stays: tuple[np.ndarray, np.ndarray, NormStats]
+) -> None:
+    values, _, stats = stays
+    model = _random_model(arch, members)
+    (base,) = _probs(model, [values], stats)
+    assert base.shape == (HOURS,) and ((base > 0) & (base < 1)).all()
+    for name, other in futures(values).items():
+        (prob,) = _probs(model, [other], stats)
+        np.testing.assert_allclose(prob[: T + 1], base[: T + 1], atol=ATOL, err_msg=f"{arch}: {name}")
+    (changed,) = _probs(model, [futures(values)["changed"]], stats)
+    assert np.abs(changed[T + 1 :] - base[T + 1 :]).max() > 1e-4  # later hours do see the change
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_random_model_padding_is_invisible(
+    arch: Literal["lstm", "transformer"], stays: tuple[np.ndarray, np.ndarray, NormStats]
+) -> None:
+    long, short, stats = stays
+    model = _random_model(arch)
+    alone_short, alone_long = _probs(model, [short], stats)[0], _probs(model, [long], stats)[0]
+    batch_short, batch_long = _probs(model, [short, long], stats)
+    np.testing.assert_allclose(batch_short, alone_short, atol=ATOL)
+    np.testing.assert_allclose(batch_long, alone_long, atol=ATOL)
+
+
+@pytest.fixture(scope="module", params=["lstm", "transformer"])
+def predictor(request: pytest.FixtureRequest) -> SepsisPredictor:
+    weights: Path = request.getfixturevalue(f"{request.param}_weights")
+    return SepsisPredictor(request.param, weights, device="cpu")
+
+
+def test_predictor_is_causal(predictor: SepsisPredictor, stays: tuple[np.ndarray, np.ndarray, NormStats]) -> None:
+    values, _, _ = stays
+    (base,) = predictor.predict([values])
+    assert base.shape == (HOURS,) and base.dtype == np.float32
+    variants = futures(values)
+    probs = predictor.predict(list(variants.values()))  # one padded batch of different lengths
+    for name, prob in zip(variants, probs, strict=True):
+        assert len(prob) == len(variants[name])
+        np.testing.assert_allclose(prob[: T + 1], base[: T + 1], atol=ATOL, err_msg=f"{predictor.name}: {name}")
+
+
+def test_predictor_padding_is_invisible(
+    predictor: SepsisPredictor, stays: tuple[np.ndarray, np.ndarray, NormStats]
+) -> None:
+    long, short, _ = stays
+    (alone_short,) = predictor.predict([short])
+    (alone_long,) = predictor.predict([long])
+    for batch in ([short, long], [long, short]):
+        out = predictor.predict(batch)
+        got = dict(zip((len(b) for b in batch), out, strict=True))
+        np.testing.assert_allclose(got[len(short)], alone_short, atol=ATOL)
+        np.testing.assert_allclose(got[len(long)], alone_long, atol=ATOL)
+    assert predictor.predict([]) == []

@@ -1,0 +1,99 @@
+"""Checkpoints (models/checkpoint.py): round trip, kind check, helpful errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.checkpoint import CHECKPOINT_FILE, CheckpointMeta, ModelKind, load_checkpoint, save_checkpoint
+from models.cnn import CnnConfig, PneumoniaCNN
+from models.errors import WeightsError
+from models.inference import XrayPredictor
+
+
+def _meta(kind: ModelKind = "cnn") -> CheckpointMeta:
+    return CheckpointMeta(
+        kind=kind,
+        version=f"{kind}-test",
+        task="round trip",
+        labels=["NORMAL", "PNEUMONIA"],
+        threshold=0.375,
+        config={"widths": [8, 16], "nested": {"a": 1.5}},
+        preprocessing={"normalise": {"mean": 0.5, "std": 0.25}, "threshold_rule": "fixed"},
+    )
+
+
+def test_round_trip_keeps_meta_and_tensors(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    state = {
+        "w": torch.randn(3, 4),
+        "b": torch.arange(5, dtype=torch.int64),
+        "h": torch.randn(2, 2, dtype=torch.bfloat16),
+        "t": torch.randn(4, 4).t(),  # non-contiguous
+        "g": torch.randn(3, requires_grad=True),
+    }
+    path = save_checkpoint(tmp_path / "new" / "dir", _meta(), state)
+    assert path == tmp_path / "new" / "dir" / CHECKPOINT_FILE and path.is_file()
+    for where in (tmp_path / "new" / "dir", path):  # a directory or the file itself
+        meta, loaded = load_checkpoint(where, expected="cnn")
+        assert meta == _meta()
+        assert set(loaded) == set(state)
+        for key, tensor in state.items():
+            assert loaded[key].dtype == tensor.dtype and loaded[key].device.type == "cpu"
+            assert torch.equal(loaded[key], tensor.detach()), key
+            assert not loaded[key].requires_grad
+    meta, _ = load_checkpoint(tmp_path / "new" / "dir")  # no expectation: any kind
+    assert meta.kind == "cnn"
+
+
+def test_model_state_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    config = CnnConfig(image_size=64, widths=(8, 8, 16, 16, 16), blocks=(1, 1, 1, 1))
+    model = PneumoniaCNN(config).eval()
+    meta = _meta().model_copy(update={"config": config.model_dump(mode="json"), "threshold": 0.5})
+    save_checkpoint(tmp_path, meta, model.state_dict())
+    predictor = XrayPredictor(tmp_path, device="cpu", bf16=False)
+    image = torch.rand(64, 64).numpy()
+    x = (torch.from_numpy(image).view(1, 1, 64, 64) - config.mean) / config.std
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    assert predictor.predict([image]) == pytest.approx(expected, abs=1e-3)
+    assert predictor.threshold == 0.5 and predictor.card is None
+
+
+@pytest.mark.parametrize(("saved", "expected"), [("cnn", "lstm"), ("lstm", "transformer"), ("transformer", "cnn")])
+def test_wrong_kind_raises(tmp_path: Path, saved: ModelKind, expected: ModelKind) -> None:
+    save_checkpoint(tmp_path, _meta(saved), {"w": torch.zeros(1)})
+    with pytest.raises(WeightsError, match=f"holds a {saved} model, not a {expected} model"):
+        load_checkpoint(tmp_path, expected=expected)
+
+
+def test_missing_directory_is_explained(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "weights"
+    with pytest.raises(WeightsError) as info:
+        load_checkpoint(missing, expected="lstm")
+    message = str(info.value)
+    assert str(missing) in message
+    assert "python -m models.train" in message and "--weights" in message
+    with pytest.raises(WeightsError, match="No checkpoint"):
+        load_checkpoint(tmp_path, expected="lstm")  # a directory without model.pt
+
+
+def test_predictor_on_missing_weights_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="No checkpoint"):
+        XrayPredictor(tmp_path / "empty")
+
+
+def test_a_file_that_is_not_a_checkpoint_raises_weights_error(tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"this is not a torch file")
+    with pytest.raises(WeightsError):
+        load_checkpoint(tmp_path, expected="cnn")
+
+
+def test_meta_from_incompatible_code_raises_weights_error(tmp_path: Path) -> None:
+    blob = {"meta": {**_meta().model_dump(mode="json"), "kind": "resnet"}, "state_dict": {}}
+    torch.save(blob, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(WeightsError):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,159 @@
+"""Output formats of ``python -m models.predict`` and ``python -m models.evaluate``, exactly."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.checkpoint import load_checkpoint
+from models.config import REPO_ROOT
+from models.evaluate import main as evaluate_main
+from models.inference import SepsisPredictor, XrayPredictor
+from models.metrics import BinaryEvaluation
+from models.predict import main as predict_main
+from models.sepsis_io import load_labelled_dir, load_series_file
+from models.xray_io import load_xray_file
+from tests.models.conftest import committed_weights
+
+ROUNDING = 1e-6  # the CLIs print six decimals
+SAME = 1e-5  # CLI vs in-process probabilities (six printed decimals, batch composition)
+
+
+def _label_agrees(prob: float, label: int, threshold: float) -> bool:
+    """The label is ``prob >= threshold`` (undecidable from six printed decimals right at the threshold)."""
+    return abs(prob - threshold) <= ROUNDING or label == int(prob >= threshold)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# python -m models.predict cnn
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def image_tree(tmp_path: Path, xray_folder: Path) -> tuple[Path, list[Path]]:
+    """Images in nested folders, plus a text file and a broken PNG that must not become rows."""
+    root = tmp_path / "images"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    normal = sorted((xray_folder / "NORMAL").glob("*.png"))
+    pneumonia = sorted((xray_folder / "PNEUMONIA").glob("*.png"))
+    images = [root / "a.png", root / "sub" / "b.png", root / "sub" / "deeper" / "c.jpeg", root / "sub" / "d.PNG"]
+    shutil.copy(normal[0], images[0])
+    shutil.copy(pneumonia[0], images[1])
+    Image.open(pneumonia[1]).save(images[2], format="JPEG")
+    shutil.copy(normal[1], images[3])
+    (root / "sub" / "notes.txt").write_text("not an image")
+    (root / "sub" / "deeper" / "broken.png").write_bytes(pneumonia[2].read_bytes()[:100])
+    return root, sorted(images)
+
+
+def test_predict_cnn_csv(
+    image_tree: tuple[Path, list[Path]], tiny_cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, images = image_tree
+    out = tmp_path / "results" / "preds.csv"
+    assert predict_main(["cnn", "--input", str(root), "--output", str(out), "--weights", str(tiny_cnn)]) == 0
+    text = out.read_text()
+    assert text.splitlines()[0] == "path,probability,label"
+    rows = list(csv.reader(text.splitlines()[1:]))
+    assert sorted(Path(r[0]) for r in rows) == images  # one row per readable image, recursively
+    assert all(len(r) == 3 for r in rows)
+    meta, _ = load_checkpoint(tiny_cnn, expected="cnn")
+    expected = XrayPredictor(tiny_cnn).predict([load_xray_file(Path(r[0])).pixels for r in rows])
+    for (path, prob_text, label_text), reference in zip(rows, expected, strict=True):
+        prob, label = float(prob_text), int(label_text)
+        assert len(prob_text.split(".")[1]) == 6, prob_text
+        assert 0.0 <= prob <= 1.0 and label in (0, 1)
+        assert prob == pytest.approx(float(reference), abs=SAME), path
+        assert _label_agrees(prob, label, meta.threshold), (path, prob, label, meta.threshold)
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "skipped" in err
+
+
+def test_predict_cnn_single_file(image_tree: tuple[Path, list[Path]], tiny_cnn: Path, tmp_path: Path) -> None:
+    _, images = image_tree
+    out = tmp_path / "one.csv"
+    assert predict_main(["cnn", "--input", str(images[0]), "--output", str(out), "--weights", str(tiny_cnn)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,probability,label" and len(lines) == 2 and lines[1].startswith(f"{images[0]},")
+
+
+def test_predict_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        predict_main(["cnn", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "p.csv")])
+    assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# python -m models.predict lstm (a real subprocess: proves the module entry point)
+# ----------------------------------------------------------------------------------------------------------
+def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, tmp_path: Path) -> None:
+    source = tmp_path / "stays"
+    source.mkdir()
+    names = ["p0000.psv", "p0001.psv", "p0002.psv"]
+    for name in names:
+        shutil.copy(psv_folder / name, source / name)
+    # an unlabelled stay with an impossible value: predicted (value dropped), warning on stderr
+    lines = (psv_folder / "p0004.psv").read_text().splitlines()
+    header = lines[0].split("|")[:-1]
+    body = ["|".join(line.split("|")[:-1]) for line in lines[1:]]
+    body[2] = "999" + body[2][body[2].index("|") :]  # HR = 999
+    (source / "unlabelled.psv").write_text("\n".join(["|".join(header), *body]) + "\n")
+    shutil.copy(psv_folder / "p0003.psv", source / "not_psv.csv")  # only *.psv are predicted
+    names.append("unlabelled.psv")
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "models.predict", "lstm", "--input", str(source), "--output", str(out)]
+    command += ["--threads", "1"]
+    if committed_weights("lstm") is None:
+        command += ["--weights", str(lstm_weights)]  # else: the committed default, as a user runs it
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "unlabelled.psv" in result.stderr and "HR = 999" in result.stderr
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    predictor = SepsisPredictor("lstm", lstm_weights, device="cpu")
+    for name in names:
+        written = (out / name).read_text().splitlines()
+        assert written[0] == "PredictedProbability|PredictedLabel"
+        record = load_series_file(source / name, on_impossible="drop")
+        assert len(written) - 1 == record.hours  # one row per input hour
+        (expected,) = predictor.predict([record.values])
+        for line, reference in zip(written[1:], expected, strict=True):
+            prob_text, label_text = line.split("|")
+            prob, label = float(prob_text), int(label_text)
+            assert 0.0 < prob < 1.0, line
+            assert label in (0, 1) and _label_agrees(prob, label, predictor.threshold), line
+            assert prob == pytest.approx(float(reference), abs=SAME)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# python -m models.evaluate
+# ----------------------------------------------------------------------------------------------------------
+def test_evaluate_sequence_json(
+    psv_folder: Path, tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval" / "m.json"
+    argv = ["lstm", "--data", str(psv_folder), "--weights", str(tiny_lstm), "--output", str(out)]
+    assert evaluate_main(argv) == 0
+    ev = BinaryEvaluation.model_validate_json(out.read_text())
+    labels = np.concatenate([r.labels for r in load_labelled_dir(psv_folder) if r.labels is not None])
+    assert ev.n == len(labels) and ev.n_positive == int(labels.sum())
+    assert ev.utility is not None and np.isfinite(ev.utility) and ev.utility <= 1.0
+    assert ev.threshold == load_checkpoint(tiny_lstm, expected="lstm")[0].threshold
+    c = ev.confusion
+    assert c.tp + c.fp + c.tn + c.fn == ev.n
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("model lstm:") and f"normalised utility {ev.utility:.4f}" in stdout
+
+
+def test_evaluate_cnn_json(xray_folder: Path, tiny_cnn: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cnn.json"
+    assert evaluate_main(["cnn", "--data", str(xray_folder), "--weights", str(tiny_cnn), "--output", str(out)]) == 0
+    ev = BinaryEvaluation.model_validate_json(out.read_text())
+    assert ev.n == 48 and ev.n_positive == 24 and ev.utility is None
+    assert 0.0 <= ev.auroc <= 1.0

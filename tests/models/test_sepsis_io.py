@@ -1,0 +1,212 @@
+"""ICU time-series loader (models/sepsis_io.py) on a real PhysioNet 2019 stay and generated files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from models.config import DataPaths
+from models.errors import PayloadTooLargeError, SeriesFormatError
+from models.sepsis_io import (
+    FEATURES,
+    LABEL,
+    MAX_HOURS,
+    SepsisRecord,
+    iter_series_files,
+    load_labelled_dir,
+    load_series_file,
+    parse_series_bytes,
+)
+
+COL = {name: i for i, name in enumerate(FEATURES)}
+
+
+def parse(text: str, min_hours: int = 1, on_impossible: Literal["reject", "drop"] = "reject") -> SepsisRecord:
+    return parse_series_bytes(text.encode(), "stay.csv", min_hours=min_hours, on_impossible=on_impossible)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a real stay
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.data
+def test_real_psv(real_data: DataPaths) -> None:
+    files = sorted(real_data.sepsis_training.glob("*.psv"))[:2] if real_data.sepsis_training.is_dir() else []
+    if not files:
+        pytest.skip(f"no .psv files under {real_data.sepsis_training}")
+    for path in files:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        header = lines[0].split("|")
+        assert len(header) == 41 and header[:40] == FEATURES and header[40] == LABEL
+        expected = np.genfromtxt(path, delimiter="|", skip_header=1, dtype=np.float64)  # (hours, 41), nan
+
+        record = load_series_file(path)
+        assert record.name == path.name
+        assert record.hours == len(lines) - 1 == expected.shape[0]
+        assert record.values.shape == (record.hours, 40) and record.values.dtype == np.float32
+        np.testing.assert_allclose(record.values, expected[:, :40].astype(np.float32), equal_nan=True)
+        assert record.labels is not None and record.labels.dtype == np.int64
+        np.testing.assert_array_equal(record.labels, expected[:, 40].astype(np.int64))
+        assert record.warnings == []  # a complete file: nothing missing, nothing impossible
+        assert list(record.frame().columns) == FEATURES
+
+
+@pytest.mark.data
+def test_real_labelled_dir(real_data: DataPaths) -> None:
+    if not real_data.sepsis_training.is_dir():
+        pytest.skip(f"{real_data.sepsis_training} not found")
+    records = load_labelled_dir(real_data.sepsis_training, limit=3)
+    assert len(records) == 3 and all(r.labels is not None and len(r.labels) == r.hours for r in records)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# columns
+# ----------------------------------------------------------------------------------------------------------
+def test_subset_of_columns_in_another_order() -> None:
+    record = parse("Resp,SepsisLabel,Temp,Age,HR\n18,0,37.2,64,80\n22,1,38.4,64,NaN\n")
+    assert record.hours == 2
+    np.testing.assert_array_equal(record.values[:, COL["HR"]], [80, np.nan])
+    np.testing.assert_allclose(record.values[:, COL["Temp"]], [37.2, 38.4], rtol=1e-6)
+    np.testing.assert_array_equal(record.values[:, COL["Resp"]], [18, 22])
+    np.testing.assert_array_equal(record.values[:, COL["Age"]], [64, 64])
+    np.testing.assert_array_equal(record.values[:, COL["ICULOS"]], [1, 2])  # filled in when absent
+    assert record.labels is not None and record.labels.tolist() == [0, 1]
+    untouched = [c for c in FEATURES if c not in {"HR", "Temp", "Resp", "Age", "ICULOS"}]
+    assert np.isnan(record.values[:, [COL[c] for c in untouched]]).all()
+    assert any("O2Sat" in w and "never measured" in w for w in record.warnings)
+
+
+def test_pipe_and_tab_separators_and_bom() -> None:
+    for text in ("HR|Temp\n80|37\n", "HR\tTemp\n80\t37\n", "\ufeffHR,Temp\n80,37\n"):
+        record = parse(text)
+        assert record.values[0, COL["HR"]] == 80 and record.values[0, COL["Temp"]] == 37
+
+
+def test_unknown_column_is_named() -> None:
+    with pytest.raises(SeriesFormatError, match="'HeartRate'") as info:
+        parse("HeartRate,Temp\n80,37\n")
+    assert "HR" in info.value.message and info.value.status_code == 422
+
+
+def test_duplicated_column_is_named_as_duplicated() -> None:
+    with pytest.raises(SeriesFormatError) as info:
+        parse("HR,Temp,HR\n80,37,81\n")
+    assert "HR" in info.value.message and "more than once" in info.value.message, info.value.message
+
+
+def test_no_feature_column() -> None:
+    with pytest.raises(SeriesFormatError, match="none of the PhysioNet"):
+        parse("SepsisLabel\n0\n")
+
+
+def test_row_with_more_fields_than_the_header_is_refused() -> None:
+    """A surplus field must not silently shift every value into the next column."""
+    with pytest.raises(SeriesFormatError):
+        record = parse("HR,Temp\n80,37,38\n81,37.5,38.5\n")
+        raise AssertionError(f"accepted: HR={record.values[:, COL['HR']]}, Temp={record.values[:, COL['Temp']]}")
+
+
+def test_ragged_row_later_in_the_file_is_refused() -> None:
+    with pytest.raises(SeriesFormatError, match="could not be parsed"):
+        parse("HR,Temp\n80,37\n81,37.5,99\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cells
+# ----------------------------------------------------------------------------------------------------------
+def test_non_numeric_cell_is_named_with_row() -> None:
+    with pytest.raises(SeriesFormatError, match=r"column Temp row 3 holds 'high'"):
+        parse("HR,Temp\n80,37\n81,37.1\n82,high\n")
+
+
+def test_infinite_value_is_refused() -> None:
+    with pytest.raises(SeriesFormatError, match="HR row 2 is infinite"):
+        parse("HR\n80\ninf\n")
+
+
+def test_impossible_value_is_rejected_with_column() -> None:
+    with pytest.raises(SeriesFormatError, match=r"HR = 500 beats/min at row 2 is impossible") as info:
+        parse("HR,Temp\n80,37\n500,37\n")
+    assert "0 to 350" in info.value.message
+
+
+def test_impossible_value_dropped_with_warning() -> None:
+    record = parse("HR,Temp\n80,37\n500,37\n90,5\n", on_impossible="drop")
+    np.testing.assert_array_equal(record.values[:, COL["HR"]], [80, np.nan, 90])
+    np.testing.assert_array_equal(record.values[:, COL["Temp"]], [37, 37, np.nan])
+    assert any("HR = 500" in w and "treated as missing" in w for w in record.warnings)
+    assert any("Temp = 5" in w for w in record.warnings)
+
+
+def test_impossible_label_is_rejected() -> None:
+    with pytest.raises(SeriesFormatError, match="SepsisLabel = 2"):
+        parse("HR,SepsisLabel\n80,2\n")
+
+
+def test_fio2_in_percent_is_converted_with_a_warning() -> None:
+    record = parse("FiO2,HR\n40,80\n0.5,81\n100,82\nNaN,83\n")
+    np.testing.assert_allclose(record.values[:, COL["FiO2"]], [0.4, 0.5, 1.0, np.nan], rtol=1e-6)
+    assert any("FiO2" in w and "percent" in w and "2 row" in w for w in record.warnings)
+    with pytest.raises(SeriesFormatError, match="FiO2 = 150"):
+        parse("FiO2\n150\n")
+
+
+def test_missing_value_tokens() -> None:
+    record = parse("HR,Temp,O2Sat,Resp\nNaN,,nan,NA\nnull,None,N/A,20\n 80 , NaN ,95,  \n")
+    block = record.values[:, [COL["HR"], COL["Temp"], COL["O2Sat"], COL["Resp"]]]
+    expected = np.array([[np.nan] * 4, [np.nan, np.nan, np.nan, 20], [80, np.nan, 95, np.nan]])
+    np.testing.assert_array_equal(block, expected)
+
+
+def test_missing_labels_read_as_zero() -> None:
+    record = parse("HR,SepsisLabel\n80,NaN\n81,1\n")
+    assert record.labels is not None and record.labels.tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sizes and encodings
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("data", [b"", b"   \n\n \n"], ids=["empty", "blank"])
+def test_empty_file(data: bytes) -> None:
+    with pytest.raises(SeriesFormatError, match="empty"):
+        parse_series_bytes(data, "empty.psv")
+
+
+def test_header_only() -> None:
+    with pytest.raises(SeriesFormatError, match="0 hourly row"):
+        parse("HR|O2Sat|Temp\n")
+
+
+def test_min_hours() -> None:
+    with pytest.raises(SeriesFormatError, match="at least 3"):
+        parse("HR\n80\n81\n", min_hours=3)
+    assert parse("HR\n80\n81\n82\n", min_hours=3).hours == 3
+
+
+def test_max_hours() -> None:
+    assert parse("HR\n" + "80\n" * MAX_HOURS).hours == MAX_HOURS
+    with pytest.raises(PayloadTooLargeError, match="1,001 rows") as info:
+        parse("HR\n" + "80\n" * (MAX_HOURS + 1))
+    assert info.value.status_code == 413
+
+
+def test_non_utf8_bytes() -> None:
+    with pytest.raises(SeriesFormatError, match="not a text file"):
+        parse_series_bytes(b"HR,Temp\n80,37\n\xff\xfe\x00\x81,37\n", "binary.psv")
+
+
+def test_iter_series_files(tmp_path: Path) -> None:
+    for name in ("b.psv", "a.CSV", "c.txt"):
+        (tmp_path / name).write_text("HR\n80\n")
+    assert [p.name for p in iter_series_files(tmp_path)] == ["a.CSV", "b.psv"]
+    with pytest.raises(FileNotFoundError):
+        list(iter_series_files(tmp_path / "missing"))
+
+
+def test_labelled_dir_needs_labels(tmp_path: Path) -> None:
+    (tmp_path / "x.psv").write_text("HR|SepsisLabel\n80|0\n")
+    (tmp_path / "y.psv").write_text("HR\n80\n")
+    with pytest.raises(SeriesFormatError, match="no SepsisLabel"):
+        load_labelled_dir(tmp_path)

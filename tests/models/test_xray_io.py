@@ -1,0 +1,466 @@
+"""Chest X-ray loaders (models/xray_io.py) on real DICOM radiographs, real JPEGs and generated files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from models.config import DataPaths
+from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
+from models.xray_io import (
+    MAX_PIXELS,
+    MIN_SIDE,
+    XrayImage,
+    iter_image_files,
+    labelled_images,
+    load_xray_bytes,
+    load_xray_file,
+    patient_id,
+)
+from tests.models.conftest import synthetic_xray
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` 8-bit grayscale, with a few bytes of image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+IDENTIFIERS = {
+    "PatientName": "Doe^Jane^Q",
+    "PatientID": "MRN-4815162342",
+    "PatientBirthDate": "19700101",
+    "PatientAddress": "12 Elm Street, Springfield",
+    "OtherPatientIDs": "ALT-99887766",
+    "InstitutionName": "Saint Example Hospital",
+    "ReferringPhysicianName": "House^Gregory",
+    "OperatorsName": "Tech^Tina",
+    "AccessionNumber": "ACC-2718281828",
+    "StudyID": "STUDY-31415",
+}
+
+
+def make_dicom(
+    pixels: np.ndarray | None,
+    *,
+    photometric: str = "MONOCHROME2",
+    frames: int | None = None,
+    rows: int | None = None,
+    columns: int | None = None,
+    identifiers: bool = False,
+    modality: str = "CR",
+) -> bytes:
+    """A DICOM Part 10 file written by pydicom. ``pixels``: (H, W) or (frames, H, W) uint16, or None."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = ComputedRadiographyImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.StudyDate = "20240102"
+    if identifiers:
+        for keyword, value in IDENTIFIERS.items():
+            setattr(ds, keyword, value)
+    if pixels is not None:
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
+        ds.Rows = rows or pixels.shape[-2]
+        ds.Columns = columns or pixels.shape[-1]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        if frames is not None:
+            ds.NumberOfFrames = frames
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def half_ramp(height: int = 64, width: int = 64) -> np.ndarray:
+    """uint16: left half raw 500, right half raw 3500 (12-bit)."""
+    arr = np.full((height, width), 500, dtype=np.uint16)
+    arr[:, width // 2 :] = 3500
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real DICOM radiographs (pydicom-data): MONOCHROME1, uncompressed and JPEG 2000
+# ----------------------------------------------------------------------------------------------------------
+RG1_UNCR = Path(str(get_testdata_file("RG1_UNCR.dcm")))
+RG1_J2KI = Path(str(get_testdata_file("RG1_J2KI.dcm")))
+
+
+@pytest.fixture(scope="module")
+def rg1_uncompressed() -> XrayImage:
+    return load_xray_file(RG1_UNCR)
+
+
+@pytest.fixture(scope="module")
+def rg1_jpeg2000() -> XrayImage:
+    return load_xray_file(RG1_J2KI)
+
+
+def _strip_means(pixels: np.ndarray) -> tuple[float, float, float]:
+    """Mean of the central (mediastinum/spine) strip and of the right and left lung fields,
+    over the rows from 25 % to 60 % of the height."""
+    h, w = pixels.shape
+    band = pixels[int(0.25 * h) : int(0.60 * h)]
+    centre = float(band[:, int(0.46 * w) : int(0.54 * w)].mean())
+    lung_a = float(band[:, int(0.18 * w) : int(0.34 * w)].mean())
+    lung_b = float(band[:, int(0.66 * w) : int(0.82 * w)].mean())
+    return centre, lung_a, lung_b
+
+
+@pytest.mark.parametrize("fixture", ["rg1_uncompressed", "rg1_jpeg2000"])
+def test_real_monochrome1_dicom_is_display_ready(fixture: str, request: pytest.FixtureRequest) -> None:
+    image: XrayImage = request.getfixturevalue(fixture)
+    ds = pydicom.dcmread(RG1_UNCR, stop_before_pixels=True)
+    assert ds.PhotometricInterpretation == "MONOCHROME1"  # the premise: stored inverted
+    assert image.source_format == "dicom"
+    assert image.size == (int(ds.Rows), int(ds.Columns))
+    assert image.pixels.dtype == np.float32
+    assert float(image.pixels.min()) >= 0.0 and float(image.pixels.max()) <= 1.0
+    centre, lung_a, lung_b = _strip_means(image.pixels)
+    # Correctly displayed: air-filled lungs dark, mediastinum and spine bright.
+    assert centre > lung_a + 0.1, (centre, lung_a)
+    assert centre > lung_b + 0.1, (centre, lung_b)
+
+
+def test_jpeg2000_decodes_to_the_same_picture(rg1_uncompressed: XrayImage, rg1_jpeg2000: XrayImage) -> None:
+    assert rg1_jpeg2000.dicom_fields["TransferSyntax"].startswith("JPEG 2000")
+    assert rg1_uncompressed.size == rg1_jpeg2000.size
+    diff = np.abs(rg1_uncompressed.pixels - rg1_jpeg2000.pixels)
+    assert float(diff.mean()) < 0.01
+    assert float(np.quantile(diff, 0.99)) < 0.05
+    assert np.corrcoef(rg1_uncompressed.pixels.ravel(), rg1_jpeg2000.pixels.ravel())[0, 1] > 0.99
+
+
+def test_real_dicom_fields_are_acquisition_facts_only(rg1_uncompressed: XrayImage) -> None:
+    ds = pydicom.dcmread(RG1_UNCR, stop_before_pixels=True)
+    assert str(ds.PatientName) and str(ds.PatientID)  # the file does carry identifiers
+    fields = rg1_uncompressed.dicom_fields
+    assert fields["Modality"] == "CR"
+    assert fields["PhotometricInterpretation"] == "MONOCHROME1"
+    text = " ".join([*fields.keys(), *fields.values()])
+    for secret in (str(ds.PatientName), str(ds.PatientID), "Patient"):
+        assert secret not in text
+
+
+def test_identifiers_never_reach_dicom_fields() -> None:
+    data = make_dicom(half_ramp(), identifiers=True)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert str(ds.PatientName) == IDENTIFIERS["PatientName"]  # written as intended
+    image = load_xray_bytes(data, "identified.dcm")
+    assert image.dicom_fields["Modality"] == "CR"
+    assert image.dicom_fields["BodyPartExamined"] == "CHEST"
+    text = " ".join([*image.dicom_fields.keys(), *image.dicom_fields.values()])
+    for keyword, value in IDENTIFIERS.items():
+        assert keyword not in image.dicom_fields
+        for part in str(value).replace("^", " ").split():
+            if len(part) > 3:
+                assert part not in text, f"{keyword} leaked: {part!r} in {image.dicom_fields}"
+
+
+@pytest.mark.parametrize(
+    ("photometric", "left_brighter"), [("MONOCHROME2", False), ("MONOCHROME1", True)], ids=["mono2", "mono1"]
+)
+def test_monochrome1_is_inverted(photometric: str, left_brighter: bool) -> None:
+    image = load_xray_bytes(make_dicom(half_ramp(), photometric=photometric), "ramp.dcm")
+    left, right = float(image.pixels[:, :32].mean()), float(image.pixels[:, 32:].mean())
+    assert (left > right) is left_brighter
+    assert {round(left, 3), round(right, 3)} == {0.0, 1.0}  # full display range
+
+
+def test_dicom_without_preamble_or_suffix_is_sniffed() -> None:
+    data = make_dicom(half_ramp())
+    assert load_xray_bytes(data, "no_suffix").source_format == "dicom"
+    # Written without the 128-byte preamble and "DICM" marker (the file meta group comes first).
+    raw = data[132:]
+    assert raw[:2] == b"\x02\x00" and raw[128:132] != b"DICM"
+    image = load_xray_bytes(raw, "legacy.bin")
+    assert image.source_format == "dicom" and image.size == (64, 64)
+    assert float(image.pixels[:, :32].mean()) < float(image.pixels[:, 32:].mean())
+
+
+def test_multiframe_dicom_is_refused() -> None:
+    frames = np.stack([half_ramp(), half_ramp(), half_ramp()])
+    data = make_dicom(frames, frames=3)
+    with pytest.raises(UnsupportedDicomError, match="multi-frame"):
+        load_xray_bytes(data, "cine.dcm")
+
+
+def test_dicom_without_pixel_data_is_refused() -> None:
+    data = make_dicom(None, modality="SR")
+    with pytest.raises(UnsupportedDicomError, match="without pixel data") as info:
+        load_xray_bytes(data, "report.dcm")
+    assert "SR" in info.value.message and info.value.status_code == 422
+
+
+def test_dicom_claiming_huge_dimensions_is_refused_before_decoding() -> None:
+    data = make_dicom(half_ramp(), rows=10_000, columns=10_000)
+    with pytest.raises(PayloadTooLargeError):
+        load_xray_bytes(data, "huge.dcm")
+
+
+def test_broken_dicom_pixel_data_is_an_input_error() -> None:
+    data = make_dicom(half_ramp(), rows=128, columns=128)  # header says 128x128, data holds 64x64
+    with pytest.raises(MedLensInputError):
+        load_xray_bytes(data, "short.dcm")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real JPEGs from the data directory
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.data
+def test_real_training_jpegs(real_data: DataPaths) -> None:
+    for cls in ("NORMAL", "PNEUMONIA"):
+        files = sorted((real_data.xray_train / cls).glob("*.jpeg"))[:3]
+        if not files:
+            pytest.skip(f"no JPEGs under {real_data.xray_train / cls}")
+        for path in files:
+            image = load_xray_file(path)
+            assert image.source_format == "jpeg"
+            assert image.size == Image.open(path).size[::-1]
+            assert image.pixels.dtype == np.float32 and image.pixels.ndim == 2
+            assert 0.0 <= image.pixels.min() < image.pixels.max() <= 1.0
+            assert float(image.pixels.std()) > 0.05
+
+
+@pytest.mark.data
+def test_real_full_resolution_radiographs(real_data: DataPaths) -> None:
+    files = sorted(p for p in iter_image_files(real_data.xray_fullres))[:2] if real_data.xray_fullres.is_dir() else []
+    if not files:
+        pytest.skip(f"no images under {real_data.xray_fullres}")
+    for path in files:
+        image = load_xray_file(path)
+        with Image.open(path) as reference:
+            width, height = reference.size
+            expected = np.asarray(reference.convert("L"), dtype=np.float32) / 255.0
+        assert image.size == (height, width)
+        assert max(height, width) > 500
+        np.testing.assert_allclose(image.pixels, expected, atol=1e-6)
+
+
+@pytest.mark.data
+def test_real_patient_ids_group_files_of_one_patient(real_data: DataPaths) -> None:
+    from models.train_cnn import patient_split
+
+    if not real_data.xray_train.is_dir():
+        pytest.skip(f"{real_data.xray_train} not found")
+    items = labelled_images(real_data.xray_train)
+    paths = [p for p, _ in items]
+    labels = np.array([label for _, label in items])
+    ids = [patient_id(p) for p in paths]
+    assert all(i.startswith("person") for i, y in zip(ids, labels, strict=True) if y == 1)
+    assert len(set(ids)) < len(ids)  # several files per patient exist
+    val = patient_split(paths, labels, 0.15, seed=0)
+    train_ids = {i for i, v in zip(ids, val, strict=True) if not v}
+    val_ids = {i for i, v in zip(ids, val, strict=True) if v}
+    assert train_ids and val_ids and not train_ids & val_ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generated rasters
+# ----------------------------------------------------------------------------------------------------------
+def test_png_8bit_gray() -> None:
+    arr = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # 48 x 64
+    image = load_xray_bytes(png_bytes(arr), "gray.png")
+    assert image.source_format == "png" and image.size == (48, 64)
+    np.testing.assert_allclose(image.pixels, arr / 255.0, atol=1e-6)
+
+
+def test_png_16bit_uses_the_full_range() -> None:
+    arr = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (40, 1))
+    data = png_bytes(arr)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    image = load_xray_bytes(data, "deep.png")
+    np.testing.assert_allclose(image.pixels, arr / 65535.0, atol=1e-4)
+    assert image.pixels.max() == pytest.approx(1.0) and image.pixels.min() == 0.0
+
+
+def test_png_rgb_is_luminance() -> None:
+    gray = synthetic_xray(np.random.default_rng(0), pneumonia=True)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    from_rgb = load_xray_bytes(png_bytes(rgb), "rgb.png").pixels
+    from_gray = load_xray_bytes(png_bytes(gray), "gray.png").pixels
+    np.testing.assert_allclose(from_rgb, from_gray, atol=1.5 / 255)
+    red = np.zeros((40, 40, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    assert load_xray_bytes(png_bytes(red), "red.png").pixels.mean() == pytest.approx(0.299, abs=0.01)
+
+
+def test_png_rgba_ignores_alpha() -> None:
+    gray = synthetic_xray(np.random.default_rng(1), pneumonia=False)
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 40)])
+    image = load_xray_bytes(png_bytes(rgba), "alpha.png")
+    assert image.pixels.ndim == 2 and image.size == gray.shape
+    np.testing.assert_allclose(image.pixels, gray / 255.0, atol=1.5 / 255)
+
+
+def test_jpeg_and_wrong_suffix() -> None:
+    gray = synthetic_xray(np.random.default_rng(2), pneumonia=True)
+    image = load_xray_bytes(jpeg_bytes(gray), "actually_a_jpeg.png")
+    assert image.source_format == "jpeg"
+    assert float(np.abs(image.pixels - gray / 255.0).mean()) < 0.03
+
+
+def test_png_named_dcm_decodes_as_png() -> None:
+    """The loader's contract: decode an upload 'whatever its file name says'."""
+    gray = synthetic_xray(np.random.default_rng(3), pneumonia=False)
+    image = load_xray_bytes(png_bytes(gray), "scan.dcm")
+    assert image.source_format == "png"
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    data = jpeg_bytes(synthetic_xray(np.random.default_rng(4), pneumonia=True))
+    for cut in (len(data) // 2, 200):
+        with pytest.raises(ImageDecodeError) as info:
+            load_xray_bytes(data[:cut], "cut.jpg")
+        assert info.value.status_code == 415
+
+
+def test_text_file_is_refused() -> None:
+    with pytest.raises(ImageDecodeError, match=r"notes\.txt"):
+        load_xray_bytes(b"Patient doing well, no infiltrates.\n" * 20, "notes.txt")
+
+
+def test_empty_bytes_are_refused() -> None:
+    with pytest.raises(ImageDecodeError, match="empty"):
+        load_xray_bytes(b"", "empty.png")
+
+
+def test_unsupported_raster_format_is_named() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_xray(np.random.default_rng(5), pneumonia=False)).save(buf, format="GIF")
+    with pytest.raises(ImageDecodeError, match="GIF"):
+        load_xray_bytes(buf.getvalue(), "x.gif")
+
+
+@pytest.mark.parametrize("side", [10_000, 8_000])
+def test_huge_dimensions_are_refused_from_the_header(side: int) -> None:
+    assert side * side > MAX_PIXELS
+    data = png_header_only(side, side)
+    assert len(data) < 200  # cheap: nothing is ever allocated for the claimed size
+    with pytest.raises(PayloadTooLargeError) as info:
+        load_xray_bytes(data, "huge.png")
+    assert info.value.status_code == 413
+
+
+def test_size_limit_holds_without_pillows_own_bomb_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Image.MAX_IMAGE_PIXELS`` is process-global (any library may lift it): the loader's own
+    limit must still answer 413, not 'could not be decoded'."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(PayloadTooLargeError):
+        load_xray_bytes(png_header_only(10_000, 10_000), "huge.png")
+
+
+def test_too_small_image_is_refused() -> None:
+    with pytest.raises(ImageDecodeError, match="too small"):
+        load_xray_bytes(png_bytes(np.zeros((MIN_SIDE - 1, 200), dtype=np.uint8)), "thumb.png")
+    assert load_xray_bytes(png_bytes(np.zeros((MIN_SIDE, MIN_SIDE), dtype=np.uint8)), "ok.png").size == (32, 32)
+
+
+def test_too_small_message_does_not_blame_truncation() -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        load_xray_bytes(png_bytes(np.zeros((16, 16), dtype=np.uint8)), "thumb.png")
+    assert "truncated" not in info.value.message, info.value.message
+
+
+def test_unreadable_path_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageDecodeError, match="Cannot read"):
+        load_xray_file(tmp_path / "missing.png")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# folders and patients
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "patient"),
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("IM-0629-0001-0002.jpeg", "IM-0629"),
+        ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+        ("upload.png", "upload"),
+    ],
+)
+def test_patient_id(name: str, patient: str) -> None:
+    assert patient_id(Path("/x/PNEUMONIA") / name) == patient
+
+
+def test_labelled_images_on_a_generated_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    (tmp_path / "NORMAL" / "nested").mkdir(parents=True)
+    (tmp_path / "PNEUMONIA").mkdir()
+    (tmp_path / "OTHER").mkdir()
+    Image.fromarray(synthetic_xray(rng, False)).save(tmp_path / "NORMAL" / "IM-0001-0001.png")
+    Image.fromarray(synthetic_xray(rng, False)).save(tmp_path / "NORMAL" / "nested" / "IM-0002-0001.JPG", "JPEG")
+    Image.fromarray(synthetic_xray(rng, True)).save(tmp_path / "PNEUMONIA" / "person1_bacteria_1.png")
+    (tmp_path / "PNEUMONIA" / "scan").write_bytes(make_dicom(half_ramp()))  # DICOM without a suffix
+    (tmp_path / "PNEUMONIA" / "notes.txt").write_text("not an image")
+    Image.fromarray(synthetic_xray(rng, True)).save(tmp_path / "OTHER" / "person2_virus_2.png")
+
+    items = labelled_images(tmp_path)
+    got = {p.relative_to(tmp_path).as_posix(): label for p, label in items}
+    assert got == {
+        "NORMAL/IM-0001-0001.png": 0,
+        "NORMAL/nested/IM-0002-0001.JPG": 0,
+        "PNEUMONIA/person1_bacteria_1.png": 1,
+        "PNEUMONIA/scan": 1,
+    }
+    for path, _ in items:
+        assert load_xray_file(path).pixels.ndim == 2
+
+
+def test_labelled_images_needs_the_class_layout(tmp_path: Path) -> None:
+    Image.fromarray(synthetic_xray(np.random.default_rng(8), True)).save(tmp_path / "loose.png")
+    with pytest.raises(FileNotFoundError, match="NORMAL"):
+        labelled_images(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        list(iter_image_files(tmp_path / "nope"))
+    assert list(iter_image_files(tmp_path / "loose.png")) == [tmp_path / "loose.png"]
