@@ -91,73 +91,26 @@ def _unwrap(result: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------
 # model deployments
 # ----------------------------------------------------------------------------------------------------------
-@serve.deployment(
-    name=XRAY_DEPLOYMENT,
-    max_ongoing_requests=8,
-    max_queued_requests=64,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 3},
-    ray_actor_options={"num_cpus": 0.4},
-    health_check_period_s=10,
-)
-class XrayModel:
-    """Chest X-ray CNN replica: batched predictions, non-batched Grad-CAM explanations."""
+class _ModelReplica:
+    """What every model replica does the same way: dynamic batching of raw uploads, a separate
+    non-batched explanation path, model info / card metrics, and a health check. Subclasses build
+    ``self._runner`` (serving._inference) and name the model in ``_what``."""
 
-    def __init__(self, weights_dir: str, torch_threads: int = 1, bf16: bool = True) -> None:
-        configure_torch(torch_threads)
-        self._runner = XrayRunner(Path(weights_dir), replica_device(ray.get_gpu_ids()), bf16=bf16)
-        self._lock = asyncio.Lock()  # one model computation at a time (Grad-CAM hooks the model)
+    _runner: XrayRunner | SequenceRunner
+    _what: str
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()  # one model computation at a time (Grad-CAM / IG hook the model)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         _apply_batch_config(self.predict, user_config)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def predict(self, uploads: list[Upload]) -> list[XrayPrediction | ItemError]:
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # overridden by user_config
+    async def predict(self, uploads: list[Upload]) -> list[Any]:
         async with self._lock:
             return await asyncio.to_thread(self._runner.predict_batch, uploads)
 
-    async def explain(self, upload: Upload) -> XrayPrediction | ItemError:
-        async with self._lock:
-            return await asyncio.to_thread(self._runner.explain_one, upload)
-
-    async def info(self) -> ModelInfo:
-        return self._runner.info()
-
-    async def metrics(self) -> ModelMetrics | None:
-        return self._runner.metrics()
-
-    async def ping(self) -> str:
-        return "ok"
-
-    def check_health(self) -> None:
-        if not self._runner.healthy:
-            raise RuntimeError(f"the CNN failed {self._runner.consecutive_failures} batches in a row")
-
-
-@serve.deployment(
-    max_ongoing_requests=16,
-    max_queued_requests=128,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
-    ray_actor_options={"num_cpus": 0.25},
-    health_check_period_s=10,
-)
-class SequenceModel:
-    """ICU sepsis replica (LSTM or Transformer): padded batches of variable-length series."""
-
-    def __init__(self, kind: str, weights_dir: str, torch_threads: int = 1, explain_max_hours: int = 400) -> None:
-        configure_torch(torch_threads)
-        device = replica_device(ray.get_gpu_ids())
-        self._runner = SequenceRunner(kind, Path(weights_dir), device, explain_max_hours=explain_max_hours)
-        self._lock = asyncio.Lock()
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        _apply_batch_config(self.predict, user_config)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict(self, uploads: list[Upload]) -> list[SepsisPrediction | ItemError]:
-        async with self._lock:
-            return await asyncio.to_thread(self._runner.predict_batch, uploads)
-
-    async def explain(self, upload: Upload) -> SepsisPrediction | ItemError:
+    async def explain(self, upload: Upload) -> Any:
         async with self._lock:
             return await asyncio.to_thread(self._runner.explain_one, upload)
 
@@ -173,7 +126,44 @@ class SequenceModel:
     def check_health(self) -> None:
         if not self._runner.healthy:
             failures = self._runner.consecutive_failures
-            raise RuntimeError(f"the {self._runner.kind} model failed {failures} batches in a row")
+            raise RuntimeError(f"the {self._what} failed {failures} batches in a row")
+
+
+@serve.deployment(
+    name=XRAY_DEPLOYMENT,
+    max_ongoing_requests=8,
+    max_queued_requests=64,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 3},
+    ray_actor_options={"num_cpus": 0.4},
+    health_check_period_s=10,
+)
+class XrayModel(_ModelReplica):
+    """Chest X-ray CNN replica: batched predictions (XrayPrediction | ItemError), Grad-CAM on request."""
+
+    def __init__(self, weights_dir: str, torch_threads: int = 1, bf16: bool = True) -> None:
+        super().__init__()
+        configure_torch(torch_threads)
+        self._runner = XrayRunner(Path(weights_dir), replica_device(ray.get_gpu_ids()), bf16=bf16)
+        self._what = "CNN"
+
+
+@serve.deployment(
+    max_ongoing_requests=16,
+    max_queued_requests=128,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
+    ray_actor_options={"num_cpus": 0.25},
+    health_check_period_s=10,
+)
+class SequenceModel(_ModelReplica):
+    """ICU sepsis replica (LSTM or Transformer): padded batches of variable-length series
+    (SepsisPrediction | ItemError), integrated-gradients attributions on request."""
+
+    def __init__(self, kind: str, weights_dir: str, torch_threads: int = 1, explain_max_hours: int = 400) -> None:
+        super().__init__()
+        configure_torch(torch_threads)
+        device = replica_device(ray.get_gpu_ids())
+        self._runner = SequenceRunner(kind, Path(weights_dir), device, explain_max_hours=explain_max_hours)
+        self._what = f"{kind} model"
 
 
 # ----------------------------------------------------------------------------------------------------------
