@@ -109,6 +109,9 @@ def _train_cnn(args: argparse.Namespace) -> int:
             "Training images were squashed to 224x224 by an earlier uploader; inference squashes too.",
             "Validation carved from the training folder overstates specificity: expect more false "
             "positives on new data (the official test split is harder).",
+            "Probabilities reflect a 50/50 class prior (class-balanced loss): on the validation split they "
+            "under-state pneumonia in the middle range (see the reliability diagram); read them as a ranking "
+            "score against the operating threshold, not as a calibrated risk.",
             "Does not separate bacterial from viral pneumonia, nor detect any other finding.",
             "Not for clinical use.",
         ],
