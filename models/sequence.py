@@ -101,19 +101,27 @@ class SequenceConfig(BaseModel):
     dropout: float = 0.1
     max_hours: int = 1024
     members: int = 1  # >1: an ensemble of independently seeded networks whose logits are averaged
+    encoder: Literal["linear", "mlp"] | None = None  # per-hour input encoder; None: mlp (LSTM), linear (Transformer)
+
+
+def _encoder(config: SequenceConfig, default: Literal["linear", "mlp"]) -> nn.Module:
+    """Per-hour map from engineered features to the model width (no mixing across hours)."""
+    if (config.encoder or default) == "linear":
+        return nn.Linear(config.n_input, config.d_model)
+    return nn.Sequential(
+        nn.Linear(config.n_input, 2 * config.d_model),
+        nn.GELU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(2 * config.d_model, config.d_model),
+        nn.GELU(),
+    )
 
 
 class SepsisLSTM(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config
-        self.proj = nn.Sequential(
-            nn.Linear(config.n_input, 2 * config.d_model),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(2 * config.d_model, config.d_model),
-            nn.GELU(),
-        )
+        self.proj = _encoder(config, "mlp")
         self.lstm = nn.LSTM(
             config.d_model,
             config.d_model,
@@ -136,7 +144,7 @@ class SepsisTransformer(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config
-        self.proj = nn.Linear(config.n_input, config.d_model)
+        self.proj = _encoder(config, "linear")
         gpt = GPT2Config(
             vocab_size=1,
             n_positions=config.max_hours,
