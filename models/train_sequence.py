@@ -27,7 +27,8 @@ from models.sequence import (
 )
 from models.train_cnn import seed_everything
 
-POS_WEIGHT = 4.0
+POS_WEIGHT = 2.0  # weight of positive hours in the BCE
+SEPTIC_REPEAT = 6  # each stay that becomes septic appears this many times per epoch (oversampling)
 
 
 @dataclass
@@ -90,7 +91,10 @@ def _fit_member(
     seed_everything(seed)
     model = build_sequence_model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    order_by_len = np.argsort([len(y) for y in y_train])
+    pool = np.concatenate(
+        [np.arange(len(y_train))] + [np.flatnonzero([y.any() for y in y_train])] * (SEPTIC_REPEAT - 1)
+    )
+    order_by_len = pool[np.argsort([len(y_train[i]) for i in pool], kind="stable")]
     batches = [order_by_len[i : i + batch_size] for i in range(0, len(order_by_len), batch_size)]
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
@@ -255,6 +259,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "max_lr": lr,
             "optimizer": "AdamW (wd 0.01), one-cycle schedule, grad-norm clip 1.0",
             "loss": f"hourly BCE, positive weight {POS_WEIGHT}",
+            "sampling": f"stays that become septic repeated {SEPTIC_REPEAT}x per epoch",
             **meta.config,
         },
         threshold=meta.threshold,
