@@ -1,4 +1,4 @@
-"""Step-load run against the default ray_config.yaml: 1 -> 16 -> 64 users, then 0.
+"""Step-load run against the default ray_config.yaml: 1 -> 16 -> 64 users, then 0 for 150 s.
 
     .venv/bin/locust -f benchmarks/locust_step.py --headless --host http://127.0.0.1:8000 \
         --csv docs/load/step --html docs/load/step.html
@@ -24,7 +24,9 @@ from benchmarks.locustfile import HEADERS, DashboardReader, SepsisClinician, Xra
 __all__ = ["DashboardReader", "SepsisClinician", "StepLoad", "XrayReviewer"]
 
 OUT = Path("docs/load")
-STAGES = [(30, 1), (90, 16), (150, 64), (240, 0)]  # (end second, users)
+# (end second, users). The 0-user stage lasts 150 s so that the return to min_replicas is recorded:
+# downscale_delay_s is 60 and look_back_period_s 15 in ray_config.yaml, plus replica shutdown.
+STAGES = [(30, 1), (90, 16), (150, 64), (300, 0)]
 _rows: list[dict[str, Any]] = []
 _stop = threading.Event()
 
@@ -40,6 +42,8 @@ class StepLoad(LoadTestShape):
 
 def _sample(environment: Any) -> None:
     start = time.time()
+    total = environment.stats.total
+    last = (start, total.num_requests, total.num_failures)
     with httpx.Client(base_url=environment.host, headers=HEADERS, timeout=5.0) as client:
         while not _stop.is_set():
             row: dict[str, Any] = {"t": round(time.time() - start, 1), "users": environment.runner.user_count}
@@ -49,9 +53,13 @@ def _sample(environment: Any) -> None:
                     row[f"replicas:{dep['name']}"] = dep["replicas"]
             except (httpx.HTTPError, ValueError, KeyError):
                 row["service_error"] = 1
-            total = environment.stats.total
-            row["rps"] = round(total.current_rps, 2)
-            row["fail_per_s"] = round(total.current_fail_per_sec, 2)
+            # Rates from the request counters between two samples: locust's current_rps freezes at its
+            # last value once no request completes (the 0-user stage would show the old rate).
+            now = time.time()
+            dt = max(now - last[0], 1e-6)
+            row["rps"] = round((total.num_requests - last[1]) / dt, 2)
+            row["fail_per_s"] = round((total.num_failures - last[2]) / dt, 2)
+            last = (now, total.num_requests, total.num_failures)
             row["p50_ms"] = total.get_current_response_time_percentile(0.5)
             row["p95_ms"] = total.get_current_response_time_percentile(0.95)
             _rows.append(row)
@@ -83,13 +91,13 @@ def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
         rows=3, cols=1, shared_xaxes=True, subplot_titles=("users and replicas", "requests/s", "latency")
     )
     t = [r["t"] for r in rows]
-    fig.add_scatter(x=t, y=[r["users"] for r in rows], name="users", row=1, col=1, line={"dash": "dot"})
+    fig.add_scatter(x=t, y=[r.get("users") for r in rows], name="users", row=1, col=1, line={"dash": "dot"})
     for key in (k for k in keys if k.startswith("replicas:")):
         fig.add_scatter(x=t, y=[r.get(key) for r in rows], name=key.split(":", 1)[1], row=1, col=1, line_shape="hv")
-    fig.add_scatter(x=t, y=[r["rps"] for r in rows], name="requests/s", row=2, col=1)
-    fig.add_scatter(x=t, y=[r["fail_per_s"] for r in rows], name="failures/s", row=2, col=1)
-    fig.add_scatter(x=t, y=[r["p50_ms"] for r in rows], name="p50 ms", row=3, col=1)
-    fig.add_scatter(x=t, y=[r["p95_ms"] for r in rows], name="p95 ms", row=3, col=1)
+    fig.add_scatter(x=t, y=[r.get("rps") for r in rows], name="requests/s", row=2, col=1)
+    fig.add_scatter(x=t, y=[r.get("fail_per_s") for r in rows], name="failures/s", row=2, col=1)
+    fig.add_scatter(x=t, y=[r.get("p50_ms") for r in rows], name="p50 ms", row=3, col=1)
+    fig.add_scatter(x=t, y=[r.get("p95_ms") for r in rows], name="p95 ms", row=3, col=1)
     fig.update_layout(height=800, title="MedLens step load: replicas follow users (default ray_config.yaml)")
     fig.update_xaxes(title_text="seconds since start", row=3, col=1)
     fig.write_html(out / "autoscaling.html", include_plotlyjs="cdn")

@@ -741,6 +741,68 @@ def endpoint_figure(status: ServiceStatus) -> go.Figure:
     return fig
 
 
+def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, subtitle: str | None = None) -> go.Figure:
+    """A recorded step-load run over time: users and replicas per deployment, requests/s, latency.
+
+    Schema-free: ``rows`` is a DataFrame or a list of dict rows (e.g. ``docs/load/step_timeline.csv``
+    from ``benchmarks/locust_step.py``). Used columns, each optional except the time: ``t`` (seconds
+    since start), ``users``, ``replicas:<deployment>`` (one per deployment), ``rps``,
+    ``fail_per_s``, ``p50_ms``, ``p95_ms``. Missing or empty values leave gaps.
+    """
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    time_col = "t" if "t" in frame.columns else None
+    x = frame[time_col].to_numpy() if time_col else np.arange(len(frame))
+
+    def col(name: str) -> list[float | None]:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        return [None if pd.isna(v) else float(v) for v in values]
+
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("users and replicas per deployment", "requests / s", "latency"),
+        specs=[[{"secondary_y": True}], [{}], [{}]],
+    )
+    palette = (BLUE, VERMILION, GREEN, PURPLE, ORANGE, SKY)
+    replica_cols = sorted(c for c in frame.columns if str(c).startswith("replicas:"))
+    for i, name in enumerate(replica_cols):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=col(name),
+                mode="lines",
+                line={"shape": "hv", "width": 2, "color": palette[i % len(palette)]},
+                name=str(name).split(":", 1)[1],
+                connectgaps=False,
+            ),
+            row=1,
+            col=1,
+            secondary_y=False,
+        )
+    if "users" in frame.columns:
+        fig.add_trace(
+            go.Scatter(x=x, y=col("users"), mode="lines", line={"dash": "dot", "color": GREY}, name="users"),
+            row=1,
+            col=1,
+            secondary_y=True,
+        )
+    for name, label, colour in (("rps", "requests/s", SKY), ("fail_per_s", "failures/s", VERMILION)):
+        if name in frame.columns:
+            fig.add_trace(go.Scatter(x=x, y=col(name), mode="lines", line={"color": colour}, name=label), row=2, col=1)
+    for name, label, colour in (("p50_ms", "p50 ms", GREEN), ("p95_ms", "p95 ms", ORANGE)):
+        if name in frame.columns:
+            fig.add_trace(go.Scatter(x=x, y=col(name), mode="lines", line={"color": colour}, name=label), row=3, col=1)
+    _layout(fig, title="Step load: users, replicas, throughput and latency", subtitle=subtitle, height=760)
+    fig.update_yaxes(title_text="replicas", rangemode="tozero", dtick=1, row=1, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="users", rangemode="tozero", row=1, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="req/s", rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(title_text="ms", rangemode="tozero", row=3, col=1)
+    fig.update_xaxes(title_text="seconds since start" if time_col else "sample", row=3, col=1)
+    return fig
+
+
 __all__ = [
     "VITAL_COLUMNS",
     "VITAL_PANELS",
@@ -759,5 +821,6 @@ __all__ = [
     "roc_figure",
     "sepsis_figure",
     "source_line",
+    "step_load_figure",
     "xray_figure",
 ]

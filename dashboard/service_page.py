@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +12,8 @@ from dashboard import backend, charts, widgets
 from serving.schemas import ModelList, ServiceStatus
 
 REFRESH_SECONDS = 5
+#: Written by `benchmarks/locust_step.py` (a recorded step-load run); shown when present.
+STEP_TIMELINE = Path(__file__).resolve().parents[1] / "docs" / "load" / "step_timeline.csv"
 
 
 def deployments_table(status: ServiceStatus) -> pd.DataFrame:
@@ -89,6 +92,33 @@ def _status_panel() -> None:
         st.dataframe(models_table(listing), hide_index=True, key="service_models")
 
 
+def step_load_caption(path: Path) -> str:
+    when = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Recorded step load (1 → 16 → 64 → 0 users, `benchmarks/locust_step.py`) from "
+        f"`docs/load/{path.name}`, written {when}. Not live: a past run against the default ray_config.yaml."
+    )
+
+
+def _step_load_panel(path: Path = STEP_TIMELINE) -> None:
+    if not path.is_file():
+        return
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        st.warning(f"Could not read {path.name}: {exc}")
+        return
+    if frame.empty:
+        return
+    st.subheader("Recorded step load")
+    st.caption(step_load_caption(path))
+    st.plotly_chart(
+        charts.step_load_figure(frame, subtitle=f"docs/load/{path.name}"),
+        key="service_step_load",
+        config={"displaylogo": False},
+    )
+
+
 def render() -> None:
     st.title("Service")
     st.caption(f"MedLens serving at `{backend.serving_url()}`")
@@ -97,6 +127,7 @@ def render() -> None:
     panel()
     if not auto:
         st.button("Refresh now", icon=":material/refresh:", key="service_refresh")
+    _step_load_panel()
 
 
-__all__ = ["deployments_table", "endpoints_table", "models_table", "render"]
+__all__ = ["deployments_table", "endpoints_table", "models_table", "render", "step_load_caption"]

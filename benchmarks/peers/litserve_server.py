@@ -1,9 +1,11 @@
 """Peer 2: LitServe with dynamic batching (the popular light alternative).
 
 MEDLENS_BENCH_THREADS=2 .venv/bin/python -m benchmarks.peers.litserve_server --port 8102 [--sepsis]
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: LitServe reads the annotation of
+``decode_request(request)`` at run time, and only the class ``Request`` (not the string "Request"
+or ``Any``) makes it parse multipart uploads; anything else is taken as a JSON body (422).
+"""
 
 import argparse
 import os
@@ -11,6 +13,7 @@ from typing import Any
 
 import litserve as ls
 import torch
+from starlette.requests import Request
 
 from models.inference import SepsisPredictor, XrayPredictor
 from models.sepsis_io import parse_series_bytes
@@ -22,13 +25,19 @@ class XrayAPI(ls.LitAPI):
         torch.set_num_threads(int(os.environ.get("MEDLENS_BENCH_THREADS", "2")))
         self.model = XrayPredictor(device="cpu")
 
-    def decode_request(self, request: Any) -> Any:
+    def decode_request(self, request: Request) -> Any:
         upload = request["file"]
         data = upload.file.read() if hasattr(upload, "file") else upload
         return load_xray_bytes(data, "upload").pixels
 
     def predict(self, x: list[Any]) -> list[float]:
         return [float(p) for p in self.model.predict(list(x))]
+
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)  # a list, as the predictor takes (no numpy.stack)
+
+    def unbatch(self, output: Any) -> list[Any]:
+        return list(output)
 
     def encode_response(self, output: float) -> dict[str, float]:
         return {"probability": output}
@@ -39,13 +48,19 @@ class SepsisAPI(ls.LitAPI):
         torch.set_num_threads(int(os.environ.get("MEDLENS_BENCH_THREADS", "2")))
         self.model = SepsisPredictor("lstm", device="cpu")
 
-    def decode_request(self, request: Any) -> Any:
+    def decode_request(self, request: Request) -> Any:
         upload = request["file"]
         data = upload.file.read() if hasattr(upload, "file") else upload
         return parse_series_bytes(data, "upload.psv").values
 
     def predict(self, x: list[Any]) -> list[list[float]]:
         return [[float(v) for v in p] for p in self.model.predict(list(x))]
+
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)  # variable-length series: no numpy.stack (LitServe's default)
+
+    def unbatch(self, output: Any) -> list[Any]:
+        return list(output)
 
     def encode_response(self, output: list[float]) -> dict[str, list[float]]:
         return {"probability": output}

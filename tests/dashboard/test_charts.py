@@ -419,3 +419,34 @@ def test_endpoint_figure(status: ServiceStatus) -> None:
     assert p95.x[0] == 150.0
     assert p95.x[1] is None or math.isnan(p95.x[1])  # no requests: no bar, not a zero
     assert {t.name for t in fig.data} == {"req/s", "p50 ms", "p95 ms", "p99 ms"}
+
+
+def _step_rows() -> list[dict[str, object]]:
+    return [
+        {"t": 0.0, "users": 1, "replicas:XrayModel": 1, "replicas:LSTMModel": 1, "rps": 0.5, "p95_ms": 120.0},
+        {"t": 2.0, "users": 16, "replicas:XrayModel": 1, "replicas:LSTMModel": 1, "rps": 6.0, "p95_ms": 300.0},
+        {"t": 4.0, "users": 64, "replicas:XrayModel": 2, "rps": 20.0, "p95_ms": None, "service_error": 1},
+    ]
+
+
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_step_load_figure(as_frame: bool) -> None:
+    rows = _step_rows()
+    fig = charts.step_load_figure(pd.DataFrame(rows) if as_frame else rows, subtitle="docs/load/step_timeline.csv")
+    assert {t.name for t in fig.data} == {"XrayModel", "LSTMModel", "users", "requests/s", "p95 ms"}
+    xray = _trace(fig, "XrayModel")
+    assert list(xray.x) == [0.0, 2.0, 4.0]
+    assert list(xray.y) == [1.0, 1.0, 2.0]
+    assert xray.line.shape == "hv"
+    lstm = _trace(fig, "LSTMModel")
+    assert lstm.y[2] is None  # a missing sample is a gap, not a zero
+    assert list(_trace(fig, "users").y) == [1.0, 16.0, 64.0]
+    assert _trace(fig, "users").yaxis != xray.yaxis  # users on their own axis
+    assert list(_trace(fig, "requests/s").y) == [0.5, 6.0, 20.0]
+    assert _trace(fig, "p95 ms").y[2] is None
+
+
+def test_step_load_figure_minimal_rows() -> None:
+    fig = charts.step_load_figure([{"users": 3}, {"users": 5}])
+    assert [t.name for t in fig.data] == ["users"]
+    assert list(fig.data[0].x) == [0, 1]
