@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -500,31 +500,27 @@ def roc_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figu
             hovertemplate="FPR %{x:.3f}<br>TPR %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
         )
     )
-    card_point = operating_metrics(ev, metrics.threshold)
-    fig.add_trace(
-        go.Scatter(
-            x=[1.0 - card_point["specificity"]],
-            y=[card_point["sensitivity"]],
-            mode="markers",
-            marker={"symbol": "circle-open", "size": 13, "color": "black", "line": {"width": 2}},
-            name=f"card threshold {metrics.threshold:.3f}",
-        )
-    )
-    if threshold is not None:
-        point = operating_metrics(ev, threshold)
-        fig.add_trace(
-            go.Scatter(
-                x=[1.0 - point["specificity"]],
-                y=[point["sensitivity"]],
-                mode="markers",
-                marker={"symbol": "diamond", "size": 13, "color": VERMILION},
-                name=f"selected threshold {threshold:.3f}",
-            )
-        )
+    _add_operating_points(fig, metrics, threshold, lambda p: (1.0 - p["specificity"], p["sensitivity"]))
     _layout(fig, title=f"ROC — AUC {ev.auroc:.3f}", subtitle=source_line(metrics, 80), height=460, legend="br")
     fig.update_xaxes(title_text="1 − specificity (false-positive rate)", range=[-0.02, 1.02])
     fig.update_yaxes(title_text="sensitivity (true-positive rate)", range=[-0.02, 1.02])
     return fig
+
+
+def _add_operating_points(
+    fig: go.Figure,
+    metrics: ModelMetrics,
+    threshold: float | None,
+    xy: Callable[[dict[str, float]], tuple[float, float]],
+) -> None:
+    """Mark the card's operating point (open circle) and, if given, the selected threshold (diamond);
+    ``xy`` maps an operating point's metrics to the figure's coordinates."""
+    marks = [(metrics.threshold, "card", {"symbol": "circle-open", "size": 13, "color": "black", "line": {"width": 2}})]
+    if threshold is not None:
+        marks.append((threshold, "selected", {"symbol": "diamond", "size": 13, "color": VERMILION}))
+    for value, kind, marker in marks:
+        x, y = xy(operating_metrics(metrics.evaluation, value))
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", marker=marker, name=f"{kind} threshold {value:.3f}"))
 
 
 def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figure:
@@ -553,27 +549,7 @@ def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figur
             hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
         )
     )
-    card_point = operating_metrics(ev, metrics.threshold)
-    fig.add_trace(
-        go.Scatter(
-            x=[card_point["sensitivity"]],
-            y=[card_point["precision"]],
-            mode="markers",
-            marker={"symbol": "circle-open", "size": 13, "color": "black", "line": {"width": 2}},
-            name=f"card threshold {metrics.threshold:.3f}",
-        )
-    )
-    if threshold is not None:
-        point = operating_metrics(ev, threshold)
-        fig.add_trace(
-            go.Scatter(
-                x=[point["sensitivity"]],
-                y=[point["precision"]],
-                mode="markers",
-                marker={"symbol": "diamond", "size": 13, "color": VERMILION},
-                name=f"selected threshold {threshold:.3f}",
-            )
-        )
+    _add_operating_points(fig, metrics, threshold, lambda p: (p["sensitivity"], p["precision"]))
     _layout(
         fig,
         title=f"Precision–recall — AUPRC {ev.auprc:.3f}",
