@@ -99,16 +99,7 @@ class _Runner:
 
     def metrics(self) -> ModelMetrics | None:
         card = self.predictor.card
-        if card is None:
-            return None
-        return ModelMetrics(
-            name=card.name,
-            version=card.version,
-            dataset=card.evaluation_dataset,
-            created=card.created,
-            threshold=card.threshold,
-            evaluation=card.evaluation,
-        )
+        return None if card is None else ModelMetrics.from_card(card)
 
     def _record(self, ok: bool) -> None:
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1

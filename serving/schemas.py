@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.metrics import BinaryEvaluation
+
+if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
+    from models.cards import ModelCard
 
 ModelName = Literal["cnn", "lstm", "transformer"]
 SequenceModelName = Literal["lstm", "transformer"]
@@ -60,6 +63,17 @@ class ModelMetrics(_Schema):
     created: str = Field(description="when the evaluation was computed")
     threshold: float
     evaluation: BinaryEvaluation
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> ModelMetrics:
+        return cls(
+            name=card.name,
+            version=card.version,
+            dataset=card.evaluation_dataset,
+            created=card.created,
+            threshold=card.threshold,
+            evaluation=card.evaluation,
+        )
 
 
 class XrayPrediction(_Schema):

@@ -34,17 +34,7 @@ def card_metrics() -> list[ModelMetrics]:
     for name in ("cnn", "lstm", "transformer"):
         directory = default_weights(name)
         if (directory / "card.json").is_file():
-            card = read_card(directory)
-            out.append(
-                ModelMetrics(
-                    name=card.name,
-                    version=card.version,
-                    dataset=card.evaluation_dataset,
-                    created=card.created,
-                    threshold=card.threshold,
-                    evaluation=card.evaluation,
-                )
-            )
+            out.append(ModelMetrics.from_card(read_card(directory)))
     return out
 
 
