@@ -79,13 +79,12 @@ class SepsisClinician(HttpUser):
         name, data = _rng.choice(RECORDS)
         explain = _rng.random() < 0.1
         for model in ("lstm", "transformer"):
-            params = {"model": model, **({"explain": "true"} if explain else {})}
             self.client.post(
-                "/v1/sepsis/predict",
-                params=params,
+                f"/v1/sepsis/{model}/predict",
+                params={"explain": "true"} if explain else {},
                 files={"file": (name, data, "text/plain")},
                 headers=HEADERS,
-                name=f"POST /v1/sepsis/predict?model={model}" + (" (explain)" if explain else ""),
+                name=f"POST /v1/sepsis/{model}/predict" + (" (explain)" if explain else ""),
             )
 
 

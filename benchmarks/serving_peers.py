@@ -8,7 +8,8 @@ Measures, for the same real inputs and the same models.* pre-processing and mode
             (the best one is the ceiling), with the same total torch threads as the servers
   plain     FastAPI + uvicorn, one model call per request (what a user writes by hand)
   litserve  LitServe with dynamic batching
-  medlens   MedLens's Ray Serve application (`serve run ray_config.yaml`)
+  medlens   MedLens's Ray Serve applications (`serve run ray_config.yaml` with serving/fast_path.env,
+            as `make run` starts it: HAProxy in front, each model application its own ingress)
 with N closed-loop clients (each sends, waits for the answer, sends again) for a fixed time,
 and appends a table (throughput, p50/p99, errors, ratio to the ceiling, memory, start-up) to
 docs/benchmarks.md. Targets 127.0.0.1 only.
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from models.config import data_paths
+from serving._settings import fast_path_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(Path(sys.executable))
@@ -230,7 +232,7 @@ def main() -> int:
         ),
         "medlens": Server(
             "medlens", [str(BIN / "serve"), "run", args.config], 8000,
-            "/v1/sepsis/predict" if args.sepsis else "/v1/xray/predict", {"model": "lstm"} if args.sepsis else {}, {},
+            "/v1/sepsis/lstm/predict" if args.sepsis else "/v1/xray/predict", {}, fast_path_env(),
         ),
     }  # fmt: skip
 

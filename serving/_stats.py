@@ -1,5 +1,10 @@
 """Per-endpoint request statistics (rolling window) and the replica-count history of the ingress.
 
+Every HTTP ingress (the ``medlens`` application and each model application) times its requests
+with :class:`RequestStatsMiddleware`. The ``medlens`` ingress keeps them in :class:`RequestStats`;
+model replicas collect theirs in a :class:`StatsBuffer` and send it to the ingress every second,
+so ``GET /v1/service`` covers every route and every replica.
+
 The middleware logs one line per request: method, route template, status, latency and model.
 Never the raw path's free text, file names, headers or bodies (no patient identifiers).
 """
@@ -22,6 +27,10 @@ logger = logging.getLogger("ray.serve")
 UNMATCHED = "(unmatched)"
 
 
+#: (unix time, "METHOD /route/template", HTTP status, latency ms): what a replica sends the ingress.
+StatsRecord = tuple[float, str, int, float]
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     t: float
@@ -39,6 +48,11 @@ class RequestStats:
 
     def record(self, endpoint: str, status: int, latency_ms: float, now: float | None = None) -> None:
         self._records.append(_Record(time.time() if now is None else now, endpoint, status, latency_ms))
+
+    def add(self, records: list[StatsRecord]) -> None:
+        """Records timed elsewhere (a model replica's :class:`StatsBuffer`)."""
+        for t, endpoint, status, latency_ms in records:
+            self.record(endpoint, status, latency_ms, now=t)
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.window_s
@@ -73,6 +87,22 @@ class RequestStats:
         return out
 
 
+class StatsBuffer:
+    """A model replica's requests since the last :meth:`drain` (bounded: if the ingress is away,
+    the oldest records go first)."""
+
+    def __init__(self, max_records: int = 20_000) -> None:
+        self._records: deque[StatsRecord] = deque(maxlen=max_records)
+
+    def record(self, endpoint: str, status: int, latency_ms: float) -> None:
+        self._records.append((time.time(), endpoint, status, latency_ms))
+
+    def drain(self) -> list[StatsRecord]:
+        out = list(self._records)
+        self._records.clear()
+        return out
+
+
 class ReplicaHistory:
     """Replica counts per deployment, sampled every ``interval_s``, the last ``keep_s`` seconds."""
 
@@ -89,22 +119,22 @@ class ReplicaHistory:
 
 def route_template(scope: Scope) -> str:
     """``GET /v1/models/{name}/metrics``: the matched route's template (the router stores the route in
-    the scope), never the raw path, which is free text."""
+    the scope) under the application's route prefix (``root_path``), never the raw path, which is
+    free text."""
     route: Any = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return f"{scope.get('method', 'GET')} {template if isinstance(template, str) else UNMATCHED}"
+    if not isinstance(template, str):
+        return f"{scope.get('method', 'GET')} {UNMATCHED}"
+    root = str(scope.get("root_path") or "").rstrip("/")
+    return f"{scope.get('method', 'GET')} {root}{template}"
 
 
 def _model_of(scope: Scope, template: str) -> str:
-    if "/xray/" in template:
+    if "/v1/xray/" in template:
         return "cnn"
-    if "/sepsis/" in template:
-        query = scope.get("query_string", b"").decode("latin-1")
-        for part in query.split("&"):
-            key, _, value = part.partition("=")
-            if key == "model":
-                return value if value in {"lstm", "transformer"} else "invalid"
-        return "lstm"
+    for name in ("lstm", "transformer"):
+        if f"/v1/sepsis/{name}/" in template:
+            return name
     if "{name}" in template:
         parts = str(scope.get("path", "")).strip("/").split("/")
         name = parts[2] if len(parts) > 2 else ""
@@ -114,7 +144,7 @@ def _model_of(scope: Scope, template: str) -> str:
 
 class RequestStatsMiddleware:
     """Pure ASGI middleware: times every HTTP request, records it in ``app.state.stats`` (a
-    :class:`RequestStats`, set by the ingress) and logs it without patient data."""
+    :class:`RequestStats` or :class:`StatsBuffer`, set by the ingress) and logs it without patient data."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -138,6 +168,6 @@ class RequestStatsMiddleware:
             latency_ms = (time.perf_counter() - start) * 1000.0
             template = route_template(scope)
             stats = getattr(getattr(scope.get("app"), "state", None), "stats", None)
-            if isinstance(stats, RequestStats):
+            if isinstance(stats, RequestStats | StatsBuffer):
                 stats.record(template, status, latency_ms)
             logger.info("%s %d %.1fms model=%s", template, status, latency_ms, _model_of(scope, template))

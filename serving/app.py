@@ -1,13 +1,19 @@
-"""MedLens serving: one Ray Serve deployment per model behind a FastAPI ingress.
+"""MedLens serving: one Ray Serve deployment per model, all behind one HTTP address.
 
-``serve run ray_config.yaml`` (repository root) starts it on http://127.0.0.1:8000; OpenAPI at /docs.
+``serve run ray_config.yaml`` (repository root) starts it on http://127.0.0.1:8000 (with the
+environment in ``serving/fast_path.env``, as ``make run`` does: HAProxy in front). OpenAPI at
+``/docs`` (service routes), ``/v1/xray/docs`` and ``/v1/sepsis/{lstm,transformer}/docs`` (predictions).
 
-* ``XrayModel`` (CNN) and ``SequenceModel`` deployed twice as ``LSTMModel`` / ``TransformerModel``:
-  own replicas, autoscaling, queue limits, ``@serve.batch`` dynamic batching of raw uploads that
-  are decoded inside the replica (a bad file is a per-item error, never a failed batch).
-* ``MedLensIngress``: FastAPI routes, auth, size limits, error mapping, request statistics and
-  a replica-count history (``GET /v1/service``).
-* :func:`build_app`: the typed application builder named by the YAML's ``import_path``.
+* ``XrayModel`` (CNN) and ``SequenceModel`` deployed twice as ``LSTMModel`` / ``TransformerModel``,
+  each the HTTP ingress of its own application (route prefixes ``/v1/xray``, ``/v1/sepsis/lstm``,
+  ``/v1/sepsis/transformer``): a prediction request goes from the front door straight to a replica
+  of its model, which checks it, batches it with concurrent requests (``@serve.batch``) and
+  decodes the raw upload inside the batch (a bad file is a per-item error, never a failed batch).
+  Own replicas, autoscaling, queue limits (full queue: 503 + Retry-After).
+* ``MedLensIngress`` (application ``medlens``, prefix ``/``): health, model list, card metrics and
+  ``GET /v1/service`` (replicas per deployment, request statistics of every route, replica history).
+* :func:`build_app`, :func:`build_xray_app`, :func:`build_lstm_app`, :func:`build_transformer_app`:
+  typed application builders named by the YAML's ``import_path``; all take :class:`ServingArgs`.
 
 This module deliberately has no ``from __future__ import annotations``: Ray Serve validates the
 builder's ``args`` against the *runtime* annotation of :func:`build_app`'s parameter.
@@ -17,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -41,8 +46,10 @@ from serving._inference import SequenceRunner, XrayRunner, configure_torch, repl
 from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, ItemError, Upload, safe_upload_name
 from serving._settings import (
     DEPLOYMENT_MODEL,
+    INGRESS_APP,
     INGRESS_DEPLOYMENT,
     LSTM_DEPLOYMENT,
+    MODEL_APP,
     MODEL_DEPLOYMENT,
     MODEL_NAMES,
     TRANSFORMER_DEPLOYMENT,
@@ -51,7 +58,7 @@ from serving._settings import (
     ServingArgs,
     check_weights,
 )
-from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware
+from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, StatsBuffer, StatsRecord
 from serving.schemas import (
     DeploymentState,
     ErrorResponse,
@@ -88,6 +95,39 @@ def _unwrap(result: Any) -> Any:
     return result
 
 
+_API_DESCRIPTION = (
+    "Chest X-ray pneumonia (CNN) and ICU sepsis risk (LSTM, Transformer) models behind Ray Serve. "
+    "Every error body is `ErrorResponse {error, detail}`. Research software, not a medical device."
+)
+
+
+def _http_api(title: str, description: str) -> FastAPI:
+    """A FastAPI app with what every MedLens HTTP ingress shares: request statistics, error mapping."""
+    api = FastAPI(title=title, version="1.0.0", description=f"{description} {_API_DESCRIPTION}")
+    api.add_middleware(RequestStatsMiddleware)
+    install_error_handlers(api)
+    return api
+
+
+def _configure_api(api: FastAPI, args: ServingArgs, stats: RequestStats | StatsBuffer) -> None:
+    """Per-replica state of an HTTP ingress: where statistics go, the bearer token, CORS."""
+    api.state.stats = stats
+    api.state.api_token = os.environ.get(args.auth_token_env, "").strip() or None
+    if args.cors.allow_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=args.cors.allow_origins,
+            allow_methods=args.cors.allow_methods,
+            allow_headers=args.cors.allow_headers,
+        )
+
+
+xray_api = _http_api("MedLens chest X-ray API", "`POST /v1/xray/predict`: pneumonia probability of one image.")
+sequence_api = _http_api(
+    "MedLens sepsis API", "`POST /v1/sepsis/{lstm,transformer}/predict`: hourly sepsis risk of one ICU stay."
+)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # model deployments
 # ----------------------------------------------------------------------------------------------------------
@@ -99,8 +139,32 @@ class _ModelReplica:
     _runner: XrayRunner | SequenceRunner
     _what: str
 
-    def __init__(self) -> None:
+    def __init__(self, api: FastAPI, args: ServingArgs) -> None:
+        self._args = args
         self._lock = asyncio.Lock()  # one model computation at a time (Grad-CAM / IG hook the model)
+        self._stats = StatsBuffer()
+        _configure_api(api, args, self._stats)
+        # The constructor runs on the replica's event loop: ship request statistics in the background.
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
+
+    async def _answer(self, upload: Upload, explain: bool) -> Any:
+        """One HTTP request's prediction: batched with concurrent ones, or a separate explanation."""
+        return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
+
+    async def _flush_stats_forever(self) -> None:
+        """Send this replica's request statistics to the ``medlens`` ingress (GET /v1/service)."""
+        ingress: DeploymentHandle | None = None
+        while True:
+            await asyncio.sleep(self._args.stats_flush_s)
+            records = self._stats.drain()
+            if not records:
+                continue
+            try:
+                if ingress is None:
+                    ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=INGRESS_APP)
+                await asyncio.wait_for(ingress.ingest_stats.remote(records), 10.0)
+            except Exception as exc:  # the ingress is restarting or absent: these records are lost
+                logger.warning("request statistics not delivered (%d records): %s", len(records), type(exc).__name__)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         _apply_batch_config(self.predict, user_config)
@@ -137,14 +201,37 @@ class _ModelReplica:
     ray_actor_options={"num_cpus": 0.4},
     health_check_period_s=10,
 )
+@serve.ingress(xray_api)
 class XrayModel(_ModelReplica):
-    """Chest X-ray CNN replica: batched predictions (XrayPrediction | ItemError), Grad-CAM on request."""
+    """Chest X-ray CNN replica and HTTP ingress of the ``xray`` application (prefix ``/v1/xray``):
+    batched predictions, Grad-CAM on request."""
 
-    def __init__(self, weights_dir: str, torch_threads: int = 1, bf16: bool = True) -> None:
-        super().__init__()
-        configure_torch(torch_threads)
-        self._runner = XrayRunner(Path(weights_dir), replica_device(ray.get_gpu_ids()), bf16=bf16)
+    def __init__(self, args: ServingArgs) -> None:
+        super().__init__(xray_api, args)
+        configure_torch(args.torch_threads)
+        weights = args.weights.resolve("cnn")
+        self._runner = XrayRunner(weights, replica_device(ray.get_gpu_ids()), bf16=args.xray_bf16)
         self._what = "CNN"
+
+    @xray_api.post(
+        "/predict",
+        response_model=XrayPrediction,
+        response_model_exclude_none=False,
+        dependencies=AUTH,
+        responses=ERROR_RESPONSES,
+        tags=["predict"],
+    )
+    async def predict_xray(
+        self,
+        file: UploadFile = File(..., description="PNG, JPEG or single-frame image DICOM"),
+        explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
+    ) -> XrayPrediction:
+        """Probability of pneumonia for one chest X-ray."""
+        data = await read_upload(file, self._args.max_upload_bytes)
+        result: XrayPrediction = await self._answer(
+            Upload(data, safe_upload_name(file.filename, XRAY_SUFFIXES, "upload")), explain
+        )
+        return result
 
 
 @serve.deployment(
@@ -154,31 +241,48 @@ class XrayModel(_ModelReplica):
     ray_actor_options={"num_cpus": 0.25},
     health_check_period_s=10,
 )
+@serve.ingress(sequence_api)
 class SequenceModel(_ModelReplica):
-    """ICU sepsis replica (LSTM or Transformer): padded batches of variable-length series
-    (SepsisPrediction | ItemError), integrated-gradients attributions on request."""
+    """ICU sepsis replica (LSTM or Transformer) and HTTP ingress of its application (prefix
+    ``/v1/sepsis/<kind>``): padded batches of variable-length series, integrated-gradients
+    attributions on request."""
 
-    def __init__(self, kind: str, weights_dir: str, torch_threads: int = 1, explain_max_hours: int = 400) -> None:
-        super().__init__()
-        configure_torch(torch_threads)
+    def __init__(self, kind: SequenceModelName, args: ServingArgs) -> None:
+        super().__init__(sequence_api, args)
+        configure_torch(args.torch_threads)
         device = replica_device(ray.get_gpu_ids())
-        self._runner = SequenceRunner(kind, Path(weights_dir), device, explain_max_hours=explain_max_hours)
+        weights = args.weights.resolve(kind)
+        self._runner = SequenceRunner(kind, weights, device, explain_max_hours=args.explain_max_hours)
         self._what = f"{kind} model"
 
+    @sequence_api.post(
+        "/predict",
+        response_model=SepsisPrediction,
+        dependencies=AUTH,
+        responses=ERROR_RESPONSES,
+        tags=["predict"],
+    )
+    async def predict_sepsis(
+        self,
+        file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
+        explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
+    ) -> SepsisPrediction:
+        """Hourly sepsis risk for one ICU stay (one row per hour, at least 2 rows)."""
+        data = await read_upload(file, self._args.max_upload_bytes)
+        result: SepsisPrediction = await self._answer(
+            Upload(data, safe_upload_name(file.filename, SERIES_SUFFIXES, "upload")), explain
+        )
+        return result
+
 
 # ----------------------------------------------------------------------------------------------------------
-# ingress
+# ingress of the service routes
 # ----------------------------------------------------------------------------------------------------------
-fastapi_app = FastAPI(
-    title="MedLens serving API",
-    version="1.0.0",
-    description=(
-        "Chest X-ray pneumonia (CNN) and ICU sepsis risk (LSTM, Transformer) models behind Ray Serve. "
-        "Every error body is `ErrorResponse {error, detail}`. Research software, not a medical device."
-    ),
+fastapi_app = _http_api(
+    "MedLens serving API",
+    "Service routes. Predictions: `POST /v1/xray/predict` and `POST /v1/sepsis/{lstm,transformer}/predict` "
+    "(OpenAPI at /v1/xray/docs and /v1/sepsis/lstm/docs).",
 )
-fastapi_app.add_middleware(RequestStatsMiddleware)
-install_error_handlers(fastapi_app)
 
 
 @serve.deployment(
@@ -189,30 +293,16 @@ install_error_handlers(fastapi_app)
 )
 @serve.ingress(fastapi_app)
 class MedLensIngress:
-    """HTTP front door: validates requests, forwards raw uploads to the model deployments."""
+    """Service routes (health, models, metrics, statistics) of the ``medlens`` application (prefix ``/``);
+    collects every replica's request statistics."""
 
-    def __init__(
-        self,
-        xray: DeploymentHandle,
-        lstm: DeploymentHandle,
-        transformer: DeploymentHandle,
-        args: ServingArgs,
-    ) -> None:
+    def __init__(self, args: ServingArgs) -> None:
         self._args = args
-        self._handles: dict[ModelName, DeploymentHandle] = {"cnn": xray, "lstm": lstm, "transformer": transformer}
+        self._handles: dict[ModelName, DeploymentHandle] = {}
         self._devices: dict[ModelName, str] = {}
         self._stats = RequestStats(window_s=args.stats_window_s)
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
-        self._app_name = serve.get_replica_context().app_name
-        fastapi_app.state.stats = self._stats
-        fastapi_app.state.api_token = os.environ.get(args.auth_token_env, "").strip() or None
-        if args.cors.allow_origins:
-            fastapi_app.add_middleware(
-                CORSMiddleware,
-                allow_origins=args.cors.allow_origins,
-                allow_methods=args.cors.allow_methods,
-                allow_headers=args.cors.allow_headers,
-            )
+        _configure_api(fastapi_app, args, self._stats)
         logger.info(
             "MedLens ingress ready: auth %s, upload limit %g MiB",
             "on" if fastapi_app.state.api_token else "off",
@@ -228,7 +318,7 @@ class MedLensIngress:
 
         async def ping(model: ModelName) -> str | None:
             try:
-                await asyncio.wait_for(self._handles[model].ping.remote(), self._args.health_timeout_s)
+                await asyncio.wait_for(self._handle(model).ping.remote(), self._args.health_timeout_s)
                 return None
             except Exception as exc:
                 return f"{MODEL_DEPLOYMENT[model]} ({type(exc).__name__})"
@@ -275,46 +365,21 @@ class MedLensIngress:
         return metrics
 
     @fastapi_app.post(
-        "/v1/xray/predict",
-        response_model=XrayPrediction,
-        response_model_exclude_none=False,
-        dependencies=AUTH,
-        responses=ERROR_RESPONSES,
+        "/v1/sepsis/{name}/predict",
+        responses={404: {"model": ErrorResponse, "description": "unknown sequence model"}},
         tags=["predict"],
     )
-    async def predict_xray(
-        self,
-        file: UploadFile = File(..., description="PNG, JPEG or single-frame image DICOM"),
-        explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
-    ) -> XrayPrediction:
-        """Probability of pneumonia for one chest X-ray."""
-        data = await read_upload(file, self._args.max_upload_bytes)
-        upload = Upload(data, safe_upload_name(file.filename, XRAY_SUFFIXES, "upload"))
-        result: XrayPrediction | ItemError = await self._call("cnn", "explain" if explain else "predict", upload)
-        return _unwrap(result)
-
-    @fastapi_app.post(
-        "/v1/sepsis/predict",
-        response_model=SepsisPrediction,
-        dependencies=AUTH,
-        responses=ERROR_RESPONSES,
-        tags=["predict"],
-    )
-    async def predict_sepsis(
-        self,
-        file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
-        model: SequenceModelName = Query("lstm", description="which sequence model"),
-        explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
-    ) -> SepsisPrediction:
-        """Hourly sepsis risk for one ICU stay (one row per hour, at least 2 rows)."""
-        data = await read_upload(file, self._args.max_upload_bytes)
-        upload = Upload(data, safe_upload_name(file.filename, SERIES_SUFFIXES, "upload"))
-        result: SepsisPrediction | ItemError = await self._call(model, "explain" if explain else "predict", upload)
-        return _unwrap(result)
+    async def unknown_sequence_model(self, name: str) -> None:
+        """Only reached for a name that is not a sequence model: lstm and transformer have their own routes."""
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"Unknown sequence model {name!r}: POST to /v1/sepsis/lstm/predict or /v1/sepsis/transformer/predict.",
+        )
 
     @fastapi_app.get("/v1/service", response_model=ServiceStatus, dependencies=AUTH, tags=["service"])
     async def service(self) -> ServiceStatus:
-        """Replicas per deployment now, request stats per endpoint, and the replica-count history."""
+        """Replicas per deployment now, request stats per route (every replica's), replica-count history."""
         deployments = await self._deployment_states()
         return ServiceStatus(
             window_s=self._stats.window_s,
@@ -323,11 +388,20 @@ class MedLensIngress:
             history=self._history.samples(),
         )
 
+    # -- called by the model replicas --------------------------------------------------------------------
+    async def ingest_stats(self, records: list[StatsRecord]) -> None:
+        self._stats.add(records)
+
     # -- helpers -----------------------------------------------------------------------------------------
+    def _handle(self, model: ModelName) -> DeploymentHandle:
+        if model not in self._handles:
+            self._handles[model] = serve.get_deployment_handle(MODEL_DEPLOYMENT[model], app_name=MODEL_APP[model])
+        return self._handles[model]
+
     async def _call(self, model: ModelName, method: str, *args: Any) -> Any:
         """Call a model deployment; Ray's back-pressure and unavailability become 503 + Retry-After."""
         try:
-            return await getattr(self._handles[model], method).remote(*args)
+            return await getattr(self._handle(model), method).remote(*args)
         except BackPressureError as exc:
             raise ApiError(
                 503,
@@ -345,15 +419,22 @@ class MedLensIngress:
                 retry_after_headers(5),
             ) from None
 
+    @staticmethod
+    def _our_deployments(status: Any) -> dict[str, Any]:
+        """Deployment name -> its status, over the MedLens applications (the others on the cluster are skipped)."""
+        out: dict[str, Any] = {}
+        for app_name in (INGRESS_APP, *MODEL_APP.values()):
+            app = status.applications.get(app_name)
+            if app is not None:
+                out.update(app.deployments)
+        return out
+
     async def _deployment_states(self) -> list[DeploymentState]:
-        status = await asyncio.to_thread(serve.status)
-        app = status.applications.get(self._app_name)
-        if app is None:
-            return []
+        deployments = self._our_deployments(await asyncio.to_thread(serve.status))
         if len(self._devices) < len(MODEL_NAMES):
             await self._refresh_devices()
         states: list[DeploymentState] = []
-        for name, dep in sorted(app.deployments.items()):
+        for name, dep in sorted(deployments.items()):
             model = DEPLOYMENT_MODEL.get(name)
             states.append(
                 DeploymentState(
@@ -370,40 +451,63 @@ class MedLensIngress:
         for model in MODEL_NAMES:
             if model not in self._devices:
                 with contextlib.suppress(Exception):
-                    info: ModelInfo = await asyncio.wait_for(self._handles[model].info.remote(), 2.0)
+                    info: ModelInfo = await asyncio.wait_for(self._handle(model).info.remote(), 2.0)
                     self._devices[model] = info.device
 
     async def _sample_forever(self) -> None:
         while True:
             try:
-                status = await asyncio.to_thread(serve.status)
-                app = status.applications.get(self._app_name)
-                if app is not None:
-                    counts = {name: _running(dep.replica_states) for name, dep in app.deployments.items()}
-                    self._history.add(counts)
+                deployments = self._our_deployments(await asyncio.to_thread(serve.status))
+                if deployments:
+                    self._history.add({name: _running(dep.replica_states) for name, dep in deployments.items()})
             except Exception as exc:  # never let the sampler die; the next tick retries
                 logger.warning("replica sampler: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self._args.history_interval_s)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# application builder
+# application builders (one per application in ray_config.yaml; all take the same typed args)
 # ----------------------------------------------------------------------------------------------------------
+def _deployment(cls: type) -> Deployment:
+    return cast(Deployment, cls)  # @serve.deployment turned the class into a Deployment; mypy sees the class
+
+
 def build_app(args: ServingArgs) -> Application:
-    """Typed application builder: Ray Serve validates the YAML ``args`` into :class:`ServingArgs`
-    (unknown keys are refused) before calling this."""
-    weights = args.weights_dirs()
-    check_weights(weights)
-    # @serve.deployment turns each class into a Deployment; mypy only sees the class.
-    xray_model, sequence_model, ingress = (cast(Deployment, d) for d in (XrayModel, SequenceModel, MedLensIngress))
-    xray = xray_model.bind(str(weights["cnn"]), args.torch_threads, args.xray_bf16)
-    lstm = sequence_model.options(name=LSTM_DEPLOYMENT).bind(
-        "lstm", str(weights["lstm"]), args.torch_threads, args.explain_max_hours
-    )
-    transformer = sequence_model.options(name=TRANSFORMER_DEPLOYMENT).bind(
-        "transformer", str(weights["transformer"]), args.torch_threads, args.explain_max_hours
-    )
-    return ingress.bind(xray, lstm, transformer, args)
+    """The ``medlens`` application (prefix ``/``): health, models, metrics, service statistics.
+    Ray Serve validates the YAML ``args`` into :class:`ServingArgs` (unknown keys are refused)."""
+    check_weights(args.weights_dirs())
+    return _deployment(MedLensIngress).bind(args)
 
 
-__all__ = ["MedLensIngress", "SequenceModel", "ServingArgs", "XrayModel", "build_app", "fastapi_app"]
+def build_xray_app(args: ServingArgs) -> Application:
+    """The ``xray`` application (prefix ``/v1/xray``): the chest X-ray CNN."""
+    check_weights({"cnn": args.weights.resolve("cnn")})
+    return _deployment(XrayModel).bind(args)
+
+
+def _sequence_app(kind: SequenceModelName, deployment_name: str, args: ServingArgs) -> Application:
+    check_weights({kind: args.weights.resolve(kind)})
+    return _deployment(SequenceModel).options(name=deployment_name).bind(kind, args)
+
+
+def build_lstm_app(args: ServingArgs) -> Application:
+    """The ``lstm`` application (prefix ``/v1/sepsis/lstm``)."""
+    return _sequence_app("lstm", LSTM_DEPLOYMENT, args)
+
+
+def build_transformer_app(args: ServingArgs) -> Application:
+    """The ``transformer`` application (prefix ``/v1/sepsis/transformer``)."""
+    return _sequence_app("transformer", TRANSFORMER_DEPLOYMENT, args)
+
+
+__all__ = [
+    "MedLensIngress",
+    "SequenceModel",
+    "ServingArgs",
+    "XrayModel",
+    "build_app",
+    "build_lstm_app",
+    "build_transformer_app",
+    "build_xray_app",
+    "fastapi_app",
+]

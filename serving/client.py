@@ -14,6 +14,7 @@ import json
 import os
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -73,6 +74,15 @@ class ServingError(Exception):
                 text = detail if isinstance(detail, str) else json.dumps(detail)[:500]
                 return cls(status, str(body.get("error", _kind_for(status))), text)
         text = response.text.strip()[:500] if response.content else ""
+        if status == 503 and "backpressure" in text.lower():
+            # Ray Serve's replica refused the request before MedLens code ran: its queue is full.
+            wait = response.headers.get("Retry-After", "a few")
+            return cls(
+                status,
+                "queue_full",
+                f"The model is at capacity (its request queue is full). Retry after {wait} s; if this persists, "
+                "the operators should raise its max_replicas or max_queued_requests.",
+            )
         reason = response.reason_phrase or "error"
         return cls(status, _kind_for(status), text or f"the server answered {status} {reason}")
 
@@ -130,9 +140,9 @@ class MedLensClient:
     def predict_sepsis(self, data: bytes, filename: str, model: str, explain: bool = False) -> SepsisPrediction:
         return self._request(
             "POST",
-            "/v1/sepsis/predict",
+            f"/v1/sepsis/{quote(model, safe='')}/predict",
             SepsisPrediction,
-            params={"model": model, "explain": _flag(explain)},
+            params={"explain": _flag(explain)},
             files={"file": (_upload_name(filename, "upload.psv"), data, "application/octet-stream")},
         )
 

@@ -1,9 +1,11 @@
 """Shared fixtures: the real-data files and one real Ray Serve application per pytest session.
 
-``serving_url`` starts ``serve run tests/serving/ray_config.test.yaml`` (port 18000, CPU, no auth)
-in its own process session with its own Ray instance (``--address local`` and a private
-``RAY_TMPDIR``), waits for ``/healthz``, and at the end kills that whole process session (TERM, then
-KILL): every Ray process it started goes with it, and Ray instances it did not start are untouched.
+``serving_url`` starts ``serve run tests/serving/ray_config.test.yaml`` (port 18000, CPU, no auth),
+with the fast-path environment of ``serving/fast_path.env`` (HAProxy in front) on test ports that
+do not collide with a running ``make run``, in its own process session with its own Ray instance
+(``--address local`` and a private ``RAY_TMPDIR``), waits for ``/healthz``, and at the end kills that
+whole process session (TERM, then KILL): every Ray process it started goes with it, and Ray instances
+it did not start are untouched.
 
 Weights: the defaults (models/weights/<model>), or ``$MEDLENS_WEIGHTS_DIR/<model>`` when that is set.
 """
@@ -34,6 +36,18 @@ TEST_SERVE_PORT = 18000
 SERVE_START_TIMEOUT_S = 180.0
 #: Environment of the test server: no auth token, whatever the developer's shell has.
 _SCRUBBED_ENV = ("MEDLENS_API_TOKEN", "RAY_ADDRESS", "RAY_TMPDIR")
+#: Ports of the test server's HAProxy stats / metrics, Serve's fallback proxy and the replicas' own
+#: HTTP / gRPC servers: away from the defaults that a running `make run` holds.
+TEST_SERVE_PORTS_ENV = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": "18404",
+    "RAY_SERVE_HAPROXY_METRICS_PORT": "19101",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "18500",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "19500",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "32000",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "32999",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "42000",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "42999",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -178,7 +192,7 @@ class ServeServer:
 def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
     """A real MedLens Ray Serve application (tests/serving/ray_config.test.yaml), once per session."""
     from models.errors import WeightsError
-    from serving._settings import ServingArgs, check_weights
+    from serving._settings import ServingArgs, check_weights, fast_path_env
 
     try:
         check_weights(ServingArgs().weights_dirs())
@@ -193,6 +207,8 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
     ray_tmp = Path(tempfile.mkdtemp(prefix="mlt-", dir="/tmp"))
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env.update(fast_path_env())
+    env.update(TEST_SERVE_PORTS_ENV)
     env["RAY_TMPDIR"] = str(ray_tmp)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     url = f"http://127.0.0.1:{TEST_SERVE_PORT}"

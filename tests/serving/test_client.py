@@ -29,10 +29,16 @@ def test_fastapi_style_body_is_parsed() -> None:
 
 
 def test_plain_text_body_is_kept() -> None:
-    # e.g. Ray Serve's proxy answering back-pressure for the ingress itself
-    err = ServingError.from_response(_response(503, text="Request dropped due to backpressure"))
-    assert (err.status, err.error) == (503, "unavailable")
-    assert "backpressure" in err.detail
+    err = ServingError.from_response(_response(503, text="Service Unavailable"))
+    assert (err.status, err.error, err.detail) == (503, "unavailable", "Service Unavailable")
+
+
+def test_serve_backpressure_is_a_full_queue() -> None:
+    # Ray Serve's replica refusing a request beyond max_queued_requests (before MedLens code runs)
+    response = _response(503, text="Request dropped due to backpressure", headers={"Retry-After": "3"})
+    err = ServingError.from_response(response)
+    assert (err.status, err.error) == (503, "queue_full")
+    assert "Retry after 3 s" in err.detail and "max_queued_requests" in err.detail
 
 
 def test_empty_body_still_says_something() -> None:

@@ -16,18 +16,22 @@ from models.inference import resolve_device
 from serving._inference import device_name, replica_device
 from serving._settings import (
     DEPLOYMENT_MODEL,
+    INGRESS_APP,
     INGRESS_DEPLOYMENT,
+    MODEL_APP,
+    MODEL_DEPLOYMENT,
+    MODEL_ROUTE_PREFIX,
     WEIGHTS_DIR_ENV,
     BatchConfig,
     ServingArgs,
     check_weights,
+    fast_path_env,
 )
-from serving.app import build_app
+from serving.app import build_app, build_lstm_app, build_transformer_app, build_xray_app
 
 CPU_CONFIG = REPO_ROOT / "ray_config.yaml"
 GPU_CONFIG = REPO_ROOT / "ray_config.gpu.yaml"
 TEST_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
-ALL_DEPLOYMENTS = {INGRESS_DEPLOYMENT, *DEPLOYMENT_MODEL}
 
 
 def _load(path: Path) -> ServeDeploySchema:
@@ -37,7 +41,7 @@ def _load(path: Path) -> ServeDeploySchema:
 def _max_resources(config: ServeDeploySchema, resource: str) -> float:
     """Sum over deployments of (resource per replica x the most replicas it can have)."""
     total = 0.0
-    for dep in config.applications[0].deployments:
+    for dep in (d for app in config.applications for d in app.deployments):
         options = dep.ray_actor_options.model_dump()
         per_replica = float(options.get(resource) or 0.0)
         auto = dep.autoscaling_config  # unset fields hold Ray's DEFAULT sentinel
@@ -102,18 +106,45 @@ def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
         check_weights(args.weights_dirs())
     with pytest.raises(WeightsError):
         build_app(args)
+    with pytest.raises(WeightsError):
+        build_xray_app(args)
+    missing_lstm = ServingArgs.model_validate({"weights": {"lstm": str(tmp_path / "nope")}})
+    with pytest.raises(WeightsError, match="lstm: "):
+        build_lstm_app(missing_lstm)
+    build_transformer_app(missing_lstm)  # only its own checkpoint matters to a model application
+
+
+def test_fast_path_environment() -> None:
+    env = fast_path_env()
+    assert env == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    }
 
 
 # -- the Serve config files ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG, TEST_CONFIG], ids=lambda p: p.name)
 def test_config_files_parse(path: Path) -> None:
     config = _load(path)
-    app = config.applications[0]
-    assert app.import_path == "serving.app:build_app"
-    ServingArgs.model_validate(app.args)  # the builder would accept them
-    assert {d.name for d in app.deployments} == ALL_DEPLOYMENTS
+    apps = {app.name: app for app in config.applications}
+    builders = {
+        INGRESS_APP: "serving.app:build_app",
+        MODEL_APP["cnn"]: "serving.app:build_xray_app",
+        MODEL_APP["lstm"]: "serving.app:build_lstm_app",
+        MODEL_APP["transformer"]: "serving.app:build_transformer_app",
+    }
+    assert set(apps) == set(builders)
+    prefixes = {INGRESS_APP: "/", **{MODEL_APP[m]: MODEL_ROUTE_PREFIX[m] for m in MODEL_APP}}
+    deployments = {INGRESS_APP: INGRESS_DEPLOYMENT, **{MODEL_APP[m]: MODEL_DEPLOYMENT[m] for m in MODEL_APP}}
+    for name, app in apps.items():
+        assert app.import_path == builders[name]
+        assert app.route_prefix == prefixes[name]
+        assert [d.name for d in app.deployments] == [deployments[name]]
+        ServingArgs.model_validate(app.args)  # the builder would accept them
+        assert app.args == apps[INGRESS_APP].args, f"{name}: every application takes the same args"
     assert config.http_options.host == "127.0.0.1"
-    for dep in app.deployments:
+    for dep in (d for app in config.applications for d in app.deployments):
         if dep.name == INGRESS_DEPLOYMENT:
             continue
         auto = dep.autoscaling_config
@@ -128,13 +159,13 @@ def test_cpu_profile_fits_two_cores() -> None:
     assert config.http_options.port == 8000
     assert _max_resources(config, "num_cpus") <= 2.0
     assert _max_resources(config, "num_gpus") == 0.0
-    ingress = next(d for d in config.applications[0].deployments if d.name == INGRESS_DEPLOYMENT)
+    ingress = next(d for app in config.applications for d in app.deployments if d.name == INGRESS_DEPLOYMENT)
     assert ingress.ray_actor_options.num_cpus is not None and ingress.ray_actor_options.num_cpus <= 0.25
 
 
 def test_gpu_profile_shares_one_card() -> None:
     config = _load(GPU_CONFIG)
-    models = [d for d in config.applications[0].deployments if d.name in DEPLOYMENT_MODEL]
+    models = [d for app in config.applications for d in app.deployments if d.name in DEPLOYMENT_MODEL]
     for dep in models:
         gpus = dep.ray_actor_options.num_gpus
         assert gpus is not None and 0 < gpus < 1, f"{dep.name} should take a fraction of a GPU"

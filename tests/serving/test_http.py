@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving._http import AUTH, install_error_handlers, read_upload
 from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, safe_upload_name
 from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware
-from serving.schemas import ErrorResponse, SequenceModelName
+from serving.schemas import ErrorResponse
 
 LIMIT = 1000
 
@@ -33,7 +33,7 @@ def _app(token: str | None) -> FastAPI:
         return {"name": name}
 
     @app.post("/v1/sepsis/predict", dependencies=AUTH)
-    async def predict(file: UploadFile = File(...), model: SequenceModelName = Query("lstm")) -> dict[str, int]:
+    async def predict(file: UploadFile = File(...), explain: bool = Query(False)) -> dict[str, int]:
         return {"bytes": len(await read_upload(file, LIMIT))}
 
     @app.get("/v1/boom", dependencies=AUTH)
@@ -91,11 +91,11 @@ def test_missing_file_field(open_client: TestClient) -> None:
     assert err.error == "missing_file" and "`file`" in err.detail
 
 
-def test_unknown_model_name(open_client: TestClient) -> None:
-    response = open_client.post("/v1/sepsis/predict?model=gru", files={"file": ("a.psv", b"HR\n1\n2\n")})
+def test_invalid_query_parameter(open_client: TestClient) -> None:
+    response = open_client.post("/v1/sepsis/predict?explain=maybe", files={"file": ("a.psv", b"HR\n1\n2\n")})
     assert response.status_code == 422
     err = _error(response)
-    assert err.error == "unknown_model" and "'gru'" in err.detail and "transformer" in err.detail
+    assert err.error == "invalid_request" and "query parameter `explain`" in err.detail
 
 
 def test_upload_limit(open_client: TestClient) -> None:
