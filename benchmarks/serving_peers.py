@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -189,16 +189,18 @@ def start(server: Server, health: str, timeout: float = 240.0) -> tuple[subproce
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-            time.sleep(1)
-        except subprocess.TimeoutExpired:
-            continue
+    """End the server's whole process session (it was started with setsid): Ray workers and the
+    HAProxy they spawn sit in other process groups of that session, so killpg would orphan them."""
+    for sig in ("TERM", "KILL"):
+        subprocess.run(["pkill", f"-{sig}", "-s", str(proc.pid)], check=False)
+        deadline = time.monotonic() + 20
+        while process_count(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not process_count(proc.pid):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    time.sleep(1)
 
 
 def main() -> int:

@@ -76,6 +76,10 @@ def headline(card: ModelCard | None) -> HeadlineMetrics | None:
 
 
 class _Runner:
+    """``predictor`` serves batched predictions; ``explainer``, a second copy of the same checkpoint,
+    serves explanations (they hook the model and take seconds), so a replica can run both at once
+    and a batch of predictions never waits behind an explanation."""
+
     predictor: XrayPredictor | SepsisPredictor
 
     def __init__(self) -> None:
@@ -112,6 +116,7 @@ class XrayRunner(_Runner):
     def __init__(self, weights: Path, device: torch.device, bf16: bool = True) -> None:
         super().__init__()
         self.predictor = XrayPredictor(weights, str(device), bf16=bf16 and _bf16_ok(device))
+        self.explainer = XrayPredictor(weights, str(device), bf16=bf16 and _bf16_ok(device))
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -145,8 +150,8 @@ class XrayRunner(_Runner):
         if isinstance(image, ItemError):
             return image
         try:
-            prob = float(self.predictor.predict([image.pixels])[0])
-            heat = self.predictor.explain(image.pixels)  # (H, W) in [0, 1]
+            prob = float(self.explainer.predict([image.pixels])[0])
+            heat = self.explainer.explain(image.pixels)  # (H, W) in [0, 1]
         except Exception as exc:
             self._record(False)
             return model_failure(exc, "cnn")
@@ -222,6 +227,7 @@ class SequenceRunner(_Runner):
             raise ValueError(f"unknown sequence model {kind!r}: choose lstm or transformer")
         self.kind = kind
         self.predictor = SepsisPredictor(kind, weights, str(device))
+        self.explainer = SepsisPredictor(kind, weights, str(device))
         self.explain_max_hours = explain_max_hours
         self._warm_up()
 
@@ -262,8 +268,8 @@ class SequenceRunner(_Runner):
         if isinstance(record, ItemError):
             return record
         try:
-            risk = self.sepsis.predict([record.values])[0]  # (hours,)
-            attribution = self.sepsis.explain(record.values)  # (hours, 40)
+            risk = self.explainer.predict([record.values])[0]  # (hours,)
+            attribution = self.explainer.explain(record.values)  # (hours, 40)
         except Exception as exc:
             self._record(False)
             return model_failure(exc, self.kind)

@@ -141,7 +141,10 @@ class _ModelReplica:
 
     def __init__(self, api: FastAPI, args: ServingArgs) -> None:
         self._args = args
-        self._lock = asyncio.Lock()  # one model computation at a time (Grad-CAM / IG hook the model)
+        # One batch at a time on the predicting copy, one explanation at a time on the explaining copy
+        # (Grad-CAM / IG hook their model); the two run side by side.
+        self._predict_lock = asyncio.Lock()
+        self._explain_lock = asyncio.Lock()
         self._stats = StatsBuffer()
         _configure_api(api, args, self._stats)
         # The constructor runs on the replica's event loop: ship request statistics in the background.
@@ -171,11 +174,11 @@ class _ModelReplica:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # overridden by user_config
     async def predict(self, uploads: list[Upload]) -> list[Any]:
-        async with self._lock:
+        async with self._predict_lock:
             return await asyncio.to_thread(self._runner.predict_batch, uploads)
 
     async def explain(self, upload: Upload) -> Any:
-        async with self._lock:
+        async with self._explain_lock:
             return await asyncio.to_thread(self._runner.explain_one, upload)
 
     async def info(self) -> ModelInfo:

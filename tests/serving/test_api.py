@@ -315,3 +315,25 @@ def test_logs_carry_no_patient_identifiers(serve_server: ServeServer, client: Me
             assert needle not in text, f"{needle!r} found in {path}"
     # the replica logs each request as route template + status (in the Ray session's replica logs)
     assert any("POST /v1/xray/predict 200" in p.read_text(errors="replace") for p in serve_server.log_files())
+
+
+def test_predictions_do_not_wait_behind_an_explanation(serving_url: str, psv_paths: list[Path]) -> None:
+    """Explanations run on a second copy of the model under their own lock: a prediction sent while
+    a (slow) integrated-gradients explanation runs on the same replica comes back before it."""
+    data = max((p.read_bytes() for p in psv_paths), key=len)
+    url = f"{serving_url}/v1/sepsis/lstm/predict"
+    finished: dict[str, float] = {}
+
+    def post(kind: str) -> int:
+        response = httpx.post(
+            url, params={"explain": str(kind == "explain").lower()}, files={"file": ("x.psv", data)}, timeout=120
+        )
+        finished[kind] = time.monotonic()
+        return response.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        explain = pool.submit(post, "explain")
+        time.sleep(0.15)  # the explanation is under way
+        predict = pool.submit(post, "predict")
+        assert (explain.result(), predict.result()) == (200, 200)
+    assert finished["predict"] < finished["explain"], finished
