@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.cards import ModelCard
 from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
 from models.inference import SepsisPredictor, XrayPredictor, resolve_device
 from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
@@ -61,20 +60,6 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def headline(card: ModelCard | None) -> HeadlineMetrics | None:
-    if card is None:
-        return None
-    ev = card.evaluation
-    return HeadlineMetrics(
-        dataset=card.evaluation_dataset,
-        auroc=ev.auroc,
-        auprc=ev.auprc,
-        sensitivity=ev.sensitivity,
-        specificity=ev.specificity,
-        utility=ev.utility,
-    )
-
-
 class _Runner:
     """``predictor`` serves batched predictions; ``explainer``, a second copy of the same checkpoint,
     serves explanations (they hook the model and take seconds), so a replica can run both at once
@@ -98,7 +83,7 @@ class _Runner:
             device=device_name(p.device),
             threshold=p.meta.threshold,
             labels=list(p.meta.labels),
-            headline=headline(p.card),
+            headline=None if p.card is None else HeadlineMetrics.from_card(p.card),
         )
 
     def metrics(self) -> ModelMetrics | None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving._settings import MODEL_ROUTE_PREFIX
 from serving.schemas import EndpointStats, ReplicaSample
 
 logger = logging.getLogger("ray.serve")
@@ -130,11 +131,10 @@ def route_template(scope: Scope) -> str:
 
 
 def _model_of(scope: Scope, template: str) -> str:
-    if "/v1/xray/" in template:
-        return "cnn"
-    for name in ("lstm", "transformer"):
-        if f"/v1/sepsis/{name}/" in template:
-            return name
+    route = template.partition(" ")[2]
+    for model, prefix in MODEL_ROUTE_PREFIX.items():
+        if route.startswith(f"{prefix}/"):
+            return model
     if "{name}" in template:
         parts = str(scope.get("path", "")).strip("/").split("/")
         name = parts[2] if len(parts) > 2 else ""

@@ -150,8 +150,11 @@ class _ModelReplica:
         # The constructor runs on the replica's event loop: ship request statistics in the background.
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
 
-    async def _answer(self, upload: Upload, explain: bool) -> Any:
-        """One HTTP request's prediction: batched with concurrent ones, or a separate explanation."""
+    async def _answer(self, file: UploadFile, suffixes: frozenset[str], explain: bool) -> Any:
+        """One HTTP request's prediction: the upload (size-limited, its name reduced to a known suffix)
+        batched with concurrent ones, or a separate explanation."""
+        data = await read_upload(file, self._args.max_upload_bytes)
+        upload = Upload(data, safe_upload_name(file.filename, suffixes, "upload"))
         return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
 
     async def _flush_stats_forever(self) -> None:
@@ -230,10 +233,7 @@ class XrayModel(_ModelReplica):
         explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
     ) -> XrayPrediction:
         """Probability of pneumonia for one chest X-ray."""
-        data = await read_upload(file, self._args.max_upload_bytes)
-        result: XrayPrediction = await self._answer(
-            Upload(data, safe_upload_name(file.filename, XRAY_SUFFIXES, "upload")), explain
-        )
+        result: XrayPrediction = await self._answer(file, XRAY_SUFFIXES, explain)
         return result
 
 
@@ -271,10 +271,7 @@ class SequenceModel(_ModelReplica):
         explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
     ) -> SepsisPrediction:
         """Hourly sepsis risk for one ICU stay (one row per hour, at least 2 rows)."""
-        data = await read_upload(file, self._args.max_upload_bytes)
-        result: SepsisPrediction = await self._answer(
-            Upload(data, safe_upload_name(file.filename, SERIES_SUFFIXES, "upload")), explain
-        )
+        result: SepsisPrediction = await self._answer(file, SERIES_SUFFIXES, explain)
         return result
 
 

@@ -39,6 +39,18 @@ class HeadlineMetrics(_Schema):
     specificity: float
     utility: float | None = None
 
+    @classmethod
+    def from_card(cls, card: ModelCard) -> HeadlineMetrics:
+        ev = card.evaluation
+        return cls(
+            dataset=card.evaluation_dataset,
+            auroc=ev.auroc,
+            auprc=ev.auprc,
+            sensitivity=ev.sensitivity,
+            specificity=ev.specificity,
+            utility=ev.utility,
+        )
+
 
 class ModelInfo(_Schema):
     name: ModelName

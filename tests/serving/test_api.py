@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -313,8 +314,10 @@ def test_logs_carry_no_patient_identifiers(serve_server: ServeServer, client: Me
         text = path.read_text(errors="replace")
         for needle in ("Doe", "Jane", "MRN4711", "Shoe_size", "ninety"):
             assert needle not in text, f"{needle!r} found in {path}"
-    # the replica logs each request as route template + status (in the Ray session's replica logs)
-    assert any("POST /v1/xray/predict 200" in p.read_text(errors="replace") for p in serve_server.log_files())
+    # the replica logs each request as route template, status, latency and model (in the Ray session's logs)
+    logs = "\n".join(p.read_text(errors="replace") for p in serve_server.log_files())
+    assert re.search(r"POST /v1/xray/predict 200 [0-9.]+ms model=cnn", logs)
+    assert re.search(r"POST /v1/sepsis/lstm/predict 200 [0-9.]+ms model=lstm", logs)
 
 
 def test_predictions_do_not_wait_behind_an_explanation(serving_url: str, psv_paths: list[Path]) -> None:
