@@ -23,6 +23,7 @@ from models.sequence import (
     N_INPUT,
     NormStats,
     SequenceConfig,
+    baseline_features,
     build_sequence_model,
     engineer,
     feature_groups,
@@ -134,11 +135,12 @@ class SepsisPredictor(_Predictor):
         """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed
         over time and over each raw feature's engineered channels -> (hours, 40).
 
-        Baseline: the all-zero engineered input (every value at its training mean, no change, no
-        measurement counted, flags 0), i.e. an unremarkable average patient."""
+        Baseline: ``baseline_features``, an unremarkable average patient (every value at its training
+        mean, no change, no measurement counted, flags 0, piecewise-linear channels at the median)."""
         features = torch.from_numpy(engineer(values, self.stats)).to(self.device)  # (hours, F)
         hours = features.shape[0]
         groups = torch.tensor(feature_groups(), device=self.device)
+        reference = torch.from_numpy(baseline_features(self.stats, hours)).to(self.device)  # (hours, F)
         out = torch.zeros(hours, len(FEATURES))
         for start in range(0, hours, chunk):
             hour_idx = torch.arange(start, min(start + chunk, hours), device=self.device)
@@ -152,7 +154,8 @@ class SepsisPredictor(_Predictor):
 
             ig = IntegratedGradients(forward)
             with torch.enable_grad():
-                attr = ig.attribute(inputs, baselines=torch.zeros_like(inputs), n_steps=n_steps)
+                baseline = reference[:length].unsqueeze(0).expand_as(inputs)  # (c, length, F)
+                attr = ig.attribute(inputs, baselines=baseline, n_steps=n_steps)
             per_channel = attr.detach().sum(dim=1)  # (c, F): summed over hours <= t
             per_feature = torch.zeros(len(hour_idx), len(FEATURES), device=self.device)
             per_feature.index_add_(1, groups, per_channel.float())

@@ -22,20 +22,29 @@ from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED, VITALS
 N_MEASURED = len(MEASURED)  # 34
 N_VITALS = len(VITALS)  # 8, the first columns of MEASURED
 TREND_WINDOW = 12
+#: raw features that also get a piecewise-linear encoding: the 34 measurements, Age, HospAdmTime, ICULOS
+PLE_COLUMNS = list(range(N_MEASURED)) + [FEATURES.index(c) for c in ("Age", "HospAdmTime", "ICULOS")]
+#: quantile bins per encoded feature. LSTM, one held-out fold, 8 epochs, hourly AUROC by seed: no encoding 0.804,
+#: 8 bins 0.819 / 0.820, 16 bins 0.825 / 0.821, 32 bins 0.820 / 0.819
+PLE_BINS = 16
 #: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last
 #: + 34 measurement counts + 3 x 8 vital-sign trends (1 h change, 6 h change, 12 h std) + 6 demographics
-N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS)
+#: + 37 x 16 piecewise-linear encodings
+N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS) + len(PLE_COLUMNS) * PLE_BINS
 SINCE_CAP_HOURS = 72.0
 PROB_EPS = 1e-4  # probabilities are kept strictly inside (0, 1)
 
 
 class NormStats(BaseModel):
-    """Per-feature mean / std of the 40 raw features on the training split (stored in the checkpoint)."""
+    """Per-feature mean / std of the 40 raw features on the training split, and the quantile bin
+    edges of the piecewise-linear encoding (stored in the checkpoint)."""
 
     model_config = ConfigDict(extra="forbid")
 
     mean: list[float]
     std: list[float]
+    #: for each of PLE_COLUMNS, PLE_BINS + 1 non-decreasing edges (training quantiles of the measured values)
+    edges: list[list[float]]
 
     @classmethod
     def fit(cls, values: np.ndarray) -> NormStats:
@@ -46,7 +55,29 @@ class NormStats(BaseModel):
             std = np.nanstd(values, axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
-        return cls(mean=[float(x) for x in mean], std=[float(x) for x in std])
+        edges = []
+        for j in PLE_COLUMNS:
+            seen = values[:, j][np.isfinite(values[:, j])]
+            q = np.quantile(seen, np.linspace(0.0, 1.0, PLE_BINS + 1)) if seen.size else np.arange(PLE_BINS + 1.0)
+            edges.append([float(x) for x in q])
+        return cls(mean=[float(x) for x in mean], std=[float(x) for x in std], edges=edges)
+
+
+def piecewise_linear(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Piecewise-linear encoding (Gorishniy et al., NeurIPS 2022) of forward-filled values.
+
+    values: (hours, k) with NaN for never measured; edges: (k, bins + 1) -> (hours, k * bins):
+    channel b of a feature is 0 below bin b, 1 above it and the fraction of the bin in between,
+    so a network can place thresholds as a tree does. Never measured: all zeros (the mask says so).
+    An empty bin (repeated edge) is a step at that edge."""
+    lo = edges[None, :, :-1]  # (1, k, bins)
+    hi = edges[None, :, 1:]
+    x = values[:, :, None]  # (hours, k, 1)
+    width = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ramp = np.where(width > 0, (x - lo) / np.where(width > 0, width, 1.0), (x >= hi).astype(np.float64))
+    ramp = np.nan_to_num(np.clip(ramp, 0.0, 1.0), nan=0.0)
+    return ramp.reshape(values.shape[0], -1)
 
 
 def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
@@ -79,7 +110,9 @@ def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
     demo_z = (demo - mean[N_MEASURED:]) / std[N_MEASURED:]
     demo_z[:, 1:4] = np.nan_to_num(demo[:, 1:4], nan=0.5)  # binary flags stay 0/1, unknown 0.5
     demo_z = np.clip(np.nan_to_num(demo_z, nan=0.0), -8.0, 8.0)
-    parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, demo_z]
+    raw_filled = np.concatenate([np.where(last >= 0, filled, np.nan), demo], axis=1)  # (hours, 40)
+    ple = piecewise_linear(raw_filled[:, PLE_COLUMNS], np.asarray(stats.edges, dtype=np.float64))
+    parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, demo_z, ple]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
@@ -87,7 +120,16 @@ def feature_groups() -> list[int]:
     """For each engineered channel, the index of the raw feature (0..39) it belongs to."""
     m = list(range(N_MEASURED))
     v = list(range(N_VITALS))
-    return m * 4 + v * 3 + list(range(N_MEASURED, len(FEATURES)))
+    return m * 4 + v * 3 + list(range(N_MEASURED, len(FEATURES))) + [c for c in PLE_COLUMNS for _ in range(PLE_BINS)]
+
+
+def baseline_features(stats: NormStats, hours: int) -> np.ndarray:
+    """The unremarkable average patient, (hours, N_INPUT): every value at its training mean (z = 0),
+    no change, nothing counted, flags 0, and the piecewise-linear channels of the training median."""
+    base = np.zeros((hours, N_INPUT), dtype=np.float32)
+    median = np.asarray(stats.edges, dtype=np.float64)[:, PLE_BINS // 2][None]  # (1, k)
+    base[:, N_INPUT - len(PLE_COLUMNS) * PLE_BINS :] = piecewise_linear(median, np.asarray(stats.edges))
+    return base
 
 
 class SequenceConfig(BaseModel):

@@ -16,6 +16,7 @@ from models.checkpoint import CheckpointMeta, save_checkpoint
 from models.config import data_paths
 from models.sepsis_io import FEATURES, SepsisRecord, load_labelled_dir
 from models.sequence import (
+    PLE_BINS,
     NormStats,
     SequenceConfig,
     SequenceEnsemble,
@@ -28,6 +29,7 @@ from models.sequence import (
 from models.train_cnn import seed_everything
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
+WEIGHT_DECAY = 0.05
 # Each stay that becomes septic appears this many times per epoch. Oversampling x6 (with positive
 # weight 2) looked better on one fold (+0.015 AUROC) but not across folds (mean -0.002): left at 1.
 SEPTIC_REPEAT = 1
@@ -92,7 +94,7 @@ def _fit_member(
 
     seed_everything(seed)
     model = build_sequence_model(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     pool = np.concatenate(
         [np.arange(len(y_train))] + [np.flatnonzero([y.any() for y in y_train])] * (SEPTIC_REPEAT - 1)
     )
@@ -156,7 +158,9 @@ def train_sequence(
     stats = NormStats.fit(np.concatenate([r.values for r in records]))
     features = [engineer(r.values, stats) for r in tqdm(records, desc="features", unit="stay")]
 
-    config = SequenceConfig(arch=arch, members=folds)
+    # An MLP per-hour encoder for both: on a held-out fold it gave the Transformer a higher utility than a
+    # linear one (0.336 vs 0.307) at a similar AUROC (0.821 vs 0.824); the LSTM always used it.
+    config = SequenceConfig(arch=arch, members=folds, encoder="mlp")
     single = config.model_copy(update={"members": 1})
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
@@ -195,7 +199,9 @@ def train_sequence(
         preprocessing={
             "features": FEATURES,
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
-            "hours since last measurement (capped at 72, /72); demographics z-scored",
+            "hours since last measurement (capped at 72, /72); measurement counts; vital-sign trends; "
+            f"demographics z-scored; piecewise-linear encoding in {PLE_BINS} training-quantile bins of the "
+            "forward-filled measurements, Age, HospAdmTime and ICULOS",
             "norm_stats": stats.model_dump(mode="json"),
             "threshold_rule": "maximises the challenge's normalised utility on the out-of-fold predictions",
             "out_of_fold_utility": normalized_utility(labels, [p >= threshold for p in oof]),
@@ -259,7 +265,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "epochs kept": "last (fixed schedule, nothing chosen on held-out stays)",
             "batch_size": batch_size,
             "max_lr": lr,
-            "optimizer": "AdamW (wd 0.01), one-cycle schedule, grad-norm clip 1.0",
+            "optimizer": f"AdamW (wd {WEIGHT_DECAY}), one-cycle schedule, grad-norm clip 1.0",
             "loss": f"hourly BCE, positive weight {POS_WEIGHT}",
             "sampling": f"stays that become septic repeated {SEPTIC_REPEAT}x per epoch",
             **meta.config,
@@ -280,8 +286,8 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "measurement frequency and sepsis definition (Sepsis-3 as computed by the challenge).",
             "The label is already shifted 6 hours earlier than clinical onset.",
             "Missingness patterns carry signal (what clinicians chose to measure): workflow changes shift the model.",
-            "The out-of-fold stays also chose the threshold, and normalisation statistics used all stays: "
-            "the utility is slightly optimistic; AUROC is not tuned.",
+            "The out-of-fold stays also chose the threshold, and normalisation statistics and quantile bin edges "
+            "used all stays: the utility is slightly optimistic; AUROC is not tuned.",
             "Not for clinical use.",
         ],
     )

@@ -14,12 +14,15 @@ import torch
 from models.inference import SepsisPredictor
 from models.sequence import (
     N_INPUT,
+    PLE_BINS,
+    PLE_COLUMNS,
     NormStats,
     SequenceConfig,
     build_sequence_model,
     engineer,
     feature_groups,
     pad_batch,
+    piecewise_linear,
     to_probability,
 )
 from tests.models.conftest import synthetic_stay
@@ -70,6 +73,31 @@ def test_engineer_forward_fills_and_counts(stays: tuple[np.ndarray, np.ndarray, 
     np.testing.assert_allclose(feats[:, 0], [0.0, z_hr, z_hr, z_hr, z_hr], rtol=1e-5)  # forward filled
     np.testing.assert_array_equal(feats[:, 34], [0, 1, 0, 0, 0])  # measured-this-hour mask
     np.testing.assert_allclose(feats[:, 68], [1.0, 0.0, 1 / 72, 2 / 72, 3 / 72], rtol=1e-5)  # hours since
+    # HR's piecewise-linear channels: nothing before the first measurement, then the forward-filled value's
+    hr_ple = feats[:, N_INPUT - len(PLE_COLUMNS) * PLE_BINS :][:, :PLE_BINS]  # (hours, bins), HR is PLE column 0
+    assert not hr_ple[0].any()
+    np.testing.assert_allclose(hr_ple[1:], np.repeat(hr_ple[1:2], 4, axis=0))
+    edges = np.asarray(stats.edges[0])
+    np.testing.assert_allclose(hr_ple[1].sum(), piecewise_linear(np.array([[100.0]]), edges[None]).sum())
+
+
+def test_piecewise_linear_encoding_by_hand() -> None:
+    """Edges 0, 1, 1, 3: a ramp over [0, 1], a step at 1 (empty bin) and a ramp over [1, 3]."""
+    edges = np.array([[0.0, 1.0, 1.0, 3.0]])
+    values = np.array([[np.nan], [-5.0], [0.25], [1.0], [2.0], [9.0]])
+    expected = [[0, 0, 0], [0, 0, 0], [0.25, 0, 0], [1, 1, 0], [1, 1, 0.5], [1, 1, 1]]
+    np.testing.assert_allclose(piecewise_linear(values, edges), expected)
+
+
+def test_norm_stats_edges_are_training_quantiles(stays: tuple[np.ndarray, np.ndarray, NormStats]) -> None:
+    long, short, stats = stays
+    both = np.concatenate([long, short])
+    assert len(stats.edges) == len(PLE_COLUMNS) and all(len(e) == PLE_BINS + 1 for e in stats.edges)
+    for column, edges in zip(PLE_COLUMNS, stats.edges, strict=True):
+        seen = both[:, column][np.isfinite(both[:, column])]
+        if seen.size:
+            assert edges[0] == pytest.approx(seen.min()) and edges[-1] == pytest.approx(seen.max())
+            assert np.all(np.diff(edges) >= 0)
 
 
 def _random_model(arch: Literal["lstm", "transformer"], members: int = 1) -> torch.nn.Module:
