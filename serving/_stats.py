@@ -11,11 +11,13 @@ Never the raw path's free text, file names, headers or bodies (no patient identi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,6 +118,32 @@ class ReplicaHistory:
 
     def samples(self) -> list[ReplicaSample]:
         return list(self._samples)
+
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """A blocking call (``serve.status()``) made by one thread at a time, its answer shared for ``ttl_s``.
+
+    ``serve.status()`` is not thread-safe: two calls at once race in Ray's pickling of the autoscaling
+    policy (``ValueError: ... is not registered for pickle by value``, seen under 64 users when
+    ``GET /v1/service`` requests overlapped the replica sampler). Callers wait for the call in flight
+    instead of starting their own, and reuse its result for ``ttl_s`` seconds."""
+
+    def __init__(self, fetch: Callable[[], T], ttl_s: float = 1.0) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._value: T | None = None
+        self._at = float("-inf")
+
+    async def get(self) -> T:
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._at >= self._ttl_s:
+                self._value = await asyncio.to_thread(self._fetch)
+                self._at = time.monotonic()
+            return self._value
 
 
 def route_template(scope: Scope) -> str:

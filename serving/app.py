@@ -58,7 +58,14 @@ from serving._settings import (
     ServingArgs,
     check_weights,
 )
-from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, StatsBuffer, StatsRecord
+from serving._stats import (
+    ReplicaHistory,
+    RequestStats,
+    RequestStatsMiddleware,
+    SingleFlight,
+    StatsBuffer,
+    StatsRecord,
+)
 from serving.schemas import (
     DeploymentState,
     ErrorResponse,
@@ -203,7 +210,7 @@ class _ModelReplica:
     name=XRAY_DEPLOYMENT,
     max_ongoing_requests=8,
     max_queued_requests=64,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 3},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
     ray_actor_options={"num_cpus": 0.4},
     health_check_period_s=10,
 )
@@ -240,7 +247,7 @@ class XrayModel(_ModelReplica):
 @serve.deployment(
     max_ongoing_requests=16,
     max_queued_requests=128,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
     ray_actor_options={"num_cpus": 0.25},
     health_check_period_s=10,
 )
@@ -302,6 +309,7 @@ class MedLensIngress:
         self._devices: dict[ModelName, str] = {}
         self._stats = RequestStats(window_s=args.stats_window_s)
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
+        self._status = SingleFlight(serve.status, ttl_s=1.0)
         _configure_api(fastapi_app, args, self._stats)
         logger.info(
             "MedLens ingress ready: auth %s, upload limit %g MiB",
@@ -430,7 +438,7 @@ class MedLensIngress:
         return out
 
     async def _deployment_states(self) -> list[DeploymentState]:
-        deployments = self._our_deployments(await asyncio.to_thread(serve.status))
+        deployments = self._our_deployments(await self._status.get())
         if len(self._devices) < len(MODEL_NAMES):
             await self._refresh_devices()
         states: list[DeploymentState] = []
@@ -457,7 +465,7 @@ class MedLensIngress:
     async def _sample_forever(self) -> None:
         while True:
             try:
-                deployments = self._our_deployments(await asyncio.to_thread(serve.status))
+                deployments = self._our_deployments(await self._status.get())
                 if deployments:
                     self._history.add({name: _running(dep.replica_states) for name, dep in deployments.items()})
             except Exception as exc:  # never let the sampler die; the next tick retries

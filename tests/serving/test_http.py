@@ -5,13 +5,17 @@ Ray Serve application); the serve tests check the shared test server runs withou
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi.testclient import TestClient
 
 from serving._http import AUTH, install_error_handlers, read_upload
 from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, safe_upload_name
-from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware
+from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, SingleFlight
 from serving.schemas import ErrorResponse
 
 LIMIT = 1000
@@ -149,6 +153,32 @@ def test_replica_history_keeps_the_last_samples() -> None:
         history.add({"XrayModel": i}, now=float(i))
     samples = history.samples()
     assert [s.replicas["XrayModel"] for s in samples] == [6, 7, 8, 9]
+
+
+def test_single_flight_never_runs_the_call_twice_at_once() -> None:
+    """Like serve.status(): a call that breaks when two threads run it together. Twenty overlapping
+    callers (requests and the sampler) must see one call at a time and share its answer."""
+    inside = threading.Semaphore(1)
+    calls: list[int] = []
+
+    def fetch() -> int:
+        if not inside.acquire(blocking=False):
+            raise ValueError("two calls at once")
+        try:
+            time.sleep(0.05)
+            calls.append(len(calls))
+            return len(calls)
+        finally:
+            inside.release()
+
+    async def main() -> list[int]:
+        flight = SingleFlight(fetch, ttl_s=0.2)
+        first = await asyncio.gather(*(flight.get() for _ in range(20)))
+        await asyncio.sleep(0.25)  # past the ttl: the next caller fetches again
+        return [*first, await flight.get()]
+
+    answers = asyncio.run(main())
+    assert answers[:20] == [1] * 20 and answers[20] == 2 and len(calls) == 2
 
 
 def test_upload_names_are_sanitised() -> None:
