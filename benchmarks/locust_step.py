@@ -25,7 +25,7 @@ __all__ = ["DashboardReader", "SepsisClinician", "StepLoad", "XrayReviewer"]
 
 OUT = Path("docs/load")
 # (end second, users). The 0-user stage lasts 150 s so that the return to min_replicas is recorded:
-# downscale_delay_s is 60 and look_back_period_s 15 in ray_config.yaml, plus replica shutdown.
+# downscale_delay_s is 60 and look_back_period_s 10 in ray_config.yaml, plus replica shutdown.
 STAGES = [(30, 1), (90, 16), (150, 64), (300, 0)]
 _rows: list[dict[str, Any]] = []
 _stop = threading.Event()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, LayerGradCam
 
 from models.cards import ModelCard, read_card
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint
@@ -92,6 +91,8 @@ class XrayPredictor(_Predictor):
     def explain(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``."""
         x = to_tensor([image], self.config).to(self.device)  # (1, 1, S, S)
+        from captum.attr import LayerGradCam  # imported on first use: replicas start faster without it
+
         cam = LayerGradCam(self.model, self.model.target_layer)
         with torch.enable_grad():
             attribution = cam.attribute(x, relu_attributions=True)  # (1, 1, s, s)
@@ -151,6 +152,8 @@ class SepsisPredictor(_Predictor):
                 logits = self.model(x)  # (c * steps, length)
                 rows = torch.arange(x.shape[0], device=x.device)
                 return logits[rows, _idx[rows % len(_idx)]]
+
+            from captum.attr import IntegratedGradients  # imported on first use, as in XrayPredictor
 
             ig = IntegratedGradients(forward)
             with torch.enable_grad():

@@ -22,13 +22,6 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -220,6 +213,16 @@ def binary_evaluation(
     Raises ValueError if the inputs differ in length, are empty, are not 0/1 labels and [0, 1]
     probabilities, or hold only one class.
     """
+    # Imported here: serving imports this module for its schemas, and sklearn would add ~1 s to every
+    # replica's start-up (the time a new replica takes to serve when autoscaling adds it).
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2 (first and last point are always kept), got {max_points}.")
     y, p = _validate(y_true, prob, need_both_classes=True)

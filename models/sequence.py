@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
-from transformers import GPT2Config, GPT2Model
 
 from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED, VITALS
 
@@ -187,6 +186,10 @@ class SepsisTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.proj = _encoder(config, "linear")
+        # Imported here so that processes that never build a Transformer (the X-ray and LSTM serving
+        # replicas) skip the ~1 s import of `transformers` at start-up.
+        from transformers import GPT2Config, GPT2Model
+
         gpt = GPT2Config(
             vocab_size=1,
             n_positions=config.max_hours,
