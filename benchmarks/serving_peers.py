@@ -13,6 +13,11 @@ Measures, for the same real inputs and the same models.* pre-processing and mode
 with N closed-loop clients (each sends, waits for the answer, sends again) for a fixed time,
 and appends a table (throughput, p50/p99, errors, ratio to the ceiling, memory, start-up) to
 docs/benchmarks.md. Targets 127.0.0.1 only.
+
+The clients are wrk (Debian package `wrk`, C, one keep-alive connection per client, installed by
+`scripts/setup.sh test`) when it is on PATH, else Python httpx (`--client httpx`). They share the
+server's cores: httpx spends ~1.9 ms of CPU per request (35 % of a core at 186 req/s), wrk ~0.05 ms,
+so with httpx every server's throughput is capped well below the ceiling by the client itself.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -57,6 +66,7 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    percentiles_ms: dict[float, float] = field(default_factory=dict)  # from wrk, which keeps no raw latencies
 
     @property
     def throughput(self) -> float:
@@ -64,6 +74,8 @@ class LoadResult:
         return (self.requests - self.errors) / self.seconds
 
     def pct(self, q: float) -> float:
+        if q in self.percentiles_ms:
+            return self.percentiles_ms[q]
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
@@ -148,6 +160,52 @@ async def closed_loop(
     return LoadResult(clients, count, errors, seconds, latencies)
 
 
+CLIENT_NOTE = {"wrk": "C, one keep-alive connection per client", "httpx": "Python asyncio"}
+
+_WRK_LUA = """
+local bodies = {}
+for i, path in ipairs({%(files)s}) do local f = io.open(path, "rb"); bodies[i] = f:read("*all"); f:close() end
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=%(boundary)s"
+request = function() n = n + 1; return wrk.format(nil, nil, nil, bodies[(n %% #bodies) + 1]) end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%.3f %%.3f\\n", summary.requests,
+    e.status + e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk_closed_loop(
+    url: str, params: dict[str, str], payloads: list[tuple[str, bytes]], clients: int, seconds: float, warmup: float
+) -> LoadResult:
+    """The same closed loop with wrk: ``clients`` keep-alive connections, each sending the next multipart
+    upload (the same payloads, in turn) when the previous answer arrives. Non-2xx answers, timeouts and
+    socket errors are errors."""
+    boundary = "medlens-bench-boundary"
+    full = f"{url}?{urlencode(params)}" if params else url
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, (name, data) in enumerate(payloads):
+            head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'
+            path = Path(tmp) / f"body{i}.bin"
+            path.write_bytes(head.encode() + data + f"\r\n--{boundary}--\r\n".encode())
+            files.append(f'"{path}"')
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_LUA % {"files": ", ".join(files), "boundary": boundary})
+        base = ["wrk", "-t1", f"-c{clients}", "--timeout", "60s", "-s", str(script)]
+        if warmup > 0:
+            subprocess.run([*base, f"-d{max(1, round(warmup))}s", full], capture_output=True, check=True)
+        out = subprocess.run([*base, f"-d{max(1, round(seconds))}s", full], capture_output=True, text=True, check=True)
+    m = re.search(r"WRK (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    if m is None:
+        raise SystemExit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+    requests, errors, duration_us = int(m[1]), int(m[2]), int(m[3])
+    return LoadResult(clients, requests, errors, duration_us / 1e6, [], {50: float(m[4]), 99: float(m[5])})
+
+
 def rss_mb(session: int) -> float:
     out = subprocess.run(["ps", "-s", str(session), "-o", "rss="], capture_output=True, text=True).stdout
     return sum(int(x) for x in out.split()) / 1024
@@ -213,6 +271,12 @@ def main() -> int:
     parser.add_argument("--servers", nargs="+", default=["plain", "litserve", "medlens"])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="load generator (default: wrk when installed; httpx costs the server ~35%% of a core)",
+    )
+    parser.add_argument(
         "--config", default="ray_config.yaml", help="MedLens Serve config (the headline uses the default)"
     )
     args = parser.parse_args()
@@ -250,7 +314,10 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{server.port}{server.path}"
             for n in clients:
-                result = asyncio.run(closed_loop(url, server.params, payloads, n, args.seconds, args.warmup))
+                if args.client == "wrk":
+                    result = wrk_closed_loop(url, server.params, payloads, n, args.seconds, args.warmup)
+                else:
+                    result = asyncio.run(closed_loop(url, server.params, payloads, n, args.seconds, args.warmup))
                 mem = rss_mb(proc.pid)
                 rows.append((name, result, startup, mem, process_count(proc.pid)))
                 print(
@@ -267,7 +334,8 @@ def main() -> int:
         f"Command: `{' '.join(['.venv/bin/python -m benchmarks.serving_peers', *sys.argv[1:]])}`; "
         f"MedLens config `{args.config}`; "
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads per server {args.threads}; "
-        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per step.\n",
+        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per step; "
+        f"load generator {args.client} ({CLIENT_NOTE[args.client]}, on the same cores).\n",
         "In-process ceiling (decode + pre-process + forward, no HTTP): "
         + ", ".join(f"batch {k}: {v:.1f}/s" for k, v in ceil.items())
         + f" -> **{best:.1f} req/s** (batch {best_bs}).\n",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install MedLens into .venv/ (idempotent). Usage: scripts/setup.sh [run|test]
 #   run  - the app's Python packages (torch CPU build, Ray Serve, Streamlit, ...)
-#   test - also the test tools (pytest, playwright, locust, ruff, mypy) and Debian's chromium
+#   test - also the test tools (pytest, playwright, locust, ruff, mypy), Debian's chromium and wrk
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
@@ -31,11 +31,15 @@ else
   echo "$want" > "$stamp"
 fi
 
-if [ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ]; then
-  echo "==> installing Debian's chromium for the browser tests"
+# Debian packages: chromium for the browser tests, wrk as the benchmarks' load generator.
+debs=()
+[ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ] && debs+=(chromium)
+[ "$MODE" = "test" ] && ! command -v wrk >/dev/null 2>&1 && debs+=(wrk)
+if [ "${#debs[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages: ${debs[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${debs[@]}" >/dev/null
 fi
 echo "==> setup done ($MODE)"
