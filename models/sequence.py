@@ -29,7 +29,8 @@ PLE_BINS = 16
 #: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last
 #: + 34 measurement counts + 3 x 8 vital-sign trends (1 h change, 6 h change, 12 h std) + 6 demographics
 #: + 37 x 16 piecewise-linear encodings
-N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS) + len(PLE_COLUMNS) * PLE_BINS
+N_PLE = len(PLE_COLUMNS) * PLE_BINS  # the piecewise-linear channels, last in every hour's features
+N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS) + N_PLE
 SINCE_CAP_HOURS = 72.0
 PROB_EPS = 1e-4  # probabilities are kept strictly inside (0, 1)
 
@@ -126,8 +127,8 @@ def baseline_features(stats: NormStats, hours: int) -> np.ndarray:
     """The unremarkable average patient, (hours, N_INPUT): every value at its training mean (z = 0),
     no change, nothing counted, flags 0, and the piecewise-linear channels of the training median."""
     base = np.zeros((hours, N_INPUT), dtype=np.float32)
-    median = np.asarray(stats.edges, dtype=np.float64)[:, PLE_BINS // 2][None]  # (1, k)
-    base[:, N_INPUT - len(PLE_COLUMNS) * PLE_BINS :] = piecewise_linear(median, np.asarray(stats.edges))
+    edges = np.asarray(stats.edges, dtype=np.float64)  # (k, bins + 1)
+    base[:, N_INPUT - N_PLE :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)
     return base
 
 

@@ -14,6 +14,7 @@ import torch
 from models.inference import SepsisPredictor
 from models.sequence import (
     N_INPUT,
+    N_PLE,
     PLE_BINS,
     PLE_COLUMNS,
     NormStats,
@@ -74,7 +75,7 @@ def test_engineer_forward_fills_and_counts(stays: tuple[np.ndarray, np.ndarray, 
     np.testing.assert_array_equal(feats[:, 34], [0, 1, 0, 0, 0])  # measured-this-hour mask
     np.testing.assert_allclose(feats[:, 68], [1.0, 0.0, 1 / 72, 2 / 72, 3 / 72], rtol=1e-5)  # hours since
     # HR's piecewise-linear channels: nothing before the first measurement, then the forward-filled value's
-    hr_ple = feats[:, N_INPUT - len(PLE_COLUMNS) * PLE_BINS :][:, :PLE_BINS]  # (hours, bins), HR is PLE column 0
+    hr_ple = feats[:, N_INPUT - N_PLE :][:, :PLE_BINS]  # (hours, bins), HR is PLE column 0
     assert not hr_ple[0].any()
     np.testing.assert_allclose(hr_ple[1:], np.repeat(hr_ple[1:2], 4, axis=0))
     edges = np.asarray(stats.edges[0])
