@@ -57,9 +57,10 @@ def retry_after_headers(seconds: float | None, default: float = 2.0) -> dict[str
 _bearer = HTTPBearer(auto_error=False, description="MedLens API token (only when the server sets one)")
 
 
-def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+async def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Every /v1 route depends on this. ``app.state.api_token`` (set by the ingress from the env var
-    named by ``auth_token_env``) empty or absent: no authentication."""
+    named by ``auth_token_env``) empty or absent: no authentication. ``async`` although it never awaits:
+    FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off on every request."""
     expected: str | None = getattr(request.app.state, "api_token", None)
     if not expected:
         return

@@ -120,6 +120,10 @@ def test_fast_path_environment() -> None:
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        "RAY_enable_metrics_collection": "0",
+        "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     }
 
 
