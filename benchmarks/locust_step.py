@@ -3,7 +3,7 @@
     .venv/bin/locust -f benchmarks/locust_step.py --headless --host http://127.0.0.1:8000 \
         --csv docs/load/step --html docs/load/step.html
 
-Every 2 s it records users, replicas per deployment (GET /v1/service), requests/s and latency
+Every 2 s it records users, replicas per deployment running and starting (GET /v1/service), requests/s and latency
 percentiles, and at the end writes docs/load/step_timeline.csv and docs/load/autoscaling.html
 (plotly), which the dashboard's Service page also shows.
 """
@@ -51,6 +51,7 @@ def _sample(environment: Any) -> None:
                 status = client.get("/v1/service").json()
                 for dep in status["deployments"]:
                     row[f"replicas:{dep['name']}"] = dep["replicas"]
+                    row[f"starting:{dep['name']}"] = dep.get("starting", 0)
             except (httpx.HTTPError, ValueError, KeyError):
                 row["service_error"] = 1
             # Rates from the request counters between two samples: locust's current_rps freezes at its
@@ -79,7 +80,8 @@ def _on_stop(environment: Any, **_: Any) -> None:
 
 
 def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
-    from plotly.subplots import make_subplots
+    """``step_timeline.csv`` and ``autoscaling.html``: the dashboard's own chart of the run."""
+    from dashboard.charts import step_load_figure
 
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r})
@@ -87,17 +89,5 @@ def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    fig = make_subplots(
-        rows=3, cols=1, shared_xaxes=True, subplot_titles=("users and replicas", "requests/s", "latency")
-    )
-    t = [r["t"] for r in rows]
-    fig.add_scatter(x=t, y=[r.get("users") for r in rows], name="users", row=1, col=1, line={"dash": "dot"})
-    for key in (k for k in keys if k.startswith("replicas:")):
-        fig.add_scatter(x=t, y=[r.get(key) for r in rows], name=key.split(":", 1)[1], row=1, col=1, line_shape="hv")
-    fig.add_scatter(x=t, y=[r.get("rps") for r in rows], name="requests/s", row=2, col=1)
-    fig.add_scatter(x=t, y=[r.get("fail_per_s") for r in rows], name="failures/s", row=2, col=1)
-    fig.add_scatter(x=t, y=[r.get("p50_ms") for r in rows], name="p50 ms", row=3, col=1)
-    fig.add_scatter(x=t, y=[r.get("p95_ms") for r in rows], name="p95 ms", row=3, col=1)
-    fig.update_layout(height=800, title="MedLens step load: replicas follow users (default ray_config.yaml)")
-    fig.update_xaxes(title_text="seconds since start", row=3, col=1)
+    fig = step_load_figure(rows, subtitle="default ray_config.yaml; benchmarks/locust_step.py")
     fig.write_html(out / "autoscaling.html", include_plotlyjs="cdn")

@@ -90,7 +90,13 @@ def inputs(sepsis: bool, n: int = 32) -> list[tuple[str, bytes]]:
     return out
 
 
-def ceiling(sepsis: bool, payloads: list[tuple[str, bytes]], threads: int, seconds: float) -> dict[int, float]:
+def ceiling(
+    sepsis: bool,
+    payloads: list[tuple[str, bytes]],
+    threads: int,
+    seconds: float,
+    sizes: tuple[int, ...] = (1, 4, 8, 16, 32),
+) -> dict[int, float]:
     """Requests/s in-process at each batch size: decode + pre-process + forward, no HTTP."""
     from models.inference import SepsisPredictor, XrayPredictor
     from models.sepsis_io import parse_series_bytes
@@ -110,7 +116,7 @@ def ceiling(sepsis: bool, payloads: list[tuple[str, bytes]], threads: int, secon
             cnn.predict([load_xray_bytes(b, "x").pixels for b in batch])
 
     data = [b for _, b in payloads]
-    for bs in (1, 4, 8, 16, 32):
+    for bs in sizes:
         batch = [data[i % len(data)] for i in range(bs)]
         warm = time.perf_counter()  # time-based warm-up: one call per shape was not enough
         while time.perf_counter() - warm < 1.0:
@@ -308,8 +314,17 @@ def main() -> int:
     best = ceil[best_bs]
     print(f"  ceiling {best:.1f} req/s at batch {best_bs} ({ceil})", flush=True)
     rows: list[tuple[str, LoadResult, float, float, int]] = []
+    # This machine's speed drifts by more than the margins measured (a 10 s ceiling ranged 220-296 img/s
+    # over 150 s): the ceiling at the best batch size is measured again right before each server starts
+    # and right after it stops, and each server's ratio is also given against the mean of those two.
+    adjacent: dict[str, tuple[float, float]] = {}
+
+    def again() -> float:
+        return ceiling(args.sepsis, payloads, args.threads, seconds=args.seconds / 2, sizes=(best_bs,))[best_bs]
+
     for name in args.servers:
         server = servers[name]
+        before = again()
         proc, startup = start(server, "/healthz")
         try:
             url = f"http://127.0.0.1:{server.port}{server.path}"
@@ -327,6 +342,8 @@ def main() -> int:
                 )
         finally:
             stop(proc)
+        adjacent[name] = (before, again())
+        print(f"  ceiling before / after {name}: {adjacent[name][0]:.1f} / {adjacent[name][1]:.1f} req/s", flush=True)
 
     what = "sepsis LSTM, PhysioNet records of 40-80 hours" if args.sepsis else "chest X-ray CNN, real 224x224 JPEGs"
     lines = [
@@ -339,15 +356,23 @@ def main() -> int:
         "In-process ceiling (decode + pre-process + forward, no HTTP): "
         + ", ".join(f"batch {k}: {v:.1f}/s" for k, v in ceil.items())
         + f" -> **{best:.1f} req/s** (batch {best_bs}).\n",
+        "Ceiling at that batch size measured again right before each server started and right after it "
+        "stopped: "
+        + "; ".join(f"{name} {b:.1f} / {a:.1f}" for name, (b, a) in adjacent.items())
+        + " req/s. `/ adjacent` divides by the mean of that server's two.\n",
         "req/s counts successful (HTTP 200) responses only; p50/p99 are over all completed requests.\n",
-        "| server | clients | req/s | p50 ms | p99 ms | errors | / ceiling | memory MB (all processes) "
+        "| server | clients | req/s | p50 ms | p99 ms | errors | / ceiling | / adjacent | memory MB (all processes) "
         "| processes | start-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def near(name: str) -> float:
+        return sum(adjacent[name]) / 2
+
     for name, r, startup, mem, procs in rows:
         lines.append(
             f"| {name} | {r.clients} | {r.throughput:.1f} | {r.pct(50):.1f} | {r.pct(99):.1f} | {r.errors} | "
-            f"{r.throughput / best:.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
+            f"{r.throughput / best:.2f} | {r.throughput / near(name):.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
         )
     by = {(name, r.clients): r for name, r, *_ in rows}
     n = max(clients)
@@ -357,7 +382,8 @@ def main() -> int:
         if peers:
             better = max(peers, key=lambda r: r.throughput)
             lines.append(
-                f"\nAt {n} clients MedLens reaches {med.throughput / best:.2f} of the ceiling, "
+                f"\nAt {n} clients MedLens reaches {med.throughput / best:.2f} of the ceiling "
+                f"({med.throughput / near('medlens'):.2f} of the ceiling measured beside it), "
                 f"{med.throughput / better.throughput:.2f} of the better peer's throughput, and its p99 is "
                 f"{med.pct(99) / better.pct(99):.2f}x the better peer's.\n"
             )

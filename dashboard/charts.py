@@ -669,7 +669,13 @@ def replicas_now_figure(status: ServiceStatus) -> go.Figure:
             x=[d.replicas for d in deployments],
             y=[d.name for d in deployments],
             orientation="h",
-            text=[f"{d.replicas} · {d.status}" + (f" · {d.device}" if d.device else "") for d in deployments],
+            text=[
+                f"{d.replicas}"
+                + (f" (+{d.starting} starting)" if d.starting else "")
+                + f" · {d.status}"
+                + (f" · {d.device}" if d.device else "")
+                for d in deployments
+            ],
             textposition="auto",
             marker={"color": [GREEN if d.status == "HEALTHY" else ORANGE for d in deployments]},
             name="replicas now",
@@ -722,8 +728,10 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
 
     Schema-free: ``rows`` is a DataFrame or a list of dict rows (e.g. ``docs/load/step_timeline.csv``
     from ``benchmarks/locust_step.py``). Used columns, each optional except the time: ``t`` (seconds
-    since start), ``users``, ``replicas:<deployment>`` (one per deployment), ``rps``,
-    ``fail_per_s``, ``p50_ms``, ``p95_ms``. Missing or empty values leave gaps.
+    since start), ``users``, ``replicas:<deployment>`` (running replicas, one per deployment),
+    ``starting:<deployment>`` (replicas still starting: drawn dashed as running + starting, so the
+    gap between the two lines is the start-up), ``rps``, ``fail_per_s``, ``p50_ms``, ``p95_ms``.
+    Missing or empty values leave gaps.
     """
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     time_col = "t" if "t" in frame.columns else None
@@ -757,6 +765,25 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
             col=1,
             secondary_y=False,
         )
+        starting = "starting:" + str(name).split(":", 1)[1]
+        if starting in frame.columns:
+            added = [
+                None if run is None or new is None else run + new
+                for run, new in zip(col(name), col(starting), strict=True)
+            ]
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=added,
+                    mode="lines",
+                    line={"shape": "hv", "width": 1.5, "dash": "dash", "color": palette[i % len(palette)]},
+                    name=f"{str(name).split(':', 1)[1]} incl. starting",
+                    connectgaps=False,
+                ),
+                row=1,
+                col=1,
+                secondary_y=False,
+            )
     if "users" in frame.columns:
         fig.add_trace(
             go.Scatter(x=x, y=col("users"), mode="lines", line={"dash": "dot", "color": GREY}, name="users"),

@@ -24,6 +24,7 @@ def deployments_table(status: ServiceStatus) -> pd.DataFrame:
                 "model": d.model or "—",
                 "status": d.status,
                 "replicas": d.replicas,
+                "starting": d.starting,
                 "device": d.device or "—",
             }
             for d in status.deployments

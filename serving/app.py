@@ -92,8 +92,9 @@ def _apply_batch_config(method: Any, user_config: dict[str, Any]) -> None:
 
 # Helpers used by the deployments live above them: @serve.deployment pickles a class by value when
 # it is decorated, so names defined further down this module would be missing in the replicas.
-def _running(replica_states: dict[Any, int]) -> int:
-    return sum(n for state, n in replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
+def _in_state(replica_states: dict[Any, int], wanted: str) -> int:
+    """Replicas of one deployment in the Serve replica state ``wanted`` (RUNNING, STARTING, ...)."""
+    return sum(n for state, n in replica_states.items() if str(getattr(state, "value", state)) == wanted)
 
 
 def _unwrap(result: Any) -> Any:
@@ -449,7 +450,8 @@ class MedLensIngress:
                     name=name,
                     model=model,
                     status=str(getattr(dep.status, "value", dep.status)),
-                    replicas=_running(dep.replica_states),
+                    replicas=_in_state(dep.replica_states, "RUNNING"),
+                    starting=_in_state(dep.replica_states, "STARTING"),
                     device=self._devices.get(model) if model else None,
                 )
             )
@@ -467,7 +469,9 @@ class MedLensIngress:
             try:
                 deployments = self._our_deployments(await self._status.get())
                 if deployments:
-                    self._history.add({name: _running(dep.replica_states) for name, dep in deployments.items()})
+                    self._history.add(
+                        {name: _in_state(dep.replica_states, "RUNNING") for name, dep in deployments.items()}
+                    )
             except Exception as exc:  # never let the sampler die; the next tick retries
                 logger.warning("replica sampler: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self._args.history_interval_s)

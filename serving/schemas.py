@@ -134,6 +134,9 @@ class DeploymentState(_Schema):
     model: ModelName | None = Field(description="the model it serves, None for the ingress")
     status: str = Field(description="Ray Serve status: HEALTHY, UPDATING, UPSCALING, DOWNSCALING, UNHEALTHY")
     replicas: int = Field(description="running replicas now")
+    starting: int = Field(
+        0, ge=0, description="replicas added (by autoscaling or a redeploy) that are still starting: not serving yet"
+    )
     device: str | None = None
 
 

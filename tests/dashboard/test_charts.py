@@ -363,7 +363,7 @@ def status() -> ServiceStatus:
         window_s=60.0,
         deployments=[
             DeploymentState(name="MedLensIngress", model=None, status="HEALTHY", replicas=1),
-            DeploymentState(name="XrayModel", model="cnn", status="UPSCALING", replicas=2, device="cpu"),
+            DeploymentState(name="XrayModel", model="cnn", status="UPSCALING", replicas=1, starting=1, device="cpu"),
         ],
         endpoints=[
             EndpointStats(
@@ -407,8 +407,9 @@ def test_replica_history_figure(status: ServiceStatus) -> None:
 def test_replicas_now_figure(status: ServiceStatus) -> None:
     bars = charts.replicas_now_figure(status).data[0]
     assert list(bars.y) == ["MedLensIngress", "XrayModel"]
-    assert list(bars.x) == [1, 2]
-    assert "UPSCALING" in bars.text[1]
+    assert list(bars.x) == [1, 1]  # running replicas; the one starting is named in the label
+    assert bars.text[0] == "1 · HEALTHY"
+    assert bars.text[1] == "1 (+1 starting) · UPSCALING · cpu"
 
 
 def test_endpoint_figure(status: ServiceStatus) -> None:
@@ -429,6 +430,15 @@ def _step_rows() -> list[dict[str, object]]:
     ]
 
 
+def _step_rows_with_starting() -> list[dict[str, object]]:
+    return [
+        {"t": 0.0, "replicas:XrayModel": 1, "starting:XrayModel": 0},
+        {"t": 2.0, "replicas:XrayModel": 1, "starting:XrayModel": 1},  # autoscaling added one
+        {"t": 4.0, "replicas:XrayModel": 2, "starting:XrayModel": 0},  # it is serving
+        {"t": 6.0, "replicas:XrayModel": 2},  # no starting count in this sample: a gap
+    ]
+
+
 @pytest.mark.parametrize("as_frame", [False, True])
 def test_step_load_figure(as_frame: bool) -> None:
     rows = _step_rows()
@@ -444,6 +454,16 @@ def test_step_load_figure(as_frame: bool) -> None:
     assert _trace(fig, "users").yaxis != xray.yaxis  # users on their own axis
     assert list(_trace(fig, "requests/s").y) == [0.5, 6.0, 20.0]
     assert _trace(fig, "p95 ms").y[2] is None
+
+
+def test_step_load_figure_draws_starting_replicas() -> None:
+    fig = charts.step_load_figure(_step_rows_with_starting())
+    running = _trace(fig, "XrayModel")
+    added = _trace(fig, "XrayModel incl. starting")
+    assert list(running.y) == [1.0, 1.0, 2.0, 2.0]
+    assert list(added.y) == [1.0, 2.0, 2.0, None]  # the rise shows when the replica is added
+    assert added.line.dash == "dash"
+    assert added.line.color == running.line.color
 
 
 def test_step_load_figure_minimal_rows() -> None:

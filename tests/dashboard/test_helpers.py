@@ -159,7 +159,7 @@ def test_service_tables() -> None:
     )
     deployments = service_page.deployments_table(status)
     assert deployments.to_dict("records") == [
-        {"deployment": "XrayModel", "model": "cnn", "status": "HEALTHY", "replicas": 2, "device": "cpu"}
+        {"deployment": "XrayModel", "model": "cnn", "status": "HEALTHY", "replicas": 2, "starting": 0, "device": "cpu"}
     ]
     endpoints = service_page.endpoints_table(status)
     assert endpoints.loc[0, "p50 ms"] == pytest.approx(12.3)

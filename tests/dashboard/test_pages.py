@@ -258,10 +258,11 @@ def test_service_page(serving_env: str) -> None:
     assert not _errors(at)
     assert at.toggle(key="service_auto_refresh").value is True
     tables = {tuple(df.value.columns) for df in at.dataframe}
-    assert ("deployment", "model", "status", "replicas", "device") in tables
+    assert ("deployment", "model", "status", "replicas", "starting", "device") in tables
     assert any("device" in cols and "version" in cols for cols in tables)
     deployments = next(df.value for df in at.dataframe if "deployment" in df.value.columns)
     assert (deployments["replicas"] >= 1).any()
+    assert (deployments["starting"] >= 0).all()  # a count from the live server, never missing
     titles = [f["layout"]["title"]["text"] for f in _figures(at)]
     assert "Replicas now" in titles
     at.toggle(key="service_auto_refresh").set_value(False).run()

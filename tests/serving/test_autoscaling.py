@@ -24,8 +24,14 @@ SETTLE_S = 90.0
 
 
 def _replicas(client: MedLensClient) -> int:
+    return _counts(client)[0]
+
+
+def _counts(client: MedLensClient) -> tuple[int, int]:
+    """(running, starting) replicas of the deployment under test."""
     status = client.service()
-    return next(d.replicas for d in status.deployments if d.name == DEPLOYMENT)
+    dep = next(d for d in status.deployments if d.name == DEPLOYMENT)
+    return dep.replicas, dep.starting
 
 
 def _wait_for(client: MedLensClient, replicas: int, timeout_s: float) -> tuple[bool, list[int]]:
@@ -66,11 +72,11 @@ def test_burst_scales_up_and_back_down(
     start = time.monotonic()
     for thread in threads:
         thread.start()
-    timeline: list[tuple[float, int]] = []
+    timeline: list[tuple[float, int, int]] = []  # (s, running, starting)
     try:
         while time.monotonic() - start < MAX_BURST_S:
-            timeline.append((round(time.monotonic() - start, 1), _replicas(monitor)))
-            if max(n for _, n in timeline) >= 2 and time.monotonic() - start >= MIN_BURST_S:
+            timeline.append((round(time.monotonic() - start, 1), *_counts(monitor)))
+            if max(n for _, n, _ in timeline) >= 2 and time.monotonic() - start >= MIN_BURST_S:
                 break
             time.sleep(1.0)
     finally:
@@ -78,7 +84,7 @@ def test_burst_scales_up_and_back_down(
         for thread in threads:
             thread.join(timeout=150)
     burst_s = time.monotonic() - start
-    peak = max(n for _, n in timeline)
+    peak = max(n for _, n, _ in timeline)
 
     came_back, after = _wait_for(monitor, 1, SETTLE_S)
     history = [s.replicas.get(DEPLOYMENT, 0) for s in monitor.service().history]
@@ -86,11 +92,15 @@ def test_burst_scales_up_and_back_down(
     record_property("replicas_after_burst", after)
     print(
         f"\n{DEPLOYMENT}: {len(outcomes)} requests from {CLIENTS} clients in {burst_s:.0f} s; "
-        f"replicas during burst (s, n): {timeline}; after: {after}; history: {history}"
+        f"replicas during burst (s, running, starting): {timeline}; after: {after}; history: {history}"
     )
     assert outcomes, "no request finished during the burst"
     failed = [s for s in outcomes if s != 200]
     assert not failed, f"{len(failed)} of {len(outcomes)} burst requests failed: {sorted(set(failed))}"
     assert peak >= 2, f"{DEPLOYMENT} never scaled above 1 replica: {timeline}"
+    # A replica takes seconds to start (process, imports, checkpoint, warm-up) and the test samples every
+    # second: the added replica is seen starting before it serves, and never beyond max_replicas.
+    assert any(starting >= 1 for _, _, starting in timeline), f"no replica seen starting: {timeline}"
+    assert all(1 <= running + starting <= 2 for _, running, starting in timeline), timeline
     assert came_back, f"{DEPLOYMENT} did not return to 1 replica within {SETTLE_S:.0f} s: {after}"
     assert max(history) >= 2, "the /v1/service history should show the scale-up"
