@@ -746,7 +746,12 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=("users and replicas per deployment", "requests / s", "latency"),
+        subplot_titles=(
+            "users and replicas per deployment"
+            + (" (dashed: running + starting)" if any(str(c).startswith("starting:") for c in frame.columns) else ""),
+            "requests / s",
+            "latency",
+        ),
         specs=[[{"secondary_y": True}], [{}], [{}]],
     )
     palette = (BLUE, VERMILION, GREEN, PURPLE, ORANGE, SKY)
@@ -759,17 +764,18 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
                 mode="lines",
                 line={"shape": "hv", "width": 2, "color": palette[i % len(palette)]},
                 name=str(name).split(":", 1)[1],
+                legendgroup=str(name).split(":", 1)[1],
                 connectgaps=False,
             ),
             row=1,
             col=1,
             secondary_y=False,
         )
-        starting = "starting:" + str(name).split(":", 1)[1]
-        if starting in frame.columns:
+        deployment = str(name).split(":", 1)[1]
+        starting = col(f"starting:{deployment}") if f"starting:{deployment}" in frame.columns else []
+        if any(n for n in starting):  # only deployments that started a replica: the ingress never does
             added = [
-                None if run is None or new is None else run + new
-                for run, new in zip(col(name), col(starting), strict=True)
+                None if run is None or new is None else run + new for run, new in zip(col(name), starting, strict=True)
             ]
             fig.add_trace(
                 go.Scatter(
@@ -777,7 +783,9 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
                     y=added,
                     mode="lines",
                     line={"shape": "hv", "width": 1.5, "dash": "dash", "color": palette[i % len(palette)]},
-                    name=f"{str(name).split(':', 1)[1]} incl. starting",
+                    name=f"{deployment} incl. starting",
+                    legendgroup=deployment,  # the legend keeps one entry per deployment; it toggles both lines
+                    showlegend=False,
                     connectgaps=False,
                 ),
                 row=1,

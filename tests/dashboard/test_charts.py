@@ -464,6 +464,14 @@ def test_step_load_figure_draws_starting_replicas() -> None:
     assert list(added.y) == [1.0, 2.0, 2.0, None]  # the rise shows when the replica is added
     assert added.line.dash == "dash"
     assert added.line.color == running.line.color
+    assert added.showlegend is False and added.legendgroup == running.legendgroup == "XrayModel"
+    assert "dashed: running + starting" in fig.layout.annotations[0].text
+
+
+def test_step_load_figure_skips_deployments_that_never_started_a_replica() -> None:
+    rows = [{"t": float(t), "replicas:MedLensIngress": 1, "starting:MedLensIngress": 0} for t in range(3)]
+    fig = charts.step_load_figure(rows)
+    assert [t.name for t in fig.data] == ["MedLensIngress"]
 
 
 def test_step_load_figure_minimal_rows() -> None:
