@@ -757,32 +757,31 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
     palette = (BLUE, VERMILION, GREEN, PURPLE, ORANGE, SKY)
     replica_cols = sorted(c for c in frame.columns if str(c).startswith("replicas:"))
     for i, name in enumerate(replica_cols):
+        deployment, colour = str(name).split(":", 1)[1], palette[i % len(palette)]
+        running = col(name)
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=col(name),
+                y=running,
                 mode="lines",
-                line={"shape": "hv", "width": 2, "color": palette[i % len(palette)]},
-                name=str(name).split(":", 1)[1],
-                legendgroup=str(name).split(":", 1)[1],
+                line={"shape": "hv", "width": 2, "color": colour},
+                name=deployment,
+                legendgroup=deployment,
                 connectgaps=False,
             ),
             row=1,
             col=1,
             secondary_y=False,
         )
-        deployment = str(name).split(":", 1)[1]
         starting = col(f"starting:{deployment}") if f"starting:{deployment}" in frame.columns else []
         if any(n for n in starting):  # only deployments that started a replica: the ingress never does
-            added = [
-                None if run is None or new is None else run + new for run, new in zip(col(name), starting, strict=True)
-            ]
+            added = [None if r is None or s is None else r + s for r, s in zip(running, starting, strict=True)]
             fig.add_trace(
                 go.Scatter(
                     x=x,
                     y=added,
                     mode="lines",
-                    line={"shape": "hv", "width": 1.5, "dash": "dash", "color": palette[i % len(palette)]},
+                    line={"shape": "hv", "width": 1.5, "dash": "dash", "color": colour},
                     name=f"{deployment} incl. starting",
                     legendgroup=deployment,  # the legend keeps one entry per deployment; it toggles both lines
                     showlegend=False,
