@@ -35,12 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.15, help="cnn: share of patients held out")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
     parser.add_argument("--folds", type=int, default=5, help="sequence models: k-fold ensemble (1 = single)")
+    parser.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=None,
+        help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
+        "default 0.5)",
+    )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.folds < 2:
         parser.error("--folds must be at least 2 (the out-of-fold predictions choose the threshold)")
+    if args.teacher_weight is not None and not 0 <= args.teacher_weight <= 1:
+        parser.error("--teacher-weight must be between 0 and 1")
     if args.model == "cnn":
+        if args.teacher_weight is not None:
+            parser.error("--teacher-weight applies to the sequence models only")
         return _train_cnn(args)
     return _train_sequence(args)
 

@@ -1,0 +1,66 @@
+"""The tree teacher of the sequence models: cross-fitted, so no stay's soft target comes from trees that saw it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+
+from models.sepsis_io import FEATURES, SepsisRecord
+from models.train_sequence import TEACHER_COLUMNS, TEACHER_PARAMS, _teacher_groups, stay_folds, teacher_targets
+
+HOURS = 24
+
+
+def _stays(n: int, seed: int) -> tuple[list[SepsisRecord], list[np.ndarray], list[np.ndarray]]:
+    """Stays whose only feature is a unique id and whose label (every hour alike) is a coin flip: trees can
+    learn a stay's label only by having seen that stay."""
+    rng = np.random.default_rng(seed)
+    septic = rng.random(n) < 0.5
+    records, features, labels = [], [], []
+    for i in range(n):
+        y = np.full(HOURS, int(septic[i]), dtype=np.int64)
+        values = np.full((HOURS, len(FEATURES)), np.nan, dtype=np.float32)
+        records.append(SepsisRecord(name=f"p{i}", values=values, labels=y))
+        x = np.zeros((HOURS, TEACHER_COLUMNS), dtype=np.float32)  # (hours, channels)
+        x[:, 0] = i
+        features.append(x)
+        labels.append(y)
+    return records, features, labels
+
+
+@pytest.mark.parametrize("folds", [2, 5])
+def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
+    records, features, labels = _stays(80, seed=folds)
+    fold_of = stay_folds(records, folds, seed=0)
+    groups = _teacher_groups(records, fold_of, seed=0)
+    out = teacher_targets(features, labels, fold_of, groups, seed=0)
+
+    assert len(out) == folds
+    for k in range(folds):
+        for i in range(len(records)):
+            if fold_of[i] == k:  # member k's held-out stays get no soft target
+                assert out[k][i].size == 0
+            else:
+                assert out[k][i].shape == (HOURS,) and np.all((out[k][i] >= 0) & (out[k][i] <= 1))
+    # The same trees fitted on every stay recall the coin flips from the ids; the cross-fitted teacher cannot.
+    y = np.concatenate(labels)
+    memorised = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=0).fit(np.concatenate(features), y)
+    assert roc_auc_score(y, memorised.predict_proba(np.concatenate(features))[:, 1]) > 0.9
+    for k in range(folds):
+        train = np.flatnonzero(fold_of != k)
+        auroc = roc_auc_score(
+            np.concatenate([labels[i] for i in train]), np.concatenate([out[k][i] for i in train])
+        )
+        assert auroc < 0.75, f"member {k}: the teacher's targets recall the labels of stays the trees saw"
+
+
+def test_teacher_groups_split_two_folds_into_halves() -> None:
+    records, _, _ = _stays(40, seed=0)
+    fold_of = stay_folds(records, 2, seed=0)
+    groups = _teacher_groups(records, fold_of, seed=0)
+    assert sorted(np.unique(groups)) == [0, 1, 2, 3]
+    assert np.array_equal(groups // 2, fold_of)  # each half stays inside its fold
+    five = stay_folds(records, 5, seed=0)
+    assert np.array_equal(_teacher_groups(records, five, seed=0), five)
