@@ -50,9 +50,7 @@ def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
     assert roc_auc_score(y, memorised.predict_proba(np.concatenate(features))[:, 1]) > 0.9
     for k in range(folds):
         train = np.flatnonzero(fold_of != k)
-        auroc = roc_auc_score(
-            np.concatenate([labels[i] for i in train]), np.concatenate([out[k][i] for i in train])
-        )
+        auroc = roc_auc_score(np.concatenate([labels[i] for i in train]), np.concatenate([out[k][i] for i in train]))
         assert auroc < 0.75, f"member {k}: the teacher's targets recall the labels of stays the trees saw"
 
 
