@@ -57,6 +57,7 @@ class SequenceTrainResult:
     folds: int
     history: list[dict[str, float]]
     seconds: float
+    teacher_weight: float  # weight of the tree teacher in the training targets (0: labels only)
 
 
 def stay_folds(records: list[SepsisRecord], folds: int, seed: int) -> np.ndarray:
@@ -297,6 +298,7 @@ def train_sequence(
         folds=folds,
         history=history,
         seconds=time.time() - started,
+        teacher_weight=teacher_weight,
     )
 
 
@@ -306,7 +308,6 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
 
     data = args.data or data_paths().sepsis_training
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
-    teacher_weight = TEACHER_WEIGHT[args.model] if args.teacher_weight is None else args.teacher_weight
     result = train_sequence(
         args.model,
         data,
@@ -317,9 +318,9 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
         seed=args.seed,
         folds=args.folds,
         limit=args.limit,
-        teacher_weight=teacher_weight,
+        teacher_weight=args.teacher_weight,
     )
-    meta = result.meta
+    meta, teacher_weight = result.meta, result.teacher_weight
     evaluation = binary_evaluation(np.concatenate(result.val_labels), np.concatenate(result.val_probs), meta.threshold)
     from models.metrics import normalized_utility
 

@@ -16,6 +16,7 @@ from models.cnn import CnnConfig
 from models.inference import SepsisPredictor, XrayPredictor, load_predictor
 from models.sepsis_io import FEATURES, load_labelled_dir
 from models.train import main as train_main
+from models.train_sequence import TEACHER_WEIGHT
 from models.xray_io import load_xray_file
 
 N_STEP = 12  # every 12th generated image: 4 images, both classes
@@ -81,6 +82,8 @@ def test_sequence_training_run(arch: str, request: pytest.FixtureRequest, psv_fo
     assert ev.n == len(labels) and ev.n_positive == int(labels.sum())  # every hour scored out of fold
     assert ev.utility is not None and np.isfinite(ev.utility)
     assert f"over {len(records)} stays" in card.split
+    w = TEACHER_WEIGHT[arch]  # the card names the teacher weight this run used (no --teacher-weight: the default)
+    assert str(card.hyperparameters["targets"]).startswith(f"{1 - w:g} x label + {w:g} x teacher")
     _check_markdown(out, card)
     assert "Normalised challenge utility" in (out / CARD_MD).read_text()
 
