@@ -14,6 +14,12 @@ with N closed-loop clients (each sends, waits for the answer, sends again) for a
 and appends a table (throughput, p50/p99, errors, ratio to the ceiling, memory, start-up) to
 docs/benchmarks.md. Targets 127.0.0.1 only.
 
+This machine's speed drifts within minutes by more than the margins measured, so besides the ceiling
+of the batch-size sweep each server gets ``--rounds`` paired rounds at the most clients: the ceiling
+with the server's whole process session frozen (SIGSTOP: its idle processes take no CPU), then the
+thawed server under load for the same time. The ratio of each round compares two figures taken a few
+seconds apart.
+
 The clients are wrk (Debian package `wrk`, C, one keep-alive connection per client, installed by
 `scripts/setup.sh test`) when it is on PATH, else Python httpx (`--client httpx`). They share the
 server's cores: httpx spends ~1.9 ms of CPU per request (35 % of a core at 186 req/s), wrk ~0.05 ms,
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import re
@@ -33,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -267,6 +275,39 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     time.sleep(1)
 
 
+def signal_session(session: int, sig: str) -> None:
+    """Send ``sig`` (STOP / CONT) to every process of a server's session (Ray workers, HAProxy included)."""
+    subprocess.run(["pkill", f"-{sig}", "-s", str(session)], check=False)
+
+
+@dataclass
+class PairedRound:
+    ceiling: float  # in-process req/s at the best batch size, the server's processes frozen
+    server: LoadResult  # the server right after, at the most clients
+
+    @property
+    def ratio(self) -> float:
+        return self.server.throughput / self.ceiling
+
+
+def paired_rounds(
+    proc: subprocess.Popen[bytes], measure_ceiling: Callable[[], float], load: Callable[[], LoadResult], rounds: int
+) -> list[PairedRound]:
+    """Ceiling and server measured back to back, ``rounds`` times, so that the machine's drift (a 10 s
+    ceiling ranged 220-343 img/s within minutes here) is shared by the two figures of each pair. While the
+    ceiling runs, the server's whole process session is frozen (SIGSTOP): its idle processes take no CPU
+    from the ceiling, and it answers no request. It is thawed (SIGCONT) and warmed up again before its load."""
+    out = []
+    for _ in range(rounds):
+        signal_session(proc.pid, "STOP")
+        try:
+            ceil = measure_ceiling()
+        finally:
+            signal_session(proc.pid, "CONT")
+        out.append(PairedRound(ceil, load()))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sepsis", action="store_true", help="sepsis LSTM instead of the chest X-ray CNN")
@@ -275,6 +316,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads in total per server")
     parser.add_argument("--servers", nargs="+", default=["plain", "litserve", "medlens"])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="paired rounds per server at the most clients: ceiling (server frozen), then the server (0: none)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
         "--client",
@@ -317,10 +364,18 @@ def main() -> int:
     # This machine's speed drifts by more than the margins measured (a 10 s ceiling ranged 220-296 img/s
     # over 150 s): the ceiling at the best batch size is measured again right before each server starts
     # and right after it stops, and each server's ratio is also given against the mean of those two.
+    # Paired rounds (--rounds) go further: ceiling and server alternate while the server runs, frozen.
     adjacent: dict[str, tuple[float, float]] = {}
+    paired: dict[str, list[PairedRound]] = {}
 
-    def again() -> float:
-        return ceiling(args.sepsis, payloads, args.threads, seconds=args.seconds / 2, sizes=(best_bs,))[best_bs]
+    def again(seconds: float | None = None) -> float:
+        t = args.seconds / 2 if seconds is None else seconds
+        return ceiling(args.sepsis, payloads, args.threads, seconds=t, sizes=(best_bs,))[best_bs]
+
+    def load(url: str, server: Server, n: int, seconds: float, warmup: float) -> LoadResult:
+        if args.client == "wrk":
+            return wrk_closed_loop(url, server.params, payloads, n, seconds, warmup)
+        return asyncio.run(closed_loop(url, server.params, payloads, n, seconds, warmup))
 
     for name in args.servers:
         server = servers[name]
@@ -329,10 +384,7 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{server.port}{server.path}"
             for n in clients:
-                if args.client == "wrk":
-                    result = wrk_closed_loop(url, server.params, payloads, n, args.seconds, args.warmup)
-                else:
-                    result = asyncio.run(closed_loop(url, server.params, payloads, n, args.seconds, args.warmup))
+                result = load(url, server, n, args.seconds, args.warmup)
                 mem = rss_mb(proc.pid)
                 rows.append((name, result, startup, mem, process_count(proc.pid)))
                 print(
@@ -340,6 +392,20 @@ def main() -> int:
                     f"p99 {result.pct(99):7.1f} ms  errors {result.errors}  rss {mem:.0f} MB",
                     flush=True,
                 )
+            if args.rounds > 0:
+                n = max(clients)
+                paired[name] = paired_rounds(
+                    proc,
+                    lambda: again(args.seconds / 2),
+                    functools.partial(load, url, server, n, args.seconds / 2, 3.0),
+                    args.rounds,
+                )
+                for pr in paired[name]:
+                    print(
+                        f"  paired {name}: ceiling {pr.ceiling:.1f}, {pr.server.throughput:.1f} req/s "
+                        f"(ratio {pr.ratio:.2f}), p99 {pr.server.pct(99):.1f} ms, errors {pr.server.errors}",
+                        flush=True,
+                    )
         finally:
             stop(proc)
         adjacent[name] = (before, again())
@@ -374,6 +440,22 @@ def main() -> int:
             f"| {name} | {r.clients} | {r.throughput:.1f} | {r.pct(50):.1f} | {r.pct(99):.1f} | {r.errors} | "
             f"{r.throughput / best:.2f} | {r.throughput / near(name):.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
         )
+    if paired:
+        lines += [
+            f"\nPaired rounds at {max(clients)} clients ({args.rounds} per server): the ceiling at batch {best_bs} "
+            "with the server's processes frozen (SIGSTOP), then the server, thawed, for the same time after 3 s "
+            "of warm-up; each ratio divides the two figures of one round.\n",
+            "| server | round | ceiling req/s | server req/s | ratio | p99 ms | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, rounds in paired.items():
+            for i, pr in enumerate(rounds, 1):
+                lines.append(
+                    f"| {name} | {i} | {pr.ceiling:.1f} | {pr.server.throughput:.1f} | {pr.ratio:.2f} | "
+                    f"{pr.server.pct(99):.1f} | {pr.server.errors} |"
+                )
+            ratios = sorted(pr.ratio for pr in rounds)
+            lines.append(f"| {name} | **median** | | | **{ratios[len(ratios) // 2]:.2f}** | | |")
     by = {(name, r.clients): r for name, r, *_ in rows}
     n = max(clients)
     if ("medlens", n) in by:
@@ -387,6 +469,13 @@ def main() -> int:
                 f"{med.throughput / better.throughput:.2f} of the better peer's throughput, and its p99 is "
                 f"{med.pct(99) / better.pct(99):.2f}x the better peer's.\n"
             )
+    if "medlens" in paired:
+        ratios = sorted(pr.ratio for pr in paired["medlens"])
+        errors = sum(pr.server.errors for pr in paired["medlens"])
+        lines.append(
+            f"In the paired rounds MedLens reaches {', '.join(f'{x:.2f}' for x in ratios)} of the ceiling "
+            f"(median {ratios[len(ratios) // 2]:.2f}) with {errors} errors.\n"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.out.exists():
