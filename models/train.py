@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
-        "default 0.7 for lstm, 0.5 for transformer)",
+        "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     args = parser.parse_args(argv)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train_cnn(args: argparse.Namespace) -> int:
     from models.cnn import CnnConfig
-    from models.train_cnn import train_cnn
+    from models.train_cnn import AUGMENTATION, train_cnn
 
     data = args.data or data_paths().xray_train
     config = CnnConfig()
@@ -101,8 +101,7 @@ def _train_cnn(args: argparse.Namespace) -> int:
             "max_lr": lr,
             "optimizer": "AdamW (wd 0.05), one-cycle schedule",
             "loss": "class-balanced BCE with label smoothing 0.05",
-            "augmentation": "rotation ±12°, scale 0.78-1.08, aspect ±12%, shift ±8%, gamma, contrast, "
-            "brightness, noise, cut-out",
+            "augmentation": AUGMENTATION,
             "precision": "bfloat16 autocast, channels_last",
             **meta.config,
         },

@@ -10,7 +10,9 @@ from sklearn.metrics import roc_auc_score
 from models.sepsis_io import FEATURES, SepsisRecord
 from models.train_sequence import TEACHER_COLUMNS, TEACHER_PARAMS, _teacher_groups, stay_folds, teacher_targets
 
-HOURS = 24
+#: long enough that one stay fills more than a leaf of the teacher's trees (``min_samples_leaf``): trees that
+#: saw a stay can then recall its label, which is what the cross-fitted teacher must not be able to do
+HOURS = 2 * int(TEACHER_PARAMS.get("min_samples_leaf", 20))
 
 
 def _stays(n: int, seed: int) -> tuple[list[SepsisRecord], list[np.ndarray], list[np.ndarray]]:
