@@ -319,7 +319,7 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="paired rounds per server at the most clients: ceiling (server frozen), then the server (0: none)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
