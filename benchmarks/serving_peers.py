@@ -275,6 +275,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     time.sleep(1)
 
 
+def _median(xs: list[float]) -> float:
+    """The middle value (the upper one of an even count): paired rounds are odd in number by default."""
+    return sorted(xs)[len(xs) // 2]
+
+
 def signal_session(session: int, sig: str) -> None:
     """Send ``sig`` (STOP / CONT) to every process of a server's session (Ray workers, HAProxy included)."""
     subprocess.run(["pkill", f"-{sig}", "-s", str(session)], check=False)
@@ -368,9 +373,8 @@ def main() -> int:
     adjacent: dict[str, tuple[float, float]] = {}
     paired: dict[str, list[PairedRound]] = {}
 
-    def again(seconds: float | None = None) -> float:
-        t = args.seconds / 2 if seconds is None else seconds
-        return ceiling(args.sepsis, payloads, args.threads, seconds=t, sizes=(best_bs,))[best_bs]
+    def again() -> float:
+        return ceiling(args.sepsis, payloads, args.threads, seconds=args.seconds / 2, sizes=(best_bs,))[best_bs]
 
     def load(url: str, server: Server, n: int, seconds: float, warmup: float) -> LoadResult:
         if args.client == "wrk":
@@ -396,7 +400,7 @@ def main() -> int:
                 n = max(clients)
                 paired[name] = paired_rounds(
                     proc,
-                    lambda: again(args.seconds / 2),
+                    again,
                     functools.partial(load, url, server, n, args.seconds / 2, 3.0),
                     args.rounds,
                 )
@@ -454,8 +458,7 @@ def main() -> int:
                     f"| {name} | {i} | {pr.ceiling:.1f} | {pr.server.throughput:.1f} | {pr.ratio:.2f} | "
                     f"{pr.server.pct(99):.1f} | {pr.server.errors} |"
                 )
-            ratios = sorted(pr.ratio for pr in rounds)
-            lines.append(f"| {name} | **median** | | | **{ratios[len(ratios) // 2]:.2f}** | | |")
+            lines.append(f"| {name} | **median** | | | **{_median([pr.ratio for pr in rounds]):.2f}** | | |")
     by = {(name, r.clients): r for name, r, *_ in rows}
     n = max(clients)
     if ("medlens", n) in by:
@@ -470,10 +473,7 @@ def main() -> int:
                 f"{med.pct(99) / better.pct(99):.2f}x the better peer's.\n"
             )
     if "medlens" in paired:
-
-        def median(xs: list[float]) -> float:
-            return sorted(xs)[len(xs) // 2]
-
+        median = _median
         med_rounds = paired["medlens"]
         ratios = sorted(pr.ratio for pr in med_rounds)
         errors = sum(pr.server.errors for pr in med_rounds)

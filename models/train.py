@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from models.config import data_paths
+from models.train_cnn import VAL_FRACTION
 
 
 def _command_line() -> str:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="cnn: share of patients held out")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="cnn: share of patients held out")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
     parser.add_argument("--folds", type=int, default=5, help="sequence models: k-fold ensemble (1 = single)")
     parser.add_argument(

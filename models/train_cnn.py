@@ -18,6 +18,8 @@ from models.cnn import CnnConfig, PneumoniaCNN, resize_gray
 from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file, patient_id
 
 CACHE_SIZE = 224
+#: share of patients per class held out for validation (and for the threshold), unless --val-fraction says otherwise
+VAL_FRACTION = 0.15
 
 
 def seed_everything(seed: int) -> None:
@@ -95,9 +97,11 @@ def augment(batch: torch.Tensor, out_size: int, gen: torch.Generator) -> torch.T
     # Where the view leaves the film: edge pixels repeated for half the images, black (collimation, a
     # padded export) for the other half.
     black = torch.rand(b, generator=gen) < 0.5
-    edge = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    zero = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    x = torch.where(black.view(b, 1, 1, 1), zero, edge)  # (B, 1, S, S)
+    out = torch.empty(b, 1, out_size, out_size)
+    for mask, padding in ((black, "zeros"), (~black, "border")):
+        if mask.any():
+            out[mask] = F.grid_sample(x[mask], grid[mask], mode="bilinear", padding_mode=padding, align_corners=False)
+    x = out  # (B, 1, S, S)
     # Detector and export processing differ between machines: soft (blurred), edge-enhanced (unsharp mask)
     # or histogram-equalised for display.
     kind = torch.rand(b, generator=gen)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.config import data_paths  # noqa: E402
 from models.inference import XrayPredictor  # noqa: E402
-from models.train_cnn import patient_split  # noqa: E402
+from models.train_cnn import VAL_FRACTION, patient_split  # noqa: E402
 from models.xray_io import labelled_images, load_xray_file  # noqa: E402
 
 Shift = Callable[[np.ndarray], np.ndarray]  # (H, W) [0, 1] -> (H, W) [0, 1]
@@ -95,7 +95,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="CNN weights directory (default: committed)")
     parser.add_argument("--data", type=Path, default=None, help="<root>/<CLASS>/* folder (default: the training data)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="as in training (card: split)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="as in training (card: split)")
     parser.add_argument("--seed", type=int, default=0, help="as in training (card: seed)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cnn-shift-check.md")
     args = parser.parse_args()
