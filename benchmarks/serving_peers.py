@@ -15,10 +15,10 @@ and appends a table (throughput, p50/p99, errors, ratio to the ceiling, memory, 
 docs/benchmarks.md. Targets 127.0.0.1 only.
 
 This machine's speed drifts within minutes by more than the margins measured, so besides the ceiling
-of the batch-size sweep each server gets ``--rounds`` paired rounds at the most clients: the ceiling
-with the server's whole process session frozen (SIGSTOP: its idle processes take no CPU), then the
-thawed server under load for the same time. The ratio of each round compares two figures taken a few
-seconds apart.
+of the batch-size sweep each server gets ``--rounds`` paired rounds at the most clients: the thawed
+server under load between two measurements of the ceiling with the server's whole process session
+frozen (SIGSTOP: its idle processes take no CPU), each for the same time. The ratio of each round
+divides the server's throughput by the mean of the ceilings just before and just after it.
 
 The clients are wrk (Debian package `wrk`, C, one keep-alive connection per client, installed by
 `scripts/setup.sh test`) when it is on PATH, else Python httpx (`--client httpx`). They share the
@@ -287,8 +287,14 @@ def signal_session(session: int, sig: str) -> None:
 
 @dataclass
 class PairedRound:
-    ceiling: float  # in-process req/s at the best batch size, the server's processes frozen
-    server: LoadResult  # the server right after, at the most clients
+    before: float  # in-process req/s at the best batch size, the server's processes frozen, right before
+    server: LoadResult  # the server, thawed, at the most clients
+    after: float  # the same ceiling right after (the next round's ``before``)
+
+    @property
+    def ceiling(self) -> float:
+        """The ceiling bracketing the server's window: a drift that is steady over one round cancels."""
+        return (self.before + self.after) / 2
 
     @property
     def ratio(self) -> float:
@@ -298,18 +304,26 @@ class PairedRound:
 def paired_rounds(
     proc: subprocess.Popen[bytes], measure_ceiling: Callable[[], float], load: Callable[[], LoadResult], rounds: int
 ) -> list[PairedRound]:
-    """Ceiling and server measured back to back, ``rounds`` times, so that the machine's drift (a 10 s
-    ceiling ranged 220-343 img/s within minutes here) is shared by the two figures of each pair. While the
-    ceiling runs, the server's whole process session is frozen (SIGSTOP): its idle processes take no CPU
-    from the ceiling, and it answers no request. It is thawed (SIGCONT) and warmed up again before its load."""
-    out = []
-    for _ in range(rounds):
+    """Ceiling and server alternate, ``rounds`` server windows each bracketed by a ceiling before and after
+    (rounds + 1 ceilings in all), so that the machine's drift (a 10 s ceiling ranged 207-343 img/s within
+    minutes here) is shared by the figures of each round. While a ceiling runs, the server's whole process
+    session is frozen (SIGSTOP): its idle processes take no CPU from the ceiling, and it answers no request.
+    It is thawed (SIGCONT) and warmed up again before its load."""
+
+    def frozen_ceiling() -> float:
         signal_session(proc.pid, "STOP")
         try:
-            ceil = measure_ceiling()
+            return measure_ceiling()
         finally:
             signal_session(proc.pid, "CONT")
-        out.append(PairedRound(ceil, load()))
+
+    out: list[PairedRound] = []
+    before = frozen_ceiling()
+    for _ in range(rounds):
+        result = load()
+        after = frozen_ceiling()
+        out.append(PairedRound(before, result, after))
+        before = after
     return out
 
 
@@ -406,7 +420,7 @@ def main() -> int:
                 )
                 for pr in paired[name]:
                     print(
-                        f"  paired {name}: ceiling {pr.ceiling:.1f}, {pr.server.throughput:.1f} req/s "
+                        f"  paired {name}: ceiling {pr.before:.1f} / {pr.after:.1f}, {pr.server.throughput:.1f} req/s "
                         f"(ratio {pr.ratio:.2f}), p99 {pr.server.pct(99):.1f} ms, errors {pr.server.errors}",
                         flush=True,
                     )
@@ -446,17 +460,18 @@ def main() -> int:
         )
     if paired:
         lines += [
-            f"\nPaired rounds at {max(clients)} clients ({args.rounds} per server): the ceiling at batch {best_bs} "
-            "with the server's processes frozen (SIGSTOP), then the server, thawed, for the same time after 3 s "
-            "of warm-up; each ratio divides the two figures of one round.\n",
-            "| server | round | ceiling req/s | server req/s | ratio | p99 ms | errors |",
+            f"\nPaired rounds at {max(clients)} clients ({args.rounds} per server): the server, thawed, after 3 s "
+            f"of warm-up, between two measurements of the ceiling at batch {best_bs} with the server's processes "
+            "frozen (SIGSTOP) for the same time; each ratio divides the server's throughput by the mean of the "
+            "ceilings before and after it (the after of one round is the before of the next).\n",
+            "| server | round | ceiling before / after req/s | server req/s | ratio | p99 ms | errors |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, rounds in paired.items():
             for i, pr in enumerate(rounds, 1):
                 lines.append(
-                    f"| {name} | {i} | {pr.ceiling:.1f} | {pr.server.throughput:.1f} | {pr.ratio:.2f} | "
-                    f"{pr.server.pct(99):.1f} | {pr.server.errors} |"
+                    f"| {name} | {i} | {pr.before:.1f} / {pr.after:.1f} | {pr.server.throughput:.1f} | "
+                    f"{pr.ratio:.2f} | {pr.server.pct(99):.1f} | {pr.server.errors} |"
                 )
             lines.append(f"| {name} | **median** | | | **{_median([pr.ratio for pr in rounds]):.2f}** | | |")
     by = {(name, r.clients): r for name, r, *_ in rows}
