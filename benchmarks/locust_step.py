@@ -1,11 +1,12 @@
 """Step-load run against the default ray_config.yaml: 1 -> 16 -> 64 users, then 0 for 150 s.
 
     .venv/bin/locust -f benchmarks/locust_step.py --headless --host http://127.0.0.1:8000 \
-        --csv docs/load/step --html docs/load/step.html
+        --csv docs/load/step --html docs/load/step.html --logfile docs/load/step.log
 
 Every 2 s it records users, replicas per deployment running and starting (GET /v1/service), requests/s and latency
 percentiles, and at the end writes docs/load/step_timeline.csv and docs/load/autoscaling.html
-(plotly), which the dashboard's Service page also shows.
+(plotly), which the dashboard's Service page also shows. ``python -m benchmarks.step_report
+docs/load/step.log`` then times each deployment's scale-up from the Serve controller's log.
 """
 
 from __future__ import annotations
