@@ -339,7 +339,8 @@ def main() -> int:
         "--rounds",
         type=int,
         default=5,
-        help="paired rounds per server at the most clients: ceiling (server frozen), then the server (0: none)",
+        help="paired rounds per server at the most clients: each server window between two ceilings measured "
+        "with the server frozen (0: none)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -488,25 +489,24 @@ def main() -> int:
                 f"{med.pct(99) / better.pct(99):.2f}x the better peer's.\n"
             )
     if "medlens" in paired:
-        median = _median
         med_rounds = paired["medlens"]
         ratios = sorted(pr.ratio for pr in med_rounds)
         errors = sum(pr.server.errors for pr in med_rounds)
         lines.append(
             f"In the paired rounds MedLens reaches {', '.join(f'{x:.2f}' for x in ratios)} of the ceiling "
-            f"(median {median(ratios):.2f}) with {errors} errors."
+            f"(median {_median(ratios):.2f}) with {errors} errors."
         )
         peers_paired = {p: rounds for p, rounds in paired.items() if p != "medlens"}
         if peers_paired:
             # Servers run one after another, minutes apart: their throughputs are compared through their
             # ratios to the ceiling measured beside them, which carry no drift between servers.
-            best_peer = max(peers_paired, key=lambda p: median([pr.ratio for pr in peers_paired[p]]))
-            peer_ratio = median([pr.ratio for pr in peers_paired[best_peer]])
-            p99_med = median([pr.server.pct(99) for pr in med_rounds])
-            p99_peer = median([pr.server.pct(99) for pr in peers_paired[best_peer]])
+            best_peer = max(peers_paired, key=lambda p: _median([pr.ratio for pr in peers_paired[p]]))
+            peer_ratio = _median([pr.ratio for pr in peers_paired[best_peer]])
+            p99_med = _median([pr.server.pct(99) for pr in med_rounds])
+            p99_peer = _median([pr.server.pct(99) for pr in peers_paired[best_peer]])
             lines.append(
                 f"Against the better peer in the same rounds ({best_peer}, median {peer_ratio:.2f} of its ceiling): "
-                f"{median(ratios) / peer_ratio:.2f}x its throughput, drift removed through the ratios; "
+                f"{_median(ratios) / peer_ratio:.2f}x its throughput, drift removed through the ratios; "
                 f"median p99 {p99_med:.1f} ms against {p99_peer:.1f} ms ({p99_med / p99_peer:.2f}x).\n"
             )
     text = "\n".join(lines) + "\n"

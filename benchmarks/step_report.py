@@ -56,7 +56,7 @@ def rises(stages: list[tuple[float, int]], controller_log: str) -> tuple[list[Ri
     start = stages[0][0]
     end = next((t for t, users in stages if users == 0), None)
     out: list[Rise] = []
-    pending: dict[str, Rise] = {}
+    pending: dict[str, tuple[Rise, float]] = {}  # deployment -> (its rise, the time of the step it followed)
     down: dict[str, float] = {}
     for line in controller_log.splitlines():
         t = _stamp(line)
@@ -66,10 +66,9 @@ def rises(stages: list[tuple[float, int]], controller_log: str) -> tuple[list[Ri
             step_t, users = max((s for s in stages if s[0] <= t), key=lambda s: s[0])
             rise = Rise(m[1], users, t - step_t, float(m[2]), None, None)
             out.append(rise)
-            pending[m[1]] = rise
+            pending[m[1]] = (rise, step_t)
         elif (m := _READY.search(line)) and m[1] in pending:
-            rise = pending.pop(m[1])
-            step_t = max(s[0] for s in stages if s[0] <= t and s[1] == rise.users)
+            rise, step_t = pending.pop(m[1])
             rise.serving_s, rise.startup_s = t - step_t, float(m[2])
         elif (m := _DOWN.search(line)) and end is not None and t > end:
             down.setdefault(m[1], t - end)
