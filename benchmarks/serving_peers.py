@@ -174,6 +174,8 @@ async def closed_loop(
     return LoadResult(clients, count, errors, seconds, latencies)
 
 
+MEMORY_ROWS = 10  # process kinds listed per server in the memory table; the rest are summed
+
 CLIENT_NOTE = {"wrk": "C, one keep-alive connection per client", "httpx": "Python asyncio"}
 
 _WRK_LUA = """
@@ -223,6 +225,47 @@ def wrk_closed_loop(
 def rss_mb(session: int) -> float:
     out = subprocess.run(["ps", "-s", str(session), "-o", "rss="], capture_output=True, text=True).stdout
     return sum(int(x) for x in out.split()) / 1024
+
+
+def process_kind(args: str) -> str:
+    """A short name for a process from its command line, the same for every copy of it: ``ray::ServeReplica:
+    xray:XrayModel``, ``gcs_server``, ``haproxy``, ``serve``, ``python -m benchmarks.peers.litserve_server``,
+    ``ray-dashboard-NodeHead`` (Ray names its processes; this keeps those names and drops paths and options)."""
+    if args.startswith("ray::"):
+        return args.split()[0]
+    tokens = args.split(" (", 1)[0].split() if args.startswith("ray-dashboard-") else args.split()
+    if not tokens:
+        return "?"
+    exe = re.sub(r"-\d+$", "", Path(tokens[0]).name)
+    if not exe.startswith("python"):
+        return exe
+    rest = tokens[1:]
+    for i, tok in enumerate(rest):
+        if tok == "-m" and i + 1 < len(rest):
+            return f"python -m {rest[i + 1]}"
+        if tok == "-c":
+            return " ".join(["python -c", *rest[i + 1 : i + 3]])
+        if not tok.startswith("-"):
+            return Path(tok).name  # a script: log_monitor.py, or a console script such as serve or uvicorn
+    return exe
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    kind: str
+    count: int
+    rss_mb: float  # all of them together
+
+
+def process_memory(session: int) -> list[ProcessGroup]:
+    """Resident memory of a server's processes, grouped by :func:`process_kind`, largest first."""
+    out = subprocess.run(["ps", "-s", str(session), "-o", "rss=,args="], capture_output=True, text=True).stdout
+    groups: dict[str, list[int]] = {}
+    for line in out.splitlines():
+        rss, _, args = line.strip().partition(" ")
+        if rss.isdigit():
+            groups.setdefault(process_kind(args.strip()), []).append(int(rss))
+    return sorted((ProcessGroup(kind, len(kb), sum(kb) / 1024) for kind, kb in groups.items()), key=lambda g: -g.rss_mb)
 
 
 def process_count(session: int) -> int:
@@ -387,6 +430,7 @@ def main() -> int:
     # Paired rounds (--rounds) go further: ceiling and server alternate while the server runs, frozen.
     adjacent: dict[str, tuple[float, float]] = {}
     paired: dict[str, list[PairedRound]] = {}
+    memory: dict[str, list[ProcessGroup]] = {}  # per process kind, right after the step at the most clients
 
     def again() -> float:
         return ceiling(args.sepsis, payloads, args.threads, seconds=args.seconds / 2, sizes=(best_bs,))[best_bs]
@@ -405,6 +449,8 @@ def main() -> int:
             for n in clients:
                 result = load(url, server, n, args.seconds, args.warmup)
                 mem = rss_mb(proc.pid)
+                if n == max(clients):
+                    memory[name] = process_memory(proc.pid)
                 rows.append((name, result, startup, mem, process_count(proc.pid)))
                 print(
                     f"  {name:9s} {n:3d} clients: {result.throughput:7.1f} req/s  p50 {result.pct(50):7.1f} ms  "
@@ -459,6 +505,19 @@ def main() -> int:
             f"| {name} | {r.clients} | {r.throughput:.1f} | {r.pct(50):.1f} | {r.pct(99):.1f} | {r.errors} | "
             f"{r.throughput / best:.2f} | {r.throughput / near(name):.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
         )
+    if memory:
+        lines += [
+            f"\nMemory per process right after the {max(clients)}-client step (RSS; processes of one kind together, "
+            "the largest first):\n",
+            "| server | process | count | RSS MB |",
+            "|---|---|---|---|",
+        ]
+        for name, groups in memory.items():
+            shown, rest = groups[:MEMORY_ROWS], groups[MEMORY_ROWS:]
+            lines += [f"| {name} | `{g.kind}` | {g.count} | {g.rss_mb:.0f} |" for g in shown]
+            if rest:
+                kinds = f"{len(rest)} other kinds, {sum(g.count for g in rest)} processes"
+                lines.append(f"| {name} | {kinds} | | {sum(g.rss_mb for g in rest):.0f} |")
     if paired:
         lines += [
             f"\nPaired rounds at {max(clients)} clients ({args.rounds} per server): the server, thawed, after 3 s "

