@@ -268,6 +268,27 @@ def process_memory(session: int) -> list[ProcessGroup]:
     return sorted((ProcessGroup(kind, len(kb), sum(kb) / 1024) for kind, kb in groups.items()), key=lambda g: -g.rss_mb)
 
 
+def memory_table(memory: dict[str, list[ProcessGroup]], clients: int) -> list[str]:
+    """Markdown lines: each server's :data:`MEMORY_ROWS` largest process kinds, then one row that sums the
+    rest and names them."""
+    lines = [
+        f"\nMemory per process right after the {clients}-client step (RSS; processes of one kind together, "
+        "the largest first):\n",
+        "| server | process | count | RSS MB |",
+        "|---|---|---|---|",
+    ]
+    for name, groups in memory.items():
+        shown, rest = groups[:MEMORY_ROWS], groups[MEMORY_ROWS:]
+        lines += [f"| {name} | `{g.kind}` | {g.count} | {g.rss_mb:.0f} |" for g in shown]
+        if rest:
+            names = ", ".join(f"`{g.kind}` {g.rss_mb:.0f}" for g in rest)
+            lines.append(
+                f"| {name} | {len(rest)} other kinds: {names} | {sum(g.count for g in rest)} | "
+                f"{sum(g.rss_mb for g in rest):.0f} |"
+            )
+    return lines
+
+
 def process_count(session: int) -> int:
     out = subprocess.run(["ps", "-s", str(session), "-o", "pid="], capture_output=True, text=True).stdout
     return len(out.split())
@@ -506,18 +527,7 @@ def main() -> int:
             f"{r.throughput / best:.2f} | {r.throughput / near(name):.2f} | {mem:.0f} | {procs} | {startup:.1f} |"
         )
     if memory:
-        lines += [
-            f"\nMemory per process right after the {max(clients)}-client step (RSS; processes of one kind together, "
-            "the largest first):\n",
-            "| server | process | count | RSS MB |",
-            "|---|---|---|---|",
-        ]
-        for name, groups in memory.items():
-            shown, rest = groups[:MEMORY_ROWS], groups[MEMORY_ROWS:]
-            lines += [f"| {name} | `{g.kind}` | {g.count} | {g.rss_mb:.0f} |" for g in shown]
-            if rest:
-                kinds = f"{len(rest)} other kinds, {sum(g.count for g in rest)} processes"
-                lines.append(f"| {name} | {kinds} | | {sum(g.rss_mb for g in rest):.0f} |")
+        lines += memory_table(memory, max(clients))
     if paired:
         lines += [
             f"\nPaired rounds at {max(clients)} clients ({args.rounds} per server): the server, thawed, after 3 s "

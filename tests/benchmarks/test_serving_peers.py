@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.serving_peers import LoadResult, paired_rounds, process_kind, process_memory
+from benchmarks.serving_peers import (
+    MEMORY_ROWS,
+    LoadResult,
+    ProcessGroup,
+    memory_table,
+    paired_rounds,
+    process_kind,
+    process_memory,
+)
 
 
 def _state(pid: int) -> str:
@@ -120,3 +128,19 @@ def test_process_memory_groups_a_real_session_by_kind() -> None:
     assert (by_kind["bash"].count, by_kind["sleep"].count) == (1, 2)
     assert all(g.rss_mb > 0.1 for g in groups)
     assert groups == sorted(groups, key=lambda g: -g.rss_mb), "largest first"
+
+
+def test_memory_table_lists_the_largest_kinds_and_names_the_rest() -> None:
+    groups = [ProcessGroup(f"kind{i}", 1 + i % 2, 1000.0 - 10 * i) for i in range(MEMORY_ROWS + 2)]
+    lines = memory_table({"medlens": groups, "plain": [ProcessGroup("uvicorn", 1, 600.0)]}, 32)
+    rows = [line for line in lines if line.startswith("| medlens")]
+    assert len(rows) == MEMORY_ROWS + 1
+    assert rows[0] == "| medlens | `kind0` | 1 | 1000 |"
+    last, prev = MEMORY_ROWS + 1, MEMORY_ROWS
+    rest_mb = 1000 - 10 * prev + 1000 - 10 * last
+    assert rows[-1] == (
+        f"| medlens | 2 other kinds: `kind{prev}` {1000 - 10 * prev}, `kind{last}` {1000 - 10 * last} | "
+        f"{1 + prev % 2 + 1 + last % 2} | {rest_mb} |"
+    )
+    assert "| plain | `uvicorn` | 1 | 600 |" in lines
+    assert "32-client step" in lines[0]
