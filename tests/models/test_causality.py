@@ -86,7 +86,7 @@ def test_piecewise_linear_encoding_by_hand() -> None:
     """Edges 0, 1, 1, 3: a ramp over [0, 1], a step at 1 (empty bin) and a ramp over [1, 3]."""
     edges = np.array([[0.0, 1.0, 1.0, 3.0]])
     values = np.array([[np.nan], [-5.0], [0.25], [1.0], [2.0], [9.0]])
-    expected = [[0, 0, 0], [0, 0, 0], [0.25, 0, 0], [1, 1, 0], [1, 1, 0.5], [1, 1, 1]]
+    expected = np.array([[0, 0, 0], [0, 0, 0], [0.25, 0, 0], [1, 1, 0], [1, 1, 0.5], [1, 1, 1]])
     np.testing.assert_allclose(piecewise_linear(values, edges), expected)
 
 
