@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/locust -f benchmarks/locust_step.py ... --logfile docs/load/step.log
     .venv/bin/python -m benchmarks.step_report docs/load/step.log    # before the server stops
 
-For every upscale the controller logged after locust started, prints the step (users) it followed, how
+For every upscale the controller logged after locust's last run started, prints the step (users) it followed, how
 long after that step autoscaling decided (with the peak or mean in flight the controller saw), and how
 long after it the new replica was serving (Serve's "started successfully"). Both logs stamp local
 wall-clock time to the millisecond. Ray keeps the controller log in its session directory under
@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+_RUN = re.compile(r"Shape test starting")
 _STEP = re.compile(r"Shape test updating to (\d+) users")
 _UP = re.compile(r"Upscaling Deployment\(name='(\w+)'.*Current ongoing requests: ([\d.]+)")
 _READY = re.compile(r"deployment='(\w+)'.*started successfully.*after ([\d.]+)s")
@@ -41,9 +42,12 @@ class Rise:
 
 
 def steps(locust_log: str) -> list[tuple[float, int]]:
-    """(time, users) of every stage of the load shape, in order."""
-    out = []
+    """(time, users) of every stage of the load shape, in order, in the log's last run: locust appends to
+    its ``--logfile``, so a log can hold several runs, each opening with ``Shape test starting``."""
+    out: list[tuple[float, int]] = []
     for line in locust_log.splitlines():
+        if _RUN.search(line):
+            out = []
         m, t = _STEP.search(line), _stamp(line)
         if m and t is not None:
             out.append((t, int(m[1])))

@@ -46,3 +46,13 @@ def test_each_rise_is_timed_from_the_step_before_it() -> None:
     assert xray.decided_s == pytest.approx(4.5)
     assert xray.serving_s is None, "no 'started successfully' yet: not serving"
     assert down == {"TransformerModel": pytest.approx(70.0)}
+
+
+def test_a_log_holding_several_runs_is_read_from_its_last() -> None:
+    """locust appends to --logfile: the stages, and the end of the load, are the last run's."""
+    earlier = LOCUST.replace("2026-12-02 15:5", "2026-12-01 15:5")
+    stages = steps(earlier + LOCUST)
+    assert [users for _, users in stages] == [1, 16, 64, 0]
+    assert stages == steps(LOCUST)
+    _, down = rises(stages, CONTROLLER)
+    assert down == {"TransformerModel": pytest.approx(70.0)}
