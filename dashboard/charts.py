@@ -72,13 +72,15 @@ def _layout(
     height: int | None = None,
     legend: str = "top",
 ) -> go.Figure:
-    """Common look. ``legend``: ``top`` (above the plot), or inside it at ``br`` / ``bl`` / ``tl``."""
+    """Common look. ``legend``: ``top`` (above the plot), ``right`` (a column beside it, for figures whose
+    legend is too long for one row above), or inside it at ``br`` / ``bl`` / ``tl``."""
     title_spec: dict[str, object] = {"text": title, "x": 0.0, "xanchor": "left"}
     lines = subtitle.count("<br>") + 1 if subtitle else 0
     if subtitle:
         title_spec["subtitle"] = {"text": subtitle, "font": {"size": 11, "color": GREY}}
     legends: dict[str, dict[str, object]] = {
         "top": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0},
+        "right": {"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02},
         "br": {"yanchor": "bottom", "y": 0.03, "xanchor": "right", "x": 0.98},
         "bl": {"yanchor": "bottom", "y": 0.03, "xanchor": "left", "x": 0.02},
         "tl": {"yanchor": "top", "y": 0.97, "xanchor": "left", "x": 0.02},
@@ -804,7 +806,9 @@ def step_load_figure(rows: pd.DataFrame | Sequence[Mapping[str, object]], *, sub
     for name, label, colour in (("p50_ms", "p50 ms", GREEN), ("p95_ms", "p95 ms", ORANGE)):
         if name in frame.columns:
             fig.add_trace(go.Scatter(x=x, y=col(name), mode="lines", line={"color": colour}, name=label), row=3, col=1)
-    _layout(fig, title="Step load: users, replicas, throughput and latency", subtitle=subtitle, height=760)
+    _layout(
+        fig, title="Step load: users, replicas, throughput and latency", subtitle=subtitle, height=760, legend="right"
+    )
     fig.update_yaxes(title_text="replicas", rangemode="tozero", dtick=1, row=1, col=1, secondary_y=False)
     fig.update_yaxes(title_text="users", rangemode="tozero", row=1, col=1, secondary_y=True)
     fig.update_yaxes(title_text="req/s", rangemode="tozero", row=2, col=1)

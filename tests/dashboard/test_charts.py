@@ -454,6 +454,8 @@ def test_step_load_figure(as_frame: bool) -> None:
     assert _trace(fig, "users").yaxis != xray.yaxis  # users on their own axis
     assert list(_trace(fig, "requests/s").y) == [0.5, 6.0, 20.0]
     assert _trace(fig, "p95 ms").y[2] is None
+    # Up to 4 deployments + 5 series: one row above the plot would run into the title; a column beside it.
+    assert fig.layout.legend.orientation == "v" and fig.layout.legend.x > 1
 
 
 def test_step_load_figure_draws_starting_replicas() -> None:
