@@ -222,11 +222,6 @@ def wrk_closed_loop(
     return LoadResult(clients, requests, errors, duration_us / 1e6, [], {50: float(m[4]), 99: float(m[5])})
 
 
-def rss_mb(session: int) -> float:
-    out = subprocess.run(["ps", "-s", str(session), "-o", "rss="], capture_output=True, text=True).stdout
-    return sum(int(x) for x in out.split()) / 1024
-
-
 def process_kind(args: str) -> str:
     """A short name for a process from its command line, the same for every copy of it: ``ray::ServeReplica:
     xray:XrayModel``, ``gcs_server``, ``haproxy``, ``serve``, ``python -m benchmarks.peers.litserve_server``,
@@ -469,10 +464,11 @@ def main() -> int:
             url = f"http://127.0.0.1:{server.port}{server.path}"
             for n in clients:
                 result = load(url, server, n, args.seconds, args.warmup)
-                mem = rss_mb(proc.pid)
+                groups = process_memory(proc.pid)  # one `ps`: the totals and, at the most clients, the table
                 if n == max(clients):
-                    memory[name] = process_memory(proc.pid)
-                rows.append((name, result, startup, mem, process_count(proc.pid)))
+                    memory[name] = groups
+                mem = sum(g.rss_mb for g in groups)
+                rows.append((name, result, startup, mem, sum(g.count for g in groups)))
                 print(
                     f"  {name:9s} {n:3d} clients: {result.throughput:7.1f} req/s  p50 {result.pct(50):7.1f} ms  "
                     f"p99 {result.pct(99):7.1f} ms  errors {result.errors}  rss {mem:.0f} MB",
