@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from models.checkpoint import CARD_JSON, CARD_MD, ModelKind
+from models.catalogue import ModelName
+from models.checkpoint import CARD_JSON, CARD_MD
 from models.metrics import BinaryEvaluation
 
 XRAY_SOURCE = (
@@ -28,7 +29,7 @@ SEPSIS_SOURCE = (
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: ModelKind
+    name: ModelName
     version: str
     task: str
     created: str

@@ -7,14 +7,14 @@ Layout of a weights directory: ``model.pt`` (torch, loadable with ``weights_only
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from models.catalogue import ModelName
 from models.errors import WeightsError
 
-ModelKind = Literal["cnn", "lstm", "transformer"]
 CHECKPOINT_FILE = "model.pt"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
@@ -23,7 +23,7 @@ CARD_MD = "card.md"
 class CheckpointMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: ModelKind
+    kind: ModelName  # the catalogue name (models/catalogue.py)
     version: str
     task: str
     labels: list[str]
@@ -40,7 +40,7 @@ def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str,
     return path
 
 
-def load_checkpoint(directory: Path, expected: ModelKind | None = None) -> tuple[CheckpointMeta, dict[str, Any]]:
+def load_checkpoint(directory: Path, expected: str | None = None) -> tuple[CheckpointMeta, dict[str, Any]]:
     path = directory / CHECKPOINT_FILE if directory.is_dir() else directory
     if not path.is_file():
         raise WeightsError(f"No checkpoint at {path}: train one with `python -m models.train` or pass --weights DIR.")

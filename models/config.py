@@ -1,4 +1,4 @@
-"""Where MedLens finds its data and default weights. One typed place for paths."""
+"""Where MedLens finds its data. One typed place for paths (default weights: models/catalogue.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DATA_DIR_ENV = "MEDLENS_DATA_DIR"
 
 
@@ -42,8 +41,3 @@ def data_dir() -> Path:
 
 def data_paths() -> DataPaths:
     return DataPaths(root=data_dir())
-
-
-def default_weights(model: str) -> Path:
-    """Directory of the committed default checkpoint for ``model`` (cnn, lstm, transformer)."""
-    return WEIGHTS_DIR / model

@@ -1,10 +1,15 @@
-"""Typed errors raised for bad user input. Each message says what is wrong and what to do."""
+"""Typed errors raised for bad user input. Each message says what is wrong and what to do.
+
+One table: every input error class carries the HTTP status serving answers with (``status_code``)
+and the machine-readable ``kind`` that goes into the error body (``{"error": kind, "detail": message}``).
+"""
 
 
 class MedLensInputError(ValueError):
-    """Input a user sent cannot be used. Serving maps this to an HTTP 4xx (``status_code``)."""
+    """Input a user sent cannot be used. Serving answers ``status_code`` with ``kind``."""
 
     status_code = 422
+    kind = "invalid_input"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -15,24 +20,35 @@ class ImageDecodeError(MedLensInputError):
     """The upload is not a readable PNG, JPEG or single-frame image DICOM."""
 
     status_code = 415
+    kind = "invalid_image"
 
 
 class UnsupportedDicomError(MedLensInputError):
     """The DICOM is valid but holds no single 2-D image (no pixels, multi-frame, SR, ...)."""
 
     status_code = 422
+    kind = "unsupported_dicom"
 
 
 class SeriesFormatError(MedLensInputError):
     """The time series file is not a usable PhysioNet PSV / CSV."""
 
     status_code = 422
+    kind = "invalid_series"
 
 
 class PayloadTooLargeError(MedLensInputError):
     """The upload exceeds the configured limit."""
 
     status_code = 413
+    kind = "payload_too_large"
+
+
+class UnknownModelError(MedLensInputError):
+    """A model name that is not in the catalogue (models/catalogue.py)."""
+
+    status_code = 404
+    kind = "unknown_model"
 
 
 class WeightsError(RuntimeError):

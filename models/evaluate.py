@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.inference import SepsisPredictor, XrayPredictor
+from models.catalogue import MODEL_NAMES
+from models.inference import SepsisPredictor, XrayPredictor, load_predictor
 from models.metrics import BinaryEvaluation, binary_evaluation, normalized_utility
 from models.sepsis_io import load_labelled_dir
 from models.xray_io import labelled_images, load_xray_file
@@ -57,7 +58,7 @@ def summary(name: str, ev: BinaryEvaluation) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn", "lstm", "transformer"])
+    parser.add_argument("model", choices=MODEL_NAMES)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
-    if args.model == "cnn":
-        evaluation = evaluate_cnn(XrayPredictor(args.weights, args.device), args.data)
+    predictor = load_predictor(args.model, args.weights, args.device)
+    if isinstance(predictor, XrayPredictor):
+        evaluation = evaluate_cnn(predictor, args.data)
     else:
-        evaluation = evaluate_sequence(SepsisPredictor(args.model, args.weights, args.device), args.data)
+        evaluation = evaluate_sequence(predictor, args.data)
     print(summary(args.model, evaluation))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

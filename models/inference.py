@@ -1,23 +1,26 @@
-"""Load a checkpoint and predict / explain. The one entry point serving and the CLIs use.
+"""Load a checkpoint and predict / explain: the one entry point serving, the CLIs and the benchmarks use.
 
-``XrayPredictor`` and ``SepsisPredictor`` hold a model on a device, take plain numpy input
-(already validated by :mod:`models.xray_io` / :mod:`models.sepsis_io`) and return numpy.
+A predictor is built from its catalogue entry (``models.catalogue.entry(name).load(weights, device)``).
+It holds a model on a device, reads the raw upload of its input kind (:meth:`Predictor.decode`),
+takes plain numpy input and returns numpy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.cards import ModelCard, read_card
+from models.catalogue import ModelEntry
+from models.catalogue import entry as catalogue_entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
-from models.config import default_weights
 from models.errors import WeightsError
-from models.sepsis_io import FEATURES
+from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
 from models.sequence import (
     N_INPUT,
     NormStats,
@@ -29,6 +32,10 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
+from models.xray_io import XrayImage, load_xray_bytes
+
+#: Fewest hourly rows a sepsis record needs (trends need two hours).
+MIN_SERIES_HOURS = 2
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -40,10 +47,13 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-class _Predictor:
-    def __init__(self, kind: str, weights: Path | None, device: str) -> None:
-        self.weights_dir = Path(weights) if weights is not None else default_weights(kind)
-        meta, state = load_checkpoint(self.weights_dir, expected=kind)  # type: ignore[arg-type]
+class Predictor:
+    """What every predictor shares: its catalogue entry, checkpoint meta, card and device."""
+
+    def __init__(self, entry: ModelEntry, weights: Path | None, device: str) -> None:
+        self.entry = entry
+        self.weights_dir = Path(weights) if weights is not None else entry.default_weights
+        meta, state = load_checkpoint(self.weights_dir, expected=entry.name)
         self.meta: CheckpointMeta = meta
         self._state = state
         self.device = resolve_device(device)
@@ -51,18 +61,35 @@ class _Predictor:
 
     @property
     def name(self) -> str:
-        return self.meta.kind
+        return self.entry.name
 
     @property
     def threshold(self) -> float:
         return self.meta.threshold
 
+    def decode(self, data: bytes, filename: str) -> Any:
+        """Raw upload -> this model's input; a typed :class:`~models.errors.MedLensInputError` if unusable."""
+        raise NotImplementedError
 
-class XrayPredictor(_Predictor):
+    def size_problem(self, item: Any, explain: bool) -> str | None:
+        """Why a decoded input is too large for this model (None when it fits)."""
+        return None
+
+    def predict(self, items: list[Any]) -> Any:
+        """A batch of model inputs -> one output per input (an array or a list)."""
+        raise NotImplementedError
+
+    def explain(self, item: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+class XrayPredictor(Predictor):
     """Chest X-ray CNN: probabilities of pneumonia and Grad-CAM heatmaps."""
 
-    def __init__(self, weights: Path | None = None, device: str = "auto", bf16: bool = True) -> None:
-        super().__init__("cnn", weights, device)
+    def __init__(
+        self, weights: Path | None = None, device: str = "auto", bf16: bool = True, entry: ModelEntry | None = None
+    ) -> None:
+        super().__init__(entry or catalogue_entry("cnn"), weights, device)
         self.config = CnnConfig.model_validate(self.meta.config)
         self.model = PneumoniaCNN(self.config)
         self.model.load_state_dict(self._state)
@@ -71,6 +98,9 @@ class XrayPredictor(_Predictor):
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def decode(self, data: bytes, filename: str) -> XrayImage:
+        return load_xray_bytes(data, filename)
 
     @torch.inference_mode()
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
@@ -102,11 +132,15 @@ class XrayPredictor(_Predictor):
         return (heat / top).astype(np.float32) if top > 0 else heat.astype(np.float32)
 
 
-class SepsisPredictor(_Predictor):
+class SepsisPredictor(Predictor):
     """LSTM or Transformer: hourly sepsis risk and per-hour feature attributions."""
 
-    def __init__(self, kind: str, weights: Path | None = None, device: str = "auto") -> None:
-        super().__init__(kind, weights, device)
+    def __init__(
+        self, entry: ModelEntry | str, weights: Path | None = None, device: str = "auto", explain_max_hours: int = 400
+    ) -> None:
+        super().__init__(catalogue_entry(entry) if isinstance(entry, str) else entry, weights, device)
+        self.explain_max_hours = explain_max_hours
+        kind = self.entry.name
         self.config = SequenceConfig.model_validate(self.meta.config)
         if self.config.n_input != N_INPUT:
             raise WeightsError(
@@ -121,6 +155,19 @@ class SepsisPredictor(_Predictor):
     @property
     def max_hours(self) -> int:
         return self.config.max_hours if self.config.arch == "transformer" else 100_000
+
+    def decode(self, data: bytes, filename: str) -> SepsisRecord:
+        return parse_series_bytes(data, filename, min_hours=MIN_SERIES_HOURS, on_impossible="reject")
+
+    def size_problem(self, item: SepsisRecord, explain: bool) -> str | None:
+        limit = min(self.max_hours, self.explain_max_hours) if explain else self.max_hours
+        if item.hours <= limit:
+            return None
+        what = "explanations are" if explain else f"the {self.name} model is"
+        hint = " Ask without explain=true, or upload" if explain else " Upload"
+        return (
+            f"The record has {item.hours} hourly rows; {what} limited to {limit}.{hint} the most recent {limit} hours."
+        )
 
     @torch.inference_mode()
     def predict(self, records: list[np.ndarray]) -> list[np.ndarray]:
@@ -167,11 +214,17 @@ class SepsisPredictor(_Predictor):
 
 
 def load_predictor(name: str, weights: Path | None = None, device: str = "auto") -> XrayPredictor | SepsisPredictor:
-    if name == "cnn":
-        return XrayPredictor(weights, device)
-    if name in {"lstm", "transformer"}:
-        return SepsisPredictor(name, weights, device)
-    raise ValueError(f"unknown model {name!r}: choose cnn, lstm or transformer")
+    """The predictor of catalogue model ``name`` (:class:`~models.errors.UnknownModelError` if none)."""
+    predictor: XrayPredictor | SepsisPredictor = catalogue_entry(name).load(weights, device)
+    return predictor
 
 
-__all__ = ["SepsisPredictor", "XrayPredictor", "load_predictor", "pad_batch", "resolve_device"]
+__all__ = [
+    "MIN_SERIES_HOURS",
+    "Predictor",
+    "SepsisPredictor",
+    "XrayPredictor",
+    "load_predictor",
+    "pad_batch",
+    "resolve_device",
+]

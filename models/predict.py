@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.catalogue import MODEL_NAMES
 from models.errors import MedLensInputError
-from models.inference import SepsisPredictor, XrayPredictor
+from models.inference import SepsisPredictor, XrayPredictor, load_predictor
 from models.sepsis_io import iter_series_files, load_series_file
 from models.sequence import PROB_EPS
 from models.xray_io import iter_image_files, load_xray_file
@@ -68,7 +69,7 @@ def write_challenge_output(path: Path, prob: np.ndarray, threshold: float) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn", "lstm", "transformer"])
+    parser.add_argument("model", choices=MODEL_NAMES)
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn: CSV file; sequence models: folder")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
-    if args.model == "cnn":
-        predictor = XrayPredictor(args.weights, args.device)
+    predictor = load_predictor(args.model, args.weights, args.device)
+    if isinstance(predictor, XrayPredictor):
         rows = predict_images(predictor, args.input, args.batch_size)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", newline="") as fh:
@@ -90,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerow([path, f"{prob:.6f}", int(prob >= predictor.threshold)])
         print(f"{len(rows)} image(s) -> {args.output} (threshold {predictor.threshold:.4f})", file=sys.stderr)
         return 0
-    sequence = SepsisPredictor(args.model, args.weights, args.device)
-    count = predict_series_dir(sequence, args.input, args.output, max(1, args.batch_size * 4))
-    print(f"{count} record(s) -> {args.output}/ (threshold {sequence.threshold:.4f})", file=sys.stderr)
+    count = predict_series_dir(predictor, args.input, args.output, max(1, args.batch_size * 4))
+    print(f"{count} record(s) -> {args.output}/ (threshold {predictor.threshold:.4f})", file=sys.stderr)
     return 0
 
 

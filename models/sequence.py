@@ -80,6 +80,21 @@ def piecewise_linear(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return ramp.reshape(values.shape[0], -1)
 
 
+def last_observation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward fill. (hours, k) with NaN -> ``filled`` (hours, k): the last value observed at or before each
+    hour (NaN before the first), and ``last`` (hours, k): the row it was observed in (-1 before the first)."""
+    hours = values.shape[0]
+    idx = np.where(~np.isnan(values), np.arange(hours)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)  # (hours, k)
+    filled = np.take_along_axis(values, np.maximum(last, 0), axis=0)
+    return np.where(last >= 0, filled, np.nan), last
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """(hours, k) with NaN -> (hours, k): each cell holds the last value observed at or before that hour."""
+    return last_observation(values)[0]
+
+
 def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
     """(hours, 40) raw with NaN -> (hours, N_INPUT) float32, using rows <= t for hour t only."""
     hours = values.shape[0]
@@ -87,11 +102,8 @@ def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
     std = np.asarray(stats.std, dtype=np.float32)
     measured = values[:, :N_MEASURED]  # (hours, 34)
     observed = ~np.isnan(measured)
-    # forward fill: index of the last observation at or before each hour
-    idx = np.where(observed, np.arange(hours)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # (hours, 34)
-    filled = np.take_along_axis(np.nan_to_num(measured, nan=0.0), np.maximum(last, 0), axis=0)
-    z = np.where(last >= 0, (filled - mean[:N_MEASURED]) / std[:N_MEASURED], 0.0)
+    filled, last = last_observation(measured)  # (hours, 34) each
+    z = np.where(last >= 0, (np.nan_to_num(filled) - mean[:N_MEASURED]) / std[:N_MEASURED], 0.0)
     z = np.clip(z, -8.0, 8.0)
     since = np.where(last >= 0, np.arange(hours)[:, None] - last, SINCE_CAP_HOURS)
     since = np.minimum(since, SINCE_CAP_HOURS) / SINCE_CAP_HOURS
@@ -110,7 +122,7 @@ def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
     demo_z = (demo - mean[N_MEASURED:]) / std[N_MEASURED:]
     demo_z[:, 1:4] = np.nan_to_num(demo[:, 1:4], nan=0.5)  # binary flags stay 0/1, unknown 0.5
     demo_z = np.clip(np.nan_to_num(demo_z, nan=0.0), -8.0, 8.0)
-    raw_filled = np.concatenate([np.where(last >= 0, filled, np.nan), demo], axis=1)  # (hours, 40)
+    raw_filled = np.concatenate([filled, demo], axis=1)  # (hours, 40)
     ple = piecewise_linear(raw_filled[:, PLE_COLUMNS], np.asarray(stats.edges, dtype=np.float64))
     parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, demo_z, ple]
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from models.catalogue import MODEL_NAMES, entry
 from models.config import data_paths
 from models.train_cnn import VAL_FRACTION
 
@@ -25,7 +26,7 @@ def _command_line() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn", "lstm", "transformer"])
+    parser.add_argument("model", choices=MODEL_NAMES)
     parser.add_argument("--data", type=Path, default=None, help="training data (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--out", type=Path, required=True, help="directory for model.pt and the model card")
     parser.add_argument("--epochs", type=int, default=None)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--folds must be at least 2 (the out-of-fold predictions choose the threshold)")
     if args.teacher_weight is not None and not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be between 0 and 1")
-    if args.model == "cnn":
+    if entry(args.model).task.input_kind == "image":
         if args.teacher_weight is not None:
             parser.error("--teacher-weight applies to the sequence models only")
         return _train_cnn(args)

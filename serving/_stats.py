@@ -22,7 +22,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving._settings import MODEL_ROUTE_PREFIX
+from models.catalogue import CATALOGUE
+from serving._http import app_setting
 from serving.schemas import EndpointStats, ReplicaSample
 
 logger = logging.getLogger("ray.serve")
@@ -160,19 +161,20 @@ def route_template(scope: Scope) -> str:
 
 def _model_of(scope: Scope, template: str) -> str:
     route = template.partition(" ")[2]
-    for model, prefix in MODEL_ROUTE_PREFIX.items():
-        if route.startswith(f"{prefix}/"):
-            return model
+    for model in CATALOGUE.values():
+        if route.startswith(f"{model.route_prefix}/"):
+            return model.name
     if "{name}" in template:
         parts = str(scope.get("path", "")).strip("/").split("/")
         name = parts[2] if len(parts) > 2 else ""
-        return name if name in {"cnn", "lstm", "transformer"} else "invalid"
+        return name if name in CATALOGUE else "invalid"
     return "-"
 
 
 class RequestStatsMiddleware:
-    """Pure ASGI middleware: times every HTTP request, records it in ``app.state.stats`` (a
-    :class:`RequestStats` or :class:`StatsBuffer`, set by the ingress) and logs it without patient data."""
+    """Pure ASGI middleware: times every HTTP request, records it in the replica's statistics (a
+    :class:`RequestStats` or :class:`StatsBuffer`, see ``serving._http.app_setting``) and logs it without
+    patient data."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -195,7 +197,7 @@ class RequestStatsMiddleware:
         finally:
             latency_ms = (time.perf_counter() - start) * 1000.0
             template = route_template(scope)
-            stats = getattr(getattr(scope.get("app"), "state", None), "stats", None)
+            stats = app_setting(scope.get("app"), "stats")
             if isinstance(stats, RequestStats | StatsBuffer):
                 stats.record(template, status, latency_ms)
             logger.info("%s %d %.1fms model=%s", template, status, latency_ms, _model_of(scope, template))

@@ -1,22 +1,22 @@
-"""MedLens serving: one Ray Serve deployment per model, all behind one HTTP address.
+"""MedLens serving: one Ray Serve application per catalogue model, all behind one HTTP address.
 
-``serve run ray_config.yaml`` (repository root) starts it on http://127.0.0.1:8000 (with the
-environment in ``serving/fast_path.env``, as ``make run`` does: HAProxy in front). OpenAPI at
-``/docs`` (service routes), ``/v1/xray/docs`` and ``/v1/sepsis/{lstm,transformer}/docs`` (predictions).
+``serve run ray_config.yaml`` (repository root) starts it on http://127.0.0.1:8000 (with the environment
+in ``serving/fast_path.env``, as ``make run`` does: HAProxy in front). One API document for every route:
+``/openapi.json`` and ``/docs``.
 
-* ``XrayModel`` (CNN) and ``SequenceModel`` deployed twice as ``LSTMModel`` / ``TransformerModel``,
-  each the HTTP ingress of its own application (route prefixes ``/v1/xray``, ``/v1/sepsis/lstm``,
-  ``/v1/sepsis/transformer``): a prediction request goes from the front door straight to a replica
-  of its model, which checks it, batches it with concurrent requests (``@serve.batch``) and
-  decodes the raw upload inside the batch (a bad file is a per-item error, never a failed batch).
-  Own replicas, autoscaling, queue limits (full queue: 503 + Retry-After).
-* ``MedLensIngress`` (application ``medlens``, prefix ``/``): health, model list, card metrics and
-  ``GET /v1/service`` (replicas per deployment, request statistics of every route, replica history).
-* :func:`build_app`, :func:`build_xray_app`, :func:`build_lstm_app`, :func:`build_transformer_app`:
-  typed application builders named by the YAML's ``import_path``; all take :class:`ServingArgs`.
+* Each model of ``models/catalogue.py`` is its own application, built by :func:`build_model_app` from the
+  YAML's ``args.model``: an :class:`ImageModelServer` or :class:`SeriesModelServer` deployment named
+  ``<task>-<architecture>`` that is the HTTP ingress of the model's route prefix (``/v1/xray``,
+  ``/v1/sepsis/lstm``, ...). A prediction goes from the front door straight to a replica, which checks
+  it, batches it with concurrent requests (``@serve.batch``) and decodes the raw upload inside the batch
+  (serving/_inference.py). Own replicas, autoscaling and queue limits (full queue: 503 + Retry-After),
+  all set in the YAML.
+* :class:`MedLensIngress` (application ``medlens``, prefix ``/``, built by :func:`build_app`): health,
+  model list, card metrics, ``GET /v1/service`` (replicas per deployment, request statistics of every
+  route, replica history), the merged API document and the deprecated ``POST /v1/sepsis/predict``.
 
 This module deliberately has no ``from __future__ import annotations``: Ray Serve validates the
-builder's ``args`` against the *runtime* annotation of :func:`build_app`'s parameter.
+builder's ``args`` against the *runtime* annotation of the builders' parameter.
 """
 
 import asyncio
@@ -26,38 +26,30 @@ import os
 from typing import Any, cast
 
 import ray
-from fastapi import FastAPI, File, Query, UploadFile
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import FastAPI, File, Query, Response, UploadFile
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from models.catalogue import CATALOGUE, MODEL_NAMES, ModelEntry, by_serving_name, models_for
+from models.catalogue import entry as catalogue_entry
+from models.errors import MedLensInputError
 from serving._http import (
     AUTH,
     ERROR_RESPONSES,
+    REPLICA_HTTP,
     ApiError,
+    ReplicaCors,
     install_error_handlers,
     read_upload,
     retry_after_headers,
 )
-from serving._inference import SequenceRunner, XrayRunner, configure_torch, replica_device
-from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, ItemError, Upload, safe_upload_name
-from serving._settings import (
-    DEPLOYMENT_MODEL,
-    INGRESS_APP,
-    INGRESS_DEPLOYMENT,
-    LSTM_DEPLOYMENT,
-    MODEL_APP,
-    MODEL_DEPLOYMENT,
-    MODEL_NAMES,
-    TRANSFORMER_DEPLOYMENT,
-    XRAY_DEPLOYMENT,
-    BatchConfig,
-    ServingArgs,
-    check_weights,
-)
+from serving._inference import RUNNERS, Runner, bf16_native, configure_torch, replica_device
+from serving._openapi import serve_merged_openapi
+from serving._protocol import ItemError, Upload, safe_upload_name
+from serving._settings import INGRESS_APP, INGRESS_DEPLOYMENT, BatchConfig, ServingArgs, check_weights
 from serving._stats import (
     ReplicaHistory,
     RequestStats,
@@ -73,21 +65,12 @@ from serving.schemas import (
     ModelInfo,
     ModelList,
     ModelMetrics,
-    ModelName,
     SepsisPrediction,
-    SequenceModelName,
     ServiceStatus,
     XrayPrediction,
 )
 
 logger = logging.getLogger("ray.serve")
-
-
-def _apply_batch_config(method: Any, user_config: dict[str, Any]) -> None:
-    """Ray Serve's reconfigure hook: batch size / wait from ``user_config`` (no restart needed)."""
-    cfg = BatchConfig.model_validate(user_config or {})
-    method.set_max_batch_size(cfg.max_batch_size)
-    method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
 
 # Helpers used by the deployments live above them: @serve.deployment pickles a class by value when
@@ -109,60 +92,78 @@ _API_DESCRIPTION = (
 )
 
 
-def _http_api(title: str, description: str) -> FastAPI:
-    """A FastAPI app with what every MedLens HTTP ingress shares: request statistics, error mapping."""
-    api = FastAPI(title=title, version="1.0.0", description=f"{description} {_API_DESCRIPTION}")
+def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
+    """A FastAPI app with what every MedLens HTTP ingress shares: request statistics, error mapping.
+    Only the ``medlens`` ingress serves an API document (the merged one)."""
+    api = FastAPI(
+        title=title,
+        version="1.1.0",
+        description=f"{description} {_API_DESCRIPTION}",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     api.add_middleware(RequestStatsMiddleware)
+    api.add_middleware(ReplicaCors)
     install_error_handlers(api)
     return api
 
 
-def _configure_api(api: FastAPI, args: ServingArgs, stats: RequestStats | StatsBuffer) -> None:
-    """Per-replica state of an HTTP ingress: where statistics go, the bearer token, CORS."""
-    api.state.stats = stats
-    api.state.api_token = os.environ.get(args.auth_token_env, "").strip() or None
-    if args.cors.allow_origins:
-        api.add_middleware(
-            CORSMiddleware,
-            allow_origins=args.cors.allow_origins,
-            allow_methods=args.cors.allow_methods,
-            allow_headers=args.cors.allow_headers,
-        )
+def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer) -> None:
+    """This replica's HTTP settings: where statistics go, the bearer token, CORS (serving._http.REPLICA_HTTP)."""
+    REPLICA_HTTP.stats = stats
+    REPLICA_HTTP.api_token = os.environ.get(args.auth_token_env, "").strip() or None
+    cors = args.cors
+    REPLICA_HTTP.cors = (
+        {"allow_origins": cors.allow_origins, "allow_methods": cors.allow_methods, "allow_headers": cors.allow_headers}
+        if cors.allow_origins
+        else {}
+    )
 
 
-xray_api = _http_api("MedLens chest X-ray API", "`POST /v1/xray/predict`: pneumonia probability of one image.")
-sequence_api = _http_api(
-    "MedLens sepsis API", "`POST /v1/sepsis/{lstm,transformer}/predict`: hourly sepsis risk of one ICU stay."
-)
+image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
+series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# model deployments
+# model deployments (options: the YAML's `deployments` block of each model application)
 # ----------------------------------------------------------------------------------------------------------
-class _ModelReplica:
+class _ModelServer:
     """What every model replica does the same way: dynamic batching of raw uploads, a separate
-    non-batched explanation path, model info / card metrics, and a health check. Subclasses build
-    ``self._runner`` (serving._inference) and name the model in ``_what``."""
+    non-batched explanation path, model info / card metrics, and a health check. The runner
+    (serving/_inference.py) follows the model's input kind."""
 
-    _runner: XrayRunner | SequenceRunner
-    _what: str
-
-    def __init__(self, api: FastAPI, args: ServingArgs) -> None:
+    def __init__(self, args: ServingArgs) -> None:
+        if args.model is None:
+            raise ValueError("a model application needs `args.model` (a name from models/catalogue.py)")
         self._args = args
+        self._entry: ModelEntry = catalogue_entry(args.model)
+        configure_torch(args.torch_threads)
+        device = replica_device(ray.get_gpu_ids())
+        options: dict[str, Any] = {}
+        if self._entry.task.input_kind == "image":
+            options["bf16"] = args.xray_bf16 and bf16_native(device)
+        else:
+            options["explain_max_hours"] = args.explain_max_hours
+        self._runner: Runner[Any, Any] = RUNNERS[self._entry.task.input_kind](
+            self._entry, args.weights_dir(self._entry.name), device, **options
+        )
         # One batch at a time on the predicting copy, one explanation at a time on the explaining copy
         # (Grad-CAM / IG hook their model); the two run side by side.
         self._predict_lock = asyncio.Lock()
         self._explain_lock = asyncio.Lock()
+        self._batching_configured = False
         self._stats = StatsBuffer()
-        _configure_api(api, args, self._stats)
+        _configure_replica(args, self._stats)
         # The constructor runs on the replica's event loop: ship request statistics in the background.
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
 
-    async def _answer(self, file: UploadFile, suffixes: frozenset[str], explain: bool) -> Any:
+    async def _answer(self, file: UploadFile, explain: bool, include: frozenset[str]) -> Any:
         """One HTTP request's prediction: the upload (size-limited, its name reduced to a known suffix)
         batched with concurrent ones, or a separate explanation."""
         data = await read_upload(file, self._args.max_upload_bytes)
-        upload = Upload(data, safe_upload_name(file.filename, suffixes, "upload"))
+        name = safe_upload_name(file.filename, self._entry.task.file_types, "upload")
+        upload = Upload(data, name, include)
         return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
 
     async def _flush_stats_forever(self) -> None:
@@ -181,9 +182,14 @@ class _ModelReplica:
                 logger.warning("request statistics not delivered (%d records): %s", len(records), type(exc).__name__)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        _apply_batch_config(self.predict, user_config)
+        """Ray Serve's hook for the YAML's ``user_config``: batch size and wait (no restart needed)."""
+        cfg = BatchConfig.model_validate(user_config or {})
+        self.predict.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
+        self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._batching_configured = True
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # overridden by user_config
+    # Batch size and wait come from the YAML's user_config (``reconfigure``); until then one at a time.
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def predict(self, uploads: list[Upload]) -> list[Any]:
         async with self._predict_lock:
             return await asyncio.to_thread(self._runner.predict_batch, uploads)
@@ -202,32 +208,25 @@ class _ModelReplica:
         return "ok"
 
     def check_health(self) -> None:
+        if not self._batching_configured:
+            raise RuntimeError(
+                f"batching of {self._entry.serving_name} is not configured: give the deployment a user_config "
+                "with max_batch_size and batch_wait_timeout_s in the serve config"
+            )
         if not self._runner.healthy:
             failures = self._runner.consecutive_failures
-            raise RuntimeError(f"the {self._what} failed {failures} batches in a row")
+            raise RuntimeError(f"the {self._entry.name} model failed {failures} batches in a row")
 
 
-@serve.deployment(
-    name=XRAY_DEPLOYMENT,
-    max_ongoing_requests=8,
-    max_queued_requests=64,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
-    ray_actor_options={"num_cpus": 0.4},
-    health_check_period_s=10,
-)
-@serve.ingress(xray_api)
-class XrayModel(_ModelReplica):
-    """Chest X-ray CNN replica and HTTP ingress of the ``xray`` application (prefix ``/v1/xray``):
-    batched predictions, Grad-CAM on request."""
+@serve.deployment
+@serve.ingress(image_api)
+class ImageModelServer(_ModelServer):
+    """Replica and HTTP ingress of an image model's application: batched predictions, Grad-CAM on request."""
 
     def __init__(self, args: ServingArgs) -> None:
-        super().__init__(xray_api, args)
-        configure_torch(args.torch_threads)
-        weights = args.weights.resolve("cnn")
-        self._runner = XrayRunner(weights, replica_device(ray.get_gpu_ids()), bf16=args.xray_bf16)
-        self._what = "CNN"
+        super().__init__(args)
 
-    @xray_api.post(
+    @image_api.post(
         "/predict",
         response_model=XrayPrediction,
         response_model_exclude_none=False,
@@ -235,52 +234,47 @@ class XrayModel(_ModelReplica):
         responses=ERROR_RESPONSES,
         tags=["predict"],
     )
-    async def predict_xray(
+    async def predict_image(
         self,
         file: UploadFile = File(..., description="PNG, JPEG or single-frame image DICOM"),
         explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
+        preview: bool = Query(False, description="add the image as the model read it (base64 PNG, <= 1024 px)"),
     ) -> XrayPrediction:
         """Probability of pneumonia for one chest X-ray."""
-        result: XrayPrediction = await self._answer(file, XRAY_SUFFIXES, explain)
+        result: XrayPrediction = await self._answer(file, explain, frozenset({"preview"} if preview else ()))
         return result
 
 
-@serve.deployment(
-    max_ongoing_requests=16,
-    max_queued_requests=128,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
-    ray_actor_options={"num_cpus": 0.25},
-    health_check_period_s=10,
-)
-@serve.ingress(sequence_api)
-class SequenceModel(_ModelReplica):
-    """ICU sepsis replica (LSTM or Transformer) and HTTP ingress of its application (prefix
-    ``/v1/sepsis/<kind>``): padded batches of variable-length series, integrated-gradients
-    attributions on request."""
+@serve.deployment
+@serve.ingress(series_api)
+class SeriesModelServer(_ModelServer):
+    """Replica and HTTP ingress of an hourly-series model's application: padded batches of variable-length
+    series, integrated-gradients attributions on request."""
 
-    def __init__(self, kind: SequenceModelName, args: ServingArgs) -> None:
-        super().__init__(sequence_api, args)
-        configure_torch(args.torch_threads)
-        device = replica_device(ray.get_gpu_ids())
-        weights = args.weights.resolve(kind)
-        self._runner = SequenceRunner(kind, weights, device, explain_max_hours=args.explain_max_hours)
-        self._what = f"{kind} model"
+    def __init__(self, args: ServingArgs) -> None:
+        super().__init__(args)
 
-    @sequence_api.post(
+    @series_api.post(
         "/predict",
         response_model=SepsisPrediction,
         dependencies=AUTH,
         responses=ERROR_RESPONSES,
         tags=["predict"],
     )
-    async def predict_sepsis(
+    async def predict_series(
         self,
         file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
         explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
+        vitals: bool = Query(False, description="add the vital signs as the model read them, for display"),
     ) -> SepsisPrediction:
         """Hourly sepsis risk for one ICU stay (one row per hour, at least 2 rows)."""
-        result: SepsisPrediction = await self._answer(file, SERIES_SUFFIXES, explain)
+        result: SepsisPrediction = await self._answer(file, explain, frozenset({"vitals"} if vitals else ()))
         return result
+
+
+_SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer}
+_SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
+_APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -288,17 +282,15 @@ class SequenceModel(_ModelReplica):
 # ----------------------------------------------------------------------------------------------------------
 fastapi_app = _http_api(
     "MedLens serving API",
-    "Service routes. Predictions: `POST /v1/xray/predict` and `POST /v1/sepsis/{lstm,transformer}/predict` "
-    "(OpenAPI at /v1/xray/docs and /v1/sepsis/lstm/docs).",
+    "Service routes and every model's predictions ("
+    + ", ".join(f"`POST {e.predict_route}`" for e in CATALOGUE.values())
+    + ").",
+    docs=True,
 )
+serve_merged_openapi(fastapi_app, [(e.route_prefix, _APIS[e.task.input_kind]) for e in CATALOGUE.values()])
 
 
-@serve.deployment(
-    name=INGRESS_DEPLOYMENT,
-    num_replicas=1,
-    max_ongoing_requests=128,
-    ray_actor_options={"num_cpus": 0.1},
-)
+@serve.deployment
 @serve.ingress(fastapi_app)
 class MedLensIngress:
     """Service routes (health, models, metrics, statistics) of the ``medlens`` application (prefix ``/``);
@@ -306,15 +298,15 @@ class MedLensIngress:
 
     def __init__(self, args: ServingArgs) -> None:
         self._args = args
-        self._handles: dict[ModelName, DeploymentHandle] = {}
-        self._devices: dict[ModelName, str] = {}
+        self._handles: dict[str, DeploymentHandle] = {}
+        self._devices: dict[str, str] = {}
         self._stats = RequestStats(window_s=args.stats_window_s)
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
         self._status = SingleFlight(serve.status, ttl_s=1.0)
-        _configure_api(fastapi_app, args, self._stats)
+        _configure_replica(args, self._stats)
         logger.info(
             "MedLens ingress ready: auth %s, upload limit %g MiB",
-            "on" if fastapi_app.state.api_token else "off",
+            "on" if REPLICA_HTTP.api_token else "off",
             args.max_upload_mb,
         )
         # The constructor runs on the replica's event loop: sample replica counts in the background.
@@ -325,12 +317,12 @@ class MedLensIngress:
     async def healthz(self) -> Health:
         """200 once every model deployment answers a ping; 503 (ErrorResponse) otherwise. No auth."""
 
-        async def ping(model: ModelName) -> str | None:
+        async def ping(model: str) -> str | None:
             try:
                 await asyncio.wait_for(self._handle(model).ping.remote(), self._args.health_timeout_s)
                 return None
             except Exception as exc:
-                return f"{MODEL_DEPLOYMENT[model]} ({type(exc).__name__})"
+                return f"{catalogue_entry(model).serving_name} ({type(exc).__name__})"
 
         failures = [f for f in await asyncio.gather(*(ping(m) for m in MODEL_NAMES)) if f]
         if failures:
@@ -361,9 +353,10 @@ class MedLensIngress:
     )
     async def model_metrics(self, name: str) -> ModelMetrics:
         """The model card's held-out evaluation: scalars, ROC / PR / calibration points, confusion matrix."""
-        if name not in MODEL_NAMES:
-            raise ApiError(404, "unknown_model", f"Unknown model {name!r}: choose cnn, lstm or transformer.")
-        model = cast(ModelName, name)
+        try:
+            model = catalogue_entry(name).name
+        except MedLensInputError as exc:
+            raise ApiError(exc.status_code, exc.kind, exc.message) from None
         metrics: ModelMetrics | None = await self._call(model, "metrics")
         if metrics is None:
             raise ApiError(
@@ -374,16 +367,47 @@ class MedLensIngress:
         return metrics
 
     @fastapi_app.post(
+        "/v1/sepsis/predict",
+        response_model=SepsisPrediction,
+        dependencies=AUTH,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown sequence model"}},
+        tags=["predict"],
+        deprecated=True,
+    )
+    async def sepsis_predict_alias(
+        self,
+        response: Response,
+        file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
+        model: str = Query("lstm", description="which sequence model: " + ", ".join(_SERIES_NAMES)),
+        explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
+    ) -> SepsisPrediction:
+        """Deprecated alias of `POST /v1/sepsis/{model}/predict` (the route of API 1.0): answers the same,
+        with a `Deprecation` header and a `Link` to the route to use (docs/api-changelog.md)."""
+        if model not in _SERIES_NAMES:
+            raise ApiError(
+                404, "unknown_model", f"Unknown sequence model {model!r}: choose one of {', '.join(_SERIES_NAMES)}."
+            )
+        target = catalogue_entry(model)
+        data = await read_upload(file, self._args.max_upload_bytes)
+        upload = Upload(data, safe_upload_name(file.filename, target.task.file_types, "upload"))
+        result: SepsisPrediction = _unwrap(await self._call(model, "explain" if explain else "predict", upload))
+        response.headers["Deprecation"] = "true"
+        response.headers["Link"] = f'<{target.predict_route}>; rel="successor-version"'
+        return result
+
+    @fastapi_app.post(
         "/v1/sepsis/{name}/predict",
         responses={404: {"model": ErrorResponse, "description": "unknown sequence model"}},
         tags=["predict"],
     )
     async def unknown_sequence_model(self, name: str) -> None:
-        """Only reached for a name that is not a sequence model: lstm and transformer have their own routes."""
+        """Only reached for a name that is not a sequence model: each one has its own application."""
         raise ApiError(
             404,
             "unknown_model",
-            f"Unknown sequence model {name!r}: POST to /v1/sepsis/lstm/predict or /v1/sepsis/transformer/predict.",
+            f"Unknown sequence model {name!r}: POST to "
+            + " or ".join(catalogue_entry(n).predict_route for n in _SERIES_NAMES)
+            + ".",
         )
 
     @fastapi_app.get("/v1/service", response_model=ServiceStatus, dependencies=AUTH, tags=["service"])
@@ -402,12 +426,13 @@ class MedLensIngress:
         self._stats.add(records)
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _handle(self, model: ModelName) -> DeploymentHandle:
+    def _handle(self, model: str) -> DeploymentHandle:
         if model not in self._handles:
-            self._handles[model] = serve.get_deployment_handle(MODEL_DEPLOYMENT[model], app_name=MODEL_APP[model])
+            name = catalogue_entry(model).serving_name
+            self._handles[model] = serve.get_deployment_handle(name, app_name=name)
         return self._handles[model]
 
-    async def _call(self, model: ModelName, method: str, *args: Any) -> Any:
+    async def _call(self, model: str, method: str, *args: Any) -> Any:
         """Call a model deployment; Ray's back-pressure and unavailability become 503 + Retry-After."""
         try:
             return await getattr(self._handle(model), method).remote(*args)
@@ -432,7 +457,7 @@ class MedLensIngress:
     def _our_deployments(status: Any) -> dict[str, Any]:
         """Deployment name -> its status, over the MedLens applications (the others on the cluster are skipped)."""
         out: dict[str, Any] = {}
-        for app_name in (INGRESS_APP, *MODEL_APP.values()):
+        for app_name in (INGRESS_APP, *(e.serving_name for e in CATALOGUE.values())):
             app = status.applications.get(app_name)
             if app is not None:
                 out.update(app.deployments)
@@ -444,7 +469,8 @@ class MedLensIngress:
             await self._refresh_devices()
         states: list[DeploymentState] = []
         for name, dep in sorted(deployments.items()):
-            model = DEPLOYMENT_MODEL.get(name)
+            served = by_serving_name(name)
+            model = served.name if served else None
             states.append(
                 DeploymentState(
                     name=name,
@@ -485,41 +511,29 @@ def _deployment(cls: type) -> Deployment:
 
 
 def build_app(args: ServingArgs) -> Application:
-    """The ``medlens`` application (prefix ``/``): health, models, metrics, service statistics.
+    """The ``medlens`` application (prefix ``/``): health, models, metrics, service statistics, API document.
     Ray Serve validates the YAML ``args`` into :class:`ServingArgs` (unknown keys are refused)."""
     check_weights(args.weights_dirs())
     return _deployment(MedLensIngress).bind(args)
 
 
-def build_xray_app(args: ServingArgs) -> Application:
-    """The ``xray`` application (prefix ``/v1/xray``): the chest X-ray CNN."""
-    check_weights({"cnn": args.weights.resolve("cnn")})
-    return _deployment(XrayModel).bind(args)
-
-
-def _sequence_app(kind: SequenceModelName, deployment_name: str, args: ServingArgs) -> Application:
-    check_weights({kind: args.weights.resolve(kind)})
-    return _deployment(SequenceModel).options(name=deployment_name).bind(kind, args)
-
-
-def build_lstm_app(args: ServingArgs) -> Application:
-    """The ``lstm`` application (prefix ``/v1/sepsis/lstm``)."""
-    return _sequence_app("lstm", LSTM_DEPLOYMENT, args)
-
-
-def build_transformer_app(args: ServingArgs) -> Application:
-    """The ``transformer`` application (prefix ``/v1/sepsis/transformer``)."""
-    return _sequence_app("transformer", TRANSFORMER_DEPLOYMENT, args)
+def build_model_app(args: ServingArgs) -> Application:
+    """The application of catalogue model ``args.model`` (prefix: its ``route_prefix``), deployed as
+    ``<task>-<architecture>``."""
+    if args.model is None:
+        raise ValueError("build_model_app needs `args.model`: one of " + ", ".join(MODEL_NAMES))
+    model = catalogue_entry(args.model)
+    check_weights({model.name: args.weights_dir(model.name)})
+    server = _deployment(_SERVERS[model.task.input_kind])
+    return server.options(name=model.serving_name).bind(args)
 
 
 __all__ = [
+    "ImageModelServer",
     "MedLensIngress",
-    "SequenceModel",
+    "SeriesModelServer",
     "ServingArgs",
-    "XrayModel",
     "build_app",
-    "build_lstm_app",
-    "build_transformer_app",
-    "build_xray_app",
+    "build_model_app",
     "fastapi_app",
 ]

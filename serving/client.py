@@ -14,11 +14,11 @@ import json
 import os
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from models.catalogue import entry
 from serving.schemas import (
     ErrorResponse,
     Health,
@@ -128,22 +128,30 @@ class MedLensClient:
     def metrics(self, name: str) -> ModelMetrics:
         return self._request("GET", f"/v1/models/{name}/metrics", ModelMetrics)
 
-    def predict_xray(self, data: bytes, filename: str, explain: bool = False) -> XrayPrediction:
-        return self._request(
-            "POST",
-            "/v1/xray/predict",
-            XrayPrediction,
-            params={"explain": _flag(explain)},
-            files={"file": (_upload_name(filename, "upload.png"), data, "application/octet-stream")},
-        )
+    def predict_xray(
+        self, data: bytes, filename: str, explain: bool = False, preview: bool = False, model: str = "cnn"
+    ) -> XrayPrediction:
+        """``preview``: also the image as the model read it (``preview_png``), for display."""
+        return self._predict(model, data, filename, XrayPrediction, explain=explain, preview=preview)
 
-    def predict_sepsis(self, data: bytes, filename: str, model: str, explain: bool = False) -> SepsisPrediction:
+    def predict_sepsis(
+        self, data: bytes, filename: str, model: str, explain: bool = False, vitals: bool = False
+    ) -> SepsisPrediction:
+        """``vitals``: also the vital signs as the model read them (``vitals``, ``sepsis_label``), for display."""
+        return self._predict(model, data, filename, SepsisPrediction, explain=explain, vitals=vitals)
+
+    def _predict(self, model: str, data: bytes, filename: str, schema: type[_T], **flags: bool) -> _T:
+        try:
+            route = entry(model).predict_route
+        except ValueError as exc:
+            raise ServingError(404, "unknown_model", str(exc)) from None
+        fallback = "upload.png" if entry(model).task.input_kind == "image" else "upload.psv"
         return self._request(
             "POST",
-            f"/v1/sepsis/{quote(model, safe='')}/predict",
-            SepsisPrediction,
-            params={"explain": _flag(explain)},
-            files={"file": (_upload_name(filename, "upload.psv"), data, "application/octet-stream")},
+            route,
+            schema,
+            params={name: _flag(value) for name, value in flags.items() if value or name == "explain"},
+            files={"file": (_upload_name(filename, fallback), data, "application/octet-stream")},
         )
 
     def service(self) -> ServiceStatus:

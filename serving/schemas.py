@@ -6,13 +6,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.catalogue import InputKind, ModelName
 from models.metrics import BinaryEvaluation
 
 if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
     from models.cards import ModelCard
-
-ModelName = Literal["cnn", "lstm", "transformer"]
-SequenceModelName = Literal["lstm", "transformer"]
 
 
 class _Schema(BaseModel):
@@ -54,8 +52,13 @@ class HeadlineMetrics(_Schema):
 
 class ModelInfo(_Schema):
     name: ModelName
+    title: str = Field(description="what a reader sees: task, then architecture (e.g. `Sepsis early warning · LSTM`)")
+    task_name: str = Field(description="the task: pneumonia, sepsis")
+    input_kind: InputKind = Field(description="image (PNG, JPEG, DICOM) or series (hourly PSV / CSV)")
+    predict_route: str = Field(description="POST a file here for a prediction")
+    colour: str = Field(description="display colour of this model (hex)")
     version: str
-    task: str
+    task: str = Field(description="the checkpoint's description of its task")
     device: str = Field(description="where this model's replicas run: cpu or cuda:N")
     threshold: float
     labels: list[str]
@@ -100,6 +103,11 @@ class XrayPrediction(_Schema):
     heatmap_png: str | None = Field(
         default=None, description="Grad-CAM as base64 PNG (8-bit gray), same size as the input image"
     )
+    preview_png: str | None = Field(
+        default=None,
+        description="with `preview=true`: the image as the model read it (windowed, MONOCHROME1 inverted), "
+        "base64 8-bit gray PNG, longer side at most 1024 px",
+    )
     dicom: dict[str, str] | None = Field(
         default=None, description="de-identified DICOM header fields (modality, view, study date, spacing)"
     )
@@ -120,13 +128,21 @@ class HourRisk(_Schema):
 
 
 class SepsisPrediction(_Schema):
-    model: SequenceModelName
+    model: ModelName
     version: str
     threshold: float
     n_hours: int
     first_alert_hour: int | None = Field(description="first row index whose risk crosses the threshold")
     hours: list[HourRisk]
     warnings: list[str] = Field(default_factory=list, description="input problems that were tolerated")
+    vitals: dict[str, list[float | None]] | None = Field(
+        default=None,
+        description="with `vitals=true`: each vital sign's hourly values as the model read them (null = not "
+        "measured that hour), one per row",
+    )
+    sepsis_label: list[int] | None = Field(
+        default=None, description="with `vitals=true`, when the file carries SepsisLabel: its value per row"
+    )
 
 
 class DeploymentState(_Schema):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from models.cards import read_card
-from models.config import data_paths, default_weights
+from models.catalogue import MODEL_NAMES, entry
+from models.config import data_paths
 from models.metrics import binary_evaluation
 from serving.schemas import ModelMetrics
 
@@ -31,8 +32,8 @@ def synthetic_metrics(seed: int = 0, n: int = 400) -> ModelMetrics:
 
 def card_metrics() -> list[ModelMetrics]:
     out = []
-    for name in ("cnn", "lstm", "transformer"):
-        directory = default_weights(name)
+    for name in MODEL_NAMES:
+        directory = entry(name).default_weights
         if (directory / "card.json").is_file():
             out.append(ModelMetrics.from_card(read_card(directory)))
     return out

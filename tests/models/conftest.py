@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CHECKPOINT_FILE
-from models.config import DataPaths, data_paths, default_weights
+from models.catalogue import entry
+from models.config import DataPaths, data_paths
 from models.sepsis_io import FEATURES, LABEL
 
 N_IMAGES_PER_CLASS = 24
@@ -178,7 +179,7 @@ def tiny_transformer(tmp_path_factory: pytest.TempPathFactory, psv_folder: Path)
 
 def committed_weights(name: str) -> Path | None:
     """``models/weights/<name>`` when it holds a checkpoint, else None."""
-    directory = default_weights(name)
+    directory = entry(name).default_weights
     return directory if (directory / CHECKPOINT_FILE).is_file() else None
 
 

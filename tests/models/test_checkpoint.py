@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import CHECKPOINT_FILE, CheckpointMeta, ModelKind, load_checkpoint, save_checkpoint
+from models.checkpoint import CHECKPOINT_FILE, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN
 from models.errors import WeightsError
 from models.inference import XrayPredictor
 
 
-def _meta(kind: ModelKind = "cnn") -> CheckpointMeta:
+def _meta(kind: str = "cnn") -> CheckpointMeta:
     return CheckpointMeta(
         kind=kind,
         version=f"{kind}-test",
@@ -64,7 +64,7 @@ def test_model_state_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("saved", "expected"), [("cnn", "lstm"), ("lstm", "transformer"), ("transformer", "cnn")])
-def test_wrong_kind_raises(tmp_path: Path, saved: ModelKind, expected: ModelKind) -> None:
+def test_wrong_kind_raises(tmp_path: Path, saved: str, expected: str) -> None:
     save_checkpoint(tmp_path, _meta(saved), {"w": torch.zeros(1)})
     with pytest.raises(WeightsError, match=f"holds a {saved} model, not a {expected} model"):
         load_checkpoint(tmp_path, expected=expected)

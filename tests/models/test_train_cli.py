@@ -71,7 +71,7 @@ def test_cnn_training_run(tiny_cnn: Path, xray_folder: Path) -> None:
 def test_sequence_training_run(arch: str, request: pytest.FixtureRequest, psv_folder: Path) -> None:
     out: Path = request.getfixturevalue(f"tiny_{arch}")
     card = _card(out)
-    meta, _ = load_checkpoint(out, expected=arch)  # type: ignore[arg-type]
+    meta, _ = load_checkpoint(out, expected=arch)
     assert card.name == arch and card.threshold == meta.threshold
     assert meta.config["arch"] == arch and meta.config["members"] == 2  # --folds 2: a 2-member ensemble
     assert meta.preprocessing["features"] == FEATURES

@@ -60,6 +60,8 @@ def test_models(client: MedLensClient) -> None:
     models = {m.name: m for m in client.models().models}
     assert set(models) == {"cnn", "lstm", "transformer"}
     assert models["cnn"].labels == ["NORMAL", "PNEUMONIA"]
+    assert models["lstm"].title == "Sepsis early warning · LSTM" and models["lstm"].task_name == "sepsis"
+    assert models["cnn"].input_kind == "image" and models["cnn"].predict_route == "/v1/xray/predict"
     for info in models.values():
         assert info.device == "cpu"
         assert 0.0 < info.threshold < 1.0 and info.version.startswith(info.name)
@@ -79,7 +81,7 @@ def test_metrics_of_unknown_model(client: MedLensClient) -> None:
     with pytest.raises(ServingError) as info:
         client.metrics("resnet")
     assert (info.value.status, info.value.error) == (404, "unknown_model")
-    assert "cnn, lstm or transformer" in info.value.detail
+    assert "cnn, lstm, transformer" in info.value.detail
 
 
 # -- X-ray ----------------------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_sepsis_psv(client: MedLensClient, model: str, psv_path: Path) -> None:
     assert result.model == model and result.n_hours == record.hours == len(result.hours)
     assert [h.hour for h in result.hours] == list(range(record.hours))
     assert result.hours[0].iculos == pytest.approx(float(record.values[0, -1]))
-    direct = SepsisPredictor(model, ServingArgs().weights.resolve("lstm" if model == "lstm" else "transformer"), "cpu")
+    direct = SepsisPredictor(model, ServingArgs().weights_dir(model), "cpu")
     (expected,) = direct.predict([record.values])
     np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=1e-4)
     alerts = np.flatnonzero(expected >= direct.threshold)
@@ -224,8 +226,12 @@ def test_bad_series_input(client: MedLensClient, case: str) -> None:
 def test_unknown_sequence_model(client: MedLensClient, psv_path: Path) -> None:
     with pytest.raises(ServingError) as info:
         client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model="gru")
-    assert (info.value.status, info.value.error) == (404, "unknown_model")
-    assert "'gru'" in info.value.detail and "/v1/sepsis/transformer/predict" in info.value.detail
+    assert (info.value.status, info.value.error) == (404, "unknown_model")  # the client knows the catalogue
+    assert "'gru'" in info.value.detail
+    served = httpx.post(f"{client.base_url}/v1/sepsis/gru/predict", files={"file": ("a.psv", psv_path.read_bytes())})
+    body = ErrorResponse.model_validate_json(served.content)
+    assert (served.status_code, body.error) == (404, "unknown_model")
+    assert "'gru'" in body.detail and "/v1/sepsis/transformer/predict" in body.detail
 
 
 @pytest.mark.parametrize("route", ["/v1/xray/predict", "/v1/sepsis/lstm/predict", "/v1/sepsis/transformer/predict"])
@@ -241,11 +247,40 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert httpx.get(f"{serving_url}/docs", timeout=30).status_code == 200
     spec = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
     assert {"/healthz", "/v1/models", "/v1/models/{name}/metrics", "/v1/service"} <= set(spec["paths"])
-    # each model application documents its own prediction route under its prefix
+    # one document for the whole service: every model's routes are in it, under their prefixes
+    assert {"/v1/xray/predict", "/v1/sepsis/lstm/predict", "/v1/sepsis/transformer/predict"} <= set(spec["paths"])
+    predict = spec["paths"]["/v1/xray/predict"]["post"]
+    assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
+    assert {"200", "413", "415", "422"} <= set(predict["responses"])
+    assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
+    # ... and no second document beside it
     for prefix in ("/v1/xray", "/v1/sepsis/lstm", "/v1/sepsis/transformer"):
-        assert httpx.get(f"{serving_url}{prefix}/docs", timeout=30).status_code == 200
-        model_spec = httpx.get(f"{serving_url}{prefix}/openapi.json", timeout=30).json()
-        assert "/predict" in model_spec["paths"], (prefix, model_spec["paths"])
+        assert httpx.get(f"{serving_url}{prefix}/openapi.json", timeout=30).status_code == 404
+
+
+def test_old_sepsis_route_still_answers(serving_url: str, psv_path: Path) -> None:
+    """API 1.0's `POST /v1/sepsis/predict?model=` keeps answering, marked deprecated (docs/api-changelog.md)."""
+    data = psv_path.read_bytes()
+    for model in ("lstm", "transformer"):
+        old = httpx.post(f"{serving_url}/v1/sepsis/predict", params={"model": model}, files={"file": ("a.psv", data)})
+        assert old.status_code == 200, old.text
+        assert old.headers["Deprecation"] == "true"
+        assert f"</v1/sepsis/{model}/predict>" in old.headers["Link"]
+        new = httpx.post(f"{serving_url}/v1/sepsis/{model}/predict", files={"file": ("a.psv", data)})
+        assert SepsisPrediction.model_validate_json(old.content) == SepsisPrediction.model_validate_json(new.content)
+    unknown = httpx.post(f"{serving_url}/v1/sepsis/predict", params={"model": "gru"}, files={"file": ("a.psv", data)})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_model"
+
+
+def test_display_parts_come_from_serving(client: MedLensClient, dicom_path: Path, psv_path: Path) -> None:
+    """The dashboard draws what serving read: a preview of the image and the vital signs of the record."""
+    image = client.predict_xray(dicom_path.read_bytes(), "a.dcm", preview=True)
+    assert image.preview_png is not None
+    with Image.open(io.BytesIO(base64.b64decode(image.preview_png))) as preview:
+        assert preview.mode == "L" and max(preview.size) == 1024
+    stay = client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model="lstm", vitals=True)
+    assert stay.vitals is not None and all(len(v) == stay.n_hours for v in stay.vitals.values())
+    assert client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model="lstm").vitals is None
 
 
 def test_still_healthy_after_bad_input(client: MedLensClient, xray_normal_path: Path) -> None:
@@ -255,7 +290,7 @@ def test_still_healthy_after_bad_input(client: MedLensClient, xray_normal_path: 
 
 # -- back-pressure ----------------------------------------------------------------------------------------------
 def test_full_queue_answers_503_with_retry_after(serving_url: str, psv_paths: list[Path]) -> None:
-    """The test profile gives TransformerModel 1 ongoing + 2 queued requests: a burst of slow
+    """The test profile gives sepsis-transformer 1 ongoing + 2 queued requests: a burst of slow
     explanations overflows it, and the overflow is answered at once with 503 + Retry-After.
 
     The replica's own HTTP server (Ray Serve, before MedLens code runs) refuses the overflow, so the
@@ -295,16 +330,16 @@ def test_service_status(client: MedLensClient, xray_normal_path: Path) -> None:
         time.sleep(0.5)
         status = client.service()
     deployments = {d.name: d for d in status.deployments}
-    assert set(deployments) == {"MedLensIngress", "XrayModel", "LSTMModel", "TransformerModel"}
-    assert deployments["XrayModel"].model == "cnn" and deployments["MedLensIngress"].model is None
+    assert set(deployments) == {"MedLensIngress", "pneumonia-cnn", "sepsis-lstm", "sepsis-transformer"}
+    assert deployments["pneumonia-cnn"].model == "cnn" and deployments["MedLensIngress"].model is None
     assert all(d.replicas >= 1 for d in deployments.values())
-    assert deployments["LSTMModel"].device == "cpu"
+    assert deployments["sepsis-lstm"].device == "cpu"
     endpoints = {e.endpoint: e for e in status.endpoints}
     xray = endpoints["POST /v1/xray/predict"]
     assert xray.requests >= 2 and xray.rejected >= 1 and xray.errors == 0
     assert xray.p50_ms is not None and xray.p95_ms is not None and xray.p99_ms is not None
     assert xray.p50_ms <= xray.p95_ms <= xray.p99_ms
-    assert status.history and all("XrayModel" in s.replicas for s in status.history)
+    assert status.history and all("pneumonia-cnn" in s.replicas for s in status.history)
     assert [s.t for s in status.history] == sorted(s.t for s in status.history)
 
 

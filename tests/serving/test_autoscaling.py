@@ -1,6 +1,6 @@
-"""Ray Serve autoscaling of XrayModel under a bounded burst, read through GET /v1/service.
+"""Ray Serve autoscaling of pneumonia-cnn under a bounded burst, read through GET /v1/service.
 
-The test profile (tests/serving/ray_config.test.yaml) lets XrayModel scale 1 -> 2 replicas with
+The test profile (tests/serving/ray_config.test.yaml) lets pneumonia-cnn scale 1 -> 2 replicas with
 1 s upscale / 4 s downscale delays and metrics every second."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from serving.client import MedLensClient, ServingError
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(420)]  # includes the server start (<= 180 s)
 
-DEPLOYMENT = "XrayModel"
+DEPLOYMENT = "pneumonia-cnn"
 CLIENTS = 12
 MIN_BURST_S = 10.0
 MAX_BURST_S = 75.0

@@ -10,24 +10,21 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from models.config import REPO_ROOT, default_weights
+from models.catalogue import CATALOGUE, MODEL_NAMES, by_serving_name, entry
+from models.config import REPO_ROOT
 from models.errors import WeightsError
 from models.inference import resolve_device
 from serving._inference import device_name, replica_device
 from serving._settings import (
-    DEPLOYMENT_MODEL,
     INGRESS_APP,
     INGRESS_DEPLOYMENT,
-    MODEL_APP,
-    MODEL_DEPLOYMENT,
-    MODEL_ROUTE_PREFIX,
     WEIGHTS_DIR_ENV,
     BatchConfig,
     ServingArgs,
     check_weights,
     fast_path_env,
 )
-from serving.app import build_app, build_lstm_app, build_transformer_app, build_xray_app
+from serving.app import build_app, build_model_app
 
 CPU_CONFIG = REPO_ROOT / "ray_config.yaml"
 GPU_CONFIG = REPO_ROOT / "ray_config.gpu.yaml"
@@ -64,15 +61,15 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        {"torch_thread": 2},  # typo at the top level
-        {"weights": {"cnn": "x", "gru": "y"}},  # unknown model
-        {"cors": {"allow_origin": ["*"]}},  # typo in a nested block
+        ({"torch_thread": 2}, "Extra inputs are not permitted"),  # typo at the top level
+        ({"weights": {"cnn": "x", "gru": "y"}}, "Unknown model 'gru'"),  # not in the catalogue
+        ({"cors": {"allow_origin": ["*"]}}, "Extra inputs are not permitted"),  # typo in a nested block
     ],
 )
-def test_unknown_keys_are_rejected(args: dict[str, object]) -> None:
-    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+def test_unknown_keys_are_rejected(args: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
         ServingArgs.model_validate(args)
 
 
@@ -83,21 +80,27 @@ def test_invalid_values_are_rejected(args: dict[str, object]) -> None:
 
 
 def test_batch_user_config_is_validated() -> None:
-    assert BatchConfig.model_validate({"max_batch_size": 4}).batch_wait_timeout_s == 0.01
+    assert BatchConfig.model_validate({"max_batch_size": 4, "batch_wait_timeout_s": 0.01}).max_batch_size == 4
     with pytest.raises(ValidationError):
-        BatchConfig.model_validate({"max_batch": 4})
+        BatchConfig.model_validate({"max_batch": 4, "batch_wait_timeout_s": 0.01})
+    with pytest.raises(ValidationError, match="batch_wait_timeout_s"):  # no default: the YAML must say it
+        BatchConfig.model_validate({"max_batch_size": 4})
 
 
 def test_weights_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
-    assert ServingArgs().weights.resolve("cnn") == default_weights("cnn")
+    assert ServingArgs().weights_dir("cnn") == entry("cnn").default_weights
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
-    assert ServingArgs().weights.resolve("lstm") == tmp_path / "lstm"
+    assert ServingArgs().weights_dir("lstm") == tmp_path / "lstm"
     # explicit beats the env var; relative paths are relative to the repository root
     args = ServingArgs.model_validate({"weights": {"cnn": "runs/smoke/cnn", "lstm": "/abs/lstm"}})
-    assert args.weights.resolve("cnn") == REPO_ROOT / "runs" / "smoke" / "cnn"
-    assert args.weights.resolve("lstm") == Path("/abs/lstm")
-    assert args.weights.resolve("transformer") == tmp_path / "transformer"
+    assert args.weights_dir("cnn") == REPO_ROOT / "runs" / "smoke" / "cnn"
+    assert args.weights_dir("lstm") == Path("/abs/lstm")
+    assert args.weights_dir("transformer") == tmp_path / "transformer"
+    with pytest.raises(ValidationError, match="resnet"):  # a model the catalogue does not have
+        ServingArgs.model_validate({"weights": {"resnet": "/x"}})
+    with pytest.raises(ValidationError):
+        ServingArgs.model_validate({"model": "resnet"})
 
 
 def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
@@ -107,11 +110,14 @@ def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
     with pytest.raises(WeightsError):
         build_app(args)
     with pytest.raises(WeightsError):
-        build_xray_app(args)
+        build_model_app(args.model_copy(update={"model": "cnn"}))
     missing_lstm = ServingArgs.model_validate({"weights": {"lstm": str(tmp_path / "nope")}})
     with pytest.raises(WeightsError, match="lstm: "):
-        build_lstm_app(missing_lstm)
-    build_transformer_app(missing_lstm)  # only its own checkpoint matters to a model application
+        build_model_app(missing_lstm.model_copy(update={"model": "lstm"}))
+    # only its own checkpoint matters to a model application
+    build_model_app(missing_lstm.model_copy(update={"model": "transformer"}))
+    with pytest.raises(ValueError, match="args.model"):
+        build_model_app(ServingArgs())
 
 
 def test_fast_path_environment() -> None:
@@ -132,21 +138,20 @@ def test_fast_path_environment() -> None:
 def test_config_files_parse(path: Path) -> None:
     config = _load(path)
     apps = {app.name: app for app in config.applications}
-    builders = {
-        INGRESS_APP: "serving.app:build_app",
-        MODEL_APP["cnn"]: "serving.app:build_xray_app",
-        MODEL_APP["lstm"]: "serving.app:build_lstm_app",
-        MODEL_APP["transformer"]: "serving.app:build_transformer_app",
-    }
-    assert set(apps) == set(builders)
-    prefixes = {INGRESS_APP: "/", **{MODEL_APP[m]: MODEL_ROUTE_PREFIX[m] for m in MODEL_APP}}
-    deployments = {INGRESS_APP: INGRESS_DEPLOYMENT, **{MODEL_APP[m]: MODEL_DEPLOYMENT[m] for m in MODEL_APP}}
-    for name, app in apps.items():
-        assert app.import_path == builders[name]
-        assert app.route_prefix == prefixes[name]
-        assert [d.name for d in app.deployments] == [deployments[name]]
-        ServingArgs.model_validate(app.args)  # the builder would accept them
-        assert app.args == apps[INGRESS_APP].args, f"{name}: every application takes the same args"
+    # one application per catalogue model, named, routed and built as the catalogue says
+    assert set(apps) == {INGRESS_APP, *(e.serving_name for e in CATALOGUE.values())}
+    ingress = apps[INGRESS_APP]
+    assert ingress.import_path == "serving.app:build_app" and ingress.route_prefix == "/"
+    assert [d.name for d in ingress.deployments] == [INGRESS_DEPLOYMENT]
+    shared = {k: v for k, v in ingress.args.items() if k != "model"}
+    ServingArgs.model_validate(ingress.args)  # the builder would accept them
+    for model in CATALOGUE.values():
+        app = apps[model.serving_name]
+        assert app.import_path == "serving.app:build_model_app"
+        assert app.route_prefix == model.route_prefix
+        assert [d.name for d in app.deployments] == [model.serving_name]
+        assert ServingArgs.model_validate(app.args).model == model.name
+        assert {k: v for k, v in app.args.items() if k != "model"} == shared, f"{model.name}: the same args"
     assert config.http_options.host == "127.0.0.1"
     for dep in (d for app in config.applications for d in app.deployments):
         if dep.name == INGRESS_DEPLOYMENT:
@@ -169,7 +174,8 @@ def test_cpu_profile_fits_two_cores() -> None:
 
 def test_gpu_profile_shares_one_card() -> None:
     config = _load(GPU_CONFIG)
-    models = [d for app in config.applications for d in app.deployments if d.name in DEPLOYMENT_MODEL]
+    models = [d for app in config.applications for d in app.deployments if by_serving_name(d.name)]
+    assert len(models) == len(MODEL_NAMES)
     for dep in models:
         gpus = dep.ray_actor_options.num_gpus
         assert gpus is not None and 0 < gpus < 1, f"{dep.name} should take a fraction of a GPU"

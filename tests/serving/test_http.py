@@ -13,8 +13,9 @@ import pytest
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi.testclient import TestClient
 
-from serving._http import AUTH, install_error_handlers, read_upload
-from serving._protocol import SERIES_SUFFIXES, XRAY_SUFFIXES, safe_upload_name
+from models.catalogue import PNEUMONIA, SEPSIS
+from serving._http import AUTH, REPLICA_HTTP, ReplicaCors, install_error_handlers, read_upload
+from serving._protocol import safe_upload_name
 from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, SingleFlight
 from serving.schemas import ErrorResponse
 
@@ -76,6 +77,32 @@ def test_token_required(locked_client: TestClient, headers: dict[str, str]) -> N
     assert response.headers["WWW-Authenticate"] == "Bearer"
     err = _error(response)
     assert err.error == "unauthorized" and "MEDLENS_API_TOKEN" in err.detail
+
+
+def test_replica_settings_apply_to_the_frozen_app_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """@serve.ingress serves a copy of the app frozen at decoration, whose ``state`` the replica's
+    constructor cannot reach: the token, statistics and CORS the constructor sets process-wide apply to it."""
+    frozen = FastAPI()
+    frozen.add_middleware(RequestStatsMiddleware)
+    frozen.add_middleware(ReplicaCors)
+    install_error_handlers(frozen)
+
+    @frozen.get("/v1/models", dependencies=AUTH)
+    async def models() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    stats = RequestStats(window_s=60)
+    monkeypatch.setattr(REPLICA_HTTP, "api_token", "s3cret")
+    monkeypatch.setattr(REPLICA_HTTP, "stats", stats)
+    monkeypatch.setattr(REPLICA_HTTP, "cors", {"allow_origins": ["http://ui.example"], "allow_methods": ["GET"]})
+    client = TestClient(frozen, raise_server_exceptions=False)
+    assert client.get("/v1/models").status_code == 401
+    ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret", "Origin": "http://ui.example"})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://ui.example"
+    assert {e.endpoint: e.requests for e in stats.summary()} == {"GET /v1/models": 2}
+    monkeypatch.setattr(REPLICA_HTTP, "cors", {})
+    plain = client.get("/v1/models", headers={"Authorization": "Bearer s3cret", "Origin": "http://ui.example"})
+    assert "access-control-allow-origin" not in plain.headers
 
 
 def test_right_token_passes(locked_client: TestClient) -> None:
@@ -150,9 +177,9 @@ def test_request_stats_window_and_percentiles() -> None:
 def test_replica_history_keeps_the_last_samples() -> None:
     history = ReplicaHistory(interval_s=5, keep_s=15)
     for i in range(10):
-        history.add({"XrayModel": i}, now=float(i))
+        history.add({"pneumonia-cnn": i}, now=float(i))
     samples = history.samples()
-    assert [s.replicas["XrayModel"] for s in samples] == [6, 7, 8, 9]
+    assert [s.replicas["pneumonia-cnn"] for s in samples] == [6, 7, 8, 9]
 
 
 def test_single_flight_never_runs_the_call_twice_at_once() -> None:
@@ -182,7 +209,7 @@ def test_single_flight_never_runs_the_call_twice_at_once() -> None:
 
 
 def test_upload_names_are_sanitised() -> None:
-    assert safe_upload_name("Doe^Jane.DCM", XRAY_SUFFIXES, "upload") == "upload.dcm"
-    assert safe_upload_name("Doe^Jane", XRAY_SUFFIXES, "upload") == "upload"
-    assert safe_upload_name("p1.CSV", SERIES_SUFFIXES, "upload.psv") == "upload.csv"
-    assert safe_upload_name(None, SERIES_SUFFIXES, "upload") == "upload"
+    assert safe_upload_name("Doe^Jane.DCM", PNEUMONIA.file_types, "upload") == "upload.dcm"
+    assert safe_upload_name("Doe^Jane", PNEUMONIA.file_types, "upload") == "upload"
+    assert safe_upload_name("p1.CSV", SEPSIS.file_types, "upload.psv") == "upload.csv"
+    assert safe_upload_name(None, SEPSIS.file_types, "upload") == "upload"

@@ -15,10 +15,12 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from models.catalogue import entry
 from models.inference import SepsisPredictor, XrayPredictor
 from models.sepsis_io import FEATURES, load_series_file
+from models.sequence import forward_fill
 from models.xray_io import load_xray_file
-from serving._inference import SequenceRunner, XrayRunner, forward_fill, top_features
+from serving._inference import ImageRunner, SeriesRunner, top_features
 from serving._protocol import ItemError, Upload
 from serving._settings import ServingArgs
 from serving.schemas import SepsisPrediction, XrayPrediction
@@ -36,14 +38,14 @@ def weights() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def xray_runner(weights: dict[str, Path]) -> XrayRunner:
+def xray_runner(weights: dict[str, Path]) -> ImageRunner:
     torch.set_num_threads(1)
-    return XrayRunner(weights["cnn"], CPU)
+    return ImageRunner(entry("cnn"), weights["cnn"], CPU, bf16=True)
 
 
 @pytest.fixture(scope="module")
-def lstm_runner(weights: dict[str, Path]) -> SequenceRunner:
-    return SequenceRunner("lstm", weights["lstm"], CPU, explain_max_hours=50)
+def lstm_runner(weights: dict[str, Path]) -> SeriesRunner:
+    return SeriesRunner(entry("lstm"), weights["lstm"], CPU, explain_max_hours=50)
 
 
 def dicom_without_pixels() -> bytes:
@@ -65,7 +67,7 @@ def dicom_without_pixels() -> bytes:
 
 # -- X-ray ----------------------------------------------------------------------------------------------------
 def test_bad_items_do_not_fail_the_batch(
-    xray_runner: XrayRunner, xray_pneumonia_path: Path, xray_normal_path: Path
+    xray_runner: ImageRunner, xray_pneumonia_path: Path, xray_normal_path: Path
 ) -> None:
     good = xray_pneumonia_path.read_bytes()
     uploads = [
@@ -95,7 +97,7 @@ def test_bad_items_do_not_fail_the_batch(
         assert result.dicom is None and result.heatmap_png is None
 
 
-def test_explain_heatmap_matches_the_image(xray_runner: XrayRunner, xray_fullres_path: Path) -> None:
+def test_explain_heatmap_matches_the_image(xray_runner: ImageRunner, xray_fullres_path: Path) -> None:
     result = xray_runner.explain_one(Upload(xray_fullres_path.read_bytes(), "upload.jpeg"))
     assert isinstance(result, XrayPrediction) and result.heatmap_png is not None
     heat = Image.open(io.BytesIO(base64.b64decode(result.heatmap_png)))
@@ -105,7 +107,27 @@ def test_explain_heatmap_matches_the_image(xray_runner: XrayRunner, xray_fullres
     assert np.asarray(heat).max() == 255  # normalised to [0, 1] before 8-bit
 
 
-def test_dicom_fields_are_deidentified(xray_runner: XrayRunner, dicom_path: Path) -> None:
+def test_preview_is_the_image_the_model_read(xray_runner: ImageRunner, dicom_path: Path) -> None:
+    """The dashboard draws ``preview_png`` instead of decoding uploads itself: it must be exactly serving's
+    decode (DICOM windowing, MONOCHROME1 inverted), area-downsampled to at most 1024 px a side."""
+    data = dicom_path.read_bytes()
+    (plain, with_preview) = xray_runner.predict_batch(
+        [Upload(data, "upload.dcm"), Upload(data, "upload.dcm", frozenset({"preview"}))]
+    )
+    assert isinstance(plain, XrayPrediction) and plain.preview_png is None
+    assert isinstance(with_preview, XrayPrediction) and with_preview.preview_png is not None
+    preview = np.asarray(Image.open(io.BytesIO(base64.b64decode(with_preview.preview_png))), dtype=np.float32) / 255
+    pixels = load_xray_file(dicom_path).pixels  # (1955, 1841) MONOCHROME1, inverted to display
+    assert max(preview.shape) == 1024
+    assert preview.shape[0] / preview.shape[1] == pytest.approx(pixels.shape[0] / pixels.shape[1], abs=0.01)
+    expected = np.asarray(
+        Image.fromarray(pixels, mode="F").resize(preview.shape[::-1], Image.Resampling.BOX), dtype=np.float32
+    )
+    assert np.abs(preview - expected).max() <= 1 / 255 + 1e-6  # 8-bit rounding only
+    assert with_preview.probability == pytest.approx(plain.probability)
+
+
+def test_dicom_fields_are_deidentified(xray_runner: ImageRunner, dicom_path: Path) -> None:
     (result,) = xray_runner.predict_batch([Upload(dicom_path.read_bytes(), "upload.dcm")])
     assert isinstance(result, XrayPrediction) and result.source_format == "dicom"
     assert result.dicom is not None and result.dicom["Modality"] == "CR"
@@ -113,14 +135,14 @@ def test_dicom_fields_are_deidentified(xray_runner: XrayRunner, dicom_path: Path
 
 
 # -- sepsis sequences -------------------------------------------------------------------------------------------
-def test_padded_batch_matches_single_records(lstm_runner: SequenceRunner, psv_paths: list[Path]) -> None:
+def test_padded_batch_matches_single_records(lstm_runner: SeriesRunner, psv_paths: list[Path]) -> None:
     uploads = [Upload(p.read_bytes(), "upload.psv") for p in psv_paths]
     uploads.insert(3, Upload(b"HR|Temp\n80|37\n", "upload.psv"))  # one row: refused, alone
     results = lstm_runner.predict_batch(uploads)
     bad = results.pop(3)
     assert isinstance(bad, ItemError) and bad.status == 422 and "at least 2" in bad.detail
     lengths = set()
-    direct = SepsisPredictor("lstm", lstm_runner.sepsis.weights_dir, "cpu")
+    direct = SepsisPredictor("lstm", lstm_runner.predictor.weights_dir, "cpu")
     for path, result in zip(psv_paths, results, strict=True):
         assert isinstance(result, SepsisPrediction)
         record = load_series_file(path, min_hours=2)
@@ -135,10 +157,26 @@ def test_padded_batch_matches_single_records(lstm_runner: SequenceRunner, psv_pa
     assert len(lengths) > 1, "the batch should mix stays of different lengths"
 
 
-def test_explain_top_features(lstm_runner: SequenceRunner, psv_path: Path) -> None:
+def test_vitals_are_the_values_the_model_read(lstm_runner: SeriesRunner, psv_path: Path) -> None:
+    """The dashboard plots ``vitals`` instead of parsing uploads itself: they are serving's parse."""
+    (result,) = lstm_runner.predict_batch([Upload(psv_path.read_bytes(), "upload.psv", frozenset({"vitals"}))])
+    assert isinstance(result, SepsisPrediction) and result.vitals is not None
+    record = load_series_file(psv_path, min_hours=2)
+    assert list(result.vitals) == ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
+    for name, values in result.vitals.items():
+        column = record.values[:, FEATURES.index(name)]
+        assert len(values) == record.hours
+        assert [v is None for v in values] == list(np.isnan(column))
+        np.testing.assert_allclose([v for v in values if v is not None], column[~np.isnan(column)], rtol=1e-6)
+    assert record.labels is not None and result.sepsis_label == [int(v) for v in record.labels]
+    (plain,) = lstm_runner.predict_batch([Upload(psv_path.read_bytes(), "upload.psv")])
+    assert isinstance(plain, SepsisPrediction) and plain.vitals is None and plain.sepsis_label is None
+
+
+def test_explain_top_features(lstm_runner: SeriesRunner, psv_path: Path) -> None:
     data = psv_path.read_bytes()
     record = load_series_file(psv_path, min_hours=2)
-    if record.hours > lstm_runner.explain_max_hours:
+    if record.hours > 50:  # the fixture's explain limit
         pytest.skip("first stay longer than this test's explain limit")
     result = lstm_runner.explain_one(Upload(data, "upload.psv"))
     assert isinstance(result, SepsisPrediction) and result.n_hours == record.hours
@@ -154,7 +192,7 @@ def test_explain_top_features(lstm_runner: SequenceRunner, psv_path: Path) -> No
                 assert f.value == pytest.approx(float(expected))
 
 
-def test_explain_refuses_very_long_stays(lstm_runner: SequenceRunner) -> None:
+def test_explain_refuses_very_long_stays(lstm_runner: SeriesRunner) -> None:
     rows = "\n".join(f"{80 + i % 5}|37" for i in range(60))
     upload = Upload(f"HR|Temp\n{rows}\n".encode(), "upload.psv")
     result = lstm_runner.explain_one(upload)
