@@ -17,6 +17,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, task
 
+from models.catalogue import MODEL_NAMES, models_for
 from models.config import data_paths
 
 _rng = random.Random(0)
@@ -50,6 +51,7 @@ def _load_records(limit: int = 30, min_hours: int = 24) -> list[tuple[str, bytes
 XRAYS = _load_xrays()
 RECORDS = _load_records()
 _TOKEN = os.environ.get("MEDLENS_API_TOKEN")
+SEPSIS_MODELS = models_for("series", task="sepsis")
 HEADERS = {"Authorization": f"Bearer {_TOKEN}"} if _TOKEN else {}
 
 
@@ -78,13 +80,13 @@ class SepsisClinician(HttpUser):
     def score(self) -> None:
         name, data = _rng.choice(RECORDS)
         explain = _rng.random() < 0.1
-        for model in ("lstm", "transformer"):
+        for model in SEPSIS_MODELS:
             self.client.post(
-                f"/v1/sepsis/{model}/predict",
+                model.predict_route,
                 params={"explain": "true"} if explain else {},
                 files={"file": (name, data, "text/plain")},
                 headers=HEADERS,
-                name=f"POST /v1/sepsis/{model}/predict" + (" (explain)" if explain else ""),
+                name=f"POST {model.predict_route}" + (" (explain)" if explain else ""),
             )
 
 
@@ -94,7 +96,7 @@ class DashboardReader(HttpUser):
 
     @task(3)
     def metrics(self) -> None:
-        model = _rng.choice(["cnn", "lstm", "transformer"])
+        model = _rng.choice(MODEL_NAMES)
         self.client.get(f"/v1/models/{model}/metrics", headers=HEADERS, name="GET /v1/models/{name}/metrics")
 
     @task(2)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.catalogue import models_for
 from models.cnn import to_tensor
 from models.config import data_paths
 from models.inference import SepsisPredictor, XrayPredictor
@@ -71,8 +72,9 @@ def main() -> int:
         r for r in (load_series_file(p) for p in sorted(data_paths().sepsis_training.glob("*.psv"))) if r.hours >= 72
     )
     values = record.values[:72]
-    for kind in ("lstm", "transformer"):
-        seq = SepsisPredictor(kind, args.weights_root / kind, device="cpu")
+    for entry in models_for("series"):
+        kind = entry.name
+        seq = SepsisPredictor(entry, args.weights_root / kind, device="cpu")
         for batch in (1, 32):
             records = [values] * batch
             sec = _timeit(partial(seq.predict, records), args.repeat)

@@ -21,9 +21,9 @@ from pathlib import Path
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 _RUN = re.compile(r"Shape test starting")
 _STEP = re.compile(r"Shape test updating to (\d+) users")
-_UP = re.compile(r"Upscaling Deployment\(name='(\w+)'.*Current ongoing requests: ([\d.]+)")
-_READY = re.compile(r"deployment='(\w+)'.*started successfully.*after ([\d.]+)s")
-_DOWN = re.compile(r"Downscaling Deployment\(name='(\w+)'")
+_UP = re.compile(r"Upscaling Deployment\(name='([\w-]+)'.*Current ongoing requests: ([\d.]+)")
+_READY = re.compile(r"deployment='([\w-]+)'.*started successfully.*after ([\d.]+)s")
+_DOWN = re.compile(r"Downscaling Deployment\(name='([\w-]+)'")
 
 
 def _stamp(line: str) -> float | None:

@@ -10,9 +10,12 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
 set +e
+rm -f test-artifacts/skip-summary.txt
 .venv/bin/python -m pytest "$@"
 status=$?
 set -e
+# Last lines of the run: how many tests were skipped and why (tests/conftest.py writes it).
+[ -f test-artifacts/skip-summary.txt ] && cat test-artifacts/skip-summary.txt
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing, a run without tests proves nothing" >&2
   exit 1

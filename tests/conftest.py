@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 import shutil
 import signal
 import socket
@@ -239,3 +240,36 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
 def serving_url(serve_server: ServeServer) -> str:
     """Base URL (http://127.0.0.1:18000) of the session's real MedLens serving, without auth."""
     return serve_server.url
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the run's skips, said loudly (scripts/test.sh prints this file last)
+# ----------------------------------------------------------------------------------------------------------
+SKIP_SUMMARY = REPO_ROOT / "test-artifacts" / "skip-summary.txt"
+
+
+def skip_summary(passed: int, failed: int, reasons: Counter[str]) -> str:
+    """What a reader of the last lines of ``make test`` must know: how many tests were skipped and why."""
+    skipped = sum(reasons.values())
+    lines = ["=" * 100]
+    if skipped:
+        lines.append(f"{skipped} TEST(S) SKIPPED: this was not a full run. Why:")
+        lines += [f"  {count:4d} x {reason}" for reason, count in reasons.most_common()]
+    else:
+        lines.append("No test was skipped: a full run.")
+    lines += ["=" * 100, f"pytest: {passed} passed, {failed} failed, {skipped} skipped"]
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    stats = terminalreporter.stats
+    reasons: Counter[str] = Counter()
+    for report in stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reasons[str(reason).removeprefix("Skipped: ")] += 1
+    passed = len([r for r in stats.get("passed", []) if getattr(r, "when", "call") == "call"])
+    failed = len(stats.get("failed", [])) + len(stats.get("error", []))
+    text = skip_summary(passed, failed, reasons)
+    SKIP_SUMMARY.parent.mkdir(exist_ok=True)
+    SKIP_SUMMARY.write_text(text)

@@ -1,4 +1,5 @@
-"""benchmarks.step_report on a locust log and a Serve controller log in their real line formats."""
+"""benchmarks.step_report on a locust log and a Serve controller log in their real line formats (deployment
+names as ray_config.yaml gives them, hyphens included)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ _PREFIX = "INFO 2026-12-02 {} controller 4350 -- "
 CONTROLLER = "\n".join(
     _PREFIX.format(stamp) + text
     for stamp, text in [
-        ("15:53:00,000", "Upscaling Deployment(name='XrayModel', app='xray') from 1 to 2 replicas. "
+        ("15:53:00,000", "Upscaling Deployment(name='pneumonia-cnn', app='pneumonia-cnn') from 1 to 2 replicas. "
          "Current ongoing requests: 9.00, current running replicas: 1."),  # before locust: ignored
-        ("15:53:42,714", "Upscaling Deployment(name='TransformerModel', app='transformer') from 1 to 2 replicas. "
-         "Current ongoing requests: 2.00, current running replicas: 1."),
-        ("15:53:43,250", "Adding 1 replica to Deployment(name='TransformerModel', app='transformer')."),
-        ("15:53:49,314", "Replica(id='9fqtmyfm', deployment='TransformerModel', app='transformer') started "
+        ("15:53:42,714", "Upscaling Deployment(name='sepsis-transformer', app='sepsis-transformer') from 1 to 2 "
+         "replicas. Current ongoing requests: 2.00, current running replicas: 1."),
+        ("15:53:43,250", "Adding 1 replica to Deployment(name='sepsis-transformer', app='sepsis-transformer')."),
+        ("15:53:49,314", "Replica(id='9fqtmyfm', deployment='sepsis-transformer', app='sepsis-transformer') started "
          "successfully on node 'e4e3' after 6.2s (PID: 1). Replica constructor, reconfigure method took 0.2s."),
-        ("15:54:43,900", "Upscaling Deployment(name='XrayModel', app='xray') from 1 to 2 replicas. "
+        ("15:54:43,900", "Upscaling Deployment(name='pneumonia-cnn', app='pneumonia-cnn') from 1 to 2 replicas. "
          "Current ongoing requests: 6.00, current running replicas: 1."),
-        ("15:56:50,000", "Downscaling Deployment(name='TransformerModel', app='transformer') from 2 to 1 "
+        ("15:56:50,000", "Downscaling Deployment(name='sepsis-transformer', app='sepsis-transformer') from 2 to 1 "
          "replicas. Current ongoing requests: 0.00, current running replicas: 2."),
     ]
 )  # fmt: skip
@@ -37,7 +38,7 @@ def test_each_rise_is_timed_from_the_step_before_it() -> None:
     stages = steps(LOCUST)
     assert [users for _, users in stages] == [1, 16, 64, 0]
     found, down = rises(stages, CONTROLLER)
-    assert [(r.deployment, r.users) for r in found] == [("TransformerModel", 16), ("XrayModel", 64)]
+    assert [(r.deployment, r.users) for r in found] == [("sepsis-transformer", 16), ("pneumonia-cnn", 64)]
     transformer, xray = found
     assert transformer.decided_s == pytest.approx(3.4)
     assert transformer.in_flight == 2.0
@@ -45,7 +46,7 @@ def test_each_rise_is_timed_from_the_step_before_it() -> None:
     assert transformer.startup_s == 6.2
     assert xray.decided_s == pytest.approx(4.5)
     assert xray.serving_s is None, "no 'started successfully' yet: not serving"
-    assert down == {"TransformerModel": pytest.approx(70.0)}
+    assert down == {"sepsis-transformer": pytest.approx(70.0)}
 
 
 def test_a_log_holding_several_runs_is_read_from_its_last() -> None:
@@ -55,4 +56,4 @@ def test_a_log_holding_several_runs_is_read_from_its_last() -> None:
     assert [users for _, users in stages] == [1, 16, 64, 0]
     assert stages == steps(LOCUST)
     _, down = rises(stages, CONTROLLER)
-    assert down == {"TransformerModel": pytest.approx(70.0)}
+    assert down == {"sepsis-transformer": pytest.approx(70.0)}
