@@ -1,104 +1,124 @@
-"""In-process inference speed of the three models on one CPU thread (no HTTP).
+"""In-process prediction speed of every execution path of every catalogue model, side by side (no HTTP).
 
-    .venv/bin/python -m benchmarks.models_speed [--weights-root models/weights] [--repeat 20]
+    .venv/bin/python -m benchmarks.models_speed [--threads 1] [--repeat 10] [--out docs/benchmarks-models.md]
 
-CNN: images/s at batch 1 and 16, fp32 vs bfloat16 autocast (channels_last), and the agreement of
-the two precisions on real images. Sequence models: a 72-hour record, batch 1 and 32. Prints a
-Markdown table and writes it to docs/benchmarks-models.md. Compare ratios within one run: the
-machine is shared and noisy.
+For each model: every candidate path of models/backends.py (torch fp32, channels_last, bf16 autocast where
+bf16 is native, ONNX Runtime), each timed on the same real inputs in one run (radiographs from the
+training folder; 72-hour ICU records), with its agreement with torch fp32 on those inputs (labels at the
+model's threshold, largest probability difference), and the path ``auto`` chooses (freshly measured: the
+cache is bypassed). Prints a Markdown table with the CPU model and flags and writes it to ``--out``.
+Compare ratios within one run: the machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.catalogue import models_for
+from models.backends import (
+    ExecutionPath,
+    Machine,
+    build_runner,
+    candidates,
+    onnxruntime_version,
+    this_machine,
+    time_runner,
+)
+from models.catalogue import CATALOGUE
 from models.cnn import to_tensor
 from models.config import data_paths
-from models.inference import SepsisPredictor, XrayPredictor
+from models.inference import Predictor, SepsisPredictor, XrayPredictor
 from models.sepsis_io import load_series_file
+from models.sequence import engineer, pad_batch
 from models.xray_io import labelled_images, load_xray_file
 
+Row = tuple[str, str, dict[int, float], float, float, str]  # model, path, items/s per batch, label agr., diff, note
 
-def _timeit(call: Callable[[], object], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls after two warm-up calls."""
-    call()
-    call()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+
+def _inputs(predictor: Predictor, batch: int) -> tuple[torch.Tensor, ...]:
+    """Real inputs: radiographs of the training folder, or 72-hour records of the sepsis stays."""
+    if isinstance(predictor, XrayPredictor):
+        items = labelled_images(data_paths().xray_train)[::97][:batch]
+        return (to_tensor([load_xray_file(p).pixels for p, _ in items], predictor.config),)
+    assert isinstance(predictor, SepsisPredictor)
+    records = []
+    for path in sorted(data_paths().sepsis_training.glob("*.psv")):
+        record = load_series_file(path)
+        if record.hours >= 72:
+            records.append(engineer(record.values[:72], predictor.stats))
+        if len(records) == batch:
+            break
+    return pad_batch(records)
+
+
+def bench_model(name: str, threads: int, budget_s: float, machine: Machine) -> tuple[list[Row], str]:
+    predictor = CATALOGUE[name].load(device="cpu", backend="torch-fp32")
+    spec = predictor.spec()
+    device = torch.device("cpu")
+    batches = (1, 16, 32) if isinstance(predictor, SepsisPredictor) else (1, 16)
+    agreement_inputs = _inputs(predictor, 64 if isinstance(predictor, XrayPredictor) else 32)
+    valid = spec.valid(agreement_inputs)
+    rows: list[Row] = []
+    reference: np.ndarray | None = None
+    for path in candidates(spec, device, machine, onnxruntime_version() is not None):
+        try:
+            run = build_runner(spec, path, device, threads)
+        except Exception as exc:
+            rows.append((name, path.name, {}, float("nan"), float("nan"), f"cannot run: {type(exc).__name__}"))
+            continue
+        probs = 1.0 / (1.0 + np.exp(-run(*agreement_inputs)[valid].astype(np.float64)))
+        if reference is None:
+            reference = probs
+        same = float(np.mean((probs >= spec.threshold) == (reference >= spec.threshold)))
+        speed = {b: b / time_runner(run, _inputs(predictor, b), budget_s) for b in batches}
+        rows.append((name, path.name, speed, same, float(np.max(np.abs(probs - reference))), ""))
+    with tempfile.TemporaryDirectory() as cache:  # `auto` as a fresh replica would choose it here
+        os.environ["MEDLENS_CACHE_DIR"] = cache
+        chosen = CATALOGUE[name].load(device="cpu", backend="auto").execution
+    return rows, ExecutionPath(chosen.backend, chosen.variant).name
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-root", type=Path, default=Path("models/weights"))
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (a replica uses 1)")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per path and batch size")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-models.md"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows: list[tuple[str, str, float, str]] = []
-
-    cnn = XrayPredictor(args.weights_root / "cnn", device="cpu")
-    items = labelled_images(data_paths().xray_train)[::97][:32]
-    images = [load_xray_file(p).pixels for p, _ in items]
-    for bf16 in (False, True):
-        cnn.bf16 = bf16
-        name = "bf16 autocast" if bf16 else "fp32"
-        for batch in (1, 16):
-            x = to_tensor(images[:batch], cnn.config)
-            sec = _timeit(partial(cnn.predict_tensor, x), args.repeat)
-            rows.append(("cnn", f"{name}, batch {batch}", batch / sec, "images/s (forward only)"))
-    cnn.bf16 = False
-    p32 = cnn.predict(images)
-    cnn.bf16 = True
-    p16 = cnn.predict(images)
-    sec = _timeit(partial(cnn.predict, images[:16]), max(3, args.repeat // 4))
-    rows.append(("cnn", "bf16, batch 16 incl. resize/normalise", 16 / sec, "images/s"))
-    agreement = float(np.mean((p32 >= cnn.threshold) == (p16 >= cnn.threshold)))
-    max_diff = float(np.abs(p32 - p16).max())
-
-    record = next(
-        r for r in (load_series_file(p) for p in sorted(data_paths().sepsis_training.glob("*.psv"))) if r.hours >= 72
-    )
-    values = record.values[:72]
-    for entry in models_for("series"):
-        kind = entry.name
-        seq = SepsisPredictor(entry, args.weights_root / kind, device="cpu")
-        for batch in (1, 32):
-            records = [values] * batch
-            sec = _timeit(partial(seq.predict, records), args.repeat)
-            rows.append((kind, f"72-hour record, batch {batch}", batch / sec, "records/s"))
-        sec = _timeit(partial(seq.explain, values), max(3, args.repeat // 4))
-        rows.append((kind, "explain (integrated gradients, 72 h)", 1 / sec, "records/s"))
-
-    header = (
-        f"# Model inference speed (in-process, 1 torch thread)\n\n"
-        "Command: `.venv/bin/python -m benchmarks.models_speed`; "
-        f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread, "
-        f"torch {torch.__version__}.\n\n"
-        "| model | setting | throughput | unit |\n|---|---|---|---|\n"
-    )
-    table = "".join(f"| {m} | {s} | {v:.1f} | {u} |\n" for m, s, v, u in rows)
-    fp32_1 = next(v for m, s, v, _ in rows if m == "cnn" and s == "fp32, batch 16")
-    bf16_1 = next(v for m, s, v, _ in rows if m == "cnn" and s == "bf16 autocast, batch 16")
-    notes = (
-        f"\nbf16/fp32 speed-up at batch 16: {bf16_1 / fp32_1:.2f}x. On {len(images)} real radiographs the "
-        f"two precisions agree on {agreement:.0%} of labels (max probability difference {max_diff:.4f}); "
-        "serving uses bf16.\n"
-    )
-    text = header + table + notes
+    torch.set_num_threads(args.threads)
+    machine = this_machine()
+    lines = [
+        "# Model prediction speed, every execution path (in-process)",
+        "",
+        f"Command: `.venv/bin/python -m benchmarks.models_speed --threads {args.threads}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Machine: **{machine.cpu}**; flags: {', '.join(machine.flags) or 'none of the AVX2 / AVX-512 / AMX ones'}; "
+        f"bf16 native: {'yes' if machine.bf16_native else 'no'}; {args.threads} thread(s); torch {torch.__version__}, "
+        f"ONNX Runtime {onnxruntime_version() or 'not installed'}.",
+        "",
+        "Agreement: share of real inputs (64 radiographs; every hour of 32 records) whose label at the model's "
+        "threshold equals torch fp32's, and the largest probability difference.",
+        "",
+        "| model | path | items/s by batch size | x torch fp32 (largest batch) | labels = fp32 | max prob diff "
+        "| `auto` |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in CATALOGUE:
+        rows, chosen = bench_model(name, args.threads, args.budget, machine)
+        base = rows[0][2]
+        for model, path, speed, same, diff, note in rows:
+            top = max(speed) if speed else None
+            ratio = f"{speed[top] / base[top]:.2f}" if top and base.get(top) else "-"
+            cells = ", ".join(f"{b}: {v:.0f}" for b, v in speed.items()) or note
+            mark = "**chosen**" if path == chosen else ""
+            lines.append(f"| {model} | {path} | {cells} | {ratio} | {same:.3f} | {diff:.2g} | {mark} |")
+    text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.backends import BACKENDS, BackendError
 from models.catalogue import MODEL_NAMES
 from models.inference import SepsisPredictor, XrayPredictor, load_predictor
 from models.metrics import BinaryEvaluation, binary_evaluation, normalized_utility
@@ -63,12 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
+        "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
-    predictor = load_predictor(args.model, args.weights, args.device)
+    try:
+        predictor = load_predictor(args.model, args.weights, args.device, args.backend)
+        execution = predictor.execution
+    except BackendError as exc:
+        parser.error(str(exc))
+    print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
     if isinstance(predictor, XrayPredictor):
         evaluation = evaluate_cnn(predictor, args.data)
     else:

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.backends import BackendName, Choice, ModelSpec, choose
 from models.cards import ModelCard, read_card
 from models.catalogue import ModelEntry
 from models.catalogue import entry as catalogue_entry
-from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint
+from models.checkpoint import CARD_JSON, CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
 from models.errors import WeightsError
 from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
@@ -36,6 +37,7 @@ from models.xray_io import XrayImage, load_xray_bytes
 
 #: Fewest hourly rows a sepsis record needs (trends need two hours).
 MIN_SERIES_HOURS = 2
+_ICULOS = FEATURES.index("ICULOS")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -48,10 +50,17 @@ def resolve_device(requested: str = "auto") -> torch.device:
 
 
 class Predictor:
-    """What every predictor shares: its catalogue entry, checkpoint meta, card and device."""
+    """What every predictor shares: its catalogue entry, checkpoint meta, card, device, and the execution
+    path its predictions take (chosen on first use by :func:`models.backends.choose`; explanations always
+    run the torch fp32 module)."""
 
-    def __init__(self, entry: ModelEntry, weights: Path | None, device: str) -> None:
+    #: the batch sizes the execution path is measured at (what serving batches up to)
+    batch_sizes: tuple[int, ...] = (1, 16)
+
+    def __init__(self, entry: ModelEntry, weights: Path | None, device: str, backend: BackendName = "auto") -> None:
         self.entry = entry
+        self.backend_requested: BackendName = backend
+        self._execution: tuple[Choice, Any] | None = None
         self.weights_dir = Path(weights) if weights is not None else entry.default_weights
         meta, state = load_checkpoint(self.weights_dir, expected=entry.name)
         self.meta: CheckpointMeta = meta
@@ -66,6 +75,26 @@ class Predictor:
     @property
     def threshold(self) -> float:
         return self.meta.threshold
+
+    def spec(self) -> ModelSpec:
+        """How the execution paths run this model: its fp32 module, inputs and probe batch."""
+        raise NotImplementedError
+
+    @property
+    def execution(self) -> Choice:
+        """The execution path of predictions: backend, precision, what was measured."""
+        return self._choose()[0]
+
+    def _run(self, *inputs: torch.Tensor) -> np.ndarray:
+        """Logits of the model inputs on the chosen execution path."""
+        run: Any = self._choose()[1]
+        out: np.ndarray = run(*inputs)
+        return out
+
+    def _choose(self) -> tuple[Choice, Any]:
+        if self._execution is None:
+            self._execution = choose(self.spec(), self.backend_requested, self.device, torch.get_num_threads())
+        return self._execution
 
     def decode(self, data: bytes, filename: str) -> Any:
         """Raw upload -> this model's input; a typed :class:`~models.errors.MedLensInputError` if unusable."""
@@ -87,36 +116,54 @@ class XrayPredictor(Predictor):
     """Chest X-ray CNN: probabilities of pneumonia and Grad-CAM heatmaps."""
 
     def __init__(
-        self, weights: Path | None = None, device: str = "auto", bf16: bool = True, entry: ModelEntry | None = None
+        self,
+        weights: Path | None = None,
+        device: str = "auto",
+        backend: BackendName = "auto",
+        entry: ModelEntry | None = None,
     ) -> None:
-        super().__init__(entry or catalogue_entry("cnn"), weights, device)
+        super().__init__(entry or catalogue_entry("cnn"), weights, device, backend)
         self.config = CnnConfig.model_validate(self.meta.config)
         self.model = PneumoniaCNN(self.config)
         self.model.load_state_dict(self._state)
-        self.model.eval().to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.bf16 = bf16
+        self.model.eval().to(self.device)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+    def spec(self) -> ModelSpec:
+        size = self.config.image_size
+
+        def probe(batch: int) -> tuple[torch.Tensor, ...]:
+            """Deterministic film-like images: smooth random fields of the model's input size, normalised."""
+            gen = torch.Generator().manual_seed(1234)
+            coarse = torch.rand(batch, 1, 12, 12, generator=gen)
+            images = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+            return ((images - self.config.mean) / self.config.std,)  # (batch, 1, S, S)
+
+        return ModelSpec(
+            name=self.name,
+            module=self.model,
+            input_names=("x",),
+            dynamic_axes={"x": {0: "batch"}},
+            probe=probe,
+            valid=lambda inputs: np.ones(inputs[0].shape[0], dtype=bool),
+            threshold=self.threshold,
+            batch_sizes=self.batch_sizes,
+            image=True,
+            checkpoint=self.weights_dir / CHECKPOINT_FILE,
+        )
 
     def decode(self, data: bytes, filename: str) -> XrayImage:
         return load_xray_bytes(data, filename)
 
-    @torch.inference_mode()
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """List of (H, W) [0, 1] images -> (batch,) probability of pneumonia."""
         if not images:
             return np.empty(0, dtype=np.float32)
-        x = to_tensor(images, self.config).to(self.device).contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            logits = self.model(x)  # (batch,)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        return self.predict_tensor(to_tensor(images, self.config))
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
-        """Pre-processed (batch, 1, S, S) tensor -> probabilities (used by the benchmarks)."""
-        with torch.inference_mode(), self._autocast():
-            logits = self.model(x.to(self.device).contiguous(memory_format=torch.channels_last))
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        """Pre-processed (batch, 1, S, S) tensor -> (batch,) probabilities on the chosen execution path."""
+        logits = self._run(x)  # (batch,)
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
     def explain(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``."""
@@ -136,9 +183,14 @@ class SepsisPredictor(Predictor):
     """LSTM or Transformer: hourly sepsis risk and per-hour feature attributions."""
 
     def __init__(
-        self, entry: ModelEntry | str, weights: Path | None = None, device: str = "auto", explain_max_hours: int = 400
+        self,
+        entry: ModelEntry | str,
+        weights: Path | None = None,
+        device: str = "auto",
+        backend: BackendName = "auto",
+        explain_max_hours: int = 400,
     ) -> None:
-        super().__init__(catalogue_entry(entry) if isinstance(entry, str) else entry, weights, device)
+        super().__init__(catalogue_entry(entry) if isinstance(entry, str) else entry, weights, device, backend)
         self.explain_max_hours = explain_max_hours
         kind = self.entry.name
         self.config = SequenceConfig.model_validate(self.meta.config)
@@ -169,14 +221,41 @@ class SepsisPredictor(Predictor):
             f"The record has {item.hours} hourly rows; {what} limited to {limit}.{hint} the most recent {limit} hours."
         )
 
-    @torch.inference_mode()
+    def spec(self) -> ModelSpec:
+        def probe(batch: int) -> tuple[torch.Tensor, ...]:
+            """Deterministic records of 24, 2, 48 and 7 hours in turn, every measurement drawn around its
+            training mean with half of the cells missing, engineered as real records are."""
+            rng = np.random.default_rng(1234)
+            mean, std = np.asarray(self.stats.mean), np.asarray(self.stats.std)
+            records = []
+            for i in range(batch):
+                hours = (24, 2, 48, 7)[i % 4]
+                values = mean + 0.7 * std * rng.standard_normal((hours, len(FEATURES)))
+                values[rng.random(values.shape) < 0.5] = np.nan
+                values[:, _ICULOS] = np.arange(1, hours + 1)
+                records.append(engineer(values.astype(np.float32), self.stats))
+            return pad_batch(records)  # (batch, hours, F), (batch, hours)
+
+        return ModelSpec(
+            name=self.name,
+            module=self.model,
+            input_names=("x", "mask"),
+            dynamic_axes={"x": {0: "batch", 1: "hours"}, "mask": {0: "batch", 1: "hours"}},
+            probe=probe,
+            valid=lambda inputs: inputs[1].numpy() > 0,
+            threshold=self.threshold,
+            batch_sizes=self.batch_sizes,
+            image=False,
+            checkpoint=self.weights_dir / CHECKPOINT_FILE,
+        )
+
     def predict(self, records: list[np.ndarray]) -> list[np.ndarray]:
         """List of (hours_i, 40) raw records -> list of (hours_i,) probabilities, one padded batch."""
         if not records:
             return []
         features = [engineer(v, self.stats) for v in records]
         x, mask = pad_batch(features)  # (batch, hours, F), (batch, hours)
-        prob = to_probability(self.model(x.to(self.device), mask.to(self.device))).cpu().numpy()
+        prob = to_probability(torch.from_numpy(self._run(x, mask))).numpy()
         return [prob[i, : v.shape[0]].astype(np.float32) for i, v in enumerate(records)]
 
     def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32) -> np.ndarray:
@@ -213,9 +292,11 @@ class SepsisPredictor(Predictor):
         return out.numpy()
 
 
-def load_predictor(name: str, weights: Path | None = None, device: str = "auto") -> XrayPredictor | SepsisPredictor:
+def load_predictor(
+    name: str, weights: Path | None = None, device: str = "auto", backend: BackendName = "auto"
+) -> XrayPredictor | SepsisPredictor:
     """The predictor of catalogue model ``name`` (:class:`~models.errors.UnknownModelError` if none)."""
-    predictor: XrayPredictor | SepsisPredictor = catalogue_entry(name).load(weights, device)
+    predictor: XrayPredictor | SepsisPredictor = catalogue_entry(name).load(weights, device, backend=backend)
     return predictor
 
 

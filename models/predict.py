@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.backends import BACKENDS, BackendError
 from models.catalogue import MODEL_NAMES
 from models.errors import MedLensInputError
 from models.inference import SepsisPredictor, XrayPredictor, load_predictor
@@ -75,12 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
+        "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
-    predictor = load_predictor(args.model, args.weights, args.device)
+    try:
+        predictor = load_predictor(args.model, args.weights, args.device, args.backend)
+        execution = predictor.execution
+    except BackendError as exc:
+        parser.error(str(exc))
+    print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
     if isinstance(predictor, XrayPredictor):
         rows = predict_images(predictor, args.input, args.batch_size)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -72,12 +72,6 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def bf16_native(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return True
-
-
 class Runner(Generic[ItemT, ResponseT]):
     """``predictor`` serves batched predictions; ``explainer``, a second copy of the same checkpoint,
     serves explanations (they hook the model and take seconds), so a replica can run both at once and
@@ -86,10 +80,13 @@ class Runner(Generic[ItemT, ResponseT]):
     #: what the input is, in error messages ("image", "time series")
     what = "input"
 
-    def __init__(self, entry: ModelEntry, weights: Path, device: torch.device, **options: Any) -> None:
+    def __init__(
+        self, entry: ModelEntry, weights: Path, device: torch.device, backend: str = "auto", **options: Any
+    ) -> None:
         self.entry = entry
-        self.predictor: Predictor = entry.load(weights, str(device), **options)
-        self.explainer: Predictor = entry.load(weights, str(device), **options)
+        # predictions on the execution path chosen for this machine; explanations need torch's gradients
+        self.predictor: Predictor = entry.load(weights, str(device), backend=backend, **options)
+        self.explainer: Predictor = entry.load(weights, str(device), backend="torch-fp32", **options)
         self.consecutive_failures = 0
         try:
             self.predictor.predict([self._warm_up_input()])  # compiles kernels, proves the checkpoint runs
@@ -190,6 +187,9 @@ class Runner(Generic[ItemT, ResponseT]):
             version=p.meta.version,
             task=p.meta.task,
             device=device_name(p.device),
+            backend=p.execution.backend,
+            precision=p.execution.precision,
+            items_per_s={str(k): round(v, 1) for k, v in p.execution.items_per_s.items()},
             threshold=p.meta.threshold,
             labels=list(p.meta.labels),
             headline=None if p.card is None else HeadlineMetrics.from_card(p.card),

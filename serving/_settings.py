@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
+from models.backends import BackendName
 from models.catalogue import CATALOGUE, MODEL_NAMES, ModelName
 from models.catalogue import entry as catalogue_entry
 from models.config import REPO_ROOT
@@ -66,7 +67,11 @@ class ServingArgs(_Args):
         "root. A model not named: $MEDLENS_WEIGHTS_DIR/<model> when that is set, else models/weights/<model>",
     )
     torch_threads: PositiveInt = Field(1, description="torch intra-op threads per model replica")
-    xray_bf16: bool = Field(True, description="bfloat16 autocast for the CNN (CPU with AVX512-BF16, or CUDA)")
+    backends: dict[ModelName, BackendName] = Field(
+        default_factory=dict,
+        description="execution path of predictions per model name: auto (default: the fastest path that agrees "
+        "with torch fp32, measured on this machine and cached), torch-fp32, torch-bf16 or onnxruntime",
+    )
     max_upload_mb: PositiveFloat = Field(25.0, description="uploads above this size are refused with 413")
     explain_max_hours: PositiveInt = Field(
         400, description="longest ICU stay (rows) that ?explain=true accepts; attribution cost grows with hours^2"

@@ -46,7 +46,7 @@ from serving._http import (
     read_upload,
     retry_after_headers,
 )
-from serving._inference import RUNNERS, Runner, bf16_native, configure_torch, replica_device
+from serving._inference import RUNNERS, Runner, configure_torch, replica_device
 from serving._openapi import serve_merged_openapi
 from serving._protocol import ItemError, Upload, safe_upload_name
 from serving._settings import INGRESS_APP, INGRESS_DEPLOYMENT, BatchConfig, ServingArgs, check_weights
@@ -141,12 +141,14 @@ class _ModelServer:
         configure_torch(args.torch_threads)
         device = replica_device(ray.get_gpu_ids())
         options: dict[str, Any] = {}
-        if self._entry.task.input_kind == "image":
-            options["bf16"] = args.xray_bf16 and bf16_native(device)
-        else:
+        if self._entry.task.input_kind == "series":
             options["explain_max_hours"] = args.explain_max_hours
         self._runner: Runner[Any, Any] = RUNNERS[self._entry.task.input_kind](
-            self._entry, args.weights_dir(self._entry.name), device, **options
+            self._entry,
+            args.weights_dir(self._entry.name),
+            device,
+            backend=args.backends.get(self._entry.name, "auto"),
+            **options,
         )
         # One batch at a time on the predicting copy, one explanation at a time on the explaining copy
         # (Grad-CAM / IG hook their model); the two run side by side.

@@ -60,6 +60,12 @@ class ModelInfo(_Schema):
     version: str
     task: str = Field(description="the checkpoint's description of its task")
     device: str = Field(description="where this model's replicas run: cpu or cuda:N")
+    backend: str = Field(description="execution path of predictions: torch-fp32, torch-bf16 or onnxruntime")
+    precision: str = Field(description="fp32 or bf16")
+    items_per_s: dict[str, float] = Field(
+        description="predictions per second measured at each batch size when the path was chosen (empty when "
+        "the backend was set explicitly)"
+    )
     threshold: float
     labels: list[str]
     headline: HeadlineMetrics | None

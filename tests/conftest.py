@@ -33,6 +33,9 @@ from models.config import REPO_ROOT
 from models.config import data_dir as _data_dir
 
 TEST_SERVE_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
+#: The tests' own cache of measured execution paths (models/backends.py), inherited by the test server:
+#: tests write only under test-artifacts/, and every session measures on the machine it runs on.
+os.environ["MEDLENS_CACHE_DIR"] = str(REPO_ROOT / "test-artifacts" / "backend-cache")
 TEST_SERVE_PORT = 18000
 SERVE_START_TIMEOUT_S = 180.0
 #: Environment of the test server: no auth token, whatever the developer's shell has.

@@ -54,7 +54,7 @@ def test_model_state_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     model = PneumoniaCNN(config).eval()
     meta = _meta().model_copy(update={"config": config.model_dump(mode="json"), "threshold": 0.5})
     save_checkpoint(tmp_path, meta, model.state_dict())
-    predictor = XrayPredictor(tmp_path, device="cpu", bf16=False)
+    predictor = XrayPredictor(tmp_path, device="cpu", backend="torch-fp32")
     image = torch.rand(64, 64).numpy()
     x = (torch.from_numpy(image).view(1, 1, 64, 64) - config.mean) / config.std
     with torch.no_grad():

@@ -82,6 +82,35 @@ def test_predict_cnn_single_file(image_tree: tuple[Path, list[Path]], tiny_cnn: 
     assert lines[0] == "path,probability,label" and len(lines) == 2 and lines[1].startswith(f"{images[0]},")
 
 
+@pytest.mark.parametrize("backend", ["torch-fp32", "onnxruntime", "auto"])
+def test_predict_cnn_backends_agree(
+    image_tree: tuple[Path, list[Path]],
+    tiny_cnn: Path,
+    tmp_path: Path,
+    backend: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--backend` picks the execution path; every path gives the same labels and nearly the same numbers."""
+    root, images = image_tree
+    out = tmp_path / f"{backend}.csv"
+    argv = ["cnn", "--input", str(root), "--output", str(out), "--weights", str(tiny_cnn), "--backend", backend]
+    assert predict_main(argv) == 0
+    err = capsys.readouterr().err
+    if backend != "auto":
+        assert f"predictions on {backend}" in err
+    rows = {r[0]: (float(r[1]), r[2]) for r in csv.reader(out.read_text().splitlines()[1:])}
+    reference = XrayPredictor(tiny_cnn, backend="torch-fp32").predict([load_xray_file(p).pixels for p in images])
+    for path, want in zip(images, reference, strict=True):
+        prob, _ = rows[str(path)]
+        assert prob == pytest.approx(float(want), abs=0.02)
+
+
+def test_predict_unknown_backend_is_a_usage_error(tmp_path: Path, tiny_cnn: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        predict_main(["cnn", "--input", str(tmp_path), "--output", str(tmp_path / "p.csv"), "--backend", "tensorrt"])
+    assert info.value.code == 2
+
+
 def test_predict_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         predict_main(["cnn", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "p.csv")])

@@ -64,6 +64,9 @@ def test_models(client: MedLensClient) -> None:
     assert models["cnn"].input_kind == "image" and models["cnn"].predict_route == "/v1/xray/predict"
     for info in models.values():
         assert info.device == "cpu"
+        # the execution path chosen by measurement on this machine, with what it measured
+        assert info.backend in {"torch-fp32", "torch-bf16", "onnxruntime"} and info.precision in {"fp32", "bf16"}
+        assert info.items_per_s and all(v > 0 for v in info.items_per_s.values())
         assert 0.0 < info.threshold < 1.0 and info.version.startswith(info.name)
         assert info.headline is not None and 0.0 <= info.headline.auroc <= 1.0
 

@@ -40,7 +40,7 @@ def weights() -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def xray_runner(weights: dict[str, Path]) -> ImageRunner:
     torch.set_num_threads(1)
-    return ImageRunner(entry("cnn"), weights["cnn"], CPU, bf16=True)
+    return ImageRunner(entry("cnn"), weights["cnn"], CPU)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,503 @@
+"""Each model's execution path, chosen by measuring it on the machine where it runs.
+
+Candidates (:func:`candidates`): torch fp32 (for images also in channels_last), torch bf16 autocast
+(only where bf16 is native: AVX512-BF16 or AMX on the CPU, a CUDA device with bf16) and ONNX Runtime
+(CPU execution provider; the CUDA provider on a GPU) on an ONNX export of the checkpoint made at load.
+
+A candidate counts only if it agrees with torch fp32 on a fixed probe batch: every probability within
+:data:`PROB_TOLERANCE` of fp32's, and the same label at the model's threshold for every probe item whose
+fp32 probability is farther than that tolerance from the threshold. The fastest agreeing candidate at
+the batch sizes the model serves wins (geometric mean of items/s over those sizes). The choice and every
+measurement are cached per machine (CPU model and flags, device, threads, library versions, checkpoint
+hash) in ``$MEDLENS_CACHE_DIR`` (default ``~/.cache/medlens``), so a second replica or a restart does not
+probe again. Explanations (Grad-CAM, integrated gradients) always use the torch fp32 module: they need
+gradients; only predictions take the chosen path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "torch-fp32", "torch-bf16", "onnxruntime"]
+BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
+#: Largest difference in probability from torch fp32 that a candidate may show on the probe batch.
+PROB_TOLERANCE = 0.02
+CACHE_ENV = "MEDLENS_CACHE_DIR"
+CACHE_VERSION = 1
+#: CPU flags that decide which kernels run (recorded in the cache key and in benchmark tables).
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+Runner = Callable[..., np.ndarray]  # (*model inputs as tensors) -> logits as float32 numpy
+
+
+class BackendError(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the machine
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Machine:
+    cpu: str
+    flags: tuple[str, ...]  # the RELEVANT_FLAGS this CPU has
+
+    @property
+    def bf16_native(self) -> bool:
+        return "avx512_bf16" in self.flags or "amx_bf16" in self.flags
+
+    def describe(self) -> str:
+        return f"{self.cpu} ({', '.join(self.flags) or 'no AVX2'})"
+
+
+def this_machine() -> Machine:
+    """CPU model and the flags of :data:`RELEVANT_FLAGS` it has (from /proc/cpuinfo on Linux)."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu in ("", platform.machine(), platform.processor()):
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return Machine(cpu=cpu, flags=tuple(f for f in RELEVANT_FLAGS if f in flags))
+
+
+def bf16_native(device: torch.device, machine: Machine | None = None) -> bool:
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return (machine or this_machine()).bf16_native
+
+
+def onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+    except ImportError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# what a model says about itself
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class ModelSpec:
+    """How to run one model: its fp32 module, how its inputs are named and shaped, a probe batch."""
+
+    name: str
+    module: nn.Module  # fp32, eval mode
+    input_names: tuple[str, ...]  # ("x",) or ("x", "mask")
+    dynamic_axes: dict[str, dict[int, str]]
+    probe: Callable[[int], tuple[torch.Tensor, ...]]  # batch size -> model inputs (deterministic)
+    valid: Callable[[tuple[torch.Tensor, ...]], np.ndarray]  # inputs -> boolean mask of real outputs
+    threshold: float
+    batch_sizes: tuple[int, ...]  # the batch sizes the model serves
+    image: bool  # channels_last applies
+    checkpoint: Path  # model.pt: its hash keys the cache
+
+
+@dataclass(frozen=True)
+class ExecutionPath:
+    backend: str  # torch-fp32 | torch-bf16 | onnxruntime
+    variant: str = ""  # channels_last | CPUExecutionProvider | CUDAExecutionProvider | ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend} ({self.variant})" if self.variant else self.backend
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.backend == "torch-bf16" else "fp32"
+
+
+@dataclass
+class Measurement:
+    path: str
+    items_per_s: dict[int, float] = field(default_factory=dict)  # batch size -> items/s
+    max_prob_diff: float | None = None
+    label_agreement: float | None = None
+    agrees: bool = False
+    error: str | None = None
+
+    def score(self) -> float:
+        """Geometric mean of items/s over the batch sizes (0 if it was not measured)."""
+        values = [v for v in self.items_per_s.values() if v > 0]
+        return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 0.0
+
+
+@dataclass
+class Choice:
+    backend: str
+    variant: str
+    precision: str
+    items_per_s: dict[int, float]
+    measured: list[Measurement]
+    requested: str
+    cached: bool
+    machine: str
+    note: str = ""
+
+    @property
+    def path(self) -> ExecutionPath:
+        return ExecutionPath(self.backend, self.variant)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Choice:
+        measured = [
+            Measurement(**{**m, "items_per_s": {int(k): v for k, v in m["items_per_s"].items()}})
+            for m in data["measured"]
+        ]
+        return cls(**{**data, "measured": measured, "items_per_s": {int(k): v for k, v in data["items_per_s"].items()}})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# candidates
+# ----------------------------------------------------------------------------------------------------------
+def candidates(spec: ModelSpec, device: torch.device, machine: Machine, ort_available: bool) -> list[ExecutionPath]:
+    """The paths worth measuring for ``spec`` on ``device`` (torch fp32 always first: the reference)."""
+    paths = [ExecutionPath("torch-fp32")]
+    if spec.image:
+        paths.append(ExecutionPath("torch-fp32", "channels_last"))
+    if bf16_native(device, machine):
+        paths.append(ExecutionPath("torch-bf16", "channels_last" if spec.image else ""))
+    if ort_available:
+        provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+        paths.append(ExecutionPath("onnxruntime", provider))
+    return paths
+
+
+def build_runner(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> Runner:
+    """A callable for ``path``; raises :class:`BackendError` when it cannot run here."""
+    if path.backend in ("torch-fp32", "torch-bf16"):
+        module = spec.module
+        if path.variant == "channels_last":
+            module = copy.deepcopy(spec.module).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        autocast = path.backend == "torch-bf16"
+
+        @torch.inference_mode()
+        def run(*inputs: torch.Tensor) -> np.ndarray:
+            moved = [t.to(device) for t in inputs]
+            if path.variant == "channels_last":
+                moved[0] = moved[0].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = module(*moved)
+            return out.float().cpu().numpy()
+
+        return run
+    if path.backend == "onnxruntime":
+        return _onnx_runner(spec, path.variant, threads)
+    raise BackendError(f"unknown backend {path.backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def _onnx_runner(spec: ModelSpec, provider: str, threads: int) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendError(
+            "ONNX Runtime is not installed: `pip install onnxruntime` (or choose --backend torch-fp32)."
+        ) from exc
+    if provider not in ort.get_available_providers():
+        raise BackendError(
+            f"ONNX Runtime here has no {provider} (available: {', '.join(ort.get_available_providers())}): "
+            "install onnxruntime-gpu for CUDA, or choose another backend."
+        )
+    model = onnx_export(spec)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, options, providers=[provider])
+    wanted = [i.name for i in session.get_inputs()]  # an unused input (the LSTM's mask) is dropped
+
+    def run(*inputs: torch.Tensor) -> np.ndarray:
+        feed = {n: t.cpu().numpy() for n, t in zip(spec.input_names, inputs, strict=True) if n in wanted}
+        out: np.ndarray = session.run(None, feed)[0]
+        return out.astype(np.float32, copy=False)
+
+    return run
+
+
+def onnx_export(spec: ModelSpec) -> bytes:
+    """The ONNX graph of ``spec.module`` with dynamic batch (and hour) axes; cached beside the choices,
+    keyed by the checkpoint's hash."""
+    cached = cache_dir() / "onnx" / f"{spec.name}-{checkpoint_hash(spec.checkpoint)[:16]}-{torch.__version__}.onnx"
+    if cached.is_file():
+        return cached.read_bytes()
+    example = spec.probe(2)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on shape checks, which the probe then verifies
+        target = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            copy.deepcopy(spec.module).cpu(),
+            example,
+            str(target),
+            input_names=list(spec.input_names),
+            output_names=["logit"],
+            dynamic_axes={**spec.dynamic_axes, "logit": spec.dynamic_axes[spec.input_names[0]]},
+            dynamo=False,
+            opset_version=17,
+        )
+        data = target.read_bytes()
+    with contextlib.suppress(OSError):
+        _atomic_write(cached, data)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measuring and choosing
+# ----------------------------------------------------------------------------------------------------------
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[float, float, bool]:
+    """(max |probability difference|, share of equal labels, agrees): equal labels are required for every
+    item whose reference probability lies farther than PROB_TOLERANCE from the threshold."""
+    diff = float(np.max(np.abs(probs - reference))) if reference.size else 0.0
+    same = (probs >= threshold) == (reference >= threshold)
+    decisive = np.abs(reference - threshold) > PROB_TOLERANCE
+    share = float(np.mean(same)) if same.size else 1.0
+    return diff, share, diff <= PROB_TOLERANCE and bool(np.all(same[decisive]))
+
+
+def time_runner(run: Runner, inputs: tuple[torch.Tensor, ...], budget_s: float, max_reps: int = 20) -> float:
+    """Median seconds per call: one warm-up, then calls until ``budget_s`` is spent (at least 3)."""
+    run(*inputs)
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - started < budget_s and len(times) < max_reps):
+        t0 = time.perf_counter()
+        run(*inputs)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def pick(measured: Sequence[Measurement]) -> Measurement:
+    """The agreeing measurement with the best score; torch fp32 (the first) when none agrees."""
+    valid = [m for m in measured if m.agrees and m.error is None and m.score() > 0]
+    return max(valid, key=lambda m: m.score()) if valid else measured[0]
+
+
+def measure(
+    spec: ModelSpec,
+    paths: Sequence[ExecutionPath],
+    device: torch.device,
+    threads: int,
+    budget_s: float = 0.25,
+    build: Callable[[ModelSpec, ExecutionPath, torch.device, int], Runner] = build_runner,
+) -> tuple[list[Measurement], dict[str, Runner]]:
+    """Probe every path (built by ``build``): agreement with the first (torch fp32) on the probe batch, then
+    speed at each of the model's batch sizes."""
+    probe = spec.probe(max(spec.batch_sizes))
+    valid = spec.valid(probe)
+    measured: list[Measurement] = []
+    runners: dict[str, Runner] = {}
+    reference: np.ndarray | None = None
+    for path in paths:
+        m = Measurement(path=path.name)
+        measured.append(m)
+        try:
+            run = build(spec, path, device, threads)
+            probs = _sigmoid(run(*probe))[valid]
+            if reference is None:
+                reference = probs
+            m.max_prob_diff, m.label_agreement, m.agrees = agreement(reference, probs, spec.threshold)
+            if not m.agrees:
+                continue
+            for batch in spec.batch_sizes:
+                inputs = spec.probe(batch)
+                m.items_per_s[batch] = batch / time_runner(run, inputs, budget_s)
+            runners[path.name] = run
+        except Exception as exc:  # a path that fails here is simply not a candidate
+            m.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            logger.info("%s: %s is not a candidate (%s)", spec.name, path.name, m.error)
+    return measured, runners
+
+
+def choose(
+    spec: ModelSpec, requested: str = "auto", device: torch.device | None = None, threads: int | None = None
+) -> tuple[Choice, Runner]:
+    """The execution path of ``spec``: the fastest agreeing one (``auto``, cached per machine) or the one
+    asked for (checked: :class:`BackendError` when it cannot run here)."""
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    device = device or torch.device("cpu")
+    threads = threads or torch.get_num_threads()
+    machine = this_machine()
+    ort_version = onnxruntime_version()
+    if requested != "auto":
+        return _explicit(spec, requested, device, threads, machine)
+    key = cache_key(spec, device, threads, machine, ort_version)
+    cached = read_cache().get(key)
+    if cached is not None:
+        choice = Choice.from_json(cached)
+        with contextlib.suppress(Exception):
+            run = build_runner(spec, choice.path, device, threads)
+            choice.cached = True
+            return choice, run
+    paths = candidates(spec, device, machine, ort_version is not None)
+    measured, runners = measure(spec, paths, device, threads)
+    best = pick(measured)
+    path = next(p for p in paths if p.name == best.path)
+    run = runners.get(path.name) or build_runner(spec, paths[0], device, threads)
+    choice = Choice(
+        backend=path.backend,
+        variant=path.variant,
+        precision=path.precision,
+        items_per_s=dict(best.items_per_s),
+        measured=measured,
+        requested=requested,
+        cached=False,
+        machine=machine.describe() if device.type == "cpu" else f"{device} on {machine.describe()}",
+    )
+    write_cache(key, choice)
+    logger.info("%s runs on %s (%s)", spec.name, path.name, _summary(measured))
+    return choice, run
+
+
+def _explicit(
+    spec: ModelSpec, requested: str, device: torch.device, threads: int, machine: Machine
+) -> tuple[Choice, Runner]:
+    note = ""
+    if requested == "torch-bf16":
+        path = ExecutionPath("torch-bf16", "channels_last" if spec.image else "")
+        if not bf16_native(device, machine):
+            note = (
+                f"bf16 is not native on {machine.describe() if device.type == 'cpu' else device}: it runs "
+                "emulated, usually several times slower than torch-fp32"
+            )
+            warnings.warn(f"{spec.name}: {note}", RuntimeWarning, stacklevel=3)
+    elif requested == "onnxruntime":
+        path = ExecutionPath(
+            "onnxruntime", "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+        )
+    else:
+        path = ExecutionPath("torch-fp32", "channels_last" if spec.image else "")
+    run = build_runner(spec, path, device, threads)
+    choice = Choice(
+        backend=path.backend,
+        variant=path.variant,
+        precision=path.precision,
+        items_per_s={},
+        measured=[],
+        requested=requested,
+        cached=False,
+        machine=machine.describe(),
+        note=note,
+    )
+    return choice, run
+
+
+def _summary(measured: Sequence[Measurement]) -> str:
+    parts = []
+    for m in measured:
+        if m.error:
+            parts.append(f"{m.path}: failed")
+        elif not m.agrees:
+            parts.append(f"{m.path}: disagrees (max diff {m.max_prob_diff:.3g})")
+        else:
+            parts.append(f"{m.path}: {m.score():.0f}/s")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the per-machine cache
+# ----------------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medlens"
+
+
+def checkpoint_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with contextlib.suppress(OSError), path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(spec: ModelSpec, device: torch.device, threads: int, machine: Machine, ort_version: str | None) -> str:
+    """Changes with the CPU (model, flags), the device, threads, torch / ONNX Runtime / numpy versions,
+    the checkpoint, the batch sizes and this module's cache format."""
+    parts = {
+        "v": CACHE_VERSION,
+        "model": spec.name,
+        "checkpoint": checkpoint_hash(spec.checkpoint)[:16],
+        "cpu": machine.cpu,
+        "flags": list(machine.flags),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "numpy": np.__version__,
+        "batches": list(spec.batch_sizes),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def read_cache() -> dict[str, Any]:
+    try:
+        data = json.loads((cache_dir() / "backends.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(key: str, choice: Choice) -> None:
+    """Add one entry (read, update, atomic replace: concurrent replicas at worst probe twice)."""
+    data = read_cache()
+    data[key] = choice.to_json()
+    with contextlib.suppress(OSError):
+        _atomic_write(cache_dir() / "backends.json", json.dumps(data, indent=1).encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "BACKENDS",
+    "PROB_TOLERANCE",
+    "BackendError",
+    "BackendName",
+    "Choice",
+    "ExecutionPath",
+    "Machine",
+    "Measurement",
+    "ModelSpec",
+    "agreement",
+    "cache_key",
+    "candidates",
+    "choose",
+    "pick",
+    "this_machine",
+]

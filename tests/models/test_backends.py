@@ -1,0 +1,162 @@
+"""The execution path of each model, chosen by measurement: the choice logic on fake timings, a candidate
+that changes labels is refused, the cache key, explicit backends, and real choices on the committed weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import backends
+from models.backends import (
+    BackendError,
+    ExecutionPath,
+    Machine,
+    Measurement,
+    ModelSpec,
+    agreement,
+    build_runner,
+    cache_key,
+    candidates,
+    choose,
+    measure,
+    pick,
+)
+from models.catalogue import entry
+
+CPU = torch.device("cpu")
+PLAIN = Machine(cpu="Test CPU", flags=("avx2", "fma"))
+BF16 = Machine(cpu="Test CPU", flags=("avx2", "fma", "avx512f", "avx512_bf16"))
+
+
+@pytest.fixture(scope="module")
+def cnn_spec() -> ModelSpec:
+    return entry("cnn").load(device="cpu", backend="torch-fp32").spec()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+
+
+# -- the choice logic, on fake timings -------------------------------------------------------------------------
+def test_the_fastest_agreeing_path_wins() -> None:
+    measured = [
+        Measurement("torch-fp32", {1: 100.0, 16: 200.0}, 0.0, 1.0, True),
+        Measurement("torch-bf16", {1: 150.0, 16: 600.0}, 0.004, 1.0, True),
+        Measurement("onnxruntime", {1: 400.0, 16: 250.0}, 1e-6, 1.0, True),
+    ]
+    # geometric means over the served batch sizes: fp32 141, bf16 300, ONNX Runtime 316
+    assert pick(measured).path == "onnxruntime"
+    measured[2].items_per_s = {1: 300.0, 16: 250.0}  # 274: now bf16's 300 is the best
+    assert pick(measured).path == "torch-bf16"
+
+
+def test_fast_but_disagreeing_or_failed_paths_never_win() -> None:
+    measured = [
+        Measurement("torch-fp32", {1: 100.0, 16: 200.0}, 0.0, 1.0, True),
+        Measurement("torch-bf16", {1: 9000.0, 16: 9000.0}, 0.3, 0.9, False),
+        Measurement("onnxruntime", {}, None, None, False, "RuntimeError: no provider"),
+    ]
+    assert pick(measured).path == "torch-fp32"
+
+
+def test_agreement_needs_close_probabilities_and_the_same_decisive_labels() -> None:
+    ref = np.array([0.10, 0.371, 0.90])
+    # within tolerance everywhere; the item at the threshold may flip
+    assert agreement(ref, np.array([0.11, 0.369, 0.89]), 0.371)[2]
+    # a decisive label flips
+    assert not agreement(ref, np.array([0.10, 0.371, 0.30]), 0.371)[2]
+    # probabilities drift beyond the tolerance without a label change
+    assert not agreement(ref, np.array([0.05, 0.371, 0.90]), 0.371)[2]
+
+
+def test_candidates_follow_the_hardware() -> None:
+    spec_image = ModelSpec("x", torch.nn.Identity(), ("x",), {}, lambda b: (), lambda i: np.ones(0), 0.5, (1,), True,
+                           Path("/nonexistent"))  # fmt: skip
+    names = [p.name for p in candidates(spec_image, CPU, PLAIN, ort_available=True)]
+    assert names == ["torch-fp32", "torch-fp32 (channels_last)", "onnxruntime (CPUExecutionProvider)"]
+    names = [p.name for p in candidates(spec_image, CPU, BF16, ort_available=False)]
+    assert names == ["torch-fp32", "torch-fp32 (channels_last)", "torch-bf16 (channels_last)"]
+
+
+# -- a deliberately wrong candidate is refused ------------------------------------------------------------------
+def test_a_candidate_that_changes_labels_is_rejected(cnn_spec: ModelSpec) -> None:
+    def build(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> backends.Runner:
+        right = build_runner(spec, ExecutionPath("torch-fp32"), device, threads)
+        if path.backend == "onnxruntime":  # "fast" and wrong: the logits' sign flipped
+            return lambda *inputs: -right(*inputs)
+        return right
+
+    paths = [ExecutionPath("torch-fp32"), ExecutionPath("onnxruntime", "CPUExecutionProvider")]
+    measured, runners = measure(cnn_spec, paths, CPU, 1, budget_s=0.05, build=build)
+    assert measured[0].agrees and not measured[1].agrees
+    assert measured[1].label_agreement is not None and measured[1].label_agreement < 0.5
+    assert "onnxruntime (CPUExecutionProvider)" not in runners
+    assert pick(measured).path == "torch-fp32"
+
+
+# -- the cache --------------------------------------------------------------------------------------------------
+def test_cache_key_changes_with_the_machine_and_the_libraries(
+    cnn_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = cache_key(cnn_spec, CPU, 1, PLAIN, "1.32.0")
+    assert key == cache_key(cnn_spec, CPU, 1, PLAIN, "1.32.0")
+    assert key != cache_key(cnn_spec, CPU, 1, BF16, "1.32.0")  # CPU flags
+    assert key != cache_key(cnn_spec, CPU, 1, Machine("Other CPU", PLAIN.flags), "1.32.0")  # CPU model
+    assert key != cache_key(cnn_spec, CPU, 1, PLAIN, "1.33.0")  # ONNX Runtime
+    assert key != cache_key(cnn_spec, CPU, 1, PLAIN, None)
+    assert key != cache_key(cnn_spec, CPU, 2, PLAIN, "1.32.0")  # threads
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert key != cache_key(cnn_spec, CPU, 1, PLAIN, "1.32.0")  # torch
+
+
+def test_the_choice_is_measured_once_then_read_from_the_cache(cnn_spec: ModelSpec) -> None:
+    first, run = choose(cnn_spec, "auto", CPU, 1)
+    assert not first.cached and len(first.measured) >= 2
+    assert first.measured[0].path == "torch-fp32" and first.measured[0].agrees
+    assert first.backend in {"torch-fp32", "torch-bf16", "onnxruntime"}
+    assert all(v > 0 for v in first.items_per_s.values())
+    second, _ = choose(cnn_spec, "auto", CPU, 1)
+    assert second.cached and (second.backend, second.variant) == (first.backend, first.variant)
+    probe = cnn_spec.probe(4)
+    reference = build_runner(cnn_spec, ExecutionPath("torch-fp32"), CPU, 1)(*probe)
+    np.testing.assert_allclose(1 / (1 + np.exp(-run(*probe))), 1 / (1 + np.exp(-reference)), atol=0.02)
+
+
+# -- explicit backends --------------------------------------------------------------------------------------
+def test_explicit_bf16_without_native_support_warns_and_still_runs(
+    cnn_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "this_machine", lambda: PLAIN)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        choice, run = choose(cnn_spec, "torch-bf16", CPU, 1)
+    assert choice.backend == "torch-bf16" and "emulated" in choice.note
+    assert run(*cnn_spec.probe(2)).shape == (2,)
+
+
+def test_a_backend_the_machine_cannot_run_is_an_error(cnn_spec: ModelSpec) -> None:
+    with pytest.raises(BackendError, match="CUDAExecutionProvider"):
+        build_runner(cnn_spec, ExecutionPath("onnxruntime", "CUDAExecutionProvider"), CPU, 1)
+    with pytest.raises(BackendError, match="unknown backend"):
+        choose(cnn_spec, "tensorrt", CPU, 1)
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_sequence_models_agree_on_every_path_they_keep(name: str) -> None:
+    """Variable-length records through every candidate (ONNX export with dynamic batch and hour axes)."""
+    predictor = entry(name).load(device="cpu", backend="auto")
+    choice = predictor.execution
+    measured = {m.path: m for m in choice.measured}
+    assert measured["torch-fp32"].agrees
+    ort = measured.get("onnxruntime (CPUExecutionProvider)")
+    assert ort is not None and ort.error is None and ort.agrees, ort
+    assert ort.max_prob_diff is not None and ort.max_prob_diff < 1e-4  # fp32 either way
+    fp32 = entry(name).load(device="cpu", backend="torch-fp32")
+    raw = [np.random.default_rng(i).normal(80, 10, size=(h, 40)).astype(np.float32) for i, h in enumerate((3, 30))]
+    for r in raw:
+        r[:, 2:] = np.nan
+    for got, want in zip(predictor.predict(raw), fp32.predict(raw), strict=True):
+        np.testing.assert_allclose(got, want, atol=0.02)
