@@ -6,8 +6,9 @@ Candidates (:func:`candidates`): torch fp32 (for images also in channels_last), 
 
 A candidate counts only if it agrees with torch fp32 on a fixed probe batch: every probability within
 :data:`PROB_TOLERANCE` of fp32's, and the same label at the model's threshold for every probe item whose
-fp32 probability is farther than that tolerance from the threshold. The fastest agreeing candidate at
-the batch sizes the model serves wins (geometric mean of items/s over those sizes). The choice and every
+fp32 probability is farther than that tolerance from the threshold. The agreeing candidate with the most
+items/s at the largest batch size the model serves wins (its capacity under load; the smallest batch size
+breaks ties). The choice and every
 measurement are cached per machine (CPU model and flags, device, threads, library versions, checkpoint
 hash) in ``$MEDLENS_CACHE_DIR`` (default ``~/.cache/medlens``), so a second replica or a restart does not
 probe again. Explanations (Grad-CAM, integrated gradients) always use the torch fp32 module: they need
@@ -21,7 +22,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import tempfile
@@ -43,7 +43,7 @@ BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
 #: Largest difference in probability from torch fp32 that a candidate may show on the probe batch.
 PROB_TOLERANCE = 0.02
 CACHE_ENV = "MEDLENS_CACHE_DIR"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: CPU flags that decide which kernels run (recorded in the cache key and in benchmark tables).
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
@@ -141,10 +141,12 @@ class Measurement:
     agrees: bool = False
     error: str | None = None
 
-    def score(self) -> float:
-        """Geometric mean of items/s over the batch sizes (0 if it was not measured)."""
-        values = [v for v in self.items_per_s.values() if v > 0]
-        return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 0.0
+    def score(self) -> tuple[float, float]:
+        """(items/s at the largest batch size, at the smallest): capacity under load decides, latency when
+        idle breaks ties; (0, 0) if it was not measured."""
+        if not self.items_per_s:
+            return (0.0, 0.0)
+        return (self.items_per_s[max(self.items_per_s)], self.items_per_s[min(self.items_per_s)])
 
 
 @dataclass
@@ -299,7 +301,7 @@ def time_runner(run: Runner, inputs: tuple[torch.Tensor, ...], budget_s: float, 
 
 def pick(measured: Sequence[Measurement]) -> Measurement:
     """The agreeing measurement with the best score; torch fp32 (the first) when none agrees."""
-    valid = [m for m in measured if m.agrees and m.error is None and m.score() > 0]
+    valid = [m for m in measured if m.agrees and m.error is None and m.score()[0] > 0]
     return max(valid, key=lambda m: m.score()) if valid else measured[0]
 
 
@@ -421,7 +423,7 @@ def _summary(measured: Sequence[Measurement]) -> str:
         elif not m.agrees:
             parts.append(f"{m.path}: disagrees (max diff {m.max_prob_diff:.3g})")
         else:
-            parts.append(f"{m.path}: {m.score():.0f}/s")
+            parts.append(f"{m.path}: {m.score()[0]:.0f}/s")
     return "; ".join(parts)
 
 

@@ -223,13 +223,13 @@ class SepsisPredictor(Predictor):
 
     def spec(self) -> ModelSpec:
         def probe(batch: int) -> tuple[torch.Tensor, ...]:
-            """Deterministic records of 24, 2, 48 and 7 hours in turn, every measurement drawn around its
+            """Deterministic records of 48, 2, 72 and 24 hours in turn, every measurement drawn around its
             training mean with half of the cells missing, engineered as real records are."""
             rng = np.random.default_rng(1234)
             mean, std = np.asarray(self.stats.mean), np.asarray(self.stats.std)
             records = []
             for i in range(batch):
-                hours = (24, 2, 48, 7)[i % 4]
+                hours = (48, 2, 72, 24)[i % 4]
                 values = mean + 0.7 * std * rng.standard_normal((hours, len(FEATURES)))
                 values[rng.random(values.shape) < 0.5] = np.nan
                 values[:, _ICULOS] = np.arange(1, hours + 1)

@@ -23,8 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import CHECKPOINT_FILE
 from models.catalogue import entry
+from models.checkpoint import CHECKPOINT_FILE
 from models.config import DataPaths, data_paths
 from models.sepsis_io import FEATURES, LABEL
 
