@@ -30,6 +30,7 @@ from models.backends import (
     this_machine,
     time_runner,
 )
+from models.cards import SpeedRow, SpeedTable, read_card, write_card
 from models.catalogue import CATALOGUE
 from models.cnn import to_tensor
 from models.config import data_paths
@@ -84,11 +85,31 @@ def bench_model(name: str, threads: int, budget_s: float, machine: Machine) -> t
     return rows, ExecutionPath(chosen.backend, chosen.variant).name
 
 
+def _write_card(name: str, rows: list[Row], chosen: str, machine: Machine, threads: int) -> None:
+    directory = CATALOGUE[name].default_weights
+    card = read_card(directory)
+    card.speed = SpeedTable(
+        machine=machine.describe(),
+        threads=threads,
+        measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        command=f"python -m benchmarks.models_speed --threads {threads} --cards",
+        rows=[
+            SpeedRow(path=path, items_per_s=speed, labels_equal_fp32=same, max_prob_diff=diff, chosen=path == chosen)
+            for _, path, speed, same, diff, note in rows
+            if speed and not note
+        ],
+    )
+    write_card(directory, card)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (a replica uses 1)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per path and batch size")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-models.md"))
+    parser.add_argument(
+        "--cards", action="store_true", help="also write each model's table into its committed card (card.json/md)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = this_machine()
@@ -111,6 +132,8 @@ def main() -> int:
     ]
     for name in CATALOGUE:
         rows, chosen = bench_model(name, args.threads, args.budget, machine)
+        if args.cards:
+            _write_card(name, rows, chosen, machine, args.threads)
         base = rows[0][2]
         for model, path, speed, same, diff, note in rows:
             top = max(speed) if speed else None

@@ -26,6 +26,28 @@ SEPSIS_SOURCE = (
 )
 
 
+class SpeedRow(BaseModel):
+    """One execution path measured by ``python -m benchmarks.models_speed --cards``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    items_per_s: dict[int, float]
+    labels_equal_fp32: float
+    max_prob_diff: float
+    chosen: bool
+
+
+class SpeedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    machine: str
+    threads: int
+    measured: str  # date, UTC
+    command: str
+    rows: list[SpeedRow]
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +69,7 @@ class ModelCard(BaseModel):
     extra_metrics: dict[str, float] = {}
     intended_use: str
     limitations: list[str]
+    speed: SpeedTable | None = None
 
 
 def write_card(directory: Path, card: ModelCard) -> None:
@@ -112,9 +135,29 @@ n = {ev.n} ({ev.n_positive} positive), at the operating threshold:
 
 Confusion matrix: TN {c.tn}, FP {c.fp}, FN {c.fn}, TP {c.tp}.
 
-## Intended use
+{_speed_section(card.speed)}## Intended use
 {card.intended_use}
 
 ## Limitations
 {limits}
+"""
+
+
+def _speed_section(speed: SpeedTable | None) -> str:
+    if speed is None:
+        return ""
+    rows = "\n".join(
+        f"| {r.path}{' (chosen)' if r.chosen else ''} | "
+        + ", ".join(f"batch {b}: {v:.0f}/s" for b, v in r.items_per_s.items())
+        + f" | {r.labels_equal_fp32:.3f} | {r.max_prob_diff:.2g} |"
+        for r in speed.rows
+    )
+    return f"""## Prediction speed, every execution path
+Measured {speed.measured} on {speed.machine}, {speed.threads} thread(s): `{speed.command}`. Serving chooses
+the path on the machine it runs on (models/backends.py); this is what the choice saw here.
+
+| path | predictions per second | labels = torch fp32 | max probability difference |
+|---|---|---|---|
+{rows}
+
 """
