@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -48,7 +47,9 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import torch
+import yaml
 
+from models.backends import this_machine
 from models.config import data_paths
 from serving._settings import fast_path_env
 
@@ -98,12 +99,32 @@ def inputs(sepsis: bool, n: int = 32) -> list[tuple[str, bytes]]:
     return out
 
 
+def bench_backend(sepsis: bool, threads: int) -> str:
+    """The execution path ``auto`` chooses on this machine for the benchmarked model at ``threads`` threads:
+    the ceiling and every server then run that same path, so the comparison is between servers."""
+    from models.inference import load_predictor
+
+    torch.set_num_threads(threads)
+    return load_predictor("lstm" if sepsis else "cnn", device="cpu").execution.backend
+
+
+def medlens_config(config: str, model: str, backend: str) -> Path:
+    """``config`` with ``args.backends`` set to ``backend`` for ``model`` in every application."""
+    data = yaml.safe_load((ROOT / config).read_text())
+    for app in data["applications"]:
+        app.setdefault("args", {})["backends"] = {model: backend}
+    out = ROOT / ".run" / "bench_config.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
 def ceiling(
     sepsis: bool,
     payloads: list[tuple[str, bytes]],
     threads: int,
     seconds: float,
     sizes: tuple[int, ...] = (1, 4, 8, 16, 32),
+    backend: str = "auto",
 ) -> dict[int, float]:
     """Requests/s in-process at each batch size: decode + pre-process + forward, no HTTP."""
     from models.inference import SepsisPredictor, XrayPredictor
@@ -113,12 +134,12 @@ def ceiling(
     torch.set_num_threads(threads)
     results: dict[int, float] = {}
     if sepsis:
-        seq = SepsisPredictor("lstm", device="cpu")
+        seq = SepsisPredictor("lstm", device="cpu", backend=backend)  # type: ignore[arg-type]
 
         def run(batch: list[bytes]) -> None:
             seq.predict([parse_series_bytes(b, "x.psv").values for b in batch])
     else:
-        cnn = XrayPredictor(device="cpu")
+        cnn = XrayPredictor(device="cpu", backend=backend)  # type: ignore[arg-type]
 
         def run(batch: list[bytes]) -> None:
             cnn.predict([load_xray_bytes(b, "x").pixels for b in batch])
@@ -415,7 +436,11 @@ def main() -> int:
     clients = args.clients or ([32] if args.sepsis else [1, 8, 32])
     (ROOT / ".run").mkdir(exist_ok=True)
     payloads = inputs(args.sepsis)
-    thr = {"MEDLENS_BENCH_THREADS": str(args.threads)}
+    backend = bench_backend(args.sepsis, args.threads)
+    machine = this_machine()
+    print(f"every server and the ceiling run {backend} ({machine.describe()})", flush=True)
+    thr = {"MEDLENS_BENCH_THREADS": str(args.threads), "MEDLENS_BENCH_BACKEND": backend}
+    config = medlens_config(args.config, "lstm" if args.sepsis else "cnn", backend)
     path = "/predict_sepsis" if args.sepsis else "/predict"
     servers = {
         "plain": Server(
@@ -429,13 +454,13 @@ def main() -> int:
             8102, path, {}, thr,
         ),
         "medlens": Server(
-            "medlens", [str(BIN / "serve"), "run", args.config], 8000,
+            "medlens", [str(BIN / "serve"), "run", str(config)], 8000,
             "/v1/sepsis/lstm/predict" if args.sepsis else "/v1/xray/predict", {}, fast_path_env(),
         ),
     }  # fmt: skip
 
     print("ceiling (in-process) ...", flush=True)
-    ceil = ceiling(args.sepsis, payloads, args.threads, seconds=max(3.0, args.seconds / 4))
+    ceil = ceiling(args.sepsis, payloads, args.threads, seconds=max(3.0, args.seconds / 4), backend=backend)
     best_bs = max(ceil, key=lambda k: ceil[k])
     best = ceil[best_bs]
     print(f"  ceiling {best:.1f} req/s at batch {best_bs} ({ceil})", flush=True)
@@ -449,7 +474,7 @@ def main() -> int:
     memory: dict[str, list[ProcessGroup]] = {}  # per process kind, right after the step at the most clients
 
     def again() -> float:
-        return ceiling(args.sepsis, payloads, args.threads, seconds=args.seconds / 2, sizes=(best_bs,))[best_bs]
+        return ceiling(args.sepsis, payloads, args.threads, args.seconds / 2, (best_bs,), backend)[best_bs]
 
     def load(url: str, server: Server, n: int, seconds: float, warmup: float) -> LoadResult:
         if args.client == "wrk":
@@ -498,7 +523,8 @@ def main() -> int:
         f"\n## {what} — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
         f"Command: `{' '.join(['.venv/bin/python -m benchmarks.serving_peers', *sys.argv[1:]])}`; "
         f"MedLens config `{args.config}`; "
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads per server {args.threads}; "
+        f"machine: {machine.describe()}, {os.cpu_count()} cores, torch threads per server {args.threads}; "
+        f"every server and the ceiling predict on **{backend}** (what `auto` chooses here, models/backends.py); "
         f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per step; "
         f"load generator {args.client} ({CLIENT_NOTE[args.client]}, on the same cores).\n",
         "In-process ceiling (decode + pre-process + forward, no HTTP): "

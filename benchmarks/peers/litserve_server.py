@@ -19,11 +19,14 @@ from models.inference import SepsisPredictor, XrayPredictor
 from models.sepsis_io import parse_series_bytes
 from models.xray_io import load_xray_bytes
 
+#: the execution path (models/backends.py) serving_peers chose for the ceiling: every server runs the same
+BACKEND: Any = os.environ.get("MEDLENS_BENCH_BACKEND", "auto")
+
 
 class XrayAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         torch.set_num_threads(int(os.environ.get("MEDLENS_BENCH_THREADS", "2")))
-        self.model = XrayPredictor(device="cpu")
+        self.model = XrayPredictor(device="cpu", backend=BACKEND)
 
     def decode_request(self, request: Request) -> Any:
         upload = request["file"]
@@ -46,7 +49,7 @@ class XrayAPI(ls.LitAPI):
 class SepsisAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         torch.set_num_threads(int(os.environ.get("MEDLENS_BENCH_THREADS", "2")))
-        self.model = SepsisPredictor("lstm", device="cpu")
+        self.model = SepsisPredictor("lstm", device="cpu", backend=BACKEND)
 
     def decode_request(self, request: Request) -> Any:
         upload = request["file"]

@@ -6,6 +6,7 @@ MEDLENS_BENCH_THREADS=2 .venv/bin/uvicorn benchmarks.peers.plain_fastapi:app --p
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from fastapi import FastAPI, File, Query, UploadFile
@@ -15,10 +16,13 @@ from models.inference import SepsisPredictor, XrayPredictor
 from models.sepsis_io import parse_series_bytes
 from models.xray_io import load_xray_bytes
 
+#: the execution path (models/backends.py) serving_peers chose for the ceiling: every server runs the same
+BACKEND: Any = os.environ.get("MEDLENS_BENCH_BACKEND", "auto")
+
 torch.set_num_threads(int(os.environ.get("MEDLENS_BENCH_THREADS", "2")))
 app = FastAPI()
-xray = XrayPredictor(device="cpu")
-sepsis = {name: SepsisPredictor(name, device="cpu") for name in ("lstm", "transformer")}
+xray = XrayPredictor(device="cpu", backend=BACKEND)
+sepsis = {name: SepsisPredictor(name, device="cpu", backend=BACKEND) for name in ("lstm", "transformer")}
 
 
 @app.get("/healthz")
