@@ -30,16 +30,16 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.catalogue import BACKENDS, BackendName
+
 logger = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "torch-fp32", "torch-bf16", "onnxruntime"]
-BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
 #: Largest difference in probability from torch fp32 that a candidate may show on the probe batch.
 PROB_TOLERANCE = 0.02
 CACHE_ENV = "MEDLENS_CACHE_DIR"

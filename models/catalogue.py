@@ -23,6 +23,9 @@ from models.errors import UnknownModelError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 InputKind = Literal["image", "series"]
+#: How a model's predictions may run (models/backends.py measures and chooses; ``auto`` is the default).
+BackendName = Literal["auto", "torch-fp32", "torch-bf16", "onnxruntime"]
+BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
 
 
 @dataclass(frozen=True)

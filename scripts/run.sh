@@ -13,10 +13,21 @@ for port in "$SERVE_PORT" "$UI_PORT"; do
     exit 1
   fi
 done
+RAY_PORT="${MEDLENS_RAY_PORT:-6390}"
+if port_busy "$RAY_PORT"; then
+  echo "port $RAY_PORT (MedLens's Ray) is already in use: stop that Ray first, or set MEDLENS_RAY_PORT" >&2
+  exit 1
+fi
 mkdir -p .run
 echo "==> starting Ray Serve (log: .run/serve.log)"
 set -a; . serving/fast_path.env; set +a   # HAProxy front door, direct ingress (see the file)
-setsid .venv/bin/serve run ray_config.yaml >.run/serve.log 2>&1 </dev/null &
+export RAY_USAGE_STATS_ENABLED=0
+# MedLens's own Ray instance, without Ray's web dashboard (about 1 GB of processes on a 2-core machine;
+# the dashboard's Service page shows replicas and requests), in its own process session with serve run.
+setsid bash -c ".venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false \
+  --disable-usage-stats --num-cpus \$(nproc) >.run/ray.log 2>&1 \
+  && exec .venv/bin/serve run --address auto ray_config.yaml" \
+  >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!
 stop() {
   echo "==> stopping MedLens"

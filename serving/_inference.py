@@ -84,9 +84,11 @@ class Runner(Generic[ItemT, ResponseT]):
         self, entry: ModelEntry, weights: Path, device: torch.device, backend: str = "auto", **options: Any
     ) -> None:
         self.entry = entry
-        # predictions on the execution path chosen for this machine; explanations need torch's gradients
+        self._weights, self._device, self._options = weights, device, options
+        # predictions on the execution path chosen for this machine; explanations (loaded when first asked
+        # for) need torch's gradients
         self.predictor: Predictor = entry.load(weights, str(device), backend=backend, **options)
-        self.explainer: Predictor = entry.load(weights, str(device), backend="torch-fp32", **options)
+        self._explainer: Predictor | None = None
         self.consecutive_failures = 0
         try:
             self.predictor.predict([self._warm_up_input()])  # compiles kernels, proves the checkpoint runs
@@ -95,6 +97,13 @@ class Runner(Generic[ItemT, ResponseT]):
                 f"The {entry.name} checkpoint in {self.predictor.weights_dir} does not run with the current model "
                 f"code ({type(exc).__name__}: {exc}); retrain it with `python -m models.train {entry.name}`."
             ) from exc
+
+    @property
+    def explainer(self) -> Predictor:
+        """A second copy of the checkpoint on torch fp32, made on the first explanation."""
+        if self._explainer is None:
+            self._explainer = self.entry.load(self._weights, str(self._device), backend="torch-fp32", **self._options)
+        return self._explainer
 
     # -- what a kind of input says ---------------------------------------------------------------------
     def _warm_up_input(self) -> Any:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from models.backends import BackendName
-from models.catalogue import CATALOGUE, MODEL_NAMES, ModelName
+from models.catalogue import CATALOGUE, MODEL_NAMES, BackendName, ModelName
 from models.catalogue import entry as catalogue_entry
 from models.config import REPO_ROOT
 from models.errors import WeightsError

@@ -46,7 +46,6 @@ from serving._http import (
     read_upload,
     retry_after_headers,
 )
-from serving._inference import RUNNERS, Runner, configure_torch, replica_device
 from serving._openapi import serve_merged_openapi
 from serving._protocol import ItemError, Upload, safe_upload_name
 from serving._settings import INGRESS_APP, INGRESS_DEPLOYMENT, BatchConfig, ServingArgs, check_weights
@@ -136,6 +135,10 @@ class _ModelServer:
     def __init__(self, args: ServingArgs) -> None:
         if args.model is None:
             raise ValueError("a model application needs `args.model` (a name from models/catalogue.py)")
+        # Imported here, not at the top: the ingress and the application builders never load torch, so
+        # they import in a fraction of the time and hold a fraction of the memory of a model replica.
+        from serving._inference import RUNNERS, Runner, configure_torch, replica_device
+
         self._args = args
         self._entry: ModelEntry = catalogue_entry(args.model)
         configure_torch(args.torch_threads)
