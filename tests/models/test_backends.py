@@ -160,3 +160,16 @@ def test_sequence_models_agree_on_every_path_they_keep(name: str) -> None:
         r[:, 2:] = np.nan
     for got, want in zip(predictor.predict(raw), fp32.predict(raw), strict=True):
         np.testing.assert_allclose(got, want, atol=0.02)
+
+
+def test_cuda_candidates_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA device: bf16 when the card has it, ONNX Runtime through the CUDA provider (no GPU needed to
+    check the list; running it is checked where a GPU is)."""
+    spec = entry("lstm").load(device="cpu", backend="torch-fp32").spec()
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    names = [p.name for p in candidates(spec, cuda, PLAIN, ort_available=True)]
+    assert names == ["torch-fp32", "torch-bf16", "onnxruntime (CUDAExecutionProvider)"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    names = [p.name for p in candidates(spec, cuda, BF16, ort_available=False)]
+    assert names == ["torch-fp32"]  # the CPU's bf16 says nothing about the card's
