@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 #: Largest difference in probability from torch fp32 that a candidate may show on the probe batch.
 PROB_TOLERANCE = 0.02
 CACHE_ENV = "MEDLENS_CACHE_DIR"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: CPU flags that decide which kernels run (recorded in the cache key and in benchmark tables).
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 

@@ -35,8 +35,9 @@ from models.sequence import (
 )
 from models.xray_io import XrayImage, load_xray_bytes
 
-#: Fewest hourly rows a sepsis record needs (trends need two hours).
-MIN_SERIES_HOURS = 2
+#: Fewest hourly rows a sepsis record needs: the first hour of a stay gets a risk (when an early warning
+#: matters most); trends start from the second.
+MIN_SERIES_HOURS = 1
 _ICULOS = FEATURES.index("ICULOS")
 
 
@@ -223,13 +224,13 @@ class SepsisPredictor(Predictor):
 
     def spec(self) -> ModelSpec:
         def probe(batch: int) -> tuple[torch.Tensor, ...]:
-            """Deterministic records of 48, 2, 72 and 24 hours in turn, every measurement drawn around its
+            """Deterministic records of 48, 1, 72 and 24 hours in turn, every measurement drawn around its
             training mean with half of the cells missing, engineered as real records are."""
             rng = np.random.default_rng(1234)
             mean, std = np.asarray(self.stats.mean), np.asarray(self.stats.std)
             records = []
             for i in range(batch):
-                hours = (48, 2, 72, 24)[i % 4]
+                hours = (48, 1, 72, 24)[i % 4]
                 values = mean + 0.7 * std * rng.standard_normal((hours, len(FEATURES)))
                 values[rng.random(values.shape) < 0.5] = np.nan
                 values[:, _ICULOS] = np.arange(1, hours + 1)

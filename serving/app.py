@@ -272,7 +272,7 @@ class SeriesModelServer(_ModelServer):
         explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
         vitals: bool = Query(False, description="add the vital signs as the model read them, for display"),
     ) -> SepsisPrediction:
-        """Hourly sepsis risk for one ICU stay (one row per hour, at least 2 rows)."""
+        """Hourly sepsis risk for one ICU stay (one row per hour; a single row, the first hour, is scored too)."""
         result: SepsisPrediction = await self._answer(file, explain, frozenset({"vitals"} if vitals else ()))
         return result
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import Counter
 import shutil
 import signal
 import socket
@@ -22,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -39,9 +40,17 @@ def client(serving_url: str) -> Iterator[MedLensClient]:
         yield c
 
 
+def served_path(client: MedLensClient, model: str) -> tuple[Any, float]:
+    """The execution path serving chose for ``model`` (tests compute their expectations on the same one) and
+    the tolerance that path's numbers allow: bf16 rounds differently with the batch's shape."""
+    info = next(m for m in client.models().models if m.name == model)
+    return info.backend, (1e-4 if info.precision == "fp32" else 5e-3)
+
+
 @pytest.fixture(scope="module")
-def xray_predictor() -> XrayPredictor:
-    return XrayPredictor(ServingArgs().weights_dirs()["cnn"], "cpu")
+def xray_predictor(client: MedLensClient) -> XrayPredictor:
+    backend, _ = served_path(client, "cnn")
+    return XrayPredictor(ServingArgs().weights_dirs()["cnn"], "cpu", backend=backend)
 
 
 def _png_bytes(path: Path) -> bytes:
@@ -140,11 +149,24 @@ def test_sepsis_psv(client: MedLensClient, model: str, psv_path: Path) -> None:
     assert result.model == model and result.n_hours == record.hours == len(result.hours)
     assert [h.hour for h in result.hours] == list(range(record.hours))
     assert result.hours[0].iculos == pytest.approx(float(record.values[0, -1]))
-    direct = SepsisPredictor(model, ServingArgs().weights_dir(model), "cpu")
+    backend, atol = served_path(client, model)
+    direct = SepsisPredictor(model, ServingArgs().weights_dir(model), "cpu", backend=backend)
     (expected,) = direct.predict([record.values])
-    np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=1e-4)
+    np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=atol)
     alerts = np.flatnonzero(expected >= direct.threshold)
     assert result.first_alert_hour == (int(alerts[0]) if alerts.size else None)
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_the_first_hour_alone_gets_a_risk(client: MedLensClient, model: str, psv_path: Path) -> None:
+    """A record of one row (the first hour of a stay) is scored, and its risk is the model's hour-0 risk of
+    the whole stay: the models are causal."""
+    lines = psv_path.read_text().splitlines()
+    first = client.predict_sepsis(("\n".join(lines[:2]) + "\n").encode(), "a.psv", model=model)
+    whole = client.predict_sepsis(psv_path.read_bytes(), "a.psv", model=model)
+    assert first.n_hours == 1 and len(first.hours) == 1
+    _, atol = served_path(client, model)
+    assert first.hours[0].probability == pytest.approx(whole.hours[0].probability, abs=atol)
 
 
 def test_sepsis_csv_with_explanation(client: MedLensClient, psv_path: Path) -> None:
@@ -159,12 +181,13 @@ def test_sepsis_csv_with_explanation(client: MedLensClient, psv_path: Path) -> N
 
 def test_concurrent_sepsis_batch(client: MedLensClient, psv_paths: list[Path]) -> None:
     """Stays of different lengths at once (one padded LSTM batch): each gets its own trajectory."""
-    direct = SepsisPredictor("lstm", ServingArgs().weights_dirs()["lstm"], "cpu")
+    backend, atol = served_path(client, "lstm")
+    direct = SepsisPredictor("lstm", ServingArgs().weights_dirs()["lstm"], "cpu", backend=backend)
     with ThreadPoolExecutor(len(psv_paths)) as pool:
         results = list(pool.map(lambda p: client.predict_sepsis(p.read_bytes(), p.name, "lstm"), psv_paths))
     for path, result in zip(psv_paths, results, strict=True):
         (expected,) = direct.predict([load_series_file(path, min_hours=2).values])
-        np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=1e-4)
+        np.testing.assert_allclose([h.probability for h in result.hours], expected, atol=atol)
 
 
 def test_sepsis_warnings_for_missing_columns(client: MedLensClient) -> None:
@@ -211,7 +234,7 @@ SERIES_BAD: dict[str, tuple[bytes, int, str]] = {
     "non_numeric_cell": (b"HR,Temp\n80,37\nninety,37\n", 422, "column HR row 2 holds 'ninety'"),
     "impossible_value": (b"HR,Temp\n80,37\n80,73\n", 422, "Temp = 73"),
     "empty": (b"", 422, "empty"),
-    "one_row": (b"HR|Temp\n80|37\n", 422, "1 hourly row(s); at least 2"),
+    "header_only": (b"HR|Temp\n", 422, "0 hourly row(s); at least 1"),
     "not_text": (b"\xff\xd8\xff\xe0binary", 422, "not a text file"),
 }
 

@@ -116,7 +116,7 @@ def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
         build_model_app(missing_lstm.model_copy(update={"model": "lstm"}))
     # only its own checkpoint matters to a model application
     build_model_app(missing_lstm.model_copy(update={"model": "transformer"}))
-    with pytest.raises(ValueError, match="args.model"):
+    with pytest.raises(ValueError, match=r"args\.model"):
         build_model_app(ServingArgs())
 
 
