@@ -1,7 +1,9 @@
-.PHONY: run test setup
+.PHONY: run test setup screenshots
 run:   ## install and start serving + dashboard on the committed weights
 	scripts/run.sh
 test:  ## install test tools (incl. Debian chromium) and run lint, types and the full test suite
 	scripts/test.sh
 setup:
 	scripts/setup.sh test
+screenshots:  ## refresh the README's docs/screenshots/ from the browser test (tests only write test-artifacts/)
+	scripts/screenshots.sh

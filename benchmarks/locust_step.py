@@ -5,7 +5,7 @@
 
 Every 2 s it records users, replicas per deployment running and starting (GET /v1/service), requests/s and latency
 percentiles, and at the end writes docs/load/step_timeline.csv and docs/load/autoscaling.html
-(plotly), which the dashboard's Service page also shows. ``python -m benchmarks.step_report
+(plotly, :func:`benchmarks.step_chart.step_load_figure`). ``python -m benchmarks.step_report
 docs/load/step.log`` then times each deployment's scale-up from the Serve controller's log.
 """
 
@@ -21,6 +21,7 @@ import httpx
 from locust import LoadTestShape, events
 
 from benchmarks.locustfile import HEADERS, DashboardReader, SepsisClinician, XrayReviewer
+from benchmarks.step_chart import step_load_figure
 
 __all__ = ["DashboardReader", "SepsisClinician", "StepLoad", "XrayReviewer"]
 
@@ -81,9 +82,7 @@ def _on_stop(environment: Any, **_: Any) -> None:
 
 
 def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
-    """``step_timeline.csv`` and ``autoscaling.html``: the dashboard's own chart of the run."""
-    from dashboard.charts import step_load_figure
-
+    """``step_timeline.csv`` and ``autoscaling.html`` (the chart of the run)."""
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r})
     with (out / "step_timeline.csv").open("w", newline="") as fh:

@@ -1,7 +1,9 @@
 """MedLens dashboard — entry point: ``streamlit run dashboard/app.py``.
 
 Talks to MedLens serving over HTTP only (``serving.client``); the URL comes from
-``$MEDLENS_SERVING_URL`` or the sidebar field (per browser session).
+``$MEDLENS_SERVING_URL`` or the sidebar field (per browser session). Each page is a script in
+``dashboard/views/`` that ``st.navigation`` runs; its charts and tables are pure functions in
+``dashboard/charts/<page>.py``.
 """
 
 from __future__ import annotations

@@ -11,12 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from models.backends import BACKENDS, BackendError
-from models.catalogue import MODEL_NAMES
-from models.inference import SepsisPredictor, XrayPredictor, load_predictor
+from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
 from models.metrics import BinaryEvaluation, binary_evaluation, normalized_utility
 from models.sepsis_io import load_labelled_dir
 from models.xray_io import labelled_images, load_xray_file
@@ -59,29 +56,13 @@ def summary(name: str, ev: BinaryEvaluation) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=MODEL_NAMES)
+    add_predictor_arguments(parser)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
-        "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
-    )
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
-    try:
-        predictor = load_predictor(args.model, args.weights, args.device, args.backend)
-        execution = predictor.execution
-    except BackendError as exc:
-        parser.error(str(exc))
-    print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
+    predictor = cli_predictor(parser, args)
     if isinstance(predictor, XrayPredictor):
         evaluation = evaluate_cnn(predictor, args.data)
     else:

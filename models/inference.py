@@ -7,6 +7,8 @@ takes plain numpy input and returns numpy.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.backends import BackendName, Choice, ModelSpec, choose
+from models.backends import BackendError, Choice, ModelSpec, choose
 from models.cards import ModelCard, read_card
-from models.catalogue import ModelEntry
+from models.catalogue import BACKENDS, MODEL_NAMES, BackendName, ModelEntry
 from models.catalogue import entry as catalogue_entry
 from models.checkpoint import CARD_JSON, CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
@@ -293,6 +295,34 @@ class SepsisPredictor(Predictor):
         return out.numpy()
 
 
+def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``model``, ``--weights``, ``--threads``, ``--backend``, ``--device``: what every CLI that predicts takes."""
+    parser.add_argument("model", choices=MODEL_NAMES)
+    parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
+        "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def cli_predictor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> XrayPredictor | SepsisPredictor:
+    """The predictor the arguments of :func:`add_predictor_arguments` ask for, its execution path said on
+    stderr; a backend this machine cannot run is a usage error."""
+    torch.set_num_threads(args.threads)
+    try:
+        predictor = load_predictor(args.model, args.weights, args.device, args.backend)
+        execution = predictor.execution
+    except BackendError as exc:
+        parser.error(str(exc))
+    print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
+    return predictor
+
+
 def load_predictor(
     name: str, weights: Path | None = None, device: str = "auto", backend: BackendName = "auto"
 ) -> XrayPredictor | SepsisPredictor:
@@ -306,6 +336,8 @@ __all__ = [
     "Predictor",
     "SepsisPredictor",
     "XrayPredictor",
+    "add_predictor_arguments",
+    "cli_predictor",
     "load_predictor",
     "pad_batch",
     "resolve_device",

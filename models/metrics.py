@@ -87,6 +87,10 @@ class BinaryEvaluation(BaseModel):
     calibration: CurvePoints
     utility: float | None = None
 
+    def at_threshold(self, threshold: float) -> dict[str, float]:
+        """Metrics at another threshold, read off the stored ROC points (:func:`operating_point`)."""
+        return operating_point(self, threshold)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # classification metrics

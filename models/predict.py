@@ -14,13 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from models.backends import BACKENDS, BackendError
-from models.catalogue import MODEL_NAMES
 from models.errors import MedLensInputError
-from models.inference import SepsisPredictor, XrayPredictor, load_predictor
+from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
 from models.sepsis_io import iter_series_files, load_series_file
 from models.sequence import PROB_EPS
 from models.xray_io import iter_image_files, load_xray_file
@@ -70,30 +67,14 @@ def write_challenge_output(path: Path, prob: np.ndarray, threshold: float) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=MODEL_NAMES)
+    add_predictor_arguments(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn: CSV file; sequence models: folder")
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
-        "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
-    try:
-        predictor = load_predictor(args.model, args.weights, args.device, args.backend)
-        execution = predictor.execution
-    except BackendError as exc:
-        parser.error(str(exc))
-    print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
+    predictor = cli_predictor(parser, args)
     if isinstance(predictor, XrayPredictor):
         rows = predict_images(predictor, args.input, args.batch_size)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,7 @@ becomes a model input and how a result becomes a response.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 
 from models.catalogue import ModelEntry
 from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
@@ -28,6 +25,7 @@ from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sequence import forward_fill
 from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
+from serving.images import downsample, encode_gray_png
 from serving.schemas import (
     FeatureContribution,
     HeadlineMetrics,
@@ -240,25 +238,6 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,
         )
-
-
-def downsample(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """(H, W) float -> area-averaged so that the longer side is at most ``max_side`` pixels."""
-    height, width = pixels.shape
-    scale = max(height, width) / float(max_side)
-    if scale <= 1.0:
-        return pixels.astype(np.float32)
-    size = (max(1, round(width / scale)), max(1, round(height / scale)))
-    image = Image.fromarray(pixels.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX)
-    return np.asarray(image, dtype=np.float32)
-
-
-def encode_gray_png(values: np.ndarray) -> str:
-    """(H, W) float in [0, 1] -> base64 of an 8-bit grayscale PNG of the same size."""
-    gray = np.clip(np.nan_to_num(values, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)  # (H, W)
-    buffer = io.BytesIO()
-    Image.fromarray(gray, mode="L").save(buffer, format="PNG", optimize=False, compress_level=3)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # ----------------------------------------------------------------------------------------------------------

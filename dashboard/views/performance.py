@@ -1,5 +1,97 @@
-"""Streamlit page file (see dashboard/app.py); the page itself is in dashboard/performance_page.py."""
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/performance``): model performance.
 
-from dashboard.performance_page import render
+ROC, precision-recall, confusion matrix and calibration of the model card each model serves, with a
+threshold slider whose operating point is read off the card's stored ROC points.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import backend, widgets
+from dashboard.charts.common import source_line
+from dashboard.charts.performance import (
+    calibration_figure,
+    confusion_figure,
+    operating_metrics,
+    pr_figure,
+    roc_figure,
+)
+
+
+def render() -> None:
+    st.title("Model performance")
+    st.caption(
+        "Evaluation stored in each model's card, as served by MedLens. Research software — not for clinical use."
+    )
+    with st.spinner("Loading the model list…"):
+        listing = backend.call(backend.models)
+    if listing is None:
+        return
+    if not listing.models:
+        st.warning("Serving reports no models.")
+        return
+    infos = {m.name: m for m in listing.models}
+    name = widgets.model_select(list(infos), {k: v.title for k, v in infos.items()})
+    if name is None:
+        return
+    with st.spinner(f"Loading the evaluation of {infos[name].title}…"):
+        metrics = backend.call(backend.metrics, name)
+    if metrics is None:
+        return
+    ev = metrics.evaluation
+    source = source_line(metrics)
+    st.markdown(
+        f"**Data set:** {metrics.dataset}  \n**Computed:** {metrics.created} · **version** `{metrics.version}` · "
+        f"n = {ev.n:,} ({ev.n_positive:,} positive)"
+        + (f" · normalised utility {ev.utility:.3f}" if ev.utility is not None else "")
+    )
+
+    threshold = widgets.threshold_slider(name, metrics.threshold)
+    point = operating_metrics(metrics, threshold)
+    card = operating_metrics(metrics, metrics.threshold)
+    tiles = st.columns(5)
+    for column, (label, key) in zip(
+        tiles,
+        [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("F1", "f1"), ("Precision", "precision")],
+        strict=False,
+    ):
+        delta = point[key] - card[key]
+        column.metric(
+            label,
+            f"{point[key]:.3f}",
+            delta=f"{delta:+.3f} vs card" if abs(delta) >= 5e-4 else None,
+            border=True,
+        )
+    tiles[4].metric(
+        "Threshold", f"{threshold:.3f}", help=f"Card operating threshold {metrics.threshold:.3f}", border=True
+    )
+    st.caption(
+        "At the card's threshold the figures are the card's own; at other thresholds sensitivity, "
+        "specificity and the confusion matrix are read off the stored ROC points (exact at stored "
+        "thresholds, the nearest stored point at or above the threshold in between)."
+    )
+
+    top_left, top_right = st.columns(2)
+    with top_left:
+        st.plotly_chart(roc_figure(metrics, threshold), key="perf_roc", config={"displaylogo": False})
+        st.caption(source)
+    with top_right:
+        st.plotly_chart(pr_figure(metrics, threshold), key="perf_pr", config={"displaylogo": False})
+        st.caption(source)
+    bottom_left, bottom_right = st.columns(2)
+    with bottom_left:
+        st.plotly_chart(
+            confusion_figure(
+                point, title=f"Confusion matrix at threshold {threshold:.3f}", subtitle=source_line(metrics, 80)
+            ),
+            key="perf_confusion",
+            config={"displaylogo": False},
+        )
+        st.caption(source)
+    with bottom_right:
+        st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
+        st.caption(source)
+
 
 render()

@@ -1,5 +1,152 @@
-"""Streamlit page file (see dashboard/app.py); the page itself is in dashboard/sepsis_page.py."""
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/sepsis``): sepsis early warning.
 
-from dashboard.sepsis_page import render
+Every sequence model's hourly risk above the vital signs, with per-hour attributions. Serving parses
+the upload; the vital signs and SepsisLabel drawn are the ones serving read (one model is asked with
+``vitals=True``), so the chart shows what the models saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.charts.common import model_title
+from dashboard.charts.sepsis import (
+    attribution_figure,
+    first_alert,
+    measured_fraction,
+    sepsis_figure,
+    vitals_frame,
+    with_vitals,
+)
+from dashboard.demo import DemoCase, find_sepsis_demo_cases
+from models.catalogue import models_for
+from models.config import data_paths
+from serving.schemas import SepsisPrediction
+
+#: The catalogue's models of hourly series, in catalogue order.
+SERIES_MODELS = [e.name for e in models_for(input_kind="series")]
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def _demo_cases(directory: str) -> list[DemoCase]:
+    return find_sepsis_demo_cases(Path(directory))
+
+
+def _demo_list() -> list[DemoCase]:
+    directory = data_paths().sepsis_training
+    if not directory.is_dir():
+        st.info(
+            f"No demo stays: the sepsis data directory {directory} does not exist "
+            "(set MEDLENS_DATA_DIR to the folder that holds sepsis/training)."
+        )
+        return []
+    with st.spinner("Listing demo stays…"):
+        return _demo_cases(str(directory))
+
+
+def _predictions(selected: widgets.SelectedInput, key: str) -> dict[str, SepsisPrediction] | None:
+    """Every series model's answer (cached in this session); the first that answers carries the vitals."""
+    store = session_store("sepsis")
+    cached = store.get(key)
+    if isinstance(cached, dict):
+        return cached
+    predictions: dict[str, SepsisPrediction] = {}
+    titles = " and the ".join(model_title(m) for m in SERIES_MODELS)
+    with st.spinner(f"MedLens serving is scoring every hour with the {titles}…"):
+        for model in SERIES_MODELS:
+            vitals = with_vitals(predictions) is None
+            prediction = call(client().predict_sepsis, selected.data, selected.name, model, vitals=vitals)
+            if prediction is not None:
+                predictions[model] = prediction
+    if not predictions:
+        return None
+    remember(store, key, predictions)
+    return predictions
+
+
+def _explained(selected: widgets.SelectedInput, key: str, model: str) -> SepsisPrediction | None:
+    store = session_store("sepsis_explained")
+    cached = store.get(f"{key}|{model}")
+    if isinstance(cached, SepsisPrediction):
+        return cached
+    with st.spinner(f"Computing feature attributions for every hour ({model_title(model)})…"):
+        prediction = call(client().predict_sepsis, selected.data, selected.name, model, explain=True)
+    if prediction is not None:
+        remember(store, f"{key}|{model}", prediction)
+    return prediction
+
+
+def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
+    columns = st.columns(len(predictions) + 1)
+    for column, (model, prediction) in zip(columns, predictions.items(), strict=False):
+        alert = first_alert(prediction)
+        peak = max((h.probability for h in prediction.hours), default=0.0)
+        column.metric(
+            f"{model_title(model)} first alert",
+            "none" if alert is None else f"hour {alert.hour}",
+            help=f"Threshold {prediction.threshold:.3f} ({prediction.version}); peak risk {peak:.1%}.",
+            border=True,
+        )
+    measured = measured_fraction(vitals_frame(with_vitals(predictions)))
+    columns[-1].metric(
+        "Hours in the record", f"{n_hours}", help=f"{measured:.0%} of vital-sign cells measured.", border=True
+    )
+
+
+def render() -> None:
+    st.title("Sepsis early warning")
+    st.caption(
+        "Hourly sepsis risk (PhysioNet 2019 label: sepsis within 6 h) from the "
+        f"{' and the '.join(model_title(m) for m in SERIES_MODELS)}. Research software — not for clinical use."
+    )
+    widgets.hide_uploaded_file_names()
+    selected = widgets.sepsis_input(_demo_list())
+    if selected is None:
+        st.info("Upload a PhysioNet 2019 .psv / .csv stay or pick a demo stay.")
+        return
+
+    key = f"{serving_url()}|{case_id(selected.data)}"
+    predictions = _predictions(selected, key)
+    if predictions is None:
+        return
+
+    st.markdown(f"**{selected.label}**")
+    warnings = list(dict.fromkeys(w for p in predictions.values() for w in p.warnings))
+    for warning in warnings:
+        st.warning(warning, icon=":material/warning:")
+    n_hours = max(p.n_hours for p in predictions.values())
+    _summary(predictions, n_hours)
+
+    alerts = [p.first_alert_hour for p in predictions.values() if p.first_alert_hour is not None]
+    default_hour = min(alerts) if alerts else n_hours - 1
+    hour = widgets.hour_slider(n_hours, default_hour, key=f"sepsis_hour_{key}")
+    st.plotly_chart(
+        sepsis_figure(predictions, selected_hour=hour),
+        key="sepsis_chart",
+        config={"displaylogo": False},
+    )
+    st.caption(
+        "Vital signs as serving read them: only measured hours are drawn (markers; lines join consecutive measured "
+        "hours, gaps are missing data, nothing is interpolated). Dashed lines: each model's alert threshold; stars "
+        "and dotted lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before clinical onset), "
+        "when present."
+    )
+
+    st.subheader(f"What drove the risk at hour {hour}")
+    available = [m for m in SERIES_MODELS if m in predictions]
+    model = widgets.model_radio(available, {m: model_title(m) for m in available}, key="sepsis_explain_model")
+    explained = _explained(selected, key, model)
+    if explained is None:
+        return
+    at_hour = next((h for h in explained.hours if h.hour == hour), None)
+    if at_hour is None or not at_hour.top_features:
+        st.info(f"Serving returned no attributions for hour {hour}.")
+        return
+    st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
+
 
 render()

@@ -1,5 +1,139 @@
-"""Streamlit page file (see dashboard/app.py); the page itself is in dashboard/xray_page.py."""
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/xray``): chest X-ray review.
 
-from dashboard.xray_page import render
+Probability vs threshold, the radiograph as the model read it (serving's preview) under its Grad-CAM
+heatmap, de-identified DICOM fields, and this session's reviews. Serving decodes the upload; this page
+only draws serving's answer (``explain=True, preview=True``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.charts.common import model_title
+from dashboard.charts.xray import XrayDisplay, probability_gauge, review_record, reviews_csv, reviews_table, xray_figure
+from models.catalogue import models_for
+
+REVIEWS_KEY = "xray_reviews"
+#: The catalogue's image model (the chest X-ray pneumonia CNN).
+IMAGE_MODEL = models_for(input_kind="image")[0].name
+
+
+def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
+    store = session_store("xray")
+    cached = store.get(key)
+    if isinstance(cached, XrayDisplay):
+        return cached
+    with st.spinner("MedLens serving is reading the radiograph (probability and Grad-CAM)…"):
+        prediction = call(
+            client().predict_xray, selected.data, selected.name, explain=True, preview=True, model=IMAGE_MODEL
+        )
+    if prediction is None:
+        return None
+    display = XrayDisplay.from_prediction(prediction)
+    remember(store, key, display)
+    return display
+
+
+def _reviews() -> dict[str, dict[str, object]]:
+    reviews = st.session_state.get(REVIEWS_KEY)
+    if not isinstance(reviews, dict):
+        reviews = {}
+        st.session_state[REVIEWS_KEY] = reviews
+    return reviews
+
+
+def _review_section(cid: str | None, selected: widgets.SelectedInput | None, case: XrayDisplay | None) -> None:
+    st.subheader("Review")
+    reviews = _reviews()
+    if cid is not None and case is not None and selected is not None:
+        st.caption(f"Case id `{cid}` (SHA-256 of the file's bytes; the file name is never stored).")
+        if cid in reviews:
+            previous = reviews[cid]
+            st.info(f"You reviewed this case: **{previous['verdict']}**. Saving again replaces that review.")
+        review = widgets.review_form(cid)
+        if review is not None:
+            pred = case.prediction
+            reviews[cid] = review_record(
+                cid,
+                pred,
+                source="demo" if selected.source == "demo" else pred.source_format,
+                verdict=review.verdict,
+                comment=review.comment,
+                at=datetime.now(UTC),
+            )
+            st.success(f"Review saved: {review.verdict}.")
+    if reviews:
+        st.dataframe(reviews_table(reviews), hide_index=True)
+        st.download_button(
+            "Download this session's reviews (CSV)",
+            data=reviews_csv(reviews),
+            file_name="medlens_xray_reviews.csv",
+            mime="text/csv",
+            icon=":material/download:",
+            key="download_reviews",
+        )
+    else:
+        st.caption("No reviews yet in this session. Reviews stay in this browser session only.")
+
+
+def render() -> None:
+    st.title("Chest X-ray review")
+    st.caption(
+        f"Pneumonia probability from the MedLens {model_title(IMAGE_MODEL)} with a Grad-CAM heatmap. "
+        "Research software — not for clinical use."
+    )
+    widgets.hide_uploaded_file_names()
+    selected = widgets.xray_input()
+    if selected is None:
+        st.info("Upload a chest X-ray (PNG, JPEG or DICOM) or open the demo radiograph.")
+        _review_section(None, None, None)
+        return
+
+    cid = case_id(selected.data)
+    case = _analyse(selected, f"{serving_url()}|{cid}")
+    if case is None:
+        return
+    pred = case.prediction
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
+        if case.heatmap is None:
+            st.caption("Serving returned no Grad-CAM heatmap for this image.")
+            opacity = 0.0
+        else:
+            opacity = widgets.opacity_slider()
+        if case.pixels is None:
+            st.warning("Serving returned no preview of the image, so it cannot be drawn here.")
+        else:
+            st.plotly_chart(
+                xray_figure(case.pixels, case.heatmap, opacity),
+                key="xray_image",
+                config={"displaylogo": False, "scrollZoom": True},
+            )
+    with right:
+        st.plotly_chart(probability_gauge(pred), key="xray_gauge", config={"displaylogo": False})
+        flagged = pred.label == "PNEUMONIA"
+        st.markdown(
+            f"### :{'red' if flagged else 'blue'}[{pred.label}]\n"
+            f"Probability **{pred.probability:.1%}** vs operating threshold **{pred.threshold:.1%}** "
+            f"(model `{pred.version}`)."
+        )
+        if pred.dicom:
+            if widgets.header_toggle():
+                st.caption("De-identified header fields returned by serving (allow-list).")
+                st.table(
+                    pd.DataFrame({"field": list(pred.dicom), "value": list(pred.dicom.values())}).set_index("field")
+                )
+            else:
+                st.caption("DICOM header fields are hidden.")
+    st.divider()
+    _review_section(cid, selected, case)
+
 
 render()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
 
 from models.cards import read_card
 from models.catalogue import MODEL_NAMES, entry
@@ -37,6 +41,20 @@ def card_metrics() -> list[ModelMetrics]:
         if (directory / "card.json").is_file():
             out.append(ModelMetrics.from_card(read_card(directory)))
     return out
+
+
+def trace(fig: go.Figure, name_start: str) -> go.Scatter:
+    """The first trace of ``fig`` whose name starts with ``name_start`` (fails, listing the names, if none)."""
+    matches = [t for t in fig.data if (t.name or "").startswith(name_start)]
+    assert matches, f"no trace named {name_start!r} in {[t.name for t in fig.data]}"
+    return matches[0]
+
+
+def gray_png(array: np.ndarray) -> str:
+    """(H, W) [0, 1] -> base64 8-bit gray PNG, as serving encodes ``heatmap_png`` and ``preview_png``."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def sha16(data: bytes) -> str:

@@ -1,8 +1,9 @@
 """The dashboard in a real Chromium (Debian's /usr/bin/chromium driven by playwright), against a real
 MedLens serving: real uploads, upload-to-result times, screenshots, two sessions in parallel.
 
-Writes ``test-artifacts/timings.json`` and ``test-artifacts/*.png``, and refreshes the README's
-``docs/screenshots/<page>.png``.
+Writes only under ``test-artifacts/``: ``timings.json`` and the screenshots ``screenshots/<page>.png``.
+The README's ``docs/screenshots/`` are refreshed from those by ``make screenshots``
+(``scripts/screenshots.sh``), never by a test run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.serve, pytest.mark.data]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = ARTIFACTS / "screenshots"
 TIMINGS = ARTIFACTS / "timings.json"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -178,8 +178,9 @@ def _upload_xray(page: Any, payload: Path | dict[str, Any]) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(payload)
 
 
-def _screenshot(page: Any, name: str, docs: bool = True) -> None:
-    """Screenshot the whole page (Streamlit scrolls inside stMain, so grow the viewport to fit)."""
+def _screenshot(page: Any, name: str) -> None:
+    """Screenshot the whole page into ``test-artifacts/screenshots/<name>.png`` (Streamlit scrolls inside
+    stMain, so grow the viewport to fit)."""
     page.wait_for_timeout(600)  # let plotly finish its transitions
     height = page.evaluate(
         "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stMainBlockContainer]')]"
@@ -187,12 +188,8 @@ def _screenshot(page: Any, name: str, docs: bool = True) -> None:
     )
     page.set_viewport_size({"width": WIDTH, "height": int(min(max(height + 40, 900), 4000))})
     page.wait_for_timeout(400)
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if docs:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     page.set_viewport_size({"width": WIDTH, "height": 1000})
 
 
@@ -236,7 +233,7 @@ def test_review_flow_in_a_real_browser(
         page.get_by_text("Show header fields").click()
         page.get_by_text("De-identified header fields").wait_for(timeout=RESULT_TIMEOUT_MS)
         _idle(page)
-        _screenshot(page, "xray_dicom_fields", docs=False)
+        _screenshot(page, "xray_dicom_fields")
 
         # 3. sepsis: a real septic ICU stay
         _open(page, dashboard_url + "/sepsis", "Sepsis early warning")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.charts.common import decode_gray_png
 from dashboard.demo import demo_radiograph
 from serving.client import MedLensClient
 from tests.dashboard.helpers import sepsis_dir, sha16
@@ -142,6 +144,15 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     image = next(f for f in figures if f["data"][0]["type"] == "image")
     heatmap = [t for t in image["data"] if t["type"] == "heatmap"]
     assert heatmap and heatmap[0]["opacity"] == pytest.approx(0.5)
+    # the radiograph drawn is serving's preview of the image (the page decodes nothing itself)
+    served = MedLensClient(serving_env).predict_xray(demo_radiograph(), "upload.dcm", preview=True)
+    assert served.preview_png is not None and served.heatmap_png is None
+    preview = decode_gray_png(served.preview_png)
+    assert max(preview.shape) <= 1024
+    assert image["layout"]["xaxis"]["range"] == [0, preview.shape[1]]
+    assert image["layout"]["yaxis"]["range"] == [preview.shape[0], 0]
+    assert preview.shape[1] / preview.shape[0] == pytest.approx(served.image_width / served.image_height, rel=0.01)
+    assert max(heatmap[0]["x"]) < preview.shape[1] and max(heatmap[0]["y"]) < preview.shape[0]
     at.slider(key="heatmap_opacity").set_value(0.8).run()
     image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
     assert image["data"][1]["opacity"] == pytest.approx(0.8)
@@ -198,6 +209,18 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
     hr = next(t for t in risk["data"] if (t.get("name") or "").startswith("HR ("))
     assert hr["connectgaps"] is False
     assert len(hr["x"]) == hours
+
+    # the vitals and the label drawn are the ones serving read from the file
+    record = septic.split(" — ", 1)[0]
+    data = (sepsis_dir() / f"{record}.psv").read_bytes()
+    served = MedLensClient(serving_env).predict_sepsis(data, "upload.psv", "lstm", vitals=True)
+    assert served.vitals is not None and served.n_hours == hours
+    drawn = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in hr["y"]]
+    assert drawn == pytest.approx(served.vitals["HR"])
+    assert served.sepsis_label is not None and 1 in served.sepsis_label
+    label_band = [s for s in risk["layout"].get("shapes", []) if s.get("type") == "rect"]
+    assert len(label_band) == 1
+    assert label_band[0]["x0"] == pytest.approx(served.sepsis_label.index(1) - 0.5)
     assert attribution["data"][0]["orientation"] == "h"
 
     slider = next(s for s in at.slider if s.label == "Hour to explain")
@@ -215,8 +238,9 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
 def test_performance_page_every_model(serving_env: str) -> None:
     at = _page("views/performance.py")
     picker = at.selectbox(key="performance_model")
-    assert set(picker.options) >= {"cnn", "lstm", "transformer"} or len(picker.options) == 3
     client = MedLensClient(serving_env)
+    listed = client.models().models
+    assert list(picker.options) == [m.title for m in listed]  # serving's models, by their titles
     for index, _ in enumerate(picker.options):
         at.selectbox(key="performance_model").select_index(index).run()
         assert not at.exception, at.exception
@@ -260,11 +284,47 @@ def test_service_page(serving_env: str) -> None:
     tables = {tuple(df.value.columns) for df in at.dataframe}
     assert ("deployment", "model", "status", "replicas", "starting", "device") in tables
     assert any("device" in cols and "version" in cols for cols in tables)
-    deployments = next(df.value for df in at.dataframe if "deployment" in df.value.columns)
-    assert (deployments["replicas"] >= 1).any()
-    assert (deployments["starting"] >= 0).all()  # a count from the live server, never missing
+    shown = next(df.value for df in at.dataframe if "deployment" in df.value.columns)
+    served = MedLensClient(serving_env).service()  # right after the page's own call
+
+    # the deployments are the ones serving reports (no names made up or left out) ...
+    assert sorted(shown["deployment"]) == sorted(d.name for d in served.deployments)
+    # ... and a deployment that is not scaling shows serving's counts
+    now = {d.name: d for d in served.deployments}
+    steady = [
+        row
+        for row in shown.to_dict("records")
+        if row["status"] == "HEALTHY"
+        and row["starting"] == 0
+        and now[row["deployment"]].status == "HEALTHY"
+        and now[row["deployment"]].starting == 0
+    ]
+    assert steady, shown
+    for row in steady:
+        assert (row["replicas"], row["starting"]) == (now[row["deployment"]].replicas, 0), row
+    assert (shown["replicas"] >= 1).any()
     titles = [f["layout"]["title"]["text"] for f in _figures(at)]
     assert "Replicas now" in titles
+    assert not [t for t in titles if t.startswith("Step load")]  # live data only
+
+    # without auto-refresh, "Refresh now" re-runs the page and renews the figures
+    assert not [b for b in at.button if b.key == "service_refresh"]
     at.toggle(key="service_auto_refresh").set_value(False).run()
     assert not at.exception
-    assert at.button(key="service_refresh") is not None
+    refresh = at.button(key="service_refresh")
+    assert refresh.label == "Refresh now"
+    before = _updated(at)
+    time.sleep(1.1)  # the caption has a resolution of one second
+    refresh.click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    after = _updated(at)
+    assert after != before, (before, after)
+    assert any("deployment" in df.value.columns for df in at.dataframe)
+
+
+def _updated(at: AppTest) -> str:
+    """The service panel's ``Updated HH:MM:SS UTC`` caption."""
+    captions = [c.value for c in at.caption if c.value.startswith("Updated ")]
+    assert len(captions) == 1, [c.value for c in at.caption]
+    return str(captions[0])

@@ -1,0 +1,115 @@
+"""What every page's charts share: palette, model titles and colours, layout, source line, PNG helpers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import textwrap
+
+import numpy as np
+import numpy.typing as npt
+import plotly.graph_objects as go
+from PIL import Image
+
+from models.catalogue import CATALOGUE
+from serving.images import FloatImage, decode_gray_png, downsample, resize
+from serving.schemas import ModelMetrics
+
+# Colour-blind-safe palette (Okabe-Ito).
+BLUE = "#0072B2"
+ORANGE = "#E69F00"
+GREEN = "#009E73"
+VERMILION = "#D55E00"
+PURPLE = "#CC79A7"
+SKY = "#56B4E9"
+GREY = "#7F7F7F"
+
+
+def model_title(name: str) -> str:
+    """Short title of a catalogue model (``LSTM``); the name itself when the catalogue lacks it."""
+    known = CATALOGUE.get(name)
+    return known.short_title if known is not None else name
+
+
+def model_colour(name: str) -> str:
+    """Display colour of a catalogue model; grey when the catalogue lacks it."""
+    known = CATALOGUE.get(name)
+    return known.colour if known is not None else GREY
+
+
+def layout(
+    fig: go.Figure,
+    *,
+    title: str,
+    subtitle: str | None = None,
+    height: int | None = None,
+    legend: str = "top",
+) -> go.Figure:
+    """Common look. ``legend``: ``top`` (above the plot), ``right`` (a column beside it, for figures whose
+    legend is too long for one row above), ``bottom`` (below it), or inside it at ``br`` / ``bl`` / ``tl``."""
+    title_spec: dict[str, object] = {"text": title, "x": 0.0, "xanchor": "left"}
+    lines = subtitle.count("<br>") + 1 if subtitle else 0
+    if subtitle:
+        title_spec["subtitle"] = {"text": subtitle, "font": {"size": 11, "color": GREY}}
+    legends: dict[str, dict[str, object]] = {
+        "top": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0},
+        "right": {"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02},
+        "br": {"yanchor": "bottom", "y": 0.03, "xanchor": "right", "x": 0.98},
+        "bl": {"yanchor": "bottom", "y": 0.03, "xanchor": "left", "x": 0.02},
+        "tl": {"yanchor": "top", "y": 0.97, "xanchor": "left", "x": 0.02},
+        "bottom": {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0},
+    }
+    spec = {**legends[legend]}
+    if legend in ("br", "bl", "tl"):
+        spec.update(bgcolor="rgba(255,255,255,0.8)", bordercolor="#DDDDDD", borderwidth=1)
+    fig.update_layout(
+        title=title_spec,
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 60 + 16 * lines, "b": 50},
+        legend=spec,
+    )
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+def source_line(metrics: ModelMetrics, width: int | None = None) -> str:
+    """``dataset · computed <created> · <version>`` — printed beside every performance figure.
+
+    With ``width``, wrapped with ``<br>`` at about that many characters (for plotly subtitles)."""
+    text = f"{metrics.dataset} · computed {metrics.created} · {metrics.version}"
+    if width is None:
+        return text
+    return "<br>".join(textwrap.wrap(text, width=width)[:3])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# images: serving sends 8-bit gray PNGs (Grad-CAM heatmap, preview); the browser gets downsampled ones
+# ----------------------------------------------------------------------------------------------------------
+def image_data_uri(pixels: npt.NDArray[np.floating], max_side: int = 1024) -> str:
+    """(H, W) [0, 1] grayscale -> ``data:image/png;base64,...`` (downsampled for the browser)."""
+    small = downsample(pixels, max_side)
+    gray = (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray, mode="L").convert("RGB").save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+__all__ = [
+    "BLUE",
+    "GREEN",
+    "GREY",
+    "ORANGE",
+    "PURPLE",
+    "SKY",
+    "VERMILION",
+    "FloatImage",
+    "decode_gray_png",
+    "downsample",
+    "image_data_uri",
+    "layout",
+    "model_colour",
+    "model_title",
+    "resize",
+    "source_line",
+]

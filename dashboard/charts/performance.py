@@ -1,0 +1,200 @@
+"""Charts of the model performance page: ROC, precision-recall, confusion matrix, calibration, and the
+metrics at a threshold the reader chooses. Every figure is drawn from ``ModelMetrics`` (the model card's
+evaluation as serving returns it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dashboard.charts.common import BLUE, GREEN, GREY, PURPLE, VERMILION, layout, source_line
+from serving.schemas import ModelMetrics
+
+#: Slider resolution: a threshold this close to the card's is the card's operating threshold.
+THRESHOLD_TOLERANCE = 5e-4
+
+
+def operating_metrics(metrics: ModelMetrics, threshold: float) -> dict[str, float]:
+    """Sensitivity, specificity, precision, F1, accuracy and the four counts at ``threshold``.
+
+    At the card's own threshold (within :data:`THRESHOLD_TOLERANCE`) these are the card's exact
+    figures; elsewhere they come from the stored ROC points via ``BinaryEvaluation.at_threshold``
+    (exact at stored thresholds, nearest point between).
+    """
+    evaluation = metrics.evaluation
+    if abs(threshold - evaluation.threshold) <= THRESHOLD_TOLERANCE:
+        c = evaluation.confusion
+        return {
+            "sensitivity": evaluation.sensitivity,
+            "specificity": evaluation.specificity,
+            "precision": evaluation.precision,
+            "f1": evaluation.f1,
+            "accuracy": evaluation.accuracy,
+            "tp": float(c.tp),
+            "fp": float(c.fp),
+            "tn": float(c.tn),
+            "fn": float(c.fn),
+        }
+    return evaluation.at_threshold(threshold)
+
+
+def roc_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figure:
+    """ROC curve with its AUC, the chance diagonal, the card's operating point and the point at
+    ``threshold`` (the slider)."""
+    ev = metrics.evaluation
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", line={"color": GREY, "dash": "dot"}, name="chance", hoverinfo="skip"
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ev.roc.x,
+            y=ev.roc.y,
+            customdata=ev.roc.thresholds,
+            mode="lines",
+            line={"color": BLUE, "width": 2.5},
+            name=f"ROC (AUC {ev.auroc:.3f})",
+            hovertemplate="FPR %{x:.3f}<br>TPR %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
+        )
+    )
+    _add_operating_points(fig, metrics, threshold, lambda p: (1.0 - p["specificity"], p["sensitivity"]))
+    layout(fig, title=f"ROC — AUC {ev.auroc:.3f}", subtitle=source_line(metrics, 80), height=460, legend="br")
+    fig.update_xaxes(title_text="1 − specificity (false-positive rate)", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="sensitivity (true-positive rate)", range=[-0.02, 1.02])
+    return fig
+
+
+def _add_operating_points(
+    fig: go.Figure,
+    metrics: ModelMetrics,
+    threshold: float | None,
+    xy: Callable[[dict[str, float]], tuple[float, float]],
+) -> None:
+    """Mark the card's operating point (open circle) and, if given, the selected threshold (diamond);
+    ``xy`` maps an operating point's metrics to the figure's coordinates."""
+    marks = [(metrics.threshold, "card", {"symbol": "circle-open", "size": 13, "color": "black", "line": {"width": 2}})]
+    if threshold is not None:
+        marks.append((threshold, "selected", {"symbol": "diamond", "size": 13, "color": VERMILION}))
+    for value, kind, marker in marks:
+        x, y = xy(operating_metrics(metrics, value))
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", marker=marker, name=f"{kind} threshold {value:.3f}"))
+
+
+def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figure:
+    """Precision-recall curve with AUPRC (average precision), prevalence line and operating points."""
+    ev = metrics.evaluation
+    prevalence = ev.n_positive / ev.n if ev.n else 0.0
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[prevalence, prevalence],
+            mode="lines",
+            line={"color": GREY, "dash": "dot"},
+            name=f"prevalence {prevalence:.1%}",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ev.pr.x,
+            y=ev.pr.y,
+            customdata=ev.pr.thresholds,
+            mode="lines",
+            line={"color": GREEN, "width": 2.5, "shape": "hv"},
+            name=f"PR (AUPRC {ev.auprc:.3f})",
+            hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
+        )
+    )
+    _add_operating_points(fig, metrics, threshold, lambda p: (p["sensitivity"], p["precision"]))
+    layout(
+        fig,
+        title=f"Precision–recall — AUPRC {ev.auprc:.3f}",
+        subtitle=source_line(metrics, 80),
+        height=460,
+        legend="bl",
+    )
+    fig.update_xaxes(title_text="recall (sensitivity)", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="precision (PPV)", range=[-0.02, 1.02])
+    return fig
+
+
+def confusion_figure(counts: Mapping[str, float], *, title: str, subtitle: str | None = None) -> go.Figure:
+    """2 x 2 confusion-matrix heatmap from ``tn``, ``fp``, ``fn``, ``tp`` counts (rows = truth)."""
+    tn, fp, fn, tp = (float(counts[k]) for k in ("tn", "fp", "fn", "tp"))
+    z = [[tn, fp], [fn, tp]]
+    total = tn + fp + fn + tp
+    text = [[f"{v:,.0f}<br>({v / total:.1%})" if total else f"{v:,.0f}" for v in row] for row in z]
+    names = [["TN", "FP"], ["FN", "TP"]]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["predicted negative", "predicted positive"],
+            y=["actual negative", "actual positive"],
+            text=[[f"{names[i][j]}<br>{text[i][j]}" for j in range(2)] for i in range(2)],
+            texttemplate="%{text}",
+            textfont={"size": 16},
+            colorscale="Blues",
+            showscale=False,
+            hovertemplate="%{y}, %{x}: %{z:,.0f}<extra></extra>",
+        )
+    )
+    layout(fig, title=title, subtitle=subtitle, height=380)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def calibration_figure(metrics: ModelMetrics) -> go.Figure:
+    """Reliability diagram: observed positive fraction vs mean predicted probability per bin (marker
+    size ~ cases in the bin), with the perfect-calibration diagonal."""
+    ev = metrics.evaluation
+    cal = ev.calibration
+    counts = np.asarray(cal.thresholds, dtype=float)
+    sizes = 8 + 22 * np.sqrt(counts / counts.max()) if counts.size and counts.max() > 0 else 10
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"color": GREY, "dash": "dash"},
+            name="perfectly calibrated",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=cal.x,
+            y=cal.y,
+            customdata=counts,
+            mode="lines+markers",
+            marker={"size": sizes, "color": PURPLE, "line": {"color": "white", "width": 1}},
+            line={"color": PURPLE},
+            name=f"model (Brier {ev.brier:.3f}, ECE {ev.ece:.3f})",
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:.0f} cases<extra></extra>",
+        )
+    )
+    layout(
+        fig,
+        title="Calibration (reliability diagram, 10 bins)",
+        subtitle=source_line(metrics, 80),
+        height=460,
+        legend="tl",
+    )
+    fig.update_xaxes(title_text="mean predicted probability", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="observed positive fraction", range=[-0.02, 1.02])
+    return fig
+
+
+__all__ = [
+    "THRESHOLD_TOLERANCE",
+    "calibration_figure",
+    "confusion_figure",
+    "operating_metrics",
+    "pr_figure",
+    "roc_figure",
+]

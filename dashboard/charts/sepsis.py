@@ -1,0 +1,278 @@
+"""Charts of the sepsis page: hourly risk of each model above the vital signs, per-hour attributions.
+
+The vital signs and SepsisLabel are the ones serving read from the file (``SepsisPrediction.vitals`` and
+``.sepsis_label``, asked for with ``vitals=true``): the dashboard never parses an upload itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.charts.common import (
+    BLUE,
+    GREEN,
+    GREY,
+    ORANGE,
+    PURPLE,
+    SKY,
+    VERMILION,
+    layout,
+    model_colour,
+    model_title,
+)
+from serving.schemas import HourRisk, SepsisPrediction
+
+#: Vital-sign panels of the sepsis chart: (panel title, vitals drawn in it).
+VITAL_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("HR (beats/min)", ("HR",)),
+    ("O2Sat (%)", ("O2Sat",)),
+    ("Temp (°C)", ("Temp",)),
+    ("SBP / MAP (mm Hg)", ("SBP", "MAP")),
+    ("Resp (breaths/min)", ("Resp",)),
+)
+VITAL_COLUMNS: tuple[str, ...] = tuple(c for _, cols in VITAL_PANELS for c in cols)
+_VITAL_COLOURS = {"HR": VERMILION, "O2Sat": BLUE, "Temp": ORANGE, "SBP": PURPLE, "MAP": GREEN, "Resp": SKY}
+
+
+def first_alert(prediction: SepsisPrediction) -> HourRisk | None:
+    if prediction.first_alert_hour is None:
+        return None
+    return next((h for h in prediction.hours if h.hour == prediction.first_alert_hour), None)
+
+
+def with_vitals(predictions: Mapping[str, SepsisPrediction]) -> SepsisPrediction | None:
+    """The first answer that carries the vital signs (asked for with ``vitals=true``), if any."""
+    return next((p for p in predictions.values() if p.vitals is not None), None)
+
+
+def vitals_frame(prediction: SepsisPrediction | None) -> pd.DataFrame:
+    """One row per hour (index = hour, 0-based), one column per :data:`VITAL_COLUMNS`, NaN where nothing
+    was measured (or serving sent no such vital); no rows when ``prediction`` carries no vitals."""
+    if prediction is None or prediction.vitals is None:
+        return pd.DataFrame(columns=list(VITAL_COLUMNS), dtype=float)
+    n_hours = max([prediction.n_hours, *(len(v) for v in prediction.vitals.values())])
+    columns = {}
+    for name in VITAL_COLUMNS:
+        values = prediction.vitals.get(name, [])
+        column = np.full(n_hours, np.nan)
+        column[: len(values)] = [np.nan if v is None else v for v in values]
+        columns[name] = column
+    return pd.DataFrame(columns)
+
+
+def measured_fraction(vitals: pd.DataFrame) -> float:
+    """Share of the vital-sign cells that were measured (0.0 for no rows)."""
+    return float(np.isfinite(vitals.to_numpy(dtype=float)).mean()) if len(vitals) else 0.0
+
+
+def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None) -> go.Figure:
+    """Hourly risk of each model (with its threshold and first alert) above the vital signs.
+
+    The vitals and SepsisLabel come from the first answer that carries them (:func:`with_vitals`). Only
+    measured points are drawn: markers, joined by a line only between consecutive measured hours
+    (``connectgaps=False``), and a bottom strip marks what was missing hour by hour. SepsisLabel, when
+    the file has it, is shaded.
+    """
+    source = with_vitals(predictions)
+    vitals = vitals_frame(source)
+    sepsis_label = source.sepsis_label if source is not None else None
+    n_vital_rows = len(VITAL_PANELS)
+    titles = ["Sepsis risk per hour", *(t for t, _ in VITAL_PANELS), "Measured (dark) / missing (light)"]
+    heights = [0.26, *([0.62 / n_vital_rows] * n_vital_rows), 0.12]
+    fig = make_subplots(
+        rows=n_vital_rows + 2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.025,
+        subplot_titles=titles,
+        row_heights=heights,
+    )
+    n_hours = max([len(vitals), *(p.n_hours for p in predictions.values())], default=0)
+    hours = np.arange(n_hours)
+    alert_lines: list[tuple[int, str]] = []
+
+    for name, prediction in predictions.items():
+        colour = model_colour(name)
+        title = model_title(name)
+        x = [h.hour for h in prediction.hours]
+        y = [h.probability for h in prediction.hours]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": colour, "width": 2},
+                name=f"{title} risk",
+                legendgroup=name,
+                hovertemplate=f"{title}<br>hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[-0.5, max(n_hours - 0.5, 0.5)],
+                y=[prediction.threshold, prediction.threshold],
+                mode="lines",
+                line={"color": colour, "width": 1.5, "dash": "dash"},
+                name=f"{title} threshold {prediction.threshold:.3f}",
+                legendgroup=name,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        alert = first_alert(prediction)
+        if alert is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[alert.hour],
+                    y=[alert.probability],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 16, "color": colour, "line": {"color": "black", "width": 1}},
+                    name=f"{title} first alert: hour {alert.hour}",
+                    legendgroup=name,
+                    hovertemplate=f"{title} first alert<br>hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
+            alert_lines.append((alert.hour, colour))
+
+    for row, (_, columns) in enumerate(VITAL_PANELS, start=2):
+        for column in columns:
+            values = vitals[column].to_numpy(dtype=float)
+            measured = int(np.isfinite(values).sum())
+            fig.add_trace(
+                go.Scatter(
+                    x=hours[: len(values)],
+                    y=values,
+                    mode="lines+markers",
+                    connectgaps=False,
+                    marker={"size": 5, "color": _VITAL_COLOURS.get(column, GREY)},
+                    line={"width": 1.5, "color": _VITAL_COLOURS.get(column, GREY)},
+                    name=f"{column} ({measured}/{len(values)} h measured)",
+                    legendgroup="vitals",
+                    showlegend=True,
+                    hovertemplate=f"{column}<br>hour %{{x}}<br>%{{y:.1f}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+
+    if len(vitals):
+        present = np.ascontiguousarray(np.isfinite(vitals[list(VITAL_COLUMNS)].to_numpy(dtype=float)).T, dtype=float)
+        fig.add_trace(
+            go.Heatmap(
+                z=present,
+                x=hours[: len(vitals)],
+                y=list(VITAL_COLUMNS),
+                zmin=0.0,
+                zmax=1.0,
+                colorscale=[[0.0, "#EEEEEE"], [0.5, "#EEEEEE"], [0.5, "#444444"], [1.0, "#444444"]],
+                showscale=False,
+                xgap=1,
+                ygap=1,
+                name="measured",
+                hovertemplate="%{y} hour %{x}: %{z}<extra>1 = measured, 0 = missing</extra>",
+            ),
+            row=n_vital_rows + 2,
+            col=1,
+        )
+
+    # Shapes after the traces: plotly leaves shapes off subplots that hold no trace yet.
+    if sepsis_label is not None:
+        positive = np.flatnonzero(np.asarray(sepsis_label, dtype=int) == 1)
+        if positive.size:
+            fig.add_vrect(
+                x0=float(positive[0]) - 0.5,
+                x1=float(positive[-1]) + 0.5,
+                fillcolor=PURPLE,
+                opacity=0.18,
+                line_width=0,
+                row=1,
+                col=1,
+                annotation_text="SepsisLabel = 1",
+                annotation_position="top left" if positive[0] < n_hours / 2 else "top right",
+                annotation_font_size=11,
+            )
+
+    for hour, colour in alert_lines:
+        fig.add_vline(x=hour, line={"color": colour, "width": 1, "dash": "dot"}, row="all", col=1)
+    if selected_hour is not None:
+        fig.add_vline(
+            x=selected_hour,
+            line={"color": "black", "width": 2},
+            row="all",
+            col=1,
+        )
+        fig.add_annotation(
+            x=selected_hour,
+            y=1.0,
+            xref="x",
+            yref="paper",
+            yshift=8,
+            text=f"selected hour {selected_hour}",
+            showarrow=False,
+            font={"size": 11},
+        )
+
+    fig.update_yaxes(range=[0.0, 1.0], tickformat=".0%", title_text="risk", row=1, col=1)
+    fig.update_xaxes(title_text="hour of the ICU stay (row)", row=n_vital_rows + 2, col=1)
+    fig.update_xaxes(range=[-0.5, max(n_hours - 0.5, 0.5)])
+    layout(fig, title="Risk and vital signs, hour by hour", height=1150)
+    fig.update_layout(hovermode="x", legend={"y": 1.01})
+    return fig
+
+
+def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure:
+    """Horizontal bars of the top features' integrated-gradients attributions at one hour.
+
+    Red bars raise the risk logit, blue bars lower it; the text gives the feature's last observed
+    value at that hour (``not measured`` when none).
+    """
+    features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
+    features = features[::-1]  # plotly draws the first bar at the bottom
+    labels = [f.feature for f in features]
+    values = [f.attribution for f in features]
+    texts = ["not measured" if f.value is None else f"value {f.value:g}" for f in features]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
+            text=texts,
+            textposition="auto",
+            name="attribution",
+            hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
+    layout(
+        fig,
+        title=f"{model_title(model)}: what drove the risk at hour {hour.hour} (risk {hour.probability:.1%})",
+        subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it",
+        height=max(260, 60 + 32 * len(features)),
+    )
+    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+__all__ = [
+    "VITAL_COLUMNS",
+    "VITAL_PANELS",
+    "attribution_figure",
+    "first_alert",
+    "measured_fraction",
+    "sepsis_figure",
+    "vitals_frame",
+    "with_vitals",
+]

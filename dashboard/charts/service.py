@@ -1,0 +1,168 @@
+"""Charts and tables of the service page, drawn from ``GET /v1/service`` (``ServiceStatus``) and
+``GET /v1/models`` (``ModelList``) only: deployment names are whatever serving reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.charts.common import GREEN, ORANGE, SKY, VERMILION, layout
+from serving.schemas import ModelList, ServiceStatus
+
+
+def _when(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+def replica_history_figure(status: ServiceStatus) -> go.Figure:
+    """Running replicas per deployment over the sampled history (step lines), now at the right."""
+    names = sorted(
+        {name for sample in status.history for name in sample.replicas} | {d.name for d in status.deployments}
+    )
+    fig = go.Figure()
+    times = [_when(s.t) for s in status.history]
+    for name in names:
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=[s.replicas.get(name) for s in status.history],
+                mode="lines+markers",
+                line={"shape": "hv", "width": 2},
+                marker={"size": 4},
+                name=name,
+                connectgaps=False,
+            )
+        )
+    span = (status.history[-1].t - status.history[0].t) / 60.0 if len(status.history) > 1 else 0.0
+    layout(fig, title="Replicas per deployment", subtitle=f"last {span:.1f} min (UTC)", height=360)
+    fig.update_yaxes(title_text="running replicas", rangemode="tozero", dtick=1)
+    fig.update_xaxes(title_text="time (UTC)")
+    return fig
+
+
+def replicas_now_figure(status: ServiceStatus) -> go.Figure:
+    deployments = status.deployments
+    fig = go.Figure(
+        go.Bar(
+            x=[d.replicas for d in deployments],
+            y=[d.name for d in deployments],
+            orientation="h",
+            text=[
+                f"{d.replicas}"
+                + (f" (+{d.starting} starting)" if d.starting else "")
+                + f" · {d.status}"
+                + (f" · {d.device}" if d.device else "")
+                for d in deployments
+            ],
+            textposition="auto",
+            marker={"color": [GREEN if d.status == "HEALTHY" else ORANGE for d in deployments]},
+            name="replicas now",
+        )
+    )
+    layout(fig, title="Replicas now", height=max(220, 80 + 40 * len(deployments)))
+    fig.update_xaxes(title_text="running replicas", rangemode="tozero", dtick=1)
+    return fig
+
+
+def endpoint_figure(status: ServiceStatus) -> go.Figure:
+    """Request rate (left) and p50 / p95 / p99 latency (right) per endpoint."""
+    endpoints = status.endpoints
+    names = [e.endpoint for e in endpoints]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(f"request rate (last {status.window_s:g} s)", "latency percentiles"),
+        horizontal_spacing=0.28,
+    )
+    fig.add_trace(
+        go.Bar(x=[e.rate_per_s for e in endpoints], y=names, orientation="h", marker={"color": SKY}, name="req/s"),
+        row=1,
+        col=1,
+    )
+    for label, attr, colour in (("p50", "p50_ms", GREEN), ("p95", "p95_ms", ORANGE), ("p99", "p99_ms", VERMILION)):
+        fig.add_trace(
+            go.Bar(
+                x=[getattr(e, attr) for e in endpoints],
+                y=names,
+                orientation="h",
+                marker={"color": colour},
+                name=f"{label} ms",
+            ),
+            row=1,
+            col=2,
+        )
+    layout(
+        fig, title="Request rate and latency per endpoint", height=max(340, 160 + 60 * len(endpoints)), legend="bottom"
+    )
+    fig.update_layout(margin={"b": 130})
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="requests / s", row=1, col=1, rangemode="tozero")
+    fig.update_xaxes(title_text="ms", row=1, col=2, rangemode="tozero")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------------------
+def deployments_table(status: ServiceStatus) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "deployment": d.name,
+                "model": d.model or "—",
+                "status": d.status,
+                "replicas": d.replicas,
+                "starting": d.starting,
+                "device": d.device or "—",
+            }
+            for d in status.deployments
+        ]
+    )
+
+
+def endpoints_table(status: ServiceStatus) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "endpoint": e.endpoint,
+                "requests": e.requests,
+                "5xx": e.errors,
+                "4xx": e.rejected,
+                "req/s": round(e.rate_per_s, 3),
+                "p50 ms": None if e.p50_ms is None else round(e.p50_ms, 1),
+                "p95 ms": None if e.p95_ms is None else round(e.p95_ms, 1),
+                "p99 ms": None if e.p99_ms is None else round(e.p99_ms, 1),
+            }
+            for e in status.endpoints
+        ]
+    )
+
+
+def models_table(listing: ModelList) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "model": m.name,
+                "title": m.title,
+                "version": m.version,
+                "device": m.device,
+                "backend": m.backend,
+                "threshold": round(m.threshold, 4),
+                "task": m.task,
+            }
+            for m in listing.models
+        ]
+    )
+
+
+__all__ = [
+    "deployments_table",
+    "endpoint_figure",
+    "endpoints_table",
+    "models_table",
+    "replica_history_figure",
+    "replicas_now_figure",
+]

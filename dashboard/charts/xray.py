@@ -1,0 +1,192 @@
+"""Charts and tables of the chest X-ray page: probability gauge, radiograph with Grad-CAM, reviews CSV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.charts.common import (
+    BLUE,
+    GREY,
+    VERMILION,
+    FloatImage,
+    decode_gray_png,
+    downsample,
+    image_data_uri,
+    resize,
+)
+from serving.schemas import XrayPrediction
+
+#: Grad-CAM colour scale: transparent where the model paid no attention, then yellow -> red.
+HEATMAP_COLOURSCALE: list[list[float | str]] = [
+    [0.0, "rgba(255,255,0,0)"],
+    [0.3, "rgba(255,255,0,0)"],
+    [0.5, "rgba(255,220,0,0.45)"],
+    [0.75, "rgba(255,120,0,0.75)"],
+    [1.0, "rgba(220,0,0,0.95)"],
+]
+
+#: Columns of the reviews table and its CSV download: hashed case id, model output, verdict; no identifiers.
+REVIEW_COLUMNS = [
+    "case_id",
+    "input",
+    "model_version",
+    "probability",
+    "threshold",
+    "model_label",
+    "verdict",
+    "comment",
+    "reviewed_at_utc",
+]
+
+
+@dataclass(frozen=True)
+class XrayDisplay:
+    """What the page draws of one answer: serving's prediction, its preview (the image as the model read
+    it, longer side <= 1024 px) and the Grad-CAM heatmap resized to the preview's size, both (h, w) in
+    [0, 1]; None when serving sent none."""
+
+    prediction: XrayPrediction
+    pixels: FloatImage | None
+    heatmap: FloatImage | None
+
+    @classmethod
+    def from_prediction(cls, prediction: XrayPrediction) -> XrayDisplay:
+        pixels = decode_gray_png(prediction.preview_png) if prediction.preview_png else None
+        heatmap = decode_gray_png(prediction.heatmap_png) if prediction.heatmap_png else None
+        if heatmap is not None and pixels is not None:
+            heatmap = resize(heatmap, (pixels.shape[0], pixels.shape[1]))  # full image size -> preview size
+        return cls(prediction=prediction, pixels=pixels, heatmap=heatmap)
+
+
+def probability_gauge(prediction: XrayPrediction) -> go.Figure:
+    """Pneumonia probability as a gauge; the model's operating threshold is the red line."""
+    threshold = prediction.threshold
+    flagged = prediction.probability >= threshold
+    fig = go.Figure(
+        go.Indicator(
+            mode="gauge+number",
+            value=prediction.probability,
+            number={"valueformat": ".1%", "font": {"size": 44}},
+            title={"text": f"P(pneumonia) — label {prediction.label}"},
+            gauge={
+                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
+                "bar": {"color": VERMILION if flagged else BLUE, "thickness": 0.35},
+                "steps": [
+                    {"range": [0.0, threshold], "color": "#E8F1FA"},
+                    {"range": [threshold, 1.0], "color": "#FBE9DF"},
+                ],
+                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9, "value": threshold},
+            },
+        )
+    )
+    fig.add_annotation(
+        text=f"operating threshold {threshold:.3f} ({prediction.version})",
+        x=0.5,
+        y=-0.08,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 12, "color": GREY},
+    )
+    fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
+    return fig
+
+
+def xray_figure(
+    pixels: npt.NDArray[np.floating],
+    heatmap: npt.NDArray[np.floating] | None = None,
+    opacity: float = 0.5,
+    *,
+    max_side: int = 1024,
+    heatmap_side: int = 160,
+) -> go.Figure:
+    """The windowed radiograph, with the Grad-CAM heatmap overlaid at ``opacity`` (0 hides it).
+
+    ``pixels`` is the display-ready (H, W) image in [0, 1] (serving's preview); ``heatmap`` the (H', W')
+    Grad-CAM in [0, 1] (any size: it is stretched over the image). Both are downsampled for the browser.
+    """
+    height, width = pixels.shape
+    small = downsample(pixels, max_side)
+    scale_x = width / small.shape[1]
+    scale_y = height / small.shape[0]
+    fig = go.Figure(
+        go.Image(
+            source=image_data_uri(small, max_side),
+            dx=scale_x,
+            dy=scale_y,
+            name="radiograph",
+            hoverinfo="skip",
+        )
+    )
+    if heatmap is not None:
+        heat = np.clip(downsample(heatmap, heatmap_side), 0.0, 1.0)
+        rows, cols = heat.shape
+        fig.add_trace(
+            go.Heatmap(
+                z=heat,
+                x=(np.arange(cols) + 0.5) * width / cols,
+                y=(np.arange(rows) + 0.5) * height / rows,
+                zmin=0.0,
+                zmax=1.0,
+                colorscale=HEATMAP_COLOURSCALE,
+                opacity=float(opacity),
+                visible=opacity > 0,
+                name="Grad-CAM",
+                colorbar={"title": {"text": "Grad-CAM"}, "len": 0.6, "thickness": 12},
+                hovertemplate="Grad-CAM %{z:.2f}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(visible=False, range=[0, width], constrain="domain")
+    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x", constrain="domain", constraintoward="top")
+    aspect = height / width
+    fig.update_layout(
+        height=int(min(760, max(360, 620 * aspect))),
+        margin={"l": 0, "r": 0, "t": 10, "b": 0},
+        template="plotly_white",
+        dragmode="pan",
+    )
+    return fig
+
+
+def review_record(
+    case_id: str, prediction: XrayPrediction, *, source: str, verdict: str, comment: str, at: datetime
+) -> dict[str, object]:
+    """One row of the reviews table (:data:`REVIEW_COLUMNS`); ``source`` is ``demo`` or the input's format."""
+    return {
+        "case_id": case_id,
+        "input": source,
+        "model_version": prediction.version,
+        "probability": round(prediction.probability, 4),
+        "threshold": round(prediction.threshold, 4),
+        "model_label": prediction.label,
+        "verdict": verdict,
+        "comment": comment,
+        "reviewed_at_utc": at.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def reviews_table(reviews: dict[str, dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(list(reviews.values()), columns=REVIEW_COLUMNS)
+
+
+def reviews_csv(reviews: dict[str, dict[str, object]]) -> str:
+    """This session's reviews as CSV: hashed case ids, model output, verdict; no identifiers."""
+    return reviews_table(reviews).to_csv(index=False)
+
+
+__all__ = [
+    "HEATMAP_COLOURSCALE",
+    "REVIEW_COLUMNS",
+    "XrayDisplay",
+    "probability_gauge",
+    "review_record",
+    "reviews_csv",
+    "reviews_table",
+    "xray_figure",
+]

@@ -1,0 +1,204 @@
+"""Unit tests of dashboard/charts/sepsis.py on serving's SepsisPrediction (no Streamlit, no serving).
+
+The vital signs are the ones serving sends with ``vitals=true`` (``SepsisPrediction.vitals``, None for an
+hour without a measurement) and SepsisLabel its ``sepsis_label``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from dashboard.charts import sepsis
+from dashboard.charts.common import BLUE, VERMILION
+from models.catalogue import entry
+from serving.schemas import FeatureContribution, HourRisk, SepsisPrediction
+from tests.dashboard.helpers import trace
+
+NAN = float("nan")
+#: Hourly vitals of an 8-hour stay as serving reads them (None = not measured); DBP / EtCO2 are sent too.
+VITALS: dict[str, list[float | None]] = {
+    "HR": [80, None, None, 95, 99, None, 110, 115],
+    "O2Sat": [97, 96, None, None, None, None, 93, 92],
+    "Temp": [None, None, 37.2, None, None, 38.1, None, None],
+    "SBP": [120, None, 118, None, 110, None, 100, 95],
+    "MAP": [80, None, 79, None, 75, None, 70, 66],
+    "DBP": [60, None, None, None, None, None, None, 50],
+    "Resp": [None] * 8,
+    "EtCO2": [None] * 8,
+}
+
+
+def _prediction(
+    model: str,
+    probs: list[float],
+    threshold: float,
+    *,
+    vitals: dict[str, list[float | None]] | None = None,
+    label: list[int] | None = None,
+) -> SepsisPrediction:
+    hours = [
+        HourRisk(
+            hour=i,
+            iculos=float(i + 1),
+            probability=p,
+            label=int(p >= threshold),
+            top_features=[
+                FeatureContribution(feature="HR", attribution=0.8 * p, value=100.0 + i),
+                FeatureContribution(feature="Temp", attribution=-0.3, value=None),
+                FeatureContribution(feature="Lactate", attribution=0.05, value=2.1),
+            ],
+        )
+        for i, p in enumerate(probs)
+    ]
+    first = next((h.hour for h in hours if h.label), None)
+    return SepsisPrediction(
+        model=model,
+        version=f"{model}-test",
+        threshold=threshold,
+        n_hours=len(hours),
+        first_alert_hour=first,
+        hours=hours,
+        vitals=vitals,
+        sepsis_label=label,
+    )
+
+
+LSTM_RISK = [0.05, 0.1, 0.2, 0.3, 0.45, 0.5, 0.6, 0.7]
+TRANSFORMER_RISK = [0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.35]
+
+
+@pytest.fixture
+def predictions() -> dict[str, SepsisPrediction]:
+    """As the page asks: the first model with ``vitals=true``, the other without."""
+    return {
+        "lstm": _prediction("lstm", LSTM_RISK, 0.42, vitals=VITALS),
+        "transformer": _prediction("transformer", TRANSFORMER_RISK, 0.33),
+    }
+
+
+def _expected(column: str) -> np.ndarray:
+    return np.array([NAN if v is None else v for v in VITALS[column]], dtype=float)
+
+
+def test_with_vitals_picks_the_answer_that_carries_them(predictions: dict[str, SepsisPrediction]) -> None:
+    assert sepsis.with_vitals(predictions) is predictions["lstm"]
+    swapped = {"transformer": predictions["transformer"], "lstm": predictions["lstm"]}
+    assert sepsis.with_vitals(swapped) is predictions["lstm"]
+    assert sepsis.with_vitals({"transformer": predictions["transformer"]}) is None
+
+
+def test_vitals_frame_from_the_served_vitals(predictions: dict[str, SepsisPrediction]) -> None:
+    frame = sepsis.vitals_frame(predictions["lstm"])
+    assert list(frame.columns) == list(sepsis.VITAL_COLUMNS)  # DBP, EtCO2 are not drawn
+    assert len(frame) == 8
+    for column in sepsis.VITAL_COLUMNS:
+        np.testing.assert_array_equal(frame[column].to_numpy(dtype=float), _expected(column))
+    assert sepsis.measured_fraction(frame) == pytest.approx(np.isfinite(frame.to_numpy(dtype=float)).mean())
+
+    empty = sepsis.vitals_frame(predictions["transformer"])  # asked without vitals
+    assert empty.empty and list(empty.columns) == list(sepsis.VITAL_COLUMNS)
+    assert sepsis.measured_fraction(empty) == 0.0
+    assert sepsis.vitals_frame(None).empty
+
+
+def test_vitals_frame_fills_what_serving_did_not_send() -> None:
+    partial = _prediction("lstm", [0.1, 0.2, 0.3], 0.5, vitals={"HR": [90.0, None, 91.0]})
+    frame = sepsis.vitals_frame(partial)
+    assert len(frame) == 3
+    np.testing.assert_array_equal(frame["HR"].to_numpy(dtype=float), [90.0, NAN, 91.0])
+    assert frame["Resp"].isna().all() and frame["MAP"].isna().all()
+
+
+def test_sepsis_figure_risk_thresholds_and_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
+    fig = sepsis.sepsis_figure(predictions, selected_hour=3)
+    lstm = trace(fig, "LSTM risk")
+    assert list(lstm.x) == list(range(8))
+    assert list(lstm.y) == pytest.approx(LSTM_RISK)
+    assert lstm.line.color == entry("lstm").colour
+    assert trace(fig, "Transformer risk").line.color == entry("transformer").colour
+
+    for name, title in (("lstm", "LSTM"), ("transformer", "Transformer")):
+        threshold = predictions[name].threshold
+        line = trace(fig, f"{title} threshold")
+        assert list(line.y) == pytest.approx([threshold, threshold])
+        assert line.line.dash == "dash"
+
+    lstm_alert = trace(fig, "LSTM first alert")
+    assert list(lstm_alert.x) == [4]  # 0.45 is the first risk >= 0.42
+    assert "hour 4" in lstm_alert.name
+    transformer_alert = trace(fig, "Transformer first alert")
+    assert list(transformer_alert.x) == [7]
+
+    vlines = [s for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1]
+    xs = {s.x0 for s in vlines}
+    assert {3, 4, 7} <= xs  # selected hour and both first alerts
+    # the selected hour and the alerts are drawn on every panel (risk, 5 vital panels, missingness)
+    assert sum(1 for s in vlines if s.x0 == 3) == len(sepsis.VITAL_PANELS) + 2
+
+
+def test_sepsis_figure_draws_the_served_vitals_without_interpolation(
+    predictions: dict[str, SepsisPrediction],
+) -> None:
+    fig = sepsis.sepsis_figure(predictions)
+    for column in sepsis.VITAL_COLUMNS:
+        line = trace(fig, f"{column} (")
+        assert line.connectgaps is False
+        assert "markers" in line.mode
+        y = np.asarray(line.y, dtype=float)
+        expected = _expected(column)
+        # missing hours stay missing (a gap), measured ones are exact: nothing interpolated
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_allclose(y[~np.isnan(y)], expected[~np.isnan(expected)])
+        assert list(line.x) == list(range(8))
+    assert trace(fig, "HR (").name.startswith("HR (5/8 h measured)")
+    assert trace(fig, "Resp (").name.startswith("Resp (0/8 h measured)")
+    assert not [t for t in fig.data if (t.name or "").startswith(("DBP", "EtCO2"))]
+
+    strip = next(t for t in fig.data if isinstance(t, go.Heatmap))
+    z = np.asarray(strip.z)
+    assert list(strip.y) == list(sepsis.VITAL_COLUMNS)
+    np.testing.assert_array_equal(z, np.isfinite(np.stack([_expected(c) for c in sepsis.VITAL_COLUMNS])))
+
+
+def test_sepsis_figure_shades_the_served_label_and_handles_no_alert() -> None:
+    quiet = {"lstm": _prediction("lstm", [0.01] * 8, 0.42, vitals=VITALS, label=[0, 0, 0, 0, 0, 1, 1, 1])}
+    fig = sepsis.sepsis_figure(quiet)
+    assert not [t for t in fig.data if (t.name or "").startswith("LSTM first alert")]
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(rects) == 1
+    assert rects[0].x0 == pytest.approx(4.5) and rects[0].x1 == pytest.approx(7.5)
+
+    unlabelled = {"lstm": _prediction("lstm", [0.01] * 8, 0.42, vitals=VITALS)}  # a file without SepsisLabel
+    assert not [s for s in sepsis.sepsis_figure(unlabelled).layout.shapes if s.type == "rect"]
+
+
+def test_sepsis_figure_without_vitals_still_draws_the_risk() -> None:
+    only_risk = {"transformer": _prediction("transformer", TRANSFORMER_RISK, 0.33)}
+    fig = sepsis.sepsis_figure(only_risk, selected_hour=2)
+    assert list(trace(fig, "Transformer risk").y) == pytest.approx(TRANSFORMER_RISK)
+    assert len(trace(fig, "HR (").y) == 0
+    assert not [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert tuple(fig.layout.xaxis.range) == (-0.5, 7.5)
+
+
+def test_attribution_figure_top_features_sorted(predictions: dict[str, SepsisPrediction]) -> None:
+    hour = predictions["lstm"].hours[6]  # HR attribution 0.48, Temp -0.3, Lactate 0.05
+    fig = sepsis.attribution_figure(hour, "lstm", top_n=2)
+    bars = fig.data[0]
+    assert bars.orientation == "h"
+    # the largest |attribution| is drawn on top, i.e. last
+    assert list(bars.y) == ["Temp", "HR"]
+    assert list(bars.x) == pytest.approx([-0.3, 0.48])
+    assert list(bars.marker.color) == [BLUE, VERMILION]
+    assert list(bars.text) == ["not measured", "value 106"]
+    assert "hour 6" in fig.layout.title.text
+    assert fig.layout.title.text.startswith("LSTM:")
+
+
+def test_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
+    alert = sepsis.first_alert(predictions["lstm"])
+    assert alert is not None and alert.hour == 4 and math.isclose(alert.probability, 0.45)
+    assert sepsis.first_alert(_prediction("lstm", [0.0] * 3, 0.5)) is None

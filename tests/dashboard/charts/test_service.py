@@ -1,0 +1,170 @@
+"""Unit tests of dashboard/charts/service.py on ServiceStatus and ModelList (no Streamlit, no serving).
+
+Deployment names are serving's (``pneumonia-cnn``...): the charts draw whatever names it reports."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from dashboard.charts import service
+from serving.schemas import DeploymentState, EndpointStats, ModelInfo, ModelList, ReplicaSample, ServiceStatus
+from tests.dashboard.helpers import trace
+
+
+@pytest.fixture
+def status() -> ServiceStatus:
+    now = time.time()
+    return ServiceStatus(
+        window_s=60.0,
+        deployments=[
+            DeploymentState(name="MedLensIngress", model=None, status="HEALTHY", replicas=1),
+            DeploymentState(
+                name="pneumonia-cnn", model="cnn", status="UPSCALING", replicas=1, starting=1, device="cpu"
+            ),
+        ],
+        endpoints=[
+            EndpointStats(
+                endpoint="POST /v1/xray/predict",
+                requests=120,
+                errors=1,
+                rejected=2,
+                rate_per_s=2.0,
+                p50_ms=80.0,
+                p95_ms=150.0,
+                p99_ms=300.0,
+            ),
+            EndpointStats(
+                endpoint="GET /v1/models",
+                requests=0,
+                errors=0,
+                rejected=0,
+                rate_per_s=0.0,
+                p50_ms=None,
+                p95_ms=None,
+                p99_ms=None,
+            ),
+        ],
+        history=[
+            ReplicaSample(t=now - 20, replicas={"MedLensIngress": 1, "pneumonia-cnn": 1}),
+            ReplicaSample(t=now - 10, replicas={"MedLensIngress": 1, "pneumonia-cnn": 2}),
+            ReplicaSample(t=now, replicas={"MedLensIngress": 1, "pneumonia-cnn": 2, "sepsis-lstm": 1}),
+        ],
+    )
+
+
+def test_replica_history_figure(status: ServiceStatus) -> None:
+    fig = service.replica_history_figure(status)
+    xray = trace(fig, "pneumonia-cnn")
+    assert list(xray.y) == [1, 2, 2]
+    assert xray.line.shape == "hv"
+    assert len(xray.x) == 3
+    # every name in the history or the current list, none made up
+    assert {t.name for t in fig.data} == {"MedLensIngress", "pneumonia-cnn", "sepsis-lstm"}
+    assert list(trace(fig, "sepsis-lstm").y) == [None, None, 1]  # not there before: a gap
+    assert "0.3 min" in fig.layout.title.subtitle.text
+
+
+def test_replicas_now_figure(status: ServiceStatus) -> None:
+    bars = service.replicas_now_figure(status).data[0]
+    assert list(bars.y) == ["MedLensIngress", "pneumonia-cnn"]
+    assert list(bars.x) == [1, 1]  # running replicas; the one starting is named in the label
+    assert bars.text[0] == "1 · HEALTHY"
+    assert bars.text[1] == "1 (+1 starting) · UPSCALING · cpu"
+
+
+def test_endpoint_figure(status: ServiceStatus) -> None:
+    fig = service.endpoint_figure(status)
+    rate = trace(fig, "req/s")
+    assert list(rate.x) == [2.0, 0.0]
+    p95 = trace(fig, "p95")
+    assert p95.x[0] == 150.0
+    assert p95.x[1] is None or math.isnan(p95.x[1])  # no requests: no bar, not a zero
+    assert {t.name for t in fig.data} == {"req/s", "p50 ms", "p95 ms", "p99 ms"}
+
+
+def test_deployments_and_endpoints_tables(status: ServiceStatus) -> None:
+    deployments = service.deployments_table(status)
+    assert deployments.to_dict("records") == [
+        {
+            "deployment": "MedLensIngress",
+            "model": "—",
+            "status": "HEALTHY",
+            "replicas": 1,
+            "starting": 0,
+            "device": "—",
+        },
+        {
+            "deployment": "pneumonia-cnn",
+            "model": "cnn",
+            "status": "UPSCALING",
+            "replicas": 1,
+            "starting": 1,
+            "device": "cpu",
+        },
+    ]
+    endpoints = service.endpoints_table(status)
+    assert endpoints.loc[0, "p50 ms"] == pytest.approx(80.0)
+    assert endpoints.loc[0, "4xx"] == 2 and endpoints.loc[0, "5xx"] == 1
+    missing = endpoints.loc[1, "p95 ms"]
+    assert missing is None or math.isnan(float(missing))  # type: ignore[arg-type]
+
+
+def test_endpoints_table_rounds() -> None:
+    status = ServiceStatus(
+        window_s=60,
+        deployments=[],
+        endpoints=[
+            EndpointStats(
+                endpoint="POST /v1/xray/predict",
+                requests=3,
+                errors=0,
+                rejected=1,
+                rate_per_s=0.05123,
+                p50_ms=12.34,
+                p95_ms=None,
+                p99_ms=None,
+            )
+        ],
+        history=[],
+    )
+    endpoints = service.endpoints_table(status)
+    assert endpoints.loc[0, "p50 ms"] == pytest.approx(12.3)
+    assert endpoints.loc[0, "req/s"] == pytest.approx(0.051)
+
+
+def test_models_table() -> None:
+    listing = ModelList(
+        models=[
+            ModelInfo(
+                name="lstm",
+                title="Sepsis early warning · LSTM",
+                task_name="sepsis",
+                input_kind="series",
+                predict_route="/v1/sepsis/lstm/predict",
+                colour="#0072B2",
+                version="lstm-1",
+                task="sepsis within 6 h",
+                device="cpu",
+                backend="torch-bf16",
+                precision="bf16",
+                items_per_s={},
+                threshold=0.123456,
+                labels=["no sepsis", "sepsis"],
+                headline=None,
+            )
+        ]
+    )
+    assert service.models_table(listing).to_dict("records") == [
+        {
+            "model": "lstm",
+            "title": "Sepsis early warning · LSTM",
+            "version": "lstm-1",
+            "device": "cpu",
+            "backend": "torch-bf16",
+            "threshold": 0.1235,
+            "task": "sepsis within 6 h",
+        }
+    ]
