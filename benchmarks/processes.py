@@ -11,9 +11,10 @@ MEMORY_ROWS = 10  # process kinds listed per server in the memory table; the res
 
 
 def process_kind(args: str) -> str:
-    """A short name for a process from its command line, the same for every copy of it: ``ray::ServeReplica:
-    pneumonia-cnn:pneumonia-cnn``, ``gcs_server``, ``haproxy``, ``serve``, ``python -m benchmarks.peers.litserve_server``,
-    ``ray-dashboard-NodeHead`` (Ray names its processes; this keeps those names and drops paths and options)."""
+    """A short name for a process from its command line, the same for every copy of it:
+    ``ray::ServeReplica:pneumonia-cnn:pneumonia-cnn``, ``gcs_server``, ``haproxy``, ``serve``,
+    ``python -m benchmarks.peers.litserve_server``, ``ray-dashboard-NodeHead`` (Ray names its processes;
+    this keeps those names and drops paths and options)."""
     if args.startswith("ray::"):
         return args.split()[0]
     tokens = args.split(" (", 1)[0].split() if args.startswith("ray-dashboard-") else args.split()
