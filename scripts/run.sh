@@ -22,6 +22,10 @@ mkdir -p .run
 echo "==> starting Ray Serve (log: .run/serve.log)"
 set -a; . serving/fast_path.env; set +a   # HAProxy front door, direct ingress (see the file)
 export RAY_USAGE_STATS_ENABLED=0
+# A private Ray temp dir: `ray start` records its address there (ray/ray_current_cluster), where a later
+# plain `serve run` or `ray.init()` elsewhere on the machine would otherwise find it and try to join it.
+export RAY_TMPDIR="${TMPDIR:-/tmp}/medlens-ray-$(id -u)"
+mkdir -p "$RAY_TMPDIR"
 # MedLens's own Ray instance, without Ray's web dashboard (about 1 GB of processes on a 2-core machine;
 # the dashboard's Service page shows replicas and requests), in its own process session with serve run.
 setsid bash -c ".venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false \
@@ -36,6 +40,7 @@ stop() {
   sleep 3
   pkill -KILL -s "$SERVE_PID" 2>/dev/null || true
   [ -n "${UI_PID:-}" ] && pkill -KILL -s "$UI_PID" 2>/dev/null || true
+  rm -f "$RAY_TMPDIR/ray/ray_current_cluster"   # that Ray is gone: nothing may try to join it
 }
 trap stop EXIT INT TERM
 for _ in $(seq 1 180); do
