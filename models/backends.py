@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -107,7 +108,7 @@ class ModelSpec:
     """How to run one model: its fp32 module, how its inputs are named and shaped, a probe batch."""
 
     name: str
-    module: nn.Module  # fp32, eval mode
+    build: Callable[[], nn.Module]  # the fp32 module in eval mode; called only when a path needs it
     input_names: tuple[str, ...]  # ("x",) or ("x", "mask")
     dynamic_axes: dict[str, dict[int, str]]
     probe: Callable[[int], tuple[torch.Tensor, ...]]  # batch size -> model inputs (deterministic)
@@ -116,6 +117,11 @@ class ModelSpec:
     batch_sizes: tuple[int, ...]  # the batch sizes the model serves
     image: bool  # channels_last applies
     checkpoint: Path  # model.pt: its hash keys the cache
+
+    @functools.cached_property
+    def module(self) -> nn.Module:
+        """Built on first use: an ONNX Runtime path read from the cache never builds the torch module."""
+        return self.build()
 
 
 @dataclass(frozen=True)

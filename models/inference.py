@@ -28,6 +28,7 @@ from models.sequence import (
     N_INPUT,
     NormStats,
     SequenceConfig,
+    SequenceModel,
     baseline_features,
     build_sequence_model,
     engineer,
@@ -143,7 +144,7 @@ class XrayPredictor(Predictor):
 
         return ModelSpec(
             name=self.name,
-            module=self.model,
+            build=lambda: self.model,
             input_names=("x",),
             dynamic_axes={"x": {0: "batch"}},
             probe=probe,
@@ -203,9 +204,18 @@ class SepsisPredictor(Predictor):
                 f"builds {N_INPUT}: retrain it with `python -m models.train {kind}`."
             )
         self.stats = NormStats.model_validate(self.meta.preprocessing["norm_stats"])
-        self.model = build_sequence_model(self.config)
-        self.model.load_state_dict(self._state)
-        self.model.eval().to(self.device)
+        self._model: SequenceModel | None = None
+
+    @property
+    def model(self) -> SequenceModel:
+        """The torch module, built when first needed (explanations, a torch execution path, the ONNX export):
+        a replica whose predictions run on a cached ONNX Runtime path never builds it, nor imports
+        ``transformers``."""
+        if self._model is None:
+            model = build_sequence_model(self.config)
+            model.load_state_dict(self._state)
+            self._model = model.eval().to(self.device)
+        return self._model
 
     @property
     def max_hours(self) -> int:
@@ -241,7 +251,7 @@ class SepsisPredictor(Predictor):
 
         return ModelSpec(
             name=self.name,
-            module=self.model,
+            build=lambda: self.model,
             input_names=("x", "mask"),
             dynamic_axes={"x": {0: "batch", 1: "hours"}, "mask": {0: "batch", 1: "hours"}},
             probe=probe,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -125,26 +125,27 @@ T = TypeVar("T")
 
 
 class SingleFlight(Generic[T]):
-    """A blocking call (``serve.status()``) made by one thread at a time, its answer shared for ``ttl_s``.
+    """An async call made by one caller at a time, its answer shared with every caller that arrives while
+    it runs and for ``ttl_s`` after it.
 
-    ``serve.status()`` is not thread-safe: two calls at once race in Ray's pickling of the autoscaling
-    policy (``ValueError: ... is not registered for pickle by value``, seen under 64 users when
-    ``GET /v1/service`` requests overlapped the replica sampler). Callers wait for the call in flight
-    instead of starting their own, and reuse its result for ``ttl_s`` seconds."""
+    - ``serve.status()`` (run in a thread) is not thread-safe: two calls at once race in Ray's pickling of the
+      autoscaling policy (``ValueError: ... is not registered for pickle by value``, seen under 64 users when
+      ``GET /v1/service`` requests overlapped the replica sampler).
+    - Health pings: each ``GET /healthz`` pings every model deployment; callers share the ping in flight, so
+      a polling client never piles pings up in a replica that is still starting (which made autoscaling
+      add a second replica of every model right after start-up)."""
 
-    def __init__(self, fetch: Callable[[], T], ttl_s: float = 1.0) -> None:
-        self._fetch = fetch
+    def __init__(self, call: Callable[[], Awaitable[T]], ttl_s: float = 1.0) -> None:
+        self._call = call
         self._ttl_s = ttl_s
-        self._lock = asyncio.Lock()
-        self._value: T | None = None
+        self._task: asyncio.Future[T] | None = None
         self._at = float("-inf")
 
     async def get(self) -> T:
-        async with self._lock:
-            if self._value is None or time.monotonic() - self._at >= self._ttl_s:
-                self._value = await asyncio.to_thread(self._fetch)
-                self._at = time.monotonic()
-            return self._value
+        if self._task is None or (self._task.done() and time.monotonic() - self._at >= self._ttl_s):
+            self._task = asyncio.ensure_future(self._call())
+            self._at = time.monotonic()
+        return await asyncio.shield(self._task)
 
 
 def route_template(scope: Scope) -> str:

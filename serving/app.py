@@ -21,6 +21,7 @@ builder's ``args`` against the *runtime* annotation of the builders' parameter.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from typing import Any, cast
@@ -307,7 +308,8 @@ class MedLensIngress:
         self._devices: dict[str, str] = {}
         self._stats = RequestStats(window_s=args.stats_window_s)
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
-        self._status = SingleFlight(serve.status, ttl_s=1.0)
+        self._status = SingleFlight(lambda: asyncio.to_thread(serve.status), ttl_s=1.0)
+        self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
         _configure_replica(args, self._stats)
         logger.info(
             "MedLens ingress ready: auth %s, upload limit %g MiB",
@@ -320,16 +322,9 @@ class MedLensIngress:
     # -- routes ------------------------------------------------------------------------------------------
     @fastapi_app.get("/healthz", response_model=Health, responses={503: ERROR_RESPONSES[503]}, tags=["service"])
     async def healthz(self) -> Health:
-        """200 once every model deployment answers a ping; 503 (ErrorResponse) otherwise. No auth."""
-
-        async def ping(model: str) -> str | None:
-            try:
-                await asyncio.wait_for(self._handle(model).ping.remote(), self._args.health_timeout_s)
-                return None
-            except Exception as exc:
-                return f"{catalogue_entry(model).serving_name} ({type(exc).__name__})"
-
-        failures = [f for f in await asyncio.gather(*(ping(m) for m in MODEL_NAMES)) if f]
+        """200 once every model deployment answers a ping; 503 (ErrorResponse) otherwise. No auth. Concurrent
+        health checks share the ping in flight to each deployment (at most one per second each)."""
+        failures = [f for f in await asyncio.gather(*(p.get() for p in self._pings.values())) if f]
         if failures:
             raise ApiError(
                 503,
@@ -431,6 +426,14 @@ class MedLensIngress:
         self._stats.add(records)
 
     # -- helpers -----------------------------------------------------------------------------------------
+    async def _ping(self, model: str) -> str | None:
+        """None when ``model``'s deployment answers a ping in time, else what failed."""
+        try:
+            await asyncio.wait_for(self._handle(model).ping.remote(), self._args.health_timeout_s)
+            return None
+        except Exception as exc:
+            return f"{catalogue_entry(model).serving_name} ({type(exc).__name__})"
+
     def _handle(self, model: str) -> DeploymentHandle:
         if model not in self._handles:
             name = catalogue_entry(model).serving_name

@@ -74,7 +74,7 @@ def test_agreement_needs_close_probabilities_and_the_same_decisive_labels() -> N
 
 
 def test_candidates_follow_the_hardware() -> None:
-    spec_image = ModelSpec("x", torch.nn.Identity(), ("x",), {}, lambda b: (), lambda i: np.ones(0), 0.5, (1,), True,
+    spec_image = ModelSpec("x", torch.nn.Identity, ("x",), {}, lambda b: (), lambda i: np.ones(0), 0.5, (1,), True,
                            Path("/nonexistent"))  # fmt: skip
     names = [p.name for p in candidates(spec_image, CPU, PLAIN, ort_available=True)]
     assert names == ["torch-fp32", "torch-fp32 (channels_last)", "onnxruntime (CPUExecutionProvider)"]
@@ -173,3 +173,15 @@ def test_cuda_candidates_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     names = [p.name for p in candidates(spec, cuda, BF16, ort_available=False)]
     assert names == ["torch-fp32"]  # the CPU's bf16 says nothing about the card's
+
+
+def test_a_cached_onnx_path_never_builds_the_torch_module() -> None:
+    """A replica whose predictions run on a cached ONNX Runtime path skips building the torch module (and the
+    import of `transformers` it needs): it is built only for explanations."""
+    first = entry("transformer").load(device="cpu", backend="onnxruntime")
+    first.predict([np.full((3, 40), np.nan, dtype=np.float32)])  # exports the graph once (cached on disk)
+    again = entry("transformer").load(device="cpu", backend="onnxruntime")
+    (risk,) = again.predict([np.full((3, 40), np.nan, dtype=np.float32)])
+    assert risk.shape == (3,)
+    assert again._model is None  # the predictions never needed it
+    assert again.model is not None and again._model is not None  # built on demand (explanations)

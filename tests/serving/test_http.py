@@ -199,7 +199,7 @@ def test_single_flight_never_runs_the_call_twice_at_once() -> None:
             inside.release()
 
     async def main() -> list[int]:
-        flight = SingleFlight(fetch, ttl_s=0.2)
+        flight = SingleFlight(lambda: asyncio.to_thread(fetch), ttl_s=0.2)
         first = await asyncio.gather(*(flight.get() for _ in range(20)))
         await asyncio.sleep(0.25)  # past the ttl: the next caller fetches again
         return [*first, await flight.get()]
