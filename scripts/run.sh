@@ -52,7 +52,7 @@ curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null || { echo "serving d
 echo "==> serving healthy on http://127.0.0.1:$SERVE_PORT (API docs: /docs)"
 export MEDLENS_SERVING_URL="http://127.0.0.1:$SERVE_PORT"
 setsid .venv/bin/streamlit run dashboard/app.py --server.port "$UI_PORT" --server.address 127.0.0.1 \
-  --server.headless true --browser.gatherUsageStats false >.run/dashboard.log 2>&1 </dev/null &
+  --server.headless true >.run/dashboard.log 2>&1 </dev/null &
 UI_PID=$!
 for _ in $(seq 1 60); do
   curl -fsS "http://127.0.0.1:$UI_PORT/_stcore/health" >/dev/null 2>&1 && break
