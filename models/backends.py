@@ -442,8 +442,19 @@ def cache_dir() -> Path:
 
 
 def checkpoint_hash(path: Path) -> str:
+    """SHA-256 of the checkpoint file, read once per file version (the cache key and the ONNX export's file
+    name both need it at every load)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _file_hash(str(path), 0, -1)
+    return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:
     digest = hashlib.sha256()
-    with contextlib.suppress(OSError), path.open("rb") as fh:
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -142,13 +142,13 @@ class MedLensClient:
 
     def _predict(self, model: str, data: bytes, filename: str, schema: type[_T], **flags: bool) -> _T:
         try:
-            route = entry(model).predict_route
+            target = entry(model)
         except ValueError as exc:
             raise ServingError(404, "unknown_model", str(exc)) from None
-        fallback = "upload.png" if entry(model).task.input_kind == "image" else "upload.psv"
+        fallback = "upload.png" if target.task.input_kind == "image" else "upload.psv"
         return self._request(
             "POST",
-            route,
+            target.predict_route,
             schema,
             params={name: _flag(value) for name, value in flags.items() if value or name == "explain"},
             files={"file": (_upload_name(filename, fallback), data, "application/octet-stream")},
