@@ -26,13 +26,18 @@ export RAY_USAGE_STATS_ENABLED=0
 # plain `serve run` or `ray.init()` elsewhere on the machine would otherwise find it and try to join it.
 export RAY_TMPDIR="${TMPDIR:-/tmp}/medlens-ray-$(id -u)"
 mkdir -p "$RAY_TMPDIR"
-# MedLens's own Ray instance, without Ray's web dashboard (about 1 GB of processes on a 2-core machine;
-# the dashboard's Service page shows replicas and requests), in its own process session with serve run.
-setsid bash -c ".venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false \
+# MedLens's own single-machine Ray, in its own process session, without what one machine does not use:
+# Ray's web dashboard (about 1 GB of processes on a 2-core machine; the dashboard's Service page shows
+# replicas and requests), the autoscaler monitor (no nodes to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked
+# as .run/ray-logs). `serve run --non-blocking` deploys ray_config.yaml and exits; the applications live
+# in the Ray cluster until it is stopped.
+setsid bash -c ".venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false --no-monitor \
+  --include-log-monitor false \
   --disable-usage-stats --num-cpus \$(nproc) >.run/ray.log 2>&1 \
-  && exec .venv/bin/serve run --address auto ray_config.yaml" \
+  && .venv/bin/serve run --non-blocking --address auto ray_config.yaml && exec sleep infinity" \
   >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!
+ln -sfn "$RAY_TMPDIR/ray/session_latest/logs" .run/ray-logs
 stop() {
   echo "==> stopping MedLens"
   pkill -TERM -s "$SERVE_PID" 2>/dev/null || true
@@ -45,10 +50,14 @@ stop() {
 trap stop EXIT INT TERM
 for _ in $(seq 1 180); do
   if curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$SERVE_PID" 2>/dev/null; then echo "serve run exited:" >&2; tail -30 .run/serve.log >&2; exit 1; fi
+  if ! kill -0 "$SERVE_PID" 2>/dev/null; then echo "Ray or serve run failed:" >&2; tail -30 .run/serve.log >&2; exit 1; fi
   sleep 1
 done
-curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null || { echo "serving did not become healthy" >&2; tail -30 .run/serve.log >&2; exit 1; }
+if ! curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null; then
+  echo "serving did not become healthy in 180 s; errors in the Serve logs (.run/ray-logs/serve/):" >&2
+  grep -h -A3 "ERROR" .run/ray-logs/serve/*.log 2>/dev/null | tail -40 >&2
+  exit 1
+fi
 echo "==> serving healthy on http://127.0.0.1:$SERVE_PORT (API docs: /docs)"
 export MEDLENS_SERVING_URL="http://127.0.0.1:$SERVE_PORT"
 setsid .venv/bin/streamlit run dashboard/app.py --server.port "$UI_PORT" --server.address 127.0.0.1 \
