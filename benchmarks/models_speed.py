@@ -39,6 +39,10 @@ from models.sepsis_io import load_series_file
 from models.sequence import engineer, pad_batch
 from models.xray_io import labelled_images, load_xray_file
 
+DEFAULT_OUT = Path("docs/benchmarks-models.md")
+#: Environment that changes which kernels run; shown in the command line of the table when set.
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
 Row = tuple[str, str, dict[int, float], float, float, str]  # model, path, items/s per batch, label agr., diff, note
 
 
@@ -67,7 +71,10 @@ def bench_model(name: str, threads: int, budget_s: float, machine: Machine) -> t
     valid = spec.valid(agreement_inputs)
     rows: list[Row] = []
     reference: np.ndarray | None = None
-    for path in candidates(spec, device, machine, onnxruntime_version() is not None):
+    paths = [(path, "") for path in candidates(spec, device, machine, onnxruntime_version() is not None)]
+    if not machine.bf16_native:  # not a candidate here; measured to show what forcing it costs
+        paths.append((ExecutionPath("torch-bf16", "channels_last" if spec.image else ""), "emulated bf16"))
+    for path, label in paths:
         try:
             run = build_runner(spec, path, device, threads)
         except Exception as exc:
@@ -78,11 +85,15 @@ def bench_model(name: str, threads: int, budget_s: float, machine: Machine) -> t
             reference = probs
         same = float(np.mean((probs >= spec.threshold) == (reference >= spec.threshold)))
         speed = {b: b / time_runner(run, _inputs(predictor, b), budget_s) for b in batches}
-        rows.append((name, path.name, speed, same, float(np.max(np.abs(probs - reference))), ""))
+        rows.append((name, path.name, speed, same, float(np.max(np.abs(probs - reference))), label))
     with tempfile.TemporaryDirectory() as cache:  # `auto` as a fresh replica would choose it here
         os.environ["MEDLENS_CACHE_DIR"] = cache
         chosen = CATALOGUE[name].load(device="cpu", backend="auto").execution
     return rows, ExecutionPath(chosen.backend, chosen.variant).name
+
+
+def _env_prefix() -> str:
+    return "".join(f"{k}={os.environ[k]} " for k in KERNEL_ENV if os.environ.get(k))
 
 
 def _write_card(name: str, rows: list[Row], chosen: str, machine: Machine, threads: int) -> None:
@@ -106,7 +117,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (a replica uses 1)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per path and batch size")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-models.md"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--cards", action="store_true", help="also write each model's table into its committed card (card.json/md)"
     )
@@ -116,13 +127,27 @@ def main() -> int:
     lines = [
         "# Model prediction speed, every execution path (in-process)",
         "",
-        f"Command: `.venv/bin/python -m benchmarks.models_speed --threads {args.threads}`; "
+        f"Command: `{_env_prefix()}.venv/bin/python -m benchmarks.models_speed --threads {args.threads}"
+        f"{'' if args.out == DEFAULT_OUT else f' --out {args.out}'}`; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Machine: **{machine.cpu}**; flags: {', '.join(machine.flags) or 'none of the AVX2 / AVX-512 / AMX ones'}; "
+        f"Machine: **{machine.cpu}**; flags: {', '.join(machine.flags) or 'none of the AVX2 / AVX-512 / AMX ones'}"
+        + (f" (oneDNN limited to {machine.isa_limit} by ONEDNN_MAX_CPU_ISA)" if machine.isa_limit else "")
+        + "; "
         f"bf16 native: {'yes' if machine.bf16_native else 'no'}; {args.threads} thread(s); torch {torch.__version__}, "
         f"ONNX Runtime {onnxruntime_version() or 'not installed'}.",
         "",
+        *(
+            [
+                f"{machine.isa_limit} is a stand-in for a CPU that lacks the newer instructions: torch's oneDNN "
+                "kernels (convolutions, matmuls, bf16) are limited to it, and ATen's own by ATEN_CPU_CAPABILITY "
+                "where set; ONNX Runtime's kernels choose by CPUID and still use every instruction the CPU has, so "
+                "its rows are faster here than on a real CPU of that kind.",
+                "",
+            ]
+            if machine.isa_limit
+            else []
+        ),
         "Agreement: share of real inputs (64 radiographs; every hour of 32 records) whose label at the model's "
         "threshold equals torch fp32's, and the largest probability difference.",
         "",
@@ -139,7 +164,9 @@ def main() -> int:
             top = max(speed) if speed else None
             ratio = f"{speed[top] / base[top]:.2f}" if top and base.get(top) else "-"
             cells = ", ".join(f"{b}: {v:.0f}" for b, v in speed.items()) or note
-            mark = "**chosen**" if path == chosen else ""
+            mark = (
+                "**chosen**" if path == chosen and not note else (f"not a candidate: {note}" if note and speed else "")
+            )
             lines.append(f"| {model} | {path} | {cells} | {ratio} | {same:.3f} | {diff:.2g} | {mark} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -58,21 +58,51 @@ class BackendError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 # the machine
 # ----------------------------------------------------------------------------------------------------------
+#: oneDNN's ISA limit (``ONEDNN_MAX_CPU_ISA``, oneDNN's names) -> the RELEVANT_FLAGS whose kernels it still
+#: allows. torch's bf16 convolutions and matmuls are oneDNN's: under ``AVX2`` they fall back to reference
+#: code, as on a CPU that lacks AVX512-BF16 (one way to try an AVX2-only machine's behaviour on a newer one).
+_ISA_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SSE41", ()),
+    ("AVX", ()),
+    ("AVX2", ("avx2", "fma")),
+    ("AVX512_CORE", ("avx2", "fma", "avx512f")),
+    ("AVX512_CORE_VNNI", ("avx2", "fma", "avx512f", "avx512_vnni")),
+    ("AVX512_CORE_BF16", ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16")),
+)
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+
+
 @dataclass(frozen=True)
 class Machine:
     cpu: str
-    flags: tuple[str, ...]  # the RELEVANT_FLAGS this CPU has
+    flags: tuple[str, ...]  # the RELEVANT_FLAGS this CPU has that oneDNN may use
+    isa_limit: str = ""  # ONEDNN_MAX_CPU_ISA where it removes some of the CPU's flags
 
     @property
     def bf16_native(self) -> bool:
         return "avx512_bf16" in self.flags or "amx_bf16" in self.flags
 
     def describe(self) -> str:
-        return f"{self.cpu} ({', '.join(self.flags) or 'no AVX2'})"
+        limit = f"; oneDNN limited to {self.isa_limit} by {ISA_ENV}" if self.isa_limit else ""
+        return f"{self.cpu} ({', '.join(self.flags) or 'no AVX2'}{limit})"
+
+
+def isa_allowed(limit: str) -> tuple[str, ...] | None:
+    """The flags oneDNN may use under ``limit`` (an ``ONEDNN_MAX_CPU_ISA`` value); None: no limit."""
+    wanted = limit.strip().upper()
+    if not wanted or wanted in ("ALL", "DEFAULT"):
+        return None
+    for level, allowed in _ISA_LEVELS:
+        if wanted == level or (wanted.startswith(level + "_") and "AMX" not in wanted and "BF16" not in wanted):
+            return allowed  # AVX2_VNNI, AVX2_VNNI_2: AVX2's flags
+    if "AMX" in wanted:
+        return RELEVANT_FLAGS
+    return _ISA_LEVELS[-1][1]  # AVX512_CORE_FP16, AVX10_*: everything but AMX
 
 
 def this_machine() -> Machine:
-    """CPU model and the flags of :data:`RELEVANT_FLAGS` it has (from /proc/cpuinfo on Linux)."""
+    """CPU model and the flags of :data:`RELEVANT_FLAGS` it has (from /proc/cpuinfo on Linux), less those an
+    ``ONEDNN_MAX_CPU_ISA`` limit in the environment forbids."""
     cpu, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -82,7 +112,12 @@ def this_machine() -> Machine:
             elif key.strip() == "flags":
                 flags = set(value.split())
                 break
-    return Machine(cpu=cpu, flags=tuple(f for f in RELEVANT_FLAGS if f in flags))
+    have = tuple(f for f in RELEVANT_FLAGS if f in flags)
+    limit = os.environ.get(ISA_ENV, os.environ.get("DNNL_MAX_CPU_ISA", ""))
+    allowed = isa_allowed(limit)
+    if allowed is None or set(have) <= set(allowed):
+        return Machine(cpu=cpu, flags=have)
+    return Machine(cpu=cpu, flags=tuple(f for f in have if f in allowed), isa_limit=limit.strip().upper())
 
 
 def bf16_native(device: torch.device, machine: Machine | None = None) -> bool:
@@ -469,6 +504,7 @@ def cache_key(spec: ModelSpec, device: torch.device, threads: int, machine: Mach
         "checkpoint": checkpoint_hash(spec.checkpoint)[:16],
         "cpu": machine.cpu,
         "flags": list(machine.flags),
+        "isa_limit": machine.isa_limit,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": threads,
         "torch": torch.__version__,

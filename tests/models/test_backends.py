@@ -23,6 +23,7 @@ from models.backends import (
     choose,
     measure,
     pick,
+    this_machine,
 )
 from models.catalogue import entry
 
@@ -111,6 +112,31 @@ def test_cache_key_changes_with_the_machine_and_the_libraries(
     assert key != cache_key(cnn_spec, CPU, 2, PLAIN, "1.32.0")  # threads
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     assert key != cache_key(cnn_spec, CPU, 1, PLAIN, "1.32.0")  # torch
+
+
+@pytest.mark.parametrize(
+    ("limit", "bf16"),
+    [("AVX2", False), ("avx512_core_vnni", False), ("AVX512_CORE_BF16", True), ("ALL", True), ("", True)],
+)
+def test_a_onednn_isa_limit_removes_the_flags_it_forbids(
+    limit: str, bf16: bool, cnn_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Test EPYC\nflags\t\t: fpu avx2 fma avx512f avx512_vnni avx512_bf16\n")
+    real_path = backends.Path
+    monkeypatch.setattr(backends, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    machine = this_machine()
+    assert machine.cpu == "Test EPYC"
+    assert machine.bf16_native is bf16
+    assert ("avx2" in machine.flags) and (machine.isa_limit != "") is (not bf16)
+    if not bf16:  # the limit is part of the cache key, and said wherever the machine is described
+        assert limit.upper() in machine.describe()
+        unlimited = Machine(machine.cpu, ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"))
+        assert "torch-bf16" not in {p.backend for p in candidates(cnn_spec, CPU, machine, True)}
+        assert "torch-bf16" in {p.backend for p in candidates(cnn_spec, CPU, unlimited, True)}
+        limited_flags_only = Machine(machine.cpu, machine.flags)
+        assert cache_key(cnn_spec, CPU, 1, machine, None) != cache_key(cnn_spec, CPU, 1, limited_flags_only, None)
 
 
 def test_the_choice_is_measured_once_then_read_from_the_cache(cnn_spec: ModelSpec) -> None:
