@@ -31,10 +31,12 @@ else
   echo "$want" > "$stamp"
 fi
 
-# Debian packages: chromium for the browser tests, wrk as the benchmarks' load generator.
+# Debian packages: chromium for the browser tests, wrk as the benchmarks' load generator, postgresql.
 debs=()
 [ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ] && debs+=(chromium)
 [ "$MODE" = "test" ] && ! command -v wrk >/dev/null 2>&1 && debs+=(wrk)
+# PostgreSQL: the tests run the case store against a throw-away server as well as SQLite (tests/postgres.py).
+[ "$MODE" = "test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && debs+=(postgresql)
 if [ "${#debs[@]}" -gt 0 ]; then
   echo "==> installing Debian packages: ${debs[*]}"
   SUDO=""

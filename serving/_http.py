@@ -67,6 +67,7 @@ class ReplicaHttp:
     api_token: str | None = None
     stats: Any = None
     cors: dict[str, Any] = field(default_factory=dict)  # CORSMiddleware keyword arguments; empty: off
+    max_body_bytes: int | None = None  # request bodies above this are refused with 413 (BodyLimit); None: off
 
 
 REPLICA_HTTP = ReplicaHttp()
@@ -97,6 +98,66 @@ class ReplicaCors:
         if self._cors is None or self._for != options:
             self._cors, self._for = CORSMiddleware(self.app, **options), dict(options)
         await self._cors(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse a request body above :data:`REPLICA_HTTP` ``max_body_bytes`` with 413 before it is parsed:
+    by its Content-Length when it has one, else as it streams in (FastAPI parses a multipart body, and
+    spools it to disk, before a route sees it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = REPLICA_HTTP.max_body_bytes
+        if scope["type"] != "http" or limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large_response(limit)(scope, receive, send)
+            return
+        seen = 0
+        overflow = False
+        replaced = False
+
+        async def counted() -> Any:
+            nonlocal seen, overflow
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    overflow = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            # Whatever the app answers once the body overflowed (the parser's own 400, say) becomes the 413.
+            nonlocal replaced
+            if not overflow:
+                await send(message)
+            elif not replaced:
+                replaced = True
+                await _too_large_response(limit)(scope, receive, send)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except _BodyTooLarge:
+            if not replaced:
+                await _too_large_response(limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large_response(limit: int) -> JSONResponse:
+    return error_response(
+        413,
+        "payload_too_large",
+        f"The request body is larger than {limit / 1024 / 1024:g} MiB, the limit of this route. Send fewer or "
+        "smaller files per request.",
+    )
 
 
 # -- authentication ---------------------------------------------------------------------------------------

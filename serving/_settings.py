@@ -54,6 +54,23 @@ class CorsArgs(_Args):
     allow_headers: list[str] = Field(default_factory=lambda: ["Authorization", "Content-Type"])
 
 
+class CaseArgs(_Args):
+    """Cases, the worklist and reviews (``POST /v1/cases`` and the routes beside it)."""
+
+    db_url_env: str = Field(
+        "MEDLENS_DB_URL",
+        min_length=1,
+        description="name of the env var holding the database URL (SQLAlchemy); unset or empty: the embedded "
+        "SQLite file .run/medlens.db",
+    )
+    sepsis_model: ModelName = Field("lstm", description="the model that scores ICU records uploaded as cases")
+    max_request_mb: PositiveFloat = Field(100.0, description="a case upload (all its files together) above this: 413")
+    max_files: PositiveInt = Field(200, description="files per case upload, a zip's members counted")
+    max_zip_members: PositiveInt = Field(1000, description="entries of one .zip (directories included)")
+    max_unzipped_mb: PositiveFloat = Field(200.0, description="bytes of one .zip once unpacked, declared or actual")
+    concurrency: PositiveInt = Field(4, description="predictions in flight at once for one case upload")
+
+
 class ServingArgs(_Args):
     """Arguments of the application builders in :mod:`serving.app` (Ray Serve validates the YAML ``args``)."""
 
@@ -81,6 +98,7 @@ class ServingArgs(_Args):
         description="name of the env var holding the bearer token; unset or empty env var: no auth",
     )
     cors: CorsArgs = Field(default_factory=CorsArgs)
+    cases: CaseArgs = Field(default_factory=CaseArgs)
     stats_window_s: PositiveFloat = Field(60.0, description="rolling window of the per-endpoint request stats")
     history_interval_s: PositiveFloat = Field(5.0, description="replica counts are sampled this often")
     history_keep_s: PositiveFloat = Field(900.0, description="replica-count history kept this long")

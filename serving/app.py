@@ -34,6 +34,7 @@ from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+import serving._cases_api as cases_api
 from models.catalogue import CATALOGUE, MODEL_NAMES, ModelEntry, by_serving_name, models_for
 from models.catalogue import entry as catalogue_entry
 from models.errors import MedLensInputError
@@ -42,6 +43,7 @@ from serving._http import (
     ERROR_RESPONSES,
     REPLICA_HTTP,
     ApiError,
+    BodyLimit,
     ReplicaCors,
     install_error_handlers,
     read_upload,
@@ -69,6 +71,7 @@ from serving.schemas import (
     ServiceStatus,
     XrayPrediction,
 )
+from serving.store import DB_URL_ENV, CaseStore, StoreError, db_url, describe
 
 logger = logging.getLogger("ray.serve")
 
@@ -103,15 +106,18 @@ def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    api.add_middleware(BodyLimit)
     api.add_middleware(RequestStatsMiddleware)
     api.add_middleware(ReplicaCors)
     install_error_handlers(api)
     return api
 
 
-def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer) -> None:
-    """This replica's HTTP settings: where statistics go, the bearer token, CORS (serving._http.REPLICA_HTTP)."""
+def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max_body_bytes: int) -> None:
+    """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body
+    (serving._http.REPLICA_HTTP)."""
     REPLICA_HTTP.stats = stats
+    REPLICA_HTTP.max_body_bytes = max_body_bytes
     REPLICA_HTTP.api_token = os.environ.get(args.auth_token_env, "").strip() or None
     cors = args.cors
     REPLICA_HTTP.cors = (
@@ -120,6 +126,9 @@ def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer) -> 
         else {}
     )
 
+
+#: Room for the multipart framing around one upload of max_upload_mb.
+_MULTIPART_SLACK = 64 * 1024
 
 image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
 series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
@@ -160,7 +169,7 @@ class _ModelServer:
         self._explain_lock = asyncio.Lock()
         self._batching_configured = False
         self._stats = StatsBuffer()
-        _configure_replica(args, self._stats)
+        _configure_replica(args, self._stats, args.max_upload_bytes + _MULTIPART_SLACK)
         # The constructor runs on the replica's event loop: ship request statistics in the background.
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
 
@@ -293,6 +302,7 @@ fastapi_app = _http_api(
     + ").",
     docs=True,
 )
+fastapi_app.include_router(cases_api.router)
 serve_merged_openapi(fastapi_app, [(e.route_prefix, _APIS[e.task.input_kind]) for e in CATALOGUE.values()])
 
 
@@ -310,14 +320,22 @@ class MedLensIngress:
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
         self._status = SingleFlight(lambda: asyncio.to_thread(serve.status), ttl_s=1.0)
         self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
-        _configure_replica(args, self._stats)
+        _configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
+        store = CaseStore(db_url({DB_URL_ENV: os.environ.get(args.cases.db_url_env, "")}))
+        # Through the module, not a name imported from it: Serve ships this class by value, and the routes
+        # read the module's own holder in this process.
+        cases_api.CASES.service = cases_api.CaseService(store, self._predict_case, args.cases, args.max_upload_bytes)
+        self._store = store
         logger.info(
             "MedLens ingress ready: auth %s, upload limit %g MiB",
             "on" if REPLICA_HTTP.api_token else "off",
             args.max_upload_mb,
         )
-        # The constructor runs on the replica's event loop: sample replica counts in the background.
-        self._sampler = asyncio.get_running_loop().create_task(self._sample_forever())
+        # The constructor runs on the replica's event loop: sample replica counts in the background, and
+        # connect to the case database (migrating it) without holding up start-up or predictions.
+        loop = asyncio.get_running_loop()
+        self._sampler = loop.create_task(self._sample_forever())
+        self._store_ready = loop.create_task(self._open_store())
 
     # -- routes ------------------------------------------------------------------------------------------
     @fastapi_app.get("/healthz", response_model=Health, responses={503: ERROR_RESPONSES[503]}, tags=["service"])
@@ -426,6 +444,16 @@ class MedLensIngress:
         self._stats.add(records)
 
     # -- helpers -----------------------------------------------------------------------------------------
+    async def _open_store(self) -> None:
+        try:
+            await asyncio.to_thread(self._store.ready)
+            logger.info("case database ready: %s", describe(self._store.url))
+        except StoreError as exc:  # the case routes answer 503 and retry on each request
+            logger.warning("case database not ready: %s", exc.message)
+
+    async def _predict_case(self, model: str, upload: Upload) -> Any:
+        return _unwrap(await self._call(model, "predict", upload))
+
     async def _ping(self, model: str) -> str | None:
         """None when ``model``'s deployment answers a ping in time, else what failed."""
         try:

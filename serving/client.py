@@ -20,12 +20,17 @@ from pydantic import BaseModel, ValidationError
 
 from models.catalogue import entry
 from serving.schemas import (
+    CaseDetail,
+    CaseUpload,
     ErrorResponse,
     Health,
     ModelList,
     ModelMetrics,
+    Review,
+    ReviewIn,
     SepsisPrediction,
     ServiceStatus,
+    Worklist,
     XrayPrediction,
 )
 
@@ -157,8 +162,48 @@ class MedLensClient:
     def service(self) -> ServiceStatus:
         return self._request("GET", "/v1/service", ServiceStatus)
 
+    # -- cases, the worklist, reviews ------------------------------------------------------------------
+    def upload_cases(self, files: list[tuple[str, bytes]]) -> CaseUpload:
+        """``files``: (file name, bytes) pairs; only each name's extension is sent."""
+        parts = [("file", (_upload_name(name, "upload"), data, "application/octet-stream")) for name, data in files]
+        return self._request("POST", "/v1/cases", CaseUpload, files=parts)
+
+    def worklist(
+        self, status: str = "unreviewed", kind: str | None = None, limit: int = 200, offset: int = 0
+    ) -> Worklist:
+        params: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
+        if kind:
+            params["kind"] = kind
+        return self._request("GET", "/v1/worklist", Worklist, params=params)
+
+    def case(self, case_id: str) -> CaseDetail:
+        return self._request("GET", f"/v1/cases/{case_id}", CaseDetail)
+
+    def review(self, case_id: str, review: ReviewIn) -> Review:
+        return self._request("POST", f"/v1/cases/{case_id}/reviews", Review, json=review.model_dump())
+
+    def delete_case(self, case_id: str, reviewer: str) -> Review:
+        return self._request("DELETE", f"/v1/cases/{case_id}", Review, params={"reviewer": reviewer})
+
+    def export_reviews(self, format: str = "csv") -> bytes:
+        """Every review as CSV, or (``format="fhir"``) a FHIR R4B Bundle as JSON bytes."""
+        response = self._send("GET", "/v1/reviews/export", params={"format": format})
+        return response.content
+
     # -- plumbing --------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, schema: type[_T], **kwargs: Any) -> _T:
+        response = self._send(method, path, **kwargs)
+        try:
+            return schema.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServingError(
+                0,
+                "bad_response",
+                f"MedLens serving at {self.base_url} answered {method} {path} with a body that is not a "
+                f"{schema.__name__} ({exc.error_count()} problem(s)): client and server versions differ?",
+            ) from exc
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -176,15 +221,7 @@ class MedLensClient:
             ) from exc
         if response.is_error:
             raise ServingError.from_response(response)
-        try:
-            return schema.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ServingError(
-                0,
-                "bad_response",
-                f"MedLens serving at {self.base_url} answered {method} {path} with a body that is not a "
-                f"{schema.__name__} ({exc.error_count()} problem(s)): client and server versions differ?",
-            ) from exc
+        return response
 
     def close(self) -> None:
         self._http.close()

@@ -185,3 +185,88 @@ class ServiceStatus(_Schema):
     deployments: list[DeploymentState]
     endpoints: list[EndpointStats]
     history: list[ReplicaSample] = Field(description="replica counts sampled every few seconds, oldest first")
+
+
+# -- cases, the worklist and reviews (serving/store) ---------------------------------------------------------
+CaseKind = Literal["xray", "sepsis"]
+CaseStatus = Literal["unreviewed", "reviewed", "disagreed"]
+Verdict = Literal["agree", "disagree"]
+#: A reader's own label, per kind of case.
+REVIEW_LABELS: dict[str, tuple[str, ...]] = {"xray": ("NORMAL", "PNEUMONIA"), "sepsis": ("NO_SEPSIS", "SEPSIS")}
+MAX_COMMENT_CHARS = 2000
+MAX_REVIEWER_CHARS = 100
+
+
+class CaseSummary(_Schema):
+    """One row of the worklist."""
+
+    id: str = Field(description="SHA-256 of the uploaded file's bytes: the same file is the same case")
+    kind: CaseKind
+    model: ModelName
+    model_version: str
+    created_at: str = Field(description="when the case was created, UTC, ISO 8601")
+    source_format: str
+    risk: float = Field(description="probability of pneumonia, or the stay's highest hourly sepsis risk")
+    label: str = Field(description="the model's label at its threshold")
+    in_distribution: bool | None = Field(description="false: the input looks unlike the training data; null: unknown")
+    uncertain: bool | None = Field(description="true: the model's prediction set holds both labels; null: unknown")
+    synthetic: bool = Field(description="a generated image, never a real patient")
+    status: CaseStatus = Field(description="from the latest review: none, agree or disagree")
+    reviews: int = Field(description="reviews so far")
+    last_verdict: Verdict | None
+
+
+class ReviewIn(_Schema):
+    """A reader's review. The reader's name is what they gave, not an authenticated identity unless the
+    dashboard's sign-in is configured."""
+
+    reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S")
+    verdict: Verdict
+    label: str | None = Field(
+        default=None, description="the reader's own label: NORMAL / PNEUMONIA (X-ray), NO_SEPSIS / SEPSIS (sepsis)"
+    )
+    comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
+
+
+class Review(_Schema):
+    """One row of the audit trail: a review, or (``action="delete"``) the tombstone of a deleted case."""
+
+    id: int
+    case_id: str
+    action: Literal["review", "delete"]
+    reviewer: str
+    created_at: str
+    verdict: Verdict | None
+    label: str | None
+    comment: str | None
+    model: ModelName
+    model_version: str = Field(description="the model version whose prediction the reader saw")
+
+
+class CaseDetail(CaseSummary):
+    prediction: XrayPrediction | SepsisPrediction = Field(
+        description="the stored prediction (X-ray: with `preview_png`, the image as the model read it)"
+    )
+    history: list[Review] = Field(description="every review of this case, oldest first")
+
+
+class RejectedFile(_Schema):
+    """A file of a case upload that made no case (the others still did)."""
+
+    file: str = Field(description="which file: its position in the upload (and in the zip), never its name")
+    status: int
+    error: str
+    detail: str
+
+
+class CaseUpload(_Schema):
+    cases: list[CaseSummary]
+    created: int = Field(description="cases that are new (the others existed: the same file was uploaded before)")
+    rejected: list[RejectedFile] = Field(default_factory=list)
+
+
+class Worklist(_Schema):
+    cases: list[CaseSummary] = Field(
+        description="out-of-distribution first, then uncertain, then by risk (highest first), then oldest first"
+    )
+    total: int = Field(description="cases matching the filter (the page may hold fewer)")

@@ -37,6 +37,8 @@ TEST_SERVE_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
 #: tests write only under test-artifacts/, and every session measures on the machine it runs on.
 os.environ["MEDLENS_CACHE_DIR"] = str(REPO_ROOT / "test-artifacts" / "backend-cache")
 TEST_SERVE_PORT = 18000
+#: The case database of the test server (SQLite), new each session.
+TEST_CASE_DB = REPO_ROOT / "test-artifacts" / "serve-cases.db"
 SERVE_START_TIMEOUT_S = 180.0
 #: Environment of the test server: no auth token, whatever the developer's shell has.
 _SCRUBBED_ENV = ("MEDLENS_API_TOKEN", "RAY_ADDRESS", "RAY_TMPDIR")
@@ -215,6 +217,10 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
     env.update(TEST_SERVE_PORTS_ENV)
     env["RAY_TMPDIR"] = str(ray_tmp)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # The test server's own case database, new each session (SQLite: the embedded default's engine).
+    for stale in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"):
+        stale.unlink()
+    env["MEDLENS_DB_URL"] = f"sqlite:///{TEST_CASE_DB}"
     url = f"http://127.0.0.1:{TEST_SERVE_PORT}"
     with log.open("wb") as out:
         proc = subprocess.Popen(

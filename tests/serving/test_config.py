@@ -126,6 +126,7 @@ def test_fast_path_environment() -> None:
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 1024 * 1024),
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         "RAY_enable_metrics_collection": "0",
@@ -198,3 +199,13 @@ def test_replica_with_gpu_uses_cuda_when_visible() -> None:
     assert replica_device([0]).type == expected
     assert resolve_device("auto").type == expected
     assert resolve_device("cuda").type == expected  # asks for CUDA, falls back to CPU without it
+
+
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG, TEST_CONFIG])
+def test_calls_between_deployments_carry_the_largest_upload(path: Path) -> None:
+    """A case upload's file travels from the ingress to a model replica over gRPC in the fast path: its
+    message limit must exceed every application's upload limit (with room for the framing)."""
+    limit = int(fast_path_env()["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"])
+    for app in yaml.safe_load(path.read_text())["applications"]:
+        args = ServingArgs.model_validate(app.get("args") or {})
+        assert limit >= args.max_upload_bytes + 1024 * 1024, (path.name, app["name"])

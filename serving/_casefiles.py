@@ -1,0 +1,177 @@
+"""The files of a case upload: which kind each one is, and the members of a ``.zip``, expanded with limits.
+
+A zip is hostile until proven otherwise: too many members or too many bytes once unpacked (declared or
+actual: headers can lie) refuse the whole upload with 413; a member whose path leaves the archive
+(``../``, absolute) refuses it with 422; nested archives, encrypted members and unknown types refuse that
+member only. Members are read one at a time with a byte cap, so memory stays bounded whatever the headers
+claim. Nothing here keeps a file's name: a file is known by its position ("file 2, member 7").
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from serving._http import ApiError
+from serving._protocol import ItemError
+
+Kind = Literal["xray", "sepsis"]
+SUFFIX_KIND: dict[str, Kind] = {
+    ".png": "xray",
+    ".jpg": "xray",
+    ".jpeg": "xray",
+    ".dcm": "xray",
+    ".psv": "sepsis",
+    ".csv": "sepsis",
+}
+_JUNK_PREFIXES = ("__MACOSX/",)
+
+
+@dataclass(frozen=True)
+class CaseFile:
+    where: str  # "file 2" or "file 1, member 7"
+    data: bytes
+    upload_name: str  # "upload" + its suffix: what the model server sees
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class Rejected:
+    where: str
+    error: ItemError
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_members: int
+    max_unzipped_bytes: int
+    max_member_bytes: int
+
+
+def _sniff(data: bytes) -> str | None:
+    """A suffix from the first bytes when the name has none we know."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return ".dcm"
+    if data[:4] == b"PK\x03\x04":
+        return ".zip"
+    return None
+
+
+def _suffix(name: str | None, data: bytes) -> str | None:
+    suffix = posixpath.splitext((name or "").replace("\\", "/"))[1].lower()
+    if suffix in SUFFIX_KIND or suffix == ".zip":
+        return suffix
+    return _sniff(data)
+
+
+def _unsupported(where: str) -> Rejected:
+    return Rejected(
+        where,
+        ItemError(
+            415,
+            "unsupported_file_type",
+            f"{where.capitalize()} is not a file MedLens reads: send PNG, JPEG or DICOM chest X-rays, PSV or CSV "
+            "ICU records, or a .zip of them.",
+        ),
+    )
+
+
+def classify(where: str, name: str | None, data: bytes, limits: ZipLimits) -> Iterator[CaseFile | Rejected]:
+    """One uploaded file -> the case files it holds (itself, or a zip's members) and what was refused."""
+    suffix = _suffix(name, data)
+    if suffix is None:
+        yield _unsupported(where)
+    elif suffix == ".zip":
+        yield from _expand(where, data, limits)
+    else:
+        yield CaseFile(where, data, "upload" + suffix, SUFFIX_KIND[suffix])
+
+
+def _expand(where: str, data: bytes, limits: ZipLimits) -> Iterator[CaseFile | Rejected]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        yield Rejected(
+            where,
+            ItemError(422, "invalid_zip", f"{where.capitalize()} is not a readable .zip ({type(exc).__name__})."),
+        )
+        return
+    if len(members) > limits.max_members:
+        raise ApiError(
+            413,
+            "zip_too_large",
+            f"{where.capitalize()} is a .zip of {len(members)} entries; at most {limits.max_members} are accepted. "
+            "Split it into smaller archives.",
+        )
+    declared = sum(max(m.file_size, 0) for m in members)
+    if declared > limits.max_unzipped_bytes:
+        raise ApiError(
+            413,
+            "zip_too_large",
+            f"{where.capitalize()} unpacks to {declared / 1e6:.0f} MB; at most "
+            f"{limits.max_unzipped_bytes / 1e6:.0f} MB are accepted. Split it into smaller archives.",
+        )
+    for m in members:
+        parts = m.filename.replace("\\", "/").split("/")
+        if m.filename.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) == 2 and parts[0][1] == ":"):
+            raise ApiError(
+                422,
+                "unsafe_zip",
+                f"{where.capitalize()} has a member whose path leaves the archive (absolute, or with ..): "
+                "MedLens refuses such archives.",
+            )
+    unpacked = 0
+    for index, member in enumerate(members, start=1):
+        at = f"{where}, member {index}"
+        base = posixpath.basename(member.filename.replace("\\", "/"))
+        if member.is_dir() or member.filename.startswith(_JUNK_PREFIXES) or base.startswith(".") or not base:
+            continue
+        if member.flag_bits & 0x1:
+            yield Rejected(at, ItemError(422, "encrypted_zip_member", f"{at.capitalize()} is encrypted."))
+            continue
+        if member.file_size > limits.max_member_bytes:
+            yield Rejected(at, _too_big(at, limits.max_member_bytes))
+            continue
+        try:
+            with archive.open(member) as fh:
+                content = fh.read(limits.max_member_bytes + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+            yield Rejected(
+                at, ItemError(422, "invalid_zip", f"{at.capitalize()} cannot be unpacked ({type(exc).__name__}).")
+            )
+            continue
+        if len(content) > limits.max_member_bytes:  # its header lied about its size
+            yield Rejected(at, _too_big(at, limits.max_member_bytes))
+            continue
+        unpacked += len(content)
+        if unpacked > limits.max_unzipped_bytes:
+            raise ApiError(
+                413,
+                "zip_too_large",
+                f"{where.capitalize()} unpacks to more than {limits.max_unzipped_bytes / 1e6:.0f} MB (its headers "
+                "say less). Split it into smaller archives.",
+            )
+        suffix = _suffix(member.filename, content)
+        if suffix == ".zip":
+            yield Rejected(at, ItemError(422, "nested_zip", f"{at.capitalize()} is itself a .zip: unpack it first."))
+        elif suffix is None:
+            yield _unsupported(at)
+        else:
+            yield CaseFile(at, content, "upload" + suffix, SUFFIX_KIND[suffix])
+
+
+def _too_big(where: str, limit: int) -> ItemError:
+    return ItemError(
+        413,
+        "payload_too_large",
+        f"{where.capitalize()} is larger than {limit / 1024 / 1024:g} MiB, the limit per file.",
+    )

@@ -1,0 +1,265 @@
+"""Routes of cases, the worklist and reviews, served by the ``medlens`` ingress (prefix ``/``).
+
+``POST /v1/cases`` takes one or more files (or zips of them), predicts each new one through the model
+deployments (the ingress gives :data:`CASES` its ``predict``), and stores the case; the other routes read
+and append to the database (serving/store) in worker threads. The database down: these routes answer 503
+and predictions are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from serving._casefiles import CaseFile, Rejected, ZipLimits, classify
+from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
+from serving._protocol import ItemError, Upload
+from serving._settings import CaseArgs
+from serving.schemas import (
+    CaseDetail,
+    CaseSummary,
+    CaseUpload,
+    ErrorResponse,
+    RejectedFile,
+    Review,
+    ReviewIn,
+    SepsisPrediction,
+    Worklist,
+    XrayPrediction,
+)
+from serving.store import CaseStore, NewCase, StoreError
+from serving.store.export import reviews_csv, reviews_fhir
+
+logger = logging.getLogger("ray.serve")
+
+Predict = Callable[[str, Upload], Awaitable[Any]]  # (model name, upload) -> XrayPrediction | SepsisPrediction
+
+
+@dataclass
+class CaseService:
+    store: CaseStore
+    predict: Predict
+    args: CaseArgs
+    max_upload_bytes: int
+
+
+class _Holder:
+    """The replica's case service, set by the ingress's constructor (see serving._http.REPLICA_HTTP for why
+    module state: ``@serve.ingress`` serves a copy of the FastAPI app)."""
+
+    service: CaseService | None = None
+
+
+CASES = _Holder()
+router = APIRouter(tags=["cases"])
+
+_CASE_ID = Path(description="the case id (SHA-256 of the uploaded file, 64 hex digits)")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorResponse, "description": "unknown case id"},
+    503: {"model": ErrorResponse, "description": "the case database is unavailable (predictions still work)"},
+}
+
+
+def _service() -> CaseService:
+    if CASES.service is None:
+        raise ApiError(503, "unavailable", "The case service is starting; retry in a few seconds.")
+    return CASES.service
+
+
+async def _db(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except StoreError as exc:
+        raise ApiError(exc.status_code, exc.kind, exc.message) from None
+
+
+def _check_id(case_id: str) -> str:
+    if len(case_id) != 64 or any(c not in "0123456789abcdef" for c in case_id):
+        raise ApiError(404, "unknown_case", f"No case {case_id[:80]!r}: a case id is 64 lower-case hex digits.")
+    return case_id
+
+
+def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewCase:
+    if isinstance(prediction, XrayPrediction):
+        image = base64.b64decode(prediction.preview_png) if prediction.preview_png else None
+        body = prediction.model_dump(mode="json", exclude={"preview_png", "heatmap_png"})
+        prediction_set = getattr(prediction, "prediction_set", None)
+        return NewCase(
+            id=case_id,
+            kind="xray",
+            model=model,
+            model_version=prediction.version,
+            source_format=prediction.source_format,
+            risk=prediction.probability,
+            label=prediction.label,
+            prediction=body,
+            image_png=image,
+            in_distribution=getattr(prediction, "in_distribution", None),
+            uncertain=None if prediction_set is None else len(prediction_set) != 1,
+        )
+    assert isinstance(prediction, SepsisPrediction)
+    return NewCase(
+        id=case_id,
+        kind="sepsis",
+        model=model,
+        model_version=prediction.version,
+        source_format=file.upload_name.rsplit(".", 1)[-1],
+        risk=max((h.probability for h in prediction.hours), default=0.0),
+        label="SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT",
+        prediction=prediction.model_dump(mode="json", exclude={"hours": {"__all__": {"top_features"}}}),
+    )
+
+
+def _rejected(where: str, error: ItemError) -> RejectedFile:
+    return RejectedFile(file=where, status=error.status, error=error.error, detail=error.detail)
+
+
+@router.post(
+    "/v1/cases",
+    status_code=201,
+    response_model=CaseUpload,
+    dependencies=AUTH,
+    responses={**_ERRORS, 413: {"model": ErrorResponse, "description": "upload, zip or file over its limit"}},
+)
+async def create_cases(
+    file: list[UploadFile] = File(..., description="one or more PNG, JPEG, DICOM, PSV or CSV files, or .zip of them"),
+) -> CaseUpload:
+    """Make a case of each file: the case id is the SHA-256 of its bytes (the same file again is the same
+    case, not predicted twice); its prediction is stored with the model version that made it. Files that
+    cannot be read are listed in `rejected`; when none made a case, the first problem is the answer."""
+    service = _service()
+    args = service.args
+    limits = ZipLimits(
+        max_members=args.max_zip_members,
+        max_unzipped_bytes=int(args.max_unzipped_mb * 1024 * 1024),
+        max_member_bytes=service.max_upload_bytes,
+    )
+    found: list[CaseFile] = []
+    rejected: list[RejectedFile] = []
+    for index, upload in enumerate(file, start=1):
+        data = await read_upload(
+            upload,
+            service.max_upload_bytes
+            if not (upload.filename or "").lower().endswith(".zip")
+            else int(args.max_request_mb * 1024 * 1024),
+        )
+        for item in classify(f"file {index}", upload.filename, data, limits):
+            if isinstance(item, Rejected):
+                rejected.append(_rejected(item.where, item.error))
+            else:
+                found.append(item)
+        if len(found) > args.max_files:
+            raise ApiError(
+                413, "too_many_files", f"More than {args.max_files} files in one case upload: send them in several."
+            )
+    ids = [hashlib.sha256(f.data).hexdigest() for f in found]
+    existing: dict[str, CaseSummary] = await _db(service.store.existing, list(set(ids)))
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def make(case_id: str, item: CaseFile) -> tuple[CaseSummary, bool] | RejectedFile:
+        if case_id in existing:
+            return existing[case_id], False
+        model = "cnn" if item.kind == "xray" else args.sepsis_model
+        include = frozenset({"preview"} if item.kind == "xray" else {"vitals"})
+        async with gate:
+            try:
+                prediction = await service.predict(model, Upload(item.data, item.upload_name, include))
+            except ApiError as exc:
+                return RejectedFile(file=item.where, status=exc.status, error=exc.error, detail=exc.detail)
+        made: tuple[CaseSummary, bool] = await _db(service.store.add, _new_case(case_id, item, model, prediction))
+        return made
+
+    results = await asyncio.gather(*(make(i, f) for i, f in zip(ids, found, strict=True)))
+    cases: dict[str, CaseSummary] = {}
+    created = 0
+    for result in results:
+        if isinstance(result, RejectedFile):
+            rejected.append(result)
+        else:
+            summary, new = result
+            created += int(new and summary.id not in cases)
+            cases[summary.id] = summary
+    if not cases:
+        if not rejected:
+            raise ApiError(422, "no_files", "The upload holds no file MedLens reads (an empty zip?).")
+        first = rejected[0]
+        more = f" ({len(rejected) - 1} more problem(s))" if len(rejected) > 1 else ""
+        raise ApiError(first.status, first.error, f"{first.file.capitalize()}: {first.detail}{more}")
+    logger.info("case upload: %d case(s), %d new, %d rejected", len(cases), created, len(rejected))
+    return CaseUpload(cases=list(cases.values()), created=created, rejected=rejected)
+
+
+@router.get("/v1/worklist", response_model=Worklist, dependencies=AUTH, responses=_ERRORS)
+async def worklist(
+    status: Literal["unreviewed", "reviewed", "disagreed", "all"] = Query(
+        "unreviewed", description="by the latest review: none, agree (reviewed) or disagree (disagreed)"
+    ),
+    kind: Literal["xray", "sepsis"] | None = Query(None, description="only X-rays or only ICU records"),
+    limit: int = Query(200, ge=1, le=5000),
+    offset: int = Query(0, ge=0),
+) -> Worklist:
+    """Cases to read, most urgent first: out of distribution, then uncertain, then by risk."""
+    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset)
+    return result
+
+
+@router.get("/v1/cases/{case_id}", response_model=CaseDetail, dependencies=AUTH, responses=_ERRORS)
+async def get_case(case_id: str = _CASE_ID) -> CaseDetail:
+    """The case, its stored prediction (with the image as the model read it) and every review, oldest first."""
+    result: CaseDetail = await _db(_service().store.get, _check_id(case_id))
+    return result
+
+
+@router.post(
+    "/v1/cases/{case_id}/reviews", status_code=201, response_model=Review, dependencies=AUTH, responses=_ERRORS
+)
+async def add_review(review: ReviewIn, case_id: str = _CASE_ID) -> Review:
+    """Append a review. Reviews are never changed or deleted: a change of mind is a new review."""
+    result: Review = await _db(_service().store.add_review, _check_id(case_id), review)
+    return result
+
+
+@router.delete("/v1/cases/{case_id}", response_model=Review, dependencies=AUTH, responses=_ERRORS)
+async def delete_case(
+    case_id: str = _CASE_ID,
+    reviewer: str = Query(..., min_length=1, max_length=100, pattern=r"\S", description="who deletes it"),
+) -> Review:
+    """Remove the case, its prediction and its pixels; the review trail keeps its reviews and gains a
+    tombstone (returned)."""
+    result: Review = await _db(_service().store.delete, _check_id(case_id), reviewer.strip())
+    return result
+
+
+@router.get(
+    "/v1/reviews/export",
+    dependencies=AUTH,
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {"text/csv": {}, "application/fhir+json": {}},
+            "description": "CSV, one row per trail row; or a FHIR R4B Bundle of DiagnosticReports",
+        },
+    },
+)
+async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Response:
+    """Every review: CSV (tombstones included), or a FHIR R4B `Bundle` of one `DiagnosticReport` per review
+    of a case that still exists."""
+    trail = list(await _db(lambda: list(_service().store.trail())))
+    if format == "csv":
+        return Response(
+            reviews_csv(trail),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="medlens-reviews.csv"'},
+        )
+    stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return JSONResponse(reviews_fhir(trail, stamp), media_type="application/fhir+json")

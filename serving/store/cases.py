@@ -1,0 +1,364 @@
+"""Cases, the worklist and the review trail, on the database of :mod:`serving.store.db`.
+
+Synchronous (SQLAlchemy sessions on a connection pool): the serving ingress calls it from worker
+threads. Every database failure becomes :class:`StoreUnavailable` (HTTP 503), every unknown case
+:class:`CaseNotFound` (404), every review that does not fit its case :class:`InvalidReview` (422).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, aliased
+
+from serving.schemas import (
+    REVIEW_LABELS,
+    CaseDetail,
+    CaseSummary,
+    Review,
+    ReviewIn,
+    SepsisPrediction,
+    Worklist,
+    XrayPrediction,
+)
+from serving.store.db import describe, make_engine, migrate, write_transaction
+from serving.store.tables import CaseRow, ReviewRow
+
+
+class StoreError(Exception):
+    status_code = 500
+    kind = "store_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StoreUnavailable(StoreError):
+    status_code = 503
+    kind = "database_unavailable"
+
+
+class CaseNotFound(StoreError):
+    status_code = 404
+    kind = "unknown_case"
+
+
+class InvalidReview(StoreError):
+    status_code = 422
+    kind = "invalid_review"
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """What a prediction leaves in the database (no patient identifier: see serving/store/tables.py)."""
+
+    id: str
+    kind: Literal["xray", "sepsis"]
+    model: str
+    model_version: str
+    source_format: str
+    risk: float
+    label: str
+    prediction: dict[str, Any]  # the prediction response as JSON, without images
+    image_png: bytes | None = None
+    in_distribution: bool | None = None
+    uncertain: bool | None = None
+    synthetic: bool = False
+
+
+def _iso(t: datetime) -> str:
+    if t.tzinfo is None:  # SQLite returns naive datetimes; every stored time is UTC
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _review(row: ReviewRow) -> Review:
+    return Review(
+        id=row.id,
+        case_id=row.case_id,
+        action=row.action,
+        reviewer=row.reviewer,
+        created_at=_iso(row.created_at),
+        verdict=row.verdict,
+        label=row.label,
+        comment=row.comment,
+        model=row.model,
+        model_version=row.model_version,
+    )
+
+
+class CaseStore:
+    """Cases and reviews. The engine is made, and migrations run, on first use (and again after a failure),
+    so a database that is down at start-up does not stop predictions from being served."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                engine = make_engine(self.url)
+                try:
+                    migrate(engine)
+                except Exception:
+                    engine.dispose()
+                    raise
+                self._engine = engine
+            return self._engine
+
+    def ready(self) -> None:
+        """Connect and migrate now; :class:`StoreUnavailable` when the database cannot be reached."""
+        with self._guard():
+            self.engine  # noqa: B018
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _guard(self) -> Any:
+        return _Guard(self.url)
+
+    # -- cases -------------------------------------------------------------------------------------------
+    def existing(self, ids: list[str]) -> dict[str, CaseSummary]:
+        """The cases among ``ids`` that exist already (a re-upload needs no new prediction)."""
+        if not ids:
+            return {}
+        with self._guard(), Session(self.engine) as session:
+            rows = session.execute(self._summary_query().where(CaseRow.id.in_(ids))).all()
+            return {r.id: self._summary(r) for r in rows}
+
+    def add(self, new: NewCase) -> tuple[CaseSummary, bool]:
+        """Store ``new``; when a case with its id exists already, keep that one. -> (the case, created?)"""
+        row = CaseRow(
+            id=new.id,
+            kind=new.kind,
+            model=new.model,
+            model_version=new.model_version,
+            created_at=datetime.now(UTC),
+            source_format=new.source_format,
+            risk=float(new.risk),
+            label=new.label,
+            in_distribution=new.in_distribution,
+            uncertain=new.uncertain,
+            synthetic=new.synthetic,
+            prediction=json.dumps(new.prediction, separators=(",", ":")),
+            image_png=new.image_png,
+        )
+        created = True
+        with self._guard():
+            try:
+                with write_transaction(self.engine) as conn, Session(bind=conn) as session:
+                    session.add(row)
+                    session.flush()
+            except IntegrityError:
+                created = False  # uploaded concurrently, or before: the first one stands
+            found = self.existing([new.id]).get(new.id)
+        if found is None:
+            raise StoreUnavailable(f"case {new.id[:12]} was stored but cannot be read back; retry")
+        return found, created
+
+    def worklist(self, status: str = "all", kind: str | None = None, limit: int = 200, offset: int = 0) -> Worklist:
+        query, status_expr = self._summary_and_status()
+        if status != "all":
+            query = query.where(status_expr == status)
+        if kind is not None:
+            query = query.where(CaseRow.kind == kind)
+        with self._guard(), Session(self.engine) as session:
+            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            ordered = query.order_by(
+                case((CaseRow.in_distribution.is_(False), 0), else_=1),
+                case((CaseRow.uncertain.is_(True), 0), else_=1),
+                CaseRow.risk.desc(),
+                CaseRow.created_at,
+                CaseRow.id,
+            )
+            rows = session.execute(ordered.limit(limit).offset(offset)).all()
+            return Worklist(cases=[self._summary(r) for r in rows], total=int(total))
+
+    def get(self, case_id: str) -> CaseDetail:
+        with self._guard(), Session(self.engine) as session:
+            summary_row = session.execute(self._summary_query().where(CaseRow.id == case_id)).first()
+            if summary_row is None:
+                raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
+            stored = session.execute(select(CaseRow.prediction, CaseRow.image_png).where(CaseRow.id == case_id)).one()
+            history = session.scalars(select(ReviewRow).where(ReviewRow.case_id == case_id).order_by(ReviewRow.id))
+            summary = self._summary(summary_row)
+            prediction = json.loads(stored.prediction)
+            if summary.kind == "xray":
+                if stored.image_png is not None:
+                    prediction["preview_png"] = base64.b64encode(stored.image_png).decode("ascii")
+                parsed: XrayPrediction | SepsisPrediction = XrayPrediction.model_validate(prediction)
+            else:
+                parsed = SepsisPrediction.model_validate(prediction)
+            return CaseDetail(**summary.model_dump(), prediction=parsed, history=[_review(r) for r in history])
+
+    def delete(self, case_id: str, reviewer: str) -> Review:
+        """Remove the case (its prediction and pixels) and write a tombstone into the review trail."""
+        with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
+            row = session.get(CaseRow, case_id)
+            if row is None:
+                raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted already.")
+            tombstone = ReviewRow(
+                case_id=case_id,
+                action="delete",
+                reviewer=reviewer,
+                created_at=datetime.now(UTC),
+                model=row.model,
+                model_version=row.model_version,
+            )
+            session.add(tombstone)
+            session.delete(row)
+            session.flush()
+            return _review(tombstone)
+
+    # -- reviews -----------------------------------------------------------------------------------------
+    def add_review(self, case_id: str, review: ReviewIn) -> Review:
+        with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
+            row = session.get(CaseRow, case_id)
+            if row is None:
+                raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
+            allowed = REVIEW_LABELS[row.kind]
+            if review.label is not None and review.label not in allowed:
+                raise InvalidReview(
+                    f"Field `label`: {review.label!r} is not a label of a {row.kind} case; use one of "
+                    f"{', '.join(allowed)}, or leave it out."
+                )
+            new = ReviewRow(
+                case_id=case_id,
+                action="review",
+                reviewer=review.reviewer.strip(),
+                created_at=datetime.now(UTC),
+                verdict=review.verdict,
+                label=review.label,
+                comment=review.comment or None,
+                model=row.model,
+                model_version=row.model_version,
+            )
+            session.add(new)
+            session.flush()
+            return _review(new)
+
+    def trail(self) -> Iterator[tuple[Review, CaseSummary | None]]:
+        """Every row of the review trail, oldest first, with its case (None once deleted)."""
+        with self._guard(), Session(self.engine) as session:
+            rows = list(session.scalars(select(ReviewRow).order_by(ReviewRow.id)))
+            cases = {
+                r.id: self._summary(r)
+                for r in session.execute(
+                    self._summary_query().where(CaseRow.id.in_({row.case_id for row in rows}))
+                ).all()
+            }
+        for row in rows:
+            yield _review(row), cases.get(row.case_id)
+
+    def predictions(self, ids: set[str]) -> dict[str, dict[str, Any]]:
+        """The stored prediction JSON of each case in ``ids`` (for exports)."""
+        with self._guard(), Session(self.engine) as session:
+            rows = session.execute(select(CaseRow.id, CaseRow.prediction).where(CaseRow.id.in_(ids))).all()
+            return {r.id: json.loads(r.prediction) for r in rows}
+
+    # -- queries -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _latest() -> Any:
+        """Per case: the newest trail row (any action) and the number of reviews."""
+        return (
+            select(
+                ReviewRow.case_id.label("case_id"),
+                func.max(ReviewRow.id).label("last_id"),
+                func.sum(case((ReviewRow.action == "review", 1), else_=0)).label("n"),
+            )
+            .group_by(ReviewRow.case_id)
+            .subquery("latest")
+        )
+
+    def _summary_query(self) -> Any:
+        return self._summary_and_status()[0]
+
+    def _summary_and_status(self) -> tuple[Any, Any]:
+        """The worklist's columns per case, and its status as an SQL expression over the same aliases."""
+        latest = self._latest()
+        last = aliased(ReviewRow, name="last_review")
+        query = (
+            select(
+                CaseRow.id,
+                CaseRow.kind,
+                CaseRow.model,
+                CaseRow.model_version,
+                CaseRow.created_at,
+                CaseRow.source_format,
+                CaseRow.risk,
+                CaseRow.label,
+                CaseRow.in_distribution,
+                CaseRow.uncertain,
+                CaseRow.synthetic,
+                func.coalesce(latest.c.n, 0).label("n_reviews"),
+                last.action.label("last_action"),
+                last.verdict.label("last_verdict"),
+            )
+            .outerjoin(latest, latest.c.case_id == CaseRow.id)
+            .outerjoin(last, and_(last.id == latest.c.last_id))
+        )
+        status = case(
+            (last.action != "review", "unreviewed"),
+            (last.verdict == "agree", "reviewed"),
+            (last.verdict == "disagree", "disagreed"),
+            else_="unreviewed",
+        )
+        return query, status
+
+    @staticmethod
+    def _summary(row: Any) -> CaseSummary:
+        verdict = row.last_verdict if row.last_action == "review" else None
+        status = {"agree": "reviewed", "disagree": "disagreed"}.get(verdict or "", "unreviewed")
+        return CaseSummary(
+            id=row.id,
+            kind=row.kind,
+            model=row.model,
+            model_version=row.model_version,
+            created_at=_iso(row.created_at),
+            source_format=row.source_format,
+            risk=row.risk,
+            label=row.label,
+            in_distribution=row.in_distribution,
+            uncertain=row.uncertain,
+            synthetic=bool(row.synthetic),
+            status=status,
+            reviews=int(row.n_reviews or 0),
+            last_verdict=verdict,
+        )
+
+
+class _Guard:
+    """Database failures -> StoreUnavailable (503) naming the database without its password."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is None or isinstance(exc, StoreError):
+            return False
+        if isinstance(exc, SQLAlchemyError | OSError):
+            raise StoreUnavailable(
+                f"The case database ({describe(self.url)}) is not available ({type(exc).__name__}): reviews and the "
+                "worklist cannot be read or saved right now; predictions still work. Retry shortly; operators: "
+                "check MEDLENS_DB_URL and that the database is up."
+            ) from exc
+        return False

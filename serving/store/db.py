@@ -1,0 +1,92 @@
+"""The database behind cases and reviews: its URL, the engine, and migrations at start-up.
+
+``MEDLENS_DB_URL`` names it (SQLAlchemy URL). Unset: an embedded SQLite file, ``.run/medlens.db`` under
+the repository (WAL mode), so ``make run`` needs nothing else. Deployments with several users and
+nodes: PostgreSQL, ``postgresql+psycopg://user:password@host:5432/medlens`` (docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from models.config import REPO_ROOT
+
+logger = logging.getLogger("ray.serve")
+
+DB_URL_ENV = "MEDLENS_DB_URL"
+DEFAULT_SQLITE = REPO_ROOT / ".run" / "medlens.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: PostgreSQL advisory lock key held while migrating, so two processes never migrate at once.
+_MIGRATION_LOCK = 0x4D65644C656E73  # "MedLens"
+_MIGRATING = threading.Lock()
+
+
+def db_url(env: dict[str, str] | Any) -> str:
+    """``MEDLENS_DB_URL`` from ``env`` (os.environ), else the embedded SQLite file."""
+    return str(env.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE}")
+
+
+def describe(url: str) -> str:
+    """The URL without its password, fit for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``. SQLite: WAL, a 30 s busy timeout, writes in ``BEGIN IMMEDIATE`` transactions
+    (take ``immediate=True`` as an execution option) so that concurrent writers queue instead of failing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, connect_args={"connect_timeout": 5})
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver's own BEGIN off: _on_begin issues it
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+        yield conn
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration; a no-op when it is there already (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    # Alembic's migration context is module state: one migration at a time in a process. Across
+    # processes: PostgreSQL's advisory lock; SQLite's write lock (BEGIN IMMEDIATE).
+    with _MIGRATING, engine.connect().execution_options(immediate=True) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()

@@ -1,0 +1,160 @@
+"""Exports of the review trail: CSV (one row per trail row) and a FHIR R4B ``Bundle`` of
+``DiagnosticReport`` resources (one per review), built and validated with ``fhir.resources``.
+
+FHIR mapping of one review:
+* ``DiagnosticReport.status``: ``final`` when the reader agreed with the model or gave their own label,
+  ``preliminary`` otherwise (a disagreement without a label: the AI finding stands unconfirmed);
+* ``result``: the AI finding, a contained ``Observation`` (probability, model label) whose ``device`` is a
+  contained ``Device`` naming the model and its version;
+* ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
+* ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
+  agreed); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding.
+Tombstones (deleted cases) and reviews of deleted cases are in the CSV only: their prediction is gone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from fhir.resources.R4B.bundle import Bundle
+
+from serving.schemas import CaseSummary, Review
+
+CSV_COLUMNS = (
+    "review_id",
+    "case_id",
+    "action",
+    "created_at",
+    "reviewer",
+    "verdict",
+    "label",
+    "comment",
+    "model",
+    "model_version",
+    "case_kind",
+    "model_label",
+    "model_risk",
+)
+SNOMED = "http://snomed.info/sct"
+FINDINGS = {  # confirmed label -> SNOMED CT concept
+    "PNEUMONIA": ("233604007", "Pneumonia"),
+    "SEPSIS": ("91302008", "Sepsis"),
+}
+_REPORT_CODE = {
+    "xray": {"coding": [{"system": "http://loinc.org", "code": "36554-4", "display": "XR Chest Single view"}]},
+    "sepsis": {"text": "Sepsis early warning (hourly risk of an ICU stay)"},
+}
+_MODEL_LABEL_TO_FINDING = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for review, case in trail:
+        writer.writerow(
+            _cell(v)
+            for v in (
+                review.id,
+                review.case_id,
+                review.action,
+                review.created_at,
+                review.reviewer,
+                review.verdict,
+                review.label,
+                review.comment,
+                review.model,
+                review.model_version,
+                case.kind if case else "",
+                case.label if case else "",
+                f"{case.risk:.6f}" if case else "",
+            )
+        )
+    return out.getvalue()
+
+
+def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
+    if review.label:
+        return review.label
+    if review.verdict == "agree":
+        return _MODEL_LABEL_TO_FINDING.get(case.label, case.label)
+    return None
+
+
+def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
+    """One review as a FHIR R4B DiagnosticReport (a dict, validated when the bundle is built)."""
+    confirmed = _confirmed_label(review, case)
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "ai-finding",
+        "status": "final",
+        "code": {"text": "pneumonia probability" if case.kind == "xray" else "highest hourly sepsis risk"},
+        "valueQuantity": {
+            "value": round(case.risk, 6),
+            "unit": "probability",
+            "system": "http://unitsofmeasure.org",
+            "code": "1",
+        },
+        "interpretation": [{"text": f"model label: {case.label}"}],
+        "device": {"reference": "#model"},
+        "effectiveDateTime": case.created_at,
+    }
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": f"review-{review.id}",
+        "identifier": [{"system": "urn:medlens:review", "value": str(review.id)}],
+        "status": "final" if confirmed is not None else "preliminary",
+        "code": _REPORT_CODE[case.kind],
+        "effectiveDateTime": case.created_at,
+        "issued": review.created_at,
+        "resultsInterpreter": [{"display": review.reviewer}],
+        "contained": [
+            {
+                "resourceType": "Device",
+                "id": "model",
+                "deviceName": [{"name": f"MedLens {review.model}", "type": "model-name"}],
+                "version": [{"value": review.model_version}],
+            },
+            observation,
+        ],
+        "result": [{"reference": "#ai-finding"}],
+        "conclusion": "; ".join(
+            part
+            for part in (
+                f"reader {review.verdict}s with the model ({case.label})",
+                f"reader's label: {review.label}" if review.label else "",
+                review.comment or "",
+            )
+            if part
+        ),
+    }
+    if confirmed in FINDINGS:
+        code, display = FINDINGS[confirmed]
+        report["conclusionCode"] = [{"coding": [{"system": SNOMED, "code": code, "display": display}]}]
+    return report
+
+
+def reviews_fhir(trail: Iterable[tuple[Review, CaseSummary | None]], timestamp: str) -> dict[str, Any]:
+    """A ``collection`` Bundle of one DiagnosticReport per review of a case that still exists."""
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'medlens:review:{review.id}')}",
+            "resource": diagnostic_report(review, case),
+        }
+        for review, case in trail
+        if review.action == "review" and case is not None
+    ]
+    bundle = Bundle.model_validate(
+        {"resourceType": "Bundle", "type": "collection", "timestamp": timestamp, "entry": entries}
+    )
+    return bundle.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,61 @@
+"""The database tables of cases and reviews (SQLAlchemy 2 declarative). Alembic migrations
+(``serving/store/migrations``) create and change them; this module is their Python view.
+
+No column holds a patient identifier: a case keeps its prediction, the de-identified DICOM fields MedLens
+shows (modality, view, study date, pixel spacing) inside it, and for an X-ray the pixels as the model read
+them (a grayscale PNG, no header). Reviews are the audit trail: rows are only ever inserted (the migration
+adds triggers that refuse UPDATE and DELETE on ``reviews``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CaseRow(Base):
+    """One uploaded study or ICU stay; ``id`` is the SHA-256 of the uploaded file's bytes."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # xray | sepsis
+    model: Mapped[str] = mapped_column(String(32))  # catalogue name of the model that predicted
+    model_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv
+    risk: Mapped[float] = mapped_column(Float)  # probability (X-ray) or highest hourly risk (sepsis)
+    label: Mapped[str] = mapped_column(String(32))  # the model's label at its threshold
+    in_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
+    uncertain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
+    prediction: Mapped[str] = mapped_column(Text)  # the prediction response as JSON, without images
+    image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+
+    __table_args__ = (Index("ix_cases_worklist", "kind", "risk"),)
+
+
+class ReviewRow(Base):
+    """One row of the audit trail: a reader's review of a case (``action="review"``) or the tombstone of a
+    deleted case (``action="delete"``)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # review | delete
+    reviewer: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)  # agree | disagree
+    label: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the reader's own label
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str] = mapped_column(String(64))  # the version whose prediction the reader saw
+
+    __table_args__ = (Index("ix_reviews_case", "case_id", "id"),)

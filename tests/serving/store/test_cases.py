@@ -1,0 +1,218 @@
+"""The case store on SQLite and PostgreSQL alike: cases keyed by content, the worklist's order and
+filters, reviews validated and append-only (enforced by the database), deletion with a tombstone,
+concurrent readers losing nothing across a restart, exports, and a database that is down."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from serving.schemas import ReviewIn
+from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, StoreUnavailable
+from serving.store.export import reviews_csv, reviews_fhir
+
+
+def xray_case(n: int, risk: float = 0.5, **extra: Any) -> NewCase:
+    return NewCase(
+        id=f"{n:064x}",
+        kind="xray",
+        model="cnn",
+        model_version="cnn-test",
+        source_format="png",
+        risk=risk,
+        label="PNEUMONIA" if risk >= 0.5 else "NORMAL",
+        prediction={
+            "model": "cnn",
+            "version": "cnn-test",
+            "probability": risk,
+            "label": "PNEUMONIA" if risk >= 0.5 else "NORMAL",
+            "threshold": 0.5,
+            "image_width": 4,
+            "image_height": 4,
+            "source_format": "png",
+        },
+        image_png=b"\x89PNG\r\n\x1a\nfake",
+        **extra,
+    )
+
+
+def sepsis_case(n: int, risk: float) -> NewCase:
+    hours = [{"hour": 0, "iculos": 1.0, "probability": risk, "label": int(risk >= 0.3)}]
+    return NewCase(
+        id=f"{n:064x}",
+        kind="sepsis",
+        model="lstm",
+        model_version="lstm-test",
+        source_format="psv",
+        risk=risk,
+        label="SEPSIS_ALERT" if risk >= 0.3 else "NO_ALERT",
+        prediction={
+            "model": "lstm",
+            "version": "lstm-test",
+            "threshold": 0.3,
+            "n_hours": 1,
+            "first_alert_hour": 0 if risk >= 0.3 else None,
+            "hours": hours,
+        },
+    )
+
+
+def test_the_same_file_is_the_same_case(store: CaseStore) -> None:
+    first, created = store.add(xray_case(1, 0.9))
+    again, created_again = store.add(xray_case(1, 0.1))  # same id: the first prediction stands
+    assert created and not created_again
+    assert again.risk == first.risk == 0.9 and again.status == "unreviewed"
+    detail = store.get(first.id)
+    assert detail.prediction.model_dump()["probability"] == 0.9
+    assert detail.prediction.preview_png is not None  # type: ignore[union-attr]
+
+
+def test_worklist_order_and_filters(store: CaseStore) -> None:
+    store.add(xray_case(1, 0.95))
+    store.add(xray_case(2, 0.20, in_distribution=False))  # out of distribution: first, whatever its risk
+    store.add(xray_case(3, 0.40, uncertain=True))  # uncertain: next
+    store.add(xray_case(4, 0.60))
+    store.add(sepsis_case(5, 0.70))
+    order = [c.id[-1] for c in store.worklist(status="all").cases]
+    assert order == ["2", "3", "1", "5", "4"]
+    assert [c.kind for c in store.worklist(status="all", kind="sepsis").cases] == ["sepsis"]
+    store.add_review(f"{1:064x}", ReviewIn(reviewer="A", verdict="agree"))
+    store.add_review(f"{4:064x}", ReviewIn(reviewer="A", verdict="agree"))
+    store.add_review(f"{4:064x}", ReviewIn(reviewer="B", verdict="disagree", label="NORMAL"))
+    assert {c.id[-1] for c in store.worklist(status="reviewed").cases} == {"1"}
+    assert {c.id[-1] for c in store.worklist(status="disagreed").cases} == {"4"}
+    unreviewed = store.worklist(status="unreviewed")
+    assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5"} and unreviewed.total == 3
+    page = store.worklist(status="all", limit=2, offset=1)
+    assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 5
+    four = store.get(f"{4:064x}")
+    assert four.reviews == 2 and four.last_verdict == "disagree" and four.status == "disagreed"
+
+
+def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore) -> None:
+    case, _ = store.add(xray_case(1, 0.8))
+    with pytest.raises(InvalidReview, match="label"):
+        store.add_review(case.id, ReviewIn(reviewer="A", verdict="disagree", label="SEPSIS"))
+    with pytest.raises(CaseNotFound):
+        store.add_review(f"{99:064x}", ReviewIn(reviewer="A", verdict="agree"))
+    review = store.add_review(case.id, ReviewIn(reviewer="  Dr Ada  ", verdict="disagree", label="NORMAL", comment="c"))
+    assert (review.reviewer, review.model, review.model_version) == ("Dr Ada", "cnn", "cnn-test")
+    assert review.created_at.endswith("Z")
+
+
+def test_the_trail_is_append_only_in_the_database_itself(store: CaseStore) -> None:
+    case, _ = store.add(xray_case(1, 0.8))
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+    for statement in ("UPDATE reviews SET verdict = 'disagree'", "DELETE FROM reviews"):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert [r.verdict for r in store.get(case.id).history] == ["agree"]
+
+
+def test_delete_removes_the_case_and_leaves_a_tombstone(store: CaseStore) -> None:
+    case, _ = store.add(xray_case(1, 0.8))
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+    tombstone = store.delete(case.id, "B")
+    assert tombstone.action == "delete" and tombstone.reviewer == "B"
+    with pytest.raises(CaseNotFound):
+        store.get(case.id)
+    with pytest.raises(CaseNotFound):
+        store.delete(case.id, "B")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM cases")).scalar_one() == 0
+    trail = list(store.trail())
+    assert [(r.action, c) for r, c in trail] == [("review", None), ("delete", None)]
+    # uploaded again: a new case, unreviewed (the latest trail row is the tombstone)
+    again, created = store.add(xray_case(1, 0.8))
+    assert created and again.status == "unreviewed" and again.reviews == 1
+
+
+def test_concurrent_readers_lose_nothing_across_a_restart(db_url: str) -> None:
+    """4 readers x 25 reviews over 8 cases, each reader with its own connection pool (as separate
+    processes would be), then every pool closed and a new store opened: all 100 reviews are there, in
+    the case histories, the CSV and the FHIR bundle."""
+    setup = CaseStore(db_url)
+    ids = [setup.add(xray_case(n, 0.1 * n))[0].id for n in range(1, 9)]
+    setup.close()
+    errors: list[BaseException] = []
+
+    def reader(name: str) -> None:
+        own = CaseStore(db_url)
+        try:
+            for i in range(25):
+                own.add_review(ids[i % 8], ReviewIn(reviewer=name, verdict="agree" if i % 3 else "disagree"))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=reader, args=(f"reader-{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    restarted = CaseStore(db_url)
+    try:
+        histories = [restarted.get(i).history for i in ids]
+        assert sum(len(h) for h in histories) == 100
+        assert sorted(r.reviewer for h in histories for r in h).count("reader-2") == 25
+        trail = list(restarted.trail())
+        rows = list(csv.DictReader(io.StringIO(reviews_csv(trail))))
+        assert len(rows) == 100 and len({r["review_id"] for r in rows}) == 100
+        bundle = reviews_fhir(trail, "2026-12-04T00:00:00Z")
+        assert len(bundle["entry"]) == 100
+        statuses = {e["resource"]["status"] for e in bundle["entry"]}
+        assert statuses == {"final", "preliminary"}  # agreements are final, bare disagreements preliminary
+    finally:
+        restarted.close()
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    for _ in range(2):
+        s = CaseStore(db_url)
+        s.ready()
+        s.close()
+    s = CaseStore(db_url)
+    with s.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    s.close()
+
+
+def test_a_database_that_is_down_is_a_503_naming_it_without_its_password() -> None:
+    store = CaseStore("postgresql+psycopg://medlens:s3cret@127.0.0.1:1/medlens")
+    with pytest.raises(StoreUnavailable) as err:
+        store.worklist()
+    assert err.value.status_code == 503 and "127.0.0.1:1" in err.value.message and "s3cret" not in err.value.message
+    with pytest.raises(StoreUnavailable):  # and again: no engine was kept half-made
+        store.ready()
+
+
+def test_fhir_export_is_valid_r4b_with_the_model_as_device(store: CaseStore) -> None:
+    case, _ = store.add(xray_case(1, 0.9))
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree", comment="=HYPERLINK(1)"))
+    store.add_review(case.id, ReviewIn(reviewer="B", verdict="disagree"))
+    store.add_review(case.id, ReviewIn(reviewer="C", verdict="disagree", label="NORMAL"))
+    sepsis, _ = store.add(sepsis_case(2, 0.9))
+    store.add_review(sepsis.id, ReviewIn(reviewer="A", verdict="agree"))
+    bundle = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")
+    reports = [e["resource"] for e in bundle["entry"]]
+    assert [r["status"] for r in reports] == ["final", "preliminary", "final", "final"]
+    assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == "233604007"  # agreed: pneumonia
+    assert "conclusionCode" not in reports[1] and "conclusionCode" not in reports[2]  # relabelled NORMAL
+    assert reports[3]["conclusionCode"][0]["coding"][0]["code"] == "91302008"  # sepsis confirmed
+    device, observation = reports[0]["contained"]
+    assert device["version"][0]["value"] == "cnn-test" and observation["device"]["reference"] == "#model"
+    assert all(e["fullUrl"].startswith("urn:uuid:") for e in bundle["entry"])
+    from fhir.resources.R4B.bundle import Bundle
+
+    Bundle.model_validate_json(json.dumps(bundle))  # round-trips through the validating model
+    rows = list(csv.reader(io.StringIO(reviews_csv(list(store.trail())))))
+    assert rows[1][7] == "'=HYPERLINK(1)"  # a spreadsheet will not run it

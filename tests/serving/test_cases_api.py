@@ -1,0 +1,230 @@
+"""Cases, the worklist and reviews through the real client against the session's real Ray Serve
+application (its own SQLite database, tests/conftest.py): uploads of files and zips, deduplication by
+content, reviews from concurrent readers surviving a restart of the replica that holds the database,
+exports, hostile zips, bad reviews, and no patient identifier stored, answered or logged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+from serving.client import MedLensClient, ServingError
+from serving.schemas import ReviewIn
+from tests.conftest import TEST_CASE_DB, ServeServer
+
+pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
+
+PATIENT = "Zyxwvutsr^Qponmlkj"
+PATIENT_ID = "MRN-4711-XYZ"
+
+
+@pytest.fixture(scope="module")
+def client(serving_url: str) -> Iterator[MedLensClient]:
+    with MedLensClient(serving_url, timeout=120.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def dicom_with_identifiers(dicom_path: Path) -> bytes:
+    ds = pydicom.dcmread(dicom_path)
+    ds.PatientName = PATIENT
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = "19700101"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_files_and_zips_become_cases_once(
+    client: MedLensClient, xray_pneumonia_path: Path, xray_normal_path: Path, psv_path: Path
+) -> None:
+    jpeg, psv = xray_pneumonia_path.read_bytes(), psv_path.read_bytes()
+    first = client.upload_cases([("a.jpeg", jpeg), ("stay.psv", psv)])
+    assert first.created == 2 and not first.rejected
+    kinds = {c.kind: c for c in first.cases}
+    assert set(kinds) == {"xray", "sepsis"}
+    assert kinds["xray"].model == "cnn" and kinds["xray"].label in ("PNEUMONIA", "NORMAL")
+    assert kinds["sepsis"].model == "lstm" and 0.0 <= kinds["sepsis"].risk <= 1.0
+    # the same bytes again, alone and inside a zip with a new file and junk: one new case
+    normal = xray_normal_path.read_bytes()
+    again = client.upload_cases(
+        [("x.jpeg", jpeg), ("batch.zip", _zip({"d/n.jpeg": normal, "__MACOSX/._n.jpeg": b"junk", "d/": b""}))]
+    )
+    assert again.created == 1 and len(again.cases) == 2 and not again.rejected
+    detail = client.case(kinds["xray"].id)
+    assert detail.prediction.preview_png and detail.history == []  # type: ignore[union-attr]
+    sepsis = client.case(kinds["sepsis"].id)
+    assert sepsis.prediction.vitals  # type: ignore[union-attr]
+
+
+def test_a_dicom_case_keeps_no_identifier(
+    client: MedLensClient, dicom_with_identifiers: bytes, serve_server: ServeServer
+) -> None:
+    made = client.upload_cases([(f"{PATIENT}.dcm", dicom_with_identifiers)])
+    case = client.case(made.cases[0].id)
+    assert case.source_format == "dicom" and case.prediction.dicom  # type: ignore[union-attr]
+    exports = client.export_reviews("csv") + client.export_reviews("fhir")
+    worklist = client.worklist(status="all").model_dump_json().encode()
+    database = b"".join(p.read_bytes() for p in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"))
+    logs = b"".join(p.read_bytes() for p in serve_server.log_files())
+    for where, blob in {
+        "response": case.model_dump_json().encode() + worklist,
+        "export": exports,
+        "database": database,
+        "logs": logs,
+    }.items():
+        for secret in ("Zyxwvutsr", "Qponmlkj", PATIENT_ID, "19700101"):
+            assert secret.encode() not in blob, f"{secret!r} reached the {where}"
+
+
+def test_reviews_of_concurrent_readers_survive_a_restart(
+    client: MedLensClient, serving_url: str, xray_fullres_path: Path, data_dir: Path
+) -> None:
+    """4 readers x 25 reviews over 8 cases, then the replica holding the database is killed and Serve
+    starts a new one: all 100 reviews are in the cases' histories, the CSV and the FHIR bundle."""
+    images = sorted((data_dir / "chest_xray_fullres").rglob("*.jpeg"))[:8]
+    assert len(images) == 8
+    made = client.upload_cases([(p.name, p.read_bytes()) for p in images])
+    ids = sorted(c.id for c in made.cases)
+    assert len(ids) == 8
+    before = len(list(csv.reader(io.StringIO(client.export_reviews("csv").decode())))) - 1
+
+    def reader(k: int) -> int:
+        with MedLensClient(serving_url, timeout=60.0) as own:
+            for i in range(25):
+                own.review(ids[(i + k) % 8], ReviewIn(reviewer=f"reader-{k}", verdict="agree" if i % 2 else "disagree"))
+        return 25
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(reader, range(4))) == 100
+    pids = subprocess.run(["pgrep", "-f", "ServeReplica:medlens:MedLensIngress"], capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            client.worklist(status="all", limit=1)
+            break
+        except ServingError:
+            time.sleep(1)
+    histories = [client.case(i).history for i in ids]
+    assert sum(len(h) for h in histories) == 100
+    assert all(sum(r.reviewer == f"reader-{k}" for h in histories for r in h) == 25 for k in range(4))
+    rows = list(csv.DictReader(io.StringIO(client.export_reviews("csv").decode())))
+    assert len(rows) - before == 100
+    bundle = json.loads(client.export_reviews("fhir"))
+    ours = [e for e in bundle["entry"] if e["resource"]["resultsInterpreter"][0]["display"].startswith("reader-")]
+    assert len(ours) == 100
+    assert client.worklist(status="disagreed").total + client.worklist(status="reviewed").total >= 8
+
+
+def test_bad_reviews_and_unknown_cases(client: MedLensClient, serving_url: str, xray_normal_path: Path) -> None:
+    case_id = client.upload_cases([("n.jpeg", xray_normal_path.read_bytes())]).cases[0].id
+    url = f"{serving_url}/v1/cases/{case_id}/reviews"
+    for body, field in [
+        ({"verdict": "agree"}, "reviewer"),
+        ({"reviewer": "A", "verdict": "maybe"}, "verdict"),
+        ({"reviewer": "   ", "verdict": "agree"}, "reviewer"),
+        ({"reviewer": "A", "verdict": "agree", "comment": "x" * 2001}, "comment"),
+        ({"reviewer": "A", "verdict": "agree", "label": "SEPSIS"}, "label"),
+    ]:
+        response = httpx.post(url, json=body, timeout=30)
+        assert response.status_code == 422 and field in response.json()["detail"], (body, response.text)
+    for bad in (f"{0:064x}", "not-a-case"):
+        with pytest.raises(ServingError) as err:
+            client.case(bad)
+        assert err.value.status == 404 and err.value.error == "unknown_case"
+    tombstone = client.delete_case(case_id, "Dr Purge")
+    assert tombstone.action == "delete"
+    with pytest.raises(ServingError) as err:
+        client.case(case_id)
+    assert err.value.status == 404
+    assert "Dr Purge" in client.export_reviews("csv").decode()
+
+
+def _declared_bomb() -> bytes:
+    """One small member whose central directory claims 10 GB."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", b"\0" * 1024)
+        zf.filelist[0].file_size = 10 * 1024**3
+    return buffer.getvalue()
+
+
+def _many_members(n: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            zf.writestr(f"{i}.png", b"")
+    return buffer.getvalue()
+
+
+def _lying_member() -> bytes:
+    """A member that says 1 KiB and inflates to 64 MiB."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.png", b"\0" * (64 * 1024 * 1024))
+        zf.filelist[0].file_size = 1024
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "status", "error"),
+    [
+        ("100,000 members", lambda: _many_members(100_000), 413, "zip_too_large"),
+        ("10 GB declared", _declared_bomb, 413, "zip_too_large"),
+        ("a member that lies about its size", _lying_member, 422, None),
+        ("a nested zip", lambda: _zip({"inner.zip": _zip({"a.png": b"x"})}), 422, "nested_zip"),
+        ("a path out of the archive", lambda: _zip({"../../etc/x.png": b"x"}), 422, "unsafe_zip"),
+        ("an empty zip", lambda: _zip({}), 422, "no_files"),
+        ("not a zip at all", lambda: b"PK\x03\x04garbage", 422, "invalid_zip"),
+        ("a text file", lambda: b"hello", 415, "unsupported_file_type"),
+    ],
+)
+def test_hostile_uploads_are_refused_quickly(
+    client: MedLensClient, name: str, make: object, status: int, error: str | None
+) -> None:
+    data = make()  # type: ignore[operator]
+    started = time.monotonic()
+    with pytest.raises(ServingError) as err:
+        client.upload_cases([("upload.zip" if data[:2] == b"PK" else "notes.txt", data)])
+    assert err.value.status == status, (name, err.value)
+    if error is not None:
+        assert err.value.error == error, (name, err.value)
+    assert time.monotonic() - started < 30, name
+    assert client.health().status == "ok"
+
+
+def test_a_request_over_the_body_limit_is_refused_before_it_is_read(serving_url: str) -> None:
+    """A Content-Length of 101 MiB (the limit is 100) is answered 413 after 1 KiB was sent."""
+    host, port = serving_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            b"POST /v1/cases HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {101 * 1024 * 1024}\r\n\r\n".encode()
+            + b"x" * 1024
+        )
+        answer = conn.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer, answer[:300]
