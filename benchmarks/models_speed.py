@@ -80,7 +80,7 @@ def bench_model(name: str, threads: int, budget_s: float, machine: Machine) -> t
         except Exception as exc:
             rows.append((name, path.name, {}, float("nan"), float("nan"), f"cannot run: {type(exc).__name__}"))
             continue
-        probs = 1.0 / (1.0 + np.exp(-run(*agreement_inputs)[valid].astype(np.float64)))
+        probs = 1.0 / (1.0 + np.exp(-spec.logits(run(*agreement_inputs))[valid].astype(np.float64)))
         if reference is None:
             reference = probs
         same = float(np.mean((probs >= spec.threshold) == (reference >= spec.threshold)))

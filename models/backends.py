@@ -6,7 +6,9 @@ Candidates (:func:`candidates`): torch fp32 (for images also in channels_last), 
 
 A candidate counts only if it agrees with torch fp32 on a fixed probe batch: every probability within
 :data:`PROB_TOLERANCE` of fp32's, and the same label at the model's threshold for every probe item whose
-fp32 probability is farther than that tolerance from the threshold. The agreeing candidate with the most
+fp32 probability is farther than that tolerance from the threshold; a model with further outputs (the
+CNN's out-of-distribution score, ``ModelSpec.outputs``) also needs each of them within
+:data:`EXTRA_TOLERANCE` of fp32's, relative to fp32's largest magnitude. The agreeing candidate with the most
 items/s at the largest batch size the model serves wins (its capacity under load; the smallest batch size
 breaks ties). The choice and every
 measurement are cached per machine (CPU model and flags, device, threads, library versions, checkpoint
@@ -43,12 +45,16 @@ logger = logging.getLogger(__name__)
 
 #: Largest difference in probability from torch fp32 that a candidate may show on the probe batch.
 PROB_TOLERANCE = 0.02
+#: Largest difference of a further output (``ModelSpec.outputs[1:]``) from torch fp32's, relative to the
+#: largest magnitude of fp32's values on the probe batch.
+EXTRA_TOLERANCE = 0.02
 CACHE_ENV = "MEDLENS_CACHE_DIR"
 CACHE_VERSION = 3
 #: CPU flags that decide which kernels run (recorded in the cache key and in benchmark tables).
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
-Runner = Callable[..., np.ndarray]  # (*model inputs as tensors) -> logits as float32 numpy
+#: (*model inputs as tensors) -> float32 numpy: the logits, or with further outputs (batch, ..., n_outputs)
+Runner = Callable[..., np.ndarray]
 
 
 class BackendError(RuntimeError):
@@ -152,6 +158,16 @@ class ModelSpec:
     batch_sizes: tuple[int, ...]  # the batch sizes the model serves
     image: bool  # channels_last applies
     checkpoint: Path  # model.pt: its hash keys the cache
+    #: what the module returns: ("logit",) -> the logits; more names -> a last axis of that size, logit first
+    outputs: tuple[str, ...] = ("logit",)
+
+    def logits(self, out: np.ndarray) -> np.ndarray:
+        """The logits of a runner's output."""
+        return out if len(self.outputs) == 1 else out[..., 0]
+
+    def output(self, out: np.ndarray, name: str) -> np.ndarray:
+        """One named output of a runner's output."""
+        return out if len(self.outputs) == 1 else out[..., self.outputs.index(name)]
 
     @functools.cached_property
     def module(self) -> nn.Module:
@@ -181,6 +197,7 @@ class Measurement:
     label_agreement: float | None = None
     agrees: bool = False
     error: str | None = None
+    max_extra_diff: float | None = None  # further outputs: largest difference relative to fp32's scale
 
     def score(self) -> tuple[float, float]:
         """(items/s at the largest batch size, at the smallest): capacity under load decides, latency when
@@ -288,10 +305,14 @@ def _onnx_runner(spec: ModelSpec, provider: str, threads: int) -> Runner:
 def onnx_export(spec: ModelSpec) -> bytes:
     """The ONNX graph of ``spec.module`` with dynamic batch (and hour) axes; cached beside the choices,
     keyed by the checkpoint's hash."""
-    cached = cache_dir() / "onnx" / f"{spec.name}-{checkpoint_hash(spec.checkpoint)[:16]}-{torch.__version__}.onnx"
+    outputs = "" if spec.outputs == ("logit",) else "-" + "+".join(spec.outputs)
+    cached = (
+        cache_dir() / "onnx" / f"{spec.name}-{checkpoint_hash(spec.checkpoint)[:16]}{outputs}-{torch.__version__}.onnx"
+    )
     if cached.is_file():
         return cached.read_bytes()
     example = spec.probe(2)
+    output_name = "logit" if spec.outputs == ("logit",) else "outputs"  # one tensor either way
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on shape checks, which the probe then verifies
         target = Path(tmp) / "model.onnx"
@@ -300,8 +321,8 @@ def onnx_export(spec: ModelSpec) -> bytes:
             example,
             str(target),
             input_names=list(spec.input_names),
-            output_names=["logit"],
-            dynamic_axes={**spec.dynamic_axes, "logit": spec.dynamic_axes[spec.input_names[0]]},
+            output_names=[output_name],
+            dynamic_axes={**spec.dynamic_axes, output_name: spec.dynamic_axes[spec.input_names[0]]},
             dynamo=False,
             opset_version=17,
         )
@@ -326,6 +347,17 @@ def agreement(reference: np.ndarray, probs: np.ndarray, threshold: float) -> tup
     decisive = np.abs(reference - threshold) > PROB_TOLERANCE
     share = float(np.mean(same)) if same.size else 1.0
     return diff, share, diff <= PROB_TOLERANCE and bool(np.all(same[decisive]))
+
+
+def extra_difference(spec: ModelSpec, reference: np.ndarray, out: np.ndarray, valid: np.ndarray) -> float:
+    """Largest difference of the further outputs from the reference's, relative to the reference's largest
+    magnitude (per output)."""
+    worst = 0.0
+    for name in spec.outputs[1:]:
+        ref, got = spec.output(reference, name)[valid], spec.output(out, name)[valid]
+        scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-6)
+        worst = max(worst, float(np.max(np.abs(got - ref))) / scale if ref.size else 0.0)
+    return worst
 
 
 def time_runner(run: Runner, inputs: tuple[torch.Tensor, ...], budget_s: float, max_reps: int = 20) -> float:
@@ -361,15 +393,21 @@ def measure(
     measured: list[Measurement] = []
     runners: dict[str, Runner] = {}
     reference: np.ndarray | None = None
+    reference_out: np.ndarray | None = None
     for path in paths:
         m = Measurement(path=path.name)
         measured.append(m)
         try:
             run = build(spec, path, device, threads)
-            probs = _sigmoid(run(*probe))[valid]
+            out = run(*probe)
+            probs = _sigmoid(spec.logits(out))[valid]
             if reference is None:
-                reference = probs
+                reference, reference_out = probs, out
             m.max_prob_diff, m.label_agreement, m.agrees = agreement(reference, probs, spec.threshold)
+            if len(spec.outputs) > 1:
+                assert reference_out is not None
+                m.max_extra_diff = extra_difference(spec, reference_out, out, valid)
+                m.agrees = m.agrees and m.max_extra_diff <= EXTRA_TOLERANCE
             if not m.agrees:
                 continue
             for batch in spec.batch_sizes:
@@ -462,7 +500,8 @@ def _summary(measured: Sequence[Measurement]) -> str:
         if m.error:
             parts.append(f"{m.path}: failed")
         elif not m.agrees:
-            parts.append(f"{m.path}: disagrees (max diff {m.max_prob_diff:.3g})")
+            extra = f", further outputs {m.max_extra_diff:.3g}" if m.max_extra_diff is not None else ""
+            parts.append(f"{m.path}: disagrees (max diff {m.max_prob_diff:.3g}{extra})")
         else:
             parts.append(f"{m.path}: {m.score()[0]:.0f}/s")
     return "; ".join(parts)
@@ -541,6 +580,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 __all__ = [
     "BACKENDS",
+    "EXTRA_TOLERANCE",
     "PROB_TOLERANCE",
     "BackendError",
     "BackendName",

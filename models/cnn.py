@@ -69,9 +69,12 @@ class PneumoniaCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # (batch, C, S/32, S/32)
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: the last stage averaged over space, what the head reads."""
+        return self.features(x).mean(dim=(2, 3))  # (batch, C)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        return self.head(f.mean(dim=(2, 3))).squeeze(-1)  # (batch,)
+        return self.head(self.pooled(x)).squeeze(-1)  # (batch,)
 
 
 def resize_gray(pixels: np.ndarray, size: int) -> np.ndarray:

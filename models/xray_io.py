@@ -165,7 +165,12 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
             f"{name} is a DICOM without pixel data (modality {modality}); upload an image DICOM "
             "such as a CR or DX chest radiograph."
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:  # a malformed IS value, e.g. "1A"
+        raise UnsupportedDicomError(
+            f"{name}: the DICOM header's NumberOfFrames is not a number; upload a single chest radiograph."
+        ) from exc
     if frames > 1:
         raise UnsupportedDicomError(
             f"{name} is a multi-frame DICOM ({frames} frames); upload a single chest radiograph."

@@ -99,6 +99,25 @@ def test_a_candidate_that_changes_labels_is_rejected(cnn_spec: ModelSpec) -> Non
     assert pick(measured).path == "torch-fp32"
 
 
+def test_a_candidate_that_changes_the_ood_score_is_rejected(cnn_spec: ModelSpec) -> None:
+    """Same logits, an OOD score 10 % off: the path would move in-distribution decisions, so it is refused."""
+    if len(cnn_spec.outputs) < 2:
+        pytest.skip("the committed CNN checkpoint is not calibrated (python -m models.calibrate cnn)")
+
+    def build(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> backends.Runner:
+        right = build_runner(spec, ExecutionPath("torch-fp32"), device, threads)
+        if path.backend == "onnxruntime":
+            return lambda *inputs: right(*inputs) * np.array([1.0, 1.1], dtype=np.float32)
+        return right
+
+    paths = [ExecutionPath("torch-fp32"), ExecutionPath("onnxruntime", "CPUExecutionProvider")]
+    measured, runners = measure(cnn_spec, paths, CPU, 1, budget_s=0.05, build=build)
+    assert measured[0].agrees and measured[0].max_extra_diff == 0.0
+    assert measured[1].label_agreement == 1.0 and measured[1].max_prob_diff == 0.0  # the logits agree
+    assert measured[1].max_extra_diff == pytest.approx(0.1, rel=1e-3) and not measured[1].agrees
+    assert "onnxruntime (CPUExecutionProvider)" not in runners
+
+
 # -- the cache --------------------------------------------------------------------------------------------------
 def test_cache_key_changes_with_the_machine_and_the_libraries(
     cnn_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
@@ -149,7 +168,13 @@ def test_the_choice_is_measured_once_then_read_from_the_cache(cnn_spec: ModelSpe
     assert second.cached and (second.backend, second.variant) == (first.backend, first.variant)
     probe = cnn_spec.probe(4)
     reference = build_runner(cnn_spec, ExecutionPath("torch-fp32"), CPU, 1)(*probe)
-    np.testing.assert_allclose(1 / (1 + np.exp(-run(*probe))), 1 / (1 + np.exp(-reference)), atol=0.02)
+    got = run(*probe)
+    np.testing.assert_allclose(
+        1 / (1 + np.exp(-cnn_spec.logits(got))), 1 / (1 + np.exp(-cnn_spec.logits(reference))), atol=0.02
+    )
+    for name in cnn_spec.outputs[1:]:  # the OOD score travels on the chosen path too
+        ref = cnn_spec.output(reference, name)
+        np.testing.assert_allclose(cnn_spec.output(got, name), ref, atol=0.02 * float(np.abs(ref).max()))
 
 
 # -- explicit backends --------------------------------------------------------------------------------------
@@ -160,7 +185,7 @@ def test_explicit_bf16_without_native_support_warns_and_still_runs(
     with pytest.warns(RuntimeWarning, match="emulated"):
         choice, run = choose(cnn_spec, "torch-bf16", CPU, 1)
     assert choice.backend == "torch-bf16" and "emulated" in choice.note
-    assert run(*cnn_spec.probe(2)).shape == (2,)
+    assert run(*cnn_spec.probe(2)).shape == ((2,) if len(cnn_spec.outputs) == 1 else (2, len(cnn_spec.outputs)))
 
 
 def test_a_backend_the_machine_cannot_run_is_an_error(cnn_spec: ModelSpec) -> None:
