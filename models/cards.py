@@ -48,6 +48,68 @@ class SpeedTable(BaseModel):
     rows: list[SpeedRow]
 
 
+class OodRow(BaseModel):
+    """One out-of-distribution score measured by ``python -m models.calibrate cnn``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    threshold: float
+    auroc_in_vs_out: float  # validation radiographs vs the non-chest-radiograph set, on pixels alone
+    validation_pass: float  # share of validation radiographs in distribution (the design: >= pass rate)
+    training_pass: float
+    fullres_pass: float | None  # the 40 full-resolution originals of training-folder radiographs
+    chest_dicom_pass: float  # pydicom-data's chest CR (RG1_*: an adult chest, another scanner)
+    non_cxr_flag: float  # share of the non-chest-radiograph set flagged (pixels alone)
+    dicom_flag: float
+    generated_flag: float
+    adopted: bool
+
+
+class CalibrationRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: str  # "uncalibrated" | "temperature" | "isotonic"
+    ece: float  # 10 equal-width bins, cross-fitted over validation folds
+    brier: float
+    adopted: bool
+
+
+class ConformalRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    n: int
+    coverage: float  # cross-fitted over validation folds
+    mean_set_size: float
+
+
+class TrustReport(BaseModel):
+    """What ``python -m models.calibrate cnn`` measured (docs/trust.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured: str  # date, UTC
+    command: str
+    machine: str
+    folds: int
+    non_cxr_set: str
+    n_validation: int
+    n_dicom: int
+    n_generated: int
+    ood_rule: str
+    ood: list[OodRow]
+    ood_pass_rate: float
+    dicom_flag_with_header: float  # the adopted score or the DICOM header evidence
+    calibration_rule: str
+    calibration: list[CalibrationRow]
+    temperature: float
+    alpha: float
+    conformal: list[ConformalRow]
+    uncertain_rate: float  # share of validation sets with both labels (cross-fitted)
+    empty_rate: float  # share that were empty before "empty = both labels"
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +132,7 @@ class ModelCard(BaseModel):
     intended_use: str
     limitations: list[str]
     speed: SpeedTable | None = None
+    trust: TrustReport | None = None
 
 
 def write_card(directory: Path, card: ModelCard) -> None:
@@ -135,7 +198,7 @@ n = {ev.n} ({ev.n_positive} positive), at the operating threshold:
 
 Confusion matrix: TN {c.tn}, FP {c.fp}, FN {c.fn}, TP {c.tp}.
 
-{_speed_section(card.speed)}## Intended use
+{_speed_section(card.speed)}{_trust_section(card.trust)}## Intended use
 {card.intended_use}
 
 ## Limitations
@@ -159,5 +222,55 @@ the path on the machine it runs on (models/backends.py); this is what the choice
 | path | predictions per second | labels = torch fp32 | max probability difference |
 |---|---|---|---|
 {rows}
+
+"""
+
+
+_OOD_HEADER = (
+    "| score | threshold | AUROC in vs out | validation pass | training pass | full-res pass | chest DICOM pass "
+    "| non-CXR flagged | DICOMs flagged | generated flagged |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _trust_section(trust: TrustReport | None) -> str:
+    if trust is None:
+        return ""
+    ood = "\n".join(
+        f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.threshold:.4g} | {r.auroc_in_vs_out:.4f} | "
+        f"{r.validation_pass:.3f} | {r.training_pass:.3f} | "
+        f"{'-' if r.fullres_pass is None else f'{r.fullres_pass:.3f}'} | {r.chest_dicom_pass:.2f} | "
+        f"{r.non_cxr_flag:.3f} | {r.dicom_flag:.3f} | {r.generated_flag:.3f} |"
+        for r in trust.ood
+    )
+    cal = "\n".join(
+        f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.ece:.4f} | {r.brier:.4f} |" for r in trust.calibration
+    )
+    conf = "\n".join(f"| {r.label} | {r.n} | {r.coverage:.3f} | {r.mean_set_size:.3f} |" for r in trust.conformal)
+    return f"""## When not to trust it
+Measured {trust.measured} on {trust.machine}: `{trust.command}` (docs/trust.md).
+
+**Out of distribution.** {trust.ood_rule} Non-chest-radiograph set: {trust.non_cxr_set}
+({trust.n_dicom} DICOMs, {trust.n_generated} generated images); scores on pixels alone. With the DICOM
+header evidence as well, {trust.dicom_flag_with_header:.1%} of those DICOMs are flagged.
+
+{_OOD_HEADER}
+{ood}
+
+**Calibration** ({trust.n_validation} validation radiographs, {trust.folds}-fold cross-fitted by patient).
+{trust.calibration_rule} Temperature fitted on all of them: {trust.temperature:.4f}.
+
+| calibrator | ECE | Brier |
+|---|---|---|
+{cal}
+
+**Conformal prediction sets** (class-conditional split conformal, alpha = {trust.alpha}; coverage
+{trust.folds}-fold cross-fitted: calibrated on the other folds). Coverage >= 1 - alpha holds on data
+exchangeable with the calibration data only: no guarantee under shift. Both labels ("uncertain: needs
+a reader"): {trust.uncertain_rate:.1%} of validation radiographs (empty before filling:
+{trust.empty_rate:.1%}).
+
+| true label | n | coverage | mean set size |
+|---|---|---|---|
+{conf}
 
 """

@@ -30,6 +30,8 @@ class CheckpointMeta(BaseModel):
     threshold: float
     config: dict[str, Any]
     preprocessing: dict[str, Any]
+    #: CNN: when not to trust it (models/trust.py TrustSettings), written by ``python -m models.calibrate cnn``
+    trust: dict[str, Any] | None = None
 
 
 def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str, torch.Tensor]) -> Path:

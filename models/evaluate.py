@@ -1,6 +1,7 @@
 """Evaluate a model on labelled data: the same figures the model card stores and serving returns.
 
-python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONIA/*
+python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONIA/*; calibrated checkpoints
+                                                    # also: conformal coverage, set size, OOD rate
 python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisLabel
 """
 
@@ -8,25 +9,78 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
-from models.metrics import BinaryEvaluation, binary_evaluation, normalized_utility
+from models.metrics import BinaryEvaluation, binary_evaluation, expected_calibration_error, normalized_utility
 from models.sepsis_io import load_labelled_dir
+from models.trust import XrayAssessment
 from models.xray_io import labelled_images, load_xray_file
 
 
-def evaluate_cnn(predictor: XrayPredictor, data: Path, batch_size: int = 16) -> BinaryEvaluation:
+@dataclass(frozen=True)
+class TrustEvaluation:
+    """Conformal coverage and set size per class, and the share flagged out of distribution."""
+
+    alpha: float
+    coverage: dict[str, float]  # label -> share of its images whose set holds it
+    mean_set_size: dict[str, float]
+    uncertain_rate: float  # sets with both labels
+    ood_rate: float  # images flagged out of distribution
+    ece_calibrated: float
+    brier_calibrated: float
+
+
+def evaluate_cnn(
+    predictor: XrayPredictor, data: Path, batch_size: int = 16
+) -> tuple[BinaryEvaluation, TrustEvaluation | None]:
+    """The evaluation at the operating threshold and, for a calibrated checkpoint, the trust figures."""
     items = labelled_images(data)
     probs: list[float] = []
+    assessments: list[XrayAssessment] = []
     for start in tqdm(range(0, len(items), batch_size), desc="cnn", unit="batch"):
-        images = [load_xray_file(p).pixels for p, _ in items[start : start + batch_size]]
-        probs.extend(float(x) for x in predictor.predict(images))
+        images = [load_xray_file(p) for p, _ in items[start : start + batch_size]]
+        if predictor.trust is None:
+            probs.extend(float(x) for x in predictor.predict([im.pixels for im in images]))
+        else:
+            batch = predictor.assess(images)
+            assessments.extend(batch)
+            probs.extend(a.probability for a in batch)
     labels = np.array([label for _, label in items])
-    return binary_evaluation(labels, np.array(probs), predictor.threshold)
+    evaluation = binary_evaluation(labels, np.array(probs), predictor.threshold)
+    if predictor.trust is None:
+        return evaluation, None
+    names = list(predictor.meta.labels)
+    covered = np.array([names[y] in a.prediction_set for a, y in zip(assessments, labels, strict=True)])
+    sizes = np.array([len(a.prediction_set) for a in assessments])
+    calibrated = np.array([a.calibrated_probability for a in assessments])
+    trust = TrustEvaluation(
+        alpha=predictor.alpha if predictor.alpha is not None else predictor.trust.alpha,
+        coverage={names[k]: float(covered[labels == k].mean()) for k in (0, 1) if (labels == k).any()},
+        mean_set_size={names[k]: float(sizes[labels == k].mean()) for k in (0, 1) if (labels == k).any()},
+        uncertain_rate=float(np.mean(sizes == 2)),
+        ood_rate=float(np.mean([not a.in_distribution for a in assessments])),
+        ece_calibrated=expected_calibration_error(labels, calibrated),
+        brier_calibrated=float(np.mean((calibrated - labels) ** 2)),
+    )
+    return evaluation, trust
+
+
+def trust_summary(t: TrustEvaluation) -> str:
+    coverage = "  ".join(f"{k} {v:.4f}" for k, v in t.coverage.items())
+    sizes = "  ".join(f"{k} {v:.3f}" for k, v in t.mean_set_size.items())
+    return "\n".join(
+        [
+            f"  conformal sets (alpha {t.alpha}): coverage {coverage}",
+            f"  mean set size {sizes}  uncertain (both labels) {t.uncertain_rate:.4f}",
+            f"  out of distribution {t.ood_rate:.4f}",
+            f"  calibrated: ECE {t.ece_calibrated:.4f}  Brier {t.brier_calibrated:.4f}",
+        ]
+    )
 
 
 def evaluate_sequence(predictor: SepsisPredictor, data: Path, batch_size: int = 64) -> BinaryEvaluation:
@@ -59,15 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     add_predictor_arguments(parser)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
+    parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        parser.error("--alpha must lie in (0, 1)")
     predictor = cli_predictor(parser, args)
+    trust: TrustEvaluation | None = None
     if isinstance(predictor, XrayPredictor):
-        evaluation = evaluate_cnn(predictor, args.data)
+        predictor.alpha = args.alpha
+        evaluation, trust = evaluate_cnn(predictor, args.data)
     else:
         evaluation = evaluate_sequence(predictor, args.data)
     print(summary(args.model, evaluation))
+    if trust is not None:
+        print(trust_summary(trust))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(evaluation.model_dump_json(indent=1) + "\n")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.backends import BackendError, Choice, ModelSpec, choose
 from models.cards import ModelCard, read_card
@@ -23,6 +24,7 @@ from models.catalogue import entry as catalogue_entry
 from models.checkpoint import CARD_JSON, CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
 from models.errors import WeightsError
+from models.ood import OodHead, TrustedCNN, header_reason
 from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
 from models.sequence import (
     N_INPUT,
@@ -36,6 +38,7 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
+from models.trust import TrustSettings, XrayAssessment
 from models.xray_io import XrayImage, load_xray_bytes
 
 #: Fewest hourly rows a sepsis record needs: the first hour of a stay gets a risk (when an early warning
@@ -117,7 +120,9 @@ class Predictor:
 
 
 class XrayPredictor(Predictor):
-    """Chest X-ray CNN: probabilities of pneumonia and Grad-CAM heatmaps."""
+    """Chest X-ray CNN: probabilities of pneumonia, Grad-CAM heatmaps and, for a calibrated checkpoint
+    (``python -m models.calibrate cnn``), :meth:`assess`: calibrated probability, conformal set and
+    out-of-distribution evidence, all from one forward pass on the chosen execution path."""
 
     def __init__(
         self,
@@ -125,12 +130,26 @@ class XrayPredictor(Predictor):
         device: str = "auto",
         backend: BackendName = "auto",
         entry: ModelEntry | None = None,
+        alpha: float | None = None,
     ) -> None:
         super().__init__(entry or catalogue_entry("cnn"), weights, device, backend)
         self.config = CnnConfig.model_validate(self.meta.config)
         self.model = PneumoniaCNN(self.config)
-        self.model.load_state_dict(self._state)
+        head_state = {k.removeprefix("ood_head."): v for k, v in self._state.items() if k.startswith("ood_head.")}
+        self.model.load_state_dict({k: v for k, v in self._state.items() if not k.startswith("ood_head.")})
         self.model.eval().to(self.device)
+        self.trust: TrustSettings | None = None
+        self.alpha = alpha
+        self._served: nn.Module = self.model
+        if self.meta.trust is not None:
+            self.trust = TrustSettings.model_validate(self.meta.trust)
+            head = None
+            if head_state:
+                head = OodHead(*head_state["centres"].shape)
+                head.load_state_dict(head_state)
+            self._served = TrustedCNN(self.model, self.trust.ood_method, head).eval().to(self.device)
+        if alpha is not None and not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), not {alpha}")
 
     def spec(self) -> ModelSpec:
         size = self.config.image_size
@@ -144,7 +163,7 @@ class XrayPredictor(Predictor):
 
         return ModelSpec(
             name=self.name,
-            build=lambda: self.model,
+            build=lambda: self._served,
             input_names=("x",),
             dynamic_axes={"x": {0: "batch"}},
             probe=probe,
@@ -153,6 +172,7 @@ class XrayPredictor(Predictor):
             batch_sizes=self.batch_sizes,
             image=True,
             checkpoint=self.weights_dir / CHECKPOINT_FILE,
+            outputs=("logit",) if self.trust is None else ("logit", "ood_score"),
         )
 
     def decode(self, data: bytes, filename: str) -> XrayImage:
@@ -166,8 +186,51 @@ class XrayPredictor(Predictor):
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """Pre-processed (batch, 1, S, S) tensor -> (batch,) probabilities on the chosen execution path."""
-        logits = self._run(x)  # (batch,)
+        logits = self.spec().logits(self._run(x))  # (batch,)
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+    def assess(self, images: list[XrayImage] | list[np.ndarray]) -> list[XrayAssessment]:
+        """Decoded radiographs (or bare (H, W) [0, 1] pixel arrays: no header evidence then) -> one
+        :class:`~models.trust.XrayAssessment` each, from one forward pass on the chosen execution path.
+
+        Needs a calibrated checkpoint: :class:`~models.errors.WeightsError` says how to make one."""
+        trust = self.trust
+        if trust is None:
+            raise WeightsError(
+                f"{self.weights_dir} has no calibration, OOD threshold or conformal sets: run "
+                f"`python -m models.calibrate cnn --weights {self.weights_dir}`."
+            )
+        if not images:
+            return []
+        pixels = [im.pixels if isinstance(im, XrayImage) else im for im in images]
+        out = self._run(to_tensor(pixels, self.config))  # (batch, 2): logit, ood_score
+        logits, scores = out[:, 0].astype(np.float64), out[:, 1].astype(np.float64)
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        calibrated = trust.calibration(logits)
+        sets = trust.sets(logits, list(self.meta.labels), self.alpha)
+        results = []
+        for i, image in enumerate(images):
+            reasons = []
+            header = header_reason(image.dicom_fields) if isinstance(image, XrayImage) else None
+            if header:
+                reasons.append(header)
+            if not scores[i] <= trust.ood_threshold:  # NaN counts as out of distribution
+                reasons.append(
+                    f"the image is unlike the training radiographs (OOD score {scores[i]:.3g} > "
+                    f"threshold {trust.ood_threshold:.3g}, {trust.ood_method})"
+                )
+            results.append(
+                XrayAssessment(
+                    probability=float(prob[i]),
+                    label=self.meta.labels[int(prob[i] >= self.threshold)],
+                    calibrated_probability=float(calibrated[i]),
+                    prediction_set=sets[i],
+                    in_distribution=not reasons,
+                    ood_score=float(scores[i]),
+                    ood_reason="; ".join(reasons) or None,
+                )
+            )
+        return results
 
     def explain(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``."""

@@ -1,7 +1,9 @@
 """Batch prediction with the default (or given) weights.
 
-python -m models.predict cnn --input FILE_OR_DIR --output preds.csv
-    -> CSV ``path,probability,label`` (probability of pneumonia; label 1 = PNEUMONIA)
+python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1]
+    -> CSV ``path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score``
+       (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label, to be
+       withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; see docs/trust.md)
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel``
 """
@@ -20,24 +22,48 @@ from models.errors import MedLensInputError
 from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
 from models.sepsis_io import iter_series_files, load_series_file
 from models.sequence import PROB_EPS
+from models.trust import XrayAssessment
 from models.xray_io import iter_image_files, load_xray_file
 
+#: Columns of the CNN's CSV, in order (the first three as before issue 20).
+CNN_COLUMNS = (
+    "path",
+    "probability",
+    "label",
+    "calibrated_probability",
+    "prediction_set",
+    "in_distribution",
+    "ood_score",
+)
 
-def predict_images(predictor: XrayPredictor, source: Path, batch_size: int) -> list[tuple[str, float]]:
-    """(path, probability) for every readable image under ``source``; unreadable files are reported."""
+
+def predict_images(predictor: XrayPredictor, source: Path, batch_size: int) -> list[tuple[str, XrayAssessment]]:
+    """(path, assessment) for every readable image under ``source``; unreadable files are reported."""
     paths = list(iter_image_files(source))
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, XrayAssessment]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="cnn", unit="batch", disable=len(paths) < 2):
         names, images = [], []
         for path in paths[start : start + batch_size]:
             try:
-                images.append(load_xray_file(path).pixels)
+                images.append(load_xray_file(path))
                 names.append(str(path))
             except MedLensInputError as exc:
                 print(f"skipped: {exc.message}", file=sys.stderr)
-        probs = predictor.predict(images)
-        rows.extend(zip(names, (float(p) for p in probs), strict=True))
+        rows.extend(zip(names, predictor.assess(images), strict=True))
     return rows
+
+
+def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
+    """One row in :data:`CNN_COLUMNS` order."""
+    return [
+        path,
+        f"{a.probability:.6f}",
+        str(int(a.probability >= threshold)),
+        f"{a.calibrated_probability:.6f}",
+        "|".join(a.prediction_set),
+        str(int(a.in_distribution)),
+        f"{a.ood_score:.6f}",
+    ]
 
 
 def predict_series_dir(predictor: SepsisPredictor, source: Path, out_dir: Path, batch_size: int) -> int:
@@ -71,19 +97,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn: CSV file; sequence models: folder")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
     args = parser.parse_args(argv)
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
     predictor = cli_predictor(parser, args)
     if isinstance(predictor, XrayPredictor):
+        if predictor.trust is None:
+            parser.error(
+                f"{predictor.weights_dir} is not calibrated: run `python -m models.calibrate cnn "
+                f"--weights {predictor.weights_dir}` first"
+            )
+        if args.alpha is not None:
+            if not 0 < args.alpha < 1:
+                parser.error("--alpha must lie in (0, 1)")
+            predictor.alpha = args.alpha
         rows = predict_images(predictor, args.input, args.batch_size)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path", "probability", "label"])
-            for path, prob in rows:
-                writer.writerow([path, f"{prob:.6f}", int(prob >= predictor.threshold)])
-        print(f"{len(rows)} image(s) -> {args.output} (threshold {predictor.threshold:.4f})", file=sys.stderr)
+            writer.writerow(CNN_COLUMNS)
+            for path, assessment in rows:
+                writer.writerow(csv_row(path, assessment, predictor.threshold))
+        flagged = sum(not a.in_distribution for _, a in rows)
+        print(
+            f"{len(rows)} image(s) -> {args.output} (threshold {predictor.threshold:.4f}; "
+            f"{flagged} out of distribution)",
+            file=sys.stderr,
+        )
         return 0
     count = predict_series_dir(predictor, args.input, args.output, max(1, args.batch_size * 4))
     print(f"{count} record(s) -> {args.output}/ (threshold {predictor.threshold:.4f})", file=sys.stderr)

@@ -196,3 +196,17 @@ def lstm_weights(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def transformer_weights(request: pytest.FixtureRequest) -> Path:
     return committed_weights("transformer") or request.getfixturevalue("tiny_transformer")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_calibrated(tmp_path_factory: pytest.TempPathFactory, tiny_cnn: Path, xray_folder: Path) -> Path:
+    """A copy of ``tiny_cnn`` after ``python -m models.calibrate cnn`` (run in-process) on ``xray_folder``."""
+    import shutil
+
+    from models.calibrate import main
+
+    out = tmp_path_factory.mktemp("weights") / "cnn-calibrated"
+    shutil.copytree(tiny_cnn, out)
+    argv = ["cnn", "--weights", str(out), "--data", str(xray_folder), "--threads", str(TORCH_THREADS)]
+    assert main(argv) == 0
+    return out

@@ -51,58 +51,91 @@ def image_tree(tmp_path: Path, xray_folder: Path) -> tuple[Path, list[Path]]:
     return root, sorted(images)
 
 
+CNN_HEADER = "path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score"
+
+
 def test_predict_cnn_csv(
-    image_tree: tuple[Path, list[Path]], tiny_cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    image_tree: tuple[Path, list[Path]],
+    tiny_cnn_calibrated: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, images = image_tree
+    weights = tiny_cnn_calibrated
     out = tmp_path / "results" / "preds.csv"
-    assert predict_main(["cnn", "--input", str(root), "--output", str(out), "--weights", str(tiny_cnn)]) == 0
+    assert predict_main(["cnn", "--input", str(root), "--output", str(out), "--weights", str(weights)]) == 0
     text = out.read_text()
-    assert text.splitlines()[0] == "path,probability,label"
+    assert text.splitlines()[0] == CNN_HEADER
     rows = list(csv.reader(text.splitlines()[1:]))
     assert sorted(Path(r[0]) for r in rows) == images  # one row per readable image, recursively
-    assert all(len(r) == 3 for r in rows)
-    meta, _ = load_checkpoint(tiny_cnn, expected="cnn")
-    expected = XrayPredictor(tiny_cnn).predict([load_xray_file(Path(r[0])).pixels for r in rows])
-    for (path, prob_text, label_text), reference in zip(rows, expected, strict=True):
+    assert all(len(r) == 7 for r in rows)
+    meta, _ = load_checkpoint(weights, expected="cnn")
+    predictor = XrayPredictor(weights)
+    decoded = [load_xray_file(Path(r[0])) for r in rows]
+    expected = predictor.predict([im.pixels for im in decoded])
+    assessed = predictor.assess(decoded)
+    for row, reference, a in zip(rows, expected, assessed, strict=True):
+        path, prob_text, label_text, calibrated_text, set_text, in_dist_text, ood_text = row
         prob, label = float(prob_text), int(label_text)
-        assert len(prob_text.split(".")[1]) == 6, prob_text
+        for number in (prob_text, calibrated_text, ood_text):
+            assert len(number.split(".")[1]) == 6, number
         assert 0.0 <= prob <= 1.0 and label in (0, 1)
         assert prob == pytest.approx(float(reference), abs=SAME), path
         assert _label_agrees(prob, label, meta.threshold), (path, prob, label, meta.threshold)
+        assert float(calibrated_text) == pytest.approx(a.calibrated_probability, abs=SAME)
+        assert set_text in ("NORMAL", "PNEUMONIA", "NORMAL|PNEUMONIA") and set_text.split("|") == a.prediction_set
+        assert in_dist_text == str(int(a.in_distribution))
+        assert float(ood_text) == pytest.approx(a.ood_score, rel=1e-4, abs=SAME)
     err = capsys.readouterr().err
     assert "broken.png" in err and "skipped" in err
 
 
-def test_predict_cnn_single_file(image_tree: tuple[Path, list[Path]], tiny_cnn: Path, tmp_path: Path) -> None:
+def test_predict_cnn_single_file(
+    image_tree: tuple[Path, list[Path]], tiny_cnn_calibrated: Path, tmp_path: Path
+) -> None:
     _, images = image_tree
     out = tmp_path / "one.csv"
-    assert predict_main(["cnn", "--input", str(images[0]), "--output", str(out), "--weights", str(tiny_cnn)]) == 0
+    argv = ["cnn", "--input", str(images[0]), "--output", str(out), "--weights", str(tiny_cnn_calibrated)]
+    assert predict_main(argv) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "path,probability,label" and len(lines) == 2 and lines[1].startswith(f"{images[0]},")
+    assert lines[0] == CNN_HEADER and len(lines) == 2 and lines[1].startswith(f"{images[0]},")
+
+
+def test_predict_cnn_uncalibrated_is_a_usage_error(
+    image_tree: tuple[Path, list[Path]], tiny_cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = image_tree
+    with pytest.raises(SystemExit) as info:
+        predict_main(["cnn", "--input", str(root), "--output", str(tmp_path / "p.csv"), "--weights", str(tiny_cnn)])
+    assert info.value.code == 2 and "models.calibrate cnn" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backend", ["torch-fp32", "onnxruntime", "auto"])
 def test_predict_cnn_backends_agree(
     image_tree: tuple[Path, list[Path]],
-    tiny_cnn: Path,
+    tiny_cnn_calibrated: Path,
     tmp_path: Path,
     backend: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--backend` picks the execution path; every path gives the same labels and nearly the same numbers."""
     root, images = image_tree
+    tiny_cnn = tiny_cnn_calibrated
     out = tmp_path / f"{backend}.csv"
     argv = ["cnn", "--input", str(root), "--output", str(out), "--weights", str(tiny_cnn), "--backend", backend]
     assert predict_main(argv) == 0
     err = capsys.readouterr().err
     if backend != "auto":
         assert f"predictions on {backend}" in err
-    rows = {r[0]: (float(r[1]), r[2]) for r in csv.reader(out.read_text().splitlines()[1:])}
-    reference = XrayPredictor(tiny_cnn, backend="torch-fp32").predict([load_xray_file(p).pixels for p in images])
+    rows = {r[0]: (float(r[1]), float(r[6])) for r in csv.reader(out.read_text().splitlines()[1:])}
+    fp32 = XrayPredictor(tiny_cnn, backend="torch-fp32")
+    reference = fp32.assess([load_xray_file(p) for p in images])
     for path, want in zip(images, reference, strict=True):
-        prob, _ = rows[str(path)]
-        assert prob == pytest.approx(float(want), abs=0.02)
+        prob, ood = rows[str(path)]
+        assert prob == pytest.approx(want.probability, abs=0.02)
+        # bf16 moves the tiny model's small scores by a few hundredths: within a tenth of its threshold
+        assert fp32.trust is not None
+        assert ood == pytest.approx(want.ood_score, abs=0.1 * fp32.trust.ood_threshold)
 
 
 def test_predict_unknown_backend_is_a_usage_error(tmp_path: Path, tiny_cnn: Path) -> None:
@@ -180,9 +213,15 @@ def test_evaluate_sequence_json(
     assert stdout.startswith("model lstm:") and f"normalised utility {ev.utility:.4f}" in stdout
 
 
-def test_evaluate_cnn_json(xray_folder: Path, tiny_cnn: Path, tmp_path: Path) -> None:
+def test_evaluate_cnn_json(
+    xray_folder: Path, tiny_cnn_calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cnn.json"
-    assert evaluate_main(["cnn", "--data", str(xray_folder), "--weights", str(tiny_cnn), "--output", str(out)]) == 0
+    argv = ["cnn", "--data", str(xray_folder), "--weights", str(tiny_cnn_calibrated), "--output", str(out)]
+    assert evaluate_main(argv) == 0
+    stdout = capsys.readouterr().out
+    for text in ("conformal sets (alpha 0.1): coverage NORMAL", "mean set size NORMAL", "out of distribution"):
+        assert text in stdout
     ev = BinaryEvaluation.model_validate_json(out.read_text())
     assert ev.n == 48 and ev.n_positive == 24 and ev.utility is None
     assert 0.0 <= ev.auroc <= 1.0
