@@ -464,3 +464,11 @@ def test_labelled_images_needs_the_class_layout(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         list(iter_image_files(tmp_path / "nope"))
     assert list(iter_image_files(tmp_path / "loose.png")) == [tmp_path / "loose.png"]
+
+
+def test_a_malformed_number_of_frames_is_a_typed_error() -> None:
+    """pydicom-data's badVR.dcm says NumberOfFrames '1A': a typed refusal, not a bare ValueError."""
+    path = get_testdata_file("badVR.dcm")
+    assert path is not None
+    with pytest.warns(UserWarning), pytest.raises(UnsupportedDicomError, match="NumberOfFrames"):
+        load_xray_file(Path(str(path)))
