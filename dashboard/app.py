@@ -20,6 +20,7 @@ import streamlit as st  # noqa: E402
 from dashboard import backend, widgets  # noqa: E402
 
 PAGES = {
+    "worklist": ("views/worklist.py", "Worklist", ":material/checklist:"),
     "xray": ("views/xray.py", "Chest X-ray review", ":material/radiology:"),
     "sepsis": ("views/sepsis.py", "Sepsis early warning", ":material/monitor_heart:"),
     "performance": ("views/performance.py", "Model performance", ":material/query_stats:"),

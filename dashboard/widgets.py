@@ -35,6 +35,7 @@ class SelectedInput:
 class ReviewInput:
     verdict: Literal["agree", "disagree"]
     comment: str
+    label: str | None = None
 
 
 def hide_uploaded_file_names() -> None:
@@ -93,19 +94,78 @@ def header_toggle() -> bool:
     return bool(st.toggle("Show header fields", value=False, key="show_dicom_header"))
 
 
-def review_form(case: str) -> ReviewInput | None:
-    """Agree / disagree with the model plus a comment; returns the review when submitted."""
-    with st.form(key=f"review_form_{case}", clear_on_submit=False):
+def review_form(case: str, labels: Sequence[str]) -> ReviewInput | None:
+    """Agree / disagree with the model, optionally the reader's own label, and a comment; returns the review
+    when submitted."""
+    with st.form(key=f"review_form_{case}", clear_on_submit=True):
         verdict = st.radio(
             "Your read of this case", ["agree", "disagree"], horizontal=True, key=f"review_verdict_{case}"
         )
-        comment = st.text_area("Comment (no patient identifiers)", key=f"review_comment_{case}", max_chars=1000)
+        label = st.selectbox(
+            "Your label (optional)", ["(none)", *labels], key=f"review_label_{case}", help="Your own finding."
+        )
+        comment = st.text_area("Comment (no patient identifiers)", key=f"review_comment_{case}", max_chars=2000)
         submitted = st.form_submit_button("Save review", icon=":material/rate_review:")
-    if submitted and verdict == "agree":
-        return ReviewInput(verdict="agree", comment=comment.strip())
-    if submitted and verdict == "disagree":
-        return ReviewInput(verdict="disagree", comment=comment.strip())
-    return None
+    if not submitted:
+        return None
+    own = None if label == "(none)" else str(label)
+    return ReviewInput(verdict="agree" if verdict == "agree" else "disagree", comment=comment.strip(), label=own)
+
+
+def reviewer_name() -> str | None:
+    """Who writes reviews in this browser session (sidebar): the signed-in user where Streamlit's sign-in
+    (``st.login``, OIDC, configured in ``.streamlit/secrets.toml``) is set up; else a name typed once per
+    session, which is not authentication."""
+    user = getattr(st, "user", None)
+    if user is not None and bool(user.get("is_logged_in", False)):
+        name = str(user.get("name") or user.get("email") or "signed-in reader")
+        st.sidebar.caption(f"Reviewing as **{name}** (signed in)")
+        return name
+    if _sign_in_configured():
+        if st.sidebar.button("Sign in to review", icon=":material/login:"):
+            st.login()
+        return None
+    name = st.sidebar.text_input(
+        "Your name (for reviews)", key="reviewer_name", max_chars=100, placeholder="e.g. Dr A. Reader"
+    ).strip()
+    st.sidebar.caption(
+        "Shown on every review you save. **Not authentication**: anyone can type any name (configure "
+        "Streamlit's sign-in for real identities)."
+    )
+    return name or None
+
+
+def _sign_in_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets.toml: Streamlit raises when it is read
+        return False
+
+
+def case_files() -> list[tuple[str, bytes]]:
+    """Files for new cases: many at once, or zips of them."""
+    uploads = st.file_uploader(
+        "Add studies: chest X-rays (PNG, JPEG, DICOM), ICU records (PSV, CSV), or .zip of them",
+        type=["png", "jpg", "jpeg", "dcm", "psv", "csv", "zip"],
+        accept_multiple_files=True,
+        key="case_uploads",
+    )
+    return [(safe_name(u.name, "upload"), u.getvalue()) for u in uploads or []]
+
+
+def case_picker(case_ids: Sequence[str]) -> str | None:
+    """One of the worklist's cases, by its short id (the table's order)."""
+    choice = st.selectbox(
+        "Open case", ["", *case_ids], format_func=lambda c: c[:16] or "(none)", key="worklist_open_case"
+    )
+    return str(choice) or None
+
+
+def worklist_filters() -> tuple[str, str | None]:
+    left, right = st.columns(2)
+    status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
+    kind = right.selectbox("Kind", ["all", "xray", "sepsis"], key="worklist_kind")
+    return str(status), None if kind == "all" else str(kind)
 
 
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:
@@ -188,6 +248,8 @@ __all__ = [
     "ReviewInput",
     "SelectedInput",
     "auto_refresh_toggle",
+    "case_files",
+    "case_picker",
     "header_toggle",
     "hide_uploaded_file_names",
     "hour_slider",
@@ -195,8 +257,10 @@ __all__ = [
     "model_select",
     "opacity_slider",
     "review_form",
+    "reviewer_name",
     "sepsis_input",
     "serving_url_input",
     "threshold_slider",
+    "worklist_filters",
     "xray_input",
 ]

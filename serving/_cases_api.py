@@ -25,6 +25,7 @@ from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
 from serving._settings import CaseArgs
 from serving.schemas import (
+    Agreement,
     CaseDetail,
     CaseSummary,
     CaseUpload,
@@ -37,6 +38,7 @@ from serving.schemas import (
     XrayPrediction,
 )
 from serving.store import CaseStore, NewCase, StoreError
+from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
 
 logger = logging.getLogger("ray.serve")
@@ -263,3 +265,11 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
         )
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return JSONResponse(reviews_fhir(trail, stamp), media_type="application/fhir+json")
+
+
+@router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
+async def review_agreement(kind: Literal["xray", "sepsis"] = Query("xray")) -> Agreement:
+    """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and inter-reader
+    kappa on the reviewed cases of one kind, from each reader's latest review."""
+    trail = list(await _db(lambda: list(_service().store.trail())))
+    return agreement(kind, trail)

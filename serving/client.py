@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from models.catalogue import entry
 from serving.schemas import (
+    Agreement,
     CaseDetail,
     CaseUpload,
     ErrorResponse,
@@ -184,6 +185,9 @@ class MedLensClient:
 
     def delete_case(self, case_id: str, reviewer: str) -> Review:
         return self._request("DELETE", f"/v1/cases/{case_id}", Review, params={"reviewer": reviewer})
+
+    def agreement(self, kind: str = "xray") -> Agreement:
+        return self._request("GET", "/v1/reviews/agreement", Agreement, params={"kind": kind})
 
     def export_reviews(self, format: str = "csv") -> bytes:
         """Every review as CSV, or (``format="fhir"``) a FHIR R4B Bundle as JSON bytes."""

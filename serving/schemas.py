@@ -270,3 +270,24 @@ class Worklist(_Schema):
         description="out-of-distribution first, then uncertain, then by risk (highest first), then oldest first"
     )
     total: int = Field(description="cases matching the filter (the page may hold fewer)")
+
+
+class KappaSummary(_Schema):
+    kappa: float | None = Field(
+        description="Cohen's kappa; null when undefined (fewer than 2 pairs, or one label only)"
+    )
+    pairs: int = Field(description="pairs of reads compared")
+    observed_agreement: float | None
+
+
+class Agreement(_Schema):
+    """Agreement on reviewed cases of one kind, from each reader's latest review of each case. A reader who
+    disagrees without giving a label is read as choosing the other label (the tasks are binary)."""
+
+    kind: CaseKind
+    labels: list[str] = Field(description="the two labels, in the order of the confusion matrix")
+    cases: int = Field(description="cases with at least one review")
+    readers: int
+    model_vs_reader: KappaSummary
+    confusion: list[list[int]] = Field(description="rows: the model's label; columns: the readers' labels")
+    inter_reader: KappaSummary = Field(description="over every pair of readers of the same case")

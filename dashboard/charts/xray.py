@@ -1,13 +1,11 @@
-"""Charts and tables of the chest X-ray page: probability gauge, radiograph with Grad-CAM, reviews CSV."""
+"""Charts of the chest X-ray page: probability gauge, radiograph with Grad-CAM."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.charts.common import (
@@ -29,19 +27,6 @@ HEATMAP_COLOURSCALE: list[list[float | str]] = [
     [0.5, "rgba(255,220,0,0.45)"],
     [0.75, "rgba(255,120,0,0.75)"],
     [1.0, "rgba(220,0,0,0.95)"],
-]
-
-#: Columns of the reviews table and its CSV download: hashed case id, model output, verdict; no identifiers.
-REVIEW_COLUMNS = [
-    "case_id",
-    "input",
-    "model_version",
-    "probability",
-    "threshold",
-    "model_label",
-    "verdict",
-    "comment",
-    "reviewed_at_utc",
 ]
 
 
@@ -154,39 +139,9 @@ def xray_figure(
     return fig
 
 
-def review_record(
-    case_id: str, prediction: XrayPrediction, *, source: str, verdict: str, comment: str, at: datetime
-) -> dict[str, object]:
-    """One row of the reviews table (:data:`REVIEW_COLUMNS`); ``source`` is ``demo`` or the input's format."""
-    return {
-        "case_id": case_id,
-        "input": source,
-        "model_version": prediction.version,
-        "probability": round(prediction.probability, 4),
-        "threshold": round(prediction.threshold, 4),
-        "model_label": prediction.label,
-        "verdict": verdict,
-        "comment": comment,
-        "reviewed_at_utc": at.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-
-
-def reviews_table(reviews: dict[str, dict[str, object]]) -> pd.DataFrame:
-    return pd.DataFrame(list(reviews.values()), columns=REVIEW_COLUMNS)
-
-
-def reviews_csv(reviews: dict[str, dict[str, object]]) -> str:
-    """This session's reviews as CSV: hashed case ids, model output, verdict; no identifiers."""
-    return reviews_table(reviews).to_csv(index=False)
-
-
 __all__ = [
     "HEATMAP_COLOURSCALE",
-    "REVIEW_COLUMNS",
     "XrayDisplay",
     "probability_gauge",
-    "review_record",
-    "reviews_csv",
-    "reviews_table",
     "xray_figure",
 ]

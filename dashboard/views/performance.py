@@ -1,7 +1,8 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/performance``): model performance.
 
 ROC, precision-recall, confusion matrix and calibration of the model card each model serves, with a
-threshold slider whose operating point is read off the card's stored ROC points.
+threshold slider whose operating point is read off the card's stored ROC points; then the model's agreement
+with its readers on the reviewed cases of the worklist.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dashboard.charts.performance import (
     pr_figure,
     roc_figure,
 )
+from dashboard.charts.worklist import agreement_figure
 
 
 def render() -> None:
@@ -92,6 +94,44 @@ def render() -> None:
     with bottom_right:
         st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
         st.caption(source)
+    _on_reviewed_cases(infos[name].task_name)
+
+
+def _kappa(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _on_reviewed_cases(task: str) -> None:
+    """Agreement with the readers on the cases of the worklist (live, from serving's review trail)."""
+    kind = "xray" if task == "pneumonia" else "sepsis"
+    st.subheader("On reviewed cases")
+    result = backend.call(backend.client().agreement, kind)
+    if result is None:
+        return
+    if result.cases == 0:
+        st.info("No reviewed cases of this kind yet: reviews on the Worklist page appear here.")
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(agreement_figure(result), key="perf_agreement", config={"displaylogo": False})
+    with right:
+        st.metric(
+            "Model vs readers (Cohen's kappa)",
+            _kappa(result.model_vs_reader.kappa),
+            help=f"{result.model_vs_reader.pairs} reads; each reader's latest review of each case.",
+            border=True,
+        )
+        st.metric(
+            "Between readers (Cohen's kappa)",
+            _kappa(result.inter_reader.kappa),
+            help=f"{result.inter_reader.pairs} pairs of readers of the same case (needs 2+ readers of a case).",
+            border=True,
+        )
+    st.caption(
+        "A reader's label: their own label when given, the model's when they agreed, the other label when they "
+        "disagreed without one. Reviews are readers' opinions, not ground truth; the cases are whatever was "
+        "uploaded, not a sample."
+    )
 
 
 render()

@@ -7,12 +7,14 @@ the upload; the vital signs and SepsisLabel drawn are the ones serving read (one
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
 from dashboard.charts.sepsis import (
     attribution_figure,
@@ -145,8 +147,20 @@ def render() -> None:
     at_hour = next((h for h in explained.hours if h.hour == hour), None)
     if at_hour is None or not at_hour.top_features:
         st.info(f"Serving returned no attributions for hour {hour}.")
-        return
-    st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
+    else:
+        st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
+    st.divider()
+    review_panel(
+        hashlib.sha256(selected.data).hexdigest(),
+        "sepsis",
+        widgets.reviewer_name(),
+        make_case=lambda: _make_case(selected),
+    )
+
+
+def _make_case(selected: widgets.SelectedInput) -> bool:
+    made = call(client().upload_cases, [(selected.name, selected.data)])
+    return made is not None and bool(made.cases)
 
 
 render()

@@ -1,24 +1,24 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/xray``): chest X-ray review.
 
 Probability vs threshold, the radiograph as the model read it (serving's preview) under its Grad-CAM
-heatmap, de-identified DICOM fields, and this session's reviews. Serving decodes the upload; this page
-only draws serving's answer (``explain=True, preview=True``).
+heatmap, de-identified DICOM fields, and the case's reviews (stored by serving, seen by every reader).
+Serving decodes the upload; this page only draws serving's answer (``explain=True, preview=True``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.backend import call, client, remember, serving_url, session_store
+from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
-from dashboard.charts.xray import XrayDisplay, probability_gauge, review_record, reviews_csv, reviews_table, xray_figure
+from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
 from models.catalogue import models_for
 
-REVIEWS_KEY = "xray_reviews"
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
 IMAGE_MODEL = models_for(input_kind="image")[0].name
 
@@ -39,46 +39,9 @@ def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
     return display
 
 
-def _reviews() -> dict[str, dict[str, object]]:
-    reviews = st.session_state.get(REVIEWS_KEY)
-    if not isinstance(reviews, dict):
-        reviews = {}
-        st.session_state[REVIEWS_KEY] = reviews
-    return reviews
-
-
-def _review_section(cid: str | None, selected: widgets.SelectedInput | None, case: XrayDisplay | None) -> None:
-    st.subheader("Review")
-    reviews = _reviews()
-    if cid is not None and case is not None and selected is not None:
-        st.caption(f"Case id `{cid}` (SHA-256 of the file's bytes; the file name is never stored).")
-        if cid in reviews:
-            previous = reviews[cid]
-            st.info(f"You reviewed this case: **{previous['verdict']}**. Saving again replaces that review.")
-        review = widgets.review_form(cid)
-        if review is not None:
-            pred = case.prediction
-            reviews[cid] = review_record(
-                cid,
-                pred,
-                source="demo" if selected.source == "demo" else pred.source_format,
-                verdict=review.verdict,
-                comment=review.comment,
-                at=datetime.now(UTC),
-            )
-            st.success(f"Review saved: {review.verdict}.")
-    if reviews:
-        st.dataframe(reviews_table(reviews), hide_index=True)
-        st.download_button(
-            "Download this session's reviews (CSV)",
-            data=reviews_csv(reviews),
-            file_name="medlens_xray_reviews.csv",
-            mime="text/csv",
-            icon=":material/download:",
-            key="download_reviews",
-        )
-    else:
-        st.caption("No reviews yet in this session. Reviews stay in this browser session only.")
+def _make_case(selected: widgets.SelectedInput) -> bool:
+    made = call(client().upload_cases, [(selected.name, selected.data)])
+    return made is not None and bool(made.cases)
 
 
 def render() -> None:
@@ -91,10 +54,9 @@ def render() -> None:
     selected = widgets.xray_input()
     if selected is None:
         st.info("Upload a chest X-ray (PNG, JPEG or DICOM) or open the demo radiograph.")
-        _review_section(None, None, None)
         return
 
-    cid = case_id(selected.data)
+    cid = hashlib.sha256(selected.data).hexdigest()
     case = _analyse(selected, f"{serving_url()}|{cid}")
     if case is None:
         return
@@ -133,7 +95,7 @@ def render() -> None:
             else:
                 st.caption("DICOM header fields are hidden.")
     st.divider()
-    _review_section(cid, selected, case)
+    review_panel(cid, "xray", widgets.reviewer_name(), make_case=lambda: _make_case(selected))
 
 
 render()

@@ -8,6 +8,7 @@ The README's ``docs/screenshots/`` are refreshed from those by ``make screenshot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -303,6 +304,51 @@ def test_two_sessions_get_their_own_results(
             assert sha16(image.read_bytes()) in text
             other = second if image == first else first
             assert sha16(other.read_bytes()) not in text
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def _review_as(page: Any, url: str, reader: str, image: Path, verdict: str) -> str:
+    """Open the X-ray page as ``reader``, read ``image`` and save a review; returns the history's text."""
+    _open(page, url + "/", "Chest X-ray review")
+    _upload_xray(page, image)
+    _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+    _idle(page)
+    page.get_by_label("Your name (for reviews)").fill(reader)
+    page.get_by_label("Your name (for reviews)").press("Enter")
+    page.get_by_role("button", name="Save review").wait_for(timeout=RESULT_TIMEOUT_MS)
+    _idle(page)
+    history_before = _main_text(page)
+    page.get_by_text(verdict, exact=True).click()
+    page.get_by_role("button", name="Save review").click()
+    page.locator('[data-testid="stTable"]', has_text=reader).wait_for(timeout=RESULT_TIMEOUT_MS)
+    _idle(page)
+    return history_before
+
+
+def test_two_readers_see_each_others_reviews(
+    dashboard_url: str, browser: Any, xray_files: list[Path], dashboard_serving_url: str
+) -> None:
+    """Two browser sessions review the same radiograph: each sees the other's review (stored by serving)
+    once it reloads the case; the file's name is never shown."""
+    image = xray_files[-1]
+    contexts = [browser.new_context(viewport={"width": WIDTH, "height": 1000}) for _ in range(2)]
+    try:
+        first, second = (c.new_page() for c in contexts)
+        _review_as(first, dashboard_url, "Reader One", image, "agree")
+        before = _review_as(second, dashboard_url, "Reader Two", image, "disagree")
+        assert "Reader One" in before  # the second reader saw the first one's review before writing theirs
+        _open(first, dashboard_url + "/", "Chest X-ray review")  # the first reader reloads the case
+        _upload_xray(first, image)
+        first.locator('[data-testid="stTable"]', has_text="Reader Two").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(first)
+        text = _main_text(first)
+        assert "Reader One" in text and "Reader Two" in text and image.stem not in text
+        _screenshot(first, "xray_reviews")
+        history = MedLensClient(dashboard_serving_url).case(hashlib.sha256(image.read_bytes()).hexdigest()).history
+        mine = [(r.reviewer, r.verdict) for r in history if r.reviewer in ("Reader One", "Reader Two")]
+        assert mine[-2:] == [("Reader One", "agree"), ("Reader Two", "disagree")]
     finally:
         for context in contexts:
             context.close()

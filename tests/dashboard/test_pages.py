@@ -7,6 +7,7 @@ radiograph button, a demo sepsis stay) which go through the same code path.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import time
@@ -20,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.charts.common import decode_gray_png
 from dashboard.demo import demo_radiograph
 from serving.client import MedLensClient
-from tests.dashboard.helpers import sepsis_dir, sha16
+from tests.dashboard.helpers import sepsis_dir
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 TIMEOUT = 240.0
@@ -164,20 +165,48 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert fields.loc["Modality", "value"] == "CR"
     assert "PatientName" not in fields.index and "PatientID" not in fields.index
 
-    # a review: kept in this session, keyed by the hash of the bytes, no file name
-    case = sha16(demo_radiograph())
+    # a review: needs a reader's name; saving makes the case (id: the SHA-256 of the bytes) in serving's
+    # database, where every reader sees it; no file name anywhere
+    case = hashlib.sha256(demo_radiograph()).hexdigest()
+    assert not at.get("form") or any("Enter your name" in i.value for i in at.info)
+    at.sidebar.text_input(key="reviewer_name").input("Dr Page Test").run()
     at.radio(key=f"review_verdict_{case}").set_value("disagree")
+    at.selectbox(key=f"review_label_{case}").select("NORMAL")
     at.text_area(key=f"review_comment_{case}").input("consolidation right lower lobe?")
     at.button[-1].click().run()  # the form's submit button
     assert not at.exception, at.exception
-    reviews = at.session_state["xray_reviews"]
-    assert list(reviews) == [case]
-    review = reviews[case]
-    assert review["verdict"] == "disagree"
-    assert review["probability"] == pytest.approx(probability, abs=1e-4)
-    assert "RG1" not in json.dumps(review)
-    assert any(s.value.startswith("Review saved") for s in at.success)
-    assert at.dataframe[-1].value["case_id"].tolist() == [case]
+    assert not _errors(at)
+    stored = MedLensClient(serving_env).case(case)
+    mine = [r for r in stored.history if r.reviewer == "Dr Page Test"]
+    assert mine and mine[-1].verdict == "disagree" and mine[-1].label == "NORMAL"
+    assert mine[-1].model_version == stored.model_version and stored.source_format == "dicom"
+    assert "RG1_UNCR" not in stored.model_dump_json()  # the demo file's name
+    assert at.table[-1].value["reader"].tolist()[-1] == "Dr Page Test"  # the history, after the rerun
+
+
+@pytest.mark.serve
+def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_normal_path: Path) -> None:
+    client = MedLensClient(serving_env)
+    made = client.upload_cases([("n.jpeg", xray_normal_path.read_bytes())]).cases[0]
+    at = _page("views/worklist.py")
+    assert at.title[0].value == "Worklist"
+    at.selectbox(key="worklist_status").select("all").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert made.id[:16] in table["case"].tolist()
+    assert list(table.columns)[:5] == ["case", "kind", "flags", "risk", "model says"]
+    # open it, review it as a named reader: the review is in serving's database
+    at.selectbox(key="worklist_open_case").select(made.id).run()
+    assert not at.exception, at.exception
+    assert any(made.id[:16] in h.value for h in at.subheader)
+    assert any(f["data"][0]["type"] == "indicator" for f in _figures(at))  # the stored prediction, drawn
+    at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
+    at.radio(key=f"review_verdict_{made.id}").set_value("agree")
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    assert [r.reviewer for r in client.case(made.id).history][-1] == "Dr Worklist"
+    assert "Dr Worklist" in at.table[-1].value["reader"].tolist()
 
 
 @pytest.mark.serve
@@ -249,7 +278,15 @@ def test_performance_page_every_model(serving_env: str) -> None:
         served = client.metrics(name)
         figures = _figures(at)
         titles = [f["layout"]["title"]["text"] for f in figures]
-        assert len(figures) == 4, titles
+        # the card's four; then, when the worklist has reviewed cases of this kind, the readers' agreement
+        agreement = client.agreement("xray" if name == "cnn" else "sepsis")
+        assert len(figures) == (5 if agreement.cases else 4), titles
+        if agreement.cases:
+            assert titles[4] == "Model vs readers on reviewed cases"
+            assert figures[4]["data"][0]["z"] == agreement.confusion
+            kappa = agreement.model_vs_reader.kappa
+            shown = {m.label: m.value for m in at.metric}["Model vs readers (Cohen's kappa)"]
+            assert shown == ("n/a" if kappa is None else f"{kappa:.2f}")
         assert titles[0].startswith("ROC") and f"{served.evaluation.auroc:.3f}" in titles[0]
         assert titles[1].startswith("Precision")
         assert titles[2].startswith("Confusion")

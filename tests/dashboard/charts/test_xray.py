@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
@@ -127,35 +125,3 @@ def test_xray_figure_from_a_display() -> None:
     assert tuple(fig.layout.xaxis.range) == (0, 500) and tuple(fig.layout.yaxis.range) == (600, 0)
     overlay = fig.data[1]
     assert max(overlay.x) < 500 and max(overlay.y) < 600
-
-
-def _reviews() -> dict[str, dict[str, object]]:
-    prediction = _prediction(0.91)
-    record = xray.review_record(
-        "0123456789abcdef",
-        prediction,
-        source="dicom",
-        verdict="agree",
-        comment="clear consolidation",
-        at=datetime(2026, 1, 1, 10, 0, tzinfo=UTC),
-    )
-    return {"0123456789abcdef": record}
-
-
-def test_review_record() -> None:
-    record = _reviews()["0123456789abcdef"]
-    assert list(record) == xray.REVIEW_COLUMNS
-    assert record["probability"] == 0.91 and record["threshold"] == 0.62
-    assert record["model_label"] == "PNEUMONIA" and record["model_version"] == "cnn-test"
-    assert record["reviewed_at_utc"] == "2026-01-01 10:00:00"
-
-
-def test_reviews_csv_has_no_identifiers() -> None:
-    frame = pd.read_csv(io.StringIO(xray.reviews_csv(_reviews())), dtype={"case_id": str})
-    assert list(frame.columns) == xray.REVIEW_COLUMNS
-    assert not {"file", "filename", "name", "patient", "PatientName"} & set(frame.columns)
-    assert frame.loc[0, "case_id"] == "0123456789abcdef"
-    assert frame.loc[0, "verdict"] == "agree"
-    assert frame.loc[0, "input"] == "dicom"
-    empty = pd.read_csv(io.StringIO(xray.reviews_csv({})))
-    assert list(empty.columns) == xray.REVIEW_COLUMNS and empty.empty

@@ -1,0 +1,55 @@
+"""The review panel every page shares: a case's review history, as every reader sees it (stored by
+serving), and the form that appends this reader's review. A file that is not a case yet becomes one when
+its first review is saved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.backend import ServingError, call, client, show_error
+from dashboard.charts.worklist import history_table
+from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn
+
+
+def load_case(case_id: str) -> CaseDetail | None:
+    """The stored case, or None when there is none (yet) or serving cannot say (shown as an error)."""
+    try:
+        return client().case(case_id)
+    except ServingError as exc:
+        if exc.status != 404:
+            show_error(exc)
+        return None
+
+
+def review_panel(case_id: str, kind: str, reviewer: str | None, make_case: Callable[[], bool] | None = None) -> None:
+    """History of ``case_id`` and the review form. ``make_case`` creates the case from the open file when it
+    does not exist yet (returns whether it did)."""
+    st.subheader("Reviews")
+    st.caption(
+        f"Case `{case_id[:16]}` (SHA-256 of the file's bytes; the file name is never stored). Every reader sees "
+        "these reviews; a review is never changed: a change of mind is a new review."
+    )
+    case = load_case(case_id)
+    if case is not None and case.history:
+        st.table(history_table(case.history).set_index("when (UTC)"))
+    else:
+        st.caption("No reviews of this case yet.")
+    if reviewer is None:
+        st.info("Enter your name in the sidebar (or sign in) to review.", icon=":material/person:")
+        return
+    review = widgets.review_form(case_id, REVIEW_LABELS[kind])
+    if review is None:
+        return
+    if case is None and (make_case is None or not make_case()):
+        return
+    saved = call(
+        client().review,
+        case_id,
+        ReviewIn(reviewer=reviewer, verdict=review.verdict, label=review.label, comment=review.comment),
+    )
+    if saved is not None:
+        st.success(f"Review saved: {saved.verdict} (by {saved.reviewer}).")
+        st.rerun()

@@ -1,0 +1,82 @@
+"""Tables and charts of the worklist, a case's review history and reader agreement (pure functions of
+serving's response schemas)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.charts.common import layout
+from serving.schemas import Agreement, Review, Worklist
+
+
+def worklist_table(worklist: Worklist) -> pd.DataFrame:
+    """One row per case, in serving's priority order; flags first, then what a reader sorts by."""
+    rows = []
+    for c in worklist.cases:
+        flags = []
+        if c.in_distribution is False:
+            flags.append("out of distribution")
+        if c.uncertain:
+            flags.append("uncertain")
+        if c.synthetic:
+            flags.append("synthetic")
+        rows.append(
+            {
+                "case": c.id[:16],
+                "kind": "chest X-ray" if c.kind == "xray" else "ICU record",
+                "flags": ", ".join(flags),
+                "risk": c.risk,
+                "model says": c.label,
+                "status": c.status,
+                "reviews": c.reviews,
+                "last verdict": c.last_verdict or "",
+                "created (UTC)": c.created_at.replace("T", " ")[:19],
+                "model version": c.model_version,
+            }
+        )
+    columns = ["case", "kind", "flags", "risk", "model says", "status", "reviews", "last verdict", "created (UTC)"]
+    return pd.DataFrame(rows, columns=[*columns, "model version"])
+
+
+def history_table(history: list[Review]) -> pd.DataFrame:
+    """A case's review trail, oldest first."""
+    return pd.DataFrame(
+        [
+            {
+                "when (UTC)": r.created_at.replace("T", " ")[:19],
+                "reader": r.reviewer,
+                "action": r.action,
+                "verdict": r.verdict or "",
+                "reader's label": r.label or "",
+                "comment": r.comment or "",
+                "model version seen": r.model_version,
+            }
+            for r in history
+        ],
+        columns=["when (UTC)", "reader", "action", "verdict", "reader's label", "comment", "model version seen"],
+    )
+
+
+def agreement_figure(result: Agreement) -> go.Figure:
+    """The model's label against the readers' labels, counts per cell."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=result.confusion,
+            x=[f"reader: {lab}" for lab in result.labels],
+            y=[f"model: {lab}" for lab in result.labels],
+            text=[[str(v) for v in row] for row in result.confusion],
+            texttemplate="%{text}",
+            colorscale="Blues",
+            showscale=False,
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    kappa = result.model_vs_reader.kappa
+    return layout(
+        fig,
+        title="Model vs readers on reviewed cases",
+        subtitle=f"{result.model_vs_reader.pairs} reads of {result.cases} cases by {result.readers} reader(s); "
+        f"Cohen's kappa {'n/a' if kappa is None else f'{kappa:.2f}'}",
+        height=320,
+    )

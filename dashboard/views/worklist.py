@@ -1,0 +1,126 @@
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/worklist``): the shared worklist.
+
+Add studies (many files, or zips), see every case most urgent first (out of distribution, uncertain, then
+by risk), open one to see what the model said and what every reader said, and add a review. Cases and
+reviews live in serving's database: every reader sees the same worklist.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.backend import call, client
+from dashboard.case_review import load_case, review_panel
+from dashboard.charts.common import model_title
+from dashboard.charts.sepsis import sepsis_figure
+from dashboard.charts.worklist import worklist_table
+from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
+from serving.schemas import CaseDetail, SepsisPrediction, XrayPrediction
+
+#: Files sent per request when adding cases (each at most the upload limit).
+UPLOAD_CHUNK = 20
+
+
+def _add_cases() -> None:
+    with st.expander("Add studies to the worklist", icon=":material/upload_file:"):
+        widgets.hide_uploaded_file_names()
+        files = widgets.case_files()
+        if not files or not st.button(f"Create {len(files)} case upload(s)", icon=":material/playlist_add:"):
+            return
+        created = existing = 0
+        for start in range(0, len(files), UPLOAD_CHUNK):
+            with st.spinner("Serving is reading and scoring the files…"):
+                made = call(client().upload_cases, files[start : start + UPLOAD_CHUNK])
+            if made is None:
+                continue
+            created += made.created
+            existing += len(made.cases) - made.created
+            batch = f"Files {start + 1}-{min(start + UPLOAD_CHUNK, len(files))}: " if len(files) > UPLOAD_CHUNK else ""
+            for rejected in made.rejected:  # "file N" counts within the request
+                st.warning(f"{batch}{rejected.detail}", icon=":material/warning:")
+        st.success(f"{created} new case(s); {existing} already on the worklist.")
+
+
+def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
+    display = XrayDisplay.from_prediction(prediction)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        heatmap = None
+        if display.pixels is not None and prediction.preview_png and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
+            explained = call(
+                client().predict_xray, base64.b64decode(prediction.preview_png), "upload.png", explain=True
+            )
+            heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
+        if display.pixels is None:
+            st.warning("This case has no stored image.")
+        else:
+            st.plotly_chart(
+                xray_figure(display.pixels, heatmap, 0.5 if heatmap is not None else 0.0),
+                key=f"case_image_{case.id}",
+                config={"displaylogo": False, "scrollZoom": True},
+            )
+    with right:
+        st.plotly_chart(probability_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
+        st.markdown(
+            f"**{prediction.label}** · probability {prediction.probability:.1%} vs threshold "
+            f"{prediction.threshold:.1%} · model `{prediction.version}`"
+        )
+
+
+def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
+    st.markdown(
+        f"**{model_title(prediction.model)}** · {prediction.n_hours} hours · first alert: "
+        + ("none" if prediction.first_alert_hour is None else f"hour {prediction.first_alert_hour}")
+        + f" · model `{prediction.version}`"
+    )
+    st.plotly_chart(
+        sepsis_figure({prediction.model: prediction}), key=f"case_sepsis_{case.id}", config={"displaylogo": False}
+    )
+
+
+def render() -> None:
+    st.title("Worklist")
+    st.caption(
+        "Every reader's shared list of cases, most urgent first. Cases and reviews are stored by MedLens serving. "
+        "Research software — not for clinical use."
+    )
+    reviewer = widgets.reviewer_name()
+    _add_cases()
+    status, kind = widgets.worklist_filters()
+    worklist = call(client().worklist, status, kind)
+    if worklist is None:
+        return
+    if not worklist.cases:
+        st.info("No cases match. Add studies above, or show all cases.")
+        return
+    st.caption(f"{worklist.total} case(s); showing {len(worklist.cases)}. Select a row, or pick a case below.")
+    table = worklist_table(worklist)
+    chosen = st.dataframe(
+        table,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="worklist_table",
+        column_config={"risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f")},
+    )
+    rows = chosen.selection.rows if chosen is not None else []
+    case_id = worklist.cases[rows[0]].id if rows else widgets.case_picker([c.id for c in worklist.cases])
+    if case_id is None:
+        return
+    case = load_case(case_id)
+    if case is None:
+        st.warning("That case is gone (deleted by another reader?). Refresh the worklist.")
+        return
+    st.divider()
+    st.subheader(f"Case `{case.id[:16]}` · {'chest X-ray' if case.kind == 'xray' else 'ICU record'}")
+    if isinstance(case.prediction, XrayPrediction):
+        _show_xray(case, case.prediction)
+    else:
+        _show_sepsis(case, case.prediction)
+    review_panel(case.id, case.kind, reviewer)
+
+
+render()

@@ -1,0 +1,62 @@
+"""Agreement between the model and its readers, and between readers, from the review trail.
+
+Each reader's latest review of a case is their read. A read's label: the reader's own label when given,
+the model's label when they agreed, the other label when they disagreed without one (binary tasks).
+Cohen's kappa over pairs of reads: (model, reader) for every read; (reader, reader) for every pair of
+readers of the same case, pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import combinations
+
+from serving.schemas import REVIEW_LABELS, Agreement, CaseSummary, KappaSummary, Review
+
+#: The model's labels as a reader's labels (the sepsis model says ALERT, a reader says SEPSIS).
+MODEL_TO_READER = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
+
+
+def cohen_kappa(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> KappaSummary:
+    """Cohen's kappa of two raters over ``pairs``; None where undefined (no pairs, or chance agreement 1)."""
+    n = len(pairs)
+    if n == 0:
+        return KappaSummary(kappa=None, pairs=0, observed_agreement=None)
+    observed = sum(a == b for a, b in pairs) / n
+    expected = sum((sum(a == lab for a, _ in pairs) / n) * (sum(b == lab for _, b in pairs) / n) for lab in labels)
+    kappa = None if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+    return KappaSummary(kappa=kappa, pairs=n, observed_agreement=observed)
+
+
+def reader_label(review: Review, model_label: str, labels: tuple[str, ...]) -> str:
+    if review.label:
+        return review.label
+    if review.verdict == "agree":
+        return model_label
+    return next(lab for lab in labels if lab != model_label)
+
+
+def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> Agreement:
+    labels = REVIEW_LABELS[kind]
+    latest: dict[tuple[str, str], tuple[Review, CaseSummary]] = {}
+    for review, case in trail:
+        if review.action == "review" and case is not None and case.kind == kind:
+            latest[(case.id, review.reviewer)] = (review, case)  # the trail is oldest first
+    reads: dict[str, dict[str, str]] = {}
+    model_pairs: list[tuple[str, str]] = []
+    for (case_id, reader), (review, case) in latest.items():
+        model = MODEL_TO_READER.get(case.label, case.label)
+        label = reader_label(review, model, labels)
+        reads.setdefault(case_id, {})[reader] = label
+        model_pairs.append((model, label))
+    reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(sorted(per_case.values()), 2)]
+    confusion = [[sum(m == row and r == col for m, r in model_pairs) for col in labels] for row in labels]
+    return Agreement(
+        kind=kind,
+        labels=list(labels),
+        cases=len(reads),
+        readers=len({reader for _, reader in latest}),
+        model_vs_reader=cohen_kappa(model_pairs, labels),
+        confusion=confusion,
+        inter_reader=cohen_kappa(reader_pairs, labels),
+    )

@@ -1,0 +1,53 @@
+"""The worklist table, a case's history table and the agreement chart, from serving's schemas."""
+
+from __future__ import annotations
+
+from dashboard.charts.worklist import agreement_figure, history_table, worklist_table
+from serving.schemas import Agreement, CaseSummary, KappaSummary, Review, Worklist
+
+
+def _case(n: int, **extra: object) -> CaseSummary:
+    fields: dict[str, object] = {
+        "id": f"{n:064x}", "kind": "xray", "model": "cnn", "model_version": "cnn-test",
+        "created_at": "2026-12-04T10:00:00.000Z", "source_format": "png", "risk": 0.9, "label": "PNEUMONIA",
+        "in_distribution": None, "uncertain": None, "synthetic": False, "status": "unreviewed", "reviews": 0,
+        "last_verdict": None,
+    }  # fmt: skip
+    return CaseSummary.model_validate({**fields, **extra})
+
+
+def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
+    worklist = Worklist(
+        cases=[_case(1, in_distribution=False, uncertain=True), _case(2, kind="sepsis", model="lstm")], total=2
+    )
+    table = worklist_table(worklist)
+    assert list(table["case"]) == [f"{1:064x}"[:16], f"{2:064x}"[:16]]
+    assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
+    assert list(table["kind"]) == ["chest X-ray", "ICU record"]
+    assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
+    assert worklist_table(Worklist(cases=[], total=0)).empty
+
+
+def test_history_table_shows_every_row_with_its_reader() -> None:
+    review = Review(
+        id=1, case_id="a" * 64, action="review", reviewer="Dr A", created_at="2026-12-04T10:00:00.000Z",
+        verdict="disagree", label="NORMAL", comment="c", model="cnn", model_version="cnn-test",
+    )  # fmt: skip
+    table = history_table([review])
+    assert table.loc[0, "reader"] == "Dr A" and table.loc[0, "reader's label"] == "NORMAL"
+    assert list(history_table([]).columns) == list(table.columns)
+
+
+def test_agreement_figure_draws_the_confusion_with_kappa() -> None:
+    result = Agreement(
+        kind="xray",
+        labels=["NORMAL", "PNEUMONIA"],
+        cases=3,
+        readers=2,
+        model_vs_reader=KappaSummary(kappa=0.5, pairs=4, observed_agreement=0.75),
+        confusion=[[1, 0], [1, 2]],
+        inter_reader=KappaSummary(kappa=None, pairs=1, observed_agreement=1.0),
+    )
+    fig = agreement_figure(result)
+    assert fig.data[0].z == ((1, 0), (1, 2)) or [list(r) for r in fig.data[0].z] == [[1, 0], [1, 2]]
+    assert "kappa 0.50" in fig.layout.title.subtitle.text
