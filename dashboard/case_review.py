@@ -11,7 +11,35 @@ import streamlit as st
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.worklist import history_table
-from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn
+from dashboard.charts.xray import shown_label, trust_line
+from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
+
+
+def show_trust(pred: XrayPrediction) -> None:
+    """The model's answer for a radiograph and how far to trust it: the label (withheld, with a prominent
+    warning, when serving says the input is out of distribution), the probability against the threshold,
+    the calibrated probability and the prediction set."""
+    label = shown_label(pred)
+    if label is None:
+        st.warning(
+            "**Out of distribution: the model's label is withheld.** This input does not look like the pediatric "
+            f"chest radiographs the model learnt from ({pred.ood_reason}). Its output means nothing here.",
+            icon=":material/block:",
+        )
+        st.markdown("### :gray[LABEL WITHHELD]")
+    else:
+        st.markdown(f"### :{'red' if label == 'PNEUMONIA' else 'blue'}[{label}]")
+        if pred.prediction_set is not None and len(pred.prediction_set) > 1:
+            st.warning(
+                "Uncertain: both labels are in the prediction set. This case needs a reader.", icon=":material/help:"
+            )
+    st.markdown(
+        f"Probability **{pred.probability:.1%}** vs operating threshold **{pred.threshold:.1%}** "
+        f"(model `{pred.version}`)."
+    )
+    line = trust_line(pred)
+    if line:
+        st.caption(line)
 
 
 def load_case(case_id: str) -> CaseDetail | None:

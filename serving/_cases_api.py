@@ -95,7 +95,6 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
     if isinstance(prediction, XrayPrediction):
         image = base64.b64decode(prediction.preview_png) if prediction.preview_png else None
         body = prediction.model_dump(mode="json", exclude={"preview_png", "heatmap_png"})
-        prediction_set = getattr(prediction, "prediction_set", None)
         return NewCase(
             id=case_id,
             kind="xray",
@@ -106,8 +105,8 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             label=prediction.label,
             prediction=body,
             image_png=image,
-            in_distribution=getattr(prediction, "in_distribution", None),
-            uncertain=None if prediction_set is None else len(prediction_set) != 1,
+            in_distribution=prediction.in_distribution,
+            uncertain=None if prediction.prediction_set is None else len(prediction.prediction_set) != 1,
         )
     assert isinstance(prediction, SepsisPrediction)
     return NewCase(

@@ -20,9 +20,10 @@ import torch
 
 from models.catalogue import ModelEntry
 from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
-from models.inference import Predictor, SepsisPredictor, resolve_device
+from models.inference import Predictor, SepsisPredictor, XrayPredictor, resolve_device
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sequence import forward_fill
+from models.trust import XrayAssessment
 from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
 from serving.images import downsample, encode_gray_png
@@ -89,7 +90,7 @@ class Runner(Generic[ItemT, ResponseT]):
         self._explainer: Predictor | None = None
         self.consecutive_failures = 0
         try:
-            self.predictor.predict([self._warm_up_input()])  # compiles kernels, proves the checkpoint runs
+            self._predict(self.predictor, [self._warm_up_input()])  # compiles kernels, proves the checkpoint runs
         except Exception as exc:
             raise WeightsError(
                 f"The {entry.name} checkpoint in {self.predictor.weights_dir} does not run with the current model "
@@ -109,6 +110,14 @@ class Runner(Generic[ItemT, ResponseT]):
 
     def _model_input(self, item: ItemT) -> Any:
         raise NotImplementedError
+
+    def _explain_input(self, item: ItemT) -> Any:
+        """What the explainer reads (the model input unless a kind says otherwise)."""
+        return self._model_input(item)
+
+    def _predict(self, predictor: Predictor, inputs: list[Any]) -> list[Any]:
+        """One batched forward pass: one output per input."""
+        return list(predictor.predict(inputs))
 
     def _respond(self, item: ItemT, output: Any, explanation: np.ndarray | None, include: frozenset[str]) -> ResponseT:
         raise NotImplementedError
@@ -151,9 +160,8 @@ class Runner(Generic[ItemT, ResponseT]):
         if isinstance(item, ItemError):
             return item
         try:
-            model_input = self._model_input(item)
-            output = self.explainer.predict([model_input])[0]
-            explanation = self.explainer.explain(model_input)
+            output = self._predict(self.explainer, [self._model_input(item)])[0]
+            explanation = self.explainer.explain(self._explain_input(item))
         except Exception as exc:
             self._record(False)
             return model_failure(exc, self.entry.name)
@@ -163,7 +171,7 @@ class Runner(Generic[ItemT, ResponseT]):
     def _forward(self, inputs: list[Any]) -> list[Any | ItemError]:
         """One batched pass; if it fails, each input alone, so one bad item cannot fail the others."""
         try:
-            outputs = list(self.predictor.predict(inputs))
+            outputs = self._predict(self.predictor, inputs)
             self._record(True)
             return outputs
         except Exception as batch_exc:
@@ -173,7 +181,7 @@ class Runner(Generic[ItemT, ResponseT]):
         out: list[Any | ItemError] = []
         for model_input in inputs:
             try:
-                out.append(self.predictor.predict([model_input])[0])
+                out.append(self._predict(self.predictor, [model_input])[0])
             except Exception as exc:
                 out.append(model_failure(exc, self.entry.name))
         self._record(any(not isinstance(o, ItemError) for o in out))
@@ -210,20 +218,39 @@ class Runner(Generic[ItemT, ResponseT]):
 # ----------------------------------------------------------------------------------------------------------
 # images (chest X-ray CNN)
 # ----------------------------------------------------------------------------------------------------------
+def _coverage(p: Predictor) -> float | None:
+    """1 - alpha of the predictor's conformal sets (its own alpha, else the checkpoint's)."""
+    if not isinstance(p, XrayPredictor) or p.trust is None:
+        return None
+    return round(1.0 - (p.alpha if p.alpha is not None else p.trust.alpha), 6)
+
+
 class ImageRunner(Runner[XrayImage, XrayPrediction]):
     what = "image"
 
     def _warm_up_input(self) -> np.ndarray:
         return np.zeros((64, 64), dtype=np.float32)
 
-    def _model_input(self, item: XrayImage) -> np.ndarray:
-        return item.pixels  # (H, W) in [0, 1]
+    def _model_input(self, item: XrayImage) -> XrayImage:
+        return item  # pixels (H, W) in [0, 1] and the DICOM header evidence the OOD check reads
+
+    def _explain_input(self, item: XrayImage) -> np.ndarray:
+        return item.pixels
+
+    def _predict(self, predictor: Predictor, inputs: list[Any]) -> list[Any]:
+        """Assessments (calibrated probability, prediction set, OOD evidence) from a calibrated checkpoint;
+        bare probabilities from one that is not (``python -m models.calibrate cnn`` makes it one)."""
+        assert isinstance(predictor, XrayPredictor)
+        if predictor.trust is None:
+            return list(predictor.predict([x.pixels if isinstance(x, XrayImage) else x for x in inputs]))
+        return list(predictor.assess(inputs))
 
     def _respond(
         self, item: XrayImage, output: Any, explanation: np.ndarray | None, include: frozenset[str]
     ) -> XrayPrediction:
         p = self.predictor
-        prob = min(1.0, max(0.0, float(output)))
+        assessment = output if isinstance(output, XrayAssessment) else None
+        prob = min(1.0, max(0.0, float(assessment.probability if assessment else output)))
         height, width = item.size
         return XrayPrediction(
             model=self.entry.name,
@@ -234,6 +261,12 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             image_width=width,
             image_height=height,
             source_format=item.source_format,
+            calibrated_probability=assessment.calibrated_probability if assessment else None,
+            prediction_set=assessment.prediction_set if assessment else None,
+            set_coverage=_coverage(p) if assessment else None,
+            in_distribution=assessment.in_distribution if assessment else None,
+            ood_score=assessment.ood_score if assessment else None,
+            ood_reason=assessment.ood_reason if assessment else None,
             heatmap_png=None if explanation is None else encode_gray_png(explanation),
             preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,

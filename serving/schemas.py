@@ -106,6 +106,30 @@ class XrayPrediction(_Schema):
     image_width: int
     image_height: int
     source_format: str
+    calibrated_probability: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="probability of pneumonia calibrated on the validation patients (null: uncalibrated checkpoint)",
+    )
+    prediction_set: list[Literal["NORMAL", "PNEUMONIA"]] | None = Field(
+        default=None,
+        description="conformal prediction set at the checkpoint's alpha: one label, or both (uncertain: needs a "
+        "reader). Covers the truth with probability >= 1 - alpha on data like the calibration data; no "
+        "guarantee under shift",
+    )
+    set_coverage: float | None = Field(
+        default=None, description="1 - alpha: the coverage the prediction set is built for (e.g. 0.9)"
+    )
+    in_distribution: bool | None = Field(
+        default=None,
+        description="false: the input is unlike the training radiographs (image features or DICOM header); its "
+        "label must not be relied on",
+    )
+    ood_score: float | None = Field(
+        default=None, description="distance from the training radiographs (higher: farther)"
+    )
+    ood_reason: str | None = Field(default=None, description="why the input is out of distribution")
     heatmap_png: str | None = Field(
         default=None, description="Grad-CAM as base64 PNG (8-bit gray), same size as the input image"
     )

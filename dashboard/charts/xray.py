@@ -49,19 +49,41 @@ class XrayDisplay:
         return cls(prediction=prediction, pixels=pixels, heatmap=heatmap)
 
 
+def shown_label(prediction: XrayPrediction) -> str | None:
+    """The label a reader may see: none when serving says the input is out of distribution."""
+    return None if prediction.in_distribution is False else prediction.label
+
+
+def trust_line(prediction: XrayPrediction) -> str | None:
+    """Calibrated probability and the conformal prediction set, in words (None: uncalibrated checkpoint)."""
+    if prediction.prediction_set is None or prediction.calibrated_probability is None:
+        return None
+    labels = " or ".join(prediction.prediction_set)
+    if len(prediction.prediction_set) > 1:
+        labels += " — uncertain: needs a reader"
+    return f"Calibrated probability **{prediction.calibrated_probability:.1%}** · prediction set **{{{labels}}}** " + (
+        f"(holds the true label at least {prediction.set_coverage:.0%} of the time on radiographs like the "
+        "validation patients; no guarantee for other populations)"
+        if prediction.set_coverage is not None
+        else ""
+    )
+
+
 def probability_gauge(prediction: XrayPrediction) -> go.Figure:
     """Pneumonia probability as a gauge; the model's operating threshold is the red line."""
     threshold = prediction.threshold
     flagged = prediction.probability >= threshold
+    shown = shown_label(prediction)
+    title = f"P(pneumonia) — label {shown}" if shown else "P(pneumonia) — label withheld: out of distribution"
     fig = go.Figure(
         go.Indicator(
             mode="gauge+number",
             value=prediction.probability,
             number={"valueformat": ".1%", "font": {"size": 44}},
-            title={"text": f"P(pneumonia) — label {prediction.label}"},
+            title={"text": title},
             gauge={
                 "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
-                "bar": {"color": VERMILION if flagged else BLUE, "thickness": 0.35},
+                "bar": {"color": GREY if not shown else VERMILION if flagged else BLUE, "thickness": 0.35},
                 "steps": [
                     {"range": [0.0, threshold], "color": "#E8F1FA"},
                     {"range": [threshold, 1.0], "color": "#FBE9DF"},
@@ -143,5 +165,7 @@ __all__ = [
     "HEATMAP_COLOURSCALE",
     "XrayDisplay",
     "probability_gauge",
+    "shown_label",
+    "trust_line",
     "xray_figure",
 ]

@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, client
-from dashboard.case_review import load_case, review_panel
+from dashboard.case_review import load_case, review_panel, show_trust
 from dashboard.charts.common import model_title
 from dashboard.charts.sepsis import sepsis_figure
 from dashboard.charts.worklist import worklist_table
@@ -64,10 +64,7 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
             )
     with right:
         st.plotly_chart(probability_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
-        st.markdown(
-            f"**{prediction.label}** · probability {prediction.probability:.1%} vs threshold "
-            f"{prediction.threshold:.1%} · model `{prediction.version}`"
-        )
+        show_trust(prediction)
 
 
 def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:

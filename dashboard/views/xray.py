@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, client, remember, serving_url, session_store
-from dashboard.case_review import review_panel
+from dashboard.case_review import review_panel, show_trust
 from dashboard.charts.common import model_title
 from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
 from models.catalogue import models_for
@@ -80,12 +80,7 @@ def render() -> None:
             )
     with right:
         st.plotly_chart(probability_gauge(pred), key="xray_gauge", config={"displaylogo": False})
-        flagged = pred.label == "PNEUMONIA"
-        st.markdown(
-            f"### :{'red' if flagged else 'blue'}[{pred.label}]\n"
-            f"Probability **{pred.probability:.1%}** vs operating threshold **{pred.threshold:.1%}** "
-            f"(model `{pred.version}`)."
-        )
+        show_trust(pred)
         if pred.dicom:
             if widgets.header_toggle():
                 st.caption("De-identified header fields returned by serving (allow-list).")

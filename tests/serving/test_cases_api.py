@@ -226,5 +226,26 @@ def test_a_request_over_the_body_limit_is_refused_before_it_is_read(serving_url:
             + f"Content-Length: {101 * 1024 * 1024}\r\n\r\n".encode()
             + b"x" * 1024
         )
-        answer = conn.recv(65536).decode(errors="replace")
+        answer = ""
+        while "payload_too_large" not in answer:  # headers and body may come in separate packets
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk.decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer, answer[:300]
+
+
+def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClient, xray_normal_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    made = client.upload_cases([("ct.dcm", ct), ("n.jpeg", xray_normal_path.read_bytes())])
+    by_kind = {c.in_distribution: c for c in made.cases}
+    assert set(by_kind) == {True, False}  # the CT slice is flagged, the radiograph is not
+    stored = client.case(by_kind[False].id).prediction
+    assert stored.in_distribution is False and stored.ood_reason  # type: ignore[union-attr]
+    cases = client.worklist(status="all", kind="xray", limit=5000).cases
+    rank = [0 if c.in_distribution is False else 1 if c.uncertain else 2 for c in cases]
+    assert rank == sorted(rank) and rank[0] == 0
+    within = [c.risk for c, r in zip(cases, rank, strict=True) if r == 2]
+    assert within == sorted(within, reverse=True)

@@ -218,3 +218,23 @@ def test_forward_fill_and_top_features() -> None:
     top = top_features(attribution, last, k=3)
     assert [f.feature for f in top] == [FEATURES[1], FEATURES[2], FEATURES[0]]
     assert top[0].value == 98.0 and top[1].value is None
+
+
+# -- trust: calibrated probability, prediction set, out-of-distribution evidence ------------------------------
+def test_every_xray_answer_says_how_far_to_trust_it(xray_runner: ImageRunner, xray_pneumonia_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    ct = Path(get_testdata_file("CT_small.dcm"))  # a CT slice: not a chest radiograph
+    radiograph, other = xray_runner.predict_batch(
+        [Upload(xray_pneumonia_path.read_bytes(), "upload.jpeg"), Upload(ct.read_bytes(), "upload.dcm")]
+    )
+    assert isinstance(radiograph, XrayPrediction) and isinstance(other, XrayPrediction)
+    assert radiograph.in_distribution is True and radiograph.ood_reason is None
+    assert radiograph.prediction_set and set(radiograph.prediction_set) <= {"NORMAL", "PNEUMONIA"}
+    assert radiograph.calibrated_probability is not None and 0.0 <= radiograph.calibrated_probability <= 1.0
+    assert other.in_distribution is False and other.ood_reason and "CT" in other.ood_reason
+    assert other.ood_score is not None and radiograph.ood_score is not None
+    # the explanation path (torch fp32 copy) answers with the same evidence
+    explained = xray_runner.explain_one(Upload(ct.read_bytes(), "upload.dcm"))
+    assert isinstance(explained, XrayPrediction) and explained.in_distribution is False
+    assert explained.heatmap_png is not None

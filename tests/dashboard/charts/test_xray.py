@@ -125,3 +125,19 @@ def test_xray_figure_from_a_display() -> None:
     assert tuple(fig.layout.xaxis.range) == (0, 500) and tuple(fig.layout.yaxis.range) == (600, 0)
     overlay = fig.data[1]
     assert max(overlay.x) < 500 and max(overlay.y) < 600
+
+
+def test_an_out_of_distribution_answer_withholds_the_label() -> None:
+    inside = _prediction(0.91).model_copy(
+        update={"in_distribution": True, "prediction_set": ["PNEUMONIA"], "calibrated_probability": 0.8,
+                "set_coverage": 0.9}
+    )  # fmt: skip
+    outside = inside.model_copy(update={"in_distribution": False, "ood_reason": "Modality CT"})
+    assert xray.shown_label(inside) == "PNEUMONIA" and xray.shown_label(outside) is None
+    assert "label PNEUMONIA" in xray.probability_gauge(inside).data[0].title.text
+    assert "withheld" in xray.probability_gauge(outside).data[0].title.text
+    line = xray.trust_line(inside)
+    assert line is not None and "{PNEUMONIA}" in line and "90%" in line and "80.0%" in line
+    both = inside.model_copy(update={"prediction_set": ["NORMAL", "PNEUMONIA"]})
+    assert "needs a reader" in (xray.trust_line(both) or "")
+    assert xray.trust_line(_prediction(0.5)) is None  # an uncalibrated checkpoint says nothing more
