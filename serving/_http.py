@@ -67,7 +67,7 @@ class ReplicaHttp:
     api_token: str | None = None
     stats: Any = None
     cors: dict[str, Any] = field(default_factory=dict)  # CORSMiddleware keyword arguments; empty: off
-    max_body_bytes: int | None = None  # request bodies above this are refused with 413 (BodyLimit); None: off
+    max_body_bytes: int | None = None  # request bodies above this (+ multipart framing) get 413 (BodyLimit); None: off
 
 
 REPLICA_HTTP = ReplicaHttp()
@@ -109,13 +109,14 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = REPLICA_HTTP.max_body_bytes
-        if scope["type"] != "http" or limit is None:
+        stated = REPLICA_HTTP.max_body_bytes
+        if scope["type"] != "http" or stated is None:
             await self.app(scope, receive, send)
             return
+        limit = stated + _MULTIPART_SLACK
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large_response(limit)(scope, receive, send)
+            await _too_large_response(stated)(scope, receive, send)
             return
         seen = 0
         overflow = False
@@ -138,25 +139,29 @@ class BodyLimit:
                 await send(message)
             elif not replaced:
                 replaced = True
-                await _too_large_response(limit)(scope, receive, send)
+                await _too_large_response(stated)(scope, receive, send)
 
         try:
             await self.app(scope, counted, guarded_send)
         except _BodyTooLarge:
             if not replaced:
-                await _too_large_response(limit)(scope, receive, send)
+                await _too_large_response(stated)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
+#: Room for the multipart framing around uploads of exactly the stated limit.
+_MULTIPART_SLACK = 64 * 1024
+
+
 def _too_large_response(limit: int) -> JSONResponse:
     return error_response(
         413,
         "payload_too_large",
-        f"The request body is larger than {limit / 1024 / 1024:g} MiB, the limit of this route. Send fewer or "
-        "smaller files per request.",
+        f"The request is too large: the limit is {limit / 1024 / 1024:g} MiB per request. Downsample or "
+        "compress the image (or trim the series), or send fewer files per request.",
     )
 
 

@@ -100,7 +100,7 @@ def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
         title=title,
-        version="1.1.0",
+        version="1.2.0",
         description=f"{description} {_API_DESCRIPTION}",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -126,9 +126,6 @@ def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max
         else {}
     )
 
-
-#: Room for the multipart framing around one upload of max_upload_mb.
-_MULTIPART_SLACK = 64 * 1024
 
 image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
 series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
@@ -169,7 +166,7 @@ class _ModelServer:
         self._explain_lock = asyncio.Lock()
         self._batching_configured = False
         self._stats = StatsBuffer()
-        _configure_replica(args, self._stats, args.max_upload_bytes + _MULTIPART_SLACK)
+        _configure_replica(args, self._stats, args.max_upload_bytes)
         # The constructor runs on the replica's event loop: ship request statistics in the background.
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
 

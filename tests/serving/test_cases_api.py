@@ -6,6 +6,7 @@ exports, hostile zips, bad reviews, and no patient identifier stored, answered o
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,17 @@ def dicom_with_identifiers(dicom_path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _unique_png(path: Path) -> bytes:
+    """The radiograph's pixels as a PNG whose bytes no other test made (a text chunk with a fresh uuid)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("test", uuid.uuid4().hex)
+    buffer = io.BytesIO()
+    Image.open(path).convert("L").save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def _zip(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -60,21 +73,23 @@ def _zip(members: dict[str, bytes]) -> bytes:
 def test_files_and_zips_become_cases_once(
     client: MedLensClient, xray_pneumonia_path: Path, xray_normal_path: Path, psv_path: Path
 ) -> None:
-    jpeg, psv = xray_pneumonia_path.read_bytes(), psv_path.read_bytes()
-    first = client.upload_cases([("a.jpeg", jpeg), ("stay.psv", psv)])
-    assert first.created == 2 and not first.rejected
+    jpeg, psv = _unique_png(xray_pneumonia_path), psv_path.read_bytes()
+    psv_is_new = not any(c.id == hashlib.sha256(psv).hexdigest() for c in client.worklist("all", limit=5000).cases)
+    first = client.upload_cases([("a.png", jpeg), ("stay.psv", psv)])
+    assert first.created == 1 + int(psv_is_new) and not first.rejected
     kinds = {c.kind: c for c in first.cases}
     assert set(kinds) == {"xray", "sepsis"}
     assert kinds["xray"].model == "cnn" and kinds["xray"].label in ("PNEUMONIA", "NORMAL")
     assert kinds["sepsis"].model == "lstm" and 0.0 <= kinds["sepsis"].risk <= 1.0
     # the same bytes again, alone and inside a zip with a new file and junk: one new case
-    normal = xray_normal_path.read_bytes()
+    normal = _unique_png(xray_normal_path)
     again = client.upload_cases(
-        [("x.jpeg", jpeg), ("batch.zip", _zip({"d/n.jpeg": normal, "__MACOSX/._n.jpeg": b"junk", "d/": b""}))]
+        [("x.png", jpeg), ("batch.zip", _zip({"d/n.png": normal, "__MACOSX/._n.jpeg": b"junk", "d/": b""}))]
     )
     assert again.created == 1 and len(again.cases) == 2 and not again.rejected
     detail = client.case(kinds["xray"].id)
     assert detail.prediction.preview_png and detail.history == []  # type: ignore[union-attr]
+    assert detail.source_format == "png" and again.cases[0].id == kinds["xray"].id
     sepsis = client.case(kinds["sepsis"].id)
     assert sepsis.prediction.vitals  # type: ignore[union-attr]
 
@@ -238,7 +253,7 @@ def test_a_request_over_the_body_limit_is_refused_before_it_is_read(serving_url:
 def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClient, xray_normal_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
     made = client.upload_cases([("ct.dcm", ct), ("n.jpeg", xray_normal_path.read_bytes())])
     by_kind = {c.in_distribution: c for c in made.cases}
     assert set(by_kind) == {True, False}  # the CT slice is flagged, the radiograph is not
@@ -249,3 +264,27 @@ def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClien
     assert rank == sorted(rank) and rank[0] == 0
     within = [c.risk for c, r in zip(cases, rank, strict=True) if r == 2]
     assert within == sorted(within, reverse=True)
+
+
+def _ingress_rss_mb() -> float:
+    pids = subprocess.run(["pgrep", "-f", "ServeReplica:medlens:MedLensIngress"], capture_output=True, text=True)
+    total = 0.0
+    for pid in pids.stdout.split():
+        with open(f"/proc/{pid}/status") as fh:
+            total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    return total
+
+
+def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensClient) -> None:
+    """Three rounds of the worst archives: the ingress's resident memory after them stays within 64 MB of
+    where it was after the first round (its allocator's high-water mark), so nothing accumulates."""
+    bombs = [_many_members(100_000), _declared_bomb(), _lying_member()]
+    rss: list[float] = []
+    for _ in range(3):
+        for data in bombs:
+            with pytest.raises(ServingError) as err:
+                client.upload_cases([("upload.zip", data)])
+            assert err.value.status in (413, 422)
+        rss.append(_ingress_rss_mb())
+    assert rss[0] > 0, "no ingress replica found"
+    assert rss[-1] - rss[0] < 64, f"ingress RSS after each round: {rss} MB"

@@ -224,7 +224,7 @@ def test_forward_fill_and_top_features() -> None:
 def test_every_xray_answer_says_how_far_to_trust_it(xray_runner: ImageRunner, xray_pneumonia_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    ct = Path(get_testdata_file("CT_small.dcm"))  # a CT slice: not a chest radiograph
+    ct = Path(str(get_testdata_file("CT_small.dcm")))  # a CT slice: not a chest radiograph
     radiograph, other = xray_runner.predict_batch(
         [Upload(xray_pneumonia_path.read_bytes(), "upload.jpeg"), Upload(ct.read_bytes(), "upload.dcm")]
     )

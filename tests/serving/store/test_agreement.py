@@ -20,7 +20,7 @@ def _case(n: int, label: str, kind: str = "xray") -> CaseSummary:
 
 def _review(i: int, case: CaseSummary, reader: str, verdict: str, label: str | None = None) -> Review:
     return Review(
-        id=i, case_id=case.id, action="review", reviewer=reader, created_at="t", verdict=verdict,  # type: ignore[arg-type]
+        id=i, case_id=case.id, action="review", reviewer=reader, created_at="t", verdict=verdict,
         label=label, comment=None, model=case.model, model_version="v",
     )  # fmt: skip
 
