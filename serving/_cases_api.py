@@ -207,7 +207,7 @@ async def worklist(
     ),
     kind: Literal["xray", "sepsis"] | None = Query(None, description="only X-rays or only ICU records"),
     limit: int = Query(200, ge=1, le=5000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> Worklist:
     """Cases to read, most urgent first: out of distribution, then uncertain, then by risk."""
     result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset)

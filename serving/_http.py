@@ -26,6 +26,7 @@ logger = logging.getLogger("ray.serve")
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        400: "the request body cannot be parsed (malformed multipart or JSON)",
         401: "missing or wrong bearer token (only when the server has one configured)",
         413: "upload larger than the configured limit",
         415: "not a PNG, JPEG or DICOM image",
