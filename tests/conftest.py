@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import hypothesis.configuration
 import pytest
 
 from models.config import REPO_ROOT
@@ -36,6 +37,8 @@ TEST_SERVE_CONFIG = REPO_ROOT / "tests" / "serving" / "ray_config.test.yaml"
 #: The tests' own cache of measured execution paths (models/backends.py), inherited by the test server:
 #: tests write only under test-artifacts/, and every session measures on the machine it runs on.
 os.environ["MEDLENS_CACHE_DIR"] = str(REPO_ROOT / "test-artifacts" / "backend-cache")
+#: Hypothesis (Schemathesis's engine) keeps its caches here instead of .hypothesis/ in the repository.
+hypothesis.configuration.set_hypothesis_home_dir(REPO_ROOT / "test-artifacts" / "hypothesis")
 TEST_SERVE_PORT = 18000
 #: The case database of the test server (SQLite), new each session.
 TEST_CASE_DB = REPO_ROOT / "test-artifacts" / "serve-cases.db"
