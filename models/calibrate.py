@@ -34,12 +34,12 @@ from models.calibration import (
     nonconformity,
     prediction_sets,
 )
-from models.cards import CalibrationRow, ConformalRow, OodRow, TrustReport, read_card, write_card
+from models.cards import read_card, write_card
 from models.catalogue import entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
 from models.config import data_paths
-from models.metrics import expected_calibration_error
+from models.metrics import expected_calibration_error, reliability_curve
 from models.ood import (
     DEFAULT_PASS_RATE,
     MahalanobisFit,
@@ -55,6 +55,7 @@ from models.ood import (
 from models.ood_probes import generated_images, pydicom_images
 from models.train_cnn import VAL_FRACTION, patient_split
 from models.trust import TrustSettings
+from models.trust_report import CalibrationRow, ConformalRow, OodRow, TrustReport
 from models.xray_io import iter_image_files, labelled_images, load_xray_file, patient_id
 
 OOD_RULE = (
@@ -103,18 +104,25 @@ def patient_folds(patients: list[str], folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[p] for p in patients])
 
 
-def cross_fit_calibration(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Method -> (ECE, Brier) of out-of-fold calibrated probabilities ("uncalibrated": the raw sigmoid)."""
-    raw = 1.0 / (1.0 + np.exp(-logits))
-    figures = {"uncalibrated": (expected_calibration_error(labels, raw), brier(labels, raw))}
+def cross_fit_probabilities(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+    """Method -> out-of-fold calibrated probabilities ("uncalibrated": the raw sigmoid)."""
+    probs = {"uncalibrated": 1.0 / (1.0 + np.exp(-logits))}
     method: CalibrationMethod
     for method in ("temperature", "isotonic"):
         prob = np.empty_like(logits)
         for k in np.unique(folds):
             held = folds == k
             prob[held] = fit_calibrator(method, logits[~held], labels[~held])(logits[held])
-        figures[method] = (expected_calibration_error(labels, prob), brier(labels, prob))
-    return figures
+        probs[method] = prob
+    return probs
+
+
+def cross_fit_calibration(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Method -> (ECE, Brier) of out-of-fold calibrated probabilities ("uncalibrated": the raw sigmoid)."""
+    return {
+        method: (expected_calibration_error(labels, prob), brier(labels, prob))
+        for method, prob in cross_fit_probabilities(logits, labels, folds).items()
+    }
 
 
 def cross_fit_conformal(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray, alpha: float) -> np.ndarray:
@@ -289,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         dicom_flag_with_header=float(np.mean(with_header)) if with_header else 0.0,
         calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
         calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],
+        reliability={
+            m: reliability_curve(y_val, prob) for m, prob in cross_fit_probabilities(z_val, y_val, folds).items()
+        },
         temperature=temperature,
         alpha=args.alpha,
         conformal=[

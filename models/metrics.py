@@ -141,6 +141,19 @@ def _calibration_bins(y: IntArray, p: FloatArray, n_bins: int) -> tuple[FloatArr
     return count, sum_p, sum_y
 
 
+def reliability_curve(y_true: npt.ArrayLike, prob: npt.ArrayLike, n_bins: int = 10) -> CurvePoints:
+    """Reliability diagram: per non-empty bin, the mean predicted probability (x), the observed positive
+    fraction (y) and the number of cases (``thresholds``)."""
+    y, p = np.asarray(y_true, dtype=np.int64), np.asarray(prob, dtype=np.float64)
+    count, sum_p, sum_y = _calibration_bins(y, p, n_bins)
+    nonempty = count > 0
+    return CurvePoints(
+        x=[float(v) for v in sum_p[nonempty] / count[nonempty]],
+        y=[float(v) for v in sum_y[nonempty] / count[nonempty]],
+        thresholds=[float(v) for v in count[nonempty]],
+    )
+
+
 def expected_calibration_error(y_true: npt.ArrayLike, prob: npt.ArrayLike, n_bins: int = 10) -> float:
     """ECE = sum over equal-width bins of (bin share) * |mean predicted prob - observed positive fraction|."""
     y, p = _validate(y_true, prob, need_both_classes=False)
@@ -249,13 +262,7 @@ def binary_evaluation(
     pr_thr_full = np.concatenate([[1.0], pr_thr[::-1]])
     pr_curve = _curve(recall[::-1], precision[::-1], pr_thr_full, max_points)
 
-    count, sum_p, sum_y = _calibration_bins(y, p, 10)
-    nonempty = count > 0
-    calibration = CurvePoints(
-        x=[float(v) for v in sum_p[nonempty] / count[nonempty]],
-        y=[float(v) for v in sum_y[nonempty] / count[nonempty]],
-        thresholds=[float(v) for v in count[nonempty]],
-    )
+    calibration = reliability_curve(y, p)
     return BinaryEvaluation(
         n=len(y),
         n_positive=int(y.sum()),
@@ -264,7 +271,7 @@ def binary_evaluation(
         auprc=float(average_precision_score(y, p)),
         confusion=cm,
         brier=float(brier_score_loss(y, p)),
-        ece=float(np.sum(np.abs(sum_p - sum_y)) / len(y)),
+        ece=expected_calibration_error(y, p),
         # one slot is kept free for the operating point
         roc=_with_operating_point(_curve(fpr, tpr, roc_thr, max(2, max_points - 1)), cm, threshold),
         pr=pr_curve,

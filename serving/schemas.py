@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelName
 from models.metrics import BinaryEvaluation
+from models.trust_report import TrustReport
 
 if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
     from models.cards import ModelCard
@@ -84,6 +85,12 @@ class ModelMetrics(_Schema):
     created: str = Field(description="when the evaluation was computed")
     threshold: float
     evaluation: BinaryEvaluation
+    trust: TrustReport | None = Field(
+        default=None,
+        description="models that say when not to trust them: out-of-distribution scores compared, calibration "
+        "before and after (ECE, Brier, reliability diagrams), conformal coverage per class (cross-fitted on the "
+        "validation patients)",
+    )
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ModelMetrics:
@@ -94,6 +101,7 @@ class ModelMetrics(_Schema):
             created=card.created,
             threshold=card.threshold,
             evaluation=card.evaluation,
+            trust=card.trust,
         )
 
 

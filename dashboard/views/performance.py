@@ -18,7 +18,9 @@ from dashboard.charts.performance import (
     pr_figure,
     roc_figure,
 )
+from dashboard.charts.trust import conformal_table, ood_table, reliability_figure
 from dashboard.charts.worklist import agreement_figure
+from models.trust_report import TrustReport
 
 
 def render() -> None:
@@ -94,7 +96,29 @@ def render() -> None:
     with bottom_right:
         st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
         st.caption(source)
+    if metrics.trust is not None:
+        _trust(metrics.trust)
     _on_reviewed_cases(infos[name].task_name)
+
+
+def _trust(trust: TrustReport) -> None:
+    """Calibration before and after, conformal coverage, out-of-distribution scores: from the model card."""
+    st.subheader("When not to trust it")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(reliability_figure(trust), key="perf_reliability", config={"displaylogo": False})
+        st.caption(trust.calibration_rule)
+    with right:
+        st.markdown(f"**Prediction sets** (conformal, α = {trust.alpha:g}; {trust.uncertain_rate:.0%} of radiographs "
+                    "get both labels: uncertain)")  # fmt: skip
+        st.table(conformal_table(trust).set_index("true label"))
+        st.markdown(f"**Out-of-distribution scores** (threshold: {trust.ood_pass_rate:.0%} of validation radiographs "
+                    "pass)")  # fmt: skip
+        st.table(ood_table(trust).set_index("score"))
+        st.caption(
+            f"Measured {trust.measured} with `{trust.command}` on {trust.machine}. Coverage holds on radiographs like "
+            "the validation patients; no guarantee for other populations."
+        )
 
 
 def _kappa(value: float | None) -> str:

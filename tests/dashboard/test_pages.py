@@ -282,14 +282,19 @@ def test_performance_page_every_model(serving_env: str) -> None:
         assert not _errors(at)
         name = str(at.selectbox(key="performance_model").value)
         served = client.metrics(name)
+        assert name != "cnn" or served.trust is not None  # the committed CNN is calibrated
         figures = _figures(at)
         titles = [f["layout"]["title"]["text"] for f in figures]
         # the card's four; then, when the worklist has reviewed cases of this kind, the readers' agreement
+        # and the card's trust report (calibration before and after), when it has one
         agreement = client.agreement("xray" if name == "cnn" else "sepsis")
-        assert len(figures) == (5 if agreement.cases else 4), titles
+        extra = ["Calibration before and after"] if served.trust is not None else []
+        extra += ["Model vs readers on reviewed cases"] if agreement.cases else []
+        assert titles[4:] == extra, titles
+        if served.trust is not None:
+            assert any("coverage" in str(t.value.columns) for t in at.table)
         if agreement.cases:
-            assert titles[4] == "Model vs readers on reviewed cases"
-            assert figures[4]["data"][0]["z"] == agreement.confusion
+            assert figures[-1]["data"][0]["z"] == agreement.confusion
             kappa = agreement.model_vs_reader.kappa
             shown = {m.label: m.value for m in at.metric}["Model vs readers (Cohen's kappa)"]
             assert shown == ("n/a" if kappa is None else f"{kappa:.2f}")

@@ -1,0 +1,77 @@
+"""What ``python -m models.calibrate cnn`` measured about trusting the CNN, as stored in its card
+(``card.json``'s ``trust``): the out-of-distribution scores compared, calibration before and after, and
+conformal coverage. Plain pydantic (no torch): serving returns it and the dashboard draws it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from models.metrics import CurvePoints
+
+
+class OodRow(BaseModel):
+    """One out-of-distribution score measured by ``python -m models.calibrate cnn``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    threshold: float
+    auroc_in_vs_out: float  # validation radiographs vs the non-chest-radiograph set, on pixels alone
+    validation_pass: float  # share of validation radiographs in distribution (the design: >= pass rate)
+    training_pass: float
+    fullres_pass: float | None  # the 40 full-resolution originals of training-folder radiographs
+    chest_dicom_pass: float  # pydicom-data's chest CR (RG1_*: an adult chest, another scanner)
+    non_cxr_flag: float  # share of the non-chest-radiograph set flagged (pixels alone)
+    dicom_flag: float
+    generated_flag: float
+    adopted: bool
+
+
+class CalibrationRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: str  # "uncalibrated" | "temperature" | "isotonic"
+    ece: float  # 10 equal-width bins, cross-fitted over validation folds
+    brier: float
+    adopted: bool
+
+
+class ConformalRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    n: int
+    coverage: float  # cross-fitted over validation folds
+    mean_set_size: float
+
+
+class TrustReport(BaseModel):
+    """What ``python -m models.calibrate cnn`` measured (docs/trust.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured: str  # date, UTC
+    command: str
+    machine: str
+    folds: int
+    non_cxr_set: str
+    n_validation: int
+    n_dicom: int
+    n_generated: int
+    ood_rule: str
+    ood: list[OodRow]
+    ood_pass_rate: float
+    dicom_flag_with_header: float  # the adopted score or the DICOM header evidence
+    calibration_rule: str
+    calibration: list[CalibrationRow]
+    temperature: float
+    alpha: float
+    conformal: list[ConformalRow]
+    #: Reliability diagrams (10 equal-width bins) of cross-fitted probabilities per calibration method
+    #: ("uncalibrated", "temperature", "isotonic"); thresholds hold the bin counts. Empty in older cards.
+    reliability: dict[str, CurvePoints] = {}
+    uncertain_rate: float  # share of validation sets with both labels (cross-fitted)
+    empty_rate: float  # share that were empty before "empty = both labels"
+
+
+__all__ = ["CalibrationRow", "ConformalRow", "OodRow", "TrustReport"]
