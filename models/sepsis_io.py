@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,15 @@ class SepsisRecord:
         return pd.DataFrame(self.values, columns=FEATURES)
 
 
+#: Columns read from a header: the 41 PhysioNet columns and room for a few extra ones that are refused by
+#: name; a header of thousands is a wrong separator or a hostile file (checked before parsing).
+MAX_COLUMNS = 200
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted(name for name, n in Counter(names).items() if n > 1)
+
+
 def parse_series_bytes(
     data: bytes,
     filename: str | None = None,
@@ -95,9 +105,14 @@ def parse_series_bytes(
     header = lines[0]
     sep = "|" if "|" in header else ("\t" if "\t" in header else ",")
     names = [c.strip().strip('"') for c in header.split(sep)]
-    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if len(names) > MAX_COLUMNS:
+        raise SeriesFormatError(
+            f"{name}: the header has {len(names):,} columns; a PhysioNet 2019 record has {len(FEATURES) + 1} "
+            f"(at most {MAX_COLUMNS} are read). Check the separator ('|' or ',') and the header row."
+        )
+    duplicated = _duplicates(names)
     if duplicated:
-        raise SeriesFormatError(f"{name}: column(s) {', '.join(duplicated)} appear more than once.")
+        raise SeriesFormatError(f"{name}: column(s) {', '.join(repr(c) for c in duplicated)} appear more than once.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -123,9 +138,9 @@ def record_from_frame(
     on_impossible: Literal["reject", "drop"] = "reject",
 ) -> SepsisRecord:
     columns = list(frame.columns)
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    duplicated = _duplicates(columns)
     if duplicated:
-        raise SeriesFormatError(f"{name}: column(s) {', '.join(duplicated)} appear more than once.")
+        raise SeriesFormatError(f"{name}: column(s) {', '.join(repr(c) for c in duplicated)} appear more than once.")
     known = set(FEATURES) | {LABEL}
     unknown = [c for c in columns if c not in known]
     if unknown:

@@ -154,7 +154,17 @@ def _check_size(width: int, height: int, name: str) -> None:
         )
 
 
+#: Executable headers that turn a DICOM's free 128-byte preamble into a program (PE/ELF/script polyglots,
+#: CVE-2019-11687). A radiograph has no reason to carry one; TIFF headers (dual-personality files) are fine.
+_EXECUTABLE_PREAMBLES = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
+
+
 def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
+    if is_dicom_bytes(data) and data.startswith(_EXECUTABLE_PREAMBLES):
+        raise UnsupportedDicomError(
+            f"{name}: the DICOM's 128-byte preamble holds an executable header (a file that is also a program); "
+            "MedLens refuses such files. Re-export the image from the PACS or modality."
+        )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=force)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
