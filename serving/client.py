@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -112,10 +113,16 @@ class MedLensClient:
     """Synchronous HTTP client for the MedLens serving API. Reuses one connection pool; close it
     with :meth:`close` or use it as a context manager."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120.0, retry_s: float = 20.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token or None
         self.timeout = timeout
+        #: How long an idempotent request (every GET, predictions, case uploads; never a review) is retried
+        #: when a replica dies under it: a dropped connection, or 502 / 504 / 503 ``unavailable`` from the
+        #: front door. Not a full queue (503 ``queue_full``: the caller decides) and not an unreachable server.
+        self.retry_s = retry_s
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -126,7 +133,7 @@ class MedLensClient:
 
     # -- endpoints -------------------------------------------------------------------------------------
     def health(self) -> Health:
-        return self._request("GET", "/healthz", Health)
+        return self._request("GET", "/healthz", Health, retry=False)  # reports the state now; never waits
 
     def models(self) -> ModelList:
         return self._request("GET", "/v1/models", ModelList)
@@ -195,8 +202,8 @@ class MedLensClient:
         return response.content
 
     # -- plumbing --------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, schema: type[_T], **kwargs: Any) -> _T:
-        response = self._send(method, path, **kwargs)
+    def _request(self, method: str, path: str, schema: type[_T], retry: bool = True, **kwargs: Any) -> _T:
+        response = self._send(method, path, retry=retry, **kwargs)
         try:
             return schema.model_validate_json(response.content)
         except ValidationError as exc:
@@ -207,7 +214,21 @@ class MedLensClient:
                 f"{schema.__name__} ({exc.error_count()} problem(s)): client and server versions differ?",
             ) from exc
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        idempotent = method == "GET" or (method == "POST" and not path.endswith("/reviews"))
+        deadline = time.monotonic() + (self.retry_s if retry and idempotent else 0.0)
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(method, path, **kwargs)
+            except _Retryable as retry:
+                wait = min(retry.after_s if retry.after_s is not None else 0.25 * 2**attempt, 4.0)
+                if time.monotonic() + wait > deadline:
+                    raise retry.error from None
+                time.sleep(wait)
+                attempt += 1
+
+    def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -217,6 +238,11 @@ class MedLensClient:
                 f"MedLens serving at {self.base_url} did not answer {method} {path} within "
                 f"{self.timeout:g} s: it may be overloaded; retry, or raise the client timeout.",
             ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:  # dropped mid-request
+            raise _Retryable(
+                ServingError(0, "connection_dropped", f"MedLens serving at {self.base_url} dropped {method} {path}."),
+                None,
+            ) from exc
         except httpx.TransportError as exc:
             raise ServingError(
                 0,
@@ -224,7 +250,11 @@ class MedLensClient:
                 f"MedLens serving at {self.base_url} is not reachable: start it with `serve run ray_config.yaml`",
             ) from exc
         if response.is_error:
-            raise ServingError.from_response(response)
+            error = ServingError.from_response(response)
+            if response.status_code in (502, 504) or (response.status_code == 503 and error.error != "queue_full"):
+                after = response.headers.get("Retry-After", "")
+                raise _Retryable(error, float(after) if after.isdigit() else None)
+            raise error
         return response
 
     def close(self) -> None:
@@ -237,6 +267,16 @@ class MedLensClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _Retryable(Exception):
+    """A failure worth retrying (the replica died or is restarting); ``error`` is what the caller sees if
+    the retries run out."""
+
+    def __init__(self, error: ServingError, after_s: float | None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.after_s = after_s
 
 
 def _flag(value: bool) -> str:
