@@ -120,9 +120,11 @@ class MedLensClient:
         self.token = token or None
         self.timeout = timeout
         #: How long an idempotent request (every GET, predictions, case uploads; never a review) is retried
-        #: when a replica dies under it: a dropped connection, or 502 / 504 / 503 ``unavailable`` from the
-        #: front door. Not a full queue (503 ``queue_full``: the caller decides) and not an unreachable server.
+        #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable`` from the front
+        #: door, or a refused connection from a server that answered before (its front door restarting). Not
+        #: a full queue (503 ``queue_full``: the caller decides), nor a server that never answered.
         self.retry_s = retry_s
+        self._answered = False  # a server that never answered is not waited for (a wrong URL fails fast)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -244,11 +246,15 @@ class MedLensClient:
                 None,
             ) from exc
         except httpx.TransportError as exc:
-            raise ServingError(
+            error = ServingError(
                 0,
                 "unreachable",
                 f"MedLens serving at {self.base_url} is not reachable: start it with `serve run ray_config.yaml`",
-            ) from exc
+            )
+            if self._answered and isinstance(exc, httpx.ConnectError):  # it was up: its front door restarts
+                raise _Retryable(error, None) from exc
+            raise error from exc
+        self._answered = True
         if response.is_error:
             error = ServingError.from_response(response)
             if response.status_code in (502, 504) or (response.status_code == 503 and error.error != "queue_full"):
