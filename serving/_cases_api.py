@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -37,9 +37,11 @@ from serving.schemas import (
     Worklist,
     XrayPrediction,
 )
-from serving.store import CaseStore, NewCase, StoreError
 from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
+
+if TYPE_CHECKING:  # SQLAlchemy loads in the ingress only (see serving/store/__init__.py)
+    from serving.store.cases import CaseStore, NewCase
 
 logger = logging.getLogger("ray.serve")
 
@@ -79,6 +81,8 @@ def _service() -> CaseService:
 
 
 async def _db(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    from serving.store.cases import StoreError
+
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
     except StoreError as exc:
@@ -92,6 +96,8 @@ def _check_id(case_id: str) -> str:
 
 
 def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewCase:
+    from serving.store.cases import NewCase
+
     if isinstance(prediction, XrayPrediction):
         image = base64.b64decode(prediction.preview_png) if prediction.preview_png else None
         body = prediction.model_dump(mode="json", exclude={"preview_png", "heatmap_png"})

@@ -71,7 +71,6 @@ from serving.schemas import (
     ServiceStatus,
     XrayPrediction,
 )
-from serving.store import DB_URL_ENV, CaseStore, StoreError, db_url, describe
 
 logger = logging.getLogger("ray.serve")
 
@@ -318,6 +317,9 @@ class MedLensIngress:
         self._status = SingleFlight(lambda: asyncio.to_thread(serve.status), ttl_s=1.0)
         self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
         _configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
+        from serving.store.cases import CaseStore  # the ingress alone needs SQLAlchemy
+        from serving.store.db import DB_URL_ENV, db_url
+
         store = CaseStore(db_url({DB_URL_ENV: os.environ.get(args.cases.db_url_env, "")}))
         # Through the module, not a name imported from it: Serve ships this class by value, and the routes
         # read the module's own holder in this process.
@@ -442,6 +444,9 @@ class MedLensIngress:
 
     # -- helpers -----------------------------------------------------------------------------------------
     async def _open_store(self) -> None:
+        from serving.store.cases import StoreError
+        from serving.store.db import describe
+
         try:
             await asyncio.to_thread(self._store.ready)
             logger.info("case database ready: %s", describe(self._store.url))

@@ -20,8 +20,6 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from fhir.resources.R4B.bundle import Bundle
-
 from serving.schemas import CaseSummary, Review
 
 CSV_COLUMNS = (
@@ -154,6 +152,8 @@ def reviews_fhir(trail: Iterable[tuple[Review, CaseSummary | None]], timestamp: 
         for review, case in trail
         if review.action == "review" and case is not None
     ]
+    from fhir.resources.R4B.bundle import Bundle  # here: importing it costs 0.15 s and tens of MB
+
     bundle = Bundle.model_validate(
         {"resourceType": "Bundle", "type": "collection", "timestamp": timestamp, "entry": entries}
     )
