@@ -4,8 +4,6 @@ its first review is saved."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import streamlit as st
 
 from dashboard import widgets
@@ -52,9 +50,9 @@ def load_case(case_id: str) -> CaseDetail | None:
         return None
 
 
-def review_panel(case_id: str, kind: str, reviewer: str | None, make_case: Callable[[], bool] | None = None) -> None:
-    """History of ``case_id`` and the review form. ``make_case`` creates the case from the open file when it
-    does not exist yet (returns whether it did)."""
+def review_panel(case_id: str, kind: str, reviewer: str | None, upload: widgets.SelectedInput | None = None) -> None:
+    """History of ``case_id`` and the review form. ``upload``, the open file, becomes the case on its first
+    review when it is not one yet."""
     st.subheader("Reviews")
     st.caption(
         f"Case `{case_id[:16]}` (SHA-256 of the file's bytes; the file name is never stored). Every reader sees "
@@ -71,8 +69,10 @@ def review_panel(case_id: str, kind: str, reviewer: str | None, make_case: Calla
     review = widgets.review_form(case_id, REVIEW_LABELS[kind])
     if review is None:
         return
-    if case is None and (make_case is None or not make_case()):
-        return
+    if case is None:
+        made = None if upload is None else call(client().upload_cases, [(upload.name, upload.data)])
+        if made is None or not made.cases:
+            return
     saved = call(
         client().review,
         case_id,

@@ -117,12 +117,9 @@ def cross_fit_probabilities(logits: np.ndarray, labels: np.ndarray, folds: np.nd
     return probs
 
 
-def cross_fit_calibration(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Method -> (ECE, Brier) of out-of-fold calibrated probabilities ("uncalibrated": the raw sigmoid)."""
-    return {
-        method: (expected_calibration_error(labels, prob), brier(labels, prob))
-        for method, prob in cross_fit_probabilities(logits, labels, folds).items()
-    }
+def calibration_figures(labels: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Method -> (ECE, Brier) of its out-of-fold probabilities (from :func:`cross_fit_probabilities`)."""
+    return {method: (expected_calibration_error(labels, prob), brier(labels, prob)) for method, prob in probs.items()}
 
 
 def cross_fit_conformal(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray, alpha: float) -> np.ndarray:
@@ -239,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     # -- calibration and conformal sets (validation patients) ---------------------------------------------
     z_val, y_val = every.logits[val], labels[val]
     folds = patient_folds([patient_id(paths[i]) for i in np.flatnonzero(val)], args.folds, args.seed)
-    figures = cross_fit_calibration(z_val, y_val, folds)
+    oof = cross_fit_probabilities(z_val, y_val, folds)  # fitted once: figures and reliability diagrams
+    figures = calibration_figures(y_val, oof)
     method: CalibrationMethod = (
         "isotonic"
         if figures["isotonic"][0] < figures["temperature"][0] and figures["isotonic"][1] < figures["temperature"][1]
@@ -297,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         dicom_flag_with_header=float(np.mean(with_header)) if with_header else 0.0,
         calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
         calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],
-        reliability={
-            m: reliability_curve(y_val, prob) for m, prob in cross_fit_probabilities(z_val, y_val, folds).items()
-        },
+        reliability={m: reliability_curve(y_val, prob) for m, prob in oof.items()},
         temperature=temperature,
         alpha=args.alpha,
         conformal=[

@@ -190,7 +190,8 @@ class MedLensClient:
         return self._request("GET", f"/v1/cases/{case_id}", CaseDetail)
 
     def review(self, case_id: str, review: ReviewIn) -> Review:
-        return self._request("POST", f"/v1/cases/{case_id}/reviews", Review, json=review.model_dump())
+        # not retried: each review is a new row of the trail, so a retry after a lost answer could add two
+        return self._request("POST", f"/v1/cases/{case_id}/reviews", Review, retry=False, json=review.model_dump())
 
     def delete_case(self, case_id: str, reviewer: str) -> Review:
         return self._request("DELETE", f"/v1/cases/{case_id}", Review, params={"reviewer": reviewer})
@@ -217,8 +218,7 @@ class MedLensClient:
             ) from exc
 
     def _send(self, method: str, path: str, retry: bool = True, **kwargs: Any) -> httpx.Response:
-        idempotent = method == "GET" or (method == "POST" and not path.endswith("/reviews"))
-        deadline = time.monotonic() + (self.retry_s if retry and idempotent else 0.0)
+        deadline = time.monotonic() + (self.retry_s if retry and method in ("GET", "POST") else 0.0)
         attempt = 0
         while True:
             try:

@@ -150,6 +150,21 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
+def pids_matching(pattern: str) -> list[int]:
+    """Processes whose command line matches ``pattern`` (``pgrep -f``), this one excluded."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if int(p) != os.getpid()]
+
+
+def rss_mb(pattern: str) -> float:
+    """Resident memory of every process matching ``pattern``, together, in MB."""
+    total = 0.0
+    for pid in pids_matching(pattern):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
+            total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    return total
+
+
 def kill_session(sid: int, grace_s: float = 20.0) -> None:
     """TERM every process of session ``sid``, wait up to ``grace_s``, then KILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

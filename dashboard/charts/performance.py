@@ -148,13 +148,8 @@ def confusion_figure(counts: Mapping[str, float], *, title: str, subtitle: str |
     return fig
 
 
-def calibration_figure(metrics: ModelMetrics) -> go.Figure:
-    """Reliability diagram: observed positive fraction vs mean predicted probability per bin (marker
-    size ~ cases in the bin), with the perfect-calibration diagonal."""
-    ev = metrics.evaluation
-    cal = ev.calibration
-    counts = np.asarray(cal.thresholds, dtype=float)
-    sizes = 8 + 22 * np.sqrt(counts / counts.max()) if counts.size and counts.max() > 0 else 10
+def reliability_axes() -> go.Figure:
+    """An empty reliability diagram: the perfect-calibration diagonal, probability axes on [0, 1]."""
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -166,6 +161,19 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
             hoverinfo="skip",
         )
     )
+    fig.update_xaxes(title_text="mean predicted probability", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="observed positive fraction", range=[-0.02, 1.02])
+    return fig
+
+
+def calibration_figure(metrics: ModelMetrics) -> go.Figure:
+    """Reliability diagram: observed positive fraction vs mean predicted probability per bin (marker
+    size ~ cases in the bin), with the perfect-calibration diagonal."""
+    ev = metrics.evaluation
+    cal = ev.calibration
+    counts = np.asarray(cal.thresholds, dtype=float)
+    sizes = 8 + 22 * np.sqrt(counts / counts.max()) if counts.size and counts.max() > 0 else 10
+    fig = reliability_axes()
     fig.add_trace(
         go.Scatter(
             x=cal.x,
@@ -185,8 +193,6 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
         height=460,
         legend="tl",
     )
-    fig.update_xaxes(title_text="mean predicted probability", range=[-0.02, 1.02])
-    fig.update_yaxes(title_text="observed positive fraction", range=[-0.02, 1.02])
     return fig
 
 
@@ -196,5 +202,6 @@ __all__ = [
     "confusion_figure",
     "operating_metrics",
     "pr_figure",
+    "reliability_axes",
     "roc_figure",
 ]

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.charts.common import BLUE, GREY, PURPLE, VERMILION, layout
+from dashboard.charts.performance import reliability_axes
 from models.trust_report import TrustReport
 
 _COLOURS = {"uncalibrated": GREY, "temperature": BLUE, "isotonic": VERMILION}
@@ -17,11 +18,7 @@ _COLOURS = {"uncalibrated": GREY, "temperature": BLUE, "isotonic": VERMILION}
 def reliability_figure(trust: TrustReport) -> go.Figure:
     """Reliability diagrams of the cross-fitted probabilities, one line per calibration method; the adopted
     one drawn solid and thick."""
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": GREY, "dash": "dash"}, name="perfect",
-                   hoverinfo="skip")
-    )  # fmt: skip
+    fig = reliability_axes()
     figures = {row.method: row for row in trust.calibration}
     for method, curve in trust.reliability.items():
         row = figures.get(method)
@@ -52,8 +49,6 @@ def reliability_figure(trust: TrustReport) -> go.Figure:
         height=460,
         legend="tl",
     )
-    fig.update_xaxes(title_text="mean predicted probability", range=[-0.02, 1.02])
-    fig.update_yaxes(title_text="observed positive fraction", range=[-0.02, 1.02])
     return fig
 
 

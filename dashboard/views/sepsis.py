@@ -154,13 +154,8 @@ def render() -> None:
         hashlib.sha256(selected.data).hexdigest(),
         "sepsis",
         widgets.reviewer_name(),
-        make_case=lambda: _make_case(selected),
+        upload=selected,
     )
-
-
-def _make_case(selected: widgets.SelectedInput) -> bool:
-    made = call(client().upload_cases, [(selected.name, selected.data)])
-    return made is not None and bool(made.cases)
 
 
 render()

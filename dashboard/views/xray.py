@@ -39,11 +39,6 @@ def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
     return display
 
 
-def _make_case(selected: widgets.SelectedInput) -> bool:
-    made = call(client().upload_cases, [(selected.name, selected.data)])
-    return made is not None and bool(made.cases)
-
-
 def render() -> None:
     st.title("Chest X-ray review")
     st.caption(
@@ -90,7 +85,7 @@ def render() -> None:
             else:
                 st.caption("DICOM header fields are hidden.")
     st.divider()
-    review_panel(cid, "xray", widgets.reviewer_name(), make_case=lambda: _make_case(selected))
+    review_panel(cid, "xray", widgets.reviewer_name(), upload=selected)
 
 
 render()

@@ -293,6 +293,12 @@ class CaseStore:
         """The worklist's columns per case, and its status as an SQL expression over the same aliases."""
         latest = self._latest()
         last = aliased(ReviewRow, name="last_review")
+        status = case(
+            (last.action != "review", "unreviewed"),
+            (last.verdict == "agree", "reviewed"),
+            (last.verdict == "disagree", "disagreed"),
+            else_="unreviewed",
+        )
         query = (
             select(
                 CaseRow.id,
@@ -309,22 +315,15 @@ class CaseStore:
                 func.coalesce(latest.c.n, 0).label("n_reviews"),
                 last.action.label("last_action"),
                 last.verdict.label("last_verdict"),
+                status.label("status"),
             )
             .outerjoin(latest, latest.c.case_id == CaseRow.id)
             .outerjoin(last, and_(last.id == latest.c.last_id))
-        )
-        status = case(
-            (last.action != "review", "unreviewed"),
-            (last.verdict == "agree", "reviewed"),
-            (last.verdict == "disagree", "disagreed"),
-            else_="unreviewed",
         )
         return query, status
 
     @staticmethod
     def _summary(row: Any) -> CaseSummary:
-        verdict = row.last_verdict if row.last_action == "review" else None
-        status = {"agree": "reviewed", "disagree": "disagreed"}.get(verdict or "", "unreviewed")
         return CaseSummary(
             id=row.id,
             kind=row.kind,
@@ -337,9 +336,9 @@ class CaseStore:
             in_distribution=row.in_distribution,
             uncertain=row.uncertain,
             synthetic=bool(row.synthetic),
-            status=status,
+            status=row.status,
             reviews=int(row.n_reviews or 0),
-            last_verdict=verdict,
+            last_verdict=row.last_verdict if row.last_action == "review" else None,
         )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.xray_io import (
     load_xray_file,
     patient_id,
 )
+from tests.hostile import png_claiming
 from tests.models.conftest import synthetic_xray
 
 
@@ -44,21 +43,6 @@ def jpeg_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", quality=95)
     return buf.getvalue()
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` 8-bit grayscale, with a few bytes of image data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 IDENTIFIERS = {
@@ -383,7 +367,7 @@ def test_unsupported_raster_format_is_named() -> None:
 @pytest.mark.parametrize("side", [10_000, 8_000])
 def test_huge_dimensions_are_refused_from_the_header(side: int) -> None:
     assert side * side > MAX_PIXELS
-    data = png_header_only(side, side)
+    data = png_claiming(side, side)
     assert len(data) < 200  # cheap: nothing is ever allocated for the claimed size
     with pytest.raises(PayloadTooLargeError) as info:
         load_xray_bytes(data, "huge.png")
@@ -395,7 +379,7 @@ def test_size_limit_holds_without_pillows_own_bomb_check(monkeypatch: pytest.Mon
     limit must still answer 413, not 'could not be decoded'."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(PayloadTooLargeError):
-        load_xray_bytes(png_header_only(10_000, 10_000), "huge.png")
+        load_xray_bytes(png_claiming(10_000, 10_000), "huge.png")
 
 
 def test_too_small_image_is_refused() -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 import uuid
 import zipfile
@@ -26,12 +25,13 @@ import pytest
 
 from serving.client import MedLensClient, ServingError
 from serving.schemas import ReviewIn
-from tests.conftest import TEST_CASE_DB, ServeServer
+from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
 
 PATIENT = "Zyxwvutsr^Qponmlkj"
 PATIENT_ID = "MRN-4711-XYZ"
+INGRESS = "ServeReplica:medlens:MedLensIngress"  # the replica that holds the case database
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +134,8 @@ def test_reviews_of_concurrent_readers_survive_a_restart(
 
     with ThreadPoolExecutor(4) as pool:
         assert sum(pool.map(reader, range(4))) == 100
-    pids = subprocess.run(["pgrep", "-f", "ServeReplica:medlens:MedLensIngress"], capture_output=True, text=True)
-    for pid in pids.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    for pid in pids_matching(INGRESS):
+        os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -266,15 +265,6 @@ def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClien
     assert within == sorted(within, reverse=True)
 
 
-def _ingress_rss_mb() -> float:
-    pids = subprocess.run(["pgrep", "-f", "ServeReplica:medlens:MedLensIngress"], capture_output=True, text=True)
-    total = 0.0
-    for pid in pids.stdout.split():
-        with open(f"/proc/{pid}/status") as fh:
-            total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
-    return total
-
-
 def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensClient) -> None:
     """Three rounds of the worst archives: the ingress's resident memory after them stays within 64 MB of
     where it was after the first round (its allocator's high-water mark), so nothing accumulates."""
@@ -285,6 +275,6 @@ def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensCli
             with pytest.raises(ServingError) as err:
                 client.upload_cases([("upload.zip", data)])
             assert err.value.status in (413, 422)
-        rss.append(_ingress_rss_mb())
+        rss.append(rss_mb(INGRESS))
     assert rss[0] > 0, "no ingress replica found"
     assert rss[-1] - rss[0] < 64, f"ingress RSS after each round: {rss} MB"

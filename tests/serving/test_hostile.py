@@ -5,7 +5,6 @@ memory after the corpus is within 150 MB of where it was after a first pass (not
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from serving.client import MedLensClient
+from tests.conftest import rss_mb
 from tests.hostile import Hostile, corpus
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(900)]
@@ -27,15 +27,6 @@ RSS_SLACK_MB = 150.0
 @pytest.fixture(scope="module")
 def items() -> list[Hostile]:
     return list(corpus())
-
-
-def _rss_mb(pattern: str) -> float:
-    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as fh:
-            total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
-    return total
 
 
 def _post(url: str, item: Hostile) -> tuple[httpx.Response, float]:
@@ -65,7 +56,7 @@ def first_pass(serving_url: str, items: list[Hostile]) -> Iterator[dict[str, flo
     for item in items:
         _post(serving_url, item)
     yield {
-        route: _rss_mb(f"ServeReplica:{name}") for route, name in (("xray", "pneumonia-cnn"), ("sepsis", "sepsis-lstm"))
+        route: rss_mb(f"ServeReplica:{name}") for route, name in (("xray", "pneumonia-cnn"), ("sepsis", "sepsis-lstm"))
     }
 
 
@@ -82,7 +73,7 @@ def test_the_replicas_memory_does_not_grow(
         for item in items:
             assert _post(serving_url, item)[0].status_code < 500, item.name
     after = {
-        route: _rss_mb(f"ServeReplica:{name}") for route, name in (("xray", "pneumonia-cnn"), ("sepsis", "sepsis-lstm"))
+        route: rss_mb(f"ServeReplica:{name}") for route, name in (("xray", "pneumonia-cnn"), ("sepsis", "sepsis-lstm"))
     }
     for route, before in first_pass.items():
         assert before > 0, f"no {route} replica found"

@@ -20,7 +20,7 @@ def trust() -> TrustReport:
 def test_reliability_figure_draws_every_method_and_marks_the_adopted_one(trust: TrustReport) -> None:
     fig = reliability_figure(trust)
     names = [t.name for t in fig.data]
-    assert names[0] == "perfect" and len(names) == 1 + len(trust.reliability) == 4
+    assert names[0] == "perfectly calibrated" and len(names) == 1 + len(trust.reliability) == 4
     adopted = next(r.method for r in trust.calibration if r.adopted)
     bold = [t for t in fig.data[1:] if t.line.width == 3]
     assert len(bold) == 1 and bold[0].name.startswith(f"{adopted} (adopted)")
