@@ -98,12 +98,14 @@ def isa_allowed(limit: str) -> tuple[str, ...] | None:
     wanted = limit.strip().upper()
     if not wanted or wanted in ("ALL", "DEFAULT"):
         return None
-    for level, allowed in _ISA_LEVELS:
-        if wanted == level or (wanted.startswith(level + "_") and "AMX" not in wanted and "BF16" not in wanted):
-            return allowed  # AVX2_VNNI, AVX2_VNNI_2: AVX2's flags
+    levels = dict(_ISA_LEVELS)
+    if wanted in levels:
+        return levels[wanted]
+    if wanted.startswith("AVX2_"):
+        return levels["AVX2"]  # AVX2_VNNI, AVX2_VNNI_2: no AVX-512
     if "AMX" in wanted:
         return RELEVANT_FLAGS
-    return _ISA_LEVELS[-1][1]  # AVX512_CORE_FP16, AVX10_*: everything but AMX
+    return levels["AVX512_CORE_BF16"]  # AVX512_CORE_FP16, AVX10_*: everything but AMX
 
 
 def this_machine() -> Machine:

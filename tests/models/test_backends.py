@@ -135,7 +135,14 @@ def test_cache_key_changes_with_the_machine_and_the_libraries(
 
 @pytest.mark.parametrize(
     ("limit", "bf16"),
-    [("AVX2", False), ("avx512_core_vnni", False), ("AVX512_CORE_BF16", True), ("ALL", True), ("", True)],
+    [
+        ("AVX2", False),
+        ("avx512_core_vnni", False),
+        ("AVX512_CORE_BF16", True),
+        ("AVX512_CORE_FP16", True),
+        ("ALL", True),
+        ("", True),
+    ],
 )
 def test_a_onednn_isa_limit_removes_the_flags_it_forbids(
     limit: str, bf16: bool, cnn_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -149,6 +156,7 @@ def test_a_onednn_isa_limit_removes_the_flags_it_forbids(
     assert machine.cpu == "Test EPYC"
     assert machine.bf16_native is bf16
     assert ("avx2" in machine.flags) and (machine.isa_limit != "") is (not bf16)
+    assert ("avx512_vnni" in machine.flags) is (limit.upper() not in ("AVX2",))  # VNNI's own level keeps VNNI
     if not bf16:  # the limit is part of the cache key, and said wherever the machine is described
         assert limit.upper() in machine.describe()
         unlimited = Machine(machine.cpu, ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"))
