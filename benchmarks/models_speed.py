@@ -105,9 +105,11 @@ def bench_model(
     device: torch.device,
     saved: dict[str, np.ndarray] | None = None,
     max_reps: int = 20,
+    weights: Path | None = None,
 ) -> tuple[list[Row], str, int]:
     """The rows of one model, the path ``auto`` chooses and how many inputs the agreement columns used."""
-    predictor = CATALOGUE[name].load(device=str(device), backend="torch-fp32")
+    predictor = CATALOGUE[name].load(weights, device=str(device), backend="torch-fp32")
+    label = name if weights is None else f"{name} ({weights})"
     spec = predictor.spec()
     batches = (1, 16, 32) if isinstance(predictor, SepsisPredictor) else (1, 16)
     agreement_inputs = _inputs(predictor, N_RADIOGRAPHS if isinstance(predictor, XrayPredictor) else N_RECORDS, saved)
@@ -123,23 +125,23 @@ def bench_model(
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             paths.append((ExecutionPath("onnxruntime", "CPUExecutionProvider"), "host CPU, no CUDA provider"))
-    for path, label in paths:
+    for path, note in paths:
         try:
             run = build_runner(spec, path, device, threads)
             out = run(*agreement_inputs)
         except Exception as exc:
             reason = str(exc).split(" (")[0].split(":")[0][:90].replace("|", "/")
-            rows.append((name, path.name, {}, float("nan"), float("nan"), f"cannot run: {reason}"))
+            rows.append((label, path.name, {}, float("nan"), float("nan"), f"cannot run: {reason}"))
             continue
         probs = 1.0 / (1.0 + np.exp(-spec.logits(out)[valid].astype(np.float64)))
         if reference is None:
             reference = probs
         same = float(np.mean((probs >= spec.threshold) == (reference >= spec.threshold)))
         speed = {b: b / time_runner(run, _inputs(predictor, b, saved), budget_s, max_reps) for b in batches}
-        rows.append((name, path.name, speed, same, float(np.max(np.abs(probs - reference))), label))
+        rows.append((label, path.name, speed, same, float(np.max(np.abs(probs - reference))), note))
     with tempfile.TemporaryDirectory() as cache:  # `auto` as a fresh replica would choose it here
         os.environ["MEDLENS_CACHE_DIR"] = cache
-        chosen = CATALOGUE[name].load(device=str(device), backend="auto").execution
+        chosen = CATALOGUE[name].load(weights, device=str(device), backend="auto").execution
     return rows, ExecutionPath(chosen.backend, chosen.variant).name, agreement_inputs[0].shape[0]
 
 
@@ -198,7 +200,24 @@ def main() -> int:
     parser.add_argument(
         "--save-inputs", type=Path, default=None, help="write the real inputs (from the data folder) here and stop"
     )
+    parser.add_argument("--models", nargs="+", default=list(CATALOGUE), choices=list(CATALOGUE), help="default: all")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="measure these checkpoints of a model side by side (default: the committed one), e.g. a single CNN "
+        "and an ensemble: cnn=runs/cnn_ens/m1 cnn=models/weights/cnn",
+    )
     args = parser.parse_args()
+    weights: dict[str, list[Path | None]] = {}
+    for item in args.weights:
+        name, _, directory = item.partition("=")
+        if name not in CATALOGUE or not directory:
+            parser.error(f"--weights {item}: expected NAME=DIR with NAME one of {', '.join(CATALOGUE)}")
+        weights.setdefault(name, []).append(Path(directory))
+    if args.cards and weights:
+        parser.error("--cards writes the committed checkpoints' tables: leave out --weights")
     if args.save_inputs is not None:
         save_inputs(args.save_inputs)
         return 0
@@ -218,6 +237,8 @@ def main() -> int:
             ("--max-reps", args.max_reps, 20),
             ("--inputs", args.inputs, None),
             ("--out", args.out, DEFAULT_OUT),
+            ("--models", " ".join(args.models), " ".join(CATALOGUE)),
+            ("--weights", " ".join(args.weights), ""),
         )
         if value != default
     )
@@ -255,8 +276,10 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
     ]
     counts: dict[str, int] = {}
-    for name in CATALOGUE:
-        rows, chosen, counts[name] = bench_model(name, args.threads, args.budget, machine, device, saved, args.max_reps)
+    for name, directory in ((n, d) for n in args.models for d in weights.get(n, [None])):
+        rows, chosen, counts[name] = bench_model(
+            name, args.threads, args.budget, machine, device, saved, args.max_reps, directory
+        )
         if args.cards:
             _write_card(name, rows, chosen, machine, args.threads)
         base = rows[0][2]
