@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelName
 from models.metrics import BinaryEvaluation
-from models.trust_report import TrustReport
+from models.trust_report import EnsembleReport, TrustReport
 
 if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
     from models.cards import ModelCard
@@ -91,6 +91,11 @@ class ModelMetrics(_Schema):
         "before and after (ECE, Brier, reliability diagrams), conformal coverage per class (cross-fitted on the "
         "validation patients)",
     )
+    ensemble: EnsembleReport | None = Field(
+        default=None,
+        description="a deep ensemble's study: every ensemble size on the validation patients (mean and standard "
+        "deviation over subsets of the trained members), the adoption rule and the size served",
+    )
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ModelMetrics:
@@ -102,6 +107,7 @@ class ModelMetrics(_Schema):
             threshold=card.threshold,
             evaluation=card.evaluation,
             trust=card.trust,
+            ensemble=card.ensemble,
         )
 
 

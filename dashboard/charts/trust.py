@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from dashboard.charts.common import BLUE, GREY, PURPLE, VERMILION, layout
 from dashboard.charts.performance import reliability_axes
-from models.trust_report import TrustReport
+from models.trust_report import EnsembleReport, TrustReport
 
 _COLOURS = {"uncalibrated": GREY, "temperature": BLUE, "isotonic": VERMILION}
 
@@ -82,3 +82,25 @@ def ood_table(trust: TrustReport) -> pd.DataFrame:
 
 
 __all__ = ["conformal_table", "ood_table", "reliability_figure"]
+
+
+def ensemble_table(report: EnsembleReport) -> pd.DataFrame:
+    """One row per ensemble size: mean ± standard deviation over every subset of that many members."""
+
+    def ms(value: tuple[float, float], digits: int = 3) -> str:
+        return f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
+
+    return pd.DataFrame(
+        [
+            {
+                "members": f"{row.size}{' (served)' if row.adopted else ''}",
+                "AUROC": ms(row.auroc, 4),
+                "Brier": ms(row.brier),
+                "ECE": ms(row.ece),
+                "specificity": ms(row.specificity),
+                "operating-point drift under shift": ms(row.drift),
+                "worst specificity under shift": ms(row.worst_specificity),
+            }
+            for row in report.rows
+        ]
+    )

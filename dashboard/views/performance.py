@@ -18,9 +18,9 @@ from dashboard.charts.performance import (
     pr_figure,
     roc_figure,
 )
-from dashboard.charts.trust import conformal_table, ood_table, reliability_figure
+from dashboard.charts.trust import conformal_table, ensemble_table, ood_table, reliability_figure
 from dashboard.charts.worklist import agreement_figure
-from models.trust_report import TrustReport
+from models.trust_report import EnsembleReport, TrustReport
 
 
 def render() -> None:
@@ -98,6 +98,8 @@ def render() -> None:
         st.caption(source)
     if metrics.trust is not None:
         _trust(metrics.trust)
+    if metrics.ensemble is not None:
+        _ensemble(metrics.ensemble)
     _on_reviewed_cases(infos[name].task_name)
 
 
@@ -119,6 +121,17 @@ def _trust(trust: TrustReport) -> None:
             f"Measured {trust.measured} with `{trust.command}` on {trust.machine}. Coverage holds on radiographs like "
             "the validation patients; no guarantee for other populations."
         )
+
+
+def _ensemble(report: EnsembleReport) -> None:
+    """What more networks buy: every ensemble size measured on the validation patients, the one served."""
+    st.subheader("Deep ensemble: what more networks buy")
+    st.table(ensemble_table(report).set_index("members"))
+    st.caption(
+        f"{report.rule} Drift: how far sensitivity plus specificity move when the radiographs are re-encoded, "
+        f"blurred, sharpened, re-windowed, cropped or padded. Measured {report.measured} with `{report.command}` on "
+        f"{report.machine}."
+    )
 
 
 def _kappa(value: float | None) -> str:

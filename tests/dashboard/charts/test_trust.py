@@ -36,3 +36,21 @@ def test_tables_show_coverage_per_class_and_each_ood_score(trust: TrustReport) -
     assert table["radiographs"].sum() == trust.n_validation
     ood = ood_table(trust)
     assert len(ood) == len(trust.ood) and ood["score"].str.contains("adopted").sum() == 1
+
+
+def test_the_ensemble_table_has_one_row_per_size_and_marks_the_served_one() -> None:
+    from dashboard.charts.trust import ensemble_table
+    from models.trust_report import EnsembleReport, EnsembleRow
+
+    def row(size: int, adopted: bool) -> EnsembleRow:
+        return EnsembleRow(size=size, subsets=4 - size, auroc=(0.99, 0.001), brier=(0.05, 0.002), ece=(0.04, 0.01),
+                           specificity=(0.95, 0.01), drift=(0.06 - 0.01 * size, 0.005),
+                           worst_specificity=(0.9, 0.02), adopted=adopted)  # fmt: skip
+
+    report = EnsembleReport(measured="now", command="python -m models.ensemble", machine="cpu", members=["a", "b", "c"],
+                            n_validation=775, rule="rule", rows=[row(1, False), row(2, True), row(3, False)],
+                            spread=0.02)  # fmt: skip
+    table = ensemble_table(report)
+    assert list(table["members"]) == ["1", "2 (served)", "3"]
+    assert table.loc[1, "operating-point drift under shift"] == "0.040 ± 0.005"
+    assert table.loc[0, "AUROC"] == "0.9900 ± 0.0010"
