@@ -7,7 +7,7 @@ python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
-       ``EnsembleStd|EnsembleMin|EnsembleMax`` (the fold members' spread, a checkpoint of several members)
+       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members)
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: 
     columns = [[f"{p:.6f}" for p in prob], [str(int(p >= threshold)) for p in prob]]
     extra = {
         "CalibratedProbability": assessment.calibrated_probability,
-        "EnsembleStd": assessment.member_std,
-        "EnsembleMin": assessment.member_min,
-        "EnsembleMax": assessment.member_max,
+        "Spread": assessment.member_std,
+        "MemberMin": assessment.member_min,
+        "MemberMax": assessment.member_max,
     }
     for name, values in extra.items():
         if values is not None:

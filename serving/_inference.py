@@ -314,9 +314,9 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
                     probability=prob,
                     label=int(prob >= threshold),
                     calibrated_probability=_at(output.calibrated_probability, t),
-                    ensemble_std=_at(output.member_std, t),
-                    ensemble_min=_at(output.member_min, t),
-                    ensemble_max=_at(output.member_max, t),
+                    spread=_at(output.member_std, t),
+                    member_min=_at(output.member_min, t),
+                    member_max=_at(output.member_max, t),
                     top_features=top,
                 )
             )

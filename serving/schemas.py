@@ -172,15 +172,15 @@ class HourRisk(_Schema):
         description="the risk calibrated on the out-of-fold hours of the training stays (null: uncalibrated "
         "checkpoint); for reading as a frequency, not for the alert",
     )
-    ensemble_std: float | None = Field(
+    spread: float | None = Field(
         default=None,
         ge=0.0,
         description="standard deviation of the fold members' probabilities this hour (null: a single network)",
     )
-    ensemble_min: float | None = Field(
+    member_min: float | None = Field(
         default=None, ge=0.0, le=1.0, description="lowest fold member's probability this hour (<= `probability`)"
     )
-    ensemble_max: float | None = Field(
+    member_max: float | None = Field(
         default=None, ge=0.0, le=1.0, description="highest fold member's probability this hour (>= `probability`)"
     )
     top_features: list[FeatureContribution] | None = None

@@ -74,13 +74,13 @@ def measured_fraction(vitals: pd.DataFrame) -> float:
 def spread_band(prediction: SepsisPrediction) -> tuple[list[int], list[float], list[float]] | None:
     """(hours, lowest member, highest member) of the fold-ensemble spread; None when the answer has none
     (a single network, or a server before API 1.3)."""
-    hours = [h for h in prediction.hours if h.ensemble_min is not None and h.ensemble_max is not None]
+    hours = [h for h in prediction.hours if h.member_min is not None and h.member_max is not None]
     if not hours:
         return None
     return (
         [h.hour for h in hours],
-        [float(h.ensemble_min or 0.0) for h in hours],
-        [float(h.ensemble_max or 0.0) for h in hours],
+        [float(h.member_min or 0.0) for h in hours],
+        [float(h.member_max or 0.0) for h in hours],
     )
 
 

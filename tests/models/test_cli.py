@@ -181,7 +181,7 @@ def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, t
     predictor = SepsisPredictor("lstm", lstm_weights, device="cpu")
     header = ["PredictedProbability", "PredictedLabel"]  # the challenge's columns first (read by name)
     header += ["CalibratedProbability"] if predictor.trust is not None else []
-    header += ["EnsembleStd", "EnsembleMin", "EnsembleMax"]  # every checkpoint here holds fold members
+    header += ["Spread", "MemberMin", "MemberMax"]  # every checkpoint here holds fold members
     for name in names:
         written = (out / name).read_text().splitlines()
         assert written[0] == "|".join(header)
@@ -195,7 +195,7 @@ def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, t
             assert 0.0 < prob < 1.0, line
             assert label in (0, 1) and _label_agrees(prob, label, predictor.threshold), line
             assert prob == pytest.approx(float(reference), abs=SAME)
-            low, high, std = float(row["EnsembleMin"]), float(row["EnsembleMax"]), float(row["EnsembleStd"])
+            low, high, std = float(row["MemberMin"]), float(row["MemberMax"]), float(row["Spread"])
             assert low - 1e-6 <= prob <= high + 1e-6 and std >= 0, line
             assert assessed.member_std is not None and std == pytest.approx(float(assessed.member_std[t]), abs=SAME)
             if assessed.calibrated_probability is not None:
