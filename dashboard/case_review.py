@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.worklist import history_table
-from dashboard.charts.xray import shown_label, trust_line
+from dashboard.charts.xray import ensemble_line, shown_label, trust_line
 from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
 
 
@@ -38,6 +38,9 @@ def show_trust(pred: XrayPrediction) -> None:
     line = trust_line(pred)
     if line:
         st.caption(line)
+    members = ensemble_line(pred)
+    if members:
+        st.caption(members)
 
 
 def load_case(case_id: str) -> CaseDetail | None:

@@ -134,6 +134,19 @@ def bf16_native(device: torch.device, machine: Machine | None = None) -> bool:
     return (machine or this_machine()).bf16_native
 
 
+def where(device: torch.device, machine: Machine) -> str:
+    """The CPU, or the GPU (by name) and the host CPU: what a choice was measured on."""
+    if device.type == "cpu":
+        return machine.describe()
+    return f"{device_name(device)} ({device}) on {machine.describe()}"
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the GPU's name (``NVIDIA H200``): part of the cache key, so a choice made on one card is not
+    reused on another."""
+    return str(device) if device.type == "cpu" else str(torch.cuda.get_device_name(device))
+
+
 def onnxruntime_version() -> str | None:
     try:
         import onnxruntime
@@ -294,6 +307,12 @@ def _onnx_runner(spec: ModelSpec, provider: str, threads: int) -> Runner:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     session = ort.InferenceSession(model, options, providers=[provider])
+    if provider not in session.get_providers():  # ORT falls back to the CPU when a provider fails to load
+        raise BackendError(
+            f"ONNX Runtime could not start its {provider} here (the session runs on "
+            f"{', '.join(session.get_providers())}): "
+            "check the CUDA / cuDNN libraries onnxruntime-gpu needs, or choose another backend."
+        )
     wanted = [i.name for i in session.get_inputs()]  # an unused input (the LSTM's mask) is dropped
 
     def run(*inputs: torch.Tensor) -> np.ndarray:
@@ -459,7 +478,7 @@ def choose(
         measured=measured,
         requested=requested,
         cached=False,
-        machine=machine.describe() if device.type == "cpu" else f"{device} on {machine.describe()}",
+        machine=where(device, machine),
     )
     write_cache(key, choice)
     logger.info("%s runs on %s (%s)", spec.name, path.name, _summary(measured))
@@ -493,7 +512,7 @@ def _explicit(
         measured=[],
         requested=requested,
         cached=False,
-        machine=machine.describe(),
+        machine=where(device, machine),
         note=note,
     )
     return choice, run
@@ -555,7 +574,7 @@ def cache_key(spec: ModelSpec, device: torch.device, threads: int, machine: Mach
         "cpu": machine.cpu,
         "flags": list(machine.flags),
         "isa_limit": machine.isa_limit,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
         "threads": threads,
         "torch": torch.__version__,
         "onnxruntime": ort_version,

@@ -40,7 +40,7 @@ from models.calibration import (
 from models.cards import read_card, write_card
 from models.catalogue import entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
-from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
+from models.cnn import CnnConfig, CnnModel, build_cnn, to_tensor
 from models.config import data_paths
 from models.metrics import expected_calibration_error, reliability_curve
 from models.ood import (
@@ -78,23 +78,23 @@ SIMPLICITY: tuple[OodMethod, ...] = ("energy", "mahalanobis", "pixel_stats")
 class Scored:
     """The fp32 model's view of a set of images."""
 
-    logits: np.ndarray  # (N,)
-    pooled: np.ndarray  # (N, C)
+    logits: np.ndarray  # (N,) the members' mean logit
+    pooled: np.ndarray  # (N, K*C) every member's pooled features side by side
     pixels: np.ndarray  # (N, N_PIXEL_STATS)
 
 
 @torch.inference_mode()
-def score_images(model: PneumoniaCNN, images: list[np.ndarray], batch_size: int = 64) -> Scored:
+def score_images(model: CnnModel, images: list[np.ndarray], batch_size: int = 64) -> Scored:
     """(H, W) [0, 1] images -> logits, pooled features and pixel statistics from torch fp32."""
     logits, pooled, stats = [], [], []
     for start in range(0, len(images), batch_size):
         x = to_tensor(images[start : start + batch_size], model.config)  # (b, 1, S, S)
-        p = model.pooled(x)  # (b, C)
-        logits.append(model.head(p).squeeze(-1).numpy())
+        p = model.pooled(x)  # (b, K*C)
+        logits.append(model.member_logits(p).mean(dim=1).numpy())
         pooled.append(p.numpy())
         stats.append(pixel_statistics(x).numpy())
     if not images:
-        c = model.config.widths[-1]
+        c = model.config.widths[-1] * len(model.members)
         return Scored(np.empty(0), np.empty((0, c)), np.empty((0, 10)))
     return Scored(np.concatenate(logits), np.concatenate(pooled), np.concatenate(stats))
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     cnn_state = {k: v for k, v in state.items() if not k.startswith("ood_head.")}
-    model = PneumoniaCNN(CnnConfig.model_validate(meta.config))
+    model = build_cnn(CnnConfig.model_validate(meta.config))
     model.load_state_dict(cnn_state)
     model.eval()
     items = labelled_images(data)

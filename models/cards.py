@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from models.catalogue import ModelName
 from models.checkpoint import CARD_JSON, CARD_MD
 from models.metrics import BinaryEvaluation
-from models.trust_report import SepsisTrustReport, TrustReport
+from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 XRAY_SOURCE = (
     "Kermany, Zhang, Goldbaum et al., Cell 2018, 'Chest X-Ray Images (Pneumonia)', Mendeley Data v2 "
@@ -72,6 +72,7 @@ class ModelCard(BaseModel):
     limitations: list[str]
     speed: SpeedTable | None = None
     trust: TrustReport | SepsisTrustReport | None = None
+    ensemble: EnsembleReport | None = None
 
 
 def write_card(directory: Path, card: ModelCard) -> None:
@@ -137,11 +138,41 @@ n = {ev.n} ({ev.n_positive} positive), at the operating threshold:
 
 Confusion matrix: TN {c.tn}, FP {c.fp}, FN {c.fn}, TP {c.tp}.
 
-{_speed_section(card.speed)}{_trust_section(card.trust)}## Intended use
+{_ensemble_section(card.ensemble)}{_speed_section(card.speed)}{_trust_section(card.trust)}## Intended use
 {card.intended_use}
 
 ## Limitations
 {limits}
+"""
+
+
+def _ensemble_section(report: EnsembleReport | None) -> str:
+    if report is None:
+        return ""
+
+    def ms(v: tuple[float, float]) -> str:
+        return f"{v[0]:.4f} ± {v[1]:.4f}"
+
+    rows = "\n".join(
+        f"| {r.size}{' (adopted)' if r.adopted else ''} | {r.subsets} | {ms(r.auroc)} | {ms(r.brier)} | {ms(r.ece)} | "
+        f"{ms(r.specificity)} | {ms(r.drift)} | {ms(r.worst_specificity)} |"
+        for r in report.rows
+    )
+    members = "\n".join(f"- {m}" for m in report.members)
+    return f"""## Deep ensemble
+Measured {report.measured} on {report.machine}: `{report.command}`. Members (same patient split, different
+seeds for initialisation, batch order and augmentation):
+{members}
+
+{report.rule} Each row: mean ± standard deviation over every subset of that many members, on the
+{report.n_validation} validation radiographs, each subset at its own threshold; drift: mean over the
+acquisition shifts of models/shifts.py of the change of sensitivity plus the change of specificity.
+Mean spread (standard deviation of the adopted members' probabilities) per radiograph: {report.spread:.4f}.
+
+| members | subsets | AUROC | Brier | ECE | specificity | operating-point drift | worst specificity under shift |
+|---|---|---|---|---|---|---|---|
+{rows}
+
 """
 
 

@@ -22,6 +22,7 @@ class CnnConfig(BaseModel):
     widths: tuple[int, ...] = (32, 48, 96, 160, 256)
     blocks: tuple[int, ...] = (1, 1, 2, 1)
     dropout: float = 0.2
+    members: int = Field(1, ge=1, description="deep ensemble: networks of this architecture, mean logit")
     mean: float = Field(0.48, description="pixel mean after scaling to [0, 1] (training set)")
     std: float = Field(0.24, description="pixel standard deviation (training set)")
 
@@ -73,8 +74,53 @@ class PneumoniaCNN(nn.Module):
         """Penultimate features: the last stage averaged over space, what the head reads."""
         return self.features(x).mean(dim=(2, 3))  # (batch, C)
 
+    def member_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(batch, C) pooled features -> (batch, 1): the one member's logit (as :class:`CnnEnsemble`)."""
+        return self.head(pooled)  # (batch, 1)
+
+    @property
+    def members(self) -> list[PneumoniaCNN]:
+        return [self]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(x)).squeeze(-1)  # (batch,)
+
+
+class CnnEnsemble(nn.Module):
+    """Deep ensemble of K :class:`PneumoniaCNN` trained with different seeds on one patient split:
+    (batch, 1, S, S) normalised image -> (batch,) mean of the members' pneumonia logits.
+
+    State-dict keys ``members.<k>.``; ``config.members`` = K. Same interface as one network: ``pooled``
+    (the members' features side by side), ``member_logits`` and ``members``."""
+
+    def __init__(self, config: CnnConfig) -> None:
+        super().__init__()
+        self.config = config
+        single = config.model_copy(update={"members": 1})
+        self.nets = nn.ModuleList(PneumoniaCNN(single) for _ in range(config.members))
+
+    @property
+    def members(self) -> list[PneumoniaCNN]:
+        return [m for m in self.nets if isinstance(m, PneumoniaCNN)]
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.pooled(x) for m in self.members], dim=1)  # (batch, K*C)
+
+    def member_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(batch, K*C) -> (batch, K): each member's head on its own slice of the features."""
+        parts = pooled.chunk(len(self.members), dim=1)  # K x (batch, C)
+        return torch.cat([m.head(p) for m, p in zip(self.members, parts, strict=True)], dim=1)  # (batch, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member_logits(self.pooled(x)).mean(dim=1)  # (batch,)
+
+
+CnnModel = PneumoniaCNN | CnnEnsemble
+
+
+def build_cnn(config: CnnConfig) -> CnnModel:
+    """The network a checkpoint's config describes: one CNN, or an ensemble when ``config.members`` > 1."""
+    return PneumoniaCNN(config) if config.members == 1 else CnnEnsemble(config)
 
 
 def resize_gray(pixels: np.ndarray, size: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from models.cards import ModelCard, read_card
 from models.catalogue import BACKENDS, MODEL_NAMES, BackendName, ModelEntry
 from models.catalogue import entry as catalogue_entry
 from models.checkpoint import CARD_JSON, CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
-from models.cnn import CnnConfig, PneumoniaCNN, to_tensor
+from models.cnn import CnnConfig, build_cnn, to_tensor
 from models.errors import WeightsError
 from models.ood import OodHead, TrustedCNN, header_reason
 from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
@@ -137,7 +137,7 @@ class XrayPredictor(Predictor):
     ) -> None:
         super().__init__(entry or catalogue_entry("cnn"), weights, device, backend)
         self.config = CnnConfig.model_validate(self.meta.config)
-        self.model = PneumoniaCNN(self.config)
+        self.model = build_cnn(self.config)
         head_state = {k.removeprefix("ood_head."): v for k, v in self._state.items() if k.startswith("ood_head.")}
         self.model.load_state_dict({k: v for k, v in self._state.items() if not k.startswith("ood_head.")})
         self.model.eval().to(self.device)
@@ -175,8 +175,19 @@ class XrayPredictor(Predictor):
             batch_sizes=self.batch_sizes,
             image=True,
             checkpoint=self.weights_dir / CHECKPOINT_FILE,
-            outputs=("logit",) if self.trust is None else ("logit", "ood_score"),
+            outputs=self._outputs(),
         )
+
+    @property
+    def n_members(self) -> int:
+        """Networks in the checkpoint: 1, or K for a deep ensemble (the prediction is their mean logit)."""
+        return self.config.members
+
+    def _outputs(self) -> tuple[str, ...]:
+        if self.trust is None:
+            return ("logit",)
+        members = tuple(f"member_{k}" for k in range(self.n_members)) if self.n_members > 1 else ()
+        return ("logit", "ood_score", *members)
 
     def decode(self, data: bytes, filename: str) -> XrayImage:
         return load_xray_bytes(data, filename)
@@ -206,9 +217,10 @@ class XrayPredictor(Predictor):
         if not images:
             return []
         pixels = [im.pixels if isinstance(im, XrayImage) else im for im in images]
-        out = self._run(to_tensor(pixels, self.config))  # (batch, 2): logit, ood_score
+        out = self._run(to_tensor(pixels, self.config))  # (batch, 2 [+ K]): logit, ood_score[, member logits]
         logits, scores = out[:, 0].astype(np.float64), out[:, 1].astype(np.float64)
         prob = 1.0 / (1.0 + np.exp(-logits))
+        member_prob = 1.0 / (1.0 + np.exp(-out[:, 2:].astype(np.float64))) if self.n_members > 1 else prob[:, None]
         calibrated = trust.calibration(logits)
         sets = trust.sets(logits, list(self.meta.labels), self.alpha)
         results = []
@@ -231,19 +243,24 @@ class XrayPredictor(Predictor):
                     in_distribution=not reasons,
                     ood_score=float(scores[i]),
                     ood_reason="; ".join(reasons) or None,
+                    member_probabilities=tuple(float(v) for v in member_prob[i]),
                 )
             )
         return results
 
     def explain(self, image: np.ndarray) -> np.ndarray:
-        """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``."""
+        """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``; for an
+        ensemble, the mean of the members' maps (each member's logit at its own last stage)."""
         x = to_tensor([image], self.config).to(self.device)  # (1, 1, S, S)
         from captum.attr import LayerGradCam  # imported on first use: replicas start faster without it
 
-        cam = LayerGradCam(self.model, self.model.target_layer)
-        with torch.enable_grad():
-            attribution = cam.attribute(x, relu_attributions=True)  # (1, 1, s, s)
-        up = F.interpolate(attribution.detach().float(), size=image.shape, mode="bilinear", align_corners=False)
+        maps = []
+        for member in self.model.members:
+            cam = LayerGradCam(member, member.target_layer)
+            with torch.enable_grad():
+                maps.append(cam.attribute(x, relu_attributions=True).detach().float())  # (1, 1, s, s)
+        attribution = torch.stack(maps).mean(dim=0)  # (1, 1, s, s)
+        up = F.interpolate(attribution, size=image.shape, mode="bilinear", align_corners=False)
         heat: np.ndarray = up[0, 0].clamp_min(0).cpu().numpy()
         top = float(heat.max())
         return (heat / top).astype(np.float32) if top > 0 else heat.astype(np.float32)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.cnn import PneumoniaCNN
+from models.cnn import CnnModel
 
 OodMethod = Literal["mahalanobis", "energy", "pixel_stats"]
 OOD_METHODS: tuple[OodMethod, ...] = ("mahalanobis", "energy", "pixel_stats")
@@ -175,28 +175,34 @@ class OodHead(nn.Module):
 
 
 class TrustedCNN(nn.Module):
-    """(batch, 1, S, S) normalised image -> (batch, 2): column 0 the pneumonia logit, column 1 the OOD score
-    of ``method`` (one forward pass; what every execution path runs once a checkpoint is calibrated)."""
+    """(batch, 1, S, S) normalised image -> (batch, 2) or, for an ensemble of K > 1, (batch, 2 + K):
+    column 0 the pneumonia logit (the members' mean), column 1 the OOD score of ``method``, then each
+    member's logit (one forward pass; what every execution path runs once a checkpoint is calibrated)."""
 
-    def __init__(self, cnn: PneumoniaCNN, method: OodMethod, head: OodHead | None) -> None:
+    def __init__(self, cnn: CnnModel, method: OodMethod, head: OodHead | None) -> None:
         super().__init__()
         if method != "energy" and head is None:
             raise ValueError(f"the {method} OOD score needs its fitted head")
         self.cnn = cnn
         self.method = method
         self.ood_head = head
+        self.n_members = len(cnn.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.cnn.pooled(x)  # (batch, C)
-        logit = self.cnn.head(pooled).squeeze(-1)  # (batch,)
+        pooled = self.cnn.pooled(x)  # (batch, K*C)
+        members = self.cnn.member_logits(pooled).float()  # (batch, K)
+        logit = members.mean(dim=1)  # (batch,)
         if self.method == "energy":
             with torch.autocast(x.device.type, enabled=False):
-                score = -torch.logaddexp(torch.zeros_like(logit.float()), logit.float())
+                score = -torch.logaddexp(torch.zeros_like(logit), logit)
         else:
             assert self.ood_head is not None
             values = pooled if self.method == "mahalanobis" else pixel_statistics(x)
             score = self.ood_head(values)
-        return torch.stack([logit.float(), score.float()], dim=1)  # (batch, 2)
+        columns = [logit, score.float()]
+        if self.n_members > 1:
+            columns.extend(members.unbind(dim=1))
+        return torch.stack(columns, dim=1)  # (batch, 2) or (batch, 2 + K)
 
 
 __all__ = [

@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="cnn: seed of the patient split (default: --seed); ensemble members share one split",
+    )
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="cnn: share of patients held out")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
@@ -76,11 +82,13 @@ def _train_cnn(args: argparse.Namespace) -> int:
         target_sensitivity=args.target_sensitivity,
         config=config,
         limit=args.limit,
+        split_seed=args.split_seed,
     )
     from models.cards import XRAY_SOURCE, ModelCard, write_card
     from models.metrics import binary_evaluation
 
     meta = result.meta
+    split_seed = args.seed if args.split_seed is None else args.split_seed
     evaluation = binary_evaluation(result.y_val, result.prob_val, meta.threshold)
     card = ModelCard(
         name="cnn",
@@ -92,7 +100,7 @@ def _train_cnn(args: argparse.Namespace) -> int:
         split=(
             f"patient-level split of the training folder: {result.n_train} training images, "
             f"{result.n_val} validation images from {result.n_val_patients} held-out patients "
-            f"({args.val_fraction:.0%} of patients per class, seed {args.seed})"
+            f"({args.val_fraction:.0%} of patients per class, seed {split_seed})"
         ),
         command=_command_line(),
         seed=args.seed,

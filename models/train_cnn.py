@@ -178,16 +178,19 @@ def train_cnn(
     target_sensitivity: float,
     config: CnnConfig,
     limit: int | None = None,
+    split_seed: int | None = None,
 ) -> CnnTrainResult:
+    """Train one CNN. ``seed`` drives initialisation, batch order and augmentation; ``split_seed``
+    (default: ``seed``) chooses the held-out patients, so ensemble members share one validation split."""
     seed_everything(seed)
     started = time.time()
     items = labelled_images(data)
     if limit:
-        rng = random.Random(seed)
+        rng = random.Random(seed if split_seed is None else split_seed)  # the data, like the split
         items = rng.sample(items, min(limit, len(items)))
     paths = [p for p, _ in items]
     images, labels = load_cache(items)
-    val_mask = patient_split(paths, labels, val_fraction, seed)
+    val_mask = patient_split(paths, labels, val_fraction, seed if split_seed is None else split_seed)
     x_train, y_train = images[~val_mask], labels[~val_mask]
     x_val, y_val = images[val_mask], labels[val_mask]
     sample = x_train[:: max(1, len(x_train) // 500)].astype(np.float32) / 255.0

@@ -74,6 +74,13 @@ class XrayAssessment:
     in_distribution: bool  # False: not like the training radiographs (image score or DICOM header)
     ood_score: float  # higher = farther from the training radiographs; compare with ood_threshold
     ood_reason: str | None  # why it is out of distribution (None when in distribution)
+    #: each ensemble member's probability of pneumonia (one entry for a single CNN)
+    member_probabilities: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> float:
+        """Standard deviation of the members' probabilities (0 for a single CNN): how much they disagree."""
+        return float(np.std(self.member_probabilities)) if len(self.member_probabilities) > 1 else 0.0
 
     @property
     def uncertain(self) -> bool:

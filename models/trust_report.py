@@ -113,4 +113,47 @@ class SepsisTrustReport(BaseModel):
     spread_p90: float
 
 
-__all__ = ["CalibrationRow", "ConformalRow", "OodRow", "OutOfFoldCheck", "SepsisTrustReport", "TrustReport"]
+class EnsembleRow(BaseModel):
+    """Ensembles of ``size`` members: each figure the mean (and standard deviation) over every subset of
+    that many of the trained members, on the validation patients, each subset at its own threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    subsets: int
+    auroc: tuple[float, float]  # (mean, std) over subsets
+    brier: tuple[float, float]  # raw probabilities (before calibration)
+    ece: tuple[float, float]
+    specificity: tuple[float, float]  # at the subset's own threshold (sensitivity rule)
+    #: mean over the acquisition shifts (models/shifts.py) of |change of sensitivity| + |change of
+    #: specificity| at the unshifted threshold: how far the operating point moves
+    drift: tuple[float, float]
+    worst_specificity: tuple[float, float]  # the lowest specificity under any shift
+    adopted: bool
+
+
+class EnsembleReport(BaseModel):
+    """What ``python -m models.ensemble`` measured before choosing how many members to serve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured: str
+    command: str
+    machine: str
+    members: list[str]  # each trained member: its training command and time
+    n_validation: int
+    rule: str
+    rows: list[EnsembleRow]
+    spread: float  # mean over validation radiographs of the adopted members' probability std
+
+
+__all__ = [
+    "CalibrationRow",
+    "ConformalRow",
+    "EnsembleReport",
+    "EnsembleRow",
+    "OodRow",
+    "OutOfFoldCheck",
+    "SepsisTrustReport",
+    "TrustReport",
+]

@@ -28,13 +28,16 @@ export RAY_TMPDIR="${TMPDIR:-/tmp}/medlens-ray-$(id -u)"
 mkdir -p "$RAY_TMPDIR"
 # MedLens's own single-machine Ray, in its own process session, without what one machine does not use:
 # Ray's web dashboard (about 1 GB of processes on a 2-core machine; the dashboard's Service page shows
-# replicas and requests), the autoscaler monitor (no nodes to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked
-# as .run/ray-logs). `serve run --non-blocking` deploys ray_config.yaml and exits; the applications live
-# in the Ray cluster until it is stopped.
-setsid bash -c ".venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false --no-monitor \
+# replicas and requests), the Ray Client server (serving/_ray_start.py), the autoscaler monitor (no nodes
+# to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked
+# as .run/ray-logs). `python -m serving.launch` deploys ray_config.yaml as `serve run --non-blocking` would,
+# building the four applications in its own process instead of in four fresh Ray workers (start-up
+# seconds on 2 cores; serving/launch.py), and exits; the applications live in the Ray cluster until it
+# is stopped.
+setsid bash -c "RAY_START_HOOK=serving._ray_start.single_machine .venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false --no-monitor \
   --include-log-monitor false \
   --disable-usage-stats --num-cpus \$(nproc) >.run/ray.log 2>&1 \
-  && .venv/bin/serve run --non-blocking --address auto ray_config.yaml && exec sleep infinity" \
+  && .venv/bin/python -m serving.launch ray_config.yaml --address auto && exec sleep infinity" \
   >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!
 ln -sfn "$RAY_TMPDIR/ray/session_latest/logs" .run/ray-logs

@@ -267,6 +267,10 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             in_distribution=assessment.in_distribution if assessment else None,
             ood_score=assessment.ood_score if assessment else None,
             ood_reason=assessment.ood_reason if assessment else None,
+            member_probabilities=list(assessment.member_probabilities)
+            if assessment and len(assessment.member_probabilities) > 1
+            else None,
+            spread=assessment.spread if assessment and len(assessment.member_probabilities) > 1 else None,
             heatmap_png=None if explanation is None else encode_gray_png(explanation),
             preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,

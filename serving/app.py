@@ -548,25 +548,40 @@ def _deployment(cls: type) -> Deployment:
     return cast(Deployment, cls)  # @serve.deployment turned the class into a Deployment; mypy sees the class
 
 
+def ingress_deployment(args: ServingArgs) -> Deployment:
+    """The ``medlens`` application's one deployment (checks the weights first)."""
+    check_weights(args.weights_dirs())
+    return _deployment(MedLensIngress)
+
+
+def model_deployment(args: ServingArgs) -> Deployment:
+    """The one deployment of catalogue model ``args.model``, named ``<task>-<architecture>``."""
+    if args.model is None:
+        raise ValueError("build_model_app needs `args.model`: one of " + ", ".join(MODEL_NAMES))
+    model = catalogue_entry(args.model)
+    check_weights({model.name: args.weights_dir(model.name)})
+    return _deployment(_SERVERS[model.task.input_kind]).options(name=model.serving_name)
+
+
 def build_app(args: ServingArgs) -> Application:
     """The ``medlens`` application (prefix ``/``): health, models, metrics, service statistics, API document.
     Ray Serve validates the YAML ``args`` into :class:`ServingArgs` (unknown keys are refused)."""
-    check_weights(args.weights_dirs())
-    return _deployment(MedLensIngress).bind(args)
+    return ingress_deployment(args).bind(args)
 
 
 def build_model_app(args: ServingArgs) -> Application:
     """The application of catalogue model ``args.model`` (prefix: its ``route_prefix``), deployed as
     ``<task>-<architecture>``."""
-    if args.model is None:
-        raise ValueError("build_model_app needs `args.model`: one of " + ", ".join(MODEL_NAMES))
-    model = catalogue_entry(args.model)
-    check_weights({model.name: args.weights_dir(model.name)})
-    server = _deployment(_SERVERS[model.task.input_kind])
-    return server.options(name=model.serving_name).bind(args)
+    return model_deployment(args).bind(args)
+
+
+#: Each application builder of ray_config.yaml's ``import_path`` -> its one deployment, unbound
+#: (serving/launch.py applies the YAML's deployment options, then binds the args).
+DEPLOYMENT_OF = {"build_app": ingress_deployment, "build_model_app": model_deployment}
 
 
 __all__ = [
+    "DEPLOYMENT_OF",
     "ImageModelServer",
     "MedLensIngress",
     "SeriesModelServer",
@@ -574,4 +589,6 @@ __all__ = [
     "build_app",
     "build_model_app",
     "fastapi_app",
+    "ingress_deployment",
+    "model_deployment",
 ]

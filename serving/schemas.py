@@ -139,6 +139,16 @@ class XrayPrediction(_Schema):
         default=None, description="distance from the training radiographs (higher: farther)"
     )
     ood_reason: str | None = Field(default=None, description="why the input is out of distribution")
+    member_probabilities: list[float] | None = Field(
+        default=None,
+        description="a deep ensemble's members' probabilities of pneumonia (`probability` is from their mean "
+        "logit); null for a single network or an uncalibrated checkpoint",
+    )
+    spread: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="standard deviation of `member_probabilities`: how much the ensemble's members disagree",
+    )
     heatmap_png: str | None = Field(
         default=None, description="Grad-CAM as base64 PNG (8-bit gray), same size as the input image"
     )

@@ -248,6 +248,71 @@ def test_cuda_candidates_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert names == ["torch-fp32"]  # the CPU's bf16 says nothing about the card's
 
 
+def test_auto_on_a_gpu_chooses_among_the_cuda_candidates_once_per_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice logic on a CUDA device, on fake timings (no GPU needed): the card's candidates are measured,
+    the fastest agreeing one wins, the choice names the card and is cached under its name (another card
+    measures again)."""
+    spec = entry("lstm").load(device="cpu", backend="torch-fp32").spec()
+    cuda = torch.device("cuda", 0)
+    card = ["NVIDIA H200"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: card[0])
+    monkeypatch.setattr(backends, "onnxruntime_version", lambda: "1.30.0")
+    monkeypatch.setattr(backends, "this_machine", lambda: PLAIN)
+    measured_paths: list[list[str]] = []
+    speed = {"torch-fp32": 1000.0, "torch-bf16": 3000.0, "onnxruntime (CUDAExecutionProvider)": 5000.0}
+
+    def fake_measure(
+        spec: ModelSpec, paths: list[ExecutionPath], device: torch.device, threads: int
+    ) -> tuple[list[Measurement], dict[str, backends.Runner]]:
+        assert device == cuda
+        measured_paths.append([p.name for p in paths])
+        measured = [Measurement(p.name, {1: speed[p.name] / 10, 16: speed[p.name]}, 0.0, 1.0, True) for p in paths]
+        measured[2].agrees = len(measured_paths) == 1  # the ORT path disagrees on the second card
+        return measured, {p.name: (lambda *inputs: np.zeros(1, np.float32)) for p in paths}
+
+    built: list[tuple[str, torch.device]] = []
+
+    def fake_build(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> backends.Runner:
+        built.append((path.name, device))
+        return lambda *inputs: np.zeros(1, np.float32)
+
+    monkeypatch.setattr(backends, "measure", fake_measure)
+    monkeypatch.setattr(backends, "build_runner", fake_build)
+    first, _ = choose(spec, "auto", cuda, 1)
+    assert measured_paths == [["torch-fp32", "torch-bf16", "onnxruntime (CUDAExecutionProvider)"]]
+    assert (first.backend, first.variant, first.cached) == ("onnxruntime", "CUDAExecutionProvider", False)
+    assert first.machine.startswith("NVIDIA H200 (cuda:0) on Test CPU")
+    again, _ = choose(spec, "auto", cuda, 1)  # a second replica on the same card: read from the cache
+    assert again.cached and again.path == first.path and len(measured_paths) == 1
+    assert built == [("onnxruntime (CUDAExecutionProvider)", cuda)]
+    card[0] = "NVIDIA A100-SXM4-80GB"  # another card: measured again
+    other, _ = choose(spec, "auto", cuda, 1)
+    assert len(measured_paths) == 2 and not other.cached
+    assert (other.backend, other.precision) == ("torch-bf16", "bf16")  # ORT disagreed there
+    assert cache_key(spec, cuda, 1, PLAIN, "1.30.0") != cache_key(spec, CPU, 1, PLAIN, "1.30.0")
+
+
+def test_an_onnx_session_that_fell_back_to_the_cpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime quietly runs on its CPU provider when the CUDA one cannot load (missing CUDA / cuDNN
+    libraries): such a session is not the CUDA path it was asked for."""
+    ort = pytest.importorskip("onnxruntime")
+    spec = entry("lstm").load(device="cpu", backend="torch-fp32").spec()
+
+    class FellBack:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    monkeypatch.setattr(backends, "onnx_export", lambda spec: b"")
+    with pytest.raises(BackendError, match="could not start its CUDAExecutionProvider"):
+        build_runner(spec, ExecutionPath("onnxruntime", "CUDAExecutionProvider"), torch.device("cuda", 0), 1)
+
+
 def test_a_cached_onnx_path_never_builds_the_torch_module() -> None:
     """A replica whose predictions run on a cached ONNX Runtime path skips building the torch module (and the
     import of `transformers` it needs): it is built only for explanations."""

@@ -1,0 +1,198 @@
+"""Start-up of MedLens's serving, side by side: time from the command to a healthy ``/healthz`` and memory.
+
+    .venv/bin/python -m benchmarks.startup [--rounds 3] [--out docs/benchmarks-startup.md]
+
+Variants, run in turn each round (so a machine that slows down slows them all), each with the environment
+``make run`` gives serving (serving/fast_path.env, a private Ray temp dir, no usage stats):
+
+* ``serve run`` — ``ray start --head`` (no dashboard, monitor or log monitor), then
+  ``serve run --non-blocking --address auto ray_config.yaml`` (how ``make run`` started until 2026-12-04);
+* ``serve run, no Ray Client`` — the same with ``RAY_START_HOOK=serving._ray_start.single_machine``;
+* ``serving.launch`` — that ``ray start``, then ``python -m serving.launch ray_config.yaml`` (applications
+  built in one process);
+* ``make run`` — ``scripts/run.sh`` itself (what ``make run`` runs: the install check, the above, then the
+  dashboard once serving is healthy).
+
+Healthy: the first ``GET /healthz`` answering 200 (polled every 0.1 s). Memory: RSS summed over every
+process of the run (found by a temp dir private to the run in its environment) 8 s after healthy. Every
+process of a run is stopped before the next starts; ports 8000, 8501 and Ray's must be free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from models.backends import this_machine
+from models.config import REPO_ROOT
+
+RAY_PORT = 6390
+SERVE_URL = "http://127.0.0.1:8000/healthz"
+RAY_START = (
+    ".venv/bin/ray start --head --port {port} --include-dashboard=false --no-monitor --include-log-monitor false "
+    "--disable-usage-stats --num-cpus $(nproc) >/dev/null 2>&1"
+)
+HOOK = "RAY_START_HOOK=serving._ray_start.single_machine "
+VARIANTS: dict[str, str] = {
+    "serve run": RAY_START + " && .venv/bin/serve run --non-blocking --address auto ray_config.yaml",
+    "serve run, no Ray Client": HOOK
+    + RAY_START
+    + " && .venv/bin/serve run --non-blocking --address auto ray_config.yaml",
+    "serving.launch": HOOK + RAY_START + " && .venv/bin/python -m serving.launch ray_config.yaml --address auto",
+    "make run": "scripts/run.sh",
+}
+
+
+@dataclass
+class Result:
+    healthy_s: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    for line in (REPO_ROOT / "serving" / "fast_path.env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    env.update({"TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp / "ray-tmp"), "RAY_USAGE_STATS_ENABLED": "0"})
+    return env
+
+
+def _ours(tmp: Path) -> list[int]:
+    """Every process whose environment names this run's private temp dir."""
+    marker = f"TMPDIR={tmp}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker in (proc / "environ").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _stop(tmp: Path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _ours(tmp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(4 if sig == signal.SIGTERM else 1)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def run_once(command: str, timeout_s: float = 180.0) -> tuple[float, float, int]:
+    for port in (8000, 8501, RAY_PORT):
+        if not _port_free(port):
+            raise SystemExit(f"port {port} is in use: stop what holds it (an earlier make run?) first")
+    tmp = Path(tempfile.mkdtemp(prefix="mls-", dir="/tmp"))
+    (tmp / "ray-tmp").mkdir()
+    env = _env(tmp)
+    if command.startswith("scripts/run.sh"):
+        env.pop("RAY_TMPDIR")  # run.sh makes its own under TMPDIR
+    started = time.monotonic()
+    subprocess.Popen(
+        ["bash", "-c", command.format(port=RAY_PORT) + " && exec sleep infinity"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    healthy = float("nan")
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() - started < timeout_s:
+                try:
+                    if client.get(SERVE_URL).status_code == 200:
+                        healthy = time.monotonic() - started
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        time.sleep(8)
+        pids = _ours(tmp)
+        return healthy, _rss_mb(pids), len(pids)
+    finally:
+        _stop(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    args = parser.parse_args(argv)
+    results = {name: Result() for name in args.variants}
+    load_before = os.getloadavg()[0]
+    for r in range(args.rounds):
+        for name in args.variants:
+            healthy, rss, n = run_once(VARIANTS[name])
+            results[name].healthy_s.append(healthy)
+            results[name].rss_mb.append(rss)
+            results[name].processes.append(n)
+            print(f"round {r + 1} {name:26s} healthy {healthy:5.1f} s  RSS {rss:6.0f} MB in {n} processes", flush=True)
+    base = statistics.median(results[args.variants[0]].healthy_s)
+    lines = [
+        "| variant | healthy after the command, s (each round) | median | x first "
+        "| RSS 8 s after healthy, MB (median) | processes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        med = statistics.median(res.healthy_s)
+        lines.append(
+            f"| {name} | {', '.join(f'{h:.1f}' for h in res.healthy_s)} | **{med:.1f}** | {med / base:.2f} | "
+            f"{statistics.median(res.rss_mb):.0f} | {statistics.median(res.processes):.0f} |"
+        )
+    header = [
+        f"Command: `.venv/bin/python -m benchmarks.startup --rounds {args.rounds}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Machine: {this_machine().describe()}; load average {load_before:.2f} before the first run, "
+        f"{os.getloadavg()[0]:.2f} after the last.",
+        "",
+    ]
+    table = "\n".join(header + lines)
+    print(table)
+    if args.out:
+        args.out.write_text(
+            "# Start-up of serving, side by side\n\n" + (__doc__ or "").split("\n\n", 1)[1] + "\n" + table + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
