@@ -49,7 +49,7 @@ PROB_TOLERANCE = 0.02
 #: largest magnitude of fp32's values on the probe batch.
 EXTRA_TOLERANCE = 0.02
 CACHE_ENV = "MEDLENS_CACHE_DIR"
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: the key holds the model's outputs (sepsis ensembles return their members)
 #: CPU flags that decide which kernels run (recorded in the cache key and in benchmark tables).
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
@@ -324,11 +324,14 @@ def _onnx_runner(spec: ModelSpec, provider: str, threads: int) -> Runner:
 
 
 def onnx_export(spec: ModelSpec) -> bytes:
-    """The ONNX graph of ``spec.module`` with dynamic batch (and hour) axes; cached beside the choices,
-    keyed by the checkpoint's hash."""
-    outputs = "" if spec.outputs == ("logit",) else "-" + "+".join(spec.outputs)
+    """The ONNX graph of ``spec.module`` with dynamic batch (and hour) axes; cached beside the choices, keyed
+    by the checkpoint's hash, the module's outputs (their names, as a hash when they are many), torch's
+    version and this module's cache format, so a graph of another checkpoint or output layout is never read."""
+    outputs = "" if spec.outputs == ("logit",) else "-" + _outputs_tag(spec.outputs)
     cached = (
-        cache_dir() / "onnx" / f"{spec.name}-{checkpoint_hash(spec.checkpoint)[:16]}{outputs}-{torch.__version__}.onnx"
+        cache_dir()
+        / "onnx"
+        / f"{spec.name}-{checkpoint_hash(spec.checkpoint)[:16]}{outputs}-{torch.__version__}-v{CACHE_VERSION}.onnx"
     )
     if cached.is_file():
         return cached.read_bytes()
@@ -536,6 +539,12 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medlens"
 
 
+def _outputs_tag(outputs: tuple[str, ...]) -> str:
+    """File-name part for a module's outputs: their names joined, or a hash of them when that is long."""
+    joined = "+".join(outputs)
+    return joined if len(joined) <= 40 else f"{len(outputs)}out-{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
+
 def checkpoint_hash(path: Path) -> str:
     """SHA-256 of the checkpoint file, read once per file version (the cache key and the ONNX export's file
     name both need it at every load)."""
@@ -557,7 +566,7 @@ def _file_hash(path: str, mtime_ns: int, size: int) -> str:
 
 def cache_key(spec: ModelSpec, device: torch.device, threads: int, machine: Machine, ort_version: str | None) -> str:
     """Changes with the CPU (model, flags), the device, threads, torch / ONNX Runtime / numpy versions,
-    the checkpoint, the batch sizes and this module's cache format."""
+    the checkpoint, the model's outputs, the batch sizes and this module's cache format."""
     parts = {
         "v": CACHE_VERSION,
         "model": spec.name,
@@ -571,6 +580,7 @@ def cache_key(spec: ModelSpec, device: torch.device, threads: int, machine: Mach
         "onnxruntime": ort_version,
         "numpy": np.__version__,
         "batches": list(spec.batch_sizes),
+        "outputs": list(spec.outputs),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -1,8 +1,11 @@
-"""Fit and measure when not to trust the CNN, then store it in its checkpoint and model card.
+"""Fit and measure when not to trust a model, then store it in its checkpoint and model card.
 
 python -m models.calibrate cnn [--weights DIR] [--data DIR] [--alpha 0.1] [--pass-rate 0.97] [--folds 5]
+python -m models.calibrate lstm|transformer [--weights DIR] [--data DIR] [--threads N]
 
-One command, fixed seeds: re-creates the training run's patient split (``models.train_cnn.patient_split``
+Sepsis models: the hourly calibrator fitted on the recomputed out-of-fold predictions, models/calibrate_sepsis.py.
+
+CNN: one command, fixed seeds: re-creates the training run's patient split (``models.train_cnn.patient_split``
 with the card's seed), scores every training-folder radiograph with the torch fp32 model (logit, pooled
 features, pixel statistics), fits the three OOD scores of models/ood.py on the training part and sets each
 threshold on the validation patients, measures them on the non-chest-radiograph set of
@@ -140,7 +143,7 @@ def adopt_ood(rows: dict[OodMethod, OodRow]) -> OodMethod:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn"])
+    parser.add_argument("model", choices=["cnn", "lstm", "transformer"])
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
     parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")
@@ -154,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.alpha < 1 or not 0 < args.pass_rate <= 1 or args.folds < 2:
         parser.error("--alpha must lie in (0, 1), --pass-rate in (0, 1], --folds at least 2")
     torch.set_num_threads(args.threads)
+    if args.model != "cnn":
+        from models.calibrate_sepsis import calibrate_sequence
+
+        weights = args.weights or entry(args.model).default_weights
+        return calibrate_sequence(args.model, weights, args.data, list(argv if argv is not None else sys.argv[1:]))
     warnings.filterwarnings("ignore", module="pydicom")  # odd test files of pydicom-data
     weights = args.weights or entry("cnn").default_weights
     meta, state = load_checkpoint(weights, expected="cnn")

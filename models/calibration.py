@@ -2,6 +2,9 @@
 
 * :func:`fit_temperature`: temperature scaling (Guo et al., ICML 2017): ``sigmoid(z / T)``, one parameter
   fitted by minimising the log-loss; ranking (AUROC) is unchanged for any ``T > 0``.
+* :func:`fit_platt`: Platt scaling (Platt 1999) on the logit: ``sigmoid(a z + b)``, two parameters fitted by
+  minimising the log-loss; it can also move a score that is too high or too low overall (a sequence model
+  trained with a positive-class weight), which a temperature alone cannot; ranking unchanged for ``a > 0``.
 * :func:`fit_isotonic`: isotonic regression of the label on the logit (Zadrozny & Elkan, KDD 2002),
   bounded to [1/(n+1), n/(n+1)] for n calibration items (never a certain 0 or 1), stored as its
   breakpoints so it travels in a checkpoint without pickles.
@@ -25,7 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-CalibrationMethod = Literal["temperature", "isotonic"]
+CalibrationMethod = Literal["temperature", "platt", "isotonic"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -36,12 +39,15 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 # calibrators
 # ----------------------------------------------------------------------------------------------------------
 class Calibrator(BaseModel):
-    """A fitted calibrator: ``temperature`` (``T``) or ``isotonic`` (breakpoints ``x`` -> ``y``)."""
+    """A fitted calibrator: ``temperature`` (``T``), ``platt`` (``slope``, ``intercept``) or ``isotonic``
+    (breakpoints ``x`` -> ``y``). Every one is non-decreasing in the logit."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: CalibrationMethod
     temperature: float = Field(1.0, gt=0)
+    slope: float = Field(1.0, gt=0)  # Platt: sigmoid(slope * z + intercept)
+    intercept: float = 0.0
     x: list[float] = []  # isotonic breakpoints: logits, increasing
     y: list[float] = []  # calibrated probabilities at ``x``, non-decreasing
 
@@ -50,6 +56,8 @@ class Calibrator(BaseModel):
         z = np.asarray(logits, dtype=np.float64)
         if self.method == "temperature":
             return _sigmoid(z / self.temperature)
+        if self.method == "platt":
+            return _sigmoid(self.slope * z + self.intercept)
         return np.interp(z, np.asarray(self.x), np.asarray(self.y))
 
 
@@ -68,6 +76,24 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Calibrator:
     return Calibrator(method="temperature", temperature=float(math.exp(result.x)))
 
 
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> Calibrator:
+    """Slope and intercept minimising the mean log-loss of ``sigmoid(a z + b)`` (a kept above 0)."""
+    from scipy.optimize import minimize
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+
+    def nll(params: np.ndarray) -> tuple[float, np.ndarray]:
+        log_a, b = float(params[0]), float(params[1])
+        s = math.exp(log_a) * z + b
+        residual = _sigmoid(s) - y  # d loss / d s
+        grad = np.array([float(np.mean(residual * z)) * math.exp(log_a), float(np.mean(residual))])
+        return float(np.mean(np.logaddexp(0.0, s) - y * s)), grad
+
+    result = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B", bounds=[(-6.0, 6.0), (-30.0, 30.0)])
+    return Calibrator(method="platt", slope=float(math.exp(result.x[0])), intercept=float(result.x[1]))
+
+
 def fit_isotonic(logits: np.ndarray, labels: np.ndarray) -> Calibrator:
     """Isotonic regression of the labels on the logits, clipped to the fitted range at prediction."""
     from sklearn.isotonic import IsotonicRegression
@@ -82,7 +108,9 @@ def fit_isotonic(logits: np.ndarray, labels: np.ndarray) -> Calibrator:
 
 
 def fit_calibrator(method: CalibrationMethod, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
-    return fit_temperature(logits, labels) if method == "temperature" else fit_isotonic(logits, labels)
+    if method == "temperature":
+        return fit_temperature(logits, labels)
+    return fit_platt(logits, labels) if method == "platt" else fit_isotonic(logits, labels)
 
 
 def brier(labels: np.ndarray, prob: np.ndarray) -> float:
@@ -143,6 +171,7 @@ __all__ = [
     "coverage_by_class",
     "fit_calibrator",
     "fit_isotonic",
+    "fit_platt",
     "fit_temperature",
     "mondrian_quantiles",
     "nonconformity",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from models.catalogue import ModelName
 from models.checkpoint import CARD_JSON, CARD_MD
 from models.metrics import BinaryEvaluation
-from models.trust_report import EnsembleReport, TrustReport
+from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 XRAY_SOURCE = (
     "Kermany, Zhang, Goldbaum et al., Cell 2018, 'Chest X-Ray Images (Pneumonia)', Mendeley Data v2 "
@@ -71,7 +71,7 @@ class ModelCard(BaseModel):
     intended_use: str
     limitations: list[str]
     speed: SpeedTable | None = None
-    trust: TrustReport | None = None
+    trust: TrustReport | SepsisTrustReport | None = None
     ensemble: EnsembleReport | None = None
 
 
@@ -202,9 +202,11 @@ _OOD_HEADER = (
 )
 
 
-def _trust_section(trust: TrustReport | None) -> str:
+def _trust_section(trust: TrustReport | SepsisTrustReport | None) -> str:
     if trust is None:
         return ""
+    if isinstance(trust, SepsisTrustReport):
+        return _sepsis_trust_section(trust)
     ood = "\n".join(
         f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.threshold:.4g} | {r.auroc_in_vs_out:.4f} | "
         f"{r.validation_pass:.3f} | {r.training_pass:.3f} | "
@@ -242,5 +244,36 @@ a reader"): {trust.uncertain_rate:.1%} of validation radiographs (empty before f
 | true label | n | coverage | mean set size |
 |---|---|---|---|
 {conf}
+
+"""
+
+
+def _sepsis_trust_section(trust: SepsisTrustReport) -> str:
+    c = trust.out_of_fold
+    card_utility = "-" if c.card_utility is None else f"{c.card_utility:.4f}"
+    cal = "\n".join(
+        f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.ece:.4f} | {r.brier:.5f} |" for r in trust.calibration
+    )
+    return f"""## When not to trust it
+Measured {trust.measured} on {trust.machine}: `{trust.command}` (docs/trust.md).
+
+**Out-of-fold predictions, recomputed from the checkpoint** (each of {c.n_stays} stays scored by the fold
+member that never saw it; folds from the card's seed): AUROC {c.auroc:.4f} (training card {c.card_auroc:.4f}),
+normalised utility {c.utility:.4f} ({card_utility}), Brier {c.brier:.5f} ({c.card_brier:.5f}) over {c.n_hours}
+hours.
+
+**Calibration of the hourly risk** ({trust.folds}-fold cross-fitted over the training folds of stays: a stay's
+hours are never both fitted on and scored). {trust.calibration_rule}
+
+| calibrator | ECE (10 bins) | Brier |
+|---|---|---|
+{cal}
+
+Caveat: {trust.caveat} {trust.threshold_note}
+
+**Fold-ensemble spread.** Every answer carries, per hour, the standard deviation, minimum and maximum of the
+{trust.folds} members' probabilities. Over every hour of every training stay: mean std {trust.spread_mean:.4f},
+90th percentile {trust.spread_p90:.4f}. Each of these stays was seen by 4 of the 5 members in training, so
+the spread on new stays may be larger.
 
 """

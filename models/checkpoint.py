@@ -30,7 +30,8 @@ class CheckpointMeta(BaseModel):
     threshold: float
     config: dict[str, Any]
     preprocessing: dict[str, Any]
-    #: CNN: when not to trust it (models/trust.py TrustSettings), written by ``python -m models.calibrate cnn``
+    #: when not to trust it, written by ``python -m models.calibrate <model>``: CNN models/trust.py TrustSettings,
+    #: sepsis models SepsisTrustSettings (the hourly calibrator)
     trust: dict[str, Any] | None = None
 
 

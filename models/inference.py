@@ -28,8 +28,11 @@ from models.ood import OodHead, TrustedCNN, header_reason
 from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
 from models.sequence import (
     N_INPUT,
+    PROB_EPS,
+    MemberOutputs,
     NormStats,
     SequenceConfig,
+    SequenceEnsemble,
     SequenceModel,
     baseline_features,
     build_sequence_model,
@@ -38,7 +41,7 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
-from models.trust import TrustSettings, XrayAssessment
+from models.trust import SepsisAssessment, SepsisTrustSettings, TrustSettings, XrayAssessment
 from models.xray_io import XrayImage, load_xray_bytes
 
 #: Fewest hourly rows a sepsis record needs: the first hour of a stay gets a risk (when an early warning
@@ -264,7 +267,9 @@ class XrayPredictor(Predictor):
 
 
 class SepsisPredictor(Predictor):
-    """LSTM or Transformer: hourly sepsis risk and per-hour feature attributions."""
+    """LSTM or Transformer: hourly sepsis risk and per-hour feature attributions; :meth:`assess` adds each
+    hour's calibrated risk (a checkpoint calibrated by ``python -m models.calibrate lstm|transformer``) and
+    the fold members' spread, from the same forward pass on the chosen execution path."""
 
     def __init__(
         self,
@@ -284,6 +289,9 @@ class SepsisPredictor(Predictor):
                 f"builds {N_INPUT}: retrain it with `python -m models.train {kind}`."
             )
         self.stats = NormStats.model_validate(self.meta.preprocessing["norm_stats"])
+        self.trust: SepsisTrustSettings | None = (
+            None if self.meta.trust is None else SepsisTrustSettings.model_validate(self.meta.trust)
+        )
         self._model: SequenceModel | None = None
 
     @property
@@ -296,6 +304,16 @@ class SepsisPredictor(Predictor):
             model.load_state_dict(self._state)
             self._model = model.eval().to(self.device)
         return self._model
+
+    @property
+    def members(self) -> int:
+        """Networks averaged by the checkpoint (its fold members; 1: a single network, no spread)."""
+        return max(1, self.config.members)
+
+    def _served(self) -> nn.Module:
+        """What the execution paths run: an ensemble returns its mean logit and every member's logit."""
+        model = self.model
+        return MemberOutputs(model).eval() if isinstance(model, SequenceEnsemble) else model
 
     @property
     def max_hours(self) -> int:
@@ -331,7 +349,7 @@ class SepsisPredictor(Predictor):
 
         return ModelSpec(
             name=self.name,
-            build=lambda: self.model,
+            build=self._served,
             input_names=("x", "mask"),
             dynamic_axes={"x": {0: "batch", 1: "hours"}, "mask": {0: "batch", 1: "hours"}},
             probe=probe,
@@ -340,16 +358,56 @@ class SepsisPredictor(Predictor):
             batch_sizes=self.batch_sizes,
             image=False,
             checkpoint=self.weights_dir / CHECKPOINT_FILE,
+            # (batch, hours, 1 + members) from an ensemble: the mean logit, then each member's
+            outputs=("logit",) if self.members == 1 else ("logit", *(f"member_{k}" for k in range(self.members))),
         )
+
+    def _outputs(self, records: list[np.ndarray]) -> np.ndarray:
+        """Raw records -> the chosen path's output for one padded batch: (batch, hours) logits, or
+        (batch, hours, 1 + members) from an ensemble."""
+        features = [engineer(v, self.stats) for v in records]
+        x, mask = pad_batch(features)  # (batch, hours, F), (batch, hours)
+        return self._run(x, mask)
 
     def predict(self, records: list[np.ndarray]) -> list[np.ndarray]:
         """List of (hours_i, 40) raw records -> list of (hours_i,) probabilities, one padded batch."""
         if not records:
             return []
-        features = [engineer(v, self.stats) for v in records]
-        x, mask = pad_batch(features)  # (batch, hours, F), (batch, hours)
-        prob = to_probability(torch.from_numpy(self._run(x, mask))).numpy()
+        logits = self.spec().logits(self._outputs(records))  # (batch, hours)
+        prob = to_probability(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
         return [prob[i, : v.shape[0]].astype(np.float32) for i, v in enumerate(records)]
+
+    def assess(self, records: list[np.ndarray]) -> list[SepsisAssessment]:
+        """List of (hours_i, 40) raw records -> one :class:`~models.trust.SepsisAssessment` each: the hourly
+        risk (as :meth:`predict`), its calibrated value (None from an uncalibrated checkpoint) and the fold
+        members' spread (None from a single network), all from one forward pass on the chosen path."""
+        if not records:
+            return []
+        out = self._outputs(records).astype(np.float64)  # (batch, hours) or (batch, hours, 1 + members)
+        logits = out if self.members == 1 else out[..., 0]  # (batch, hours)
+        prob = np.clip(1.0 / (1.0 + np.exp(-logits)), PROB_EPS, 1.0 - PROB_EPS)
+        calibrated = None if self.trust is None else self.trust.calibration(logits.reshape(-1)).reshape(logits.shape)
+        member_prob = None
+        if self.members > 1:
+            member_prob = np.clip(1.0 / (1.0 + np.exp(-out[..., 1:])), PROB_EPS, 1.0 - PROB_EPS)  # (b, h, members)
+        results = []
+        for i, v in enumerate(records):
+            n = v.shape[0]
+            members = None if member_prob is None else member_prob[i, :n]  # (hours, members)
+            risk = prob[i, :n]
+            results.append(
+                SepsisAssessment(
+                    probability=risk.astype(np.float32),
+                    calibrated_probability=None if calibrated is None else calibrated[i, :n].astype(np.float32),
+                    member_std=None if members is None else members.std(axis=1).astype(np.float32),
+                    # the risk lies between the members (sigmoid of their mean logit); rounding of a bf16 or
+                    # ONNX mean cannot put it outside the band
+                    member_min=None if members is None else np.minimum(members.min(axis=1), risk).astype(np.float32),
+                    member_max=None if members is None else np.maximum(members.max(axis=1), risk).astype(np.float32),
+                    members=self.members,
+                )
+            )
+        return results
 
     def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32) -> np.ndarray:
         """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed

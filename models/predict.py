@@ -5,7 +5,9 @@ python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1
        (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label, to be
        withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; see docs/trust.md)
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
-    -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel``
+    -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
+       challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
+       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from models.errors import MedLensInputError
 from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
 from models.sepsis_io import iter_series_files, load_series_file
 from models.sequence import PROB_EPS
-from models.trust import XrayAssessment
+from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import iter_image_files, load_xray_file
 
 #: Columns of the CNN's CSV, in order (the first three as before issue 20).
@@ -77,17 +79,29 @@ def predict_series_dir(predictor: SepsisPredictor, source: Path, out_dir: Path, 
             for warning in record.warnings:
                 print(f"{path.name}: {warning}", file=sys.stderr)
             records.append(record)
-        for path, prob in zip(chunk, predictor.predict([r.values for r in records]), strict=True):
-            write_challenge_output(out_dir / path.name, prob, predictor.threshold)
+        for path, assessment in zip(chunk, predictor.assess([r.values for r in records]), strict=True):
+            write_challenge_output(out_dir / path.name, assessment, predictor.threshold)
     return len(paths)
 
 
-def write_challenge_output(path: Path, prob: np.ndarray, threshold: float) -> None:
-    """PhysioNet 2019 output: ``PredictedProbability|PredictedLabel``, one row per input hour.
+def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: float) -> None:
+    """PhysioNet 2019 output: ``PredictedProbability|PredictedLabel`` (the scorer reads columns by name), then
+    the calibrated risk and the fold members' spread where the checkpoint has them; one row per input hour.
     Probabilities stay strictly inside (0, 1) so no hour is dropped from the official ROC."""
-    prob = np.clip(prob.astype(np.float64), PROB_EPS, 1.0 - PROB_EPS)
-    lines = ["PredictedProbability|PredictedLabel"]
-    lines += [f"{p:.6f}|{int(p >= threshold)}" for p in prob]
+    prob = np.clip(assessment.probability.astype(np.float64), PROB_EPS, 1.0 - PROB_EPS)
+    header = ["PredictedProbability", "PredictedLabel"]
+    columns = [[f"{p:.6f}" for p in prob], [str(int(p >= threshold)) for p in prob]]
+    extra = {
+        "CalibratedProbability": assessment.calibrated_probability,
+        "Spread": assessment.member_std,
+        "MemberMin": assessment.member_min,
+        "MemberMax": assessment.member_max,
+    }
+    for name, values in extra.items():
+        if values is not None:
+            header.append(name)
+            columns.append([f"{v:.6f}" for v in values.astype(np.float64)])
+    lines = ["|".join(header), *("|".join(row) for row in zip(*columns, strict=True))]
     path.write_text("\n".join(lines) + "\n")
 
 

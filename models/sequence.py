@@ -239,10 +239,29 @@ class SequenceEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (batch, hours, n_input) -> (batch, hours) mean logit of the members."""
-        return torch.stack([m(x, mask) for m in self.members]).mean(dim=0)
+        return self.member_logits(x, mask).mean(dim=0)
+
+    def member_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (members, batch, hours): each member's logits."""
+        return torch.stack([m(x, mask) for m in self.members])
 
 
 SequenceModel = SepsisLSTM | SepsisTransformer | SequenceEnsemble
+
+
+class MemberOutputs(nn.Module):
+    """An ensemble's served form: the mean logit and every member's logit in one tensor, so each execution
+    path (torch, bf16 autocast, an ONNX export of this module) returns the members' spread with the risk."""
+
+    def __init__(self, ensemble: SequenceEnsemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours, 1 + members): mean logit, then each member's."""
+        members = self.ensemble.member_logits(x, mask)  # (members, batch, hours)
+        mean = members.mean(dim=0, keepdim=True)  # (1, batch, hours)
+        return torch.cat([mean, members], dim=0).permute(1, 2, 0)
 
 
 def build_sequence_model(config: SequenceConfig) -> SequenceModel:

@@ -1,8 +1,13 @@
-"""What the CNN's checkpoint carries to say when not to trust it, and what each prediction says.
+"""What a checkpoint carries to say when not to trust it, and what each prediction says.
 
-:class:`TrustSettings` is stored in ``model.pt`` (``CheckpointMeta.trust``; the Mahalanobis head's tensors
-under ``ood_head.`` in the state dict) by ``python -m models.calibrate cnn``. :class:`XrayAssessment` is one
-prediction of :meth:`models.inference.XrayPredictor.assess`. docs/trust.md has the methods and figures.
+CNN: :class:`TrustSettings` is stored in ``model.pt`` (``CheckpointMeta.trust``; the Mahalanobis head's
+tensors under ``ood_head.`` in the state dict) by ``python -m models.calibrate cnn``; :class:`XrayAssessment`
+is one prediction of :meth:`models.inference.XrayPredictor.assess`.
+
+Sepsis (LSTM, Transformer): :class:`SepsisTrustSettings` (the hourly calibrator) is stored in the same place
+by ``python -m models.calibrate lstm|transformer``; :class:`SepsisAssessment` is one record's hourly risk,
+calibrated risk and fold-ensemble spread from :meth:`models.inference.SepsisPredictor.assess`.
+docs/trust.md has the methods and figures.
 """
 
 from __future__ import annotations
@@ -88,4 +93,44 @@ class XrayAssessment:
         return self.label if self.in_distribution else None
 
 
-__all__ = ["ALWAYS", "TrustSettings", "XrayAssessment"]
+#: What every sepsis calibration says about itself (model card, docs/trust.md).
+SEPSIS_CALIBRATION_CAVEAT = (
+    "The calibrator is fitted on single-member out-of-fold scores (each stay scored by the one fold member "
+    "that never saw it) and applied to the mean logit of all members. Averaging logits pulls them towards the "
+    "members' consensus, and every member saw 4 of the 5 folds, so on new stays the calibrated risk is close "
+    "to, not exactly, what the cross-fitted figures show."
+)
+
+
+class SepsisTrustSettings(BaseModel):
+    """The hourly calibrator of a sepsis checkpoint (``CheckpointMeta.trust``), written by
+    ``python -m models.calibrate lstm|transformer``. The alert label stays on the raw risk at the
+    checkpoint's threshold: calibration never changes a label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibration: Calibrator
+    fitted: str = Field(description="when and by which command")
+    fitted_on: str = Field(description="what the calibrator was fitted on, and the caveat of applying it")
+
+
+@dataclass(frozen=True)
+class SepsisAssessment:
+    """One record's hourly risk with its calibrated value and the fold members' spread, each (hours,)."""
+
+    probability: np.ndarray  # sigmoid of the members' mean logit: the served risk (labels use it)
+    calibrated_probability: np.ndarray | None  # None: the checkpoint was not calibrated
+    member_std: np.ndarray | None  # std of the members' probabilities; None for a single network
+    member_min: np.ndarray | None  # lowest member probability (<= probability)
+    member_max: np.ndarray | None  # highest member probability (>= probability)
+    members: int  # networks averaged (1: no spread)
+
+
+__all__ = [
+    "ALWAYS",
+    "SEPSIS_CALIBRATION_CAVEAT",
+    "SepsisAssessment",
+    "SepsisTrustSettings",
+    "TrustSettings",
+    "XrayAssessment",
+]

@@ -1,6 +1,8 @@
-"""What ``python -m models.calibrate cnn`` measured about trusting the CNN, as stored in its card
-(``card.json``'s ``trust``): the out-of-distribution scores compared, calibration before and after, and
-conformal coverage. Plain pydantic (no torch): serving returns it and the dashboard draws it."""
+"""What ``python -m models.calibrate`` measured about trusting a model, as stored in its card
+(``card.json``'s ``trust``). CNN (:class:`TrustReport`): the out-of-distribution scores compared,
+calibration before and after, and conformal coverage. Sepsis (:class:`SepsisTrustReport`): the hourly
+calibration before and after on the out-of-fold predictions. Plain pydantic (no torch): serving returns
+it and the dashboard draws it."""
 
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ class OodRow(BaseModel):
 class CalibrationRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: str  # "uncalibrated" | "temperature" | "isotonic"
-    ece: float  # 10 equal-width bins, cross-fitted over validation folds
+    method: str  # "uncalibrated" | "temperature" | "platt" | "isotonic"
+    ece: float  # 10 equal-width bins, cross-fitted over validation folds (sepsis: over folds of stays)
     brier: float
     adopted: bool
 
@@ -74,6 +76,43 @@ class TrustReport(BaseModel):
     empty_rate: float  # share that were empty before "empty = both labels"
 
 
+class OutOfFoldCheck(BaseModel):
+    """The out-of-fold predictions recomputed from the checkpoint against the figures of the training card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_stays: int
+    n_hours: int
+    auroc: float
+    card_auroc: float
+    utility: float  # normalised challenge utility at the checkpoint's threshold
+    card_utility: float | None
+    brier: float
+    card_brier: float
+
+
+class SepsisTrustReport(BaseModel):
+    """What ``python -m models.calibrate lstm|transformer`` measured (docs/trust.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured: str  # date, UTC
+    command: str
+    machine: str
+    folds: int  # cross-fitting folds: the training run's stay folds
+    out_of_fold: OutOfFoldCheck
+    calibration_rule: str
+    calibration: list[CalibrationRow]
+    #: Reliability diagrams (10 equal-width bins) of the cross-fitted hourly probabilities per method
+    #: ("uncalibrated", "temperature", "platt", "isotonic"); thresholds hold the bin counts.
+    reliability: dict[str, CurvePoints]
+    caveat: str  # fitted on single-member out-of-fold scores, applied to the members' mean
+    threshold_note: str  # how the operating threshold relates to the calibrated risk
+    #: fold-ensemble spread (std of the members' hourly probabilities) over every hour of every stay
+    spread_mean: float
+    spread_p90: float
+
+
 class EnsembleRow(BaseModel):
     """Ensembles of ``size`` members: each figure the mean (and standard deviation) over every subset of
     that many of the trained members, on the validation patients, each subset at its own threshold."""
@@ -108,4 +147,13 @@ class EnsembleReport(BaseModel):
     spread: float  # mean over validation radiographs of the adopted members' probability std
 
 
-__all__ = ["CalibrationRow", "ConformalRow", "EnsembleReport", "EnsembleRow", "OodRow", "TrustReport"]
+__all__ = [
+    "CalibrationRow",
+    "ConformalRow",
+    "EnsembleReport",
+    "EnsembleRow",
+    "OodRow",
+    "OutOfFoldCheck",
+    "SepsisTrustReport",
+    "TrustReport",
+]

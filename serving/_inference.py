@@ -23,7 +23,7 @@ from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
 from models.inference import Predictor, SepsisPredictor, XrayPredictor, resolve_device
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sequence import forward_fill
-from models.trust import XrayAssessment
+from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
 from serving.images import downsample, encode_gray_png
@@ -291,12 +291,17 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
     def _model_input(self, item: SepsisRecord) -> np.ndarray:
         return item.values  # (hours, 40)
 
+    def _predict(self, predictor: Predictor, inputs: list[Any]) -> list[Any]:
+        """Assessments: hourly risk, calibrated risk (calibrated checkpoints) and the fold members' spread."""
+        assert isinstance(predictor, SepsisPredictor)
+        return list(predictor.assess(inputs))
+
     def _respond(
         self, item: SepsisRecord, output: Any, explanation: np.ndarray | None, include: frozenset[str]
     ) -> SepsisPrediction:
-        """``output``: (hours,) probabilities; ``explanation``: (hours, 40) attributions or None."""
-        assert isinstance(self.predictor, SepsisPredictor)
-        risk = np.asarray(output)
+        """``output``: a :class:`SepsisAssessment` of (hours,) arrays; ``explanation``: (hours, 40) or None."""
+        assert isinstance(self.predictor, SepsisPredictor) and isinstance(output, SepsisAssessment)
+        risk = np.asarray(output.probability)
         threshold = self.predictor.threshold
         last_seen = forward_fill(item.values) if explanation is not None else None  # (hours, 40)
         hours: list[HourRisk] = []
@@ -312,6 +317,10 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
                     iculos=iculos if np.isfinite(iculos) else None,
                     probability=prob,
                     label=int(prob >= threshold),
+                    calibrated_probability=_at(output.calibrated_probability, t),
+                    spread=_at(output.member_std, t),
+                    member_min=_at(output.member_min, t),
+                    member_max=_at(output.member_max, t),
                     top_features=top,
                 )
             )
@@ -327,11 +336,17 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
             threshold=threshold,
             n_hours=item.hours,
             first_alert_hour=int(alerts[0]) if alerts.size else None,
+            ensemble_members=output.members,
             hours=hours,
             warnings=list(item.warnings),
             vitals=vitals,
             sepsis_label=labels,
         )
+
+
+def _at(values: np.ndarray | None, t: int) -> float | None:
+    """Hour ``t`` of an optional (hours,) array, within [0, 1]."""
+    return None if values is None else min(1.0, max(0.0, float(values[t])))
 
 
 def _nullable(column: np.ndarray) -> list[float | None]:

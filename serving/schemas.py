@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelName
 from models.metrics import BinaryEvaluation
-from models.trust_report import EnsembleReport, TrustReport
+from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
     from models.cards import ModelCard
@@ -85,11 +85,12 @@ class ModelMetrics(_Schema):
     created: str = Field(description="when the evaluation was computed")
     threshold: float
     evaluation: BinaryEvaluation
-    trust: TrustReport | None = Field(
+    trust: TrustReport | SepsisTrustReport | None = Field(
         default=None,
-        description="models that say when not to trust them: out-of-distribution scores compared, calibration "
-        "before and after (ECE, Brier, reliability diagrams), conformal coverage per class (cross-fitted on the "
-        "validation patients)",
+        description="models that say when not to trust them. X-ray CNN: out-of-distribution scores compared, "
+        "calibration before and after (ECE, Brier, reliability diagrams), conformal coverage per class "
+        "(cross-fitted on the validation patients). Sepsis models: the hourly calibration before and after on "
+        "the out-of-fold predictions (cross-fitted by stay) and the fold-ensemble spread",
     )
     ensemble: EnsembleReport | None = Field(
         default=None,
@@ -176,8 +177,28 @@ class FeatureContribution(_Schema):
 class HourRisk(_Schema):
     hour: int = Field(description="row index, 0-based")
     iculos: float | None
-    probability: float
-    label: int = Field(description="1 = alert at the model's threshold")
+    probability: float = Field(
+        ge=0.0, le=1.0, description="sepsis risk: the sigmoid of the fold members' mean logit (decides `label`)"
+    )
+    label: int = Field(description="1 = alert at the model's threshold (on `probability`, never the calibrated risk)")
+    calibrated_probability: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the risk calibrated on the out-of-fold hours of the training stays (null: uncalibrated "
+        "checkpoint); for reading as a frequency, not for the alert",
+    )
+    spread: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="standard deviation of the fold members' probabilities this hour (null: a single network)",
+    )
+    member_min: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="lowest fold member's probability this hour (<= `probability`)"
+    )
+    member_max: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="highest fold member's probability this hour (>= `probability`)"
+    )
     top_features: list[FeatureContribution] | None = None
 
 
@@ -187,6 +208,9 @@ class SepsisPrediction(_Schema):
     threshold: float
     n_hours: int
     first_alert_hour: int | None = Field(description="first row index whose risk crosses the threshold")
+    ensemble_members: int | None = Field(
+        default=None, description="fold networks averaged into each hour's risk (their spread is per hour)"
+    )
     hours: list[HourRisk]
     warnings: list[str] = Field(default_factory=list, description="input problems that were tolerated")
     vitals: dict[str, list[float | None]] | None = Field(

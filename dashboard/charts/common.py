@@ -37,6 +37,12 @@ def model_colour(name: str) -> str:
     return known.colour if known is not None else GREY
 
 
+def translucent(colour: str, alpha: float) -> str:
+    """``#RRGGBB`` -> ``rgba(r,g,b,alpha)`` (fills and bands in a model's colour)."""
+    r, g, b = (int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha:g})"
+
+
 def layout(
     fig: go.Figure,
     *,

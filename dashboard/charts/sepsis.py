@@ -24,6 +24,7 @@ from dashboard.charts.common import (
     layout,
     model_colour,
     model_title,
+    translucent,
 )
 from serving.schemas import HourRisk, SepsisPrediction
 
@@ -70,8 +71,33 @@ def measured_fraction(vitals: pd.DataFrame) -> float:
     return float(np.isfinite(vitals.to_numpy(dtype=float)).mean()) if len(vitals) else 0.0
 
 
+def spread_band(prediction: SepsisPrediction) -> tuple[list[int], list[float], list[float]] | None:
+    """(hours, lowest member, highest member) of the fold-ensemble spread; None when the answer has none
+    (a single network, or a server before API 1.3)."""
+    hours = [h for h in prediction.hours if h.member_min is not None and h.member_max is not None]
+    if not hours:
+        return None
+    return (
+        [h.hour for h in hours],
+        [float(h.member_min or 0.0) for h in hours],
+        [float(h.member_max or 0.0) for h in hours],
+    )
+
+
+def calibrated_curve(prediction: SepsisPrediction) -> tuple[list[int], list[float]] | None:
+    """(hours, calibrated risk); None when the checkpoint was not calibrated."""
+    hours = [h for h in prediction.hours if h.calibrated_probability is not None]
+    if not hours:
+        return None
+    return [h.hour for h in hours], [float(h.calibrated_probability or 0.0) for h in hours]
+
+
 def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None) -> go.Figure:
     """Hourly risk of each model (with its threshold and first alert) above the vital signs.
+
+    Around each model's risk curve a band in its colour spans its fold members (lowest to highest member
+    probability that hour); a dotted line in its colour is the calibrated risk. The threshold and the alert
+    are on the risk itself, as serving decides them.
 
     The vitals and SepsisLabel come from the first answer that carries them (:func:`with_vitals`). Only
     measured points are drawn: markers, joined by a line only between consecutive measured hours
@@ -101,6 +127,40 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
         title = model_title(name)
         x = [h.hour for h in prediction.hours]
         y = [h.probability for h in prediction.hours]
+        band = spread_band(prediction)
+        if band is not None:
+            band_x, low, high = band
+            members = prediction.ensemble_members or "all"
+            fig.add_trace(
+                go.Scatter(
+                    x=band_x,
+                    y=low,
+                    mode="lines",
+                    line={"width": 0, "color": translucent(colour, 0.0)},
+                    legendgroup=name,
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{title} lowest member",
+                ),
+                row=1,
+                col=1,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=band_x,
+                    y=high,
+                    mode="lines",
+                    fill="tonexty",
+                    fillcolor=translucent(colour, 0.22),
+                    line={"width": 0, "color": translucent(colour, 0.0)},
+                    legendgroup=name,
+                    name=f"{title} spread of its {members} fold members (lowest to highest)",
+                    customdata=low,
+                    hovertemplate=f"{title} members<br>hour %{{x}}<br>%{{customdata:.3f}} to %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -115,6 +175,21 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
             row=1,
             col=1,
         )
+        calibrated = calibrated_curve(prediction)
+        if calibrated is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=calibrated[0],
+                    y=calibrated[1],
+                    mode="lines",
+                    line={"color": colour, "width": 1.5, "dash": "dot"},
+                    name=f"{title} calibrated risk",
+                    legendgroup=name,
+                    hovertemplate=f"{title}<br>hour %{{x}}<br>calibrated risk %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
         fig.add_trace(
             go.Scatter(
                 x=[-0.5, max(n_hours - 0.5, 0.5)],
@@ -270,9 +345,11 @@ __all__ = [
     "VITAL_COLUMNS",
     "VITAL_PANELS",
     "attribution_figure",
+    "calibrated_curve",
     "first_alert",
     "measured_fraction",
     "sepsis_figure",
+    "spread_band",
     "vitals_frame",
     "with_vitals",
 ]

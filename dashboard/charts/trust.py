@@ -1,6 +1,7 @@
 """Charts and tables of "how far to trust it" on the performance page: calibration before and after,
-conformal coverage per class and the out-of-distribution scores compared. Pure functions of the
-``TrustReport`` serving returns with a model's metrics (its card's ``trust``)."""
+conformal coverage per class and the out-of-distribution scores compared (CNN), the hourly calibration and
+its out-of-fold check (sepsis models). Pure functions of the ``TrustReport`` / ``SepsisTrustReport`` serving
+returns with a model's metrics (its card's ``trust``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts.common import BLUE, GREY, PURPLE, VERMILION, layout
+from dashboard.charts.common import BLUE, GREEN, GREY, PURPLE, VERMILION, layout
 from dashboard.charts.performance import reliability_axes
-from models.trust_report import EnsembleReport, TrustReport
+from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
-_COLOURS = {"uncalibrated": GREY, "temperature": BLUE, "isotonic": VERMILION}
+_COLOURS = {"uncalibrated": GREY, "temperature": BLUE, "platt": GREEN, "isotonic": VERMILION}
 
 
-def reliability_figure(trust: TrustReport) -> go.Figure:
+def reliability_figure(trust: TrustReport | SepsisTrustReport) -> go.Figure:
     """Reliability diagrams of the cross-fitted probabilities, one line per calibration method; the adopted
     one drawn solid and thick."""
     fig = reliability_axes()
@@ -42,14 +43,43 @@ def reliability_figure(trust: TrustReport) -> go.Figure:
                 hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:.0f} cases<extra></extra>",
             )
         )
-    layout(
-        fig,
-        title="Calibration before and after",
-        subtitle=f"cross-fitted over {trust.folds} folds of the {trust.n_validation} validation radiographs",
-        height=460,
-        legend="tl",
-    )
+    if isinstance(trust, SepsisTrustReport):
+        c = trust.out_of_fold
+        subtitle = f"hourly risk, cross-fitted over {trust.folds} folds of {c.n_stays:,} stays ({c.n_hours:,} hours)"
+    else:
+        subtitle = f"cross-fitted over {trust.folds} folds of the {trust.n_validation} validation radiographs"
+    layout(fig, title="Calibration before and after", subtitle=subtitle, height=460, legend="tl")
     return fig
+
+
+def calibration_table(trust: TrustReport | SepsisTrustReport) -> pd.DataFrame:
+    """One row per method: cross-fitted ECE and Brier, the adopted one marked."""
+    return pd.DataFrame(
+        [
+            {
+                "calibrator": row.method + (" (adopted)" if row.adopted else ""),
+                "ECE": round(row.ece, 4),
+                "Brier": round(row.brier, 5),
+            }
+            for row in trust.calibration
+        ]
+    )
+
+
+def out_of_fold_table(trust: SepsisTrustReport) -> pd.DataFrame:
+    """The out-of-fold predictions recomputed from the checkpoint beside the training card's figures."""
+    c = trust.out_of_fold
+    return pd.DataFrame(
+        [
+            {"figure": "AUROC", "recomputed": round(c.auroc, 4), "training card": round(c.card_auroc, 4)},
+            {
+                "figure": "normalised utility",
+                "recomputed": round(c.utility, 4),
+                "training card": None if c.card_utility is None else round(c.card_utility, 4),
+            },
+            {"figure": "Brier", "recomputed": round(c.brier, 5), "training card": round(c.card_brier, 5)},
+        ]
+    )
 
 
 def conformal_table(trust: TrustReport) -> pd.DataFrame:
@@ -81,9 +111,6 @@ def ood_table(trust: TrustReport) -> pd.DataFrame:
     )
 
 
-__all__ = ["conformal_table", "ood_table", "reliability_figure"]
-
-
 def ensemble_table(report: EnsembleReport) -> pd.DataFrame:
     """One row per ensemble size: mean ± standard deviation over every subset of that many members."""
 
@@ -104,3 +131,13 @@ def ensemble_table(report: EnsembleReport) -> pd.DataFrame:
             for row in report.rows
         ]
     )
+
+
+__all__ = [
+    "calibration_table",
+    "conformal_table",
+    "ensemble_table",
+    "ood_table",
+    "out_of_fold_table",
+    "reliability_figure",
+]

@@ -18,9 +18,16 @@ from dashboard.charts.performance import (
     pr_figure,
     roc_figure,
 )
-from dashboard.charts.trust import conformal_table, ensemble_table, ood_table, reliability_figure
+from dashboard.charts.trust import (
+    calibration_table,
+    conformal_table,
+    ensemble_table,
+    ood_table,
+    out_of_fold_table,
+    reliability_figure,
+)
 from dashboard.charts.worklist import agreement_figure
-from models.trust_report import EnsembleReport, TrustReport
+from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 
 def render() -> None:
@@ -96,7 +103,9 @@ def render() -> None:
     with bottom_right:
         st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
         st.caption(source)
-    if metrics.trust is not None:
+    if isinstance(metrics.trust, SepsisTrustReport):
+        _sepsis_trust(metrics.trust)
+    elif metrics.trust is not None:
         _trust(metrics.trust)
     if metrics.ensemble is not None:
         _ensemble(metrics.ensemble)
@@ -132,6 +141,26 @@ def _ensemble(report: EnsembleReport) -> None:
         f"blurred, sharpened, re-windowed, cropped or padded. Measured {report.measured} with `{report.command}` on "
         f"{report.machine}."
     )
+
+
+def _sepsis_trust(trust: SepsisTrustReport) -> None:
+    """The hourly calibration before and after and the out-of-fold check: from the model card."""
+    st.subheader("When not to trust it")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(reliability_figure(trust), key="perf_reliability", config={"displaylogo": False})
+        st.caption(trust.calibration_rule)
+    with right:
+        st.markdown("**Calibration of the hourly risk** (cross-fitted by stay: ECE in 10 bins, Brier)")
+        st.table(calibration_table(trust).set_index("calibrator"))
+        st.markdown("**Out-of-fold predictions** recomputed from the checkpoint, beside the training card")
+        st.table(out_of_fold_table(trust).set_index("figure"))
+        st.markdown(
+            f"**Fold-ensemble spread** (std of the {trust.folds} members' hourly probabilities, training stays): "
+            f"mean {trust.spread_mean:.4f}, 90th percentile {trust.spread_p90:.4f}. The sepsis page draws it "
+            "per hour as a band around the risk."
+        )
+        st.caption(f"{trust.caveat} {trust.threshold_note} Measured {trust.measured} with `{trust.command}`.")
 
 
 def _kappa(value: float | None) -> str:

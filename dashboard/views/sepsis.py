@@ -133,9 +133,12 @@ def render() -> None:
     )
     st.caption(
         "Vital signs as serving read them: only measured hours are drawn (markers; lines join consecutive measured "
-        "hours, gaps are missing data, nothing is interpolated). Dashed lines: each model's alert threshold; stars "
-        "and dotted lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before clinical onset), "
-        "when present."
+        "hours, gaps are missing data, nothing is interpolated). Shaded band around each risk curve: the spread of "
+        "the model's fold members (lowest to highest member that hour; a wide band means the members disagree). "
+        "Dotted curve: the calibrated risk (how often such a risk was followed by the label on the training "
+        "stays, out of fold); the alert stays on the risk itself. Dashed lines: each model's alert threshold; "
+        "stars and dotted vertical lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before "
+        "clinical onset), when present."
     )
 
     st.subheader(f"What drove the risk at hour {hour}")

@@ -239,6 +239,9 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
     risk, attribution = figures
     names = _trace_names(risk)
     assert "LSTM risk" in names and "Transformer risk" in names
+    for title in ("LSTM", "Transformer"):  # the fold members' spread around each risk curve, the calibrated risk
+        assert f"{title} spread of its 5 fold members (lowest to highest)" in names
+        assert f"{title} calibrated risk" in names
     assert any(n.startswith("LSTM threshold") for n in names)
     assert any(n.startswith("HR (") for n in names)
     hr = next(t for t in risk["data"] if (t.get("name") or "").startswith("HR ("))
@@ -291,8 +294,11 @@ def test_performance_page_every_model(serving_env: str) -> None:
         extra = ["Calibration before and after"] if served.trust is not None else []
         extra += ["Model vs readers on reviewed cases"] if agreement.cases else []
         assert titles[4:] == extra, titles
-        if served.trust is not None:
+        if served.trust is not None and name == "cnn":
             assert any("coverage" in str(t.value.columns) for t in at.table)
+        elif served.trust is not None:  # sepsis: the hourly calibration's ECE and Brier, the out-of-fold check
+            assert any("ECE" in str(t.value.columns) for t in at.table)
+            assert any("recomputed" in str(t.value.columns) for t in at.table)
         if agreement.cases:
             assert figures[-1]["data"][0]["z"] == agreement.confusion
             kappa = agreement.model_vs_reader.kappa

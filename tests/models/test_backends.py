@@ -133,6 +133,20 @@ def test_cache_key_changes_with_the_machine_and_the_libraries(
     assert key != cache_key(cnn_spec, CPU, 1, PLAIN, "1.32.0")  # torch
 
 
+def test_cache_key_and_onnx_file_change_with_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A choice or an exported graph made for one output layout (the mean logit alone) is never reused for
+    another (the mean and every fold member): both are keyed by the outputs."""
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path))
+    spec = entry("lstm").load(device="cpu", backend="torch-fp32").spec()
+    assert spec.outputs == ("logit", *(f"member_{k}" for k in range(5)))
+    mean_only = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "outputs": ("logit",)})
+    assert cache_key(spec, CPU, 1, PLAIN, "1.32.0") != cache_key(mean_only, CPU, 1, PLAIN, "1.32.0")
+    backends.onnx_export(spec)
+    (graph,) = (tmp_path / "onnx").iterdir()
+    assert f"-{len(spec.outputs)}out-" in graph.name and f"-v{backends.CACHE_VERSION}.onnx" in graph.name
+    assert backends._outputs_tag(spec.outputs) != backends._outputs_tag(spec.outputs[:-1])
+
+
 @pytest.mark.parametrize(
     ("limit", "bf16"),
     [

@@ -13,6 +13,7 @@ from models.calibration import (
     conformal_quantile,
     coverage_by_class,
     fit_isotonic,
+    fit_platt,
     fit_temperature,
     mondrian_quantiles,
     nonconformity,
@@ -118,3 +119,21 @@ def test_isotonic_is_monotone_bounded_and_travels_as_breakpoints() -> None:
     assert p.min() >= 1 / 801 and p.max() <= 800 / 801  # never a certain 0 or 1
     again = type(calibrator).model_validate_json(calibrator.model_dump_json())
     np.testing.assert_array_equal(again(grid), p)
+
+
+def test_platt_moves_a_shifted_score_that_a_temperature_cannot_and_keeps_the_ranking() -> None:
+    """A sequence model trained with a positive-class weight scores too high overall: sigmoid(a z + b) fixes the
+    offset as well as the scale."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(-3.0, 1.5, 20000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-z))).astype(np.int64)  # z is the true logit
+    shifted = 0.5 * z + 1.2  # too high and too flat
+    platt = fit_platt(shifted, y)
+    assert platt.slope == pytest.approx(2.0, rel=0.1) and platt.intercept == pytest.approx(-2.4, abs=0.3)
+    raw = 1 / (1 + np.exp(-shifted))
+    assert roc_auc_score(y, platt(shifted)) == roc_auc_score(y, raw)
+    assert brier(y, platt(shifted)) < brier(y, fit_temperature(shifted, y)(shifted)) < brier(y, raw)
+    grid = np.linspace(-20, 20, 400)
+    assert np.all(np.diff(platt(grid)) >= 0) and np.all(np.diff(platt(grid[100:300])) > 0)  # strictly, short of 1.0
+    again = type(platt).model_validate_json(platt.model_dump_json())
+    np.testing.assert_array_equal(again(grid), platt(grid))

@@ -179,18 +179,30 @@ def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, t
 
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     predictor = SepsisPredictor("lstm", lstm_weights, device="cpu")
+    header = ["PredictedProbability", "PredictedLabel"]  # the challenge's columns first (read by name)
+    header += ["CalibratedProbability"] if predictor.trust is not None else []
+    header += ["Spread", "MemberMin", "MemberMax"]  # every checkpoint here holds fold members
     for name in names:
         written = (out / name).read_text().splitlines()
-        assert written[0] == "PredictedProbability|PredictedLabel"
+        assert written[0] == "|".join(header)
         record = load_series_file(source / name, on_impossible="drop")
         assert len(written) - 1 == record.hours  # one row per input hour
         (expected,) = predictor.predict([record.values])
-        for line, reference in zip(written[1:], expected, strict=True):
-            prob_text, label_text = line.split("|")
-            prob, label = float(prob_text), int(label_text)
+        (assessed,) = predictor.assess([record.values])
+        for t, (line, reference) in enumerate(zip(written[1:], expected, strict=True)):
+            row = dict(zip(header, line.split("|"), strict=True))
+            prob, label = float(row["PredictedProbability"]), int(row["PredictedLabel"])
             assert 0.0 < prob < 1.0, line
             assert label in (0, 1) and _label_agrees(prob, label, predictor.threshold), line
             assert prob == pytest.approx(float(reference), abs=SAME)
+            low, high, std = float(row["MemberMin"]), float(row["MemberMax"]), float(row["Spread"])
+            assert low - 1e-6 <= prob <= high + 1e-6 and std >= 0, line
+            assert assessed.member_std is not None and std == pytest.approx(float(assessed.member_std[t]), abs=SAME)
+            if assessed.calibrated_probability is not None:
+                calibrated = float(row["CalibratedProbability"])
+                assert 0 <= calibrated <= 1 and calibrated == pytest.approx(
+                    float(assessed.calibrated_probability[t]), abs=SAME
+                )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -158,6 +158,25 @@ def test_sepsis_psv(client: MedLensClient, model: str, psv_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_sepsis_answers_the_calibrated_risk_and_the_members_spread(
+    client: MedLensClient, model: str, psv_path: Path
+) -> None:
+    """API 1.3: every hour has its calibrated risk and the fold members' spread; the alert stays on the risk."""
+    result = client.predict_sepsis(psv_path.read_bytes(), psv_path.name, model=model)
+    assert result.ensemble_members == 5
+    for hour in result.hours:
+        assert hour.calibrated_probability is not None and 0.0 <= hour.calibrated_probability <= 1.0
+        assert hour.spread is not None and 0.0 <= hour.spread <= 0.5
+        assert hour.member_min is not None and hour.member_max is not None
+        assert 0.0 <= hour.member_min <= hour.probability <= hour.member_max <= 1.0
+        assert hour.label == int(hour.probability >= result.threshold)
+    assert any(h.spread for h in result.hours)
+    # the metrics of a sepsis model carry its calibration report
+    metrics = client.metrics(model)
+    assert metrics.trust is not None and any(r.adopted for r in metrics.trust.calibration)
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
 def test_the_first_hour_alone_gets_a_risk(client: MedLensClient, model: str, psv_path: Path) -> None:
     """A record of one row (the first hour of a stay) is scored, and its risk is the model's hour-0 risk of
     the whole stay: the models are causal."""
@@ -279,6 +298,10 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
     assert {"200", "413", "415", "422"} <= set(predict["responses"])
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
+    assert spec["info"]["version"] == "1.3.0"
+    hour = spec["components"]["schemas"]["HourRisk"]["properties"]
+    assert {"calibrated_probability", "spread", "member_min", "member_max"} <= set(hour)
+    assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]
     # ... and no second document beside it
     for prefix in ("/v1/xray", "/v1/sepsis/lstm", "/v1/sepsis/transformer"):
         assert httpx.get(f"{serving_url}{prefix}/openapi.json", timeout=30).status_code == 404

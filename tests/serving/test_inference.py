@@ -164,6 +164,25 @@ def test_padded_batch_matches_single_records(lstm_runner: SeriesRunner, psv_path
     assert len(lengths) > 1, "the batch should mix stays of different lengths"
 
 
+def test_each_hour_carries_its_calibrated_risk_and_the_members_spread(
+    lstm_runner: SeriesRunner, psv_paths: list[Path]
+) -> None:
+    """Calibrated risk and spread from the same batched pass, as the predictor's own assessment says."""
+    results = lstm_runner.predict_batch([Upload(p.read_bytes(), "upload.psv") for p in psv_paths])
+    predictor = lstm_runner.predictor
+    assert isinstance(predictor, SepsisPredictor)
+    for path, result in zip(psv_paths, results, strict=True):
+        assert isinstance(result, SepsisPrediction) and result.ensemble_members == predictor.members
+        (expected,) = predictor.assess([load_series_file(path, min_hours=2).values])
+        for t, hour in enumerate(result.hours):
+            assert hour.spread is not None and hour.member_min is not None and hour.member_max is not None
+            assert hour.spread >= 0 and hour.member_min <= hour.probability <= hour.member_max
+            assert hour.calibrated_probability is not None and 0 <= hour.calibrated_probability <= 1
+            assert expected.member_std is not None and expected.calibrated_probability is not None
+            assert hour.spread == pytest.approx(float(expected.member_std[t]), abs=1e-3)
+            assert hour.calibrated_probability == pytest.approx(float(expected.calibrated_probability[t]), abs=1e-3)
+
+
 def test_vitals_are_the_values_the_model_read(lstm_runner: SeriesRunner, psv_path: Path) -> None:
     """The dashboard plots ``vitals`` instead of parsing uploads itself: they are serving's parse."""
     (result,) = lstm_runner.predict_batch([Upload(psv_path.read_bytes(), "upload.psv", frozenset({"vitals"}))])

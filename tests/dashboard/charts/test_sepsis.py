@@ -139,6 +139,48 @@ def test_sepsis_figure_risk_thresholds_and_first_alert(predictions: dict[str, Se
     assert sum(1 for s in vlines if s.x0 == 3) == len(sepsis.VITAL_PANELS) + 2
 
 
+def _with_trust(prediction: SepsisPrediction) -> SepsisPrediction:
+    """The same answer as API 1.3 gives it: calibrated risk and a spread of 5 members around each hour's risk."""
+    hours = [
+        h.model_copy(
+            update={
+                "calibrated_probability": h.probability / 2,
+                "spread": 0.02,
+                "member_min": max(0.0, h.probability - 0.05),
+                "member_max": min(1.0, h.probability + 0.04),
+            }
+        )
+        for h in prediction.hours
+    ]
+    return prediction.model_copy(update={"hours": hours, "ensemble_members": 5})
+
+
+def test_sepsis_figure_draws_the_members_spread_around_the_risk_and_the_calibrated_risk(
+    predictions: dict[str, SepsisPrediction],
+) -> None:
+    served = {**predictions, "lstm": _with_trust(predictions["lstm"])}
+    band = sepsis.spread_band(served["lstm"])
+    assert band is not None
+    hours, low, high = band
+    assert hours == list(range(8))
+    assert low == pytest.approx([max(0.0, p - 0.05) for p in LSTM_RISK])
+    assert high == pytest.approx([p + 0.04 for p in LSTM_RISK])
+    fig = sepsis.sepsis_figure(served)
+    upper = trace(fig, "LSTM spread of its 5 fold members")
+    assert upper.fill == "tonexty" and list(upper.y) == pytest.approx(high)
+    assert upper.fillcolor.startswith("rgba(") and upper.fillcolor.endswith(",0.22)")
+    names = [t.name for t in fig.data]
+    lower = fig.data[names.index(upper.name) - 1]  # the band fills down to the trace just before it
+    assert lower.name == "LSTM lowest member" and list(lower.y) == pytest.approx(low) and not lower.showlegend
+    assert names.index(upper.name) < names.index("LSTM risk")  # the risk is drawn over its band
+    calibrated = trace(fig, "LSTM calibrated risk")
+    assert list(calibrated.y) == pytest.approx([p / 2 for p in LSTM_RISK]) and calibrated.line.dash == "dot"
+    # an answer without them (a single network, an uncalibrated checkpoint, a server before 1.3): no band, no line
+    assert sepsis.spread_band(predictions["transformer"]) is None
+    assert sepsis.calibrated_curve(predictions["transformer"]) is None
+    assert not [n for n in names if n.startswith(("Transformer spread", "Transformer calibrated"))]
+
+
 def test_sepsis_figure_draws_the_served_vitals_without_interpolation(
     predictions: dict[str, SepsisPrediction],
 ) -> None:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.charts.trust import conformal_table, ood_table, reliability_figure
+from dashboard.charts.trust import (
+    calibration_table,
+    conformal_table,
+    ood_table,
+    out_of_fold_table,
+    reliability_figure,
+)
 from models.cards import read_card
 from models.catalogue import entry
-from models.trust_report import TrustReport
+from models.trust_report import SepsisTrustReport, TrustReport
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +60,24 @@ def test_the_ensemble_table_has_one_row_per_size_and_marks_the_served_one() -> N
     assert list(table["members"]) == ["1", "2 (served)", "3"]
     assert table.loc[1, "operating-point drift under shift"] == "0.040 ± 0.005"
     assert table.loc[0, "AUROC"] == "0.9900 ± 0.0010"
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_sepsis_reliability_before_and_after_with_ece_and_brier(name: str) -> None:
+    """The committed sepsis cards: one line per calibrator over every out-of-fold hour, the adopted one bold;
+    the tables of ECE / Brier and of the out-of-fold check against the training card."""
+    report = read_card(entry(name).default_weights).trust
+    assert isinstance(report, SepsisTrustReport), f"run python -m models.calibrate {name}"
+    fig = reliability_figure(report)
+    assert len(fig.data) == 1 + len(report.reliability) == 5  # diagonal, uncalibrated, temperature, platt, isotonic
+    bold = [t for t in fig.data[1:] if t.line.width == 3]
+    adopted = next(r for r in report.calibration if r.adopted)
+    assert len(bold) == 1 and bold[0].name.startswith(f"{adopted.method} (adopted) · ECE {adopted.ece:.3f}")
+    for trace in fig.data[1:]:
+        assert sum(trace.customdata) == report.out_of_fold.n_hours  # every hour in some bin
+    assert f"{report.out_of_fold.n_stays:,} stays" in fig.layout.title.subtitle.text
+    table = calibration_table(report)
+    assert list(table["calibrator"].str.split(" ").str[0]) == ["uncalibrated", "temperature", "platt", "isotonic"]
+    assert table["calibrator"].str.contains("adopted").sum() == 1
+    check = out_of_fold_table(report).set_index("figure")
+    assert check.loc["AUROC", "recomputed"] == check.loc["AUROC", "training card"]

@@ -1,0 +1,190 @@
+"""Calibrate a sepsis model's hourly risk on its out-of-fold predictions and store the calibrator.
+
+python -m models.calibrate lstm|transformer [--weights DIR] [--data DIR] [--threads N]
+
+The checkpoint holds one network per training fold (``SequenceConfig.members``) and the folds are
+deterministic (``models.train_sequence.stay_folds`` with the card's seed), so the out-of-fold predictions of
+training are recomputed from the checkpoint without retraining: every stay is scored by the member that never
+saw it. They are checked against the training card (AUROC, utility, Brier) and then
+
+* calibrators (temperature, Platt, isotonic; models/calibration.py) are cross-fitted over the same folds of
+  stays: each fold's hours are calibrated by a calibrator fitted on the other folds' hours, so no stay's hours
+  straddle fit and score; the rule of :data:`CALIBRATION_RULE` picks one, which is then fitted on every hour;
+* the fold-ensemble spread (std of the members' hourly probabilities) is summarised over every hour;
+* ``model.pt`` (``meta.trust``: :class:`models.trust.SepsisTrustSettings`), ``card.json`` and ``card.md``
+  (:class:`models.trust_report.SepsisTrustReport`) are rewritten. The weights and the threshold are unchanged.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.backends import this_machine
+from models.calibration import CalibrationMethod, Calibrator, brier, fit_calibrator
+from models.cards import read_card, write_card
+from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
+from models.config import data_paths
+from models.errors import WeightsError
+from models.metrics import expected_calibration_error, normalized_utility, reliability_curve
+from models.sepsis_io import load_labelled_dir
+from models.sequence import (
+    PROB_EPS,
+    NormStats,
+    SequenceConfig,
+    SequenceEnsemble,
+    build_sequence_model,
+    engineer,
+    pad_batch,
+)
+from models.train_sequence import stay_folds
+from models.trust import SEPSIS_CALIBRATION_CAVEAT, SepsisTrustSettings
+from models.trust_report import CalibrationRow, OutOfFoldCheck, SepsisTrustReport
+
+#: Simplest first; a later method is adopted only if it beats the one adopted so far on both figures.
+METHODS: tuple[CalibrationMethod, ...] = ("temperature", "platt", "isotonic")
+CALIBRATION_RULE = (
+    "Rule: temperature scaling, unless Platt scaling has both a lower cross-fitted ECE and a lower Brier score; "
+    "then isotonic regression if it has both lower than the one adopted so far."
+)
+THRESHOLD_NOTE = (
+    "The alert label stays on the raw risk at the operating threshold (unchanged by calibration): the calibrated "
+    "risk is shown beside it and never decides a label."
+)
+
+
+def member_logits(model: SequenceEnsemble, features: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
+    """Engineered records -> each record's (members, hours) logits of every member, batched by length."""
+    order = np.argsort([f.shape[0] for f in features], kind="stable")
+    out: list[np.ndarray] = [np.empty((0, 0))] * len(features)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            x, mask = pad_batch([features[i] for i in chunk])  # (b, hours, F), (b, hours)
+            logits = model.member_logits(x, mask).double().numpy()  # (members, b, hours)
+            for j, i in enumerate(chunk):
+                out[i] = logits[:, j, : features[i].shape[0]]
+    return out
+
+
+def cross_fit(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+    """Method -> cross-fitted hourly probabilities ("uncalibrated": the raw risk). ``folds`` (hours,) is each
+    hour's stay fold, so a stay's hours are never both fitted on and scored."""
+    probs = {"uncalibrated": np.clip(1.0 / (1.0 + np.exp(-logits)), PROB_EPS, 1.0 - PROB_EPS)}
+    for method in METHODS:
+        prob = np.empty_like(logits)
+        for k in np.unique(folds):
+            held = folds == k
+            prob[held] = fit_calibrator(method, logits[~held], labels[~held])(logits[held])
+        probs[method] = prob
+    return probs
+
+
+def adopt(figures: dict[str, tuple[float, float]]) -> CalibrationMethod:
+    """:data:`CALIBRATION_RULE` on method -> (ECE, Brier)."""
+    adopted = METHODS[0]
+    for method in METHODS[1:]:
+        if figures[method][0] < figures[adopted][0] and figures[method][1] < figures[adopted][1]:
+            adopted = method
+    return adopted
+
+
+def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
+    """Everything in this module's docstring; prints the figures."""
+    from sklearn.metrics import roc_auc_score
+
+    started = time.time()
+    meta, state = load_checkpoint(weights, expected=model_name)
+    card = read_card(weights) if (weights / CARD_JSON).is_file() else None
+    config = SequenceConfig.model_validate(meta.config)
+    if config.members < 2:
+        raise WeightsError(f"{weights} holds one network, not one per fold: out-of-fold predictions cannot be rebuilt.")
+    model = build_sequence_model(config)
+    assert isinstance(model, SequenceEnsemble)
+    model.load_state_dict(state)
+    model.eval()
+    stats = NormStats.model_validate(meta.preprocessing["norm_stats"])
+    seed = card.seed if card is not None else 0
+    records = load_labelled_dir(data or data_paths().sepsis_training)
+    stay_fold = stay_folds(records, config.members, seed)
+    features = [engineer(r.values, stats) for r in records]
+    every = member_logits(model, features)  # per stay (members, hours)
+    labels = [r.labels.astype(np.int64) for r in records if r.labels is not None]
+
+    # out of fold: stay i scored by member stay_fold[i], the one trained without its fold
+    oof = [logits[stay_fold[i]] for i, logits in enumerate(every)]  # per stay (hours,)
+    z = np.concatenate(oof)
+    y = np.concatenate(labels)
+    hour_fold = np.concatenate([np.full(len(lab), stay_fold[i]) for i, lab in enumerate(labels)])
+    raw = np.clip(1.0 / (1.0 + np.exp(-z)), PROB_EPS, 1.0 - PROB_EPS)
+    per_stay_raw = np.split(raw, np.cumsum([len(lab) for lab in labels])[:-1])
+    check = OutOfFoldCheck(
+        n_stays=len(records),
+        n_hours=len(z),
+        auroc=float(roc_auc_score(y, raw)),
+        card_auroc=card.evaluation.auroc if card is not None else float("nan"),
+        utility=normalized_utility(labels, [p >= meta.threshold for p in per_stay_raw]),
+        card_utility=card.evaluation.utility if card is not None else None,
+        brier=brier(y, raw),
+        card_brier=card.evaluation.brier if card is not None else float("nan"),
+    )
+
+    # calibration, cross-fitted over the stay folds
+    probs = cross_fit(z, y, hour_fold)
+    figures = {m: (expected_calibration_error(y, p), brier(y, p)) for m, p in probs.items()}
+    method = adopt(figures)
+    calibrator: Calibrator = fit_calibrator(method, z, y)
+
+    # the served ensemble's spread: std of the members' probabilities, every hour of every stay
+    member_prob = 1.0 / (1.0 + np.exp(-np.concatenate(every, axis=1)))  # (members, hours)
+    spread = member_prob.std(axis=0)
+
+    command = "python -m models.calibrate " + " ".join(shlex.quote(a) for a in argv)
+    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    fitted_on = (
+        f"{method} on the out-of-fold hourly logits of {len(records)} stays ({len(z)} hours). "
+        + SEPSIS_CALIBRATION_CAVEAT
+    )
+    trust = SepsisTrustSettings(calibration=calibrator, fitted=f"{measured}: {command}", fitted_on=fitted_on)
+    new_meta = CheckpointMeta.model_validate({**meta.model_dump(), "trust": trust.model_dump(mode="json")})
+    save_checkpoint(weights, new_meta, state)
+    report = SepsisTrustReport(
+        measured=measured,
+        command=command,
+        machine=this_machine().describe(),
+        folds=config.members,
+        out_of_fold=check,
+        calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
+        calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],
+        reliability={m: reliability_curve(y, p) for m, p in probs.items()},
+        caveat=SEPSIS_CALIBRATION_CAVEAT,
+        threshold_note=THRESHOLD_NOTE,
+        spread_mean=float(spread.mean()),
+        spread_p90=float(np.quantile(spread, 0.9)),
+    )
+    if card is not None:
+        card.trust = report
+        write_card(weights, card)
+    _print(report, calibrator, time.time() - started)
+    return 0
+
+
+def _print(r: SepsisTrustReport, calibrator: Calibrator, seconds: float) -> None:
+    c = r.out_of_fold
+    print(f"out of fold: {c.n_stays} stays, {c.n_hours} hours")
+    print(f"  AUROC   {c.auroc:.6f} (card {c.card_auroc:.6f})")
+    print(f"  utility {c.utility:.6f} (card {c.card_utility if c.card_utility is None else round(c.card_utility, 6)})")
+    print(f"  Brier   {c.brier:.6f} (card {c.card_brier:.6f})")
+    for row in r.calibration:
+        print(f"calibration {row.method:12s}{'*' if row.adopted else ' '} ECE {row.ece:.4f}  Brier {row.brier:.5f}")
+    print(f"adopted: {calibrator.model_dump(exclude={'x', 'y'})} ({len(calibrator.x)} isotonic breakpoints)")
+    print(f"ensemble spread (std of member probabilities): mean {r.spread_mean:.4f}, p90 {r.spread_p90:.4f}")
+    print(f"({seconds:.0f} s) wrote model.pt and the card", file=sys.stderr)
+
+
+__all__ = ["CALIBRATION_RULE", "METHODS", "adopt", "calibrate_sequence", "cross_fit", "member_logits"]
