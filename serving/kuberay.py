@@ -105,8 +105,11 @@ def manifest(profile: str) -> dict[str, Any]:
         }
         group = "gpu"
     else:
-        # ray_config.yaml's replicas at their maximum ask for 1.9 CPUs: one 2-CPU pod holds them all
-        worker_resources = {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+        # ray_config.yaml's replicas at their maximum ask for 1.9 CPUs: one 2-CPU pod holds them all. Memory:
+        # explanations raise a sepsis replica's resident memory to a high-water mark (10-minute soak,
+        # docs/reliability.md: LSTM 1.5 GB, Transformer 3.35 GB, CNN 0.57 GB, ingress 0.26 GB); two of each
+        # plus Ray's own processes come to about 12 GB.
+        worker_resources = {"requests": {"cpu": "2", "memory": "12Gi"}, "limits": {"cpu": "2", "memory": "16Gi"}}
         group = "cpu"
     worker = {
         "groupName": group,

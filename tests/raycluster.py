@@ -202,10 +202,10 @@ class LocalRayCluster:
         raise RuntimeError(f"{node.name} not ready after {timeout_s:.0f} s:\n{node.log.read_text()[-3000:]}")
 
     def alive_nodes(self) -> int:
-        r = httpx.get(f"{self.dashboard_url}/nodes?view=summary", headers=auth_headers(), timeout=10.0)
+        """Nodes the GCS holds ALIVE (Ray's state API on the head's dashboard)."""
+        r = httpx.get(f"{self.dashboard_url}/api/v0/nodes?limit=100", headers=auth_headers(), timeout=10.0)
         r.raise_for_status()
-        summary = r.json()["data"]["summary"]
-        return sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
+        return sum(1 for n in r.json()["data"]["result"]["result"] if n.get("state") == "ALIVE")
 
     def kill_node(self, node: Node) -> int:
         """SIGKILL every process of ``node`` at once; returns how many there were."""
