@@ -1,6 +1,6 @@
-"""A real Ray cluster on this machine for the slow tests (tests/serving/test_soak.py, test_multinode.py).
+"""A real Ray cluster on this machine for the slow tests (tests/slow/test_soak.py, test_multinode.py).
 
-Each node is ``ray start --block`` in its own process session (``setsid``), on loopback, on ports away from
+Each node is ``ray start --block`` in its own process session (``setsid``), on ports away from
 ``make run`` (Ray 6390, Serve 8000) and the test server (18000): killing that session kills the node, every
 Ray process of it and the replicas it hosts, and nothing else. Ray's files go to a private ``RAY_TMPDIR``.
 Serving gets the environment of ``serving/fast_path.env`` (HAProxy in front), as ``make run`` gives it.
