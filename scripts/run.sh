@@ -42,6 +42,7 @@ setsid bash -c "RAY_START_HOOK=serving._ray_start.single_machine .venv/bin/ray s
 SERVE_PID=$!
 ln -sfn "$RAY_TMPDIR/ray/session_latest/logs" .run/ray-logs
 stop() {
+  trap - EXIT INT TERM   # once: a signal's trap would otherwise be followed by the EXIT trap's second stop
   echo "==> stopping MedLens"
   pkill -TERM -s "$SERVE_PID" 2>/dev/null || true
   [ -n "${UI_PID:-}" ] && pkill -TERM -s "$UI_PID" 2>/dev/null || true
