@@ -250,11 +250,12 @@ class LocalRayCluster:
         )
 
     def serve_run(self, config: dict[str, Any]) -> None:
-        """``serve run --non-blocking --address`` (what ``make run`` does)."""
+        """``python -m serving.launch CONFIG --address`` (what ``make run`` does: ``serve run --non-blocking``
+        with the applications built in that process)."""
         path = self.write_config(config, "serve-run.yaml")
         with (self.log_dir / "serve-run.log").open("wb") as out:
             subprocess.run(
-                [str(BIN / "serve"), "run", "--non-blocking", "--address", f"127.0.0.1:{self.ports.gcs}", str(path)],
+                [sys.executable, "-m", "serving.launch", str(path), "--address", f"127.0.0.1:{self.ports.gcs}"],
                 cwd=REPO_ROOT,
                 env=self.env,
                 check=True,

@@ -1,5 +1,5 @@
 """A 10-minute soak (issue 23, item 4): serving started as ``make run`` starts it (its own single-node Ray,
-``serve run --non-blocking`` of ray_config.yaml, the fast-path environment; here on port 28100, not 8000),
+``python -m serving.launch`` of ray_config.yaml, the fast-path environment; here on port 28100, not 8000),
 driven by Locust with benchmarks/locustfile.py's realistic mix at a bounded number of users.
 
 After a 3-minute warm-up under the mix (the replicas measure their execution paths, autoscaling settles, and
