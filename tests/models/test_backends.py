@@ -104,10 +104,13 @@ def test_a_candidate_that_changes_the_ood_score_is_rejected(cnn_spec: ModelSpec)
     if len(cnn_spec.outputs) < 2:
         pytest.skip("the committed CNN checkpoint is not calibrated (python -m models.calibrate cnn)")
 
+    scale = np.ones(len(cnn_spec.outputs), dtype=np.float32)  # logit, ood_score[, each ensemble member's logit]
+    scale[cnn_spec.outputs.index("ood_score")] = 1.1
+
     def build(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> backends.Runner:
         right = build_runner(spec, ExecutionPath("torch-fp32"), device, threads)
         if path.backend == "onnxruntime":
-            return lambda *inputs: right(*inputs) * np.array([1.0, 1.1], dtype=np.float32)
+            return lambda *inputs: right(*inputs) * scale
         return right
 
     paths = [ExecutionPath("torch-fp32"), ExecutionPath("onnxruntime", "CPUExecutionProvider")]
