@@ -1,9 +1,10 @@
 """Batch prediction with the default (or given) weights.
 
 python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1]
-    -> CSV ``path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score``
+    -> CSV ``path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score,ensemble_std``
        (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label, to be
-       withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; see docs/trust.md)
+       withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; ensemble_std the standard
+       deviation of an ensemble's members' probabilities, 0 for one network; see docs/trust.md)
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
@@ -36,6 +37,7 @@ CNN_COLUMNS = (
     "prediction_set",
     "in_distribution",
     "ood_score",
+    "ensemble_std",
 )
 
 
@@ -65,6 +67,7 @@ def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
         "|".join(a.prediction_set),
         str(int(a.in_distribution)),
         f"{a.ood_score:.6f}",
+        f"{a.spread:.6f}",
     ]
 
 

@@ -270,7 +270,7 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             member_probabilities=list(assessment.member_probabilities)
             if assessment and len(assessment.member_probabilities) > 1
             else None,
-            spread=assessment.spread if assessment and len(assessment.member_probabilities) > 1 else None,
+            ensemble_std=assessment.spread if assessment and len(assessment.member_probabilities) > 1 else None,
             heatmap_png=None if explanation is None else encode_gray_png(explanation),
             preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,
@@ -318,7 +318,7 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
                     probability=prob,
                     label=int(prob >= threshold),
                     calibrated_probability=_at(output.calibrated_probability, t),
-                    spread=_at(output.member_std, t),
+                    ensemble_std=_at(output.member_std, t),
                     member_min=_at(output.member_min, t),
                     member_max=_at(output.member_max, t),
                     top_features=top,

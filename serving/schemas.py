@@ -150,7 +150,7 @@ class XrayPrediction(_Schema):
         description="a deep ensemble's members' probabilities of pneumonia (`probability` is from their mean "
         "logit); null for a single network or an uncalibrated checkpoint",
     )
-    spread: float | None = Field(
+    ensemble_std: float | None = Field(
         default=None,
         ge=0.0,
         description="standard deviation of `member_probabilities`: how much the ensemble's members disagree",
@@ -188,7 +188,7 @@ class HourRisk(_Schema):
         description="the risk calibrated on the out-of-fold hours of the training stays (null: uncalibrated "
         "checkpoint); for reading as a frequency, not for the alert",
     )
-    spread: float | None = Field(
+    ensemble_std: float | None = Field(
         default=None,
         ge=0.0,
         description="standard deviation of the fold members' probabilities this hour (null: a single network)",

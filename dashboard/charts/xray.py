@@ -72,13 +72,13 @@ def trust_line(prediction: XrayPrediction) -> str | None:
 def ensemble_line(prediction: XrayPrediction) -> str | None:
     """How far the deep ensemble's members agree, in words (None: a single network)."""
     members = prediction.member_probabilities
-    if not members or len(members) < 2 or prediction.spread is None:
+    if not members or len(members) < 2 or prediction.ensemble_std is None:
         return None
     low, high = min(members), max(members)
     straddles = low < prediction.threshold <= high
     return (
         f"{len(members)} networks trained with different seeds: their probabilities run from {low:.1%} to "
-        f"{high:.1%} (spread ±{prediction.spread:.1%})"
+        f"{high:.1%} (spread ±{prediction.ensemble_std:.1%})"
         + (" — they fall on both sides of the threshold" if straddles else "")
     )
 

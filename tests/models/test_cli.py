@@ -51,7 +51,7 @@ def image_tree(tmp_path: Path, xray_folder: Path) -> tuple[Path, list[Path]]:
     return root, sorted(images)
 
 
-CNN_HEADER = "path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score"
+CNN_HEADER = "path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score,ensemble_std"
 
 
 def test_predict_cnn_csv(
@@ -68,14 +68,14 @@ def test_predict_cnn_csv(
     assert text.splitlines()[0] == CNN_HEADER
     rows = list(csv.reader(text.splitlines()[1:]))
     assert sorted(Path(r[0]) for r in rows) == images  # one row per readable image, recursively
-    assert all(len(r) == 7 for r in rows)
+    assert all(len(r) == 8 for r in rows)
     meta, _ = load_checkpoint(weights, expected="cnn")
     predictor = XrayPredictor(weights)
     decoded = [load_xray_file(Path(r[0])) for r in rows]
     expected = predictor.predict([im.pixels for im in decoded])
     assessed = predictor.assess(decoded)
     for row, reference, a in zip(rows, expected, assessed, strict=True):
-        path, prob_text, label_text, calibrated_text, set_text, in_dist_text, ood_text = row
+        path, prob_text, label_text, calibrated_text, set_text, in_dist_text, ood_text, std_text = row
         prob, label = float(prob_text), int(label_text)
         for number in (prob_text, calibrated_text, ood_text):
             assert len(number.split(".")[1]) == 6, number
@@ -86,6 +86,7 @@ def test_predict_cnn_csv(
         assert set_text in ("NORMAL", "PNEUMONIA", "NORMAL|PNEUMONIA") and set_text.split("|") == a.prediction_set
         assert in_dist_text == str(int(a.in_distribution))
         assert float(ood_text) == pytest.approx(a.ood_score, rel=1e-4, abs=SAME)
+        assert float(std_text) == 0.0  # one network: no spread (tests/models/test_ensemble.py has two)
     err = capsys.readouterr().err
     assert "broken.png" in err and "skipped" in err
 

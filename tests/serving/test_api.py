@@ -166,11 +166,11 @@ def test_sepsis_answers_the_calibrated_risk_and_the_members_spread(
     assert result.ensemble_members == 5
     for hour in result.hours:
         assert hour.calibrated_probability is not None and 0.0 <= hour.calibrated_probability <= 1.0
-        assert hour.spread is not None and 0.0 <= hour.spread <= 0.5
+        assert hour.ensemble_std is not None and 0.0 <= hour.ensemble_std <= 0.5
         assert hour.member_min is not None and hour.member_max is not None
         assert 0.0 <= hour.member_min <= hour.probability <= hour.member_max <= 1.0
         assert hour.label == int(hour.probability >= result.threshold)
-    assert any(h.spread for h in result.hours)
+    assert any(h.ensemble_std for h in result.hours)
     # the metrics of a sepsis model carry its calibration report
     metrics = client.metrics(model)
     assert metrics.trust is not None and any(r.adopted for r in metrics.trust.calibration)
@@ -300,7 +300,7 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
     assert spec["info"]["version"] == "1.3.0"
     hour = spec["components"]["schemas"]["HourRisk"]["properties"]
-    assert {"calibrated_probability", "spread", "member_min", "member_max"} <= set(hour)
+    assert {"calibrated_probability", "ensemble_std", "member_min", "member_max"} <= set(hour)
     assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]
     # ... and no second document beside it
     for prefix in ("/v1/xray", "/v1/sepsis/lstm", "/v1/sepsis/transformer"):

@@ -175,11 +175,11 @@ def test_each_hour_carries_its_calibrated_risk_and_the_members_spread(
         assert isinstance(result, SepsisPrediction) and result.ensemble_members == predictor.members
         (expected,) = predictor.assess([load_series_file(path, min_hours=2).values])
         for t, hour in enumerate(result.hours):
-            assert hour.spread is not None and hour.member_min is not None and hour.member_max is not None
-            assert hour.spread >= 0 and hour.member_min <= hour.probability <= hour.member_max
+            assert hour.ensemble_std is not None and hour.member_min is not None and hour.member_max is not None
+            assert hour.ensemble_std >= 0 and hour.member_min <= hour.probability <= hour.member_max
             assert hour.calibrated_probability is not None and 0 <= hour.calibrated_probability <= 1
             assert expected.member_std is not None and expected.calibrated_probability is not None
-            assert hour.spread == pytest.approx(float(expected.member_std[t]), abs=1e-3)
+            assert hour.ensemble_std == pytest.approx(float(expected.member_std[t]), abs=1e-3)
             assert hour.calibrated_probability == pytest.approx(float(expected.calibrated_probability[t]), abs=1e-3)
 
 

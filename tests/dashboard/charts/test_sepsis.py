@@ -145,7 +145,7 @@ def _with_trust(prediction: SepsisPrediction) -> SepsisPrediction:
         h.model_copy(
             update={
                 "calibrated_probability": h.probability / 2,
-                "spread": 0.02,
+                "ensemble_std": 0.02,
                 "member_min": max(0.0, h.probability - 0.05),
                 "member_max": min(1.0, h.probability + 0.04),
             }

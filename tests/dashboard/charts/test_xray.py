@@ -144,10 +144,10 @@ def test_an_out_of_distribution_answer_withholds_the_label() -> None:
 
 
 def test_the_ensemble_line_gives_the_members_range_and_says_when_they_straddle_the_threshold() -> None:
-    agree = _prediction(0.9).model_copy(update={"member_probabilities": [0.85, 0.9, 0.94], "spread": 0.037})
+    agree = _prediction(0.9).model_copy(update={"member_probabilities": [0.85, 0.9, 0.94], "ensemble_std": 0.037})
     line = xray.ensemble_line(agree)
     assert line is not None and "3 networks" in line and "85.0%" in line and "94.0%" in line
     assert "both sides" not in line
-    split = agree.model_copy(update={"member_probabilities": [0.4, 0.7, 0.8], "spread": 0.17})
+    split = agree.model_copy(update={"member_probabilities": [0.4, 0.7, 0.8], "ensemble_std": 0.17})
     assert "both sides of the threshold" in (xray.ensemble_line(split) or "")
     assert xray.ensemble_line(_prediction(0.9)) is None  # a single network: nothing to add
