@@ -1,8 +1,10 @@
-"""A component killed (SIGKILL) under load loses no request: the CNN's replicas, the Serve controller, or
-the HAProxy front door. Predictions are idempotent, and the client retries a dropped connection, the front
-door's 502 / 503 ``unavailable`` and a refused connection from a server that answered before, until it
-answers again (``MedLensClient.retry_s``). Measured: requests, failures, and the longest time without a
-finished prediction after the kill; written to test-artifacts/faults.json (docs/reliability.md quotes it)."""
+"""A component killed (SIGKILL) under Locust load loses no request: the CNN's replicas, the Serve controller,
+or the HAProxy front door. Locust (tests/serving/faults_locustfile.py, 8 users in a closed loop, a subprocess
+of its own) sends predictions through ``MedLensClient``: predictions are idempotent, and the client retries a
+dropped connection, the front door's 502 / 503 ``unavailable`` and a refused connection from a server that
+answered before, until it answers again (``MedLensClient.retry_s``). Measured: requests, failures, and the
+longest time without a finished prediction after the kill; written to test-artifacts/faults.json
+(docs/reliability.md quotes it)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,14 @@ import itertools
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from models.config import REPO_ROOT
-from serving.client import MedLensClient, ServingError
 from tests.conftest import pids_matching
+from tests.locust_load import LocustLoad
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(300)]
 
@@ -39,36 +40,21 @@ TARGETS = {
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_a_killed_component_under_load_loses_no_request(serving_url: str, xray_normal_path: Path, target: str) -> None:
-    image = xray_normal_path.read_bytes()
-    done: list[float] = []  # finish times of successful predictions
-    failures: list[str] = []
-    stop = time.monotonic() + DURATION_S
-    lock = threading.Lock()
-
-    def client_loop() -> None:
-        with MedLensClient(serving_url, timeout=60.0, retry_s=45.0) as client:
-            while time.monotonic() < stop:
-                try:
-                    client.predict_xray(image, "n.jpeg")
-                    with lock:
-                        done.append(time.monotonic())
-                except ServingError as exc:
-                    with lock:
-                        failures.append(f"{exc.status} {exc.error}")
-
-    threads = [threading.Thread(target=client_loop) for _ in range(CLIENTS)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    time.sleep(KILL_AT_S)
-    victims = pids_matching(TARGETS[target])
-    assert victims, f"no {target} process found"
-    killed_at = time.monotonic()
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    for t in threads:
-        t.join(timeout=DURATION_S + 120)
+def test_a_killed_component_under_load_loses_no_request(
+    serving_url: str, xray_normal_path: Path, target: str, tmp_path: Path
+) -> None:
+    with LocustLoad(serving_url, {"xray": CLIENTS}, tmp_path, image=xray_normal_path) as load:
+        start = time.time()
+        time.sleep(KILL_AT_S)
+        victims = pids_matching(TARGETS[target])
+        assert victims, f"no {target} process found"
+        killed_at = time.time()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(max(0.0, DURATION_S - KILL_AT_S))
+    finished = load.finished()
+    done = [f.at for f in finished if f.ok]
+    failures = [f.error for f in finished if not f.ok]
     after = sorted(t for t in done if t > killed_at)
     # the outage: the longest stretch without a finished prediction, from the kill on
     stamps = [killed_at, *after]
@@ -76,7 +62,7 @@ def test_a_killed_component_under_load_loses_no_request(serving_url: str, xray_n
     result = {
         "killed": target,
         "clients": CLIENTS,
-        "seconds": round(time.monotonic() - start, 1),
+        "seconds": round(time.time() - start, 1),
         "processes_killed": len(victims),
         "requests_ok": len(done),
         "requests_failed": len(failures),

@@ -3,8 +3,9 @@ machine as two nodes, each with its own CPUs and custom resources; ``serve deplo
 ray_config.yaml (or ray_config.gpu.yaml) through the head's dashboard, as docs/deploy.md does for a cluster.
 
 Each model deployment runs 2 replicas (``min_replicas: 2``), and Serve's spread placement puts one on each
-node. Under a bounded load (closed-loop ``MedLensClient`` threads, X-ray and both sepsis models, the client's
-retries on as by default) every process of the worker node is killed (SIGKILL). Checks: the replicas were on
+node. Under a bounded Locust load (tests/serving/faults_locustfile.py: closed-loop users that send X-ray and
+both sepsis models' predictions through ``MedLensClient``, its retries on as by default) every process of
+the worker node is killed (SIGKILL). Checks: the replicas were on
 both nodes; the service is healthy again (every deployment HEALTHY with its 2 replicas running on the head,
 ``/healthz`` 200) within 180 s; no request failed. Measured: requests, failures, time to healthy, the longest
 stretch without a finished prediction; written to test-artifacts/multinode.json (docs/reliability.md).
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import pytest
 
 from models.catalogue import CATALOGUE
 from models.config import REPO_ROOT
-from serving.client import MedLensClient, ServingError
+from tests.locust_load import LocustLoad
 from tests.raycluster import LocalRayCluster, Ports, derived_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.serve, pytest.mark.timeout(1200)]
@@ -129,54 +129,33 @@ def test_a_killed_worker_node_under_load(tmp_path: Path, xray_normal_path: Path,
         for name in MODEL_DEPLOYMENTS:
             assert placement[name] == ["head", worker.name], f"{name} not spread over both nodes: {placement}"
 
-        image, record = xray_normal_path.read_bytes(), psv_path.read_bytes()
-        done: list[tuple[float, str]] = []
-        failures: list[str] = []
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def client_loop(kind: str) -> None:
-            with MedLensClient(cluster.serve_url, timeout=60.0, retry_s=60.0) as client:
-                while not stop.is_set():
-                    try:
-                        if kind == "cnn":
-                            client.predict_xray(image, "n.jpeg")
-                        else:
-                            client.predict_sepsis(record, "p.psv", model=kind)
-                        with lock:
-                            done.append((time.monotonic(), kind))
-                    except (ServingError, httpx.HTTPError) as exc:
-                        with lock:
-                            failures.append(f"{kind}: {exc}")
-
-        kinds = ["cnn"] * (CLIENTS - 2) + ["lstm", "transformer"]
-        threads = [threading.Thread(target=client_loop, args=(k,)) for k in kinds]
-        start = time.monotonic()
-        for t in threads:
-            t.start()
-        time.sleep(KILL_AT_S)
-        killed_at = time.monotonic()
-        result["worker_processes_killed"] = cluster.kill_node(worker)
-        healthy_at = None
-        while time.monotonic() - killed_at < HEALTHY_WITHIN_S + 60:
-            if _healthy_on(cluster, "head"):
-                healthy_at = time.monotonic()
-                break
-            time.sleep(1.0)
-        if healthy_at is not None:
-            time.sleep(AFTER_HEALTHY_S)
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
-        after = sorted(t for t, kind in done if t > killed_at and kind == "cnn")
+        users = {"xray": CLIENTS - 2, "lstm": 1, "transformer": 1}
+        with LocustLoad(cluster.serve_url, users, tmp_path, image=xray_normal_path, record=psv_path) as load:
+            start = time.time()
+            time.sleep(KILL_AT_S)
+            killed_at = time.time()
+            result["worker_processes_killed"] = cluster.kill_node(worker)
+            healthy_at = None
+            while time.time() - killed_at < HEALTHY_WITHIN_S + 60:
+                if _healthy_on(cluster, "head"):
+                    healthy_at = time.time()
+                    break
+                time.sleep(1.0)
+            if healthy_at is not None:
+                time.sleep(AFTER_HEALTHY_S)
+        finished = load.finished()
+        done = [(f.at, f.kind) for f in finished if f.ok]
+        failures = [f"{f.kind}: {f.error}" for f in finished if not f.ok]
+        kinds = [kind for kind, n in users.items() for _ in range(n)]
+        after = sorted(t for t, kind in done if t > killed_at and kind == "xray")
         stamps = [killed_at, *after]
         result.update(
             {
                 "clients": kinds,
-                "seconds_under_load": round(time.monotonic() - start, 1),
+                "seconds_under_load": round(time.time() - start, 1),
                 "requests_ok": len(done),
                 "requests_ok_by_model": {
-                    k: sum(1 for _, kk in done if kk == k) for k in ("cnn", "lstm", "transformer")
+                    k: sum(1 for _, kk in done if kk == k) for k in ("xray", "lstm", "transformer")
                 },
                 "requests_failed": len(failures),
                 "failures": failures[:10],
