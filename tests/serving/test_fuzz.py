@@ -2,7 +2,8 @@
 every route, schema-valid and schema-invalid requests, checked for no 5xx, documented status codes,
 content types and response-schema conformance.
 
-Examples per route: ``MEDLENS_FUZZ_EXAMPLES`` (default 8 in ``make test``; the slow suite sets more).
+Examples per operation and mode: ``MEDLENS_FUZZ_EXAMPLES`` (default 8) in ``make test``; the ``thorough``
+variant, marked ``slow`` (``make test-slow``), runs ``MEDLENS_FUZZ_SLOW_EXAMPLES`` (default 50).
 Excluded checks, and why: ``positive_data_acceptance`` (a schema-valid multipart ``file`` is random bytes,
 which the models rightly refuse with 415/422) and ``ignored_auth`` (the test server runs without a token,
 as documented: auth is on only when MEDLENS_API_TOKEN is set; tests/serving/test_http.py covers it)."""
@@ -21,6 +22,7 @@ from schemathesis.generation import GenerationMode
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(900)]
 
 EXAMPLES = int(os.environ.get("MEDLENS_FUZZ_EXAMPLES", "8"))
+SLOW_EXAMPLES = int(os.environ.get("MEDLENS_FUZZ_SLOW_EXAMPLES", "50"))
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,14 @@ def api_schema(serving_url: str) -> schemathesis.BaseSchema:
     return loaded
 
 
+@pytest.mark.parametrize(
+    "examples",
+    [pytest.param(EXAMPLES, id="bounded"), pytest.param(SLOW_EXAMPLES, id="thorough", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-def test_every_route_answers_as_documented(api_schema: schemathesis.BaseSchema, mode: GenerationMode) -> None:
+def test_every_route_answers_as_documented(
+    api_schema: schemathesis.BaseSchema, mode: GenerationMode, examples: int
+) -> None:
     """Each operation of the document in turn (schemathesis's pytest plugin does not load under this pytest):
     schema-valid requests (``positive``) and schema-violating ones (``negative``, which must be 4xx)."""
     failures: list[str] = []
@@ -44,7 +52,7 @@ def test_every_route_answers_as_documented(api_schema: schemathesis.BaseSchema, 
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+            max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
             database=None,
         )  # fmt: skip
         def run(case: schemathesis.Case) -> None:
