@@ -215,6 +215,18 @@ def _has_voi(ds: pydicom.Dataset) -> bool:
     return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
 
 
+_SPACINGS = ("PixelSpacing", "ImagerPixelSpacing")
+
+
+def _positive(value: object) -> bool:
+    """A pixel spacing that means something: every value a number above 0 (mm)."""
+    values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+    try:
+        return bool(values) and all(float(v) > 0 for v in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
     """De-identified header fields (an allow-list: nothing else is ever copied out)."""
     out: dict[str, str] = {}
@@ -224,6 +236,8 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
             continue
         multi = isinstance(value, pydicom.multival.MultiValue)
         text = " x ".join(str(v) for v in value) if multi else str(value)
+        if keyword in _SPACINGS and not _positive(value):
+            text = f"not recorded (the header holds {text})"  # 0 x 0 would read as a size; it is none
         if text:
             out[keyword] = text[:64]
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)

@@ -174,6 +174,16 @@ def test_real_dicom_fields_are_acquisition_facts_only(rg1_uncompressed: XrayImag
         assert secret not in text
 
 
+def test_a_zero_pixel_spacing_reads_as_not_recorded(rg1_uncompressed: XrayImage) -> None:
+    """pydicom-data's RG1 holds PixelSpacing 0 x 0: shown as a size it would read as one; it is none."""
+    assert rg1_uncompressed.dicom_fields["PixelSpacing"] == "not recorded (the header holds 0.000 x 0.000)"
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(half_ramp())))
+    ds.PixelSpacing = [0.139, 0.14]
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert load_xray_bytes(buf.getvalue(), "spaced.dcm").dicom_fields["PixelSpacing"] == "0.139 x 0.14"
+
+
 def test_identifiers_never_reach_dicom_fields() -> None:
     data = make_dicom(half_ramp(), identifiers=True)
     ds = pydicom.dcmread(io.BytesIO(data))
