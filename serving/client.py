@@ -120,7 +120,8 @@ class MedLensClient:
         self.token = token or None
         self.timeout = timeout
         #: How long an idempotent request (every GET, predictions, case uploads; never a review) is retried
-        #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable`` from the front
+        #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable`` or a plain-text
+        #: 404 (a restarted front door without its routes yet) from the front
         #: door, or a refused connection from a server that answered before (its front door restarting). Not
         #: a full queue (503 ``queue_full``: the caller decides), nor a server that never answered.
         self.retry_s = retry_s
@@ -260,6 +261,12 @@ class MedLensClient:
             if response.status_code in (502, 504) or (response.status_code == 503 and error.error != "queue_full"):
                 after = response.headers.get("Retry-After", "")
                 raise _Retryable(error, float(after) if after.isdigit() else None)
+            if response.status_code == 404 and not response.headers.get("content-type", "").startswith(
+                "application/json"
+            ):
+                # Not MedLens's own 404 (always JSON): a restarted front door that has no routes yet answers
+                # every path with its plain-text 404 until the controller sends them (seconds, measured).
+                raise _Retryable(error, None)
             raise error
         return response
 

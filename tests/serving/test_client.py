@@ -87,3 +87,40 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_only_the_extension_is_sent(name: str, expected: str) -> None:
     assert _upload_name(name, "upload.png") == expected
+
+
+def test_a_front_door_without_routes_is_waited_for_but_medlens_own_404_is_not() -> None:
+    """A restarted HAProxy answers every path with a plain-text 404 until its routes arrive: retried. MedLens's
+    own 404 (JSON) is an answer: not retried. A real HTTP server on a free port plays both."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if len(seen) <= 2:
+                body, kind = b"Path '/v1/models' not found. Ping http://.../-/routes", "text/plain"
+            else:
+                body, kind = b'{"error": "not_found", "detail": "no such model"}', "application/json"
+            self.send_response(404)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with MedLensClient(url, retry_s=10.0) as client, pytest.raises(ServingError) as raised:
+            client.models()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 3  # two plain-text 404s retried, then MedLens's JSON 404 returned at once
+    assert (raised.value.status, raised.value.error, raised.value.detail) == (404, "not_found", "no such model")
