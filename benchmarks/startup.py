@@ -36,6 +36,7 @@ import httpx
 
 from models.backends import this_machine
 from models.config import REPO_ROOT
+from serving._settings import fast_path_env
 
 RAY_PORT = 6390
 SERVE_URL = "http://127.0.0.1:8000/healthz"
@@ -63,10 +64,7 @@ class Result:
 
 def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    for line in (REPO_ROOT / "serving" / "fast_path.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
+    env.update(fast_path_env())
     env.update({"TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp / "ray-tmp"), "RAY_USAGE_STATS_ENABLED": "0"})
     return env
 

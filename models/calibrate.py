@@ -32,6 +32,7 @@ from models.calibration import (
     CalibrationMethod,
     brier,
     coverage_by_class,
+    cross_fitted,
     fit_calibrator,
     mondrian_quantiles,
     nonconformity,
@@ -109,15 +110,10 @@ def patient_folds(patients: list[str], folds: int, seed: int) -> np.ndarray:
 
 def cross_fit_probabilities(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
     """Method -> out-of-fold calibrated probabilities ("uncalibrated": the raw sigmoid)."""
-    probs = {"uncalibrated": 1.0 / (1.0 + np.exp(-logits))}
-    method: CalibrationMethod
-    for method in ("temperature", "isotonic"):
-        prob = np.empty_like(logits)
-        for k in np.unique(folds):
-            held = folds == k
-            prob[held] = fit_calibrator(method, logits[~held], labels[~held])(logits[held])
-        probs[method] = prob
-    return probs
+    return {
+        "uncalibrated": 1.0 / (1.0 + np.exp(-logits)),
+        **cross_fitted(("temperature", "isotonic"), logits, labels, folds),
+    }
 
 
 def calibration_figures(labels: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:

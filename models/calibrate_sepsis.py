@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from models.backends import this_machine
-from models.calibration import CalibrationMethod, Calibrator, brier, fit_calibrator
+from models.calibration import CalibrationMethod, Calibrator, brier, cross_fitted, fit_calibrator
 from models.cards import read_card, write_card
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.config import data_paths
@@ -75,14 +75,8 @@ def member_logits(model: SequenceEnsemble, features: list[np.ndarray], batch_siz
 def cross_fit(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
     """Method -> cross-fitted hourly probabilities ("uncalibrated": the raw risk). ``folds`` (hours,) is each
     hour's stay fold, so a stay's hours are never both fitted on and scored."""
-    probs = {"uncalibrated": np.clip(1.0 / (1.0 + np.exp(-logits)), PROB_EPS, 1.0 - PROB_EPS)}
-    for method in METHODS:
-        prob = np.empty_like(logits)
-        for k in np.unique(folds):
-            held = folds == k
-            prob[held] = fit_calibrator(method, logits[~held], labels[~held])(logits[held])
-        probs[method] = prob
-    return probs
+    raw = np.clip(1.0 / (1.0 + np.exp(-logits)), PROB_EPS, 1.0 - PROB_EPS)
+    return {"uncalibrated": raw, **cross_fitted(METHODS, logits, labels, folds)}
 
 
 def adopt(figures: dict[str, tuple[float, float]]) -> CalibrationMethod:

@@ -113,6 +113,21 @@ def fit_calibrator(method: CalibrationMethod, logits: np.ndarray, labels: np.nda
     return fit_platt(logits, labels) if method == "platt" else fit_isotonic(logits, labels)
 
 
+def cross_fitted(
+    methods: Sequence[CalibrationMethod], logits: np.ndarray, labels: np.ndarray, folds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Method -> out-of-fold calibrated probabilities: each fold's items through the method fitted on the
+    other folds (``folds``: (N,) fold index; items of one patient or stay share a fold)."""
+    probs: dict[str, np.ndarray] = {}
+    for method in methods:
+        prob = np.empty_like(logits)
+        for k in np.unique(folds):
+            held = folds == k
+            prob[held] = fit_calibrator(method, logits[~held], labels[~held])(logits[held])
+        probs[method] = prob
+    return probs
+
+
 def brier(labels: np.ndarray, prob: np.ndarray) -> float:
     return float(np.mean((np.asarray(prob, dtype=np.float64) - np.asarray(labels, dtype=np.float64)) ** 2))
 

@@ -8,6 +8,7 @@ with its readers on the reviewed cases of the worklist.
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import backend, widgets
 from dashboard.charts.common import source_line
@@ -112,14 +113,20 @@ def render() -> None:
     _on_reviewed_cases(infos[name].task_name)
 
 
-def _trust(trust: TrustReport) -> None:
-    """Calibration before and after, conformal coverage, out-of-distribution scores: from the model card."""
+def _reliability_beside(trust: TrustReport | SepsisTrustReport) -> DeltaGenerator:
+    """ "When not to trust it": the reliability diagrams before and after calibration on the left; returns the
+    right column for the model's own tables."""
     st.subheader("When not to trust it")
     left, right = st.columns(2)
     with left:
         st.plotly_chart(reliability_figure(trust), key="perf_reliability", config={"displaylogo": False})
         st.caption(trust.calibration_rule)
-    with right:
+    return right
+
+
+def _trust(trust: TrustReport) -> None:
+    """Calibration before and after, conformal coverage, out-of-distribution scores: from the model card."""
+    with _reliability_beside(trust):
         st.markdown(f"**Prediction sets** (conformal, α = {trust.alpha:g}; {trust.uncertain_rate:.0%} of radiographs "
                     "get both labels: uncertain)")  # fmt: skip
         st.table(conformal_table(trust).set_index("true label"))
@@ -145,12 +152,7 @@ def _ensemble(report: EnsembleReport) -> None:
 
 def _sepsis_trust(trust: SepsisTrustReport) -> None:
     """The hourly calibration before and after and the out-of-fold check: from the model card."""
-    st.subheader("When not to trust it")
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(reliability_figure(trust), key="perf_reliability", config={"displaylogo": False})
-        st.caption(trust.calibration_rule)
-    with right:
+    with _reliability_beside(trust):
         st.markdown("**Calibration of the hourly risk** (cross-fitted by stay: ECE in 10 bins, Brier)")
         st.table(calibration_table(trust).set_index("calibrator"))
         st.markdown("**Out-of-fold predictions** recomputed from the checkpoint, beside the training card")
