@@ -120,10 +120,11 @@ class MedLensClient:
         self.token = token or None
         self.timeout = timeout
         #: How long an idempotent request (every GET, predictions, case uploads; never a review) is retried
-        #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable`` or a plain-text
-        #: 404 (a restarted front door without its routes yet) from the front
-        #: door, or a refused connection from a server that answered before (its front door restarting). Not
-        #: a full queue (503 ``queue_full``: the caller decides), nor a server that never answered.
+        #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable``, a plain-text
+        #: 404 (a restarted front door without its routes yet) or plain-text 500 (HAProxy's answer when the
+        #: replica died under the request) from the front door, or a refused connection from a server that
+        #: answered before (its front door restarting). Not MedLens's own JSON errors, a full queue (503
+        #: ``queue_full``: the caller decides), nor a server that never answered.
         self.retry_s = retry_s
         self._answered = False  # a server that never answered is not waited for (a wrong URL fails fast)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -261,11 +262,13 @@ class MedLensClient:
             if response.status_code in (502, 504) or (response.status_code == 503 and error.error != "queue_full"):
                 after = response.headers.get("Retry-After", "")
                 raise _Retryable(error, float(after) if after.isdigit() else None)
-            if response.status_code == 404 and not response.headers.get("content-type", "").startswith(
+            if response.status_code in (404, 500) and not response.headers.get("content-type", "").startswith(
                 "application/json"
             ):
-                # Not MedLens's own 404 (always JSON): a restarted front door that has no routes yet answers
-                # every path with its plain-text 404 until the controller sends them (seconds, measured).
+                # Not MedLens's own 404 / 500 (always JSON), but the front door's: a restarted HAProxy that has
+                # no routes yet answers every path with a plain-text 404 until the controller sends them
+                # (seconds, measured), and HAProxy turns a replica that died under the request (its 502 /
+                # 503 / 504) into a plain-text 500 "Internal Server Error".
                 raise _Retryable(error, None)
             raise error
         return response

@@ -89,9 +89,20 @@ def test_only_the_extension_is_sent(name: str, expected: str) -> None:
     assert _upload_name(name, "upload.png") == expected
 
 
-def test_a_front_door_without_routes_is_waited_for_but_medlens_own_404_is_not() -> None:
-    """A restarted HAProxy answers every path with a plain-text 404 until its routes arrive: retried. MedLens's
-    own 404 (JSON) is an answer: not retried. A real HTTP server on a free port plays both."""
+@pytest.mark.parametrize(
+    ("status", "front_door_text", "kind"),
+    [
+        # a restarted HAProxy answers every path with a plain-text 404 until its routes arrive
+        (404, b"Path '/v1/models' not found. Ping http://.../-/routes", "not_found"),
+        # HAProxy's answer when the replica died under the request (its 502 / 503 / 504, normalised)
+        (500, b"Internal Server Error", "internal_error"),
+    ],
+)
+def test_the_front_doors_plain_text_errors_are_retried_but_medlens_own_are_not(
+    status: int, front_door_text: bytes, kind: str
+) -> None:
+    """The front door's plain-text 404 / 500 (a restart, a dead replica): retried. MedLens's own errors (JSON)
+    are answers: not retried. A real HTTP server on a free port plays both."""
     import http.server
     import threading
 
@@ -101,11 +112,11 @@ def test_a_front_door_without_routes_is_waited_for_but_medlens_own_404_is_not() 
         def do_GET(self) -> None:
             seen.append(self.path)
             if len(seen) <= 2:
-                body, kind = b"Path '/v1/models' not found. Ping http://.../-/routes", "text/plain"
+                body, media = front_door_text, "text/plain"
             else:
-                body, kind = b'{"error": "not_found", "detail": "no such model"}', "application/json"
-            self.send_response(404)
-            self.send_header("content-type", kind)
+                body, media = b'{"error": "%s", "detail": "MedLens said so"}' % kind.encode(), "application/json"
+            self.send_response(status)
+            self.send_header("content-type", media)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -122,5 +133,5 @@ def test_a_front_door_without_routes_is_waited_for_but_medlens_own_404_is_not() 
     finally:
         server.shutdown()
         server.server_close()
-    assert len(seen) == 3  # two plain-text 404s retried, then MedLens's JSON 404 returned at once
-    assert (raised.value.status, raised.value.error, raised.value.detail) == (404, "not_found", "no such model")
+    assert len(seen) == 3  # two plain-text answers retried, then MedLens's JSON error returned at once
+    assert (raised.value.status, raised.value.error, raised.value.detail) == (status, kind, "MedLens said so")
