@@ -17,6 +17,13 @@ def show_trust(pred: XrayPrediction) -> None:
     """The model's answer for a radiograph and how far to trust it: the label (withheld, with a prominent
     warning, when serving says the input is out of distribution), the probability against the threshold,
     the calibrated probability and the prediction set."""
+    if pred.synthetic:
+        st.info(
+            "**SYNTHETIC — not a patient.** This image was made by MedLens's conditional GAN "
+            f"({pred.synthetic_mark or 'mark not in MedLens form'}). It is for demos and tests, and never counts in "
+            "a metric of real data.",
+            icon=":material/auto_awesome:",
+        )
     label = shown_label(pred)
     if label is None:
         st.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -28,7 +29,15 @@ class SelectedInput:
     data: bytes
     name: str
     label: str
-    source: Literal["upload", "demo"]
+    source: Literal["upload", "demo", "synthetic"]
+
+
+@dataclass(frozen=True)
+class SyntheticRequest:
+    """A synthetic demo radiograph asked for: which class and seed (the page asks serving for the image)."""
+
+    label: str
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,9 @@ def _set_source(key: str, value: str) -> None:
     st.session_state[key] = value
 
 
-def xray_input() -> SelectedInput | None:
-    """Uploader (any file: PNG, JPEG or DICOM with or without extension) or the demo DICOM."""
+def xray_input() -> SelectedInput | SyntheticRequest | None:
+    """Uploader (any file: PNG, JPEG or DICOM with or without extension), the demo DICOM, or a synthetic demo
+    case of a chosen class (a new random seed at each click)."""
     state_key = "xray_source"
     uploaded = st.file_uploader(
         "Chest X-ray (PNG, JPEG or DICOM — any file name, extension optional)",
@@ -72,16 +82,43 @@ def xray_input() -> SelectedInput | None:
         args=(state_key, "upload"),
         help="Serving checks the file; DICOM is recognised by its contents, not its extension.",
     )
-    if st.button("Open the demo radiograph (DICOM)", icon=":material/radiology:", key="xray_demo_button"):
+    demo, label_col, generate = st.columns([2, 1, 2], vertical_alignment="bottom")
+    if demo.button("Open the demo radiograph (DICOM)", icon=":material/radiology:", key="xray_demo_button"):
         st.session_state[state_key] = "demo"
+    label = label_col.selectbox("Synthetic class", ["PNEUMONIA", "NORMAL"], key="xray_synthetic_label")
+    if generate.button(
+        "Generate a synthetic demo case",
+        icon=":material/auto_awesome:",
+        key="xray_synthetic_button",
+        help="A chest radiograph made by MedLens's conditional GAN: no patient, marked SYNTHETIC.",
+    ):
+        st.session_state[state_key] = "synthetic"
+        st.session_state["xray_synthetic_request"] = SyntheticRequest(str(label), secrets.randbelow(2**31))
     source = st.session_state.get(state_key)
-    if uploaded is not None and source != "demo":
+    if uploaded is not None and source not in ("demo", "synthetic"):
         return SelectedInput(uploaded.getvalue(), safe_name(uploaded.name, "upload"), "uploaded image", "upload")
     if source == "demo":
         from dashboard.demo import DEMO_DICOM, demo_radiograph
 
         return SelectedInput(demo_radiograph(), "upload.dcm", f"demo radiograph ({DEMO_DICOM})", "demo")
+    request = st.session_state.get("xray_synthetic_request")
+    if source == "synthetic" and isinstance(request, SyntheticRequest):
+        return request
     return None
+
+
+def synthetic_fill() -> int | None:
+    """How many synthetic cases to add to the worklist, when the reader asks for them."""
+    count, go = st.columns([1, 3], vertical_alignment="bottom")
+    n = count.number_input("Synthetic cases", min_value=1, max_value=50, value=8, step=1, key="synthetic_fill_n")
+    clicked = go.button(
+        f"Fill the worklist with {int(n)} synthetic cases",
+        icon=":material/auto_awesome:",
+        key="synthetic_fill_button",
+        help="Chest radiographs made by MedLens's conditional GAN, half of each class: demo data, no patient. "
+        "They are flagged synthetic and never counted in reader agreement.",
+    )
+    return int(n) if clicked else None
 
 
 def opacity_slider() -> float:

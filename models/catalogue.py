@@ -106,6 +106,100 @@ CATALOGUE: dict[str, ModelEntry] = {
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 
 
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """A generative model: makes inputs (synthetic, marked as such) instead of predicting from them.
+
+    ``name`` is the identifier of the CLIs (``python -m models.train|evaluate|generate <name>``) and
+    the checkpoint; serving answers ``POST <route>?label=&seed=`` with one image."""
+
+    name: str
+    title: str
+    task: Task  # the task whose inputs it makes
+    generator: str  # "module:Class" of the generator in models/
+    route_prefix: str  # serving's application prefix; it answers ``POST <route_prefix><path>``
+    path: str
+    colour: str
+
+    @property
+    def route(self) -> str:
+        return f"{self.route_prefix}{self.path}"
+
+    @property
+    def serving_name(self) -> str:
+        return f"synthetic-{self.name}"
+
+    @property
+    def default_weights(self) -> Path:
+        return WEIGHTS_DIR / self.name
+
+    def generator_class(self) -> Any:
+        module, _, cls = self.generator.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def load(self, weights: Path | None = None, **options: Any) -> Any:
+        """The generator (committed weights unless ``weights``)."""
+        return self.generator_class()(weights=weights or self.default_weights, **options)
+
+
+#: The largest seed of a generated image (a 63-bit integer, what ``torch.Generator.manual_seed`` takes).
+MAX_SEED = 2**63 - 1
+
+GENERATORS: dict[str, GeneratorEntry] = {
+    e.name: e
+    for e in (
+        GeneratorEntry(
+            "gan",
+            "Synthetic chest X-ray · conditional GAN",
+            PNEUMONIA,
+            "models.synthetic:SyntheticXrayGenerator",
+            "/v1/synthetic",
+            "/xray",
+            "#CC79A7",
+        ),
+    )
+}
+GENERATOR_NAMES: tuple[str, ...] = tuple(GENERATORS)
+
+
+def generator_entry(name: str) -> GeneratorEntry:
+    """The catalogue entry of generator ``name``; :class:`UnknownModelError` (404) names the choices otherwise."""
+    try:
+        return GENERATORS[name]
+    except KeyError:
+        raise UnknownModelError(f"Unknown generator {name!r}: choose one of {', '.join(GENERATOR_NAMES)}.") from None
+
+
+def _known_generator(name: str) -> str:
+    generator_entry(name)
+    return name
+
+
+#: A generator name in a pydantic schema (checked against :data:`GENERATORS`).
+GeneratorName = Annotated[
+    str, AfterValidator(_known_generator), WithJsonSchema({"type": "string", "enum": list(GENERATOR_NAMES)})
+]
+
+
+def _known_weights(name: str) -> str:
+    if name not in CATALOGUE and name not in GENERATORS:
+        entry(name)  # raises, naming the models
+    return name
+
+
+#: A model or generator name: what has weights.
+WeightsName = Annotated[
+    str,
+    AfterValidator(_known_weights),
+    WithJsonSchema({"type": "string", "enum": [*CATALOGUE, *GENERATORS]}),
+]
+
+
+def default_weights(name: str) -> Path:
+    """The committed checkpoint directory of a model or generator."""
+    return GENERATORS[name].default_weights if name in GENERATORS else entry(name).default_weights
+
+
 def entry(name: str) -> ModelEntry:
     """The catalogue entry of ``name``; :class:`UnknownModelError` (404) names the choices otherwise."""
     try:
@@ -138,12 +232,20 @@ def by_serving_name(name: str) -> ModelEntry | None:
 
 __all__ = [
     "CATALOGUE",
+    "GENERATORS",
+    "GENERATOR_NAMES",
+    "MAX_SEED",
     "MODEL_NAMES",
+    "GeneratorEntry",
+    "GeneratorName",
     "InputKind",
     "ModelEntry",
     "ModelName",
     "Task",
+    "WeightsName",
     "by_serving_name",
+    "default_weights",
     "entry",
+    "generator_entry",
     "models_for",
 ]

@@ -3,6 +3,8 @@
 python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONIA/*; calibrated checkpoints
                                                     # also: conformal coverage, set size, OOD rate
 python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisLabel
+python -m models.evaluate gan [--data DIR]          # synthetic radiographs against the CNN split's held-out
+                                                    # patients; writes the evaluation into the GAN's card
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
+from models.inference import (
+    SepsisPredictor,
+    XrayPredictor,
+    add_predictor_arguments,
+    cli_predictor,
+    load_predictor,
+)
 from models.metrics import BinaryEvaluation, binary_evaluation, expected_calibration_error, normalized_utility
 from models.sepsis_io import load_labelled_dir
 from models.trust import XrayAssessment
@@ -108,7 +116,52 @@ def summary(name: str, ev: BinaryEvaluation) -> str:
     return "\n".join(lines)
 
 
+def evaluate_gan_cli(argv: list[str]) -> int:
+    """``python -m models.evaluate gan``: every figure of models/gan_eval.py, into the card and docs/."""
+    import shlex
+
+    import torch
+
+    from models.catalogue import generator_entry
+    from models.config import REPO_ROOT, data_paths
+    from models.gan_card import read_gan_card, write
+    from models.gan_eval import evaluate_gan, heldout_data
+    from models.synthetic import SyntheticXrayGenerator
+    from models.train_cnn import VAL_FRACTION
+
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate gan", description=evaluate_gan_cli.__doc__)
+    parser.add_argument("--weights", type=Path, default=generator_entry("gan").default_weights)
+    parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
+    parser.add_argument("--cnn-weights", type=Path, default=None, help="the CNN whose features and labels judge")
+    parser.add_argument("--split-seed", type=int, default=0, help="the CNN's patient split (its card says)")
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--figure", type=Path, default=REPO_ROOT / "docs" / "gan-closest-pairs.png")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = args.data or data_paths().xray_train
+    if not data.is_dir():
+        parser.error(f"--data {data} does not exist: set MEDLENS_DATA_DIR or pass --data")
+    generator = SyntheticXrayGenerator(args.weights)
+    cnn = load_predictor("cnn", args.cnn_weights, "cpu", "torch-fp32")
+    assert isinstance(cnn, XrayPredictor)
+    held = heldout_data(data, generator.config.image_size, VAL_FRACTION, args.split_seed)
+    command = "python -m models.evaluate " + " ".join(shlex.quote(a) for a in ["gan", *argv])
+    figure = args.figure.resolve()
+    shown = str(figure.relative_to(REPO_ROOT)) if figure.is_relative_to(REPO_ROOT) else str(figure)
+    evaluation = evaluate_gan(generator, cnn, held, command=command, figure=figure)
+    evaluation.memorisation.figure = shown
+    card = read_gan_card(args.weights)
+    card.evaluation = evaluation
+    write(args.weights, card)
+    print(evaluation.model_dump_json(indent=1))
+    print(f"wrote the evaluation into {args.weights}/card.json and card.md", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gan"]:
+        return evaluate_gan_cli(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
     add_predictor_arguments(parser)
     parser.add_argument("--data", type=Path, required=True)

@@ -3,6 +3,7 @@
 python -m models.train cnn --data ../shared/data/chest_xray/train --out runs/cnn
 python -m models.train lstm --data ../shared/data/sepsis/training --out runs/lstm
 python -m models.train transformer --data ../shared/data/sepsis/training --out runs/transformer
+python -m models.train gan --data ../shared/data/chest_xray/train --out runs/gan   # resumes from runs/gan
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from models.catalogue import MODEL_NAMES, entry
+from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
 from models.config import data_paths
 from models.train_cnn import VAL_FRACTION
 
@@ -26,7 +27,7 @@ def _command_line() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=MODEL_NAMES)
+    parser.add_argument("model", choices=MODEL_NAMES + GENERATOR_NAMES)
     parser.add_argument("--data", type=Path, default=None, help="training data (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--out", type=Path, required=True, help="directory for model.pt and the model card")
     parser.add_argument("--epochs", type=int, default=None)
@@ -51,12 +52,30 @@ def main(argv: list[str] | None = None) -> int:
         "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
+    parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
+    parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")
+    parser.add_argument(
+        "--standing-batches",
+        type=int,
+        default=64,
+        help="gan: batches of 64 samples that re-estimate the shipped generator's batch-norm statistics",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="gan: auto = whichever this machine runs faster, measured at the start",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.folds < 2:
         parser.error("--folds must be at least 2 (the out-of-fold predictions choose the threshold)")
     if args.teacher_weight is not None and not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be between 0 and 1")
+    if args.model in GENERATOR_NAMES:
+        from models.train_gan import train_gan_cli
+
+        return train_gan_cli(args, command=_command_line())
     if entry(args.model).task.input_kind == "image":
         if args.teacher_weight is not None:
             parser.error("--teacher-weight applies to the sequence models only")

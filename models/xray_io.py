@@ -27,6 +27,8 @@ from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeEr
 MAX_PIXELS = 60_000_000
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+#: the PNG text chunk that marks a synthetic image (written by models/synthetic.py)
+SYNTHETIC_MARK_KEY = "MedLens-Synthetic"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 
 #: DICOM header fields a reviewer may see: acquisition facts, never names or identifiers.
@@ -54,6 +56,8 @@ class XrayImage:
     pixels: np.ndarray
     source_format: str  # "png" | "jpeg" | "dicom" | PIL format name in lower case
     dicom_fields: dict[str, str] = field(default_factory=dict)
+    #: a PNG's ``MedLens-Synthetic`` text chunk (models/synthetic.py), at most 200 characters: a generated image
+    synthetic_mark: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -118,7 +122,12 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
     if fmt not in {"png", "jpeg", "mpo", "bmp", "tiff", "webp"}:
         raise ImageDecodeError(f"{name} is a {fmt.upper()} image; upload a PNG, JPEG or DICOM chest X-ray.")
     pixels = _to_unit_gray(image)
-    return XrayImage(pixels=pixels, source_format="jpeg" if fmt == "mpo" else fmt)
+    mark = image.info.get(SYNTHETIC_MARK_KEY) if fmt == "png" else None
+    return XrayImage(
+        pixels=pixels,
+        source_format="jpeg" if fmt == "mpo" else fmt,
+        synthetic_mark=None if mark is None else str(mark)[:200],
+    )
 
 
 def _to_unit_gray(image: Image.Image) -> np.ndarray:

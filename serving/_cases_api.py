@@ -113,6 +113,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             image_png=image,
             in_distribution=prediction.in_distribution,
             uncertain=None if prediction.prediction_set is None else len(prediction.prediction_set) != 1,
+            synthetic=prediction.synthetic,
         )
     assert isinstance(prediction, SepsisPrediction)
     return NewCase(
@@ -275,6 +276,7 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
 async def review_agreement(kind: Literal["xray", "sepsis"] = Query("xray")) -> Agreement:
     """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and inter-reader
-    kappa on the reviewed cases of one kind, from each reader's latest review."""
+    kappa on the reviewed cases of one kind, from each reader's latest review. Synthetic cases are left out:
+    a metric of real data never counts a generated image."""
     trail = list(await _db(lambda: list(_service().store.trail())))
     return agreement(kind, trail)

@@ -218,6 +218,14 @@ class Runner(Generic[ItemT, ResponseT]):
 # ----------------------------------------------------------------------------------------------------------
 # images (chest X-ray CNN)
 # ----------------------------------------------------------------------------------------------------------
+def _checked_mark(mark: str | None) -> str | None:
+    """The synthetic mark as MedLens writes it, else None (the chunk came with an upload: never echoed as is)."""
+    from models.synthetic import SyntheticMark
+
+    parsed = None if mark is None else SyntheticMark.parse(mark)
+    return None if parsed is None else parsed.text()
+
+
 def _coverage(p: Predictor) -> float | None:
     """1 - alpha of the predictor's conformal sets (its own alpha, else the checkpoint's)."""
     if not isinstance(p, XrayPredictor) or p.trust is None:
@@ -274,6 +282,8 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             heatmap_png=None if explanation is None else encode_gray_png(explanation),
             preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,
+            synthetic=item.synthetic_mark is not None,
+            synthetic_mark=_checked_mark(item.synthetic_mark),
         )
 
 

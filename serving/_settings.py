@@ -12,8 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from models.catalogue import CATALOGUE, MODEL_NAMES, BackendName, ModelName
-from models.catalogue import entry as catalogue_entry
+from models.catalogue import CATALOGUE, MODEL_NAMES, BackendName, GeneratorName, ModelName, WeightsName, default_weights
 from models.config import REPO_ROOT
 from models.errors import WeightsError
 
@@ -77,10 +76,14 @@ class ServingArgs(_Args):
     model: ModelName | None = Field(
         None, description="the catalogue model this application serves (model applications only)"
     )
-    weights: dict[ModelName, Path] = Field(
+    generator: GeneratorName | None = Field(
+        None, description="the catalogue generator this application serves (synthetic-image applications only)"
+    )
+    weights: dict[WeightsName, Path] = Field(
         default_factory=dict,
-        description="checkpoint directory per model name, e.g. {cnn: runs/smoke/cnn}; relative to the repository "
-        "root. A model not named: $MEDLENS_WEIGHTS_DIR/<model> when that is set, else models/weights/<model>",
+        description="checkpoint directory per model or generator name, e.g. {cnn: runs/smoke/cnn}; relative to "
+        "the repository root. One not named: $MEDLENS_WEIGHTS_DIR/<name> when that is set, else "
+        "models/weights/<name>",
     )
     torch_threads: PositiveInt = Field(1, description="torch intra-op threads per model replica")
     backends: dict[ModelName, BackendName] = Field(
@@ -112,14 +115,16 @@ class ServingArgs(_Args):
         return int(self.max_upload_mb * 1024 * 1024)
 
     def weights_dir(self, name: str) -> Path:
-        explicit = self.weights.get(catalogue_entry(name).name)
+        """Checkpoint directory of a model or generator."""
+        committed = default_weights(name)  # an unknown name raises, naming the choices
+        explicit = self.weights.get(name)
         if explicit is not None:
             path = explicit.expanduser()
             return path if path.is_absolute() else REPO_ROOT / path
         env = os.environ.get(WEIGHTS_DIR_ENV)
         if env:
             return Path(env).expanduser().resolve() / name
-        return catalogue_entry(name).default_weights
+        return committed
 
     def weights_dirs(self) -> dict[str, Path]:
         return {name: self.weights_dir(name) for name in MODEL_NAMES}

@@ -24,7 +24,8 @@ import contextlib
 import functools
 import logging
 import os
-from typing import Any, cast
+import secrets
+from typing import Any, Literal, cast
 
 import ray
 from fastapi import FastAPI, File, Query, Response, UploadFile
@@ -35,7 +36,16 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 import serving._cases_api as cases_api
-from models.catalogue import CATALOGUE, MODEL_NAMES, ModelEntry, by_serving_name, models_for
+from models.catalogue import (
+    CATALOGUE,
+    GENERATORS,
+    MAX_SEED,
+    MODEL_NAMES,
+    ModelEntry,
+    by_serving_name,
+    generator_entry,
+    models_for,
+)
 from models.catalogue import entry as catalogue_entry
 from models.errors import MedLensInputError
 from serving._http import (
@@ -89,7 +99,8 @@ def _unwrap(result: Any) -> Any:
 
 
 _API_DESCRIPTION = (
-    "Chest X-ray pneumonia (CNN) and ICU sepsis risk (LSTM, Transformer) models behind Ray Serve. "
+    "Chest X-ray pneumonia (CNN) and ICU sepsis risk (LSTM, Transformer) models, and a conditional GAN for "
+    "synthetic demo radiographs, behind Ray Serve. "
     "Every error body is `ErrorResponse {error, detail}`. Research software, not a medical device."
 )
 
@@ -99,7 +110,7 @@ def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
         title=title,
-        version="1.3.0",
+        version="1.4.0",
         description=f"{description} {_API_DESCRIPTION}",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -133,7 +144,37 @@ series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly
 # ----------------------------------------------------------------------------------------------------------
 # model deployments (options: the YAML's `deployments` block of each model application)
 # ----------------------------------------------------------------------------------------------------------
-class _ModelServer:
+class _Replica:
+    """What every replica of a model or generator does: its HTTP settings, and its request statistics
+    shipped to the ``medlens`` ingress in the background."""
+
+    def _start_replica(self, args: ServingArgs, max_body_bytes: int) -> None:
+        self._stats = StatsBuffer()
+        _configure_replica(args, self._stats, max_body_bytes)
+        self._stats_flush_s = args.stats_flush_s
+        # The constructor runs on the replica's event loop: ship request statistics in the background.
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
+
+    async def _flush_stats_forever(self) -> None:
+        """Send this replica's request statistics to the ``medlens`` ingress (GET /v1/service)."""
+        ingress: DeploymentHandle | None = None
+        while True:
+            await asyncio.sleep(self._stats_flush_s)
+            records = self._stats.drain()
+            if not records:
+                continue
+            try:
+                if ingress is None:
+                    ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=INGRESS_APP)
+                await asyncio.wait_for(ingress.ingest_stats.remote(records), 10.0)
+            except Exception as exc:  # the ingress is restarting or absent: these records are lost
+                logger.warning("request statistics not delivered (%d records): %s", len(records), type(exc).__name__)
+
+    async def ping(self) -> str:
+        return "ok"
+
+
+class _ModelServer(_Replica):
     """What every model replica does the same way: dynamic batching of raw uploads, a separate
     non-batched explanation path, model info / card metrics, and a health check. The runner
     (serving/_inference.py) follows the model's input kind."""
@@ -164,10 +205,7 @@ class _ModelServer:
         self._predict_lock = asyncio.Lock()
         self._explain_lock = asyncio.Lock()
         self._batching_configured = False
-        self._stats = StatsBuffer()
-        _configure_replica(args, self._stats, args.max_upload_bytes)
-        # The constructor runs on the replica's event loop: ship request statistics in the background.
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
+        self._start_replica(args, args.max_upload_bytes)
 
     async def _answer(self, file: UploadFile, explain: bool, include: frozenset[str]) -> Any:
         """One HTTP request's prediction: the upload (size-limited, its name reduced to a known suffix)
@@ -176,21 +214,6 @@ class _ModelServer:
         name = safe_upload_name(file.filename, self._entry.task.file_types, "upload")
         upload = Upload(data, name, include)
         return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
-
-    async def _flush_stats_forever(self) -> None:
-        """Send this replica's request statistics to the ``medlens`` ingress (GET /v1/service)."""
-        ingress: DeploymentHandle | None = None
-        while True:
-            await asyncio.sleep(self._args.stats_flush_s)
-            records = self._stats.drain()
-            if not records:
-                continue
-            try:
-                if ingress is None:
-                    ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=INGRESS_APP)
-                await asyncio.wait_for(ingress.ingest_stats.remote(records), 10.0)
-            except Exception as exc:  # the ingress is restarting or absent: these records are lost
-                logger.warning("request statistics not delivered (%d records): %s", len(records), type(exc).__name__)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Ray Serve's hook for the YAML's ``user_config``: batch size and wait (no restart needed)."""
@@ -214,9 +237,6 @@ class _ModelServer:
 
     async def metrics(self) -> ModelMetrics | None:
         return self._runner.metrics()
-
-    async def ping(self) -> str:
-        return "ok"
 
     def check_health(self) -> None:
         if not self._batching_configured:
@@ -283,6 +303,88 @@ class SeriesModelServer(_ModelServer):
         return result
 
 
+synthetic_api = _http_api(
+    "MedLens synthetic images", "`POST <prefix>/xray`: one synthetic chest radiograph, marked as synthetic."
+)
+_SYNTHETIC_PNG: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {}},
+        "description": "a 256 x 256 grey PNG with a SYNTHETIC band burned in and the `MedLens-Synthetic` text "
+        "chunk; the same mark in the `X-MedLens-Synthetic` header",
+    }
+}
+
+
+@serve.deployment
+@serve.ingress(synthetic_api)
+class SyntheticImageServer(_Replica):
+    """Replica and HTTP ingress of a generator's application: batched generation of marked synthetic images."""
+
+    def __init__(self, args: ServingArgs) -> None:
+        if args.generator is None:
+            raise ValueError("a synthetic-image application needs `args.generator` (models/catalogue.py GENERATORS)")
+        from serving._inference import configure_torch
+
+        configure_torch(args.torch_threads)
+        entry = generator_entry(args.generator)
+        self._generator = entry.load(args.weights_dir(entry.name))
+        self._labels: tuple[str, ...] = tuple(self._generator.labels)
+        self._lock = asyncio.Lock()
+        self._batching_configured = False
+        self._start_replica(args, 0)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        cfg = BatchConfig.model_validate(user_config or {})
+        self.generate.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
+        self.generate.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._batching_configured = True
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def generate(self, requests: list[tuple[str, int]]) -> list[bytes]:
+        labels, seeds = [r[0] for r in requests], [r[1] for r in requests]
+        async with self._lock:
+            pngs: list[bytes] = await asyncio.to_thread(self._generator.pngs, labels, seeds)
+        return pngs
+
+    @synthetic_api.post(
+        "/xray",
+        response_class=Response,
+        dependencies=AUTH,
+        responses={**_SYNTHETIC_PNG, **ERROR_RESPONSES},
+        tags=["synthetic"],
+    )
+    async def synthetic_xray(
+        self,
+        label: Literal["NORMAL", "PNEUMONIA"] = Query(..., description="the class to generate"),
+        seed: int | None = Query(
+            None, ge=0, le=MAX_SEED, description="the same seed gives the same image; absent: a random one"
+        ),
+    ) -> Response:
+        """One synthetic chest radiograph of the class asked for: never a real patient, and marked so in its
+        pixels (a SYNTHETIC band) and its PNG text chunk. Uploaded back (a prediction, a case), MedLens flags
+        it `synthetic` and keeps it out of every metric of real data."""
+        if label not in self._labels:
+            raise ApiError(422, "invalid_input", f"Unknown label {label!r}: choose one of {', '.join(self._labels)}.")
+        chosen = secrets.randbelow(2**31) if seed is None else seed
+        png = await self.generate((label, chosen))
+        mark = f"{self._generator.version}; seed={chosen}; label={label}"
+        return Response(
+            png,
+            media_type="image/png",
+            headers={
+                "X-MedLens-Synthetic": mark,
+                "Content-Disposition": f'inline; filename="synthetic-{label}-seed{chosen}.png"',
+            },
+        )
+
+    def check_health(self) -> None:
+        if not self._batching_configured:
+            raise RuntimeError(
+                "batching of the synthetic-image deployment is not configured: give it a user_config with "
+                "max_batch_size and batch_wait_timeout_s in the serve config"
+            )
+
+
 _SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer}
 _SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
 _APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api}
@@ -299,7 +401,11 @@ fastapi_app = _http_api(
     docs=True,
 )
 fastapi_app.include_router(cases_api.router)
-serve_merged_openapi(fastapi_app, [(e.route_prefix, _APIS[e.task.input_kind]) for e in CATALOGUE.values()])
+serve_merged_openapi(
+    fastapi_app,
+    [(e.route_prefix, _APIS[e.task.input_kind]) for e in CATALOGUE.values()]
+    + [(g.route_prefix, synthetic_api) for g in GENERATORS.values()],
+)
 
 
 @serve.deployment
@@ -495,7 +601,8 @@ class MedLensIngress:
     def _our_deployments(status: Any) -> dict[str, Any]:
         """Deployment name -> its status, over the MedLens applications (the others on the cluster are skipped)."""
         out: dict[str, Any] = {}
-        for app_name in (INGRESS_APP, *(e.serving_name for e in CATALOGUE.values())):
+        generators = (g.serving_name for g in GENERATORS.values())
+        for app_name in (INGRESS_APP, *(e.serving_name for e in CATALOGUE.values()), *generators):
             app = status.applications.get(app_name)
             if app is not None:
                 out.update(app.deployments)
@@ -563,6 +670,15 @@ def model_deployment(args: ServingArgs) -> Deployment:
     return _deployment(_SERVERS[model.task.input_kind]).options(name=model.serving_name)
 
 
+def synthetic_deployment(args: ServingArgs) -> Deployment:
+    """The one deployment of catalogue generator ``args.generator``, named ``synthetic-<name>``."""
+    if args.generator is None:
+        raise ValueError("build_synthetic_app needs `args.generator`: one of " + ", ".join(GENERATORS))
+    generator = generator_entry(args.generator)
+    check_weights({generator.name: args.weights_dir(generator.name)})
+    return _deployment(SyntheticImageServer).options(name=generator.serving_name)
+
+
 def build_app(args: ServingArgs) -> Application:
     """The ``medlens`` application (prefix ``/``): health, models, metrics, service statistics, API document.
     Ray Serve validates the YAML ``args`` into :class:`ServingArgs` (unknown keys are refused)."""
@@ -575,9 +691,19 @@ def build_model_app(args: ServingArgs) -> Application:
     return model_deployment(args).bind(args)
 
 
+def build_synthetic_app(args: ServingArgs) -> Application:
+    """The application of catalogue generator ``args.generator`` (prefix: its ``route_prefix``), deployed as
+    ``synthetic-<name>``."""
+    return synthetic_deployment(args).bind(args)
+
+
 #: Each application builder of ray_config.yaml's ``import_path`` -> its one deployment, unbound
 #: (serving/launch.py applies the YAML's deployment options, then binds the args).
-DEPLOYMENT_OF = {"build_app": ingress_deployment, "build_model_app": model_deployment}
+DEPLOYMENT_OF = {
+    "build_app": ingress_deployment,
+    "build_model_app": model_deployment,
+    "build_synthetic_app": synthetic_deployment,
+}
 
 
 __all__ = [
@@ -586,9 +712,12 @@ __all__ = [
     "MedLensIngress",
     "SeriesModelServer",
     "ServingArgs",
+    "SyntheticImageServer",
     "build_app",
     "build_model_app",
+    "build_synthetic_app",
     "fastapi_app",
     "ingress_deployment",
     "model_deployment",
+    "synthetic_deployment",
 ]

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from models.catalogue import entry
+from models.catalogue import entry, generator_entry
 from serving.schemas import (
     Agreement,
     CaseDetail,
@@ -41,6 +42,23 @@ URL_ENV = "MEDLENS_SERVING_URL"
 TOKEN_ENV = "MEDLENS_API_TOKEN"
 
 _T = TypeVar("_T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """A synthetic radiograph from ``POST /v1/synthetic/xray``: PNG bytes (band + text chunk) and its mark,
+    ``<generator version>; seed=<seed>; label=<label>``."""
+
+    png: bytes
+    mark: str
+
+    @property
+    def seed(self) -> int:
+        return int(self.mark.split("seed=", 1)[1].split(";", 1)[0])
+
+    @property
+    def label(self) -> str:
+        return self.mark.rsplit("label=", 1)[1].strip()
 
 
 class ServingError(Exception):
@@ -170,6 +188,27 @@ class MedLensClient:
             params={name: _flag(value) for name, value in flags.items() if value or name == "explain"},
             files={"file": (_upload_name(filename, fallback), data, "application/octet-stream")},
         )
+
+    def synthetic_xray(self, label: str, seed: int | None = None, generator: str = "gan") -> SyntheticImage:
+        """One synthetic chest radiograph (PNG bytes, marked as synthetic) of class ``label``; the same seed
+        gives the same image, no seed a random one. Retried like a prediction (it changes nothing)."""
+        try:
+            target = generator_entry(generator)
+        except ValueError as exc:
+            raise ServingError(404, "unknown_model", str(exc)) from None
+        params: dict[str, Any] = {"label": label}
+        if seed is not None:
+            params["seed"] = seed
+        response = self._send("POST", target.route, params=params)
+        mark = response.headers.get("X-MedLens-Synthetic", "")
+        if response.headers.get("content-type", "") != "image/png" or not mark:
+            raise ServingError(
+                0,
+                "bad_response",
+                f"MedLens serving at {self.base_url} answered POST {target.route} without a marked PNG: client "
+                "and server versions differ?",
+            )
+        return SyntheticImage(png=response.content, mark=mark)
 
     def service(self) -> ServiceStatus:
         return self._request("GET", "/v1/service", ServiceStatus)
@@ -307,4 +346,4 @@ def _upload_name(filename: str, fallback: str) -> str:
     return "upload" + suffix
 
 
-__all__ = ["DEFAULT_URL", "TOKEN_ENV", "URL_ENV", "MedLensClient", "ServingError"]
+__all__ = ["DEFAULT_URL", "TOKEN_ENV", "URL_ENV", "MedLensClient", "ServingError", "SyntheticImage"]

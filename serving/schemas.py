@@ -166,6 +166,16 @@ class XrayPrediction(_Schema):
     dicom: dict[str, str] | None = Field(
         default=None, description="de-identified DICOM header fields (modality, view, study date, spacing)"
     )
+    synthetic: bool = Field(
+        default=False,
+        description="true: the PNG carries MedLens's `MedLens-Synthetic` text chunk: a generated image, never a "
+        "real patient (POST /v1/synthetic/xray makes them); never counted in a metric of real data",
+    )
+    synthetic_mark: str | None = Field(
+        default=None,
+        description="what that chunk says, `<generator version>; seed=<seed>; label=<label>`, when MedLens wrote "
+        "it; null for a real image or a chunk in another form",
+    )
 
 
 class FeatureContribution(_Schema):

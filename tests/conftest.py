@@ -95,6 +95,17 @@ def xray_fullres_path(data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_xray_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chest radiograph that needs no patient data: the committed GAN's NORMAL image of seed 0, marked
+    synthetic (band and PNG chunk). For tests that need *a* radiograph, not a real one's numbers."""
+    from models.synthetic import SyntheticXrayGenerator
+
+    path = tmp_path_factory.mktemp("synthetic") / "synthetic-NORMAL-seed0.png"
+    path.write_bytes(SyntheticXrayGenerator().png("NORMAL", 0))
+    return path
+
+
+@pytest.fixture(scope="session")
 def dicom_path() -> Path:
     """Real CR chest radiograph, uncompressed (pydicom-data, MIT)."""
     from pydicom.data import get_testdata_file

@@ -8,6 +8,7 @@ reviews live in serving's database: every reader sees the same worklist.
 from __future__ import annotations
 
 import base64
+import secrets
 
 import streamlit as st
 
@@ -42,6 +43,24 @@ def _add_cases() -> None:
             for rejected in made.rejected:  # "file N" counts within the request
                 st.warning(f"{batch}{rejected.detail}", icon=":material/warning:")
         st.success(f"{created} new case(s); {existing} already on the worklist.")
+
+
+def _fill_synthetic() -> None:
+    """The demo's one click: N synthetic radiographs (half of each class) made by serving's GAN, added as cases."""
+    n = widgets.synthetic_fill()
+    if n is None:
+        return
+    files: list[tuple[str, bytes]] = []
+    with st.spinner(f"MedLens's GAN is drawing {n} synthetic radiographs (the first one starts its replica)…"):
+        for i in range(n):
+            image = call(client().synthetic_xray, ("PNEUMONIA", "NORMAL")[i % 2], secrets.randbelow(2**31))
+            if image is None:
+                return
+            files.append((f"synthetic-{i}.png", image.png))
+    with st.spinner("Serving is scoring them…"):
+        made = call(client().upload_cases, files)
+    if made is not None:
+        st.success(f"{made.created} synthetic case(s) added (flagged synthetic: never counted in reader agreement).")
 
 
 def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
@@ -86,6 +105,8 @@ def render() -> None:
     )
     reviewer = widgets.reviewer_name()
     _add_cases()
+    with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
+        _fill_synthetic()
     status, kind = widgets.worklist_filters()
     worklist = call(client().worklist, status, kind)
     if worklist is None:

@@ -39,6 +39,21 @@ def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
     return display
 
 
+def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | None:
+    """The synthetic radiograph serving makes for ``request`` (kept for the session: the same seed, the same image)."""
+    store = session_store("xray_synthetic")
+    key = f"{serving_url()}|{request.label}|{request.seed}"
+    image = store.get(key)
+    if image is None:
+        with st.spinner("MedLens's GAN is drawing a synthetic radiograph (the first one starts its replica)…"):
+            image = call(client().synthetic_xray, request.label, request.seed)
+        if image is None:
+            return None
+        remember(store, key, image)
+    label = f"synthetic {request.label} radiograph (seed {request.seed}): generated, not a patient"
+    return widgets.SelectedInput(image.png, "upload.png", label, "synthetic")
+
+
 def render() -> None:
     st.title("Chest X-ray review")
     st.caption(
@@ -46,9 +61,10 @@ def render() -> None:
         "Research software — not for clinical use."
     )
     widgets.hide_uploaded_file_names()
-    selected = widgets.xray_input()
+    chosen = widgets.xray_input()
+    selected = _synthetic(chosen) if isinstance(chosen, widgets.SyntheticRequest) else chosen
     if selected is None:
-        st.info("Upload a chest X-ray (PNG, JPEG or DICOM) or open the demo radiograph.")
+        st.info("Upload a chest X-ray (PNG, JPEG or DICOM), open the demo radiograph, or generate a synthetic one.")
         return
 
     cid = hashlib.sha256(selected.data).hexdigest()

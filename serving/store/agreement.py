@@ -3,7 +3,8 @@
 Each reader's latest review of a case is their read. A read's label: the reader's own label when given,
 the model's label when they agreed, the other label when they disagreed without one (binary tasks).
 Cohen's kappa over pairs of reads: (model, reader) for every read; (reader, reader) for every pair of
-readers of the same case, pooled.
+readers of the same case, pooled. Synthetic cases (generated images, ``case.synthetic``) never count: they
+are for demos and tests, and a metric of real readers on real data must not include them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> 
     labels = REVIEW_LABELS[kind]
     latest: dict[tuple[str, str], tuple[Review, CaseSummary]] = {}
     for review, case in trail:
-        if review.action == "review" and case is not None and case.kind == kind:
+        if review.action == "review" and case is not None and case.kind == kind and not case.synthetic:
             latest[(case.id, review.reviewer)] = (review, case)  # the trail is oldest first
     reads: dict[str, dict[str, str]] = {}
     model_pairs: list[tuple[str, str]] = []

@@ -216,6 +216,38 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
+def test_xray_page_generates_a_synthetic_case_marked_as_such(serving_env: str) -> None:
+    at = _app()
+    at.selectbox(key="xray_synthetic_label").select("NORMAL")
+    at.button(key="xray_synthetic_button").click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    notice = [i.value for i in at.info if "SYNTHETIC" in i.value]
+    assert notice and "not a patient" in notice[0] and "label=NORMAL" in notice[0]
+    assert any("synthetic NORMAL radiograph" in m.value for m in at.markdown)
+    image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+    assert image["layout"]["xaxis"]["range"] == [0, 256]  # the generator's PNG, as serving read it
+
+
+@pytest.mark.serve
+def test_worklist_fills_with_synthetic_cases_in_one_click(serving_env: str) -> None:
+    client = MedLensClient(serving_env)
+    before = client.worklist(status="all", kind="xray", limit=5000)
+    at = _page("views/worklist.py")
+    at.number_input(key="synthetic_fill_n").set_value(2)
+    at.button(key="synthetic_fill_button").click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    assert any("2 synthetic case(s) added" in s.value for s in at.success)
+    after = client.worklist(status="all", kind="xray", limit=5000)
+    new = [c for c in after.cases if c.id not in {b.id for b in before.cases}]
+    assert len(new) == 2 and all(c.synthetic for c in new)
+    table = at.dataframe[0].value
+    flagged = table[table["case"].isin([c.id[:16] for c in new])]
+    assert len(flagged) == 2 and all("synthetic" in f for f in flagged["flags"])
+
+
+@pytest.mark.serve
 def test_sepsis_page_demo_stay(serving_env: str) -> None:
     at = _page("views/sepsis.py")
     assert at.title[0].value == "Sepsis early warning"

@@ -177,6 +177,13 @@ def tiny_transformer(tmp_path_factory: pytest.TempPathFactory, psv_folder: Path)
     return _train("transformer", psv_folder, out, "--folds", "2", "--batch-size", "8")
 
 
+@pytest.fixture(scope="session")
+def tiny_gan(tmp_path_factory: pytest.TempPathFactory, xray_folder: Path) -> Path:
+    """``python -m models.train gan`` for 3 steps of 4 images (a second): a generator of noise, with a card."""
+    out = tmp_path_factory.mktemp("weights") / "gan"
+    return _train("gan", xray_folder, out, "--steps", "3", "--batch-size", "4", "--standing-batches", "1")
+
+
 def committed_weights(name: str) -> Path | None:
     """``models/weights/<name>`` when it holds a checkpoint, else None."""
     directory = entry(name).default_weights

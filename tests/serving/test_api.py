@@ -298,7 +298,7 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
     assert {"200", "413", "415", "422"} <= set(predict["responses"])
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
-    assert spec["info"]["version"] == "1.3.0"
+    assert spec["info"]["version"] == "1.4.0"
     hour = spec["components"]["schemas"]["HourRisk"]["properties"]
     assert {"calibrated_probability", "ensemble_std", "member_min", "member_max"} <= set(hour)
     assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]
@@ -379,9 +379,12 @@ def test_service_status(client: MedLensClient, xray_normal_path: Path) -> None:
         time.sleep(0.5)
         status = client.service()
     deployments = {d.name: d for d in status.deployments}
-    assert set(deployments) == {"MedLensIngress", "pneumonia-cnn", "sepsis-lstm", "sepsis-transformer"}
+    assert set(deployments) == {
+        "MedLensIngress", "pneumonia-cnn", "sepsis-lstm", "sepsis-transformer", "synthetic-gan"
+    }  # fmt: skip
     assert deployments["pneumonia-cnn"].model == "cnn" and deployments["MedLensIngress"].model is None
-    assert all(d.replicas >= 1 for d in deployments.values())
+    # every model has a replica; the generator scales to zero when unused (tests/serving/test_synthetic.py)
+    assert all(d.replicas >= 1 for name, d in deployments.items() if name != "synthetic-gan")
     assert deployments["sepsis-lstm"].device == "cpu"
     endpoints = {e.endpoint: e for e in status.endpoints}
     xray = endpoints["POST /v1/xray/predict"]

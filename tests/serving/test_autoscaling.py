@@ -46,13 +46,13 @@ def _wait_for(client: MedLensClient, replicas: int, timeout_s: float) -> tuple[b
 
 
 def test_burst_scales_up_and_back_down(
-    serving_url: str, xray_pneumonia_path: Path, record_property: Callable[[str, object], None]
+    serving_url: str, synthetic_xray_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     monitor = MedLensClient(serving_url, timeout=60.0)
     settled, _ = _wait_for(monitor, 1, SETTLE_S)
     assert settled, f"{DEPLOYMENT} did not start from 1 replica"
 
-    data = xray_pneumonia_path.read_bytes()
+    data = synthetic_xray_path.read_bytes()
     stop = threading.Event()
     outcomes: list[int] = []
     lock = threading.Lock()

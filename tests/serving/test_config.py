@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from models.catalogue import CATALOGUE, MODEL_NAMES, by_serving_name, entry
+from models.catalogue import CATALOGUE, GENERATORS, MODEL_NAMES, by_serving_name, entry
 from models.config import REPO_ROOT
 from models.errors import WeightsError
 from models.inference import resolve_device
@@ -140,8 +140,12 @@ def test_fast_path_environment() -> None:
 def test_config_files_parse(path: Path) -> None:
     config = _load(path)
     apps = {app.name: app for app in config.applications}
-    # one application per catalogue model, named, routed and built as the catalogue says
-    assert set(apps) == {INGRESS_APP, *(e.serving_name for e in CATALOGUE.values())}
+    # one application per catalogue model and generator, named, routed and built as the catalogue says
+    assert set(apps) == {
+        INGRESS_APP,
+        *(e.serving_name for e in CATALOGUE.values()),
+        *(g.serving_name for g in GENERATORS.values()),
+    }
     ingress = apps[INGRESS_APP]
     assert ingress.import_path == "serving.app:build_app" and ingress.route_prefix == "/"
     assert [d.name for d in ingress.deployments] == [INGRESS_DEPLOYMENT]
@@ -154,12 +158,20 @@ def test_config_files_parse(path: Path) -> None:
         assert [d.name for d in app.deployments] == [model.serving_name]
         assert ServingArgs.model_validate(app.args).model == model.name
         assert {k: v for k, v in app.args.items() if k != "model"} == shared, f"{model.name}: the same args"
+    for generator in GENERATORS.values():
+        app = apps[generator.serving_name]
+        assert app.import_path == "serving.app:build_synthetic_app"
+        assert app.route_prefix == generator.route_prefix
+        assert [d.name for d in app.deployments] == [generator.serving_name]
+        assert ServingArgs.model_validate(app.args).generator == generator.name
+        assert {k: v for k, v in app.args.items() if k != "generator"} == shared, f"{generator.name}: the same args"
     assert config.http_options.host == "127.0.0.1"
     for dep in (d for app in config.applications for d in app.deployments):
         if dep.name == INGRESS_DEPLOYMENT:
             continue
         auto = dep.autoscaling_config
-        assert isinstance(auto, dict) and auto["min_replicas"] >= 1, dep.name
+        # models always have a replica; a generator may scale to zero (its first request starts one)
+        assert isinstance(auto, dict) and auto["min_replicas"] >= (1 if by_serving_name(dep.name) else 0), dep.name
         assert dep.max_queued_requests > 0, f"{dep.name}: a full queue must answer 503, not wait forever"
         batch = BatchConfig.model_validate(dep.user_config)
         assert batch.max_batch_size <= dep.max_ongoing_requests, f"{dep.name}: a batch could never fill"

@@ -41,9 +41,9 @@ TARGETS = {
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_a_killed_component_under_load_loses_no_request(
-    serving_url: str, xray_normal_path: Path, target: str, tmp_path: Path
+    serving_url: str, synthetic_xray_path: Path, target: str, tmp_path: Path
 ) -> None:
-    with LocustLoad(serving_url, {"xray": CLIENTS}, tmp_path, image=xray_normal_path) as load:
+    with LocustLoad(serving_url, {"xray": CLIENTS}, tmp_path, image=synthetic_xray_path) as load:
         start = time.time()
         time.sleep(KILL_AT_S)
         victims = pids_matching(TARGETS[target])

@@ -104,7 +104,9 @@ def _placement(cluster: LocalRayCluster) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
-def test_a_killed_worker_node_under_load(tmp_path: Path, xray_normal_path: Path, psv_path: Path, profile: str) -> None:
+def test_a_killed_worker_node_under_load(
+    tmp_path: Path, synthetic_xray_path: Path, psv_path: Path, profile: str
+) -> None:
     spec = PROFILES[profile]
     cluster = LocalRayCluster(PORTS, tmp_path / "cluster", {"MEDLENS_DB_URL": f"sqlite:///{tmp_path / 'cases.db'}"})
     result: dict[str, Any] = {"profile": profile, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
@@ -130,7 +132,7 @@ def test_a_killed_worker_node_under_load(tmp_path: Path, xray_normal_path: Path,
             assert placement[name] == ["head", worker.name], f"{name} not spread over both nodes: {placement}"
 
         users = {"xray": CLIENTS - 2, "lstm": 1, "transformer": 1}
-        with LocustLoad(cluster.serve_url, users, tmp_path, image=xray_normal_path, record=psv_path) as load:
+        with LocustLoad(cluster.serve_url, users, tmp_path, image=synthetic_xray_path, record=psv_path) as load:
             start = time.time()
             time.sleep(KILL_AT_S)
             killed_at = time.time()

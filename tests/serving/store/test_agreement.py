@@ -52,3 +52,17 @@ def test_reader_labels_latest_reviews_and_inter_reader_pairs() -> None:
     assert result.inter_reader.observed_agreement == 0.0
     sepsis = _case(3, "SEPSIS_ALERT", kind="sepsis")
     assert agreement("sepsis", [(_review(6, sepsis, "A", "agree"), sepsis)]).confusion == [[0, 0], [0, 1]]
+
+
+def test_synthetic_cases_never_count() -> None:
+    """A generated image reviewed by readers stays out of the agreement of real data."""
+    real = _case(1, "PNEUMONIA")
+    fake = _case(2, "PNEUMONIA").model_copy(update={"synthetic": True})
+    trail = [
+        (_review(1, real, "ann", "agree"), real),
+        (_review(2, fake, "ann", "disagree"), fake),
+        (_review(3, fake, "bob", "agree"), fake),
+    ]
+    result = agreement("xray", trail)
+    assert (result.cases, result.readers, result.model_vs_reader.pairs) == (1, 1, 1)
+    assert result.inter_reader.pairs == 0
