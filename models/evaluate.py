@@ -136,6 +136,8 @@ def evaluate_gan_cli(argv: list[str]) -> int:
     parser.add_argument("--split-seed", type=int, default=0, help="the CNN's patient split (its card says)")
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--figure", type=Path, default=REPO_ROOT / "docs" / "gan-closest-pairs.png")
+    parser.add_argument("--tstr-per-class", type=int, default=1000, help="generated (and real) images per class")
+    parser.add_argument("--tstr-epochs", type=int, default=12)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = args.data or data_paths().xray_train
@@ -148,7 +150,15 @@ def evaluate_gan_cli(argv: list[str]) -> int:
     command = "python -m models.evaluate " + " ".join(shlex.quote(a) for a in ["gan", *argv])
     figure = args.figure.resolve()
     shown = str(figure.relative_to(REPO_ROOT)) if figure.is_relative_to(REPO_ROOT) else str(figure)
-    evaluation = evaluate_gan(generator, cnn, held, command=command, figure=figure)
+    evaluation = evaluate_gan(
+        generator,
+        cnn,
+        held,
+        command=command,
+        figure=figure,
+        tstr_per_class=args.tstr_per_class,
+        tstr_epochs=args.tstr_epochs,
+    )
     evaluation.memorisation.figure = shown
     card = read_gan_card(args.weights)
     card.evaluation = evaluation

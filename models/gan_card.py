@@ -87,7 +87,7 @@ def write_gan_card(
             "lr_generator": args.lr or LR_G,
             "lr_discriminator": 4 * (args.lr or LR_G),
             "batch_size": args.batch_size or 32,
-            "ema_decay": 0.999,
+            "ema_decay": f"0.999, warmed up as (1 + t) / (10 + t), from step {result.ema_start}",
             "augmentation": AUGMENTATION,
             "shipped": "the exponential moving average of the generator's weights, batch-norm statistics "
             f"re-estimated on {64 * args.standing_batches:,} of its own samples",
@@ -176,12 +176,12 @@ def _evaluation_section(ev: GanEvaluation | None) -> str:
         f"(real held-out: {ev.heldout_class_agreement[k]:.3f})"
         for k in ev.class_fidelity_raw
     )
-    per_class = ", ".join(f"{k} {v:.1f}" for k, v in fd.per_class_generated_vs_heldout.items())
+    per_class = ", ".join(f"{k} {v:.2f}" for k, v in fd.per_class_generated_vs_heldout.items())
     table = [
         (
             f"FD-MedLens (n = {fd.n} a side; lower is closer)",
-            f"{fd.generated_vs_heldout:.1f}",
-            f"held-out half vs half {fd.heldout_half_vs_half:.1f}; training vs held-out {fd.training_vs_heldout:.1f}",
+            f"{fd.generated_vs_heldout:.2f}",
+            f"held-out half vs half {fd.heldout_half_vs_half:.2f}; training vs held-out {fd.training_vs_heldout:.2f}",
         ),
         (f"precision (k = {pr.k})", f"{pr.precision:.3f}", f"{pr.real_half_precision:.3f}"),
         (f"recall (k = {pr.k})", f"{pr.recall:.3f}", f"{pr.real_half_recall:.3f}"),

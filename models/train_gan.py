@@ -109,6 +109,7 @@ def choose_precision(g: Generator, d: Discriminator, batch: int, z_dim: int) -> 
 @dataclass
 class GanTrainResult:
     generator: Generator  # the moving average of the generator's weights: what ships
+    ema_start: int  # the step the average started from
     config: GanConfig
     steps: int
     seconds: float
@@ -171,7 +172,7 @@ def train_gan(
     x_all = torch.from_numpy(images)  # (N, S, S) uint8
     by_class = [torch.from_numpy(np.flatnonzero(labels == k)) for k in range(len(config.labels))]
     history: list[dict[str, float]] = []
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, ema_start = 0, 0.0, 0
     state_path = out / "state.pt"
     if state_path.is_file():  # resume
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -182,7 +183,11 @@ def train_gan(
         opt_d.load_state_dict(state["opt_d"])
         gen.set_state(state["rng"])
         step, elapsed_before, history = int(state["step"]), float(state["seconds"]), list(state["history"])
-        tqdm.write(f"resumed at step {step} ({elapsed_before / 60:.1f} min in)")
+        ema_start = int(state.get("ema_start", step))
+        if "ema_start" not in state:
+            # a state from before the average's warm-up: its average still holds the initial weights; restart it
+            ema.load_state_dict(g.state_dict())
+        tqdm.write(f"resumed at step {step} ({elapsed_before / 60:.1f} min in; weight average from step {ema_start})")
     clock = time.time()
 
     def seconds() -> float:
@@ -199,6 +204,7 @@ def train_gan(
                 "opt_d": opt_d.state_dict(),
                 "rng": gen.get_state(),
                 "step": step,
+                "ema_start": ema_start,
                 "seconds": seconds(),
                 "history": history,
             },
@@ -231,9 +237,13 @@ def train_gan(
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        # the average warms up (decay (1 + t) / (10 + t) until it reaches ema_decay): with a few thousand steps,
+        # a fixed 0.999 from step 0 would still hold 0.999**3000 = 5 % of the random initial weights
+        t = step - ema_start
+        decay = min(ema_decay, (1.0 + t) / (10.0 + t))
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), g.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - ema_decay)
+                p_ema.lerp_(p, 1.0 - decay)
             for b_ema, b in zip(ema.buffers(), g.buffers(), strict=True):
                 b_ema.copy_(b)
         step += 1
@@ -252,6 +262,7 @@ def train_gan(
     bar.close()
     save_state()
     return GanTrainResult(
+        ema_start=ema_start,
         generator=ema,
         config=config,
         steps=step,

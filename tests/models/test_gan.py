@@ -79,7 +79,14 @@ def test_training_resumes_from_its_state(tmp_path: Path) -> None:
     assert first.steps == 1 and (tmp_path / "state.pt").is_file()
     second = train_gan(images, labels, tmp_path, steps=2, **kwargs)  # type: ignore[arg-type]
     assert second.steps == 2
-    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 2
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["ema_start"] == 0
+    # the weight average warms up: after two steps it is mostly the trained weights, not the initial ones
+    torch.manual_seed(0)
+    initial = Generator(GanConfig()).state_dict()  # the same seed as the run: its initial weights
+    key = "fc.weight"
+    trained, averaged = state["g"][key], state["ema"][key]
+    assert (averaged - trained).norm() < 0.5 * (initial[key] - trained).norm()
 
 
 # -- the CLI's checkpoint and card ------------------------------------------------------------------------
