@@ -211,7 +211,7 @@ def _balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 # -- the figure of the closest pairs ------------------------------------------------------------------
-def pairs_figure(generated: np.ndarray, nearest: np.ndarray, path: Path, caption_rows: int = 1) -> None:
+def pairs_figure(generated: np.ndarray, nearest: np.ndarray, path: Path) -> None:
     """Generated images (top row) above their nearest training images (bottom row): one PNG."""
     n, s, _ = generated.shape
     gap = 4
@@ -237,14 +237,10 @@ class HeldOut:
 
 def heldout_data(data: Path, size: int, val_fraction: float, split_seed: int) -> HeldOut:
     """The GAN's training images and the CNN split's held-out patients, split by patient into halves A / B."""
-    from models.train_cnn import patient_split
-    from models.train_gan import load_images
-    from models.xray_io import labelled_images, patient_id
+    from models.train_gan import split_images
+    from models.xray_io import patient_id
 
-    items = labelled_images(data)
-    images, labels = load_images(items, size)
-    paths = [p for p, _ in items]
-    val = patient_split(paths, labels, val_fraction, split_seed)
+    images, labels, paths, val = split_images(data, size, val_fraction, split_seed)
     patients = sorted({patient_id(paths[i]) for i in np.flatnonzero(val)})
     rng = np.random.default_rng(split_seed + 1)
     rng.shuffle(patients)

@@ -19,8 +19,6 @@ each PNG's image is generated on its own.
 from __future__ import annotations
 
 import io
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,31 +30,9 @@ from models.catalogue import MAX_SEED
 from models.checkpoint import CHECKPOINT_FILE
 from models.errors import MedLensInputError, WeightsError
 from models.gan import GanConfig, Generator, GeneratorMeta
-from models.xray_io import SYNTHETIC_MARK_KEY
+from models.synthetic_mark import MARK_KEY, SyntheticMark
 
-MARK_KEY = SYNTHETIC_MARK_KEY
 OUTPUT_SIZE = 256
-_MARK = re.compile(r"^(?P<version>[A-Za-z0-9._-]{1,40}); seed=(?P<seed>\d{1,19}); label=(?P<label>[A-Z_]{1,20})$")
-
-
-@dataclass(frozen=True)
-class SyntheticMark:
-    """What the PNG text chunk says: which generator version, seed and label made the image."""
-
-    version: str
-    seed: int
-    label: str
-
-    def text(self) -> str:
-        return f"{self.version}; seed={self.seed}; label={self.label}"
-
-    @classmethod
-    def parse(cls, text: str) -> SyntheticMark | None:
-        """The mark, or None when ``text`` is not one MedLens wrote (it came with an upload: never trusted)."""
-        match = _MARK.match(text)
-        if match is None or int(match["seed"]) > MAX_SEED:
-            return None
-        return cls(match["version"], int(match["seed"]), match["label"])
 
 
 def load_generator(weights: Path) -> tuple[GeneratorMeta, Generator]:

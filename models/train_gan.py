@@ -51,12 +51,15 @@ def load_images(items: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, n
     return images, labels
 
 
-def training_split(data: Path, size: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
-    """Train images, train labels, held-out images, held-out labels (the CNN's patient split)."""
+def split_images(
+    data: Path, size: int, val_fraction: float, split_seed: int
+) -> tuple[np.ndarray, np.ndarray, list[Path], np.ndarray]:
+    """(N, size, size) uint8 images, (N,) labels, their paths and the CNN's patient split (True: held out).
+    Training (``~held_out``) and the evaluation (models/gan_eval.py) read the same split from here."""
     items = labelled_images(data)
     images, labels = load_images(items, size)
-    val = patient_split([p for p, _ in items], labels, val_fraction, split_seed)
-    return images[~val], labels[~val], images[val], labels[val]
+    paths = [p for p, _ in items]
+    return images, labels, paths, patient_split(paths, labels, val_fraction, split_seed)
 
 
 def diff_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -298,7 +301,8 @@ def train_gan_cli(args: argparse.Namespace, command: str) -> int:
     data = args.data or data_paths().xray_train
     config = GanConfig()
     split_seed = 0 if args.split_seed is None else args.split_seed
-    x_train, y_train, _, _ = training_split(data, config.image_size, args.val_fraction, split_seed)
+    images, labels, _, held_out = split_images(data, config.image_size, args.val_fraction, split_seed)
+    x_train, y_train = images[~held_out], labels[~held_out]
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     result = train_gan(

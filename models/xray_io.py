@@ -22,13 +22,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
+from models.synthetic_mark import MARK_KEY
 
 #: Images above this many pixels are refused (a 2,500 x 2,500 radiograph has 6.3 MP).
 MAX_PIXELS = 60_000_000
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
-#: the PNG text chunk that marks a synthetic image (written by models/synthetic.py)
-SYNTHETIC_MARK_KEY = "MedLens-Synthetic"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 
 #: DICOM header fields a reviewer may see: acquisition facts, never names or identifiers.
@@ -56,7 +55,7 @@ class XrayImage:
     pixels: np.ndarray
     source_format: str  # "png" | "jpeg" | "dicom" | PIL format name in lower case
     dicom_fields: dict[str, str] = field(default_factory=dict)
-    #: a PNG's ``MedLens-Synthetic`` text chunk (models/synthetic.py), at most 200 characters: a generated image
+    #: a PNG's ``MedLens-Synthetic`` text chunk (models/synthetic_mark.py), at most 200 characters: a generated image
     synthetic_mark: str | None = None
 
     @property
@@ -122,7 +121,7 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
     if fmt not in {"png", "jpeg", "mpo", "bmp", "tiff", "webp"}:
         raise ImageDecodeError(f"{name} is a {fmt.upper()} image; upload a PNG, JPEG or DICOM chest X-ray.")
     pixels = _to_unit_gray(image)
-    mark = image.info.get(SYNTHETIC_MARK_KEY) if fmt == "png" else None
+    mark = image.info.get(MARK_KEY) if fmt == "png" else None
     return XrayImage(
         pixels=pixels,
         source_format="jpeg" if fmt == "mpo" else fmt,

@@ -23,6 +23,7 @@ from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
 from models.inference import Predictor, SepsisPredictor, XrayPredictor, resolve_device
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sequence import forward_fill
+from models.synthetic_mark import SyntheticMark
 from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
@@ -220,8 +221,6 @@ class Runner(Generic[ItemT, ResponseT]):
 # ----------------------------------------------------------------------------------------------------------
 def _checked_mark(mark: str | None) -> str | None:
     """The synthetic mark as MedLens writes it, else None (the chunk came with an upload: never echoed as is)."""
-    from models.synthetic import SyntheticMark
-
     parsed = None if mark is None else SyntheticMark.parse(mark)
     return None if parsed is None else parsed.text()
 

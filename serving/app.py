@@ -48,6 +48,7 @@ from models.catalogue import (
 )
 from models.catalogue import entry as catalogue_entry
 from models.errors import MedLensInputError
+from models.synthetic_mark import SyntheticMark
 from serving._http import (
     AUTH,
     ERROR_RESPONSES,
@@ -149,6 +150,7 @@ class _Replica:
     shipped to the ``medlens`` ingress in the background."""
 
     def _start_replica(self, args: ServingArgs, max_body_bytes: int) -> None:
+        self._batching_configured = False  # until Serve calls ``reconfigure`` with the YAML's user_config
         self._stats = StatsBuffer()
         _configure_replica(args, self._stats, max_body_bytes)
         self._stats_flush_s = args.stats_flush_s
@@ -172,6 +174,24 @@ class _Replica:
 
     async def ping(self) -> str:
         return "ok"
+
+    # The replica's method under ``@serve.batch``: its batch size and wait come from the YAML's user_config.
+    def _batched(self) -> Any:
+        raise NotImplementedError
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve's hook for the YAML's ``user_config``: batch size and wait (no restart needed)."""
+        cfg = BatchConfig.model_validate(user_config or {})
+        self._batched().set_max_batch_size(cfg.max_batch_size)
+        self._batched().set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._batching_configured = True
+
+    def _check_batching(self, name: str) -> None:
+        if not self._batching_configured:
+            raise RuntimeError(
+                f"batching of {name} is not configured: give the deployment a user_config "
+                "with max_batch_size and batch_wait_timeout_s in the serve config"
+            )
 
 
 class _ModelServer(_Replica):
@@ -204,7 +224,6 @@ class _ModelServer(_Replica):
         # (Grad-CAM / IG hook their model); the two run side by side.
         self._predict_lock = asyncio.Lock()
         self._explain_lock = asyncio.Lock()
-        self._batching_configured = False
         self._start_replica(args, args.max_upload_bytes)
 
     async def _answer(self, file: UploadFile, explain: bool, include: frozenset[str]) -> Any:
@@ -215,12 +234,8 @@ class _ModelServer(_Replica):
         upload = Upload(data, name, include)
         return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Ray Serve's hook for the YAML's ``user_config``: batch size and wait (no restart needed)."""
-        cfg = BatchConfig.model_validate(user_config or {})
-        self.predict.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
-        self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
-        self._batching_configured = True
+    def _batched(self) -> Any:
+        return self.predict
 
     # Batch size and wait come from the YAML's user_config (``reconfigure``); until then one at a time.
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
@@ -239,11 +254,7 @@ class _ModelServer(_Replica):
         return self._runner.metrics()
 
     def check_health(self) -> None:
-        if not self._batching_configured:
-            raise RuntimeError(
-                f"batching of {self._entry.serving_name} is not configured: give the deployment a user_config "
-                "with max_batch_size and batch_wait_timeout_s in the serve config"
-            )
+        self._check_batching(self._entry.serving_name)
         if not self._runner.healthy:
             failures = self._runner.consecutive_failures
             raise RuntimeError(f"the {self._entry.name} model failed {failures} batches in a row")
@@ -330,14 +341,10 @@ class SyntheticImageServer(_Replica):
         self._generator = entry.load(args.weights_dir(entry.name))
         self._labels: tuple[str, ...] = tuple(self._generator.labels)
         self._lock = asyncio.Lock()
-        self._batching_configured = False
         self._start_replica(args, 0)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        cfg = BatchConfig.model_validate(user_config or {})
-        self.generate.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
-        self.generate.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
-        self._batching_configured = True
+    def _batched(self) -> Any:
+        return self.generate
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def generate(self, requests: list[tuple[str, int]]) -> list[bytes]:
@@ -367,7 +374,7 @@ class SyntheticImageServer(_Replica):
             raise ApiError(422, "invalid_input", f"Unknown label {label!r}: choose one of {', '.join(self._labels)}.")
         chosen = secrets.randbelow(2**31) if seed is None else seed
         png = await self.generate((label, chosen))
-        mark = f"{self._generator.version}; seed={chosen}; label={label}"
+        mark = SyntheticMark(self._generator.version, chosen, label).text()
         return Response(
             png,
             media_type="image/png",
@@ -378,11 +385,7 @@ class SyntheticImageServer(_Replica):
         )
 
     def check_health(self) -> None:
-        if not self._batching_configured:
-            raise RuntimeError(
-                "batching of the synthetic-image deployment is not configured: give it a user_config with "
-                "max_batch_size and batch_wait_timeout_s in the serve config"
-            )
+        self._check_batching("the synthetic-image deployment")
 
 
 _SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer}

@@ -21,6 +21,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from models.catalogue import entry, generator_entry
+from models.synthetic_mark import SyntheticMark
 from serving.schemas import (
     Agreement,
     CaseDetail,
@@ -46,19 +47,10 @@ _T = TypeVar("_T", bound=BaseModel)
 
 @dataclass(frozen=True)
 class SyntheticImage:
-    """A synthetic radiograph from ``POST /v1/synthetic/xray``: PNG bytes (band + text chunk) and its mark,
-    ``<generator version>; seed=<seed>; label=<label>``."""
+    """A synthetic radiograph from ``POST /v1/synthetic/xray``: PNG bytes (band + text chunk) and its mark."""
 
     png: bytes
-    mark: str
-
-    @property
-    def seed(self) -> int:
-        return int(self.mark.split("seed=", 1)[1].split(";", 1)[0])
-
-    @property
-    def label(self) -> str:
-        return self.mark.rsplit("label=", 1)[1].strip()
+    mark: SyntheticMark
 
 
 class ServingError(Exception):
@@ -200,8 +192,8 @@ class MedLensClient:
         if seed is not None:
             params["seed"] = seed
         response = self._send("POST", target.route, params=params)
-        mark = response.headers.get("X-MedLens-Synthetic", "")
-        if response.headers.get("content-type", "") != "image/png" or not mark:
+        mark = SyntheticMark.parse(response.headers.get("X-MedLens-Synthetic", ""))
+        if response.headers.get("content-type", "") != "image/png" or mark is None:
             raise ServingError(
                 0,
                 "bad_response",
