@@ -26,6 +26,11 @@ SEPSIS_SOURCE = (
     "Cardiology Challenge 2019', Crit Care Med 2020 (CC BY 4.0): training set B (one hospital system)."
 )
 
+MORTALITY_SOURCE = (
+    "Silva et al., 'Predicting In-Hospital Mortality of ICU Patients: the PhysioNet/Computing in Cardiology "
+    "Challenge 2012', CinC 2012 (PhysioNet open data): sets a and b, the first 48 hours of 8,000 adult ICU stays."
+)
+
 
 class SpeedRow(BaseModel):
     """One execution path measured by ``python -m benchmarks.models_speed --cards``."""

@@ -9,6 +9,7 @@ from ``transformers``, configured from scratch and fed engineered features as ``
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -16,39 +17,179 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from models.sepsis_io import DEMOGRAPHICS, FEATURES, MEASURED, VITALS
+from models.sepsis_io import FEATURES, MEASURED, VITALS
 
 N_MEASURED = len(MEASURED)  # 34
 N_VITALS = len(VITALS)  # 8, the first columns of MEASURED
 TREND_WINDOW = 12
-#: raw features that also get a piecewise-linear encoding: the 34 measurements, Age, HospAdmTime, ICULOS
-PLE_COLUMNS = list(range(N_MEASURED)) + [FEATURES.index(c) for c in ("Age", "HospAdmTime", "ICULOS")]
+#: the window of the summaries' "change from the recent mean" channels
+SUMMARY_WINDOW = 24
 #: quantile bins per encoded feature. LSTM, one held-out fold, 8 epochs, hourly AUROC by seed: no encoding 0.804,
 #: 8 bins 0.819 / 0.820, 16 bins 0.825 / 0.821, 32 bins 0.820 / 0.819
 PLE_BINS = 16
-#: engineered channels per hour: 34 values + 34 measured-now masks + 34 hours-since-last
-#: + 34 measurement counts + 3 x 8 vital-sign trends (1 h change, 6 h change, 12 h std) + 6 demographics
-#: + 37 x 16 piecewise-linear encodings
-N_PLE = len(PLE_COLUMNS) * PLE_BINS  # the piecewise-linear channels, last in every hour's features
-N_INPUT = 4 * N_MEASURED + 3 * N_VITALS + len(DEMOGRAPHICS) + N_PLE
 SINCE_CAP_HOURS = 72.0
 PROB_EPS = 1e-4  # probabilities are kept strictly inside (0, 1)
+#: channels per measured variable in the summaries block: running min, max and mean of what was measured,
+#: change from the first measurement, change from the mean of the last SUMMARY_WINDOW hours
+N_SUMMARY = 5
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """What a record's raw columns are and which engineered channels they get.
+
+    A record is (hours, len(columns)): the measured (time-varying) variables first, then the static or
+    administrative ones. ``derived`` ratios of two measured variables are computed from their forward-filled
+    values at every hour where either was measured, and treated as further measured variables. The
+    checkpoint names its schema (``preprocessing["schema"]``), so a model is always fed what it was trained on.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    n_measured: int
+    #: the first ``n_trend`` measured variables also get 1 h / 6 h change and the TREND_WINDOW-hour std
+    n_trend: int
+    #: static columns that are 0/1 flags (kept as they are, unknown 0.5) instead of z-scores
+    binary: tuple[str, ...]
+    #: static columns that also get the piecewise-linear encoding (every measured variable gets it)
+    ple_static: tuple[str, ...]
+    derived: tuple[tuple[str, str, str], ...] = ()  # (name, numerator, denominator)
+    summaries: bool = False
+
+    @property
+    def measured(self) -> tuple[str, ...]:
+        return self.columns[: self.n_measured]
+
+    @property
+    def static(self) -> tuple[str, ...]:
+        return self.columns[self.n_measured :]
+
+    @property
+    def n_derived(self) -> int:
+        return len(self.derived)
+
+    @property
+    def n_all_measured(self) -> int:
+        """Measured variables including the derived ratios."""
+        return self.n_measured + self.n_derived
+
+    @property
+    def stats_columns(self) -> tuple[str, ...]:
+        """What :class:`NormStats` describe: measured, derived, static."""
+        return (*self.measured, *(d[0] for d in self.derived), *self.static)
+
+    @property
+    def ple_columns(self) -> list[int]:
+        """Indices into :attr:`stats_columns` that get the piecewise-linear encoding."""
+        stats = self.stats_columns
+        return list(range(self.n_measured)) + [stats.index(c) for c in self.ple_static]
+
+    @property
+    def n_ple(self) -> int:
+        return len(self.ple_columns) * PLE_BINS
+
+    @property
+    def n_input(self) -> int:
+        m, n_static = self.n_all_measured, len(self.static)
+        return 4 * m + 3 * self.n_trend + n_static + (N_SUMMARY * m if self.summaries else 0) + self.n_ple
+
+    @property
+    def n_dense(self) -> int:
+        """Channels before the piecewise-linear block (what a tree teacher reads)."""
+        return self.n_input - self.n_ple
+
+    def feature_groups(self) -> list[int]:
+        """For each engineered channel, the index of the raw column (0..len(columns)-1) it belongs to; a
+        derived ratio belongs to its numerator."""
+        owner = list(range(self.n_measured)) + [self.columns.index(num) for _, num, _ in self.derived]
+        static = list(range(self.n_measured, len(self.columns)))
+        stats_owner = owner + static
+        groups = owner * 4 + owner[: self.n_trend] * 3 + static
+        if self.summaries:
+            groups += owner * N_SUMMARY
+        return groups + [stats_owner[c] for c in self.ple_columns for _ in range(PLE_BINS)]
+
+    def augment(self, values: np.ndarray) -> np.ndarray:
+        """(hours, len(columns)) raw -> (hours, len(stats_columns)): the derived ratios inserted after the
+        measured variables, NaN where neither operand was measured that hour or the ratio is undefined."""
+        if not self.derived:
+            return values
+        measured = values[:, : self.n_measured]
+        filled = forward_fill(measured)
+        ratios = []
+        for _, num, den in self.derived:
+            i, j = self.columns.index(num), self.columns.index(den)
+            fresh = ~np.isnan(measured[:, i]) | ~np.isnan(measured[:, j])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = filled[:, i] / filled[:, j]
+            ratios.append(np.where(fresh & np.isfinite(r), r, np.nan))
+        derived = np.stack(ratios, axis=1).astype(values.dtype)  # (hours, n_derived)
+        return np.concatenate([measured, derived, values[:, self.n_measured :]], axis=1)
+
+
+#: the sepsis models' inputs (PhysioNet 2019 columns; the committed weights of issue 16)
+SEPSIS_V1 = FeatureSchema(
+    name="sepsis-v1",
+    columns=tuple(FEATURES),
+    n_measured=N_MEASURED,
+    n_trend=N_VITALS,
+    binary=("Gender", "Unit1", "Unit2"),
+    ple_static=("Age", "HospAdmTime", "ICULOS"),
+)
+#: sepsis-v1 and the signals the 2019 challenge's best entries used: running summaries of every variable,
+#: change from the stay's own first value and from its last day, and derived ratios (shock index HR / SBP,
+#: BUN / creatinine, SpO2 / FiO2)
+SEPSIS_V2 = FeatureSchema(
+    name="sepsis-v2",
+    columns=tuple(FEATURES),
+    n_measured=N_MEASURED,
+    n_trend=N_VITALS,
+    binary=("Gender", "Unit1", "Unit2"),
+    ple_static=("Age", "HospAdmTime", "ICULOS"),
+    derived=(("ShockIndex", "HR", "SBP"), ("BUN/Creatinine", "BUN", "Creatinine"), ("SpO2/FiO2", "O2Sat", "FiO2")),
+    summaries=True,
+)
+SCHEMAS: dict[str, FeatureSchema] = {s.name: s for s in (SEPSIS_V1, SEPSIS_V2)}
+
+
+def register_schema(schema: FeatureSchema) -> FeatureSchema:
+    """Make ``schema`` known to checkpoints by name (a task module registers its schemas on import)."""
+    SCHEMAS[schema.name] = schema
+    return schema
+
+
+def schema_of(preprocessing: dict[str, object]) -> FeatureSchema:
+    """The schema a checkpoint was trained with (checkpoints without one predate schemas: sepsis-v1)."""
+    name = str(preprocessing.get("schema", SEPSIS_V1.name))
+    if name not in SCHEMAS and name.startswith("mortality"):
+        import models.mortality_features  # noqa: F401  (registers the mortality schemas)
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise ValueError(f"unknown feature schema {name!r}: known {', '.join(SCHEMAS)}") from None
+
+
+#: the sepsis-v1 layout as module constants (what the committed sepsis weights and their tests use)
+PLE_COLUMNS = SEPSIS_V1.ple_columns
+N_PLE = SEPSIS_V1.n_ple
+N_INPUT = SEPSIS_V1.n_input
 
 
 class NormStats(BaseModel):
-    """Per-feature mean / std of the 40 raw features on the training split, and the quantile bin
-    edges of the piecewise-linear encoding (stored in the checkpoint)."""
+    """Per-column mean / std of a schema's raw (and derived) columns on the training split, and the quantile
+    bin edges of the piecewise-linear encoding (stored in the checkpoint)."""
 
     model_config = ConfigDict(extra="forbid")
 
     mean: list[float]
     std: list[float]
-    #: for each of PLE_COLUMNS, PLE_BINS + 1 non-decreasing edges (training quantiles of the measured values)
+    #: for each of the schema's ple_columns, PLE_BINS + 1 non-decreasing edges (training quantiles)
     edges: list[list[float]]
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> NormStats:
-        """``values``: (rows, 40) raw features with NaN."""
+    def fit(cls, values: np.ndarray, schema: FeatureSchema = SEPSIS_V1) -> NormStats:
+        """``values``: (rows, len(schema.stats_columns)) with NaN: several records concatenated, each already
+        :meth:`FeatureSchema.augment`-ed (see :meth:`fit_records`)."""
         with warnings.catch_warnings():  # a column never measured in the data: mean 0, std 1 below
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(values, axis=0)
@@ -56,11 +197,16 @@ class NormStats(BaseModel):
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
         edges = []
-        for j in PLE_COLUMNS:
+        for j in schema.ple_columns:
             seen = values[:, j][np.isfinite(values[:, j])]
             q = np.quantile(seen, np.linspace(0.0, 1.0, PLE_BINS + 1)) if seen.size else np.arange(PLE_BINS + 1.0)
             edges.append([float(x) for x in q])
         return cls(mean=[float(x) for x in mean], std=[float(x) for x in std], edges=edges)
+
+    @classmethod
+    def fit_records(cls, records: list[np.ndarray], schema: FeatureSchema = SEPSIS_V1) -> NormStats:
+        """Fitted on raw records (hours_i, len(schema.columns)); derived ratios are computed per record."""
+        return cls.fit(np.concatenate([schema.augment(r) for r in records]), schema)
 
 
 def piecewise_linear(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -95,52 +241,81 @@ def forward_fill(values: np.ndarray) -> np.ndarray:
     return last_observation(values)[0]
 
 
-def engineer(values: np.ndarray, stats: NormStats) -> np.ndarray:
-    """(hours, 40) raw with NaN -> (hours, N_INPUT) float32, using rows <= t for hour t only."""
+def _window_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """(hours, k) -> (hours, k): the mean of rows max(0, t - window + 1)..t (causal)."""
+    hours = x.shape[0]
+    csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
+    lo = np.maximum(np.arange(hours) - window + 1, 0)
+    hi = np.arange(hours) + 1
+    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+
+
+def _summaries(z_observed: np.ndarray, z: np.ndarray, count: np.ndarray) -> list[np.ndarray]:
+    """Running summaries of what was measured up to each hour. ``z_observed``: (hours, m) z-scores where
+    measured this hour, NaN elsewhere; ``z``: (hours, m) forward-filled z (0 before the first measurement);
+    ``count``: (hours, m) measurements so far -> N_SUMMARY arrays (hours, m), 0 before the first measurement."""
+    seen = count > 0
+    run_min = np.where(seen, np.fmin.accumulate(z_observed, axis=0), 0.0)
+    run_max = np.where(seen, np.fmax.accumulate(z_observed, axis=0), 0.0)
+    run_mean = np.where(seen, np.nancumsum(z_observed, axis=0) / np.maximum(count, 1), 0.0)
+    first_row = np.argmax(~np.isnan(z_observed), axis=0)  # (m,) the first measured row (0 if never)
+    first = z_observed[first_row, np.arange(z.shape[1])]
+    from_first = np.where(seen, z - np.nan_to_num(first), 0.0)
+    from_day = np.where(seen, z - _window_mean(z, SUMMARY_WINDOW), 0.0)
+    return [np.nan_to_num(a) for a in (run_min, run_max, run_mean, from_first, from_day)]
+
+
+def engineer(values: np.ndarray, stats: NormStats, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
+    """(hours, len(schema.columns)) raw with NaN -> (hours, schema.n_input) float32, using rows <= t for hour t
+    only. Channels: z-scored forward-filled values, measured-this-hour masks, hours since the last measurement,
+    measurement counts (every measured and derived variable); trends of the first n_trend; static columns;
+    the summaries (schema.summaries); the piecewise-linear encodings."""
+    values = schema.augment(values)
     hours = values.shape[0]
+    n_m = schema.n_all_measured
     mean = np.asarray(stats.mean, dtype=np.float32)
     std = np.asarray(stats.std, dtype=np.float32)
-    measured = values[:, :N_MEASURED]  # (hours, 34)
+    measured = values[:, :n_m]  # (hours, m)
     observed = ~np.isnan(measured)
-    filled, last = last_observation(measured)  # (hours, 34) each
-    z = np.where(last >= 0, (np.nan_to_num(filled) - mean[:N_MEASURED]) / std[:N_MEASURED], 0.0)
+    filled, last = last_observation(measured)  # (hours, m) each
+    z = np.where(last >= 0, (np.nan_to_num(filled) - mean[:n_m]) / std[:n_m], 0.0)
     z = np.clip(z, -8.0, 8.0)
     since = np.where(last >= 0, np.arange(hours)[:, None] - last, SINCE_CAP_HOURS)
     since = np.minimum(since, SINCE_CAP_HOURS) / SINCE_CAP_HOURS
-    count = np.log1p(np.cumsum(observed, axis=0)) / 4.0  # (hours, 34)
-    vit = z[:, :N_VITALS]  # (hours, 8), forward-filled z-scores
+    counted = np.cumsum(observed, axis=0)  # (hours, m)
+    count = np.log1p(counted) / 4.0
+    vit = z[:, : schema.n_trend]  # (hours, n_trend), forward-filled z-scores
     delta1 = vit - vit[np.maximum(np.arange(hours) - 1, 0)]
     delta6 = vit - vit[np.maximum(np.arange(hours) - 6, 0)]
-    csum = np.cumsum(np.vstack([np.zeros((1, N_VITALS)), vit]), axis=0)
-    csq = np.cumsum(np.vstack([np.zeros((1, N_VITALS)), vit**2]), axis=0)
-    lo = np.maximum(np.arange(hours) - TREND_WINDOW + 1, 0)
-    hi = np.arange(hours) + 1
-    n = (hi - lo)[:, None]
-    var = (csq[hi] - csq[lo]) / n - ((csum[hi] - csum[lo]) / n) ** 2
+    var = _window_mean(vit**2, TREND_WINDOW) - _window_mean(vit, TREND_WINDOW) ** 2
     vit_std = np.sqrt(np.clip(var, 0.0, None))
-    demo = values[:, N_MEASURED:].copy()  # (hours, 6): Age, Gender, Unit1, Unit2, HospAdmTime, ICULOS
-    demo_z = (demo - mean[N_MEASURED:]) / std[N_MEASURED:]
-    demo_z[:, 1:4] = np.nan_to_num(demo[:, 1:4], nan=0.5)  # binary flags stay 0/1, unknown 0.5
-    demo_z = np.clip(np.nan_to_num(demo_z, nan=0.0), -8.0, 8.0)
-    raw_filled = np.concatenate([filled, demo], axis=1)  # (hours, 40)
-    ple = piecewise_linear(raw_filled[:, PLE_COLUMNS], np.asarray(stats.edges, dtype=np.float64))
-    parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, demo_z, ple]
+    static = values[:, n_m:].copy()  # (hours, n_static)
+    static_z = (static - mean[n_m:]) / std[n_m:]
+    flags = [schema.static.index(c) for c in schema.binary]
+    static_z[:, flags] = np.nan_to_num(static[:, flags], nan=0.5)  # binary flags stay 0/1, unknown 0.5
+    static_z = np.clip(np.nan_to_num(static_z, nan=0.0), -8.0, 8.0)
+    raw_filled = np.concatenate([filled, static], axis=1)  # (hours, len(stats_columns))
+    ple = piecewise_linear(raw_filled[:, schema.ple_columns], np.asarray(stats.edges, dtype=np.float64))
+    parts = [z, observed.astype(np.float32), since, count, delta1, delta6, vit_std, static_z]
+    if schema.summaries:
+        with np.errstate(invalid="ignore"):
+            z_observed = np.where(observed, np.clip((measured - mean[:n_m]) / std[:n_m], -8.0, 8.0), np.nan)
+        parts += _summaries(z_observed, z, counted)
+    parts.append(ple)
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def feature_groups() -> list[int]:
-    """For each engineered channel, the index of the raw feature (0..39) it belongs to."""
-    m = list(range(N_MEASURED))
-    v = list(range(N_VITALS))
-    return m * 4 + v * 3 + list(range(N_MEASURED, len(FEATURES))) + [c for c in PLE_COLUMNS for _ in range(PLE_BINS)]
+def feature_groups(schema: FeatureSchema = SEPSIS_V1) -> list[int]:
+    """For each engineered channel, the index of the raw column it belongs to."""
+    return schema.feature_groups()
 
 
-def baseline_features(stats: NormStats, hours: int) -> np.ndarray:
-    """The unremarkable average patient, (hours, N_INPUT): every value at its training mean (z = 0),
+def baseline_features(stats: NormStats, hours: int, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
+    """The unremarkable average patient, (hours, n_input): every value at its training mean (z = 0),
     no change, nothing counted, flags 0, and the piecewise-linear channels of the training median."""
-    base = np.zeros((hours, N_INPUT), dtype=np.float32)
+    base = np.zeros((hours, schema.n_input), dtype=np.float32)
     edges = np.asarray(stats.edges, dtype=np.float64)  # (k, bins + 1)
-    base[:, N_INPUT - N_PLE :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)
+    base[:, schema.n_input - schema.n_ple :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)
     return base
 
 

@@ -1,0 +1,442 @@
+"""An evaluation protocol that cannot fool itself: repeated stay-level splits, a reserve touched once.
+
+python -m models.protocol run lstm --out runs/protocol/lstm-v1 [--repeats 8] [--schema sepsis-v2]
+python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
+python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
+python -m models.protocol confirm lstm [--weights DIR]                             # the reserve, once
+
+- **Reserve.** 15 % of the stays, chosen once by a keyed hash of the record's name (:func:`is_reserved`),
+  so it does not depend on the order, the number of files or any seed. Training (``models.train``) and every
+  protocol run leave it out; ``confirm`` scores the shipped model on it and records that it did.
+- **Repeats.** ``--repeats`` seeded 80/20 splits of the other stays, stratified by outcome. In each, one
+  network is trained on the 80 % exactly as a member of the shipped ensemble is (features fitted on those
+  stays only, the cross-fitted tree teacher, the same schedule) and predicts the 20 %.
+- **Threshold.** The 20 % of repeat r are scored at the threshold the task's rule chooses on the other
+  repeats' held-out predictions of stays outside repeat r's 20 %: no label of a scored stay chooses its
+  threshold.
+- **Report.** Every figure per repeat, and its mean ± standard deviation over repeats; two runs on the same
+  splits are compared pair by pair (``compare``). The adoption rule (docs/sepsis-protocol.md) is written
+  before a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from models.sequence_tasks import SequenceTask, Stay, sequence_task
+
+RESERVE_FRACTION = 0.15
+#: the key of the reserve's hash: changing it would move stays into the reserve that models were tuned on
+RESERVE_KEY = "medlens-reserve-v1"
+PROTOCOL_SEED = 2022  # repeat r splits with seed PROTOCOL_SEED + r
+TEST_FOLDS = 5  # 1 of 5 stratified folds is a repeat's held-out 20 %
+
+
+def is_reserved(name: str) -> bool:
+    """Whether the stay named ``name`` (file name or RecordID; a suffix is ignored) is in the reserve."""
+    stem = Path(name).stem
+    digest = hashlib.sha256(f"{RESERVE_KEY}:{stem}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < RESERVE_FRACTION
+
+
+def drop_reserved(stays: list[Stay], exclude: bool) -> list[Stay]:
+    return [s for s in stays if not is_reserved(s.name)] if exclude else stays
+
+
+class RepeatResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repeat: int
+    split_seed: int
+    n_train: int
+    n_test: int
+    n_test_positive: int
+    threshold: float  # chosen on the other repeats' held-out predictions (see the module docstring)
+    figures: dict[str, float]
+    seconds: float
+
+
+class ProtocolReport(BaseModel):
+    """One protocol run: what was trained, every repeat and the summary (mean, std over repeats)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    arch: str
+    schema_name: str
+    command: str
+    created: str
+    settings: dict[str, float | int | str]
+    n_development: int
+    n_reserve: int
+    repeats: list[RepeatResult]
+    mean: dict[str, float]
+    std: dict[str, float]
+    threshold: float  # the median of the repeats' thresholds: what a model trained on all stays would use
+
+    def line(self) -> str:
+        return "  ".join(f"{k} {self.mean[k]:.4f} ± {self.std[k]:.4f}" for k in self.mean)
+
+
+@dataclass
+class _Held:
+    """A repeat's held-out stays (indices into the development stays) and their hourly probabilities."""
+
+    idx: np.ndarray
+    probs: list[np.ndarray]
+
+
+def split_masks(stays: list[Stay], repeats: int) -> list[np.ndarray]:
+    """For each repeat, the boolean mask of its held-out 20 % (stratified by outcome)."""
+    from models.train_sequence import stay_folds
+
+    return [stay_folds(stays, TEST_FOLDS, PROTOCOL_SEED + r) == 0 for r in range(repeats)]
+
+
+def _fit_repeat(
+    task: SequenceTask,
+    arch: str,
+    stays: list[Stay],
+    held: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    teacher_weight: float,
+    label: str,
+) -> list[np.ndarray]:
+    """Train one network on the stays outside ``held`` as a member of the shipped ensemble is trained, and
+    return its hourly probabilities for the held stays."""
+    from models.sequence import NormStats, SequenceConfig, engineer
+    from models.train_sequence import (
+        _fit_member,
+        _teacher_groups,
+        member_targets,
+        predict_features,
+        teacher_targets,
+    )
+
+    schema = task.schema
+    train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
+    stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
+    features = [engineer(s.values, stats, schema) for s in stays]
+    labels = [s.labels for s in stays]
+    fold_of = np.where(held, 0, 1)
+    teacher = None
+    if teacher_weight > 0:
+        groups = _teacher_groups(stays, fold_of, seed)
+        teacher = teacher_targets(features, labels, fold_of, groups, seed, columns=schema.n_dense, members=[0])[0]
+    config = SequenceConfig(arch=arch, members=1, encoder="mlp", n_input=schema.n_input)
+    member, _ = _fit_member(
+        config,
+        [features[i] for i in train_idx],
+        [labels[i].astype(np.float32) for i in train_idx],
+        [],
+        [],
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        label=label,
+        targets=member_targets(labels, teacher, train_idx, teacher_weight),
+        task=task,
+    )
+    return predict_features(member, [features[i] for i in held_idx])
+
+
+def score_repeats(task: SequenceTask, stays: list[Stay], held: list[_Held]) -> list[tuple[float, dict[str, float]]]:
+    """(threshold, figures) of every repeat: its threshold chosen on the other repeats' held-out predictions
+    of stays outside its own held-out set."""
+    labels = [s.labels for s in stays]
+    out = []
+    for r, h in enumerate(held):
+        own = set(h.idx.tolist())
+        pool_labels, pool_probs = [], []
+        for q, other in enumerate(held):
+            if q == r:
+                continue
+            for i, p in zip(other.idx, other.probs, strict=True):
+                if int(i) not in own:
+                    pool_labels.append(labels[i])
+                    pool_probs.append(p)
+        threshold, _ = task.choose_threshold(pool_labels, pool_probs)
+        out.append((threshold, task.figures([labels[i] for i in h.idx], h.probs, threshold)))
+    return out
+
+
+def _summary(figures: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    keys = list(figures[0])
+    arr = {k: np.array([f[k] for f in figures]) for k in keys}
+    return (
+        {k: float(v.mean()) for k, v in arr.items()},
+        {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in arr.items()},
+    )
+
+
+def _report(
+    task: SequenceTask,
+    arch: str,
+    stays: list[Stay],
+    n_reserve: int,
+    held: list[_Held],
+    seconds: list[float],
+    settings: dict[str, float | int | str],
+    command: str,
+) -> ProtocolReport:
+    scored = score_repeats(task, stays, held)
+    repeats = [
+        RepeatResult(
+            repeat=r,
+            split_seed=PROTOCOL_SEED + r,
+            n_train=len(stays) - len(h.idx),
+            n_test=len(h.idx),
+            n_test_positive=int(sum(stays[i].labels.any() for i in h.idx)),
+            threshold=threshold,
+            figures=figures,
+            seconds=sec,
+        )
+        for r, (h, (threshold, figures), sec) in enumerate(zip(held, scored, seconds, strict=True))
+    ]
+    mean, std = _summary([r.figures for r in repeats])
+    return ProtocolReport(
+        task=task.name,
+        arch=arch,
+        schema_name=task.schema.name,
+        command=command,
+        created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        settings=settings,
+        n_development=len(stays),
+        n_reserve=n_reserve,
+        repeats=repeats,
+        mean=mean,
+        std=std,
+        threshold=float(np.median([r.threshold for r in repeats])),
+    )
+
+
+def save_run(out: Path, report: ProtocolReport, stays: list[Stay], held: list[_Held]) -> None:
+    """``report.json`` and ``predictions.npz`` (each repeat's held-out stay names and hourly probabilities)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(report.model_dump_json(indent=1) + "\n")
+    arrays: dict[str, np.ndarray] = {}
+    for r, h in enumerate(held):
+        arrays[f"r{r}_names"] = np.array([stays[i].name for i in h.idx])
+        arrays[f"r{r}_lengths"] = np.array([len(p) for p in h.probs])
+        arrays[f"r{r}_probs"] = np.concatenate(h.probs).astype(np.float32)
+    np.savez_compressed(out / "predictions.npz", **arrays)  # type: ignore[arg-type]
+
+
+def load_held(out: Path, stays: list[Stay]) -> list[_Held]:
+    """The held-out predictions of a saved run, indexed into ``stays`` by name."""
+    index = {s.name: i for i, s in enumerate(stays)}
+    data = np.load(out / "predictions.npz")
+    held = []
+    r = 0
+    while f"r{r}_names" in data:
+        idx = np.array([index[str(n)] for n in data[f"r{r}_names"]])
+        ends = np.cumsum(data[f"r{r}_lengths"])[:-1]
+        held.append(_Held(idx, list(np.split(data[f"r{r}_probs"].astype(np.float64), ends))))
+        r += 1
+    return held
+
+
+def development_stays(task: SequenceTask, data: Path, limit: int | None = None) -> tuple[list[Stay], int]:
+    """(the stays outside the reserve, how many are reserved)."""
+    stays = task.load(data, limit=limit)
+    dev = drop_reserved(stays, exclude=True)
+    return dev, len(stays) - len(dev)
+
+
+def run_protocol(
+    task: SequenceTask,
+    arch: str,
+    data: Path,
+    out: Path,
+    *,
+    repeats: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    teacher_weight: float,
+    limit: int | None = None,
+    command: str = "",
+) -> ProtocolReport:
+    from models.train_cnn import seed_everything
+
+    stays, n_reserve = development_stays(task, data, limit)
+    held: list[_Held] = []
+    seconds: list[float] = []
+    for r, mask in enumerate(split_masks(stays, repeats)):
+        started = time.time()
+        seed_everything(seed + r)
+        probs = _fit_repeat(
+            task,
+            arch,
+            stays,
+            mask,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed + r,
+            teacher_weight=teacher_weight,
+            label=f"{arch} repeat {r + 1}/{repeats}",
+        )
+        held.append(_Held(np.flatnonzero(mask), probs))
+        seconds.append(time.time() - started)
+        print(f"repeat {r + 1}/{repeats} done in {seconds[-1]:.0f} s", file=sys.stderr)
+    settings: dict[str, float | int | str] = {
+        "repeats": repeats,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "teacher_weight": teacher_weight,
+        "schema": task.schema.name,
+    }
+    report = _report(task, arch, stays, n_reserve, held, seconds, settings, command)
+    save_run(out, report, stays, held)
+    return report
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, command: str) -> ProtocolReport:
+    """The protocol figures of the mean logit of several runs on the same splits (no training)."""
+    reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in runs]
+    if len({len(r.repeats) for r in reports}) != 1:
+        raise ValueError("the runs have different numbers of repeats: they must share their splits")
+    stays, n_reserve = development_stays(task, data)
+    members = [load_held(r, stays) for r in runs]
+    held = []
+    for parts in zip(*members, strict=True):
+        if any(not np.array_equal(p.idx, parts[0].idx) for p in parts):
+            raise ValueError("the runs' held-out stays differ: they were not made on the same splits")
+        mean_logit = [np.mean([_logit(p.probs[j]) for p in parts], axis=0) for j in range(len(parts[0].idx))]
+        held.append(_Held(parts[0].idx, [1 / (1 + np.exp(-z)) for z in mean_logit]))
+    settings: dict[str, float | int | str] = {"members": " + ".join(str(r) for r in runs)}
+    report = _report(
+        task, "+".join(r.arch for r in reports), stays, n_reserve, held, [0.0] * len(held), settings, command
+    )
+    save_run(out, report, stays, held)
+    return report
+
+
+class Comparison(BaseModel):
+    """``new`` minus ``old`` on the same splits, repeat by repeat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    old: str
+    new: str
+    gain_mean: dict[str, float]
+    gain_std: dict[str, float]
+    gains: dict[str, list[float]]
+
+    def adopted(self, primary: str) -> bool:
+        """The adoption rule of docs/sepsis-protocol.md: the mean gain of the primary figure exceeds the
+        standard deviation of the gains, and AUROC does not fall by more than its gains' standard deviation."""
+        return self.gain_mean[primary] > self.gain_std[primary] and self.gain_mean["auroc"] > -self.gain_std["auroc"]
+
+
+def compare(old: Path, new: Path) -> Comparison:
+    a = ProtocolReport.model_validate_json((old / "report.json").read_text())
+    b = ProtocolReport.model_validate_json((new / "report.json").read_text())
+    if [r.split_seed for r in a.repeats] != [r.split_seed for r in b.repeats]:
+        raise ValueError("the runs were not made on the same splits")
+    gains = {k: [rb.figures[k] - ra.figures[k] for ra, rb in zip(a.repeats, b.repeats, strict=True)] for k in a.mean}
+    return Comparison(
+        old=str(old),
+        new=str(new),
+        gain_mean={k: float(np.mean(v)) for k, v in gains.items()},
+        gain_std={k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in gains.items()},
+        gains=gains,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.catalogue import entry, models_for
+
+    names = [e.name for e in models_for("series")]
+    parser = argparse.ArgumentParser(prog="python -m models.protocol", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and score one network per repeated split")
+    run.add_argument("model", choices=names)
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--data", type=Path, default=None)
+    run.add_argument("--repeats", type=int, default=8)
+    run.add_argument("--schema", default=None, help="feature schema (default: the task's)")
+    run.add_argument("--epochs", type=int, default=12)
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--lr", type=float, default=2e-3)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--teacher-weight", type=float, default=None)
+    run.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    run.add_argument("--limit", type=int, default=None, help="at most this many stays (smoke runs)")
+    cmp_ = sub.add_parser("compare", help="paired gains of NEW over OLD on the same splits")
+    cmp_.add_argument("old", type=Path)
+    cmp_.add_argument("new", type=Path)
+    cmp_.add_argument("--primary", default=None, help="the figure the rule is about (default: the task's)")
+    ens = sub.add_parser("ensemble", help="the mean logit of runs made on the same splits")
+    ens.add_argument("runs", type=Path, nargs="+")
+    ens.add_argument("--out", type=Path, required=True)
+    ens.add_argument("--data", type=Path, default=None)
+    args = parser.parse_args(argv)
+    command = "python -m models.protocol " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.command == "run":
+        from models.train_sequence import TEACHER_WEIGHT
+
+        torch.set_num_threads(args.threads)
+        model = entry(args.model)
+        task = sequence_task(model.task.name, args.schema)
+        weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
+        report = run_protocol(
+            task,
+            model.architecture,
+            args.data or task.default_data(),
+            args.out,
+            repeats=args.repeats,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            teacher_weight=weight,
+            limit=args.limit,
+            command=command,
+        )
+        print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
+        return 0
+    if args.command == "compare":
+        result = compare(args.old, args.new)
+        report = ProtocolReport.model_validate_json((args.old / "report.json").read_text())
+        primary = args.primary or sequence_task(report.task).primary
+        for k in result.gain_mean:
+            print(f"{k}: gain {result.gain_mean[k]:+.4f} ± {result.gain_std[k]:.4f}  per repeat "
+                  + " ".join(f"{g:+.3f}" for g in result.gains[k]))  # fmt: skip
+        print(f"adopted by the rule ({primary}): {'yes' if result.adopted(primary) else 'no'}")
+        print(json.dumps(result.model_dump(), indent=1), file=sys.stderr)
+        return 0
+    reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in args.runs]
+    task = sequence_task(reports[0].task, reports[0].schema_name)
+    report = ensemble_runs(task, args.runs, args.data or task.default_data(), args.out, command)
+    print(f"ensemble of {len(args.runs)} runs: {report.line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

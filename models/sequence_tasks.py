@@ -1,0 +1,178 @@
+"""What a sequence task asks of the LSTM and the Transformer: its records, labels, loss weights, threshold rule
+and figures. Training (models/train_sequence.py), the evaluation protocol (models/protocol.py) and the CLIs
+read one :class:`SequenceTask`; the networks and the feature engineering (models/sequence.py) are shared.
+
+- ``sepsis``: hourly risk (PhysioNet 2019 ``SepsisLabel``), scored hour by hour with AUROC and the
+  challenge's normalised utility; threshold: the utility's best.
+- ``mortality``: in-hospital death from the first 48 hours (PhysioNet 2012); every hour is trained towards
+  the stay's outcome (the risk as the 48 hours unfold), the stay's prediction is its last hour's; scored per
+  stay with AUROC and the challenge's event-1 score min(sensitivity, positive predictive value); threshold:
+  the event-1 score's best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from models.sequence import SEPSIS_V1, FeatureSchema
+
+TaskName = Literal["sepsis", "mortality"]
+
+
+class Labelled(Protocol):
+    """A stay with hourly labels (a :class:`Stay`, a labelled ``SepsisRecord``)."""
+
+    @property
+    def labels(self) -> np.ndarray | None: ...
+
+
+@dataclass
+class Stay:
+    """One ICU stay as the networks see it: ``values`` (hours, len(schema.columns)) raw with NaN and ``labels``
+    (hours,) 0/1 training targets (sepsis: the hourly label; mortality: the outcome on every hour)."""
+
+    name: str
+    values: np.ndarray
+    labels: np.ndarray
+
+
+def stay_outcome(labels: np.ndarray) -> int:
+    return int(labels.any())
+
+
+def event1(y: np.ndarray, pred: np.ndarray) -> float:
+    """The 2012 challenge's event-1 score: min(sensitivity, positive predictive value) of 0/1 predictions."""
+    tp = float(np.sum((pred == 1) & (y == 1)))
+    se = tp / max(1.0, float(np.sum(y == 1)))
+    ppv = tp / max(1.0, float(np.sum(pred == 1)))
+    return min(se, ppv)
+
+
+def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+    """(threshold, event-1) maximising min(Se, +P) of ``prob >= threshold``; ties: the smallest threshold."""
+    order = np.argsort(-prob, kind="stable")
+    p_sorted, y_sorted = prob[order], y[order]
+    tp = np.cumsum(y_sorted)  # flagging the k + 1 highest
+    k = np.arange(1, len(y) + 1)
+    score = np.minimum(tp / max(1, int(y.sum())), tp / k)
+    # only cut between distinct probabilities: a threshold flags every stay at or above it
+    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    score = np.where(last_of_run, score, -1.0)
+    best = int(np.argmax(score))
+    return float(p_sorted[best]), float(score[best])
+
+
+@dataclass(frozen=True)
+class SequenceTask:
+    name: TaskName
+    schema: FeatureSchema
+    labels: tuple[str, str]
+    description: str  # the checkpoint's ``task``
+    threshold_rule: str
+    primary: str  # the figure the threshold maximises, one of figures()' keys
+
+    def load(self, data: Path, limit: int | None = None) -> list[Stay]:
+        if self.name == "sepsis":
+            from models.sepsis_io import load_labelled_dir
+
+            return [
+                Stay(r.name, r.values, r.labels.astype(np.int64))
+                for r in load_labelled_dir(data, limit=limit)
+                if r.labels is not None
+            ]
+        from models.mortality_features import load_mortality_stays
+
+        return load_mortality_stays(data, limit=limit, columns=self.schema.columns)
+
+    def default_data(self) -> Path:
+        from models.config import data_paths
+
+        return data_paths().sepsis_training if self.name == "sepsis" else data_paths().mortality
+
+    def hour_weights(self, labels: np.ndarray) -> np.ndarray:
+        """(hours,) weights of each hour's loss: sepsis every hour alike; mortality half on the last hour (the
+        stay's prediction) and half spread over the hours before it."""
+        hours = len(labels)
+        if self.name == "sepsis" or hours == 1:
+            return np.ones(hours, dtype=np.float32)
+        w = np.full(hours, 0.5 / (hours - 1), dtype=np.float32)
+        w[-1] = 0.5
+        return w * hours  # mean weight 1 per hour, like sepsis
+
+    def stay_scores(self, probs: list[np.ndarray]) -> np.ndarray:
+        """Mortality: the last hour's risk of every stay."""
+        return np.array([p[-1] for p in probs], dtype=np.float64)
+
+    def choose_threshold(self, labels: list[np.ndarray], probs: list[np.ndarray]) -> tuple[float, float]:
+        """(threshold, its primary figure) chosen on these predictions."""
+        if self.name == "sepsis":
+            from models.metrics import best_utility_threshold
+
+            return best_utility_threshold(labels, probs)
+        y = np.array([stay_outcome(y) for y in labels])
+        return best_event1_threshold(y, self.stay_scores(probs))
+
+    def figures(self, labels: list[np.ndarray], probs: list[np.ndarray], threshold: float) -> dict[str, float]:
+        """The task's headline figures at ``threshold`` (AUROC threshold-free)."""
+        from sklearn.metrics import roc_auc_score
+
+        if self.name == "sepsis":
+            from models.metrics import normalized_utility
+
+            y = np.concatenate(labels)
+            return {
+                "auroc": float(roc_auc_score(y, np.concatenate(probs))),
+                "utility": normalized_utility(labels, [p >= threshold for p in probs]),
+            }
+        outcome = np.array([stay_outcome(y) for y in labels])
+        score = self.stay_scores(probs)
+        return {
+            "auroc": float(roc_auc_score(outcome, score)),
+            "event1": event1(outcome, (score >= threshold).astype(np.int64)),
+        }
+
+
+SEPSIS_TASK = SequenceTask(
+    name="sepsis",
+    schema=SEPSIS_V1,
+    labels=("NO_ALERT", "SEPSIS_ALERT"),
+    description="hourly sepsis risk (PhysioNet 2019 SepsisLabel: sepsis within the next 6 hours or ongoing)",
+    threshold_rule="maximises the challenge's normalised utility on the out-of-fold predictions",
+    primary="utility",
+)
+
+
+def _mortality_task() -> SequenceTask:
+    from models.mortality_features import MORTALITY_V1
+
+    return SequenceTask(
+        name="mortality",
+        schema=MORTALITY_V1,
+        labels=("SURVIVED", "DIED_IN_HOSPITAL"),
+        description="in-hospital death from the first 48 ICU hours (PhysioNet 2012 In-hospital_death)",
+        threshold_rule="maximises the challenge's event-1 score min(Se, +P) on the out-of-fold predictions",
+        primary="event1",
+    )
+
+
+_TASKS: dict[str, Callable[[], SequenceTask]] = {
+    "sepsis": lambda: SEPSIS_TASK,
+    "mortality": _mortality_task,
+}
+
+
+def sequence_task(task: str, schema: str | None = None) -> SequenceTask:
+    """The task of a catalogue task name, with another feature schema when ``schema`` is given."""
+    base = _TASKS[task]()
+    if schema is None or schema == base.schema.name:
+        return base
+    from models.sequence import SCHEMAS
+
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown feature schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
+    return SequenceTask(**{**base.__dict__, "schema": SCHEMAS[schema]})
