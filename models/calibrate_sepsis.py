@@ -32,6 +32,7 @@ from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_c
 from models.config import data_paths
 from models.errors import WeightsError
 from models.metrics import expected_calibration_error, normalized_utility, reliability_curve
+from models.protocol import is_reserved
 from models.sepsis_io import load_labelled_dir
 from models.sequence import (
     PROB_EPS,
@@ -41,6 +42,7 @@ from models.sequence import (
     build_sequence_model,
     engineer,
     pad_batch,
+    schema_of,
 )
 from models.train_sequence import stay_folds
 from models.trust import SEPSIS_CALIBRATION_CAVEAT, SepsisTrustSettings
@@ -104,9 +106,12 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
     model.eval()
     stats = NormStats.model_validate(meta.preprocessing["norm_stats"])
     seed = card.seed if card is not None else 0
+    schema = schema_of(meta.preprocessing)
     records = load_labelled_dir(data or data_paths().sepsis_training)
+    if meta.preprocessing.get("reserve_excluded"):  # trained without the protocol's reserve: so are its folds
+        records = [r for r in records if not is_reserved(r.name)]
     stay_fold = stay_folds(records, config.members, seed)
-    features = [engineer(r.values, stats) for r in records]
+    features = [engineer(r.values, stats, schema) for r in records]
     every = member_logits(model, features)  # per stay (members, hours)
     labels = [r.labels.astype(np.int64) for r in records if r.labels is not None]
 

@@ -22,7 +22,9 @@ from models.errors import UnknownModelError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-InputKind = Literal["image", "series"]
+#: image: PNG, JPEG, DICOM; series: one row per hour (PhysioNet 2019 PSV / CSV); events: ``Time,Parameter,Value``
+#: rows of a stay's first 48 hours (PhysioNet 2012)
+InputKind = Literal["image", "series", "events"]
 #: How a model's predictions may run (models/backends.py measures and chooses; ``auto`` is the default).
 BackendName = Literal["auto", "torch-fp32", "torch-bf16", "onnxruntime"]
 BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
@@ -32,7 +34,7 @@ BACKENDS: tuple[str, ...] = ("auto", "torch-fp32", "torch-bf16", "onnxruntime")
 class Task:
     """What a user asks a model: shown on every page and in every answer."""
 
-    name: str  # "pneumonia", "sepsis"
+    name: str  # "pneumonia", "sepsis", "mortality"
     title: str  # "Chest X-ray pneumonia"
     input_kind: InputKind
     file_types: tuple[str, ...]  # lower-case suffixes the uploader offers
@@ -87,6 +89,7 @@ ARCHITECTURE_TITLES = {"cnn": "CNN", "lstm": "LSTM", "transformer": "Transformer
 
 PNEUMONIA = Task("pneumonia", "Chest X-ray pneumonia", "image", (".png", ".jpg", ".jpeg", ".dcm", ".dicom"))
 SEPSIS = Task("sepsis", "Sepsis early warning", "series", (".psv", ".csv", ".txt"))
+MORTALITY = Task("mortality", "ICU in-hospital mortality", "events", (".txt", ".csv"))
 
 CATALOGUE: dict[str, ModelEntry] = {
     e.name: e
@@ -100,6 +103,17 @@ CATALOGUE: dict[str, ModelEntry] = {
             "models.inference:SepsisPredictor",
             "/v1/sepsis/transformer",
             "#D55E00",
+        ),
+        ModelEntry(
+            "mortality-lstm", MORTALITY, "lstm", "models.inference:MortalityPredictor", "/v1/mortality/lstm", "#56B4E9"
+        ),
+        ModelEntry(
+            "mortality-transformer",
+            MORTALITY,
+            "transformer",
+            "models.inference:MortalityPredictor",
+            "/v1/mortality/transformer",
+            "#E69F00",
         ),
     )
 }

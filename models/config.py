@@ -30,6 +30,11 @@ class DataPaths(BaseModel):
     def sepsis_training(self) -> Path:
         return self.root / "sepsis" / "training"
 
+    @property
+    def mortality(self) -> Path:
+        """PhysioNet/CinC 2012: ``set-a/``, ``set-b/``, ``Outcomes-a.txt``, ``Outcomes-b.txt``."""
+        return self.root / "mortality2012"
+
 
 def data_dir() -> Path:
     """The real-data directory: ``$MEDLENS_DATA_DIR`` or ``../shared/data`` beside the repository."""

@@ -3,6 +3,9 @@
 python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONIA/*; calibrated checkpoints
                                                     # also: conformal coverage, set size, OOD rate
 python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisLabel
+python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT [--sets c]
+                                                    # ROOT/set-c/*.txt and ROOT/Outcomes-c.txt (default: a b):
+                                                    # AUROC and event-1 min(Se, +P) of the 48th hour's risk
 python -m models.evaluate gan [--data DIR]          # synthetic radiographs against the CNN split's held-out
                                                     # patients; writes the evaluation into the GAN's card
 """
@@ -18,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.inference import (
+    MortalityPredictor,
     SepsisPredictor,
     XrayPredictor,
     add_predictor_arguments,
@@ -102,6 +106,23 @@ def evaluate_sequence(predictor: SepsisPredictor, data: Path, batch_size: int = 
     return evaluation
 
 
+def evaluate_mortality(
+    predictor: MortalityPredictor, root: Path, sets: list[str], batch_size: int = 256
+) -> tuple[BinaryEvaluation, float]:
+    """(evaluation of the 48th hour's risk per stay, event-1 score) on the labelled sets under ``root``."""
+    from models.mortality_io import load_labelled_sets
+    from models.sequence_tasks import event1
+
+    records = load_labelled_sets(root, sets)
+    probs: list[float] = []
+    for start in tqdm(range(0, len(records), batch_size), desc=predictor.name, unit="batch"):
+        chunk = records[start : start + batch_size]
+        probs.extend(predictor.stay_probability([predictor.model_values(r) for r in chunk]))
+    y = np.array([int(r.label or 0) for r in records])
+    p = np.array(probs)
+    return binary_evaluation(y, p, predictor.threshold), event1(y, (p >= predictor.threshold).astype(np.int64))
+
+
 def summary(name: str, ev: BinaryEvaluation) -> str:
     c = ev.confusion
     lines = [
@@ -177,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
     parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
+    parser.add_argument("--sets", nargs="+", default=["a", "b"], help="mortality-*: the 2012 sets under --data")
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
@@ -187,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(predictor, XrayPredictor):
         predictor.alpha = args.alpha
         evaluation, trust = evaluate_cnn(predictor, args.data)
+    elif isinstance(predictor, MortalityPredictor):
+        evaluation, score = evaluate_mortality(predictor, args.data, args.sets)
+        print(f"  event-1 min(Se, +P) {score:.4f}")
     else:
         evaluation = evaluate_sequence(predictor, args.data)
     print(summary(args.model, evaluation))

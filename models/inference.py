@@ -25,9 +25,8 @@ from models.checkpoint import CARD_JSON, CHECKPOINT_FILE, CheckpointMeta, load_c
 from models.cnn import CnnConfig, build_cnn, to_tensor
 from models.errors import WeightsError
 from models.ood import OodHead, TrustedCNN, header_reason
-from models.sepsis_io import FEATURES, SepsisRecord, parse_series_bytes
+from models.sepsis_io import SepsisRecord, parse_series_bytes
 from models.sequence import (
-    N_INPUT,
     PROB_EPS,
     MemberOutputs,
     NormStats,
@@ -37,8 +36,8 @@ from models.sequence import (
     baseline_features,
     build_sequence_model,
     engineer,
-    feature_groups,
     pad_batch,
+    schema_of,
     to_probability,
 )
 from models.trust import SepsisAssessment, SepsisTrustSettings, TrustSettings, XrayAssessment
@@ -47,7 +46,8 @@ from models.xray_io import XrayImage, load_xray_bytes
 #: Fewest hourly rows a sepsis record needs: the first hour of a stay gets a risk (when an early warning
 #: matters most); trends start from the second.
 MIN_SERIES_HOURS = 1
-_ICULOS = FEATURES.index("ICULOS")
+#: the column that counts the hours of a stay, by schema kind (the probe records fill it)
+_TIME_COLUMNS = ("ICULOS", "Hour")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -283,10 +283,14 @@ class SepsisPredictor(Predictor):
         self.explain_max_hours = explain_max_hours
         kind = self.entry.name
         self.config = SequenceConfig.model_validate(self.meta.config)
-        if self.config.n_input != N_INPUT:
+        try:
+            self.schema = schema_of(self.meta.preprocessing)
+        except ValueError as exc:
+            raise WeightsError(f"{self.weights_dir}: {exc}; retrain it with `python -m models.train {kind}`.") from exc
+        if self.config.n_input != self.schema.n_input:
             raise WeightsError(
                 f"{self.weights_dir} was trained on {self.config.n_input} engineered features but this code "
-                f"builds {N_INPUT}: retrain it with `python -m models.train {kind}`."
+                f"builds {self.schema.n_input} for {self.schema.name}: retrain it with `python -m models.train {kind}`."
             )
         self.stats = NormStats.model_validate(self.meta.preprocessing["norm_stats"])
         self.trust: SepsisTrustSettings | None = (
@@ -337,14 +341,17 @@ class SepsisPredictor(Predictor):
             """Deterministic records of 48, 1, 72 and 24 hours in turn, every measurement drawn around its
             training mean with half of the cells missing, engineered as real records are."""
             rng = np.random.default_rng(1234)
-            mean, std = np.asarray(self.stats.mean), np.asarray(self.stats.std)
+            schema = self.schema
+            keep = [schema.stats_columns.index(c) for c in schema.columns]  # raw columns (no derived ratios)
+            mean, std = np.asarray(self.stats.mean)[keep], np.asarray(self.stats.std)[keep]
+            time_column = next(schema.columns.index(c) for c in _TIME_COLUMNS if c in schema.columns)
             records = []
             for i in range(batch):
                 hours = (48, 1, 72, 24)[i % 4]
-                values = mean + 0.7 * std * rng.standard_normal((hours, len(FEATURES)))
+                values = mean + 0.7 * std * rng.standard_normal((hours, len(schema.columns)))
                 values[rng.random(values.shape) < 0.5] = np.nan
-                values[:, _ICULOS] = np.arange(1, hours + 1)
-                records.append(engineer(values.astype(np.float32), self.stats))
+                values[:, time_column] = np.arange(1, hours + 1)
+                records.append(engineer(values.astype(np.float32), self.stats, schema))
             return pad_batch(records)  # (batch, hours, F), (batch, hours)
 
         return ModelSpec(
@@ -365,12 +372,12 @@ class SepsisPredictor(Predictor):
     def _outputs(self, records: list[np.ndarray]) -> np.ndarray:
         """Raw records -> the chosen path's output for one padded batch: (batch, hours) logits, or
         (batch, hours, 1 + members) from an ensemble."""
-        features = [engineer(v, self.stats) for v in records]
+        features = [engineer(v, self.stats, self.schema) for v in records]
         x, mask = pad_batch(features)  # (batch, hours, F), (batch, hours)
         return self._run(x, mask)
 
     def predict(self, records: list[np.ndarray]) -> list[np.ndarray]:
-        """List of (hours_i, 40) raw records -> list of (hours_i,) probabilities, one padded batch."""
+        """List of (hours_i, len(schema.columns)) raw records -> list of (hours_i,) probabilities, one padded batch."""
         if not records:
             return []
         logits = self.spec().logits(self._outputs(records))  # (batch, hours)
@@ -378,9 +385,9 @@ class SepsisPredictor(Predictor):
         return [prob[i, : v.shape[0]].astype(np.float32) for i, v in enumerate(records)]
 
     def assess(self, records: list[np.ndarray]) -> list[SepsisAssessment]:
-        """List of (hours_i, 40) raw records -> one :class:`~models.trust.SepsisAssessment` each: the hourly
-        risk (as :meth:`predict`), its calibrated value (None from an uncalibrated checkpoint) and the fold
-        members' spread (None from a single network), all from one forward pass on the chosen path."""
+        """List of (hours_i, len(schema.columns)) raw records -> one :class:`~models.trust.SepsisAssessment`
+        each: the hourly risk (as :meth:`predict`), its calibrated value (None from an uncalibrated checkpoint)
+        and the fold members' spread (None from a single network), all from one forward pass on the chosen path."""
         if not records:
             return []
         out = self._outputs(records).astype(np.float64)  # (batch, hours) or (batch, hours, 1 + members)
@@ -411,15 +418,16 @@ class SepsisPredictor(Predictor):
 
     def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32) -> np.ndarray:
         """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed
-        over time and over each raw feature's engineered channels -> (hours, 40).
+        over time and over each raw column's engineered channels -> (hours, len(schema.columns)).
 
         Baseline: ``baseline_features``, an unremarkable average patient (every value at its training
         mean, no change, no measurement counted, flags 0, piecewise-linear channels at the median)."""
-        features = torch.from_numpy(engineer(values, self.stats)).to(self.device)  # (hours, F)
+        schema = self.schema
+        features = torch.from_numpy(engineer(values, self.stats, schema)).to(self.device)  # (hours, F)
         hours = features.shape[0]
-        groups = torch.tensor(feature_groups(), device=self.device)
-        reference = torch.from_numpy(baseline_features(self.stats, hours)).to(self.device)  # (hours, F)
-        out = torch.zeros(hours, len(FEATURES))
+        groups = torch.tensor(schema.feature_groups(), device=self.device)
+        reference = torch.from_numpy(baseline_features(self.stats, hours, schema)).to(self.device)  # (hours, F)
+        out = torch.zeros(hours, len(schema.columns))
         for start in range(0, hours, chunk):
             hour_idx = torch.arange(start, min(start + chunk, hours), device=self.device)
             length = int(hour_idx[-1]) + 1
@@ -437,10 +445,36 @@ class SepsisPredictor(Predictor):
                 baseline = reference[:length].unsqueeze(0).expand_as(inputs)  # (c, length, F)
                 attr = ig.attribute(inputs, baselines=baseline, n_steps=n_steps)
             per_channel = attr.detach().sum(dim=1)  # (c, F): summed over hours <= t
-            per_feature = torch.zeros(len(hour_idx), len(FEATURES), device=self.device)
+            per_feature = torch.zeros(len(hour_idx), len(schema.columns), device=self.device)
             per_feature.index_add_(1, groups, per_channel.float())
             out[start : start + len(hour_idx)] = per_feature.cpu()
         return out.numpy()
+
+
+class MortalityPredictor(SepsisPredictor):
+    """LSTM or Transformer on the first 48 ICU hours of a PhysioNet 2012 record: the risk of in-hospital death
+    as the hours unfold (:meth:`predict`, :meth:`assess`, as the sepsis models), the stay's prediction being the
+    last hour's (:meth:`stay_probability`)."""
+
+    def decode(self, data: bytes, filename: str) -> Any:
+        """A ``Time,Parameter,Value`` record -> :class:`~models.mortality_io.MortalityRecord` (impossible
+        values refused, naming them)."""
+        from models.mortality_io import parse_record_bytes
+
+        return parse_record_bytes(data, filename, on_impossible="reject")
+
+    def model_values(self, record: Any) -> np.ndarray:
+        """A :class:`~models.mortality_io.MortalityRecord` -> (48, len(schema.columns)), what :meth:`predict` takes."""
+        from models.mortality_features import model_values
+
+        return model_values(record, self.schema.columns)
+
+    def size_problem(self, item: Any, explain: bool) -> str | None:
+        return None  # always 48 hourly rows
+
+    def stay_probability(self, records: list[np.ndarray]) -> np.ndarray:
+        """(stays,) probability of in-hospital death: each record's last hour."""
+        return np.array([p[-1] for p in self.predict(records)], dtype=np.float64)
 
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -481,6 +515,7 @@ def load_predictor(
 
 __all__ = [
     "MIN_SERIES_HOURS",
+    "MortalityPredictor",
     "Predictor",
     "SepsisPredictor",
     "XrayPredictor",

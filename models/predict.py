@@ -5,6 +5,9 @@ python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1
        (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label, to be
        withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; ensemble_std the standard
        deviation of an ensemble's members' probabilities, 0 for one network; see docs/trust.md)
+python -m models.predict mortality-lstm|mortality-transformer --input DIR_OF_RecordID.txt --output preds.csv
+    -> CSV ``RecordID,probability,label`` (probability of in-hospital death after the first 48 hours; label 1 at
+       the model's threshold), one row per stay; impossible values are dropped and named on stderr
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
@@ -22,7 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from models.errors import MedLensInputError
-from models.inference import SepsisPredictor, XrayPredictor, add_predictor_arguments, cli_predictor
+from models.inference import (
+    MortalityPredictor,
+    SepsisPredictor,
+    XrayPredictor,
+    add_predictor_arguments,
+    cli_predictor,
+)
 from models.sepsis_io import iter_series_files, load_series_file
 from models.sequence import PROB_EPS
 from models.trust import SepsisAssessment, XrayAssessment
@@ -87,6 +96,29 @@ def predict_series_dir(predictor: SepsisPredictor, source: Path, out_dir: Path, 
     return len(paths)
 
 
+def predict_mortality(predictor: MortalityPredictor, source: Path, output: Path, batch_size: int) -> int:
+    """``RecordID,probability,label`` for every record file under ``source``, one row per stay."""
+    from models.mortality_io import iter_record_files, load_record_file
+
+    paths = list(iter_record_files(source))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("RecordID", "probability", "label"))
+        for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
+            records = []
+            for path in paths[start : start + batch_size]:
+                record = load_record_file(path, on_impossible="drop", require_series=False)
+                for warning in record.warnings:
+                    print(f"{path.name}: {warning}", file=sys.stderr)
+                records.append(record)
+            probs = predictor.stay_probability([predictor.model_values(r) for r in records])
+            for record, prob in zip(records, probs, strict=True):
+                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(prob)))
+                writer.writerow((record.name, f"{p:.6f}", int(p >= predictor.threshold)))
+    return len(paths)
+
+
 def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: float) -> None:
     """PhysioNet 2019 output: ``PredictedProbability|PredictedLabel`` (the scorer reads columns by name), then
     the calibrated risk and the fold members' spread where the checkpoint has them; one row per input hour.
@@ -112,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
     add_predictor_arguments(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
-    parser.add_argument("--output", type=Path, required=True, help="cnn: CSV file; sequence models: folder")
+    parser.add_argument("--output", type=Path, required=True, help="cnn, mortality-*: CSV file; sepsis models: folder")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
     args = parser.parse_args(argv)
@@ -142,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{flagged} out of distribution)",
             file=sys.stderr,
         )
+        return 0
+    if isinstance(predictor, MortalityPredictor):
+        count = predict_mortality(predictor, args.input, args.output, max(1, args.batch_size * 4))
+        print(f"{count} stay(s) -> {args.output} (threshold {predictor.threshold:.4f})", file=sys.stderr)
         return 0
     count = predict_series_dir(predictor, args.input, args.output, max(1, args.batch_size * 4))
     print(f"{count} record(s) -> {args.output}/ (threshold {predictor.threshold:.4f})", file=sys.stderr)

@@ -370,9 +370,9 @@ def compare(old: Path, new: Path) -> Comparison:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.catalogue import entry, models_for
+    from models.catalogue import CATALOGUE, entry
 
-    names = [e.name for e in models_for("series")]
+    names = [e.name for e in CATALOGUE.values() if e.architecture in ("lstm", "transformer")]
     parser = argparse.ArgumentParser(prog="python -m models.protocol", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and score one network per repeated split")

@@ -3,6 +3,7 @@
 python -m models.train cnn --data ../shared/data/chest_xray/train --out runs/cnn
 python -m models.train lstm --data ../shared/data/sepsis/training --out runs/lstm
 python -m models.train transformer --data ../shared/data/sepsis/training --out runs/transformer
+python -m models.train mortality-lstm --data ../shared/data/mortality2012 --out runs/mortality-lstm
 python -m models.train gan --data ../shared/data/chest_xray/train --out runs/gan   # resumes from runs/gan
 """
 
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
         "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
+    )
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="sequence models: feature schema (sepsis-v1, sepsis-v2, mortality-v1; default: the task's)",
     )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")

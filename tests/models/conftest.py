@@ -6,8 +6,10 @@ trained once per session:
 * ``xray_folder``: ``NORMAL/`` and ``PNEUMONIA/`` with 24 generated 64x64 PNGs each (a pneumonia
   image carries a bright blob in a lung field);
 * ``psv_folder``: 30 generated PhysioNet-style stays (41 columns, a third of them septic);
-* ``tiny_cnn`` / ``tiny_lstm`` / ``tiny_transformer``: ``python -m models.train`` run in-process
-  (``models.train.main``) on those folders: one epoch (2 folds) for the sequence models, six short
+* ``mortality_folder``: a PhysioNet 2012 layout (set-a/, set-b/, Outcomes-a.txt, Outcomes-b.txt) of 48
+  generated stays, a quarter of them dying (higher heart rate and lactate, lower GCS and pressure);
+* ``tiny_cnn`` / ``tiny_lstm`` / ``tiny_transformer`` / ``tiny_mortality_lstm``: ``python -m models.train``
+  run in-process (``models.train.main``) on those folders: one epoch (2 folds) for the sequence models, six short
   epochs on 40 images for the CNN (seconds; after one epoch its Grad-CAM is still empty);
 * ``cnn_weights`` / ``lstm_weights`` / ``transformer_weights``: the committed checkpoint at
   ``models/weights/<name>`` when one is there, else the tiny one.
@@ -146,6 +148,54 @@ def psv_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+N_MORTALITY_STAYS = 48
+
+
+def mortality_record_text(rng: np.random.Generator, record_id: int, died: bool) -> str:
+    """A PhysioNet 2012 record: descriptors at 00:00, then hourly vitals and a few labs over 48 hours."""
+    rows = [
+        "Time,Parameter,Value",
+        f"00:00,RecordID,{record_id}",
+        f"00:00,Age,{int(rng.integers(30, 90))}",
+        f"00:00,Gender,{int(rng.integers(0, 2))}",
+        "00:00,Height,-1",
+        f"00:00,ICUType,{int(rng.integers(1, 5))}",
+        f"00:00,Weight,{rng.uniform(50, 110):.1f}",
+    ]
+    shift = 1.0 if died else 0.0
+    for hour in range(48):
+        t = f"{hour:02d}:{int(rng.integers(0, 60)):02d}"
+        rows += [
+            f"{t},HR,{rng.normal(85 + 20 * shift, 8):.0f}",
+            f"{t},MAP,{rng.normal(80 - 12 * shift, 6):.0f}",
+            f"{t},SysABP,{rng.normal(120 - 15 * shift, 8):.0f}",
+        ]
+        if hour % 4 == 0:
+            rows.append(f"{t},GCS,{int(np.clip(rng.normal(13 - 4 * shift, 1.5), 3, 15))}")
+        if hour % 12 == 3:
+            rows += [f"{t},Lactate,{rng.gamma(2.0, 0.8 + 1.2 * shift):.1f}", f"{t},BUN,{rng.normal(25, 6):.0f}"]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture(scope="session")
+def mortality_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sets a (36 stays) and b (12 stays) with their outcome files; every fourth stay dies in hospital."""
+    root = tmp_path_factory.mktemp("mortality2012")
+    rng = np.random.default_rng(12)
+    outcomes = {"a": ["RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death"], "b": []}
+    outcomes["b"].append(outcomes["a"][0])
+    for i in range(N_MORTALITY_STAYS):
+        part = "a" if i < 36 else "b"
+        folder = root / f"set-{part}"
+        folder.mkdir(exist_ok=True)
+        record_id, died = 140000 + i, i % 4 == 0
+        (folder / f"{record_id}.txt").write_text(mortality_record_text(rng, record_id, died))
+        outcomes[part].append(f"{record_id},10,5,9,-1,{int(died)}")
+    for part, lines in outcomes.items():
+        (root / f"Outcomes-{part}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 # ----------------------------------------------------------------------------------------------------------
 # tiny checkpoints, trained once per session through the real CLI
 # ----------------------------------------------------------------------------------------------------------
@@ -175,6 +225,12 @@ def tiny_lstm(tmp_path_factory: pytest.TempPathFactory, psv_folder: Path) -> Pat
 def tiny_transformer(tmp_path_factory: pytest.TempPathFactory, psv_folder: Path) -> Path:
     out = tmp_path_factory.mktemp("weights") / "transformer"
     return _train("transformer", psv_folder, out, "--folds", "2", "--batch-size", "8")
+
+
+@pytest.fixture(scope="session")
+def tiny_mortality_lstm(tmp_path_factory: pytest.TempPathFactory, mortality_folder: Path) -> Path:
+    out = tmp_path_factory.mktemp("weights") / "mortality-lstm"
+    return _train("mortality-lstm", mortality_folder, out, "--folds", "2", "--batch-size", "8", epochs=3)
 
 
 @pytest.fixture(scope="session")

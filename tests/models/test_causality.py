@@ -12,11 +12,14 @@ import pytest
 import torch
 
 from models.inference import SepsisPredictor
+from models.mortality_features import MORTALITY_V1
 from models.sequence import (
     N_INPUT,
     N_PLE,
     PLE_BINS,
     PLE_COLUMNS,
+    SEPSIS_V2,
+    FeatureSchema,
     NormStats,
     SequenceConfig,
     build_sequence_model,
@@ -170,3 +173,58 @@ def test_predictor_padding_is_invisible(
         np.testing.assert_allclose(got[len(short)], alone_short, atol=ATOL)
         np.testing.assert_allclose(got[len(long)], alone_long, atol=ATOL)
     assert predictor.predict([]) == []
+
+
+def _schema_record(schema: FeatureSchema, rng: np.random.Generator, hours: int) -> np.ndarray:
+    """(hours, len(schema.columns)): every measured column around 50 with 60 % missing, static columns set."""
+    values = rng.normal(50.0, 10.0, size=(hours, len(schema.columns))).astype(np.float32)
+    values[:, : schema.n_measured][rng.random((hours, schema.n_measured)) < 0.6] = np.nan
+    for c in schema.binary:
+        values[:, schema.columns.index(c)] = 1.0
+    return values
+
+
+@pytest.mark.parametrize("schema", [SEPSIS_V2, MORTALITY_V1], ids=lambda s: s.name)
+def test_every_schema_is_causal(schema: FeatureSchema) -> None:
+    """The summaries (running min / max / mean, change from the first value and the last day) and the derived
+    ratios look backwards only: changing hours after T leaves hours 0..T as they were."""
+    rng = np.random.default_rng(8)
+    values = _schema_record(schema, rng, HOURS)
+    stats = NormStats.fit_records([values, _schema_record(schema, rng, 12)], schema)
+    base = engineer(values, stats, schema)
+    assert base.shape == (HOURS, schema.n_input) and np.isfinite(base).all()
+    assert len(schema.feature_groups()) == schema.n_input
+    assert max(schema.feature_groups()) == len(schema.columns) - 1
+    later = values.copy()
+    later[T + 1 :, : schema.n_measured] = rng.normal(90.0, 30.0, size=(HOURS - T - 1, schema.n_measured))
+    changed = engineer(later, stats, schema)
+    np.testing.assert_allclose(changed[: T + 1], base[: T + 1], atol=1e-6)
+    assert not np.allclose(changed[T + 1 :], base[T + 1 :])
+    np.testing.assert_allclose(engineer(values[: T + 1], stats, schema), base[: T + 1], atol=1e-6)
+
+
+def test_summaries_and_derived_ratios_by_hand() -> None:
+    """HR 100 then 80 then 120 and SBP 100 from hour 1: running min / max / mean of HR's z-scores, the change from
+    the first value, and the shock index HR / SBP from the forward-filled values where either was measured."""
+    schema = SEPSIS_V2
+    values = np.full((4, len(schema.columns)), np.nan, dtype=np.float32)
+    hr, sbp = schema.columns.index("HR"), schema.columns.index("SBP")
+    values[:3, hr] = [100.0, 80.0, 120.0]
+    values[1, sbp] = 100.0
+    augmented = schema.augment(values)
+    shock = schema.n_measured  # the first derived column
+    np.testing.assert_allclose(augmented[:, shock], [np.nan, 0.8, 1.2, np.nan], equal_nan=True)
+    stats = NormStats(
+        mean=[0.0] * len(schema.stats_columns),
+        std=[100.0] * len(schema.stats_columns),
+        edges=[list(np.linspace(0, 200, 17))] * len(schema.ple_columns),
+    )
+    feats = engineer(values, stats, schema)
+    m = schema.n_all_measured
+    start = 4 * m + 3 * schema.n_trend + len(schema.static)  # the summaries block: min, max, mean, first, day
+    block = feats[:, start : start + 5 * m].reshape(4, 5, m)[:, :, hr]  # (hours, 5) for HR
+    np.testing.assert_allclose(block[:, 0], [1, 0.8, 0.8, 0.8], rtol=1e-6)  # running min of z = HR / 100
+    np.testing.assert_allclose(block[:, 1], [1, 1, 1.2, 1.2], rtol=1e-6)
+    np.testing.assert_allclose(block[:, 2], [1, 0.9, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(block[:, 3], [0, -0.2, 0.2, 0.2], rtol=1e-6, atol=1e-7)  # change from the first
+    np.testing.assert_allclose(block[:, 4], [0, -0.1, 0.2, 0.15], rtol=1e-6, atol=1e-7)  # from the day's mean

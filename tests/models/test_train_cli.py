@@ -14,6 +14,7 @@ from models.cards import ModelCard, read_card
 from models.checkpoint import CARD_JSON, CARD_MD, CHECKPOINT_FILE, load_checkpoint
 from models.cnn import CnnConfig
 from models.inference import SepsisPredictor, XrayPredictor, load_predictor
+from models.protocol import is_reserved
 from models.sepsis_io import FEATURES, load_labelled_dir
 from models.train import main as train_main
 from models.train_sequence import TEACHER_WEIGHT
@@ -76,12 +77,15 @@ def test_sequence_training_run(arch: str, request: pytest.FixtureRequest, psv_fo
     assert meta.config["arch"] == arch and meta.config["members"] == 2  # --folds 2: a 2-member ensemble
     assert meta.preprocessing["features"] == FEATURES
     assert len(meta.preprocessing["norm_stats"]["mean"]) == len(FEATURES)
-    records = load_labelled_dir(psv_folder)
+    every = load_labelled_dir(psv_folder)
+    records = [r for r in every if not is_reserved(r.name)]  # the protocol's reserve is never trained on
+    assert 0 < len(records) < len(every)
     labels = np.concatenate([r.labels for r in records if r.labels is not None])
     ev = card.evaluation
     assert ev.n == len(labels) and ev.n_positive == int(labels.sum())  # every hour scored out of fold
     assert ev.utility is not None and np.isfinite(ev.utility)
     assert f"over {len(records)} stays" in card.split
+    assert f"reserve ({len(every) - len(records)} stays" in card.split
     w = TEACHER_WEIGHT[arch]  # the card names the teacher weight this run used (no --teacher-weight: the default)
     assert str(card.hyperparameters["targets"]).startswith(f"{1 - w:g} x label + {w:g} x teacher")
     _check_markdown(out, card)

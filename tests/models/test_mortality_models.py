@@ -1,0 +1,76 @@
+"""The mortality models through the real CLIs on a generated PhysioNet 2012 layout: training (checkpoint, card,
+the reserve left out), ``models.predict`` (``RecordID,probability,label``, one row per stay) and
+``models.evaluate``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.cards import read_card
+from models.checkpoint import load_checkpoint
+from models.evaluate import main as evaluate_main
+from models.inference import MortalityPredictor, load_predictor
+from models.mortality_features import MORTALITY_V1
+from models.mortality_io import load_labelled_sets
+from models.predict import main as predict_main
+from models.protocol import is_reserved
+
+
+def test_training_run(tiny_mortality_lstm: Path, mortality_folder: Path) -> None:
+    meta, _ = load_checkpoint(tiny_mortality_lstm, expected="mortality-lstm")
+    assert meta.preprocessing["schema"] == MORTALITY_V1.name and meta.config["n_input"] == MORTALITY_V1.n_input
+    assert meta.labels == ["SURVIVED", "DIED_IN_HOSPITAL"]
+    card = read_card(tiny_mortality_lstm)
+    records = load_labelled_sets(mortality_folder)
+    kept = [r for r in records if not is_reserved(r.name)]
+    assert 0 < len(kept) < len(records)  # the generated RecordIDs put some stays in the reserve
+    assert card.evaluation.n == len(kept)  # one out-of-fold prediction per stay, the reserve left out
+    assert card.evaluation.n_positive == sum(int(r.label or 0) for r in kept)
+    assert f"reserve ({len(records) - len(kept)} stays" in card.split
+    assert 0.0 <= card.extra_metrics["Event-1 score min(Se, +P)"] <= 1.0
+    assert card.evaluation.utility is None
+    assert "Event-1" in (tiny_mortality_lstm / "card.md").read_text()
+
+
+def test_predict_writes_one_row_per_stay(tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    code = predict_main(
+        ["mortality-lstm", "--weights", str(tiny_mortality_lstm), "--input", str(mortality_folder / "set-a"),
+         "--output", str(out), "--backend", "torch-fp32"]
+    )  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    files = sorted(p.stem for p in (mortality_folder / "set-a").glob("*.txt"))
+    assert [r["RecordID"] for r in rows] == files and list(rows[0]) == ["RecordID", "probability", "label"]
+    predictor = load_predictor("mortality-lstm", tiny_mortality_lstm, "cpu", "torch-fp32")
+    assert isinstance(predictor, MortalityPredictor)
+    for r in rows:
+        p = float(r["probability"])
+        assert 0 < p < 1 and int(r["label"]) == int(p >= predictor.threshold)
+
+
+def test_predict_matches_the_hourly_risk(tiny_mortality_lstm: Path, mortality_folder: Path) -> None:
+    """The stay's probability is the 48th hour of the risk trajectory; the record is read as serving reads it."""
+    predictor = load_predictor("mortality-lstm", tiny_mortality_lstm, "cpu", "torch-fp32")
+    assert isinstance(predictor, MortalityPredictor)
+    path = sorted((mortality_folder / "set-b").glob("*.txt"))[0]
+    values = predictor.model_values(predictor.decode(path.read_bytes(), path.name))
+    assert values.shape == (48, len(MORTALITY_V1.columns))
+    hourly = predictor.predict([values])[0]
+    assert hourly.shape == (48,)
+    assert predictor.stay_probability([values])[0] == pytest.approx(hourly[-1])
+    attribution = predictor.explain(values, n_steps=2)
+    assert attribution.shape == (48, len(MORTALITY_V1.columns)) and np.isfinite(attribution).all()
+
+
+def test_evaluate(tiny_mortality_lstm: Path, mortality_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = evaluate_main(
+        ["mortality-lstm", "--weights", str(tiny_mortality_lstm), "--data", str(mortality_folder), "--sets", "b"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "event-1 min(Se, +P)" in out and "n=12" in out

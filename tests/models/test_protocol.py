@@ -1,0 +1,108 @@
+"""The evaluation protocol: a reserve fixed by name, thresholds never chosen on the stays they score, paired
+comparisons, and a run end to end on generated stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.protocol import (
+    RESERVE_FRACTION,
+    ProtocolReport,
+    _Held,
+    compare,
+    ensemble_runs,
+    is_reserved,
+    main,
+    run_protocol,
+    score_repeats,
+    split_masks,
+)
+from models.sequence_tasks import SEPSIS_TASK, Stay
+
+
+def test_reserve_is_a_fixed_share_chosen_by_name() -> None:
+    names = [f"p{i:06d}.psv" for i in range(20000)]
+    reserved = [is_reserved(n) for n in names]
+    assert abs(np.mean(reserved) - RESERVE_FRACTION) < 0.01
+    assert [is_reserved(n) for n in reversed(names)] == reserved[::-1]  # not the order
+    assert all(is_reserved(n) == is_reserved(Path(n).stem) for n in names[:200])  # not the suffix
+
+
+def _stays(n: int, seed: int) -> list[Stay]:
+    rng = np.random.default_rng(seed)
+    stays = []
+    for i in range(n):
+        hours = int(rng.integers(10, 30))
+        labels = np.zeros(hours, dtype=np.int64)
+        if i % 4 == 0:
+            labels[hours // 2 :] = 1
+        stays.append(Stay(f"s{i}", np.zeros((hours, 1), dtype=np.float32), labels))
+    return stays
+
+
+def test_a_repeat_threshold_never_sees_its_own_labels() -> None:
+    """Flipping the labels of repeat 0's held-out stays changes repeat 0's figures, never its threshold."""
+    stays = _stays(120, 0)
+    rng = np.random.default_rng(1)
+    masks = split_masks(stays, 4)
+    held = [_Held(np.flatnonzero(m), [rng.random(len(stays[i].labels)) for i in np.flatnonzero(m)]) for m in masks]
+    before = score_repeats(SEPSIS_TASK, stays, held)
+    flipped = [Stay(s.name, s.values, s.labels.copy()) for s in stays]
+    for i in held[0].idx:
+        flipped[i].labels = (1 - flipped[i].labels) if i % 2 else flipped[i].labels
+    after = score_repeats(SEPSIS_TASK, flipped, held)
+    assert after[0][0] == before[0][0]
+    assert after[0][1] != before[0][1]
+
+
+def test_splits_are_stratified_and_differ() -> None:
+    stays = _stays(200, 2)
+    masks = split_masks(stays, 3)
+    septic = np.array([s.labels.any() for s in stays])
+    for m in masks:
+        assert m.sum() == 40 and septic[m].sum() == 10
+    assert not np.array_equal(masks[0], masks[1])
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(psv_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two protocol runs (LSTM, 2 repeats of 1 epoch) on the generated stays, with different seeds."""
+    root = tmp_path_factory.mktemp("protocol")
+    for seed in (0, 1):
+        run_protocol(
+            SEPSIS_TASK, "lstm", psv_folder, root / f"run{seed}",
+            repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=seed, teacher_weight=0.5,
+        )  # fmt: skip
+    return root / "run0", root / "run1"
+
+
+def test_a_run_reports_every_repeat(tiny_runs: tuple[Path, Path]) -> None:
+    report = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
+    assert len(report.repeats) == 2 and report.n_reserve > 0  # the generated names put some in the reserve
+    assert set(report.mean) == {"auroc", "utility"}
+    for r in report.repeats:
+        assert r.n_test + r.n_train == report.n_development and 0 <= r.figures["auroc"] <= 1
+    values = [r.figures["utility"] for r in report.repeats]
+    assert report.mean["utility"] == pytest.approx(np.mean(values))
+    assert report.std["utility"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_compare_is_paired_and_applies_the_rule(tiny_runs: tuple[Path, Path]) -> None:
+    same = compare(tiny_runs[0], tiny_runs[0])
+    assert all(g == 0 for gains in same.gains.values() for g in gains)
+    assert not same.adopted("utility")  # no gain is not a gain larger than its spread
+    other = compare(tiny_runs[0], tiny_runs[1])
+    a, b = (ProtocolReport.model_validate_json((p / "report.json").read_text()) for p in tiny_runs)
+    assert other.gains["auroc"][1] == pytest.approx(b.repeats[1].figures["auroc"] - a.repeats[1].figures["auroc"])
+
+
+def test_ensemble_of_a_run_with_itself_is_the_run(
+    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path
+) -> None:
+    report = ensemble_runs(SEPSIS_TASK, [tiny_runs[0], tiny_runs[0]], psv_folder, tmp_path / "ens", "test")
+    single = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
+    assert report.mean["auroc"] == pytest.approx(single.mean["auroc"], abs=1e-6)
+    assert main(["compare", str(tiny_runs[0]), str(tmp_path / "ens")]) == 0

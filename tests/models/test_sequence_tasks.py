@@ -1,0 +1,53 @@
+"""What each sequence task scores and how it weights its hours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.sequence_tasks import SEPSIS_TASK, best_event1_threshold, event1, sequence_task
+
+
+def _event1_by_brute_force(y: np.ndarray, p: np.ndarray) -> float:
+    return max(event1(y, (p >= t).astype(np.int64)) for t in np.unique(p))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_event1_threshold_is_the_best_cut(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(200) < 0.15).astype(np.int64)
+    p = np.round(np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1), 2)  # ties included
+    threshold, score = best_event1_threshold(y, p)
+    assert score == pytest.approx(_event1_by_brute_force(y, p))
+    assert event1(y, (p >= threshold).astype(np.int64)) == pytest.approx(score)
+
+
+def test_event1_by_hand() -> None:
+    y = np.array([1, 1, 0, 0, 0])
+    assert event1(y, np.array([1, 0, 1, 0, 0])) == 0.5  # Se 1/2, +P 1/2
+    assert event1(y, np.array([1, 1, 1, 1, 0])) == 0.5  # Se 1, +P 2/4
+    assert event1(y, np.zeros(5, dtype=np.int64)) == 0.0
+
+
+def test_hour_weights() -> None:
+    labels = np.zeros(48, dtype=np.int64)
+    np.testing.assert_array_equal(SEPSIS_TASK.hour_weights(labels), np.ones(48))
+    w = sequence_task("mortality").hour_weights(labels)
+    assert w.sum() == pytest.approx(48) and w[-1] == pytest.approx(24)  # half the weight on the 48th hour
+    assert np.allclose(w[:-1], w[0])
+
+
+def test_mortality_figures_score_the_last_hour() -> None:
+    task = sequence_task("mortality")
+    labels = [np.full(48, k, dtype=np.int64) for k in (0, 0, 1, 1)]
+    probs = [np.r_[np.full(47, 0.9), last] for last in (0.1, 0.2, 0.8, 0.7)]  # only the last hour separates
+    figures = task.figures(labels, probs, threshold=0.5)
+    assert figures == {"auroc": 1.0, "event1": 1.0}
+    threshold, best = task.choose_threshold(labels, probs)
+    assert best == 1.0 and 0.2 < threshold <= 0.7
+
+
+def test_unknown_schema_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown feature schema"):
+        sequence_task("sepsis", "sepsis-v9")
+    assert sequence_task("sepsis", "sepsis-v2").schema.summaries
