@@ -54,6 +54,26 @@ class SpeedTable(BaseModel):
     rows: list[SpeedRow]
 
 
+class ProtocolSummary(BaseModel):
+    """What ``python -m models.protocol`` measured for this model's training recipe (docs/sepsis-protocol.md),
+    and the reserve's figure, measured once on the shipped checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str
+    created: str
+    schema_name: str
+    repeats: int
+    n_development: int
+    mean: dict[str, float]
+    std: dict[str, float]
+    per_repeat: dict[str, list[float]]
+    n_reserve: int
+    reserve: dict[str, float] | None = None  # the shipped checkpoint on the reserve, at its own threshold
+    reserve_measured: str | None = None
+    reserve_command: str | None = None
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +98,7 @@ class ModelCard(BaseModel):
     speed: SpeedTable | None = None
     trust: TrustReport | SepsisTrustReport | None = None
     ensemble: EnsembleReport | None = None
+    protocol: ProtocolSummary | None = None
 
 
 def write_card(directory: Path, card: ModelCard) -> None:
@@ -110,6 +131,12 @@ def render_markdown(card: ModelCard) -> str:
     table = "\n".join(f"| {k} | {v:.4f} |" for k, v in rows)
     hyper = "\n".join(f"- `{k}`: {v}" for k, v in card.hyperparameters.items())
     limits = "\n".join(f"- {x}" for x in card.limitations)
+    sections = (
+        _protocol_section(card.protocol)
+        + _ensemble_section(card.ensemble)
+        + _speed_section(card.speed)
+        + _trust_section(card.trust)
+    )
     return f"""# Model card: `{card.name}` ({card.version})
 
 **Task.** {card.task}
@@ -143,11 +170,38 @@ n = {ev.n} ({ev.n_positive} positive), at the operating threshold:
 
 Confusion matrix: TN {c.tn}, FP {c.fp}, FN {c.fn}, TP {c.tp}.
 
-{_ensemble_section(card.ensemble)}{_speed_section(card.speed)}{_trust_section(card.trust)}## Intended use
+{sections}## Intended use
 {card.intended_use}
 
 ## Limitations
 {limits}
+"""
+
+
+def _protocol_section(p: ProtocolSummary | None) -> str:
+    if p is None:
+        return ""
+    rows = "\n".join(
+        f"| {k} | {p.mean[k]:.4f} ± {p.std[k]:.4f} | {' '.join(f'{v:.3f}' for v in p.per_repeat[k])} |" for k in p.mean
+    )
+    reserve = (
+        "The reserve has not been scored for this checkpoint."
+        if p.reserve is None
+        else f"**Reserve** ({p.n_reserve} stays never used for training or choices, scored once, {p.reserve_measured}: "
+        f"`{p.reserve_command}`): " + ", ".join(f"{k} {v:.4f}" for k, v in p.reserve.items()) + "."
+    )
+    return f"""## Evaluation protocol (the figures to believe)
+`{p.command}` ({p.created}, features {p.schema_name}): {p.repeats} seeded 80/20 splits of the {p.n_development}
+development stays; in each, one network trained as a member of this checkpoint is, scored on the 20 % at a
+threshold chosen on the other splits' held-out stays (docs/sepsis-protocol.md). Mean ± standard deviation over
+the splits:
+
+| figure | mean ± std | per split |
+|---|---|---|
+{rows}
+
+{reserve}
+
 """
 
 

@@ -3,6 +3,7 @@
 python -m models.protocol run lstm --out runs/protocol/lstm-v1 [--repeats 8] [--schema sepsis-v2]
 python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
+python -m models.protocol attach runs/protocol/lstm-v2 --weights models/weights/lstm  # into the model card
 python -m models.protocol confirm lstm [--weights DIR]                             # the reserve, once
 
 - **Reserve.** 15 % of the stays, chosen once by a keyed hash of the record's name (:func:`is_reserved`),
@@ -228,8 +229,12 @@ def _report(
 
 def save_run(out: Path, report: ProtocolReport, stays: list[Stay], held: list[_Held]) -> None:
     """``report.json`` and ``predictions.npz`` (each repeat's held-out stay names and hourly probabilities)."""
-    out.mkdir(parents=True, exist_ok=True)
+    _save_predictions(out, stays, held)
     (out / "report.json").write_text(report.model_dump_json(indent=1) + "\n")
+
+
+def _save_predictions(out: Path, stays: list[Stay], held: list[_Held]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     for r, h in enumerate(held):
         arrays[f"r{r}_names"] = np.array([stays[i].name for i in h.idx])
@@ -276,6 +281,8 @@ def run_protocol(
 ) -> ProtocolReport:
     from models.train_cnn import seed_everything
 
+    if repeats < 2:
+        raise ValueError("the protocol needs at least 2 repeats: a repeat's threshold comes from the others")
     stays, n_reserve = development_stays(task, data, limit)
     held: list[_Held] = []
     seconds: list[float] = []
@@ -306,6 +313,7 @@ def run_protocol(
         "teacher_weight": teacher_weight,
         "schema": task.schema.name,
     }
+    _save_predictions(out, stays, held)  # kept even if scoring fails
     report = _report(task, arch, stays, n_reserve, held, seconds, settings, command)
     save_run(out, report, stays, held)
     return report
@@ -369,6 +377,63 @@ def compare(old: Path, new: Path) -> Comparison:
     )
 
 
+def attach(run: Path, weights: Path) -> None:
+    """Write a protocol run's summary into the model card at ``weights`` (the reserve figure, if any, is kept
+    only when the card's checkpoint is unchanged)."""
+    from models.cards import ProtocolSummary, read_card, write_card
+
+    report = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    card = read_card(weights)
+    previous = card.protocol
+    card.protocol = ProtocolSummary(
+        command=report.command,
+        created=report.created,
+        schema_name=report.schema_name,
+        repeats=len(report.repeats),
+        n_development=report.n_development,
+        mean=report.mean,
+        std=report.std,
+        per_repeat={k: [r.figures[k] for r in report.repeats] for k in report.mean},
+        n_reserve=report.n_reserve,
+        reserve=None if previous is None else previous.reserve,
+        reserve_measured=None if previous is None else previous.reserve_measured,
+        reserve_command=None if previous is None else previous.reserve_command,
+    )
+    write_card(weights, card)
+
+
+class ReserveAlreadyUsedError(RuntimeError):
+    """The reserve was already scored for this checkpoint: a second look would make it a validation set."""
+
+
+def confirm(model_name: str, weights: Path, data: Path, command: str) -> dict[str, float]:
+    """Score the shipped checkpoint on the reserve, once, and write the figures into its card."""
+    from models.cards import read_card, write_card
+    from models.catalogue import entry
+    from models.inference import load_predictor
+
+    card = read_card(weights)
+    if card.protocol is None:
+        raise ValueError(f"{weights}: attach the protocol run first (python -m models.protocol attach RUN ...)")
+    if card.protocol.reserve is not None:
+        raise ReserveAlreadyUsedError(
+            f"{weights}: the reserve was scored on {card.protocol.reserve_measured}; it is scored once per checkpoint."
+        )
+    task = sequence_task(entry(model_name).task.name, card.protocol.schema_name)
+    reserve = [s for s in task.load(data) if is_reserved(s.name)]
+    predictor = load_predictor(model_name, weights, "cpu", "torch-fp32")
+    probs: list[np.ndarray] = []
+    for start in range(0, len(reserve), 256):
+        probs.extend(predictor.predict([s.values for s in reserve[start : start + 256]]))
+    figures = task.figures([s.labels for s in reserve], probs, predictor.threshold)
+    card.protocol.reserve = figures
+    card.protocol.reserve_measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    card.protocol.reserve_command = command
+    card.protocol.n_reserve = len(reserve)
+    write_card(weights, card)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     from models.catalogue import CATALOGUE, entry
 
@@ -396,11 +461,20 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("runs", type=Path, nargs="+")
     ens.add_argument("--out", type=Path, required=True)
     ens.add_argument("--data", type=Path, default=None)
+    att = sub.add_parser("attach", help="write a run's figures into a model card")
+    att.add_argument("run", type=Path)
+    att.add_argument("--weights", type=Path, required=True)
+    con = sub.add_parser("confirm", help="score the shipped checkpoint on the reserve, once")
+    con.add_argument("model", choices=names)
+    con.add_argument("--weights", type=Path, default=None)
+    con.add_argument("--data", type=Path, default=None)
     args = parser.parse_args(argv)
     command = "python -m models.protocol " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.command == "run":
         from models.train_sequence import TEACHER_WEIGHT
 
+        if args.repeats < 2:
+            parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
         task = sequence_task(model.task.name, args.schema)
@@ -420,6 +494,19 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
+        return 0
+    if args.command == "attach":
+        attach(args.run, args.weights)
+        print(f"wrote the protocol's figures into {args.weights}/card.json and card.md")
+        return 0
+    if args.command == "confirm":
+        model = entry(args.model)
+        weights = args.weights or model.default_weights
+        try:
+            figures = confirm(model.name, weights, args.data or sequence_task(model.task.name).default_data(), command)
+        except (ReserveAlreadyUsedError, ValueError) as exc:
+            parser.error(str(exc))
+        print(f"{model.name} on the reserve: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
         return 0
     if args.command == "compare":
         result = compare(args.old, args.new)

@@ -106,3 +106,30 @@ def test_ensemble_of_a_run_with_itself_is_the_run(
     single = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
     assert report.mean["auroc"] == pytest.approx(single.mean["auroc"], abs=1e-6)
     assert main(["compare", str(tiny_runs[0]), str(tmp_path / "ens")]) == 0
+
+
+def test_attach_then_confirm_the_reserve_once(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from models.cards import read_card
+
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    with pytest.raises(SystemExit):  # nothing attached yet: no protocol to confirm
+        main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0
+    card = read_card(weights)
+    assert card.protocol is not None and card.protocol.reserve is None and card.protocol.repeats == 2
+    assert main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)]) == 0
+    card = read_card(weights)
+    assert card.protocol is not None and card.protocol.reserve is not None
+    assert card.protocol.n_reserve == sum(is_reserved(p.name) for p in psv_folder.glob("*.psv"))
+    assert set(card.protocol.reserve) == {"auroc", "utility"}
+    md = (weights / "card.md").read_text()
+    assert "Evaluation protocol" in md and "**Reserve**" in md
+    with pytest.raises(SystemExit):  # the reserve is scored once per checkpoint
+        main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    assert main(["attach", str(tiny_runs[1]), "--weights", str(weights)]) == 0  # re-attaching keeps the reserve
+    assert read_card(weights).protocol.reserve == card.protocol.reserve  # type: ignore[union-attr]
