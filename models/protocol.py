@@ -312,6 +312,7 @@ def run_protocol(
         "seed": seed,
         "teacher_weight": teacher_weight,
         "schema": task.schema.name,
+        "weighting": task.weighting,
     }
     _save_predictions(out, stays, held)  # kept even if scoring fails
     report = _report(task, arch, stays, n_reserve, held, seconds, settings, command)
@@ -446,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data", type=Path, default=None)
     run.add_argument("--repeats", type=int, default=8)
     run.add_argument("--schema", default=None, help="feature schema (default: the task's)")
+    run.add_argument("--weighting", choices=("uniform", "utility"), default=None, help="sepsis: hour weights")
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -477,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
-        task = sequence_task(model.task.name, args.schema)
+        task = sequence_task(model.task.name, args.schema, args.weighting)
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

@@ -75,6 +75,9 @@ class SequenceTask:
     description: str  # the checkpoint's ``task``
     threshold_rule: str
     primary: str  # the figure the threshold maximises, one of figures()' keys
+    #: sepsis: "uniform" (every hour alike) or "utility" (each hour of a septic stay also weighted by how much
+    #: the challenge's utility gains from a right answer there: 1 + |U(alarm) - U(no alarm)|, up to 4 at onset)
+    weighting: Literal["uniform", "utility"] = "uniform"
 
     def load(self, data: Path, limit: int | None = None) -> list[Stay]:
         if self.name == "sepsis":
@@ -98,6 +101,11 @@ class SequenceTask:
         """(hours,) weights of each hour's loss: sepsis every hour alike; mortality half on the last hour (the
         stay's prediction) and half spread over the hours before it."""
         hours = len(labels)
+        if self.name == "sepsis" and self.weighting == "utility" and labels.any():
+            from models.metrics import _hourly_utilities
+
+            u1, u0, _, _ = _hourly_utilities([labels])
+            return (1.0 + np.abs(u1 - u0)).astype(np.float32)  # (hours,)
         if self.name == "sepsis" or hours == 1:
             return np.ones(hours, dtype=np.float32)
         w = np.full(hours, 0.5 / (hours - 1), dtype=np.float32)
@@ -166,13 +174,18 @@ _TASKS: dict[str, Callable[[], SequenceTask]] = {
 }
 
 
-def sequence_task(task: str, schema: str | None = None) -> SequenceTask:
-    """The task of a catalogue task name, with another feature schema when ``schema`` is given."""
+def sequence_task(task: str, schema: str | None = None, weighting: str | None = None) -> SequenceTask:
+    """The task of a catalogue task name, with another feature schema or hour weighting when given."""
     base = _TASKS[task]()
-    if schema is None or schema == base.schema.name:
-        return base
-    from models.sequence import SCHEMAS
+    changes: dict[str, object] = {}
+    if schema is not None and schema != base.schema.name:
+        from models.sequence import SCHEMAS
 
-    if schema not in SCHEMAS:
-        raise ValueError(f"unknown feature schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
-    return SequenceTask(**{**base.__dict__, "schema": SCHEMAS[schema]})
+        if schema not in SCHEMAS:
+            raise ValueError(f"unknown feature schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
+        changes["schema"] = SCHEMAS[schema]
+    if weighting is not None and weighting != base.weighting:
+        if task != "sepsis" or weighting != "utility":
+            raise ValueError(f"hour weighting {weighting!r} is not defined for {task}")
+        changes["weighting"] = weighting
+    return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sequence models: feature schema (sepsis-v1, sepsis-v2, mortality-v1; default: the task's)",
     )
+    parser.add_argument(
+        "--weighting",
+        choices=("uniform", "utility"),
+        default=None,
+        help="sepsis models: hour weights of the loss (utility: septic stays' hours weighted by the utility's stake)",
+    )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")

@@ -311,6 +311,7 @@ def train_sequence(
         config=config.model_dump(mode="json"),
         preprocessing={
             "schema": schema.name,
+            "weighting": task.weighting,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -388,7 +389,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     from models.metrics import binary_evaluation, normalized_utility
 
     model = entry(args.model)
-    task = sequence_task(model.task.name, getattr(args, "schema", None))
+    task = sequence_task(model.task.name, getattr(args, "schema", None), getattr(args, "weighting", None))
     data = args.data or task.default_data()
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
     result = train_sequence(
@@ -447,7 +448,8 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "max_lr": lr,
             "optimizer": f"AdamW (wd {WEIGHT_DECAY}), one-cycle schedule, grad-norm clip 1.0",
             "loss": f"hourly BCE, positive weight {POS_WEIGHT}"
-            + ("" if task.name == "sepsis" else "; half the weight on the 48th hour, half over the hours before"),
+            + ("; half the weight on the 48th hour, half over the hours before" if task.name == "mortality" else "")
+            + ("; septic stays' hours weighted 1 + |U(alarm) - U(no alarm)|" if task.weighting == "utility" else ""),
             "targets": (
                 f"{1 - teacher_weight:g} x label + {teacher_weight:g} x teacher; teacher: gradient-boosted trees "
                 f"(scikit-learn HistGradientBoostingClassifier, {TEACHER_PARAMS}, seed {args.seed}) on the first "

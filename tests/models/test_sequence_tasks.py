@@ -51,3 +51,18 @@ def test_unknown_schema_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown feature schema"):
         sequence_task("sepsis", "sepsis-v9")
     assert sequence_task("sepsis", "sepsis-v2").schema.summaries
+
+
+def test_utility_weighting() -> None:
+    """Septic stays: 1 + the utility's stake of each hour (largest around onset, 1 after onset + 3 h); other
+    stays: 1 everywhere."""
+    task = sequence_task("sepsis", weighting="utility")
+    labels = np.zeros(40, dtype=np.int64)
+    np.testing.assert_array_equal(task.hour_weights(labels), np.ones(40))
+    labels[20:] = 1  # t_sepsis = 26
+    w = task.hour_weights(labels)
+    assert w[26] == pytest.approx(1 + 1 / 3 + 4 / 3)  # at onset: U(alarm) = 1/3, U(no alarm) = -4/3
+    assert w[30:].max() == pytest.approx(1.0) and w[:13].min() == pytest.approx(1.05)
+    assert w.argmax() == 29  # onset + 3 h: the largest penalty for a miss
+    with pytest.raises(ValueError, match="not defined"):
+        sequence_task("mortality", weighting="utility")
