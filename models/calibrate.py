@@ -139,7 +139,7 @@ def adopt_ood(rows: dict[OodMethod, OodRow]) -> OodMethod:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn", "lstm", "transformer"])
+    parser.add_argument("model", choices=["cnn", "lstm", "transformer", "mortality-lstm", "mortality-transformer"])
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
     parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")

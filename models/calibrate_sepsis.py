@@ -1,6 +1,8 @@
-"""Calibrate a sepsis model's hourly risk on its out-of-fold predictions and store the calibrator.
+"""Calibrate a sequence model's risk on its out-of-fold predictions and store the calibrator.
 
-python -m models.calibrate lstm|transformer [--weights DIR] [--data DIR] [--threads N]
+python -m models.calibrate lstm|transformer|mortality-lstm|mortality-transformer [--weights DIR] [--data DIR]
+
+Sepsis models are calibrated on every hour; mortality models on each stay's last (48th) hour, their prediction.
 
 The checkpoint holds one network per training fold (``SequenceConfig.members``) and the folds are
 deterministic (``models.train_sequence.stay_folds`` with the card's seed), so the out-of-fold predictions of
@@ -28,12 +30,11 @@ import torch
 from models.backends import this_machine
 from models.calibration import CalibrationMethod, Calibrator, brier, cross_fitted, fit_calibrator
 from models.cards import read_card, write_card
+from models.catalogue import entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
-from models.config import data_paths
 from models.errors import WeightsError
 from models.metrics import expected_calibration_error, normalized_utility, reliability_curve
 from models.protocol import is_reserved
-from models.sepsis_io import load_labelled_dir
 from models.sequence import (
     PROB_EPS,
     NormStats,
@@ -44,6 +45,7 @@ from models.sequence import (
     pad_batch,
     schema_of,
 )
+from models.sequence_tasks import sequence_task
 from models.train_sequence import stay_folds
 from models.trust import SEPSIS_CALIBRATION_CAVEAT, SepsisTrustSettings
 from models.trust_report import CalibrationRow, OutOfFoldCheck, SepsisTrustReport
@@ -107,13 +109,17 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
     stats = NormStats.model_validate(meta.preprocessing["norm_stats"])
     seed = card.seed if card is not None else 0
     schema = schema_of(meta.preprocessing)
-    records = load_labelled_dir(data or data_paths().sepsis_training)
+    task = sequence_task(entry(model_name).task.name, schema.name)
+    records = task.load(data or task.default_data())
     if meta.preprocessing.get("reserve_excluded"):  # trained without the protocol's reserve: so are its folds
         records = [r for r in records if not is_reserved(r.name)]
     stay_fold = stay_folds(records, config.members, seed)
     features = [engineer(r.values, stats, schema) for r in records]
     every = member_logits(model, features)  # per stay (members, hours)
-    labels = [r.labels.astype(np.int64) for r in records if r.labels is not None]
+    labels = [r.labels.astype(np.int64) for r in records]
+    if task.name == "mortality":  # the stay's prediction is its last hour: calibrate that one
+        every = [logits[:, -1:] for logits in every]
+        labels = [lab[-1:] for lab in labels]
 
     # out of fold: stay i scored by member stay_fold[i], the one trained without its fold
     oof = [logits[stay_fold[i]] for i, logits in enumerate(every)]  # per stay (hours,)
@@ -127,7 +133,9 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
         n_hours=len(z),
         auroc=float(roc_auc_score(y, raw)),
         card_auroc=card.evaluation.auroc if card is not None else float("nan"),
-        utility=normalized_utility(labels, [p >= meta.threshold for p in per_stay_raw]),
+        utility=(
+            normalized_utility(labels, [p >= meta.threshold for p in per_stay_raw]) if task.name == "sepsis" else None
+        ),
         card_utility=card.evaluation.utility if card is not None else None,
         brier=brier(y, raw),
         card_brier=card.evaluation.brier if card is not None else float("nan"),
@@ -177,7 +185,9 @@ def _print(r: SepsisTrustReport, calibrator: Calibrator, seconds: float) -> None
     c = r.out_of_fold
     print(f"out of fold: {c.n_stays} stays, {c.n_hours} hours")
     print(f"  AUROC   {c.auroc:.6f} (card {c.card_auroc:.6f})")
-    print(f"  utility {c.utility:.6f} (card {c.card_utility if c.card_utility is None else round(c.card_utility, 6)})")
+    if c.utility is not None:
+        shown = c.card_utility if c.card_utility is None else round(c.card_utility, 6)
+        print(f"  utility {c.utility:.6f} (card {shown})")
     print(f"  Brier   {c.brier:.6f} (card {c.card_brier:.6f})")
     for row in r.calibration:
         print(f"calibration {row.method:12s}{'*' if row.adopted else ' '} ECE {row.ece:.4f}  Brier {row.brier:.5f}")

@@ -310,6 +310,7 @@ a reader"): {trust.uncertain_rate:.1%} of validation radiographs (empty before f
 def _sepsis_trust_section(trust: SepsisTrustReport) -> str:
     c = trust.out_of_fold
     card_utility = "-" if c.card_utility is None else f"{c.card_utility:.4f}"
+    utility = "" if c.utility is None else f"normalised utility {c.utility:.4f} ({card_utility}), "
     cal = "\n".join(
         f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.ece:.4f} | {r.brier:.5f} |" for r in trust.calibration
     )
@@ -318,7 +319,7 @@ Measured {trust.measured} on {trust.machine}: `{trust.command}` (docs/trust.md).
 
 **Out-of-fold predictions, recomputed from the checkpoint** (each of {c.n_stays} stays scored by the fold
 member that never saw it; folds from the card's seed): AUROC {c.auroc:.4f} (training card {c.card_auroc:.4f}),
-normalised utility {c.utility:.4f} ({card_utility}), Brier {c.brier:.5f} ({c.card_brier:.5f}) over {c.n_hours}
+{utility}Brier {c.brier:.5f} ({c.card_brier:.5f}) over {c.n_hours}
 hours.
 
 **Calibration of the hourly risk** ({trust.folds}-fold cross-fitted over the training folds of stays: a stay's

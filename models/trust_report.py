@@ -85,7 +85,7 @@ class OutOfFoldCheck(BaseModel):
     n_hours: int
     auroc: float
     card_auroc: float
-    utility: float  # normalised challenge utility at the checkpoint's threshold
+    utility: float | None  # sepsis: normalised challenge utility at the checkpoint's threshold
     card_utility: float | None
     brier: float
     card_brier: float

@@ -74,7 +74,7 @@ def out_of_fold_table(trust: SepsisTrustReport) -> pd.DataFrame:
             {"figure": "AUROC", "recomputed": round(c.auroc, 4), "training card": round(c.card_auroc, 4)},
             {
                 "figure": "normalised utility",
-                "recomputed": round(c.utility, 4),
+                "recomputed": None if c.utility is None else round(c.utility, 4),
                 "training card": None if c.card_utility is None else round(c.card_utility, 4),
             },
             {"figure": "Brier", "recomputed": round(c.brier, 5), "training card": round(c.card_brier, 5)},

@@ -74,3 +74,26 @@ def test_evaluate(tiny_mortality_lstm: Path, mortality_folder: Path, capsys: pyt
     assert code == 0
     out = capsys.readouterr().out
     assert "event-1 min(Se, +P)" in out and "n=12" in out
+
+
+def test_calibrate_the_48th_hour(tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path) -> None:
+    """``python -m models.calibrate mortality-lstm``: the calibrator is fitted on each stay's last hour (one
+    out-of-fold score per stay) and served beside the raw risk."""
+    import shutil
+
+    from models.calibrate import main as calibrate_main
+
+    weights = tmp_path / "w"
+    shutil.copytree(tiny_mortality_lstm, weights)
+    code = calibrate_main(["mortality-lstm", "--weights", str(weights), "--data", str(mortality_folder)])
+    assert code == 0
+    card = read_card(weights)
+    assert card.trust is not None and card.trust.out_of_fold.utility is None  # type: ignore[union-attr]
+    kept = [r for r in load_labelled_sets(mortality_folder) if not is_reserved(r.name)]
+    assert card.trust.out_of_fold.n_hours == len(kept)  # type: ignore[union-attr]
+    predictor = load_predictor("mortality-lstm", weights, "cpu", "torch-fp32")
+    assert isinstance(predictor, MortalityPredictor)
+    path = sorted((mortality_folder / "set-a").glob("*.txt"))[1]
+    values = predictor.model_values(predictor.decode(path.read_bytes(), path.name))
+    assessment = predictor.assess([values])[0]
+    assert assessment.calibrated_probability is not None and assessment.calibrated_probability.shape == (48,)
