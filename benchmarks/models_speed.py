@@ -4,7 +4,8 @@
 
 For each model: every candidate path of models/backends.py (torch fp32, channels_last, bf16 autocast where
 bf16 is native, ONNX Runtime), each timed on the same real inputs in one run (radiographs from the
-training folder; 72-hour ICU records), with its agreement with torch fp32 on those inputs (labels at the
+training folder; 72-hour sepsis records; the 48-hour PhysioNet 2012 records of the mortality models), with its
+agreement with torch fp32 on those inputs (labels at the
 model's threshold, largest probability difference), and the path ``auto`` chooses (freshly measured: the
 cache is bypassed). Prints a Markdown table with the CPU model and flags and writes it to ``--out``.
 Compare ratios within one run: the machine is shared and noisy.
@@ -42,7 +43,8 @@ from models.cards import SpeedRow, SpeedTable, read_card, write_card
 from models.catalogue import CATALOGUE
 from models.cnn import resize_gray, to_tensor
 from models.config import data_paths
-from models.inference import Predictor, SepsisPredictor, XrayPredictor
+from models.inference import MortalityPredictor, Predictor, SepsisPredictor, XrayPredictor
+from models.mortality_io import load_record_file
 from models.sepsis_io import load_series_file
 from models.sequence import engineer, pad_batch
 from models.xray_io import labelled_images, load_xray_file
@@ -81,12 +83,27 @@ def _records(saved: dict[str, np.ndarray] | None) -> list[np.ndarray]:
     return records
 
 
+def _stays(predictor: MortalityPredictor, saved: dict[str, np.ndarray] | None) -> list[np.ndarray]:
+    """The first PhysioNet 2012 stays of set a (48 hourly rows each), as the mortality model reads them."""
+    if saved is not None and "mortality" in saved:
+        return list(saved["mortality"])
+    files = sorted((data_paths().mortality / "set-a").glob("*.txt"))[:N_RECORDS]
+    if not files:
+        raise SystemExit(f"no PhysioNet 2012 records under {data_paths().mortality / 'set-a'}: set MEDLENS_DATA_DIR")
+    return [predictor.model_values(load_record_file(path)) for path in files]
+
+
 def _inputs(predictor: Predictor, batch: int, saved: dict[str, np.ndarray] | None) -> tuple[torch.Tensor, ...]:
-    """Real inputs: radiographs of the training folder, or 72-hour records of the sepsis stays."""
+    """Real inputs: radiographs of the training folder, 72-hour records of the sepsis stays, or 48-hour records of
+    the mortality stays."""
     if isinstance(predictor, XrayPredictor):
         return (to_tensor(_radiographs(predictor.config.image_size, saved)[:batch], predictor.config),)
-    assert isinstance(predictor, SepsisPredictor)
-    return pad_batch([engineer(r, predictor.stats) for r in _records(saved)[:batch]])
+    if isinstance(predictor, MortalityPredictor):
+        records = _stays(predictor, saved)[:batch]
+    else:
+        assert isinstance(predictor, SepsisPredictor)
+        records = _records(saved)[:batch]
+    return pad_batch([engineer(r, predictor.stats, predictor.schema) for r in records])
 
 
 def save_inputs(target: Path) -> None:
@@ -94,7 +111,14 @@ def save_inputs(target: Path) -> None:
     size = CATALOGUE["cnn"].load(device="cpu", backend="torch-fp32").config.image_size
     pixels = np.stack([np.round(p * 255.0).astype(np.uint8) for p in _radiographs(size, None)])
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(target, xray=pixels, sepsis=np.stack(_records(None)).astype(np.float32))
+    sepsis = np.stack(_records(None)).astype(np.float32)
+    mortality = next((e for e in CATALOGUE.values() if e.task.input_kind == "events"), None)
+    if mortality is None:
+        np.savez_compressed(target, xray=pixels, sepsis=sepsis)
+        return
+    # the raw 2012 records in the mortality models' column order (one schema for both)
+    stays = np.stack(_stays(mortality.load(device="cpu", backend="torch-fp32"), None)).astype(np.float32)
+    np.savez_compressed(target, xray=pixels, sepsis=sepsis, mortality=stays)
 
 
 def bench_model(
@@ -291,10 +315,12 @@ def main() -> int:
                 "**chosen**" if path == chosen and not note else (f"not a candidate: {note}" if note and speed else "")
             )
             lines.append(f"| {model} | {path} | {cells} | {ratio} | {same:.3f} | {diff:.2g} | {mark} |")
-    items = [
-        f"{n} radiographs" if CATALOGUE[m].task.input_kind == "image" else f"every hour of {n} records"
-        for m, n in counts.items()
-    ]
+    kinds = {
+        "image": "{n} radiographs",
+        "series": "every hour of {n} sepsis records",
+        "events": "every hour of {n} 48-hour records",
+    }
+    items = [kinds[CATALOGUE[m].task.input_kind].format(n=n) for m, n in counts.items()]
     text = "\n".join(lines).replace("{counts}", "; ".join(dict.fromkeys(items))) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Built-in demo inputs: the pydicom-data chest radiograph and a few PhysioNet 2019 stays.
+"""Built-in demo inputs: the pydicom-data chest radiograph, a few PhysioNet 2019 stays, a few PhysioNet 2012
+ICU records and one made-up 2012 record that needs no data directory.
 
 Pure functions (no Streamlit): the pages cache them.
 """
@@ -88,4 +89,83 @@ def find_sepsis_demo_cases(
     return septic + other
 
 
-__all__ = ["DEMO_DICOM", "DemoCase", "demo_radiograph", "find_sepsis_demo_cases"]
+@dataclass(frozen=True)
+class MortalityDemo:
+    """A PhysioNet 2012 record offered as a demo (public, de-identified data), known by its place in the list and
+    its outcome: its file name is its RecordID, which the page never shows."""
+
+    path: Path
+    number: int
+    died: bool
+
+    @property
+    def title(self) -> str:
+        return f"demo stay {self.number} — {'died in hospital' if self.died else 'survived'}"
+
+
+def find_mortality_demo_cases(root: Path, n_each: int = 3, *, sets: tuple[str, ...] = ("a",)) -> list[MortalityDemo]:
+    """Up to ``n_each`` stays that ended in death in hospital and ``n_each`` that did not, from ``root/set-X/`` and
+    ``root/Outcomes-X.txt`` (the 2012 layout), the first ones by file name (deterministic), alternating.
+    Raises FileNotFoundError if neither is there."""
+    outcomes: dict[str, int] = {}
+    files: list[Path] = []
+    for name in sets:
+        folder, table = root / f"set-{name}", root / f"Outcomes-{name}.txt"
+        if not folder.is_dir() or not table.is_file():
+            raise FileNotFoundError(f"{folder} or {table} does not exist")
+        lines = table.read_text().splitlines()
+        header = [c.strip() for c in lines[0].split(",")] if lines else []
+        if "RecordID" not in header or "In-hospital_death" not in header:
+            raise FileNotFoundError(f"{table} has no RecordID / In-hospital_death columns")
+        id_col, label_col = header.index("RecordID"), header.index("In-hospital_death")
+        for line in lines[1:]:
+            cells = [c.strip() for c in line.split(",")]
+            if len(cells) == len(header):
+                outcomes[cells[id_col]] = int(cells[label_col] == "1")
+        files += sorted(folder.glob("*.txt"))
+    died = [f for f in files if outcomes.get(f.stem) == 1][:n_each]
+    survived = [f for f in files if outcomes.get(f.stem) == 0][:n_each]
+    ordered = [f for pair in zip(died, survived, strict=False) for f in pair]
+    ordered += [f for f in died + survived if f not in ordered]
+    return [MortalityDemo(path, i, outcomes[path.stem] == 1) for i, path in enumerate(ordered, start=1)]
+
+
+EXAMPLE_RECORD_TITLE = "built-in example record (made up: no patient)"
+
+
+def example_mortality_record() -> bytes:
+    """A made-up PhysioNet 2012 record (``Time,Parameter,Value``): a 67-year-old in a medical ICU whose blood
+    pressure falls and lactate rises over 48 hours, measured hourly to four-hourly; no RecordID (-1: unknown)."""
+    rows = ["Time,Parameter,Value"]
+    rows += [f"00:00,{p},{v}" for p, v in (("RecordID", -1), ("Age", 67), ("Gender", 1), ("Height", 175))]
+    rows += ["00:00,ICUType,3", "00:00,Weight,82"]
+    for hour in range(48):
+        t = f"{hour:02d}:{(7 * hour) % 60:02d}"
+        rows += [
+            f"{t},HR,{88 + hour // 2}",
+            f"{t},MAP,{round(82 - 0.4 * hour, 1)}",
+            f"{t},RespRate,{18 + hour // 8}",
+            f"{t},Temp,{round(37.2 + 0.02 * hour, 2)}",
+        ]
+        if hour % 4 == 0:
+            rows += [f"{t},GCS,{max(15 - hour // 8, 9)}", f"{t},Urine,{max(120 - 2 * hour, 20)}"]
+        if hour % 12 == 2:
+            rows += [
+                f"{t},Lactate,{round(1.8 + 0.05 * hour, 2)}",
+                f"{t},Creatinine,{round(1.1 + 0.02 * hour, 2)}",
+                f"{t},WBC,{round(11.5 + 0.1 * hour, 1)}",
+                f"{t},pH,{round(7.38 - 0.002 * hour, 3)}",
+            ]
+    return ("\n".join(rows) + "\n").encode()
+
+
+__all__ = [
+    "DEMO_DICOM",
+    "EXAMPLE_RECORD_TITLE",
+    "DemoCase",
+    "MortalityDemo",
+    "demo_radiograph",
+    "example_mortality_record",
+    "find_mortality_demo_cases",
+    "find_sepsis_demo_cases",
+]

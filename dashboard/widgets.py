@@ -10,7 +10,7 @@ from typing import Literal
 import streamlit as st
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
-from dashboard.demo import DemoCase
+from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -235,6 +235,48 @@ def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:
     return None
 
 
+def mortality_input(cases: Sequence[MortalityDemo]) -> SelectedInput | None:
+    """Uploader of a PhysioNet 2012 record, one of the demo stays, or the built-in made-up record. Only what a
+    record is (uploaded / demo stay N / example) is ever shown: a 2012 file is named after its RecordID."""
+    state_key = "mortality_source"
+    uploaded = st.file_uploader(
+        "ICU record (PhysioNet 2012: Time,Parameter,Value rows of the first 48 hours, .txt or .csv)",
+        type=None,
+        key="mortality_upload",
+        on_change=_set_source,
+        args=(state_key, "upload"),
+        help="Serving checks the file and names any problem (unknown parameter, impossible value, ...).",
+    )
+    demo, example = st.columns([3, 2], vertical_alignment="bottom")
+    titles = {c.title: c for c in cases}
+    choice = demo.selectbox(
+        "…or a demo stay from the configured data directory",
+        list(titles),
+        index=None,
+        placeholder="choose a demo stay" if cases else "no demo stays available",
+        key="mortality_demo_case",
+        on_change=_set_source,
+        args=(state_key, "demo"),
+        disabled=not cases,
+    )
+    if example.button("Use the built-in example record", icon=":material/description:", key="mortality_example"):
+        st.session_state[state_key] = "example"
+    source = st.session_state.get(state_key)
+    if uploaded is not None and source == "upload":
+        return SelectedInput(uploaded.getvalue(), safe_name(uploaded.name, "upload.txt"), "uploaded record", "upload")
+    if source == "demo" and choice is not None:
+        case = titles[choice]
+        return SelectedInput(case.path.read_bytes(), "upload.txt", case.title, "demo")
+    if source == "example":
+        return SelectedInput(example_mortality_record(), "upload.txt", EXAMPLE_RECORD_TITLE, "demo")
+    return None
+
+
+def explain_toggle(key: str) -> bool:
+    """Whether the reader asks what drove the risk (an explanation takes seconds)."""
+    return bool(st.toggle("Show what drove the risk (integrated gradients; a few seconds)", value=False, key=key))
+
+
 def hour_slider(n_hours: int, default: int, key: str) -> int:
     if n_hours <= 1:
         return 0
@@ -251,10 +293,8 @@ def hour_slider(n_hours: int, default: int, key: str) -> int:
     )
 
 
-def model_radio(names: Sequence[str], labels: dict[str, str], key: str) -> str:
-    return str(
-        st.radio("Explain the model", list(names), format_func=lambda n: labels.get(n, n), horizontal=True, key=key)
-    )
+def model_radio(names: Sequence[str], labels: dict[str, str], key: str, label: str = "Explain the model") -> str:
+    return str(st.radio(label, list(names), format_func=lambda n: labels.get(n, n), horizontal=True, key=key))
 
 
 def model_select(names: Sequence[str], labels: dict[str, str]) -> str | None:
@@ -287,11 +327,13 @@ __all__ = [
     "auto_refresh_toggle",
     "case_files",
     "case_picker",
+    "explain_toggle",
     "header_toggle",
     "hide_uploaded_file_names",
     "hour_slider",
     "model_radio",
     "model_select",
+    "mortality_input",
     "opacity_slider",
     "review_form",
     "reviewer_name",

@@ -416,9 +416,10 @@ class SepsisPredictor(Predictor):
             )
         return results
 
-    def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32) -> np.ndarray:
+    def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32, first_hour: int = 0) -> np.ndarray:
         """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed
-        over time and over each raw column's engineered channels -> (hours, len(schema.columns)).
+        over time and over each raw column's engineered channels -> (hours, len(schema.columns)); only hours
+        from ``first_hour`` on are computed (the rows before stay 0).
 
         Baseline: ``baseline_features``, an unremarkable average patient (every value at its training
         mean, no change, no measurement counted, flags 0, piecewise-linear channels at the median)."""
@@ -428,7 +429,7 @@ class SepsisPredictor(Predictor):
         groups = torch.tensor(schema.feature_groups(), device=self.device)
         reference = torch.from_numpy(baseline_features(self.stats, hours, schema)).to(self.device)  # (hours, F)
         out = torch.zeros(hours, len(schema.columns))
-        for start in range(0, hours, chunk):
+        for start in range(first_hour, hours, chunk):
             hour_idx = torch.arange(start, min(start + chunk, hours), device=self.device)
             length = int(hour_idx[-1]) + 1
             inputs = features[:length].unsqueeze(0).repeat(len(hour_idx), 1, 1)  # (c, length, F)
@@ -471,6 +472,12 @@ class MortalityPredictor(SepsisPredictor):
 
     def size_problem(self, item: Any, explain: bool) -> str | None:
         return None  # always 48 hourly rows
+
+    def explain_stay(self, values: np.ndarray, n_steps: int = 8) -> np.ndarray:
+        """(48, len(schema.columns)) record -> (len(schema.columns),): integrated gradients of the 48th hour's
+        risk logit (the stay's prediction), summed over the 48 hours. One hour's attributions, not 48."""
+        row: np.ndarray = self.explain(values, n_steps=n_steps, first_hour=values.shape[0] - 1)[-1]
+        return row
 
     def stay_probability(self, records: list[np.ndarray]) -> np.ndarray:
         """(stays,) probability of in-hospital death: each record's last hour."""

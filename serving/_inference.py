@@ -3,14 +3,15 @@
 One template (:class:`Runner`) does what every model does the same way: decode each upload inside the
 batch (a bad file is an :class:`ItemError`, never a failed batch), one forward pass over the good ones,
 each item alone if that pass fails, a separate explainer copy for explanations, and a health count of
-failed batches. :class:`ImageRunner` and :class:`SeriesRunner` only say how an input of their kind
-becomes a model input and how a result becomes a response.
+failed batches. :class:`ImageRunner`, :class:`SeriesRunner` and :class:`EventsRunner` only say how an input
+of their kind becomes a model input and how a result becomes a response.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,9 +19,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from models.catalogue import ModelEntry
-from models.errors import MedLensInputError, PayloadTooLargeError, WeightsError
-from models.inference import Predictor, SepsisPredictor, XrayPredictor, resolve_device
+from models.catalogue import ModelEntry, models_for
+from models.errors import MedLensInputError, PayloadTooLargeError, SeriesFormatError, WeightsError
+from models.inference import MortalityPredictor, Predictor, SepsisPredictor, XrayPredictor, resolve_device
+from models.mortality_io import GENDERS, HOURS, ICU_TYPES
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sequence import forward_fill
 from models.synthetic_mark import SyntheticMark
@@ -29,11 +31,14 @@ from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
 from serving.images import downsample, encode_gray_png
 from serving.schemas import (
+    MORTALITY_LABELS,
     FeatureContribution,
     HeadlineMetrics,
     HourRisk,
     ModelInfo,
     ModelMetrics,
+    MortalityHour,
+    MortalityPrediction,
     SepsisPrediction,
     XrayPrediction,
 )
@@ -79,6 +84,8 @@ class Runner(Generic[ItemT, ResponseT]):
 
     #: what the input is, in error messages ("image", "time series")
     what = "input"
+    #: the predictor takes ``explain_max_hours`` (records of any length, explained in a time that grows with it)
+    takes_explain_max_hours = False
 
     def __init__(
         self, entry: ModelEntry, weights: Path, device: torch.device, backend: str = "auto", **options: Any
@@ -112,6 +119,11 @@ class Runner(Generic[ItemT, ResponseT]):
     def _model_input(self, item: ItemT) -> Any:
         raise NotImplementedError
 
+    def _explain(self, explain_input: Any) -> np.ndarray:
+        """The explainer's attributions of one input (what :meth:`_respond` reads as ``explanation``)."""
+        attribution: np.ndarray = self.explainer.explain(explain_input)
+        return attribution
+
     def _explain_input(self, item: ItemT) -> Any:
         """What the explainer reads (the model input unless a kind says otherwise)."""
         return self._model_input(item)
@@ -128,11 +140,15 @@ class Runner(Generic[ItemT, ResponseT]):
     def healthy(self) -> bool:
         return self.consecutive_failures < MAX_CONSECUTIVE_FAILURES
 
+    def _input_error(self, exc: MedLensInputError, upload: Upload) -> ItemError:
+        """The answer to an upload the predictor refused (a kind may add what to do)."""
+        return input_error(exc)
+
     def decode(self, upload: Upload, explain: bool = False) -> ItemT | ItemError:
         try:
             item: ItemT = self.predictor.decode(upload.data, upload.filename)
         except MedLensInputError as exc:
-            return input_error(exc)
+            return self._input_error(exc, upload)
         except Exception as exc:
             return undecodable(exc, self.what)
         problem = self.predictor.size_problem(item, explain)
@@ -162,7 +178,7 @@ class Runner(Generic[ItemT, ResponseT]):
             return item
         try:
             output = self._predict(self.explainer, [self._model_input(item)])[0]
-            explanation = self.explainer.explain(self._explain_input(item))
+            explanation = self._explain(self._explain_input(item))
         except Exception as exc:
             self._record(False)
             return model_failure(exc, self.entry.name)
@@ -291,6 +307,7 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
 # ----------------------------------------------------------------------------------------------------------
 class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
     what = "time series"
+    takes_explain_max_hours = True
 
     def _warm_up_input(self) -> np.ndarray:
         values = np.full((3, len(FEATURES)), np.nan, dtype=np.float32)  # (hours, 40)
@@ -362,12 +379,18 @@ def _nullable(column: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in column]
 
 
-def top_features(attribution: np.ndarray, last_values: np.ndarray, k: int = TOP_FEATURES) -> list[FeatureContribution]:
-    """``attribution``, ``last_values``: (40,) for one hour -> the k features with the largest |attribution|."""
+def top_features(
+    attribution: np.ndarray,
+    last_values: np.ndarray,
+    k: int = TOP_FEATURES,
+    names: Sequence[str] = FEATURES,
+) -> list[FeatureContribution]:
+    """``attribution``, ``last_values``: one value per column of ``names`` (the sepsis record's 40 by default)
+    for one hour -> the k columns with the largest |attribution|."""
     order = np.argsort(-np.abs(attribution), kind="stable")[:k]
     return [
         FeatureContribution(
-            feature=FEATURES[j],
+            feature=names[j],
             attribution=float(attribution[j]),
             value=float(last_values[j]) if np.isfinite(last_values[j]) else None,
         )
@@ -375,4 +398,121 @@ def top_features(attribution: np.ndarray, last_values: np.ndarray, k: int = TOP_
     ]
 
 
-RUNNERS: dict[str, type[Runner[Any, Any]]] = {"image": ImageRunner, "series": SeriesRunner}
+# ----------------------------------------------------------------------------------------------------------
+# ICU records of events (in-hospital mortality LSTM and Transformer, PhysioNet 2012)
+# ----------------------------------------------------------------------------------------------------------
+#: First bytes of a PhysioNet 2019 hourly record (pipe-separated, one column per variable): sent to a mortality
+#: route, it is refused with a pointer to the sepsis routes.
+_SEPSIS_HEADER_HINTS = (b"|", b"ICULOS")
+
+
+class EventsRunner(Runner[Any, MortalityPrediction]):
+    """A stay's first 48 hours as ``Time,Parameter,Value`` rows -> the risk after every hour; the stay's prediction
+    is the last hour's. The record's identifier (``RecordID``) is read by the loader and never leaves it here."""
+
+    what = "ICU record"
+
+    def __init__(
+        self, entry: ModelEntry, weights: Path, device: torch.device, backend: str = "auto", **options: Any
+    ) -> None:
+        super().__init__(entry, weights, device, backend, **options)
+        labels = tuple(self.predictor.meta.labels)
+        if labels != MORTALITY_LABELS:
+            raise WeightsError(
+                f"The {entry.name} checkpoint in {self.predictor.weights_dir} has labels {list(labels)}; serving "
+                f"answers {list(MORTALITY_LABELS)} (survived first): retrain it with `python -m models.train "
+                f"{entry.name}`."
+            )
+
+    @property
+    def mortality(self) -> MortalityPredictor:
+        assert isinstance(self.predictor, MortalityPredictor)
+        return self.predictor
+
+    def _warm_up_input(self) -> np.ndarray:
+        values = np.full((HOURS, len(self.mortality.schema.columns)), np.nan, dtype=np.float32)
+        values[:, self.mortality.schema.columns.index("Hour")] = np.arange(1, HOURS + 1)
+        return values
+
+    def _model_input(self, item: Any) -> np.ndarray:
+        return self.mortality.model_values(item)  # (48, len(schema.columns))
+
+    def _explain(self, explain_input: Any) -> np.ndarray:
+        """(len(schema.columns),): the 48th hour's attributions only (one hour of integrated gradients, not 48)."""
+        explainer = self.explainer
+        assert isinstance(explainer, MortalityPredictor)
+        return explainer.explain_stay(explain_input)
+
+    def _predict(self, predictor: Predictor, inputs: list[Any]) -> list[Any]:
+        assert isinstance(predictor, MortalityPredictor)
+        return list(predictor.assess(inputs))
+
+    def _input_error(self, exc: MedLensInputError, upload: Upload) -> ItemError:
+        error = input_error(exc)
+        head = upload.data[:4096]
+        if isinstance(exc, SeriesFormatError) and all(hint in head for hint in _SEPSIS_HEADER_HINTS):
+            routes = " or ".join(e.predict_route for e in models_for("series"))
+            return ItemError(
+                error.status,
+                error.error,
+                f"{error.detail} This looks like a PhysioNet 2019 hourly record (pipe-separated, with ICULOS): "
+                f"sepsis models read those, at {routes}.",
+            )
+        return error
+
+    def _respond(
+        self, item: Any, output: Any, explanation: np.ndarray | None, include: frozenset[str]
+    ) -> MortalityPrediction:
+        """``output``: a :class:`SepsisAssessment` of (48,) arrays; ``explanation``: (48, len(schema.columns))."""
+        assert isinstance(output, SepsisAssessment)
+        p = self.mortality
+        risk = np.asarray(output.probability, dtype=np.float64)
+        last = len(risk) - 1
+        probability = min(1.0, max(0.0, float(risk[last])))
+        hours = [
+            MortalityHour(
+                hour=t + 1,
+                probability=min(1.0, max(0.0, float(risk[t]))),
+                calibrated_probability=_at(output.calibrated_probability, t),
+                ensemble_std=_at(output.member_std, t),
+                member_min=_at(output.member_min, t),
+                member_max=_at(output.member_max, t),
+            )
+            for t in range(len(risk))
+        ]
+        top = None
+        if explanation is not None:
+            values = self._model_input(item)
+            top = top_features(explanation, forward_fill(values)[last], names=p.schema.columns)
+        static = item.static
+        age, gender, icu = static.get("Age", math.nan), static.get("Gender", math.nan), _icu_type(static)
+        return MortalityPrediction(
+            model=self.entry.name,
+            version=p.meta.version,
+            threshold=p.threshold,
+            probability=probability,
+            label=MORTALITY_LABELS[1] if probability >= p.threshold else MORTALITY_LABELS[0],
+            calibrated_probability=_at(output.calibrated_probability, last),
+            ensemble_members=output.members,
+            ensemble_std=_at(output.member_std, last),
+            member_min=_at(output.member_min, last),
+            member_max=_at(output.member_max, last),
+            hours=hours,
+            hours_observed=item.hours_observed,
+            top_features=top,
+            age=age if math.isfinite(age) else None,
+            gender=GENDERS.get(int(gender)) if math.isfinite(gender) else None,
+            icu_type=icu,
+            warnings=list(item.warnings),
+        )
+
+
+def _icu_type(static: dict[str, float]) -> str | None:
+    """The ICU type of a record's one-hot ``ICUType1..4`` descriptors; None when unknown."""
+    for code, name in ICU_TYPES.items():
+        if static.get(f"ICUType{code}") == 1.0:
+            return name
+    return None
+
+
+RUNNERS: dict[str, type[Runner[Any, Any]]] = {"image": ImageRunner, "series": SeriesRunner, "events": EventsRunner}

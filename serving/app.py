@@ -5,12 +5,14 @@ in ``serving/fast_path.env``, as ``make run`` does: HAProxy in front). One API d
 ``/openapi.json`` and ``/docs``.
 
 * Each model of ``models/catalogue.py`` is its own application, built by :func:`build_model_app` from the
-  YAML's ``args.model``: an :class:`ImageModelServer` or :class:`SeriesModelServer` deployment named
-  ``<task>-<architecture>`` that is the HTTP ingress of the model's route prefix (``/v1/xray``,
-  ``/v1/sepsis/lstm``, ...). A prediction goes from the front door straight to a replica, which checks
-  it, batches it with concurrent requests (``@serve.batch``) and decodes the raw upload inside the batch
-  (serving/_inference.py). Own replicas, autoscaling and queue limits (full queue: 503 + Retry-After),
-  all set in the YAML.
+  YAML's ``args.model``: an :class:`ImageModelServer`, :class:`SeriesModelServer` or :class:`EventsModelServer`
+  deployment (by the task's input kind) named ``<task>-<architecture>`` that is the HTTP ingress of the
+  model's route prefix (``/v1/xray``, ``/v1/sepsis/lstm``, ``/v1/mortality/lstm``, ...). A prediction goes
+  from the front door straight to a replica, which checks it, batches it with concurrent requests
+  (``@serve.batch``) and decodes the raw upload inside the batch (serving/_inference.py). Own replicas,
+  autoscaling and queue limits (full queue: 503 + Retry-After), all set in the YAML. A model whose
+  deployment scales to zero (``min_replicas: 0``) is never woken by the service routes: health does not
+  wait for it, and the model list and card metrics describe it from its model card meanwhile.
 * :class:`MedLensIngress` (application ``medlens``, prefix ``/``, built by :func:`build_app`): health,
   model list, card metrics, ``GET /v1/service`` (replicas per deployment, request statistics of every
   route, replica history), the merged API document and the deprecated ``POST /v1/sepsis/predict``.
@@ -25,6 +27,8 @@ import functools
 import logging
 import os
 import secrets
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import ray
@@ -72,12 +76,16 @@ from serving._stats import (
     StatsRecord,
 )
 from serving.schemas import (
+    MORTALITY_LABELS,
+    CardSummary,
     DeploymentState,
     ErrorResponse,
+    HeadlineMetrics,
     Health,
     ModelInfo,
     ModelList,
     ModelMetrics,
+    MortalityPrediction,
     SepsisPrediction,
     ServiceStatus,
     XrayPrediction,
@@ -99,9 +107,71 @@ def _unwrap(result: Any) -> Any:
     return result
 
 
+@dataclass(frozen=True)
+class DeploymentView:
+    """One deployment as Serve's controller reports it, with what ``serve.status()`` leaves out: its
+    ``min_replicas`` (None: a fixed replica count)."""
+
+    status: str
+    replica_states: dict[str, int]  # replica state (RUNNING, STARTING, ...) -> replicas
+    min_replicas: int | None = None
+
+    @property
+    def running(self) -> int:
+        return _in_state(self.replica_states, "RUNNING")
+
+    @property
+    def starting(self) -> int:
+        return _in_state(self.replica_states, "STARTING")
+
+    @property
+    def on_demand(self) -> bool:
+        """It scales to zero when idle: nothing waits for it, nothing wakes it but a prediction."""
+        return self.min_replicas == 0
+
+    @property
+    def at_zero(self) -> bool:
+        """On demand with no replica serving now (maybe one starting for the request that woke it)."""
+        return self.on_demand and self.running == 0
+
+
+def _min_replicas(config: Any) -> int | None:
+    auto = getattr(config, "autoscaling_config", None)
+    value = auto.get("min_replicas") if isinstance(auto, dict) else getattr(auto, "min_replicas", None)
+    return int(value) if isinstance(value, int | float) else None
+
+
+def serve_view() -> dict[str, dict[str, DeploymentView]]:
+    """Application -> deployment -> :class:`DeploymentView`, from Serve's controller (what ``serve.status()``
+    reads, keeping each deployment's ``min_replicas``: the ingress tells a model scaled to zero from one that
+    is not up yet by it). Blocking: run it in a thread."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeInstanceDetails
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return {}
+    details = ServeInstanceDetails(**client.get_serve_details())
+    return {
+        app_name: {
+            name: DeploymentView(
+                status=str(getattr(dep.status, "value", dep.status)),
+                replica_states=dict(Counter(str(getattr(r.state, "value", r.state)) for r in dep.replicas)),
+                min_replicas=_min_replicas(dep.deployment_config),
+            )
+            for name, dep in app.deployments.items()
+        }
+        for app_name, app in details.applications.items()
+    }
+
+
+#: The labels a kind's runner requires of its checkpoints (serving/_inference.py), for describing a model of that
+#: kind that is scaled to zero and has not run yet (a model card does not carry them).
+_KIND_LABELS: dict[str, tuple[str, ...]] = {"events": MORTALITY_LABELS}
+
 _API_DESCRIPTION = (
-    "Chest X-ray pneumonia (CNN) and ICU sepsis risk (LSTM, Transformer) models, and a conditional GAN for "
-    "synthetic demo radiographs, behind Ray Serve. "
+    "Chest X-ray pneumonia (CNN), ICU sepsis risk (LSTM, Transformer) and ICU in-hospital mortality (LSTM, "
+    "Transformer) models, and a conditional GAN for synthetic demo radiographs, behind Ray Serve. "
     "Every error body is `ErrorResponse {error, detail}`. Research software, not a medical device."
 )
 
@@ -111,7 +181,7 @@ def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
         title=title,
-        version="1.4.0",
+        version="1.5.0",
         description=f"{description} {_API_DESCRIPTION}",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -140,6 +210,10 @@ def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max
 
 image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
 series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
+events_api = _http_api(
+    "MedLens ICU record models",
+    "`POST <prefix>/predict`: in-hospital mortality from the first 48 hours of one ICU stay (PhysioNet 2012).",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,10 +284,11 @@ class _ModelServer(_Replica):
         self._entry: ModelEntry = catalogue_entry(args.model)
         configure_torch(args.torch_threads)
         device = replica_device(ray.get_gpu_ids())
+        runner = RUNNERS[self._entry.task.input_kind]
         options: dict[str, Any] = {}
-        if self._entry.task.input_kind == "series":
+        if runner.takes_explain_max_hours:
             options["explain_max_hours"] = args.explain_max_hours
-        self._runner: Runner[Any, Any] = RUNNERS[self._entry.task.input_kind](
+        self._runner: Runner[Any, Any] = runner(
             self._entry,
             args.weights_dir(self._entry.name),
             device,
@@ -314,6 +389,39 @@ class SeriesModelServer(_ModelServer):
         return result
 
 
+@serve.deployment
+@serve.ingress(events_api)
+class EventsModelServer(_ModelServer):
+    """Replica and HTTP ingress of an ICU-record model's application: batches of 48-hour records (PhysioNet 2012
+    ``Time,Parameter,Value`` rows), integrated-gradients attributions of the 48th hour's risk on request."""
+
+    def __init__(self, args: ServingArgs) -> None:
+        super().__init__(args)
+
+    @events_api.post(
+        "/predict",
+        response_model=MortalityPrediction,
+        dependencies=AUTH,
+        responses=ERROR_RESPONSES,
+        tags=["predict"],
+    )
+    async def predict_events(
+        self,
+        file: UploadFile = File(
+            ...,
+            description="a PhysioNet 2012 record: `Time,Parameter,Value` rows of the stay's first 48 hours (.txt, "
+            "or .csv with that header)",
+        ),
+        explain: bool = Query(
+            False, description="add the variables that drove the 48th hour's risk (integrated gradients; seconds)"
+        ),
+    ) -> MortalityPrediction:
+        """Risk of death in hospital from the first 48 hours of one ICU stay (the 48th hour's risk), with the risk
+        after each hour and the fold members' band. The record's identifier is never returned."""
+        result: MortalityPrediction = await self._answer(file, explain, frozenset())
+        return result
+
+
 synthetic_api = _http_api(
     "MedLens synthetic images", "`POST <prefix>/xray`: one synthetic chest radiograph, marked as synthetic."
 )
@@ -388,9 +496,9 @@ class SyntheticImageServer(_Replica):
         self._check_batching("the synthetic-image deployment")
 
 
-_SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer}
+_SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer, "events": EventsModelServer}
 _SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
-_APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api}
+_APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api, "events": events_api}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,10 +528,10 @@ class MedLensIngress:
     def __init__(self, args: ServingArgs) -> None:
         self._args = args
         self._handles: dict[str, DeploymentHandle] = {}
-        self._devices: dict[str, str] = {}
+        self._infos: dict[str, ModelInfo] = {}  # each model's info as its replica last gave it
         self._stats = RequestStats(window_s=args.stats_window_s)
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
-        self._status = SingleFlight(lambda: asyncio.to_thread(serve.status), ttl_s=1.0)
+        self._status = SingleFlight(lambda: asyncio.to_thread(serve_view), ttl_s=1.0)
         self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
         _configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
         from serving.store.cases import CaseStore  # the ingress alone needs SQLAlchemy
@@ -449,8 +557,11 @@ class MedLensIngress:
     @fastapi_app.get("/healthz", response_model=Health, responses={503: ERROR_RESPONSES[503]}, tags=["service"])
     async def healthz(self) -> Health:
         """200 once every model deployment answers a ping; 503 (ErrorResponse) otherwise. No auth. Concurrent
-        health checks share the ping in flight to each deployment (at most one per second each)."""
-        failures = [f for f in await asyncio.gather(*(p.get() for p in self._pings.values())) if f]
+        health checks share the ping in flight to each deployment (at most one per second each). A model whose
+        deployment scales to zero is not pinged (a ping would start a replica): its first prediction does."""
+        states = await self._model_states()
+        pinged = [m for m in MODEL_NAMES if not (m in states and states[m].on_demand)]
+        failures = [f for f in await asyncio.gather(*(self._pings[m].get() for m in pinged)) if f]
         if failures:
             raise ApiError(
                 503,
@@ -464,10 +575,10 @@ class MedLensIngress:
 
     @fastapi_app.get("/v1/models", response_model=ModelList, dependencies=AUTH, tags=["models"])
     async def list_models(self) -> ModelList:
-        """Each model's version, task, device, threshold, labels and headline metrics (from its card)."""
-        infos: list[ModelInfo] = await asyncio.gather(*(self._call(m, "info") for m in MODEL_NAMES))
-        for info in infos:
-            self._devices[info.name] = info.device
+        """Each model's version, task, device, threshold, labels and headline metrics (from its card). A model
+        scaled to zero is described without starting a replica (`scaled_to_zero`)."""
+        states = await self._model_states()
+        infos: list[ModelInfo] = await asyncio.gather(*(self._info(m, states.get(m)) for m in MODEL_NAMES))
         return ModelList(models=infos)
 
     @fastapi_app.get(
@@ -483,7 +594,13 @@ class MedLensIngress:
             model = catalogue_entry(name).name
         except MedLensInputError as exc:
             raise ApiError(exc.status_code, exc.kind, exc.message) from None
-        metrics: ModelMetrics | None = await self._call(model, "metrics")
+        state = (await self._model_states()).get(model)
+        metrics: ModelMetrics | None
+        if state is not None and state.at_zero:  # the card beside its checkpoint, without starting a replica
+            card = CardSummary.read(self._args.weights_dir(model))
+            metrics = None if card is None else ModelMetrics.from_card(card)
+        else:
+            metrics = await self._call(model, "metrics")
         if metrics is None:
             raise ApiError(
                 404,
@@ -573,6 +690,61 @@ class MedLensIngress:
         except Exception as exc:
             return f"{catalogue_entry(model).serving_name} ({type(exc).__name__})"
 
+    async def _model_states(self) -> dict[str, DeploymentView]:
+        """Catalogue model name -> its deployment as Serve reports it now; empty when Serve cannot be asked
+        (every model is then treated as always on)."""
+        try:
+            view = await self._status.get()
+        except Exception as exc:
+            logger.warning("serve details unavailable: %s", type(exc).__name__)
+            return {}
+        out: dict[str, DeploymentView] = {}
+        for e in CATALOGUE.values():
+            state = view.get(e.serving_name, {}).get(e.serving_name)
+            if state is not None:
+                out[e.name] = state
+        return out
+
+    async def _info(self, model: str, state: DeploymentView | None) -> ModelInfo:
+        """``model``'s info from its replica; for a model scaled to zero, its last replica's (or its card's)."""
+        if state is not None and state.at_zero:
+            known = self._infos.get(model)
+            if known is not None:
+                return known.model_copy(update={"scaled_to_zero": True})
+            described = self._card_info(model)
+            if described is not None:
+                return described
+        info: ModelInfo = await self._call(model, "info")
+        self._infos[model] = info
+        return info
+
+    def _card_info(self, model: str) -> ModelInfo | None:
+        """A model that has not run yet, from the catalogue and its card; None without a card, or for a kind
+        whose labels only its checkpoint knows."""
+        e = catalogue_entry(model)
+        labels = _KIND_LABELS.get(e.task.input_kind)
+        card = CardSummary.read(self._args.weights_dir(model)) if labels else None
+        if card is None or labels is None:
+            return None
+        return ModelInfo(
+            name=e.name,
+            title=e.title,
+            task_name=e.task.name,
+            input_kind=e.task.input_kind,
+            predict_route=e.predict_route,
+            colour=e.colour,
+            version=card.version,
+            task=card.task,
+            device=None,
+            backend=None,
+            precision=None,
+            items_per_s={},
+            threshold=card.threshold,
+            labels=list(labels),
+            headline=HeadlineMetrics.from_card(card),
+            scaled_to_zero=True,
+        )
+
     def _handle(self, model: str) -> DeploymentHandle:
         if model not in self._handles:
             name = catalogue_entry(model).serving_name
@@ -601,51 +773,49 @@ class MedLensIngress:
             ) from None
 
     @staticmethod
-    def _our_deployments(status: Any) -> dict[str, Any]:
-        """Deployment name -> its status, over the MedLens applications (the others on the cluster are skipped)."""
-        out: dict[str, Any] = {}
+    def _our_deployments(view: dict[str, dict[str, DeploymentView]]) -> dict[str, DeploymentView]:
+        """Deployment name -> its state, over the MedLens applications (the others on the cluster are skipped)."""
+        out: dict[str, DeploymentView] = {}
         generators = (g.serving_name for g in GENERATORS.values())
         for app_name in (INGRESS_APP, *(e.serving_name for e in CATALOGUE.values()), *generators):
-            app = status.applications.get(app_name)
-            if app is not None:
-                out.update(app.deployments)
+            out.update(view.get(app_name, {}))
         return out
 
     async def _deployment_states(self) -> list[DeploymentState]:
         deployments = self._our_deployments(await self._status.get())
-        if len(self._devices) < len(MODEL_NAMES):
-            await self._refresh_devices()
+        await self._refresh_devices(deployments)
         states: list[DeploymentState] = []
         for name, dep in sorted(deployments.items()):
             served = by_serving_name(name)
             model = served.name if served else None
+            known = self._infos.get(model) if model else None
             states.append(
                 DeploymentState(
                     name=name,
                     model=model,
-                    status=str(getattr(dep.status, "value", dep.status)),
-                    replicas=_in_state(dep.replica_states, "RUNNING"),
-                    starting=_in_state(dep.replica_states, "STARTING"),
-                    device=self._devices.get(model) if model else None,
+                    status=dep.status,
+                    replicas=dep.running,
+                    starting=dep.starting,
+                    device=known.device if known else None,
                 )
             )
         return states
 
-    async def _refresh_devices(self) -> None:
+    async def _refresh_devices(self, deployments: dict[str, DeploymentView]) -> None:
+        """Ask each model not heard from yet for its info (its device), unless it is scaled to zero."""
         for model in MODEL_NAMES:
-            if model not in self._devices:
-                with contextlib.suppress(Exception):
-                    info: ModelInfo = await asyncio.wait_for(self._handle(model).info.remote(), 2.0)
-                    self._devices[model] = info.device
+            state = deployments.get(catalogue_entry(model).serving_name)
+            if model in self._infos or (state is not None and state.at_zero):
+                continue
+            with contextlib.suppress(Exception):
+                self._infos[model] = await asyncio.wait_for(self._handle(model).info.remote(), 2.0)
 
     async def _sample_forever(self) -> None:
         while True:
             try:
                 deployments = self._our_deployments(await self._status.get())
                 if deployments:
-                    self._history.add(
-                        {name: _in_state(dep.replica_states, "RUNNING") for name, dep in deployments.items()}
-                    )
+                    self._history.add({name: dep.running for name, dep in deployments.items()})
             except Exception as exc:  # never let the sampler die; the next tick retries
                 logger.warning("replica sampler: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self._args.history_interval_s)

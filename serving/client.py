@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from models.catalogue import entry, generator_entry
+from models.catalogue import entry, generator_entry, models_for
 from models.synthetic_mark import SyntheticMark
 from serving.schemas import (
     Agreement,
@@ -30,6 +30,7 @@ from serving.schemas import (
     Health,
     ModelList,
     ModelMetrics,
+    MortalityPrediction,
     Review,
     ReviewIn,
     SepsisPrediction,
@@ -167,12 +168,25 @@ class MedLensClient:
         """``vitals``: also the vital signs as the model read them (``vitals``, ``sepsis_label``), for display."""
         return self._predict(model, data, filename, SepsisPrediction, explain=explain, vitals=vitals)
 
+    def predict_mortality(
+        self, data: bytes, filename: str, model: str = "mortality-lstm", explain: bool = False
+    ) -> MortalityPrediction:
+        """In-hospital mortality from a PhysioNet 2012 record (``Time,Parameter,Value``, the first 48 hours):
+        the 48th hour's risk and the risk after each hour; ``explain``: also the variables that drove it. The
+        model may be scaled to zero: its first prediction waits for a replica to start (seconds)."""
+        choices = [e.name for e in models_for(task="mortality")]
+        if model not in choices:
+            raise ServingError(
+                404, "unknown_model", f"{model!r} is not a mortality model: choose one of {', '.join(choices)}."
+            )
+        return self._predict(model, data, filename, MortalityPrediction, explain=explain)
+
     def _predict(self, model: str, data: bytes, filename: str, schema: type[_T], **flags: bool) -> _T:
         try:
             target = entry(model)
         except ValueError as exc:
             raise ServingError(404, "unknown_model", str(exc)) from None
-        fallback = "upload.png" if target.task.input_kind == "image" else "upload.psv"
+        fallback = _FALLBACK_NAMES[target.task.input_kind]
         return self._request(
             "POST",
             target.predict_route,
@@ -324,6 +338,10 @@ class _Retryable(Exception):
         super().__init__(error)
         self.error = error
         self.after_s = after_s
+
+
+#: The upload name sent when the caller's file name has no usable extension, by input kind.
+_FALLBACK_NAMES = {"image": "upload.png", "series": "upload.psv", "events": "upload.txt"}
 
 
 def _flag(value: bool) -> str:

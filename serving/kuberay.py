@@ -105,10 +105,12 @@ def manifest(profile: str) -> dict[str, Any]:
         }
         group = "gpu"
     else:
-        # ray_config.yaml's replicas at their maximum ask for 1.9 CPUs: one 2-CPU pod holds them all. Memory:
+        # ray_config.yaml's replicas at their maximum ask for 2.0 CPUs: one 2-CPU pod holds them all. Memory:
         # explanations raise a sepsis replica's resident memory to a high-water mark (10-minute soak,
         # docs/reliability.md: LSTM 1.5 GB, Transformer 3.35 GB, CNN 0.57 GB, ingress 0.26 GB); two of each
-        # plus Ray's own processes come to about 12 GB.
+        # plus Ray's own processes come to about 12 GB. The models that scale to zero add nothing while idle and
+        # at most about 1.6 GB when both mortality replicas run (0.6 / 1.0 GB after an explanation, measured
+        # in-process on 2026-12-05): within the limit.
         worker_resources = {"requests": {"cpu": "2", "memory": "12Gi"}, "limits": {"cpu": "2", "memory": "16Gi"}}
         group = "cpu"
     worker = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,31 @@ class Health(_Schema):
     models: list[ModelName]
 
 
+class CardSummary(BaseModel):
+    """What serving answers from a model card (``card.json`` beside the checkpoint), read without torch: the
+    ingress describes a model scaled to zero from it, without starting a replica."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    name: ModelName
+    version: str
+    task: str
+    created: str
+    threshold: float
+    evaluation_dataset: str
+    evaluation: BinaryEvaluation
+    trust: TrustReport | SepsisTrustReport | None = None
+    ensemble: EnsembleReport | None = None
+
+    @classmethod
+    def read(cls, directory: Path) -> CardSummary | None:
+        """The card in checkpoint directory ``directory``; None when it has none (or one that does not parse)."""
+        try:
+            return cls.model_validate_json((directory / "card.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+
+
 class HeadlineMetrics(_Schema):
     dataset: str
     auroc: float
@@ -39,7 +65,7 @@ class HeadlineMetrics(_Schema):
     utility: float | None = None
 
     @classmethod
-    def from_card(cls, card: ModelCard) -> HeadlineMetrics:
+    def from_card(cls, card: ModelCard | CardSummary) -> HeadlineMetrics:
         ev = card.evaluation
         return cls(
             dataset=card.evaluation_dataset,
@@ -54,22 +80,36 @@ class HeadlineMetrics(_Schema):
 class ModelInfo(_Schema):
     name: ModelName
     title: str = Field(description="what a reader sees: task, then architecture (e.g. `Sepsis early warning · LSTM`)")
-    task_name: str = Field(description="the task: pneumonia, sepsis")
-    input_kind: InputKind = Field(description="image (PNG, JPEG, DICOM) or series (hourly PSV / CSV)")
+    task_name: str = Field(description="the task: pneumonia, sepsis, mortality")
+    input_kind: InputKind = Field(
+        description="image (PNG, JPEG, DICOM), series (hourly PSV / CSV) or events (PhysioNet 2012 "
+        "Time,Parameter,Value records)"
+    )
     predict_route: str = Field(description="POST a file here for a prediction")
     colour: str = Field(description="display colour of this model (hex)")
     version: str
     task: str = Field(description="the checkpoint's description of its task")
-    device: str = Field(description="where this model's replicas run: cpu or cuda:N")
-    backend: str = Field(description="execution path of predictions: torch-fp32, torch-bf16 or onnxruntime")
-    precision: str = Field(description="fp32 or bf16")
+    device: str | None = Field(
+        description="where this model's replicas run: cpu or cuda:N (null: scaled to zero, and no replica has run "
+        "since serving started)"
+    )
+    backend: str | None = Field(
+        description="execution path of predictions: torch-fp32, torch-bf16 or onnxruntime (null: as `device`)"
+    )
+    precision: str | None = Field(description="fp32 or bf16 (null: as `device`)")
     items_per_s: dict[str, float] = Field(
         description="predictions per second measured at each batch size when the path was chosen (empty when "
-        "the backend was set explicitly)"
+        "the backend was set explicitly, or no replica has run yet)"
     )
     threshold: float
     labels: list[str]
     headline: HeadlineMetrics | None
+    scaled_to_zero: bool = Field(
+        default=False,
+        description="true: the model's deployment scales to zero when idle and has no replica now; the next "
+        "prediction starts one (a few seconds). `device`, `backend`, `precision` and `items_per_s` are then its "
+        "last replica's (null / empty when none has run since serving started); the rest is its model card's",
+    )
 
 
 class ModelList(_Schema):
@@ -99,7 +139,7 @@ class ModelMetrics(_Schema):
     )
 
     @classmethod
-    def from_card(cls, card: ModelCard) -> ModelMetrics:
+    def from_card(cls, card: ModelCard | CardSummary) -> ModelMetrics:
         return cls(
             name=card.name,
             version=card.version,
@@ -231,6 +271,64 @@ class SepsisPrediction(_Schema):
     sepsis_label: list[int] | None = Field(
         default=None, description="with `vitals=true`, when the file carries SepsisLabel: its value per row"
     )
+
+
+# -- ICU in-hospital mortality (PhysioNet 2012 records) ------------------------------------------------------
+MortalityLabel = Literal["SURVIVED", "DIED_IN_HOSPITAL"]
+#: The mortality models' labels, in the checkpoint's order (serving/_inference.py refuses a checkpoint with others).
+MORTALITY_LABELS: tuple[str, ...] = get_args(MortalityLabel)
+
+
+class MortalityHour(_Schema):
+    """The risk after one more hour of the stay: the trajectory that ends in the stay's prediction."""
+
+    hour: int = Field(ge=1, le=48, description="hours of the stay read: 1 (the first hour) to 48")
+    probability: float = Field(
+        ge=0.0, le=1.0, description="risk of death in hospital from the first `hour` hours (the members' mean logit)"
+    )
+    calibrated_probability: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="the same risk calibrated (null: uncalibrated checkpoint)"
+    )
+    ensemble_std: float | None = Field(
+        default=None, ge=0.0, description="standard deviation of the fold members' risks (null: a single network)"
+    )
+    member_min: float | None = Field(default=None, ge=0.0, le=1.0, description="lowest fold member's risk")
+    member_max: float | None = Field(default=None, ge=0.0, le=1.0, description="highest fold member's risk")
+
+
+class MortalityPrediction(_Schema):
+    """In-hospital mortality from the first 48 hours of one ICU stay (PhysioNet 2012). The stay's prediction is
+    the risk after the 48th hour; `hours` is how it got there. Carries no record identifier."""
+
+    model: ModelName
+    version: str
+    threshold: float
+    probability: float = Field(ge=0.0, le=1.0, description="risk of death in hospital after the 48th hour")
+    label: MortalityLabel = Field(description="DIED_IN_HOSPITAL when `probability` >= `threshold`, else SURVIVED")
+    calibrated_probability: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="`probability` calibrated (null: uncalibrated checkpoint)"
+    )
+    ensemble_members: int | None = Field(
+        default=None, description="fold networks averaged into each hour's risk (null: a single network)"
+    )
+    ensemble_std: float | None = Field(
+        default=None, ge=0.0, description="standard deviation of the members' risks after the 48th hour"
+    )
+    member_min: float | None = Field(default=None, ge=0.0, le=1.0, description="lowest member's risk after hour 48")
+    member_max: float | None = Field(default=None, ge=0.0, le=1.0, description="highest member's risk after hour 48")
+    hours: list[MortalityHour] = Field(description="the risk after each hour, 1 to 48, with the members' band")
+    hours_observed: int = Field(ge=0, le=48, description="hours with at least one measurement")
+    top_features: list[FeatureContribution] | None = Field(
+        default=None,
+        description="with `explain=true`: the variables with the largest |integrated gradients| on the 48th hour's "
+        "risk logit (summed over the 48 hours), each with its last observed value",
+    )
+    age: float | None = Field(default=None, description="years (90: 90 or older); null: unknown")
+    gender: Literal["female", "male"] | None = Field(default=None, description="null: unknown")
+    icu_type: str | None = Field(
+        default=None, description="Coronary care, Cardiac surgery recovery, Medical or Surgical; null: unknown"
+    )
+    warnings: list[str] = Field(default_factory=list, description="input problems that were tolerated")
 
 
 class DeploymentState(_Schema):

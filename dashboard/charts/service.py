@@ -148,8 +148,8 @@ def models_table(listing: ModelList) -> pd.DataFrame:
                 "model": m.name,
                 "title": m.title,
                 "version": m.version,
-                "device": m.device,
-                "backend": m.backend,
+                "device": m.device or "—",
+                "backend": m.backend or ("— (scaled to zero)" if m.scaled_to_zero else "—"),
                 "threshold": round(m.threshold, 4),
                 "task": m.task,
             }

@@ -159,8 +159,8 @@ def _sepsis_trust(trust: SepsisTrustReport) -> None:
         st.table(out_of_fold_table(trust).set_index("figure"))
         st.markdown(
             f"**Fold-ensemble spread** (std of the {trust.folds} members' hourly probabilities, training stays): "
-            f"mean {trust.spread_mean:.4f}, 90th percentile {trust.spread_p90:.4f}. The sepsis page draws it "
-            "per hour as a band around the risk."
+            f"mean {trust.spread_mean:.4f}, 90th percentile {trust.spread_p90:.4f}. The sepsis and ICU mortality "
+            "pages draw it per hour as a band around the risk."
         )
         st.caption(f"{trust.caveat} {trust.threshold_note} Measured {trust.measured} with `{trust.command}`.")
 
@@ -169,9 +169,15 @@ def _kappa(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+#: The kind of worklist case each task's uploads become (tasks without one are not kept as cases).
+CASE_KINDS = {"pneumonia": "xray", "sepsis": "sepsis"}
+
+
 def _on_reviewed_cases(task: str) -> None:
     """Agreement with the readers on the cases of the worklist (live, from serving's review trail)."""
-    kind = "xray" if task == "pneumonia" else "sepsis"
+    kind = CASE_KINDS.get(task)
+    if kind is None:
+        return  # the worklist keeps chest X-rays and sepsis records only: no reviews to compare with
     st.subheader("On reviewed cases")
     result = backend.call(backend.client().agreement, kind)
     if result is None:

@@ -19,7 +19,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png
-from dashboard.demo import demo_radiograph
+from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
+from models.config import data_paths
 from serving.client import MedLensClient
 from tests.dashboard.helpers import sepsis_dir
 
@@ -86,7 +87,7 @@ def test_unreachable_serving_is_an_error_message_not_a_traceback(monkeypatch: py
     assert not at.exception
     assert any("not reachable" in e.value for e in at.error)
     assert not at.get("plotly_chart")
-    for page in ("views/performance.py", "views/service.py", "views/sepsis.py"):
+    for page in ("views/performance.py", "views/service.py", "views/sepsis.py", "views/mortality.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
     at.switch_page("views/performance.py").run()
@@ -305,6 +306,73 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
 
 
 @pytest.mark.serve
+def test_mortality_page(serving_env: str) -> None:
+    """A record from the demo list (the real 2012 data, when present) and the built-in made-up one: the 48th hour's
+    risk and label as serving answers them, the trajectory with the members' band, the variables when asked for,
+    each model in turn; no record identifier on the page."""
+    at = _page("views/mortality.py")
+    assert at.title[0].value == "ICU mortality"
+    assert not _errors(at)
+    assert any("built-in example" in i.value for i in at.info)
+    assert at.radio(key="mortality_model").value == "mortality-lstm"
+    client = MedLensClient(serving_env)
+
+    root = data_paths().mortality
+    demos = find_mortality_demo_cases(root) if (root / "set-a").is_dir() else []
+    picker = at.selectbox(key="mortality_demo_case")
+    assert list(picker.options) == [d.title for d in demos]
+    if demos:
+        demo = demos[0]
+        picker.select(demo.title).run()
+        data, shown = demo.path.read_bytes(), demo.title
+    else:  # without the data, the made-up record takes the same path
+        at.button(key="mortality_example").click().run()
+        data, shown = example_mortality_record(), "built-in example record"
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    served = client.predict_mortality(data, "upload.txt", "mortality-lstm")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Risk after 48 h"] == f"{served.probability:.1%}"
+    label = "died in hospital" if served.label == "DIED_IN_HOSPITAL" else "survived"
+    assert metrics["Label at the threshold"] == label
+    assert served.member_min is not None and served.member_max is not None
+    assert metrics["Fold members after 48 h"] == f"{served.member_min:.1%} to {served.member_max:.1%}"
+    assert any(shown in m.value for m in at.markdown)
+    figures = _figures(at)
+    assert len(figures) == 2  # the trajectory and the gauge; no attributions until asked for
+    trajectory, gauge = figures
+    risk = next(t for t in trajectory["data"] if t.get("name") == "LSTM risk")
+    assert risk["x"] == list(range(1, 49))
+    assert risk["y"] == pytest.approx([h.probability for h in served.hours], abs=5e-3)
+    names = _trace_names(trajectory)
+    assert "spread of its 2 fold members (lowest to highest)" in names
+    assert f"threshold {served.threshold:.3f}" in names
+    assert gauge["data"][0]["gauge"]["threshold"]["value"] == pytest.approx(served.threshold)
+    if demos:  # a 2012 file is named after its RecordID: never shown
+        page_text = " ".join([*(m.value for m in at.markdown), *(c.value for c in at.caption), str(at.table[0].value)])
+        assert demo.path.stem not in page_text
+
+    # the variables that drove the risk, when the reader asks
+    at.toggle(key="mortality_explain").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    figures = _figures(at)
+    assert len(figures) == 3
+    bars = figures[2]["data"][0]
+    explained = client.predict_mortality(data, "upload.txt", "mortality-lstm", explain=True)
+    assert explained.top_features
+    assert set(bars["y"]) == {f.feature for f in explained.top_features}
+    assert figures[2]["layout"]["title"]["text"].startswith("LSTM: what drove the risk after 48 h")
+
+    # the other model, from the catalogue
+    at.radio(key="mortality_model").set_value("mortality-transformer").run()
+    assert not at.exception, at.exception
+    other = client.predict_mortality(data, "upload.txt", "mortality-transformer")
+    assert {m.label: m.value for m in at.metric}["Risk after 48 h"] == f"{other.probability:.1%}"
+    assert _figures(at)[0]["layout"]["title"]["text"].startswith("Transformer")
+
+
+@pytest.mark.serve
 def test_performance_page_every_model(serving_env: str) -> None:
     at = _page("views/performance.py")
     picker = at.selectbox(key="performance_model")
@@ -321,17 +389,19 @@ def test_performance_page_every_model(serving_env: str) -> None:
         figures = _figures(at)
         titles = [f["layout"]["title"]["text"] for f in figures]
         # the card's four; then, when the worklist has reviewed cases of this kind, the readers' agreement
-        # and the card's trust report (calibration before and after), when it has one
-        agreement = client.agreement("xray" if name == "cnn" else "sepsis")
+        # and the card's trust report (calibration before and after), when it has one. The worklist keeps no
+        # ICU mortality records: no agreement for those models.
+        kind = {"cnn": "xray", "lstm": "sepsis", "transformer": "sepsis"}.get(name)
+        agreement = client.agreement(kind) if kind else None
         extra = ["Calibration before and after"] if served.trust is not None else []
-        extra += ["Model vs readers on reviewed cases"] if agreement.cases else []
+        extra += ["Model vs readers on reviewed cases"] if agreement and agreement.cases else []
         assert titles[4:] == extra, titles
         if served.trust is not None and name == "cnn":
             assert any("coverage" in str(t.value.columns) for t in at.table)
         elif served.trust is not None:  # sepsis: the hourly calibration's ECE and Brier, the out-of-fold check
             assert any("ECE" in str(t.value.columns) for t in at.table)
             assert any("recomputed" in str(t.value.columns) for t in at.table)
-        if agreement.cases:
+        if agreement and agreement.cases:
             assert figures[-1]["data"][0]["z"] == agreement.confusion
             kappa = agreement.model_vs_reader.kappa
             shown = {m.label: m.value for m in at.metric}["Model vs readers (Cohen's kappa)"]

@@ -65,6 +65,8 @@ def test_predict_matches_the_hourly_risk(tiny_mortality_lstm: Path, mortality_fo
     assert predictor.stay_probability([values])[0] == pytest.approx(hourly[-1])
     attribution = predictor.explain(values, n_steps=2)
     assert attribution.shape == (48, len(MORTALITY_V1.columns)) and np.isfinite(attribution).all()
+    last = predictor.explain_stay(values, n_steps=2)  # the 48th hour alone, as serving asks for it
+    np.testing.assert_allclose(last, attribution[-1], rtol=1e-4, atol=1e-6)
 
 
 def test_evaluate(tiny_mortality_lstm: Path, mortality_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,18 +60,24 @@ def _png_bytes(path: Path) -> bytes:
 
 
 # -- service endpoints ----------------------------------------------------------------------------------------
+#: The models that always have a replica; the mortality models scale to zero (tests/serving/test_mortality.py).
+ALWAYS_ON = {"cnn", "lstm", "transformer"}
+
+
 def test_health(client: MedLensClient) -> None:
     health = client.health()
-    assert health.status == "ok" and health.models == ["cnn", "lstm", "transformer"]
+    assert health.status == "ok"
+    assert health.models == ["cnn", "lstm", "transformer", "mortality-lstm", "mortality-transformer"]
 
 
 def test_models(client: MedLensClient) -> None:
     models = {m.name: m for m in client.models().models}
-    assert set(models) == {"cnn", "lstm", "transformer"}
+    assert set(models) == {*ALWAYS_ON, "mortality-lstm", "mortality-transformer"}
     assert models["cnn"].labels == ["NORMAL", "PNEUMONIA"]
     assert models["lstm"].title == "Sepsis early warning · LSTM" and models["lstm"].task_name == "sepsis"
     assert models["cnn"].input_kind == "image" and models["cnn"].predict_route == "/v1/xray/predict"
-    for info in models.values():
+    for info in (models[name] for name in ALWAYS_ON):
+        assert not info.scaled_to_zero
         assert info.device == "cpu"
         # the execution path chosen by measurement on this machine, with what it measured
         assert info.backend in {"torch-fp32", "torch-bf16", "onnxruntime"} and info.precision in {"fp32", "bf16"}
@@ -293,12 +299,15 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     spec = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
     assert {"/healthz", "/v1/models", "/v1/models/{name}/metrics", "/v1/service"} <= set(spec["paths"])
     # one document for the whole service: every model's routes are in it, under their prefixes
-    assert {"/v1/xray/predict", "/v1/sepsis/lstm/predict", "/v1/sepsis/transformer/predict"} <= set(spec["paths"])
+    assert {
+        "/v1/xray/predict", "/v1/sepsis/lstm/predict", "/v1/sepsis/transformer/predict",
+        "/v1/mortality/lstm/predict", "/v1/mortality/transformer/predict",
+    } <= set(spec["paths"])  # fmt: skip
     predict = spec["paths"]["/v1/xray/predict"]["post"]
     assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
     assert {"200", "413", "415", "422"} <= set(predict["responses"])
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
-    assert spec["info"]["version"] == "1.4.0"
+    assert spec["info"]["version"] == "1.5.0"
     hour = spec["components"]["schemas"]["HourRisk"]["properties"]
     assert {"calibrated_probability", "ensemble_std", "member_min", "member_max"} <= set(hour)
     assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]
@@ -380,11 +389,15 @@ def test_service_status(client: MedLensClient, xray_normal_path: Path) -> None:
         status = client.service()
     deployments = {d.name: d for d in status.deployments}
     assert set(deployments) == {
-        "MedLensIngress", "pneumonia-cnn", "sepsis-lstm", "sepsis-transformer", "synthetic-gan"
+        "MedLensIngress", "pneumonia-cnn", "sepsis-lstm", "sepsis-transformer", "mortality-lstm",
+        "mortality-transformer", "synthetic-gan",
     }  # fmt: skip
     assert deployments["pneumonia-cnn"].model == "cnn" and deployments["MedLensIngress"].model is None
-    # every model has a replica; the generator scales to zero when unused (tests/serving/test_synthetic.py)
-    assert all(d.replicas >= 1 for name, d in deployments.items() if name != "synthetic-gan")
+    assert deployments["mortality-lstm"].model == "mortality-lstm"
+    # these always have a replica; the generator and the mortality models scale to zero when unused
+    # (tests/serving/test_synthetic.py, tests/serving/test_mortality.py)
+    on_demand = {"synthetic-gan", "mortality-lstm", "mortality-transformer"}
+    assert all(d.replicas >= 1 for name, d in deployments.items() if name not in on_demand)
     assert deployments["sepsis-lstm"].device == "cpu"
     endpoints = {e.endpoint: e for e in status.endpoints}
     xray = endpoints["POST /v1/xray/predict"]

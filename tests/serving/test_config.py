@@ -170,11 +170,30 @@ def test_config_files_parse(path: Path) -> None:
         if dep.name == INGRESS_DEPLOYMENT:
             continue
         auto = dep.autoscaling_config
-        # models always have a replica; a generator may scale to zero (its first request starts one)
-        assert isinstance(auto, dict) and auto["min_replicas"] >= (1 if by_serving_name(dep.name) else 0), dep.name
+        assert isinstance(auto, dict) and auto["min_replicas"] >= 0, dep.name
+        if auto["min_replicas"] == 0:  # on demand: nothing started at deploy time, its first request starts one
+            assert auto.get("initial_replicas") == 0, f"{dep.name}: scales to zero, so it starts at zero"
         assert dep.max_queued_requests > 0, f"{dep.name}: a full queue must answer 503, not wait forever"
         batch = BatchConfig.model_validate(dep.user_config)
         assert batch.max_batch_size <= dep.max_ongoing_requests, f"{dep.name}: a batch could never fill"
+
+
+def _on_demand(config: ServeDeploySchema) -> set[str]:
+    """Deployments that scale to zero (``min_replicas: 0``)."""
+    return {
+        d.name
+        for app in config.applications
+        for d in app.deployments
+        if isinstance(d.autoscaling_config, dict) and d.autoscaling_config["min_replicas"] == 0
+    }
+
+
+def test_the_same_deployments_scale_to_zero_in_every_profile() -> None:
+    """Scaling to zero is a decision about a model (how often it is asked), not about a machine: the same in
+    every profile. The mortality models and the generator do; the models the worklist uses always answer."""
+    expected = {"mortality-lstm", "mortality-transformer", *(g.serving_name for g in GENERATORS.values())}
+    for path in (CPU_CONFIG, GPU_CONFIG, TEST_CONFIG):
+        assert _on_demand(_load(path)) == expected, path.name
 
 
 def test_cpu_profile_fits_two_cores() -> None:
@@ -190,8 +209,12 @@ def test_gpu_profile_shares_one_card() -> None:
     config = _load(GPU_CONFIG)
     models = [d for app in config.applications for d in app.deployments if by_serving_name(d.name)]
     assert len(models) == len(MODEL_NAMES)
+    on_demand = _on_demand(config)
     for dep in models:
         gpus = dep.ray_actor_options.num_gpus
+        if dep.name in on_demand:  # small, scaled to zero: on CPU, so a replica starting from zero needs no CUDA
+            assert not gpus, f"{dep.name} scales to zero and runs on CPU"
+            continue
         assert gpus is not None and 0 < gpus < 1, f"{dep.name} should take a fraction of a GPU"
         assert BatchConfig.model_validate(dep.user_config).max_batch_size >= 32
     assert _max_resources(config, "num_gpus") <= 1.0

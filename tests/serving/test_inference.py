@@ -17,14 +17,14 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from models.catalogue import entry
-from models.inference import SepsisPredictor, XrayPredictor
+from models.inference import MortalityPredictor, SepsisPredictor, XrayPredictor
 from models.sepsis_io import FEATURES, load_series_file
 from models.sequence import forward_fill
 from models.xray_io import load_xray_file
-from serving._inference import ImageRunner, SeriesRunner, top_features
+from serving._inference import EventsRunner, ImageRunner, SeriesRunner, top_features
 from serving._protocol import ItemError, Upload
 from serving._settings import ServingArgs
-from serving.schemas import SepsisPrediction, XrayPrediction
+from serving.schemas import MortalityPrediction, SepsisPrediction, XrayPrediction
 
 CPU = torch.device("cpu")
 
@@ -257,3 +257,67 @@ def test_every_xray_answer_says_how_far_to_trust_it(xray_runner: ImageRunner, xr
     explained = xray_runner.explain_one(Upload(ct.read_bytes(), "upload.dcm"))
     assert isinstance(explained, XrayPrediction) and explained.in_distribution is False
     assert explained.heatmap_png is not None
+
+
+# -- ICU records (mortality) ---------------------------------------------------------------------------------
+_RECORD = (
+    "Time,Parameter,Value\n00:00,RecordID,555111\n00:00,Age,58\n00:00,Gender,1\n00:00,ICUType,3\n"
+    "00:20,HR,{hr}\n00:20,MAP,70\n05:00,Lactate,{lactate}\n30:00,HR,99\n47:30,GCS,{gcs}\n"
+)
+
+
+def _record(hr: int, lactate: float, gcs: int) -> bytes:
+    return _RECORD.format(hr=hr, lactate=lactate, gcs=gcs).encode()
+
+
+@pytest.fixture(scope="module")
+def mortality_runner(weights: dict[str, Path]) -> EventsRunner:
+    return EventsRunner(entry("mortality-lstm"), weights["mortality-lstm"], CPU)
+
+
+def test_a_batch_of_records_matches_each_record_alone(mortality_runner: EventsRunner) -> None:
+    """Bad records become their own errors; the others get what the predictor gives each alone (the 48th hour's
+    risk is the stay's), in upload order."""
+    records = [_record(80, 1.2, 15), _record(130, 6.5, 6), _record(95, 2.0, 12)]
+    uploads = [Upload(r, "upload.txt") for r in records]
+    uploads.insert(1, Upload(b"Time,Parameter,Value\n00:10,HR,900\n", "upload.txt"))
+    results = mortality_runner.predict_batch(uploads)
+    bad = results.pop(1)
+    assert isinstance(bad, ItemError) and bad.status == 422 and "HR = 900" in bad.detail
+    predictor = mortality_runner.predictor
+    assert isinstance(predictor, MortalityPredictor)
+    direct = MortalityPredictor("mortality-lstm", predictor.weights_dir, "cpu", backend=predictor.execution.backend)  # type: ignore[arg-type]
+    atol = 1e-4 if predictor.execution.precision == "fp32" else 5e-3
+    for data, result in zip(records, results, strict=True):
+        assert isinstance(result, MortalityPrediction)
+        values = direct.model_values(direct.decode(data, "upload.txt"))
+        (expected,) = direct.stay_probability([values])
+        assert result.probability == pytest.approx(expected, abs=atol)
+        hourly = direct.predict([values])[0]
+        np.testing.assert_allclose([h.probability for h in result.hours], hourly, atol=atol)
+        assert (result.age, result.gender, result.icu_type, result.hours_observed) == (58.0, "male", "Medical", 4)
+        assert "555111" not in result.model_dump_json()
+    assert len({round(r.probability, 4) for r in results if isinstance(r, MortalityPrediction)}) == 3
+
+
+def test_an_explained_record_names_the_variables_of_the_48th_hour(mortality_runner: EventsRunner) -> None:
+    result = mortality_runner.explain_one(Upload(_record(130, 6.5, 6), "upload.txt"))
+    assert isinstance(result, MortalityPrediction) and result.top_features
+    predictor = mortality_runner.predictor
+    assert isinstance(predictor, MortalityPredictor)
+    values = predictor.model_values(predictor.decode(_record(130, 6.5, 6), "upload.txt"))
+    attribution = mortality_runner.explainer.explain(values)[-1]  # the 48th hour's, summed over the hours
+    expected = top_features(attribution, forward_fill(values)[-1], names=predictor.schema.columns)
+    assert [f.feature for f in result.top_features] == [f.feature for f in expected]
+    assert [f.value for f in result.top_features] == [f.value for f in expected]
+    hr = next((f for f in result.top_features if f.feature == "HR"), None)
+    assert hr is None or hr.value == 99.0  # the last HR of the 48 hours, not the first
+
+
+def test_a_sepsis_record_sent_to_a_mortality_model_is_pointed_to_the_sepsis_routes(
+    mortality_runner: EventsRunner,
+) -> None:
+    psv = b"HR|O2Sat|Temp|ICULOS|SepsisLabel\n80|97|37|1|0\n"
+    result = mortality_runner.decode(Upload(psv, "upload"))
+    assert isinstance(result, ItemError) and result.status == 422
+    assert "PhysioNet 2019" in result.detail and "/v1/sepsis/lstm/predict" in result.detail

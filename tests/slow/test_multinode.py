@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from models.catalogue import CATALOGUE
 from models.config import REPO_ROOT
@@ -51,7 +52,22 @@ KILL_AT_S = 15.0
 HEALTHY_WITHIN_S = 180.0
 AFTER_HEALTHY_S = 10.0  # load goes on this long after the service is healthy again
 REPLICAS = 2
-MODEL_DEPLOYMENTS = [m.serving_name for m in CATALOGUE.values()]
+
+
+def _scales_to_zero(path: Path) -> set[str]:
+    """Deployments of a Serve config that scale to zero (``min_replicas: 0``): not started here, not waited for."""
+    config = yaml.safe_load(path.read_text())
+    return {
+        d["name"]
+        for app in config["applications"]
+        for d in app["deployments"]
+        if (d.get("autoscaling_config") or {}).get("min_replicas") == 0
+    }
+
+
+#: The same in both profiles (tests/serving/test_config.py): the mortality models and the generator.
+ON_DEMAND = _scales_to_zero(REPO_ROOT / "ray_config.yaml")
+MODEL_DEPLOYMENTS = [m.serving_name for m in CATALOGUE.values() if m.serving_name not in ON_DEMAND]
 
 #: profile -> (Serve config, head / worker logical CPUs and custom resources, how GPUs are asked for)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -87,7 +103,7 @@ def _healthy_on(cluster: LocalRayCluster, node: str) -> bool:
     except httpx.HTTPError:
         return False
     for name, reps in replicas.items():
-        want = REPLICAS if name in MODEL_DEPLOYMENTS else 1
+        want = REPLICAS if name in MODEL_DEPLOYMENTS else 0 if name in ON_DEMAND else 1
         if sum(1 for r in reps if r["state"] == "RUNNING" and r["node"] == node) < want:
             return False
     try:

@@ -168,3 +168,27 @@ def test_models_table() -> None:
             "task": "sepsis within 6 h",
         }
     ]
+
+
+def test_models_table_of_a_model_scaled_to_zero() -> None:
+    """A model that scales to zero and has not run yet: described from its card, no device or backend yet."""
+    info = ModelInfo(
+        name="mortality-lstm",
+        title="ICU in-hospital mortality · LSTM",
+        task_name="mortality",
+        input_kind="events",
+        predict_route="/v1/mortality/lstm/predict",
+        colour="#56B4E9",
+        version="mortality-lstm-1",
+        task="death in hospital",
+        device=None,
+        backend=None,
+        precision=None,
+        items_per_s={},
+        threshold=0.34289,
+        labels=["SURVIVED", "DIED_IN_HOSPITAL"],
+        headline=None,
+        scaled_to_zero=True,
+    )
+    row = service.models_table(ModelList(models=[info])).to_dict("records")[0]
+    assert (row["device"], row["backend"], row["threshold"]) == ("—", "— (scaled to zero)", 0.3429)

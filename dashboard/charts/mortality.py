@@ -1,0 +1,213 @@
+"""Charts and tables of the ICU mortality page: the 48th hour's risk against the threshold, the risk after each
+hour with the fold members' band, the variables that drove it, and what serving read of the stay.
+
+Pure functions from serving's answer (:class:`~serving.schemas.MortalityPrediction`) to figures and frames: the
+dashboard never parses a record itself.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.charts.common import BLUE, GREY, VERMILION, layout, model_colour, model_title, translucent
+from serving.schemas import MortalityPrediction
+
+#: Hours of a PhysioNet 2012 record that the models read.
+HOURS = 48
+
+
+def died(prediction: MortalityPrediction) -> bool:
+    """The model's label is in-hospital death (risk at or above its threshold)."""
+    return prediction.label == "DIED_IN_HOSPITAL"
+
+
+def label_text(prediction: MortalityPrediction) -> str:
+    """``died in hospital`` / ``survived``: the label as a reader says it."""
+    return "died in hospital" if died(prediction) else "survived"
+
+
+def risk_gauge(prediction: MortalityPrediction) -> go.Figure:
+    """The 48th hour's risk of in-hospital death as a gauge; the model's operating threshold is the black line."""
+    threshold = prediction.threshold
+    fig = go.Figure(
+        go.Indicator(
+            mode="gauge+number",
+            value=prediction.probability,
+            number={"valueformat": ".1%", "font": {"size": 44}},
+            title={"text": f"Risk of death in hospital after 48 h — label: {label_text(prediction)}"},
+            gauge={
+                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
+                "bar": {"color": VERMILION if died(prediction) else BLUE, "thickness": 0.35},
+                "steps": [
+                    {"range": [0.0, threshold], "color": "#E8F1FA"},
+                    {"range": [threshold, 1.0], "color": "#FBE9DF"},
+                ],
+                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9, "value": threshold},
+            },
+        )
+    )
+    fig.add_annotation(
+        text=f"operating threshold {threshold:.3f} ({prediction.version})",
+        x=0.5,
+        y=-0.08,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 12, "color": GREY},
+    )
+    fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
+    return fig
+
+
+def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:
+    """One row per hour (1-48): the risk after that hour and the members' band (NaN for a single network)."""
+    return pd.DataFrame(
+        {
+            "hour": [h.hour for h in prediction.hours],
+            "risk": [h.probability for h in prediction.hours],
+            "member_min": [h.member_min for h in prediction.hours],
+            "member_max": [h.member_max for h in prediction.hours],
+        },
+        dtype=float,
+    ).astype({"hour": int})
+
+
+def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
+    """The risk after each hour of the stay (1-48) in the model's colour, inside the band of its fold members
+    (lowest to highest member that hour), with the threshold and the 48th hour's risk, which is the stay's."""
+    name = prediction.model
+    colour = model_colour(name)
+    title = model_title(name)
+    frame = trajectory_frame(prediction)
+    fig = go.Figure()
+    band = frame.dropna(subset=["member_min", "member_max"])
+    if len(band):
+        members = prediction.ensemble_members or "all"
+        fig.add_trace(
+            go.Scatter(
+                x=band["hour"],
+                y=band["member_min"],
+                mode="lines",
+                line={"width": 0, "color": translucent(colour, 0.0)},
+                showlegend=False,
+                hoverinfo="skip",
+                name=f"{title} lowest member",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=band["hour"],
+                y=band["member_max"],
+                mode="lines",
+                fill="tonexty",
+                fillcolor=translucent(colour, 0.22),
+                line={"width": 0, "color": translucent(colour, 0.0)},
+                name=f"spread of its {members} fold members (lowest to highest)",
+                customdata=band["member_min"],
+                hovertemplate="members<br>after hour %{x}<br>%{customdata:.3f} to %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["hour"],
+            y=frame["risk"],
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"color": colour, "width": 2},
+            name=f"{title} risk",
+            hovertemplate=f"{title}<br>after hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0.5, HOURS + 0.5],
+            y=[prediction.threshold, prediction.threshold],
+            mode="lines",
+            line={"color": GREY, "width": 1.5, "dash": "dash"},
+            name=f"threshold {prediction.threshold:.3f}",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[HOURS],
+            y=[prediction.probability],
+            mode="markers",
+            marker={
+                "symbol": "diamond",
+                "size": 14,
+                "color": VERMILION if died(prediction) else BLUE,
+                "line": {"color": "black", "width": 1},
+            },
+            name=f"after 48 h: {prediction.probability:.1%} ({label_text(prediction)})",
+            hovertemplate="the stay's prediction<br>risk %{y:.3f}<extra></extra>",
+        )
+    )
+    layout(
+        fig,
+        title=f"{title}: risk of death in hospital as the first 48 hours unfold",
+        subtitle="Each point: the risk from the hours up to then; the stay's prediction is the 48th hour's",
+        height=420,
+        legend="bottom",
+    )
+    fig.update_yaxes(range=[0.0, 1.0], tickformat=".0%", title_text="risk")
+    fig.update_xaxes(range=[0.5, HOURS + 0.5], dtick=6, title_text="hours of the ICU stay read")
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+def contributions_figure(prediction: MortalityPrediction, top_n: int = 10) -> go.Figure | None:
+    """Horizontal bars of the variables that drove the 48th hour's risk (integrated gradients summed over the 48
+    hours); red raises the risk, blue lowers it; the text is the last value observed. None without them (the
+    answer was not asked to explain)."""
+    if not prediction.top_features:
+        return None
+    features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n][::-1]
+    values = [f.attribution for f in features]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=[f.feature for f in features],
+            orientation="h",
+            marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
+            text=["not measured" if f.value is None else f"last value {f.value:.4g}" for f in features],
+            textposition="auto",
+            name="attribution",
+            hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
+    layout(
+        fig,
+        title=f"{model_title(prediction.model)}: what drove the risk after 48 h ({prediction.probability:.1%})",
+        subtitle="Integrated gradients on the 48th hour's risk logit, summed over the hours; red raises the risk",
+        height=max(260, 60 + 32 * len(features)),
+    )
+    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def stay_table(prediction: MortalityPrediction) -> pd.DataFrame:
+    """What serving read of the stay that identifies nobody: age, gender, ICU type, hours with a measurement."""
+    age = prediction.age
+    rows = {
+        "age": "unknown" if age is None else ("90 or older" if age >= 90 else f"{age:g} years"),
+        "gender": prediction.gender or "unknown",
+        "ICU type": prediction.icu_type or "unknown",
+        "hours with a measurement": f"{prediction.hours_observed} of {HOURS}",
+    }
+    return pd.DataFrame({"field": list(rows), "value": list(rows.values())})
+
+
+__all__ = [
+    "HOURS",
+    "contributions_figure",
+    "died",
+    "label_text",
+    "risk_gauge",
+    "stay_table",
+    "trajectory_figure",
+    "trajectory_frame",
+]

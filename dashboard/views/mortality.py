@@ -1,0 +1,137 @@
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/mortality``): ICU in-hospital mortality.
+
+The risk of death in hospital from the first 48 hours of an ICU stay (a PhysioNet 2012 record), from the model
+the reader picks: the 48th hour's risk against the model's threshold, how the risk moved as the hours went by
+(with the fold members' band), and on request the variables that drove it. Serving parses the upload and
+answers no record identifier; this page shows none either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.charts.common import model_title
+from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
+from dashboard.demo import MortalityDemo, find_mortality_demo_cases
+from models.catalogue import MORTALITY, models_for
+from models.config import data_paths
+from serving.schemas import MortalityPrediction
+
+#: The catalogue's mortality models, in catalogue order.
+MORTALITY_MODELS = [e.name for e in models_for(task=MORTALITY.name)]
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def _demo_cases(directory: str) -> list[MortalityDemo]:
+    return find_mortality_demo_cases(Path(directory))
+
+
+def _demo_list() -> list[MortalityDemo]:
+    root = data_paths().mortality
+    try:
+        return _demo_cases(str(root))
+    except FileNotFoundError:
+        st.info(
+            f"No demo stays: the PhysioNet 2012 data directory {root} does not exist (set MEDLENS_DATA_DIR to the "
+            "folder that holds mortality2012/set-a). The built-in example record works without it."
+        )
+        return []
+
+
+def _prediction(selected: widgets.SelectedInput, model: str, explain: bool) -> MortalityPrediction | None:
+    """Serving's answer for this record and model (kept in this session only); an explained answer serves a
+    plain request too."""
+    store = session_store("mortality")
+    key = f"{serving_url()}|{case_id(selected.data)}|{model}"
+    for wanted in (f"{key}|explained", *(() if explain else (key,))):
+        cached = store.get(wanted)
+        if isinstance(cached, MortalityPrediction):
+            return cached
+    what = "the variables that drove the risk" if explain else "the risk after every hour"
+    with st.spinner(f"MedLens serving is computing {what} with the {model_title(model)} (a first request starts "
+                    "its replica: a few seconds)…"):  # fmt: skip
+        prediction = call(client().predict_mortality, selected.data, selected.name, model, explain=explain)
+    if prediction is not None:
+        remember(store, f"{key}|explained" if explain else key, prediction)
+    return prediction
+
+
+def _summary(prediction: MortalityPrediction) -> None:
+    risk, label, band = st.columns(3)
+    risk.metric(
+        "Risk after 48 h",
+        f"{prediction.probability:.1%}",
+        help=f"{model_title(prediction.model)} ({prediction.version}): the risk of death in hospital from the "
+        "stay's first 48 hours.",
+        border=True,
+    )
+    label.metric(
+        "Label at the threshold",
+        label_text(prediction),
+        help=f"Died in hospital when the risk is at or above {prediction.threshold:.3f}, the model's operating "
+        "threshold.",
+        border=True,
+    )
+    if prediction.member_min is not None and prediction.member_max is not None:
+        band.metric(
+            "Fold members after 48 h",
+            f"{prediction.member_min:.1%} to {prediction.member_max:.1%}",
+            help=f"Lowest and highest of the {prediction.ensemble_members} fold networks averaged into the risk: "
+            "a wide range means they disagree.",
+            border=True,
+        )
+    else:
+        band.metric("Fold members after 48 h", "one network", border=True)
+
+
+def render() -> None:
+    st.title("ICU mortality")
+    st.caption(
+        "Risk of death in hospital from the first 48 hours of an ICU stay (PhysioNet/CinC 2012 record), from the "
+        f"{' or the '.join(model_title(m) for m in MORTALITY_MODELS)}. Research software — not for clinical use."
+    )
+    widgets.hide_uploaded_file_names()
+    selected = widgets.mortality_input(_demo_list())
+    titles = {m: model_title(m) for m in MORTALITY_MODELS}
+    model = widgets.model_radio(MORTALITY_MODELS, titles, key="mortality_model", label="Model")
+    if selected is None:
+        st.info("Upload a PhysioNet 2012 record (.txt), pick a demo stay, or use the built-in example record.")
+        return
+    explain = widgets.explain_toggle("mortality_explain")
+    prediction = _prediction(selected, model, explain)
+    if prediction is None:
+        return
+
+    st.markdown(f"**{selected.label}**")
+    for warning in prediction.warnings:
+        st.warning(warning, icon=":material/warning:")
+    _summary(prediction)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.plotly_chart(trajectory_figure(prediction), key="mortality_trajectory", config={"displaylogo": False})
+        st.caption(
+            "Each point is the risk from the hours read up to then; the stay's prediction is the 48th hour's "
+            "(diamond). Shaded band: the model's fold members, lowest to highest, hour by hour. Dashed line: the "
+            "model's threshold."
+        )
+    with right:
+        st.plotly_chart(risk_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
+        st.table(stay_table(prediction).set_index("field"))
+    if explain:
+        figure = contributions_figure(prediction)
+        if figure is None:
+            st.info("Serving returned no attributions for this record.")
+        else:
+            st.plotly_chart(figure, key="mortality_contributions", config={"displaylogo": False})
+            st.caption(
+                "What moved the 48th hour's risk away from an unremarkable average patient (every value at its "
+                "training mean), by integrated gradients over the 48 hours. Attributions explain the model, not "
+                "the patient."
+            )
+
+
+render()

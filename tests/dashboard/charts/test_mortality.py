@@ -1,0 +1,146 @@
+"""Unit tests of dashboard/charts/mortality.py on serving's MortalityPrediction (no Streamlit, no serving)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dashboard.charts import mortality
+from dashboard.charts.common import BLUE, VERMILION, translucent
+from models.catalogue import entry
+from serving.schemas import FeatureContribution, MortalityHour, MortalityPrediction
+from tests.dashboard.helpers import trace
+
+
+def _prediction(
+    risk: list[float],
+    threshold: float,
+    *,
+    model: str = "mortality-lstm",
+    members: bool = True,
+    features: list[FeatureContribution] | None = None,
+    age: float | None = 67.0,
+) -> MortalityPrediction:
+    hours = [
+        MortalityHour(
+            hour=i + 1,
+            probability=p,
+            ensemble_std=0.02 if members else None,
+            member_min=max(p - 0.05, 0.0) if members else None,
+            member_max=min(p + 0.05, 1.0) if members else None,
+        )
+        for i, p in enumerate(risk)
+    ]
+    last = hours[-1]
+    return MortalityPrediction(
+        model=model,
+        version=f"{model}-test",
+        threshold=threshold,
+        probability=risk[-1],
+        label="DIED_IN_HOSPITAL" if risk[-1] >= threshold else "SURVIVED",
+        ensemble_members=2 if members else None,
+        ensemble_std=last.ensemble_std,
+        member_min=last.member_min,
+        member_max=last.member_max,
+        hours=hours,
+        hours_observed=40,
+        top_features=features,
+        age=age,
+        gender="male",
+        icu_type="Medical",
+    )
+
+
+RISING = [0.1 + 0.01 * h for h in range(48)]  # 0.10 -> 0.57
+FEATURES = [
+    FeatureContribution(feature="Lactate", attribution=0.4, value=4.2),
+    FeatureContribution(feature="GCS", attribution=-0.25, value=None),
+    FeatureContribution(feature="Age", attribution=0.9, value=67.0),
+    FeatureContribution(feature="HR", attribution=0.05, value=101.0),
+]
+
+
+def test_label_follows_the_threshold() -> None:
+    high, low = _prediction(RISING, 0.5), _prediction(RISING, 0.6)
+    assert mortality.died(high) and mortality.label_text(high) == "died in hospital"
+    assert not mortality.died(low) and mortality.label_text(low) == "survived"
+
+
+def test_trajectory_frame_has_every_hour_and_the_band() -> None:
+    frame = mortality.trajectory_frame(_prediction(RISING, 0.5))
+    assert list(frame["hour"]) == list(range(1, 49))
+    assert frame["risk"].tolist() == pytest.approx(RISING)
+    assert (frame["member_min"] <= frame["risk"]).all() and (frame["risk"] <= frame["member_max"]).all()
+    single = mortality.trajectory_frame(_prediction(RISING, 0.5, members=False))
+    assert single["member_min"].isna().all() and single["member_max"].isna().all()
+
+
+def test_trajectory_figure_draws_the_risk_band_threshold_and_the_stay_prediction() -> None:
+    prediction = _prediction(RISING, 0.5)
+    fig = mortality.trajectory_figure(prediction)
+    risk = trace(fig, "LSTM risk")
+    assert list(risk.x) == list(range(1, 49)) and list(risk.y) == pytest.approx(RISING)
+    assert risk.line.color == entry("mortality-lstm").colour
+    band = trace(fig, "spread of its 2 fold members")
+    assert band.fill == "tonexty" and band.fillcolor == translucent(entry("mortality-lstm").colour, 0.22)
+    assert list(band.y) == pytest.approx([min(p + 0.05, 1.0) for p in RISING])
+    lowest = trace(fig, "LSTM lowest member")
+    assert list(lowest.y) == pytest.approx([max(p - 0.05, 0.0) for p in RISING]) and not lowest.showlegend
+    threshold = trace(fig, "threshold 0.500")
+    assert list(threshold.y) == [0.5, 0.5]
+    final = trace(fig, "after 48 h")
+    assert list(final.x) == [48] and list(final.y) == pytest.approx([RISING[-1]])
+    assert "died in hospital" in final.name and final.marker.color == VERMILION
+    assert fig.layout.yaxis.range == (0.0, 1.0)
+
+
+def test_trajectory_of_a_single_network_has_no_band_and_a_survived_marker() -> None:
+    fig = mortality.trajectory_figure(_prediction(RISING, 0.9, members=False, model="mortality-transformer"))
+    names = [t.name for t in fig.data]
+    assert not any("fold members" in n for n in names)
+    assert trace(fig, "Transformer risk").line.color == entry("mortality-transformer").colour
+    final = trace(fig, "after 48 h")
+    assert "survived" in final.name and final.marker.color == BLUE
+
+
+def test_gauge_shows_the_risk_against_the_threshold() -> None:
+    fig = mortality.risk_gauge(_prediction(RISING, 0.5))
+    indicator = fig.data[0]
+    assert indicator.value == pytest.approx(RISING[-1])
+    assert indicator.gauge.threshold.value == 0.5
+    assert "died in hospital" in indicator.title.text
+    assert indicator.gauge.bar.color == VERMILION
+
+
+def test_contributions_are_drawn_only_when_explained() -> None:
+    assert mortality.contributions_figure(_prediction(RISING, 0.5)) is None
+    fig = mortality.contributions_figure(_prediction(RISING, 0.5, features=FEATURES), top_n=3)
+    assert fig is not None
+    bars = fig.data[0]
+    # the largest |attribution| on top (plotly draws the first bar at the bottom); the smallest left out
+    assert list(bars.y) == ["GCS", "Lactate", "Age"]
+    assert list(bars.x) == pytest.approx([-0.25, 0.4, 0.9])
+    assert list(bars.marker.color) == [BLUE, VERMILION, VERMILION]
+    assert list(bars.text) == ["not measured", "last value 4.2", "last value 67"]
+    assert "LSTM" in fig.layout.title.text and "57.0%" in fig.layout.title.text
+
+
+@pytest.mark.parametrize(("age", "shown"), [(67.0, "67 years"), (90.0, "90 or older"), (None, "unknown")])
+def test_stay_table_identifies_nobody(age: float | None, shown: str) -> None:
+    table = mortality.stay_table(_prediction(RISING, 0.5, age=age))
+    rows = dict(zip(table["field"], table["value"], strict=True))
+    assert rows == {
+        "age": shown,
+        "gender": "male",
+        "ICU type": "Medical",
+        "hours with a measurement": "40 of 48",
+    }
+
+
+def test_schema_refuses_an_answer_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        _prediction([*RISING[:-1], 1.5], 0.5)
+    with pytest.raises(ValueError):
+        MortalityHour(hour=49, probability=0.1)
+    assert math.isclose(_prediction(RISING, 0.5).probability, RISING[-1])
