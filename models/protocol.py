@@ -284,9 +284,20 @@ def run_protocol(
     if repeats < 2:
         raise ValueError("the protocol needs at least 2 repeats: a repeat's threshold comes from the others")
     stays, n_reserve = development_stays(task, data, limit)
-    held: list[_Held] = []
-    seconds: list[float] = []
+    settings: dict[str, float | int | str] = {
+        "repeats": repeats,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "teacher_weight": teacher_weight,
+        "schema": task.schema.name,
+        "weighting": task.weighting,
+    }
+    held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
+        if r < len(held):
+            continue  # done by an earlier, interrupted run with the same settings
         started = time.time()
         seed_everything(seed + r)
         probs = _fit_repeat(
@@ -303,21 +314,26 @@ def run_protocol(
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
+        _save_predictions(out, stays, held)  # an interrupted run resumes after the last saved repeat
+        (out / "partial.json").write_text(json.dumps({"settings": settings, "seconds": seconds}))
         print(f"repeat {r + 1}/{repeats} done in {seconds[-1]:.0f} s", file=sys.stderr)
-    settings: dict[str, float | int | str] = {
-        "repeats": repeats,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "teacher_weight": teacher_weight,
-        "schema": task.schema.name,
-        "weighting": task.weighting,
-    }
-    _save_predictions(out, stays, held)  # kept even if scoring fails
     report = _report(task, arch, stays, n_reserve, held, seconds, settings, command)
     save_run(out, report, stays, held)
     return report
+
+
+def _resume(out: Path, stays: list[Stay], settings: dict[str, float | int | str]) -> tuple[list[_Held], list[float]]:
+    """The repeats an earlier run with the same settings saved in ``out`` (none if the settings differ)."""
+    partial = out / "partial.json"
+    if not partial.is_file() or not (out / "predictions.npz").is_file():
+        return [], []
+    saved = json.loads(partial.read_text())
+    if saved["settings"] != settings:
+        print(f"{out}: an earlier run with other settings; starting again", file=sys.stderr)
+        return [], []
+    held = load_held(out, stays)
+    print(f"{out}: resuming after {len(held)} saved repeat(s)", file=sys.stderr)
+    return held, list(saved["seconds"])[: len(held)]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

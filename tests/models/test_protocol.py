@@ -133,3 +133,28 @@ def test_attach_then_confirm_the_reserve_once(
         main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)])
     assert main(["attach", str(tiny_runs[1]), "--weights", str(weights)]) == 0  # re-attaching keeps the reserve
     assert read_card(weights).protocol.reserve == card.protocol.reserve  # type: ignore[union-attr]
+
+
+def test_an_interrupted_run_resumes_after_its_last_saved_repeat(
+    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    from models.protocol import _save_predictions, development_stays, load_held
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_runs[0], out)
+    before = ProtocolReport.model_validate_json((out / "report.json").read_text())
+    stays, _ = development_stays(SEPSIS_TASK, psv_folder)
+    _save_predictions(out, stays, load_held(out, stays)[:1])  # as if stopped after the first repeat
+    partial = json.loads((out / "partial.json").read_text())
+    (out / "partial.json").write_text(json.dumps({**partial, "seconds": partial["seconds"][:1]}))
+    (out / "report.json").unlink()
+    after = run_protocol(
+        SEPSIS_TASK, "lstm", psv_folder, out,
+        repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5,
+    )  # fmt: skip
+    assert "resuming after 1 saved repeat" in capsys.readouterr().err
+    assert after.repeats[0].figures == before.repeats[0].figures
+    assert after.repeats[0].seconds == before.repeats[0].seconds
