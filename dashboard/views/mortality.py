@@ -86,6 +86,11 @@ def _summary(prediction: MortalityPrediction) -> None:
         )
     else:
         band.metric("Fold members after 48 h", "one network", border=True)
+    if prediction.calibrated_probability is not None:
+        st.caption(
+            f"Calibrated risk after 48 h: **{prediction.calibrated_probability:.1%}** (what this risk has meant "
+            "on the training stays, fitted out of fold; the label is decided by the raw risk at the threshold)."
+        )
 
 
 def render() -> None:
