@@ -345,7 +345,9 @@ def test_mortality_page(serving_env: str) -> None:
     assert risk["x"] == list(range(1, 49))
     assert risk["y"] == pytest.approx([h.probability for h in served.hours], abs=5e-3)
     names = _trace_names(trajectory)
-    assert "spread of its 2 fold members (lowest to highest)" in names
+    assert f"spread of its {served.ensemble_members} fold members (lowest to highest)" in names
+    if served.calibrated_probability is not None:  # a calibrated checkpoint: its risk is shown beside the raw one
+        assert any(f"{served.calibrated_probability:.1%}" in c.value for c in at.caption)
     assert f"threshold {served.threshold:.3f}" in names
     assert gauge["data"][0]["gauge"]["threshold"]["value"] == pytest.approx(served.threshold)
     if demos:  # a 2012 file is named after its RecordID: never shown
