@@ -152,6 +152,7 @@ SEPSIS_TASK = SequenceTask(
     description="hourly sepsis risk (PhysioNet 2019 SepsisLabel: sepsis within the next 6 hours or ongoing)",
     threshold_rule="maximises the challenge's normalised utility on the out-of-fold predictions",
     primary="utility",
+    weighting="utility",  # adopted by the protocol's rule on 2026-12-05 (docs/sepsis-protocol.md)
 )
 
 
@@ -185,7 +186,7 @@ def sequence_task(task: str, schema: str | None = None, weighting: str | None = 
             raise ValueError(f"unknown feature schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
         changes["schema"] = SCHEMAS[schema]
     if weighting is not None and weighting != base.weighting:
-        if task != "sepsis" or weighting != "utility":
+        if weighting == "utility" and task != "sepsis":
             raise ValueError(f"hour weighting {weighting!r} is not defined for {task}")
         changes["weighting"] = weighting
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         "--weighting",
         choices=("uniform", "utility"),
         default=None,
-        help="sepsis models: hour weights of the loss (utility: septic stays' hours weighted by the utility's stake)",
+        help="sepsis models: hour weights of the loss (default utility: septic stays' hours weighted by the utility's "
+        "stake; uniform: every hour alike, the recipe before 2026-12-05)",
     )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")

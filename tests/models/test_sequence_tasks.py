@@ -32,6 +32,11 @@ def test_event1_by_hand() -> None:
 def test_hour_weights() -> None:
     labels = np.zeros(48, dtype=np.int64)
     np.testing.assert_array_equal(SEPSIS_TASK.hour_weights(labels), np.ones(48))
+    labels[30:] = 1
+    uniform = sequence_task("sepsis", weighting="uniform")
+    np.testing.assert_array_equal(uniform.hour_weights(labels), np.ones(48))
+    assert SEPSIS_TASK.weighting == "utility" and SEPSIS_TASK.hour_weights(labels).max() > 1  # the shipped recipe
+    labels[:] = 0
     w = sequence_task("mortality").hour_weights(labels)
     assert w.sum() == pytest.approx(48) and w[-1] == pytest.approx(24)  # half the weight on the 48th hour
     assert np.allclose(w[:-1], w[0])
