@@ -119,3 +119,36 @@ __all__ = [
     "resize",
     "source_line",
 ]
+
+
+def threshold_gauge(probability: float, threshold: float, title: str, bar_colour: str, version: str) -> go.Figure:
+    """A probability as a gauge: the model's operating threshold is the black line between a blue and an orange
+    band, and is written under the dial with the model version."""
+    fig = go.Figure(
+        go.Indicator(
+            mode="gauge+number",
+            value=probability,
+            number={"valueformat": ".1%", "font": {"size": 44}},
+            title={"text": title},
+            gauge={
+                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
+                "bar": {"color": bar_colour, "thickness": 0.35},
+                "steps": [
+                    {"range": [0.0, threshold], "color": "#E8F1FA"},
+                    {"range": [threshold, 1.0], "color": "#FBE9DF"},
+                ],
+                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9, "value": threshold},
+            },
+        )
+    )
+    fig.add_annotation(
+        text=f"operating threshold {threshold:.3f} ({version})",
+        x=0.5,
+        y=-0.08,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 12, "color": GREY},
+    )
+    fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
+    return fig

@@ -10,7 +10,16 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts.common import BLUE, GREY, VERMILION, layout, model_colour, model_title, translucent
+from dashboard.charts.common import (
+    BLUE,
+    GREY,
+    VERMILION,
+    layout,
+    model_colour,
+    model_title,
+    threshold_gauge,
+    translucent,
+)
 from serving.schemas import MortalityPrediction
 
 #: Hours of a PhysioNet 2012 record that the models read.
@@ -29,35 +38,13 @@ def label_text(prediction: MortalityPrediction) -> str:
 
 def risk_gauge(prediction: MortalityPrediction) -> go.Figure:
     """The 48th hour's risk of in-hospital death as a gauge; the model's operating threshold is the black line."""
-    threshold = prediction.threshold
-    fig = go.Figure(
-        go.Indicator(
-            mode="gauge+number",
-            value=prediction.probability,
-            number={"valueformat": ".1%", "font": {"size": 44}},
-            title={"text": f"Risk of death in hospital after 48 h — label: {label_text(prediction)}"},
-            gauge={
-                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
-                "bar": {"color": VERMILION if died(prediction) else BLUE, "thickness": 0.35},
-                "steps": [
-                    {"range": [0.0, threshold], "color": "#E8F1FA"},
-                    {"range": [threshold, 1.0], "color": "#FBE9DF"},
-                ],
-                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9, "value": threshold},
-            },
-        )
+    return threshold_gauge(
+        prediction.probability,
+        prediction.threshold,
+        f"Risk of death in hospital after 48 h — label: {label_text(prediction)}",
+        VERMILION if died(prediction) else BLUE,
+        prediction.version,
     )
-    fig.add_annotation(
-        text=f"operating threshold {threshold:.3f} ({prediction.version})",
-        x=0.5,
-        y=-0.08,
-        xref="paper",
-        yref="paper",
-        showarrow=False,
-        font={"size": 12, "color": GREY},
-    )
-    fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
-    return fig
 
 
 def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:

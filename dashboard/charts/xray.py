@@ -17,6 +17,7 @@ from dashboard.charts.common import (
     downsample,
     image_data_uri,
     resize,
+    threshold_gauge,
 )
 from serving.schemas import XrayPrediction
 
@@ -84,39 +85,12 @@ def ensemble_line(prediction: XrayPrediction) -> str | None:
 
 
 def probability_gauge(prediction: XrayPrediction) -> go.Figure:
-    """Pneumonia probability as a gauge; the model's operating threshold is the red line."""
-    threshold = prediction.threshold
-    flagged = prediction.probability >= threshold
+    """Pneumonia probability as a gauge; the model's operating threshold is the black line."""
+    flagged = prediction.probability >= prediction.threshold
     shown = shown_label(prediction)
     title = f"P(pneumonia) — label {shown}" if shown else "P(pneumonia) — label withheld: out of distribution"
-    fig = go.Figure(
-        go.Indicator(
-            mode="gauge+number",
-            value=prediction.probability,
-            number={"valueformat": ".1%", "font": {"size": 44}},
-            title={"text": title},
-            gauge={
-                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
-                "bar": {"color": GREY if not shown else VERMILION if flagged else BLUE, "thickness": 0.35},
-                "steps": [
-                    {"range": [0.0, threshold], "color": "#E8F1FA"},
-                    {"range": [threshold, 1.0], "color": "#FBE9DF"},
-                ],
-                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9, "value": threshold},
-            },
-        )
-    )
-    fig.add_annotation(
-        text=f"operating threshold {threshold:.3f} ({prediction.version})",
-        x=0.5,
-        y=-0.08,
-        xref="paper",
-        yref="paper",
-        showarrow=False,
-        font={"size": 12, "color": GREY},
-    )
-    fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
-    return fig
+    colour = GREY if not shown else VERMILION if flagged else BLUE
+    return threshold_gauge(prediction.probability, prediction.threshold, title, colour, prediction.version)
 
 
 def xray_figure(
