@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +14,7 @@ from PIL import Image
 
 from models.catalogue import CATALOGUE
 from serving.images import FloatImage, decode_gray_png, downsample, resize
-from serving.schemas import ModelMetrics
+from serving.schemas import FeatureContribution, ModelMetrics
 
 # Colour-blind-safe palette (Okabe-Ito).
 BLUE = "#0072B2"
@@ -110,6 +111,7 @@ __all__ = [
     "SKY",
     "VERMILION",
     "FloatImage",
+    "contribution_bars",
     "decode_gray_png",
     "downsample",
     "image_data_uri",
@@ -118,6 +120,7 @@ __all__ = [
     "model_title",
     "resize",
     "source_line",
+    "threshold_gauge",
 ]
 
 
@@ -151,4 +154,30 @@ def threshold_gauge(probability: float, threshold: float, title: str, bar_colour
         font={"size": 12, "color": GREY},
     )
     fig.update_layout(height=300, margin={"l": 45, "r": 45, "t": 60, "b": 40}, template="plotly_white")
+    return fig
+
+
+def contribution_bars(
+    features: list[FeatureContribution], text: Callable[[FeatureContribution], str], title: str, subtitle: str
+) -> go.Figure:
+    """Horizontal bars of integrated-gradients attributions, largest |attribution| on top: red raises the risk
+    logit, blue lowers it; ``text`` labels each bar (the feature's value)."""
+    shown = features[::-1]  # plotly draws the first bar at the bottom
+    values = [f.attribution for f in shown]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=[f.feature for f in shown],
+            orientation="h",
+            marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
+            text=[text(f) for f in shown],
+            textposition="auto",
+            name="attribution",
+            hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
+    layout(fig, title=title, subtitle=subtitle, height=max(260, 60 + 32 * len(shown)))
+    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
+    fig.update_layout(showlegend=False)
     return fig

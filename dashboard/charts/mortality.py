@@ -14,6 +14,7 @@ from dashboard.charts.common import (
     BLUE,
     GREY,
     VERMILION,
+    contribution_bars,
     layout,
     model_colour,
     model_title,
@@ -150,30 +151,13 @@ def contributions_figure(prediction: MortalityPrediction, top_n: int = 10) -> go
     answer was not asked to explain)."""
     if not prediction.top_features:
         return None
-    features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n][::-1]
-    values = [f.attribution for f in features]
-    fig = go.Figure(
-        go.Bar(
-            x=values,
-            y=[f.feature for f in features],
-            orientation="h",
-            marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
-            text=["not measured" if f.value is None else f"last value {f.value:.4g}" for f in features],
-            textposition="auto",
-            name="attribution",
-            hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
-        )
-    )
-    fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
-    layout(
-        fig,
+    features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n]
+    return contribution_bars(
+        features,
+        lambda f: "not measured" if f.value is None else f"last value {f.value:.4g}",
         title=f"{model_title(prediction.model)}: what drove the risk after 48 h ({prediction.probability:.1%})",
         subtitle="Integrated gradients on the 48th hour's risk logit, summed over the hours; red raises the risk",
-        height=max(260, 60 + 32 * len(features)),
     )
-    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
-    fig.update_layout(showlegend=False)
-    return fig
 
 
 def stay_table(prediction: MortalityPrediction) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from dashboard.charts.common import (
     PURPLE,
     SKY,
     VERMILION,
+    contribution_bars,
     layout,
     model_colour,
     model_title,
@@ -313,32 +314,12 @@ def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure
     value at that hour (``not measured`` when none).
     """
     features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
-    features = features[::-1]  # plotly draws the first bar at the bottom
-    labels = [f.feature for f in features]
-    values = [f.attribution for f in features]
-    texts = ["not measured" if f.value is None else f"value {f.value:g}" for f in features]
-    fig = go.Figure(
-        go.Bar(
-            x=values,
-            y=labels,
-            orientation="h",
-            marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
-            text=texts,
-            textposition="auto",
-            name="attribution",
-            hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
-        )
-    )
-    fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
-    layout(
-        fig,
+    return contribution_bars(
+        features,
+        lambda f: "not measured" if f.value is None else f"value {f.value:g}",
         title=f"{model_title(model)}: what drove the risk at hour {hour.hour} (risk {hour.probability:.1%})",
         subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it",
-        height=max(260, 60 + 32 * len(features)),
     )
-    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
-    fig.update_layout(showlegend=False)
-    return fig
 
 
 __all__ = [
