@@ -9,7 +9,7 @@ from ``transformers``, configured from scratch and fed engineered features as ``
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -139,13 +139,9 @@ SEPSIS_V1 = FeatureSchema(
 #: sepsis-v1 and the signals the 2019 challenge's best entries used: running summaries of every variable,
 #: change from the stay's own first value and from its last day, and derived ratios (shock index HR / SBP,
 #: BUN / creatinine, SpO2 / FiO2)
-SEPSIS_V2 = FeatureSchema(
+SEPSIS_V2 = replace(
+    SEPSIS_V1,
     name="sepsis-v2",
-    columns=tuple(FEATURES),
-    n_measured=N_MEASURED,
-    n_trend=N_VITALS,
-    binary=("Gender", "Unit1", "Unit2"),
-    ple_static=("Age", "HospAdmTime", "ICULOS"),
     derived=(("ShockIndex", "HR", "SBP"), ("BUN/Creatinine", "BUN", "Creatinine"), ("SpO2/FiO2", "O2Sat", "FiO2")),
     summaries=True,
 )
