@@ -9,13 +9,18 @@ Variants, run in turn each round (so a machine that slows down slows them all), 
   ``serve run --non-blocking --address auto ray_config.yaml`` (how ``make run`` started until 2026-12-04);
 * ``serve run, no Ray Client`` — the same with ``RAY_START_HOOK=serving._ray_start.single_machine``;
 * ``serving.launch`` — that ``ray start``, then ``python -m serving.launch ray_config.yaml`` (applications
-  built in one process);
+  built in one process; how ``make run`` started until 2026-12-05);
+* ``serving.launch --start-head`` — ``python -m serving.launch ray_config.yaml --start-head PORT``: the same
+  ``ray start`` run by the launcher while it builds the applications, and Serve started without waiting for
+  its proxies;
 * ``make run`` — ``scripts/run.sh`` itself (what ``make run`` runs: the install check, the above, then the
   dashboard once serving is healthy).
 
-Healthy: the first ``GET /healthz`` answering 200 (polled every 0.1 s). Memory: RSS summed over every
-process of the run (found by a temp dir private to the run in its environment) 8 s after healthy. Every
-process of a run is stopped before the next starts; ports 8000, 8501 and Ray's must be free.
+Healthy: the first ``GET /healthz`` answering 200 (polled every 0.1 s). CPU: seconds of CPU the whole
+machine spent from the command to healthy (``/proc/stat``; the rest of the machine should be idle). Memory:
+RSS summed over every process of the run (found by a temp dir private to the run in its environment) 8 s
+after healthy. Every process of a run is stopped before the next starts; ports 8000, 8501 and Ray's must be
+free.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ VARIANTS: dict[str, str] = {
     + RAY_START
     + " && .venv/bin/serve run --non-blocking --address auto ray_config.yaml",
     "serving.launch": HOOK + RAY_START + " && .venv/bin/python -m serving.launch ray_config.yaml --address auto",
+    "serving.launch --start-head": ".venv/bin/python -m serving.launch ray_config.yaml --start-head {port}",
     "make run": "scripts/run.sh",
 }
 
@@ -58,6 +64,7 @@ VARIANTS: dict[str, str] = {
 @dataclass
 class Result:
     healthy_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
 
@@ -110,7 +117,13 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def run_once(command: str, timeout_s: float = 180.0) -> tuple[float, float, int]:
+def _busy_cpu_s() -> float:
+    """CPU seconds the machine has spent outside idle and I/O wait since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(command: str, timeout_s: float = 180.0) -> tuple[float, float, float, int]:
     for port in (8000, 8501, RAY_PORT):
         if not _port_free(port):
             raise SystemExit(f"port {port} is in use: stop what holds it (an earlier make run?) first")
@@ -119,7 +132,7 @@ def run_once(command: str, timeout_s: float = 180.0) -> tuple[float, float, int]
     env = _env(tmp)
     if command.startswith("scripts/run.sh"):
         env.pop("RAY_TMPDIR")  # run.sh makes its own under TMPDIR
-    started = time.monotonic()
+    started, busy = time.monotonic(), _busy_cpu_s()
     subprocess.Popen(
         ["bash", "-c", command.format(port=RAY_PORT) + " && exec sleep infinity"],
         cwd=REPO_ROOT,
@@ -129,20 +142,20 @@ def run_once(command: str, timeout_s: float = 180.0) -> tuple[float, float, int]
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    healthy = float("nan")
+    healthy = cpu = float("nan")
     try:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() - started < timeout_s:
                 try:
                     if client.get(SERVE_URL).status_code == 200:
-                        healthy = time.monotonic() - started
+                        healthy, cpu = time.monotonic() - started, _busy_cpu_s() - busy
                         break
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
         time.sleep(8)
         pids = _ours(tmp)
-        return healthy, _rss_mb(pids), len(pids)
+        return healthy, cpu, _rss_mb(pids), len(pids)
     finally:
         _stop(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,22 +171,28 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     for r in range(args.rounds):
         for name in args.variants:
-            healthy, rss, n = run_once(VARIANTS[name])
+            healthy, cpu, rss, n = run_once(VARIANTS[name])
             results[name].healthy_s.append(healthy)
+            results[name].cpu_s.append(cpu)
             results[name].rss_mb.append(rss)
             results[name].processes.append(n)
-            print(f"round {r + 1} {name:26s} healthy {healthy:5.1f} s  RSS {rss:6.0f} MB in {n} processes", flush=True)
+            print(
+                f"round {r + 1} {name:28s} healthy {healthy:5.1f} s  CPU {cpu:5.1f} s  "
+                f"RSS {rss:6.0f} MB in {n} processes",
+                flush=True,
+            )
     base = statistics.median(results[args.variants[0]].healthy_s)
     lines = [
-        "| variant | healthy after the command, s (each round) | median | x first "
+        "| variant | healthy after the command, s (each round) | median | x first | CPU s until healthy (median) "
         "| RSS 8 s after healthy, MB (median) | processes |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
         med = statistics.median(res.healthy_s)
         lines.append(
             f"| {name} | {', '.join(f'{h:.1f}' for h in res.healthy_s)} | **{med:.1f}** | {med / base:.2f} | "
-            f"{statistics.median(res.rss_mb):.0f} | {statistics.median(res.processes):.0f} |"
+            f"{statistics.median(res.cpu_s):.1f} | {statistics.median(res.rss_mb):.0f} | "
+            f"{statistics.median(res.processes):.0f} |"
         )
     header = [
         f"Command: `.venv/bin/python -m benchmarks.startup --rounds {args.rounds}`; "

@@ -29,16 +29,13 @@ mkdir -p "$RAY_TMPDIR"
 # MedLens's own single-machine Ray, in its own process session, without what one machine does not use:
 # Ray's web dashboard (about 1 GB of processes on a 2-core machine; the dashboard's Service page shows
 # replicas and requests), the Ray Client server (serving/_ray_start.py), the autoscaler monitor (no nodes
-# to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked
-# as .run/ray-logs). `python -m serving.launch` deploys ray_config.yaml as `serve run --non-blocking` would,
-# building the four applications in its own process instead of in four fresh Ray workers (start-up
-# seconds on 2 cores; serving/launch.py), and exits; the applications live in the Ray cluster until it
-# is stopped.
-setsid bash -c "RAY_START_HOOK=serving._ray_start.single_machine .venv/bin/ray start --head --port $RAY_PORT --include-dashboard=false --no-monitor \
-  --include-log-monitor false \
-  --disable-usage-stats --num-cpus \$(nproc) >.run/ray.log 2>&1 \
-  && .venv/bin/python -m serving.launch ray_config.yaml --address auto && exec sleep infinity" \
-  >.run/serve.log 2>&1 </dev/null &
+# to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked as
+# .run/ray-logs): `python -m serving.launch --start-head` runs that `ray start` (serving/launch.py) while it
+# validates ray_config.yaml and builds the applications in its own process (not in a fresh Ray worker per
+# application, as `serve run` would), then deploys them and exits; the applications live in that Ray until
+# its process session is stopped.
+setsid bash -c ".venv/bin/python -m serving.launch ray_config.yaml --start-head $RAY_PORT --ray-log .run/ray.log \
+  && exec sleep infinity" >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!
 ln -sfn "$RAY_TMPDIR/ray/session_latest/logs" .run/ray-logs
 stop() {
@@ -52,10 +49,10 @@ stop() {
   rm -f "$RAY_TMPDIR/ray/ray_current_cluster"   # that Ray is gone: nothing may try to join it
 }
 trap stop EXIT INT TERM
-for _ in $(seq 1 180); do
+for _ in $(seq 1 900); do   # every 0.2 s, up to 180 s
   if curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null 2>&1; then break; fi
   if ! kill -0 "$SERVE_PID" 2>/dev/null; then echo "Ray or serve run failed:" >&2; tail -30 .run/serve.log >&2; exit 1; fi
-  sleep 1
+  sleep 0.2
 done
 if ! curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null; then
   echo "serving did not become healthy in 180 s; errors in the Serve logs (.run/ray-logs/serve/):" >&2

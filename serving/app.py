@@ -12,7 +12,9 @@ in ``serving/fast_path.env``, as ``make run`` does: HAProxy in front). One API d
   (``@serve.batch``) and decodes the raw upload inside the batch (serving/_inference.py). Own replicas,
   autoscaling and queue limits (full queue: 503 + Retry-After), all set in the YAML. A model whose
   deployment scales to zero (``min_replicas: 0``) is never woken by the service routes: health does not
-  wait for it, and the model list and card metrics describe it from its model card meanwhile.
+  wait for it, and the model list and card metrics describe it from its model card meanwhile. The model
+  and generator deployments live in serving/_model_servers.py, which their replicas import instead of this
+  module.
 * :class:`MedLensIngress` (application ``medlens``, prefix ``/``, built by :func:`build_app`): health,
   model list, card metrics, ``GET /v1/service`` (replicas per deployment, request statistics of every
   route, replica history), the merged API document and the deprecated ``POST /v1/sepsis/predict``.
@@ -26,13 +28,11 @@ import contextlib
 import functools
 import logging
 import os
-import secrets
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-import ray
-from fastapi import FastAPI, File, Query, Response, UploadFile
+from fastapi import File, Query, Response, UploadFile
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application, Deployment
@@ -43,36 +43,40 @@ import serving._cases_api as cases_api
 from models.catalogue import (
     CATALOGUE,
     GENERATORS,
-    MAX_SEED,
     MODEL_NAMES,
-    ModelEntry,
     by_serving_name,
     generator_entry,
     models_for,
 )
 from models.catalogue import entry as catalogue_entry
 from models.errors import MedLensInputError
-from models.synthetic_mark import SyntheticMark
 from serving._http import (
     AUTH,
     ERROR_RESPONSES,
     REPLICA_HTTP,
     ApiError,
-    BodyLimit,
-    ReplicaCors,
-    install_error_handlers,
     read_upload,
     retry_after_headers,
 )
+from serving._model_servers import (
+    _APIS,
+    _SERVERS,
+    EventsModelServer,
+    ImageModelServer,
+    SeriesModelServer,
+    SyntheticImageServer,
+    _configure_replica,
+    _http_api,
+    _unwrap,
+    synthetic_api,
+)
 from serving._openapi import serve_merged_openapi
-from serving._protocol import ItemError, Upload, safe_upload_name
-from serving._settings import INGRESS_APP, INGRESS_DEPLOYMENT, BatchConfig, ServingArgs, check_weights
+from serving._protocol import Upload, safe_upload_name
+from serving._settings import INGRESS_APP, ServingArgs, check_weights
 from serving._stats import (
     ReplicaHistory,
     RequestStats,
-    RequestStatsMiddleware,
     SingleFlight,
-    StatsBuffer,
     StatsRecord,
 )
 from serving.schemas import (
@@ -85,10 +89,8 @@ from serving.schemas import (
     ModelInfo,
     ModelList,
     ModelMetrics,
-    MortalityPrediction,
     SepsisPrediction,
     ServiceStatus,
-    XrayPrediction,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -99,12 +101,6 @@ logger = logging.getLogger("ray.serve")
 def _in_state(replica_states: dict[Any, int], wanted: str) -> int:
     """Replicas of one deployment in the Serve replica state ``wanted`` (RUNNING, STARTING, ...)."""
     return sum(n for state, n in replica_states.items() if str(getattr(state, "value", state)) == wanted)
-
-
-def _unwrap(result: Any) -> Any:
-    if isinstance(result, ItemError):
-        raise ApiError(result.status, result.error, result.detail)
-    return result
 
 
 @dataclass(frozen=True)
@@ -169,336 +165,8 @@ def serve_view() -> dict[str, dict[str, DeploymentView]]:
 #: kind that is scaled to zero and has not run yet (a model card does not carry them).
 _KIND_LABELS: dict[str, tuple[str, ...]] = {"events": MORTALITY_LABELS}
 
-_API_DESCRIPTION = (
-    "Chest X-ray pneumonia (CNN), ICU sepsis risk (LSTM, Transformer) and ICU in-hospital mortality (LSTM, "
-    "Transformer) models, and a conditional GAN for synthetic demo radiographs, behind Ray Serve. "
-    "Every error body is `ErrorResponse {error, detail}`. Research software, not a medical device."
-)
 
-
-def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
-    """A FastAPI app with what every MedLens HTTP ingress shares: request statistics, error mapping.
-    Only the ``medlens`` ingress serves an API document (the merged one)."""
-    api = FastAPI(
-        title=title,
-        version="1.5.0",
-        description=f"{description} {_API_DESCRIPTION}",
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
-    api.add_middleware(BodyLimit)
-    api.add_middleware(RequestStatsMiddleware)
-    api.add_middleware(ReplicaCors)
-    install_error_handlers(api)
-    return api
-
-
-def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max_body_bytes: int) -> None:
-    """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body
-    (serving._http.REPLICA_HTTP)."""
-    REPLICA_HTTP.stats = stats
-    REPLICA_HTTP.max_body_bytes = max_body_bytes
-    REPLICA_HTTP.api_token = os.environ.get(args.auth_token_env, "").strip() or None
-    cors = args.cors
-    REPLICA_HTTP.cors = (
-        {"allow_origins": cors.allow_origins, "allow_methods": cors.allow_methods, "allow_headers": cors.allow_headers}
-        if cors.allow_origins
-        else {}
-    )
-
-
-image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
-series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
-events_api = _http_api(
-    "MedLens ICU record models",
-    "`POST <prefix>/predict`: in-hospital mortality from the first 48 hours of one ICU stay (PhysioNet 2012).",
-)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# model deployments (options: the YAML's `deployments` block of each model application)
-# ----------------------------------------------------------------------------------------------------------
-class _Replica:
-    """What every replica of a model or generator does: its HTTP settings, and its request statistics
-    shipped to the ``medlens`` ingress in the background."""
-
-    def _start_replica(self, args: ServingArgs, max_body_bytes: int) -> None:
-        self._batching_configured = False  # until Serve calls ``reconfigure`` with the YAML's user_config
-        self._stats = StatsBuffer()
-        _configure_replica(args, self._stats, max_body_bytes)
-        self._stats_flush_s = args.stats_flush_s
-        # The constructor runs on the replica's event loop: ship request statistics in the background.
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
-
-    async def _flush_stats_forever(self) -> None:
-        """Send this replica's request statistics to the ``medlens`` ingress (GET /v1/service)."""
-        ingress: DeploymentHandle | None = None
-        while True:
-            await asyncio.sleep(self._stats_flush_s)
-            records = self._stats.drain()
-            if not records:
-                continue
-            try:
-                if ingress is None:
-                    ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=INGRESS_APP)
-                await asyncio.wait_for(ingress.ingest_stats.remote(records), 10.0)
-            except Exception as exc:  # the ingress is restarting or absent: these records are lost
-                logger.warning("request statistics not delivered (%d records): %s", len(records), type(exc).__name__)
-
-    async def ping(self) -> str:
-        return "ok"
-
-    # The replica's method under ``@serve.batch``: its batch size and wait come from the YAML's user_config.
-    def _batched(self) -> Any:
-        raise NotImplementedError
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Ray Serve's hook for the YAML's ``user_config``: batch size and wait (no restart needed)."""
-        cfg = BatchConfig.model_validate(user_config or {})
-        self._batched().set_max_batch_size(cfg.max_batch_size)
-        self._batched().set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        self._batching_configured = True
-
-    def _check_batching(self, name: str) -> None:
-        if not self._batching_configured:
-            raise RuntimeError(
-                f"batching of {name} is not configured: give the deployment a user_config "
-                "with max_batch_size and batch_wait_timeout_s in the serve config"
-            )
-
-
-class _ModelServer(_Replica):
-    """What every model replica does the same way: dynamic batching of raw uploads, a separate
-    non-batched explanation path, model info / card metrics, and a health check. The runner
-    (serving/_inference.py) follows the model's input kind."""
-
-    def __init__(self, args: ServingArgs) -> None:
-        if args.model is None:
-            raise ValueError("a model application needs `args.model` (a name from models/catalogue.py)")
-        # Imported here, not at the top: the ingress and the application builders never load torch, so
-        # they import in a fraction of the time and hold a fraction of the memory of a model replica.
-        from serving._inference import RUNNERS, Runner, configure_torch, replica_device
-
-        self._args = args
-        self._entry: ModelEntry = catalogue_entry(args.model)
-        configure_torch(args.torch_threads)
-        device = replica_device(ray.get_gpu_ids())
-        runner = RUNNERS[self._entry.task.input_kind]
-        options: dict[str, Any] = {}
-        if runner.takes_explain_max_hours:
-            options["explain_max_hours"] = args.explain_max_hours
-        self._runner: Runner[Any, Any] = runner(
-            self._entry,
-            args.weights_dir(self._entry.name),
-            device,
-            backend=args.backends.get(self._entry.name, "auto"),
-            **options,
-        )
-        # One batch at a time on the predicting copy, one explanation at a time on the explaining copy
-        # (Grad-CAM / IG hook their model); the two run side by side.
-        self._predict_lock = asyncio.Lock()
-        self._explain_lock = asyncio.Lock()
-        self._start_replica(args, args.max_upload_bytes)
-
-    async def _answer(self, file: UploadFile, explain: bool, include: frozenset[str]) -> Any:
-        """One HTTP request's prediction: the upload (size-limited, its name reduced to a known suffix)
-        batched with concurrent ones, or a separate explanation."""
-        data = await read_upload(file, self._args.max_upload_bytes)
-        name = safe_upload_name(file.filename, self._entry.task.file_types, "upload")
-        upload = Upload(data, name, include)
-        return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
-
-    def _batched(self) -> Any:
-        return self.predict
-
-    # Batch size and wait come from the YAML's user_config (``reconfigure``); until then one at a time.
-    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def predict(self, uploads: list[Upload]) -> list[Any]:
-        async with self._predict_lock:
-            return await asyncio.to_thread(self._runner.predict_batch, uploads)
-
-    async def explain(self, upload: Upload) -> Any:
-        async with self._explain_lock:
-            return await asyncio.to_thread(self._runner.explain_one, upload)
-
-    async def info(self) -> ModelInfo:
-        return self._runner.info()
-
-    async def metrics(self) -> ModelMetrics | None:
-        return self._runner.metrics()
-
-    def check_health(self) -> None:
-        self._check_batching(self._entry.serving_name)
-        if not self._runner.healthy:
-            failures = self._runner.consecutive_failures
-            raise RuntimeError(f"the {self._entry.name} model failed {failures} batches in a row")
-
-
-@serve.deployment
-@serve.ingress(image_api)
-class ImageModelServer(_ModelServer):
-    """Replica and HTTP ingress of an image model's application: batched predictions, Grad-CAM on request."""
-
-    def __init__(self, args: ServingArgs) -> None:
-        super().__init__(args)
-
-    @image_api.post(
-        "/predict",
-        response_model=XrayPrediction,
-        response_model_exclude_none=False,
-        dependencies=AUTH,
-        responses=ERROR_RESPONSES,
-        tags=["predict"],
-    )
-    async def predict_image(
-        self,
-        file: UploadFile = File(..., description="PNG, JPEG or single-frame image DICOM"),
-        explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
-        preview: bool = Query(False, description="add the image as the model read it (base64 PNG, <= 1024 px)"),
-    ) -> XrayPrediction:
-        """Probability of pneumonia for one chest X-ray."""
-        result: XrayPrediction = await self._answer(file, explain, frozenset({"preview"} if preview else ()))
-        return result
-
-
-@serve.deployment
-@serve.ingress(series_api)
-class SeriesModelServer(_ModelServer):
-    """Replica and HTTP ingress of an hourly-series model's application: padded batches of variable-length
-    series, integrated-gradients attributions on request."""
-
-    def __init__(self, args: ServingArgs) -> None:
-        super().__init__(args)
-
-    @series_api.post(
-        "/predict",
-        response_model=SepsisPrediction,
-        dependencies=AUTH,
-        responses=ERROR_RESPONSES,
-        tags=["predict"],
-    )
-    async def predict_series(
-        self,
-        file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
-        explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
-        vitals: bool = Query(False, description="add the vital signs as the model read them, for display"),
-    ) -> SepsisPrediction:
-        """Hourly sepsis risk for one ICU stay (one row per hour; a single row, the first hour, is scored too)."""
-        result: SepsisPrediction = await self._answer(file, explain, frozenset({"vitals"} if vitals else ()))
-        return result
-
-
-@serve.deployment
-@serve.ingress(events_api)
-class EventsModelServer(_ModelServer):
-    """Replica and HTTP ingress of an ICU-record model's application: batches of 48-hour records (PhysioNet 2012
-    ``Time,Parameter,Value`` rows), integrated-gradients attributions of the 48th hour's risk on request."""
-
-    def __init__(self, args: ServingArgs) -> None:
-        super().__init__(args)
-
-    @events_api.post(
-        "/predict",
-        response_model=MortalityPrediction,
-        dependencies=AUTH,
-        responses=ERROR_RESPONSES,
-        tags=["predict"],
-    )
-    async def predict_events(
-        self,
-        file: UploadFile = File(
-            ...,
-            description="a PhysioNet 2012 record: `Time,Parameter,Value` rows of the stay's first 48 hours (.txt, "
-            "or .csv with that header)",
-        ),
-        explain: bool = Query(
-            False, description="add the variables that drove the 48th hour's risk (integrated gradients; seconds)"
-        ),
-    ) -> MortalityPrediction:
-        """Risk of death in hospital from the first 48 hours of one ICU stay (the 48th hour's risk), with the risk
-        after each hour and the fold members' band. The record's identifier is never returned."""
-        result: MortalityPrediction = await self._answer(file, explain, frozenset())
-        return result
-
-
-synthetic_api = _http_api(
-    "MedLens synthetic images", "`POST <prefix>/xray`: one synthetic chest radiograph, marked as synthetic."
-)
-_SYNTHETIC_PNG: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"image/png": {}},
-        "description": "a 256 x 256 grey PNG with a SYNTHETIC band burned in and the `MedLens-Synthetic` text "
-        "chunk; the same mark in the `X-MedLens-Synthetic` header",
-    }
-}
-
-
-@serve.deployment
-@serve.ingress(synthetic_api)
-class SyntheticImageServer(_Replica):
-    """Replica and HTTP ingress of a generator's application: batched generation of marked synthetic images."""
-
-    def __init__(self, args: ServingArgs) -> None:
-        if args.generator is None:
-            raise ValueError("a synthetic-image application needs `args.generator` (models/catalogue.py GENERATORS)")
-        from serving._inference import configure_torch
-
-        configure_torch(args.torch_threads)
-        entry = generator_entry(args.generator)
-        self._generator = entry.load(args.weights_dir(entry.name))
-        self._labels: tuple[str, ...] = tuple(self._generator.labels)
-        self._lock = asyncio.Lock()
-        self._start_replica(args, 0)
-
-    def _batched(self) -> Any:
-        return self.generate
-
-    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def generate(self, requests: list[tuple[str, int]]) -> list[bytes]:
-        labels, seeds = [r[0] for r in requests], [r[1] for r in requests]
-        async with self._lock:
-            pngs: list[bytes] = await asyncio.to_thread(self._generator.pngs, labels, seeds)
-        return pngs
-
-    @synthetic_api.post(
-        "/xray",
-        response_class=Response,
-        dependencies=AUTH,
-        responses={**_SYNTHETIC_PNG, **ERROR_RESPONSES},
-        tags=["synthetic"],
-    )
-    async def synthetic_xray(
-        self,
-        label: Literal["NORMAL", "PNEUMONIA"] = Query(..., description="the class to generate"),
-        seed: int | None = Query(
-            None, ge=0, le=MAX_SEED, description="the same seed gives the same image; absent: a random one"
-        ),
-    ) -> Response:
-        """One synthetic chest radiograph of the class asked for: never a real patient, and marked so in its
-        pixels (a SYNTHETIC band) and its PNG text chunk. Uploaded back (a prediction, a case), MedLens flags
-        it `synthetic` and keeps it out of every metric of real data."""
-        if label not in self._labels:
-            raise ApiError(422, "invalid_input", f"Unknown label {label!r}: choose one of {', '.join(self._labels)}.")
-        chosen = secrets.randbelow(2**31) if seed is None else seed
-        png = await self.generate((label, chosen))
-        mark = SyntheticMark(self._generator.version, chosen, label).text()
-        return Response(
-            png,
-            media_type="image/png",
-            headers={
-                "X-MedLens-Synthetic": mark,
-                "Content-Disposition": f'inline; filename="synthetic-{label}-seed{chosen}.png"',
-            },
-        )
-
-    def check_health(self) -> None:
-        self._check_batching("the synthetic-image deployment")
-
-
-_SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer, "events": EventsModelServer}
 _SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
-_APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api, "events": events_api}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -881,6 +549,7 @@ DEPLOYMENT_OF = {
 
 __all__ = [
     "DEPLOYMENT_OF",
+    "EventsModelServer",
     "ImageModelServer",
     "MedLensIngress",
     "SeriesModelServer",
