@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -42,14 +43,13 @@ import httpx
 from models.backends import this_machine
 from models.config import REPO_ROOT
 from serving._settings import fast_path_env
+from serving.launch import RAY_START_HOOK, ray_start_command
 
 RAY_PORT = 6390
 SERVE_URL = "http://127.0.0.1:8000/healthz"
-RAY_START = (
-    ".venv/bin/ray start --head --port {port} --include-dashboard=false --no-monitor --include-log-monitor false "
-    "--disable-usage-stats --num-cpus $(nproc) >/dev/null 2>&1"
-)
-HOOK = "RAY_START_HOOK=serving._ray_start.single_machine "
+#: ``make run``'s ``ray start`` (serving.launch.ray_start_command), as a separate command before the launcher.
+RAY_START = shlex.join(ray_start_command(RAY_PORT)) + " >/dev/null 2>&1"
+HOOK = f"RAY_START_HOOK={RAY_START_HOOK} "
 VARIANTS: dict[str, str] = {
     "serve run": RAY_START + " && .venv/bin/serve run --non-blocking --address auto ray_config.yaml",
     "serve run, no Ray Client": HOOK

@@ -61,7 +61,7 @@ logger = logging.getLogger("ray.serve")
 
 # Helpers used by the deployments live above them: @serve.deployment pickles a class by value when
 # it is decorated, so names defined further down this module would be missing in the replicas.
-def _unwrap(result: Any) -> Any:
+def unwrap(result: Any) -> Any:
     if isinstance(result, ItemError):
         raise ApiError(result.status, result.error, result.detail)
     return result
@@ -74,7 +74,7 @@ _API_DESCRIPTION = (
 )
 
 
-def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
+def http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     """A FastAPI app with what every MedLens HTTP ingress shares: request statistics, error mapping.
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
@@ -92,7 +92,7 @@ def _http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     return api
 
 
-def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max_body_bytes: int) -> None:
+def configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max_body_bytes: int) -> None:
     """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body
     (serving._http.REPLICA_HTTP)."""
     REPLICA_HTTP.stats = stats
@@ -106,9 +106,9 @@ def _configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max
     )
 
 
-image_api = _http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
-series_api = _http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
-events_api = _http_api(
+image_api = http_api("MedLens image models", "`POST <prefix>/predict`: the prediction for one image.")
+series_api = http_api("MedLens series models", "`POST <prefix>/predict`: hourly risk for one ICU stay.")
+events_api = http_api(
     "MedLens ICU record models",
     "`POST <prefix>/predict`: in-hospital mortality from the first 48 hours of one ICU stay (PhysioNet 2012).",
 )
@@ -124,7 +124,7 @@ class _Replica:
     def _start_replica(self, args: ServingArgs, max_body_bytes: int) -> None:
         self._batching_configured = False  # until Serve calls ``reconfigure`` with the YAML's user_config
         self._stats = StatsBuffer()
-        _configure_replica(args, self._stats, max_body_bytes)
+        configure_replica(args, self._stats, max_body_bytes)
         self._stats_flush_s = args.stats_flush_s
         # The constructor runs on the replica's event loop: ship request statistics in the background.
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats_forever())
@@ -205,7 +205,7 @@ class _ModelServer(_Replica):
         data = await read_upload(file, self._args.max_upload_bytes)
         name = safe_upload_name(file.filename, self._entry.task.file_types, "upload")
         upload = Upload(data, name, include)
-        return _unwrap(await (self.explain(upload) if explain else self.predict(upload)))
+        return unwrap(await (self.explain(upload) if explain else self.predict(upload)))
 
     def _batched(self) -> Any:
         return self.predict
@@ -320,7 +320,7 @@ class EventsModelServer(_ModelServer):
         return result
 
 
-synthetic_api = _http_api(
+synthetic_api = http_api(
     "MedLens synthetic images", "`POST <prefix>/xray`: one synthetic chest radiograph, marked as synthetic."
 )
 _SYNTHETIC_PNG: dict[int | str, dict[str, Any]] = {
@@ -394,5 +394,7 @@ class SyntheticImageServer(_Replica):
         self._check_batching("the synthetic-image deployment")
 
 
-_SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer, "events": EventsModelServer}
-_APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api, "events": events_api}
+#: A model's input kind -> its deployment class, and the FastAPI app of that class (the ingress merges every
+#: app's routes into the one API document).
+SERVERS: dict[str, Any] = {"image": ImageModelServer, "series": SeriesModelServer, "events": EventsModelServer}
+APIS: dict[str, FastAPI] = {"image": image_api, "series": series_api, "events": events_api}

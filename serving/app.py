@@ -59,16 +59,16 @@ from serving._http import (
     retry_after_headers,
 )
 from serving._model_servers import (
-    _APIS,
-    _SERVERS,
+    APIS,
+    SERVERS,
     EventsModelServer,
     ImageModelServer,
     SeriesModelServer,
     SyntheticImageServer,
-    _configure_replica,
-    _http_api,
-    _unwrap,
+    configure_replica,
+    http_api,
     synthetic_api,
+    unwrap,
 )
 from serving._openapi import serve_merged_openapi
 from serving._protocol import Upload, safe_upload_name
@@ -172,7 +172,7 @@ _SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
 # ----------------------------------------------------------------------------------------------------------
 # ingress of the service routes
 # ----------------------------------------------------------------------------------------------------------
-fastapi_app = _http_api(
+fastapi_app = http_api(
     "MedLens serving API",
     "Service routes and every model's predictions ("
     + ", ".join(f"`POST {e.predict_route}`" for e in CATALOGUE.values())
@@ -182,7 +182,7 @@ fastapi_app = _http_api(
 fastapi_app.include_router(cases_api.router)
 serve_merged_openapi(
     fastapi_app,
-    [(e.route_prefix, _APIS[e.task.input_kind]) for e in CATALOGUE.values()]
+    [(e.route_prefix, APIS[e.task.input_kind]) for e in CATALOGUE.values()]
     + [(g.route_prefix, synthetic_api) for g in GENERATORS.values()],
 )
 
@@ -201,7 +201,7 @@ class MedLensIngress:
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
         self._status = SingleFlight(lambda: asyncio.to_thread(serve_view), ttl_s=1.0)
         self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
-        _configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
+        configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
         from serving.store.cases import CaseStore  # the ingress alone needs SQLAlchemy
         from serving.store.db import DB_URL_ENV, db_url
 
@@ -301,7 +301,7 @@ class MedLensIngress:
         target = catalogue_entry(model)
         data = await read_upload(file, self._args.max_upload_bytes)
         upload = Upload(data, safe_upload_name(file.filename, target.task.file_types, "upload"))
-        result: SepsisPrediction = _unwrap(await self._call(model, "explain" if explain else "predict", upload))
+        result: SepsisPrediction = unwrap(await self._call(model, "explain" if explain else "predict", upload))
         response.headers["Deprecation"] = "true"
         response.headers["Link"] = f'<{target.predict_route}>; rel="successor-version"'
         return result
@@ -348,7 +348,7 @@ class MedLensIngress:
             logger.warning("case database not ready: %s", exc.message)
 
     async def _predict_case(self, model: str, upload: Upload) -> Any:
-        return _unwrap(await self._call(model, "predict", upload))
+        return unwrap(await self._call(model, "predict", upload))
 
     async def _ping(self, model: str) -> str | None:
         """None when ``model``'s deployment answers a ping in time, else what failed."""
@@ -508,7 +508,7 @@ def model_deployment(args: ServingArgs) -> Deployment:
         raise ValueError("build_model_app needs `args.model`: one of " + ", ".join(MODEL_NAMES))
     model = catalogue_entry(args.model)
     check_weights({model.name: args.weights_dir(model.name)})
-    return _deployment(_SERVERS[model.task.input_kind]).options(name=model.serving_name)
+    return _deployment(SERVERS[model.task.input_kind]).options(name=model.serving_name)
 
 
 def synthetic_deployment(args: ServingArgs) -> Deployment:

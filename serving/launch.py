@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.start_head is None and (args.ray_log or args.ray_start_arg):
         parser.error("--ray-log and --ray-start-arg need --start-head")
-    head = (
-        _start_head(ray_start_command(args.start_head, args.ray_start_arg), args.ray_log) if args.start_head else None
-    )
+    head = None
+    if args.start_head is not None:
+        head = _start_head(ray_start_command(args.start_head, args.ray_start_arg), args.ray_log)
 
     import ray
     from ray import serve

@@ -74,6 +74,24 @@ def serve_ports_env(ports: Ports) -> dict[str, str]:
     }
 
 
+def node_port_args(ports: Ports, index: int) -> list[str]:
+    """``ray start`` arguments that keep node ``index`` on 127.0.0.1 and on ``ports``: its four agent ports, and
+    its half of the worker ports (the head the lower half)."""
+    agent = ports.first_agent + 4 * index
+    lo, hi = ports.worker_ports
+    half = (hi - lo) // 2
+    wlo, whi = (lo, lo + half - 1) if index == 0 else (lo + half, hi)
+    return [
+        "--node-ip-address=127.0.0.1",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent + 1}",
+        f"--runtime-env-agent-port={agent + 2}",
+        f"--metrics-export-port={agent + 3}",
+        f"--min-worker-port={wlo}",
+        f"--max-worker-port={whi}",
+    ]
+
+
 def auth_headers() -> dict[str, str]:
     """Ray 2.60's dashboard / Serve REST API wants the cluster's token (``~/.ray/auth_token``)."""
     token_file = Path.home() / ".ray" / "auth_token"
@@ -139,21 +157,7 @@ class LocalRayCluster:
         return node
 
     def _node_args(self, index: int, num_cpus: float, resources: dict[str, float] | None) -> list[str]:
-        agent = self.ports.first_agent + 4 * index
-        lo, hi = self.ports.worker_ports
-        half = (hi - lo) // 2
-        wlo, whi = (lo, lo + half - 1) if index == 0 else (lo + half, hi)
-        args = [
-            "--node-ip-address=127.0.0.1",
-            f"--num-cpus={num_cpus:g}",
-            "--num-gpus=0",
-            f"--dashboard-agent-listen-port={agent}",
-            f"--dashboard-agent-grpc-port={agent + 1}",
-            f"--runtime-env-agent-port={agent + 2}",
-            f"--metrics-export-port={agent + 3}",
-            f"--min-worker-port={wlo}",
-            f"--max-worker-port={whi}",
-        ]
+        args = [*node_port_args(self.ports, index), f"--num-cpus={num_cpus:g}", "--num-gpus=0"]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
         return args

@@ -22,7 +22,7 @@ from models.config import REPO_ROOT
 from serving._settings import ServingArgs, fast_path_env
 from serving.launch import build_targets, deployment_options, ray_start_command
 from tests.conftest import _port_busy, kill_session
-from tests.raycluster import Ports, serve_ports_env
+from tests.raycluster import Ports, node_port_args, serve_ports_env
 
 CONFIGS = [
     REPO_ROOT / "ray_config.yaml",
@@ -100,20 +100,9 @@ HEAD_PORTS = Ports(
 
 
 def _head_args(ports: Ports) -> list[str]:
-    lo, hi = ports.worker_ports
-    return [
-        f"--ray-start-arg={arg}"
-        for arg in (
-            "--node-ip-address=127.0.0.1",
-            f"--dashboard-port={ports.dashboard}",
-            f"--dashboard-agent-listen-port={ports.first_agent}",
-            f"--dashboard-agent-grpc-port={ports.first_agent + 1}",
-            f"--runtime-env-agent-port={ports.first_agent + 2}",
-            f"--metrics-export-port={ports.first_agent + 3}",
-            f"--min-worker-port={lo}",
-            f"--max-worker-port={hi}",
-        )
-    ]
+    """The launcher's `ray start` on the test's own ports (its dashboard port too, though it serves no UI)."""
+    args = [*node_port_args(ports, 0), f"--dashboard-port={ports.dashboard}"]
+    return [f"--ray-start-arg={arg}" for arg in args]
 
 
 def _launch(config: Path, extra: list[str], tmp: Path) -> subprocess.Popen[bytes]:
