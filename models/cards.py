@@ -88,6 +88,8 @@ class ModelCard(BaseModel):
     seed: int
     training_seconds: float
     hyperparameters: dict[str, Any]
+    #: the checkpoint's labels, negative first (None on cards written before they carried them)
+    labels: list[str] | None = None
     threshold: float
     threshold_rule: str
     evaluation_dataset: str
@@ -109,6 +111,10 @@ def write_card(directory: Path, card: ModelCard) -> None:
 
 def read_card(directory: Path) -> ModelCard:
     return ModelCard.model_validate_json((directory / CARD_JSON).read_text())
+
+
+def _labels_line(labels: list[str] | None) -> str:
+    return "" if not labels else "\n\n**Labels** (negative first). " + " / ".join(f"`{x}`" for x in labels)
 
 
 def render_markdown(card: ModelCard) -> str:
@@ -139,7 +145,7 @@ def render_markdown(card: ModelCard) -> str:
     )
     return f"""# Model card: `{card.name}` ({card.version})
 
-**Task.** {card.task}
+**Task.** {card.task}{_labels_line(card.labels)}
 
 **Not for clinical use.** Research and demonstration software; not a medical device.
 

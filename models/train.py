@@ -147,6 +147,7 @@ def _train_cnn(args: argparse.Namespace) -> int:
             "precision": "bfloat16 autocast, channels_last",
             **meta.config,
         },
+        labels=meta.labels,
         threshold=meta.threshold,
         threshold_rule=str(meta.preprocessing["threshold_rule"]),
         evaluation_dataset="patient-held-out validation split (optimistic: same hospital and period as training)",

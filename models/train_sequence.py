@@ -461,6 +461,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "sampling": f"positive stays repeated {SEPTIC_REPEAT}x per epoch",
             **meta.config,
         },
+        labels=meta.labels,
         threshold=meta.threshold,
         threshold_rule=str(meta.preprocessing["threshold_rule"]),
         evaluation_dataset=str(text["evaluation_dataset"]),

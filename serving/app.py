@@ -80,7 +80,6 @@ from serving._stats import (
     StatsRecord,
 )
 from serving.schemas import (
-    MORTALITY_LABELS,
     CardSummary,
     DeploymentState,
     ErrorResponse,
@@ -159,11 +158,6 @@ def serve_view() -> dict[str, dict[str, DeploymentView]]:
         }
         for app_name, app in details.applications.items()
     }
-
-
-#: The labels a kind's runner requires of its checkpoints (serving/_inference.py), for describing a model of that
-#: kind that is scaled to zero and has not run yet (a model card does not carry them).
-_KIND_LABELS: dict[str, tuple[str, ...]] = {"events": MORTALITY_LABELS}
 
 
 _SERIES_NAMES = tuple(e.name for e in models_for("series", task="sepsis"))
@@ -387,12 +381,11 @@ class MedLensIngress:
         return info
 
     def _card_info(self, model: str) -> ModelInfo | None:
-        """A model that has not run yet, from the catalogue and its card; None without a card, or for a kind
-        whose labels only its checkpoint knows."""
+        """A model that has not run yet, from the catalogue and its card; None without a card, or with a card
+        written before cards carried the checkpoint's labels."""
         e = catalogue_entry(model)
-        labels = _KIND_LABELS.get(e.task.input_kind)
-        card = CardSummary.read(self._args.weights_dir(model)) if labels else None
-        if card is None or labels is None:
+        card = CardSummary.read(self._args.weights_dir(model))
+        if card is None or card.labels is None:
             return None
         return ModelInfo(
             name=e.name,
@@ -408,7 +401,7 @@ class MedLensIngress:
             precision=None,
             items_per_s={},
             threshold=card.threshold,
-            labels=list(labels),
+            labels=list(card.labels),
             headline=HeadlineMetrics.from_card(card),
             scaled_to_zero=True,
         )

@@ -41,6 +41,7 @@ class CardSummary(BaseModel):
     version: str
     task: str
     created: str
+    labels: list[str] | None = None  # absent on cards written before they carried the checkpoint's labels
     threshold: float
     evaluation_dataset: str
     evaluation: BinaryEvaluation

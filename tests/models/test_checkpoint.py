@@ -97,3 +97,18 @@ def test_meta_from_incompatible_code_raises_weights_error(tmp_path: Path) -> Non
     torch.save(blob, tmp_path / CHECKPOINT_FILE)
     with pytest.raises(WeightsError):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["cnn", "lstm", "transformer", "mortality-lstm", "mortality-transformer"])
+def test_committed_cards_carry_their_checkpoints_labels_and_threshold(name: str) -> None:
+    """Serving describes a model scaled to zero from its card alone (serving/app.py), so the card's labels and
+    threshold must be the checkpoint's."""
+    from models.cards import ModelCard
+    from models.catalogue import entry
+
+    weights = entry(name).default_weights
+    meta, _ = load_checkpoint(weights, expected=name)
+    card = ModelCard.model_validate_json((weights / "card.json").read_text())
+    assert card.labels == meta.labels
+    assert card.threshold == meta.threshold
+    assert card.version == meta.version
