@@ -134,11 +134,12 @@ def _fit_repeat(
     stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
     features = [engineer(s.values, stats, schema) for s in stays]
     labels = [s.labels for s in stays]
+    train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the network learn
     fold_of = np.where(held, 0, 1)
     teacher = None
     if teacher_weight > 0:
         groups = _teacher_groups(stays, fold_of, seed)
-        teacher = teacher_targets(features, labels, fold_of, groups, seed, columns=schema.n_dense, members=[0])[0]
+        teacher = teacher_targets(features, train_labels, fold_of, groups, seed, columns=schema.n_dense, members=[0])[0]
     config = SequenceConfig(arch=arch, members=1, encoder="mlp", n_input=schema.n_input)
     member, _ = _fit_member(
         config,
@@ -151,7 +152,7 @@ def _fit_repeat(
         lr=lr,
         seed=seed,
         label=label,
-        targets=member_targets(labels, teacher, train_idx, teacher_weight),
+        targets=member_targets(train_labels, teacher, train_idx, teacher_weight),
         task=task,
     )
     return predict_features(member, [features[i] for i in held_idx])
@@ -293,6 +294,7 @@ def run_protocol(
         "teacher_weight": teacher_weight,
         "schema": task.schema.name,
         "weighting": task.weighting,
+        "target": task.target,
     }
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
@@ -464,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--repeats", type=int, default=8)
     run.add_argument("--schema", default=None, help="feature schema (default: the task's)")
     run.add_argument("--weighting", choices=("uniform", "utility"), default=None, help="sepsis: hour weights")
+    run.add_argument("--target", choices=("label", "window"), default=None, help="sepsis: training target")
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -495,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
-        task = sequence_task(model.task.name, args.schema, args.weighting)
+        task = sequence_task(model.task.name, args.schema, args.weighting, args.target)
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

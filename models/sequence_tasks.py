@@ -78,6 +78,19 @@ class SequenceTask:
     #: sepsis: "uniform" (every hour alike) or "utility" (each hour of a septic stay also weighted by how much
     #: the challenge's utility gains from a right answer there: 1 + |U(alarm) - U(no alarm)|, up to 4 at onset)
     weighting: Literal["uniform", "utility"] = "uniform"
+    #: sepsis: what the networks and the tree teacher are trained towards. "label": SepsisLabel. "window": also
+    #: the hours of the challenge's best-possible alarm window before it, from t_sepsis - 12 h (6 h before
+    #: SepsisLabel turns 1), where the utility already rewards an alarm. Scoring always uses SepsisLabel.
+    target: Literal["label", "window"] = "label"
+
+    def training_labels(self, labels: np.ndarray) -> np.ndarray:
+        """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
+        if self.target == "label" or not labels.any():
+            return labels
+        from models.metrics import _hourly_utilities
+
+        _, _, best, _ = _hourly_utilities([labels])
+        return (labels.astype(bool) | best).astype(labels.dtype)  # (hours,)
 
     def load(self, data: Path, limit: int | None = None) -> list[Stay]:
         if self.name == "sepsis":
@@ -175,8 +188,10 @@ _TASKS: dict[str, Callable[[], SequenceTask]] = {
 }
 
 
-def sequence_task(task: str, schema: str | None = None, weighting: str | None = None) -> SequenceTask:
-    """The task of a catalogue task name, with another feature schema or hour weighting when given."""
+def sequence_task(
+    task: str, schema: str | None = None, weighting: str | None = None, target: str | None = None
+) -> SequenceTask:
+    """The task of a catalogue task name, with another feature schema, hour weighting or target when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -189,4 +204,8 @@ def sequence_task(task: str, schema: str | None = None, weighting: str | None = 
         if weighting == "utility" and task != "sepsis":
             raise ValueError(f"hour weighting {weighting!r} is not defined for {task}")
         changes["weighting"] = weighting
+    if target is not None and target != base.target:
+        if target not in ("label", "window") or task != "sepsis":
+            raise ValueError(f"training target {target!r} is not defined for {task}")
+        changes["target"] = target
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sepsis models: hour weights of the loss (default utility: septic stays' hours weighted by the utility's "
         "stake; uniform: every hour alike, the recipe before 2026-12-05)",
     )
+    parser.add_argument(
+        "--target",
+        choices=("label", "window"),
+        default=None,
+        help="sepsis models: training target (label: SepsisLabel; window: also the utility's rewarded alarm hours "
+        "from 12 h before onset; scoring always uses SepsisLabel)",
+    )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")

@@ -224,10 +224,11 @@ def _fit_member(
 
 def member_targets(
     labels: list[np.ndarray], teacher: list[np.ndarray] | None, idx: np.ndarray, weight: float
-) -> list[np.ndarray] | None:
-    """Soft targets of the training stays ``idx``: (1 - weight) x label + weight x teacher (None: labels)."""
+) -> list[np.ndarray]:
+    """Targets of the training stays ``idx``: (1 - weight) x label + weight x teacher, or the labels without a
+    teacher. ``labels`` are the task's training labels (``SequenceTask.training_labels``)."""
     if teacher is None:
-        return None
+        return [labels[i].astype(np.float32) for i in idx]
     return [(1 - weight) * labels[i].astype(np.float32) + weight * teacher[i] for i in idx]
 
 
@@ -259,6 +260,7 @@ def train_sequence(
     records = drop_reserved(all_records, exclude_reserve)
     fold_of = stay_folds(records, folds, seed)
     labels = [r.labels for r in records]
+    train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the members learn
     stats = NormStats.fit_records([r.values for r in records], schema)
     features = [engineer(r.values, stats, schema) for r in tqdm(records, desc="features", unit="stay")]
 
@@ -271,7 +273,7 @@ def train_sequence(
     teacher: list[list[np.ndarray]] | None = None
     if teacher_weight > 0:
         groups = _teacher_groups(records, fold_of, seed)
-        teacher = teacher_targets(features, labels, fold_of, groups, seed, columns=schema.n_dense)
+        teacher = teacher_targets(features, train_labels, fold_of, groups, seed, columns=schema.n_dense)
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     oof: list[np.ndarray] = [np.empty(0)] * len(records)
@@ -286,7 +288,7 @@ def train_sequence(
             x_held,
             [labels[i] for i in held_idx],
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed + fold, label=f"{arch} fold {fold + 1}/{folds}",
-            targets=member_targets(labels, None if teacher is None else teacher[fold], train_idx, teacher_weight),
+            targets=member_targets(train_labels, None if teacher is None else teacher[fold], train_idx, teacher_weight),
             task=task,
         )  # fmt: skip
         for i, prob in zip(held_idx, predict_features(member, x_held), strict=True):
@@ -312,6 +314,7 @@ def train_sequence(
         preprocessing={
             "schema": schema.name,
             "weighting": task.weighting,
+            "target": task.target,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -389,7 +392,9 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     from models.metrics import binary_evaluation, normalized_utility
 
     model = entry(args.model)
-    task = sequence_task(model.task.name, getattr(args, "schema", None), getattr(args, "weighting", None))
+    task = sequence_task(
+        model.task.name, getattr(args, "schema", None), getattr(args, "weighting", None), getattr(args, "target", None)
+    )
     data = args.data or task.default_data()
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
     result = train_sequence(
@@ -451,12 +456,19 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             + ("; half the weight on the 48th hour, half over the hours before" if task.name == "mortality" else "")
             + ("; septic stays' hours weighted 1 + |U(alarm) - U(no alarm)|" if task.weighting == "utility" else ""),
             "targets": (
-                f"{1 - teacher_weight:g} x label + {teacher_weight:g} x teacher; teacher: gradient-boosted trees "
-                f"(scikit-learn HistGradientBoostingClassifier, {TEACHER_PARAMS}, seed {args.seed}) on the first "
-                f"{task.schema.n_dense} engineered channels, cross-fitted so that no stay is scored by trees that "
-                "saw it or the member's held-out fold; used in training only"
-                if teacher_weight > 0
-                else "labels"
+                (
+                    f"{1 - teacher_weight:g} x label + {teacher_weight:g} x teacher; teacher: gradient-boosted trees "
+                    f"(scikit-learn HistGradientBoostingClassifier, {TEACHER_PARAMS}, seed {args.seed}) on the first "
+                    f"{task.schema.n_dense} engineered channels, cross-fitted so that no stay is scored by trees that "
+                    "saw it or the member's held-out fold; used in training only"
+                    if teacher_weight > 0
+                    else "labels"
+                )
+                + (
+                    "; label: SepsisLabel or the utility's rewarded alarm window from t_sepsis - 12 h"
+                    if task.target == "window"
+                    else ""
+                )
             ),
             "sampling": f"positive stays repeated {SEPTIC_REPEAT}x per epoch",
             **meta.config,

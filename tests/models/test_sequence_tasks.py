@@ -71,3 +71,22 @@ def test_utility_weighting() -> None:
     assert w.argmax() == 29  # onset + 3 h: the largest penalty for a miss
     with pytest.raises(ValueError, match="not defined"):
         sequence_task("mortality", weighting="utility")
+
+
+def test_window_target() -> None:
+    """The 'window' target adds the utility's rewarded alarm hours before SepsisLabel (from t_sepsis - 12 h,
+    6 h before the label turns 1); the default trains on SepsisLabel itself; scoring never changes."""
+    window = sequence_task("sepsis", target="window")
+    labels = np.zeros(40, dtype=np.int64)
+    np.testing.assert_array_equal(window.training_labels(labels), labels)  # a stay that never becomes septic
+    labels[20:] = 1  # SepsisLabel from hour 20: t_sepsis = 26, the rewarded window starts at 14
+    target = window.training_labels(labels)
+    np.testing.assert_array_equal(np.flatnonzero(target), np.arange(14, 40))
+    assert target.dtype == labels.dtype and labels[:20].sum() == 0  # the stay's own labels are untouched
+    early = np.zeros(10, dtype=np.int64)
+    early[3:] = 1  # septic from hour 3: the window starts before the stay does
+    np.testing.assert_array_equal(window.training_labels(early), np.ones(10))
+    np.testing.assert_array_equal(SEPSIS_TASK.training_labels(labels), labels)
+    assert window.figures([labels], [labels.astype(float)], 0.5)["utility"] < 1.0  # scored against SepsisLabel
+    with pytest.raises(ValueError, match="not defined"):
+        sequence_task("mortality", target="window")
