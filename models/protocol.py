@@ -139,7 +139,16 @@ def _fit_repeat(
     teacher = None
     if teacher_weight > 0:
         groups = _teacher_groups(stays, fold_of, seed)
-        teacher = teacher_targets(features, train_labels, fold_of, groups, seed, columns=schema.n_dense, members=[0])[0]
+        teacher = teacher_targets(
+            features,
+            train_labels,
+            fold_of,
+            groups,
+            seed,
+            columns=schema.n_dense,
+            members=[0],
+            hour_weights=task.teacher_rows(labels),
+        )[0]
     config = SequenceConfig(arch=arch, members=1, encoder="mlp", n_input=schema.n_input)
     member, _ = _fit_member(
         config,
@@ -295,6 +304,7 @@ def run_protocol(
         "schema": task.schema.name,
         "weighting": task.weighting,
         "target": task.target,
+        "teacher_hours": task.teacher_hours,
     }
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
@@ -467,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--schema", default=None, help="feature schema (default: the task's)")
     run.add_argument("--weighting", choices=("uniform", "utility"), default=None, help="sepsis: hour weights")
     run.add_argument("--target", choices=("label", "window"), default=None, help="sepsis: training target")
+    run.add_argument("--teacher-hours", choices=("uniform", "task"), default=None, help="the trees' row weights")
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -498,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
-        task = sequence_task(model.task.name, args.schema, args.weighting, args.target)
+        task = sequence_task(model.task.name, args.schema, args.weighting, args.target, args.teacher_hours)
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

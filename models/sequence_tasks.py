@@ -82,6 +82,9 @@ class SequenceTask:
     #: the hours of the challenge's best-possible alarm window before it, from t_sepsis - 12 h (6 h before
     #: SepsisLabel turns 1), where the utility already rewards an alarm. Scoring always uses SepsisLabel.
     target: Literal["label", "window"] = "label"
+    #: the tree teacher's row weights: "uniform" (every hour alike) or "task" (``hour_weights``: for mortality
+    #: half the weight on the 48th hour, the stay's prediction, as in the networks' loss)
+    teacher_hours: Literal["uniform", "task"] = "uniform"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -91,6 +94,10 @@ class SequenceTask:
 
         _, _, best, _ = _hourly_utilities([labels])
         return (labels.astype(bool) | best).astype(labels.dtype)  # (hours,)
+
+    def teacher_rows(self, labels: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Row weights of the tree teacher for stays with these hourly labels (None: every hour alike)."""
+        return None if self.teacher_hours == "uniform" else [self.hour_weights(y) for y in labels]
 
     def load(self, data: Path, limit: int | None = None) -> list[Stay]:
         if self.name == "sepsis":
@@ -189,9 +196,14 @@ _TASKS: dict[str, Callable[[], SequenceTask]] = {
 
 
 def sequence_task(
-    task: str, schema: str | None = None, weighting: str | None = None, target: str | None = None
+    task: str,
+    schema: str | None = None,
+    weighting: str | None = None,
+    target: str | None = None,
+    teacher_hours: str | None = None,
 ) -> SequenceTask:
-    """The task of a catalogue task name, with another feature schema, hour weighting or target when given."""
+    """The task of a catalogue task name, with another feature schema, hour weighting, target or teacher row
+    weights when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -208,4 +220,8 @@ def sequence_task(
         if target not in ("label", "window") or task != "sepsis":
             raise ValueError(f"training target {target!r} is not defined for {task}")
         changes["target"] = target
+    if teacher_hours is not None and teacher_hours != base.teacher_hours:
+        if teacher_hours not in ("uniform", "task"):
+            raise ValueError(f"teacher row weights {teacher_hours!r}: choose uniform or task")
+        changes["teacher_hours"] = teacher_hours
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sepsis models: training target (label: SepsisLabel; window: also the utility's rewarded alarm hours "
         "from 12 h before onset; scoring always uses SepsisLabel)",
     )
+    parser.add_argument(
+        "--teacher-hours",
+        choices=("uniform", "task"),
+        default=None,
+        help="sequence models: row weights of the tree teacher (task: the loss's hour weights; mortality: half on "
+        "the 48th hour)",
+    )
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")

@@ -118,11 +118,13 @@ def teacher_targets(
     seed: int,
     columns: int = TEACHER_COLUMNS,
     members: list[int] | None = None,
+    hour_weights: list[np.ndarray] | None = None,
 ) -> list[list[np.ndarray]]:
     """Cross-fitted tree predictions: ``out[k][i]`` is the teacher's hourly probability for stay i as a
     training stay of member k (empty for member k's own held-out stays), from trees that saw neither
     stay i's group nor fold k. The trees read the first ``columns`` engineered channels (the schema's dense
-    block); only the members listed are served (default: every fold)."""
+    block); only the members listed are served (default: every fold). ``hour_weights`` (per stay, (hours,))
+    weight the trees' rows (default: every hour alike)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
@@ -141,8 +143,9 @@ def teacher_targets(
                 if y.min() == y.max():  # a tiny fit set with one class: the teacher is its base rate
                     fitted[key] = float(y[0])
                 else:
+                    w = None if hour_weights is None else np.concatenate([hour_weights[i] for i in fit_idx])
                     clf = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=seed)
-                    fitted[key] = clf.fit(x, y)
+                    fitted[key] = clf.fit(x, y, sample_weight=w)  # w: (hours,) or None
             teacher = fitted[key]
             scored = np.flatnonzero((fold_of != k) & (groups == g))
             x = np.concatenate([features[i][:, :columns] for i in scored])  # (hours, columns)
@@ -273,7 +276,15 @@ def train_sequence(
     teacher: list[list[np.ndarray]] | None = None
     if teacher_weight > 0:
         groups = _teacher_groups(records, fold_of, seed)
-        teacher = teacher_targets(features, train_labels, fold_of, groups, seed, columns=schema.n_dense)
+        teacher = teacher_targets(
+            features,
+            train_labels,
+            fold_of,
+            groups,
+            seed,
+            columns=schema.n_dense,
+            hour_weights=task.teacher_rows(labels),
+        )
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     oof: list[np.ndarray] = [np.empty(0)] * len(records)
@@ -315,6 +326,7 @@ def train_sequence(
             "schema": schema.name,
             "weighting": task.weighting,
             "target": task.target,
+            "teacher_hours": task.teacher_hours,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -393,7 +405,11 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
 
     model = entry(args.model)
     task = sequence_task(
-        model.task.name, getattr(args, "schema", None), getattr(args, "weighting", None), getattr(args, "target", None)
+        model.task.name,
+        getattr(args, "schema", None),
+        getattr(args, "weighting", None),
+        getattr(args, "target", None),
+        getattr(args, "teacher_hours", None),
     )
     data = args.data or task.default_data()
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
@@ -461,6 +477,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                     f"(scikit-learn HistGradientBoostingClassifier, {TEACHER_PARAMS}, seed {args.seed}) on the first "
                     f"{task.schema.n_dense} engineered channels, cross-fitted so that no stay is scored by trees that "
                     "saw it or the member's held-out fold; used in training only"
+                    + ("; the trees' rows weighted as the loss's hours" if task.teacher_hours == "task" else "")
                     if teacher_weight > 0
                     else "labels"
                 )

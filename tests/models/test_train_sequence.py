@@ -64,3 +64,30 @@ def test_teacher_groups_split_two_folds_into_halves() -> None:
     assert np.array_equal(groups // 2, fold_of)  # each half stays inside its fold
     five = stay_folds(records, 5, seed=0)
     assert np.array_equal(_teacher_groups(records, five, seed=0), five)
+
+
+def test_teacher_row_weights_decide_which_hours_the_trees_learn() -> None:
+    """The last hour says the label; every earlier hour says its opposite. Unweighted trees follow the many
+    earlier hours; trees whose rows are weighted onto the last hour follow it there."""
+    from models.sequence_tasks import sequence_task
+
+    rng = np.random.default_rng(0)
+    records, features, labels = _stays(80, seed=3)
+    for x, y in zip(features, labels, strict=True):
+        x[:, 0] = 1 - y[0] + rng.normal(0, 0.1, HOURS)  # (hours,) the opposite of the label ...
+        x[-1, 0] = y[0] + rng.normal(0, 0.1)  # ... except at the last hour
+    fold_of = stay_folds(records, 2, seed=0)
+    groups = _teacher_groups(records, fold_of, seed=0)
+    last_only = [np.r_[np.zeros(HOURS - 1), 1.0].astype(np.float32) for _ in labels]
+
+    def last_hour_auroc(hour_weights: list[np.ndarray] | None) -> float:
+        out = teacher_targets(features, labels, fold_of, groups, seed=0, members=[0], hour_weights=hour_weights)[0]
+        train = np.flatnonzero(fold_of != 0)
+        return float(roc_auc_score([labels[i][-1] for i in train], [out[i][-1] for i in train]))
+
+    assert last_hour_auroc(None) < 0.1
+    assert last_hour_auroc(last_only) > 0.9
+    mortality = sequence_task("mortality", teacher_hours="task")
+    weights = mortality.teacher_rows(labels)
+    assert weights is not None and weights[0][-1] == pytest.approx(HOURS / 2)  # half the stay's weight
+    assert sequence_task("mortality").teacher_rows(labels) is None
