@@ -121,13 +121,7 @@ def _fit_repeat(
     """Train one network on the stays outside ``held`` as a member of the shipped ensemble is trained, and
     return its hourly probabilities for the held stays."""
     from models.sequence import NormStats, SequenceConfig, engineer
-    from models.train_sequence import (
-        _fit_member,
-        _teacher_groups,
-        member_targets,
-        predict_features,
-        teacher_targets,
-    )
+    from models.train_sequence import _fit_member, member_targets, predict_features, task_teacher
 
     schema = task.schema
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
@@ -136,19 +130,7 @@ def _fit_repeat(
     labels = [s.labels for s in stays]
     train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the network learn
     fold_of = np.where(held, 0, 1)
-    teacher = None
-    if teacher_weight > 0:
-        groups = _teacher_groups(stays, fold_of, seed)
-        teacher = teacher_targets(
-            features,
-            train_labels,
-            fold_of,
-            groups,
-            seed,
-            columns=schema.n_dense,
-            members=[0],
-            hour_weights=task.teacher_rows(labels),
-        )[0]
+    teacher = task_teacher(task, stays, features, fold_of, seed, members=[0])[0] if teacher_weight > 0 else None
     config = SequenceConfig(arch=arch, members=1, encoder="mlp", n_input=schema.n_input)
     member, _ = _fit_member(
         config,

@@ -27,7 +27,7 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
-from models.sequence_tasks import SEPSIS_TASK, Labelled, SequenceTask, sequence_task
+from models.sequence_tasks import SEPSIS_TASK, Labelled, SequenceTask, Stay, sequence_task
 from models.train_cnn import seed_everything
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
@@ -158,6 +158,29 @@ def teacher_targets(
     return out
 
 
+def task_teacher(
+    task: SequenceTask,
+    stays: Sequence[Stay],
+    features: list[np.ndarray],
+    fold_of: np.ndarray,
+    seed: int,
+    members: list[int] | None = None,
+) -> list[list[np.ndarray]]:
+    """:func:`teacher_targets` as ``task`` asks for them: trees fitted towards its training labels, on its
+    schema's dense channels, with its row weights."""
+    labels = [s.labels for s in stays]
+    return teacher_targets(
+        features,
+        [task.training_labels(y) for y in labels],
+        fold_of,
+        _teacher_groups(stays, fold_of, seed),
+        seed,
+        columns=task.schema.n_dense,
+        members=members,
+        hour_weights=task.teacher_rows(labels),
+    )
+
+
 def _fit_member(
     config: SequenceConfig,
     x_train: list[np.ndarray],
@@ -275,16 +298,7 @@ def train_sequence(
         teacher_weight = TEACHER_WEIGHT[arch]
     teacher: list[list[np.ndarray]] | None = None
     if teacher_weight > 0:
-        groups = _teacher_groups(records, fold_of, seed)
-        teacher = teacher_targets(
-            features,
-            train_labels,
-            fold_of,
-            groups,
-            seed,
-            columns=schema.n_dense,
-            hour_weights=task.teacher_rows(labels),
-        )
+        teacher = task_teacher(task, records, features, fold_of, seed)
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     oof: list[np.ndarray] = [np.empty(0)] * len(records)
