@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from models.sequence_options import add_task_options, task_from_options
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 
 RESERVE_FRACTION = 0.15
@@ -456,10 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--data", type=Path, default=None)
     run.add_argument("--repeats", type=int, default=8)
-    run.add_argument("--schema", default=None, help="feature schema (default: the task's)")
-    run.add_argument("--weighting", choices=("uniform", "utility"), default=None, help="sepsis: hour weights")
-    run.add_argument("--target", choices=("label", "window"), default=None, help="sepsis: training target")
-    run.add_argument("--teacher-hours", choices=("uniform", "task"), default=None, help="the trees' row weights")
+    add_task_options(run)  # --schema, --weighting, --target, --teacher-hours
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -491,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
-        task = sequence_task(model.task.name, args.schema, args.weighting, args.target, args.teacher_hours)
+        task = task_from_options(model.task.name, args)
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

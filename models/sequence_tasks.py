@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
+from models.sequence_options import Target, TeacherHours, Weighting
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -77,14 +78,14 @@ class SequenceTask:
     primary: str  # the figure the threshold maximises, one of figures()' keys
     #: sepsis: "uniform" (every hour alike) or "utility" (each hour of a septic stay also weighted by how much
     #: the challenge's utility gains from a right answer there: 1 + |U(alarm) - U(no alarm)|, up to 4 at onset)
-    weighting: Literal["uniform", "utility"] = "uniform"
+    weighting: Weighting = "uniform"
     #: sepsis: what the networks and the tree teacher are trained towards. "label": SepsisLabel. "window": also
     #: the hours of the challenge's best-possible alarm window before it, from t_sepsis - 12 h (6 h before
     #: SepsisLabel turns 1), where the utility already rewards an alarm. Scoring always uses SepsisLabel.
-    target: Literal["label", "window"] = "label"
+    target: Target = "label"
     #: the tree teacher's row weights: "uniform" (every hour alike) or "task" (``hour_weights``: for mortality
     #: half the weight on the 48th hour, the stay's prediction, as in the networks' loss)
-    teacher_hours: Literal["uniform", "task"] = "uniform"
+    teacher_hours: TeacherHours = "uniform"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -217,11 +218,11 @@ def sequence_task(
             raise ValueError(f"hour weighting {weighting!r} is not defined for {task}")
         changes["weighting"] = weighting
     if target is not None and target != base.target:
-        if target not in ("label", "window") or task != "sepsis":
+        if target not in get_args(Target) or task != "sepsis":
             raise ValueError(f"training target {target!r} is not defined for {task}")
         changes["target"] = target
     if teacher_hours is not None and teacher_hours != base.teacher_hours:
-        if teacher_hours not in ("uniform", "task"):
+        if teacher_hours not in get_args(TeacherHours):
             raise ValueError(f"teacher row weights {teacher_hours!r}: choose uniform or task")
         changes["teacher_hours"] = teacher_hours
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -19,6 +19,7 @@ import torch
 
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
 from models.config import data_paths
+from models.sequence_options import add_task_options
 from models.train_cnn import VAL_FRACTION
 
 
@@ -52,32 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
         "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
-    parser.add_argument(
-        "--schema",
-        default=None,
-        help="sequence models: feature schema (sepsis-v1, sepsis-v2, mortality-v1; default: the task's)",
-    )
-    parser.add_argument(
-        "--weighting",
-        choices=("uniform", "utility"),
-        default=None,
-        help="sepsis models: hour weights of the loss (default utility: septic stays' hours weighted by the utility's "
-        "stake; uniform: every hour alike, the recipe before 2026-12-05)",
-    )
-    parser.add_argument(
-        "--target",
-        choices=("label", "window"),
-        default=None,
-        help="sepsis models: training target (label: SepsisLabel; window: also the utility's rewarded alarm hours "
-        "from 12 h before onset; scoring always uses SepsisLabel)",
-    )
-    parser.add_argument(
-        "--teacher-hours",
-        choices=("uniform", "task"),
-        default=None,
-        help="sequence models: row weights of the tree teacher (task: the loss's hour weights; mortality: half on "
-        "the 48th hour)",
-    )
+    add_task_options(parser)  # --schema, --weighting, --target, --teacher-hours
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")

@@ -27,7 +27,8 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
-from models.sequence_tasks import SEPSIS_TASK, Labelled, SequenceTask, Stay, sequence_task
+from models.sequence_options import task_from_options
+from models.sequence_tasks import SEPSIS_TASK, Labelled, SequenceTask, Stay
 from models.train_cnn import seed_everything
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
@@ -418,13 +419,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     from models.metrics import binary_evaluation, normalized_utility
 
     model = entry(args.model)
-    task = sequence_task(
-        model.task.name,
-        getattr(args, "schema", None),
-        getattr(args, "weighting", None),
-        getattr(args, "target", None),
-        getattr(args, "teacher_hours", None),
-    )
+    task = task_from_options(model.task.name, args)
     data = args.data or task.default_data()
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
     result = train_sequence(

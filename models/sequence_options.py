@@ -1,0 +1,53 @@
+"""The command-line options that change a sequence task's recipe (models/sequence_tasks.py), shared by
+``python -m models.train`` and ``python -m models.protocol run``. It imports neither torch nor the feature code,
+so building a parser stays cheap."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from models.sequence_tasks import SequenceTask
+
+Weighting = Literal["uniform", "utility"]  # SequenceTask.weighting
+Target = Literal["label", "window"]  # SequenceTask.target
+TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
+
+
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
+    (read back by :func:`task_from_options`)."""
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="sequence models: feature schema (sepsis-v1, sepsis-v2, mortality-v1; default: the task's)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=get_args(Weighting),
+        default=None,
+        help="sepsis models: hour weights of the loss (default utility: septic stays' hours weighted by the utility's "
+        "stake; uniform: every hour alike, the recipe before 2026-12-05)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=get_args(Target),
+        default=None,
+        help="sepsis models: training target (label: SepsisLabel; window: also the utility's rewarded alarm hours "
+        "from 12 h before onset; scoring always uses SepsisLabel)",
+    )
+    parser.add_argument(
+        "--teacher-hours",
+        choices=get_args(TeacherHours),
+        default=None,
+        help="sequence models: row weights of the tree teacher (task: the loss's hour weights; mortality: half on "
+        "the 48th hour)",
+    )
+
+
+def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
+    """The task named ``task`` with the options :func:`add_task_options` added to ``args``."""
+    from models.sequence_tasks import sequence_task
+
+    return sequence_task(task, args.schema, args.weighting, args.target, args.teacher_hours)

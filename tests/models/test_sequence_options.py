@@ -1,0 +1,44 @@
+"""The sequence task's command-line options (models/sequence_options.py), as both CLIs read them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from models.sequence_options import add_task_options, task_from_options
+from models.sequence_tasks import SEPSIS_TASK
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_task_options(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_no_option_gives_the_shipped_task() -> None:
+    assert task_from_options("sepsis", _parse()) is SEPSIS_TASK
+
+
+def test_options_change_the_task() -> None:
+    task = task_from_options(
+        "sepsis",
+        _parse("--schema", "sepsis-v2", "--weighting", "uniform", "--target", "window", "--teacher-hours", "task"),
+    )
+    assert (task.schema.name, task.weighting, task.target, task.teacher_hours) == (
+        "sepsis-v2",
+        "uniform",
+        "window",
+        "task",
+    )
+
+
+def test_unknown_choices_are_refused_by_the_parser() -> None:
+    for option, value in (("--target", "ahead"), ("--teacher-hours", "last"), ("--weighting", "none")):
+        with pytest.raises(SystemExit):
+            _parse(option, value)
+
+
+def test_a_sepsis_only_option_is_refused_for_mortality() -> None:
+    with pytest.raises(ValueError, match="not defined for mortality"):
+        task_from_options("mortality", _parse("--target", "window"))
