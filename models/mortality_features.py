@@ -4,6 +4,7 @@ labs, then the static descriptors and the hour of the stay."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,11 @@ MORTALITY_V1 = register_schema(
         ),
         summaries=True,
     )
+)
+#: mortality-v1 and the level-2 log-signature of the last 12 hours' path of heart rate, invasive and
+#: non-invasive MAP, respiratory rate, temperature and GCS against time (models/sequence.py log_signature)
+MORTALITY_V2 = register_schema(
+    replace(MORTALITY_V1, name="mortality-v2", signature=("HR", "MAP", "NIMAP", "RespRate", "Temp", "GCS"))
 )
 
 

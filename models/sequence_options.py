@@ -21,7 +21,8 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schema",
         default=None,
-        help="sequence models: feature schema (sepsis-v1, sepsis-v2, mortality-v1; default: the task's)",
+        help="sequence models: feature schema (sepsis-v1, sepsis-v2, sepsis-v3, mortality-v1, mortality-v2; "
+        "default: the task's)",
     )
     parser.add_argument(
         "--weighting",

@@ -18,6 +18,7 @@ from models.sequence import (
     N_INPUT,
     N_PLE,
     PLE_BINS,
+    SIGNATURE_WINDOW,
     NormStats,
     SequenceConfig,
     SequenceEnsemble,
@@ -351,6 +352,12 @@ def train_sequence(
                 "; running min / max / mean of what was measured, change from the first value and from the "
                 "last day's mean"
                 if schema.summaries
+                else ""
+            )
+            + (
+                f"; level-2 log-signature (increments, Levy areas) of time and {', '.join(schema.signature)} "
+                f"over the last {SIGNATURE_WINDOW} hours, signed log scale"
+                if schema.signature
                 else ""
             )
             + f"; piecewise-linear encoding in {PLE_BINS} training-quantile bins of the forward-filled "

@@ -12,19 +12,23 @@ import pytest
 import torch
 
 from models.inference import SepsisPredictor
-from models.mortality_features import MORTALITY_V1
+from models.mortality_features import MORTALITY_V1, MORTALITY_V2
 from models.sequence import (
     N_INPUT,
     N_PLE,
     PLE_BINS,
     PLE_COLUMNS,
+    SEPSIS_V1,
     SEPSIS_V2,
+    SEPSIS_V3,
+    SIGNATURE_WINDOW,
     FeatureSchema,
     NormStats,
     SequenceConfig,
     build_sequence_model,
     engineer,
     feature_groups,
+    log_signature,
     pad_batch,
     piecewise_linear,
     to_probability,
@@ -184,7 +188,7 @@ def _schema_record(schema: FeatureSchema, rng: np.random.Generator, hours: int) 
     return values
 
 
-@pytest.mark.parametrize("schema", [SEPSIS_V2, MORTALITY_V1], ids=lambda s: s.name)
+@pytest.mark.parametrize("schema", [SEPSIS_V2, SEPSIS_V3, MORTALITY_V1, MORTALITY_V2], ids=lambda s: s.name)
 def test_every_schema_is_causal(schema: FeatureSchema) -> None:
     """The summaries (running min / max / mean, change from the first value and the last day) and the derived
     ratios look backwards only: changing hours after T leaves hours 0..T as they were."""
@@ -228,3 +232,60 @@ def test_summaries_and_derived_ratios_by_hand() -> None:
     np.testing.assert_allclose(block[:, 2], [1, 0.9, 1, 1], rtol=1e-6)
     np.testing.assert_allclose(block[:, 3], [0, -0.2, 0.2, 0.2], rtol=1e-6, atol=1e-7)  # change from the first
     np.testing.assert_allclose(block[:, 4], [0, -0.1, 0.2, 0.15], rtol=1e-6, atol=1e-7)  # from the day's mean
+
+
+def _iterated_integrals(path: np.ndarray) -> np.ndarray:
+    """Level 2 of a piecewise-linear path's signature, segment by segment (Chen): (points, d) -> (d, d)."""
+    d = path.shape[1]
+    s1, s2 = np.zeros(d), np.zeros((d, d))
+    for step in np.diff(path, axis=0):
+        s2 += np.outer(s1, step) + np.outer(step, step) / 2
+        s1 += step
+    return s2
+
+
+def test_log_signature_by_hand() -> None:
+    """Right then up encloses the unit square's lower half: Levy area +1/2; up then right: -1/2. Every hour's
+    window agrees with the iterated integrals of that window's points computed directly."""
+    right_up = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(log_signature(right_up, 2)[-1], [1.0, 1.0, 0.5])
+    np.testing.assert_allclose(log_signature(right_up[:, ::-1], 2)[-1], [1.0, 1.0, -0.5])
+    rng = np.random.default_rng(3)
+    path = rng.normal(size=(30, 4)).cumsum(axis=0)  # (hours, d)
+    window = 5
+    sig = log_signature(path, window)
+    assert sig.shape == (30, 4 + 6)
+    iu, ju = np.triu_indices(4, k=1)
+    for t in range(30):
+        points = path[max(0, t - window) : t + 1]
+        s2 = _iterated_integrals(points)
+        np.testing.assert_allclose(sig[t, :4], points[-1] - points[0], atol=1e-9)
+        np.testing.assert_allclose(sig[t, 4:], (s2[iu, ju] - s2[ju, iu]) / 2, atol=1e-9)
+
+
+def test_signature_channels_sit_before_the_encoding() -> None:
+    """sepsis-v3 is sepsis-v1 with the log-signature block between the static columns and the piecewise-linear
+    encoding (a tree teacher reads it: it is dense); a heart rate rising while MAP falls gives a non-zero
+    HR-MAP area, and flat vitals give none."""
+    assert SEPSIS_V3.n_input == N_INPUT + SEPSIS_V3.n_signature and SEPSIS_V3.n_signature == 6 + 15
+    values = np.full((SIGNATURE_WINDOW + 4, len(SEPSIS_V3.columns)), np.nan, dtype=np.float32)
+    hr, map_ = SEPSIS_V3.columns.index("HR"), SEPSIS_V3.columns.index("MAP")
+    values[:, hr], values[:, map_] = 80.0, 80.0
+    stats = NormStats(
+        mean=[80.0] * len(SEPSIS_V3.stats_columns),
+        std=[10.0] * len(SEPSIS_V3.stats_columns),
+        edges=[list(np.linspace(0, 200, PLE_BINS + 1))] * len(SEPSIS_V3.ple_columns),
+    )
+    start = SEPSIS_V3.n_dense - SEPSIS_V3.n_signature
+    flat = engineer(values, stats, SEPSIS_V3)
+    time_increment = np.minimum(np.arange(values.shape[0]), SIGNATURE_WINDOW) / SIGNATURE_WINDOW
+    np.testing.assert_allclose(flat[:, start], np.log1p(time_increment), rtol=1e-6)  # only time moves
+    np.testing.assert_allclose(flat[:, start + 1 : start + SEPSIS_V3.n_signature], 0.0, atol=1e-7)
+    values[:, hr] = np.linspace(80.0, 120.0, values.shape[0]) ** 1.5 / 80.0**0.5  # rises faster and faster
+    values[:, map_] = np.linspace(80.0, 60.0, values.shape[0])
+    moving = engineer(values, stats, SEPSIS_V3)
+    d = len(SEPSIS_V3.signature) + 1
+    pairs = list(zip(*np.triu_indices(d, k=1), strict=True))
+    hr_map = start + d + pairs.index((1 + SEPSIS_V3.signature.index("HR"), 1 + SEPSIS_V3.signature.index("MAP")))
+    assert np.abs(moving[-1, hr_map]) > 1e-3
+    np.testing.assert_allclose(moving[:, :start], engineer(values, stats, SEPSIS_V1)[:, :start], atol=1e-6)
