@@ -289,6 +289,8 @@ def run_protocol(
         "target": task.target,
         "teacher_hours": task.teacher_hours,
     }
+    if task.teacher_groups is not None:  # absent from the runs made before the option existed
+        settings["teacher_groups"] = task.teacher_groups
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
         if r < len(held):

@@ -46,9 +46,18 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "the 48th hour)",
     )
 
+    parser.add_argument(
+        "--teacher-groups",
+        type=int,
+        default=None,
+        metavar="G",
+        help="sequence models: cross-fit the tree teacher in G groups of stays, each stay's trees fitted on "
+        "(G - 1)/G of the member's training stays (default: by the training folds, 3/5 of the stays)",
+    )
+
 
 def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
     """The task named ``task`` with the options :func:`add_task_options` added to ``args``."""
     from models.sequence_tasks import sequence_task
 
-    return sequence_task(task, args.schema, args.weighting, args.target, args.teacher_hours)
+    return sequence_task(task, args.schema, args.weighting, args.target, args.teacher_hours, args.teacher_groups)

@@ -86,6 +86,12 @@ class SequenceTask:
     #: the tree teacher's row weights: "uniform" (every hour alike) or "task" (``hour_weights``: for mortality
     #: half the weight on the 48th hour, the stay's prediction, as in the networks' loss)
     teacher_hours: TeacherHours = "uniform"
+    #: how the tree teacher is cross-fitted. None: by the training folds themselves (5-fold training: a stay's
+    #: trees for member k are fitted on the folds other than the stay's and k's, 3/5 of the stays; the protocol's
+    #: one member: on the other half of its training stays, 2/5). G: every stay is put in one of G groups
+    #: (stratified), and member k's trees for a stay are fitted on k's training stays outside the stay's group,
+    #: (G - 1)/G of them: folds x G tree fits.
+    teacher_groups: int | None = None
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -202,9 +208,10 @@ def sequence_task(
     weighting: str | None = None,
     target: str | None = None,
     teacher_hours: str | None = None,
+    teacher_groups: int | None = None,
 ) -> SequenceTask:
-    """The task of a catalogue task name, with another feature schema, hour weighting, target or teacher row
-    weights when given."""
+    """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
+    weights or teacher cross-fitting groups when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -225,4 +232,8 @@ def sequence_task(
         if teacher_hours not in get_args(TeacherHours):
             raise ValueError(f"teacher row weights {teacher_hours!r}: choose uniform or task")
         changes["teacher_hours"] = teacher_hours
+    if teacher_groups is not None and teacher_groups != base.teacher_groups:
+        if teacher_groups < 2:
+            raise ValueError(f"teacher groups {teacher_groups}: the teacher needs at least 2 groups to cross-fit")
+        changes["teacher_groups"] = teacher_groups
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

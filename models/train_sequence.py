@@ -171,11 +171,16 @@ def task_teacher(
     """:func:`teacher_targets` as ``task`` asks for them: trees fitted towards its training labels, on its
     schema's dense channels, with its row weights."""
     labels = [s.labels for s in stays]
+    groups = (
+        _teacher_groups(stays, fold_of, seed)
+        if task.teacher_groups is None
+        else stay_folds(stays, task.teacher_groups, seed + 1)
+    )
     return teacher_targets(
         features,
         [task.training_labels(y) for y in labels],
         fold_of,
-        _teacher_groups(stays, fold_of, seed),
+        groups,
         seed,
         columns=task.schema.n_dense,
         members=members,
@@ -343,6 +348,7 @@ def train_sequence(
             "weighting": task.weighting,
             "target": task.target,
             "teacher_hours": task.teacher_hours,
+            "teacher_groups": task.teacher_groups,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -494,6 +500,11 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                     f"{task.schema.n_dense} engineered channels, cross-fitted so that no stay is scored by trees that "
                     "saw it or the member's held-out fold; used in training only"
                     + ("; the trees' rows weighted as the loss's hours" if task.teacher_hours == "task" else "")
+                    + (
+                        f"; cross-fitted in {task.teacher_groups} groups of stays"
+                        if task.teacher_groups is not None
+                        else ""
+                    )
                     if teacher_weight > 0
                     else "labels"
                 )

@@ -23,13 +23,17 @@ def test_no_option_gives_the_shipped_task() -> None:
 def test_options_change_the_task() -> None:
     task = task_from_options(
         "sepsis",
-        _parse("--schema", "sepsis-v2", "--weighting", "uniform", "--target", "window", "--teacher-hours", "task"),
+        _parse(
+            *("--schema", "sepsis-v2", "--weighting", "uniform", "--target", "window", "--teacher-hours", "task"),
+            *("--teacher-groups", "8"),
+        ),
     )
-    assert (task.schema.name, task.weighting, task.target, task.teacher_hours) == (
+    assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
         "uniform",
         "window",
         "task",
+        8,
     )
 
 

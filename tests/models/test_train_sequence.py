@@ -32,16 +32,13 @@ def _stays(n: int, seed: int) -> tuple[list[SepsisRecord], list[np.ndarray], lis
     return records, features, labels
 
 
-@pytest.mark.parametrize("folds", [2, 5])
-def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
-    records, features, labels = _stays(80, seed=folds)
-    fold_of = stay_folds(records, folds, seed=0)
-    groups = _teacher_groups(records, fold_of, seed=0)
-    out = teacher_targets(features, labels, fold_of, groups, seed=0)
-
+def _assert_never_scores_a_stay_it_saw(
+    out: list[list[np.ndarray]], fold_of: np.ndarray, features: list[np.ndarray], labels: list[np.ndarray]
+) -> None:
+    folds = int(fold_of.max()) + 1
     assert len(out) == folds
     for k in range(folds):
-        for i in range(len(records)):
+        for i in range(len(labels)):
             if fold_of[i] == k:  # member k's held-out stays get no soft target
                 assert out[k][i].size == 0
             else:
@@ -54,6 +51,31 @@ def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
         train = np.flatnonzero(fold_of != k)
         auroc = roc_auc_score(np.concatenate([labels[i] for i in train]), np.concatenate([out[k][i] for i in train]))
         assert auroc < 0.75, f"member {k}: the teacher's targets recall the labels of stays the trees saw"
+
+
+@pytest.mark.parametrize("folds", [2, 5])
+def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
+    records, features, labels = _stays(80, seed=folds)
+    fold_of = stay_folds(records, folds, seed=0)
+    groups = _teacher_groups(records, fold_of, seed=0)
+    _assert_never_scores_a_stay_it_saw(
+        teacher_targets(features, labels, fold_of, groups, seed=0), fold_of, features, labels
+    )
+
+
+@pytest.mark.parametrize(("folds", "groups"), [(2, 4), (5, 3)])
+def test_teacher_in_groups_never_scores_a_stay_it_saw(folds: int, groups: int) -> None:
+    """``--teacher-groups G`` (SequenceTask.teacher_groups): the same guarantee, through the task's own teacher."""
+    from models.sequence_tasks import Stay, sequence_task
+    from models.train_sequence import task_teacher
+
+    records, features, labels = _stays(80, seed=10 * folds + groups)
+    stays = [Stay(r.name, r.values, y) for r, y in zip(records, labels, strict=True)]
+    fold_of = stay_folds(records, folds, seed=0)
+    out = task_teacher(sequence_task("sepsis", teacher_groups=groups), stays, features, fold_of, seed=0)
+    _assert_never_scores_a_stay_it_saw(out, fold_of, features, labels)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        sequence_task("sepsis", teacher_groups=1)
 
 
 def test_teacher_groups_split_two_folds_into_halves() -> None:
