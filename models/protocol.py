@@ -118,16 +118,32 @@ def _fit_repeat(
     seed: int,
     teacher_weight: float,
     label: str,
+    folds: int = 1,
 ) -> list[np.ndarray]:
-    """Train one network on the stays outside ``held`` as a member of the shipped ensemble is trained, and
-    return its hourly probabilities for the held stays."""
+    """Train on the stays outside ``held`` and return the hourly probabilities of the held stays: with
+    ``folds`` 1, of one network trained as a member of the shipped ensemble is; with more, of the shipped
+    ensemble itself (``folds`` fold networks on those stays, their mean logit)."""
     from models.sequence import NormStats, SequenceConfig, engineer
-    from models.train_sequence import _fit_member, member_targets, predict_features, task_teacher
+    from models.train_sequence import (
+        _fit_member,
+        fit_fold_members,
+        member_targets,
+        predict_features,
+        stay_folds,
+        task_teacher,
+    )
 
     schema = task.schema
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
     features = [engineer(s.values, stats, schema) for s in stays]
+    if folds > 1:
+        train = [stays[i] for i in train_idx]
+        ensemble, _, _ = fit_fold_members(
+            task, arch, train, [features[i] for i in train_idx], stay_folds(train, folds, seed),
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, teacher_weight=teacher_weight, label=label,
+        )  # fmt: skip
+        return predict_features(ensemble, [features[i] for i in held_idx])
     labels = [s.labels for s in stays]
     train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the network learn
     fold_of = np.where(held, 0, 1)
@@ -271,6 +287,7 @@ def run_protocol(
     teacher_weight: float,
     limit: int | None = None,
     command: str = "",
+    folds: int = 1,
 ) -> ProtocolReport:
     from models.train_cnn import seed_everything
 
@@ -291,6 +308,8 @@ def run_protocol(
     }
     if task.teacher_groups is not None:  # absent from the runs made before the option existed
         settings["teacher_groups"] = task.teacher_groups
+    if folds > 1:  # likewise
+        settings["folds"] = folds
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
         if r < len(held):
@@ -308,6 +327,7 @@ def run_protocol(
             seed=seed + r,
             teacher_weight=teacher_weight,
             label=f"{arch} repeat {r + 1}/{repeats}",
+            folds=folds,
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
@@ -465,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--lr", type=float, default=2e-3)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--teacher-weight", type=float, default=None)
+    run.add_argument(
+        "--folds",
+        type=int,
+        default=1,
+        help="1: one network per split, as one member of the shipped ensemble is trained (the rule's runs); K > 1: "
+        "the shipped ensemble itself per split (K fold networks, mean logit; K times the cost)",
+    )
     run.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     run.add_argument("--limit", type=int, default=None, help="at most this many stays (smoke runs)")
     cmp_ = sub.add_parser("compare", help="paired gains of NEW over OLD on the same splits")
@@ -506,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_weight=weight,
             limit=args.limit,
             command=command,
+            folds=args.folds,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0

@@ -158,3 +158,25 @@ def test_an_interrupted_run_resumes_after_its_last_saved_repeat(
     assert "resuming after 1 saved repeat" in capsys.readouterr().err
     assert after.repeats[0].figures == before.repeats[0].figures
     assert after.repeats[0].seconds == before.repeats[0].seconds
+
+
+def test_a_run_of_the_shipped_ensemble_per_split(
+    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path
+) -> None:
+    """``--folds 2``: each split trains the shipped procedure (2 fold networks, their mean logit) instead of one
+    network; the same held-out stays are scored, the settings say so, and the predictions are not one network's."""
+    from models.protocol import development_stays, load_held
+
+    report = run_protocol(
+        SEPSIS_TASK, "lstm", psv_folder, tmp_path / "ens",
+        repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5, folds=2,
+    )  # fmt: skip
+    single = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
+    assert report.settings == {**single.settings, "folds": 2}
+    stays, _ = development_stays(SEPSIS_TASK, psv_folder)
+    ens, one = load_held(tmp_path / "ens", stays), load_held(tiny_runs[0], stays)
+    for a, b in zip(ens, one, strict=True):
+        assert np.array_equal(a.idx, b.idx)
+        assert [len(p) for p in a.probs] == [len(p) for p in b.probs]
+        assert all(np.all((p > 0) & (p < 1)) for p in a.probs)
+    assert not np.allclose(np.concatenate(ens[0].probs), np.concatenate(one[0].probs))
