@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--data", type=Path, default=None)
     run.add_argument("--repeats", type=int, default=8)
-    add_task_options(run)  # --schema, --weighting, --target, --teacher-hours
+    add_task_options(run)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -516,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.repeats < 2:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
+        if args.folds < 1:
+            parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
         task = task_from_options(model.task.name, args)

@@ -15,6 +15,14 @@ Target = Literal["label", "window"]  # SequenceTask.target
 TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
 
 
+def _groups(value: str) -> int:
+    """``--teacher-groups``: an integer of at least 2 (the teacher cross-fits between groups)."""
+    groups = int(value)
+    if groups < 2:
+        raise argparse.ArgumentTypeError(f"{groups}: the teacher needs at least 2 groups to cross-fit")
+    return groups
+
+
 def add_task_options(parser: argparse.ArgumentParser) -> None:
     """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
     (read back by :func:`task_from_options`)."""
@@ -48,7 +56,7 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--teacher-groups",
-        type=int,
+        type=_groups,
         default=None,
         metavar="G",
         help="sequence models: cross-fit the tree teacher in G groups of stays, each stay's trees fitted on "

@@ -38,7 +38,13 @@ def test_options_change_the_task() -> None:
 
 
 def test_unknown_choices_are_refused_by_the_parser() -> None:
-    for option, value in (("--target", "ahead"), ("--teacher-hours", "last"), ("--weighting", "none")):
+    for option, value in (
+        ("--target", "ahead"),
+        ("--teacher-hours", "last"),
+        ("--weighting", "none"),
+        ("--teacher-groups", "1"),
+        ("--teacher-groups", "two"),
+    ):
         with pytest.raises(SystemExit):
             _parse(option, value)
 
