@@ -3,6 +3,7 @@
 python -m models.protocol run lstm --out runs/protocol/lstm-v1 [--repeats 8] [--schema sepsis-v2]
 python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
+python -m models.protocol smooth runs/protocol/lstm-v2 --out ...       # a causal risk smoother, chosen per repeat
 python -m models.protocol attach runs/protocol/lstm-v2 --weights models/weights/lstm  # into the model card
 python -m models.protocol confirm lstm [--weights DIR]                             # the reserve, once
 
@@ -28,6 +29,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,7 @@ class RepeatResult(BaseModel):
     n_test: int
     n_test_positive: int
     threshold: float  # chosen on the other repeats' held-out predictions (see the module docstring)
+    smoother: str = "none"  # the risk smoother chosen with the threshold (models/risk_smoothing.py)
     figures: dict[str, float]
     seconds: float
 
@@ -166,23 +169,29 @@ def _fit_repeat(
     return predict_features(member, [features[i] for i in held_idx])
 
 
-def score_repeats(task: SequenceTask, stays: list[Stay], held: list[_Held]) -> list[tuple[float, dict[str, float]]]:
-    """(threshold, figures) of every repeat: its threshold chosen on the other repeats' held-out predictions
-    of stays outside its own held-out set."""
+def score_repeats(
+    task: SequenceTask, stays: list[Stay], held: list[_Held], smoothers: Sequence[str] = ("none",)
+) -> list[tuple[float, dict[str, float], str]]:
+    """(threshold, figures, smoother) of every repeat: the smoother (models/risk_smoothing.py) and threshold
+    with the best primary figure on the other repeats' held-out predictions of stays outside its own
+    held-out set (on ties the earlier smoother), then its figures on its own held-out stays."""
+    from models.risk_smoothing import smooth_risk
+
     labels = [s.labels for s in stays]
+    smoothed = {name: [[smooth_risk(name, p) for p in h.probs] for h in held] for name in smoothers}
     out = []
     for r, h in enumerate(held):
         own = set(h.idx.tolist())
-        pool_labels, pool_probs = [], []
-        for q, other in enumerate(held):
-            if q == r:
-                continue
-            for i, p in zip(other.idx, other.probs, strict=True):
-                if int(i) not in own:
-                    pool_labels.append(labels[i])
-                    pool_probs.append(p)
-        threshold, _ = task.choose_threshold(pool_labels, pool_probs)
-        out.append((threshold, task.figures([labels[i] for i in h.idx], h.probs, threshold)))
+        pool = [(q, j) for q, other in enumerate(held) if q != r for j, i in enumerate(other.idx) if int(i) not in own]
+        pool_labels = [labels[held[q].idx[j]] for q, j in pool]
+        best: tuple[float, float, str] | None = None
+        for name in smoothers:
+            threshold, figure = task.choose_threshold(pool_labels, [smoothed[name][q][j] for q, j in pool])
+            if best is None or figure > best[1]:
+                best = (threshold, figure, name)
+        assert best is not None
+        threshold, _, name = best
+        out.append((threshold, task.figures([labels[i] for i in h.idx], smoothed[name][r], threshold), name))
     return out
 
 
@@ -204,8 +213,9 @@ def _report(
     seconds: list[float],
     settings: dict[str, float | int | str],
     command: str,
+    smoothers: Sequence[str] = ("none",),
 ) -> ProtocolReport:
-    scored = score_repeats(task, stays, held)
+    scored = score_repeats(task, stays, held, smoothers)
     repeats = [
         RepeatResult(
             repeat=r,
@@ -214,10 +224,11 @@ def _report(
             n_test=len(h.idx),
             n_test_positive=int(sum(stays[i].labels.any() for i in h.idx)),
             threshold=threshold,
+            smoother=smoother,
             figures=figures,
             seconds=sec,
         )
-        for r, (h, (threshold, figures), sec) in enumerate(zip(held, scored, seconds, strict=True))
+        for r, (h, (threshold, figures, smoother), sec) in enumerate(zip(held, scored, seconds, strict=True))
     ]
     mean, std = _summary([r.figures for r in repeats])
     return ProtocolReport(
@@ -379,6 +390,21 @@ def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, c
     return report
 
 
+def smooth_run(task: SequenceTask, run: Path, data: Path, out: Path, command: str) -> ProtocolReport:
+    """A saved run rescored with a causal risk smoother chosen with the threshold, repeat by repeat, on the other
+    repeats (docs/sepsis-protocol.md, rule 13; no training). ``out`` keeps the run's unsmoothed predictions."""
+    from models.risk_smoothing import SMOOTHERS
+
+    source = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    stays, n_reserve = development_stays(task, data)
+    held = load_held(run, stays)
+    settings: dict[str, float | int | str] = {"source": str(run), "smoothers": " ".join(SMOOTHERS)}
+    seconds = [r.seconds for r in source.repeats]
+    report = _report(task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers=tuple(SMOOTHERS))
+    save_run(out, report, stays, held)
+    return report
+
+
 class Comparison(BaseModel):
     """``new`` minus ``old`` on the same splits, repeat by repeat."""
 
@@ -502,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("runs", type=Path, nargs="+")
     ens.add_argument("--out", type=Path, required=True)
     ens.add_argument("--data", type=Path, default=None)
+    smo = sub.add_parser("smooth", help="rescore a run with a causal risk smoother chosen with the threshold")
+    smo.add_argument("run", type=Path)
+    smo.add_argument("--out", type=Path, required=True)
+    smo.add_argument("--data", type=Path, default=None)
     att = sub.add_parser("attach", help="write a run's figures into a model card")
     att.add_argument("run", type=Path)
     att.add_argument("--weights", type=Path, required=True)
@@ -561,6 +591,13 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{g:+.3f}" for g in result.gains[k]))  # fmt: skip
         print(f"adopted by the rule ({primary}): {'yes' if result.adopted(primary) else 'no'}")
         print(json.dumps(result.model_dump(), indent=1), file=sys.stderr)
+        return 0
+    if args.command == "smooth":
+        source = ProtocolReport.model_validate_json((args.run / "report.json").read_text())
+        task = sequence_task(source.task, source.schema_name)
+        report = smooth_run(task, args.run, args.data or task.default_data(), args.out, command)
+        chosen = " ".join(r.smoother for r in report.repeats)
+        print(f"{args.run} with a risk smoother chosen per repeat ({chosen}): {report.line()}")
         return 0
     reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in args.runs]
     task = sequence_task(reports[0].task, reports[0].schema_name)
