@@ -22,14 +22,16 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from models.backends import this_machine
 from models.calibration import CalibrationMethod, Calibrator, brier, cross_fitted, fit_calibrator
-from models.cards import read_card, write_card
+from models.cards import ModelCard, read_card, write_card
 from models.catalogue import entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.errors import WeightsError
@@ -45,7 +47,7 @@ from models.sequence import (
     pad_batch,
     schema_of,
 )
-from models.sequence_tasks import sequence_task
+from models.sequence_tasks import SequenceTask, Stay, sequence_task
 from models.train_sequence import stay_folds
 from models.trust import SEPSIS_CALIBRATION_CAVEAT, SepsisTrustSettings
 from models.trust_report import CalibrationRow, OutOfFoldCheck, SepsisTrustReport
@@ -92,11 +94,28 @@ def adopt(figures: dict[str, tuple[float, float]]) -> CalibrationMethod:
     return adopted
 
 
-def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
-    """Everything in this module's docstring; prints the figures."""
-    from sklearn.metrics import roc_auc_score
+@dataclass
+class OutOfFold:
+    """A fold-ensemble checkpoint and its training stays, every stay scored by each member."""
 
-    started = time.time()
+    meta: CheckpointMeta
+    state: dict[str, Any]
+    card: ModelCard | None
+    task: SequenceTask
+    records: list[Stay]  # the stays it was trained on (without the protocol's reserve if it was left out)
+    stay_fold: np.ndarray  # (stays,) the fold of each stay: the member that never saw it
+    every: list[np.ndarray]  # per stay (members, hours) logits
+
+    def probabilities(self) -> list[np.ndarray]:
+        """Per stay (hours,): the out-of-fold hourly risk, from the member trained without the stay's fold."""
+        return [
+            np.clip(1.0 / (1.0 + np.exp(-logits[self.stay_fold[i]])), PROB_EPS, 1.0 - PROB_EPS)
+            for i, logits in enumerate(self.every)
+        ]
+
+
+def out_of_fold(model_name: str, weights: Path, data: Path | None) -> OutOfFold:
+    """Rebuild training's out-of-fold predictions from the checkpoint at ``weights`` (no retraining)."""
     meta, state = load_checkpoint(weights, expected=model_name)
     card = read_card(weights) if (weights / CARD_JSON).is_file() else None
     config = SequenceConfig.model_validate(meta.config)
@@ -115,7 +134,17 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
         records = [r for r in records if not is_reserved(r.name)]
     stay_fold = stay_folds(records, config.members, seed)
     features = [engineer(r.values, stats, schema) for r in records]
-    every = member_logits(model, features)  # per stay (members, hours)
+    return OutOfFold(meta, state, card, task, records, stay_fold, member_logits(model, features))
+
+
+def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
+    """Everything in this module's docstring; prints the figures."""
+    from sklearn.metrics import roc_auc_score
+
+    started = time.time()
+    oof_fit = out_of_fold(model_name, weights, data)
+    meta, state, card, task, records = oof_fit.meta, oof_fit.state, oof_fit.card, oof_fit.task, oof_fit.records
+    stay_fold, every = oof_fit.stay_fold, oof_fit.every
     labels = [r.labels.astype(np.int64) for r in records]
     if task.name == "mortality":  # the stay's prediction is its last hour: calibrate that one
         every = [logits[:, -1:] for logits in every]
@@ -164,7 +193,7 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
         measured=measured,
         command=command,
         machine=this_machine().describe(),
-        folds=config.members,
+        folds=SequenceConfig.model_validate(meta.config).members,
         out_of_fold=check,
         calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
         calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],
@@ -196,4 +225,13 @@ def _print(r: SepsisTrustReport, calibrator: Calibrator, seconds: float) -> None
     print(f"({seconds:.0f} s) wrote model.pt and the card", file=sys.stderr)
 
 
-__all__ = ["CALIBRATION_RULE", "METHODS", "adopt", "calibrate_sequence", "cross_fit", "member_logits"]
+__all__ = [
+    "CALIBRATION_RULE",
+    "METHODS",
+    "OutOfFold",
+    "adopt",
+    "calibrate_sequence",
+    "cross_fit",
+    "member_logits",
+    "out_of_fold",
+]

@@ -54,6 +54,17 @@ class SpeedTable(BaseModel):
     rows: list[SpeedRow]
 
 
+class EarlierReserve(BaseModel):
+    """The reserve's figures for this checkpoint's weights at an earlier operating threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float
+    figures: dict[str, float]
+    measured: str
+    command: str
+
+
 class ProtocolSummary(BaseModel):
     """What ``python -m models.protocol`` measured for this model's training recipe (docs/sepsis-protocol.md),
     and the reserve's figure, measured once on the shipped checkpoint."""
@@ -72,6 +83,8 @@ class ProtocolSummary(BaseModel):
     reserve: dict[str, float] | None = None  # the shipped checkpoint on the reserve, at its own threshold
     reserve_measured: str | None = None
     reserve_command: str | None = None
+    #: the same weights on the reserve at earlier operating thresholds (``python -m models.protocol set-threshold``)
+    earlier_reserves: list[EarlierReserve] = []
 
 
 class ModelCard(BaseModel):
@@ -196,6 +209,12 @@ def _protocol_section(p: ProtocolSummary | None) -> str:
         else f"**Reserve** ({p.n_reserve} stays never used for training or choices, scored once, {p.reserve_measured}: "
         f"`{p.reserve_command}`): " + ", ".join(f"{k} {v:.4f}" for k, v in p.reserve.items()) + "."
     )
+    for e in p.earlier_reserves:
+        reserve += (
+            f" The same weights at the earlier threshold {e.threshold:.4f} ({e.measured}, `{e.command}`): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in e.figures.items())
+            + "."
+        )
     return f"""## Evaluation protocol (the figures to believe)
 `{p.command}` ({p.created}, features {p.schema_name}): {p.repeats} seeded 80/20 splits of the {p.n_development}
 development stays; in each, one network trained as a member of this checkpoint is, scored on the 20 % at a

@@ -3,8 +3,10 @@
 python -m models.protocol run lstm --out runs/protocol/lstm-v1 [--repeats 8] [--schema sepsis-v2]
 python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
-python -m models.protocol smooth runs/protocol/lstm-v2 --out ...       # a causal risk smoother, chosen per repeat
+python -m models.protocol rescore runs/protocol/lstm-v2 --smooth --out ...  # a causal risk smoother, per repeat
+python -m models.protocol rescore runs/protocol/lstm-v2 --threshold 0.1 --out ...  # at a threshold chosen elsewhere
 python -m models.protocol attach runs/protocol/lstm-v2 --weights models/weights/lstm  # into the model card
+python -m models.protocol set-threshold runs/protocol/lstm-5fold lstm [--weights DIR]  # the protocol's threshold
 python -m models.protocol confirm lstm [--weights DIR]                             # the reserve, once
 
 - **Reserve.** 15 % of the stays, chosen once by a keyed hash of the record's name (:func:`is_reserved`),
@@ -170,17 +172,26 @@ def _fit_repeat(
 
 
 def score_repeats(
-    task: SequenceTask, stays: list[Stay], held: list[_Held], smoothers: Sequence[str] = ("none",)
+    task: SequenceTask,
+    stays: list[Stay],
+    held: list[_Held],
+    smoothers: Sequence[str] = ("none",),
+    threshold: float | None = None,
 ) -> list[tuple[float, dict[str, float], str]]:
     """(threshold, figures, smoother) of every repeat: the smoother (models/risk_smoothing.py) and threshold
     with the best primary figure on the other repeats' held-out predictions of stays outside its own
-    held-out set (on ties the earlier smoother), then its figures on its own held-out stays."""
+    held-out set (on ties the earlier smoother), then its figures on its own held-out stays. A given
+    ``threshold`` is used as it is for every repeat (with the first smoother): a threshold chosen elsewhere."""
     from models.risk_smoothing import smooth_risk
 
     labels = [s.labels for s in stays]
     smoothed = {name: [[smooth_risk(name, p) for p in h.probs] for h in held] for name in smoothers}
     out = []
     for r, h in enumerate(held):
+        if threshold is not None:
+            name = smoothers[0]
+            out.append((threshold, task.figures([labels[i] for i in h.idx], smoothed[name][r], threshold), name))
+            continue
         own = set(h.idx.tolist())
         pool = [(q, j) for q, other in enumerate(held) if q != r for j, i in enumerate(other.idx) if int(i) not in own]
         pool_labels = [labels[held[q].idx[j]] for q, j in pool]
@@ -190,8 +201,8 @@ def score_repeats(
             if best is None or figure > best[1]:
                 best = (threshold, figure, name)
         assert best is not None
-        threshold, _, name = best
-        out.append((threshold, task.figures([labels[i] for i in h.idx], smoothed[name][r], threshold), name))
+        chosen, _, name = best
+        out.append((chosen, task.figures([labels[i] for i in h.idx], smoothed[name][r], chosen), name))
     return out
 
 
@@ -214,8 +225,9 @@ def _report(
     settings: dict[str, float | int | str],
     command: str,
     smoothers: Sequence[str] = ("none",),
+    threshold: float | None = None,
 ) -> ProtocolReport:
-    scored = score_repeats(task, stays, held, smoothers)
+    scored = score_repeats(task, stays, held, smoothers, threshold)
     repeats = [
         RepeatResult(
             repeat=r,
@@ -390,17 +402,30 @@ def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, c
     return report
 
 
-def smooth_run(task: SequenceTask, run: Path, data: Path, out: Path, command: str) -> ProtocolReport:
-    """A saved run rescored with a causal risk smoother chosen with the threshold, repeat by repeat, on the other
-    repeats (docs/sepsis-protocol.md, rule 13; no training). ``out`` keeps the run's unsmoothed predictions."""
+def rescore_run(
+    task: SequenceTask,
+    run: Path,
+    data: Path,
+    out: Path,
+    command: str,
+    *,
+    smooth: bool = False,
+    threshold: float | None = None,
+) -> ProtocolReport:
+    """A saved run scored again without training: ``smooth``, with a causal risk smoother chosen with the threshold,
+    repeat by repeat, on the other repeats (docs/sepsis-protocol.md, rule 13); ``threshold``, at that threshold for
+    every repeat (a threshold chosen elsewhere, rule 14). ``out`` keeps the run's own (unsmoothed) predictions."""
     from models.risk_smoothing import SMOOTHERS
 
     source = ProtocolReport.model_validate_json((run / "report.json").read_text())
     stays, n_reserve = development_stays(task, data)
     held = load_held(run, stays)
-    settings: dict[str, float | int | str] = {"source": str(run), "smoothers": " ".join(SMOOTHERS)}
+    smoothers = tuple(SMOOTHERS) if smooth else ("none",)
+    settings: dict[str, float | int | str] = {"source": str(run), "smoothers": " ".join(smoothers)}
+    if threshold is not None:
+        settings["threshold"] = threshold
     seconds = [r.seconds for r in source.repeats]
-    report = _report(task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers=tuple(SMOOTHERS))
+    report = _report(task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers, threshold)
     save_run(out, report, stays, held)
     return report
 
@@ -418,8 +443,9 @@ class Comparison(BaseModel):
 
     def adopted(self, primary: str) -> bool:
         """The adoption rule of docs/sepsis-protocol.md: the mean gain of the primary figure exceeds the
-        standard deviation of the gains, and AUROC does not fall by more than its gains' standard deviation."""
-        return self.gain_mean[primary] > self.gain_std[primary] and self.gain_mean["auroc"] > -self.gain_std["auroc"]
+        standard deviation of the gains, and the mean AUROC gain is not below minus its gains' standard deviation
+        (a change that cannot move AUROC, such as a threshold, passes that part)."""
+        return self.gain_mean[primary] > self.gain_std[primary] and self.gain_mean["auroc"] >= -self.gain_std["auroc"]
 
 
 def compare(old: Path, new: Path) -> Comparison:
@@ -460,6 +486,53 @@ def attach(run: Path, weights: Path) -> None:
         reserve_command=None if previous is None else previous.reserve_command,
     )
     write_card(weights, card)
+
+
+def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, command: str) -> tuple[float, float]:
+    """Make a protocol run's threshold (the median of its repeats', each chosen on the other repeats' held-out
+    stays) the operating threshold of the checkpoint at ``weights`` (docs/sepsis-protocol.md, rule 14): in
+    ``model.pt`` and the card, whose out-of-fold evaluation is recomputed at it. A reserve figure measured at the
+    old threshold is kept as an earlier one, and the reserve may be scored once at the new threshold.
+    Returns (old threshold, new threshold)."""
+    from models.calibrate_sepsis import out_of_fold
+    from models.cards import EarlierReserve, write_card
+    from models.checkpoint import CheckpointMeta, save_checkpoint
+    from models.train_sequence import card_evaluation
+
+    report = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    oof = out_of_fold(model_name, weights, data)
+    if report.task != oof.task.name or report.schema_name != oof.task.schema.name:
+        raise ValueError(
+            f"{run} measured {report.task} with {report.schema_name}; {weights} is {oof.task.name} with "
+            f"{oof.task.schema.name}: use a run of this checkpoint's recipe"
+        )
+    if oof.card is None:
+        raise ValueError(f"{weights} has no card.json: train it with python -m models.train")
+    old, new = oof.meta.threshold, report.threshold
+    rule = (
+        f"the protocol's (docs/sepsis-protocol.md, rule 14): the median of the thresholds that the "
+        f"{len(report.repeats)} repeats of `{report.command}` chose, each maximising the {oof.task.primary} on the "
+        "other repeats' held-out stays"
+    )
+    preprocessing = {**oof.meta.preprocessing, "threshold_rule": rule}
+    labels = [s.labels for s in oof.records]
+    probs = oof.probabilities()
+    preprocessing["out_of_fold"] = oof.task.figures(labels, probs, new)
+    meta = CheckpointMeta.model_validate({**oof.meta.model_dump(), "threshold": new, "preprocessing": preprocessing})
+    card = oof.card
+    card.threshold, card.threshold_rule = new, rule
+    card.evaluation, card.extra_metrics = card_evaluation(oof.task, labels, probs, new)
+    p = card.protocol
+    if p is not None and p.reserve is not None and new != old:
+        assert p.reserve_measured is not None and p.reserve_command is not None
+        p.earlier_reserves.append(
+            EarlierReserve(threshold=old, figures=p.reserve, measured=p.reserve_measured, command=p.reserve_command)
+        )
+        p.reserve, p.reserve_measured, p.reserve_command = None, None, None
+    save_checkpoint(weights, meta, oof.state)
+    write_card(weights, card)
+    print(f"{weights}: threshold {old:.4f} -> {new:.4f} ({command})", file=sys.stderr)
+    return old, new
 
 
 class ReserveAlreadyUsedError(RuntimeError):
@@ -528,13 +601,21 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("runs", type=Path, nargs="+")
     ens.add_argument("--out", type=Path, required=True)
     ens.add_argument("--data", type=Path, default=None)
-    smo = sub.add_parser("smooth", help="rescore a run with a causal risk smoother chosen with the threshold")
-    smo.add_argument("run", type=Path)
-    smo.add_argument("--out", type=Path, required=True)
-    smo.add_argument("--data", type=Path, default=None)
+    res = sub.add_parser("rescore", help="score a run again, without training: with a risk smoother or a threshold")
+    res.add_argument("run", type=Path)
+    res.add_argument("--out", type=Path, required=True)
+    how = res.add_mutually_exclusive_group(required=True)
+    how.add_argument("--smooth", action="store_true", help="a causal risk smoother chosen with the threshold")
+    how.add_argument("--threshold", type=float, help="this threshold for every repeat (one chosen elsewhere)")
+    res.add_argument("--data", type=Path, default=None)
     att = sub.add_parser("attach", help="write a run's figures into a model card")
     att.add_argument("run", type=Path)
     att.add_argument("--weights", type=Path, required=True)
+    thr = sub.add_parser("set-threshold", help="make a run's threshold (chosen by the protocol) a checkpoint's")
+    thr.add_argument("run", type=Path)
+    thr.add_argument("model", choices=names)
+    thr.add_argument("--weights", type=Path, default=None)
+    thr.add_argument("--data", type=Path, default=None)
     con = sub.add_parser("confirm", help="score the shipped checkpoint on the reserve, once")
     con.add_argument("model", choices=names)
     con.add_argument("--weights", type=Path, default=None)
@@ -573,6 +654,14 @@ def main(argv: list[str] | None = None) -> int:
         attach(args.run, args.weights)
         print(f"wrote the protocol's figures into {args.weights}/card.json and card.md")
         return 0
+    if args.command == "set-threshold":
+        model = entry(args.model)
+        try:
+            old, new = set_threshold(args.run, model.name, args.weights or model.default_weights, args.data, command)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"{model.name}: operating threshold {old:.4f} -> {new:.4f}; the card's out-of-fold evaluation is at it")
+        return 0
     if args.command == "confirm":
         model = entry(args.model)
         weights = args.weights or model.default_weights
@@ -592,12 +681,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adopted by the rule ({primary}): {'yes' if result.adopted(primary) else 'no'}")
         print(json.dumps(result.model_dump(), indent=1), file=sys.stderr)
         return 0
-    if args.command == "smooth":
+    if args.command == "rescore":
         source = ProtocolReport.model_validate_json((args.run / "report.json").read_text())
         task = sequence_task(source.task, source.schema_name)
-        report = smooth_run(task, args.run, args.data or task.default_data(), args.out, command)
-        chosen = " ".join(r.smoother for r in report.repeats)
-        print(f"{args.run} with a risk smoother chosen per repeat ({chosen}): {report.line()}")
+        data = args.data or task.default_data()
+        report = rescore_run(task, args.run, data, args.out, command, smooth=args.smooth, threshold=args.threshold)
+        scoring = (
+            f"at threshold {args.threshold:g}"
+            if args.threshold is not None
+            else "with a risk smoother chosen per repeat"
+        )
+        print(f"{args.run} {scoring} ({' '.join(r.smoother for r in report.repeats)}): {report.line()}")
         return 0
     reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in args.runs]
     task = sequence_task(reports[0].task, reports[0].schema_name)

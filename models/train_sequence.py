@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.checkpoint import CheckpointMeta, save_checkpoint
+from models.metrics import BinaryEvaluation
 from models.sequence import (
     N_INPUT,
     N_PLE,
@@ -453,10 +454,25 @@ _CARD_TEXT: dict[str, dict[str, object]] = {
 }
 
 
+def card_evaluation(
+    task: SequenceTask, labels: list[np.ndarray], probs: list[np.ndarray], threshold: float
+) -> tuple[BinaryEvaluation, dict[str, float]]:
+    """The model card's evaluation of out-of-fold hourly ``probs`` at ``threshold``: sepsis every hour (and the
+    utility), mortality each stay's last hour (and event-1, the card's extra metric)."""
+    from models.metrics import binary_evaluation, normalized_utility
+
+    if task.name == "sepsis":
+        evaluation = binary_evaluation(np.concatenate(labels), np.concatenate(probs), threshold)
+        evaluation.utility = normalized_utility(labels, [p >= threshold for p in probs])
+        return evaluation, {}
+    outcome = np.array([int(y.any()) for y in labels])
+    evaluation = binary_evaluation(outcome, task.stay_scores(probs), threshold)
+    return evaluation, {"Event-1 score min(Se, +P)": task.figures(labels, probs, threshold)["event1"]}
+
+
 def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     from models.cards import MORTALITY_SOURCE, SEPSIS_SOURCE, ModelCard, write_card
     from models.catalogue import entry
-    from models.metrics import binary_evaluation, normalized_utility
 
     model = entry(args.model)
     task = task_from_options(model.task.name, args)
@@ -479,17 +495,7 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     )
     meta, teacher_weight = result.meta, result.teacher_weight
     text = _CARD_TEXT[task.name]
-    if task.name == "sepsis":
-        evaluation = binary_evaluation(
-            np.concatenate(result.val_labels), np.concatenate(result.val_probs), meta.threshold
-        )
-        evaluation.utility = normalized_utility(result.val_labels, [p >= meta.threshold for p in result.val_probs])
-        extra: dict[str, float] = {}
-    else:
-        outcome = np.array([int(y.any()) for y in result.val_labels])
-        evaluation = binary_evaluation(outcome, task.stay_scores(result.val_probs), meta.threshold)
-        figures = task.figures(result.val_labels, result.val_probs, meta.threshold)
-        extra = {"Event-1 score min(Se, +P)": figures["event1"]}
+    evaluation, extra = card_evaluation(task, result.val_labels, result.val_probs, meta.threshold)
     n_positive = sum(int(y.any()) for y in result.val_labels)
     folds = result.folds
     excluded = int(meta.preprocessing["reserve_excluded"])

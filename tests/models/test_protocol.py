@@ -56,6 +56,34 @@ def test_a_repeat_threshold_never_sees_its_own_labels() -> None:
     after = score_repeats(SEPSIS_TASK, flipped, held)
     assert after[0][0] == before[0][0]
     assert after[0][1] != before[0][1]
+    # the same when a risk smoother is chosen with the threshold: neither choice sees the repeat's labels
+    smoothers = ("none", "ema2", "max3")
+    before_s, after_s = (
+        score_repeats(SEPSIS_TASK, stays, held, smoothers),
+        score_repeats(SEPSIS_TASK, flipped, held, smoothers),
+    )
+    assert [(t, name) for t, _, name in after_s] == [(t, name) for t, _, name in before_s]
+    # a threshold chosen elsewhere is used as it is, for every repeat
+    fixed = score_repeats(SEPSIS_TASK, stays, held, threshold=0.5)
+    assert [t for t, _, _ in fixed] == [0.5] * 4
+    assert fixed[0][1] == SEPSIS_TASK.figures([stays[i].labels for i in held[0].idx], held[0].probs, 0.5)
+
+
+def test_the_rule_on_paired_gains() -> None:
+    from models.protocol import Comparison
+
+    def gains(primary: list[float], auroc: list[float]) -> Comparison:
+        g = {"utility": primary, "auroc": auroc}
+        return Comparison(
+            old="a", new="b", gains=g,
+            gain_mean={k: float(np.mean(v)) for k, v in g.items()},
+            gain_std={k: float(np.std(v, ddof=1)) for k, v in g.items()},
+        )  # fmt: skip
+
+    assert gains([0.02, 0.03, 0.025], [0.0, 0.001, -0.001]).adopted("utility")
+    assert not gains([0.02, -0.01, 0.03], [0.0, 0.001, -0.001]).adopted("utility")  # smaller than its spread
+    assert not gains([0.02, 0.03, 0.025], [-0.01, -0.012, -0.011]).adopted("utility")  # AUROC falls
+    assert gains([0.02, 0.03, 0.025], [0.0, 0.0, 0.0]).adopted("utility")  # a threshold cannot move AUROC
 
 
 def test_splits_are_stratified_and_differ() -> None:
@@ -158,6 +186,86 @@ def test_an_interrupted_run_resumes_after_its_last_saved_repeat(
     assert "resuming after 1 saved repeat" in capsys.readouterr().err
     assert after.repeats[0].figures == before.repeats[0].figures
     assert after.repeats[0].seconds == before.repeats[0].seconds
+
+
+def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path) -> None:
+    """``rescore``: the run's own predictions, no training; with ``none`` alone it is the run itself."""
+    from models.protocol import rescore_run
+
+    run = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
+    same = rescore_run(SEPSIS_TASK, tiny_runs[0], psv_folder, tmp_path / "same", "test")
+    assert [r.figures for r in same.repeats] == [r.figures for r in run.repeats]
+    assert (
+        main(["rescore", str(tiny_runs[0]), "--smooth", "--out", str(tmp_path / "smooth"), "--data", str(psv_folder)])
+        == 0
+    )
+    smooth = ProtocolReport.model_validate_json((tmp_path / "smooth" / "report.json").read_text())
+    assert smooth.settings["smoothers"] == "none ema1 ema2 ema4 max3 max6"
+    assert all(r.smoother in smooth.settings["smoothers"].split() for r in smooth.repeats)  # type: ignore[union-attr]
+    assert (
+        main(
+            [
+                "rescore",
+                str(tiny_runs[0]),
+                "--threshold",
+                "0.3",
+                "--out",
+                str(tmp_path / "t"),
+                "--data",
+                str(psv_folder),
+            ]
+        )
+        == 0
+    )
+    at = ProtocolReport.model_validate_json((tmp_path / "t" / "report.json").read_text())
+    assert [r.threshold for r in at.repeats] == [0.3, 0.3]
+    assert [r.figures["auroc"] for r in at.repeats] == [r.figures["auroc"] for r in run.repeats]
+    with pytest.raises(SystemExit):  # one way of rescoring at a time
+        main(["rescore", str(tiny_runs[0]), "--smooth", "--threshold", "0.3", "--out", str(tmp_path / "x")])
+
+
+def test_set_threshold_moves_the_checkpoint_and_keeps_the_earlier_reserve(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path
+) -> None:
+    """Rule 14: a run's threshold becomes the checkpoint's, in model.pt and the card, whose out-of-fold evaluation
+    is recomputed at it; the reserve figure at the old threshold is kept, and the reserve may be scored once more."""
+    import shutil
+
+    from models.calibrate_sepsis import out_of_fold
+    from models.cards import read_card
+    from models.checkpoint import load_checkpoint
+    from models.metrics import normalized_utility
+
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0
+    assert main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)]) == 0
+    first = read_card(weights).protocol.reserve  # type: ignore[union-attr]
+    old = load_checkpoint(weights)[0].threshold
+    run = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
+    assert run.threshold != old
+    assert main(["set-threshold", str(tiny_runs[0]), "lstm", "--weights", str(weights), "--data", str(psv_folder)]) == 0
+    meta = load_checkpoint(weights)[0]
+    card = read_card(weights)
+    assert meta.threshold == card.threshold == run.threshold
+    assert "rule 14" in card.threshold_rule and run.command in card.threshold_rule
+    oof = out_of_fold("lstm", weights, psv_folder)
+    labels, probs = [s.labels for s in oof.records], oof.probabilities()
+    assert card.evaluation.threshold == run.threshold
+    assert card.evaluation.utility == pytest.approx(normalized_utility(labels, [p >= run.threshold for p in probs]))
+    assert card.protocol is not None and card.protocol.reserve is None
+    assert [(e.threshold, e.figures) for e in card.protocol.earlier_reserves] == [(old, first)]
+    assert main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)]) == 0
+    card = read_card(weights)
+    assert card.protocol is not None and card.protocol.reserve is not None
+    assert card.protocol.reserve["auroc"] == pytest.approx(first["auroc"])  # the same weights, another threshold
+    assert f"earlier threshold {old:.4f}" in (weights / "card.md").read_text()
+    with pytest.raises(SystemExit):  # a mortality run does not fit a sepsis checkpoint
+        report = run.model_copy(update={"task": "mortality", "schema_name": "mortality-v1"})
+        wrong = tmp_path / "wrong"
+        shutil.copytree(tiny_runs[0], wrong)
+        (wrong / "report.json").write_text(report.model_dump_json())
+        main(["set-threshold", str(wrong), "lstm", "--weights", str(weights), "--data", str(psv_folder)])
 
 
 def test_a_run_of_the_shipped_ensemble_per_split(
