@@ -522,6 +522,10 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     card = oof.card
     card.threshold, card.threshold_rule = new, rule
     card.evaluation, card.extra_metrics = card_evaluation(oof.task, labels, probs, new)
+    card.evaluation_dataset = card.evaluation_dataset.replace(
+        "the threshold was also chosen on them",
+        "the threshold was chosen by the protocol, on other networks' predictions for the same stays",
+    )
     p = card.protocol
     if p is not None and p.reserve is not None and new != old:
         assert p.reserve_measured is not None and p.reserve_command is not None

@@ -249,6 +249,7 @@ def test_set_threshold_moves_the_checkpoint_and_keeps_the_earlier_reserve(
     card = read_card(weights)
     assert meta.threshold == card.threshold == run.threshold
     assert "rule 14" in card.threshold_rule and run.command in card.threshold_rule
+    assert "chosen by the protocol" in card.evaluation_dataset and "also chosen on them" not in card.evaluation_dataset
     oof = out_of_fold("lstm", weights, psv_folder)
     labels, probs = [s.labels for s in oof.records], oof.probabilities()
     assert card.evaluation.threshold == run.threshold
