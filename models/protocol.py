@@ -635,7 +635,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
-        task = task_from_options(model.task.name, args)
+        try:
+            task = task_from_options(model.task.name, args)
+        except ValueError as exc:  # an option the task does not define
+            parser.error(str(exc))
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

@@ -19,7 +19,7 @@ import torch
 
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
 from models.config import data_paths
-from models.sequence_options import add_task_options
+from models.sequence_options import add_task_options, task_from_options
 from models.train_cnn import VAL_FRACTION
 
 
@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.teacher_weight is not None:
             parser.error("--teacher-weight applies to the sequence models only")
         return _train_cnn(args)
+    try:  # an option the task does not define (mortality --target window) is a usage error, not a traceback
+        task_from_options(entry(args.model).task.name, args)
+    except ValueError as exc:
+        parser.error(str(exc))
     return _train_sequence(args)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,19 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
 def test_a_sepsis_only_option_is_refused_for_mortality() -> None:
     with pytest.raises(ValueError, match="not defined for mortality"):
         task_from_options("mortality", _parse("--target", "window"))
+
+
+@pytest.mark.parametrize("cli", ["models.train", "models.protocol"])
+def test_both_clis_answer_a_sepsis_only_option_for_mortality_with_a_usage_error(
+    cli: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Exit status 2 and the reason on stderr, before any data is read, not a ValueError traceback."""
+    from models.protocol import main as protocol_main
+    from models.train import main as train_main
+
+    argv = ["mortality-lstm", "--target", "window", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "none")]
+    with pytest.raises(SystemExit) as exit_:
+        train_main(argv) if cli == "models.train" else protocol_main(["run", *argv])
+    assert exit_.value.code == 2
+    assert "training target 'window' is not defined for mortality" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
