@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -126,49 +127,34 @@ def _fit_repeat(
     folds: int = 1,
 ) -> list[np.ndarray]:
     """Train on the stays outside ``held`` and return the hourly probabilities of the held stays: with
-    ``folds`` 1, of one network trained as a member of the shipped ensemble is; with more, of the shipped
-    ensemble itself (``folds`` fold networks on those stays, their mean logit)."""
-    from models.sequence import NormStats, SequenceConfig, engineer
-    from models.train_sequence import (
-        _fit_member,
-        fit_fold_members,
-        member_targets,
-        predict_features,
-        stay_folds,
-        task_teacher,
-    )
+    ``folds`` 1, of one network trained as a member of the shipped ensemble is (member 0 of the split held /
+    training, :func:`models.train_sequence.fit_fold_members`); with more, of the shipped ensemble itself
+    (``folds`` fold networks on those stays, their mean logit)."""
+    from models.sequence import NormStats, engineer
+    from models.train_sequence import fit_fold_members, predict_features, stay_folds
 
     schema = task.schema
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
     features = [engineer(s.values, stats, schema) for s in stays]
-    if folds > 1:
-        train = [stays[i] for i in train_idx]
-        ensemble, _, _ = fit_fold_members(
-            task, arch, train, [features[i] for i in train_idx], stay_folds(train, folds, seed),
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, teacher_weight=teacher_weight, label=label,
-        )  # fmt: skip
-        return predict_features(ensemble, [features[i] for i in held_idx])
-    labels = [s.labels for s in stays]
-    train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the network learn
-    fold_of = np.where(held, 0, 1)
-    teacher = task_teacher(task, stays, features, fold_of, seed, members=[0])[0] if teacher_weight > 0 else None
-    config = SequenceConfig(arch=arch, members=1, encoder="mlp", n_input=schema.n_input)
-    member, _ = _fit_member(
-        config,
-        [features[i] for i in train_idx],
-        [labels[i].astype(np.float32) for i in train_idx],
-        [],
-        [],
+    fit = partial(
+        fit_fold_members,
+        task,
+        arch,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        teacher_weight=teacher_weight,
         label=label,
-        targets=member_targets(train_labels, teacher, train_idx, teacher_weight),
-        task=task,
     )
-    return predict_features(member, [features[i] for i in held_idx])
+    if folds > 1:
+        train = [stays[i] for i in train_idx]
+        ensemble, _, _ = fit(train, [features[i] for i in train_idx], stay_folds(train, folds, seed))
+        return predict_features(ensemble, [features[i] for i in held_idx])
+    fold_of = np.where(held, 0, 1)  # member 0 trains on fold 1 (the 80 %) and is never scored on it
+    _, probs, _ = fit(stays, features, fold_of, members=[0], score_held=False)
+    return [probs[i] for i in held_idx]
 
 
 def score_repeats(
