@@ -175,15 +175,20 @@ def register_schema(schema: FeatureSchema) -> FeatureSchema:
     return schema
 
 
+def known_schemas() -> dict[str, FeatureSchema]:
+    """Every registered feature schema, the mortality task's included (their module registers them on import)."""
+    import models.mortality_features  # noqa: F401
+
+    return dict(SCHEMAS)
+
+
 def schema_of(preprocessing: dict[str, object]) -> FeatureSchema:
     """The schema a checkpoint was trained with (checkpoints without one predate schemas: sepsis-v1)."""
     name = str(preprocessing.get("schema", SEPSIS_V1.name))
-    if name not in SCHEMAS and name.startswith("mortality"):
-        import models.mortality_features  # noqa: F401  (registers the mortality schemas)
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise ValueError(f"unknown feature schema {name!r}: known {', '.join(SCHEMAS)}") from None
+    schemas = known_schemas()
+    if name not in schemas:
+        raise ValueError(f"unknown feature schema {name!r}: known {', '.join(schemas)}")
+    return schemas[name]
 
 
 #: the sepsis-v1 layout as module constants (what the committed sepsis weights and their tests use)

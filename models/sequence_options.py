@@ -1,6 +1,7 @@
 """The command-line options that change a sequence task's recipe (models/sequence_tasks.py), shared by
-``python -m models.train`` and ``python -m models.protocol run``. It imports neither torch nor the feature code,
-so building a parser stays cheap."""
+``python -m models.train`` and ``python -m models.protocol run``. Importing it imports neither torch nor the
+feature code (models/sequence_tasks.py reads its types); :func:`add_task_options` reads the registered feature
+schemas, and so imports both."""
 
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ def _groups(value: str) -> int:
 def add_task_options(parser: argparse.ArgumentParser) -> None:
     """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
     (read back by :func:`task_from_options`)."""
+    from models.sequence import known_schemas
+
     parser.add_argument(
         "--schema",
+        choices=sorted(known_schemas()),
         default=None,
-        help="sequence models: feature schema (sepsis-v1, sepsis-v2, sepsis-v3, mortality-v1, mortality-v2; "
-        "default: the task's)",
+        help="sequence models: feature schema (default: the task's; a schema belongs to its task, sepsis-* or "
+        "mortality-*)",
     )
     parser.add_argument(
         "--weighting",

@@ -215,11 +215,12 @@ def sequence_task(
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
-        from models.sequence import SCHEMAS
+        from models.sequence import known_schemas
 
-        if schema not in SCHEMAS:
-            raise ValueError(f"unknown feature schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
-        changes["schema"] = SCHEMAS[schema]
+        schemas = {k: v for k, v in known_schemas().items() if k.startswith(f"{task}-")}
+        if schema not in schemas:
+            raise ValueError(f"feature schema {schema!r} is not one of {task}'s: choose one of {', '.join(schemas)}")
+        changes["schema"] = schemas[schema]
     if weighting is not None and weighting != base.weighting:
         if weighting == "utility" and task != "sepsis":
             raise ValueError(f"hour weighting {weighting!r} is not defined for {task}")

@@ -45,6 +45,7 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--weighting", "none"),
         ("--teacher-groups", "1"),
         ("--teacher-groups", "two"),
+        ("--schema", "sepsis-v9"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)
@@ -53,6 +54,19 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
 def test_a_sepsis_only_option_is_refused_for_mortality() -> None:
     with pytest.raises(ValueError, match="not defined for mortality"):
         task_from_options("mortality", _parse("--target", "window"))
+    with pytest.raises(ValueError, match="'sepsis-v2' is not one of mortality's: choose one of mortality-v1"):
+        task_from_options("mortality", _parse("--schema", "sepsis-v2"))
+    with pytest.raises(ValueError, match="'mortality-v2' is not one of sepsis's"):
+        task_from_options("sepsis", _parse("--schema", "mortality-v2"))
+
+
+def test_every_registered_schema_is_offered() -> None:
+    from models.sequence import known_schemas
+
+    parser = argparse.ArgumentParser()
+    add_task_options(parser)
+    (schema,) = [a for a in parser._actions if a.dest == "schema"]
+    assert set(schema.choices or ()) == set(known_schemas()) >= {"sepsis-v1", "sepsis-v3", "mortality-v2"}
 
 
 @pytest.mark.parametrize("cli", ["models.train", "models.protocol"])
