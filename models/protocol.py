@@ -125,6 +125,7 @@ def _fit_repeat(
     teacher_weight: float,
     label: str,
     folds: int = 1,
+    d_model: int | None = None,
 ) -> list[np.ndarray]:
     """Train on the stays outside ``held`` and return the hourly probabilities of the held stays: with
     ``folds`` 1, of one network trained as a member of the shipped ensemble is (member 0 of the split held /
@@ -147,6 +148,7 @@ def _fit_repeat(
         seed=seed,
         teacher_weight=teacher_weight,
         label=label,
+        d_model=d_model,
     )
     if folds > 1:
         train = [stays[i] for i in train_idx]
@@ -297,6 +299,7 @@ def run_protocol(
     limit: int | None = None,
     command: str = "",
     folds: int = 1,
+    d_model: int | None = None,
 ) -> ProtocolReport:
     from models.train_cnn import seed_everything
 
@@ -319,6 +322,8 @@ def run_protocol(
         settings["teacher_groups"] = task.teacher_groups
     if folds > 1:  # likewise
         settings["folds"] = folds
+    if d_model is not None:  # likewise
+        settings["d_model"] = d_model
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
         if r < len(held):
@@ -337,6 +342,7 @@ def run_protocol(
             teacher_weight=teacher_weight,
             label=f"{arch} repeat {r + 1}/{repeats}",
             folds=folds,
+            d_model=d_model,
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
@@ -568,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--data", type=Path, default=None)
     run.add_argument("--repeats", type=int, default=8)
-    add_task_options(run)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups
+    add_task_options(run)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups, --d-model
     run.add_argument("--epochs", type=int, default=12)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3)
@@ -640,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             command=command,
             folds=args.folds,
+            d_model=args.d_model,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0

@@ -24,6 +24,14 @@ def _groups(value: str) -> int:
     return groups
 
 
+def width(value: str) -> int:
+    """``--d-model``: a network width of at least 8, a multiple of the Transformer's 4 attention heads."""
+    d_model = int(value)
+    if d_model < 8 or d_model % 4:
+        raise argparse.ArgumentTypeError(f"{d_model}: the width must be at least 8 and a multiple of 4 (the heads)")
+    return d_model
+
+
 def add_task_options(parser: argparse.ArgumentParser) -> None:
     """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
     (read back by :func:`task_from_options`)."""
@@ -65,6 +73,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         metavar="G",
         help="sequence models: cross-fit the tree teacher in G groups of stays, each stay's trees fitted on "
         "(G - 1)/G of the member's training stays (default: by the training folds, 3/5 of the stays)",
+    )
+    parser.add_argument(
+        "--d-model",
+        type=width,
+        default=None,
+        help="sequence models: the networks' width, the LSTM's hidden state or the Transformer's model width "
+        "(default 64; the checkpoint's config records it). Read as args.d_model, not part of the task",
     )
 
 

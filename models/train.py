@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
         "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
-    add_task_options(parser)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups
+    add_task_options(parser)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups, --d-model
     parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")

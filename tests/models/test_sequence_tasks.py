@@ -53,7 +53,9 @@ def test_mortality_figures_score_the_last_hour() -> None:
 
 
 def test_unknown_schema_is_refused() -> None:
-    with pytest.raises(ValueError, match="feature schema .sepsis-v9. is not one of sepsis.s: choose one of sepsis-v1, sepsis-v2, sepsis-v3"):
+    with pytest.raises(
+        ValueError, match=r"'sepsis-v9' is not one of sepsis's: choose one of sepsis-v1, sepsis-v2, sepsis-v3"
+    ):
         sequence_task("sepsis", "sepsis-v9")
     assert sequence_task("sepsis", "sepsis-v2").schema.summaries
 
