@@ -29,6 +29,7 @@ def test_options_change_the_task() -> None:
             *("--teacher-groups", "8"),
         ),
     )
+    assert _parse("--d-model", "128").d_model == 128 and _parse().d_model is None
     assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
         "uniform",
@@ -46,6 +47,8 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--teacher-groups", "1"),
         ("--teacher-groups", "two"),
         ("--schema", "sepsis-v9"),
+        ("--d-model", "30"),  # not a multiple of the Transformer's 4 heads
+        ("--d-model", "4"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)
