@@ -500,6 +500,8 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
         )
     if oof.card is None:
         raise ValueError(f"{weights} has no card.json: train it with python -m models.train")
+    if any(r.smoother != "none" for r in report.repeats):
+        raise ValueError(f"{run} chose its thresholds for a smoothed risk, which the checkpoint does not serve")
     old, new = oof.meta.threshold, report.threshold
     rule = (
         f"the protocol's (docs/sepsis-protocol.md, rule 14): the median of the thresholds that the "

@@ -225,7 +225,7 @@ def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv
 
 
 def test_set_threshold_moves_the_checkpoint_and_keeps_the_earlier_reserve(
-    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Rule 14: a run's threshold becomes the checkpoint's, in model.pt and the card, whose out-of-fold evaluation
     is recomputed at it; the reserve figure at the old threshold is kept, and the reserve may be scored once more."""
@@ -261,6 +261,14 @@ def test_set_threshold_moves_the_checkpoint_and_keeps_the_earlier_reserve(
     assert card.protocol is not None and card.protocol.reserve is not None
     assert card.protocol.reserve["auroc"] == pytest.approx(first["auroc"])  # the same weights, another threshold
     assert f"earlier threshold {old:.4f}" in (weights / "card.md").read_text()
+    smoothed = tmp_path / "smoothed"  # thresholds chosen for a smoothed risk do not fit the served raw risk
+    assert main(["rescore", str(tiny_runs[0]), "--smooth", "--out", str(smoothed), "--data", str(psv_folder)]) == 0
+    report = ProtocolReport.model_validate_json((smoothed / "report.json").read_text())
+    report.repeats[0].smoother = "max3"  # whatever this tiny run chose, one repeat smoothed
+    (smoothed / "report.json").write_text(report.model_dump_json())
+    with pytest.raises(SystemExit):
+        main(["set-threshold", str(smoothed), "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    assert "thresholds for a smoothed risk" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a mortality run does not fit a sepsis checkpoint
         report = run.model_copy(update={"task": "mortality", "schema_name": "mortality-v1"})
         wrong = tmp_path / "wrong"
