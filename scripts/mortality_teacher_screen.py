@@ -1,0 +1,83 @@
+"""Screen, not a rule: would a tree teacher on stay-level aggregates teach the mortality networks better?
+
+    .venv/bin/python scripts/mortality_teacher_screen.py 0 1      # protocol splits to screen (~2.5 min each)
+
+Only the training stays (80 %) of the named protocol splits are read, never a split's held-out 20 % nor the
+reserve. Inside them, 5-fold stay-level cross-validation compares, on each stay's 48th hour:
+the shipped hourly tree teacher (models/train_sequence.py TEACHER_PARAMS on the schema's dense channels, fitted
+on every hour of the other folds), gradient-boosted trees on classic per-stay aggregates of the 48 hours
+(first, last, min, max, mean and count of each measured variable, total urine, the descriptors), and the mean
+logit of the two. Results and what was decided: docs/sepsis-protocol.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+
+from models.mortality_features import LABS, STATIC, VITALS
+from models.protocol import development_stays, split_masks
+from models.sequence import NormStats, engineer
+from models.sequence_tasks import sequence_task
+from models.train_sequence import TEACHER_PARAMS, stay_folds
+
+AGGREGATE_PARAMS = {
+    "max_iter": 300,
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 20,
+    "l2_regularization": 1.0,
+}
+N_MEASURED = len(VITALS) + len(LABS)
+
+
+def aggregates(values: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
+    """(48, columns) hourly grid, NaN where unmeasured -> one stay's aggregate features."""
+    out: list[float] = []
+    for j in range(N_MEASURED):
+        x = values[:, j]
+        seen = x[np.isfinite(x)]  # (measured hours,)
+        out += [seen[0], seen[-1], seen.min(), seen.max(), seen.mean(), seen.size] if seen.size else [np.nan] * 5 + [0]
+        if columns[j] == "Urine":
+            out.append(float(np.nansum(x)))
+    out += list(values[0, N_MEASURED : N_MEASURED + len(STATIC) - 1])  # the descriptors, not the hour
+    return np.array(out, dtype=np.float64)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def main(splits: list[int]) -> None:
+    task = sequence_task("mortality")
+    stays, _ = development_stays(task, task.default_data())
+    masks = split_masks(stays, 8)
+    for r in splits:
+        train = [stays[i] for i in np.flatnonzero(~masks[r])]  # the split's 80 % only
+        y = np.array([int(s.labels.any()) for s in train])
+        agg = np.stack([aggregates(s.values, task.schema.columns) for s in train])  # (stays, features)
+        folds = stay_folds(train, 5, 0)
+        stats = NormStats.fit_records([s.values for s in train], task.schema)
+        dense = [engineer(s.values, stats, task.schema)[:, : task.schema.n_dense] for s in train]  # (48, dense)
+        p_agg, p_hourly = np.zeros(len(train)), np.zeros(len(train))
+        for k in range(5):
+            fit, scored = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            trees = HistGradientBoostingClassifier(**AGGREGATE_PARAMS, random_state=0).fit(agg[fit], y[fit])
+            p_agg[scored] = trees.predict_proba(agg[scored])[:, 1]
+            x = np.concatenate([dense[i] for i in fit])  # (hours, dense)
+            hour_y = np.concatenate([np.full(len(dense[i]), y[i]) for i in fit])  # (hours,)
+            teacher = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=0).fit(x, hour_y)
+            p_hourly[scored] = teacher.predict_proba(np.stack([dense[i][-1] for i in scored]))[:, 1]
+        both = _logit(p_agg) + _logit(p_hourly)
+        print(
+            f"split {r}: aggregate trees {roc_auc_score(y, p_agg):.4f}, hourly teacher at hour 48 "
+            f"{roc_auc_score(y, p_hourly):.4f}, their mean logit {roc_auc_score(y, both):.4f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [0])
