@@ -320,6 +320,8 @@ def run_protocol(
     }
     if task.teacher_groups is not None:  # absent from the runs made before the option existed
         settings["teacher_groups"] = task.teacher_groups
+    if task.auxiliary != "none":  # likewise
+        settings["auxiliary"] = task.auxiliary
     if folds > 1:  # likewise
         settings["folds"] = folds
     if d_model is not None:  # likewise

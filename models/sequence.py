@@ -407,15 +407,20 @@ class SepsisLSTM(nn.Module):
             batch_first=True,
             dropout=config.dropout if config.n_layers > 1 else 0.0,
         )
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * config.d_model, 1))
+        self.representation_size = 2 * config.d_model
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.representation_size, 1))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (batch, hours, n_input); mask: (batch, hours) 1 = real hour -> (batch, hours) logits.
-        Padding sits after the real hours, so a unidirectional LSTM never sees it for real hours.
-        The head reads the recurrent state and the current hour's encoding side by side."""
+    def representation(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours, representation_size): what the head reads, the recurrent
+        state and the current hour's encoding side by side. Padding sits after the real hours, so a
+        unidirectional LSTM never sees it for real hours."""
         e = self.proj(x)  # (batch, hours, d_model)
         h, _ = self.lstm(e)  # (batch, hours, d_model)
-        return self.head(torch.cat([h, e], dim=-1)).squeeze(-1)
+        return torch.cat([h, e], dim=-1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input); mask: (batch, hours) 1 = real hour -> (batch, hours) logits."""
+        return self.head(self.representation(x, mask)).squeeze(-1)
 
 
 class SepsisTransformer(nn.Module):
@@ -441,15 +446,20 @@ class SepsisTransformer(nn.Module):
             eos_token_id=0,
         )
         self.decoder = GPT2Model(gpt)
-        self.head = nn.Linear(config.d_model, 1)
+        self.representation_size = config.d_model
+        self.head = nn.Linear(self.representation_size, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (batch, hours, n_input) -> (batch, hours) logits; causal self-attention."""
+    def representation(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours, d_model): the decoder's last hidden state (causal
+        self-attention), what the head reads."""
         if x.shape[1] > self.config.max_hours:
             raise ValueError(f"records longer than {self.config.max_hours} hours are not supported")
         attention = None if mask is None else mask.long()
-        h = self.decoder(inputs_embeds=self.proj(x), attention_mask=attention).last_hidden_state
-        return self.head(h).squeeze(-1)  # (batch, hours)
+        return self.decoder(inputs_embeds=self.proj(x), attention_mask=attention).last_hidden_state
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, hours, n_input) -> (batch, hours) logits."""
+        return self.head(self.representation(x, mask)).squeeze(-1)
 
 
 class SequenceEnsemble(nn.Module):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 Weighting = Literal["uniform", "utility"]  # SequenceTask.weighting
 Target = Literal["label", "window"]  # SequenceTask.target
 TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
+Auxiliary = Literal["none", "horizons"]  # SequenceTask.auxiliary
 
 
 def _groups(value: str) -> int:
@@ -75,6 +76,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "(G - 1)/G of the member's training stays (default: by the training folds, 3/5 of the stays)",
     )
     parser.add_argument(
+        "--auxiliary",
+        choices=get_args(Auxiliary),
+        default=None,
+        help="sepsis models: a second head trained beside the served one and discarded after training (horizons: "
+        "onset within 12 h, within 24 h, the stay becomes septic; default none)",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -87,4 +95,6 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
     """The task named ``task`` with the options :func:`add_task_options` added to ``args``."""
     from models.sequence_tasks import sequence_task
 
-    return sequence_task(task, args.schema, args.weighting, args.target, args.teacher_hours, args.teacher_groups)
+    return sequence_task(
+        task, args.schema, args.weighting, args.target, args.teacher_hours, args.teacher_groups, args.auxiliary
+    )

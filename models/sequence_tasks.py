@@ -20,7 +20,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
-from models.sequence_options import Target, TeacherHours, Weighting
+from models.sequence_options import Auxiliary, Target, TeacherHours, Weighting
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -68,6 +68,11 @@ def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float
     return float(p_sorted[best]), float(score[best])
 
 
+LABEL_HORIZON = 6  # SepsisLabel is 1 from 6 hours before onset
+HORIZONS = (12, 24)  # the auxiliary head's onset horizons, in hours (SequenceTask.auxiliary)
+AUXILIARY_WEIGHT = 0.5  # the auxiliary head's share of the loss, beside the served head's 1
+
+
 @dataclass(frozen=True)
 class SequenceTask:
     name: TaskName
@@ -92,6 +97,10 @@ class SequenceTask:
     #: (stratified), and member k's trees for a stay are fitted on k's training stays outside the stay's group,
     #: (G - 1)/G of them: folds x G tree fits.
     teacher_groups: int | None = None
+    #: sepsis: a second head trained beside the served one, on the same representation, and discarded after
+    #: training. "horizons": onset within 12 h, within 24 h (both "or ongoing") and "the stay becomes septic"
+    #: (``auxiliary_targets``), at weight ``AUXILIARY_WEIGHT`` in the loss. "none": no second head.
+    auxiliary: Auxiliary = "none"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -101,6 +110,18 @@ class SequenceTask:
 
         _, _, best, _ = _hourly_utilities([labels])
         return (labels.astype(bool) | best).astype(labels.dtype)  # (hours,)
+
+    def auxiliary_targets(self, labels: np.ndarray) -> np.ndarray:
+        """(hours,) hourly SepsisLabel -> (hours, AUXILIARY_OUTPUTS) 0/1 targets of the auxiliary head: onset
+        within 12 h, within 24 h (SepsisLabel is onset within 6 h), and whether the stay becomes septic."""
+        hours = len(labels)
+        out = np.zeros((hours, len(HORIZONS) + 1), dtype=np.float32)
+        if labels.any():
+            first = int(np.argmax(labels))  # the first hour of SepsisLabel = t_sepsis - 6 h
+            for j, horizon in enumerate(HORIZONS):
+                out[max(0, first - (horizon - LABEL_HORIZON)) :, j] = 1.0
+            out[:, -1] = 1.0
+        return out
 
     def teacher_rows(self, labels: list[np.ndarray]) -> list[np.ndarray] | None:
         """Row weights of the tree teacher for stays with these hourly labels (None: every hour alike)."""
@@ -209,9 +230,10 @@ def sequence_task(
     target: str | None = None,
     teacher_hours: str | None = None,
     teacher_groups: int | None = None,
+    auxiliary: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights or teacher cross-fitting groups when given."""
+    weights, teacher cross-fitting groups or auxiliary head when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -237,4 +259,8 @@ def sequence_task(
         if teacher_groups < 2:
             raise ValueError(f"teacher groups {teacher_groups}: the teacher needs at least 2 groups to cross-fit")
         changes["teacher_groups"] = teacher_groups
+    if auxiliary is not None and auxiliary != base.auxiliary:
+        if auxiliary not in get_args(Auxiliary) or task != "sepsis":
+            raise ValueError(f"auxiliary head {auxiliary!r} is not defined for {task}")
+        changes["auxiliary"] = auxiliary
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

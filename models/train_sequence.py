@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from models.checkpoint import CheckpointMeta, save_checkpoint
@@ -21,6 +22,8 @@ from models.sequence import (
     PLE_BINS,
     SIGNATURE_WINDOW,
     NormStats,
+    SepsisLSTM,
+    SepsisTransformer,
     SequenceConfig,
     SequenceEnsemble,
     SequenceModel,
@@ -30,7 +33,7 @@ from models.sequence import (
     to_probability,
 )
 from models.sequence_options import task_from_options
-from models.sequence_tasks import SEPSIS_TASK, Labelled, SequenceTask, Stay
+from models.sequence_tasks import AUXILIARY_WEIGHT, HORIZONS, SEPSIS_TASK, Labelled, SequenceTask, Stay
 from models.train_cnn import seed_everything
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
@@ -211,7 +214,11 @@ def _fit_member(
 
     seed_everything(seed)
     model = build_sequence_model(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    assert isinstance(model, SepsisLSTM | SepsisTransformer)
+    # the auxiliary head (task.auxiliary) learns beside the served one and is discarded after training
+    aux_head = None if task.auxiliary == "none" else nn.Linear(model.representation_size, len(HORIZONS) + 1)
+    params = [*model.parameters(), *([] if aux_head is None else aux_head.parameters())]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY)
     pool = np.concatenate(
         [np.arange(len(y_train))] + [np.flatnonzero([y.any() for y in y_train])] * (SEPTIC_REPEAT - 1)
     )
@@ -231,14 +238,19 @@ def _fit_member(
             y, _ = pad_batch([(y_train if targets is None else targets)[i][:, None] for i in idx])  # (batch, hours, 1)
             w, _ = pad_batch([task.hour_weights(y_train[i])[:, None] for i in idx])  # (batch, hours, 1), 0 on padding
             weight = w.squeeze(-1) * mask  # (batch, hours)
-            logits = model(x, mask)  # (batch, hours)
+            rep = model.representation(x, mask)  # (batch, hours, representation_size)
+            logits = model.head(rep).squeeze(-1)  # (batch, hours)
             loss_h = F.binary_cross_entropy_with_logits(
                 logits, y.squeeze(-1), pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
             )
             loss = (loss_h * weight).sum() / weight.sum()
+            if aux_head is not None:
+                aux_y, _ = pad_batch([task.auxiliary_targets(y_train[i]) for i in idx])  # (batch, hours, outputs)
+                aux_h = F.binary_cross_entropy_with_logits(aux_head(rep), aux_y, reduction="none").mean(-1)
+                loss = loss + AUXILIARY_WEIGHT * (aux_h * mask).sum() / mask.sum()  # every real hour alike
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             total += loss.item() * float(mask.sum())
@@ -388,6 +400,7 @@ def train_sequence(
             "target": task.target,
             "teacher_hours": task.teacher_hours,
             "teacher_groups": task.teacher_groups,
+            "auxiliary": task.auxiliary,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -537,7 +550,13 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
             "optimizer": f"AdamW (wd {WEIGHT_DECAY}), one-cycle schedule, grad-norm clip 1.0",
             "loss": f"hourly BCE, positive weight {POS_WEIGHT}"
             + ("; half the weight on the 48th hour, half over the hours before" if task.name == "mortality" else "")
-            + ("; septic stays' hours weighted 1 + |U(alarm) - U(no alarm)|" if task.weighting == "utility" else ""),
+            + ("; septic stays' hours weighted 1 + |U(alarm) - U(no alarm)|" if task.weighting == "utility" else "")
+            + (
+                f"; plus {AUXILIARY_WEIGHT:g} x the BCE of an auxiliary head (onset within "
+                f"{' and '.join(map(str, HORIZONS))} h, the stay becomes septic), discarded after training"
+                if task.auxiliary == "horizons"
+                else ""
+            ),
             "targets": (
                 (
                     f"{1 - teacher_weight:g} x label + {teacher_weight:g} x teacher; teacher: gradient-boosted trees "
