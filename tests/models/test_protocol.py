@@ -299,17 +299,21 @@ def test_a_run_of_the_shipped_ensemble_per_split(
     assert not np.allclose(np.concatenate(ens[0].probs), np.concatenate(one[0].probs))
 
 
-def test_a_run_of_wider_networks(tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path) -> None:
-    """``--d-model``: the settings say so (a run at the default width keeps the earlier runs' settings) and the
-    networks differ; the same splits are scored."""
+def test_a_run_of_wider_networks_with_an_auxiliary_head(
+    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path
+) -> None:
+    """``--d-model`` and ``--auxiliary``: the settings say so (a run without them keeps the earlier runs'
+    settings) and the networks differ; the same splits are scored."""
     from models.protocol import development_stays, load_held
+    from models.sequence_tasks import sequence_task
 
     report = run_protocol(
-        SEPSIS_TASK, "lstm", psv_folder, tmp_path / "wide",
+        sequence_task("sepsis", auxiliary="horizons"), "lstm", psv_folder, tmp_path / "wide",
         repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5, d_model=16,
     )  # fmt: skip
     single = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
-    assert "d_model" not in single.settings and report.settings == {**single.settings, "d_model": 16}
+    assert "d_model" not in single.settings and "auxiliary" not in single.settings
+    assert report.settings == {**single.settings, "d_model": 16, "auxiliary": "horizons"}
     stays, _ = development_stays(SEPSIS_TASK, psv_folder)
     wide, one = load_held(tmp_path / "wide", stays), load_held(tiny_runs[0], stays)
     assert np.array_equal(wide[0].idx, one[0].idx)

@@ -26,9 +26,10 @@ def test_options_change_the_task() -> None:
         "sepsis",
         _parse(
             *("--schema", "sepsis-v2", "--weighting", "uniform", "--target", "window", "--teacher-hours", "task"),
-            *("--teacher-groups", "8"),
+            *("--teacher-groups", "8", "--auxiliary", "horizons"),
         ),
     )
+    assert task.auxiliary == "horizons"
     assert _parse("--d-model", "128").d_model == 128 and _parse().d_model is None
     assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
@@ -49,6 +50,7 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--schema", "sepsis-v9"),
         ("--d-model", "30"),  # not a multiple of the Transformer's 4 heads
         ("--d-model", "4"),
+        ("--auxiliary", "tasks"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)

@@ -92,3 +92,22 @@ def test_window_target() -> None:
     assert window.figures([labels], [labels.astype(float)], 0.5)["utility"] < 1.0  # scored against SepsisLabel
     with pytest.raises(ValueError, match="not defined"):
         sequence_task("mortality", target="window")
+
+
+def test_auxiliary_horizon_targets() -> None:
+    """SepsisLabel turns 1 at t_sepsis - 6 h (hour 20 here): onset within 12 h from hour 14, within 24 h from
+    hour 2, and the whole stay is a septic one; a stay that never becomes septic has no positive target."""
+    task = sequence_task("sepsis", auxiliary="horizons")
+    labels = np.zeros(40, dtype=np.int64)
+    labels[20:] = 1
+    targets = task.auxiliary_targets(labels)  # (hours, 3)
+    assert targets.shape == (40, 3)
+    assert np.flatnonzero(targets[:, 0])[0] == 14 and targets[14:, 0].all()
+    assert np.flatnonzero(targets[:, 1])[0] == 2 and targets[2:, 1].all()
+    assert targets[:, 2].all()
+    early = np.zeros(30, dtype=np.int64)
+    early[5:] = 1  # onset within 24 h from before the stay began: every hour
+    assert task.auxiliary_targets(early)[:, 1].all() and task.auxiliary_targets(early)[0, 0] == 1
+    assert not task.auxiliary_targets(np.zeros(30, dtype=np.int64)).any()
+    with pytest.raises(ValueError, match="auxiliary head 'horizons' is not defined for mortality"):
+        sequence_task("mortality", auxiliary="horizons")

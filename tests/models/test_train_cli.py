@@ -122,3 +122,19 @@ def test_a_wider_network_is_trained_and_served_from_its_checkpoint(tmp_path: Pat
     predictor = load_predictor("lstm", out, device="cpu")
     record = next(r for r in load_labelled_dir(psv_folder) if not is_reserved(r.name))
     assert predictor.predict([record.values])[0].shape == (record.hours,)
+
+
+def test_an_auxiliary_head_is_trained_and_left_out_of_the_checkpoint(
+    tmp_path: Path, psv_folder: Path, tiny_lstm: Path
+) -> None:
+    """``--auxiliary horizons``: the card and the checkpoint say so, and the checkpoint holds exactly the served
+    network's tensors (the same keys and shapes as one trained without it)."""
+    out = tmp_path / "aux"
+    argv = ["lstm", "--data", str(psv_folder), "--out", str(out), "--folds", "2", "--epochs", "1"]
+    assert train_main([*argv, "--auxiliary", "horizons", "--batch-size", "8", "--threads", "1"]) == 0
+    meta, state = load_checkpoint(out, expected="lstm")
+    _, plain = load_checkpoint(tiny_lstm, expected="lstm")
+    assert meta.preprocessing["auxiliary"] == "horizons"
+    assert "auxiliary head" in str(_card(out).hyperparameters["loss"])
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in plain.items()}
+    assert load_predictor("lstm", out, device="cpu").threshold == meta.threshold
