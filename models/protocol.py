@@ -97,6 +97,17 @@ class ProtocolReport(BaseModel):
         return "  ".join(f"{k} {self.mean[k]:.4f} ± {self.std[k]:.4f}" for k in self.mean)
 
 
+def read_report(run: Path) -> ProtocolReport:
+    """The report of the protocol run saved in ``run``; a ValueError that says what to do when there is none."""
+    path = run / "report.json"
+    if not path.is_file():
+        raise ValueError(f"{run} holds no finished protocol run (no report.json): name a `run` command's --out")
+    try:
+        return ProtocolReport.model_validate_json(path.read_text())
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"{path} is not a protocol report this code can read: {exc}") from exc
+
+
 @dataclass
 class _Held:
     """A repeat's held-out stays (indices into the development stays) and their hourly probabilities."""
@@ -377,7 +388,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, command: str) -> ProtocolReport:
     """The protocol figures of the mean logit of several runs on the same splits (no training)."""
-    reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in runs]
+    reports = [read_report(r) for r in runs]
     if len({len(r.repeats) for r in reports}) != 1:
         raise ValueError("the runs have different numbers of repeats: they must share their splits")
     stays, n_reserve = development_stays(task, data)
@@ -411,7 +422,7 @@ def rescore_run(
     every repeat (a threshold chosen elsewhere, rule 14). ``out`` keeps the run's own (unsmoothed) predictions."""
     from models.risk_smoothing import SMOOTHERS
 
-    source = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    source = read_report(run)
     stays, n_reserve = development_stays(task, data)
     held = load_held(run, stays)
     smoothers = tuple(SMOOTHERS) if smooth else ("none",)
@@ -443,8 +454,8 @@ class Comparison(BaseModel):
 
 
 def compare(old: Path, new: Path) -> Comparison:
-    a = ProtocolReport.model_validate_json((old / "report.json").read_text())
-    b = ProtocolReport.model_validate_json((new / "report.json").read_text())
+    a = read_report(old)
+    b = read_report(new)
     if [r.split_seed for r in a.repeats] != [r.split_seed for r in b.repeats]:
         raise ValueError("the runs were not made on the same splits")
     gains = {k: [rb.figures[k] - ra.figures[k] for ra, rb in zip(a.repeats, b.repeats, strict=True)] for k in a.mean}
@@ -462,7 +473,7 @@ def attach(run: Path, weights: Path) -> None:
     only when the card's checkpoint is unchanged)."""
     from models.cards import ProtocolSummary, read_card, write_card
 
-    report = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    report = read_report(run)
     card = read_card(weights)
     previous = card.protocol
     card.protocol = ProtocolSummary(
@@ -493,7 +504,7 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     from models.checkpoint import CheckpointMeta, save_checkpoint
     from models.train_sequence import card_evaluation
 
-    report = ProtocolReport.model_validate_json((run / "report.json").read_text())
+    report = read_report(run)
     oof = out_of_fold(model_name, weights, data)
     if report.task != oof.task.name or report.schema_name != oof.task.schema.name:
         raise ValueError(
@@ -654,30 +665,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0
+    try:  # a missing or foreign run, mismatched splits, a used reserve: usage errors, not tracebacks
+        return _reporting_command(args, command)
+    except (ReserveAlreadyUsedError, ValueError) as exc:
+        parser.error(str(exc))
+
+
+def _reporting_command(args: argparse.Namespace, command: str) -> int:
+    """Every command but ``run``: they read saved runs or checkpoints and print what they found."""
+    from models.catalogue import entry
+
     if args.command == "attach":
         attach(args.run, args.weights)
         print(f"wrote the protocol's figures into {args.weights}/card.json and card.md")
         return 0
     if args.command == "set-threshold":
         model = entry(args.model)
-        try:
-            old, new = set_threshold(args.run, model.name, args.weights or model.default_weights, args.data, command)
-        except ValueError as exc:
-            parser.error(str(exc))
+        old, new = set_threshold(args.run, model.name, args.weights or model.default_weights, args.data, command)
         print(f"{model.name}: operating threshold {old:.4f} -> {new:.4f}; the card's out-of-fold evaluation is at it")
         return 0
     if args.command == "confirm":
         model = entry(args.model)
         weights = args.weights or model.default_weights
-        try:
-            figures = confirm(model.name, weights, args.data or sequence_task(model.task.name).default_data(), command)
-        except (ReserveAlreadyUsedError, ValueError) as exc:
-            parser.error(str(exc))
+        figures = confirm(model.name, weights, args.data or sequence_task(model.task.name).default_data(), command)
         print(f"{model.name} on the reserve: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
         return 0
     if args.command == "compare":
         result = compare(args.old, args.new)
-        report = ProtocolReport.model_validate_json((args.old / "report.json").read_text())
+        report = read_report(args.old)
         primary = args.primary or sequence_task(report.task).primary
         for k in result.gain_mean:
             print(f"{k}: gain {result.gain_mean[k]:+.4f} ± {result.gain_std[k]:.4f}  per repeat "
@@ -686,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result.model_dump(), indent=1), file=sys.stderr)
         return 0
     if args.command == "rescore":
-        source = ProtocolReport.model_validate_json((args.run / "report.json").read_text())
+        source = read_report(args.run)
         task = sequence_task(source.task, source.schema_name)
         data = args.data or task.default_data()
         report = rescore_run(task, args.run, data, args.out, command, smooth=args.smooth, threshold=args.threshold)
@@ -697,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{args.run} {scoring} ({' '.join(r.smoother for r in report.repeats)}): {report.line()}")
         return 0
-    reports = [ProtocolReport.model_validate_json((r / "report.json").read_text()) for r in args.runs]
+    reports = [read_report(r) for r in args.runs]
     task = sequence_task(reports[0].task, reports[0].schema_name)
     report = ensemble_runs(task, args.runs, args.data or task.default_data(), args.out, command)
     print(f"ensemble of {len(args.runs)} runs: {report.line()}")

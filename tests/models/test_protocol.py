@@ -318,3 +318,29 @@ def test_a_run_of_wider_networks_with_an_auxiliary_head(
     wide, one = load_held(tmp_path / "wide", stays), load_held(tiny_runs[0], stays)
     assert np.array_equal(wide[0].idx, one[0].idx)
     assert not np.allclose(np.concatenate(wide[0].probs), np.concatenate(one[0].probs))
+
+
+def test_a_directory_without_a_run_is_a_usage_error(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command that reads a saved run says which directory holds none (exit 2), never a traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "report.json").write_text("{}")
+    for argv in (
+        ["compare", str(tiny_runs[0]), str(empty)],
+        ["rescore", str(empty), "--smooth", "--out", str(tmp_path / "out")],
+        ["ensemble", str(tiny_runs[0]), str(empty), "--out", str(tmp_path / "out")],
+        ["attach", str(empty), "--weights", str(tiny_lstm)],
+        ["set-threshold", str(empty), "lstm", "--weights", str(tiny_lstm)],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert f"{empty} holds no finished protocol run" in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        main(["compare", str(broken), str(tiny_runs[0])])
+    assert "is not a protocol report this code can read" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
