@@ -100,18 +100,25 @@ class OutOfFold:
 
     meta: CheckpointMeta
     state: dict[str, Any]
+    config: SequenceConfig
     card: ModelCard | None
     task: SequenceTask
     records: list[Stay]  # the stays it was trained on (without the protocol's reserve if it was left out)
     stay_fold: np.ndarray  # (stays,) the fold of each stay: the member that never saw it
     every: list[np.ndarray]  # per stay (members, hours) logits
 
+    def logits(self) -> list[np.ndarray]:
+        """Per stay (hours,): the out-of-fold hourly logits, from the member trained without the stay's fold."""
+        return [logits[self.stay_fold[i]] for i, logits in enumerate(self.every)]
+
     def probabilities(self) -> list[np.ndarray]:
-        """Per stay (hours,): the out-of-fold hourly risk, from the member trained without the stay's fold."""
-        return [
-            np.clip(1.0 / (1.0 + np.exp(-logits[self.stay_fold[i]])), PROB_EPS, 1.0 - PROB_EPS)
-            for i, logits in enumerate(self.every)
-        ]
+        """Per stay (hours,): the out-of-fold hourly risk."""
+        return [_risk(z) for z in self.logits()]
+
+
+def _risk(logits: np.ndarray) -> np.ndarray:
+    """Logits -> the raw risk, kept inside (0, 1) as the served risk is."""
+    return np.clip(1.0 / (1.0 + np.exp(-logits)), PROB_EPS, 1.0 - PROB_EPS)
 
 
 def out_of_fold(model_name: str, weights: Path, data: Path | None) -> OutOfFold:
@@ -134,7 +141,7 @@ def out_of_fold(model_name: str, weights: Path, data: Path | None) -> OutOfFold:
         records = [r for r in records if not is_reserved(r.name)]
     stay_fold = stay_folds(records, config.members, seed)
     features = [engineer(r.values, stats, schema) for r in records]
-    return OutOfFold(meta, state, card, task, records, stay_fold, member_logits(model, features))
+    return OutOfFold(meta, state, config, card, task, records, stay_fold, member_logits(model, features))
 
 
 def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
@@ -145,17 +152,17 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
     oof_fit = out_of_fold(model_name, weights, data)
     meta, state, card, task, records = oof_fit.meta, oof_fit.state, oof_fit.card, oof_fit.task, oof_fit.records
     stay_fold, every = oof_fit.stay_fold, oof_fit.every
+    oof = oof_fit.logits()  # per stay (hours,): scored by the member trained without the stay's fold
     labels = [r.labels.astype(np.int64) for r in records]
     if task.name == "mortality":  # the stay's prediction is its last hour: calibrate that one
         every = [logits[:, -1:] for logits in every]
+        oof = [logits[-1:] for logits in oof]
         labels = [lab[-1:] for lab in labels]
 
-    # out of fold: stay i scored by member stay_fold[i], the one trained without its fold
-    oof = [logits[stay_fold[i]] for i, logits in enumerate(every)]  # per stay (hours,)
     z = np.concatenate(oof)
     y = np.concatenate(labels)
     hour_fold = np.concatenate([np.full(len(lab), stay_fold[i]) for i, lab in enumerate(labels)])
-    raw = np.clip(1.0 / (1.0 + np.exp(-z)), PROB_EPS, 1.0 - PROB_EPS)
+    raw = _risk(z)
     per_stay_raw = np.split(raw, np.cumsum([len(lab) for lab in labels])[:-1])
     check = OutOfFoldCheck(
         n_stays=len(records),
@@ -193,7 +200,7 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
         measured=measured,
         command=command,
         machine=this_machine().describe(),
-        folds=SequenceConfig.model_validate(meta.config).members,
+        folds=oof_fit.config.members,
         out_of_fold=check,
         calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
         calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],

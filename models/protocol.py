@@ -381,13 +381,10 @@ def _resume(out: Path, stays: list[Stay], settings: dict[str, float | int | str]
     return held, list(saved["seconds"])[: len(held)]
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, command: str) -> ProtocolReport:
     """The protocol figures of the mean logit of several runs on the same splits (no training)."""
+    from models.risk_smoothing import logit
+
     reports = [read_report(r) for r in runs]
     if len({len(r.repeats) for r in reports}) != 1:
         raise ValueError("the runs have different numbers of repeats: they must share their splits")
@@ -397,7 +394,7 @@ def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, c
     for parts in zip(*members, strict=True):
         if any(not np.array_equal(p.idx, parts[0].idx) for p in parts):
             raise ValueError("the runs' held-out stays differ: they were not made on the same splits")
-        mean_logit = [np.mean([_logit(p.probs[j]) for p in parts], axis=0) for j in range(len(parts[0].idx))]
+        mean_logit = [np.mean([logit(p.probs[j]) for p in parts], axis=0) for j in range(len(parts[0].idx))]
         held.append(_Held(parts[0].idx, [1 / (1 + np.exp(-z)) for z in mean_logit]))
     settings: dict[str, float | int | str] = {"members": " + ".join(str(r) for r in runs)}
     report = _report(

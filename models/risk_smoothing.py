@@ -16,14 +16,19 @@ from scipy.signal import lfilter
 _EPS = 1e-6
 
 
+def logit(prob: np.ndarray) -> np.ndarray:
+    """Probabilities -> log-odds, clipped to [1e-6, 1 - 1e-6] first (float64, the same shape)."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
 def _ema_logit(half_life: float) -> Callable[[np.ndarray], np.ndarray]:
     decay = 0.5 ** (1.0 / half_life)
 
     def smooth(prob: np.ndarray) -> np.ndarray:
-        p = np.clip(np.asarray(prob, dtype=np.float64), _EPS, 1 - _EPS)  # (hours,)
-        if p.size == 0:
-            return p
-        z = np.log(p / (1 - p))  # (hours,)
+        z = logit(prob)  # (hours,)
+        if z.size == 0:
+            return z
         # m[t] = (1 - decay) z[t] + decay m[t - 1], with m[-1] = z[0] so that m[0] = z[0]
         m, _ = lfilter([1 - decay], [1.0, -decay], z, zi=[decay * z[0]])
         return 1.0 / (1.0 + np.exp(-m))

@@ -185,7 +185,7 @@ def known_schemas() -> dict[str, FeatureSchema]:
 def schema_of(preprocessing: dict[str, object]) -> FeatureSchema:
     """The schema a checkpoint was trained with (checkpoints without one predate schemas: sepsis-v1)."""
     name = str(preprocessing.get("schema", SEPSIS_V1.name))
-    schemas = known_schemas()
+    schemas = SCHEMAS if name in SCHEMAS else known_schemas()  # a sepsis replica never imports the mortality code
     if name not in schemas:
         raise ValueError(f"unknown feature schema {name!r}: known {', '.join(schemas)}")
     return schemas[name]

@@ -227,6 +227,8 @@ def _fit_member(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
     )
+    hour_weights = [task.hour_weights(y) for y in y_train]  # per stay (hours,)
+    aux_targets = None if aux_head is None else [task.auxiliary_targets(y) for y in y_train]  # per stay (hours, 3)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
@@ -236,7 +238,7 @@ def _fit_member(
             idx = batches[b]
             x, mask = pad_batch([x_train[i] for i in idx])  # (batch, hours, F), (batch, hours)
             y, _ = pad_batch([(y_train if targets is None else targets)[i][:, None] for i in idx])  # (batch, hours, 1)
-            w, _ = pad_batch([task.hour_weights(y_train[i])[:, None] for i in idx])  # (batch, hours, 1), 0 on padding
+            w, _ = pad_batch([hour_weights[i][:, None] for i in idx])  # (batch, hours, 1), 0 on padding
             weight = w.squeeze(-1) * mask  # (batch, hours)
             rep = model.representation(x, mask)  # (batch, hours, representation_size)
             logits = model.head(rep).squeeze(-1)  # (batch, hours)
@@ -244,8 +246,8 @@ def _fit_member(
                 logits, y.squeeze(-1), pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
             )
             loss = (loss_h * weight).sum() / weight.sum()
-            if aux_head is not None:
-                aux_y, _ = pad_batch([task.auxiliary_targets(y_train[i]) for i in idx])  # (batch, hours, outputs)
+            if aux_head is not None and aux_targets is not None:
+                aux_y, _ = pad_batch([aux_targets[i] for i in idx])  # (batch, hours, outputs)
                 aux_h = F.binary_cross_entropy_with_logits(aux_head(rep), aux_y, reduction="none").mean(-1)
                 loss = loss + AUXILIARY_WEIGHT * (aux_h * mask).sum() / mask.sum()  # every real hour alike
             optimizer.zero_grad(set_to_none=True)
