@@ -46,7 +46,7 @@ def recent_counts(values: np.ndarray, n_measured: int) -> np.ndarray:
 
 
 def main(task_name: str, splits: list[int]) -> None:
-    task = sequence_task(task_name)  # type: ignore[arg-type]
+    task = sequence_task(task_name)
     schema = task.schema
     stays, _ = development_stays(task, task.default_data())
     masks = split_masks(stays, 8)
