@@ -6,8 +6,9 @@ python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1
        withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; ensemble_std the standard
        deviation of an ensemble's members' probabilities, 0 for one network; see docs/trust.md)
 python -m models.predict mortality-lstm|mortality-transformer --input DIR_OF_RecordID.txt --output preds.csv
-    -> CSV ``RecordID,probability,label`` (probability of in-hospital death after the first 48 hours; label 1 at
-       the model's threshold), one row per stay; impossible values are dropped and named on stderr
+    -> CSV ``RecordID,probability,label`` (the model's risk of in-hospital death after the first 48 hours, its
+       ranking score; label 1 at the model's threshold), then ``calibrated_probability`` (a calibrated checkpoint:
+       the risk as a probability to read), one row per stay; impossible values are dropped and named on stderr
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
@@ -97,14 +98,16 @@ def predict_series_dir(predictor: SepsisPredictor, source: Path, out_dir: Path, 
 
 
 def predict_mortality(predictor: MortalityPredictor, source: Path, output: Path, batch_size: int) -> int:
-    """``RecordID,probability,label`` for every record file under ``source``, one row per stay."""
+    """``RecordID,probability,label`` (and ``calibrated_probability`` from a calibrated checkpoint) for every
+    record file under ``source``, one row per stay: the 48th hour's risk, the stay's prediction."""
     from models.mortality_io import iter_record_files, load_record_file
 
     paths = list(iter_record_files(source))
     output.parent.mkdir(parents=True, exist_ok=True)
+    calibrated = predictor.trust is not None
     with output.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(("RecordID", "probability", "label"))
+        writer.writerow(("RecordID", "probability", "label", *(("calibrated_probability",) if calibrated else ())))
         for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
             records = []
             for path in paths[start : start + batch_size]:
@@ -112,10 +115,13 @@ def predict_mortality(predictor: MortalityPredictor, source: Path, output: Path,
                 for warning in record.warnings:
                     print(f"{path.name}: {warning}", file=sys.stderr)
                 records.append(record)
-            probs = predictor.stay_probability([predictor.model_values(r) for r in records])
-            for record, prob in zip(records, probs, strict=True):
-                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(prob)))
-                writer.writerow((record.name, f"{p:.6f}", int(p >= predictor.threshold)))
+            assessments = predictor.assess([predictor.model_values(r) for r in records])
+            for record, a in zip(records, assessments, strict=True):
+                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(a.probability[-1])))
+                row = [record.name, f"{p:.6f}", str(int(p >= predictor.threshold))]
+                if a.calibrated_probability is not None:
+                    row.append(f"{float(a.calibrated_probability[-1]):.6f}")
+                writer.writerow(row)
     return len(paths)
 
 

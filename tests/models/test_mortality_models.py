@@ -99,3 +99,24 @@ def test_calibrate_the_48th_hour(tiny_mortality_lstm: Path, mortality_folder: Pa
     values = predictor.model_values(predictor.decode(path.read_bytes(), path.name))
     assessment = predictor.assess([values])[0]
     assert assessment.calibrated_probability is not None and assessment.calibrated_probability.shape == (48,)
+    assert predictor.trust is not None
+    logit = np.log(assessment.probability[-1] / (1 - assessment.probability[-1]))
+    expected = float(predictor.trust.calibration(np.array([logit], dtype=np.float64))[0])
+    assert float(assessment.calibrated_probability[-1]) == pytest.approx(expected, abs=1e-5)
+
+    # models.predict writes the calibrated 48th hour beside the raw risk, for this stay as assess gives it
+    out = tmp_path / "preds.csv"
+    code = predict_main(
+        ["mortality-lstm", "--weights", str(weights), "--input", str(mortality_folder / "set-a"),
+         "--output", str(out), "--backend", "torch-fp32"]
+    )  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["RecordID", "probability", "label", "calibrated_probability"]
+    row = next(r for r in rows if r["RecordID"] == path.stem)
+    assert float(row["probability"]) == pytest.approx(float(assessment.probability[-1]), abs=2e-6)
+    assert float(row["calibrated_probability"]) == pytest.approx(float(assessment.calibrated_probability[-1]), abs=2e-6)
+    for r in rows:
+        assert 0 <= float(r["calibrated_probability"]) <= 1 and int(r["label"]) == int(
+            float(r["probability"]) >= predictor.threshold
+        )
