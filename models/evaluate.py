@@ -6,6 +6,8 @@ python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisL
 python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT [--sets c]
                                                     # ROOT/set-c/*.txt and ROOT/Outcomes-c.txt (default: a b):
                                                     # AUROC and event-1 min(Se, +P) of the 48th hour's risk
+                                                    # calibrated sequence checkpoints also: ECE and Brier of
+                                                    # the calibrated risk (sepsis every hour, mortality the 48th)
 python -m models.evaluate gan [--data DIR]          # synthetic radiographs against the CNN split's held-out
                                                     # patients; writes the evaluation into the GAN's card
 """
@@ -35,16 +37,32 @@ from models.xray_io import labelled_images, load_xray_file
 
 
 @dataclass(frozen=True)
+class CalibratedFigures:
+    """How well a calibrated checkpoint's calibrated probability, the one served beside the raw risk, matches
+    the outcomes it is scored on."""
+
+    ece: float
+    brier: float
+
+    @classmethod
+    def of(cls, labels: np.ndarray, calibrated: np.ndarray) -> CalibratedFigures:
+        """labels: (n,) 0/1; calibrated: (n,) calibrated probabilities of the same items."""
+        return cls(ece=expected_calibration_error(labels, calibrated), brier=float(np.mean((calibrated - labels) ** 2)))
+
+    def summary(self) -> str:
+        return f"  calibrated: ECE {self.ece:.4f}  Brier {self.brier:.4f}"
+
+
+@dataclass(frozen=True)
 class TrustEvaluation:
-    """Conformal coverage and set size per class, and the share flagged out of distribution."""
+    """Conformal coverage and set size per class, the share flagged out of distribution, and the calibration."""
 
     alpha: float
     coverage: dict[str, float]  # label -> share of its images whose set holds it
     mean_set_size: dict[str, float]
     uncertain_rate: float  # sets with both labels
     ood_rate: float  # images flagged out of distribution
-    ece_calibrated: float
-    brier_calibrated: float
+    calibrated: CalibratedFigures
 
 
 def evaluate_cnn(
@@ -76,8 +94,7 @@ def evaluate_cnn(
         mean_set_size={names[k]: float(sizes[labels == k].mean()) for k in (0, 1) if (labels == k).any()},
         uncertain_rate=float(np.mean(sizes == 2)),
         ood_rate=float(np.mean([not a.in_distribution for a in assessments])),
-        ece_calibrated=expected_calibration_error(labels, calibrated),
-        brier_calibrated=float(np.mean((calibrated - labels) ** 2)),
+        calibrated=CalibratedFigures.of(labels, calibrated),
     )
     return evaluation, trust
 
@@ -90,37 +107,59 @@ def trust_summary(t: TrustEvaluation) -> str:
             f"  conformal sets (alpha {t.alpha}): coverage {coverage}",
             f"  mean set size {sizes}  uncertain (both labels) {t.uncertain_rate:.4f}",
             f"  out of distribution {t.ood_rate:.4f}",
-            f"  calibrated: ECE {t.ece_calibrated:.4f}  Brier {t.brier_calibrated:.4f}",
+            t.calibrated.summary(),
         ]
     )
 
 
-def evaluate_sequence(predictor: SepsisPredictor, data: Path, batch_size: int = 64) -> BinaryEvaluation:
+def _assessed(predictor: SepsisPredictor, values: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Raw records -> (each record's hourly risk, its calibrated hourly risk: empty from an uncalibrated
+    checkpoint), from one forward pass."""
+    assessments = predictor.assess(values)
+    risk = [a.probability for a in assessments]
+    calibrated = [a.calibrated_probability for a in assessments if a.calibrated_probability is not None]
+    return risk, calibrated
+
+
+def evaluate_sequence(
+    predictor: SepsisPredictor, data: Path, batch_size: int = 64
+) -> tuple[BinaryEvaluation, CalibratedFigures | None]:
+    """(evaluation of the hourly risk, with the utility; the calibrated hourly risk's figures from a calibrated
+    checkpoint) on the labelled ``*.psv`` stays in ``data``."""
     records = load_labelled_dir(data)
     probs: list[np.ndarray] = []
+    calibrated: list[np.ndarray] = []
     for start in tqdm(range(0, len(records), batch_size), desc=predictor.name, unit="batch"):
-        probs.extend(predictor.predict([r.values for r in records[start : start + batch_size]]))
+        risk, calibrated_risk = _assessed(predictor, [r.values for r in records[start : start + batch_size]])
+        probs.extend(risk)
+        calibrated.extend(calibrated_risk)
     labels = [r.labels for r in records if r.labels is not None]
-    evaluation = binary_evaluation(np.concatenate(labels), np.concatenate(probs), predictor.threshold)
+    y = np.concatenate(labels)
+    evaluation = binary_evaluation(y, np.concatenate(probs), predictor.threshold)
     evaluation.utility = normalized_utility(labels, [p >= predictor.threshold for p in probs])
-    return evaluation
+    return evaluation, CalibratedFigures.of(y, np.concatenate(calibrated)) if calibrated else None
 
 
 def evaluate_mortality(
     predictor: MortalityPredictor, root: Path, sets: list[str], batch_size: int = 256
-) -> tuple[BinaryEvaluation, float]:
-    """(evaluation of the 48th hour's risk per stay, event-1 score) on the labelled sets under ``root``."""
+) -> tuple[BinaryEvaluation, float, CalibratedFigures | None]:
+    """(evaluation of the 48th hour's risk per stay, event-1 score, the calibrated 48th hour's figures from a
+    calibrated checkpoint) on the labelled sets under ``root``."""
     from models.mortality_io import load_labelled_sets
     from models.sequence_tasks import event1
 
     records = load_labelled_sets(root, sets)
     probs: list[float] = []
+    calibrated: list[float] = []
     for start in tqdm(range(0, len(records), batch_size), desc=predictor.name, unit="batch"):
         chunk = records[start : start + batch_size]
-        probs.extend(predictor.stay_probability([predictor.model_values(r) for r in chunk]))
+        risk, calibrated_risk = _assessed(predictor, [predictor.model_values(r) for r in chunk])
+        probs.extend(float(r[-1]) for r in risk)  # the stay's prediction: its 48th hour
+        calibrated.extend(float(c[-1]) for c in calibrated_risk)
     y = np.array([int(r.label or 0) for r in records])
     p = np.array(probs)
-    return binary_evaluation(y, p, predictor.threshold), event1(y, (p >= predictor.threshold).astype(np.int64))
+    figures = CalibratedFigures.of(y, np.array(calibrated)) if calibrated else None
+    return binary_evaluation(y, p, predictor.threshold), event1(y, (p >= predictor.threshold).astype(np.int64)), figures
 
 
 def summary(name: str, ev: BinaryEvaluation) -> str:
@@ -206,17 +245,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--alpha must lie in (0, 1)")
     predictor = cli_predictor(parser, args)
     trust: TrustEvaluation | None = None
+    calibrated: CalibratedFigures | None = None
     if isinstance(predictor, XrayPredictor):
         predictor.alpha = args.alpha
         evaluation, trust = evaluate_cnn(predictor, args.data)
     elif isinstance(predictor, MortalityPredictor):
-        evaluation, score = evaluate_mortality(predictor, args.data, args.sets)
+        evaluation, score, calibrated = evaluate_mortality(predictor, args.data, args.sets)
         print(f"  event-1 min(Se, +P) {score:.4f}")
     else:
-        evaluation = evaluate_sequence(predictor, args.data)
+        evaluation, calibrated = evaluate_sequence(predictor, args.data)
     print(summary(args.model, evaluation))
     if trust is not None:
         print(trust_summary(trust))
+    if calibrated is not None:
+        print(calibrated.summary())
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(evaluation.model_dump_json(indent=1) + "\n")

@@ -68,6 +68,28 @@ def test_the_calibrator_is_stored_and_changes_neither_weights_nor_labels(
         assert np.all((b.calibrated_probability >= 0) & (b.calibrated_probability <= 1))
 
 
+def test_evaluate_reports_the_calibrated_risk(
+    tiny_lstm: Path, tiny_lstm_calibrated: Path, psv_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m models.evaluate lstm`` on a calibrated checkpoint: the raw risk's figures as before, and the
+    calibrated hourly risk's ECE and Brier, as computed here from the served assessments."""
+    from models.evaluate import main as evaluate_main
+
+    FP32 = ["--backend", "torch-fp32"]  # one execution path for the CLI and the reference
+    assert evaluate_main(["lstm", "--weights", str(tiny_lstm), "--data", str(psv_folder), *FP32]) == 0
+    plain = capsys.readouterr().out
+    assert "calibrated:" not in plain
+    assert evaluate_main(["lstm", "--weights", str(tiny_lstm_calibrated), "--data", str(psv_folder), *FP32]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(plain.splitlines()[0])  # the same raw evaluation first
+    records = [r for r in load_labelled_dir(psv_folder) if r.labels is not None]
+    predictor = SepsisPredictor("lstm", tiny_lstm_calibrated, "cpu", backend="torch-fp32")
+    calibrated = np.concatenate([a.calibrated_probability for a in predictor.assess([r.values for r in records])])
+    labels = np.concatenate([r.labels for r in records])
+    ece, brier = expected_calibration_error(labels, calibrated), float(np.mean((calibrated - labels) ** 2))
+    assert f"  calibrated: ECE {ece:.4f}  Brier {brier:.4f}" in out.splitlines()
+
+
 def _stays(rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Stays of 10-60 hours whose true hourly logit drifts; the model's score is too high and too flat (as a
     network trained with a positive-class weight)."""

@@ -14,6 +14,7 @@ from models.cards import read_card
 from models.checkpoint import load_checkpoint
 from models.evaluate import main as evaluate_main
 from models.inference import MortalityPredictor, load_predictor
+from models.metrics import expected_calibration_error
 from models.mortality_features import MORTALITY_V1
 from models.mortality_io import load_labelled_sets
 from models.predict import main as predict_main
@@ -78,7 +79,9 @@ def test_evaluate(tiny_mortality_lstm: Path, mortality_folder: Path, capsys: pyt
     assert "event-1 min(Se, +P)" in out and "n=12" in out
 
 
-def test_calibrate_the_48th_hour(tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path) -> None:
+def test_calibrate_the_48th_hour(
+    tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``python -m models.calibrate mortality-lstm``: the calibrator is fitted on each stay's last hour (one
     out-of-fold score per stay) and served beside the raw risk."""
     import shutil
@@ -120,3 +123,15 @@ def test_calibrate_the_48th_hour(tiny_mortality_lstm: Path, mortality_folder: Pa
         assert 0 <= float(r["calibrated_probability"]) <= 1 and int(r["label"]) == int(
             float(r["probability"]) >= predictor.threshold
         )
+
+    # models.evaluate: the calibrated 48th hour's ECE and Brier, from the calibrated column just written
+    capsys.readouterr()
+    argv = ["mortality-lstm", "--weights", str(weights), "--data", str(mortality_folder), "--sets", "a"]
+    assert evaluate_main([*argv, "--backend", "torch-fp32"]) == 0
+    outcome = {r.name: int(r.label or 0) for r in load_labelled_sets(mortality_folder, ["a"])}
+    y = np.array([outcome[r["RecordID"]] for r in rows])
+    c = np.array([float(r["calibrated_probability"]) for r in rows])
+    ece, brier = expected_calibration_error(y, c), float(np.mean((c - y) ** 2))
+    lines = capsys.readouterr().out.splitlines()
+    calibrated_line = next(line for line in lines if line.startswith("  calibrated:"))
+    assert calibrated_line.split() == ["calibrated:", "ECE", f"{ece:.4f}", "Brier", f"{brier:.4f}"]
