@@ -112,15 +112,6 @@ def trust_summary(t: TrustEvaluation) -> str:
     )
 
 
-def _assessed(predictor: SepsisPredictor, values: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Raw records -> (each record's hourly risk, its calibrated hourly risk: empty from an uncalibrated
-    checkpoint), from one forward pass."""
-    assessments = predictor.assess(values)
-    risk = [a.probability for a in assessments]
-    calibrated = [a.calibrated_probability for a in assessments if a.calibrated_probability is not None]
-    return risk, calibrated
-
-
 def evaluate_sequence(
     predictor: SepsisPredictor, data: Path, batch_size: int = 64
 ) -> tuple[BinaryEvaluation, CalibratedFigures | None]:
@@ -130,9 +121,10 @@ def evaluate_sequence(
     probs: list[np.ndarray] = []
     calibrated: list[np.ndarray] = []
     for start in tqdm(range(0, len(records), batch_size), desc=predictor.name, unit="batch"):
-        risk, calibrated_risk = _assessed(predictor, [r.values for r in records[start : start + batch_size]])
-        probs.extend(risk)
-        calibrated.extend(calibrated_risk)
+        for a in predictor.assess([r.values for r in records[start : start + batch_size]]):
+            probs.append(a.probability)
+            if a.calibrated_probability is not None:
+                calibrated.append(a.calibrated_probability)
     labels = [r.labels for r in records if r.labels is not None]
     y = np.concatenate(labels)
     evaluation = binary_evaluation(y, np.concatenate(probs), predictor.threshold)
@@ -153,9 +145,9 @@ def evaluate_mortality(
     calibrated: list[float] = []
     for start in tqdm(range(0, len(records), batch_size), desc=predictor.name, unit="batch"):
         chunk = records[start : start + batch_size]
-        risk, calibrated_risk = _assessed(predictor, [predictor.model_values(r) for r in chunk])
-        probs.extend(float(r[-1]) for r in risk)  # the stay's prediction: its 48th hour
-        calibrated.extend(float(c[-1]) for c in calibrated_risk)
+        risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in chunk])
+        probs.extend(risk)
+        calibrated.extend([] if calibrated_risk is None else calibrated_risk)
     y = np.array([int(r.label or 0) for r in records])
     p = np.array(probs)
     figures = CalibratedFigures.of(y, np.array(calibrated)) if calibrated else None

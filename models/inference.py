@@ -483,6 +483,15 @@ class MortalityPredictor(SepsisPredictor):
         """(stays,) probability of in-hospital death: each record's last hour."""
         return np.array([p[-1] for p in self.predict(records)], dtype=np.float64)
 
+    def assess_stays(self, records: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(stays,) each record's last-hour risk and (stays,) its calibrated value (None from an uncalibrated
+        checkpoint), from one forward pass (:meth:`assess`)."""
+        assessments = self.assess(records)
+        risk = np.array([float(a.probability[-1]) for a in assessments])
+        if self.trust is None:
+            return risk, None
+        return risk, np.array([float(a.calibrated_probability[-1]) for a in assessments])  # type: ignore[index]
+
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
     """``model``, ``--weights``, ``--threads``, ``--backend``, ``--device``: what every CLI that predicts takes."""

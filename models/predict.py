@@ -115,12 +115,12 @@ def predict_mortality(predictor: MortalityPredictor, source: Path, output: Path,
                 for warning in record.warnings:
                     print(f"{path.name}: {warning}", file=sys.stderr)
                 records.append(record)
-            assessments = predictor.assess([predictor.model_values(r) for r in records])
-            for record, a in zip(records, assessments, strict=True):
-                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(a.probability[-1])))
+            risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in records])
+            for i, record in enumerate(records):
+                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(risk[i])))
                 row = [record.name, f"{p:.6f}", str(int(p >= predictor.threshold))]
-                if a.calibrated_probability is not None:
-                    row.append(f"{float(a.calibrated_probability[-1]):.6f}")
+                if calibrated_risk is not None:
+                    row.append(f"{float(calibrated_risk[i]):.6f}")
                 writer.writerow(row)
     return len(paths)
 

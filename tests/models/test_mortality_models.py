@@ -37,14 +37,19 @@ def test_training_run(tiny_mortality_lstm: Path, mortality_folder: Path) -> None
     assert "Event-1" in (tiny_mortality_lstm / "card.md").read_text()
 
 
-def test_predict_writes_one_row_per_stay(tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path) -> None:
+def _predict_set_a(weights: Path, mortality_folder: Path, tmp_path: Path) -> list[dict[str, str]]:
+    """``python -m models.predict mortality-lstm`` on set-a (fp32 path) -> the CSV's rows."""
     out = tmp_path / "preds.csv"
     code = predict_main(
-        ["mortality-lstm", "--weights", str(tiny_mortality_lstm), "--input", str(mortality_folder / "set-a"),
+        ["mortality-lstm", "--weights", str(weights), "--input", str(mortality_folder / "set-a"),
          "--output", str(out), "--backend", "torch-fp32"]
     )  # fmt: skip
     assert code == 0
-    rows = list(csv.DictReader(out.open()))
+    return list(csv.DictReader(out.open()))
+
+
+def test_predict_writes_one_row_per_stay(tiny_mortality_lstm: Path, mortality_folder: Path, tmp_path: Path) -> None:
+    rows = _predict_set_a(tiny_mortality_lstm, mortality_folder, tmp_path)
     files = sorted(p.stem for p in (mortality_folder / "set-a").glob("*.txt"))
     assert [r["RecordID"] for r in rows] == files and list(rows[0]) == ["RecordID", "probability", "label"]
     predictor = load_predictor("mortality-lstm", tiny_mortality_lstm, "cpu", "torch-fp32")
@@ -108,13 +113,7 @@ def test_calibrate_the_48th_hour(
     assert float(assessment.calibrated_probability[-1]) == pytest.approx(expected, abs=1e-5)
 
     # models.predict writes the calibrated 48th hour beside the raw risk, for this stay as assess gives it
-    out = tmp_path / "preds.csv"
-    code = predict_main(
-        ["mortality-lstm", "--weights", str(weights), "--input", str(mortality_folder / "set-a"),
-         "--output", str(out), "--backend", "torch-fp32"]
-    )  # fmt: skip
-    assert code == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = _predict_set_a(weights, mortality_folder, tmp_path)
     assert list(rows[0]) == ["RecordID", "probability", "label", "calibrated_probability"]
     row = next(r for r in rows if r["RecordID"] == path.stem)
     assert float(row["probability"]) == pytest.approx(float(assessment.probability[-1]), abs=2e-6)
