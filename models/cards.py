@@ -85,6 +85,10 @@ class ProtocolSummary(BaseModel):
     reserve_command: str | None = None
     #: the same weights on the reserve at earlier operating thresholds (``python -m models.protocol set-threshold``)
     earlier_reserves: list[EarlierReserve] = []
+    #: networks trained per split: 1, one member of the checkpoint's ensemble; K, the checkpoint's K-fold procedure
+    folds: int = 1
+    #: the threshold every split was scored at (the checkpoint's), or None: each split's chosen on the others
+    fixed_threshold: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -215,11 +219,23 @@ def _protocol_section(p: ProtocolSummary | None) -> str:
             + ", ".join(f"{k} {v:.4f}" for k, v in e.figures.items())
             + "."
         )
+    trained = (
+        "one network was trained as each member of this checkpoint was"
+        if p.folds == 1
+        else f"this checkpoint's own procedure was trained: {p.folds} fold networks on the 80 %, averaged by mean logit"
+    )
+    scored = (
+        "a threshold chosen on the other splits' held-out stays"
+        if p.fixed_threshold is None
+        else f"this checkpoint's threshold {p.fixed_threshold:.4f}, which was chosen on its out-of-fold predictions "
+        "of every development stay, these included"
+    )
     return f"""## Evaluation protocol (the figures to believe)
-`{p.command}` ({p.created}, features {p.schema_name}): {p.repeats} seeded 80/20 splits of the {p.n_development}
-development stays; in each, one network trained as a member of this checkpoint is, scored on the 20 % at a
-threshold chosen on the other splits' held-out stays (docs/sepsis-protocol.md). Mean ± standard deviation over
-the splits:
+`{p.command}` ({p.created}, features {p.schema_name}).
+{p.repeats} seeded 80/20 splits of the {p.n_development} development stays (docs/sepsis-protocol.md).
+In each split, {trained}.
+It was scored on the held-out 20 % at {scored}.
+Mean ± standard deviation over the splits:
 
 | figure | mean ± std | per split |
 |---|---|---|

@@ -465,13 +465,44 @@ def compare(old: Path, new: Path) -> Comparison:
     )
 
 
+def procedure_of(run: Path) -> tuple[int, float | None]:
+    """(networks trained per split, the one threshold every split was scored at or None) of a saved run; a
+    rescored run's networks are its source run's."""
+    report = read_report(run)
+    fixed = report.settings.get("threshold")
+    source = report.settings.get("source")
+    if source is not None:
+        if not Path(str(source)).is_dir():
+            raise ValueError(f"{run} rescored {source}, which is not here: run this from where that path holds")
+        folds = procedure_of(Path(str(source)))[0]
+    else:
+        folds = int(report.settings.get("folds", 1))
+    return folds, None if fixed is None else float(fixed)
+
+
 def attach(run: Path, weights: Path) -> None:
-    """Write a protocol run's summary into the model card at ``weights`` (the reserve figure, if any, is kept
-    only when the card's checkpoint is unchanged)."""
+    """Write a protocol run's summary into the model card at ``weights``: a run of this checkpoint's task and
+    network, one network per split or the checkpoint's own K-fold procedure, scoring the risk it serves (not a
+    smoothed one). The reserve figures, this checkpoint's, are kept."""
     from models.cards import ProtocolSummary, read_card, write_card
+    from models.catalogue import entry
 
     report = read_report(run)
     card = read_card(weights)
+    model = entry(card.name)
+    if (report.task, report.arch) != (model.task.name, model.architecture):
+        raise ValueError(
+            f"{run} measured {report.task} with {report.arch}; {weights} is {model.task.name} with "
+            f"{model.architecture}: attach a run of this checkpoint's task and network"
+        )
+    if any(r.smoother != "none" for r in report.repeats):
+        raise ValueError(f"{run} scored a smoothed risk, which the checkpoint does not serve")
+    folds, fixed = procedure_of(run)
+    if fixed is not None and abs(fixed - card.threshold) > 1e-9:
+        raise ValueError(
+            f"{run} scored every split at {fixed:.4f}, not at this checkpoint's threshold {card.threshold:.4f}: "
+            "attach a run scored at the checkpoint's threshold, or whose thresholds the protocol chose"
+        )
     previous = card.protocol
     card.protocol = ProtocolSummary(
         command=report.command,
@@ -486,6 +517,9 @@ def attach(run: Path, weights: Path) -> None:
         reserve=None if previous is None else previous.reserve,
         reserve_measured=None if previous is None else previous.reserve_measured,
         reserve_command=None if previous is None else previous.reserve_command,
+        earlier_reserves=[] if previous is None else previous.earlier_reserves,
+        folds=folds,
+        fixed_threshold=fixed,
     )
     write_card(weights, card)
 
@@ -513,6 +547,11 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     if any(r.smoother != "none" for r in report.repeats):
         raise ValueError(f"{run} chose its thresholds for a smoothed risk, which the checkpoint does not serve")
     old, new = oof.meta.threshold, report.threshold
+    if oof.card.protocol is not None and oof.card.protocol.fixed_threshold not in (None, new):
+        raise ValueError(
+            f"{weights}: the card's protocol figures were scored at the threshold {old:.4f}; attach {run} first "
+            "(python -m models.protocol attach), so that they describe the new one"
+        )
     rule = (
         f"the protocol's (docs/sepsis-protocol.md, rule 14): the median of the thresholds that the "
         f"{len(report.repeats)} repeats of `{report.command}` chose, each maximising the {oof.task.primary} on the "

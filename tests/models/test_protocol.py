@@ -256,6 +256,8 @@ def test_set_threshold_moves_the_checkpoint_and_keeps_the_earlier_reserve(
     assert card.evaluation.utility == pytest.approx(normalized_utility(labels, [p >= run.threshold for p in probs]))
     assert card.protocol is not None and card.protocol.reserve is None
     assert [(e.threshold, e.figures) for e in card.protocol.earlier_reserves] == [(old, first)]
+    assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0  # re-attaching keeps them
+    assert [(e.threshold, e.figures) for e in read_card(weights).protocol.earlier_reserves] == [(old, first)]  # type: ignore[union-attr]
     assert main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)]) == 0
     card = read_card(weights)
     assert card.protocol is not None and card.protocol.reserve is not None
@@ -297,6 +299,65 @@ def test_a_run_of_the_shipped_ensemble_per_split(
         assert [len(p) for p in a.probs] == [len(p) for p in b.probs]
         assert all(np.all((p > 0) & (p < 1)) for p in a.probs)
     assert not np.allclose(np.concatenate(ens[0].probs), np.concatenate(one[0].probs))
+
+
+def test_attach_says_which_procedure_the_card_figures_measure(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A card's protocol section says whether one network or the checkpoint's K-fold procedure was trained per
+    split, and whether every split was scored at the checkpoint's own threshold; attach refuses a run of another
+    network, a smoothed risk or another fixed threshold, and set-threshold refuses to leave such figures stale."""
+    import shutil
+
+    from models.cards import read_card
+    from models.protocol import procedure_of
+
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    threshold = read_card(weights).threshold
+    run_protocol(
+        SEPSIS_TASK, "lstm", psv_folder, tmp_path / "procedure",
+        repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5, folds=2,
+    )  # fmt: skip
+    assert procedure_of(tiny_runs[0]) == (1, None)
+    assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0
+    assert "one network was trained as each member" in (weights / "card.md").read_text()
+    assert main(["attach", str(tmp_path / "procedure"), "--weights", str(weights)]) == 0
+    card = read_card(weights)
+    assert card.protocol is not None and (card.protocol.folds, card.protocol.fixed_threshold) == (2, None)
+    md = (weights / "card.md").read_text()
+    assert "own procedure was trained: 2 fold networks" in md and "chosen on the other splits' held-out stays" in md
+    rescored = tmp_path / "at-its-threshold"
+    argv = ["rescore", str(tmp_path / "procedure"), "--threshold", repr(threshold), "--out", str(rescored)]
+    assert main([*argv, "--data", str(psv_folder)]) == 0
+    assert procedure_of(rescored) == (2, threshold)  # the networks are the source run's
+    assert main(["attach", str(rescored), "--weights", str(weights)]) == 0
+    assert read_card(weights).protocol.fixed_threshold == threshold  # type: ignore[union-attr]
+    assert f"this checkpoint's threshold {threshold:.4f}, which" in (weights / "card.md").read_text()
+    with pytest.raises(SystemExit):  # the card's figures are at the checkpoint's threshold: moving it would stale them
+        main(["set-threshold", str(tiny_runs[0]), "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    assert "attach" in capsys.readouterr().err
+    other = tmp_path / "elsewhere"
+    assert (
+        main(["rescore", str(tiny_runs[0]), "--threshold", "0.3", "--out", str(other), "--data", str(psv_folder)]) == 0
+    )
+    assert (
+        main(["rescore", str(tiny_runs[0]), "--smooth", "--out", str(tmp_path / "s"), "--data", str(psv_folder)]) == 0
+    )
+    smoothed = ProtocolReport.model_validate_json((tmp_path / "s" / "report.json").read_text())
+    smoothed.repeats[0].smoother = "max3"  # whatever this tiny run chose, one repeat smoothed
+    (tmp_path / "s" / "report.json").write_text(smoothed.model_dump_json())
+    argv = ["ensemble", str(tiny_runs[0]), str(tiny_runs[1]), "--out", str(tmp_path / "e"), "--data", str(psv_folder)]
+    assert main(argv) == 0
+    for run, says in (
+        (other, "not at this checkpoint's threshold"),
+        (tmp_path / "s", "smoothed"),
+        (tmp_path / "e", "lstm+lstm"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["attach", str(run), "--weights", str(weights)])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert read_card(weights).protocol.fixed_threshold == threshold  # type: ignore[union-attr]  # unchanged
 
 
 def test_a_run_of_wider_networks_with_an_auxiliary_head(
