@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from models.catalogue import ModelName
 from models.checkpoint import CARD_JSON, CARD_MD
 from models.metrics import BinaryEvaluation
+from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 XRAY_SOURCE = (
@@ -52,43 +53,6 @@ class SpeedTable(BaseModel):
     measured: str  # date, UTC
     command: str
     rows: list[SpeedRow]
-
-
-class EarlierReserve(BaseModel):
-    """The reserve's figures for this checkpoint's weights at an earlier operating threshold."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float
-    figures: dict[str, float]
-    measured: str
-    command: str
-
-
-class ProtocolSummary(BaseModel):
-    """What ``python -m models.protocol`` measured for this model's training recipe (docs/sepsis-protocol.md),
-    and the reserve's figure, measured once on the shipped checkpoint."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    command: str
-    created: str
-    schema_name: str
-    repeats: int
-    n_development: int
-    mean: dict[str, float]
-    std: dict[str, float]
-    per_repeat: dict[str, list[float]]
-    n_reserve: int
-    reserve: dict[str, float] | None = None  # the shipped checkpoint on the reserve, at its own threshold
-    reserve_measured: str | None = None
-    reserve_command: str | None = None
-    #: the same weights on the reserve at earlier operating thresholds (``python -m models.protocol set-threshold``)
-    earlier_reserves: list[EarlierReserve] = []
-    #: networks trained per split: 1, one member of the checkpoint's ensemble; K, the checkpoint's K-fold procedure
-    folds: int = 1
-    #: the threshold every split was scored at (the checkpoint's), or None: each split's chosen on the others
-    fixed_threshold: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -219,22 +183,9 @@ def _protocol_section(p: ProtocolSummary | None) -> str:
             + ", ".join(f"{k} {v:.4f}" for k, v in e.figures.items())
             + "."
         )
-    trained = (
-        "one network was trained as each member of this checkpoint was"
-        if p.folds == 1
-        else f"this checkpoint's own procedure was trained: {p.folds} fold networks on the 80 %, averaged by mean logit"
-    )
-    scored = (
-        "a threshold chosen on the other splits' held-out stays"
-        if p.fixed_threshold is None
-        else f"this checkpoint's threshold {p.fixed_threshold:.4f}, which was chosen on its out-of-fold predictions "
-        "of every development stay, these included"
-    )
     return f"""## Evaluation protocol (the figures to believe)
-`{p.command}` ({p.created}, features {p.schema_name}).
-{p.repeats} seeded 80/20 splits of the {p.n_development} development stays (docs/sepsis-protocol.md).
-In each split, {trained}.
-It was scored on the held-out 20 % at {scored}.
+`{p.command}` ({p.created}, features {p.schema_name}), docs/sepsis-protocol.md.
+{p.procedure()}
 Mean ± standard deviation over the splits:
 
 | figure | mean ± std | per split |

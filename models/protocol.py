@@ -484,8 +484,9 @@ def attach(run: Path, weights: Path) -> None:
     """Write a protocol run's summary into the model card at ``weights``: a run of this checkpoint's task and
     network, one network per split or the checkpoint's own K-fold procedure, scoring the risk it serves (not a
     smoothed one). The reserve figures, this checkpoint's, are kept."""
-    from models.cards import ProtocolSummary, read_card, write_card
+    from models.cards import read_card, write_card
     from models.catalogue import entry
+    from models.protocol_summary import ProtocolSummary
 
     report = read_report(run)
     card = read_card(weights)
@@ -531,8 +532,9 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     old threshold is kept as an earlier one, and the reserve may be scored once at the new threshold.
     Returns (old threshold, new threshold)."""
     from models.calibrate_sepsis import out_of_fold
-    from models.cards import EarlierReserve, write_card
+    from models.cards import write_card
     from models.checkpoint import CheckpointMeta, save_checkpoint
+    from models.protocol_summary import EarlierReserve
     from models.train_sequence import card_evaluation
 
     report = read_report(run)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelName
 from models.metrics import BinaryEvaluation
+from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these schemas without it
@@ -47,6 +48,7 @@ class CardSummary(BaseModel):
     evaluation: BinaryEvaluation
     trust: TrustReport | SepsisTrustReport | None = None
     ensemble: EnsembleReport | None = None
+    protocol: ProtocolSummary | None = None
 
     @classmethod
     def read(cls, directory: Path) -> CardSummary | None:
@@ -138,6 +140,12 @@ class ModelMetrics(_Schema):
         description="a deep ensemble's study: every ensemble size on the validation patients (mean and standard "
         "deviation over subsets of the trained members), the adoption rule and the size served",
     )
+    protocol: ProtocolSummary | None = Field(
+        default=None,
+        description="sequence models: the evaluation protocol's figures on held-out stays (docs/sepsis-protocol.md), "
+        "each repeated split's and their mean and standard deviation, with the reserve's, scored once: the figures "
+        "to believe, where `evaluation` is out-of-fold on stays that also chose the threshold",
+    )
 
     @classmethod
     def from_card(cls, card: ModelCard | CardSummary) -> ModelMetrics:
@@ -150,6 +158,7 @@ class ModelMetrics(_Schema):
             evaluation=card.evaluation,
             trust=card.trust,
             ensemble=card.ensemble,
+            protocol=card.protocol,
         )
 
 

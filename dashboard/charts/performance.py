@@ -8,8 +8,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from dashboard.charts.common import BLUE, GREEN, GREY, PURPLE, VERMILION, layout, source_line
+from dashboard.charts.common import BLUE, GREEN, GREY, PURPLE, VERMILION, layout, model_colour, source_line
+from models.protocol_summary import ProtocolSummary
 from serving.schemas import ModelMetrics
 
 #: Slider resolution: a threshold this close to the card's is the card's operating threshold.
@@ -196,12 +198,85 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
     return fig
 
 
+#: How the protocol's figures are called on screen.
+PROTOCOL_FIGURES = {"auroc": "AUROC", "utility": "normalised utility", "event1": "event-1 = min(Se, +P)"}
+
+
+def protocol_figure(name: str, protocol: ProtocolSummary) -> go.Figure:
+    """The protocol's held-out figures of model ``name``, one panel per figure: each split's value, their mean ±
+    standard deviation, and the reserve's value (scored once on the shipped checkpoint) when it has been."""
+    keys = list(protocol.mean)
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[PROTOCOL_FIGURES.get(k, k) for k in keys])
+    for col, key in enumerate(keys, start=1):
+        first = col == 1
+        splits = protocol.per_repeat[key]
+        fig.add_trace(
+            go.Scatter(
+                x=["splits"] * len(splits),
+                y=splits,
+                customdata=np.arange(1, len(splits) + 1),
+                mode="markers",
+                marker={"color": GREY, "size": 9, "opacity": 0.7},
+                name=f"each of the {len(splits)} held-out splits",
+                legendgroup="splits",
+                showlegend=first,
+                hovertemplate="split %{customdata}: %{y:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=["mean ± std"],
+                y=[protocol.mean[key]],
+                error_y={"type": "data", "array": [protocol.std[key]], "color": model_colour(name), "width": 8},
+                mode="markers",
+                marker={"color": model_colour(name), "size": 13},
+                name="mean ± standard deviation",
+                legendgroup="mean",
+                showlegend=first,
+                hovertemplate=f"{protocol.mean[key]:.3f} ± {protocol.std[key]:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        if protocol.reserve is not None and key in protocol.reserve:
+            fig.add_trace(
+                go.Scatter(
+                    x=["reserve"],
+                    y=[protocol.reserve[key]],
+                    mode="markers",
+                    marker={"color": "#333333", "size": 13, "symbol": "diamond"},
+                    name=f"reserve ({protocol.n_reserve:,} stays, scored once)",
+                    legendgroup="reserve",
+                    showlegend=first,
+                    hovertemplate="reserve: %{y:.3f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    layout(
+        fig,
+        title=f"Held-out estimate over {protocol.repeats} splits",
+        subtitle=f"measured {protocol.created} · features {protocol.schema_name} · each split's threshold "
+        + ("the checkpoint's" if protocol.fixed_threshold is not None else "chosen on the other splits"),
+        height=440,
+        legend="bottom",
+    )
+    fig.update_layout(margin={"t": 110})  # room for the panels' titles below the subtitle
+    columns = 3 if protocol.reserve is not None else 2
+    fig.update_xaxes(range=[-0.5, columns - 0.5])  # no marker on a panel's edge
+    return fig
+
+
 __all__ = [
+    "PROTOCOL_FIGURES",
     "THRESHOLD_TOLERANCE",
     "calibration_figure",
     "confusion_figure",
     "operating_metrics",
     "pr_figure",
+    "protocol_figure",
     "reliability_axes",
     "roc_figure",
 ]

@@ -1,8 +1,9 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/performance``): model performance.
 
 ROC, precision-recall, confusion matrix and calibration of the model card each model serves, with a
-threshold slider whose operating point is read off the card's stored ROC points; then the model's agreement
-with its readers on the reviewed cases of the worklist.
+threshold slider whose operating point is read off the card's stored ROC points; for the sequence models, the
+evaluation protocol's figures on held-out stays; then the model's agreement with its readers on the reviewed
+cases of the worklist.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dashboard.charts.performance import (
     confusion_figure,
     operating_metrics,
     pr_figure,
+    protocol_figure,
     roc_figure,
 )
 from dashboard.charts.trust import (
@@ -28,6 +30,7 @@ from dashboard.charts.trust import (
     reliability_figure,
 )
 from dashboard.charts.worklist import agreement_figure
+from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
 
@@ -104,6 +107,8 @@ def render() -> None:
     with bottom_right:
         st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
         st.caption(source)
+    if metrics.protocol is not None:
+        _protocol(name, metrics.protocol)
     if isinstance(metrics.trust, SepsisTrustReport):
         _sepsis_trust(metrics.trust)
     elif metrics.trust is not None:
@@ -111,6 +116,23 @@ def render() -> None:
     if metrics.ensemble is not None:
         _ensemble(metrics.ensemble)
     _on_reviewed_cases(infos[name].task_name)
+
+
+def _protocol(name: str, protocol: ProtocolSummary) -> None:
+    """The evaluation protocol's figures on held-out stays: what to expect on new stays, where the curves above
+    are out-of-fold on stays that also chose the threshold."""
+    st.subheader("On stays it never saw: the figures to believe")
+    st.plotly_chart(protocol_figure(name, protocol), key="perf_protocol", config={"displaylogo": False})
+    reserve = (
+        f" The reserve, {protocol.n_reserve:,} stays never used for training or any choice, was scored once on this "
+        f"checkpoint ({protocol.reserve_measured}); one small sample, not a second estimate."
+        if protocol.reserve is not None
+        else " The reserve has not been scored for this checkpoint."
+    )
+    st.caption(
+        f"{protocol.procedure()} The curves above are out-of-fold on stays that also chose the threshold, so they "
+        f"run higher.{reserve} Measured with `{protocol.command}`; the protocol: docs/sepsis-protocol.md."
+    )
 
 
 def _reliability_beside(trust: TrustReport | SepsisTrustReport) -> DeltaGenerator:

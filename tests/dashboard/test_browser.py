@@ -264,6 +264,16 @@ def test_review_flow_in_a_real_browser(
         page.locator('[data-testid="stPlotlyChart"]').nth(3).wait_for(timeout=RESULT_TIMEOUT_MS)
         assert "AUC" in _main_text(page)
         _screenshot(page, "performance")
+        # a sequence model adds its held-out estimate (the protocol's splits and the reserve) below the curves
+        page.locator('[data-testid="stSelectbox"]').first.click()
+        page.get_by_role("option", name="Sepsis early warning · Transformer").click()
+        page.get_by_role("heading", name="On stays it never saw: the figures to believe").wait_for(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        _idle(page)
+        text = _main_text(page)
+        assert "Held-out estimate over 8 splits" in text and "reserve" in text
+        _screenshot(page, "performance-held-out")
 
         # 5. service
         _open(page, dashboard_url + "/service", "Service")

@@ -20,6 +20,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png
 from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
+from models.cards import read_card
+from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
 from tests.dashboard.helpers import sepsis_dir
@@ -395,9 +397,17 @@ def test_performance_page_every_model(serving_env: str) -> None:
         # ICU mortality records: no agreement for those models.
         kind = {"cnn": "xray", "lstm": "sepsis", "transformer": "sepsis"}.get(name)
         agreement = client.agreement(kind) if kind else None
-        extra = ["Calibration before and after"] if served.trust is not None else []
+        # the sequence models' held-out estimate comes next, from the card serving read
+        assert (served.protocol is not None) == (name != "cnn")
+        assert served.protocol == read_card(entry(name).default_weights).protocol
+        extra = [f"Held-out estimate over {served.protocol.repeats} splits"] if served.protocol is not None else []
+        extra += ["Calibration before and after"] if served.trust is not None else []
         extra += ["Model vs readers on reviewed cases"] if agreement and agreement.cases else []
         assert titles[4:] == extra, titles
+        if served.protocol is not None:
+            held_out = figures[4]["data"]
+            assert held_out[0]["y"] == served.protocol.per_repeat["auroc"]
+            assert served.protocol.procedure() in " ".join(c.value for c in at.caption)
         if served.trust is not None and name == "cnn":
             assert any("coverage" in str(t.value.columns) for t in at.table)
         elif served.trust is not None:  # sepsis: the hourly calibration's ECE and Brier, the out-of-fold check

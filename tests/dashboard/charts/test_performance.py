@@ -119,3 +119,30 @@ def test_calibration_figure(model_metrics: ModelMetrics) -> None:
     model = trace(fig, "model")
     assert list(model.x) == cal.x and list(model.y) == cal.y
     assert list(model.customdata) == cal.thresholds  # cases per bin
+
+
+def test_protocol_figure(model_metrics: ModelMetrics) -> None:
+    """Each committed sequence model's held-out figures: one panel per figure with every split, the mean ± std
+    and the reserve, read from the card; without a scored reserve, no reserve marker. The CNN has no protocol."""
+    protocol = model_metrics.protocol
+    if protocol is None:
+        assert model_metrics.name == "cnn"  # every committed sequence model carries its protocol
+        return
+    fig = performance.protocol_figure(model_metrics.name, protocol)
+    assert [a.text for a in fig.layout.annotations] == [performance.PROTOCOL_FIGURES[k] for k in protocol.mean]
+    assert (
+        f"over {protocol.repeats} splits" in fig.layout.title.text
+        and protocol.created in fig.layout.title.subtitle.text
+    )
+    assert protocol.reserve is not None  # the committed checkpoints' reserves were scored once
+    for panel, key in enumerate(protocol.mean, start=1):
+        axis = "x" if panel == 1 else f"x{panel}"
+        shown = {t.name.split(" ")[0]: t for t in fig.data if t.xaxis == axis}
+        assert list(shown["each"].y) == protocol.per_repeat[key]
+        assert list(shown["mean"].y) == [protocol.mean[key]]
+        assert list(shown["mean"].error_y.array) == [protocol.std[key]]
+        assert list(shown["reserve"].y) == [protocol.reserve[key]]
+        assert np.mean(protocol.per_repeat[key]) == pytest.approx(protocol.mean[key])
+    unscored = protocol.model_copy(update={"reserve": None})
+    names = [t.name for t in performance.protocol_figure(model_metrics.name, unscored).data]
+    assert names and not any(n.startswith("reserve") for n in names)
