@@ -207,54 +207,35 @@ def protocol_figure(name: str, protocol: ProtocolSummary) -> go.Figure:
     standard deviation, and the reserve's value (scored once on the shipped checkpoint) when it has been."""
     keys = list(protocol.mean)
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[PROTOCOL_FIGURES.get(k, k) for k in keys])
+    colour = model_colour(name)
     for col, key in enumerate(keys, start=1):
-        first = col == 1
         splits = protocol.per_repeat[key]
-        fig.add_trace(
-            go.Scatter(
-                x=["splits"] * len(splits),
-                y=splits,
-                customdata=np.arange(1, len(splits) + 1),
-                mode="markers",
-                marker={"color": GREY, "size": 9, "opacity": 0.7},
-                name=f"each of the {len(splits)} held-out splits",
-                legendgroup="splits",
-                showlegend=first,
-                hovertemplate="split %{customdata}: %{y:.3f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=["mean ± std"],
-                y=[protocol.mean[key]],
-                error_y={"type": "data", "array": [protocol.std[key]], "color": model_colour(name), "width": 8},
-                mode="markers",
-                marker={"color": model_colour(name), "size": 13},
-                name="mean ± standard deviation",
-                legendgroup="mean",
-                showlegend=first,
-                hovertemplate=f"{protocol.mean[key]:.3f} ± {protocol.std[key]:.3f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
+        # (column, values, legend name, marker, hover, more trace options)
+        points: list[tuple[str, list[float], str, dict[str, object], str, dict[str, object]]] = [
+            ("splits", splits, f"each of the {len(splits)} held-out splits", {"color": GREY, "size": 9, "opacity": 0.7},
+             "split %{customdata}: %{y:.3f}", {"customdata": np.arange(1, len(splits) + 1)}),
+            ("mean ± std", [protocol.mean[key]], "mean ± standard deviation", {"color": colour, "size": 13},
+             f"{protocol.mean[key]:.3f} ± {protocol.std[key]:.3f}",
+             {"error_y": {"type": "data", "array": [protocol.std[key]], "color": colour, "width": 8}}),
+        ]  # fmt: skip
         if protocol.reserve is not None and key in protocol.reserve:
-            fig.add_trace(
-                go.Scatter(
-                    x=["reserve"],
-                    y=[protocol.reserve[key]],
-                    mode="markers",
-                    marker={"color": "#333333", "size": 13, "symbol": "diamond"},
-                    name=f"reserve ({protocol.n_reserve:,} stays, scored once)",
-                    legendgroup="reserve",
-                    showlegend=first,
-                    hovertemplate="reserve: %{y:.3f}<extra></extra>",
-                ),
-                row=1,
-                col=col,
+            points.append(
+                ("reserve", [protocol.reserve[key]], f"reserve ({protocol.n_reserve:,} stays, scored once)",
+                 {"color": "#333333", "size": 13, "symbol": "diamond"}, "reserve: %{y:.3f}", {})
+            )  # fmt: skip
+        for column, values, legend, marker, hover, more in points:
+            trace = go.Scatter(
+                x=[column] * len(values),
+                y=values,
+                mode="markers",
+                marker=marker,
+                name=legend,
+                legendgroup=column,
+                showlegend=col == 1,
+                hovertemplate=hover + "<extra></extra>",
+                **more,
             )
+            fig.add_trace(trace, row=1, col=col)
     layout(
         fig,
         title=f"Held-out estimate over {protocol.repeats} splits",
