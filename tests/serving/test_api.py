@@ -93,6 +93,7 @@ def test_metrics(client: MedLensClient, name: str) -> None:
     ev = metrics.evaluation
     assert len(ev.roc.x) == len(ev.roc.y) > 1 and len(ev.pr.x) > 1
     assert ev.confusion.tn + ev.confusion.fp + ev.confusion.fn + ev.confusion.tp == ev.n
+    assert (metrics.protocol is not None) == (name != "cnn")  # the sequence models' held-out figures
 
 
 def test_metrics_of_unknown_model(client: MedLensClient) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.cards import read_card
 from models.catalogue import models_for
 from models.config import data_paths
 from models.inference import MortalityPredictor
@@ -146,7 +147,10 @@ def test_scales_from_zero_and_back_without_the_service_routes_waking_it(client: 
     assert client.health().status == "ok"
     info = _info(client, SCALES_DOWN)
     assert info.scaled_to_zero
-    assert client.metrics(SCALES_DOWN).name == SCALES_DOWN
+    at_zero = client.metrics(SCALES_DOWN)  # from its card by the ingress, with the protocol's held-out figures
+    assert at_zero.name == SCALES_DOWN
+    card = read_card(ServingArgs().weights_dir(SCALES_DOWN))
+    assert at_zero.protocol is not None and at_zero.protocol == card.protocol
     time.sleep(3.0)  # a woken deployment would have a replica starting by now (upscale_delay_s: 0)
     state = _deployment(client, SCALES_DOWN)
     assert (state.replicas, state.starting) == (0, 0), state
