@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Refresh the README's screenshots (docs/screenshots/<page>.png): run the browser test, which writes
 # them to test-artifacts/screenshots/ (a real serving, Streamlit and Chromium; needs the real data and
-# the test tools of `make setup`), then copy the four pages' screenshots into docs/screenshots/.
+# the test tools of `make setup`), then copy the pages' screenshots into docs/screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PAGES=(xray sepsis performance service)
+PAGES=(xray sepsis performance service performance-held-out)
 for page in "${PAGES[@]}"; do
   rm -f "test-artifacts/screenshots/$page.png"  # never copy a previous run's picture
 done

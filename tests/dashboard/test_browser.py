@@ -273,7 +273,10 @@ def test_review_flow_in_a_real_browser(
         _idle(page)
         text = _main_text(page)
         assert "Held-out estimate over 8 splits" in text and "reserve" in text
-        _screenshot(page, "performance-held-out")
+        held_out = page.locator('[data-testid="stPlotlyChart"]').nth(4)  # after the card's four
+        held_out.scroll_into_view_if_needed()
+        page.wait_for_timeout(600)  # let plotly finish its transitions
+        held_out.screenshot(path=str(SCREENSHOTS / "performance-held-out.png"))
 
         # 5. service
         _open(page, dashboard_url + "/service", "Service")
