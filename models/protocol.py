@@ -549,9 +549,10 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     if any(r.smoother != "none" for r in report.repeats):
         raise ValueError(f"{run} chose its thresholds for a smoothed risk, which the checkpoint does not serve")
     old, new = oof.meta.threshold, report.threshold
-    if oof.card.protocol is not None and oof.card.protocol.fixed_threshold not in (None, new):
+    fixed = None if oof.card.protocol is None else oof.card.protocol.fixed_threshold
+    if fixed is not None and fixed != new:
         raise ValueError(
-            f"{weights}: the card's protocol figures were scored at the threshold {old:.4f}; attach {run} first "
+            f"{weights}: the card's protocol figures were scored at the threshold {fixed:.4f}; attach {run} first "
             "(python -m models.protocol attach), so that they describe the new one"
         )
     rule = (
