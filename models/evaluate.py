@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.calibration import brier
 from models.inference import (
     MortalityPredictor,
     SepsisPredictor,
@@ -47,7 +48,7 @@ class CalibratedFigures:
     @classmethod
     def of(cls, labels: np.ndarray, calibrated: np.ndarray) -> CalibratedFigures:
         """labels: (n,) 0/1; calibrated: (n,) calibrated probabilities of the same items."""
-        return cls(ece=expected_calibration_error(labels, calibrated), brier=float(np.mean((calibrated - labels) ** 2)))
+        return cls(ece=expected_calibration_error(labels, calibrated), brier=brier(labels, calibrated))
 
     def summary(self) -> str:
         return f"  calibrated: ECE {self.ece:.4f}  Brier {self.brier:.4f}"
