@@ -465,16 +465,15 @@ def compare(old: Path, new: Path) -> Comparison:
     )
 
 
-def procedure_of(run: Path) -> tuple[int, float | None]:
-    """(networks trained per split, the one threshold every split was scored at or None) of a saved run; a
-    rescored run's networks are its source run's."""
-    report = read_report(run)
+def procedure_of(report: ProtocolReport) -> tuple[int, float | None]:
+    """(networks trained per split, the one threshold every split was scored at or None) of a saved run's report;
+    a rescored run's networks are its source run's."""
     fixed = report.settings.get("threshold")
     source = report.settings.get("source")
     if source is not None:
         if not Path(str(source)).is_dir():
-            raise ValueError(f"{run} rescored {source}, which is not here: run this from where that path holds")
-        folds = procedure_of(Path(str(source)))[0]
+            raise ValueError(f"{report.command} rescored {source}, which is not here: run this from where it holds")
+        folds = procedure_of(read_report(Path(str(source))))[0]
     else:
         folds = int(report.settings.get("folds", 1))
     return folds, None if fixed is None else float(fixed)
@@ -498,7 +497,7 @@ def attach(run: Path, weights: Path) -> None:
         )
     if any(r.smoother != "none" for r in report.repeats):
         raise ValueError(f"{run} scored a smoothed risk, which the checkpoint does not serve")
-    folds, fixed = procedure_of(run)
+    folds, fixed = procedure_of(report)
     if fixed is not None and abs(fixed - card.threshold) > 1e-9:
         raise ValueError(
             f"{run} scored every split at {fixed:.4f}, not at this checkpoint's threshold {card.threshold:.4f}: "

@@ -310,7 +310,7 @@ def test_attach_says_which_procedure_the_card_figures_measure(
     import shutil
 
     from models.cards import read_card
-    from models.protocol import procedure_of
+    from models.protocol import procedure_of, read_report
 
     weights = tmp_path / "lstm"
     shutil.copytree(tiny_lstm, weights)
@@ -319,7 +319,7 @@ def test_attach_says_which_procedure_the_card_figures_measure(
         SEPSIS_TASK, "lstm", psv_folder, tmp_path / "procedure",
         repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5, folds=2,
     )  # fmt: skip
-    assert procedure_of(tiny_runs[0]) == (1, None)
+    assert procedure_of(read_report(tiny_runs[0])) == (1, None)
     assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0
     assert "one network was trained as each member" in (weights / "card.md").read_text()
     assert main(["attach", str(tmp_path / "procedure"), "--weights", str(weights)]) == 0
@@ -330,7 +330,7 @@ def test_attach_says_which_procedure_the_card_figures_measure(
     rescored = tmp_path / "at-its-threshold"
     argv = ["rescore", str(tmp_path / "procedure"), "--threshold", repr(threshold), "--out", str(rescored)]
     assert main([*argv, "--data", str(psv_folder)]) == 0
-    assert procedure_of(rescored) == (2, threshold)  # the networks are the source run's
+    assert procedure_of(read_report(rescored)) == (2, threshold)  # the networks are the source run's
     assert main(["attach", str(rescored), "--weights", str(weights)]) == 0
     assert read_card(weights).protocol.fixed_threshold == threshold  # type: ignore[union-attr]
     assert f"this checkpoint's threshold {threshold:.4f}, which" in (weights / "card.md").read_text()
