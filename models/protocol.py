@@ -123,6 +123,24 @@ def split_masks(stays: list[Stay], repeats: int) -> list[np.ndarray]:
     return [stay_folds(stays, TEST_FOLDS, PROTOCOL_SEED + r) == 0 for r in range(repeats)]
 
 
+def training_mask(stays: list[Stay], held: np.ndarray, fraction: float, repeat: int) -> np.ndarray:
+    """The stays repeat ``repeat`` trains on: every stay outside ``held``, or with ``fraction`` below 1 a sample of
+    them stratified by outcome (a learning curve). The sample depends on the repeat only, not on the training seed,
+    and a smaller fraction's sample lies inside a larger one's."""
+    train = ~held
+    if fraction >= 1:
+        return train
+    if fraction <= 0:
+        raise ValueError(f"a training fraction of {fraction} leaves no stay to train on: give one in (0, 1]")
+    rng = np.random.default_rng([PROTOCOL_SEED + repeat, 1])
+    positive = np.array([bool(s.labels.any()) for s in stays])
+    keep = np.zeros(len(stays), dtype=bool)
+    for flag in (False, True):
+        idx = rng.permutation(np.flatnonzero(train & (positive == flag)))
+        keep[idx[: max(1, round(fraction * len(idx)))]] = True
+    return keep
+
+
 def _fit_repeat(
     task: SequenceTask,
     arch: str,
@@ -137,14 +155,18 @@ def _fit_repeat(
     label: str,
     folds: int = 1,
     d_model: int | None = None,
+    trained_on: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Train on the stays outside ``held`` and return the hourly probabilities of the held stays: with
-    ``folds`` 1, of one network trained as a member of the shipped ensemble is (member 0 of the split held /
-    training, :func:`models.train_sequence.fit_fold_members`); with more, of the shipped ensemble itself
-    (``folds`` fold networks on those stays, their mean logit)."""
+    """Train on the stays outside ``held`` (or on those of the mask ``trained_on``) and return the
+    hourly probabilities of the held stays: with ``folds`` 1, of one network trained as a member of the shipped
+    ensemble is (member 0 of the split held / training, :func:`models.train_sequence.fit_fold_members`); with
+    more, of the shipped ensemble itself (``folds`` fold networks on those stays, their mean logit)."""
     from models.sequence import NormStats, engineer
     from models.train_sequence import fit_fold_members, predict_features, stay_folds
 
+    if trained_on is not None:  # the stays neither trained on nor held out take no part
+        keep = trained_on | held
+        stays, held = [s for s, k in zip(stays, keep, strict=True) if k], held[keep]
     schema = task.schema
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
@@ -225,13 +247,17 @@ def _report(
     command: str,
     smoothers: Sequence[str] = ("none",),
     threshold: float | None = None,
+    n_train: list[int] | None = None,
 ) -> ProtocolReport:
+    """The report of scored repeats; ``n_train``: each repeat's training stays when not every stay outside its
+    held-out set (a learning curve's run, or a run scored again)."""
     scored = score_repeats(task, stays, held, smoothers, threshold)
+    trained = [len(stays) - len(h.idx) for h in held] if n_train is None else n_train
     repeats = [
         RepeatResult(
             repeat=r,
             split_seed=PROTOCOL_SEED + r,
-            n_train=len(stays) - len(h.idx),
+            n_train=trained[r],
             n_test=len(h.idx),
             n_test_positive=int(sum(stays[i].labels.any() for i in h.idx)),
             threshold=threshold,
@@ -311,6 +337,7 @@ def run_protocol(
     command: str = "",
     folds: int = 1,
     d_model: int | None = None,
+    train_fraction: float = 1.0,
 ) -> ProtocolReport:
     from models.train_cnn import seed_everything
 
@@ -337,6 +364,8 @@ def run_protocol(
         settings["folds"] = folds
     if d_model is not None:  # likewise
         settings["d_model"] = d_model
+    if train_fraction < 1:  # likewise
+        settings["train_fraction"] = train_fraction
     held, seconds = _resume(out, stays, settings)
     for r, mask in enumerate(split_masks(stays, repeats)):
         if r < len(held):
@@ -356,13 +385,15 @@ def run_protocol(
             label=f"{arch} repeat {r + 1}/{repeats}",
             folds=folds,
             d_model=d_model,
+            trained_on=None if train_fraction >= 1 else training_mask(stays, mask, train_fraction, r),
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
         _save_predictions(out, stays, held)  # an interrupted run resumes after the last saved repeat
         (out / "partial.json").write_text(json.dumps({"settings": settings, "seconds": seconds}))
         print(f"repeat {r + 1}/{repeats} done in {seconds[-1]:.0f} s", file=sys.stderr)
-    report = _report(task, arch, stays, n_reserve, held, seconds, settings, command)
+    trained = [int(training_mask(stays, m, train_fraction, r).sum()) for r, m in enumerate(split_masks(stays, repeats))]
+    report = _report(task, arch, stays, n_reserve, held, seconds, settings, command, n_train=trained)
     save_run(out, report, stays, held)
     return report
 
@@ -396,10 +427,12 @@ def ensemble_runs(task: SequenceTask, runs: list[Path], data: Path, out: Path, c
             raise ValueError("the runs' held-out stays differ: they were not made on the same splits")
         mean_logit = [np.mean([logit(p.probs[j]) for p in parts], axis=0) for j in range(len(parts[0].idx))]
         held.append(_Held(parts[0].idx, [1 / (1 + np.exp(-z)) for z in mean_logit]))
+    n_train = [r.n_train for r in reports[0].repeats]
+    if any([r.n_train for r in rep.repeats] != n_train for rep in reports):
+        raise ValueError("the runs trained on different numbers of stays per split: average runs of one training share")
     settings: dict[str, float | int | str] = {"members": " + ".join(str(r) for r in runs)}
-    report = _report(
-        task, "+".join(r.arch for r in reports), stays, n_reserve, held, [0.0] * len(held), settings, command
-    )
+    arch = "+".join(r.arch for r in reports)
+    report = _report(task, arch, stays, n_reserve, held, [0.0] * len(held), settings, command, n_train=n_train)
     save_run(out, report, stays, held)
     return report
 
@@ -427,7 +460,10 @@ def rescore_run(
     if threshold is not None:
         settings["threshold"] = threshold
     seconds = [r.seconds for r in source.repeats]
-    report = _report(task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers, threshold)
+    n_train = [r.n_train for r in source.repeats]
+    report = _report(
+        task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers, threshold, n_train
+    )
     save_run(out, report, stays, held)
     return report
 
@@ -497,6 +533,8 @@ def attach(run: Path, weights: Path) -> None:
         )
     if any(r.smoother != "none" for r in report.repeats):
         raise ValueError(f"{run} scored a smoothed risk, which the checkpoint does not serve")
+    if any(r.n_train + r.n_test != report.n_development for r in report.repeats):
+        raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
     folds, fixed = procedure_of(report)
     if fixed is not None and abs(fixed - card.threshold) > 1e-9:
         raise ValueError(
@@ -640,6 +678,13 @@ def main(argv: list[str] | None = None) -> int:
         help="1: one network per split, as one member of the shipped ensemble is trained (the rule's runs); K > 1: "
         "the shipped ensemble itself per split (K fold networks, mean logit; K times the cost)",
     )
+    run.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="train on this share of each split's training stays (stratified; a learning curve), scored on the "
+        "same held-out stays",
+    )
     run.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     run.add_argument("--limit", type=int, default=None, help="at most this many stays (smoke runs)")
     cmp_ = sub.add_parser("compare", help="paired gains of NEW over OLD on the same splits")
@@ -678,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         if args.folds < 1:
             parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
+        if not 0 < args.train_fraction <= 1:
+            parser.error(f"--train-fraction {args.train_fraction}: give a share of the training stays in (0, 1]")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
         try:
@@ -700,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
             folds=args.folds,
             d_model=args.d_model,
+            train_fraction=args.train_fraction,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0

@@ -381,6 +381,60 @@ def test_a_run_of_wider_networks_with_an_auxiliary_head(
     assert not np.allclose(np.concatenate(wide[0].probs), np.concatenate(one[0].probs))
 
 
+def test_training_shares_are_stratified_nested_and_outside_the_held_out_stays() -> None:
+    """``--train-fraction``: a repeat trains on a share of its training stays, septic ones in the same share; a
+    smaller share lies inside a larger one, and the sample is the repeat's, never a held-out stay."""
+    from models.protocol import training_mask
+
+    stays = _stays(400, 3)
+    septic = np.array([s.labels.any() for s in stays])
+    held = split_masks(stays, 2)[1]
+    assert np.array_equal(training_mask(stays, held, 1.0, 1), ~held)
+    quarter, half = (training_mask(stays, held, f, 1) for f in (0.25, 0.5))
+    assert not (half & held).any() and np.all(half <= ~held) and np.all(quarter <= half)
+    assert (half.sum(), septic[half].sum(), quarter.sum(), septic[quarter].sum()) == (160, 40, 80, 20)
+    assert not np.array_equal(half, training_mask(stays, split_masks(stays, 2)[0], 0.5, 0))
+    with pytest.raises(ValueError, match="no stay to train on"):
+        training_mask(stays, held, 0.0, 1)
+
+
+def test_a_run_on_half_the_training_stays(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learning curve's point: the same held-out stays, scored by networks that saw half the training stays; the
+    report says how many each repeat trained on, a rescored run keeps that, and attach refuses it for a card."""
+    import shutil
+
+    from models.protocol import development_stays, load_held
+
+    out = tmp_path / "half"
+    argv = ["run", "lstm", "--out", str(out), "--data", str(psv_folder), "--repeats", "2", "--epochs", "1"]
+    assert main([*argv, "--train-fraction", "0.5", "--batch-size", "8", "--teacher-weight", "0.5"]) == 0
+    half, full = (ProtocolReport.model_validate_json((p / "report.json").read_text()) for p in (out, tiny_runs[0]))
+    assert half.settings == {**full.settings, "train_fraction": 0.5}
+    for a, b in zip(half.repeats, full.repeats, strict=True):
+        assert a.n_test == b.n_test and abs(a.n_train - b.n_train / 2) <= 1
+    stays, _ = development_stays(SEPSIS_TASK, psv_folder)
+    (h, *_), (f, *_) = load_held(out, stays), load_held(tiny_runs[0], stays)
+    assert np.array_equal(h.idx, f.idx) and not np.allclose(np.concatenate(h.probs), np.concatenate(f.probs))
+    rescored = tmp_path / "rescored"
+    assert main(["rescore", str(out), "--threshold", "0.2", "--out", str(rescored), "--data", str(psv_folder)]) == 0
+    assert [r.n_train for r in ProtocolReport.model_validate_json((rescored / "report.json").read_text()).repeats] == [
+        r.n_train for r in half.repeats
+    ]
+    with pytest.raises(ValueError, match="different numbers of stays"):
+        ensemble_runs(SEPSIS_TASK, [out, tiny_runs[0]], psv_folder, tmp_path / "mixed", "test")
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    for run in (out, rescored):
+        with pytest.raises(SystemExit):
+            main(["attach", str(run), "--weights", str(weights)])
+        assert "a part of each split's training stays" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--train-fraction", "1.5"])
+    assert "a share of the training stays in (0, 1]" in capsys.readouterr().err
+
+
 def test_a_directory_without_a_run_is_a_usage_error(
     tiny_runs: tuple[Path, Path], tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
