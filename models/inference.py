@@ -455,7 +455,7 @@ class SepsisPredictor(Predictor):
 class MortalityPredictor(SepsisPredictor):
     """LSTM or Transformer on the first 48 ICU hours of a PhysioNet 2012 record: the risk of in-hospital death
     as the hours unfold (:meth:`predict`, :meth:`assess`, as the sepsis models), the stay's prediction being the
-    last hour's (:meth:`stay_probability`)."""
+    last hour's (:meth:`assess_stays`)."""
 
     def decode(self, data: bytes, filename: str) -> Any:
         """A ``Time,Parameter,Value`` record -> :class:`~models.mortality_io.MortalityRecord` (impossible
@@ -478,10 +478,6 @@ class MortalityPredictor(SepsisPredictor):
         risk logit (the stay's prediction), summed over the 48 hours. One hour's attributions, not 48."""
         row: np.ndarray = self.explain(values, n_steps=n_steps, first_hour=values.shape[0] - 1)[-1]
         return row
-
-    def stay_probability(self, records: list[np.ndarray]) -> np.ndarray:
-        """(stays,) probability of in-hospital death: each record's last hour."""
-        return np.array([p[-1] for p in self.predict(records)], dtype=np.float64)
 
     def assess_stays(self, records: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(stays,) each record's last-hour risk and (stays,) its calibrated value (None from an uncalibrated

@@ -68,7 +68,7 @@ def test_predict_matches_the_hourly_risk(tiny_mortality_lstm: Path, mortality_fo
     assert values.shape == (48, len(MORTALITY_V1.columns))
     hourly = predictor.predict([values])[0]
     assert hourly.shape == (48,)
-    assert predictor.stay_probability([values])[0] == pytest.approx(hourly[-1])
+    assert predictor.assess_stays([values])[0][0] == pytest.approx(hourly[-1])
     attribution = predictor.explain(values, n_steps=2)
     assert attribution.shape == (48, len(MORTALITY_V1.columns)) and np.isfinite(attribution).all()
     last = predictor.explain_stay(values, n_steps=2)  # the 48th hour alone, as serving asks for it
