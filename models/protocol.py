@@ -217,10 +217,10 @@ def score_repeats(
         pool = [(q, j) for q, other in enumerate(held) if q != r for j, i in enumerate(other.idx) if int(i) not in own]
         pool_labels = [labels[held[q].idx[j]] for q, j in pool]
         best: tuple[float, float, str] | None = None
-        for name in smoothers:
-            threshold, figure = task.choose_threshold(pool_labels, [smoothed[name][q][j] for q, j in pool])
+        for name in smoothers:  # (``threshold`` is the argument: a threshold chosen here must not take its name)
+            candidate, figure = task.choose_threshold(pool_labels, [smoothed[name][q][j] for q, j in pool])
             if best is None or figure > best[1]:
-                best = (threshold, figure, name)
+                best = (candidate, figure, name)
         assert best is not None
         chosen, _, name = best
         out.append((chosen, task.figures([labels[i] for i in h.idx], smoothed[name][r], chosen), name))

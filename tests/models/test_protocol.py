@@ -44,25 +44,29 @@ def _stays(n: int, seed: int) -> list[Stay]:
 
 
 def test_a_repeat_threshold_never_sees_its_own_labels() -> None:
-    """Flipping the labels of repeat 0's held-out stays changes repeat 0's figures, never its threshold."""
+    """For every repeat: flipping the labels of its held-out stays changes its figures, never its threshold (nor
+    the risk smoother chosen with it); each threshold is the one its own pool (the other repeats' held-out stays
+    outside its own) chooses."""
     stays = _stays(120, 0)
     rng = np.random.default_rng(1)
     masks = split_masks(stays, 4)
-    held = [_Held(np.flatnonzero(m), [rng.random(len(stays[i].labels)) for i in np.flatnonzero(m)]) for m in masks]
-    before = score_repeats(SEPSIS_TASK, stays, held)
-    flipped = [Stay(s.name, s.values, s.labels.copy()) for s in stays]
-    for i in held[0].idx:
-        flipped[i].labels = (1 - flipped[i].labels) if i % 2 else flipped[i].labels
-    after = score_repeats(SEPSIS_TASK, flipped, held)
-    assert after[0][0] == before[0][0]
-    assert after[0][1] != before[0][1]
-    # the same when a risk smoother is chosen with the threshold: neither choice sees the repeat's labels
+    idx = [np.flatnonzero(m) for m in masks]
+    held = [_Held(i, [0.7 * rng.random(len(stays[j].labels)) + 0.3 * stays[j].labels for j in i]) for i in idx]
     smoothers = ("none", "ema2", "max3")
-    before_s, after_s = (
-        score_repeats(SEPSIS_TASK, stays, held, smoothers),
-        score_repeats(SEPSIS_TASK, flipped, held, smoothers),
-    )
-    assert [(t, name) for t, _, name in after_s] == [(t, name) for t, _, name in before_s]
+    before, before_s = score_repeats(SEPSIS_TASK, stays, held), score_repeats(SEPSIS_TASK, stays, held, smoothers)
+    for r, h in enumerate(held):
+        flipped = [Stay(s.name, s.values, s.labels.copy()) for s in stays]
+        for i in h.idx:
+            flipped[i].labels = (1 - flipped[i].labels) if i % 2 else flipped[i].labels
+        after, after_s = score_repeats(SEPSIS_TASK, flipped, held), score_repeats(SEPSIS_TASK, flipped, held, smoothers)
+        assert after[r][0] == before[r][0] and after[r][1] != before[r][1], r
+        assert (after_s[r][0], after_s[r][2]) == (before_s[r][0], before_s[r][2]), r
+        own = set(h.idx.tolist())
+        pool = [
+            (i, p) for q, o in enumerate(held) if q != r for i, p in zip(o.idx, o.probs, strict=True) if i not in own
+        ]
+        assert before[r][0] == SEPSIS_TASK.choose_threshold([stays[i].labels for i, _ in pool], [p for _, p in pool])[0]
+    assert len({t for t, _, _ in before}) > 1  # the pools differ, and so do their thresholds
     # a threshold chosen elsewhere is used as it is, for every repeat
     fixed = score_repeats(SEPSIS_TASK, stays, held, threshold=0.5)
     assert [t for t, _, _ in fixed] == [0.5] * 4
