@@ -5,6 +5,7 @@ python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2   
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
 python -m models.protocol rescore runs/protocol/lstm-v2 --smooth --out ...  # a causal risk smoother, per repeat
 python -m models.protocol rescore runs/protocol/lstm-v2 --threshold 0.1 --out ...  # at a threshold chosen elsewhere
+python -m models.protocol rescore runs/protocol/lstm-v2 --out ...                  # scored again, as a run is
 python -m models.protocol attach runs/protocol/lstm-v2 --weights models/weights/lstm  # into the model card
 python -m models.protocol set-threshold runs/protocol/lstm-5fold lstm [--weights DIR]  # the protocol's threshold
 python -m models.protocol confirm lstm [--weights DIR]                             # the reserve, once
@@ -447,7 +448,8 @@ def rescore_run(
     smooth: bool = False,
     threshold: float | None = None,
 ) -> ProtocolReport:
-    """A saved run scored again without training: ``smooth``, with a causal risk smoother chosen with the threshold,
+    """A saved run scored again without training: as a run is scored (thresholds chosen on the other repeats);
+    ``smooth``, with a causal risk smoother chosen with the threshold,
     repeat by repeat, on the other repeats (docs/sepsis-protocol.md, rule 13); ``threshold``, at that threshold for
     every repeat (a threshold chosen elsewhere, rule 14). ``out`` keeps the run's own (unsmoothed) predictions."""
     from models.risk_smoothing import SMOOTHERS
@@ -695,10 +697,14 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("runs", type=Path, nargs="+")
     ens.add_argument("--out", type=Path, required=True)
     ens.add_argument("--data", type=Path, default=None)
-    res = sub.add_parser("rescore", help="score a run again, without training: with a risk smoother or a threshold")
+    res = sub.add_parser(
+        "rescore",
+        help="score a run again, without training: as the protocol scores (thresholds chosen on the other repeats), "
+        "with a risk smoother, or at a threshold",
+    )
     res.add_argument("run", type=Path)
     res.add_argument("--out", type=Path, required=True)
-    how = res.add_mutually_exclusive_group(required=True)
+    how = res.add_mutually_exclusive_group()
     how.add_argument("--smooth", action="store_true", help="a causal risk smoother chosen with the threshold")
     how.add_argument("--threshold", type=float, help="this threshold for every repeat (one chosen elsewhere)")
     res.add_argument("--data", type=Path, default=None)
@@ -795,6 +801,8 @@ def _reporting_command(args: argparse.Namespace, command: str) -> int:
             f"at threshold {args.threshold:g}"
             if args.threshold is not None
             else "with a risk smoother chosen per repeat"
+            if args.smooth
+            else "with thresholds chosen on the other repeats"
         )
         print(f"{args.run} {scoring} ({' '.join(r.smoother for r in report.repeats)}): {report.line()}")
         return 0
