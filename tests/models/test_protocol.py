@@ -199,6 +199,12 @@ def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv
     run = ProtocolReport.model_validate_json((tiny_runs[0] / "report.json").read_text())
     same = rescore_run(SEPSIS_TASK, tiny_runs[0], psv_folder, tmp_path / "same", "test")
     assert [r.figures for r in same.repeats] == [r.figures for r in run.repeats]
+    assert main(["rescore", str(tiny_runs[0]), "--out", str(tmp_path / "again"), "--data", str(psv_folder)]) == 0
+    again = ProtocolReport.model_validate_json((tmp_path / "again" / "report.json").read_text())
+    assert [(r.threshold, r.figures, r.n_train) for r in again.repeats] == [
+        (r.threshold, r.figures, r.n_train) for r in run.repeats
+    ]
+    assert again.settings == {"source": str(tiny_runs[0]), "smoothers": "none"}
     assert (
         main(["rescore", str(tiny_runs[0]), "--smooth", "--out", str(tmp_path / "smooth"), "--data", str(psv_folder)])
         == 0
