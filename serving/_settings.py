@@ -33,8 +33,8 @@ FAST_PATH_ENV_FILE = REPO_ROOT / "serving" / "fast_path.env"
 def fast_path_env() -> dict[str, str]:
     """``KEY=VALUE`` lines of :data:`FAST_PATH_ENV_FILE` (``#`` comments allowed)."""
     env: dict[str, str] = {}
-    for line in FAST_PATH_ENV_FILE.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in FAST_PATH_ENV_FILE.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()

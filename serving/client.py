@@ -270,10 +270,10 @@ class MedLensClient:
         while True:
             try:
                 return self._send_once(method, path, **kwargs)
-            except _Retryable as retry:
-                wait = min(retry.after_s if retry.after_s is not None else 0.25 * 2**attempt, 4.0)
+            except _Retryable as retryable:
+                wait = min(retryable.after_s if retryable.after_s is not None else 0.25 * 2**attempt, 4.0)
                 if time.monotonic() + wait > deadline:
-                    raise retry.error from None
+                    raise retryable.error from None
                 time.sleep(wait)
                 attempt += 1
 
