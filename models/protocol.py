@@ -246,19 +246,19 @@ def _report(
     seconds: list[float],
     settings: dict[str, float | int | str],
     command: str,
+    *,
+    n_train: list[int],
     smoothers: Sequence[str] = ("none",),
     threshold: float | None = None,
-    n_train: list[int] | None = None,
 ) -> ProtocolReport:
-    """The report of scored repeats; ``n_train``: each repeat's training stays when not every stay outside its
-    held-out set (a learning curve's run, or a run scored again)."""
+    """The report of scored repeats; ``n_train``: each repeat's training stays (all outside its held-out set, or a
+    learning curve's share of them)."""
     scored = score_repeats(task, stays, held, smoothers, threshold)
-    trained = [len(stays) - len(h.idx) for h in held] if n_train is None else n_train
     repeats = [
         RepeatResult(
             repeat=r,
             split_seed=PROTOCOL_SEED + r,
-            n_train=trained[r],
+            n_train=n_train[r],
             n_test=len(h.idx),
             n_test_positive=int(sum(stays[i].labels.any() for i in h.idx)),
             threshold=threshold,
@@ -368,7 +368,9 @@ def run_protocol(
     if train_fraction < 1:  # likewise
         settings["train_fraction"] = train_fraction
     held, seconds = _resume(out, stays, settings)
-    for r, mask in enumerate(split_masks(stays, repeats)):
+    masks = split_masks(stays, repeats)
+    training = [training_mask(stays, mask, train_fraction, r) for r, mask in enumerate(masks)]
+    for r, mask in enumerate(masks):
         if r < len(held):
             continue  # done by an earlier, interrupted run with the same settings
         started = time.time()
@@ -386,14 +388,14 @@ def run_protocol(
             label=f"{arch} repeat {r + 1}/{repeats}",
             folds=folds,
             d_model=d_model,
-            trained_on=None if train_fraction >= 1 else training_mask(stays, mask, train_fraction, r),
+            trained_on=None if train_fraction >= 1 else training[r],
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
         _save_predictions(out, stays, held)  # an interrupted run resumes after the last saved repeat
         (out / "partial.json").write_text(json.dumps({"settings": settings, "seconds": seconds}))
         print(f"repeat {r + 1}/{repeats} done in {seconds[-1]:.0f} s", file=sys.stderr)
-    trained = [int(training_mask(stays, m, train_fraction, r).sum()) for r, m in enumerate(split_masks(stays, repeats))]
+    trained = [int(t.sum()) for t in training]
     report = _report(task, arch, stays, n_reserve, held, seconds, settings, command, n_train=trained)
     save_run(out, report, stays, held)
     return report
@@ -464,8 +466,9 @@ def rescore_run(
     seconds = [r.seconds for r in source.repeats]
     n_train = [r.n_train for r in source.repeats]
     report = _report(
-        task, source.arch, stays, n_reserve, held, seconds, settings, command, smoothers, threshold, n_train
-    )
+        task, source.arch, stays, n_reserve, held, seconds, settings, command,
+        n_train=n_train, smoothers=smoothers, threshold=threshold,
+    )  # fmt: skip
     save_run(out, report, stays, held)
     return report
 
