@@ -520,6 +520,15 @@ def procedure_of(report: ProtocolReport) -> tuple[int, float | None]:
     return folds, None if fixed is None else float(fixed)
 
 
+def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
+    """Refuse a run whose figures or thresholds are not the served risk's: a smoothed risk, or networks trained on a
+    part of each split's training stays (a learning curve). ``use``: what the run did with it, for the message."""
+    if any(r.smoother != "none" for r in report.repeats):
+        raise ValueError(f"{run} {use} a smoothed risk, which the checkpoint does not serve")
+    if any(r.n_train + r.n_test != report.n_development for r in report.repeats):
+        raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
+
+
 def attach(run: Path, weights: Path) -> None:
     """Write a protocol run's summary into the model card at ``weights``: a run of this checkpoint's task and
     network, one network per split or the checkpoint's own K-fold procedure, scoring the risk it serves (not a
@@ -536,10 +545,7 @@ def attach(run: Path, weights: Path) -> None:
             f"{run} measured {report.task} with {report.arch}; {weights} is {model.task.name} with "
             f"{model.architecture}: attach a run of this checkpoint's task and network"
         )
-    if any(r.smoother != "none" for r in report.repeats):
-        raise ValueError(f"{run} scored a smoothed risk, which the checkpoint does not serve")
-    if any(r.n_train + r.n_test != report.n_development for r in report.repeats):
-        raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
+    _require_served_risk(run, report, "scored")
     folds, fixed = procedure_of(report)
     if fixed is not None and abs(fixed - card.threshold) > 1e-9:
         raise ValueError(
@@ -580,6 +586,7 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     from models.train_sequence import card_evaluation
 
     report = read_report(run)
+    _require_served_risk(run, report, "chose its thresholds for")
     oof = out_of_fold(model_name, weights, data)
     if report.task != oof.task.name or report.schema_name != oof.task.schema.name:
         raise ValueError(
@@ -588,8 +595,6 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
         )
     if oof.card is None:
         raise ValueError(f"{weights} has no card.json: train it with python -m models.train")
-    if any(r.smoother != "none" for r in report.repeats):
-        raise ValueError(f"{run} chose its thresholds for a smoothed risk, which the checkpoint does not serve")
     old, new = oof.meta.threshold, report.threshold
     fixed = None if oof.card.protocol is None else oof.card.protocol.fixed_threshold
     if fixed is not None and fixed != new:

@@ -440,6 +440,9 @@ def test_a_run_on_half_the_training_stays(
         with pytest.raises(SystemExit):
             main(["attach", str(run), "--weights", str(weights)])
         assert "a part of each split's training stays" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nor may its thresholds become the checkpoint's
+        main(["set-threshold", str(out), "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    assert "a part of each split's training stays" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--train-fraction", "1.5"])
     assert "a share of the training stays in (0, 1]" in capsys.readouterr().err
