@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from models.cohort_transfer import ForeignStays
 from models.sequence_options import add_task_options, task_from_options
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 
@@ -157,13 +158,16 @@ def _fit_repeat(
     folds: int = 1,
     d_model: int | None = None,
     trained_on: np.ndarray | None = None,
+    foreign: ForeignStays | None = None,
+    pretrain_epochs: int = 0,
 ) -> list[np.ndarray]:
     """Train on the stays outside ``held`` (or on those of the mask ``trained_on``) and return the
     hourly probabilities of the held stays: with ``folds`` 1, of one network trained as a member of the shipped
     ensemble is (member 0 of the split held / training, :func:`models.train_sequence.fit_fold_members`); with
-    more, of the shipped ensemble itself (``folds`` fold networks on those stays, their mean logit)."""
+    more, of the shipped ensemble itself (``folds`` fold networks on those stays, their mean logit). With
+    ``pretrain_epochs``, the networks start from one trained that long on the ``foreign`` stays first."""
     from models.sequence import NormStats, engineer
-    from models.train_sequence import fit_fold_members, predict_features, stay_folds
+    from models.train_sequence import Pretraining, fit_fold_members, predict_features, stay_folds
 
     if trained_on is not None:  # the stays neither trained on nor held out take no part
         keep = trained_on | held
@@ -172,6 +176,16 @@ def _fit_repeat(
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     stats = NormStats.fit_records([stays[i].values for i in train_idx], schema)
     features = [engineer(s.values, stats, schema) for s in stays]
+    pretraining = None
+    if pretrain_epochs > 0:
+        if foreign is None:
+            raise ValueError("pretraining needs the other cohort's stays: pass foreign")
+        pretraining = Pretraining(
+            [engineer(s.values, stats, schema) for s in foreign.stays],  # the task's normalisation
+            [s.labels for s in foreign.stays],
+            foreign.task,
+            pretrain_epochs,
+        )
     fit = partial(
         fit_fold_members,
         task,
@@ -183,6 +197,7 @@ def _fit_repeat(
         teacher_weight=teacher_weight,
         label=label,
         d_model=d_model,
+        pretraining=pretraining,
     )
     if folds > 1:
         train = [stays[i] for i in train_idx]
@@ -339,7 +354,12 @@ def run_protocol(
     folds: int = 1,
     d_model: int | None = None,
     train_fraction: float = 1.0,
+    pretrain_epochs: int = 0,
+    foreign_data: Path | None = None,
 ) -> ProtocolReport:
+    """Train and score ``repeats`` splits into ``out`` (resuming a run with the same settings saved there). With
+    ``pretrain_epochs``, each split's networks are first trained on the other cohort's development stays (under
+    ``foreign_data``, default its configured path: models/cohort_transfer.py)."""
     from models.train_cnn import seed_everything
 
     if repeats < 2:
@@ -367,6 +387,13 @@ def run_protocol(
         settings["d_model"] = d_model
     if train_fraction < 1:  # likewise
         settings["train_fraction"] = train_fraction
+    foreign = None
+    if pretrain_epochs > 0:  # likewise
+        from models.cohort_transfer import foreign_stays
+
+        settings["pretrain_epochs"] = pretrain_epochs
+        foreign = foreign_stays(task, foreign_data, limit=limit)
+        settings["pretrain_stays"] = len(foreign.stays)
     held, seconds = _resume(out, stays, settings)
     masks = split_masks(stays, repeats)
     training = [training_mask(stays, mask, train_fraction, r) for r, mask in enumerate(masks)]
@@ -389,6 +416,8 @@ def run_protocol(
             folds=folds,
             d_model=d_model,
             trained_on=None if train_fraction >= 1 else training[r],
+            foreign=foreign,
+            pretrain_epochs=pretrain_epochs,
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
@@ -520,13 +549,22 @@ def procedure_of(report: ProtocolReport) -> tuple[int, float | None]:
     return folds, None if fixed is None else float(fixed)
 
 
+def _training_settings(report: ProtocolReport) -> dict[str, float | int | str]:
+    """The settings the networks of a saved run were trained with (a rescored run's: its source run's)."""
+    source = report.settings.get("source")
+    return report.settings if source is None else _training_settings(read_report(Path(str(source))))
+
+
 def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
-    """Refuse a run whose figures or thresholds are not the served risk's: a smoothed risk, or networks trained on a
-    part of each split's training stays (a learning curve). ``use``: what the run did with it, for the message."""
+    """Refuse a run whose figures or thresholds are not the served risk's: a smoothed risk, networks trained on a
+    part of each split's training stays (a learning curve) or pretrained on another cohort. ``use``: what the run
+    did with it, for the message."""
     if any(r.smoother != "none" for r in report.repeats):
         raise ValueError(f"{run} {use} a smoothed risk, which the checkpoint does not serve")
     if any(r.n_train + r.n_test != report.n_development for r in report.repeats):
         raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
+    if "pretrain_epochs" in _training_settings(report):
+        raise ValueError(f"{run}'s networks were pretrained on another cohort; the checkpoint's were not")
 
 
 def attach(run: Path, weights: Path) -> None:
@@ -695,6 +733,14 @@ def main(argv: list[str] | None = None) -> int:
         help="train on this share of each split's training stays (stratified; a learning curve), scored on the "
         "same held-out stays",
     )
+    run.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="first train each split's network this many epochs on the other ICU cohort's development stays "
+        "(PhysioNet 2012 for sepsis, 2019 for mortality; labels only), then on the task as always",
+    )
+    run.add_argument("--foreign-data", type=Path, default=None, help="the other cohort's data (with --pretrain-epochs)")
     run.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     run.add_argument("--limit", type=int, default=None, help="at most this many stays (smoke runs)")
     cmp_ = sub.add_parser("compare", help="paired gains of NEW over OLD on the same splits")
@@ -737,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
         if args.folds < 1:
             parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
+        if args.pretrain_epochs < 0:
+            parser.error(f"--pretrain-epochs {args.pretrain_epochs}: give 0 (no pretraining) or more")
         if not 0 < args.train_fraction <= 1:
             parser.error(f"--train-fraction {args.train_fraction}: give a share of the training stays in (0, 1]")
         torch.set_num_threads(args.threads)
@@ -762,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             folds=args.folds,
             d_model=args.d_model,
             train_fraction=args.train_fraction,
+            pretrain_epochs=args.pretrain_epochs,
+            foreign_data=args.foreign_data,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0

@@ -206,15 +206,22 @@ def _fit_member(
     label: str,
     targets: list[np.ndarray] | None = None,
     task: SequenceTask = SEPSIS_TASK,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[SequenceModel, list[dict[str, float]]]:
     """Train one network for a fixed number of epochs (one-cycle schedule); the held-out stays are
     only scored for the log, never used to choose anything for this member. ``targets`` (soft, in [0, 1])
     replace ``y_train`` in the loss when given; sampling still follows the hard labels. Each hour's loss is
-    weighted by ``task.hour_weights``."""
+    weighted by ``task.hour_weights``. ``init``: start from these weights (a pretrained network of the same
+    config) with a freshly initialised head."""
 
     seed_everything(seed)
     model = build_sequence_model(config)
     assert isinstance(model, SepsisLSTM | SepsisTransformer)
+    if init is not None:
+        model.load_state_dict(init)
+        for layer in model.head.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
     # the auxiliary head (task.auxiliary) learns beside the served one and is discarded after training
     aux_head = None if task.auxiliary == "none" else nn.Linear(model.representation_size, len(HORIZONS) + 1)
     params = [*model.parameters(), *([] if aux_head is None else aux_head.parameters())]
@@ -280,6 +287,18 @@ def member_targets(
     return [(1 - weight) * labels[i].astype(np.float32) + weight * teacher[i] for i in idx]
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """Stays of another cohort to train a network on before it learns the task (models/cohort_transfer.py):
+    their engineered features (hours_i, n_input) on the task's normalisation, their labels and the task that
+    weights their hours, and the number of epochs."""
+
+    features: list[np.ndarray]
+    labels: list[np.ndarray]
+    task: SequenceTask
+    epochs: int
+
+
 def fit_fold_members(
     task: SequenceTask,
     arch: str,
@@ -296,6 +315,7 @@ def fit_fold_members(
     members: list[int] | None = None,
     score_held: bool = True,
     d_model: int | None = None,
+    pretraining: Pretraining | None = None,
 ) -> tuple[SequenceModel, list[np.ndarray], list[dict[str, float]]]:
     """The shipped recipe on these stays: one network per fold, each trained on the other folds towards the
     cross-fitted tree teacher -> (the ensemble of the fold networks (mean logit), every stay's out-of-fold
@@ -303,7 +323,8 @@ def fit_fold_members(
 
     ``members``: train only these folds' networks (the protocol's one network per split is member 0 of a
     held-out/training split). ``score_held``: score each network's held-out fold after every epoch, for the log.
-    ``d_model``: the networks' width (default: :class:`SequenceConfig`'s)."""
+    ``d_model``: the networks' width (default: :class:`SequenceConfig`'s). ``pretraining``: one network is first
+    trained on those stays (labels only, no teacher) and every member starts from its weights."""
     folds = int(fold_of.max()) + 1
     trained = list(range(folds)) if members is None else members
     labels = [r.labels for r in records]
@@ -319,6 +340,15 @@ def fit_fold_members(
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     oof: list[np.ndarray] = [np.empty(0)] * len(records)
+    init = None
+    if pretraining is not None:
+        pretrained, pre_history = _fit_member(
+            single, pretraining.features, [y.astype(np.float32) for y in pretraining.labels], [], [],
+            epochs=pretraining.epochs, batch_size=batch_size, lr=lr, seed=seed, label=f"{label} pretraining",
+            task=pretraining.task,
+        )  # fmt: skip
+        init = pretrained.state_dict()
+        history.extend({"pretraining": 1, **h} for h in pre_history)
     for fold in trained:
         train_idx = np.flatnonzero(fold_of != fold)
         held_idx = np.flatnonzero(fold_of == fold)
@@ -331,7 +361,7 @@ def fit_fold_members(
             [labels[i] for i in held_idx] if score_held else [],
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed + fold, label=f"{label} fold {fold + 1}/{folds}",
             targets=member_targets(train_labels, None if teacher is None else teacher[fold], train_idx, teacher_weight),
-            task=task,
+            task=task, init=init,
         )  # fmt: skip
         for i, prob in zip(held_idx, predict_features(member, x_held), strict=True):
             oof[i] = prob

@@ -472,3 +472,41 @@ def test_a_directory_without_a_run_is_a_usage_error(
         main(["compare", str(broken), str(tiny_runs[0])])
     assert "is not a protocol report this code can read" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_pretrained_on_the_other_cohort(
+    tiny_runs: tuple[Path, Path],
+    tiny_lstm: Path,
+    psv_folder: Path,
+    mortality_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--pretrain-epochs``: the settings say so, the same splits are scored by networks that started from the
+    pretrained one (each member's own seed otherwise gives the run without pretraining), and neither the run nor
+    its rescoring may describe a checkpoint, whose networks were not pretrained."""
+    import shutil
+
+    from models.protocol import development_stays, load_held
+
+    out = tmp_path / "pretrained"
+    argv = ["run", "lstm", "--out", str(out), "--data", str(psv_folder), "--repeats", "2", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--teacher-weight", "0.5", "--foreign-data", str(mortality_folder)]
+    assert main([*argv, "--pretrain-epochs", "1"]) == 0
+    pre, plain = (ProtocolReport.model_validate_json((p / "report.json").read_text()) for p in (out, tiny_runs[0]))
+    assert set(pre.settings) - set(plain.settings) == {"pretrain_epochs", "pretrain_stays"}
+    assert pre.settings["pretrain_epochs"] == 1 and 0 < int(pre.settings["pretrain_stays"]) < 48
+    stays, _ = development_stays(SEPSIS_TASK, psv_folder)
+    (p, *_), (f, *_) = load_held(out, stays), load_held(tiny_runs[0], stays)
+    assert np.array_equal(p.idx, f.idx) and not np.allclose(np.concatenate(p.probs), np.concatenate(f.probs))
+    rescored = tmp_path / "rescored"
+    assert main(["rescore", str(out), "--out", str(rescored), "--data", str(psv_folder)]) == 0
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    for run in (out, rescored):
+        with pytest.raises(SystemExit):
+            main(["attach", str(run), "--weights", str(weights)])
+        assert "pretrained on another cohort" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--pretrain-epochs", "-1"])
+    assert "--pretrain-epochs -1" in capsys.readouterr().err
