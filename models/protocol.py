@@ -539,20 +539,25 @@ def procedure_of(report: ProtocolReport) -> tuple[int, float | None]:
     """(networks trained per split, the one threshold every split was scored at or None) of a saved run's report;
     a rescored run's networks are its source run's."""
     fixed = report.settings.get("threshold")
-    source = report.settings.get("source")
-    if source is not None:
-        if not Path(str(source)).is_dir():
-            raise ValueError(f"{report.command} rescored {source}, which is not here: run this from where it holds")
-        folds = procedure_of(read_report(Path(str(source))))[0]
-    else:
-        folds = int(report.settings.get("folds", 1))
+    source = _source_report(report)
+    folds = int(report.settings.get("folds", 1)) if source is None else procedure_of(source)[0]
     return folds, None if fixed is None else float(fixed)
+
+
+def _source_report(report: ProtocolReport) -> ProtocolReport | None:
+    """The report of the run a rescored run scored again (None for a run that trained its own networks)."""
+    source = report.settings.get("source")
+    if source is None:
+        return None
+    if not Path(str(source)).is_dir():
+        raise ValueError(f"{report.command} rescored {source}, which is not here: run this from where it holds")
+    return read_report(Path(str(source)))
 
 
 def _training_settings(report: ProtocolReport) -> dict[str, float | int | str]:
     """The settings the networks of a saved run were trained with (a rescored run's: its source run's)."""
-    source = report.settings.get("source")
-    return report.settings if source is None else _training_settings(read_report(Path(str(source))))
+    source = _source_report(report)
+    return report.settings if source is None else _training_settings(source)
 
 
 def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
