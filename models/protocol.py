@@ -160,16 +160,24 @@ def _fit_repeat(
     trained_on: np.ndarray | None = None,
     foreign: ForeignStays | None = None,
     pretrain_epochs: int = 0,
+    teacher_on_all: bool = False,
 ) -> list[np.ndarray]:
     """Train on the stays outside ``held`` (or on those of the mask ``trained_on``) and return the
     hourly probabilities of the held stays: with ``folds`` 1, of one network trained as a member of the shipped
     ensemble is (member 0 of the split held / training, :func:`models.train_sequence.fit_fold_members`); with
     more, of the shipped ensemble itself (``folds`` fold networks on those stays, their mean logit). With
-    ``pretrain_epochs``, the networks start from one trained that long on the ``foreign`` stays first."""
+    ``pretrain_epochs``, the networks start from one trained that long on the ``foreign`` stays first. With
+    ``teacher_on_all``, only the network is restricted to ``trained_on``: the normalisation and the tree teacher
+    are fitted on every stay outside ``held``."""
     from models.sequence import NormStats, engineer
     from models.train_sequence import Pretraining, fit_fold_members, predict_features, stay_folds
 
-    if trained_on is not None:  # the stays neither trained on nor held out take no part
+    network_mask = None
+    if trained_on is not None and teacher_on_all:
+        if folds > 1:
+            raise ValueError("a teacher on every stay beside a network on a share is defined for one network per split")
+        network_mask = trained_on
+    elif trained_on is not None:  # the stays neither trained on nor held out take no part
         keep = trained_on | held
         stays, held = [s for s, k in zip(stays, keep, strict=True) if k], held[keep]
     schema = task.schema
@@ -204,7 +212,7 @@ def _fit_repeat(
         ensemble, _, _ = fit(train, [features[i] for i in train_idx], stay_folds(train, folds, seed))
         return predict_features(ensemble, [features[i] for i in held_idx])
     fold_of = np.where(held, 0, 1)  # member 0 trains on fold 1 (the 80 %) and is never scored on it
-    _, probs, _ = fit(stays, features, fold_of, members=[0], score_held=False)
+    _, probs, _ = fit(stays, features, fold_of, members=[0], score_held=False, network_mask=network_mask)
     return [probs[i] for i in held_idx]
 
 
@@ -356,6 +364,7 @@ def run_protocol(
     train_fraction: float = 1.0,
     pretrain_epochs: int = 0,
     foreign_data: Path | None = None,
+    teacher_on_all: bool = False,
 ) -> ProtocolReport:
     """Train and score ``repeats`` splits into ``out`` (resuming a run with the same settings saved there). With
     ``pretrain_epochs``, each split's networks are first trained on the other cohort's development stays (under
@@ -387,6 +396,8 @@ def run_protocol(
         settings["d_model"] = d_model
     if train_fraction < 1:  # likewise
         settings["train_fraction"] = train_fraction
+        if teacher_on_all:
+            settings["teacher_stays"] = "all"
     foreign = None
     if pretrain_epochs > 0:  # likewise
         from models.cohort_transfer import foreign_stays
@@ -418,6 +429,7 @@ def run_protocol(
             trained_on=None if train_fraction >= 1 else training[r],
             foreign=foreign,
             pretrain_epochs=pretrain_epochs,
+            teacher_on_all=teacher_on_all,
         )
         held.append(_Held(np.flatnonzero(mask), probs))
         seconds.append(time.time() - started)
@@ -739,6 +751,12 @@ def main(argv: list[str] | None = None) -> int:
         "same held-out stays",
     )
     run.add_argument(
+        "--teacher-on-all",
+        action="store_true",
+        help="with --train-fraction: only the network sees the share; the tree teacher (and the normalisation) "
+        "still fit on every training stay",
+    )
+    run.add_argument(
         "--pretrain-epochs",
         type=int,
         default=0,
@@ -790,6 +808,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
         if args.pretrain_epochs < 0:
             parser.error(f"--pretrain-epochs {args.pretrain_epochs}: give 0 (no pretraining) or more")
+        if args.teacher_on_all and (args.train_fraction >= 1 or args.folds > 1):
+            parser.error("--teacher-on-all needs --train-fraction below 1 and one network per split (--folds 1)")
         if not 0 < args.train_fraction <= 1:
             parser.error(f"--train-fraction {args.train_fraction}: give a share of the training stays in (0, 1]")
         torch.set_num_threads(args.threads)
@@ -817,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
             train_fraction=args.train_fraction,
             pretrain_epochs=args.pretrain_epochs,
             foreign_data=args.foreign_data,
+            teacher_on_all=args.teacher_on_all,
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0

@@ -316,6 +316,7 @@ def fit_fold_members(
     score_held: bool = True,
     d_model: int | None = None,
     pretraining: Pretraining | None = None,
+    network_mask: np.ndarray | None = None,
 ) -> tuple[SequenceModel, list[np.ndarray], list[dict[str, float]]]:
     """The shipped recipe on these stays: one network per fold, each trained on the other folds towards the
     cross-fitted tree teacher -> (the ensemble of the fold networks (mean logit), every stay's out-of-fold
@@ -324,7 +325,9 @@ def fit_fold_members(
     ``members``: train only these folds' networks (the protocol's one network per split is member 0 of a
     held-out/training split). ``score_held``: score each network's held-out fold after every epoch, for the log.
     ``d_model``: the networks' width (default: :class:`SequenceConfig`'s). ``pretraining``: one network is first
-    trained on those stays (labels only, no teacher) and every member starts from its weights."""
+    trained on those stays (labels only, no teacher) and every member starts from its weights. ``network_mask``
+    (one flag per stay): the members train only on the flagged stays of their training folds, while the teacher
+    is fitted on every stay as without it (a learning curve of the networks alone)."""
     folds = int(fold_of.max()) + 1
     trained = list(range(folds)) if members is None else members
     labels = [r.labels for r in records]
@@ -350,7 +353,8 @@ def fit_fold_members(
         init = pretrained.state_dict()
         history.extend({"pretraining": 1, **h} for h in pre_history)
     for fold in trained:
-        train_idx = np.flatnonzero(fold_of != fold)
+        outside = fold_of != fold
+        train_idx = np.flatnonzero(outside if network_mask is None else outside & network_mask)
         held_idx = np.flatnonzero(fold_of == fold)
         x_held = [features[i] for i in held_idx]
         member, member_history = _fit_member(

@@ -510,3 +510,26 @@ def test_a_run_pretrained_on_the_other_cohort(
     with pytest.raises(SystemExit):
         main([*argv, "--pretrain-epochs", "-1"])
     assert "--pretrain-epochs -1" in capsys.readouterr().err
+
+
+def test_a_run_whose_teacher_sees_every_training_stay(
+    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--teacher-on-all``: the network of each split sees half its training stays, the report counts those, and
+    the predictions differ from the run where the teacher saw only that half too; it needs a share below 1."""
+    out, half = tmp_path / "teacher-all", tmp_path / "half"
+    argv = ["run", "lstm", "--data", str(psv_folder), "--repeats", "2", "--epochs", "1", "--batch-size", "8"]
+    argv += ["--teacher-weight", "0.5", "--train-fraction", "0.5"]
+    assert main([*argv, "--out", str(half)]) == 0
+    assert main([*argv, "--out", str(out), "--teacher-on-all"]) == 0
+    a, b = (ProtocolReport.model_validate_json((p / "report.json").read_text()) for p in (out, half))
+    assert a.settings == {**b.settings, "teacher_stays": "all"}
+    assert [r.n_train for r in a.repeats] == [r.n_train for r in b.repeats]
+    from models.protocol import development_stays, load_held
+
+    stays, _ = development_stays(SEPSIS_TASK, psv_folder)
+    (x, *_), (y, *_) = load_held(out, stays), load_held(half, stays)
+    assert np.array_equal(x.idx, y.idx) and not np.allclose(np.concatenate(x.probs), np.concatenate(y.probs))
+    with pytest.raises(SystemExit):
+        main(["run", "lstm", "--out", str(tmp_path / "x"), "--data", str(psv_folder), "--teacher-on-all"])
+    assert "--teacher-on-all needs --train-fraction below 1" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -113,3 +115,38 @@ def test_teacher_row_weights_decide_which_hours_the_trees_learn() -> None:
     weights = mortality.teacher_rows(labels)
     assert weights is not None and weights[0][-1] == pytest.approx(HOURS / 2)  # half the stay's weight
     assert sequence_task("mortality").teacher_rows(labels) is None
+
+
+def test_a_network_mask_restricts_the_members_not_the_teacher(psv_folder: Path) -> None:
+    """``network_mask``: without a teacher, members trained on the flagged stays are the members trained on a
+    set holding only those stays; with a teacher, they differ, because the teacher still fits on every stay."""
+    from models.sequence import NormStats, engineer
+    from models.sequence_tasks import SEPSIS_TASK
+    from models.train_sequence import fit_fold_members
+
+    stays = SEPSIS_TASK.load(psv_folder)
+    stats = NormStats.fit_records([s.values for s in stays])
+    features = [engineer(s.values, stats) for s in stays]
+    fold_of = stay_folds(stays, 2, 0)
+    mask = np.zeros(len(stays), dtype=bool)
+    mask[::2] = True
+    keep = mask | (fold_of == 0)  # member 0 trains on fold 1: its flagged stays, and it scores fold 0
+    kept = np.flatnonzero(keep)
+    common = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "seed": 0, "label": "t", "members": [0], "score_held": False}
+
+    def held_probs(teacher_weight: float, masked: bool) -> np.ndarray:
+        if masked:
+            _, oof, _ = fit_fold_members(
+                SEPSIS_TASK, "lstm", stays, features, fold_of, teacher_weight=teacher_weight, network_mask=mask,
+                **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+            return np.concatenate([oof[i] for i in kept if fold_of[i] == 0])
+        _, oof, _ = fit_fold_members(
+            SEPSIS_TASK, "lstm", [stays[i] for i in kept], [features[i] for i in kept], fold_of[kept],
+            teacher_weight=teacher_weight, **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return np.concatenate([oof[j] for j, i in enumerate(kept) if fold_of[i] == 0])
+
+    np.testing.assert_array_equal(held_probs(0.0, True), held_probs(0.0, False))
+    with_teacher = held_probs(0.5, True), held_probs(0.5, False)
+    assert np.abs(with_teacher[0] - with_teacher[1]).max() > 1e-3
