@@ -1,6 +1,8 @@
 """An evaluation protocol that cannot fool itself: repeated stay-level splits, a reserve touched once.
 
 python -m models.protocol run lstm --out runs/protocol/lstm-v1 [--repeats 8] [--schema sepsis-v2]
+python -m models.protocol run lstm --train-fraction 0.5 [--teacher-on-all] --out ...  # a learning curve's point
+python -m models.protocol run lstm --pretrain-epochs 6 --out ...   # pretrained on the other ICU cohort first
 python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
 python -m models.protocol rescore runs/protocol/lstm-v2 --smooth --out ...  # a causal risk smoother, per repeat
