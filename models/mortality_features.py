@@ -46,6 +46,21 @@ MORTALITY_V2 = register_schema(
 )
 
 
+def stay_aggregates(values: np.ndarray, schema: FeatureSchema = MORTALITY_V1) -> np.ndarray:
+    """(hours, len(schema.columns)) one stay's raw grid, NaN where unmeasured -> (n,) classic per-stay aggregates
+    over those hours: first, last, min, max, mean and count of each measured variable (NaN and 0 when never
+    measured), the total urine, and the static descriptors (not the hour)."""
+    out: list[float] = []
+    for j, column in enumerate(schema.measured):
+        x = values[:, j]
+        seen = x[np.isfinite(x)]  # (measured hours,)
+        out += [seen[0], seen[-1], seen.min(), seen.max(), seen.mean(), seen.size] if seen.size else [np.nan] * 5 + [0]
+        if column == "Urine":
+            out.append(float(np.nansum(x)))
+    out += [values[0, schema.columns.index(c)] for c in schema.static if c != "Hour"]
+    return np.array(out, dtype=np.float64)
+
+
 def model_values(record: MortalityRecord, columns: tuple[str, ...] = MORTALITY_V1.columns) -> np.ndarray:
     """(HOURS, len(COLUMNS)) record -> (HOURS, len(columns)) in the schema's order, with the hour (1..48)."""
     source = {c: i for i, c in enumerate(COLUMNS)}

@@ -392,6 +392,8 @@ def run_protocol(
         settings["teacher_groups"] = task.teacher_groups
     if task.auxiliary != "none":  # likewise
         settings["auxiliary"] = task.auxiliary
+    if task.teacher != "hourly":  # likewise
+        settings["teacher"] = task.teacher
     if folds > 1:  # likewise
         settings["folds"] = folds
     if d_model is not None:  # likewise

@@ -15,6 +15,7 @@ Weighting = Literal["uniform", "utility"]  # SequenceTask.weighting
 Target = Literal["label", "window"]  # SequenceTask.target
 TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
 Auxiliary = Literal["none", "horizons"]  # SequenceTask.auxiliary
+TeacherKind = Literal["hourly", "hourly+stay"]  # SequenceTask.teacher
 
 
 def _groups(value: str) -> int:
@@ -76,6 +77,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "(G - 1)/G of the member's training stays (default: by the training folds, 3/5 of the stays)",
     )
     parser.add_argument(
+        "--teacher",
+        choices=get_args(TeacherKind),
+        default=None,
+        help="mortality models: the tree teacher (hourly: trees on the hourly channels; hourly+stay: at the 48th "
+        "hour, the mean logit of those and of trees on the stay's 48-hour aggregates, cross-fitted alike)",
+    )
+    parser.add_argument(
         "--auxiliary",
         choices=get_args(Auxiliary),
         default=None,
@@ -96,5 +104,12 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
     from models.sequence_tasks import sequence_task
 
     return sequence_task(
-        task, args.schema, args.weighting, args.target, args.teacher_hours, args.teacher_groups, args.auxiliary
+        task,
+        args.schema,
+        args.weighting,
+        args.target,
+        args.teacher_hours,
+        args.teacher_groups,
+        args.auxiliary,
+        teacher=args.teacher,
     )

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
-from models.sequence_options import Auxiliary, Target, TeacherHours, Weighting
+from models.sequence_options import Auxiliary, Target, TeacherHours, TeacherKind, Weighting
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -101,6 +101,10 @@ class SequenceTask:
     #: training. "horizons": onset within 12 h, within 24 h (both "or ongoing") and "the stay becomes septic"
     #: (``auxiliary_targets``), at weight ``AUXILIARY_WEIGHT`` in the loss. "none": no second head.
     auxiliary: Auxiliary = "none"
+    #: mortality: "hourly" (trees on the schema's dense channels, every hour) or "hourly+stay": the 48th hour's
+    #: teacher probability is the mean logit of those trees and of trees on the stay's 48-hour aggregates
+    #: (``models.mortality_features.stay_aggregates``), cross-fitted in the same groups
+    teacher: TeacherKind = "hourly"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -231,9 +235,10 @@ def sequence_task(
     teacher_hours: str | None = None,
     teacher_groups: int | None = None,
     auxiliary: str | None = None,
+    teacher: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups or auxiliary head when given."""
+    weights, teacher cross-fitting groups, auxiliary head or tree teacher when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -263,4 +268,8 @@ def sequence_task(
         if auxiliary not in get_args(Auxiliary) or task != "sepsis":
             raise ValueError(f"auxiliary head {auxiliary!r} is not defined for {task}")
         changes["auxiliary"] = auxiliary
+    if teacher is not None and teacher != base.teacher:
+        if teacher not in get_args(TeacherKind) or task != "mortality":
+            raise ValueError(f"tree teacher {teacher!r} is not defined for {task}")
+        changes["teacher"] = teacher
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

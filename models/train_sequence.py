@@ -61,6 +61,15 @@ TEACHER_PARAMS = {
     "min_samples_leaf": 200,
     "l2_regularization": 1.0,
 }
+#: the stay-level trees of the mortality teacher "hourly+stay" (one row per stay, so smaller leaves than the
+#: hourly trees'); the settings of scripts/mortality_teacher_screen.py
+AGGREGATE_PARAMS = {
+    "max_iter": 300,
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 20,
+    "l2_regularization": 1.0,
+}
 
 
 @dataclass
@@ -125,18 +134,21 @@ def teacher_targets(
     columns: int = TEACHER_COLUMNS,
     members: list[int] | None = None,
     hour_weights: list[np.ndarray] | None = None,
+    params: dict[str, float | int] | None = None,
 ) -> list[list[np.ndarray]]:
     """Cross-fitted tree predictions: ``out[k][i]`` is the teacher's hourly probability for stay i as a
     training stay of member k (empty for member k's own held-out stays), from trees that saw neither
     stay i's group nor fold k. The trees read the first ``columns`` engineered channels (the schema's dense
     block); only the members listed are served (default: every fold). ``hour_weights`` (per stay, (hours,))
-    weight the trees' rows (default: every hour alike)."""
+    weight the trees' rows (default: every hour alike). ``params``: the trees' settings (default TEACHER_PARAMS)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     folds = int(fold_of.max()) + 1
     out: list[list[np.ndarray]] = [[np.empty(0, dtype=np.float32)] * len(features) for _ in range(folds)]
-    fitted: dict[bytes, HistGradientBoostingClassifier | float] = {}
+    #: per fit set: the trees and the columns they read (a column unmeasured in the whole fit set is left out:
+    #: scikit-learn's binning cannot take one), or the base rate of a one-class fit set
+    fitted: dict[bytes, tuple[HistGradientBoostingClassifier, np.ndarray] | float] = {}
     jobs = [(k, g) for k in (range(folds) if members is None else members) for g in np.unique(groups[fold_of != k])]
     with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):  # the trees use --threads cores
         for k, g in tqdm(jobs, desc="teacher (trees)", unit="fit"):
@@ -150,14 +162,16 @@ def teacher_targets(
                     fitted[key] = float(y[0])
                 else:
                     w = None if hour_weights is None else np.concatenate([hour_weights[i] for i in fit_idx])
-                    clf = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=seed)
-                    fitted[key] = clf.fit(x, y, sample_weight=w)  # w: (hours,) or None
+                    read = ~np.isnan(x).all(axis=0)  # (columns,)
+                    clf = HistGradientBoostingClassifier(**(params or TEACHER_PARAMS), random_state=seed)
+                    fitted[key] = clf.fit(x[:, read], y, sample_weight=w), read  # w: (hours,) or None
             teacher = fitted[key]
             scored = np.flatnonzero((fold_of != k) & (groups == g))
             x = np.concatenate([features[i][:, :columns] for i in scored])  # (hours, columns)
-            prob = (np.full(len(x), teacher) if isinstance(teacher, float) else teacher.predict_proba(x)[:, 1]).astype(
-                np.float32
-            )  # (hours,)
+            if isinstance(teacher, float):
+                prob = np.full(len(x), teacher, dtype=np.float32)  # (hours,)
+            else:
+                prob = teacher[0].predict_proba(x[:, teacher[1]])[:, 1].astype(np.float32)  # (hours,)
             ends = np.cumsum([len(labels[i]) for i in scored])
             for i, part in zip(scored, np.split(prob, ends[:-1]), strict=True):
                 out[k][i] = part
@@ -173,14 +187,15 @@ def task_teacher(
     members: list[int] | None = None,
 ) -> list[list[np.ndarray]]:
     """:func:`teacher_targets` as ``task`` asks for them: trees fitted towards its training labels, on its
-    schema's dense channels, with its row weights."""
+    schema's dense channels, with its row weights; with ``task.teacher`` "hourly+stay", the last hour's
+    probability is the mean logit of those trees' and of stay-level trees' on the stays' aggregates."""
     labels = [s.labels for s in stays]
     groups = (
         _teacher_groups(stays, fold_of, seed)
         if task.teacher_groups is None
         else stay_folds(stays, task.teacher_groups, seed + 1)
     )
-    return teacher_targets(
+    hourly = teacher_targets(
         features,
         [task.training_labels(y) for y in labels],
         fold_of,
@@ -190,6 +205,26 @@ def task_teacher(
         members=members,
         hour_weights=task.teacher_rows(labels),
     )
+    if task.teacher == "hourly":
+        return hourly
+    from models.mortality_features import stay_aggregates
+
+    rows = [stay_aggregates(s.values, task.schema)[None, :] for s in stays]  # per stay (1, n_aggregates)
+    stay_level = teacher_targets(
+        rows, [y[-1:] for y in labels], fold_of, groups, seed, columns=rows[0].shape[1], members=members,
+        params=AGGREGATE_PARAMS,
+    )  # fmt: skip
+    for per_stay, stay_probs in zip(hourly, stay_level, strict=True):
+        for i, (p_hours, p_stay) in enumerate(zip(per_stay, stay_probs, strict=True)):
+            if len(p_hours):  # a training stay of this member: its last hour gets the mean logit of both
+                both = 0.5 * (_logit(p_hours[-1]) + _logit(p_stay[0]))
+                per_stay[i] = np.concatenate([p_hours[:-1], [1.0 / (1.0 + np.exp(-both))]]).astype(np.float32)
+    return hourly
+
+
+def _logit(p: float) -> float:
+    q = min(max(float(p), 1e-6), 1.0 - 1e-6)
+    return float(np.log(q / (1.0 - q)))
 
 
 def _fit_member(
@@ -436,6 +471,7 @@ def train_sequence(
             "target": task.target,
             "teacher_hours": task.teacher_hours,
             "teacher_groups": task.teacher_groups,
+            "teacher": task.teacher,
             "auxiliary": task.auxiliary,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
@@ -600,6 +636,12 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                     f"{task.schema.n_dense} engineered channels, cross-fitted so that no stay is scored by trees that "
                     "saw it or the member's held-out fold; used in training only"
                     + ("; the trees' rows weighted as the loss's hours" if task.teacher_hours == "task" else "")
+                    + (
+                        f"; at the 48th hour, the mean logit of those trees and of trees on the stay's aggregates "
+                        f"({AGGREGATE_PARAMS})"
+                        if task.teacher == "hourly+stay"
+                        else ""
+                    )
                     + (
                         f"; cross-fitted in {task.teacher_groups} groups of stays"
                         if task.teacher_groups is not None

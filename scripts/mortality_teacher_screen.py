@@ -18,33 +18,11 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from models.mortality_features import LABS, STATIC, VITALS
+from models.mortality_features import stay_aggregates
 from models.protocol import development_stays, split_masks
 from models.sequence import NormStats, engineer
 from models.sequence_tasks import sequence_task
-from models.train_sequence import TEACHER_PARAMS, stay_folds
-
-AGGREGATE_PARAMS = {
-    "max_iter": 300,
-    "learning_rate": 0.05,
-    "max_leaf_nodes": 15,
-    "min_samples_leaf": 20,
-    "l2_regularization": 1.0,
-}
-N_MEASURED = len(VITALS) + len(LABS)
-
-
-def aggregates(values: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
-    """(48, columns) hourly grid, NaN where unmeasured -> one stay's aggregate features."""
-    out: list[float] = []
-    for j in range(N_MEASURED):
-        x = values[:, j]
-        seen = x[np.isfinite(x)]  # (measured hours,)
-        out += [seen[0], seen[-1], seen.min(), seen.max(), seen.mean(), seen.size] if seen.size else [np.nan] * 5 + [0]
-        if columns[j] == "Urine":
-            out.append(float(np.nansum(x)))
-    out += list(values[0, N_MEASURED : N_MEASURED + len(STATIC) - 1])  # the descriptors, not the hour
-    return np.array(out, dtype=np.float64)
+from models.train_sequence import AGGREGATE_PARAMS, TEACHER_PARAMS, stay_folds
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -58,7 +36,7 @@ def main(splits: list[int]) -> None:
     for r in splits:
         train = [stays[i] for i in np.flatnonzero(~masks[r])]  # the split's 80 % only
         y = np.array([int(s.labels.any()) for s in train])
-        agg = np.stack([aggregates(s.values, task.schema.columns) for s in train])  # (stays, features)
+        agg = np.stack([stay_aggregates(s.values, task.schema) for s in train])  # (stays, features)
         folds = stay_folds(train, 5, 0)
         stats = NormStats.fit_records([s.values for s in train], task.schema)
         dense = [engineer(s.values, stats, task.schema)[:, : task.schema.n_dense] for s in train]  # (48, dense)

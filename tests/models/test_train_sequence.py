@@ -150,3 +150,57 @@ def test_a_network_mask_restricts_the_members_not_the_teacher(psv_folder: Path) 
     np.testing.assert_array_equal(held_probs(0.0, True), held_probs(0.0, False))
     with_teacher = held_probs(0.5, True), held_probs(0.5, False)
     assert np.abs(with_teacher[0] - with_teacher[1]).max() > 1e-3
+
+
+def test_stay_aggregates_of_a_mortality_grid() -> None:
+    """First, last, min, max, mean and count of each measured variable (NaN and 0 unmeasured), the urine's total,
+    and the descriptors without the hour."""
+    from models.mortality_features import MORTALITY_V1, stay_aggregates
+
+    schema = MORTALITY_V1
+    values = np.full((4, len(schema.columns)), np.nan)
+    values[:, schema.columns.index("HR")] = [90, np.nan, 70, 80]
+    values[[1, 3], schema.columns.index("Urine")] = [100, 50]
+    values[:, schema.columns.index("Age")] = 66
+    values[:, schema.columns.index("Hour")] = [1, 2, 3, 4]
+    out = stay_aggregates(values, schema)
+    assert len(out) == 6 * schema.n_measured + 1 + len(schema.static) - 1
+    hr = 6 * schema.measured.index("HR")
+    np.testing.assert_array_equal(out[hr : hr + 6], [90, 80, 70, 90, 80, 3])
+    urine = 6 * schema.measured.index("Urine")
+    np.testing.assert_array_equal(out[urine : urine + 7], [100, 50, 50, 100, 75, 2, 150])
+    gcs = 6 * schema.measured.index("GCS")
+    assert np.isnan(out[gcs : gcs + 5]).all() and out[gcs + 5] == 0
+    assert out[-(len(schema.static) - 1)] == 66 and 4 not in out[-(len(schema.static) - 1) :]
+
+
+def test_the_stay_level_teacher_changes_only_the_last_hour(mortality_folder: Path) -> None:
+    """``--teacher hourly+stay``: every hour but the last is the hourly trees' probability; the last is the mean
+    logit of theirs and of stay-level trees cross-fitted in the same groups. Sepsis does not define it."""
+    from models.mortality_features import stay_aggregates
+    from models.sequence import NormStats, engineer
+    from models.sequence_tasks import sequence_task
+    from models.train_sequence import AGGREGATE_PARAMS, _teacher_groups, task_teacher
+
+    hourly, both = sequence_task("mortality"), sequence_task("mortality", teacher="hourly+stay")
+    stays = hourly.load(mortality_folder)
+    stats = NormStats.fit_records([s.values for s in stays], hourly.schema)
+    features = [engineer(s.values, stats, hourly.schema) for s in stays]
+    fold_of = stay_folds(stays, 3, 0)
+    plain, mixed = (task_teacher(t, stays, features, fold_of, 0) for t in (hourly, both))
+    rows = [stay_aggregates(s.values, hourly.schema)[None, :] for s in stays]
+    stay_level = teacher_targets(
+        rows, [s.labels[-1:] for s in stays], fold_of, _teacher_groups(stays, fold_of, 0), 0,
+        columns=rows[0].shape[1], params=AGGREGATE_PARAMS,
+    )  # fmt: skip
+    changed = 0
+    for k in range(3):
+        for i in np.flatnonzero(fold_of != k):
+            np.testing.assert_array_equal(mixed[k][i][:-1], plain[k][i][:-1])
+            a, b = (np.log(p / (1 - p)) for p in (float(plain[k][i][-1]), float(stay_level[k][i][0])))
+            assert mixed[k][i][-1] == pytest.approx(1 / (1 + np.exp(-(a + b) / 2)), rel=1e-5)
+            changed += int(abs(mixed[k][i][-1] - plain[k][i][-1]) > 1e-4)
+        assert all(len(mixed[k][i]) == 0 for i in np.flatnonzero(fold_of == k))
+    assert changed > 0
+    with pytest.raises(ValueError, match="not defined for sepsis"):
+        sequence_task("sepsis", teacher="hourly+stay")
