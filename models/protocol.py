@@ -588,6 +588,40 @@ def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
         raise ValueError(f"{run}'s networks were pretrained on another cohort; the checkpoint's were not")
 
 
+#: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
+#: when it predates the setting
+RECIPE_DEFAULTS: dict[str, object] = {
+    "weighting": "uniform",
+    "target": "label",
+    "teacher_hours": "uniform",
+    "teacher_groups": None,
+    "auxiliary": "none",
+    "teacher": "hourly",
+}
+
+
+DEFAULT_WIDTH = 64  # models.sequence.SequenceConfig's d_model
+
+
+def _require_checkpoint_recipe(run: Path, report: ProtocolReport, weights: Path) -> None:
+    """Refuse a run whose networks were trained by another recipe than the checkpoint's at ``weights``: its feature
+    schema, hour weights, target, tree teacher or width."""
+    from models.checkpoint import load_checkpoint
+
+    meta, _ = load_checkpoint(weights)
+    settings = _training_settings(report)
+    differ = [
+        f"{key} {settings.get(key, default)!r} (the checkpoint's: {meta.preprocessing.get(key, default)!r})"
+        for key, default in {"schema": "sepsis-v1", **RECIPE_DEFAULTS}.items()
+        if settings.get(key, default) != meta.preprocessing.get(key, default)
+    ]
+    run_width, width = settings.get("d_model", DEFAULT_WIDTH), meta.config.get("d_model", DEFAULT_WIDTH)
+    if run_width != width:
+        differ.append(f"d_model {run_width} (the checkpoint's: {width})")
+    if differ:
+        raise ValueError(f"{run} trained another recipe than {weights}: {', '.join(differ)}; attach a run of its own")
+
+
 def attach(run: Path, weights: Path) -> None:
     """Write a protocol run's summary into the model card at ``weights``: a run of this checkpoint's task and
     network, one network per split or the checkpoint's own K-fold procedure, scoring the risk it serves (not a
@@ -605,6 +639,7 @@ def attach(run: Path, weights: Path) -> None:
             f"{model.architecture}: attach a run of this checkpoint's task and network"
         )
     _require_served_risk(run, report, "scored")
+    _require_checkpoint_recipe(run, report, weights)
     folds, fixed = procedure_of(report)
     if fixed is not None and abs(fixed - card.threshold) > 1e-9:
         raise ValueError(

@@ -371,11 +371,14 @@ def test_attach_says_which_procedure_the_card_figures_measure(
 
 
 def test_a_run_of_wider_networks_with_an_auxiliary_head(
-    tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path
 ) -> None:
     """``--d-model`` and ``--auxiliary``: the settings say so (a run without them keeps the earlier runs'
-    settings) and the networks differ; the same splits are scored."""
-    from models.protocol import development_stays, load_held
+    settings) and the networks differ; the same splits are scored. Its figures may not describe a checkpoint of
+    another recipe."""
+    import shutil
+
+    from models.protocol import attach, development_stays, load_held
     from models.sequence_tasks import sequence_task
 
     report = run_protocol(
@@ -389,6 +392,13 @@ def test_a_run_of_wider_networks_with_an_auxiliary_head(
     wide, one = load_held(tmp_path / "wide", stays), load_held(tiny_runs[0], stays)
     assert np.array_equal(wide[0].idx, one[0].idx)
     assert not np.allclose(np.concatenate(wide[0].probs), np.concatenate(one[0].probs))
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    with pytest.raises(
+        ValueError, match=r"another recipe.*auxiliary 'horizons' \(the checkpoint's: 'none'\).*d_model 16"
+    ):
+        attach(tmp_path / "wide", weights)
+    attach(tiny_runs[0], weights)  # the checkpoint's own recipe
 
 
 def test_training_shares_are_stratified_nested_and_outside_the_held_out_stays() -> None:
