@@ -35,7 +35,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -589,24 +589,19 @@ def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
 
 
 #: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
-#: when it predates the setting
+#: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)
 RECIPE_DEFAULTS: dict[str, object] = {
-    "weighting": "uniform",
-    "target": "label",
-    "teacher_hours": "uniform",
-    "teacher_groups": None,
-    "auxiliary": "none",
-    "teacher": "hourly",
+    f.name: f.default
+    for f in fields(SequenceTask)
+    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher")
 }
-
-
-DEFAULT_WIDTH = 64  # models.sequence.SequenceConfig's d_model
 
 
 def _require_checkpoint_recipe(run: Path, report: ProtocolReport, weights: Path) -> None:
     """Refuse a run whose networks were trained by another recipe than the checkpoint's at ``weights``: its feature
     schema, hour weights, target, tree teacher or width."""
     from models.checkpoint import load_checkpoint
+    from models.sequence import SequenceConfig
 
     meta, _ = load_checkpoint(weights)
     settings = _training_settings(report)
@@ -615,7 +610,8 @@ def _require_checkpoint_recipe(run: Path, report: ProtocolReport, weights: Path)
         for key, default in {"schema": "sepsis-v1", **RECIPE_DEFAULTS}.items()
         if settings.get(key, default) != meta.preprocessing.get(key, default)
     ]
-    run_width, width = settings.get("d_model", DEFAULT_WIDTH), meta.config.get("d_model", DEFAULT_WIDTH)
+    default_width = SequenceConfig.model_fields["d_model"].default
+    run_width, width = settings.get("d_model", default_width), meta.config.get("d_model", default_width)
     if run_width != width:
         differ.append(f"d_model {run_width} (the checkpoint's: {width})")
     if differ:
