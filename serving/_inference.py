@@ -173,16 +173,30 @@ class Runner(Generic[ItemT, ResponseT]):
         return [r for r in results if r is not None]
 
     def explain_one(self, upload: Upload) -> ResponseT | ItemError:
+        """The answer the upload gets without explain, with the explainer's attributions beside it."""
+        explained = self.explanation_of(upload)
+        if isinstance(explained, ItemError):
+            return explained
+        return self.respond_explained(upload, *explained)
+
+    def explanation_of(self, upload: Upload) -> tuple[ItemT, np.ndarray] | ItemError:
+        """Decode within the explanation's size limits, then attribute on the explainer (the fp32 copy)."""
         item = self.decode(upload, explain=True)
         if isinstance(item, ItemError):
             return item
         try:
-            output = self._predict(self.explainer, [self._model_input(item)])[0]
             explanation = self._explain(self._explain_input(item))
         except Exception as exc:
             self._record(False)
             return model_failure(exc, self.entry.name)
-        self._record(True)
+        return item, explanation
+
+    def respond_explained(self, upload: Upload, item: ItemT, explanation: np.ndarray) -> ResponseT | ItemError:
+        """The predictor's own output for an explained item, so the risk and label a reader sees do not
+        change with the explain toggle (the explainer may run another precision than the predictor)."""
+        (output,) = self._forward([self._model_input(item)])
+        if isinstance(output, ItemError):
+            return output
         return self._respond(item, output, explanation, upload.include)
 
     def _forward(self, inputs: list[Any]) -> list[Any | ItemError]:

@@ -217,8 +217,14 @@ class _ModelServer(_Replica):
             return await asyncio.to_thread(self._runner.predict_batch, uploads)
 
     async def explain(self, upload: Upload) -> Any:
+        """Attributions on the explaining copy, then the prediction on the predicting copy (what the same
+        upload gets without explain)."""
         async with self._explain_lock:
-            return await asyncio.to_thread(self._runner.explain_one, upload)
+            explained = await asyncio.to_thread(self._runner.explanation_of, upload)
+        if isinstance(explained, ItemError):
+            return explained
+        async with self._predict_lock:
+            return await asyncio.to_thread(self._runner.respond_explained, upload, *explained)
 
     async def info(self) -> ModelInfo:
         return self._runner.info()

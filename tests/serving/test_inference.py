@@ -313,6 +313,22 @@ def test_an_explained_record_names_the_variables_of_the_48th_hour(mortality_runn
     assert hr is None or hr.value == 99.0  # the last HR of the 48 hours, not the first
 
 
+@pytest.mark.filterwarnings("ignore:.*bf16 is not native:RuntimeWarning")
+def test_the_explain_toggle_does_not_change_the_risk_shown() -> None:
+    """An explained answer carries the predictor's risk, not the fp32 explainer's: on a bf16 predictor the two
+    differ (by about 1e-3), which once moved a shown risk across a display boundary and could flip a label."""
+    weights = ServingArgs().weights_dirs()
+    runner = EventsRunner(entry("mortality-transformer"), weights["mortality-transformer"], CPU, backend="torch-bf16")
+    assert runner.predictor.execution.precision == "bf16"
+    upload = Upload(_record(130, 6.5, 6), "upload.txt")
+    (plain,) = runner.predict_batch([upload])
+    explained = runner.explain_one(upload)
+    assert isinstance(plain, MortalityPrediction) and isinstance(explained, MortalityPrediction)
+    assert explained.top_features and plain.top_features is None
+    assert explained.probability == plain.probability and explained.label == plain.label
+    assert [h.probability for h in explained.hours] == [h.probability for h in plain.hours]
+
+
 def test_a_sepsis_record_sent_to_a_mortality_model_is_pointed_to_the_sepsis_routes(
     mortality_runner: EventsRunner,
 ) -> None:
