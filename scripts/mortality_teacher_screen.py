@@ -1,13 +1,16 @@
 """Screen, not a rule: would a tree teacher on stay-level aggregates teach the mortality networks better?
 
     .venv/bin/python scripts/mortality_teacher_screen.py 0 1      # protocol splits to screen (~2.5 min each)
+    .venv/bin/python scripts/mortality_teacher_screen.py --linear 0 1
 
 Only the training stays (80 %) of the named protocol splits are read, never a split's held-out 20 % nor the
 reserve. Inside them, 5-fold stay-level cross-validation compares, on each stay's 48th hour:
 the shipped hourly tree teacher (models/train_sequence.py TEACHER_PARAMS on the schema's dense channels, fitted
 on every hour of the other folds), gradient-boosted trees on classic per-stay aggregates of the 48 hours
 (first, last, min, max, mean and count of each measured variable, total urine, the descriptors), and the mean
-logit of the two. Results and what was decided: docs/sepsis-protocol.md.
+logit of the two; with ``--linear``, also an L2 logistic regression on the same aggregates (medians imputed,
+missing indicators, standardised; a learner unlike trees) and the mean logit of all three. Results and what was
+decided: docs/sepsis-protocol.md.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import sys
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from models.mortality_features import stay_aggregates
 from models.protocol import development_stays, split_masks
@@ -29,7 +36,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def main(splits: list[int]) -> None:
+def _linear() -> Pipeline:
+    """L2 logistic regression on aggregates: medians for the unmeasured, with an indicator each, standardised."""
+    return make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(C=0.05, max_iter=2000),
+    )
+
+
+def main(splits: list[int], linear: bool = False) -> None:
     task = sequence_task("mortality")
     stays, _ = development_stays(task, task.default_data())
     masks = split_masks(stays, 8)
@@ -40,11 +56,14 @@ def main(splits: list[int]) -> None:
         folds = stay_folds(train, 5, 0)
         stats = NormStats.fit_records([s.values for s in train], task.schema)
         dense = [engineer(s.values, stats, task.schema)[:, : task.schema.n_dense] for s in train]  # (48, dense)
-        p_agg, p_hourly = np.zeros(len(train)), np.zeros(len(train))
+        p_agg, p_hourly, p_lin = np.zeros(len(train)), np.zeros(len(train)), np.zeros(len(train))
         for k in range(5):
             fit, scored = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             trees = HistGradientBoostingClassifier(**AGGREGATE_PARAMS, random_state=0).fit(agg[fit], y[fit])
             p_agg[scored] = trees.predict_proba(agg[scored])[:, 1]
+            if linear:
+                lin = _linear().fit(agg[fit], y[fit])
+                p_lin[scored] = lin.predict_proba(agg[scored])[:, 1]
             x = np.concatenate([dense[i] for i in fit])  # (hours, dense)
             hour_y = np.concatenate([np.full(len(dense[i]), y[i]) for i in fit])  # (hours,)
             teacher = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=0).fit(x, hour_y)
@@ -55,7 +74,15 @@ def main(splits: list[int]) -> None:
             f"{roc_auc_score(y, p_hourly):.4f}, their mean logit {roc_auc_score(y, both):.4f}",
             flush=True,
         )
+        if linear:
+            three = both + _logit(np.clip(p_lin, 1e-6, 1 - 1e-6))
+            print(
+                f"split {r}: linear aggregates {roc_auc_score(y, p_lin):.4f}, mean logit of all three "
+                f"{roc_auc_score(y, three):.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [0])
+    args = sys.argv[1:]
+    main([int(a) for a in args if a != "--linear"] or [0], linear="--linear" in args)
