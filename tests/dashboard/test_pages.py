@@ -371,8 +371,8 @@ def test_mortality_page(serving_env: str) -> None:
     # the other model, from the catalogue
     at.radio(key="mortality_model").set_value("mortality-transformer").run()
     assert not at.exception, at.exception
-    # the explain toggle is still on, so the page asked for an explanation: compare with that same request (an
-    # explained answer comes from the fp32 explainer, up to ~1e-3 from the chosen path's; see test_mortality.py)
+    # the explain toggle is still on, so the page asked for an explanation: compare with that same request (its
+    # risk is the chosen path's, as a plain request's: tests/serving/test_mortality.py)
     other = client.predict_mortality(data, "upload.txt", "mortality-transformer", explain=True)
     assert {m.label: m.value for m in at.metric}["Risk after 48 h"] == f"{other.probability:.1%}"
     assert len(_figures(at)) == 3  # trajectory, gauge and the Transformer's attributions
