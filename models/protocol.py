@@ -347,6 +347,26 @@ def development_stays(task: SequenceTask, data: Path, limit: int | None = None) 
     return dev, len(stays) - len(dev)
 
 
+#: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
+#: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)
+RECIPE_DEFAULTS: dict[str, object] = {
+    f.name: f.default
+    for f in fields(SequenceTask)
+    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher")
+}
+
+
+#: the settings a run records only when they differ from these values, which every run made before the setting
+#: existed had: resuming compares the recorded settings key for key, so a saved run's keys must stay as they were
+OPTIONAL_SETTINGS: dict[str, object] = {
+    **{key: RECIPE_DEFAULTS[key] for key in ("teacher_groups", "auxiliary", "teacher")},
+    "folds": 1,
+    "d_model": None,
+    "train_fraction": 1.0,
+    "pretrain_epochs": 0,
+}
+
+
 def run_protocol(
     task: SequenceTask,
     arch: str,
@@ -388,25 +408,22 @@ def run_protocol(
         "target": task.target,
         "teacher_hours": task.teacher_hours,
     }
-    if task.teacher_groups is not None:  # absent from the runs made before the option existed
-        settings["teacher_groups"] = task.teacher_groups
-    if task.auxiliary != "none":  # likewise
-        settings["auxiliary"] = task.auxiliary
-    if task.teacher != "hourly":  # likewise
-        settings["teacher"] = task.teacher
-    if folds > 1:  # likewise
-        settings["folds"] = folds
-    if d_model is not None:  # likewise
-        settings["d_model"] = d_model
-    if train_fraction < 1:  # likewise
-        settings["train_fraction"] = train_fraction
-        if teacher_on_all:
-            settings["teacher_stays"] = "all"
+    chosen = {
+        "teacher_groups": task.teacher_groups,
+        "auxiliary": task.auxiliary,
+        "teacher": task.teacher,
+        "folds": folds,
+        "d_model": d_model,
+        "train_fraction": train_fraction,
+        "pretrain_epochs": pretrain_epochs,
+    }
+    settings |= {k: v for k, v in chosen.items() if v is not None and v != OPTIONAL_SETTINGS[k]}
+    if train_fraction < 1 and teacher_on_all:
+        settings["teacher_stays"] = "all"
     foreign = None
-    if pretrain_epochs > 0:  # likewise
+    if pretrain_epochs > 0:
         from models.cohort_transfer import foreign_stays
 
-        settings["pretrain_epochs"] = pretrain_epochs
         foreign = foreign_stays(task, foreign_data, limit=limit)
         settings["pretrain_stays"] = len(foreign.stays)
     held, seconds = _resume(out, stays, settings)
@@ -586,15 +603,6 @@ def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
         raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
     if "pretrain_epochs" in _training_settings(report):
         raise ValueError(f"{run}'s networks were pretrained on another cohort; the checkpoint's were not")
-
-
-#: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
-#: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)
-RECIPE_DEFAULTS: dict[str, object] = {
-    f.name: f.default
-    for f in fields(SequenceTask)
-    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher")
-}
 
 
 def _require_checkpoint_recipe(run: Path, report: ProtocolReport, weights: Path) -> None:

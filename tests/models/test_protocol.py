@@ -190,6 +190,11 @@ def test_an_interrupted_run_resumes_after_its_last_saved_repeat(
     assert "resuming after 1 saved repeat" in capsys.readouterr().err
     assert after.repeats[0].figures == before.repeats[0].figures
     assert after.repeats[0].seconds == before.repeats[0].seconds
+    # a setting at its default is not recorded: the runs saved before it existed lack it, and resume by these keys
+    assert set(after.settings) == {
+        "repeats", "epochs", "batch_size", "lr", "seed", "teacher_weight", "schema", "weighting", "target",
+        "teacher_hours",
+    }  # fmt: skip
 
 
 def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv_folder: Path, tmp_path: Path) -> None:
