@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/mortality_teacher_screen.py 0 1      # protocol splits to screen (~2.5 min each)
     .venv/bin/python scripts/mortality_teacher_screen.py --linear 0 1
+    .venv/bin/python scripts/mortality_teacher_screen.py --windows 0 1
 
 Only the training stays (80 %) of the named protocol splits are read, never a split's held-out 20 % nor the
 reserve. Inside them, 5-fold stay-level cross-validation compares, on each stay's 48th hour:
@@ -9,8 +10,9 @@ the shipped hourly tree teacher (models/train_sequence.py TEACHER_PARAMS on the 
 on every hour of the other folds), gradient-boosted trees on classic per-stay aggregates of the 48 hours
 (first, last, min, max, mean and count of each measured variable, total urine, the descriptors), and the mean
 logit of the two; with ``--linear``, also an L2 logistic regression on the same aggregates (medians imputed,
-missing indicators, standardised; a learner unlike trees) and the mean logit of all three. Results and what was
-decided: docs/sepsis-protocol.md.
+missing indicators, standardised; a learner unlike trees) and the mean logit of all three; with ``--windows``,
+the aggregate trees on the aggregates and :func:`windowed` ones, and their mean logit with the hourly teacher.
+Results and what was decided: docs/sepsis-protocol.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,41 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+#: (name, numerator, denominator) of the ratios :func:`windowed` summarises, and which of (min, max, last)
+RATIOS = (("PaO2", "FiO2", ("min", "last")), ("HR", "SysABP", ("max", "last")), ("BUN", "Creatinine", ("last",)))
+
+
+def _summary(x: np.ndarray, how: str) -> float:
+    seen = x[np.isfinite(x)]
+    if not seen.size:
+        return float("nan")
+    return float({"min": seen.min, "max": seen.max, "mean": seen.mean, "last": lambda: seen[-1]}[how]())
+
+
+def windowed(values: np.ndarray, columns: tuple[str, ...], measured: tuple[str, ...]) -> np.ndarray:
+    """(hours, columns) one stay's raw grid, NaN where unmeasured -> (n,) windowed aggregates: per measured
+    variable its std, the min, max and mean of hours 1-24, the mean of hours 37-48, the slope per hour from first
+    to last measurement and the hours since the last one at the stay's end (NaN when not defined); then
+    :data:`RATIOS` per hour where both parts are measured."""
+    hours = values.shape[0]
+    out: list[float] = []
+    for j in range(len(measured)):
+        x = values[:, j]  # (hours,)
+        at = np.flatnonzero(np.isfinite(x))
+        first_day, last_12 = x[:24], x[36:]
+        out += [float(np.std(x[at])) if at.size > 1 else np.nan]
+        out += [_summary(first_day, "min"), _summary(first_day, "max"), _summary(first_day, "mean")]
+        out += [_summary(last_12, "mean")]
+        out += [float((x[at[-1]] - x[at[0]]) / (at[-1] - at[0])) if at.size > 1 and at[-1] > at[0] else np.nan]
+        out += [float(hours - 1 - at[-1]) if at.size else np.nan]
+    for num, den, hows in RATIOS:
+        a, b = values[:, columns.index(num)], values[:, columns.index(den)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.isfinite(a) & np.isfinite(b) & (b > 0), a / b, np.nan)  # (hours,)
+        out += [_summary(ratio, how) for how in hows]
+    return np.array(out, dtype=np.float64)
+
+
 def _linear() -> Pipeline:
     """L2 logistic regression on aggregates: medians for the unmeasured, with an indicator each, standardised."""
     return make_pipeline(
@@ -45,7 +82,7 @@ def _linear() -> Pipeline:
     )
 
 
-def main(splits: list[int], linear: bool = False) -> None:
+def main(splits: list[int], linear: bool = False, windows: bool = False) -> None:
     task = sequence_task("mortality")
     stays, _ = development_stays(task, task.default_data())
     masks = split_masks(stays, 8)
@@ -53,6 +90,10 @@ def main(splits: list[int], linear: bool = False) -> None:
         train = [stays[i] for i in np.flatnonzero(~masks[r])]  # the split's 80 % only
         y = np.array([int(s.labels.any()) for s in train])
         agg = np.stack([stay_aggregates(s.values, task.schema) for s in train])  # (stays, features)
+        if windows:
+            wide = np.stack([windowed(s.values, task.schema.columns, task.schema.measured) for s in train])
+            wide = np.concatenate([agg, wide], axis=1)  # (stays, features + windowed)
+            p_wide = np.zeros(len(train))
         folds = stay_folds(train, 5, 0)
         stats = NormStats.fit_records([s.values for s in train], task.schema)
         dense = [engineer(s.values, stats, task.schema)[:, : task.schema.n_dense] for s in train]  # (48, dense)
@@ -61,6 +102,9 @@ def main(splits: list[int], linear: bool = False) -> None:
             fit, scored = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             trees = HistGradientBoostingClassifier(**AGGREGATE_PARAMS, random_state=0).fit(agg[fit], y[fit])
             p_agg[scored] = trees.predict_proba(agg[scored])[:, 1]
+            if windows:
+                wider = HistGradientBoostingClassifier(**AGGREGATE_PARAMS, random_state=0).fit(wide[fit], y[fit])
+                p_wide[scored] = wider.predict_proba(wide[scored])[:, 1]
             if linear:
                 lin = _linear().fit(agg[fit], y[fit])
                 p_lin[scored] = lin.predict_proba(agg[scored])[:, 1]
@@ -74,6 +118,13 @@ def main(splits: list[int], linear: bool = False) -> None:
             f"{roc_auc_score(y, p_hourly):.4f}, their mean logit {roc_auc_score(y, both):.4f}",
             flush=True,
         )
+        if windows:
+            wide_both = roc_auc_score(y, _logit(p_wide) + _logit(p_hourly))
+            print(
+                f"split {r}: windowed aggregate trees {roc_auc_score(y, p_wide):.4f}, their mean logit with the "
+                f"hourly teacher {wide_both:.4f} ({wide_both - roc_auc_score(y, both):+.4f})",
+                flush=True,
+            )
         if linear:
             three = both + _logit(np.clip(p_lin, 1e-6, 1 - 1e-6))
             print(
@@ -85,4 +136,5 @@ def main(splits: list[int], linear: bool = False) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main([int(a) for a in args if a != "--linear"] or [0], linear="--linear" in args)
+    flags = ("--linear", "--windows")
+    main([int(a) for a in args if a not in flags] or [0], linear="--linear" in args, windows="--windows" in args)
