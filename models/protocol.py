@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -522,7 +523,11 @@ def rescore_run(
     stays, n_reserve = development_stays(task, data)
     held = load_held(run, stays)
     smoothers = tuple(SMOOTHERS) if smooth else ("none",)
-    settings: dict[str, float | int | str] = {"source": str(run), "smoothers": " ".join(smoothers)}
+    # the source run's folder relative to this run's: both can move together, and be read from anywhere
+    settings: dict[str, float | int | str] = {
+        "source": os.path.relpath(run.resolve(), out.resolve()),
+        "smoothers": " ".join(smoothers),
+    }
     if threshold is not None:
         settings["threshold"] = threshold
     seconds = [r.seconds for r in source.repeats]
@@ -568,29 +573,34 @@ def compare(old: Path, new: Path) -> Comparison:
     )
 
 
-def procedure_of(report: ProtocolReport) -> tuple[int, float | None]:
-    """(networks trained per split, the one threshold every split was scored at or None) of a saved run's report;
-    a rescored run's networks are its source run's."""
+def procedure_of(run: Path) -> tuple[int, float | None]:
+    """(networks trained per split, the one threshold every split was scored at or None) of the run saved in
+    ``run``; a rescored run's networks are its source run's."""
+    report = read_report(run)
     fixed = report.settings.get("threshold")
-    source = _source_report(report)
+    source = _source_of(run, report)
     folds = int(report.settings.get("folds", 1)) if source is None else procedure_of(source)[0]
     return folds, None if fixed is None else float(fixed)
 
 
-def _source_report(report: ProtocolReport) -> ProtocolReport | None:
-    """The report of the run a rescored run scored again (None for a run that trained its own networks)."""
+def _source_of(run: Path, report: ProtocolReport) -> Path | None:
+    """The folder of the run that the run in ``run`` scored again (None for a run that trained its own networks):
+    recorded relative to ``run``, or, by runs rescored before that, relative to where they were rescored."""
     source = report.settings.get("source")
     if source is None:
         return None
-    if not Path(str(source)).is_dir():
-        raise ValueError(f"{report.command} rescored {source}, which is not here: run this from where it holds")
-    return read_report(Path(str(source)))
+    for folder in (run / str(source), Path(str(source))):
+        if (folder / "report.json").is_file():
+            return folder
+    raise ValueError(
+        f"{run} rescored {source}, which is neither beside it nor here: put the two runs back where they were"
+    )
 
 
-def _training_settings(report: ProtocolReport) -> dict[str, float | int | str]:
-    """The settings the networks of a saved run were trained with (a rescored run's: its source run's)."""
-    source = _source_report(report)
-    return report.settings if source is None else _training_settings(source)
+def _training_settings(run: Path, report: ProtocolReport) -> dict[str, float | int | str]:
+    """The settings the networks of the run saved in ``run`` were trained with (a rescored run's: its source's)."""
+    source = _source_of(run, report)
+    return report.settings if source is None else _training_settings(source, read_report(source))
 
 
 def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
@@ -601,7 +611,7 @@ def _require_served_risk(run: Path, report: ProtocolReport, use: str) -> None:
         raise ValueError(f"{run} {use} a smoothed risk, which the checkpoint does not serve")
     if any(r.n_train + r.n_test != report.n_development for r in report.repeats):
         raise ValueError(f"{run} trained on a part of each split's training stays (a learning curve), not as served")
-    if "pretrain_epochs" in _training_settings(report):
+    if "pretrain_epochs" in _training_settings(run, report):
         raise ValueError(f"{run}'s networks were pretrained on another cohort; the checkpoint's were not")
 
 
@@ -612,7 +622,7 @@ def _require_checkpoint_recipe(run: Path, report: ProtocolReport, weights: Path)
     from models.sequence import SequenceConfig
 
     meta, _ = load_checkpoint(weights)
-    settings = _training_settings(report)
+    settings = _training_settings(run, report)
     differ = [
         f"{key} {settings.get(key, default)!r} (the checkpoint's: {meta.preprocessing.get(key, default)!r})"
         for key, default in {"schema": "sepsis-v1", **RECIPE_DEFAULTS}.items()
@@ -644,7 +654,7 @@ def attach(run: Path, weights: Path) -> None:
         )
     _require_served_risk(run, report, "scored")
     _require_checkpoint_recipe(run, report, weights)
-    folds, fixed = procedure_of(report)
+    folds, fixed = procedure_of(run)
     if fixed is not None and abs(fixed - card.threshold) > 1e-9:
         raise ValueError(
             f"{run} scored every split at {fixed:.4f}, not at this checkpoint's threshold {card.threshold:.4f}: "

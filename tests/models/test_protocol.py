@@ -209,7 +209,8 @@ def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv
     assert [(r.threshold, r.figures, r.n_train) for r in again.repeats] == [
         (r.threshold, r.figures, r.n_train) for r in run.repeats
     ]
-    assert again.settings == {"source": str(tiny_runs[0]), "smoothers": "none"}
+    assert set(again.settings) == {"source", "smoothers"} and again.settings["smoothers"] == "none"
+    assert (tmp_path / "again" / str(again.settings["source"])).resolve() == tiny_runs[0].resolve()
     assert (
         main(["rescore", str(tiny_runs[0]), "--smooth", "--out", str(tmp_path / "smooth"), "--data", str(psv_folder)])
         == 0
@@ -317,7 +318,12 @@ def test_a_run_of_the_shipped_ensemble_per_split(
 
 
 def test_attach_says_which_procedure_the_card_figures_measure(
-    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_runs: tuple[Path, Path],
+    tiny_lstm: Path,
+    psv_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A card's protocol section says whether one network or the checkpoint's K-fold procedure was trained per
     split, and whether every split was scored at the checkpoint's own threshold; attach refuses a run of another
@@ -325,7 +331,7 @@ def test_attach_says_which_procedure_the_card_figures_measure(
     import shutil
 
     from models.cards import read_card
-    from models.protocol import procedure_of, read_report
+    from models.protocol import procedure_of
 
     weights = tmp_path / "lstm"
     shutil.copytree(tiny_lstm, weights)
@@ -334,7 +340,7 @@ def test_attach_says_which_procedure_the_card_figures_measure(
         SEPSIS_TASK, "lstm", psv_folder, tmp_path / "procedure",
         repeats=2, epochs=1, batch_size=8, lr=2e-3, seed=0, teacher_weight=0.5, folds=2,
     )  # fmt: skip
-    assert procedure_of(read_report(tiny_runs[0])) == (1, None)
+    assert procedure_of(tiny_runs[0]) == (1, None)
     assert main(["attach", str(tiny_runs[0]), "--weights", str(weights)]) == 0
     assert "one network was trained as each member" in (weights / "card.md").read_text()
     assert main(["attach", str(tmp_path / "procedure"), "--weights", str(weights)]) == 0
@@ -343,9 +349,11 @@ def test_attach_says_which_procedure_the_card_figures_measure(
     md = (weights / "card.md").read_text()
     assert "own procedure was trained: 2 fold networks" in md and "chosen on the other splits' held-out stays" in md
     rescored = tmp_path / "at-its-threshold"
-    argv = ["rescore", str(tmp_path / "procedure"), "--threshold", repr(threshold), "--out", str(rescored)]
+    monkeypatch.chdir(tmp_path)  # rescored by relative paths, then read from elsewhere
+    argv = ["rescore", "procedure", "--threshold", repr(threshold), "--out", "at-its-threshold"]
     assert main([*argv, "--data", str(psv_folder)]) == 0
-    assert procedure_of(read_report(rescored)) == (2, threshold)  # the networks are the source run's
+    monkeypatch.chdir(weights)
+    assert procedure_of(rescored) == (2, threshold)  # the networks are the source run's
     assert main(["attach", str(rescored), "--weights", str(weights)]) == 0
     assert read_card(weights).protocol.fixed_threshold == threshold  # type: ignore[union-attr]
     assert f"this checkpoint's threshold {threshold:.4f}, which" in (weights / "card.md").read_text()
