@@ -26,7 +26,9 @@ from dashboard.charts.common import (
     model_colour,
     model_title,
     translucent,
+    value_text,
 )
+from models.sepsis_io import UNITS
 from serving.schemas import HourRisk, SepsisPrediction
 
 #: Vital-sign panels of the sepsis chart: (panel title, vitals drawn in it).
@@ -303,7 +305,13 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     fig.update_xaxes(title_text="hour of the ICU stay (row)", row=n_vital_rows + 2, col=1)
     fig.update_xaxes(range=[-0.5, max(n_hours - 0.5, 0.5)])
     layout(fig, title="Risk and vital signs, hour by hour", height=1150)
-    fig.update_layout(hovermode="x", legend={"y": 1.01})
+    # the legend (up to six rows) stands above the plot: a top margin that holds it, the title above it
+    fig.update_layout(
+        hovermode="x",
+        legend={"y": 1.01},
+        margin={"t": 190},
+        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
+    )
     return fig
 
 
@@ -316,7 +324,7 @@ def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure
     features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
     return contribution_bars(
         features,
-        lambda f: "not measured" if f.value is None else f"value {f.value:g}",
+        lambda f: value_text(f.value, UNITS.get(f.feature)),
         title=f"{model_title(model)}: what drove the risk at hour {hour.hour} (risk {hour.probability:.1%})",
         subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it",
     )

@@ -24,7 +24,10 @@ from typing import Any
 
 import pytest
 
+from dashboard.charts.mortality import label_text
 from dashboard.demo import demo_radiograph
+from models.config import data_paths
+from models.mortality_io import load_outcomes
 from serving.client import MedLensClient
 from tests.dashboard.helpers import pneumonia_images, septic_stays, sha16
 
@@ -138,6 +141,16 @@ def septic_file() -> Path:
     return stays[0]
 
 
+@pytest.fixture(scope="module")
+def mortality_file() -> Path:
+    """A real PhysioNet 2012 record of a patient who died in hospital, named by its RecordID (set a's first)."""
+    root = data_paths().mortality
+    if not (root / "Outcomes-a.txt").is_file():
+        pytest.skip(f"no PhysioNet 2012 set a under {root} (set MEDLENS_DATA_DIR)")
+    died = sorted(name for name, death in load_outcomes(root / "Outcomes-a.txt").items() if death)
+    return root / "set-a" / f"{died[0]}.txt"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
@@ -198,7 +211,12 @@ def _screenshot(page: Any, name: str) -> None:
 # tests
 # ---------------------------------------------------------------------------------------------------------
 def test_review_flow_in_a_real_browser(
-    dashboard_url: str, browser: Any, xray_files: list[Path], septic_file: Path, dashboard_serving_url: str
+    dashboard_url: str,
+    browser: Any,
+    xray_files: list[Path],
+    septic_file: Path,
+    mortality_file: Path,
+    dashboard_serving_url: str,
 ) -> None:
     context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     page = context.new_page()
@@ -259,7 +277,33 @@ def test_review_flow_in_a_real_browser(
         assert "LSTM risk" in legend and "Transformer risk" in legend and "threshold" in legend
         _screenshot(page, "sepsis")
 
-        # 4. model performance
+        # 4. ICU mortality: a real PhysioNet 2012 record, whose file name and first row are its RecordID
+        _open(page, dashboard_url + "/mortality", "ICU mortality")
+        start = time.perf_counter()
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(mortality_file)
+        page.locator('[data-testid="stPlotlyChart"]', has_text="as the first 48 hours unfold").wait_for(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        _record_timing("mortality_upload_to_risk_chart_s", round(time.perf_counter() - start, 3))
+        _idle(page)
+        served = MedLensClient(dashboard_serving_url).predict_mortality(
+            mortality_file.read_bytes(), mortality_file.name, "mortality-lstm"
+        )
+        shown = f"{served.probability:.1%}"
+        text = _main_text(page)
+        assert "Risk after 48 h" in text and shown in text and label_text(served) in text
+        assert mortality_file.stem not in text  # the RecordID is never shown
+        page.get_by_text("Show what drove the risk").click()
+        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the risk after 48 h").wait_for(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        _idle(page)
+        text = _main_text(page)
+        assert shown in text  # asking why does not move the risk shown
+        assert mortality_file.stem not in text
+        _screenshot(page, "mortality")
+
+        # 5. model performance
         _open(page, dashboard_url + "/performance", "Model performance")
         page.locator('[data-testid="stPlotlyChart"]').nth(3).wait_for(timeout=RESULT_TIMEOUT_MS)
         assert "AUC" in _main_text(page)
@@ -278,7 +322,7 @@ def test_review_flow_in_a_real_browser(
         page.wait_for_timeout(600)  # let plotly finish its transitions
         held_out.screenshot(path=str(SCREENSHOTS / "performance-held-out.png"))
 
-        # 5. service
+        # 6. service
         _open(page, dashboard_url + "/service", "Service")
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=RESULT_TIMEOUT_MS)
         _idle(page)

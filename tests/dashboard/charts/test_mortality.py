@@ -122,8 +122,26 @@ def test_contributions_are_drawn_only_when_explained() -> None:
     assert list(bars.y) == ["GCS", "Lactate", "Age"]
     assert list(bars.x) == pytest.approx([-0.25, 0.4, 0.9])
     assert list(bars.marker.color) == [BLUE, VERMILION, VERMILION]
-    assert list(bars.text) == ["not measured", "last value 4.2", "last value 67"]
+    assert list(bars.text) == ["not measured", "last value 4.2 mmol/L", "67 years"]
     assert "LSTM" in fig.layout.title.text and "57.0%" in fig.layout.title.text
+
+
+def test_contributions_name_the_inputs_as_a_reader_does() -> None:
+    """The model's own columns get a reader's name, codes their meaning, values their unit."""
+    features = [
+        FeatureContribution(feature="Weight0", attribution=0.5, value=48.4),
+        FeatureContribution(feature="ICUType2", attribution=-0.4, value=1.0),
+        FeatureContribution(feature="Gender", attribution=0.3, value=0.0),
+        FeatureContribution(feature="MechVent", attribution=0.2, value=0.0),
+        FeatureContribution(feature="GCS", attribution=0.1, value=7.0),
+    ]
+    fig = mortality.contributions_figure(_prediction(RISING, 0.5, features=features))
+    assert fig is not None
+    bars = fig.data[0]
+    assert list(bars.y)[::-1] == [
+        "Weight at admission", "ICU type: Cardiac surgery recovery", "Gender", "Mechanical ventilation", "GCS"
+    ]  # fmt: skip
+    assert list(bars.text)[::-1] == ["48.4 kg", "yes", "female", "no", "last value 7"]
 
 
 @pytest.mark.parametrize(("age", "shown"), [(67.0, "67 years"), (90.0, "90 or older"), (None, "unknown")])

@@ -235,7 +235,7 @@ def test_attribution_figure_top_features_sorted(predictions: dict[str, SepsisPre
     assert list(bars.y) == ["Temp", "HR"]
     assert list(bars.x) == pytest.approx([-0.3, 0.48])
     assert list(bars.marker.color) == [BLUE, VERMILION]
-    assert list(bars.text) == ["not measured", "value 106"]
+    assert list(bars.text) == ["not measured", "value 106 beats/min"]
     assert "hour 6" in fig.layout.title.text
     assert fig.layout.title.text.startswith("LSTM:")
 
