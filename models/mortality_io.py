@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from models.errors import PayloadTooLargeError, SeriesFormatError
+from models.input_glossary import YES_NO, InputGlossary
 
 TIME_SERIES = [
     "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP", "FiO2",
@@ -53,6 +54,18 @@ UNITS = {
     "Bilirubin": "mg/dL", "Albumin": "g/dL", "Lactate": "mmol/L", "Na": "mEq/L", "K": "mEq/L",
     "HCO3": "mmol/L", "Platelets": "cells/nL", "WBC": "cells/nL", "GCS": "points",
 }  # fmt: skip
+#: the mortality models' inputs (models/mortality_features.py columns) in words: the challenge's parameter names,
+#: but for the columns this project made (the admission weight, the ICU type's indicators, the hour)
+GLOSSARY = InputGlossary(
+    units={**UNITS, "Weight0": UNITS["Weight"], "Hour": "hours"},
+    names={
+        "Weight0": "Weight at admission",
+        "MechVent": "Mechanical ventilation",
+        "Hour": "Hours of the stay read",
+        **{f"ICUType{code}": f"ICU type: {title}" for code, title in ICU_TYPES.items()},
+    },
+    codes={"Gender": GENDERS, "MechVent": YES_NO, **{f"ICUType{code}": YES_NO for code in ICU_TYPES}},
+)
 
 #: Physically possible ranges (inclusive) in the challenge's units, for the time series and the numeric
 #: descriptors (``Weight`` bounds both the descriptor and the series). Every plausible value of the

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import PayloadTooLargeError, SeriesFormatError
+from models.input_glossary import YES_NO, InputGlossary
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
 LABS = [
@@ -36,6 +37,17 @@ UNITS = {
     "Resp": "breaths/min", "EtCO2": "mm Hg", "FiO2": "fraction", "Age": "years", "HospAdmTime": "hours",
     "ICULOS": "hours",
 }  # fmt: skip
+#: the sepsis models' inputs (the challenge's columns) in words
+GLOSSARY = InputGlossary(
+    units=UNITS,
+    names={
+        "Unit1": "Medical ICU (Unit1)",
+        "Unit2": "Surgical ICU (Unit2)",
+        "HospAdmTime": "Hours from hospital to ICU admission",
+        "ICULOS": "Hours in the ICU",
+    },
+    codes={"Gender": {0: "female", 1: "male"}, "Unit1": YES_NO, "Unit2": YES_NO},
+)
 
 #: Physically possible ranges (inclusive). Values outside cannot be a measurement of a living
 #: patient in the challenge's units; every value in the PhysioNet 2019 training set B lies inside,

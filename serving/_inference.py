@@ -22,8 +22,11 @@ import torch
 from models.catalogue import ModelEntry, models_for
 from models.errors import MedLensInputError, PayloadTooLargeError, SeriesFormatError, WeightsError
 from models.inference import MortalityPredictor, Predictor, SepsisPredictor, XrayPredictor, resolve_device
+from models.input_glossary import InputGlossary
 from models.mortality_io import GENDERS, HOURS, ICU_TYPES
+from models.mortality_io import GLOSSARY as MORTALITY_GLOSSARY
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
+from models.sepsis_io import GLOSSARY as SEPSIS_GLOSSARY
 from models.sequence import forward_fill
 from models.synthetic_mark import SyntheticMark
 from models.trust import SepsisAssessment, XrayAssessment
@@ -398,18 +401,26 @@ def top_features(
     last_values: np.ndarray,
     k: int = TOP_FEATURES,
     names: Sequence[str] = FEATURES,
+    glossary: InputGlossary = SEPSIS_GLOSSARY,
 ) -> list[FeatureContribution]:
     """``attribution``, ``last_values``: one value per column of ``names`` (the sepsis record's 40 by default)
-    for one hour -> the k columns with the largest |attribution|."""
+    for one hour -> the k columns with the largest |attribution|, each in words by ``glossary``."""
     order = np.argsort(-np.abs(attribution), kind="stable")[:k]
-    return [
-        FeatureContribution(
-            feature=names[j],
-            attribution=float(attribution[j]),
-            value=float(last_values[j]) if np.isfinite(last_values[j]) else None,
+    out = []
+    for j in order:
+        column = names[j]
+        value = float(last_values[j]) if np.isfinite(last_values[j]) else None
+        out.append(
+            FeatureContribution(
+                feature=column,
+                attribution=float(attribution[j]),
+                value=value,
+                name=glossary.name(column),
+                unit=glossary.unit(column),
+                value_text=glossary.value_text(column, value),
+            )
         )
-        for j in order
-    ]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -497,7 +508,9 @@ class EventsRunner(Runner[Any, MortalityPrediction]):
         top = None
         if explanation is not None:
             values = self._model_input(item)
-            top = top_features(explanation, forward_fill(values)[last], names=p.schema.columns)
+            top = top_features(
+                explanation, forward_fill(values)[last], names=p.schema.columns, glossary=MORTALITY_GLOSSARY
+            )
         static = item.static
         age, gender, icu = static.get("Age", math.nan), static.get("Gender", math.nan), _icu_type(static)
         return MortalityPrediction(

@@ -229,9 +229,15 @@ class XrayPrediction(_Schema):
 
 
 class FeatureContribution(_Schema):
-    feature: str
+    feature: str = Field(description="the model's input column (the source's parameter name, or the model's own)")
     attribution: float = Field(description="integrated-gradients contribution to this hour's risk logit")
     value: float | None = Field(description="the feature's last observed value at that hour, if any")
+    name: str = Field(description="the input as a reader says it, e.g. `Weight at admission` for `Weight0`")
+    unit: str | None = Field(description="the unit of `value` (the source's), null for a code or a pure number")
+    value_text: str = Field(
+        description="`value` as shown to a reader: with its unit (`58 mg/dL`), a code in words (`female`, `yes`), "
+        "or `not measured`"
+    )
 
 
 class HourRisk(_Schema):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -157,36 +156,19 @@ def threshold_gauge(probability: float, threshold: float, title: str, bar_colour
     return fig
 
 
-#: units not worth printing after a value (a GCS of 7 points, an FiO2 of 0.5 fraction)
-_SILENT_UNITS = frozenset({"points", "fraction"})
-
-
-def value_text(value: float | None, unit: str | None = None, prefix: str = "value ") -> str:
-    """A bar's text: ``prefix``, the value (4 significant digits) and its unit; ``not measured`` for None."""
-    if value is None:
-        return "not measured"
-    return f"{prefix}{value:.4g}" + (f" {unit}" if unit and unit not in _SILENT_UNITS else "")
-
-
-def contribution_bars(
-    features: list[FeatureContribution],
-    text: Callable[[FeatureContribution], str],
-    title: str,
-    subtitle: str,
-    name: Callable[[str], str] = str,
-) -> go.Figure:
+def contribution_bars(features: list[FeatureContribution], title: str, subtitle: str) -> go.Figure:
     """Horizontal bars of integrated-gradients attributions, largest |attribution| on top: red raises the risk
-    logit, blue lowers it; ``text`` labels each bar (the feature's value), ``name`` each input column as a reader
-    says it."""
+    logit, blue lowers it; each bar is named as serving names the input and labelled with its last value as
+    serving words it (with its unit, a code in words, or ``not measured``)."""
     shown = features[::-1]  # plotly draws the first bar at the bottom
     values = [f.attribution for f in shown]
     fig = go.Figure(
         go.Bar(
             x=values,
-            y=[name(f.feature) for f in shown],
+            y=[f.name for f in shown],
             orientation="h",
             marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
-            text=[text(f) for f in shown],
+            text=[f.value_text for f in shown],
             textposition="auto",
             name="attribution",
             hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",

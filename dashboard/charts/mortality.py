@@ -20,10 +20,8 @@ from dashboard.charts.common import (
     model_title,
     threshold_gauge,
     translucent,
-    value_text,
 )
-from models.mortality_io import GENDERS, ICU_TYPES, UNITS
-from serving.schemas import FeatureContribution, MortalityPrediction
+from serving.schemas import MortalityPrediction
 
 #: Hours of a PhysioNet 2012 record that the models read.
 HOURS = 48
@@ -156,35 +154,10 @@ def contributions_figure(prediction: MortalityPrediction, top_n: int = 10) -> go
     features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n]
     return contribution_bars(
         features,
-        _contribution_text,
         title=f"{model_title(prediction.model)}: what drove the risk after 48 h ({prediction.probability:.1%})",
-        subtitle="Integrated gradients on the 48th hour's risk logit, summed over the hours; red raises the risk",
-        name=feature_name,
+        subtitle="Integrated gradients on the 48th hour's risk logit, summed over the hours; red raises the risk; "
+        "on each bar, the last value observed",
     )
-
-
-#: the mortality models' own input columns (models/mortality_io.py STATIC), as a reader says them
-_NAMES = {
-    "Weight0": "Weight at admission",
-    "MechVent": "Mechanical ventilation",
-    **{f"ICUType{code}": f"ICU type: {title}" for code, title in ICU_TYPES.items()},
-}
-_YES_NO = frozenset({"MechVent", *(f"ICUType{code}" for code in ICU_TYPES)})
-_DESCRIPTORS = frozenset({"Age", "Height", "Weight0"})  # recorded once, at admission
-
-
-def feature_name(feature: str) -> str:
-    """A mortality model's input column as a reader says it (the PhysioNet 2012 parameter names otherwise)."""
-    return _NAMES.get(feature, feature)
-
-
-def _contribution_text(f: FeatureContribution) -> str:
-    if f.value is not None and f.feature == "Gender":
-        return GENDERS.get(int(f.value), "unknown")
-    if f.value is not None and f.feature in _YES_NO:
-        return "yes" if f.value >= 0.5 else "no"
-    unit = UNITS.get("Weight" if f.feature == "Weight0" else f.feature)
-    return value_text(f.value, unit, prefix="" if f.feature in _DESCRIPTORS else "last value ")
 
 
 def stay_table(prediction: MortalityPrediction) -> pd.DataFrame:

@@ -26,9 +26,7 @@ from dashboard.charts.common import (
     model_colour,
     model_title,
     translucent,
-    value_text,
 )
-from models.sepsis_io import UNITS
 from serving.schemas import HourRisk, SepsisPrediction
 
 #: Vital-sign panels of the sepsis chart: (panel title, vitals drawn in it).
@@ -324,9 +322,9 @@ def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure
     features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
     return contribution_bars(
         features,
-        lambda f: value_text(f.value, UNITS.get(f.feature)),
         title=f"{model_title(model)}: what drove the risk at hour {hour.hour} (risk {hour.probability:.1%})",
-        subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it",
+        subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it; on each bar, the last "
+        "value observed by that hour",
     )
 
 

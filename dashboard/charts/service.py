@@ -37,9 +37,9 @@ def replica_history_figure(status: ServiceStatus) -> go.Figure:
             )
         )
     span = (status.history[-1].t - status.history[0].t) / 60.0 if len(status.history) > 1 else 0.0
-    layout(fig, title="Replicas per deployment", subtitle=f"last {span:.1f} min (UTC)", height=360)
+    # the legend below (seven deployments), the times UTC as the subtitle says: no axis title to collide with it
+    layout(fig, title="Replicas per deployment", subtitle=f"last {span:.1f} min (UTC)", height=400, legend="bottom")
     fig.update_yaxes(title_text="running replicas", rangemode="tozero", dtick=1)
-    fig.update_xaxes(title_text="time (UTC)")
     return fig
 
 

@@ -19,7 +19,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png
-from dashboard.charts.mortality import feature_name
 from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
 from models.cards import read_card
 from models.catalogue import entry
@@ -366,7 +365,7 @@ def test_mortality_page(serving_env: str) -> None:
     bars = figures[2]["data"][0]
     explained = client.predict_mortality(data, "upload.txt", "mortality-lstm", explain=True)
     assert explained.top_features
-    assert set(bars["y"]) == {feature_name(f.feature) for f in explained.top_features}  # as a reader says them
+    assert set(bars["y"]) == {f.name for f in explained.top_features}  # serving's words for the inputs
     assert figures[2]["layout"]["title"]["text"].startswith("LSTM: what drove the risk after 48 h")
 
     # the other model, from the catalogue

@@ -18,6 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from models.catalogue import entry
 from models.inference import MortalityPredictor, SepsisPredictor, XrayPredictor
+from models.mortality_io import GLOSSARY as MORTALITY_GLOSSARY
 from models.sepsis_io import FEATURES, load_series_file
 from models.sequence import forward_fill
 from models.xray_io import load_xray_file
@@ -237,6 +238,8 @@ def test_forward_fill_and_top_features() -> None:
     top = top_features(attribution, last, k=3)
     assert [f.feature for f in top] == [FEATURES[1], FEATURES[2], FEATURES[0]]
     assert top[0].value == 98.0 and top[1].value is None
+    # each in a reader's words (the sepsis glossary by default): O2Sat 98 %, Temp never measured
+    assert [(f.name, f.unit, f.value_text) for f in top[:2]] == [("O2Sat", "%", "98 %"), ("Temp", "°C", "not measured")]
 
 
 # -- trust: calibrated probability, prediction set, out-of-distribution evidence ------------------------------
@@ -306,9 +309,12 @@ def test_an_explained_record_names_the_variables_of_the_48th_hour(mortality_runn
     assert isinstance(predictor, MortalityPredictor)
     values = predictor.model_values(predictor.decode(_record(130, 6.5, 6), "upload.txt"))
     attribution = mortality_runner.explainer.explain(values)[-1]  # the 48th hour's, summed over the hours
-    expected = top_features(attribution, forward_fill(values)[-1], names=predictor.schema.columns)
+    expected = top_features(
+        attribution, forward_fill(values)[-1], names=predictor.schema.columns, glossary=MORTALITY_GLOSSARY
+    )
     assert [f.feature for f in result.top_features] == [f.feature for f in expected]
     assert [f.value for f in result.top_features] == [f.value for f in expected]
+    assert [(f.name, f.value_text) for f in result.top_features] == [(f.name, f.value_text) for f in expected]
     hr = next((f for f in result.top_features if f.feature == "HR"), None)
     assert hr is None or hr.value == 99.0  # the last HR of the 48 hours, not the first
 

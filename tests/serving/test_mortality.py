@@ -17,7 +17,7 @@ from models.catalogue import models_for
 from models.config import data_paths
 from models.inference import MortalityPredictor
 from models.mortality_features import MORTALITY_V1
-from models.mortality_io import ICU_TYPES, MAX_BYTES
+from models.mortality_io import GLOSSARY, ICU_TYPES, MAX_BYTES
 from serving._settings import ServingArgs
 from serving.client import MedLensClient, ServingError
 from serving.schemas import MORTALITY_LABELS, DeploymentState, ModelInfo, MortalityPrediction
@@ -226,11 +226,16 @@ def test_explain_returns_the_top_features_of_the_48th_hour(client: MedLensClient
     assert magnitudes == sorted(magnitudes, reverse=True) and magnitudes[0] > 0
     last = {"HR": 95.0, "GCS": 15.0, "MAP": 71.0, "Temp": 36.4, "Lactate": 3.1, "Urine": 35.0, "pH": 7.31}
     last |= {"Age": 71.0, "Gender": 0.0, "Weight0": 64.5, "ICUType2": 1.0, "Hour": 48.0}
-    for f in top:  # each with its last observed value (None: never measured in the 48 hours)
+    words = {"Weight0": ("Weight at admission", "64.5 kg"), "ICUType2": ("ICU type: Cardiac surgery recovery", "yes")}
+    words |= {"Gender": ("Gender", "female"), "Lactate": ("Lactate", "3.1 mmol/L"), "Age": ("Age", "71 years")}
+    for f in top:  # each with its last observed value (None: never measured in the 48 hours), in a reader's words
         if f.feature in last:
             assert f.value == pytest.approx(last[f.feature], rel=1e-5)
         elif f.feature not in {"ICUType1", "ICUType3", "ICUType4"}:
-            assert f.value is None, f
+            assert f.value is None and f.value_text == "not measured", f
+        if f.feature in words:
+            assert (f.name, f.value_text) == words[f.feature]
+        assert (f.name, f.unit) == (GLOSSARY.name(f.feature), GLOSSARY.unit(f.feature))
     assert RECORD_ID not in explained.model_dump_json()
 
 
@@ -298,7 +303,7 @@ def test_a_missing_file_is_named(serving_url: str) -> None:
 # -- the API document and the logs -------------------------------------------------------------------------------
 def test_the_routes_are_in_the_one_api_document(serving_url: str) -> None:
     doc = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
-    assert doc["info"]["version"] == "1.5.1"
+    assert doc["info"]["version"] == "1.6.0"
     for name in MODELS:
         operation = doc["paths"][f"/v1/mortality/{name.removeprefix('mortality-')}/predict"]["post"]
         assert [p["name"] for p in operation["parameters"]] == ["explain"]

@@ -9,8 +9,9 @@ import pytest
 from dashboard.charts import mortality
 from dashboard.charts.common import BLUE, VERMILION, translucent
 from models.catalogue import entry
+from models.mortality_io import GLOSSARY
 from serving.schemas import FeatureContribution, MortalityHour, MortalityPrediction
-from tests.dashboard.helpers import trace
+from tests.dashboard.helpers import contribution, trace
 
 
 def _prediction(
@@ -54,10 +55,10 @@ def _prediction(
 
 RISING = [0.1 + 0.01 * h for h in range(48)]  # 0.10 -> 0.57
 FEATURES = [
-    FeatureContribution(feature="Lactate", attribution=0.4, value=4.2),
-    FeatureContribution(feature="GCS", attribution=-0.25, value=None),
-    FeatureContribution(feature="Age", attribution=0.9, value=67.0),
-    FeatureContribution(feature="HR", attribution=0.05, value=101.0),
+    contribution("Lactate", 0.4, 4.2, GLOSSARY),
+    contribution("GCS", -0.25, None, GLOSSARY),
+    contribution("Age", 0.9, 67.0, GLOSSARY),
+    contribution("HR", 0.05, 101.0, GLOSSARY),
 ]
 
 
@@ -122,26 +123,18 @@ def test_contributions_are_drawn_only_when_explained() -> None:
     assert list(bars.y) == ["GCS", "Lactate", "Age"]
     assert list(bars.x) == pytest.approx([-0.25, 0.4, 0.9])
     assert list(bars.marker.color) == [BLUE, VERMILION, VERMILION]
-    assert list(bars.text) == ["not measured", "last value 4.2 mmol/L", "67 years"]
+    assert list(bars.text) == ["not measured", "4.2 mmol/L", "67 years"]
     assert "LSTM" in fig.layout.title.text and "57.0%" in fig.layout.title.text
 
 
-def test_contributions_name_the_inputs_as_a_reader_does() -> None:
-    """The model's own columns get a reader's name, codes their meaning, values their unit."""
-    features = [
-        FeatureContribution(feature="Weight0", attribution=0.5, value=48.4),
-        FeatureContribution(feature="ICUType2", attribution=-0.4, value=1.0),
-        FeatureContribution(feature="Gender", attribution=0.3, value=0.0),
-        FeatureContribution(feature="MechVent", attribution=0.2, value=0.0),
-        FeatureContribution(feature="GCS", attribution=0.1, value=7.0),
-    ]
+def test_contributions_show_serving_s_words_for_the_inputs() -> None:
+    """The bars are named and labelled as serving words the inputs, not by the model's column names."""
+    features = [contribution("Weight0", 0.5, 48.4, GLOSSARY), contribution("ICUType2", -0.4, 1.0, GLOSSARY)]
     fig = mortality.contributions_figure(_prediction(RISING, 0.5, features=features))
     assert fig is not None
     bars = fig.data[0]
-    assert list(bars.y)[::-1] == [
-        "Weight at admission", "ICU type: Cardiac surgery recovery", "Gender", "Mechanical ventilation", "GCS"
-    ]  # fmt: skip
-    assert list(bars.text)[::-1] == ["48.4 kg", "yes", "female", "no", "last value 7"]
+    assert list(bars.y) == ["ICU type: Cardiac surgery recovery", "Weight at admission"]
+    assert list(bars.text) == ["yes", "48.4 kg"]
 
 
 @pytest.mark.parametrize(("age", "shown"), [(67.0, "67 years"), (90.0, "90 or older"), (None, "unknown")])

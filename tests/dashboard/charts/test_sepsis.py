@@ -14,8 +14,9 @@ import pytest
 from dashboard.charts import sepsis
 from dashboard.charts.common import BLUE, VERMILION
 from models.catalogue import entry
-from serving.schemas import FeatureContribution, HourRisk, SepsisPrediction
-from tests.dashboard.helpers import trace
+from models.sepsis_io import GLOSSARY
+from serving.schemas import HourRisk, SepsisPrediction
+from tests.dashboard.helpers import contribution, trace
 
 NAN = float("nan")
 #: Hourly vitals of an 8-hour stay as serving reads them (None = not measured); DBP / EtCO2 are sent too.
@@ -46,9 +47,9 @@ def _prediction(
             probability=p,
             label=int(p >= threshold),
             top_features=[
-                FeatureContribution(feature="HR", attribution=0.8 * p, value=100.0 + i),
-                FeatureContribution(feature="Temp", attribution=-0.3, value=None),
-                FeatureContribution(feature="Lactate", attribution=0.05, value=2.1),
+                contribution("HR", 0.8 * p, 100.0 + i, GLOSSARY),
+                contribution("Temp", -0.3, None, GLOSSARY),
+                contribution("Lactate", 0.05, 2.1, GLOSSARY),
             ],
         )
         for i, p in enumerate(probs)
@@ -235,7 +236,7 @@ def test_attribution_figure_top_features_sorted(predictions: dict[str, SepsisPre
     assert list(bars.y) == ["Temp", "HR"]
     assert list(bars.x) == pytest.approx([-0.3, 0.48])
     assert list(bars.marker.color) == [BLUE, VERMILION]
-    assert list(bars.text) == ["not measured", "value 106 beats/min"]
+    assert list(bars.text) == ["not measured", "106 beats/min"]  # serving's words for the value
     assert "hour 6" in fig.layout.title.text
     assert fig.layout.title.text.startswith("LSTM:")
 
