@@ -37,6 +37,7 @@ MORTALITY_V1 = register_schema(
             ("BUN/Creatinine", "BUN", "Creatinine"),
         ),
         summaries=True,
+        clock="Hour",
     )
 )
 #: mortality-v1 and the level-2 log-signature of the last 12 hours' path of heart rate, invasive and

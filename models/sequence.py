@@ -60,6 +60,9 @@ class FeatureSchema:
     #: measured variables whose path over the last SIGNATURE_WINDOW hours, with time as a further coordinate,
     #: gets its level-2 log-signature (increments and Levy areas, :func:`log_signature`)
     signature: tuple[str, ...] = ()
+    #: the column that counts the stay's hours (ICULOS, Hour): explanations hold it at the record's own value, so
+    #: they compare with an unremarkable patient at the same hour of the stay and never name the clock itself
+    clock: str | None = None
 
     @property
     def measured(self) -> tuple[str, ...]:
@@ -153,6 +156,7 @@ SEPSIS_V1 = FeatureSchema(
     n_trend=N_VITALS,
     binary=("Gender", "Unit1", "Unit2"),
     ple_static=("Age", "HospAdmTime", "ICULOS"),
+    clock="ICULOS",
 )
 #: sepsis-v1 and the signals the 2019 challenge's best entries used: running summaries of every variable,
 #: change from the stay's own first value and from its last day, and derived ratios (shock index HR / SBP,
@@ -361,7 +365,8 @@ def feature_groups(schema: FeatureSchema = SEPSIS_V1) -> list[int]:
 
 def baseline_features(stats: NormStats, hours: int, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
     """The unremarkable average patient, (hours, n_input): every value at its training mean (z = 0),
-    no change, nothing counted, flags 0, and the piecewise-linear channels of the training median."""
+    no change, nothing counted, flags 0, and the piecewise-linear channels of the training median (an explanation
+    then sets the schema's ``clock`` channels to the record's own)."""
     base = np.zeros((hours, schema.n_input), dtype=np.float32)
     edges = np.asarray(stats.edges, dtype=np.float64)  # (k, bins + 1)
     base[:, schema.n_input - schema.n_ple :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)

@@ -170,6 +170,7 @@ def contribution_bars(features: list[FeatureContribution], title: str, subtitle:
             marker={"color": [VERMILION if v > 0 else BLUE for v in values]},
             text=[f.value_text for f in shown],
             textposition="auto",
+            textangle=0,  # plotly turns a short label in a long bar sideways otherwise
             name="attribution",
             hovertemplate="%{y}: %{x:+.3f}<br>%{text}<extra></extra>",
         )

@@ -133,9 +133,9 @@ def render() -> None:
         else:
             st.plotly_chart(figure, key="mortality_contributions", config={"displaylogo": False})
             st.caption(
-                "What moved the 48th hour's risk away from an unremarkable average patient (every value at its "
-                "training mean), by integrated gradients over the 48 hours. Attributions explain the model, not "
-                "the patient."
+                "What moved the 48th hour's risk away from an unremarkable average patient at the same hour (every "
+                "value at its training mean), by integrated gradients over the 48 hours. Attributions explain the "
+                "model, not the patient."
             )
 
 

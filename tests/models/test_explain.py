@@ -62,3 +62,5 @@ def test_sequence_attribution_follows_a_decisive_vital_sign(
     # explanations are causal too: earlier hours are explained exactly as before
     scale = float(np.abs(base[:CHANGE_FROM]).max())
     np.testing.assert_allclose(altered[:CHANGE_FROM], base[:CHANGE_FROM], atol=1e-4 * scale + 1e-6)
+    # the baseline patient is at the same hour of the stay: the clock (ICULOS) itself is never a reason
+    assert np.all(base[:, FEATURES.index("ICULOS")] == 0.0) and np.all(altered[:, FEATURES.index("ICULOS")] == 0.0)

@@ -124,6 +124,7 @@ def test_contributions_are_drawn_only_when_explained() -> None:
     assert list(bars.x) == pytest.approx([-0.25, 0.4, 0.9])
     assert list(bars.marker.color) == [BLUE, VERMILION, VERMILION]
     assert list(bars.text) == ["not measured", "4.2 mmol/L", "67 years"]
+    assert bars.textangle == 0  # values read level, never turned sideways inside a long bar
     assert "LSTM" in fig.layout.title.text and "57.0%" in fig.layout.title.text
 
 
