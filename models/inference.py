@@ -425,13 +425,11 @@ class SepsisPredictor(Predictor):
         mean, no change, no measurement counted, flags 0, piecewise-linear channels at the median) at the same
         hour of the stay: the schema's ``clock`` channels are the record's own, so the clock gets no attribution."""
         schema = self.schema
-        features = torch.from_numpy(engineer(values, self.stats, schema)).to(self.device)  # (hours, F)
+        engineered = engineer(values, self.stats, schema)  # (hours, F)
+        features = torch.from_numpy(engineered).to(self.device)  # (hours, F)
         hours = features.shape[0]
         groups = torch.tensor(schema.feature_groups(), device=self.device)
-        reference = torch.from_numpy(baseline_features(self.stats, hours, schema)).to(self.device)  # (hours, F)
-        if schema.clock is not None:
-            held = groups == schema.columns.index(schema.clock)  # (F,) the clock column's channels
-            reference[:, held] = features[:, held]
+        reference = torch.from_numpy(baseline_features(self.stats, engineered, schema)).to(self.device)  # (hours, F)
         out = torch.zeros(hours, len(schema.columns))
         for start in range(first_hour, hours, chunk):
             hour_idx = torch.arange(start, min(start + chunk, hours), device=self.device)

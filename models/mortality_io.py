@@ -21,7 +21,7 @@ b in about 5 s on one core.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from models.errors import PayloadTooLargeError, SeriesFormatError
-from models.input_glossary import YES_NO, InputGlossary
+from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
 
 TIME_SERIES = [
     "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP", "FiO2",
@@ -38,7 +38,7 @@ TIME_SERIES = [
     "TroponinI", "TroponinT", "Urine", "WBC", "Weight",
 ]  # fmt: skip
 ICU_TYPES = {1: "Coronary care", 2: "Cardiac surgery recovery", 3: "Medical", 4: "Surgical"}
-GENDERS = {0: "female", 1: "male"}  # -1: unknown
+GENDERS = FEMALE_MALE  # -1: unknown
 HOURS = 48
 STATIC = ["Age", "Gender", "Height", "Weight0", "ICUType1", "ICUType2", "ICUType3", "ICUType4"]
 COLUMNS = TIME_SERIES + STATIC  # 45
@@ -151,7 +151,7 @@ def _minutes(time: str, name: str, line: int) -> int:
     )
 
 
-def _code(param: str, value: float, allowed: dict[int, str], name: str, line: int) -> float:
+def _code(param: str, value: float, allowed: Mapping[int, str], name: str, line: int) -> float:
     """A categorical descriptor: one of ``allowed`` or -1 (unknown -> NaN)."""
     if value == -1:
         return math.nan

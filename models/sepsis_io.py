@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import PayloadTooLargeError, SeriesFormatError
-from models.input_glossary import YES_NO, InputGlossary
+from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
 LABS = [
@@ -46,7 +46,7 @@ GLOSSARY = InputGlossary(
         "HospAdmTime": "Hours from hospital to ICU admission",
         "ICULOS": "Hours in the ICU",
     },
-    codes={"Gender": {0: "female", 1: "male"}, "Unit1": YES_NO, "Unit2": YES_NO},
+    codes={"Gender": FEMALE_MALE, "Unit1": YES_NO, "Unit2": YES_NO},
 )
 
 #: Physically possible ranges (inclusive). Values outside cannot be a measurement of a living

@@ -363,13 +363,17 @@ def feature_groups(schema: FeatureSchema = SEPSIS_V1) -> list[int]:
     return schema.feature_groups()
 
 
-def baseline_features(stats: NormStats, hours: int, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
-    """The unremarkable average patient, (hours, n_input): every value at its training mean (z = 0),
-    no change, nothing counted, flags 0, and the piecewise-linear channels of the training median (an explanation
-    then sets the schema's ``clock`` channels to the record's own)."""
-    base = np.zeros((hours, schema.n_input), dtype=np.float32)
+def baseline_features(stats: NormStats, features: np.ndarray, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
+    """The unremarkable average patient at the same hours as ``features``, one record's engineered inputs
+    (hours, n_input) -> (hours, n_input): every value at its training mean (z = 0), no change, nothing counted,
+    flags 0, the piecewise-linear channels of the training median, and the schema's ``clock`` channels the
+    record's own (so an explanation never names the clock)."""
+    base = np.zeros((features.shape[0], schema.n_input), dtype=np.float32)
     edges = np.asarray(stats.edges, dtype=np.float64)  # (k, bins + 1)
     base[:, schema.n_input - schema.n_ple :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)
+    if schema.clock is not None:
+        held = np.asarray(schema.feature_groups()) == schema.columns.index(schema.clock)  # (n_input,)
+        base[:, held] = features[:, held]
     return base
 
 

@@ -406,21 +406,27 @@ def top_features(
     """``attribution``, ``last_values``: one value per column of ``names`` (the sepsis record's 40 by default)
     for one hour -> the k columns with the largest |attribution|, each in words by ``glossary``."""
     order = np.argsort(-np.abs(attribution), kind="stable")[:k]
-    out = []
-    for j in order:
-        column = names[j]
-        value = float(last_values[j]) if np.isfinite(last_values[j]) else None
-        out.append(
-            FeatureContribution(
-                feature=column,
-                attribution=float(attribution[j]),
-                value=value,
-                name=glossary.name(column),
-                unit=glossary.unit(column),
-                value_text=glossary.value_text(column, value),
-            )
+    return [
+        contribution(
+            names[j],
+            float(attribution[j]),
+            float(last_values[j]) if np.isfinite(last_values[j]) else None,
+            glossary,
         )
-    return out
+        for j in order
+    ]
+
+
+def contribution(column: str, attribution: float, value: float | None, glossary: InputGlossary) -> FeatureContribution:
+    """One column's attribution and last value (None: not measured), with both in ``glossary``'s words."""
+    return FeatureContribution(
+        feature=column,
+        attribution=attribution,
+        value=value,
+        name=glossary.name(column),
+        unit=glossary.unit(column),
+        value_text=glossary.value_text(column, value),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from PIL import Image
 from models.cards import read_card
 from models.catalogue import MODEL_NAMES, entry
 from models.config import data_paths
-from models.input_glossary import InputGlossary
 from models.metrics import binary_evaluation
-from serving.schemas import FeatureContribution, ModelMetrics
+from serving.schemas import ModelMetrics
 
 
 def synthetic_metrics(seed: int = 0, n: int = 400) -> ModelMetrics:
@@ -86,15 +85,3 @@ def pneumonia_images(limit: int = 2) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpeg", ".jpg", ".png"})[:limit]
-
-
-def contribution(feature: str, attribution: float, value: float | None, glossary: InputGlossary) -> FeatureContribution:
-    """An attribution as serving answers it: the column, its value, and both in ``glossary``'s words."""
-    return FeatureContribution(
-        feature=feature,
-        attribution=attribution,
-        value=value,
-        name=glossary.name(feature),
-        unit=glossary.unit(feature),
-        value_text=glossary.value_text(feature, value),
-    )

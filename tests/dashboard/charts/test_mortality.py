@@ -10,8 +10,9 @@ from dashboard.charts import mortality
 from dashboard.charts.common import BLUE, VERMILION, translucent
 from models.catalogue import entry
 from models.mortality_io import GLOSSARY
+from serving._inference import contribution
 from serving.schemas import FeatureContribution, MortalityHour, MortalityPrediction
-from tests.dashboard.helpers import contribution, trace
+from tests.dashboard.helpers import trace
 
 
 def _prediction(

@@ -15,8 +15,9 @@ from dashboard.charts import sepsis
 from dashboard.charts.common import BLUE, VERMILION
 from models.catalogue import entry
 from models.sepsis_io import GLOSSARY
+from serving._inference import contribution
 from serving.schemas import HourRisk, SepsisPrediction
-from tests.dashboard.helpers import contribution, trace
+from tests.dashboard.helpers import trace
 
 NAN = float("nan")
 #: Hourly vitals of an 8-hour stay as serving reads them (None = not measured); DBP / EtCO2 are sent too.
