@@ -32,15 +32,29 @@ DEMOGRAPHICS = ["Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS"]
 MEASURED = VITALS + LABS  # 34 time-varying measurements
 FEATURES = MEASURED + DEMOGRAPHICS  # 40 model inputs, in PhysioNet order
 LABEL = "SepsisLabel"
+#: the challenge's stated units where its data agree with them (tests/models/test_input_glossary.py checks each
+#: lab's median in the shared stays against the unit's usual adult range). Left out: FiO2's stated "%" (the data
+#: and this loader use a fraction, below), Lactate's stated "mg/dL" and Magnesium's "mmol/dL" (their medians,
+#: about 2, are mmol/L and mg/dL values) and Calcium's "mg/dL" (some rows hold ionised calcium, about 1.1 mmol/L).
 UNITS = {
     "HR": "beats/min", "O2Sat": "%", "Temp": "°C", "SBP": "mm Hg", "MAP": "mm Hg", "DBP": "mm Hg",
     "Resp": "breaths/min", "EtCO2": "mm Hg", "FiO2": "fraction", "Age": "years", "HospAdmTime": "hours",
     "ICULOS": "hours",
+    "BaseExcess": "mmol/L", "HCO3": "mmol/L", "PaCO2": "mm Hg", "SaO2": "%", "AST": "IU/L", "BUN": "mg/dL",
+    "Alkalinephos": "IU/L", "Chloride": "mmol/L", "Creatinine": "mg/dL", "Bilirubin_direct": "mg/dL",
+    "Glucose": "mg/dL", "Phosphate": "mg/dL", "Potassium": "mmol/L", "Bilirubin_total": "mg/dL",
+    "TroponinI": "ng/mL", "Hct": "%", "Hgb": "g/dL", "PTT": "s", "WBC": "×10³/µL", "Fibrinogen": "mg/dL",
+    "Platelets": "×10³/µL",
 }  # fmt: skip
 #: the sepsis models' inputs (the challenge's columns) in words
 GLOSSARY = InputGlossary(
     units=UNITS,
     names={
+        "BaseExcess": "Base excess",
+        "Alkalinephos": "Alkaline phosphatase",
+        "Bilirubin_direct": "Direct bilirubin",
+        "Bilirubin_total": "Total bilirubin",
+        "TroponinI": "Troponin I",
         "Unit1": "Medical ICU (Unit1)",
         "Unit2": "Surgical ICU (Unit2)",
         "HospAdmTime": "Hours from hospital to ICU admission",
