@@ -6,6 +6,7 @@ python -m models.protocol run lstm --pretrain-epochs 6 --out ...   # pretrained 
 python -m models.protocol compare runs/protocol/lstm-v1 runs/protocol/lstm-v2      # paired, per split
 python -m models.protocol ensemble runs/protocol/lstm-v2 runs/protocol/transformer-v2 --out ...
 python -m models.protocol rescore runs/protocol/lstm-v2 --smooth --out ...  # a causal risk smoother, per repeat
+python -m models.protocol rescore runs/protocol/lstm-v2 --by-hour --out ...  # an hour-dependent threshold
 python -m models.protocol rescore runs/protocol/lstm-v2 --threshold 0.1 --out ...  # at a threshold chosen elsewhere
 python -m models.protocol rescore runs/protocol/lstm-v2 --out ...                  # scored again, as a run is
 python -m models.protocol attach runs/protocol/lstm-v2 --weights models/weights/lstm  # into the model card
@@ -511,18 +512,20 @@ def rescore_run(
     command: str,
     *,
     smooth: bool = False,
+    by_hour: bool = False,
     threshold: float | None = None,
 ) -> ProtocolReport:
     """A saved run scored again without training: as a run is scored (thresholds chosen on the other repeats);
     ``smooth``, with a causal risk smoother chosen with the threshold,
-    repeat by repeat, on the other repeats (docs/sepsis-protocol.md, rule 13); ``threshold``, at that threshold for
+    repeat by repeat, on the other repeats (docs/sepsis-protocol.md, rule 13); ``by_hour``, the same with an
+    hour-dependent threshold (models/risk_smoothing.py HOUR_TILTS, rule 25); ``threshold``, at that threshold for
     every repeat (a threshold chosen elsewhere, rule 14). ``out`` keeps the run's own (unsmoothed) predictions."""
-    from models.risk_smoothing import SMOOTHERS
+    from models.risk_smoothing import HOUR_TILTS, SMOOTHERS
 
     source = read_report(run)
     stays, n_reserve = development_stays(task, data)
     held = load_held(run, stays)
-    smoothers = tuple(SMOOTHERS) if smooth else ("none",)
+    smoothers = tuple(SMOOTHERS) if smooth else ("none", *HOUR_TILTS) if by_hour else ("none",)
     # the source run's folder relative to this run's: both can move together, and be read from anywhere
     settings: dict[str, float | int | str] = {
         "source": os.path.relpath(run.resolve(), out.resolve()),
@@ -836,6 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--out", type=Path, required=True)
     how = res.add_mutually_exclusive_group()
     how.add_argument("--smooth", action="store_true", help="a causal risk smoother chosen with the threshold")
+    how.add_argument("--by-hour", action="store_true", help="an hour-dependent threshold (rule 25's hour tilts)")
     how.add_argument("--threshold", type=float, help="this threshold for every repeat (one chosen elsewhere)")
     res.add_argument("--data", type=Path, default=None)
     att = sub.add_parser("attach", help="write a run's figures into a model card")
@@ -933,12 +937,16 @@ def _reporting_command(args: argparse.Namespace, command: str) -> int:
         source = read_report(args.run)
         task = sequence_task(source.task, source.schema_name)
         data = args.data or task.default_data()
-        report = rescore_run(task, args.run, data, args.out, command, smooth=args.smooth, threshold=args.threshold)
+        report = rescore_run(
+            task, args.run, data, args.out, command, smooth=args.smooth, by_hour=args.by_hour, threshold=args.threshold
+        )
         scoring = (
             f"at threshold {args.threshold:g}"
             if args.threshold is not None
             else "with a risk smoother chosen per repeat"
             if args.smooth
+            else "with an hour tilt chosen per repeat"
+            if args.by_hour
             else "with thresholds chosen on the other repeats"
         )
         print(f"{args.run} {scoring} ({' '.join(r.smoother for r in report.repeats)}): {report.line()}")

@@ -1,9 +1,16 @@
-"""Causal smoothers of a stay's hourly risk, applied before the alarm threshold (docs/sepsis-protocol.md,
-rule 13). Each reads only the hours up to the one it scores, so a smoothed hour never depends on the future.
+"""Causal transforms of a stay's hourly risk, applied before the alarm threshold (docs/sepsis-protocol.md,
+rules 13 and 25). Each reads only the hours up to the one it scores, so a transformed hour never depends on the
+future.
 
+:data:`SMOOTHERS` (rule 13):
 - ``none``: the risk itself.
 - ``emaH``: an exponential moving average of the logit with a half-life of H hours, starting at the first hour.
 - ``maxK``: the highest risk of the last K hours (fewer at the start of the stay).
+
+:data:`HOUR_TILTS` (rule 25): ``hour+B`` shifts the logit of hour t (1 for the record's first row) by
+B * ln(t / 24). One threshold on the tilted risk is an hour-dependent threshold on the risk itself: an alarm at
+hour t when logit(risk) >= logit(threshold) - B * ln(t / 24), so B > 0 alarms more readily late in the stay and
+B < 0 early; hour 24 keeps the threshold as it is.
 """
 
 from __future__ import annotations
@@ -57,8 +64,24 @@ SMOOTHERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _hour_tilt(slope: float) -> Callable[[np.ndarray], np.ndarray]:
+    def tilt(prob: np.ndarray) -> np.ndarray:
+        z = logit(prob)  # (hours,)
+        hours = np.arange(1, z.size + 1, dtype=np.float64)  # (hours,) 1 for the first row
+        return 1.0 / (1.0 + np.exp(-(z + slope * np.log(hours / 24.0))))
+
+    return tilt
+
+
+HOUR_TILTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    f"hour{b:+.1f}": _hour_tilt(b) for b in (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)
+}
+_TRANSFORMS = {**SMOOTHERS, **HOUR_TILTS}
+
+
 def smooth_risk(name: str, prob: np.ndarray) -> np.ndarray:
-    """(hours,) hourly risk -> (hours,) smoothed risk by the smoother ``name`` (a key of :data:`SMOOTHERS`)."""
-    if name not in SMOOTHERS:
-        raise ValueError(f"unknown risk smoother {name!r}: choose one of {', '.join(SMOOTHERS)}")
-    return SMOOTHERS[name](prob)
+    """(hours,) hourly risk -> (hours,) transformed risk by ``name`` (a key of :data:`SMOOTHERS` or
+    :data:`HOUR_TILTS`)."""
+    if name not in _TRANSFORMS:
+        raise ValueError(f"unknown risk smoother {name!r}: choose one of {', '.join(_TRANSFORMS)}")
+    return _TRANSFORMS[name](prob)

@@ -219,6 +219,13 @@ def test_rescore_with_smoothers_or_a_threshold(tiny_runs: tuple[Path, Path], psv
     assert smooth.settings["smoothers"] == "none ema1 ema2 ema4 max3 max6"
     assert all(r.smoother in smooth.settings["smoothers"].split() for r in smooth.repeats)  # type: ignore[union-attr]
     assert (
+        main(["rescore", str(tiny_runs[0]), "--by-hour", "--out", str(tmp_path / "hour"), "--data", str(psv_folder)])
+        == 0
+    )
+    hour = ProtocolReport.model_validate_json((tmp_path / "hour" / "report.json").read_text())
+    assert hour.settings["smoothers"] == "none hour-0.6 hour-0.4 hour-0.2 hour+0.2 hour+0.4 hour+0.6"
+    assert all(r.smoother in hour.settings["smoothers"].split() for r in hour.repeats)  # type: ignore[union-attr]
+    assert (
         main(
             [
                 "rescore",

@@ -1,14 +1,14 @@
-"""The causal risk smoothers of docs/sepsis-protocol.md rule 13: none reads a later hour."""
+"""The causal risk transforms of docs/sepsis-protocol.md rules 13 and 25: none reads a later hour."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.risk_smoothing import SMOOTHERS, smooth_risk
+from models.risk_smoothing import HOUR_TILTS, SMOOTHERS, smooth_risk
 
 
-@pytest.mark.parametrize("name", list(SMOOTHERS))
+@pytest.mark.parametrize("name", [*SMOOTHERS, *HOUR_TILTS])
 def test_a_smoothed_hour_never_depends_on_a_later_hour(name: str) -> None:
     rng = np.random.default_rng(0)
     prob = rng.uniform(0.01, 0.99, 40)
@@ -34,6 +34,18 @@ def test_running_maximum_over_the_last_hours() -> None:
     prob = np.array([0.1, 0.9, 0.2, 0.3, 0.1, 0.05])
     np.testing.assert_array_equal(smooth_risk("max3", prob), [0.1, 0.9, 0.9, 0.9, 0.3, 0.3])
     np.testing.assert_array_equal(smooth_risk("max6", prob[:2]), [0.1, 0.9])  # shorter than the window
+
+
+def test_an_hour_tilt_is_an_hour_dependent_threshold_by_hand() -> None:
+    """hour+0.4: logit + 0.4 ln(t / 24); hour 24 unchanged, earlier hours lowered, later ones raised."""
+    prob = np.full(48, 0.2)
+    out = smooth_risk("hour+0.4", prob)
+    z = np.log(out / (1 - out))
+    hours = np.arange(1, 49)
+    np.testing.assert_allclose(z, np.log(0.25) + 0.4 * np.log(hours / 24), atol=1e-9)
+    assert out[23] == pytest.approx(0.2) and out[0] < 0.2 < out[47]
+    assert smooth_risk("hour-0.4", prob)[0] > 0.2  # a negative slope alarms more readily early
+    assert sorted(HOUR_TILTS) == sorted(f"hour{b:+.1f}" for b in (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6))
 
 
 def test_an_unknown_smoother_is_refused() -> None:
