@@ -57,7 +57,7 @@ GLOSSARY = InputGlossary(
         "TroponinI": "Troponin I",
         "Unit1": "Medical ICU (Unit1)",
         "Unit2": "Surgical ICU (Unit2)",
-        "HospAdmTime": "Hours from hospital to ICU admission",
+        "HospAdmTime": "Hospital admission, relative to ICU admission",  # the challenge: hospital minus ICU admit time
         "ICULOS": "Hours in the ICU",
     },
     codes={"Gender": FEMALE_MALE, "Unit1": YES_NO, "Unit2": YES_NO},

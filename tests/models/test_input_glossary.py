@@ -38,6 +38,8 @@ from models.sepsis_io import GLOSSARY as SEPSIS
         (SEPSIS, "BUN", 64.0, "BUN", "mg/dL", "64 mg/dL"),
         (SEPSIS, "Alkalinephos", 240.0, "Alkaline phosphatase", "IU/L", "240 IU/L"),
         (SEPSIS, "WBC", 9.6, "WBC", "×10³/µL", "9.6 ×10³/µL"),
+        # negative: admitted to hospital that long before the ICU
+        (SEPSIS, "HospAdmTime", -253.6, "Hospital admission, relative to ICU admission", "hours", "-253.6 hours"),
     ],
 )
 def test_inputs_read_as_a_reader_says_them(
