@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.charts.common import GREEN, ORANGE, SKY, VERMILION, layout
-from serving.schemas import ModelList, ServiceStatus
+from serving.schemas import DeploymentState, ModelList, ServiceStatus
 
 
 def _when(t: float) -> datetime:
@@ -43,6 +43,17 @@ def replica_history_figure(status: ServiceStatus) -> go.Figure:
     return fig
 
 
+def _replicas_text(d: DeploymentState) -> str:
+    if not d.replicas and not d.starting and d.status == "HEALTHY":
+        return "0 · scaled to zero (starts on the next request)"
+    return (
+        f"{d.replicas}"
+        + (f" (+{d.starting} starting)" if d.starting else "")
+        + f" · {d.status}"
+        + (f" · {d.device}" if d.device else "")
+    )
+
+
 def replicas_now_figure(status: ServiceStatus) -> go.Figure:
     deployments = status.deployments
     fig = go.Figure(
@@ -50,14 +61,9 @@ def replicas_now_figure(status: ServiceStatus) -> go.Figure:
             x=[d.replicas for d in deployments],
             y=[d.name for d in deployments],
             orientation="h",
-            text=[
-                f"{d.replicas}"
-                + (f" (+{d.starting} starting)" if d.starting else "")
-                + f" · {d.status}"
-                + (f" · {d.device}" if d.device else "")
-                for d in deployments
-            ],
-            textposition="auto",
+            text=[_replicas_text(d) for d in deployments],
+            # a bar of zero length has no inside: its words go beside it
+            textposition=["auto" if d.replicas else "outside" for d in deployments],
             marker={"color": [GREEN if d.status == "HEALTHY" else ORANGE for d in deployments]},
             name="replicas now",
         )

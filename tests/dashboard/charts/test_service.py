@@ -75,6 +75,17 @@ def test_replicas_now_figure(status: ServiceStatus) -> None:
     assert bars.text[1] == "1 (+1 starting) · UPSCALING · cpu"
 
 
+def test_replicas_now_names_a_deployment_with_no_replica_beside_its_empty_bar(status: ServiceStatus) -> None:
+    """A zero-length bar has no inside to write in: a deployment scaled to zero, or one whose first replica is
+    still starting, is said beside it (it was a blank row)."""
+    idle = DeploymentState(name="mortality-transformer", model="mortality-transformer", status="HEALTHY", replicas=0)
+    waking = DeploymentState(name="synthetic-gan", model=None, status="UPSCALING", replicas=0, starting=1)
+    status = status.model_copy(update={"deployments": [*status.deployments, idle, waking]})
+    bars = service.replicas_now_figure(status).data[0]
+    assert list(bars.text[2:]) == ["0 · scaled to zero (starts on the next request)", "0 (+1 starting) · UPSCALING"]
+    assert list(bars.textposition) == ["auto", "auto", "outside", "outside"]
+
+
 def test_endpoint_figure(status: ServiceStatus) -> None:
     fig = service.endpoint_figure(status)
     rate = trace(fig, "req/s")
