@@ -127,6 +127,18 @@ def opacity_slider() -> float:
     )
 
 
+def withheld_heatmap_toggle() -> bool:
+    return bool(
+        st.toggle(
+            "Show the heatmap anyway",
+            value=False,
+            key="show_withheld_heatmap",
+            help="The label is withheld for this image (out of distribution): the heatmap shows where the network "
+            "looked for an answer that means nothing here, not a finding.",
+        )
+    )
+
+
 def header_toggle() -> bool:
     return bool(st.toggle("Show header fields", value=False, key="show_dicom_header"))
 
@@ -341,5 +353,6 @@ __all__ = [
     "serving_url_input",
     "threshold_slider",
     "worklist_filters",
+    "withheld_heatmap_toggle",
     "xray_input",
 ]

@@ -16,7 +16,7 @@ from dashboard import widgets
 from dashboard.backend import call, client, remember, serving_url, session_store
 from dashboard.case_review import review_panel, show_trust
 from dashboard.charts.common import model_title
-from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
+from dashboard.charts.xray import XrayDisplay, probability_gauge, shown_label, xray_figure
 from models.catalogue import models_for
 
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
@@ -76,16 +76,21 @@ def render() -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
-        if case.heatmap is None:
+        heatmap = case.heatmap
+        if heatmap is None:
             st.caption("Serving returned no Grad-CAM heatmap for this image.")
             opacity = 0.0
+        elif shown_label(pred) is None and not widgets.withheld_heatmap_toggle():
+            # a heatmap explains the label: drawn by default, it would read as a finding the model may not make
+            st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
+            heatmap, opacity = None, 0.0
         else:
             opacity = widgets.opacity_slider()
         if case.pixels is None:
             st.warning("Serving returned no preview of the image, so it cannot be drawn here.")
         else:
             st.plotly_chart(
-                xray_figure(case.pixels, case.heatmap, opacity),
+                xray_figure(case.pixels, heatmap, opacity),
                 key="xray_image",
                 config={"displaylogo": False, "scrollZoom": True},
             )

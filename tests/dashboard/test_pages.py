@@ -153,6 +153,11 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert any("prediction set" in c.value for c in at.caption)
 
     image = next(f for f in figures if f["data"][0]["type"] == "image")
+    if served.in_distribution is False:  # the heatmap of a withheld label is drawn only when asked for
+        assert [t["type"] for t in image["data"]] == ["image"]
+        assert any("heatmap is hidden" in c.value for c in at.caption)
+        at.toggle(key="show_withheld_heatmap").set_value(True).run()
+        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
     heatmap = [t for t in image["data"] if t["type"] == "heatmap"]
     assert heatmap and heatmap[0]["opacity"] == pytest.approx(0.5)
     # the radiograph drawn is serving's preview of the image (the page decodes nothing itself)
