@@ -352,7 +352,7 @@ __all__ = [
     "sepsis_input",
     "serving_url_input",
     "threshold_slider",
-    "worklist_filters",
     "withheld_heatmap_toggle",
+    "worklist_filters",
     "xray_input",
 ]

@@ -4,7 +4,7 @@
 # the test tools of `make setup`), then copy the pages' screenshots into docs/screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PAGES=(xray sepsis mortality performance service performance-held-out)
+PAGES=(xray sepsis mortality worklist performance service performance-held-out)
 for page in "${PAGES[@]}"; do
   rm -f "test-artifacts/screenshots/$page.png"  # never copy a previous run's picture
 done

@@ -27,7 +27,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "kind": "chest X-ray" if c.kind == "xray" else "ICU record",
                 "flags": ", ".join(flags),
                 "risk": c.risk,
-                "model says": c.label,
+                "model says": c.label.replace("_", " "),  # serving's SEPSIS_ALERT, NO_ALERT as words
                 "status": c.status,
                 "reviews": c.reviews,
                 "last verdict": c.last_verdict or "",

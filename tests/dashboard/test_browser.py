@@ -409,3 +409,31 @@ def test_two_readers_see_each_others_reviews(
     finally:
         for context in contexts:
             context.close()
+
+
+def test_worklist_lists_the_shared_cases(
+    dashboard_url: str, browser: Any, xray_files: list[Path], septic_file: Path, dashboard_serving_url: str
+) -> None:
+    """Studies added through serving (radiographs and an ICU record) appear on every reader's worklist, most
+    urgent first; opening the first shows the model's answer; no file name is shown."""
+    client = MedLensClient(dashboard_serving_url)
+    added = [*xray_files[:4], septic_file]
+    made = client.upload_cases([(p.name, p.read_bytes()) for p in added])
+    assert not made.rejected and len(made.cases) == len(added)
+    most_urgent = client.worklist("unreviewed", None).cases[0]
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    try:
+        page = context.new_page()
+        _open(page, dashboard_url + "/worklist", "Worklist")
+        page.get_by_text("case(s); showing").wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.locator('[data-testid="stDataFrame"]').wait_for(timeout=RESULT_TIMEOUT_MS)  # the worklist table
+        page.locator('[data-testid="stSelectbox"]', has_text="Open case").click()
+        page.get_by_role("option", name=most_urgent.id[:16]).click()
+        page.locator("h3", has_text=f"Case {most_urgent.id[:16]}").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(page)
+        text = _main_text(page)
+        assert "vs operating threshold" in text or "first alert" in text  # the opened case's answer
+        assert all(p.stem not in text for p in added), "a file name reached the page"
+        _screenshot(page, "worklist")
+    finally:
+        context.close()
