@@ -194,8 +194,9 @@ def _sign_in_configured() -> bool:
 def case_files() -> list[tuple[str, bytes]]:
     """Files for new cases: many at once, or zips of them."""
     uploads = st.file_uploader(
-        "Add studies: chest X-rays (PNG, JPEG, DICOM), ICU records (PSV, CSV), or .zip of them",
-        type=["png", "jpg", "jpeg", "dcm", "psv", "csv", "zip"],
+        "Add studies: chest X-rays (PNG, JPEG, DICOM), ICU records (sepsis: PSV, CSV; mortality: PhysioNet 2012 "
+        ".txt), or .zip of them",
+        type=["png", "jpg", "jpeg", "dcm", "psv", "csv", "txt", "zip"],
         accept_multiple_files=True,
         key="case_uploads",
     )
@@ -213,7 +214,7 @@ def case_picker(case_ids: Sequence[str]) -> str | None:
 def worklist_filters() -> tuple[str, str | None]:
     left, right = st.columns(2)
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
-    kind = right.selectbox("Kind", ["all", "xray", "sepsis"], key="worklist_kind")
+    kind = right.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
     return str(status), None if kind == "all" else str(kind)
 
 

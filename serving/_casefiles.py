@@ -19,15 +19,18 @@ from typing import Literal
 from serving._http import ApiError
 from serving._protocol import ItemError
 
-Kind = Literal["xray", "sepsis"]
+Kind = Literal["xray", "sepsis", "mortality"]
 SUFFIX_KIND: dict[str, Kind] = {
     ".png": "xray",
     ".jpg": "xray",
     ".jpeg": "xray",
     ".dcm": "xray",
     ".psv": "sepsis",
-    ".csv": "sepsis",
+    ".csv": "sepsis",  # unless its header is a PhysioNet 2012 record's (:func:`_kind`)
+    ".txt": "mortality",  # only with a PhysioNet 2012 record's header; any other text is not a case
 }
+#: the header of a PhysioNet 2012 record: a .csv that starts with it is a mortality record
+LONG_HEADER = ("Time", "Parameter", "Value")
 _JUNK_PREFIXES = ("__MACOSX/",)
 
 
@@ -72,6 +75,23 @@ def _suffix(name: str | None, data: bytes) -> str | None:
     return _sniff(data)
 
 
+def _kind(suffix: str, data: bytes) -> Kind | None:
+    """The kind of case a file is, None for none: a file whose first line is the header of a PhysioNet 2012
+    record (``Time,Parameter,Value``) is a mortality record, as .csv or .txt; another .csv is a sepsis record (one
+    row per hour), another .txt no case at all."""
+    if suffix not in (".csv", ".txt"):
+        return SUFFIX_KIND[suffix]
+    first = data[:256].decode("utf-8-sig", errors="replace").lstrip().split("\n", 1)[0]
+    if tuple(c.strip().strip('"') for c in first.split(",")) == LONG_HEADER:
+        return "mortality"
+    return "sepsis" if suffix == ".csv" else None
+
+
+def _case_file(where: str, data: bytes, suffix: str) -> CaseFile | Rejected:
+    kind = _kind(suffix, data)
+    return _unsupported(where) if kind is None else CaseFile(where, data, "upload" + suffix, kind)
+
+
 def _unsupported(where: str) -> Rejected:
     return Rejected(
         where,
@@ -79,7 +99,7 @@ def _unsupported(where: str) -> Rejected:
             415,
             "unsupported_file_type",
             f"{where.capitalize()} is not a file MedLens reads: send PNG, JPEG or DICOM chest X-rays, PSV or CSV "
-            "ICU records, or a .zip of them.",
+            "ICU records, PhysioNet 2012 .txt records, or a .zip of them.",
         ),
     )
 
@@ -92,7 +112,7 @@ def classify(where: str, name: str | None, data: bytes, limits: ZipLimits) -> It
     elif suffix == ".zip":
         yield from _expand(where, data, limits)
     else:
-        yield CaseFile(where, data, "upload" + suffix, SUFFIX_KIND[suffix])
+        yield _case_file(where, data, suffix)
 
 
 def _expand(where: str, data: bytes, limits: ZipLimits) -> Iterator[CaseFile | Rejected]:
@@ -166,7 +186,7 @@ def _expand(where: str, data: bytes, limits: ZipLimits) -> Iterator[CaseFile | R
         elif suffix is None:
             yield _unsupported(at)
         else:
-            yield CaseFile(at, content, "upload" + suffix, SUFFIX_KIND[suffix])
+            yield _case_file(at, content, suffix)
 
 
 def _too_big(where: str, limit: int) -> ItemError:

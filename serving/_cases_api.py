@@ -27,9 +27,11 @@ from serving._settings import CaseArgs
 from serving.schemas import (
     Agreement,
     CaseDetail,
+    CaseKind,
     CaseSummary,
     CaseUpload,
     ErrorResponse,
+    MortalityPrediction,
     RejectedFile,
     Review,
     ReviewIn,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:  # SQLAlchemy loads in the ingress only (see serving/store/__i
 
 logger = logging.getLogger("ray.serve")
 
-Predict = Callable[[str, Upload], Awaitable[Any]]  # (model name, upload) -> XrayPrediction | SepsisPrediction
+Predict = Callable[[str, Upload], Awaitable[Any]]  # (model name, upload) -> an X-ray, sepsis or mortality prediction
 
 
 @dataclass
@@ -115,6 +117,17 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             uncertain=None if prediction.prediction_set is None else len(prediction.prediction_set) != 1,
             synthetic=prediction.synthetic,
         )
+    if isinstance(prediction, MortalityPrediction):
+        return NewCase(
+            id=case_id,
+            kind="mortality",
+            model=model,
+            model_version=prediction.version,
+            source_format=file.upload_name.rsplit(".", 1)[-1],
+            risk=prediction.probability,
+            label=prediction.label,
+            prediction=prediction.model_dump(mode="json", exclude={"top_features"}),
+        )
     assert isinstance(prediction, SepsisPrediction)
     return NewCase(
         id=case_id,
@@ -140,7 +153,9 @@ def _rejected(where: str, error: ItemError) -> RejectedFile:
     responses={**_ERRORS, 413: {"model": ErrorResponse, "description": "upload, zip or file over its limit"}},
 )
 async def create_cases(
-    file: list[UploadFile] = File(..., description="one or more PNG, JPEG, DICOM, PSV or CSV files, or .zip of them"),
+    file: list[UploadFile] = File(
+        ..., description="one or more PNG, JPEG, DICOM, PSV, CSV or PhysioNet 2012 .txt files, or .zip of them"
+    ),
 ) -> CaseUpload:
     """Make a case of each file: the case id is the SHA-256 of its bytes (the same file again is the same
     case, not predicted twice); its prediction is stored with the model version that made it. Files that
@@ -177,8 +192,8 @@ async def create_cases(
     async def make(case_id: str, item: CaseFile) -> tuple[CaseSummary, bool] | RejectedFile:
         if case_id in existing:
             return existing[case_id], False
-        model = "cnn" if item.kind == "xray" else args.sepsis_model
-        include = frozenset({"preview"} if item.kind == "xray" else {"vitals"})
+        model = {"xray": "cnn", "sepsis": args.sepsis_model, "mortality": args.mortality_model}[item.kind]
+        include = frozenset({"xray": {"preview"}, "sepsis": {"vitals"}, "mortality": set()}[item.kind])
         async with gate:
             try:
                 prediction = await service.predict(model, Upload(item.data, item.upload_name, include))
@@ -212,7 +227,7 @@ async def worklist(
     status: Literal["unreviewed", "reviewed", "disagreed", "all"] = Query(
         "unreviewed", description="by the latest review: none, agree (reviewed) or disagree (disagreed)"
     ),
-    kind: Literal["xray", "sepsis"] | None = Query(None, description="only X-rays or only ICU records"),
+    kind: CaseKind | None = Query(None, description="only cases of this kind (X-rays, sepsis or mortality records)"),
     limit: int = Query(200, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> Worklist:
@@ -274,7 +289,7 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
 
 
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
-async def review_agreement(kind: Literal["xray", "sepsis"] = Query("xray")) -> Agreement:
+async def review_agreement(kind: CaseKind = Query("xray")) -> Agreement:
     """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and inter-reader
     kappa on the reviewed cases of one kind, from each reader's latest review. Synthetic cases are left out:
     a metric of real data never counts a generated image."""

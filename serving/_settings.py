@@ -62,7 +62,10 @@ class CaseArgs(_Args):
         description="name of the env var holding the database URL (SQLAlchemy); unset or empty: the embedded "
         "SQLite file .run/medlens.db",
     )
-    sepsis_model: ModelName = Field("lstm", description="the model that scores ICU records uploaded as cases")
+    sepsis_model: ModelName = Field("lstm", description="the model that scores sepsis records (PSV, wide CSV) as cases")
+    mortality_model: ModelName = Field(
+        "mortality-lstm", description="the model that scores PhysioNet 2012 records (.txt, long CSV) as cases"
+    )
     max_request_mb: PositiveFloat = Field(100.0, description="a case upload (all its files together) above this: 413")
     max_files: PositiveInt = Field(200, description="files per case upload, a zip's members counted")
     max_zip_members: PositiveInt = Field(1000, description="entries of one .zip (directories included)")

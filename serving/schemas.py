@@ -384,11 +384,15 @@ class ServiceStatus(_Schema):
 
 
 # -- cases, the worklist and reviews (serving/store) ---------------------------------------------------------
-CaseKind = Literal["xray", "sepsis"]
+CaseKind = Literal["xray", "sepsis", "mortality"]
 CaseStatus = Literal["unreviewed", "reviewed", "disagreed"]
 Verdict = Literal["agree", "disagree"]
 #: A reader's own label, per kind of case.
-REVIEW_LABELS: dict[str, tuple[str, ...]] = {"xray": ("NORMAL", "PNEUMONIA"), "sepsis": ("NO_SEPSIS", "SEPSIS")}
+REVIEW_LABELS: dict[str, tuple[str, ...]] = {
+    "xray": ("NORMAL", "PNEUMONIA"),
+    "sepsis": ("NO_SEPSIS", "SEPSIS"),
+    "mortality": MORTALITY_LABELS,
+}
 MAX_COMMENT_CHARS = 2000
 MAX_REVIEWER_CHARS = 100
 
@@ -440,7 +444,7 @@ class Review(_Schema):
 
 
 class CaseDetail(CaseSummary):
-    prediction: XrayPrediction | SepsisPrediction = Field(
+    prediction: XrayPrediction | SepsisPrediction | MortalityPrediction = Field(
         description="the stored prediction (X-ray: with `preview_png`, the image as the model read it)"
     )
     history: list[Review] = Field(description="every review of this case, oldest first")

@@ -9,6 +9,9 @@ import plotly.graph_objects as go
 from dashboard.charts.common import layout
 from serving.schemas import Agreement, Review, Worklist
 
+#: each kind of case as the worklist says it
+KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality": "ICU record (mortality)"}
+
 
 def worklist_table(worklist: Worklist) -> pd.DataFrame:
     """One row per case, in serving's priority order; flags first, then what a reader sorts by."""
@@ -24,7 +27,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
         rows.append(
             {
                 "case": c.id[:16],
-                "kind": "chest X-ray" if c.kind == "xray" else "ICU record",
+                "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
                 "risk": c.risk,
                 "model says": c.label.replace("_", " "),  # serving's SEPSIS_ALERT, NO_ALERT as words

@@ -2,18 +2,20 @@
 
 The risk of death in hospital from the first 48 hours of an ICU stay (a PhysioNet 2012 record), from the model
 the reader picks: the 48th hour's risk against the model's threshold, how the risk moved as the hours went by
-(with the fold members' band), and on request the variables that drove it. Serving parses the upload and
-answers no record identifier; this page shows none either.
+(with the fold members' band), on request the variables that drove it, and the case's reviews (stored by serving,
+seen by every reader). Serving parses the upload and answers no record identifier; this page shows none either.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.demo import MortalityDemo, find_mortality_demo_cases
@@ -137,6 +139,8 @@ def render() -> None:
                 "value at its training mean), by integrated gradients over the 48 hours. Attributions explain the "
                 "model, not the patient."
             )
+    st.divider()
+    review_panel(hashlib.sha256(selected.data).hexdigest(), "mortality", widgets.reviewer_name(), upload=selected)
 
 
 render()

@@ -192,14 +192,14 @@ def _kappa(value: float | None) -> str:
 
 
 #: The kind of worklist case each task's uploads become (tasks without one are not kept as cases).
-CASE_KINDS = {"pneumonia": "xray", "sepsis": "sepsis"}
+CASE_KINDS = {"pneumonia": "xray", "sepsis": "sepsis", "mortality": "mortality"}
 
 
 def _on_reviewed_cases(task: str) -> None:
     """Agreement with the readers on the cases of the worklist (live, from serving's review trail)."""
     kind = CASE_KINDS.get(task)
     if kind is None:
-        return  # the worklist keeps chest X-rays and sepsis records only: no reviews to compare with
+        return  # a task whose uploads are not kept as worklist cases: no reviews to compare with
     st.subheader("On reviewed cases")
     result = backend.call(backend.client().agreement, kind)
     if result is None:

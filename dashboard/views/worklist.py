@@ -16,10 +16,11 @@ from dashboard import widgets
 from dashboard.backend import call, client
 from dashboard.case_review import load_case, review_panel, show_trust
 from dashboard.charts.common import model_title
+from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import sepsis_figure
-from dashboard.charts.worklist import worklist_table
+from dashboard.charts.worklist import KIND_WORDS, worklist_table
 from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
-from serving.schemas import CaseDetail, SepsisPrediction, XrayPrediction
+from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, XrayPrediction
 
 #: Files sent per request when adding cases (each at most the upload limit).
 UPLOAD_CHUNK = 20
@@ -97,6 +98,19 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
     )
 
 
+def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
+    st.markdown(
+        f"**{model_title(prediction.model)}** · risk after 48 h **{prediction.probability:.1%}** · label: "
+        f"{label_text(prediction)} · model `{prediction.version}`"
+    )
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.plotly_chart(trajectory_figure(prediction), key=f"case_mortality_{case.id}", config={"displaylogo": False})
+    with right:
+        st.plotly_chart(risk_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
+        st.table(stay_table(prediction).set_index("field"))
+
+
 def render() -> None:
     st.title("Worklist")
     st.caption(
@@ -133,9 +147,11 @@ def render() -> None:
         st.warning("That case is gone (deleted by another reader?). Refresh the worklist.")
         return
     st.divider()
-    st.subheader(f"Case `{case.id[:16]}` · {'chest X-ray' if case.kind == 'xray' else 'ICU record'}")
+    st.subheader(f"Case `{case.id[:16]}` · {KIND_WORDS[case.kind]}")
     if isinstance(case.prediction, XrayPrediction):
         _show_xray(case, case.prediction)
+    elif isinstance(case.prediction, MortalityPrediction):
+        _show_mortality(case, case.prediction)
     else:
         _show_sepsis(case, case.prediction)
     review_panel(case.id, case.kind, reviewer)

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, aliased
 from serving.schemas import (
     REVIEW_LABELS,
     CaseDetail,
+    CaseKind,
     CaseSummary,
+    MortalityPrediction,
     Review,
     ReviewIn,
     SepsisPrediction,
@@ -62,7 +64,7 @@ class NewCase:
     """What a prediction leaves in the database (no patient identifier: see serving/store/tables.py)."""
 
     id: str
-    kind: Literal["xray", "sepsis"]
+    kind: CaseKind
     model: str
     model_version: str
     source_format: str
@@ -199,10 +201,13 @@ class CaseStore:
             history = session.scalars(select(ReviewRow).where(ReviewRow.case_id == case_id).order_by(ReviewRow.id))
             summary = self._summary(summary_row)
             prediction = json.loads(stored.prediction)
+            parsed: XrayPrediction | SepsisPrediction | MortalityPrediction
             if summary.kind == "xray":
                 if stored.image_png is not None:
                     prediction["preview_png"] = base64.b64encode(stored.image_png).decode("ascii")
-                parsed: XrayPrediction | SepsisPrediction = XrayPrediction.model_validate(prediction)
+                parsed = XrayPrediction.model_validate(prediction)
+            elif summary.kind == "mortality":
+                parsed = MortalityPrediction.model_validate(prediction)
             else:
                 parsed = SepsisPrediction.model_validate(prediction)
             return CaseDetail(**summary.model_dump(), prediction=parsed, history=[_review(r) for r in history])

@@ -8,7 +8,8 @@ FHIR mapping of one review:
   contained ``Device`` naming the model and its version;
 * ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
 * ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
-  agreed); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding.
+  agreed); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding (a mortality
+  case's label, DIED_IN_HOSPITAL or SURVIVED, is a prognosis, not a finding: it has no conclusionCode).
 Tombstones (deleted cases) and reviews of deleted cases are in the CSV only: their prediction is gone.
 """
 
@@ -45,6 +46,13 @@ FINDINGS = {  # confirmed label -> SNOMED CT concept
 _REPORT_CODE = {
     "xray": {"coding": [{"system": "http://loinc.org", "code": "36554-4", "display": "XR Chest Single view"}]},
     "sepsis": {"text": "Sepsis early warning (hourly risk of an ICU stay)"},
+    "mortality": {"text": "In-hospital mortality risk from the first 48 hours of an ICU stay"},
+}
+#: what a case's ``risk`` is, per kind
+_RISK_TEXT = {
+    "xray": "pneumonia probability",
+    "sepsis": "highest hourly sepsis risk",
+    "mortality": "risk of death in hospital after 48 hours",
 }
 _MODEL_LABEL_TO_FINDING = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
 
@@ -96,7 +104,7 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
         "resourceType": "Observation",
         "id": "ai-finding",
         "status": "final",
-        "code": {"text": "pneumonia probability" if case.kind == "xray" else "highest hourly sepsis risk"},
+        "code": {"text": _RISK_TEXT[case.kind]},
         "valueQuantity": {
             "value": round(case.risk, 6),
             "unit": "probability",

@@ -25,12 +25,12 @@ class CaseRow(Base):
     __tablename__ = "cases"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # xray | sepsis
+    kind: Mapped[str] = mapped_column(String(16))  # xray | sepsis | mortality
     model: Mapped[str] = mapped_column(String(32))  # catalogue name of the model that predicted
     model_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv
-    risk: Mapped[float] = mapped_column(Float)  # probability (X-ray) or highest hourly risk (sepsis)
+    source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv, txt
+    risk: Mapped[float] = mapped_column(Float)  # probability (X-ray, mortality after 48 h) or highest hourly risk
     label: Mapped[str] = mapped_column(String(32))  # the model's label at its threshold
     in_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
     uncertain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed

@@ -224,6 +224,30 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
+def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
+    """A PhysioNet 2012 record added to the worklist opens with its 48-hour trajectory, its gauge and the stay's
+    descriptors, and takes the mortality labels."""
+    made = MedLensClient(serving_env).upload_cases([("record.txt", example_mortality_record())]).cases[0]
+    assert made.kind == "mortality"
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all").run()
+    at.selectbox(key="worklist_kind").select("mortality").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert made.id[:16] in table["case"].tolist() and set(table["kind"]) == {"ICU record (mortality)"}
+    at.selectbox(key="worklist_open_case").select(made.id).run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    assert any(made.id[:16] in h.value and "ICU record (mortality)" in h.value for h in at.subheader)
+    trajectory, gauge = _figures(at)
+    assert len(next(t for t in trajectory["data"] if t.get("name") == "LSTM risk")["x"]) == 48
+    assert gauge["data"][0]["value"] == pytest.approx(made.risk)
+    assert "age" in at.table[0].value.index
+    at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
+    assert "DIED_IN_HOSPITAL" in at.selectbox(key=f"review_label_{made.id}").options
+
+
+@pytest.mark.serve
 def test_xray_page_generates_a_synthetic_case_marked_as_such(serving_env: str) -> None:
     at = _app()
     at.selectbox(key="xray_synthetic_label").select("NORMAL")
@@ -383,6 +407,21 @@ def test_mortality_page(serving_env: str) -> None:
     assert len(_figures(at)) == 3  # trajectory, gauge and the Transformer's attributions
     assert _figures(at)[0]["layout"]["title"]["text"].startswith("Transformer")
 
+    # a review from the page makes the record a mortality case on the shared worklist, without its RecordID
+    case = hashlib.sha256(data).hexdigest()
+    assert any(case[:16] in h.value for h in at.caption)
+    at.sidebar.text_input(key="reviewer_name").input("Dr Mortality Page").run()
+    assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
+    at.radio(key=f"review_verdict_{case}").set_value("agree")
+    at.button[-1].click().run()  # the form's submit button
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    stored = client.case(case)
+    assert stored.kind == "mortality" and stored.model == "mortality-lstm"
+    assert [r.reviewer for r in stored.history][-1] == "Dr Mortality Page"
+    if demos:
+        assert demo.path.stem not in stored.model_dump_json()
+
 
 @pytest.mark.serve
 def test_performance_page_every_model(serving_env: str) -> None:
@@ -401,9 +440,8 @@ def test_performance_page_every_model(serving_env: str) -> None:
         figures = _figures(at)
         titles = [f["layout"]["title"]["text"] for f in figures]
         # the card's four; then, when the worklist has reviewed cases of this kind, the readers' agreement
-        # and the card's trust report (calibration before and after), when it has one. The worklist keeps no
-        # ICU mortality records: no agreement for those models.
-        kind = {"cnn": "xray", "lstm": "sepsis", "transformer": "sepsis"}.get(name)
+        # and the card's trust report (calibration before and after), when it has one
+        kind = {"cnn": "xray", "lstm": "sepsis", "transformer": "sepsis"}.get(name, entry(name).task.name)
         agreement = client.agreement(kind) if kind else None
         # the sequence models' held-out estimate comes next, from the card serving read
         assert (served.protocol is not None) == (name != "cnn")

@@ -94,6 +94,52 @@ def test_files_and_zips_become_cases_once(
     assert sepsis.prediction.vitals  # type: ignore[union-attr]
 
 
+@pytest.fixture(scope="module")
+def mortality_record(data_dir: Path) -> bytes:
+    """A real PhysioNet 2012 record of set a, its RecordID changed to one no other test uses (and that no
+    number of an answer holds by chance)."""
+    files = sorted((data_dir / "mortality2012" / "set-a").glob("*.txt"))
+    if not files:
+        pytest.skip(f"no PhysioNet 2012 records under {data_dir / 'mortality2012' / 'set-a'}")
+    text = files[0].read_text()
+    record_id = text.split("\n")[1].split(",")[2].strip()  # the first row: 00:00,RecordID,<id>
+    return text.replace(f",RecordID,{record_id}", f",RecordID,{MORTALITY_RECORD_ID}", 1).encode()
+
+
+MORTALITY_RECORD_ID = "987650321"  # nine digits: not found by chance inside the answer's numbers
+
+
+def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mortality_record: bytes) -> None:
+    """A PhysioNet 2012 record (.txt, or the same long format as .csv) becomes a mortality case, scored by the
+    configured mortality model exactly as its route scores it; readers review it with its own labels; neither
+    the stored case nor its exports hold the RecordID."""
+    as_csv = mortality_record.replace(b"\n", b"\r\n")  # other bytes: another case, of the same kind
+    made = client.upload_cases([("stay.txt", mortality_record), ("stay.csv", as_csv)])
+    assert not made.rejected and [c.kind for c in made.cases] == ["mortality", "mortality"]
+    case = made.cases[0]
+    direct = client.predict_mortality(mortality_record, "stay.txt")
+    assert case.model == "mortality-lstm" and case.label == direct.label
+    assert case.risk == pytest.approx(direct.probability, abs=1e-6) and case.source_format == "txt"
+    assert made.cases[1].source_format == "csv"
+    detail = client.case(case.id)
+    assert detail.prediction.model == "mortality-lstm" and len(detail.prediction.hours) == 48  # type: ignore[union-attr]
+    assert MORTALITY_RECORD_ID not in detail.model_dump_json()
+    assert case.id in {c.id for c in client.worklist("all", "mortality", limit=5000).cases}
+    assert case.id not in {c.id for c in client.worklist("all", "sepsis", limit=5000).cases}
+
+    with pytest.raises(ServingError) as wrong:  # a sepsis label is not a mortality case's
+        client.review(case.id, ReviewIn(reviewer="Dr Mortality", verdict="disagree", label="SEPSIS"))
+    assert wrong.value.status == 422 and "DIED_IN_HOSPITAL" in wrong.value.detail
+    other = "SURVIVED" if case.label == "DIED_IN_HOSPITAL" else "DIED_IN_HOSPITAL"
+    client.review(case.id, ReviewIn(reviewer="Dr Mortality", verdict="disagree", label=other))
+    agreement = client.agreement("mortality")
+    assert agreement.kind == "mortality" and agreement.cases >= 1
+    assert set(agreement.labels) == {"SURVIVED", "DIED_IN_HOSPITAL"}
+    fhir = client.export_reviews("fhir").decode()
+    assert "risk of death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
+    assert MORTALITY_RECORD_ID not in client.export_reviews("csv").decode()
+
+
 def test_a_dicom_case_keeps_no_identifier(
     client: MedLensClient, dicom_with_identifiers: bytes, serve_server: ServeServer
 ) -> None:

@@ -21,14 +21,15 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
         cases=[
             _case(1, in_distribution=False, uncertain=True),
             _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT"),
+            _case(3, kind="mortality", model="mortality-lstm", label="DIED_IN_HOSPITAL"),
         ],
-        total=2,
+        total=3,
     )
     table = worklist_table(worklist)
-    assert list(table["case"]) == [f"{1:064x}"[:16], f"{2:064x}"[:16]]
+    assert list(table["case"]) == [f"{n:064x}"[:16] for n in (1, 2, 3)]
     assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
-    assert list(table["kind"]) == ["chest X-ray", "ICU record"]
-    assert list(table["model says"]) == ["PNEUMONIA", "SEPSIS ALERT"]
+    assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)"]
+    assert list(table["model says"]) == ["PNEUMONIA", "SEPSIS ALERT", "DIED IN HOSPITAL"]
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 
