@@ -412,12 +412,17 @@ def test_two_readers_see_each_others_reviews(
 
 
 def test_worklist_lists_the_shared_cases(
-    dashboard_url: str, browser: Any, xray_files: list[Path], septic_file: Path, dashboard_serving_url: str
+    dashboard_url: str,
+    browser: Any,
+    xray_files: list[Path],
+    septic_file: Path,
+    mortality_file: Path,
+    dashboard_serving_url: str,
 ) -> None:
-    """Studies added through serving (radiographs and an ICU record) appear on every reader's worklist, most
-    urgent first; opening the first shows the model's answer; no file name is shown."""
+    """Studies added through serving (radiographs, a sepsis record and a 2012 mortality record) appear on every
+    reader's worklist, most urgent first; opening the first shows the model's answer; no file name is shown."""
     client = MedLensClient(dashboard_serving_url)
-    added = [*xray_files[:4], septic_file]
+    added = [*xray_files[:4], septic_file, mortality_file]
     made = client.upload_cases([(p.name, p.read_bytes()) for p in added])
     assert not made.rejected and len(made.cases) == len(added)
     most_urgent = client.worklist("unreviewed", None).cases[0]
