@@ -117,27 +117,25 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             uncertain=None if prediction.prediction_set is None else len(prediction.prediction_set) != 1,
             synthetic=prediction.synthetic,
         )
+    # an ICU record: its attributions are not kept (a case is reopened without them)
     if isinstance(prediction, MortalityPrediction):
-        return NewCase(
-            id=case_id,
-            kind="mortality",
-            model=model,
-            model_version=prediction.version,
-            source_format=file.upload_name.rsplit(".", 1)[-1],
-            risk=prediction.probability,
-            label=prediction.label,
-            prediction=prediction.model_dump(mode="json", exclude={"top_features"}),
-        )
-    assert isinstance(prediction, SepsisPrediction)
+        kind: CaseKind = "mortality"
+        risk, label = prediction.probability, str(prediction.label)
+        unkept: Any = {"top_features"}  # pydantic's exclude: a set of fields, or a mapping into lists
+    else:
+        assert isinstance(prediction, SepsisPrediction)
+        kind, risk = "sepsis", max((h.probability for h in prediction.hours), default=0.0)
+        label = "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
+        unkept = {"hours": {"__all__": {"top_features"}}}
     return NewCase(
         id=case_id,
-        kind="sepsis",
+        kind=kind,
         model=model,
         model_version=prediction.version,
         source_format=file.upload_name.rsplit(".", 1)[-1],
-        risk=max((h.probability for h in prediction.hours), default=0.0),
-        label="SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT",
-        prediction=prediction.model_dump(mode="json", exclude={"hours": {"__all__": {"top_features"}}}),
+        risk=risk,
+        label=label,
+        prediction=prediction.model_dump(mode="json", exclude=unkept),
     )
 
 
