@@ -29,7 +29,7 @@ SUFFIX_KIND: dict[str, Kind] = {
     ".csv": "sepsis",  # unless its header is a PhysioNet 2012 record's (:func:`_kind`)
     ".txt": "mortality",  # only with a PhysioNet 2012 record's header; any other text is not a case
 }
-#: the header of a PhysioNet 2012 record: a .csv that starts with it is a mortality record
+#: the header of a PhysioNet 2012 record: a .csv or .txt that starts with it is a mortality record
 LONG_HEADER = ("Time", "Parameter", "Value")
 _JUNK_PREFIXES = ("__MACOSX/",)
 

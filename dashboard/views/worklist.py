@@ -87,12 +87,19 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
         show_trust(prediction)
 
 
+def _warnings(warnings: list[str]) -> None:
+    """What the record's parser tolerated (impossible values dropped, ...), as the task's own page shows it."""
+    for warning in warnings:
+        st.warning(warning, icon=":material/warning:")
+
+
 def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
     st.markdown(
         f"**{model_title(prediction.model)}** · {prediction.n_hours} hours · first alert: "
         + ("none" if prediction.first_alert_hour is None else f"hour {prediction.first_alert_hour}")
         + f" · model `{prediction.version}`"
     )
+    _warnings(prediction.warnings)
     st.plotly_chart(
         sepsis_figure({prediction.model: prediction}), key=f"case_sepsis_{case.id}", config={"displaylogo": False}
     )
@@ -103,6 +110,7 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
         f"**{model_title(prediction.model)}** · risk after 48 h **{prediction.probability:.1%}** · label: "
         f"{label_text(prediction)} · model `{prediction.version}`"
     )
+    _warnings(prediction.warnings)
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.plotly_chart(trajectory_figure(prediction), key=f"case_mortality_{case.id}", config={"displaylogo": False})

@@ -225,9 +225,10 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 @pytest.mark.serve
 def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
-    """A PhysioNet 2012 record added to the worklist opens with its 48-hour trajectory, its gauge and the stay's
-    descriptors, and takes the mortality labels."""
-    made = MedLensClient(serving_env).upload_cases([("record.txt", example_mortality_record())]).cases[0]
+    """A PhysioNet 2012 record added to the worklist opens with its 48-hour trajectory, its gauge, the stay's
+    descriptors and what its parser tolerated, and takes the mortality labels."""
+    late = example_mortality_record() + b"49:30,HR,80\n"  # a row after 48 h: read past, with a warning
+    made = MedLensClient(serving_env).upload_cases([("record.txt", late)]).cases[0]
     assert made.kind == "mortality"
     at = _page("views/worklist.py")
     at.selectbox(key="worklist_status").select("all").run()
@@ -243,6 +244,7 @@ def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     assert len(next(t for t in trajectory["data"] if t.get("name") == "LSTM risk")["x"]) == 48
     assert gauge["data"][0]["value"] == pytest.approx(made.risk)
     assert "age" in at.table[0].value.index
+    assert any("after 48:00 ignored" in w.value for w in at.warning)
     at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
     assert "DIED_IN_HOSPITAL" in at.selectbox(key=f"review_label_{made.id}").options
 
