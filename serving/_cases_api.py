@@ -229,7 +229,8 @@ async def worklist(
     limit: int = Query(200, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> Worklist:
-    """Cases to read, most urgent first: out of distribution, then uncertain, then by risk."""
+    """Cases to read, most urgent first: out of distribution, then uncertain, then the model's positive answers,
+    then by risk."""
     result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset)
     return result
 

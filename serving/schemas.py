@@ -387,6 +387,8 @@ class ServiceStatus(_Schema):
 CaseKind = Literal["xray", "sepsis", "mortality"]
 CaseStatus = Literal["unreviewed", "reviewed", "disagreed"]
 Verdict = Literal["agree", "disagree"]
+#: The model labels that flag a case (a finding, an alert, a predicted death): the worklist puts them first.
+POSITIVE_LABELS = ("PNEUMONIA", "SEPSIS_ALERT", "DIED_IN_HOSPITAL")
 #: A reader's own label, per kind of case.
 REVIEW_LABELS: dict[str, tuple[str, ...]] = {
     "xray": ("NORMAL", "PNEUMONIA"),
@@ -467,7 +469,8 @@ class CaseUpload(_Schema):
 
 class Worklist(_Schema):
     cases: list[CaseSummary] = Field(
-        description="out-of-distribution first, then uncertain, then by risk (highest first), then oldest first"
+        description="out-of-distribution first, then uncertain, then the model's positive labels (PNEUMONIA, "
+        "SEPSIS_ALERT, DIED_IN_HOSPITAL) before the others, then by risk (highest first), then oldest first"
     )
     total: int = Field(description="cases matching the filter (the page may hold fewer)")
 

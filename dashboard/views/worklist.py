@@ -1,7 +1,7 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/worklist``): the shared worklist.
 
-Add studies (many files, or zips), see every case most urgent first (out of distribution, uncertain, then
-by risk), open one to see what the model said and what every reader said, and add a review. Cases and
+Add studies (many files, or zips), see every case most urgent first (out of distribution, uncertain, positive
+answers, then by risk), open one to see what the model said and what every reader said, and add a review. Cases and
 reviews live in serving's database: every reader sees the same worklist.
 """
 

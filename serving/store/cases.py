@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from serving.schemas import (
+    POSITIVE_LABELS,
     REVIEW_LABELS,
     CaseDetail,
     CaseKind,
@@ -185,6 +186,8 @@ class CaseStore:
             ordered = query.order_by(
                 case((CaseRow.in_distribution.is_(False), 0), else_=1),
                 case((CaseRow.uncertain.is_(True), 0), else_=1),
+                # the kinds' risks are not on one scale; a positive label is above its own model's threshold
+                case((CaseRow.label.in_(POSITIVE_LABELS), 0), else_=1),
                 CaseRow.risk.desc(),
                 CaseRow.created_at,
                 CaseRow.id,

@@ -80,18 +80,20 @@ def test_worklist_order_and_filters(store: CaseStore) -> None:
     store.add(xray_case(3, 0.40, uncertain=True))  # uncertain: next
     store.add(xray_case(4, 0.60))
     store.add(sepsis_case(5, 0.70))
+    store.add(xray_case(6, 0.45))  # NORMAL: below its threshold
+    store.add(sepsis_case(7, 0.35))  # an alert: above its own threshold, so before 6 whatever the risks
     order = [c.id[-1] for c in store.worklist(status="all").cases]
-    assert order == ["2", "3", "1", "5", "4"]
-    assert [c.kind for c in store.worklist(status="all", kind="sepsis").cases] == ["sepsis"]
+    assert order == ["2", "3", "1", "5", "4", "7", "6"]
+    assert [c.id[-1] for c in store.worklist(status="all", kind="sepsis").cases] == ["5", "7"]
     store.add_review(f"{1:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="B", verdict="disagree", label="NORMAL"))
     assert {c.id[-1] for c in store.worklist(status="reviewed").cases} == {"1"}
     assert {c.id[-1] for c in store.worklist(status="disagreed").cases} == {"4"}
     unreviewed = store.worklist(status="unreviewed")
-    assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5"} and unreviewed.total == 3
+    assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5", "6", "7"} and unreviewed.total == 5
     page = store.worklist(status="all", limit=2, offset=1)
-    assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 5
+    assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 7
     four = store.get(f"{4:064x}")
     assert four.reviews == 2 and four.last_verdict == "disagree" and four.status == "disagreed"
 
