@@ -261,6 +261,9 @@ def _lying_member() -> bytes:
         ("an empty zip", lambda: _zip({}), 422, "no_files"),
         ("not a zip at all", lambda: b"PK\x03\x04garbage", 422, "invalid_zip"),
         ("a text file", lambda: b"hello", 415, "unsupported_file_type"),
+        # a 2012 record's header makes a .txt a mortality case: what follows still has to be one
+        ("a 2012 header over binary junk", lambda: b"Time,Parameter,Value\n" + b"\xff\xfe\x00" * 4000, 422, None),
+        ("a 2012 record of 6 MB", lambda: b"Time,Parameter,Value\n" + b"00:00,HR,80\n" * 520_000, 413, None),
     ],
 )
 def test_hostile_uploads_are_refused_quickly(
