@@ -389,6 +389,8 @@ CaseStatus = Literal["unreviewed", "reviewed", "disagreed"]
 Verdict = Literal["agree", "disagree"]
 #: The model labels that flag a case (a finding, an alert, a predicted death): the worklist puts them first.
 POSITIVE_LABELS = ("PNEUMONIA", "SEPSIS_ALERT", "DIED_IN_HOSPITAL")
+#: The model's labels as a reader's labels where they differ (the sepsis model says ALERT, a reader says SEPSIS).
+MODEL_TO_READER = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
 #: A reader's own label, per kind of case.
 REVIEW_LABELS: dict[str, tuple[str, ...]] = {
     "xray": ("NORMAL", "PNEUMONIA"),

@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import combinations
 
-from serving.schemas import REVIEW_LABELS, Agreement, CaseSummary, KappaSummary, Review
-
-#: The model's labels as a reader's labels (the sepsis model says ALERT, a reader says SEPSIS).
-MODEL_TO_READER = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
+from serving.schemas import MODEL_TO_READER, REVIEW_LABELS, Agreement, CaseSummary, KappaSummary, Review
 
 
 def cohen_kappa(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> KappaSummary:

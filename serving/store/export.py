@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from serving.schemas import CaseSummary, Review
+from serving.schemas import MODEL_TO_READER, CaseSummary, Review
 
 CSV_COLUMNS = (
     "review_id",
@@ -54,7 +54,6 @@ _RISK_TEXT = {
     "sepsis": "highest hourly sepsis risk",
     "mortality": "risk of death in hospital after 48 hours",
 }
-_MODEL_LABEL_TO_FINDING = {"SEPSIS_ALERT": "SEPSIS", "NO_ALERT": "NO_SEPSIS"}
 
 
 def _cell(value: Any) -> str:
@@ -93,7 +92,7 @@ def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
     if review.label:
         return review.label
     if review.verdict == "agree":
-        return _MODEL_LABEL_TO_FINDING.get(case.label, case.label)
+        return MODEL_TO_READER.get(case.label, case.label)
     return None
 
 
