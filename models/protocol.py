@@ -210,6 +210,7 @@ def _fit_repeat(
         label=label,
         d_model=d_model,
         pretraining=pretraining,
+        stats=stats,
     )
     if folds > 1:
         train = [stays[i] for i in train_idx]
@@ -354,14 +355,14 @@ def development_stays(task: SequenceTask, data: Path, limit: int | None = None) 
 RECIPE_DEFAULTS: dict[str, object] = {
     f.name: f.default
     for f in fields(SequenceTask)
-    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher")
+    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher", "thinned_copies")
 }
 
 
 #: the settings a run records only when they differ from these values, which every run made before the setting
 #: existed had: resuming compares the recorded settings key for key, so a saved run's keys must stay as they were
 OPTIONAL_SETTINGS: dict[str, object] = {
-    **{key: RECIPE_DEFAULTS[key] for key in ("teacher_groups", "auxiliary", "teacher")},
+    **{key: RECIPE_DEFAULTS[key] for key in ("teacher_groups", "auxiliary", "teacher", "thinned_copies")},
     "folds": 1,
     "d_model": None,
     "train_fraction": 1.0,
@@ -414,6 +415,7 @@ def run_protocol(
         "teacher_groups": task.teacher_groups,
         "auxiliary": task.auxiliary,
         "teacher": task.teacher,
+        "thinned_copies": task.thinned_copies,
         "folds": folds,
         "d_model": d_model,
         "train_fraction": train_fraction,

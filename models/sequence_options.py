@@ -34,6 +34,14 @@ def width(value: str) -> int:
     return d_model
 
 
+def _copies(value: str) -> int:
+    """``--thinned-copies``: 0 or more."""
+    copies = int(value)
+    if copies < 0:
+        raise argparse.ArgumentTypeError(f"{copies}: give 0 (no copies) or more")
+    return copies
+
+
 def add_task_options(parser: argparse.ArgumentParser) -> None:
     """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
     (read back by :func:`task_from_options`)."""
@@ -91,6 +99,14 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "onset within 12 h, within 24 h, the stay becomes septic; default none)",
     )
     parser.add_argument(
+        "--thinned-copies",
+        type=_copies,
+        default=None,
+        metavar="K",
+        help="sequence models: train each network also on K copies of each training stay with a fifth of its "
+        "measured values left out, each copy with its own tree-teacher targets (consistent teaching; default 0)",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -112,4 +128,5 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
         args.teacher_groups,
         args.auxiliary,
         teacher=args.teacher,
+        thinned_copies=args.thinned_copies,
     )

@@ -71,6 +71,9 @@ def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float
 LABEL_HORIZON = 6  # SepsisLabel is 1 from 6 hours before onset
 HORIZONS = (12, 24)  # the auxiliary head's onset horizons, in hours (SequenceTask.auxiliary)
 AUXILIARY_WEIGHT = 0.5  # the auxiliary head's share of the loss, beside the served head's 1
+#: SequenceTask.thinned_copies: each measured value of a time-varying variable is left out of a thinned copy with
+#: this probability (fixed with rule 26 in docs/sepsis-protocol.md, before its run; not tuned)
+THIN_DROP = 0.2
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,11 @@ class SequenceTask:
     #: teacher probability is the mean logit of those trees and of trees on the stay's 48-hour aggregates
     #: (``models.mortality_features.stay_aggregates``), cross-fitted in the same groups
     teacher: TeacherKind = "hourly"
+    #: consistent teaching on thinned copies: each training stay of a network is joined by this many copies in
+    #: which every measured value of a time-varying variable is left out with probability ``THIN_DROP`` (static
+    #: and administrative columns kept), with the stay's labels and the teacher's probabilities for the copy from
+    #: the same cross-fitted trees that score the stay (fitted on the original stays only). 0: none
+    thinned_copies: int = 0
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -236,9 +244,10 @@ def sequence_task(
     teacher_groups: int | None = None,
     auxiliary: str | None = None,
     teacher: str | None = None,
+    thinned_copies: int | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups, auxiliary head or tree teacher when given."""
+    weights, teacher cross-fitting groups, auxiliary head, tree teacher or number of thinned copies when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -272,4 +281,8 @@ def sequence_task(
         if teacher not in get_args(TeacherKind) or task != "mortality":
             raise ValueError(f"tree teacher {teacher!r} is not defined for {task}")
         changes["teacher"] = teacher
+    if thinned_copies is not None and thinned_copies != base.thinned_copies:
+        if thinned_copies < 0:
+            raise ValueError(f"thinned copies {thinned_copies}: give 0 (none) or more copies of each training stay")
+        changes["thinned_copies"] = thinned_copies
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

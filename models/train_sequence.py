@@ -33,7 +33,7 @@ from models.sequence import (
     to_probability,
 )
 from models.sequence_options import task_from_options
-from models.sequence_tasks import AUXILIARY_WEIGHT, HORIZONS, SEPSIS_TASK, Labelled, SequenceTask, Stay
+from models.sequence_tasks import AUXILIARY_WEIGHT, HORIZONS, SEPSIS_TASK, THIN_DROP, Labelled, SequenceTask, Stay
 from models.train_cnn import seed_everything
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
@@ -111,6 +111,39 @@ def predict_features(model: SequenceModel, features: list[np.ndarray], batch_siz
     return out
 
 
+def thin(values: np.ndarray, n_measured: int, rng: np.random.Generator, drop: float = THIN_DROP) -> np.ndarray:
+    """A thinned copy of a stay's raw ``values`` (hours, columns): each measured value of the first ``n_measured``
+    (time-varying) columns is left out (NaN) with probability ``drop``; the static columns are kept."""
+    out = values.copy()
+    measured = out[:, :n_measured]  # a view: (hours, n_measured)
+    measured[~np.isnan(measured) & (rng.random(measured.shape) < drop)] = np.nan
+    return out
+
+
+def with_thinned_copies(
+    task: SequenceTask,
+    records: Sequence[Stay],
+    features: list[np.ndarray],
+    fold_of: np.ndarray,
+    trained: list[int],
+    stats: NormStats,
+    seed: int,
+) -> tuple[list[Stay], list[np.ndarray], np.ndarray]:
+    """``records`` and ``features`` followed by ``task.thinned_copies`` thinned copies of every stay that one of
+    the ``trained`` members trains on (engineered with ``stats``) -> (stays, features, source): ``source[i]`` is the
+    original stay of row i (i itself for the originals, which come first)."""
+    copied = np.flatnonzero([any(fold_of[i] != k for k in trained) for i in range(len(records))])
+    rng = np.random.default_rng(seed + 7919)
+    copies = [
+        Stay(stay.name, thin(stay.values, task.schema.n_measured, rng), stay.labels)
+        for _ in range(task.thinned_copies)
+        for stay in (records[int(i)] for i in copied)
+    ]
+    source = np.concatenate([np.arange(len(records)), np.tile(copied, task.thinned_copies)])
+    extra = [engineer(c.values, stats, task.schema) for c in tqdm(copies, desc="thinned copies", unit="stay")]
+    return [*records, *copies], [*features, *extra], source
+
+
 def _teacher_groups(records: Sequence[Labelled], fold_of: np.ndarray, seed: int) -> np.ndarray:
     """Group of every stay for cross-fitting the teacher. With 3+ folds the groups are the folds themselves:
     member k's teacher for a stay in fold j is fitted on the folds other than j and k, so one fit serves
@@ -135,12 +168,14 @@ def teacher_targets(
     members: list[int] | None = None,
     hour_weights: list[np.ndarray] | None = None,
     params: dict[str, float | int] | None = None,
+    fit_on: np.ndarray | None = None,
 ) -> list[list[np.ndarray]]:
     """Cross-fitted tree predictions: ``out[k][i]`` is the teacher's hourly probability for stay i as a
     training stay of member k (empty for member k's own held-out stays), from trees that saw neither
     stay i's group nor fold k. The trees read the first ``columns`` engineered channels (the schema's dense
     block); only the members listed are served (default: every fold). ``hour_weights`` (per stay, (hours,))
-    weight the trees' rows (default: every hour alike). ``params``: the trees' settings (default TEACHER_PARAMS)."""
+    weight the trees' rows (default: every hour alike). ``params``: the trees' settings (default TEACHER_PARAMS).
+    ``fit_on`` (one flag per stay): only the flagged stays are fitted on, every stay is scored (default: all)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
@@ -152,7 +187,7 @@ def teacher_targets(
     jobs = [(k, g) for k in (range(folds) if members is None else members) for g in np.unique(groups[fold_of != k])]
     with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):  # the trees use --threads cores
         for k, g in tqdm(jobs, desc="teacher (trees)", unit="fit"):
-            fit_mask = (fold_of != k) & (groups != g)
+            fit_mask = (fold_of != k) & (groups != g) & (True if fit_on is None else fit_on)
             key = fit_mask.tobytes()
             if key not in fitted:
                 fit_idx = np.flatnonzero(fit_mask)
@@ -185,16 +220,24 @@ def task_teacher(
     fold_of: np.ndarray,
     seed: int,
     members: list[int] | None = None,
+    source: np.ndarray | None = None,
 ) -> list[list[np.ndarray]]:
     """:func:`teacher_targets` as ``task`` asks for them: trees fitted towards its training labels, on its
     schema's dense channels, with its row weights; with ``task.teacher`` "hourly+stay", the last hour's
-    probability is the mean logit of those trees' and of stay-level trees' on the stays' aggregates."""
+    probability is the mean logit of those trees' and of stay-level trees' on the stays' aggregates. ``source``
+    (from :func:`with_thinned_copies`): the trees fit on the original stays only, grouped as without copies, and
+    score each copy as the stay it was made from."""
     labels = [s.labels for s in stays]
+    n = len(stays) if source is None else int(np.sum(source == np.arange(len(source))))
+    if source is not None and not (source[:n] == np.arange(n)).all():
+        raise ValueError("the original stays must come first, then their copies (with_thinned_copies)")
+    originals, index = stays[:n], np.arange(len(stays)) if source is None else source
     groups = (
-        _teacher_groups(stays, fold_of, seed)
+        _teacher_groups(originals, fold_of[:n], seed)
         if task.teacher_groups is None
-        else stay_folds(stays, task.teacher_groups, seed + 1)
-    )
+        else stay_folds(originals, task.teacher_groups, seed + 1)
+    )[index]
+    fit_on = None if source is None else np.arange(len(stays)) < n
     hourly = teacher_targets(
         features,
         [task.training_labels(y) for y in labels],
@@ -204,6 +247,7 @@ def task_teacher(
         columns=task.schema.n_dense,
         members=members,
         hour_weights=task.teacher_rows(labels),
+        fit_on=fit_on,
     )
     if task.teacher == "hourly":
         return hourly
@@ -212,7 +256,7 @@ def task_teacher(
     rows = [stay_aggregates(s.values, task.schema)[None, :] for s in stays]  # per stay (1, n_aggregates)
     stay_level = teacher_targets(
         rows, [y[-1:] for y in labels], fold_of, groups, seed, columns=rows[0].shape[1], members=members,
-        params=AGGREGATE_PARAMS,
+        params=AGGREGATE_PARAMS, fit_on=fit_on,
     )  # fmt: skip
     for per_stay, stay_probs in zip(hourly, stay_level, strict=True):
         for i, (p_hours, p_stay) in enumerate(zip(per_stay, stay_probs, strict=True)):
@@ -352,6 +396,7 @@ def fit_fold_members(
     d_model: int | None = None,
     pretraining: Pretraining | None = None,
     network_mask: np.ndarray | None = None,
+    stats: NormStats | None = None,
 ) -> tuple[SequenceModel, list[np.ndarray], list[dict[str, float]]]:
     """The shipped recipe on these stays: one network per fold, each trained on the other folds towards the
     cross-fitted tree teacher -> (the ensemble of the fold networks (mean logit), every stay's out-of-fold
@@ -362,9 +407,19 @@ def fit_fold_members(
     ``d_model``: the networks' width (default: :class:`SequenceConfig`'s). ``pretraining``: one network is first
     trained on those stays (labels only, no teacher) and every member starts from its weights. ``network_mask``
     (one flag per stay): the members train only on the flagged stays of their training folds, while the teacher
-    is fitted on every stay as without it (a learning curve of the networks alone)."""
+    is fitted on every stay as without it (a learning curve of the networks alone). ``stats``: the normalisation
+    ``features`` were engineered with (needed for ``task.thinned_copies``, whose copies are engineered alike)."""
     folds = int(fold_of.max()) + 1
     trained = list(range(folds)) if members is None else members
+    n_stays = len(records)
+    source = None
+    if task.thinned_copies > 0:
+        if stats is None:
+            raise ValueError("thinned copies are engineered with the features' normalisation: pass stats")
+        records, features, source = with_thinned_copies(task, records, features, fold_of, trained, stats, seed)
+        fold_of = fold_of[source]
+        network_mask = None if network_mask is None else network_mask[source]
+    original = np.arange(len(records)) < n_stays  # held-out folds are scored on the original stays only
     labels = [r.labels for r in records]
     train_labels = [task.training_labels(y) for y in labels]  # what the teacher and the members learn
     # An MLP per-hour encoder for both: on a held-out fold it gave the Transformer a higher utility than a
@@ -374,7 +429,7 @@ def fit_fold_members(
     single = config.model_copy(update={"members": 1})
     teacher: list[list[np.ndarray]] | None = None
     if teacher_weight > 0:
-        teacher = task_teacher(task, records, features, fold_of, seed, members=members)
+        teacher = task_teacher(task, records, features, fold_of, seed, members=members, source=source)
     states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     oof: list[np.ndarray] = [np.empty(0)] * len(records)
@@ -390,7 +445,7 @@ def fit_fold_members(
     for fold in trained:
         outside = fold_of != fold
         train_idx = np.flatnonzero(outside if network_mask is None else outside & network_mask)
-        held_idx = np.flatnonzero(fold_of == fold)
+        held_idx = np.flatnonzero((fold_of == fold) & original)
         x_held = [features[i] for i in held_idx]
         member, member_history = _fit_member(
             single,
@@ -413,7 +468,7 @@ def fit_fold_members(
             sub.load_state_dict(state)
     else:
         model.load_state_dict(states[0])
-    return model, oof, history
+    return model, oof[:n_stays], history
 
 
 def train_sequence(
@@ -453,7 +508,7 @@ def train_sequence(
     model, oof, history = fit_fold_members(
         task, arch, records, features, fold_of,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, teacher_weight=teacher_weight, label=arch,
-        d_model=d_model,
+        d_model=d_model, stats=stats,
     )  # fmt: skip
     config = model.config
     threshold, _ = task.choose_threshold(labels, oof)
@@ -473,6 +528,7 @@ def train_sequence(
             "teacher_groups": task.teacher_groups,
             "teacher": task.teacher,
             "auxiliary": task.auxiliary,
+            "thinned_copies": task.thinned_copies,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -656,7 +712,13 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                     else ""
                 )
             ),
-            "sampling": f"positive stays repeated {SEPTIC_REPEAT}x per epoch",
+            "sampling": f"positive stays repeated {SEPTIC_REPEAT}x per epoch"
+            + (
+                f"; each training stay also as {task.thinned_copies} thinned copies (each measured value left out "
+                f"with probability {THIN_DROP:g}), each with the teacher's targets for the copy"
+                if task.thinned_copies
+                else ""
+            ),
             **meta.config,
         },
         labels=meta.labels,

@@ -204,3 +204,92 @@ def test_the_stay_level_teacher_changes_only_the_last_hour(mortality_folder: Pat
     assert changed > 0
     with pytest.raises(ValueError, match="not defined for sepsis"):
         sequence_task("sepsis", teacher="hourly+stay")
+
+
+def test_thin_leaves_out_measured_values_only() -> None:
+    """A thinned copy drops about THIN_DROP of the measured values of the time-varying columns, never adds one,
+    keeps the static columns and leaves the original as it was."""
+    from models.sequence_tasks import THIN_DROP
+    from models.train_sequence import thin
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(400, 10)).astype(np.float32)  # (hours, columns): 7 measured, 3 static
+    values[::3, 2] = np.nan  # a variable measured every third hour
+    before = values.copy()
+    out = thin(values, 7, rng)
+    np.testing.assert_array_equal(values, before)
+    np.testing.assert_array_equal(out[:, 7:], values[:, 7:])
+    measured = ~np.isnan(values[:, :7])
+    assert not (np.isnan(values[:, :7]) & ~np.isnan(out[:, :7])).any()  # nothing unmeasured becomes measured
+    kept = ~np.isnan(out[:, :7])
+    np.testing.assert_array_equal(out[:, :7][kept], values[:, :7][kept])
+    assert abs((measured & ~kept).sum() / measured.sum() - THIN_DROP) < 0.02
+
+
+def test_thinned_copies_are_scored_by_their_stays_trees_and_never_fitted_on() -> None:
+    """``SequenceTask.thinned_copies``: a copy (here with its stay's very features) gets the probabilities of the
+    trees that score its stay, trees fitted on the original stays only: the originals' targets are those without
+    copies, copies with inverted labels change nothing, and no target recalls its stay's label."""
+    from models.sequence_tasks import Stay, sequence_task
+    from models.train_sequence import task_teacher
+
+    n, folds = 40, 2  # two folds: the teacher's groups are random halves of each, drawn on the originals
+    records, features, labels = _stays(n, seed=folds)
+    stays = [Stay(r.name, r.values, y) for r, y in zip(records, labels, strict=True)]
+    fold_of = stay_folds(records, folds, seed=0)
+    task = sequence_task("sepsis", thinned_copies=2)
+    plain = task_teacher(task, stays, features, fold_of, seed=0, members=[0])[0]
+    source = np.r_[np.arange(n), np.arange(n), np.arange(n)]  # two copies of every stay, after the originals
+
+    def copied(flip: bool) -> list[np.ndarray]:
+        extra = [Stay(s.name, s.values, 1 - s.labels if flip else s.labels) for s in stays + stays]
+        return task_teacher(task, stays + extra, features * 3, fold_of[source], 0, members=[0], source=source)[0]
+
+    same, flipped = copied(False), copied(True)
+    for i, j in enumerate(source):
+        np.testing.assert_array_equal(same[i], plain[j])
+        np.testing.assert_array_equal(flipped[i], plain[j])
+    train = np.flatnonzero(fold_of[source] != 0)
+    assert all(same[i].size == 0 for i in np.flatnonzero(fold_of[source] == 0))
+    auroc = roc_auc_score(np.concatenate([labels[source[i]] for i in train]), np.concatenate([same[i] for i in train]))
+    assert auroc < 0.75, "the teacher's targets recall the labels of stays the trees saw"
+    with pytest.raises(ValueError, match="must come first"):
+        wrong = np.r_[5, np.arange(1, n), np.arange(n)]  # a copy of stay 5 where stay 0 belongs
+        task_teacher(task, stays + stays, features * 2, fold_of[wrong], seed=0, source=wrong)
+
+
+def test_members_train_on_thinned_copies_and_score_the_original_stays(psv_folder: Path) -> None:
+    """With thinned copies a member's held-out predictions cover the original stays only, and differ from the
+    member trained without them; the copies need the features' normalisation."""
+    from models.sequence import NormStats, engineer
+    from models.sequence_tasks import SEPSIS_TASK, sequence_task
+    from models.train_sequence import fit_fold_members, with_thinned_copies
+
+    stays = SEPSIS_TASK.load(psv_folder)
+    stats = NormStats.fit_records([s.values for s in stays])
+    features = [engineer(s.values, stats) for s in stays]
+    fold_of = stay_folds(stays, 2, 0)
+    thinned = sequence_task("sepsis", thinned_copies=1)
+    copies, copy_features, source = with_thinned_copies(thinned, stays, features, fold_of, [0], stats, seed=0)
+    trained_on = np.flatnonzero(fold_of == 1)  # member 0 trains on fold 1: only its stays are copied
+    np.testing.assert_array_equal(source, np.r_[np.arange(len(stays)), trained_on])
+    assert len(copies) == len(copy_features) == len(stays) + len(trained_on)
+    for i, j in zip(range(len(stays), len(copies)), trained_on, strict=True):
+        assert copies[i].name == stays[j].name and copies[i].labels is stays[j].labels
+        assert np.isnan(copies[i].values).sum() > np.isnan(stays[j].values).sum()
+    common = {"epochs": 2, "batch_size": 4, "lr": 1e-2, "seed": 0, "label": "t", "members": [0], "score_held": False}
+
+    def held(task: object) -> list[np.ndarray]:
+        _, oof, _ = fit_fold_members(
+            task, "lstm", stays, features, fold_of, teacher_weight=0.5, stats=stats,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert len(oof) == len(stays)
+        return [oof[i] for i in np.flatnonzero(fold_of == 0)]
+
+    plain, with_copies = held(SEPSIS_TASK), held(thinned)
+    assert all(a.shape == b.shape == (len(stays[i].labels),) for a, b, i in zip(
+        plain, with_copies, np.flatnonzero(fold_of == 0), strict=True))  # fmt: skip
+    assert max(np.abs(a - b).max() for a, b in zip(plain, with_copies, strict=True)) > 1e-3
+    with pytest.raises(ValueError, match="pass stats"):
+        fit_fold_members(thinned, "lstm", stays, features, fold_of, teacher_weight=0.5, **common)  # type: ignore[arg-type]
