@@ -127,12 +127,13 @@ def opacity_slider() -> float:
     )
 
 
-def withheld_heatmap_toggle() -> bool:
+def withheld_heatmap_toggle(key: str = "show_withheld_heatmap") -> bool:
+    """Whether to draw the Grad-CAM of an image whose label is withheld (off unless the reader asks)."""
     return bool(
         st.toggle(
             "Show the heatmap anyway",
             value=False,
-            key="show_withheld_heatmap",
+            key=key,
             help="The label is withheld for this image (out of distribution): the heatmap shows where the network "
             "looked for an answer that means nothing here, not a finding.",
         )

@@ -19,7 +19,7 @@ from dashboard.charts.common import model_title
 from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, worklist_table
-from dashboard.charts.xray import XrayDisplay, probability_gauge, xray_figure
+from dashboard.charts.xray import XrayDisplay, probability_gauge, shown_label, xray_figure
 from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, XrayPrediction
 
 #: Files sent per request when adding cases (each at most the upload limit).
@@ -68,8 +68,15 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
     display = XrayDisplay.from_prediction(prediction)
     left, right = st.columns([3, 2], gap="large")
     with left:
-        heatmap = None
-        if display.pixels is not None and prediction.preview_png and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
+        heatmap, wanted = None, False
+        if display.pixels is not None and prediction.preview_png:
+            if shown_label(prediction) is not None:
+                wanted = st.toggle("Grad-CAM", key=f"gc_{case.id}")
+            else:  # as on the X-ray page: a heatmap of a withheld label would read as a finding
+                wanted = widgets.withheld_heatmap_toggle(key=f"gc_{case.id}")
+                if not wanted:
+                    st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
+        if wanted and prediction.preview_png:
             explained = call(
                 client().predict_xray, base64.b64decode(prediction.preview_png), "upload.png", explain=True
             )

@@ -224,6 +224,32 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
+def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_normal_path: Path) -> None:
+    """As on the X-ray page: a case whose label is withheld (a CT slice, out of distribution) opens without its
+    Grad-CAM and says why; "Show the heatmap anyway" draws it. A radiograph's toggle is plain "Grad-CAM"."""
+    from pydicom.data import get_testdata_file
+
+    ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
+    made = MedLensClient(serving_env).upload_cases([("ct.dcm", ct), ("n.jpeg", xray_normal_path.read_bytes())])
+    by_kind = {c.in_distribution: c.id for c in made.cases}
+    assert set(by_kind) == {True, False}
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all").run()
+    for in_distribution, label in ((True, "Grad-CAM"), (False, "Show the heatmap anyway")):
+        case = by_kind[in_distribution]
+        at.selectbox(key="worklist_open_case").select(case).run()
+        assert not at.exception, at.exception
+        assert at.toggle(key=f"gc_{case}").label == label
+        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+        assert [t["type"] for t in image["data"]] == ["image"]  # off until asked for
+        assert any("heatmap is hidden" in c.value for c in at.caption) is (not in_distribution)
+        at.toggle(key=f"gc_{case}").set_value(True).run()
+        assert not at.exception, at.exception
+        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+        assert [t["type"] for t in image["data"]] == ["image", "heatmap"]
+
+
+@pytest.mark.serve
 def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     """A PhysioNet 2012 record added to the worklist opens with its 48-hour trajectory, its gauge, the stay's
     descriptors and what its parser tolerated, and takes the mortality labels."""
