@@ -11,6 +11,8 @@ from serving.schemas import Agreement, Review, Worklist
 
 #: each kind of case as the worklist says it
 KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality": "ICU record (mortality)"}
+#: what the table says a model said of an input it flags as out of distribution
+WITHHELD = "label withheld"
 
 
 def worklist_table(worklist: Worklist) -> pd.DataFrame:
@@ -30,7 +32,9 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
                 "risk": c.risk,
-                "model says": c.label.replace("_", " "),  # serving's SEPSIS_ALERT, NO_ALERT as words
+                # serving's SEPSIS_ALERT, NO_ALERT as words; an out-of-distribution X-ray's label is withheld, as
+                # when the case is opened (serving keeps it; a reader must not take it for a finding)
+                "model says": WITHHELD if c.in_distribution is False else c.label.replace("_", " "),
                 "status": c.status,
                 "reviews": c.reviews,
                 "last verdict": c.last_verdict or "",

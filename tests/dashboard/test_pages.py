@@ -235,6 +235,8 @@ def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_n
     assert set(by_kind) == {True, False}
     at = _page("views/worklist.py")
     at.selectbox(key="worklist_status").select("all").run()
+    says = at.dataframe[0].value.set_index("case")["model says"]
+    assert says[by_kind[False][:16]] == "label withheld" and says[by_kind[True][:16]] in ("NORMAL", "PNEUMONIA")
     for in_distribution, label in ((True, "Grad-CAM"), (False, "Show the heatmap anyway")):
         case = by_kind[in_distribution]
         at.selectbox(key="worklist_open_case").select(case).run()

@@ -22,14 +22,16 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
             _case(1, in_distribution=False, uncertain=True),
             _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT"),
             _case(3, kind="mortality", model="mortality-lstm", label="DIED_IN_HOSPITAL"),
+            _case(4, in_distribution=True),
         ],
-        total=3,
+        total=4,
     )
     table = worklist_table(worklist)
-    assert list(table["case"]) == [f"{n:064x}"[:16] for n in (1, 2, 3)]
+    assert list(table["case"]) == [f"{n:064x}"[:16] for n in (1, 2, 3, 4)]
     assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
-    assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)"]
-    assert list(table["model says"]) == ["PNEUMONIA", "SEPSIS ALERT", "DIED IN HOSPITAL"]
+    assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)", "chest X-ray"]
+    # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
+    assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 
