@@ -60,9 +60,15 @@ def load_case(case_id: str) -> CaseDetail | None:
         return None
 
 
-def review_panel(case_id: str, kind: str, reviewer: str | None, upload: widgets.SelectedInput | None = None) -> None:
+def review_panel(
+    case_id: str,
+    kind: str,
+    reviewer: str | None,
+    upload: widgets.SelectedInput | None = None,
+    withheld: bool = False,
+) -> None:
     """History of ``case_id`` and the review form. ``upload``, the open file, becomes the case on its first
-    review when it is not one yet."""
+    review when it is not one yet. ``withheld``: the model's label was withheld (out of distribution)."""
     st.subheader("Reviews")
     st.caption(
         f"Case `{case_id[:16]}` (SHA-256 of the file's bytes; the file name is never stored). Every reader sees "
@@ -73,6 +79,11 @@ def review_panel(case_id: str, kind: str, reviewer: str | None, upload: widgets.
         st.table(history_table(case.history).set_index("when (UTC)"))
     else:
         st.caption("No reviews of this case yet.")
+    if withheld:
+        st.caption(
+            "The model's label is withheld for this input, so there is no label to agree or disagree with: give "
+            "your own label. Reader agreement counts this case only with your label, and never against the model."
+        )
     if reviewer is None:
         st.info("Enter your name in the sidebar (or sign in) to review.", icon=":material/person:")
         return

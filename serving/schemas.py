@@ -487,12 +487,14 @@ class KappaSummary(_Schema):
 
 class Agreement(_Schema):
     """Agreement on reviewed cases of one kind, from each reader's latest review of each case. A reader who
-    disagrees without giving a label is read as choosing the other label (the tasks are binary)."""
+    disagrees without giving a label is read as choosing the other label (the tasks are binary). An
+    out-of-distribution case, whose model label readers were not shown, counts only with a reader's own label and
+    never against the model."""
 
     kind: CaseKind
     labels: list[str] = Field(description="the two labels, in the order of the confusion matrix")
-    cases: int = Field(description="cases with at least one review")
-    readers: int
+    cases: int = Field(description="cases with at least one counted read")
+    readers: int = Field(description="readers with at least one counted read")
     model_vs_reader: KappaSummary
     confusion: list[list[int]] = Field(description="rows: the model's label; columns: the readers' labels")
     inter_reader: KappaSummary = Field(description="over every pair of readers of the same case")

@@ -169,7 +169,7 @@ def render() -> None:
         _show_mortality(case, case.prediction)
     else:
         _show_sepsis(case, case.prediction)
-    review_panel(case.id, case.kind, reviewer)
+    review_panel(case.id, case.kind, reviewer, withheld=case.in_distribution is False)
 
 
 render()

@@ -106,7 +106,7 @@ def render() -> None:
             else:
                 st.caption("DICOM header fields are hidden.")
     st.divider()
-    review_panel(cid, "xray", widgets.reviewer_name(), upload=selected)
+    review_panel(cid, "xray", widgets.reviewer_name(), upload=selected, withheld=shown_label(pred) is None)
 
 
 render()

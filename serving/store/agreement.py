@@ -4,7 +4,10 @@ Each reader's latest review of a case is their read. A read's label: the reader'
 the model's label when they agreed, the other label when they disagreed without one (binary tasks).
 Cohen's kappa over pairs of reads: (model, reader) for every read; (reader, reader) for every pair of
 readers of the same case, pooled. Synthetic cases (generated images, ``case.synthetic``) never count: they
-are for demos and tests, and a metric of real readers on real data must not include them.
+are for demos and tests, and a metric of real readers on real data must not include them. An out-of-distribution
+case (``case.in_distribution`` false) had its model label withheld from readers: it never pairs a reader with
+the model, and only a read with the reader's own label counts (an "agree" or "disagree" with a label the reader
+was not shown reads nothing).
 """
 
 from __future__ import annotations
@@ -43,17 +46,21 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> 
     reads: dict[str, dict[str, str]] = {}
     model_pairs: list[tuple[str, str]] = []
     for (case_id, reader), (review, case) in latest.items():
+        withheld = case.in_distribution is False  # readers were not shown the model's label
+        if withheld and not review.label:
+            continue
         model = MODEL_TO_READER.get(case.label, case.label)
         label = reader_label(review, model, labels)
         reads.setdefault(case_id, {})[reader] = label
-        model_pairs.append((model, label))
+        if not withheld:
+            model_pairs.append((model, label))
     reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(sorted(per_case.values()), 2)]
     confusion = [[sum(m == row and r == col for m, r in model_pairs) for col in labels] for row in labels]
     return Agreement(
         kind=kind,
         labels=list(labels),
         cases=len(reads),
-        readers=len({reader for _, reader in latest}),
+        readers=len({reader for per_case in reads.values() for reader in per_case}),
         model_vs_reader=cohen_kappa(model_pairs, labels),
         confusion=confusion,
         inter_reader=cohen_kappa(reader_pairs, labels),

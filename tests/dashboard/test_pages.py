@@ -153,6 +153,8 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert any("prediction set" in c.value for c in at.caption)
 
     image = next(f for f in figures if f["data"][0]["type"] == "image")
+    withheld_review = any("no label to agree or disagree with" in c.value for c in at.caption)
+    assert withheld_review is (served.in_distribution is False)
     if served.in_distribution is False:  # the heatmap of a withheld label is drawn only when asked for
         assert [t["type"] for t in image["data"]] == ["image"]
         assert any("heatmap is hidden" in c.value for c in at.caption)
@@ -245,6 +247,8 @@ def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_n
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
         assert [t["type"] for t in image["data"]] == ["image"]  # off until asked for
         assert any("heatmap is hidden" in c.value for c in at.caption) is (not in_distribution)
+        # and its review form says there is no model label to agree with (reader agreement counts own labels)
+        assert any("no label to agree or disagree with" in c.value for c in at.caption) is (not in_distribution)
         at.toggle(key=f"gc_{case}").set_value(True).run()
         assert not at.exception, at.exception
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")

@@ -66,3 +66,20 @@ def test_synthetic_cases_never_count() -> None:
     result = agreement("xray", trail)
     assert (result.cases, result.readers, result.model_vs_reader.pairs) == (1, 1, 1)
     assert result.inter_reader.pairs == 0
+
+
+def test_an_out_of_distribution_case_pairs_readers_own_labels_never_the_model() -> None:
+    """Readers were not shown the withheld label of an out-of-distribution radiograph: it never pairs with a
+    reader, a verdict on it reads nothing, and readers' own labels still pair with each other."""
+    ood = _case(1, "PNEUMONIA").model_copy(update={"in_distribution": False})
+    seen = _case(2, "PNEUMONIA").model_copy(update={"in_distribution": True})
+    trail = [
+        (_review(1, ood, "ann", "disagree", "NORMAL"), ood),
+        (_review(2, ood, "bob", "disagree", "NORMAL"), ood),
+        (_review(3, ood, "cy", "agree"), ood),  # agrees with a label cy was never shown
+        (_review(4, seen, "ann", "agree"), seen),
+    ]
+    result = agreement("xray", trail)
+    assert (result.cases, result.readers) == (2, 2)  # cy's review reads nothing
+    assert result.model_vs_reader.pairs == 1 and result.confusion == [[0, 0], [0, 1]]  # ann on the seen case
+    assert result.inter_reader.pairs == 1 and result.inter_reader.observed_agreement == 1.0  # ann and bob: NORMAL
