@@ -8,7 +8,8 @@ FHIR mapping of one review:
   contained ``Device`` naming the model and its version;
 * ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
 * ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
-  agreed); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding (a mortality
+  agreed, unless the case is out of distribution: readers were not shown its label, so only their own confirms
+  anything); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding (a mortality
   case's label, DIED_IN_HOSPITAL or SURVIVED, is a prognosis, not a finding: it has no conclusionCode).
 Tombstones (deleted cases) and reviews of deleted cases are in the CSV only: their prediction is gone.
 """
@@ -91,7 +92,7 @@ def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
 def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
     if review.label:
         return review.label
-    if review.verdict == "agree":
+    if review.verdict == "agree" and case.in_distribution is not False:
         return MODEL_TO_READER.get(case.label, case.label)
     return None
 
@@ -136,7 +137,11 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
         "conclusion": "; ".join(
             part
             for part in (
-                f"reader {review.verdict}s with the model ({case.label})",
+                (
+                    "the model's label was withheld from the reader (input out of distribution)"
+                    if case.in_distribution is False
+                    else f"reader {review.verdict}s with the model ({case.label})"
+                ),
                 f"reader's label: {review.label}" if review.label else "",
                 review.comment or "",
             )

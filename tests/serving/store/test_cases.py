@@ -218,3 +218,15 @@ def test_fhir_export_is_valid_r4b_with_the_model_as_device(store: CaseStore) -> 
     Bundle.model_validate_json(json.dumps(bundle))  # round-trips through the validating model
     rows = list(csv.reader(io.StringIO(reviews_csv(list(store.trail())))))
     assert rows[1][7] == "'=HYPERLINK(1)"  # a spreadsheet will not run it
+
+
+def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: CaseStore) -> None:
+    """An out-of-distribution case's label is withheld from readers: an "agree" confirms no finding (status
+    preliminary, no conclusion code); the reader's own label still does."""
+    case, _ = store.add(xray_case(1, 0.9, in_distribution=False))
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+    store.add_review(case.id, ReviewIn(reviewer="B", verdict="disagree", label="PNEUMONIA"))
+    reports = [e["resource"] for e in reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"]]
+    assert [r["status"] for r in reports] == ["preliminary", "final"]
+    assert "conclusionCode" not in reports[0] and "withheld" in reports[0]["conclusion"]
+    assert reports[1]["conclusionCode"][0]["coding"][0]["code"] == "233604007"
