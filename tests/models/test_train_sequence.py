@@ -57,7 +57,7 @@ def _assert_never_scores_a_stay_it_saw(
 
 @pytest.mark.parametrize("folds", [2, 5])
 def test_teacher_never_scores_a_stay_it_saw(folds: int) -> None:
-    records, features, labels = _stays(80, seed=folds)
+    records, features, labels = _stays(48, seed=folds)
     fold_of = stay_folds(records, folds, seed=0)
     groups = _teacher_groups(records, fold_of, seed=0)
     _assert_never_scores_a_stay_it_saw(
@@ -71,7 +71,7 @@ def test_teacher_in_groups_never_scores_a_stay_it_saw(folds: int, groups: int) -
     from models.sequence_tasks import Stay, sequence_task
     from models.train_sequence import task_teacher
 
-    records, features, labels = _stays(80, seed=10 * folds + groups)
+    records, features, labels = _stays(48, seed=10 * folds + groups)
     stays = [Stay(r.name, r.values, y) for r, y in zip(records, labels, strict=True)]
     fold_of = stay_folds(records, folds, seed=0)
     out = task_teacher(sequence_task("sepsis", teacher_groups=groups), stays, features, fold_of, seed=0)
