@@ -128,8 +128,9 @@ def opacity_slider() -> float:
 
 
 def withheld_heatmap_toggle(key: str = "show_withheld_heatmap") -> bool:
-    """Whether to draw the Grad-CAM of an image whose label is withheld (off unless the reader asks)."""
-    return bool(
+    """Whether to draw the Grad-CAM of an image whose label is withheld (off unless the reader asks; while off,
+    a caption says why it is hidden)."""
+    wanted = bool(
         st.toggle(
             "Show the heatmap anyway",
             value=False,
@@ -138,6 +139,9 @@ def withheld_heatmap_toggle(key: str = "show_withheld_heatmap") -> bool:
             "looked for an answer that means nothing here, not a finding.",
         )
     )
+    if not wanted:  # a heatmap explains the label: drawn by default, it would read as a finding the model may not make
+        st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
+    return wanted
 
 
 def header_toggle() -> bool:

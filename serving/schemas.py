@@ -419,6 +419,12 @@ class CaseSummary(_Schema):
     reviews: int = Field(description="reviews so far")
     last_verdict: Verdict | None
 
+    @property
+    def label_withheld(self) -> bool:
+        """Readers are not shown the model's label (the input is out of distribution): it confirms nothing and
+        is not compared with theirs."""
+        return self.in_distribution is False
+
 
 class ReviewIn(_Schema):
     """A reader's review. The reader's name is what they gave, not an authenticated identity unless the

@@ -34,7 +34,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "risk": c.risk,
                 # serving's SEPSIS_ALERT, NO_ALERT as words; an out-of-distribution X-ray's label is withheld, as
                 # when the case is opened (serving keeps it; a reader must not take it for a finding)
-                "model says": WITHHELD if c.in_distribution is False else c.label.replace("_", " "),
+                "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
                 "status": c.status,
                 "reviews": c.reviews,
                 "last verdict": c.last_verdict or "",

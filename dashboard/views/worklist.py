@@ -68,19 +68,18 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
     display = XrayDisplay.from_prediction(prediction)
     left, right = st.columns([3, 2], gap="large")
     with left:
-        heatmap, wanted = None, False
+        heatmap = None
         if display.pixels is not None and prediction.preview_png:
-            if shown_label(prediction) is not None:
-                wanted = st.toggle("Grad-CAM", key=f"gc_{case.id}")
-            else:  # as on the X-ray page: a heatmap of a withheld label would read as a finding
-                wanted = widgets.withheld_heatmap_toggle(key=f"gc_{case.id}")
-                if not wanted:
-                    st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
-        if wanted and prediction.preview_png:
-            explained = call(
-                client().predict_xray, base64.b64decode(prediction.preview_png), "upload.png", explain=True
+            wanted = (
+                st.toggle("Grad-CAM", key=f"gc_{case.id}")
+                if shown_label(prediction) is not None
+                else widgets.withheld_heatmap_toggle(key=f"gc_{case.id}")  # as on the X-ray page
             )
-            heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
+            if wanted:
+                explained = call(
+                    client().predict_xray, base64.b64decode(prediction.preview_png), "upload.png", explain=True
+                )
+                heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
         if display.pixels is None:
             st.warning("This case has no stored image.")
         else:
@@ -169,7 +168,7 @@ def render() -> None:
         _show_mortality(case, case.prediction)
     else:
         _show_sepsis(case, case.prediction)
-    review_panel(case.id, case.kind, reviewer, withheld=case.in_distribution is False)
+    review_panel(case.id, case.kind, reviewer, withheld=case.label_withheld)
 
 
 render()

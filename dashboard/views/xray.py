@@ -81,9 +81,7 @@ def render() -> None:
             st.caption("Serving returned no Grad-CAM heatmap for this image.")
             opacity = 0.0
         elif shown_label(pred) is None and not widgets.withheld_heatmap_toggle():
-            # a heatmap explains the label: drawn by default, it would read as a finding the model may not make
-            st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
-            heatmap, opacity = None, 0.0
+            heatmap, opacity = None, 0.0  # the widget says why
         else:
             opacity = widgets.opacity_slider()
         if case.pixels is None:

@@ -46,13 +46,12 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> 
     reads: dict[str, dict[str, str]] = {}
     model_pairs: list[tuple[str, str]] = []
     for (case_id, reader), (review, case) in latest.items():
-        withheld = case.in_distribution is False  # readers were not shown the model's label
-        if withheld and not review.label:
+        if case.label_withheld and not review.label:
             continue
         model = MODEL_TO_READER.get(case.label, case.label)
         label = reader_label(review, model, labels)
         reads.setdefault(case_id, {})[reader] = label
-        if not withheld:
+        if not case.label_withheld:
             model_pairs.append((model, label))
     reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(sorted(per_case.values()), 2)]
     confusion = [[sum(m == row and r == col for m, r in model_pairs) for col in labels] for row in labels]

@@ -92,7 +92,7 @@ def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
 def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
     if review.label:
         return review.label
-    if review.verdict == "agree" and case.in_distribution is not False:
+    if review.verdict == "agree" and not case.label_withheld:
         return MODEL_TO_READER.get(case.label, case.label)
     return None
 
@@ -139,7 +139,7 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
             for part in (
                 (
                     "the model's label was withheld from the reader (input out of distribution)"
-                    if case.in_distribution is False
+                    if case.label_withheld
                     else f"reader {review.verdict}s with the model ({case.label})"
                 ),
                 f"reader's label: {review.label}" if review.label else "",
