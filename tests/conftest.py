@@ -281,7 +281,7 @@ def serving_url(serve_server: ServeServer) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the run's skips, said loudly (scripts/test.sh prints this file last)
+# the run's skips, said loudly (scripts/test.sh prints this file after the tests)
 # ----------------------------------------------------------------------------------------------------------
 SKIP_SUMMARY = REPO_ROOT / "test-artifacts" / "skip-summary.txt"
 
