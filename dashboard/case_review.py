@@ -81,13 +81,13 @@ def review_panel(
         st.caption("No reviews of this case yet.")
     if withheld:
         st.caption(
-            "The model's label is withheld for this input, so there is no label to agree or disagree with: give "
-            "your own label. Reader agreement counts this case only with your label, and never against the model."
+            "The model's label is withheld for this input, so there is no label to agree or disagree with: your "
+            "review is your own label. Reader agreement counts it only against other readers, never the model."
         )
     if reviewer is None:
         st.info("Enter your name in the sidebar (or sign in) to review.", icon=":material/person:")
         return
-    review = widgets.review_form(case_id, REVIEW_LABELS[kind])
+    review = widgets.review_form(case_id, REVIEW_LABELS[kind], withheld=withheld)
     if review is None:
         return
     if case is None:
@@ -100,5 +100,6 @@ def review_panel(
         ReviewIn(reviewer=reviewer, verdict=review.verdict, label=review.label, comment=review.comment),
     )
     if saved is not None:
-        st.success(f"Review saved: {saved.verdict} (by {saved.reviewer}).")
+        read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
+        st.success(f"Review saved: {read} (by {saved.reviewer}).")
         st.rerun()

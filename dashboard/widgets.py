@@ -42,7 +42,7 @@ class SyntheticRequest:
 
 @dataclass(frozen=True)
 class ReviewInput:
-    verdict: Literal["agree", "disagree"]
+    verdict: Literal["agree", "disagree"] | None  # None: the model's label is withheld, the reader gives theirs
     comment: str
     label: str | None = None
 
@@ -148,22 +148,39 @@ def header_toggle() -> bool:
     return bool(st.toggle("Show header fields", value=False, key="show_dicom_header"))
 
 
-def review_form(case: str, labels: Sequence[str]) -> ReviewInput | None:
+def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> ReviewInput | None:
     """Agree / disagree with the model, optionally the reader's own label, and a comment; returns the review
-    when submitted."""
+    when submitted. ``withheld``: the model's label is not shown, so there is no verdict to give and the reader's
+    own label is required (None, with a warning, when it is missing)."""
     with st.form(key=f"review_form_{case}", clear_on_submit=True):
-        verdict = st.radio(
-            "Your read of this case", ["agree", "disagree"], horizontal=True, key=f"review_verdict_{case}"
+        verdict = (
+            None
+            if withheld
+            else st.radio(
+                "Your read of this case", ["agree", "disagree"], horizontal=True, key=f"review_verdict_{case}"
+            )
         )
-        label = st.selectbox(
-            "Your label (optional)", ["(none)", *labels], key=f"review_label_{case}", help="Your own finding."
-        )
+        if withheld:
+            label = st.selectbox(
+                "Your label", labels, index=None, placeholder="Choose your label", key=f"review_label_{case}"
+            )
+        else:
+            label = st.selectbox(
+                "Your label (optional)", ["(none)", *labels], key=f"review_label_{case}", help="Your own finding."
+            )
         comment = st.text_area("Comment (no patient identifiers)", key=f"review_comment_{case}", max_chars=2000)
         submitted = st.form_submit_button("Save review", icon=":material/rate_review:")
     if not submitted:
         return None
-    own = None if label == "(none)" else str(label)
-    return ReviewInput(verdict="agree" if verdict == "agree" else "disagree", comment=comment.strip(), label=own)
+    own = None if label in (None, "(none)") else str(label)
+    if withheld and own is None:
+        st.warning("Choose your label: this case's model label is withheld, so your label is the review.")
+        return None
+    return ReviewInput(
+        verdict=None if verdict is None else "agree" if verdict == "agree" else "disagree",
+        comment=comment.strip(),
+        label=own,
+    )
 
 
 def reviewer_name() -> str | None:

@@ -415,15 +415,22 @@ class CaseSummary(_Schema):
     in_distribution: bool | None = Field(description="false: the input looks unlike the training data; null: unknown")
     uncertain: bool | None = Field(description="true: the model's prediction set holds both labels; null: unknown")
     synthetic: bool = Field(description="a generated image, never a real patient")
-    status: CaseStatus = Field(description="from the latest review: none, agree or disagree")
+    status: CaseStatus = Field(
+        description="from the latest review: unreviewed (none), reviewed (agree, or a reader's own label of a case "
+        "whose label is withheld) or disagreed"
+    )
     reviews: int = Field(description="reviews so far")
     last_verdict: Verdict | None
 
     @property
     def label_withheld(self) -> bool:
-        """Readers are not shown the model's label (the input is out of distribution): it confirms nothing and
-        is not compared with theirs."""
-        return self.in_distribution is False
+        return label_withheld(self.in_distribution)
+
+
+def label_withheld(in_distribution: bool | None) -> bool:
+    """Readers are not shown the model's label (the input is out of distribution): it confirms nothing, is not
+    compared with theirs, and a review gives the reader's own label instead of a verdict."""
+    return in_distribution is False
 
 
 class ReviewIn(_Schema):
@@ -431,7 +438,11 @@ class ReviewIn(_Schema):
     dashboard's sign-in is configured."""
 
     reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S")
-    verdict: Verdict
+    verdict: Verdict | None = Field(
+        default=None,
+        description="agree or disagree with the model's label; required unless the label is withheld from readers "
+        "(an out-of-distribution case, `in_distribution` false), where a review gives `label` instead",
+    )
     label: str | None = Field(
         default=None, description="the reader's own label: NORMAL / PNEUMONIA (X-ray), NO_SEPSIS / SEPSIS (sepsis)"
     )

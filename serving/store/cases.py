@@ -31,6 +31,7 @@ from serving.schemas import (
     SepsisPrediction,
     Worklist,
     XrayPrediction,
+    label_withheld,
 )
 from serving.store.db import describe, make_engine, migrate, write_transaction
 from serving.store.tables import CaseRow, ReviewRow
@@ -246,6 +247,16 @@ class CaseStore:
                     f"Field `label`: {review.label!r} is not a label of a {row.kind} case; use one of "
                     f"{', '.join(allowed)}, or leave it out."
                 )
+            if review.verdict is None and not label_withheld(row.in_distribution):
+                raise InvalidReview(
+                    "Field `verdict` is required: readers see this case's label, so a review agrees or disagrees "
+                    "with it (and may add `label`)."
+                )
+            if review.verdict is None and review.label is None:
+                raise InvalidReview(
+                    "Field `label` is required without `verdict`: give the reader's own label, one of "
+                    f"{', '.join(allowed)}."
+                )
             new = ReviewRow(
                 case_id=case_id,
                 action="review",
@@ -305,6 +316,7 @@ class CaseStore:
             (last.action != "review", "unreviewed"),
             (last.verdict == "agree", "reviewed"),
             (last.verdict == "disagree", "disagreed"),
+            (last.action == "review", "reviewed"),  # the reader's own label of a case whose label is withheld
             else_="unreviewed",
         )
         query = (

@@ -186,7 +186,12 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     case = hashlib.sha256(demo_radiograph()).hexdigest()
     assert not at.get("form") or any("Enter your name" in i.value for i in at.info)
     at.sidebar.text_input(key="reviewer_name").input("Dr Page Test").run()
-    at.radio(key=f"review_verdict_{case}").set_value("disagree")
+    # a withheld label asks no verdict: the reader's own label is the review
+    verdict = None if served.in_distribution is False else "disagree"
+    radios = [r.key for r in at.radio if r.key == f"review_verdict_{case}"]
+    assert radios == ([] if verdict is None else [f"review_verdict_{case}"])
+    if verdict is not None:
+        at.radio(key=f"review_verdict_{case}").set_value(verdict)
     at.selectbox(key=f"review_label_{case}").select("NORMAL")
     at.text_area(key=f"review_comment_{case}").input("consolidation right lower lobe?")
     at.button[-1].click().run()  # the form's submit button
@@ -194,7 +199,7 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert not _errors(at)
     stored = MedLensClient(serving_env).case(case)
     mine = [r for r in stored.history if r.reviewer == "Dr Page Test"]
-    assert mine and mine[-1].verdict == "disagree" and mine[-1].label == "NORMAL"
+    assert mine and mine[-1].verdict == verdict and mine[-1].label == "NORMAL"
     assert mine[-1].model_version == stored.model_version and stored.source_format == "dicom"
     assert "RG1_UNCR" not in stored.model_dump_json()  # the demo file's name
     assert at.table[-1].value["reader"].tolist()[-1] == "Dr Page Test"  # the history, after the rerun
@@ -253,6 +258,21 @@ def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_n
         assert not at.exception, at.exception
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
         assert [t["type"] for t in image["data"]] == ["image", "heatmap"]
+    # A withheld label's review form asks no verdict: the reader's own label, which it requires, is the review.
+    case = by_kind[False]
+    at.sidebar.text_input(key="reviewer_name").input("Dr Withheld").run()
+    assert not [r for r in at.radio if r.key == f"review_verdict_{case}"]
+    assert list(at.selectbox(key=f"review_label_{case}").options) == ["NORMAL", "PNEUMONIA"]
+    at.button[-1].click().run()  # the form's submit button, no label chosen
+    assert any("Choose your label" in w.value for w in at.warning)
+    assert MedLensClient(serving_env).case(case).history == []
+    at.selectbox(key=f"review_label_{case}").select("NORMAL")
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    saved = MedLensClient(serving_env).case(case)
+    assert [(r.reviewer, r.verdict, r.label) for r in saved.history] == [("Dr Withheld", None, "NORMAL")]
+    assert saved.status == "reviewed" and saved.last_verdict is None
 
 
 @pytest.mark.serve

@@ -109,6 +109,27 @@ def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore)
     assert review.created_at.endswith("Z")
 
 
+def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(store: CaseStore) -> None:
+    """Without a verdict a review is the reader's own label, allowed only where the model's label is withheld
+    (out of distribution); the case then counts as reviewed, in SQL as in the summary."""
+    shown, _ = store.add(xray_case(1, 0.8))
+    withheld, _ = store.add(xray_case(2, 0.8, in_distribution=False))
+    with pytest.raises(InvalidReview, match="`verdict` is required"):
+        store.add_review(shown.id, ReviewIn(reviewer="A", label="NORMAL"))
+    with pytest.raises(InvalidReview, match="`label` is required without `verdict`"):
+        store.add_review(withheld.id, ReviewIn(reviewer="A", comment="no label"))
+    assert store.get(withheld.id).reviews == 0
+    review = store.add_review(withheld.id, ReviewIn(reviewer="A", label="NORMAL"))
+    assert (review.verdict, review.label) == (None, "NORMAL")
+    case = store.get(withheld.id)
+    assert (case.status, case.last_verdict, case.reviews) == ("reviewed", None, 1)
+    assert [c.id for c in store.worklist(status="reviewed").cases] == [withheld.id]
+    assert [c.id for c in store.worklist(status="unreviewed").cases] == [shown.id]
+    export = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][0]["resource"]
+    assert export["status"] == "final" and "withheld" in export["conclusion"]
+    assert "reader's label: NORMAL" in export["conclusion"]
+
+
 def test_the_trail_is_append_only_in_the_database_itself(store: CaseStore) -> None:
     case, _ = store.add(xray_case(1, 0.8))
     store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
