@@ -230,7 +230,7 @@ async def worklist(
     offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> Worklist:
     """Cases to read, most urgent first: out of distribution, then uncertain, then the model's positive answers,
-    then by risk."""
+    then by how far past its own model's threshold (``threshold_margin``)."""
     result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset)
     return result
 

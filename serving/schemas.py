@@ -411,6 +411,11 @@ class CaseSummary(_Schema):
     created_at: str = Field(description="when the case was created, UTC, ISO 8601")
     source_format: str
     risk: float = Field(description="probability of pneumonia, or the stay's highest hourly sepsis risk")
+    threshold_margin: float | None = Field(
+        default=None,
+        description="log-odds of `risk` minus log-odds of the model's threshold (> 0: past it); unlike `risk`, "
+        "comparable across kinds: the worklist orders by it",
+    )
     label: str = Field(description="the model's label at its threshold")
     in_distribution: bool | None = Field(description="false: the input looks unlike the training data; null: unknown")
     uncertain: bool | None = Field(description="true: the model's prediction set holds both labels; null: unknown")
@@ -489,7 +494,8 @@ class CaseUpload(_Schema):
 class Worklist(_Schema):
     cases: list[CaseSummary] = Field(
         description="out-of-distribution first, then uncertain, then the model's positive labels (PNEUMONIA, "
-        "SEPSIS_ALERT, DIED_IN_HOSPITAL) before the others, then by risk (highest first), then oldest first"
+        "SEPSIS_ALERT, DIED_IN_HOSPITAL) before the others, then by `threshold_margin` (furthest past its own model's "
+        "threshold first), then by risk, then oldest first"
     )
     total: int = Field(description="cases matching the filter (the page may hold fewer)")
 

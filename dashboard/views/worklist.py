@@ -1,8 +1,8 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/worklist``): the shared worklist.
 
 Add studies (many files, or zips), see every case most urgent first (out of distribution, uncertain, positive
-answers, then by risk), open one to see what the model said and what every reader said, and add a review. Cases and
-reviews live in serving's database: every reader sees the same worklist.
+answers, then by how far past its own model's threshold), open one to see what the model said and what every
+reader said, and add a review. Cases and reviews live in serving's database: every reader sees the same worklist.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
 def render() -> None:
     st.title("Worklist")
     st.caption(
-        "Every reader's shared list of cases, most urgent first. Cases and reviews are stored by MedLens serving. "
+        "Every reader's shared list of cases, most urgent first: out of distribution, uncertain, the model's "
+        "positive answers, then by how far each risk is past its own model's threshold (the kinds' risks are not "
+        "on one scale). Cases and reviews are stored by MedLens serving. "
         "Research software — not for clinical use."
     )
     reviewer = widgets.reviewer_name()

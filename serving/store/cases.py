@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,20 @@ class NewCase:
     in_distribution: bool | None = None
     uncertain: bool | None = None
     synthetic: bool = False
+
+
+_EPS = 1e-6
+
+
+def threshold_margin(risk: float, threshold: float) -> float:
+    """How far ``risk`` is past its model's ``threshold``: the difference of their log-odds (> 0: past it; 1.0:
+    e times the threshold's odds). Unlike the risks, it is comparable across kinds."""
+
+    def logit(p: float) -> float:
+        p = min(max(p, _EPS), 1.0 - _EPS)
+        return math.log(p / (1.0 - p))
+
+    return logit(risk) - logit(threshold)
 
 
 def _iso(t: datetime) -> str:
@@ -156,6 +171,11 @@ class CaseStore:
             created_at=datetime.now(UTC),
             source_format=new.source_format,
             risk=float(new.risk),
+            margin=(
+                threshold_margin(float(new.risk), float(threshold))
+                if isinstance(threshold := new.prediction.get("threshold"), int | float)
+                else None
+            ),
             label=new.label,
             in_distribution=new.in_distribution,
             uncertain=new.uncertain,
@@ -187,8 +207,10 @@ class CaseStore:
             ordered = query.order_by(
                 case((CaseRow.in_distribution.is_(False), 0), else_=1),
                 case((CaseRow.uncertain.is_(True), 0), else_=1),
-                # the kinds' risks are not on one scale; a positive label is above its own model's threshold
+                # the kinds' risks are not on one scale: a positive label is past its own model's threshold, and
+                # the margin says how far
                 case((CaseRow.label.in_(POSITIVE_LABELS), 0), else_=1),
+                CaseRow.margin.desc().nulls_last(),
                 CaseRow.risk.desc(),
                 CaseRow.created_at,
                 CaseRow.id,
@@ -328,6 +350,7 @@ class CaseStore:
                 CaseRow.created_at,
                 CaseRow.source_format,
                 CaseRow.risk,
+                CaseRow.margin,
                 CaseRow.label,
                 CaseRow.in_distribution,
                 CaseRow.uncertain,
@@ -352,6 +375,7 @@ class CaseStore:
             created_at=_iso(row.created_at),
             source_format=row.source_format,
             risk=row.risk,
+            threshold_margin=row.margin,
             label=row.label,
             in_distribution=row.in_distribution,
             uncertain=row.uncertain,

@@ -31,6 +31,9 @@ class CaseRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv, txt
     risk: Mapped[float] = mapped_column(Float)  # probability (X-ray, mortality after 48 h) or highest hourly risk
+    #: log-odds of ``risk`` minus log-odds of the model's threshold: how far past its own threshold, comparable
+    #: across kinds (the risks are not); None only where a prediction carried no threshold
+    margin: Mapped[float | None] = mapped_column(Float, nullable=True)
     label: Mapped[str] = mapped_column(String(32))  # the model's label at its threshold
     in_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
     uncertain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
@@ -38,7 +41,7 @@ class CaseRow(Base):
     prediction: Mapped[str] = mapped_column(Text)  # the prediction response as JSON, without images
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
-    __table_args__ = (Index("ix_cases_worklist", "kind", "risk"),)
+    __table_args__ = (Index("ix_cases_worklist", "kind", "risk"), Index("ix_cases_margin", "margin"))
 
 
 class ReviewRow(Base):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -82,18 +84,21 @@ def test_worklist_order_and_filters(store: CaseStore) -> None:
     store.add(sepsis_case(5, 0.70))
     store.add(xray_case(6, 0.45))  # NORMAL: below its threshold
     store.add(sepsis_case(7, 0.35))  # an alert: above its own threshold, so before 6 whatever the risks
+    store.add(sepsis_case(8, 0.55))  # further past its threshold (0.3) than 4 is past its own (0.5): before 4
     order = [c.id[-1] for c in store.worklist(status="all").cases]
-    assert order == ["2", "3", "1", "5", "4", "7", "6"]
-    assert [c.id[-1] for c in store.worklist(status="all", kind="sepsis").cases] == ["5", "7"]
+    assert order == ["2", "3", "1", "5", "8", "4", "7", "6"]
+    assert [c.id[-1] for c in store.worklist(status="all", kind="sepsis").cases] == ["5", "8", "7"]
+    eight = store.get(f"{8:064x}")
+    assert eight.threshold_margin == pytest.approx(math.log(0.55 / 0.45) - math.log(0.3 / 0.7))
     store.add_review(f"{1:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="B", verdict="disagree", label="NORMAL"))
     assert {c.id[-1] for c in store.worklist(status="reviewed").cases} == {"1"}
     assert {c.id[-1] for c in store.worklist(status="disagreed").cases} == {"4"}
     unreviewed = store.worklist(status="unreviewed")
-    assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5", "6", "7"} and unreviewed.total == 5
+    assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5", "6", "7", "8"} and unreviewed.total == 6
     page = store.worklist(status="all", limit=2, offset=1)
-    assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 7
+    assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 8
     four = store.get(f"{4:064x}")
     assert four.reviews == 2 and four.last_verdict == "disagree" and four.status == "disagreed"
 
@@ -205,8 +210,44 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         s.close()
     s = CaseStore(db_url)
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     s.close()
+
+
+def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str) -> None:
+    """A database made by migration 0001 with cases in it: upgrading fills each case's threshold margin from
+    its stored prediction, and the worklist orders them by it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from serving.store.db import MIGRATIONS, make_engine
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        for case in (xray_case(1, 0.60), sepsis_case(2, 0.55), sepsis_case(3, 0.10)):
+            conn.execute(
+                text(
+                    "INSERT INTO cases (id, kind, model, model_version, created_at, source_format, risk, label, "
+                    "synthetic, prediction) VALUES (:id, :kind, :model, :v, :t, :f, :risk, :label, :s, :p)"
+                ),
+                {
+                    "id": case.id, "kind": case.kind, "model": case.model, "v": case.model_version,
+                    "t": datetime.now(UTC), "f": case.source_format, "risk": case.risk, "label": case.label,
+                    "s": False, "p": json.dumps(case.prediction),
+                },
+            )  # fmt: skip
+        conn.commit()
+    engine.dispose()
+    store = CaseStore(db_url)
+    margins = {c.id[-1]: c.threshold_margin for c in store.worklist(status="all").cases}
+    assert list(margins) == ["2", "1", "3"]  # the sepsis alert is further past its threshold than the pneumonia
+    assert margins["1"] == pytest.approx(math.log(0.6 / 0.4))
+    assert margins["3"] == pytest.approx(math.log(0.1 / 0.9) - math.log(0.3 / 0.7))
+    store.close()
 
 
 def test_a_database_that_is_down_is_a_503_naming_it_without_its_password() -> None:
