@@ -13,6 +13,8 @@ from serving.schemas import Agreement, Review, Worklist
 KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality": "ICU record (mortality)"}
 #: what the table says a model said of an input it flags as out of distribution
 WITHHELD = "label withheld"
+#: the verdict column of a review that gave only the reader's own label (the model's label was withheld)
+OWN_LABEL_ONLY = "none (own label)"
 
 
 def worklist_table(worklist: Worklist) -> pd.DataFrame:
@@ -37,7 +39,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
                 "status": c.status,
                 "reviews": c.reviews,
-                "last verdict": c.last_verdict or "",
+                "last verdict": c.last_verdict or (OWN_LABEL_ONLY if c.status != "unreviewed" else ""),
                 "created (UTC)": c.created_at.replace("T", " ")[:19],
                 "model version": c.model_version,
             }
@@ -54,7 +56,7 @@ def history_table(history: list[Review]) -> pd.DataFrame:
                 "when (UTC)": r.created_at.replace("T", " ")[:19],
                 "reader": r.reviewer,
                 "action": r.action,
-                "verdict": r.verdict or "",
+                "verdict": r.verdict or (OWN_LABEL_ONLY if r.action == "review" else ""),
                 "reader's label": r.label or "",
                 "comment": r.comment or "",
                 "model version seen": r.model_version,

@@ -27,6 +27,12 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
         total=4,
     )
     table = worklist_table(worklist)
+    assert list(table["last verdict"]) == [""] * 4
+    reviewed = [
+        _case(1, in_distribution=False, status="reviewed", reviews=1),  # the reader's own label, no verdict
+        _case(2, status="disagreed", reviews=1, last_verdict="disagree"),
+    ]
+    assert list(worklist_table(Worklist(cases=reviewed, total=2))["last verdict"]) == ["none (own label)", "disagree"]
     assert list(table["case"]) == [f"{n:064x}"[:16] for n in (1, 2, 3, 4)]
     assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
     assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)", "chest X-ray"]
@@ -41,8 +47,11 @@ def test_history_table_shows_every_row_with_its_reader() -> None:
         id=1, case_id="a" * 64, action="review", reviewer="Dr A", created_at="2026-12-04T10:00:00.000Z",
         verdict="disagree", label="NORMAL", comment="c", model="cnn", model_version="cnn-test",
     )  # fmt: skip
-    table = history_table([review])
+    own = review.model_copy(update={"id": 2, "verdict": None, "label": "PNEUMONIA"})  # a withheld label's review
+    tombstone = review.model_copy(update={"id": 3, "action": "delete", "verdict": None, "label": None})
+    table = history_table([review, own, tombstone])
     assert table.loc[0, "reader"] == "Dr A" and table.loc[0, "reader's label"] == "NORMAL"
+    assert list(table["verdict"]) == ["disagree", "none (own label)", ""]
     assert list(history_table([]).columns) == list(table.columns)
 
 
