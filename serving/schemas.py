@@ -411,6 +411,7 @@ class CaseSummary(_Schema):
     created_at: str = Field(description="when the case was created, UTC, ISO 8601")
     source_format: str
     risk: float = Field(description="probability of pneumonia, or the stay's highest hourly sepsis risk")
+    threshold: float | None = Field(default=None, description="the model's threshold on `risk` for its label")
     threshold_margin: float | None = Field(
         default=None,
         description="log-odds of `risk` minus log-odds of the model's threshold (> 0: past it); unlike `risk`, "

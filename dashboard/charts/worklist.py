@@ -34,6 +34,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
                 "risk": c.risk,
+                "threshold": c.threshold,
                 # serving's SEPSIS_ALERT, NO_ALERT as words; an out-of-distribution X-ray's label is withheld, as
                 # when the case is opened (serving keeps it; a reader must not take it for a finding)
                 "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
@@ -44,7 +45,8 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "model version": c.model_version,
             }
         )
-    columns = ["case", "kind", "flags", "risk", "model says", "status", "reviews", "last verdict", "created (UTC)"]
+    columns = ["case", "kind", "flags", "risk", "threshold", "model says", "status", "reviews", "last verdict"]
+    columns.append("created (UTC)")
     return pd.DataFrame(rows, columns=[*columns, "model version"])
 
 

@@ -56,9 +56,16 @@ def shown_label(prediction: XrayPrediction) -> str | None:
 
 
 def trust_line(prediction: XrayPrediction) -> str | None:
-    """Calibrated probability and the conformal prediction set, in words (None: uncalibrated checkpoint)."""
+    """Calibrated probability and the conformal prediction set, in words (None: uncalibrated checkpoint). Not
+    for an out-of-distribution input: both hold only on radiographs like the validation patients, and the set
+    would name the withheld label."""
     if prediction.prediction_set is None or prediction.calibrated_probability is None:
         return None
+    if shown_label(prediction) is None:
+        return (
+            "Calibrated probability and prediction set not shown: they hold only on radiographs like the "
+            "validation patients, and this input is not one."
+        )
     labels = " or ".join(prediction.prediction_set)
     if len(prediction.prediction_set) > 1:
         labels += " — uncertain: needs a reader"

@@ -152,7 +152,12 @@ def render() -> None:
         on_select="rerun",
         selection_mode="single-row",
         key="worklist_table",
-        column_config={"risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f")},
+        column_config={
+            "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f"),
+            "threshold": st.column_config.NumberColumn(
+                "threshold", format="%.2f", help="The model's threshold on this risk: at or above it, its label."
+            ),
+        },
     )
     rows = chosen.selection.rows if chosen is not None else []
     case_id = worklist.cases[rows[0]].id if rows else widgets.case_picker([c.id for c in worklist.cases])

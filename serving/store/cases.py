@@ -163,6 +163,8 @@ class CaseStore:
 
     def add(self, new: NewCase) -> tuple[CaseSummary, bool]:
         """Store ``new``; when a case with its id exists already, keep that one. -> (the case, created?)"""
+        stated = new.prediction.get("threshold")  # every model's prediction states its threshold
+        threshold = float(stated) if isinstance(stated, int | float) else None
         row = CaseRow(
             id=new.id,
             kind=new.kind,
@@ -171,11 +173,8 @@ class CaseStore:
             created_at=datetime.now(UTC),
             source_format=new.source_format,
             risk=float(new.risk),
-            margin=(
-                threshold_margin(float(new.risk), float(threshold))
-                if isinstance(threshold := new.prediction.get("threshold"), int | float)
-                else None
-            ),
+            threshold=threshold,
+            margin=None if threshold is None else threshold_margin(float(new.risk), threshold),
             label=new.label,
             in_distribution=new.in_distribution,
             uncertain=new.uncertain,
@@ -350,6 +349,7 @@ class CaseStore:
                 CaseRow.created_at,
                 CaseRow.source_format,
                 CaseRow.risk,
+                CaseRow.threshold,
                 CaseRow.margin,
                 CaseRow.label,
                 CaseRow.in_distribution,
@@ -375,6 +375,7 @@ class CaseStore:
             created_at=_iso(row.created_at),
             source_format=row.source_format,
             risk=row.risk,
+            threshold=row.threshold,
             threshold_margin=row.margin,
             label=row.label,
             in_distribution=row.in_distribution,

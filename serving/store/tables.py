@@ -31,8 +31,9 @@ class CaseRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv, txt
     risk: Mapped[float] = mapped_column(Float)  # probability (X-ray, mortality after 48 h) or highest hourly risk
-    #: log-odds of ``risk`` minus log-odds of the model's threshold: how far past its own threshold, comparable
-    #: across kinds (the risks are not); None only where a prediction carried no threshold
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # the model's, from its prediction
+    #: log-odds of ``risk`` minus log-odds of ``threshold``: how far past its own threshold, comparable across
+    #: kinds (the risks are not); None (as ``threshold``) only where a prediction carried no threshold
     margin: Mapped[float | None] = mapped_column(Float, nullable=True)
     label: Mapped[str] = mapped_column(String(32))  # the model's label at its threshold
     in_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed

@@ -27,6 +27,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
         total=4,
     )
     table = worklist_table(worklist)
+    assert list(table.columns[:6]) == ["case", "kind", "flags", "risk", "threshold", "model says"]
     assert list(table["last verdict"]) == [""] * 4
     reviewed = [
         _case(1, in_distribution=False, status="reviewed", reviews=1),  # the reader's own label, no verdict

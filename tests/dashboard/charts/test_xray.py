@@ -141,6 +141,8 @@ def test_an_out_of_distribution_answer_withholds_the_label() -> None:
     both = inside.model_copy(update={"prediction_set": ["NORMAL", "PNEUMONIA"]})
     assert "needs a reader" in (xray.trust_line(both) or "")
     assert xray.trust_line(_prediction(0.5)) is None  # an uncalibrated checkpoint says nothing more
+    withheld = xray.trust_line(outside)  # its set would name the withheld label, and its guarantee does not hold
+    assert withheld is not None and "not shown" in withheld and "PNEUMONIA" not in withheld and "80.0%" not in withheld
 
 
 def test_the_ensemble_line_gives_the_members_range_and_says_when_they_straddle_the_threshold() -> None:

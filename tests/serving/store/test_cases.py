@@ -89,6 +89,7 @@ def test_worklist_order_and_filters(store: CaseStore) -> None:
     assert order == ["2", "3", "1", "5", "8", "4", "7", "6"]
     assert [c.id[-1] for c in store.worklist(status="all", kind="sepsis").cases] == ["5", "8", "7"]
     eight = store.get(f"{8:064x}")
+    assert eight.threshold == 0.3
     assert eight.threshold_margin == pytest.approx(math.log(0.55 / 0.45) - math.log(0.3 / 0.7))
     store.add_review(f"{1:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="A", verdict="agree"))
@@ -243,7 +244,9 @@ def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str)
         conn.commit()
     engine.dispose()
     store = CaseStore(db_url)
-    margins = {c.id[-1]: c.threshold_margin for c in store.worklist(status="all").cases}
+    cases = store.worklist(status="all").cases
+    margins = {c.id[-1]: c.threshold_margin for c in cases}
+    assert [c.threshold for c in cases] == [0.3, 0.5, 0.3]
     assert list(margins) == ["2", "1", "3"]  # the sepsis alert is further past its threshold than the pneumonia
     assert margins["1"] == pytest.approx(math.log(0.6 / 0.4))
     assert margins["3"] == pytest.approx(math.log(0.1 / 0.9) - math.log(0.3 / 0.7))

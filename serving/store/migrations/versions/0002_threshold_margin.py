@@ -1,4 +1,5 @@
-"""Each case's margin over its own model's threshold, on the log-odds scale (the worklist's order across kinds).
+"""Each case's model threshold, and its risk's margin over it on the log-odds scale (the worklist's order across
+kinds).
 
 Revision ID: 0002
 Revises: 0001
@@ -33,6 +34,7 @@ def _margin(risk: float, threshold: float) -> float:
 
 
 def upgrade() -> None:
+    op.add_column("cases", sa.Column("threshold", sa.Float, nullable=True))
     op.add_column("cases", sa.Column("margin", sa.Float, nullable=True))
     op.create_index("ix_cases_margin", "cases", ["margin"])
     conn = op.get_bind()
@@ -42,11 +44,12 @@ def upgrade() -> None:
         threshold = json.loads(prediction).get("threshold")
         if isinstance(threshold, int | float):
             conn.execute(
-                sa.text("UPDATE cases SET margin = :m WHERE id = :id"),
-                {"m": _margin(float(risk), float(threshold)), "id": case_id},
+                sa.text("UPDATE cases SET threshold = :t, margin = :m WHERE id = :id"),
+                {"t": float(threshold), "m": _margin(float(risk), float(threshold)), "id": case_id},
             )
 
 
 def downgrade() -> None:
     op.drop_index("ix_cases_margin", table_name="cases")
     op.drop_column("cases", "margin")
+    op.drop_column("cases", "threshold")
