@@ -55,7 +55,6 @@ def render() -> None:
     if metrics is None:
         return
     ev = metrics.evaluation
-    source = source_line(metrics)
     st.markdown(
         f"**Data set:** {metrics.dataset}  \n**Computed:** {metrics.created} · **version** `{metrics.version}` · "
         f"n = {ev.n:,} ({ev.n_positive:,} positive)"
@@ -90,10 +89,8 @@ def render() -> None:
     top_left, top_right = st.columns(2)
     with top_left:
         st.plotly_chart(roc_figure(metrics, threshold), key="perf_roc", config={"displaylogo": False})
-        st.caption(source)
     with top_right:
         st.plotly_chart(pr_figure(metrics, threshold), key="perf_pr", config={"displaylogo": False})
-        st.caption(source)
     bottom_left, bottom_right = st.columns(2)
     with bottom_left:
         st.plotly_chart(
@@ -103,10 +100,8 @@ def render() -> None:
             key="perf_confusion",
             config={"displaylogo": False},
         )
-        st.caption(source)
     with bottom_right:
         st.plotly_chart(calibration_figure(metrics), key="perf_calibration", config={"displaylogo": False})
-        st.caption(source)
     if metrics.protocol is not None:
         _protocol(name, metrics.protocol)
     if isinstance(metrics.trust, SepsisTrustReport):
