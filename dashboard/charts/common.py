@@ -82,11 +82,15 @@ def layout(
 def source_line(metrics: ModelMetrics, width: int | None = None) -> str:
     """``dataset · computed <created> · <version>`` — printed beside every performance figure.
 
-    With ``width``, wrapped with ``<br>`` at about that many characters (for plotly subtitles)."""
-    text = f"{metrics.dataset} · computed {metrics.created} · {metrics.version}"
+    With ``width``, for plotly subtitles: wrapped with ``<br>`` at about that many characters, the data set in at
+    most two lines (shortened with "…" where it does not fit), then the date and version, always whole."""
+    stamp = f"computed {metrics.created} · {metrics.version}"
     if width is None:
-        return text
-    return "<br>".join(textwrap.wrap(text, width=width)[:3])
+        return f"{metrics.dataset} · {stamp}"
+    lines = textwrap.wrap(f"{metrics.dataset} ·", width=width)
+    if len(lines) > 2:
+        lines = [*lines[:1], textwrap.shorten(" ".join(lines[1:]), width=width, placeholder=" … ·")]
+    return "<br>".join([*lines, *textwrap.wrap(stamp, width=width)])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -524,8 +524,12 @@ def test_performance_page_every_model(serving_env: str) -> None:
         assert titles[1].startswith("Precision")
         assert titles[2].startswith("Confusion")
         assert titles[3].startswith("Calibration")
-        captions = " ".join(c.value for c in at.caption)
-        assert served.dataset in captions and served.created in captions
+        # where the figures come from: in the page's header, and in each figure's own subtitle (kept on export)
+        header = " ".join(m.value for m in at.markdown)
+        assert served.dataset in header and served.created in header and served.version in header
+        for figure in figures[:4]:
+            subtitle = figure["layout"]["title"]["subtitle"]["text"].replace("<br>", " ")
+            assert served.created in subtitle and served.version in subtitle, subtitle
 
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["Sensitivity"] == f"{served.evaluation.sensitivity:.3f}"

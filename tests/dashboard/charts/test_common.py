@@ -79,3 +79,8 @@ def test_source_line_wraps_for_subtitles() -> None:
     wrapped = common.source_line(metrics, 30)
     assert "<br>" in wrapped
     assert all(len(line) <= 30 for line in wrapped.split("<br>"))
+    # a data set too long for the subtitle is shortened; the date and the version always stay whole
+    long = metrics.model_copy(update={"dataset": "out-of-fold predictions on all stays " * 6})
+    lines = common.source_line(long, 80).split("<br>")
+    assert len(lines) <= 4 and lines[1].endswith("… ·") and all(len(line) <= 80 for line in lines)
+    assert lines[-1] == "computed 2026-01-01 00:00 UTC · cnn-synthetic"
