@@ -18,7 +18,7 @@ def _case(n: int, label: str, kind: str = "xray") -> CaseSummary:
     )  # fmt: skip
 
 
-def _review(i: int, case: CaseSummary, reader: str, verdict: str, label: str | None = None) -> Review:
+def _review(i: int, case: CaseSummary, reader: str, verdict: str | None, label: str | None = None) -> Review:
     return Review(
         id=i, case_id=case.id, action="review", reviewer=reader, created_at="t", verdict=verdict,
         label=label, comment=None, model=case.model, model_version="v",
@@ -83,3 +83,7 @@ def test_an_out_of_distribution_case_pairs_readers_own_labels_never_the_model() 
     assert (result.cases, result.readers) == (2, 2)  # cy's review reads nothing
     assert result.model_vs_reader.pairs == 1 and result.confusion == [[0, 0], [0, 1]]  # ann on the seen case
     assert result.inter_reader.pairs == 1 and result.inter_reader.observed_agreement == 1.0  # ann and bob: NORMAL
+    # the dashboard's review of a withheld label: the reader's own label and no verdict
+    result = agreement("xray", [*trail, (_review(5, ood, "dee", None, "PNEUMONIA"), ood)])
+    assert (result.cases, result.readers) == (2, 3) and result.model_vs_reader.pairs == 1
+    assert result.inter_reader.pairs == 3 and result.inter_reader.observed_agreement == pytest.approx(1 / 3)
