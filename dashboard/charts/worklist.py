@@ -15,6 +15,11 @@ KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality
 WITHHELD = "label withheld"
 #: the verdict column of a review that gave only the reader's own label (the model's label was withheld)
 OWN_LABEL_ONLY = "none (own label)"
+#: the worklist table's columns, in order
+WORKLIST_COLUMNS = (
+    "case", "kind", "flags", "risk", "threshold", "model says", "status", "reviews", "last verdict", "created (UTC)",
+    "model version",
+)  # fmt: skip
 
 
 def worklist_table(worklist: Worklist) -> pd.DataFrame:
@@ -45,9 +50,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "model version": c.model_version,
             }
         )
-    columns = ["case", "kind", "flags", "risk", "threshold", "model says", "status", "reviews", "last verdict"]
-    columns.append("created (UTC)")
-    return pd.DataFrame(rows, columns=[*columns, "model version"])
+    return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 
 
 def history_table(history: list[Review]) -> pd.DataFrame:
