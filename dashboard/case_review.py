@@ -75,6 +75,9 @@ def review_panel(
         "these reviews; a review is never changed: a change of mind is a new review."
     )
     case = load_case(case_id)
+    saved_note = st.session_state.pop(f"review_saved_{case_id}", None)  # set by the run that saved it
+    if saved_note:
+        st.success(saved_note, icon=":material/check:")
     if case is not None and case.history:
         st.table(history_table(case.history).set_index("when (UTC)"))
     else:
@@ -101,5 +104,6 @@ def review_panel(
     )
     if saved is not None:
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
-        st.success(f"Review saved: {read} (by {saved.reviewer}).")
+        # said after the rerun that shows the review in the history (a message before it would vanish with it)
+        st.session_state[f"review_saved_{case_id}"] = f"Review saved: {read} (by {saved.reviewer})."
         st.rerun()

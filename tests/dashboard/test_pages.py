@@ -229,6 +229,7 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     assert not _errors(at)
     assert [r.reviewer for r in client.case(made.id).history][-1] == "Dr Worklist"
+    assert any("Review saved: agree (by Dr Worklist)" in s.value for s in at.success)  # shown after the rerun
     assert "Dr Worklist" in at.table[-1].value["reader"].tolist()
 
 
@@ -274,6 +275,7 @@ def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_n
     assert not _errors(at)
     saved = MedLensClient(serving_env).case(case)
     assert [(r.reviewer, r.verdict, r.label) for r in saved.history] == [("Dr Withheld", None, "NORMAL")]
+    assert any("Review saved: your label NORMAL (by Dr Withheld)" in s.value for s in at.success)
     assert saved.status == "reviewed" and saved.last_verdict is None
 
 
