@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.signal import lfilter
 
 _EPS = 1e-6
 
@@ -33,6 +32,8 @@ def _ema_logit(half_life: float) -> Callable[[np.ndarray], np.ndarray]:
     decay = 0.5 ** (1.0 / half_life)
 
     def smooth(prob: np.ndarray) -> np.ndarray:
+        from scipy.signal import lfilter  # here: serving reads logit() from this module without scipy
+
         z = logit(prob)  # (hours,)
         if z.size == 0:
             return z

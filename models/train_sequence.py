@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from models.checkpoint import CheckpointMeta, save_checkpoint
 from models.metrics import BinaryEvaluation
+from models.risk_smoothing import logit
 from models.sequence import (
     N_INPUT,
     N_PLE,
@@ -261,14 +262,9 @@ def task_teacher(
     for per_stay, stay_probs in zip(hourly, stay_level, strict=True):
         for i, (p_hours, p_stay) in enumerate(zip(per_stay, stay_probs, strict=True)):
             if len(p_hours):  # a training stay of this member: its last hour gets the mean logit of both
-                both = 0.5 * (_logit(p_hours[-1]) + _logit(p_stay[0]))
+                both = 0.5 * float(logit(np.array([p_hours[-1], p_stay[0]])).sum())
                 per_stay[i] = np.concatenate([p_hours[:-1], [1.0 / (1.0 + np.exp(-both))]]).astype(np.float32)
     return hourly
-
-
-def _logit(p: float) -> float:
-    q = min(max(float(p), 1e-6), 1.0 - 1e-6)
-    return float(np.log(q / (1.0 - q)))
 
 
 def _fit_member(

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy import Engine, and_, case, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
+from models.risk_smoothing import logit
 from serving.schemas import (
     POSITIVE_LABELS,
     REVIEW_LABELS,
@@ -80,18 +81,11 @@ class NewCase:
     synthetic: bool = False
 
 
-_EPS = 1e-6
-
-
 def threshold_margin(risk: float, threshold: float) -> float:
     """How far ``risk`` is past its model's ``threshold``: the difference of their log-odds (> 0: past it; 1.0:
     e times the threshold's odds). Unlike the risks, it is comparable across kinds."""
-
-    def logit(p: float) -> float:
-        p = min(max(p, _EPS), 1.0 - _EPS)
-        return math.log(p / (1.0 - p))
-
-    return logit(risk) - logit(threshold)
+    both = logit(np.array([risk, threshold]))  # (2,)
+    return float(both[0] - both[1])
 
 
 def _iso(t: datetime) -> str:

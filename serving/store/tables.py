@@ -42,7 +42,7 @@ class CaseRow(Base):
     prediction: Mapped[str] = mapped_column(Text)  # the prediction response as JSON, without images
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
-    __table_args__ = (Index("ix_cases_worklist", "kind", "risk"), Index("ix_cases_margin", "margin"))
+    __table_args__ = (Index("ix_cases_worklist", "kind", "risk"),)
 
 
 class ReviewRow(Base):

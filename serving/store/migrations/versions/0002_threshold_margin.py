@@ -36,7 +36,6 @@ def _margin(risk: float, threshold: float) -> float:
 def upgrade() -> None:
     op.add_column("cases", sa.Column("threshold", sa.Float, nullable=True))
     op.add_column("cases", sa.Column("margin", sa.Float, nullable=True))
-    op.create_index("ix_cases_margin", "cases", ["margin"])
     conn = op.get_bind()
     cases = sa.table("cases", sa.column("id", sa.String), sa.column("risk", sa.Float), sa.column("prediction"))
     rows = conn.execute(sa.select(cases.c.id, cases.c.risk, cases.c.prediction)).all()
@@ -50,6 +49,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_cases_margin", table_name="cases")
     op.drop_column("cases", "margin")
     op.drop_column("cases", "threshold")
