@@ -19,7 +19,7 @@ from dashboard.charts.common import (
     resize,
     threshold_gauge,
 )
-from serving.schemas import XrayPrediction
+from serving.schemas import XrayPrediction, label_withheld
 
 #: Grad-CAM colour scale: transparent where the model paid no attention, then yellow -> red.
 HEATMAP_COLOURSCALE: list[list[float | str]] = [
@@ -52,7 +52,7 @@ class XrayDisplay:
 
 def shown_label(prediction: XrayPrediction) -> str | None:
     """The label a reader may see: none when serving says the input is out of distribution."""
-    return None if prediction.in_distribution is False else prediction.label
+    return None if label_withheld(prediction.in_distribution) else prediction.label
 
 
 def trust_line(prediction: XrayPrediction) -> str | None:
