@@ -73,8 +73,9 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration; a no-op when it is there already (idempotent)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default the newest migration); a no-op when it is there already
+    (idempotent)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # Alembic's migration context is module state: one migration at a time in a process. Across
@@ -84,7 +85,7 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
         try:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
             conn.commit()
         finally:
             if conn.dialect.name == "postgresql":

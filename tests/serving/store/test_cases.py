@@ -218,17 +218,11 @@ def test_migrations_are_idempotent(db_url: str) -> None:
 def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str) -> None:
     """A database made by migration 0001 with cases in it: upgrading fills each case's threshold margin from
     its stored prediction, and the worklist orders them by it."""
-    from alembic import command
-    from alembic.config import Config
-
-    from serving.store.db import MIGRATIONS, make_engine
+    from serving.store.db import make_engine, migrate
 
     engine = make_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    migrate(engine, "0001")
     with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
         for case in (xray_case(1, 0.60), sepsis_case(2, 0.55), sepsis_case(3, 0.10)):
             conn.execute(
                 text(
