@@ -9,14 +9,16 @@ import streamlit as st
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.worklist import history_table
-from dashboard.charts.xray import ensemble_line, shown_label, trust_line
+from dashboard.charts.xray import ensemble_line, probability_gauge, shown_label, trust_line
 from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
 
 
-def show_trust(pred: XrayPrediction) -> None:
-    """The model's answer for a radiograph and how far to trust it: the label (withheld, with a prominent
-    warning, when serving says the input is out of distribution), the probability against the threshold,
-    the calibrated probability and the prediction set."""
+def show_answer(pred: XrayPrediction, key: str) -> bool:
+    """The model's answer for a radiograph and how far to trust it: the probability gauge against the threshold,
+    the label, the calibrated probability and the prediction set. When serving says the input is out of
+    distribution the label is withheld under a prominent warning, and the probability is drawn only when the
+    reader asks (``key``: that toggle's key). Returns whether the model's output is shown, which decides whether
+    the page may draw its heatmap."""
     if pred.synthetic:
         st.info(
             "**SYNTHETIC — not a patient.** This image was made by MedLens's conditional GAN "
@@ -32,7 +34,10 @@ def show_trust(pred: XrayPrediction) -> None:
             icon=":material/block:",
         )
         st.markdown("### :gray[LABEL WITHHELD]")
-    else:
+        if not widgets.withheld_output_toggle(key=key):
+            return False
+    st.plotly_chart(probability_gauge(pred), key=f"{key}_gauge", config={"displaylogo": False})
+    if label is not None:
         st.markdown(f"### :{'red' if label == 'PNEUMONIA' else 'blue'}[{label}]")
         if pred.prediction_set is not None and len(pred.prediction_set) > 1:
             st.warning(
@@ -48,6 +53,7 @@ def show_trust(pred: XrayPrediction) -> None:
     members = ensemble_line(pred)
     if members:
         st.caption(members)
+    return True
 
 
 def load_case(case_id: str) -> CaseDetail | None:

@@ -127,20 +127,22 @@ def opacity_slider() -> float:
     )
 
 
-def withheld_heatmap_toggle(key: str = "show_withheld_heatmap") -> bool:
-    """Whether to draw the Grad-CAM of an image whose label is withheld (off unless the reader asks; while off,
-    a caption says why it is hidden)."""
+def withheld_output_toggle(key: str = "show_withheld_output") -> bool:
+    """Whether to show what the network computed for an image whose label is withheld: its probability, gauge
+    and Grad-CAM (off unless the reader asks; while off, a caption says why they are hidden)."""
     wanted = bool(
         st.toggle(
-            "Show the heatmap anyway",
+            "Show the model's output anyway",
             value=False,
             key=key,
-            help="The label is withheld for this image (out of distribution): the heatmap shows where the network "
-            "looked for an answer that means nothing here, not a finding.",
+            help="The label is withheld for this image (out of distribution): the probability and the heatmap are "
+            "what the network computed for an answer that means nothing here, not a finding.",
         )
     )
-    if not wanted:  # a heatmap explains the label: drawn by default, it would read as a finding the model may not make
-        st.caption("The heatmap is hidden: it would explain a label that is withheld for this image.")
+    if not wanted:  # a probability or a heatmap shown by default would read as a finding the model may not make
+        st.caption(
+            "The model's probability and heatmap are hidden: they belong to a label that is withheld for this image."
+        )
     return wanted
 
 
@@ -375,7 +377,7 @@ __all__ = [
     "sepsis_input",
     "serving_url_input",
     "threshold_slider",
-    "withheld_heatmap_toggle",
+    "withheld_output_toggle",
     "worklist_filters",
     "xray_input",
 ]

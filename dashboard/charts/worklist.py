@@ -38,10 +38,11 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "case": c.id[:16],
                 "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
-                "risk": c.risk,
+                # an out-of-distribution X-ray's label and risk are withheld, as when the case is opened (serving
+                # keeps them, and ranks the case first by its flag; a reader must not take them for a finding)
+                "risk": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
-                # serving's SEPSIS_ALERT, NO_ALERT as words; an out-of-distribution X-ray's label is withheld, as
-                # when the case is opened (serving keeps it; a reader must not take it for a finding)
+                # serving's SEPSIS_ALERT, NO_ALERT as words
                 "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
                 "status": c.status,
                 "reviews": c.reviews,

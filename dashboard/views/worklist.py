@@ -14,12 +14,12 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, client
-from dashboard.case_review import load_case, review_panel, show_trust
+from dashboard.case_review import load_case, review_panel, show_answer
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, worklist_table
-from dashboard.charts.xray import XrayDisplay, probability_gauge, shown_label, xray_figure
+from dashboard.charts.xray import XrayDisplay, xray_figure
 from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, XrayPrediction
 
 #: Files sent per request when adding cases (each at most the upload limit).
@@ -67,19 +67,14 @@ def _fill_synthetic() -> None:
 def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
     display = XrayDisplay.from_prediction(prediction)
     left, right = st.columns([3, 2], gap="large")
+    with right:  # first: a withheld label's output (and so its heatmap) is shown only when asked for
+        output_shown = show_answer(prediction, key=f"case_output_{case.id}")
     with left:
         heatmap = None
-        if display.pixels is not None and prediction.preview_png:
-            wanted = (
-                st.toggle("Grad-CAM", key=f"gc_{case.id}")
-                if shown_label(prediction) is not None
-                else widgets.withheld_heatmap_toggle(key=f"gc_{case.id}")  # as on the X-ray page
-            )
-            if wanted:
-                explained = call(
-                    client().predict_xray, base64.b64decode(prediction.preview_png), "upload.png", explain=True
-                )
-                heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
+        preview = prediction.preview_png if output_shown and display.pixels is not None else None
+        if preview and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
+            explained = call(client().predict_xray, base64.b64decode(preview), "upload.png", explain=True)
+            heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
         if display.pixels is None:
             st.warning("This case has no stored image.")
         else:
@@ -88,9 +83,6 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
                 key=f"case_image_{case.id}",
                 config={"displaylogo": False, "scrollZoom": True},
             )
-    with right:
-        st.plotly_chart(probability_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
-        show_trust(prediction)
 
 
 def _warnings(warnings: list[str]) -> None:

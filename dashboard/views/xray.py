@@ -1,7 +1,8 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/xray``): chest X-ray review.
 
-Probability vs threshold, the radiograph as the model read it (serving's preview) under its Grad-CAM
-heatmap, de-identified DICOM fields, and the case's reviews (stored by serving, seen by every reader).
+Probability vs threshold (for an out-of-distribution image, only when the reader asks), the radiograph as
+the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields, and the case's
+reviews (stored by serving, seen by every reader).
 Serving decodes the upload; this page only draws serving's answer (``explain=True, preview=True``).
 """
 
@@ -14,9 +15,9 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, client, remember, serving_url, session_store
-from dashboard.case_review import review_panel, show_trust
+from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
-from dashboard.charts.xray import XrayDisplay, probability_gauge, shown_label, xray_figure
+from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
 from models.catalogue import models_for
 
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
@@ -74,14 +75,24 @@ def render() -> None:
     pred = case.prediction
 
     left, right = st.columns([3, 2], gap="large")
+    with right:  # first: whether the model's output is shown decides whether the heatmap may be drawn
+        output_shown = show_answer(pred, key="xray_output")
+        if pred.dicom:
+            if widgets.header_toggle():
+                st.caption("De-identified header fields returned by serving (allow-list).")
+                st.table(
+                    pd.DataFrame({"field": list(pred.dicom), "value": list(pred.dicom.values())}).set_index("field")
+                )
+            else:
+                st.caption("DICOM header fields are hidden.")
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
         heatmap = case.heatmap
-        if heatmap is None:
+        if not output_shown:  # a withheld label's heatmap, hidden until asked for (the right column says why)
+            heatmap, opacity = None, 0.0
+        elif heatmap is None:
             st.caption("Serving returned no Grad-CAM heatmap for this image.")
             opacity = 0.0
-        elif shown_label(pred) is None and not widgets.withheld_heatmap_toggle():
-            heatmap, opacity = None, 0.0  # the widget says why
         else:
             opacity = widgets.opacity_slider()
         if case.pixels is None:
@@ -92,17 +103,6 @@ def render() -> None:
                 key="xray_image",
                 config={"displaylogo": False, "scrollZoom": True},
             )
-    with right:
-        st.plotly_chart(probability_gauge(pred), key="xray_gauge", config={"displaylogo": False})
-        show_trust(pred)
-        if pred.dicom:
-            if widgets.header_toggle():
-                st.caption("De-identified header fields returned by serving (allow-list).")
-                st.table(
-                    pd.DataFrame({"field": list(pred.dicom), "value": list(pred.dicom.values())}).set_index("field")
-                )
-            else:
-                st.caption("DICOM header fields are hidden.")
     st.divider()
     review_panel(cid, "xray", widgets.reviewer_name(), upload=selected, withheld=shown_label(pred) is None)
 

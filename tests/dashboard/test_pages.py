@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -136,32 +137,36 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert not at.exception, at.exception
     assert not _errors(at)
 
+    served = MedLensClient(serving_env).predict_xray(demo_radiograph(), "upload.dcm", preview=True)
+    withheld = served.in_distribution is False  # the demo is an adult radiograph from another scanner: flagged
+    image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+    withheld_review = any("no label to agree or disagree with" in c.value for c in at.caption)
+    assert withheld_review is withheld
+    if withheld:  # the label is withheld; its probability, gauge and heatmap are drawn only when asked for
+        assert any("LABEL WITHHELD" in m.value for m in at.markdown)
+        assert any("Out of distribution" in w.value for w in at.warning)
+        assert not any(f["data"][0]["type"] == "indicator" for f in _figures(at))
+        assert not any("Probability **" in m.value for m in at.markdown)
+        assert [t["type"] for t in image["data"]] == ["image"]
+        assert any("probability and heatmap are hidden" in c.value for c in at.caption)
+        at.toggle(key="xray_output").set_value(True).run()
+        assert not at.exception, at.exception
+        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
     figures = _figures(at)
     gauge = next(f for f in figures if f["data"][0]["type"] == "indicator")
     indicator = gauge["data"][0]
     probability = indicator["value"]
     assert 0.0 <= probability <= 1.0
     assert indicator["gauge"]["threshold"]["value"] == pytest.approx(cnn_threshold)
-    served = MedLensClient(serving_env).predict_xray(demo_radiograph(), "upload.dcm", preview=True)
-    if served.in_distribution is False:  # the demo is an adult radiograph from another scanner: it is flagged
-        assert any("LABEL WITHHELD" in m.value for m in at.markdown)
-        assert any("Out of distribution" in w.value for w in at.warning)
+    assert any(f"Probability **{served.probability:.1%}**" in m.value for m in at.markdown)
+    if withheld:
         assert "label withheld" in indicator["title"]["text"]
     else:
         label = "PNEUMONIA" if probability >= cnn_threshold else "NORMAL"
         assert any(label in m.value for m in at.markdown)
     # the conformal set holds only in distribution (and would name a withheld label)
-    said = "prediction set not shown" if served.in_distribution is False else "prediction set **{"
+    said = "prediction set not shown" if withheld else "prediction set **{"
     assert any(said in c.value for c in at.caption)
-
-    image = next(f for f in figures if f["data"][0]["type"] == "image")
-    withheld_review = any("no label to agree or disagree with" in c.value for c in at.caption)
-    assert withheld_review is (served.in_distribution is False)
-    if served.in_distribution is False:  # the heatmap of a withheld label is drawn only when asked for
-        assert [t["type"] for t in image["data"]] == ["image"]
-        assert any("heatmap is hidden" in c.value for c in at.caption)
-        at.toggle(key="show_withheld_heatmap").set_value(True).run()
-        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
     heatmap = [t for t in image["data"] if t["type"] == "heatmap"]
     assert heatmap and heatmap[0]["opacity"] == pytest.approx(0.5)
     # the radiograph drawn is serving's preview of the image (the page decodes nothing itself)
@@ -189,7 +194,7 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert not at.get("form") or any("Enter your name" in i.value for i in at.info)
     at.sidebar.text_input(key="reviewer_name").input("Dr Page Test").run()
     # a withheld label asks no verdict: the reader's own label is the review
-    verdict = None if served.in_distribution is False else "disagree"
+    verdict = None if withheld else "disagree"
     radios = [r.key for r in at.radio if r.key == f"review_verdict_{case}"]
     assert radios == ([] if verdict is None else [f"review_verdict_{case}"])
     if verdict is not None:
@@ -234,9 +239,10 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
-def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_normal_path: Path) -> None:
+def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_normal_path: Path) -> None:
     """As on the X-ray page: a case whose label is withheld (a CT slice, out of distribution) opens without its
-    Grad-CAM and says why; "Show the heatmap anyway" draws it. A radiograph's toggle is plain "Grad-CAM"."""
+    risk, gauge or Grad-CAM and says why; "Show the model's output anyway" draws the gauge and offers the
+    Grad-CAM toggle a radiograph has at once. The worklist table leaves its risk blank."""
     from pydicom.data import get_testdata_file
 
     ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
@@ -245,18 +251,31 @@ def test_worklist_hides_the_heatmap_of_a_withheld_label(serving_env: str, xray_n
     assert set(by_kind) == {True, False}
     at = _page("views/worklist.py")
     at.selectbox(key="worklist_status").select("all").run()
-    says = at.dataframe[0].value.set_index("case")["model says"]
-    assert says[by_kind[False][:16]] == "label withheld" and says[by_kind[True][:16]] in ("NORMAL", "PNEUMONIA")
-    for in_distribution, label in ((True, "Grad-CAM"), (False, "Show the heatmap anyway")):
+    table = at.dataframe[0].value.set_index("case")
+    withheld_row, shown_row = table.loc[by_kind[False][:16]], table.loc[by_kind[True][:16]]
+    assert withheld_row["model says"] == "label withheld" and shown_row["model says"] in ("NORMAL", "PNEUMONIA")
+    assert pd.isna(withheld_row["risk"]) and 0.0 <= shown_row["risk"] <= 1.0
+    assert 0.0 < withheld_row["threshold"] < 1.0  # the threshold is the model's, not the case's
+    for in_distribution in (True, False):
         case = by_kind[in_distribution]
         at.selectbox(key="worklist_open_case").select(case).run()
         assert not at.exception, at.exception
-        assert at.toggle(key=f"gc_{case}").label == label
-        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
-        assert [t["type"] for t in image["data"]] == ["image"]  # off until asked for
-        assert any("heatmap is hidden" in c.value for c in at.caption) is (not in_distribution)
+        gauges = [f for f in _figures(at) if f["data"][0]["type"] == "indicator"]
+        assert bool(gauges) is in_distribution  # a withheld label's gauge waits for the reader
+        hidden = any("probability and heatmap are hidden" in c.value for c in at.caption)
+        assert hidden is (not in_distribution)
         # and its review form says there is no model label to agree with (reader agreement counts own labels)
         assert any("no label to agree or disagree with" in c.value for c in at.caption) is (not in_distribution)
+        if not in_distribution:
+            assert not [t for t in at.toggle if t.key == f"gc_{case}"]
+            assert at.toggle(key=f"case_output_{case}").label == "Show the model's output anyway"
+            at.toggle(key=f"case_output_{case}").set_value(True).run()
+            assert not at.exception, at.exception
+            gauge = next(f for f in _figures(at) if f["data"][0]["type"] == "indicator")
+            assert "label withheld" in gauge["data"][0]["title"]["text"]
+        assert at.toggle(key=f"gc_{case}").label == "Grad-CAM"
+        image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
+        assert [t["type"] for t in image["data"]] == ["image"]  # off until asked for
         at.toggle(key=f"gc_{case}").set_value(True).run()
         assert not at.exception, at.exception
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")

@@ -39,6 +39,8 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)", "chest X-ray"]
     # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
     assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
+    # and so is its risk (serving keeps it); every other case shows its own
+    assert table["risk"].isna().tolist() == [True, False, False, False] and table.loc[3, "risk"] == 0.9
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 
