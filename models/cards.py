@@ -55,10 +55,13 @@ class SpeedTable(BaseModel):
     rows: list[SpeedRow]
 
 
-class ModelCard(BaseModel):
+class Provenance(BaseModel):
+    """How a card's weights were made, as every MedLens card (classifiers' and the generator's) records it:
+    the data, its split, the command, the seed and the training time."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: ModelName
+    name: str
     version: str
     task: str
     created: str
@@ -68,6 +71,10 @@ class ModelCard(BaseModel):
     command: str
     seed: int
     training_seconds: float
+
+
+class ModelCard(Provenance):
+    name: ModelName
     hyperparameters: dict[str, Any]
     #: the checkpoint's labels, negative first (None on cards written before they carried them)
     labels: list[str] | None = None

@@ -8,27 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from models.cards import XRAY_SOURCE
+from models.cards import XRAY_SOURCE, Provenance
 from models.checkpoint import CARD_JSON, CARD_MD, CHECKPOINT_FILE
 from models.gan import Discriminator, GanConfig, Generator, GeneratorMeta, count_parameters
 from models.gan_eval import GanEvaluation
 
 
-class GanCard(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    version: str
-    task: str
-    created: str
-    data: str
-    data_path: str
-    split: str
-    command: str
-    seed: int
-    training_seconds: float
+class GanCard(Provenance):
     steps: int
     machine: str
     precision: str

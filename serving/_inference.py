@@ -226,13 +226,8 @@ class Runner(Generic[ItemT, ResponseT]):
 
     def info(self) -> ModelInfo:
         p, e = self.predictor, self.entry
-        return ModelInfo(
-            name=e.name,
-            title=e.title,
-            task_name=e.task.name,
-            input_kind=e.task.input_kind,
-            predict_route=e.predict_route,
-            colour=e.colour,
+        return ModelInfo.of(
+            e,
             version=p.meta.version,
             task=p.meta.task,
             device=device_name(p.device),

@@ -387,13 +387,8 @@ class MedLensIngress:
         card = CardSummary.read(self._args.weights_dir(model))
         if card is None or card.labels is None:
             return None
-        return ModelInfo(
-            name=e.name,
-            title=e.title,
-            task_name=e.task.name,
-            input_kind=e.task.input_kind,
-            predict_route=e.predict_route,
-            colour=e.colour,
+        return ModelInfo.of(
+            e,
             version=card.version,
             task=card.task,
             device=None,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.catalogue import InputKind, ModelName
+from models.catalogue import InputKind, ModelEntry, ModelName
 from models.metrics import BinaryEvaluation
 from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
@@ -113,6 +113,20 @@ class ModelInfo(_Schema):
         "prediction starts one (a few seconds). `device`, `backend`, `precision` and `items_per_s` are then its "
         "last replica's (null / empty when none has run since serving started); the rest is its model card's",
     )
+
+    @classmethod
+    def of(cls, entry: ModelEntry, **fields: Any) -> ModelInfo:
+        """The catalogue's part of a model's info (name, title, task, route, colour), with ``fields``, the
+        checkpoint's and the replica's part."""
+        return cls(
+            name=entry.name,
+            title=entry.title,
+            task_name=entry.task.name,
+            input_kind=entry.task.input_kind,
+            predict_route=entry.predict_route,
+            colour=entry.colour,
+            **fields,
+        )
 
 
 class ModelList(_Schema):
