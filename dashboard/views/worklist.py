@@ -145,7 +145,10 @@ def render() -> None:
         selection_mode="single-row",
         key="worklist_table",
         column_config={
-            "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f"),
+            "flags": st.column_config.TextColumn("flags", width="medium"),  # "out of distribution" reads whole
+            "risk": st.column_config.ProgressColumn(
+                "risk", min_value=0.0, max_value=1.0, format="%.2f", width="small", help="Blank: the label is withheld."
+            ),
             "threshold": st.column_config.NumberColumn(
                 "threshold", format="%.2f", help="The model's threshold on this risk: at or above it, its label."
             ),

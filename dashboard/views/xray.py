@@ -1,4 +1,4 @@
-"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/xray``): chest X-ray review.
+"""Page script (run by ``st.Page`` from dashboard/app.py, url ``/``, the default page): chest X-ray review.
 
 Probability vs threshold (for an out-of-distribution image, only when the reader asks), the radiograph as
 the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields, and the case's
