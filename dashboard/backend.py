@@ -96,21 +96,27 @@ def service() -> ServiceStatus:
     return client().service()
 
 
-def call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
-    """Run a serving call; on :class:`ServingError` show its detail with ``st.error`` and return None.
-
-    A busy answer (429 / 503: queue full, replica starting) is retried :data:`BUSY_RETRIES` times
-    after :data:`BUSY_WAIT_S` seconds before it is shown."""
-    for attempt in range(BUSY_RETRIES + 1):
+def attempt(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a serving call, retrying a busy answer (429 / 503: queue full, replica starting)
+    :data:`BUSY_RETRIES` times after :data:`BUSY_WAIT_S` seconds. Raises the last :class:`ServingError`."""
+    for n in range(BUSY_RETRIES):
         try:
             return fn(*args, **kwargs)
         except ServingError as exc:
-            if exc.status in BUSY_STATUSES and attempt < BUSY_RETRIES:
-                time.sleep(BUSY_WAIT_S * (attempt + 1))
-                continue
-            show_error(exc)
-            return None
-    return None
+            if exc.status not in BUSY_STATUSES:
+                raise
+            time.sleep(BUSY_WAIT_S * (n + 1))
+    return fn(*args, **kwargs)
+
+
+def call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """:func:`attempt` a serving call; on :class:`ServingError` show its detail with ``st.error`` and return
+    None."""
+    try:
+        return attempt(fn, *args, **kwargs)
+    except ServingError as exc:
+        show_error(exc)
+        return None
 
 
 def show_error(exc: ServingError) -> None:
@@ -156,6 +162,7 @@ def remember(store: dict[str, Any], key: str, value: Any) -> None:
 __all__ = [
     "URL_STATE_KEY",
     "ServingError",
+    "attempt",
     "call",
     "case_id",
     "client",

@@ -68,6 +68,11 @@ class ServingError(Exception):
         self.error = error
         self.detail = detail
 
+    @property
+    def input_refused(self) -> bool:
+        """Serving refused the file itself (400, 413, 415, 422): any model sent the same file refuses it too."""
+        return self.status in (400, 413, 415, 422)
+
     def __str__(self) -> str:
         prefix = f"HTTP {self.status} " if self.status else ""
         return f"{prefix}{self.error}: {self.detail}"

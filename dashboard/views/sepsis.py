@@ -13,7 +13,17 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.backend import (
+    ServingError,
+    attempt,
+    call,
+    case_id,
+    client,
+    remember,
+    serving_url,
+    session_store,
+    show_error,
+)
 from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
 from dashboard.charts.sepsis import (
@@ -61,9 +71,14 @@ def _predictions(selected: widgets.SelectedInput, key: str) -> dict[str, SepsisP
     with st.spinner(f"MedLens serving is scoring every hour with the {titles}…"):
         for model in SERIES_MODELS:
             vitals = with_vitals(predictions) is None
-            prediction = call(client().predict_sepsis, selected.data, selected.name, model, vitals=vitals)
-            if prediction is not None:
-                predictions[model] = prediction
+            try:
+                predictions[model] = attempt(
+                    client().predict_sepsis, selected.data, selected.name, model, vitals=vitals
+                )
+            except ServingError as exc:
+                show_error(exc)
+                if exc.input_refused:  # the file itself: every other model would refuse it with the same words
+                    break
     if not predictions:
         return None
     remember(store, key, predictions)

@@ -357,6 +357,27 @@ def test_worklist_fills_with_synthetic_cases_in_one_click(serving_env: str) -> N
 
 
 @pytest.mark.serve
+def test_sepsis_page_says_once_why_a_stay_is_refused(
+    serving_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A stay serving refuses (an unknown column) is refused by every series model in the same words: the page
+    shows that error once, not once per model."""
+    training = tmp_path / "sepsis" / "training"
+    training.mkdir(parents=True)
+    rows = "".join(f"{80 + h % 7}|{h}|0\n" for h in range(30))
+    (training / "p000001.psv").write_text("HR|Foo|SepsisLabel\n" + rows)
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    at = _page("views/sepsis.py")
+    picker = at.selectbox(key="sepsis_demo_case")
+    assert len(picker.options) == 1
+    picker.select(picker.options[0]).run()
+    assert not at.exception, at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and "Foo" in errors[0] and "HTTP 422" in errors[0], errors
+    assert not _figures(at)
+
+
+@pytest.mark.serve
 def test_sepsis_page_demo_stay(serving_env: str) -> None:
     at = _page("views/sepsis.py")
     assert at.title[0].value == "Sepsis early warning"
