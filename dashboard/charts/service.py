@@ -18,28 +18,34 @@ def _when(t: float) -> datetime:
 
 
 def replica_history_figure(status: ServiceStatus) -> go.Figure:
-    """Running replicas per deployment over the sampled history (step lines), now at the right."""
-    names = sorted(
-        {name for sample in status.history for name in sample.replicas} | {d.name for d in status.deployments}
-    )
-    fig = go.Figure()
-    times = [_when(s.t) for s in status.history]
-    for name in names:
-        fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=[s.replicas.get(name) for s in status.history],
-                mode="lines+markers",
-                line={"shape": "hv", "width": 2},
-                marker={"size": 4},
-                name=name,
-                connectgaps=False,
-            )
+    """Running replicas of each deployment over the sampled history, now at the right: one row per deployment
+    (lines of equal counts would hide one another), in the order of "Replicas now" beside it; blank where a
+    deployment was not there yet."""
+    current = [d.name for d in status.deployments]
+    names = current + sorted({name for sample in status.history for name in sample.replicas} - set(current))
+    z = [[s.replicas.get(name) for s in status.history] for name in names]  # (deployments, samples)
+    most = max((n for row in z for n in row if n is not None), default=0)
+    fig = go.Figure(
+        go.Heatmap(
+            x=[_when(s.t) for s in status.history],
+            y=names,
+            z=z,
+            zmin=0,
+            zmax=max(most, 1),
+            colorscale=[[0.0, "#EEEEEE"], [1.0, GREEN]],  # zero replicas light grey, the most full green
+            ygap=3,
+            colorbar={"title": {"text": "replicas"}, "dtick": 1, "thickness": 12},
+            hovertemplate="%{y}<br>%{x|%H:%M:%S} UTC<br>%{z} running replica(s)<extra></extra>",
+            name="running replicas",
         )
+    )
     span = (status.history[-1].t - status.history[0].t) / 60.0 if len(status.history) > 1 else 0.0
-    # the legend below (seven deployments), the times UTC as the subtitle says: no axis title to collide with it
-    layout(fig, title="Replicas per deployment", subtitle=f"last {span:.1f} min (UTC)", height=400, legend="bottom")
-    fig.update_yaxes(title_text="running replicas", rangemode="tozero", dtick=1)
+    layout(
+        fig,
+        title="Replicas per deployment",
+        subtitle=f"last {span:.1f} min (UTC)",
+        height=max(220, 80 + 40 * len(names)),
+    )
     return fig
 
 

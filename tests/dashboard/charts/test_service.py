@@ -56,14 +56,21 @@ def status() -> ServiceStatus:
 
 
 def test_replica_history_figure(status: ServiceStatus) -> None:
+    """One row per deployment (equal counts cannot hide one another), in the order of "Replicas now"."""
     fig = service.replica_history_figure(status)
-    xray = trace(fig, "pneumonia-cnn")
-    assert list(xray.y) == [1, 2, 2]
-    assert xray.line.shape == "hv"
-    assert len(xray.x) == 3
-    # every name in the history or the current list, none made up
-    assert {t.name for t in fig.data} == {"MedLensIngress", "pneumonia-cnn", "sepsis-lstm"}
-    assert list(trace(fig, "sepsis-lstm").y) == [None, None, 1]  # not there before: a gap
+    (cells,) = fig.data
+    assert cells.type == "heatmap" and len(cells.x) == 3
+    # every name in the history or the current list, none made up; the current ones first, as beside it
+    rows = list(cells.y)
+    assert rows[:2] == [d.name for d in status.deployments] and set(rows) == {
+        "MedLensIngress",
+        "pneumonia-cnn",
+        "sepsis-lstm",
+    }
+    z = dict(zip(rows, (list(r) for r in cells.z), strict=True))
+    assert z["pneumonia-cnn"] == [1, 2, 2]
+    assert z["sepsis-lstm"] == [None, None, 1]  # not there before: blank
+    assert cells.zmin == 0 and cells.zmax == 2
     assert "0.3 min" in fig.layout.title.subtitle.text
 
 
