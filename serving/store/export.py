@@ -5,7 +5,9 @@ FHIR mapping of one review:
 * ``DiagnosticReport.status``: ``final`` when the reader agreed with the model or gave their own label,
   ``preliminary`` otherwise (a disagreement without a label: the AI finding stands unconfirmed);
 * ``result``: the AI finding, a contained ``Observation`` (probability, model label) whose ``device`` is a
-  contained ``Device`` naming the model and its version;
+  contained ``Device`` naming the model and its version; for an out-of-distribution case, whose label and
+  risk readers were not shown, no value but ``dataAbsentReason`` ``not-applicable`` (the CSV, an audit
+  export, keeps the model's label and risk);
 * ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
 * ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
   agreed, unless the case is out of distribution: readers were not shown its label, so only their own confirms
@@ -48,6 +50,16 @@ _REPORT_CODE = {
     "xray": {"coding": [{"system": "http://loinc.org", "code": "36554-4", "display": "XR Chest Single view"}]},
     "sepsis": {"text": "Sepsis early warning (hourly risk of an ICU stay)"},
     "mortality": {"text": "In-hospital mortality risk from the first 48 hours of an ICU stay"},
+}
+#: an out-of-distribution case's AI finding: no value (its label and risk were withheld from the readers)
+_NOT_APPLICABLE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+            "code": "not-applicable",
+            "display": "Not Applicable",
+        }
+    ]
 }
 #: what a case's ``risk`` is, per kind
 _RISK_TEXT = {
@@ -105,16 +117,20 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
         "id": "ai-finding",
         "status": "final",
         "code": {"text": _RISK_TEXT[case.kind]},
-        "valueQuantity": {
+        "device": {"reference": "#model"},
+        "effectiveDateTime": case.created_at,
+    }
+    if case.label_withheld:  # out of distribution: the model's output does not apply, as its readers were told
+        observation["dataAbsentReason"] = _NOT_APPLICABLE
+        observation["interpretation"] = [{"text": "model label withheld: input out of distribution"}]
+    else:
+        observation["valueQuantity"] = {
             "value": round(case.risk, 6),
             "unit": "probability",
             "system": "http://unitsofmeasure.org",
             "code": "1",
-        },
-        "interpretation": [{"text": f"model label: {case.label}"}],
-        "device": {"reference": "#model"},
-        "effectiveDateTime": case.created_at,
-    }
+        }
+        observation["interpretation"] = [{"text": f"model label: {case.label}"}]
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": f"review-{review.id}",

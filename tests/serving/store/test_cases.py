@@ -288,4 +288,14 @@ def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: C
     reports = [e["resource"] for e in reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"]]
     assert [r["status"] for r in reports] == ["preliminary", "final"]
     assert "conclusionCode" not in reports[0] and "withheld" in reports[0]["conclusion"]
+    # the AI finding carries no value: its risk and label were withheld from the readers too
+    for report in reports:
+        finding = next(r for r in report["contained"] if r["resourceType"] == "Observation")
+        assert "valueQuantity" not in finding and finding["dataAbsentReason"]["coding"][0]["code"] == "not-applicable"
+        assert "PNEUMONIA" not in str(finding)
+    shown, _ = store.add(xray_case(2, 0.9))
+    store.add_review(shown.id, ReviewIn(reviewer="A", verdict="agree"))
+    report = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][-1]["resource"]
+    finding = next(r for r in report["contained"] if r["resourceType"] == "Observation")
+    assert finding["valueQuantity"]["value"] == pytest.approx(0.9) and "dataAbsentReason" not in finding
     assert reports[1]["conclusionCode"][0]["coding"][0]["code"] == "233604007"
