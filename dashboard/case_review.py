@@ -56,6 +56,17 @@ def show_answer(pred: XrayPrediction, key: str) -> bool:
     return True
 
 
+def _saved_key(case_id: str) -> str:
+    return f"review_saved_{case_id}"
+
+
+def take_saved_note(case_id: str) -> str | None:
+    """The "Review saved" line that the run which saved a review of ``case_id`` left for the next run (once:
+    it is gone after this call)."""
+    note = st.session_state.pop(_saved_key(case_id), None)
+    return None if note is None else str(note)
+
+
 def load_case(case_id: str) -> CaseDetail | None:
     """The stored case, or None when there is none (yet) or serving cannot say (shown as an error)."""
     try:
@@ -81,7 +92,7 @@ def review_panel(
         "these reviews; a review is never changed: a change of mind is a new review."
     )
     case = load_case(case_id)
-    saved_note = st.session_state.pop(f"review_saved_{case_id}", None)  # set by the run that saved it
+    saved_note = take_saved_note(case_id)
     if saved_note:
         st.success(saved_note, icon=":material/check:")
     if case is not None and case.history:
@@ -111,5 +122,5 @@ def review_panel(
     if saved is not None:
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
         # said after the rerun that shows the review in the history (a message before it would vanish with it)
-        st.session_state[f"review_saved_{case_id}"] = f"Review saved: {read} (by {saved.reviewer})."
+        st.session_state[_saved_key(case_id)] = f"Review saved: {read} (by {saved.reviewer})."
         st.rerun()

@@ -2,7 +2,8 @@
 
 Add studies (many files, or zips), see every case most urgent first (out of distribution, uncertain, positive
 answers, then by how far past its own model's threshold), open one to see what the model said and what every
-reader said, and add a review. Cases and reviews live in serving's database: every reader sees the same worklist.
+reader said, and add a review; a review that takes the case off the list shown ("unreviewed") opens the next.
+Cases and reviews live in serving's database: every reader sees the same worklist.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.backend import call, client
-from dashboard.case_review import load_case, review_panel, show_answer
+from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import sepsis_figure
@@ -24,6 +25,10 @@ from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, X
 
 #: Files sent per request when adding cases (each at most the upload limit).
 UPLOAD_CHUNK = 20
+#: session keys: the case open in the last run and its place in the list; the table's generation (a new one
+#: clears its row selection, which would otherwise open whichever case now stands in the selected row)
+_OPEN = "worklist_open"
+_TABLE_GENERATION = "worklist_table_generation"
 
 
 def _add_cases() -> None:
@@ -117,6 +122,23 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
         st.table(stay_table(prediction).set_index("field"))
 
 
+def _after_review(ids: list[str]) -> str | None:
+    """When the case open in the last run was reviewed and so left this list ("unreviewed", say): open the case
+    that now stands where it stood, the next most urgent one, and return what to tell the reader."""
+    last = st.session_state.get(_OPEN)
+    if last is None or last[0] in ids:
+        return None  # still listed: its review panel says the review was saved
+    case_id, index = last
+    note = take_saved_note(case_id)
+    if note is None:
+        return None  # it left the list another way (a filter changed, another reader)
+    st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
+    if not ids:
+        return f"{note} Case `{case_id[:16]}` has left this list."
+    st.session_state["worklist_open_case"] = ids[min(index, len(ids) - 1)]
+    return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
+
+
 def render() -> None:
     st.title("Worklist")
     st.caption(
@@ -133,7 +155,12 @@ def render() -> None:
     worklist = call(client().worklist, status, kind)
     if worklist is None:
         return
+    ids = [c.id for c in worklist.cases]
+    moved_on = _after_review(ids)
     if not worklist.cases:
+        st.session_state[_OPEN] = None
+        if moved_on:
+            st.success(moved_on, icon=":material/check:")
         st.info("No cases match. Add studies above, or show all cases.")
         return
     st.caption(f"{worklist.total} case(s); showing {len(worklist.cases)}. Select a row, or pick a case below.")
@@ -143,7 +170,7 @@ def render() -> None:
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
-        key="worklist_table",
+        key=f"worklist_table_{st.session_state.get(_TABLE_GENERATION, 0)}",
         column_config={
             "flags": st.column_config.TextColumn("flags", width="medium"),  # "out of distribution" reads whole
             "risk": st.column_config.ProgressColumn(
@@ -154,8 +181,10 @@ def render() -> None:
             ),
         },
     )
-    rows = chosen.selection.rows if chosen is not None else []
-    case_id = worklist.cases[rows[0]].id if rows else widgets.case_picker([c.id for c in worklist.cases])
+    # a selected row past the end: the list got shorter since (another reader's deletion)
+    rows = [r for r in (chosen.selection.rows if chosen is not None else []) if r < len(ids)]
+    case_id = ids[rows[0]] if rows else widgets.case_picker(ids)
+    st.session_state[_OPEN] = None if case_id is None else (case_id, ids.index(case_id))
     if case_id is None:
         return
     case = load_case(case_id)
@@ -163,6 +192,8 @@ def render() -> None:
         st.warning("That case is gone (deleted by another reader?). Refresh the worklist.")
         return
     st.divider()
+    if moved_on:  # where the reader looks: above the case that took the reviewed one's place
+        st.success(moved_on, icon=":material/check:")
     st.subheader(f"Case `{case.id[:16]}` · {KIND_WORDS[case.kind]}")
     if isinstance(case.prediction, XrayPrediction):
         _show_xray(case, case.prediction)

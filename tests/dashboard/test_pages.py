@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -236,6 +237,36 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert [r.reviewer for r in client.case(made.id).history][-1] == "Dr Worklist"
     assert any("Review saved: agree (by Dr Worklist)" in s.value for s in at.success)  # shown after the rerun
     assert "Dr Worklist" in at.table[-1].value["reader"].tolist()
+
+
+@pytest.mark.serve
+def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str) -> None:
+    """Working through "unreviewed": the reviewed case leaves the list, the page says its review was saved and
+    opens the case that took its place (it used to close the case view and never say so)."""
+    client = MedLensClient(serving_env)
+    seeds = [int.from_bytes(os.urandom(3), "big") for _ in range(2)]  # new images: cases no test reviewed yet
+    images = [client.synthetic_xray("NORMAL", seed).png for seed in seeds]
+    made = client.upload_cases([(f"s{i}.png", png) for i, png in enumerate(images)]).cases
+    at = _page("views/worklist.py")
+    assert at.selectbox(key="worklist_status").value == "unreviewed"
+    before = [c.id for c in client.worklist("unreviewed", None).cases]
+    first = min((c.id for c in made), key=before.index)
+    at.selectbox(key="worklist_open_case").select(first).run()
+    at.sidebar.text_input(key="reviewer_name").input("Dr Next").run()
+    if next(c for c in made if c.id == first).label_withheld:  # a synthetic image may be out of distribution
+        at.selectbox(key=f"review_label_{first}").select("NORMAL")
+    else:
+        at.radio(key=f"review_verdict_{first}").set_value("agree")
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    after = [c.id for c in client.worklist("unreviewed", None).cases]
+    assert first not in after
+    following = after[min(before.index(first), len(after) - 1)]
+    assert at.selectbox(key="worklist_open_case").value == following
+    assert any(following[:16] in h.value for h in at.subheader)
+    said = [s.value for s in at.success if "Review saved: " in s.value and "(by Dr Next)" in s.value]
+    assert said and first[:16] in said[0] and "the next one is open" in said[0]
 
 
 @pytest.mark.serve
