@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh run
+# setup.sh installs without bytecode: let Python cache what it compiles on first import (a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every process, each Ray worker included, compile torch again).
+unset PYTHONDONTWRITEBYTECODE
 SERVE_PORT="${MEDLENS_SERVE_PORT:-8000}"
 UI_PORT="${MEDLENS_UI_PORT:-8501}"
 port_busy() { (echo >"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }

@@ -25,9 +25,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   echo "==> installing Python packages ($MODE)"
   "${PIP[@]}" install --upgrade pip >/dev/null
+  # --no-compile: pip would write bytecode for every module of torch, Ray, transformers... (about half of a
+  # fresh install's time on 2 cores); Python compiles only what is imported, once, on first import
+  # (scripts/run.sh and scripts/test.sh let it write that cache, under .venv/ and __pycache__/).
   # torch first, so the project's torch range is already satisfied by the CPU build.
-  .venv/bin/python -c "import torch" >/dev/null 2>&1 || "${PIP[@]}" install "$TORCH_SPEC"
-  "${PIP[@]}" install -e "$extras"
+  .venv/bin/python -c "import torch" >/dev/null 2>&1 || "${PIP[@]}" install --no-compile "$TORCH_SPEC"
+  "${PIP[@]}" install --no-compile -e "$extras"
   echo "$want" > "$stamp"
 fi
 

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
+# setup.sh installs without bytecode: let Python cache what it compiles on first import (a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every process, each Ray worker included, compile torch again).
+unset PYTHONDONTWRITEBYTECODE
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
