@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -227,10 +227,10 @@ def case_files() -> list[tuple[str, bytes]]:
     return [(safe_name(u.name, "upload"), u.getvalue()) for u in uploads or []]
 
 
-def case_picker(case_ids: Sequence[str]) -> str | None:
-    """One of the worklist's cases, by its short id (the table's order)."""
+def case_picker(labels: Mapping[str, str]) -> str | None:
+    """One of the worklist's cases (case id -> what the picker shows, in the table's order)."""
     choice = st.selectbox(
-        "Open case", ["", *case_ids], format_func=lambda c: c[:16] or "(none)", key="worklist_open_case"
+        "Open case", ["", *labels], format_func=lambda c: labels.get(c, "(none)"), key="worklist_open_case"
     )
     return str(choice) or None
 

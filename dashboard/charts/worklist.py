@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.charts.common import layout
-from serving.schemas import Agreement, Review, Worklist
+from serving.schemas import Agreement, CaseSummary, Review, Worklist
 
 #: each kind of case as the worklist says it
 KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality": "ICU record (mortality)"}
@@ -52,6 +52,13 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
+
+
+def case_label(case: CaseSummary) -> str:
+    """A case as the "Open case" picker names it: short id, kind and what the model said (its risk, unless
+    the label is withheld)."""
+    said = WITHHELD if case.label_withheld else f"{case.label.replace('_', ' ')} {case.risk:.2f}"
+    return f"{case.id[:16]} · {KIND_WORDS[case.kind]} · {said}"
 
 
 def history_table(history: list[Review]) -> pd.DataFrame:

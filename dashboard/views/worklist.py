@@ -19,7 +19,7 @@ from dashboard.case_review import load_case, review_panel, show_answer, take_sav
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import sepsis_figure
-from dashboard.charts.worklist import KIND_WORDS, worklist_table
+from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
 from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, XrayPrediction
 
@@ -183,7 +183,7 @@ def render() -> None:
     )
     # a selected row past the end: the list got shorter since (another reader's deletion)
     rows = [r for r in (chosen.selection.rows if chosen is not None else []) if r < len(ids)]
-    case_id = ids[rows[0]] if rows else widgets.case_picker(ids)
+    case_id = ids[rows[0]] if rows else widgets.case_picker({c.id: case_label(c) for c in worklist.cases})
     st.session_state[_OPEN] = None if case_id is None else (case_id, ids.index(case_id))
     if case_id is None:
         return

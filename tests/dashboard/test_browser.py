@@ -437,7 +437,8 @@ def test_worklist_lists_the_shared_cases(
         page.locator("h3", has_text=f"Case {most_urgent.id[:16]}").wait_for(timeout=RESULT_TIMEOUT_MS)
         _idle(page)
         text = _main_text(page)
-        assert "vs operating threshold" in text or "first alert" in text  # the opened case's answer
+        # the opened case's answer (an out-of-distribution radiograph's only when asked for)
+        assert any(said in text for said in ("vs operating threshold", "first alert", "LABEL WITHHELD"))
         assert all(p.stem not in text for p in added), "a file name reached the page"
         _screenshot(page, "worklist")
     finally:

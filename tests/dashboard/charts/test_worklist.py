@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.charts.worklist import agreement_figure, history_table, worklist_table
+from dashboard.charts.worklist import agreement_figure, case_label, history_table, worklist_table
 from serving.schemas import Agreement, CaseSummary, KappaSummary, Review, Worklist
 
 
@@ -43,6 +43,14 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     assert table["risk"].isna().tolist() == [True, False, False, False] and table.loc[3, "risk"] == 0.9
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
+
+
+def test_case_label_names_kind_and_answer_but_not_a_withheld_one() -> None:
+    assert case_label(_case(4, in_distribution=True)) == f"{4:064x}"[:16] + " · chest X-ray · PNEUMONIA 0.90"
+    sepsis = _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT", risk=0.613)
+    assert case_label(sepsis).endswith(" · ICU record (sepsis) · SEPSIS ALERT 0.61")
+    withheld = case_label(_case(1, in_distribution=False))
+    assert withheld.endswith(" · chest X-ray · label withheld") and "0.9" not in withheld
 
 
 def test_history_table_shows_every_row_with_its_reader() -> None:
