@@ -1,6 +1,6 @@
-"""The review panel every page shares: a case's review history, as every reader sees it (stored by
-serving), and the form that appends this reader's review. A file that is not a case yet becomes one when
-its first review is saved."""
+"""What the pages share about a case: a radiograph's answer and how far to trust it (``show_answer``), and
+the review panel: the case's review history, as every reader sees it (stored by serving), and the form that
+appends this reader's review. A file that is not a case yet becomes one when its first review is saved."""
 
 from __future__ import annotations
 

@@ -227,11 +227,13 @@ def case_files() -> list[tuple[str, bytes]]:
     return [(safe_name(u.name, "upload"), u.getvalue()) for u in uploads or []]
 
 
+#: the "Open case" picker's key: a page may set it (to a listed case id) before the picker is drawn
+OPEN_CASE_KEY = "worklist_open_case"
+
+
 def case_picker(labels: Mapping[str, str]) -> str | None:
     """One of the worklist's cases (case id -> what the picker shows, in the table's order)."""
-    choice = st.selectbox(
-        "Open case", ["", *labels], format_func=lambda c: labels.get(c, "(none)"), key="worklist_open_case"
-    )
+    choice = st.selectbox("Open case", ["", *labels], format_func=lambda c: labels.get(c, "(none)"), key=OPEN_CASE_KEY)
     return str(choice) or None
 
 
@@ -359,6 +361,7 @@ def auto_refresh_toggle() -> bool:
 
 
 __all__ = [
+    "OPEN_CASE_KEY",
     "ReviewInput",
     "SelectedInput",
     "auto_refresh_toggle",

@@ -135,7 +135,7 @@ def _after_review(ids: list[str]) -> str | None:
     st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
     if not ids:
         return f"{note} Case `{case_id[:16]}` has left this list."
-    st.session_state["worklist_open_case"] = ids[min(index, len(ids) - 1)]
+    st.session_state[widgets.OPEN_CASE_KEY] = ids[min(index, len(ids) - 1)]
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
 
 
