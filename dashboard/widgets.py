@@ -237,11 +237,20 @@ def case_picker(labels: Mapping[str, str]) -> str | None:
     return str(choice) or None
 
 
-def worklist_filters() -> tuple[str, str | None]:
+def worklist_filters(reviewer: str | None) -> tuple[str, str | None, bool]:
+    """Status, kind (None: all) and whether to show only the cases ``reviewer`` has not reviewed yet (a second
+    reading; off, and disabled, without a reader's name)."""
     left, right = st.columns(2)
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
     kind = right.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
-    return str(status), None if kind == "all" else str(kind)
+    unread = st.toggle(
+        "Only cases I have not reviewed",
+        key="worklist_not_mine",
+        disabled=reviewer is None,
+        help="For a second reading: with 'reviewed' or 'disagreed', the cases another reader has read and you "
+        "have not. Needs your name in the sidebar.",
+    )
+    return str(status), None if kind == "all" else str(kind), bool(unread) and reviewer is not None
 
 
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:

@@ -25,6 +25,7 @@ from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
 from serving._settings import CaseArgs
 from serving.schemas import (
+    MAX_REVIEWER_CHARS,
     Agreement,
     CaseDetail,
     CaseKind,
@@ -228,10 +229,17 @@ async def worklist(
     kind: CaseKind | None = Query(None, description="only cases of this kind (X-rays, sepsis or mortality records)"),
     limit: int = Query(200, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=1_000_000_000),
+    not_reviewed_by: str | None = Query(
+        None,
+        min_length=1,
+        max_length=MAX_REVIEWER_CHARS,
+        pattern=r"\S",
+        description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
+    ),
 ) -> Worklist:
     """Cases to read, most urgent first: out of distribution, then uncertain, then the model's positive answers,
     then by how far past its own model's threshold (``threshold_margin``)."""
-    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset)
+    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset, not_reviewed_by)
     return result
 
 

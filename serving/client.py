@@ -231,11 +231,18 @@ class MedLensClient:
         return self._request("POST", "/v1/cases", CaseUpload, files=parts)
 
     def worklist(
-        self, status: str = "unreviewed", kind: str | None = None, limit: int = 200, offset: int = 0
+        self,
+        status: str = "unreviewed",
+        kind: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+        not_reviewed_by: str | None = None,
     ) -> Worklist:
         params: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
         if kind:
             params["kind"] = kind
+        if not_reviewed_by:
+            params["not_reviewed_by"] = not_reviewed_by
         return self._request("GET", "/v1/worklist", Worklist, params=params)
 
     def case(self, case_id: str) -> CaseDetail:

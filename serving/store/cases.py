@@ -189,12 +189,27 @@ class CaseStore:
             raise StoreUnavailable(f"case {new.id[:12]} was stored but cannot be read back; retry")
         return found, created
 
-    def worklist(self, status: str = "all", kind: str | None = None, limit: int = 200, offset: int = 0) -> Worklist:
+    def worklist(
+        self,
+        status: str = "all",
+        kind: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+        not_reviewed_by: str | None = None,
+    ) -> Worklist:
+        """The cases, most urgent first; ``not_reviewed_by``: only those this reader (the name as reviews store
+        it, stripped) has not reviewed yet, for a second reading."""
         query, status_expr = self._summary_and_status()
         if status != "all":
             query = query.where(status_expr == status)
         if kind is not None:
             query = query.where(CaseRow.kind == kind)
+        if not_reviewed_by is not None:
+            mine = aliased(ReviewRow, name="mine")
+            read = select(mine.id).where(
+                mine.case_id == CaseRow.id, mine.action == "review", mine.reviewer == not_reviewed_by.strip()
+            )
+            query = query.where(~read.exists())
         with self._guard(), Session(self.engine) as session:
             total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
             ordered = query.order_by(

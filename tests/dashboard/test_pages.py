@@ -237,6 +237,13 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert [r.reviewer for r in client.case(made.id).history][-1] == "Dr Worklist"
     assert any("Review saved: agree (by Dr Worklist)" in s.value for s in at.success)  # shown after the rerun
     assert "Dr Worklist" in at.table[-1].value["reader"].tolist()
+    # a second reading: the cases this reader has not reviewed leave this one out, and serving agrees
+    at.toggle(key="worklist_not_mine").set_value(True).run()
+    assert not at.exception, at.exception
+    listed = at.dataframe[0].value["case"].tolist() if at.dataframe else []
+    assert made.id[:16] not in listed
+    unread = client.worklist("all", None, not_reviewed_by="Dr Worklist")
+    assert listed == [c.id[:16] for c in unread.cases] and made.id not in [c.id for c in unread.cases]
 
 
 @pytest.mark.serve

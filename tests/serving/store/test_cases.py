@@ -104,6 +104,31 @@ def test_worklist_order_and_filters(store: CaseStore) -> None:
     assert four.reviews == 2 and four.last_verdict == "disagree" and four.status == "disagreed"
 
 
+def test_worklist_of_cases_a_reader_has_not_reviewed(store: CaseStore) -> None:
+    """A second reading: the cases this reader has not reviewed, whoever else has; the filter combines with the
+    status one, matches the name as reviews store it (stripped) and ignores a deletion's tombstone."""
+    ids = [store.add(xray_case(n, 0.9 - n / 10))[0].id for n in range(1, 5)]
+    store.add_review(ids[0], ReviewIn(reviewer="Dr A", verdict="agree"))
+    store.add_review(ids[1], ReviewIn(reviewer="Dr B", verdict="disagree", label="NORMAL"))
+    store.add_review(ids[2], ReviewIn(reviewer="Dr B", verdict="agree"))
+    store.add_review(ids[2], ReviewIn(reviewer="Dr A", verdict="agree"))
+
+    def listed(status: str, reader: str | None) -> list[str]:
+        return [c.id for c in store.worklist(status=status, not_reviewed_by=reader).cases]
+
+    assert listed("all", "Dr A") == [ids[1], ids[3]]
+    assert listed("all", "  Dr A ") == [ids[1], ids[3]]
+    assert listed("all", "Dr B") == [ids[0], ids[3]]
+    assert listed("all", "Dr C") == listed("all", None) == ids
+    assert listed("disagreed", "Dr A") == [ids[1]] and listed("disagreed", "Dr B") == []
+    assert store.worklist(status="all", not_reviewed_by="Dr A").total == 2
+    # a tombstone is not a reading: the same file uploaded again after Dr A deleted it is Dr A's to read
+    store.delete(ids[3], "Dr A")
+    assert listed("all", "Dr A") == [ids[1]]
+    store.add(xray_case(4, 0.5))
+    assert listed("all", "Dr A") == [ids[1], ids[3]]
+
+
 def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore) -> None:
     case, _ = store.add(xray_case(1, 0.8))
     with pytest.raises(InvalidReview, match="label"):
