@@ -184,6 +184,8 @@ def render() -> None:
     # a selected row past the end: the list got shorter since (another reader's deletion)
     rows = [r for r in (chosen.selection.rows if chosen is not None else []) if r < len(ids)]
     case_id = ids[rows[0]] if rows else widgets.case_picker({c.id: case_label(c) for c in worklist.cases})
+    if case_id not in ids:  # None, or the picker's last choice, which a filter has since left out (shown "(none)")
+        case_id = None
     st.session_state[_OPEN] = None if case_id is None else (case_id, ids.index(case_id))
     if case_id is None:
         return
