@@ -237,9 +237,9 @@ def case_picker(labels: Mapping[str, str]) -> str | None:
     return str(choice) or None
 
 
-def worklist_filters(reviewer: str | None) -> tuple[str, str | None, bool]:
-    """Status, kind (None: all) and whether to show only the cases ``reviewer`` has not reviewed yet (a second
-    reading; off, and disabled, without a reader's name)."""
+def worklist_filters(reviewer: str | None) -> tuple[str, str | None, str | None]:
+    """Status, kind (None: all) and the reader whose unreviewed cases alone to show (a second reading: None when
+    the toggle is off, and it is disabled without a reader's name)."""
     left, right = st.columns(2)
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
     kind = right.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
@@ -250,7 +250,7 @@ def worklist_filters(reviewer: str | None) -> tuple[str, str | None, bool]:
         help="For a second reading: with 'reviewed' or 'disagreed', the cases another reader has read and you "
         "have not. Needs your name in the sidebar.",
     )
-    return str(status), None if kind == "all" else str(kind), bool(unread) and reviewer is not None
+    return str(status), None if kind == "all" else str(kind), reviewer if unread else None
 
 
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:

@@ -151,8 +151,8 @@ def render() -> None:
     _add_cases()
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
-    status, kind, unread = widgets.worklist_filters(reviewer)
-    worklist = call(client().worklist, status, kind, not_reviewed_by=reviewer if unread else None)
+    status, kind, not_reviewed_by = widgets.worklist_filters(reviewer)
+    worklist = call(client().worklist, status, kind, not_reviewed_by=not_reviewed_by)
     if worklist is None:
         return
     ids = [c.id for c in worklist.cases]
