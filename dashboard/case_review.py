@@ -5,6 +5,7 @@ appends this reader's review. A file that is not a case yet becomes one when its
 from __future__ import annotations
 
 import streamlit as st
+from pydantic import ValidationError
 
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
@@ -110,15 +111,16 @@ def review_panel(
     review = widgets.review_form(case_id, REVIEW_LABELS[kind], withheld=withheld)
     if review is None:
         return
+    try:
+        sent = ReviewIn(reviewer=reviewer, verdict=review.verdict, label=review.label, comment=review.comment)
+    except ValidationError as exc:
+        st.error(f"Review not saved: {widgets.validation_message(exc)}", icon=":material/error:")
+        return
     if case is None:
         made = None if upload is None else call(client().upload_cases, [(upload.name, upload.data)])
         if made is None or not made.cases:
             return
-    saved = call(
-        client().review,
-        case_id,
-        ReviewIn(reviewer=reviewer, verdict=review.verdict, label=review.label, comment=review.comment),
-    )
+    saved = call(client().review, case_id, sent)
     if saved is not None:
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
         # said after the rerun that shows the review in the history (a message before it would vanish with it)

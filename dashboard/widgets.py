@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import streamlit as st
+from pydantic import TypeAdapter, ValidationError
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
+from serving.schemas import ReaderName
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -205,7 +207,23 @@ def reviewer_name() -> str | None:
         "Shown on every review you save. **Not authentication**: anyone can type any name (configure "
         "Streamlit's sign-in for real identities)."
     )
-    return name or None
+    if not name:
+        return None
+    try:
+        return _READER_NAME.validate_python(name)
+    except ValidationError as exc:
+        st.sidebar.error(f"This name cannot sign a review: {validation_message(exc)}", icon=":material/error:")
+        return None
+
+
+_READER_NAME: TypeAdapter[str] = TypeAdapter(ReaderName)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """What a reader is told of their own input that the API's schema refuses: each field and why."""
+    return "; ".join(
+        (f"{'.'.join(str(part) for part in err['loc'])}: " if err["loc"] else "") + err["msg"] for err in exc.errors()
+    )
 
 
 def _sign_in_configured() -> bool:

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.errors import PayloadTooLargeError, SeriesFormatError
+from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
 from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
 
 TIME_SERIES = [
@@ -191,13 +191,7 @@ def parse_record_bytes(
         raise PayloadTooLargeError(
             f"{name} has more than {MAX_ROWS:,} rows; a 48-hour record has at most one row per parameter per minute."
         )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SeriesFormatError(
-            f"{name} is not a text file (byte {exc.start} is not UTF-8): upload a PhysioNet 2012 record "
-            "(Time,Parameter,Value rows)."
-        ) from exc
+    text = series_text(data, name, "a PhysioNet 2012 record (Time,Parameter,Value rows)")
     lines = text.splitlines()
     start = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if start is None:

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from models.errors import PayloadTooLargeError, SeriesFormatError
+from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
 from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
@@ -119,12 +119,7 @@ def parse_series_bytes(
     name = filename or "upload"
     if len(data) > MAX_BYTES:
         raise PayloadTooLargeError(f"{name} is {len(data):,} bytes; the limit is {MAX_BYTES:,}.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SeriesFormatError(
-            f"{name} is not a text file (byte {exc.start} is not UTF-8): upload a PhysioNet .psv or a CSV."
-        ) from exc
+    text = series_text(data, name, "a PhysioNet .psv or a CSV")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise SeriesFormatError(f"{name} is empty: it needs a header row and one row per hour.")
@@ -205,7 +200,31 @@ def record_from_frame(
     iculos = values[:, FEATURES.index("ICULOS")]
     if np.isnan(iculos).all():
         values[:, FEATURES.index("ICULOS")] = np.arange(1, hours + 1, dtype=np.float32)
+    else:
+        _check_hour_order(iculos, name, warnings)
     return SepsisRecord(values=values, name=name, labels=labels, warnings=warnings)
+
+
+def _check_hour_order(iculos: np.ndarray, name: str, warnings: list[str]) -> None:
+    """The models read row k as the stay's k-th hour. ICULOS (hours in the ICU) that does not rise from row to
+    row is a file of unsorted rows or of more than one stay: refused. One that skips hours is read as given, with
+    a warning (every stay of the 2019 challenge data rises by exactly one hour per row)."""
+    rows = np.flatnonzero(~np.isnan(iculos))  # (known,) row indices
+    known = iculos[rows]
+    steps = np.diff(known)
+    if (steps <= 0).any():
+        at = int(np.flatnonzero(steps <= 0)[0])
+        raise SeriesFormatError(
+            f"{name}: ICULOS goes from {known[at]:g} at row {rows[at] + 1} to {known[at + 1]:g} at row "
+            f"{rows[at + 1] + 1}; rows must be one stay's hours in time order (one stay per file)."
+        )
+    skipped = steps - np.diff(rows)
+    if (skipped > 0).any():
+        at = int(np.flatnonzero(skipped > 0)[0])
+        warnings.append(
+            f"ICULOS skips from {known[at]:g} to {known[at + 1]:g} at row {rows[at + 1] + 1}: the models read rows "
+            f"as consecutive hours, so {int(skipped.sum()):g} hour(s) without a row are not accounted for."
+        )
 
 
 def _numeric_column(series: pd.Series, col: str, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ the heatmap overlay and the dashboard all see the same picture. Bad input raises
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeEr
 from models.synthetic_mark import MARK_KEY
 
 #: Images above this many pixels are refused (a 2,500 x 2,500 radiograph has 6.3 MP).
+logger = logging.getLogger(__name__)
+
 MAX_PIXELS = 60_000_000
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -207,9 +210,7 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
     if raw.ndim == 3 and raw.shape[-1] in (3, 4) and photometric in {"RGB", "YBR_FULL", "YBR_FULL_422"}:
         pixels = _to_unit_gray(Image.fromarray(np.ascontiguousarray(raw[..., :3]).astype(np.uint8)))
     elif raw.ndim == 2:
-        values = apply_modality_lut(raw, ds)
-        values = apply_voi_lut(values, ds, prefer_lut=True) if _has_voi(ds) else values
-        pixels = _min_max(np.asarray(values, dtype=np.float32))
+        pixels = _min_max(np.asarray(_grey_values(raw, ds), dtype=np.float32))
         if photometric == "MONOCHROME1":
             pixels = 1.0 - pixels
     else:
@@ -219,8 +220,22 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
     return XrayImage(pixels=pixels.astype(np.float32), source_format="dicom", dicom_fields=dicom_summary(ds))
 
 
-def _has_voi(ds: pydicom.Dataset) -> bool:
-    return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+def _grey_values(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """(H, W) stored values through the header's modality LUT (rescale) and VOI LUT (window), each where the
+    header holds one pydicom can apply. A broken one (a window of width 0, a value that is not a number) is
+    skipped: both only choose how the values map to grey levels, the pixels are the radiograph, and the min-max
+    scaling that follows spans whatever range they give."""
+    values = raw
+    try:
+        values = apply_modality_lut(raw, ds)
+    except Exception:  # pydicom raises TypeError, ValueError, KeyError... for a malformed LUT or rescale
+        logger.info("a DICOM's modality LUT could not be applied; its stored values are read as they are")
+    if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
+        try:
+            values = apply_voi_lut(values, ds, prefer_lut=True)
+        except Exception:  # as above, for a malformed window or VOI LUT
+            logger.info("a DICOM's VOI LUT (window) could not be applied; the full range of its values is shown")
+    return np.asarray(values)
 
 
 _SPACINGS = ("PixelSpacing", "ImagerPixelSpacing")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +25,6 @@ from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
 from serving._settings import CaseArgs
 from serving.schemas import (
-    MAX_REVIEWER_CHARS,
     Agreement,
     CaseDetail,
     CaseKind,
@@ -33,6 +32,7 @@ from serving.schemas import (
     CaseUpload,
     ErrorResponse,
     MortalityPrediction,
+    ReaderName,
     RejectedFile,
     Review,
     ReviewIn,
@@ -229,11 +229,8 @@ async def worklist(
     kind: CaseKind | None = Query(None, description="only cases of this kind (X-rays, sepsis or mortality records)"),
     limit: int = Query(200, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=1_000_000_000),
-    not_reviewed_by: str | None = Query(
+    not_reviewed_by: ReaderName | None = Query(
         None,
-        min_length=1,
-        max_length=MAX_REVIEWER_CHARS,
-        pattern=r"\S",
         description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
     ),
 ) -> Worklist:
@@ -261,8 +258,8 @@ async def add_review(review: ReviewIn, case_id: str = _CASE_ID) -> Review:
 
 @router.delete("/v1/cases/{case_id}", response_model=Review, dependencies=AUTH, responses=_ERRORS)
 async def delete_case(
-    case_id: str = _CASE_ID,
-    reviewer: str = Query(..., min_length=1, max_length=100, pattern=r"\S", description="who deletes it"),
+    case_id: Annotated[str, _CASE_ID],
+    reviewer: Annotated[ReaderName, Query(description="who deletes it")],
 ) -> Review:
     """Remove the case, its prediction and its pixels; the review trail keeps its reviews and gains a
     tombstone (returned)."""

@@ -217,7 +217,7 @@ def too_large(size: int | None, limit_bytes: int) -> ApiError:
 def _describe_location(loc: Sequence[Any]) -> str:
     where, *rest = [str(x) for x in loc] or ["request"]
     name = ".".join(rest)
-    kind = {"query": "query parameter", "path": "path parameter", "body": "form field", "header": "header"}
+    kind = {"query": "query parameter", "path": "path parameter", "body": "body field", "header": "header"}
     return f"{kind.get(where, where)} `{name}`" if name else kind.get(where, where)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelEntry, ModelName
 from models.metrics import BinaryEvaluation
@@ -415,6 +416,30 @@ MAX_COMMENT_CHARS = 2000
 MAX_REVIEWER_CHARS = 100
 
 
+def _no_control_characters(allowed: str) -> AfterValidator:
+    """Refuse control characters (Unicode category Cc) other than ``allowed``: a NUL cannot be stored in
+    PostgreSQL's text, and the others have no place in a name or a note that an export and every screen show."""
+
+    def check(text: str) -> str:
+        for index, char in enumerate(text):
+            if unicodedata.category(char) == "Cc" and char not in allowed:
+                raise ValueError(
+                    f"holds the control character U+{ord(char):04X} at position {index}: send plain text"
+                    + (" (line breaks and tabs are kept)" if allowed else "")
+                )
+        return text
+
+    return AfterValidator(check)
+
+
+#: A reader's name as a review, a deletion or a worklist filter gives it.
+ReaderName = Annotated[
+    str, Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S"), _no_control_characters("")
+]
+#: A reader's free-text note: line breaks and tabs allowed, no other control character.
+ReaderNote = Annotated[str, Field(max_length=MAX_COMMENT_CHARS), _no_control_characters("\n\r\t")]
+
+
 class CaseSummary(_Schema):
     """One row of the worklist."""
 
@@ -457,7 +482,7 @@ class ReviewIn(_Schema):
     """A reader's review. The reader's name is what they gave, not an authenticated identity unless the
     dashboard's sign-in is configured."""
 
-    reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S")
+    reviewer: ReaderName
     verdict: Verdict | None = Field(
         default=None,
         description="agree or disagree with the model's label; required unless the label is withheld from readers "
@@ -466,7 +491,7 @@ class ReviewIn(_Schema):
     label: str | None = Field(
         default=None, description="the reader's own label: NORMAL / PNEUMONIA (X-ray), NO_SEPSIS / SEPSIS (sepsis)"
     )
-    comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
+    comment: ReaderNote = ""
 
 
 class Review(_Schema):

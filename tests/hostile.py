@@ -153,6 +153,8 @@ def series_corpus() -> Iterator[Hostile]:
     yield Hostile("negative heart rate.csv", b"HR,Temp\n-80,37\n", "sepsis", frozenset({422}))
     yield Hostile("one endless line.csv", b"HR," * 200_000 + b"\n", "sepsis", frozenset({413, 422}))
     yield Hostile("only separators.psv", b"|||\n|||\n", "sepsis", frozenset({422}))
+    yield Hostile("a zip named .csv.csv", b"PK\x03\x04\x14\x00\x00\x00HR,Temp\n80,37\n", "sepsis", frozenset({422}))
+    yield Hostile("two stays in one file.psv", b"HR|ICULOS\n80|1\n81|2\n90|1\n", "sepsis", frozenset({422}))
 
 
 def corpus() -> Iterator[Hostile]:

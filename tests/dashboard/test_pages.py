@@ -229,7 +229,20 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     assert any(made.id[:16] in h.value for h in at.subheader)
     assert any(f["data"][0]["type"] == "indicator" for f in _figures(at))  # the stored prediction, drawn
+    # text the API refuses (a control character, as pasted from another program) is said on the page, naming
+    # the field, and saves nothing
+    at.sidebar.text_input(key="reviewer_name").input("Dr\x07Worklist").run()
+    assert not at.exception, at.exception
+    assert any("cannot sign a review" in e.value and "U+0007" in e.value for e in at.sidebar.error)
+    assert any("Enter your name" in i.value for i in at.info)
     at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
+    at.radio(key=f"review_verdict_{made.id}").set_value("agree")
+    at.text_area(key=f"review_comment_{made.id}").input("pasted\x0bnote")
+    before = client.case(made.id).history  # other tests of this session may have reviewed the same file
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert any("Review not saved: comment" in e.value and "U+000B" in e.value for e in at.error)
+    assert client.case(made.id).history == before
     at.radio(key=f"review_verdict_{made.id}").set_value("agree")
     at.button[-1].click().run()
     assert not at.exception, at.exception

@@ -140,6 +140,31 @@ def test_impossible_value_dropped_with_warning() -> None:
     assert any("Temp = 5" in w for w in record.warnings)
 
 
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ("80,5\n81,2\n", "ICULOS goes from 5 at row 1 to 2 at row 2"),  # rows out of order
+        ("80,1\n81,2\n82,1\n83,2\n", "from 2 at row 2 to 1 at row 3"),  # two stays in one file
+        ("80,3\n81,\n82,3\n", "from 3 at row 1 to 3 at row 3"),  # a repeated hour, a blank ICULOS between
+    ],
+    ids=["backwards", "two stays", "repeated"],
+)
+def test_hours_out_of_order_are_refused(rows: str, said: str) -> None:
+    with pytest.raises(SeriesFormatError, match=said) as info:
+        parse("HR,ICULOS\n" + rows)
+    assert "one stay per file" in info.value.message
+
+
+def test_skipped_hours_are_read_with_a_warning() -> None:
+    record = parse("HR,ICULOS\n80,1\n81,2\n82,5\n83,\n84,7\n")
+    assert record.values.shape[0] == 5
+    assert [w for w in record.warnings if "ICULOS" in w] == [
+        "ICULOS skips from 2 to 5 at row 3: the models read rows as consecutive hours, so 2 hour(s) without a row "
+        "are not accounted for."
+    ]
+    assert not [w for w in parse("HR,ICULOS\n80,1\n81,\n82,3\n").warnings if "ICULOS" in w]
+
+
 def test_impossible_label_is_rejected() -> None:
     with pytest.raises(SeriesFormatError, match="SepsisLabel = 2"):
         parse("HR,SepsisLabel\n80,2\n")
@@ -193,8 +218,14 @@ def test_max_hours() -> None:
 
 
 def test_non_utf8_bytes() -> None:
-    with pytest.raises(SeriesFormatError, match="not a text file"):
-        parse_series_bytes(b"HR,Temp\n80,37\n\xff\xfe\x00\x81,37\n", "binary.psv")
+    with pytest.raises(SeriesFormatError, match=r"not a text file \(byte 17 is not text\)"):
+        parse_series_bytes(b"HR,Temp\n80,37\n80,\xff\xfe\x00\x81,37\n", "binary.psv")
+
+
+def test_a_binary_file_that_is_valid_utf8_is_not_text() -> None:
+    """A zip (an .xlsx) is valid UTF-8 often enough, NULs included: it was read as a header of unknown columns."""
+    with pytest.raises(SeriesFormatError, match=r"stay.xlsx is not a text file \(byte 4 is not text\)"):
+        parse_series_bytes(b"PK\x03\x04\x00\x00\x08\x00HR,Temp\n", "stay.xlsx")
 
 
 def test_iter_series_files(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,45 @@ def test_dicom_claiming_huge_dimensions_is_refused_before_decoding() -> None:
     data = make_dicom(half_ramp(), rows=10_000, columns=10_000)
     with pytest.raises(PayloadTooLargeError):
         load_xray_bytes(data, "huge.dcm")
+
+
+def _with_header(data: bytes, **fields: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in fields.items():
+        setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_a_window_narrows_what_is_shown() -> None:
+    plain = load_xray_bytes(make_dicom(half_ramp()), "ramp.dcm").pixels
+    windowed = load_xray_bytes(_with_header(make_dicom(half_ramp()), WindowCenter=100, WindowWidth=50), "w.dcm")
+    assert not np.allclose(windowed.pixels, plain)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"WindowCenter": 100, "WindowWidth": 0},  # a width below 1: pydicom raises ValueError
+        {"WindowCenter": 12345, "WindowWidth": 1000, "_raw": (b"12345", b"abc12")},  # not a number: TypeError
+        {"RescaleSlope": 12345, "RescaleIntercept": 0, "_raw": (b"12345", b"x1.5e")},
+    ],
+    ids=["window width 0", "window centre not a number", "rescale slope not a number"],
+)
+def test_a_broken_window_or_rescale_is_skipped_not_refused(fields: dict[str, object]) -> None:
+    """Both only map stored values to grey levels: the radiograph is read over its full range (it was a 422,
+    "could not be read (TypeError)")."""
+    raw = fields.pop("_raw", None)
+    data = _with_header(make_dicom(half_ramp()), **fields)
+    if isinstance(raw, tuple):
+        assert data.count(raw[0]) == 1
+        data = data.replace(raw[0], raw[1])
+    plain = load_xray_bytes(make_dicom(half_ramp()), "ramp.dcm").pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom warns of the invalid DS value it reads
+        image = load_xray_bytes(data, "broken-window.dcm")
+    np.testing.assert_allclose(image.pixels, plain, atol=1e-6)
 
 
 def test_broken_dicom_pixel_data_is_an_input_error() -> None:

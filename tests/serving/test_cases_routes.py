@@ -70,3 +70,35 @@ def test_a_database_that_is_down_is_a_503_on_every_case_route(
 def test_a_body_over_the_limit_is_a_413(client: TestClient) -> None:
     response = client.post("/v1/cases", files=[("file", ("upload.png", b"0" * (3 * 1024 * 1024)))])
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+
+
+CASE = f"/v1/cases/{'a' * 64}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        ("POST", f"{CASE}/reviews", {"json": {"reviewer": "Dr\x00A", "verdict": "agree"}}, "reviewer"),
+        ("POST", f"{CASE}/reviews", {"json": {"reviewer": "A", "verdict": "agree", "comment": "a\x00b"}}, "comment"),
+        ("POST", f"{CASE}/reviews", {"json": {"reviewer": "A", "verdict": "agree", "comment": "\x1b[2J"}}, "comment"),
+        ("DELETE", CASE, {"params": {"reviewer": "A\x00"}}, "reviewer"),
+        ("DELETE", CASE, {"params": {"reviewer": " "}}, "reviewer"),
+        ("GET", "/v1/worklist", {"params": {"not_reviewed_by": "A\x07"}}, "not_reviewed_by"),
+    ],
+)
+def test_control_characters_in_a_readers_text_are_a_422_before_the_database(
+    client: TestClient, method: str, path: str, kwargs: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL's text cannot hold a NUL: it reached the database and came back as a 503 that blamed the
+    database. A name or note with a control character is refused first, naming the field (the database here is
+    down, so anything that got past validation would be a 503)."""
+    response = client.request(method, path, **kwargs)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request" and f"`{field}`" in body["detail"], body
+
+
+def test_line_breaks_and_tabs_in_a_note_pass_validation(client: TestClient) -> None:
+    note = {"reviewer": "Dr A", "verdict": "agree", "comment": "consolidation\r\nright lower lobe\tsee prior"}
+    response = client.post(f"{CASE}/reviews", json=note)
+    assert response.status_code == 503, response.text  # past validation, to the (unreachable) database
