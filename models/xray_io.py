@@ -33,12 +33,13 @@ MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 
-#: DICOM header fields a reviewer may see: acquisition facts, never names or identifiers.
+#: DICOM header fields a reviewer may see: acquisition facts, never names, identifiers or dates. A study's date is
+#: a date of service, an identifier under HIPAA's Safe Harbor and removed by DICOM's basic de-identification
+#: profile (PS3.15): only its year is kept (``StudyYear``), which Safe Harbor allows.
 DICOM_SAFE_FIELDS = (
     "Modality",
     "ViewPosition",
     "BodyPartExamined",
-    "StudyDate",
     "PixelSpacing",
     "ImagerPixelSpacing",
     "PhotometricInterpretation",
@@ -263,10 +264,20 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
             text = f"not recorded (the header holds {text})"  # 0 x 0 would read as a size; it is none
         if text:
             out[keyword] = text[:64]
+    year = study_year(ds.get("StudyDate"))
+    if year is not None:
+        out["StudyYear"] = year
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None:
         out["TransferSyntax"] = str(getattr(syntax, "name", syntax))
     return out
+
+
+def study_year(value: object) -> str | None:
+    """The year of a DICOM date (DA, ``YYYYMMDD``; older files write ``YYYY.MM.DD``), or None when it holds
+    none. Never the month or the day."""
+    text = str(value or "").strip()
+    return text[:4] if len(text) >= 4 and text[:4].isdigit() and 1800 <= int(text[:4]) <= 2200 else None
 
 
 def iter_image_files(root: str | Path) -> Iterator[Path]:

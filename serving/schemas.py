@@ -229,7 +229,8 @@ class XrayPrediction(_Schema):
         "base64 8-bit gray PNG, longer side at most 1024 px",
     )
     dicom: dict[str, str] | None = Field(
-        default=None, description="de-identified DICOM header fields (modality, view, study date, spacing)"
+        default=None,
+        description="de-identified DICOM header fields (modality, view, the study's year, spacing; never a date)",
     )
     synthetic: bool = Field(
         default=False,

@@ -25,6 +25,7 @@ from models.xray_io import (
     load_xray_bytes,
     load_xray_file,
     patient_id,
+    study_year,
 )
 from tests.hostile import png_claiming
 from tests.models.conftest import synthetic_xray
@@ -198,6 +199,17 @@ def test_identifiers_never_reach_dicom_fields() -> None:
         for part in str(value).replace("^", " ").split():
             if len(part) > 3:
                 assert part not in text, f"{keyword} leaked: {part!r} in {image.dicom_fields}"
+    # the study's date (20240102, a date of service) only as its year
+    assert "StudyDate" not in image.dicom_fields and image.dicom_fields["StudyYear"] == "2024"
+    assert "0102" not in text and "01/02" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "year"),
+    [("20240102", "2024"), ("2024.01.02", "2024"), ("", None), ("abcd0102", None), ("0000", None), (None, None)],
+)
+def test_study_year(value: str | None, year: str | None) -> None:
+    assert study_year(value) == year
 
 
 @pytest.mark.parametrize(

@@ -236,7 +236,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         s.close()
     s = CaseStore(db_url)
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     s.close()
 
 
@@ -269,6 +269,44 @@ def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str)
     assert list(margins) == ["2", "1", "3"]  # the sepsis alert is further past its threshold than the pneumonia
     assert margins["1"] == pytest.approx(math.log(0.6 / 0.4))
     assert margins["3"] == pytest.approx(math.log(0.1 / 0.9) - math.log(0.3 / 0.7))
+    store.close()
+
+
+def test_migration_0003_keeps_only_the_year_of_a_stored_study_date(db_url: str) -> None:
+    """Cases stored while the DICOM fields held ``StudyDate`` (a date of service) keep its year alone."""
+    from serving.store.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine, "0002")
+    dated = xray_case(1, 0.6)
+    dated.prediction["source_format"] = "dicom"
+    dated.prediction["dicom"] = {"Modality": "CR", "StudyDate": "20240102", "Rows": "2048"}
+    undated = xray_case(2, 0.4)
+    undated.prediction["dicom"] = {"Modality": "DX", "StudyDate": "unknown"}
+    with engine.connect() as conn:
+        for case in (dated, undated, xray_case(3, 0.7), sepsis_case(4, 0.5)):
+            conn.execute(
+                text(
+                    "INSERT INTO cases (id, kind, model, model_version, created_at, source_format, risk, label, "
+                    "synthetic, prediction, threshold, margin) VALUES (:id, :kind, :model, :v, :t, :f, :risk, "
+                    ":label, :s, :p, 0.5, 0.0)"
+                ),
+                {
+                    "id": case.id, "kind": case.kind, "model": case.model, "v": case.model_version,
+                    "t": datetime.now(UTC), "f": case.source_format, "risk": case.risk, "label": case.label,
+                    "s": False, "p": json.dumps(case.prediction),
+                },
+            )  # fmt: skip
+        conn.commit()
+    engine.dispose()
+    store = CaseStore(db_url)
+    one, two, three = (store.get(f"{n:064x}").prediction.model_dump() for n in (1, 2, 3))
+    assert one["dicom"] == {"Modality": "CR", "StudyYear": "2024", "Rows": "2048"}
+    assert two["dicom"] == {"Modality": "DX"} and three["dicom"] is None
+    assert store.get(f"{4:064x}").prediction.model_dump()["hours"][0]["probability"] == 0.5
+    with store.engine.connect() as conn:
+        stored = " ".join(conn.execute(text("SELECT prediction FROM cases")).scalars())
+    assert "StudyDate" not in stored and "20240102" not in stored
     store.close()
 
 
