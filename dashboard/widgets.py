@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -255,12 +256,29 @@ def case_picker(labels: Mapping[str, str]) -> str | None:
     return str(choice) or None
 
 
-def worklist_filters(reviewer: str | None) -> tuple[str, str | None, str | None]:
-    """Status, kind (None: all) and the reader whose unreviewed cases alone to show (a second reading: None when
-    the toggle is off, and it is disabled without a reader's name)."""
-    left, right = st.columns(2)
+@dataclass(frozen=True)
+class WorklistFilter:
+    """What of the worklist a reader asked to see."""
+
+    status: str
+    kind: str | None  # None: every kind
+    not_reviewed_by: str | None  # a second reading: only the cases this reader has not reviewed
+    page_size: int
+
+
+#: rows per page of the worklist table
+PAGE_SIZES = (25, 50, 100, 200)
+PAGE_KEY = "worklist_page"
+_PAGE_FILTER_KEY = "worklist_page_filter"
+
+
+def worklist_filters(reviewer: str | None) -> WorklistFilter:
+    """Status, kind, the reader whose unreviewed cases alone to show (a second reading: None when the toggle is
+    off, and it is disabled without a reader's name) and rows per page."""
+    left, middle, right = st.columns([2, 2, 1])
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
-    kind = right.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
+    kind = middle.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
+    size = right.selectbox("Rows per page", PAGE_SIZES, index=len(PAGE_SIZES) - 1, key="worklist_page_size")
     unread = st.toggle(
         "Only cases I have not reviewed",
         key="worklist_not_mine",
@@ -268,7 +286,24 @@ def worklist_filters(reviewer: str | None) -> tuple[str, str | None, str | None]
         help="For a second reading: with 'reviewed' or 'disagreed', the cases another reader has read and you "
         "have not. Needs your name in the sidebar.",
     )
-    return str(status), None if kind == "all" else str(kind), reviewer if unread else None
+    return WorklistFilter(
+        str(status), None if kind == "all" else str(kind), reviewer if unread else None, int(size or PAGE_SIZES[-1])
+    )
+
+
+def worklist_page(total: int, shown: WorklistFilter) -> int:
+    """The offset of the worklist page to show: a page field when ``total`` cases fill more than one page. It goes
+    back to the first page when the filter changes, and to the last when the list has shrunk below the page."""
+    pages = max(1, math.ceil(total / shown.page_size))
+    if st.session_state.get(_PAGE_FILTER_KEY) != shown:
+        st.session_state[_PAGE_FILTER_KEY] = shown
+        st.session_state[PAGE_KEY] = 1
+    if pages == 1:
+        return 0
+    if int(st.session_state.get(PAGE_KEY) or 1) > pages:
+        st.session_state[PAGE_KEY] = pages
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE_KEY)
+    return (int(page) - 1) * shown.page_size
 
 
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:

@@ -151,8 +151,19 @@ def render() -> None:
     _add_cases()
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
-    status, kind, not_reviewed_by = widgets.worklist_filters(reviewer)
-    worklist = call(client().worklist, status, kind, not_reviewed_by=not_reviewed_by)
+    shown = widgets.worklist_filters(reviewer)
+    counted = call(client().worklist, shown.status, shown.kind, limit=1, not_reviewed_by=shown.not_reviewed_by)
+    if counted is None:
+        return
+    offset = widgets.worklist_page(counted.total, shown)
+    worklist = call(
+        client().worklist,
+        shown.status,
+        shown.kind,
+        limit=shown.page_size,
+        offset=offset,
+        not_reviewed_by=shown.not_reviewed_by,
+    )
     if worklist is None:
         return
     ids = [c.id for c in worklist.cases]
@@ -163,7 +174,10 @@ def render() -> None:
             st.success(moved_on, icon=":material/check:")
         st.info("No cases match. Add studies above, or show all cases.")
         return
-    st.caption(f"{worklist.total} case(s); showing {len(worklist.cases)}. Select a row, or pick a case below.")
+    st.caption(
+        f"{worklist.total} case(s); showing {offset + 1}-{offset + len(worklist.cases)}. Select a row, or pick a "
+        "case below."
+    )
     table = worklist_table(worklist)
     chosen = st.dataframe(
         table,

@@ -260,6 +260,36 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
+def test_a_worklist_longer_than_a_page_is_paged(serving_env: str) -> None:
+    """The table showed the first 200 cases and said how many there were, with no way to the rest."""
+    client = MedLensClient(serving_env)
+    tag = int.from_bytes(os.urandom(3), "big")
+    stays = [(f"s{i}.csv", f"HR,Temp,ICULOS\n{60 + i},{36 + (tag % 1000) / 1000:.3f},1\n".encode()) for i in range(26)]
+    assert len(client.upload_cases(stays).cases) == 26
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all")
+    at.selectbox(key="worklist_kind").select("sepsis")
+    at.selectbox(key="worklist_page_size").select(25).run()
+    assert not at.exception, at.exception
+    total = client.worklist("all", "sepsis", limit=1).total
+    pages = -(-total // 25)
+    assert total >= 26 and at.number_input(key="worklist_page").value == 1
+    assert any(f"{total} case(s); showing 1-25." in c.value for c in at.caption)
+    at.number_input(key="worklist_page").set_value(pages).run()
+    assert not at.exception, at.exception
+    last = client.worklist("all", "sepsis", limit=25, offset=(pages - 1) * 25).cases
+    assert at.dataframe[0].value["case"].tolist() == [c.id[:16] for c in last] and last
+    assert any(f"showing {(pages - 1) * 25 + 1}-{total}." in c.value for c in at.caption)
+    # a case of the last page opens from the picker, which lists that page
+    at.selectbox(key="worklist_open_case").select(last[0].id).run()
+    assert any(last[0].id[:16] in h.value for h in at.subheader)
+    # another filter starts at its first page again
+    at.selectbox(key="worklist_kind").select("all").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="worklist_page").value == 1
+
+
+@pytest.mark.serve
 def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str) -> None:
     """Working through "unreviewed": the reviewed case leaves the list, the page says its review was saved and
     opens the case that took its place (it used to close the case view and never say so)."""
