@@ -165,6 +165,43 @@ def test_jpeg2000_decodes_to_the_same_picture(rg1_uncompressed: XrayImage, rg1_j
     assert np.corrcoef(rg1_uncompressed.pixels.ravel(), rg1_jpeg2000.pixels.ravel())[0, 1] > 0.99
 
 
+def _gdcm_encoded(path: Path, syntax: str, tmp_path: Path) -> bytes:
+    """``path`` re-encoded by GDCM into transfer syntax ``syntax`` (a ``gdcm.TransferSyntax`` name)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    out = tmp_path / f"{syntax}.dcm"
+    writer.SetFileName(str(out))
+    assert writer.Write()
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("syntax", "named"),
+    [("JPEGLosslessProcess14_1", "JPEG Lossless"), ("JPEGLSLossless", "JPEG-LS Lossless")],
+    ids=["jpeg lossless sv1", "jpeg-ls lossless"],
+)
+def test_lossless_jpeg_radiographs_decode_to_the_same_pixels(
+    rg1_uncompressed: XrayImage, syntax: str, named: str, tmp_path: Path
+) -> None:
+    """A PACS often stores CR and DX as JPEG Lossless (Process 14): they were refused ("could not be decoded")
+    until GDCM was pydicom's decoder for them."""
+    data = _gdcm_encoded(RG1_UNCR, syntax, tmp_path)
+    assert pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID.name.startswith(named)
+    image = load_xray_bytes(data, "lossless.dcm")
+    assert image.dicom_fields["TransferSyntax"].startswith(named)
+    np.testing.assert_array_equal(image.pixels, rg1_uncompressed.pixels)
+
+
 def test_real_dicom_fields_are_acquisition_facts_only(rg1_uncompressed: XrayImage) -> None:
     ds = pydicom.dcmread(RG1_UNCR, stop_before_pixels=True)
     assert str(ds.PatientName) and str(ds.PatientID)  # the file does carry identifiers
