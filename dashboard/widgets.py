@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
-from serving.schemas import ReaderName
+from serving.schemas import ReaderName, error_words
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -223,7 +223,8 @@ _READER_NAME: TypeAdapter[str] = TypeAdapter(ReaderName)
 def validation_message(exc: ValidationError) -> str:
     """What a reader is told of their own input that the API's schema refuses: each field and why."""
     return "; ".join(
-        (f"{'.'.join(str(part) for part in err['loc'])}: " if err["loc"] else "") + err["msg"] for err in exc.errors()
+        (f"{'.'.join(str(part) for part in err['loc'])}: " if err["loc"] else "") + error_words(err)
+        for err in exc.errors()
     )
 
 
@@ -302,7 +303,8 @@ def worklist_page(total: int, shown: WorklistFilter) -> int:
         return 0
     if int(st.session_state.get(PAGE_KEY) or 1) > pages:
         st.session_state[PAGE_KEY] = pages
-    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE_KEY)
+    field, _ = st.columns([1, 4])
+    page = field.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE_KEY)
     return (int(page) - 1) * shown.page_size
 
 

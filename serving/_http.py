@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.schemas import ErrorResponse
+from serving.schemas import ErrorResponse, error_words
 
 logger = logging.getLogger("ray.serve")
 
@@ -232,7 +232,7 @@ def validation_detail(errors: Sequence[Any]) -> tuple[str, str]:
                 "The request has no file: send multipart/form-data with the upload in a field named `file` "
                 "(e.g. `curl -F file=@image.png ...`).",
             )
-        problems.append(f"{_describe_location(loc)}: {err.get('msg', 'invalid')}")
+        problems.append(f"{_describe_location(loc)}: {error_words(err)}")
     return "invalid_request", "; ".join(problems) + "." if problems else "The request is invalid."
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -431,6 +432,12 @@ def _no_control_characters(allowed: str) -> AfterValidator:
         return text
 
     return AfterValidator(check)
+
+
+def error_words(error: Mapping[str, Any]) -> str:
+    """One pydantic validation error's message for a person: a validator's own words, without the "Value error, "
+    pydantic puts before them."""
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 #: A reader's name as a review, a deletion or a worklist filter gives it.

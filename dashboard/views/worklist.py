@@ -186,7 +186,9 @@ def render() -> None:
         selection_mode="single-row",
         key=f"worklist_table_{st.session_state.get(_TABLE_GENERATION, 0)}",
         column_config={
-            "flags": st.column_config.TextColumn("flags", width="medium"),  # "out of distribution" reads whole
+            # "out of distribution" and "ICU record (mortality)" read whole
+            "kind": st.column_config.TextColumn("kind", width="medium"),
+            "flags": st.column_config.TextColumn("flags", width="medium"),
             "risk": st.column_config.ProgressColumn(
                 "risk", min_value=0.0, max_value=1.0, format="%.2f", width="small", help="Blank: the label is withheld."
             ),
