@@ -265,6 +265,7 @@ class WorklistFilter:
     kind: str | None  # None: every kind
     not_reviewed_by: str | None  # a second reading: only the cases this reader has not reviewed
     page_size: int
+    id_prefix: str | None = None  # only the cases whose id starts with these hex digits
 
 
 #: rows per page of the worklist table
@@ -280,15 +281,31 @@ def worklist_filters(reviewer: str | None) -> WorklistFilter:
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
     kind = middle.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
     size = right.selectbox("Rows per page", PAGE_SIZES, index=len(PAGE_SIZES) - 1, key="worklist_page_size")
-    unread = st.toggle(
+    toggle, search = st.columns([3, 2], vertical_alignment="center")
+    unread = toggle.toggle(
         "Only cases I have not reviewed",
         key="worklist_not_mine",
         disabled=reviewer is None,
         help="For a second reading: with 'reviewed' or 'disagreed', the cases another reader has read and you "
         "have not. Needs your name in the sidebar.",
     )
+    typed = search.text_input(
+        "Case id starts with",
+        key="worklist_id_prefix",
+        max_chars=64,
+        placeholder="e.g. 03a559f2",
+        help="A case as a colleague or an export quotes it: at least 4 of its hex digits.",
+    ).strip()
+    prefix = typed.lower() or None
+    if prefix is not None and not (len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix)):
+        search.warning("A case id is hex digits (0-9, a-f): type at least 4 of them.", icon=":material/search_off:")
+        prefix = None
     return WorklistFilter(
-        str(status), None if kind == "all" else str(kind), reviewer if unread else None, int(size or PAGE_SIZES[-1])
+        str(status),
+        None if kind == "all" else str(kind),
+        reviewer if unread else None,
+        int(size or PAGE_SIZES[-1]),
+        prefix,
     )
 
 

@@ -233,10 +233,17 @@ async def worklist(
         None,
         description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
     ),
+    id_prefix: str | None = Query(
+        None,
+        pattern=r"^[0-9a-fA-F]{4,64}$",
+        description="only cases whose id starts with these hex digits (4 to 64; the worklist shows 16), as a "
+        "reader quotes a case",
+    ),
 ) -> Worklist:
     """Cases to read, most urgent first: out of distribution, then uncertain, then the model's positive answers,
     then by how far past its own model's threshold (``threshold_margin``)."""
-    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset, not_reviewed_by)
+    prefix = None if id_prefix is None else id_prefix.lower()
+    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset, not_reviewed_by, prefix)
     return result
 
 

@@ -237,12 +237,15 @@ class MedLensClient:
         limit: int = 200,
         offset: int = 0,
         not_reviewed_by: str | None = None,
+        id_prefix: str | None = None,
     ) -> Worklist:
         params: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
         if kind:
             params["kind"] = kind
         if not_reviewed_by:
             params["not_reviewed_by"] = not_reviewed_by
+        if id_prefix:
+            params["id_prefix"] = id_prefix
         return self._request("GET", "/v1/worklist", Worklist, params=params)
 
     def case(self, case_id: str) -> CaseDetail:

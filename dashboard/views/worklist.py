@@ -21,7 +21,7 @@ from dashboard.charts.mortality import label_text, risk_gauge, stay_table, traje
 from dashboard.charts.sepsis import sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
-from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, XrayPrediction
+from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, Worklist, XrayPrediction
 
 #: Files sent per request when adding cases (each at most the upload limit).
 UPLOAD_CHUNK = 20
@@ -139,6 +139,19 @@ def _after_review(ids: list[str]) -> str | None:
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
 
 
+def _listed(shown: widgets.WorklistFilter, limit: int, offset: int = 0) -> Worklist | None:
+    """The cases the reader's filter leaves, ``limit`` from ``offset`` (None: serving's error was shown)."""
+    return call(
+        client().worklist,
+        shown.status,
+        shown.kind,
+        limit=limit,
+        offset=offset,
+        not_reviewed_by=shown.not_reviewed_by,
+        id_prefix=shown.id_prefix,
+    )
+
+
 def render() -> None:
     st.title("Worklist")
     st.caption(
@@ -152,18 +165,12 @@ def render() -> None:
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
     shown = widgets.worklist_filters(reviewer)
-    counted = call(client().worklist, shown.status, shown.kind, limit=1, not_reviewed_by=shown.not_reviewed_by)
+
+    counted = _listed(shown, 1)
     if counted is None:
         return
     offset = widgets.worklist_page(counted.total, shown)
-    worklist = call(
-        client().worklist,
-        shown.status,
-        shown.kind,
-        limit=shown.page_size,
-        offset=offset,
-        not_reviewed_by=shown.not_reviewed_by,
-    )
+    worklist = _listed(shown, shown.page_size, offset)
     if worklist is None:
         return
     ids = [c.id for c in worklist.cases]

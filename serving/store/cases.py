@@ -196,10 +196,14 @@ class CaseStore:
         limit: int = 200,
         offset: int = 0,
         not_reviewed_by: str | None = None,
+        id_prefix: str | None = None,
     ) -> Worklist:
         """The cases, most urgent first; ``not_reviewed_by``: only those this reader (the name as reviews store
-        it, stripped) has not reviewed yet, for a second reading."""
+        it, stripped) has not reviewed yet, for a second reading; ``id_prefix``: only the cases whose id starts
+        with these lower-case hex digits (as a reader quotes a case)."""
         query, status_expr = self._summary_and_status()
+        if id_prefix is not None:
+            query = query.where(CaseRow.id.startswith(id_prefix, autoescape=True))
         if status != "all":
             query = query.where(status_expr == status)
         if kind is not None:

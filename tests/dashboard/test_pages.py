@@ -291,6 +291,22 @@ def test_a_worklist_longer_than_a_page_is_paged(serving_env: str) -> None:
 
 
 @pytest.mark.serve
+def test_a_case_is_found_by_the_start_of_its_id(serving_env: str, xray_normal_path: Path) -> None:
+    """A case as a colleague or an export quotes it; what is not a case id's start is said, not sent."""
+    made = MedLensClient(serving_env).upload_cases([("n.jpeg", xray_normal_path.read_bytes())]).cases[0]
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all")
+    at.text_input(key="worklist_id_prefix").input(f" {made.id[:8].upper()} ").run()
+    assert not at.exception, at.exception
+    listed = at.dataframe[0].value["case"].tolist()
+    assert made.id[:16] in listed and all(c.startswith(made.id[:8]) for c in listed)
+    assert not _errors(at) and not at.warning
+    at.text_input(key="worklist_id_prefix").input("03a").run()
+    assert any("at least 4" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) >= len(listed)  # the filter is off, not empty
+
+
+@pytest.mark.serve
 def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str) -> None:
     """Working through "unreviewed": the reviewed case leaves the list, the page says its review was saved and
     opens the case that took its place (it used to close the case view and never say so)."""

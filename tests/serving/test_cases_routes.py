@@ -84,6 +84,8 @@ CASE = f"/v1/cases/{'a' * 64}"
         ("DELETE", CASE, {"params": {"reviewer": "A\x00"}}, "reviewer"),
         ("DELETE", CASE, {"params": {"reviewer": " "}}, "reviewer"),
         ("GET", "/v1/worklist", {"params": {"not_reviewed_by": "A\x07"}}, "not_reviewed_by"),
+        ("GET", "/v1/worklist", {"params": {"id_prefix": "03a"}}, "id_prefix"),  # too short to mean a case
+        ("GET", "/v1/worklist", {"params": {"id_prefix": "03a5%"}}, "id_prefix"),  # not hex: no LIKE pattern
     ],
 )
 def test_control_characters_in_a_readers_text_are_a_422_before_the_database(

@@ -129,6 +129,22 @@ def test_worklist_of_cases_a_reader_has_not_reviewed(store: CaseStore) -> None:
     assert listed("all", "Dr A") == [ids[1], ids[3]]
 
 
+def test_worklist_of_cases_whose_id_starts_with_a_prefix(store: CaseStore) -> None:
+    """A case as a reader quotes it: the worklist's 16 digits, or fewer; the filter combines with the others."""
+    ids = [store.add(xray_case(n, 0.9 - n / 100))[0].id for n in (0xAB1, 0xAB2, 0xAC1)]
+    store.add(sepsis_case(0xAB3, 0.5))
+
+    def listed(prefix: str, **filters: Any) -> list[str]:
+        return [c.id[-3:] for c in store.worklist(status="all", id_prefix=prefix, **filters).cases]
+
+    assert listed("0" * 61 + "ab") == ["ab3", "ab1", "ab2"]  # in the worklist's order: the alert is furthest past
+    assert listed("0" * 61 + "ab", kind="xray") == ["ab1", "ab2"]
+    assert listed(ids[2]) == ["ac1"] and listed("0" * 61 + "ad") == []
+    assert store.worklist(status="all", id_prefix="0" * 61 + "a").total == 4
+    store.add_review(ids[0], ReviewIn(reviewer="Dr A", verdict="agree"))
+    assert listed("0" * 61 + "ab", not_reviewed_by="Dr A") == ["ab3", "ab2"]
+
+
 def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore) -> None:
     case, _ = store.add(xray_case(1, 0.8))
     with pytest.raises(InvalidReview, match="label"):
