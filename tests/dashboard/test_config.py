@@ -37,3 +37,7 @@ def test_upload_limit_equals_servings() -> None:
 
 def test_xsrf_protection_is_on() -> None:
     assert _streamlit_option("enableXsrfProtection") == "true"
+
+
+def test_readers_get_no_developer_menu_or_deploy_button() -> None:
+    assert _streamlit_option("toolbarMode") == '"viewer"'
