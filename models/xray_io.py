@@ -47,6 +47,8 @@ DICOM_SAFE_FIELDS = (
     "Rows",
     "Columns",
     "Manufacturer",
+    # "YES": text that may identify the patient is burned into the pixels (DICOM PS3.3 C.7.6.1.1.7)
+    "BurnedInAnnotation",
 )
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS

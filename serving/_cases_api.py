@@ -102,7 +102,9 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
     from serving.store.cases import NewCase
 
     if isinstance(prediction, XrayPrediction):
-        image = base64.b64decode(prediction.preview_png) if prediction.preview_png else None
+        # a DICOM whose pixels carry burned-in text that may identify the patient: its pixels are not kept
+        kept = prediction.preview_png if not prediction.burned_in else None
+        image = base64.b64decode(kept) if kept else None
         body = prediction.model_dump(mode="json", exclude={"preview_png", "heatmap_png"})
         return NewCase(
             id=case_id,

@@ -231,7 +231,8 @@ class XrayPrediction(_Schema):
     )
     dicom: dict[str, str] | None = Field(
         default=None,
-        description="de-identified DICOM header fields (modality, view, the study's year, spacing; never a date)",
+        description="de-identified DICOM header fields (modality, view, the study's year, spacing, "
+        "`BurnedInAnnotation`; never a name, an ID or a date)",
     )
     synthetic: bool = Field(
         default=False,
@@ -243,6 +244,12 @@ class XrayPrediction(_Schema):
         description="what that chunk says, `<generator version>; seed=<seed>; label=<label>`, when MedLens wrote "
         "it; null for a real image or a chunk in another form",
     )
+
+    @property
+    def burned_in(self) -> bool:
+        """The DICOM says text that may identify the patient is burned into its pixels (``BurnedInAnnotation``
+        YES): a case keeps no copy of them."""
+        return (self.dicom or {}).get("BurnedInAnnotation", "").strip().upper() == "YES"
 
 
 class FeatureContribution(_Schema):

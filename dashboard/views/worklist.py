@@ -80,7 +80,13 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
         if preview and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
             explained = call(client().predict_xray, base64.b64decode(preview), "upload.png", explain=True)
             heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
-        if display.pixels is None:
+        if display.pixels is None and prediction.burned_in:
+            st.info(
+                "The DICOM says text that may identify the patient is burned into its pixels (BurnedInAnnotation "
+                "YES), so MedLens kept no copy of its image. Open the study in your PACS.",
+                icon=":material/hide_image:",
+            )
+        elif display.pixels is None:
             st.warning("This case has no stored image.")
         else:
             st.plotly_chart(

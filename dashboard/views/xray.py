@@ -95,6 +95,12 @@ def render() -> None:
             opacity = 0.0
         else:
             opacity = widgets.opacity_slider()
+        if pred.burned_in:
+            st.info(
+                "The DICOM says text that may identify the patient is burned into its pixels (BurnedInAnnotation "
+                "YES): it is shown to you here, and a case made of it keeps no copy of its image.",
+                icon=":material/hide_image:",
+            )
         if case.pixels is None:
             st.warning("Serving returned no preview of the image, so it cannot be drawn here.")
         else:

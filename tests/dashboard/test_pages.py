@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import socket
@@ -304,6 +305,25 @@ def test_a_case_is_found_by_the_start_of_its_id(serving_env: str, xray_normal_pa
     at.text_input(key="worklist_id_prefix").input("03a").run()
     assert any("at least 4" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) >= len(listed)  # the filter is off, not empty
+
+
+@pytest.mark.serve
+def test_a_case_with_burned_in_text_says_why_it_has_no_image(serving_env: str, dicom_path: Path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_path)
+    ds.BurnedInAnnotation = "YES"
+    ds.SeriesDescription = os.urandom(8).hex()  # new bytes, a new case
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    made = MedLensClient(serving_env).upload_cases([("burned.dcm", buffer.getvalue())]).cases[0]
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all")
+    at.text_input(key="worklist_id_prefix").input(made.id[:16]).run()
+    at.selectbox(key="worklist_open_case").select(made.id).run()
+    assert not at.exception, at.exception
+    assert any("burned into its pixels" in i.value and "kept no copy" in i.value for i in at.info)
+    assert not any("no stored image" in w.value for w in at.warning)
 
 
 @pytest.mark.serve

@@ -24,7 +24,7 @@ import pydicom
 import pytest
 
 from serving.client import MedLensClient, ServingError
-from serving.schemas import ReviewIn
+from serving.schemas import ReviewIn, XrayPrediction
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
@@ -158,6 +158,26 @@ def test_a_dicom_case_keeps_no_identifier(
     }.items():
         for secret in ("Zyxwvutsr", "Qponmlkj", PATIENT_ID, "19700101"):
             assert secret.encode() not in blob, f"{secret!r} reached the {where}"
+
+
+def test_a_dicom_with_burned_in_text_keeps_no_pixels(client: MedLensClient, dicom_path: Path) -> None:
+    """BurnedInAnnotation YES: text that may identify the patient is in the pixels, so the case keeps none of
+    them (the answer still says what the model read, and says why there is no image)."""
+    ds = pydicom.dcmread(dicom_path)
+    ds.BurnedInAnnotation = "YES"
+    ds.SeriesDescription = uuid.uuid4().hex  # new bytes: a case no other test made
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    made = client.upload_cases([("burned.dcm", buffer.getvalue())]).cases[0]
+    case = client.case(made.id)
+    assert isinstance(case.prediction, XrayPrediction) and case.prediction.burned_in
+    assert case.prediction.dicom and case.prediction.dicom["BurnedInAnnotation"] == "YES"
+    assert case.prediction.preview_png is None
+    ds.BurnedInAnnotation = "NO"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    kept = client.case(client.upload_cases([("clean.dcm", buffer.getvalue())]).cases[0].id).prediction
+    assert isinstance(kept, XrayPrediction) and not kept.burned_in and kept.preview_png
 
 
 def test_reviews_of_concurrent_readers_survive_a_restart(
