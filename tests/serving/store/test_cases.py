@@ -256,15 +256,15 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     s.close()
 
 
-def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str) -> None:
-    """A database made by migration 0001 with cases in it: upgrading fills each case's threshold margin from
-    its stored prediction, and the worklist orders them by it."""
+def _stored_at_revision(db_url: str, revision: str, cases: list[NewCase]) -> None:
+    """A database migrated to ``revision`` alone, holding ``cases`` as that revision stored them (the columns that
+    every revision has: a later one's are left empty, for the upgrade to fill)."""
     from serving.store.db import make_engine, migrate
 
     engine = make_engine(db_url)
-    migrate(engine, "0001")
+    migrate(engine, revision)
     with engine.connect() as conn:
-        for case in (xray_case(1, 0.60), sepsis_case(2, 0.55), sepsis_case(3, 0.10)):
+        for case in cases:
             conn.execute(
                 text(
                     "INSERT INTO cases (id, kind, model, model_version, created_at, source_format, risk, label, "
@@ -278,6 +278,13 @@ def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str)
             )  # fmt: skip
         conn.commit()
     engine.dispose()
+
+
+def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str) -> None:
+    """A database made by migration 0001 with cases in it: upgrading fills each case's threshold margin from
+    its stored prediction, and the worklist orders them by it."""
+
+    _stored_at_revision(db_url, "0001", [xray_case(1, 0.60), sepsis_case(2, 0.55), sepsis_case(3, 0.10)])
     store = CaseStore(db_url)
     cases = store.worklist(status="all").cases
     margins = {c.id[-1]: c.threshold_margin for c in cases}
@@ -290,31 +297,12 @@ def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str)
 
 def test_migration_0003_keeps_only_the_year_of_a_stored_study_date(db_url: str) -> None:
     """Cases stored while the DICOM fields held ``StudyDate`` (a date of service) keep its year alone."""
-    from serving.store.db import make_engine, migrate
-
-    engine = make_engine(db_url)
-    migrate(engine, "0002")
     dated = xray_case(1, 0.6)
     dated.prediction["source_format"] = "dicom"
     dated.prediction["dicom"] = {"Modality": "CR", "StudyDate": "20240102", "Rows": "2048"}
     undated = xray_case(2, 0.4)
     undated.prediction["dicom"] = {"Modality": "DX", "StudyDate": "unknown"}
-    with engine.connect() as conn:
-        for case in (dated, undated, xray_case(3, 0.7), sepsis_case(4, 0.5)):
-            conn.execute(
-                text(
-                    "INSERT INTO cases (id, kind, model, model_version, created_at, source_format, risk, label, "
-                    "synthetic, prediction, threshold, margin) VALUES (:id, :kind, :model, :v, :t, :f, :risk, "
-                    ":label, :s, :p, 0.5, 0.0)"
-                ),
-                {
-                    "id": case.id, "kind": case.kind, "model": case.model, "v": case.model_version,
-                    "t": datetime.now(UTC), "f": case.source_format, "risk": case.risk, "label": case.label,
-                    "s": False, "p": json.dumps(case.prediction),
-                },
-            )  # fmt: skip
-        conn.commit()
-    engine.dispose()
+    _stored_at_revision(db_url, "0002", [dated, undated, xray_case(3, 0.7), sepsis_case(4, 0.5)])
     store = CaseStore(db_url)
     one, two, three = (store.get(f"{n:064x}").prediction.model_dump() for n in (1, 2, 3))
     assert one["dicom"] == {"Modality": "CR", "StudyYear": "2024", "Rows": "2048"}
