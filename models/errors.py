@@ -37,20 +37,6 @@ class SeriesFormatError(MedLensInputError):
     kind = "invalid_series"
 
 
-def series_text(data: bytes, name: str, expected: str) -> str:
-    """An uploaded series file's text (UTF-8, a byte-order mark dropped), or a ``SeriesFormatError`` naming the
-    first byte that is not text: one that is not UTF-8, or a NUL (a binary file, such as a spreadsheet or a zip,
-    is valid UTF-8 often enough). ``expected``: what to upload instead."""
-    nul = data.find(b"\0")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        nul = exc.start if nul < 0 else min(nul, exc.start)
-    if nul >= 0:
-        raise SeriesFormatError(f"{name} is not a text file (byte {nul} is not text): upload {expected}.")
-    return text
-
-
 class PayloadTooLargeError(MedLensInputError):
     """The upload exceeds the configured limit."""
 
@@ -67,3 +53,17 @@ class UnknownModelError(MedLensInputError):
 
 class WeightsError(RuntimeError):
     """A checkpoint is missing or does not match the code that loads it."""
+
+
+def series_text(data: bytes, name: str, expected: str) -> str:
+    """An uploaded series file's text (UTF-8, a byte-order mark dropped), or a ``SeriesFormatError`` naming the
+    first byte that is not text: one that is not UTF-8, or a NUL (a binary file, such as a spreadsheet or a zip,
+    is valid UTF-8 often enough). ``expected``: what to upload instead."""
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        nul = exc.start if nul < 0 else min(nul, exc.start)
+    if nul >= 0:
+        raise SeriesFormatError(f"{name} is not a text file (byte {nul} is not text): upload {expected}.")
+    return text

@@ -25,9 +25,9 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
 from models.synthetic_mark import MARK_KEY
 
-#: Images above this many pixels are refused (a 2,500 x 2,500 radiograph has 6.3 MP).
 logger = logging.getLogger(__name__)
 
+#: Images above this many pixels are refused (a 2,500 x 2,500 radiograph has 6.3 MP).
 MAX_PIXELS = 60_000_000
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
