@@ -181,15 +181,17 @@ def render() -> None:
         return
     ids = [c.id for c in worklist.cases]
     moved_on = _after_review(ids)
+    said, refresh = st.columns([5, 1], vertical_alignment="center")
+    refresh.button("Refresh", icon=":material/refresh:", key="worklist_refresh", help="Read the list again.")
     if not worklist.cases:
         st.session_state[_OPEN] = None
         if moved_on:
             st.success(moved_on, icon=":material/check:")
-        st.info("No cases match. Add studies above, or show all cases.")
+        said.info("No cases match. Add studies above, show all cases, or Refresh for other readers' new ones.")
         return
-    st.caption(
+    said.caption(
         f"{worklist.total} case(s); showing {offset + 1}-{offset + len(worklist.cases)}. Select a row, or pick a "
-        "case below."
+        "case below. Other readers' cases and reviews appear on the next click anywhere, or on Refresh."
     )
     table = worklist_table(worklist)
     chosen = st.dataframe(
@@ -220,7 +222,7 @@ def render() -> None:
         return
     case = load_case(case_id)
     if case is None:
-        st.warning("That case is gone (deleted by another reader?). Refresh the worklist.")
+        st.warning("That case is gone (deleted by another reader?): press Refresh above.")
         return
     st.divider()
     if moved_on:  # where the reader looks: above the case that took the reviewed one's place

@@ -308,6 +308,21 @@ def test_a_case_is_found_by_the_start_of_its_id(serving_env: str, xray_normal_pa
 
 
 @pytest.mark.serve
+def test_refresh_reads_what_another_reader_added(serving_env: str) -> None:
+    stay = f"HR,Temp,ICULOS\n{60 + int.from_bytes(os.urandom(2), 'big') % 90},37.5,1\n".encode()
+    case_id = hashlib.sha256(stay).hexdigest()  # known before it exists: a case id is the file's SHA-256
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all")
+    at.text_input(key="worklist_id_prefix").input(case_id[:16]).run()
+    if any("No cases match" in i.value for i in at.info):  # (another test may have uploaded the same stay)
+        MedLensClient(serving_env).upload_cases([("stay.csv", stay)])  # another reader, elsewhere
+        assert not at.dataframe
+    at.button(key="worklist_refresh").click().run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value["case"].tolist() == [case_id[:16]]
+
+
+@pytest.mark.serve
 def test_a_case_with_burned_in_text_says_why_it_has_no_image(serving_env: str, dicom_path: Path) -> None:
     import pydicom
 
