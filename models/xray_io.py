@@ -150,11 +150,14 @@ def _to_unit_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(gray, dtype=np.float32) / 255.0
 
 
-def _min_max(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+def _min_max(arr: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
+    """``arr`` scaled to [0, 1] by its range; ``outside`` (a bool mask of ``arr``'s shape): values that do not
+    count towards the range (they are clipped into it)."""
+    counted = arr if outside is None else arr[~outside]
+    lo, hi = float(np.nanmin(counted)), float(np.nanmax(counted))
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
         return np.zeros_like(arr, dtype=np.float32)
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -213,14 +216,30 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
     if raw.ndim == 3 and raw.shape[-1] in (3, 4) and photometric in {"RGB", "YBR_FULL", "YBR_FULL_422"}:
         pixels = _to_unit_gray(Image.fromarray(np.ascontiguousarray(raw[..., :3]).astype(np.uint8)))
     elif raw.ndim == 2:
-        pixels = _min_max(np.asarray(_grey_values(raw, ds), dtype=np.float32))
+        padding = _padding(raw, ds)  # (H, W) bool: outside the image area, or None
+        pixels = _min_max(np.asarray(_grey_values(raw, ds), dtype=np.float32), outside=padding)
         if photometric == "MONOCHROME1":
             pixels = 1.0 - pixels
+        if padding is not None:
+            pixels[padding] = 0.0  # drawn black, whatever the photometric interpretation
     else:
         raise UnsupportedDicomError(
             f"{name}: pixel data of shape {raw.shape} ({photometric}) is not a single 2-D radiograph."
         )
     return XrayImage(pixels=pixels.astype(np.float32), source_format="dicom", dicom_fields=dicom_summary(ds))
+
+
+def _padding(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    """(H, W) bool: the pixels the header marks as padding, outside the image area (``PixelPaddingValue``, up to
+    ``PixelPaddingRangeLimit`` where given; stored values, DICOM PS3.3 C.7.5.1.1.2), or None when it marks none
+    or every one. Collimated CR and DX often carry it: counted in the grey range, a padding value far from the
+    image's own values left the radiograph a washed-out band of that range."""
+    value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit", None)
+    if not isinstance(value, int):
+        return None
+    low, high = (value, value) if not isinstance(limit, int) else (min(value, limit), max(value, limit))
+    mask = (raw >= low) & (raw <= high)
+    return mask if 0 < int(mask.sum()) < mask.size else None
 
 
 def _grey_values(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:

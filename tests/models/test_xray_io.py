@@ -294,6 +294,8 @@ def _with_header(data: bytes, **fields: object) -> bytes:
     ds = pydicom.dcmread(io.BytesIO(data))
     for keyword, value in fields.items():
         setattr(ds, keyword, value)
+        if ds[keyword].VR == "US or SS":  # the pixel padding tags: unsigned, as PixelRepresentation 0 says
+            ds[keyword].VR = "US"
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
@@ -327,6 +329,28 @@ def test_a_broken_window_or_rescale_is_skipped_not_refused(fields: dict[str, obj
         warnings.simplefilter("ignore", UserWarning)  # pydicom warns of the invalid DS value it reads
         image = load_xray_bytes(data, "broken-window.dcm")
     np.testing.assert_allclose(image.pixels, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize(
+    ("padding", "fields"),
+    [(0, {"PixelPaddingValue": 0}), (4000, {"PixelPaddingValue": 3990, "PixelPaddingRangeLimit": 4095})],
+    ids=["value", "range"],
+)
+def test_padding_outside_the_image_area_is_black_and_out_of_the_grey_range(
+    photometric: str, padding: int, fields: dict[str, int]
+) -> None:
+    """A collimated CR: a border of padding around the image's own values (1000-2000). Counted in the range, it
+    left the radiograph a band of it; it is drawn black and the image spans the whole grey range."""
+    stored = np.tile(np.linspace(1000, 2000, 64), (64, 1)).astype(np.uint16)  # (64, 64)
+    stored[:8], stored[-8:], stored[:, :8], stored[:, -8:] = padding, padding, padding, padding
+    plain = make_dicom(stored, photometric=photometric)
+    image = load_xray_bytes(_with_header(plain, **fields), "collimated.dcm")
+    inside, border = image.pixels[8:-8, 8:-8], image.pixels[:8]
+    assert float(inside.min()) == 0.0 and float(inside.max()) == 1.0
+    assert float(np.abs(border).max()) == 0.0
+    ignored = load_xray_bytes(plain, "no-padding-declared.dcm").pixels[8:-8, 8:-8]
+    assert float(ignored.max() - ignored.min()) < 0.8  # what the border did to the range before
 
 
 def test_broken_dicom_pixel_data_is_an_input_error() -> None:
