@@ -240,9 +240,10 @@ def case_files() -> list[tuple[str, bytes]]:
     uploads = st.file_uploader(
         "Add studies: chest X-rays (PNG, JPEG, DICOM), ICU records (sepsis: PSV, CSV; mortality: PhysioNet 2012 "
         ".txt), or .zip of them",
-        type=["png", "jpg", "jpeg", "dcm", "psv", "csv", "txt", "zip"],
+        type=None,  # a DICOM from a PACS often has no extension (or ".dicom", or a UID's last digits)
         accept_multiple_files=True,
         key="case_uploads",
+        help="Any file name: serving recognises a DICOM by its contents and names each file it cannot read.",
     )
     return [(safe_name(u.name, "upload"), u.getvalue()) for u in uploads or []]
 

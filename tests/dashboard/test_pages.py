@@ -308,6 +308,27 @@ def test_a_case_is_found_by_the_start_of_its_id(serving_env: str, xray_normal_pa
 
 
 @pytest.mark.serve
+def test_a_dicom_without_an_extension_becomes_a_case(serving_env: str, dicom_path: Path) -> None:
+    """As a PACS exports them: no extension. The uploader accepted only a list of extensions, so such a file could
+    not even be chosen; serving recognises a DICOM by its contents."""
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_path)
+    ds.SeriesDescription = os.urandom(8).hex()  # new bytes, a new case
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    at = _page("views/worklist.py")
+    uploader = at.file_uploader(key="case_uploads")
+    assert uploader.allowed_type == []
+    uploader.set_value([("IM0001", buffer.getvalue(), "application/octet-stream")]).run()
+    at.button[0].click().run()  # "Create 1 case upload(s)", the first button on the page
+    assert not at.exception, at.exception
+    assert any("1 new case(s)" in s.value for s in at.success), [s.value for s in at.success]
+    made = MedLensClient(serving_env).case(hashlib.sha256(buffer.getvalue()).hexdigest())
+    assert made.source_format == "dicom"
+
+
+@pytest.mark.serve
 def test_refresh_reads_what_another_reader_added(serving_env: str) -> None:
     stay = f"HR,Temp,ICULOS\n{60 + int.from_bytes(os.urandom(2), 'big') % 90},37.5,1\n".encode()
     case_id = hashlib.sha256(stay).hexdigest()  # known before it exists: a case id is the file's SHA-256
