@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
@@ -176,6 +177,24 @@ def _check_size(width: int, height: int, name: str) -> None:
 _EXECUTABLE_PREAMBLES = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
 
 
+#: What pydicom raises for a malformed header: it reads most elements only when they are first used, so one can
+#: surface anywhere in reading a DICOM, not only in ``dcmread``.
+_MALFORMED_DICOM = (
+    InvalidDicomError,
+    BytesLengthException,
+    EOFError,
+    ValueError,
+    OSError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    NotImplementedError,  # an unknown VR
+    struct.error,
+)
+
+
 def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
     if is_dicom_bytes(data) and data.startswith(_EXECUTABLE_PREAMBLES):
         raise UnsupportedDicomError(
@@ -183,9 +202,17 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
             "MedLens refuses such files. Re-export the image from the PACS or modality."
         )
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
-        raise ImageDecodeError(f"{name} is not a readable DICOM file ({exc}).") from exc
+        return _read_dicom(data, name, force)
+    except MedLensInputError:
+        raise
+    except _MALFORMED_DICOM as exc:
+        raise ImageDecodeError(
+            f"{name} is not a readable DICOM file ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from exc
+
+
+def _read_dicom(data: bytes, name: str, force: bool) -> XrayImage:
+    ds = pydicom.dcmread(io.BytesIO(data), force=force)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         modality = ds.get("Modality", "unknown")
         raise UnsupportedDicomError(

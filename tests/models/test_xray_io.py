@@ -353,6 +353,33 @@ def test_padding_outside_the_image_area_is_black_and_out_of_the_grey_range(
     assert float(ignored.max() - ignored.min()) < 0.8  # what the border did to the range before
 
 
+@pytest.mark.parametrize(
+    ("element", "where"),
+    [(b"\x28\x00\x10\x00US", "Rows"), (b"\x02\x00\x00\x00UL", "the file meta group's length")],
+    ids=["rows", "meta group length"],
+)
+def test_a_header_element_of_the_wrong_length_is_an_input_error(element: bytes, where: str) -> None:
+    """pydicom reads most elements when first used, and raises BytesLengthException (a RuntimeError) for one whose
+    length does not fit its VR: it escaped the loader as an unexpected error (found by mutating DICOM files)."""
+    data = make_dicom(half_ramp())
+    at = data.index(element) + 6  # the 2-byte length after tag and VR
+    size = int.from_bytes(data[at : at + 2], "little")
+    value = data[at + 2 : at + 2 + size]
+    broken = data[:at] + (size + 1).to_bytes(2, "little") + value + b"\x00" + data[at + 2 + size :]
+    with pytest.raises(ImageDecodeError, match="not a readable DICOM file") as info:
+        load_xray_bytes(broken, f"{where}.dcm")
+    assert info.value.status_code == 415
+
+
+def test_an_unknown_value_representation_is_an_input_error() -> None:
+    """pydicom raises NotImplementedError for a VR it does not know (found by mutating DICOM files)."""
+    data = make_dicom(half_ramp())
+    syntax = b"\x02\x00\x10\x00UI"  # the transfer syntax element, VR UI
+    broken = data.replace(syntax, b"\x02\x00\x10\x00U3", 1)
+    with pytest.raises(ImageDecodeError, match="not a readable DICOM file"):
+        load_xray_bytes(broken, "unknown-vr.dcm")
+
+
 def test_broken_dicom_pixel_data_is_an_input_error() -> None:
     data = make_dicom(half_ramp(), rows=128, columns=128)  # header says 128x128, data holds 64x64
     with pytest.raises(MedLensInputError):
