@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from models.dicom_isolation import GDCM_ONLY, decode_isolated, keep_gdcm_to_its_own_syntaxes
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
 from models.synthetic_mark import MARK_KEY
 
@@ -53,6 +54,7 @@ DICOM_SAFE_FIELDS = (
 )
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+keep_gdcm_to_its_own_syntaxes()
 
 
 @dataclass(frozen=True)
@@ -231,10 +233,13 @@ def _read_dicom(data: bytes, name: str, force: bool) -> XrayImage:
         )
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_size(cols, rows, name)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        raw = ds.pixel_array
+        # GDCM's syntaxes in a worker process: GDCM can abort the process on a malformed stream
+        raw = decode_isolated(data, force) if syntax in GDCM_ONLY else ds.pixel_array
+    except MedLensInputError:
+        raise
     except Exception as exc:  # pydicom raises many types for broken/unsupported pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         syntax_name = getattr(syntax, "name", str(syntax))
         raise ImageDecodeError(
             f"{name}: the DICOM pixel data could not be decoded (transfer syntax {syntax_name}): {exc}."
