@@ -64,11 +64,9 @@ class _Worker:
 
     def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
         with self._lock:
-            pool = self._start()
-            future = pool.submit(fn, *args)
             try:
-                return future.result(timeout=timeout)
-            except BrokenProcessPool as exc:
+                return self._start().submit(fn, *args).result(timeout=timeout)
+            except BrokenProcessPool as exc:  # it died: this job's fault, or it could not start at all
                 self._discard()
                 raise ImageDecodeError(
                     "the decoder stopped on this file's pixel data (a malformed compressed stream); the file "
@@ -83,9 +81,17 @@ class _Worker:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # spawn: a fresh interpreter, never a fork of a replica's threads
+            # spawn: a fresh interpreter, never a fork of a replica's threads. Like any spawned process it imports
+            # the parent's main module first (a script run as a file, without running its `__main__` block).
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            self._pid = self._pool.submit(os.getpid).result(timeout=120)
+            try:
+                self._pid = self._pool.submit(os.getpid).result(timeout=120)
+            except (BrokenProcessPool, FutureTimeout) as exc:
+                self._discard(kill=True)
+                raise RuntimeError(
+                    "the worker process that decodes JPEG Lossless and JPEG-LS could not start (a spawned process "
+                    "imports the parent's main module: is it a file, and importable?)"
+                ) from exc
         return self._pool
 
     def _discard(self, kill: bool = False) -> None:
