@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -83,7 +84,12 @@ class _Worker:
         if self._pool is None:
             # spawn: a fresh interpreter, never a fork of a replica's threads. Like any spawned process it imports
             # the parent's main module first (a script run as a file, without running its `__main__` block).
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             try:
                 self._pid = self._pool.submit(os.getpid).result(timeout=120)
             except (BrokenProcessPool, FutureTimeout) as exc:
@@ -101,6 +107,18 @@ class _Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool, self._pid = None, None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the worker: exit as soon as ``parent`` is gone. A replica that Ray kills (SIGKILL, on scale-down or a
+    crash) cannot shut its worker down, which would otherwise live on, orphaned, for good."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 _WORKER = _Worker()
