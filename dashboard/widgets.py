@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
-from serving.schemas import ReaderName, error_words
+from serving.schemas import CaseIdPrefix, ReaderName, error_words
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -218,6 +218,7 @@ def reviewer_name() -> str | None:
 
 
 _READER_NAME: TypeAdapter[str] = TypeAdapter(ReaderName)
+_CASE_ID_PREFIX: TypeAdapter[str] = TypeAdapter(CaseIdPrefix)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -298,9 +299,12 @@ def worklist_filters(reviewer: str | None) -> WorklistFilter:
         help="A case as a colleague or an export quotes it: at least 4 of its hex digits.",
     ).strip()
     prefix = typed.lower() or None
-    if prefix is not None and not (len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix)):
-        search.warning("A case id is hex digits (0-9, a-f): type at least 4 of them.", icon=":material/search_off:")
-        prefix = None
+    if prefix is not None:
+        try:
+            _CASE_ID_PREFIX.validate_python(prefix)
+        except ValidationError:
+            search.warning("A case id is hex digits (0-9, a-f): type at least 4 of them.", icon=":material/search_off:")
+            prefix = None
     return WorklistFilter(
         str(status),
         None if kind == "all" else str(kind),

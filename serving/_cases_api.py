@@ -27,6 +27,7 @@ from serving._settings import CaseArgs
 from serving.schemas import (
     Agreement,
     CaseDetail,
+    CaseIdPrefix,
     CaseKind,
     CaseSummary,
     CaseUpload,
@@ -235,9 +236,8 @@ async def worklist(
         None,
         description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
     ),
-    id_prefix: str | None = Query(
+    id_prefix: CaseIdPrefix | None = Query(
         None,
-        pattern=r"^[0-9a-fA-F]{4,64}$",
         description="only cases whose id starts with these hex digits (4 to 64; the worklist shows 16), as a "
         "reader quotes a case",
     ),

@@ -451,6 +451,8 @@ def error_words(error: Mapping[str, Any]) -> str:
 ReaderName = Annotated[
     str, Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S"), _no_control_characters("")
 ]
+#: The start of a case id as a reader quotes it (the worklist shows 16 of its 64 hex digits), in either case.
+CaseIdPrefix = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")]
 #: A reader's free-text note: line breaks and tabs allowed, no other control character.
 ReaderNote = Annotated[str, Field(max_length=MAX_COMMENT_CHARS), _no_control_characters("\n\r\t")]
 
