@@ -314,13 +314,18 @@ def worklist_filters(reviewer: str | None) -> WorklistFilter:
     )
 
 
-def worklist_page(total: int, shown: WorklistFilter) -> int:
-    """The offset of the worklist page to show: a page field when ``total`` cases fill more than one page. It goes
-    back to the first page when the filter changes, and to the last when the list has shrunk below the page."""
-    pages = max(1, math.ceil(total / shown.page_size))
+def worklist_offset(shown: WorklistFilter) -> int:
+    """The offset of the worklist page the reader is on: the first page again when the filter has changed."""
     if st.session_state.get(_PAGE_FILTER_KEY) != shown:
         st.session_state[_PAGE_FILTER_KEY] = shown
         st.session_state[PAGE_KEY] = 1
+    return (int(st.session_state.get(PAGE_KEY) or 1) - 1) * shown.page_size
+
+
+def worklist_page(total: int, shown: WorklistFilter) -> int:
+    """A page field when ``total`` cases fill more than one page; the offset of the page it shows, the last one
+    when the list has shrunk below the reader's page since (:func:`worklist_offset` read it before the list)."""
+    pages = max(1, math.ceil(total / shown.page_size))
     if pages == 1:
         return 0
     if int(st.session_state.get(PAGE_KEY) or 1) > pages:
@@ -468,5 +473,7 @@ __all__ = [
     "threshold_slider",
     "withheld_output_toggle",
     "worklist_filters",
+    "worklist_offset",
+    "worklist_page",
     "xray_input",
 ]

@@ -67,7 +67,7 @@ class _Worker:
         with self._lock:
             try:
                 return self._start().submit(fn, *args).result(timeout=timeout)
-            except BrokenProcessPool as exc:  # it died: this job's fault, or it could not start at all
+            except BrokenProcessPool as exc:  # it died on this job (one that cannot start: _start's RuntimeError)
                 self._discard()
                 raise ImageDecodeError(
                     "the decoder stopped on this file's pixel data (a malformed compressed stream); the file "

@@ -171,12 +171,13 @@ def render() -> None:
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
     shown = widgets.worklist_filters(reviewer)
-
-    counted = _listed(shown, 1)
-    if counted is None:
-        return
-    offset = widgets.worklist_page(counted.total, shown)
+    offset = widgets.worklist_offset(shown)
     worklist = _listed(shown, shown.page_size, offset)
+    if worklist is None:
+        return
+    if (shown_at := widgets.worklist_page(worklist.total, shown)) != offset:  # the list shrank below that page
+        offset = shown_at
+        worklist = _listed(shown, shown.page_size, offset)
     if worklist is None:
         return
     ids = [c.id for c in worklist.cases]
