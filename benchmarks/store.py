@@ -28,7 +28,7 @@ from sqlalchemy import insert
 
 from models.backends import this_machine
 from models.config import REPO_ROOT
-from serving.schemas import ReviewIn
+from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseStore, NewCase
 from serving.store.tables import CaseRow, ReviewRow
 from tests.postgres import postgres_bin, temporary_postgres
@@ -109,10 +109,18 @@ def bench(url: str, n_cases: int) -> dict[str, object]:
         result["worklist"] = {
             name: latency_ms(call)
             for name, call in {
-                "worklist status=all, 200 of all": lambda: store.worklist("all", None, 200, 0),
-                "worklist status=unreviewed": lambda: store.worklist("unreviewed", None, 200, 0),
-                "worklist status=disagreed, kind=xray": lambda: store.worklist("disagreed", "xray", 200, 0),
-                "worklist status=all, page 40 (offset 8,000)": lambda: store.worklist("all", None, 200, 8000),
+                "worklist status=all, 200 of all": lambda: store.worklist(
+                    WorklistQuery(status="all", limit=200, offset=0)
+                ),
+                "worklist status=unreviewed": lambda: store.worklist(
+                    WorklistQuery(status="unreviewed", limit=200, offset=0)
+                ),
+                "worklist status=disagreed, kind=xray": lambda: store.worklist(
+                    WorklistQuery(status="disagreed", kind="xray", limit=200, offset=0)
+                ),
+                "worklist status=all, page 40 (offset 8,000)": lambda: store.worklist(
+                    WorklistQuery(status="all", limit=200, offset=8000)
+                ),
                 "one case with its history and image": lambda: store.get(some_case),
             }.items()
         }

@@ -18,15 +18,7 @@ if str(HERE.parent) not in sys.path:  # `streamlit run` puts dashboard/ on sys.p
 import streamlit as st  # noqa: E402
 
 from dashboard import backend, widgets  # noqa: E402
-
-PAGES = {
-    "worklist": ("views/worklist.py", "Worklist", ":material/checklist:"),
-    "xray": ("views/xray.py", "Chest X-ray review", ":material/radiology:"),
-    "sepsis": ("views/sepsis.py", "Sepsis early warning", ":material/monitor_heart:"),
-    "mortality": ("views/mortality.py", "ICU mortality", ":material/ecg_heart:"),
-    "performance": ("views/performance.py", "Model performance", ":material/query_stats:"),
-    "service": ("views/service.py", "Service", ":material/dns:"),
-}
+from dashboard.navigation import PAGES, START_PAGE  # noqa: E402
 
 
 def sidebar() -> None:
@@ -44,11 +36,18 @@ def sidebar() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="MedLens", page_icon=":material/radiology:", layout="wide")
-    pages = [
-        st.Page(str(HERE / path), title=title, icon=icon, url_path=key, default=(key == "xray"))
+    pages = {
+        key: st.Page(str(HERE / path), title=title, icon=icon, url_path=key)
         for key, (path, title, icon) in PAGES.items()
-    ]
-    page = st.navigation(pages)
+    }
+
+    def start() -> None:
+        st.switch_page(pages[START_PAGE])
+
+    # Streamlit serves its default page at "/" only ("/xray" would be "page not found"): a hidden default page
+    # forwards to the start page, so every page has its own address to bookmark or share
+    landing = st.Page(start, title="MedLens", url_path="start", default=True, visibility="hidden")
+    page = st.navigation([landing, *pages.values()])
     sidebar()
     page.run()
 

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
-from serving.schemas import CaseIdPrefix, ReaderName, error_words
+from serving.schemas import ReaderName, WorklistQuery, error_words
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -218,7 +218,6 @@ def reviewer_name() -> str | None:
 
 
 _READER_NAME: TypeAdapter[str] = TypeAdapter(ReaderName)
-_CASE_ID_PREFIX: TypeAdapter[str] = TypeAdapter(CaseIdPrefix)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -259,26 +258,16 @@ def case_picker(labels: Mapping[str, str]) -> str | None:
     return str(choice) or None
 
 
-@dataclass(frozen=True)
-class WorklistFilter:
-    """What of the worklist a reader asked to see."""
-
-    status: str
-    kind: str | None  # None: every kind
-    not_reviewed_by: str | None  # a second reading: only the cases this reader has not reviewed
-    page_size: int
-    id_prefix: str | None = None  # only the cases whose id starts with these hex digits
-
-
 #: rows per page of the worklist table
 PAGE_SIZES = (25, 50, 100, 200)
 PAGE_KEY = "worklist_page"
 _PAGE_FILTER_KEY = "worklist_page_filter"
 
 
-def worklist_filters(reviewer: str | None) -> WorklistFilter:
-    """Status, kind, the reader whose unreviewed cases alone to show (a second reading: None when the toggle is
-    off, and it is disabled without a reader's name) and rows per page."""
+def worklist_filters(reviewer: str | None) -> WorklistQuery:
+    """The first page of what the reader asked to see: status, kind, the reader whose unreviewed cases alone to
+    show (a second reading: None when the toggle is off, and it is disabled without a reader's name), a case id's
+    start and rows per page."""
     left, middle, right = st.columns([2, 2, 1])
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
     kind = middle.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
@@ -298,41 +287,38 @@ def worklist_filters(reviewer: str | None) -> WorklistFilter:
         placeholder="e.g. 03a559f2",
         help="A case as a colleague or an export quotes it: at least 4 of its hex digits.",
     ).strip()
-    prefix = typed.lower() or None
-    if prefix is not None:
-        try:
-            _CASE_ID_PREFIX.validate_python(prefix)
-        except ValidationError:
-            search.warning("A case id is hex digits (0-9, a-f): type at least 4 of them.", icon=":material/search_off:")
-            prefix = None
-    return WorklistFilter(
-        str(status),
-        None if kind == "all" else str(kind),
-        reviewer if unread else None,
-        int(size or PAGE_SIZES[-1]),
-        prefix,
-    )
+    query = {
+        "status": status,
+        "kind": None if kind == "all" else kind,
+        "not_reviewed_by": reviewer if unread else None,
+        "limit": int(size or PAGE_SIZES[-1]),
+    }
+    try:
+        return WorklistQuery.model_validate({**query, "id_prefix": typed or None})
+    except ValidationError:  # the other fields come from fixed choices and a validated name: the id is at fault
+        search.warning("A case id is hex digits (0-9, a-f): type at least 4 of them.", icon=":material/search_off:")
+        return WorklistQuery.model_validate(query)
 
 
-def worklist_offset(shown: WorklistFilter) -> int:
-    """The offset of the worklist page the reader is on: the first page again when the filter has changed."""
+def worklist_page_query(shown: WorklistQuery) -> WorklistQuery:
+    """``shown`` (a first page) at the page the reader is on: the first page again when the filter has changed."""
     if st.session_state.get(_PAGE_FILTER_KEY) != shown:
         st.session_state[_PAGE_FILTER_KEY] = shown
         st.session_state[PAGE_KEY] = 1
-    return (int(st.session_state.get(PAGE_KEY) or 1) - 1) * shown.page_size
+    return shown.model_copy(update={"offset": (int(st.session_state.get(PAGE_KEY) or 1) - 1) * shown.limit})
 
 
-def worklist_page(total: int, shown: WorklistFilter) -> int:
+def worklist_page(total: int, shown: WorklistQuery) -> WorklistQuery:
     """A page field when ``total`` cases fill more than one page; the offset of the page it shows, the last one
-    when the list has shrunk below the reader's page since (:func:`worklist_offset` read it before the list)."""
-    pages = max(1, math.ceil(total / shown.page_size))
+    when the list has shrunk below the reader's page since (:func:`worklist_page_query` read it before the list)."""
+    pages = max(1, math.ceil(total / shown.limit))
     if pages == 1:
-        return 0
+        return shown.model_copy(update={"offset": 0})
     if int(st.session_state.get(PAGE_KEY) or 1) > pages:
         st.session_state[PAGE_KEY] = pages
     field, _ = st.columns([1, 4])
     page = field.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE_KEY)
-    return (int(page) - 1) * shown.page_size
+    return shown.model_copy(update={"offset": (int(page) - 1) * shown.limit})
 
 
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:
@@ -473,7 +459,7 @@ __all__ = [
     "threshold_slider",
     "withheld_output_toggle",
     "worklist_filters",
-    "worklist_offset",
     "worklist_page",
+    "worklist_page_query",
     "xray_input",
 ]

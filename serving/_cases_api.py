@@ -27,7 +27,6 @@ from serving._settings import CaseArgs
 from serving.schemas import (
     Agreement,
     CaseDetail,
-    CaseIdPrefix,
     CaseKind,
     CaseSummary,
     CaseUpload,
@@ -39,6 +38,7 @@ from serving.schemas import (
     ReviewIn,
     SepsisPrediction,
     Worklist,
+    WorklistQuery,
     XrayPrediction,
 )
 from serving.store.agreement import agreement
@@ -225,27 +225,10 @@ async def create_cases(
 
 
 @router.get("/v1/worklist", response_model=Worklist, dependencies=AUTH, responses=_ERRORS)
-async def worklist(
-    status: Literal["unreviewed", "reviewed", "disagreed", "all"] = Query(
-        "unreviewed", description="by the latest review: none, agree (reviewed) or disagree (disagreed)"
-    ),
-    kind: CaseKind | None = Query(None, description="only cases of this kind (X-rays, sepsis or mortality records)"),
-    limit: int = Query(200, ge=1, le=5000),
-    offset: int = Query(0, ge=0, le=1_000_000_000),
-    not_reviewed_by: ReaderName | None = Query(
-        None,
-        description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
-    ),
-    id_prefix: CaseIdPrefix | None = Query(
-        None,
-        description="only cases whose id starts with these hex digits (4 to 64; the worklist shows 16), as a "
-        "reader quotes a case",
-    ),
-) -> Worklist:
+async def worklist(query: Annotated[WorklistQuery, Query()]) -> Worklist:
     """Cases to read, most urgent first: out of distribution, then uncertain, then the model's positive answers,
     then by how far past its own model's threshold (``threshold_margin``)."""
-    prefix = None if id_prefix is None else id_prefix.lower()
-    result: Worklist = await _db(_service().store.worklist, status, kind, limit, offset, not_reviewed_by, prefix)
+    result: Worklist = await _db(_service().store.worklist, query)
     return result
 
 

@@ -36,6 +36,7 @@ from serving.schemas import (
     SepsisPrediction,
     ServiceStatus,
     Worklist,
+    WorklistQuery,
     XrayPrediction,
 )
 
@@ -230,22 +231,9 @@ class MedLensClient:
         parts = [("file", (_upload_name(name, "upload"), data, "application/octet-stream")) for name, data in files]
         return self._request("POST", "/v1/cases", CaseUpload, files=parts)
 
-    def worklist(
-        self,
-        status: str = "unreviewed",
-        kind: str | None = None,
-        limit: int = 200,
-        offset: int = 0,
-        not_reviewed_by: str | None = None,
-        id_prefix: str | None = None,
-    ) -> Worklist:
-        params: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
-        if kind:
-            params["kind"] = kind
-        if not_reviewed_by:
-            params["not_reviewed_by"] = not_reviewed_by
-        if id_prefix:
-            params["id_prefix"] = id_prefix
+    def worklist(self, query: WorklistQuery | None = None) -> Worklist:
+        """The cases ``query`` leaves (by default, the first page of the unreviewed ones), most urgent first."""
+        params = (query or WorklistQuery()).model_dump(exclude_none=True)
         return self._request("GET", "/v1/worklist", Worklist, params=params)
 
     def case(self, case_id: str) -> CaseDetail:

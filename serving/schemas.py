@@ -444,6 +444,8 @@ def _no_control_characters(allowed: str) -> AfterValidator:
 def error_words(error: Mapping[str, Any]) -> str:
     """One pydantic validation error's message for a person: a validator's own words, without the "Value error, "
     pydantic puts before them."""
+    if error.get("type") == "extra_forbidden":
+        return "is not one this request takes (check its spelling, or the API's documentation at /docs)"
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
@@ -455,6 +457,31 @@ ReaderName = Annotated[
 CaseIdPrefix = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")]
 #: A reader's free-text note: line breaks and tabs allowed, no other control character.
 ReaderNote = Annotated[str, Field(max_length=MAX_COMMENT_CHARS), _no_control_characters("\n\r\t")]
+#: A case's status by its latest review, or every case.
+WorklistStatus = Literal["unreviewed", "reviewed", "disagreed", "all"]
+
+
+class WorklistQuery(_Schema):
+    """Which cases of the worklist, and which page of them: the query of ``GET /v1/worklist``, which the client
+    sends, the route checks and the store runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: WorklistStatus = Field(
+        "unreviewed", description="by the latest review: none, agree (reviewed) or disagree (disagreed), or all"
+    )
+    kind: CaseKind | None = Field(None, description="only cases of this kind (X-rays, sepsis or mortality records)")
+    not_reviewed_by: ReaderName | None = Field(
+        None,
+        description="only cases this reader (a reviewer's name, as in reviews) has not reviewed yet: a second reading",
+    )
+    id_prefix: Annotated[CaseIdPrefix, AfterValidator(str.lower)] | None = Field(
+        None,
+        description="only cases whose id starts with these hex digits (4 to 64, either case; the worklist shows "
+        "16), as a reader quotes a case",
+    )
+    limit: int = Field(200, ge=1, le=5000, description="cases per page")
+    offset: int = Field(0, ge=0, le=1_000_000_000, description="cases to skip, in the worklist's order")
 
 
 class CaseSummary(_Schema):

@@ -21,7 +21,14 @@ from dashboard.charts.mortality import label_text, risk_gauge, stay_table, traje
 from dashboard.charts.sepsis import sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
-from serving.schemas import CaseDetail, MortalityPrediction, SepsisPrediction, Worklist, XrayPrediction
+from serving.schemas import (
+    CaseDetail,
+    MortalityPrediction,
+    SepsisPrediction,
+    Worklist,
+    WorklistQuery,
+    XrayPrediction,
+)
 
 #: Files sent per request when adding cases (each at most the upload limit).
 UPLOAD_CHUNK = 20
@@ -145,17 +152,9 @@ def _after_review(ids: list[str]) -> str | None:
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
 
 
-def _listed(shown: widgets.WorklistFilter, limit: int, offset: int = 0) -> Worklist | None:
-    """The cases the reader's filter leaves, ``limit`` from ``offset`` (None: serving's error was shown)."""
-    return call(
-        client().worklist,
-        shown.status,
-        shown.kind,
-        limit=limit,
-        offset=offset,
-        not_reviewed_by=shown.not_reviewed_by,
-        id_prefix=shown.id_prefix,
-    )
+def _listed(query: WorklistQuery) -> Worklist | None:
+    """The page of cases ``query`` asks for (None: serving's error was shown)."""
+    return call(client().worklist, query)
 
 
 def render() -> None:
@@ -170,14 +169,13 @@ def render() -> None:
     _add_cases()
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
-    shown = widgets.worklist_filters(reviewer)
-    offset = widgets.worklist_offset(shown)
-    worklist = _listed(shown, shown.page_size, offset)
+    page = widgets.worklist_page_query(widgets.worklist_filters(reviewer))
+    worklist = _listed(page)
     if worklist is None:
         return
-    if (shown_at := widgets.worklist_page(worklist.total, shown)) != offset:  # the list shrank below that page
-        offset = shown_at
-        worklist = _listed(shown, shown.page_size, offset)
+    if (shown_at := widgets.worklist_page(worklist.total, page)) != page:  # the list shrank below that page
+        page = shown_at
+        worklist = _listed(page)
     if worklist is None:
         return
     ids = [c.id for c in worklist.cases]
@@ -191,8 +189,8 @@ def render() -> None:
         said.info("No cases match. Add studies above, show all cases, or Refresh for other readers' new ones.")
         return
     said.caption(
-        f"{worklist.total} case(s); showing {offset + 1}-{offset + len(worklist.cases)}. Select a row, or pick a "
-        "case below. Other readers' cases and reviews appear on the next click anywhere, or on Refresh."
+        f"{worklist.total} case(s); showing {page.offset + 1}-{page.offset + len(worklist.cases)}. Select a row, or "
+        "pick a case below. Other readers' cases and reviews appear on the next click anywhere, or on Refresh."
     )
     table = worklist_table(worklist)
     chosen = st.dataframe(

@@ -32,6 +32,7 @@ from serving.schemas import (
     ReviewIn,
     SepsisPrediction,
     Worklist,
+    WorklistQuery,
     XrayPrediction,
     label_withheld,
 )
@@ -189,34 +190,26 @@ class CaseStore:
             raise StoreUnavailable(f"case {new.id[:12]} was stored but cannot be read back; retry")
         return found, created
 
-    def worklist(
-        self,
-        status: str = "all",
-        kind: str | None = None,
-        limit: int = 200,
-        offset: int = 0,
-        not_reviewed_by: str | None = None,
-        id_prefix: str | None = None,
-    ) -> Worklist:
-        """The cases, most urgent first; ``not_reviewed_by``: only those this reader (the name as reviews store
-        it, stripped) has not reviewed yet, for a second reading; ``id_prefix``: only the cases whose id starts
-        with these lower-case hex digits (as a reader quotes a case)."""
-        query, status_expr = self._summary_and_status()
-        if id_prefix is not None:
-            query = query.where(CaseRow.id.startswith(id_prefix, autoescape=True))
-        if status != "all":
-            query = query.where(status_expr == status)
-        if kind is not None:
-            query = query.where(CaseRow.kind == kind)
-        if not_reviewed_by is not None:
+    def worklist(self, query: WorklistQuery | None = None) -> Worklist:
+        """The cases ``query`` leaves (by default, the first page of the unreviewed ones), most urgent first;
+        its ``not_reviewed_by`` is compared with the reviewer's name as reviews store it, stripped."""
+        query = query or WorklistQuery()
+        select_summary, status_expr = self._summary_and_status()
+        if query.id_prefix is not None:
+            select_summary = select_summary.where(CaseRow.id.startswith(query.id_prefix, autoescape=True))
+        if query.status != "all":
+            select_summary = select_summary.where(status_expr == query.status)
+        if query.kind is not None:
+            select_summary = select_summary.where(CaseRow.kind == query.kind)
+        if query.not_reviewed_by is not None:
             mine = aliased(ReviewRow, name="mine")
             read = select(mine.id).where(
-                mine.case_id == CaseRow.id, mine.action == "review", mine.reviewer == not_reviewed_by.strip()
+                mine.case_id == CaseRow.id, mine.action == "review", mine.reviewer == query.not_reviewed_by.strip()
             )
-            query = query.where(~read.exists())
+            select_summary = select_summary.where(~read.exists())
         with self._guard(), Session(self.engine) as session:
-            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            ordered = query.order_by(
+            total = session.execute(select(func.count()).select_from(select_summary.subquery())).scalar_one()
+            ordered = select_summary.order_by(
                 case((CaseRow.in_distribution.is_(False), 0), else_=1),
                 case((CaseRow.uncertain.is_(True), 0), else_=1),
                 # the kinds' risks are not on one scale: a positive label is past its own model's threshold, and
@@ -227,7 +220,7 @@ class CaseStore:
                 CaseRow.created_at,
                 CaseRow.id,
             )
-            rows = session.execute(ordered.limit(limit).offset(offset)).all()
+            rows = session.execute(ordered.limit(query.limit).offset(query.offset)).all()
             return Worklist(cases=[self._summary(r) for r in rows], total=int(total))
 
     def get(self, case_id: str) -> CaseDetail:

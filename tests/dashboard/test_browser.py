@@ -26,9 +26,11 @@ import pytest
 
 from dashboard.charts.mortality import label_text
 from dashboard.demo import demo_radiograph
+from dashboard.navigation import PAGES, START_PAGE
 from models.config import data_paths
 from models.mortality_io import load_outcomes
 from serving.client import MedLensClient
+from serving.schemas import WorklistQuery
 from tests.dashboard.helpers import pneumonia_images, septic_stays, sha16
 
 pytestmark = [pytest.mark.browser, pytest.mark.serve, pytest.mark.data]
@@ -210,6 +212,22 @@ def _screenshot(page: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # tests
 # ---------------------------------------------------------------------------------------------------------
+def test_every_page_has_its_own_address(dashboard_url: str, browser: Any) -> None:
+    """A page's address opens it, to bookmark or share (Streamlit serves its default page at "/" alone: "/xray"
+    was "Page not found"); "/" opens the start page at its own address."""
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    page = context.new_page()
+    try:
+        for key, (_, title, _) in PAGES.items():
+            _open(page, f"{dashboard_url}/{key}", title)
+            assert page.url.rstrip("/").endswith(f"/{key}"), page.url
+            assert page.get_by_text("Page not found").count() == 0, key
+        _open(page, dashboard_url + "/", PAGES[START_PAGE][1])
+        assert page.url.endswith(f"/{START_PAGE}") and page.get_by_text("Page not found").count() == 0, page.url
+    finally:
+        context.close()
+
+
 def test_review_flow_in_a_real_browser(
     dashboard_url: str,
     browser: Any,
@@ -425,7 +443,7 @@ def test_worklist_lists_the_shared_cases(
     added = [*xray_files[:4], septic_file, mortality_file]
     made = client.upload_cases([(p.name, p.read_bytes()) for p in added])
     assert not made.rejected and len(made.cases) == len(added)
-    most_urgent = client.worklist("unreviewed", None).cases[0]
+    most_urgent = client.worklist(WorklistQuery(status="unreviewed")).cases[0]
     context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     try:
         page = context.new_page()

@@ -27,6 +27,7 @@ from models.cards import read_card
 from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
+from serving.schemas import WorklistQuery
 from tests.dashboard.helpers import sepsis_dir
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -257,7 +258,7 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     listed = at.dataframe[0].value["case"].tolist() if at.dataframe else []
     assert made.id[:16] not in listed
-    unread = client.worklist("all", None, not_reviewed_by="Dr Worklist")
+    unread = client.worklist(WorklistQuery(status="all", not_reviewed_by="Dr Worklist"))
     assert listed == [c.id[:16] for c in unread.cases] and made.id not in [c.id for c in unread.cases]
 
 
@@ -273,13 +274,13 @@ def test_a_worklist_longer_than_a_page_is_paged(serving_env: str) -> None:
     at.selectbox(key="worklist_kind").select("sepsis")
     at.selectbox(key="worklist_page_size").select(25).run()
     assert not at.exception, at.exception
-    total = client.worklist("all", "sepsis", limit=1).total
+    total = client.worklist(WorklistQuery(status="all", kind="sepsis", limit=1)).total
     pages = -(-total // 25)
     assert total >= 26 and at.number_input(key="worklist_page").value == 1
     assert any(f"{total} case(s); showing 1-25." in c.value for c in at.caption)
     at.number_input(key="worklist_page").set_value(pages).run()
     assert not at.exception, at.exception
-    last = client.worklist("all", "sepsis", limit=25, offset=(pages - 1) * 25).cases
+    last = client.worklist(WorklistQuery(status="all", kind="sepsis", limit=25, offset=(pages - 1) * 25)).cases
     assert at.dataframe[0].value["case"].tolist() == [c.id[:16] for c in last] and last
     assert any(f"showing {(pages - 1) * 25 + 1}-{total}." in c.value for c in at.caption)
     # a case of the last page opens from the picker, which lists that page
@@ -372,7 +373,7 @@ def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str
     made = client.upload_cases([(f"s{i}.png", png) for i, png in enumerate(images)]).cases
     at = _page("views/worklist.py")
     assert at.selectbox(key="worklist_status").value == "unreviewed"
-    before = [c.id for c in client.worklist("unreviewed", None).cases]
+    before = [c.id for c in client.worklist(WorklistQuery(status="unreviewed")).cases]
     first = min((c.id for c in made), key=before.index)
     at.selectbox(key="worklist_open_case").select(first).run()
     at.sidebar.text_input(key="reviewer_name").input("Dr Next").run()
@@ -383,7 +384,7 @@ def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str
     at.button[-1].click().run()
     assert not at.exception, at.exception
     assert not _errors(at)
-    after = [c.id for c in client.worklist("unreviewed", None).cases]
+    after = [c.id for c in client.worklist(WorklistQuery(status="unreviewed")).cases]
     assert first not in after
     following = after[min(before.index(first), len(after) - 1)]
     assert at.selectbox(key="worklist_open_case").value == following
@@ -495,14 +496,14 @@ def test_xray_page_generates_a_synthetic_case_marked_as_such(serving_env: str) -
 @pytest.mark.serve
 def test_worklist_fills_with_synthetic_cases_in_one_click(serving_env: str) -> None:
     client = MedLensClient(serving_env)
-    before = client.worklist(status="all", kind="xray", limit=5000)
+    before = client.worklist(WorklistQuery(status="all", kind="xray", limit=5000))
     at = _page("views/worklist.py")
     at.number_input(key="synthetic_fill_n").set_value(2)
     at.button(key="synthetic_fill_button").click().run()
     assert not at.exception, at.exception
     assert not _errors(at)
     assert any("2 synthetic case(s) added" in s.value for s in at.success)
-    after = client.worklist(status="all", kind="xray", limit=5000)
+    after = client.worklist(WorklistQuery(status="all", kind="xray", limit=5000))
     new = [c for c in after.cases if c.id not in {b.id for b in before.cases}]
     assert len(new) == 2 and all(c.synthetic for c in new)
     table = at.dataframe[0].value

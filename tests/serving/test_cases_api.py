@@ -24,7 +24,7 @@ import pydicom
 import pytest
 
 from serving.client import MedLensClient, ServingError
-from serving.schemas import ReviewIn, XrayPrediction
+from serving.schemas import ReviewIn, WorklistQuery, XrayPrediction
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
@@ -74,7 +74,9 @@ def test_files_and_zips_become_cases_once(
     client: MedLensClient, xray_pneumonia_path: Path, xray_normal_path: Path, psv_path: Path
 ) -> None:
     jpeg, psv = _unique_png(xray_pneumonia_path), psv_path.read_bytes()
-    psv_is_new = not any(c.id == hashlib.sha256(psv).hexdigest() for c in client.worklist("all", limit=5000).cases)
+    psv_is_new = not any(
+        c.id == hashlib.sha256(psv).hexdigest() for c in client.worklist(WorklistQuery(status="all", limit=5000)).cases
+    )
     first = client.upload_cases([("a.png", jpeg), ("stay.psv", psv)])
     assert first.created == 1 + int(psv_is_new) and not first.rejected
     kinds = {c.kind: c for c in first.cases}
@@ -124,8 +126,8 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     detail = client.case(case.id)
     assert detail.prediction.model == "mortality-lstm" and len(detail.prediction.hours) == 48  # type: ignore[union-attr]
     assert MORTALITY_RECORD_ID not in detail.model_dump_json()
-    assert case.id in {c.id for c in client.worklist("all", "mortality", limit=5000).cases}
-    assert case.id not in {c.id for c in client.worklist("all", "sepsis", limit=5000).cases}
+    assert case.id in {c.id for c in client.worklist(WorklistQuery(status="all", kind="mortality", limit=5000)).cases}
+    assert case.id not in {c.id for c in client.worklist(WorklistQuery(status="all", kind="sepsis", limit=5000)).cases}
 
     with pytest.raises(ServingError) as wrong:  # a sepsis label is not a mortality case's
         client.review(case.id, ReviewIn(reviewer="Dr Mortality", verdict="disagree", label="SEPSIS"))
@@ -147,7 +149,7 @@ def test_a_dicom_case_keeps_no_identifier(
     case = client.case(made.cases[0].id)
     assert case.source_format == "dicom" and case.prediction.dicom  # type: ignore[union-attr]
     exports = client.export_reviews("csv") + client.export_reviews("fhir")
-    worklist = client.worklist(status="all").model_dump_json().encode()
+    worklist = client.worklist(WorklistQuery(status="all")).model_dump_json().encode()
     database = b"".join(p.read_bytes() for p in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"))
     logs = b"".join(p.read_bytes() for p in serve_server.log_files())
     for where, blob in {
@@ -205,7 +207,7 @@ def test_reviews_of_concurrent_readers_survive_a_restart(
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            client.worklist(status="all", limit=1)
+            client.worklist(WorklistQuery(status="all", limit=1))
             break
         except ServingError:
             time.sleep(1)
@@ -217,7 +219,11 @@ def test_reviews_of_concurrent_readers_survive_a_restart(
     bundle = json.loads(client.export_reviews("fhir"))
     ours = [e for e in bundle["entry"] if e["resource"]["resultsInterpreter"][0]["display"].startswith("reader-")]
     assert len(ours) == 100
-    assert client.worklist(status="disagreed").total + client.worklist(status="reviewed").total >= 8
+    assert (
+        client.worklist(WorklistQuery(status="disagreed")).total
+        + client.worklist(WorklistQuery(status="reviewed")).total
+        >= 8
+    )
 
 
 def test_bad_reviews_and_unknown_cases(client: MedLensClient, serving_url: str, xray_normal_path: Path) -> None:
@@ -327,7 +333,7 @@ def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClien
     assert set(by_kind) == {True, False}  # the CT slice is flagged, the radiograph is not
     stored = client.case(by_kind[False].id).prediction
     assert stored.in_distribution is False and stored.ood_reason  # type: ignore[union-attr]
-    cases = client.worklist(status="all", kind="xray", limit=5000).cases
+    cases = client.worklist(WorklistQuery(status="all", kind="xray", limit=5000)).cases
     rank = [0 if c.in_distribution is False else 1 if c.uncertain else 2 for c in cases]
     assert rank == sorted(rank) and rank[0] == 0
     within = [c.risk for c, r in zip(cases, rank, strict=True) if r == 2]

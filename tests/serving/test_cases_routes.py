@@ -86,9 +86,13 @@ CASE = f"/v1/cases/{'a' * 64}"
         ("GET", "/v1/worklist", {"params": {"not_reviewed_by": "A\x07"}}, "not_reviewed_by"),
         ("GET", "/v1/worklist", {"params": {"id_prefix": "03a"}}, "id_prefix"),  # too short to mean a case
         ("GET", "/v1/worklist", {"params": {"id_prefix": "03a5%"}}, "id_prefix"),  # not hex: no LIKE pattern
+        ("GET", "/v1/worklist", {"params": {"status": "open"}}, "status"),
+        ("GET", "/v1/worklist", {"params": {"limit": 0}}, "limit"),
+        ("GET", "/v1/worklist", {"params": {"kind": "ct"}}, "kind"),
+        ("GET", "/v1/worklist", {"params": {"reviewer": "Dr A"}}, "reviewer"),  # not a filter: refused, not ignored
     ],
 )
-def test_control_characters_in_a_readers_text_are_a_422_before_the_database(
+def test_a_readers_text_or_filter_that_the_schema_refuses_is_a_422_before_the_database(
     client: TestClient, method: str, path: str, kwargs: dict[str, Any], field: str
 ) -> None:
     """PostgreSQL's text cannot hold a NUL: it reached the database and came back as a 503 that blamed the
@@ -99,6 +103,8 @@ def test_control_characters_in_a_readers_text_are_a_422_before_the_database(
     body = response.json()
     assert body["error"] == "invalid_request" and f"`{field}`" in body["detail"], body
     assert "Value error" not in body["detail"]  # pydantic's prefix to a validator's own words
+    if field == "reviewer" and path == "/v1/worklist":
+        assert "is not one this request takes" in body["detail"], body
 
 
 def test_line_breaks_and_tabs_in_a_note_pass_validation(client: TestClient) -> None:

@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from models.synthetic import SyntheticMark
 from serving.client import MedLensClient, ServingError
-from serving.schemas import ReviewIn
+from serving.schemas import ReviewIn, WorklistQuery
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(420)]
 
@@ -62,7 +62,7 @@ def test_a_synthetic_image_is_flagged_in_predictions_cases_and_agreement(client:
     made = client.upload_cases([("s.png", image.png)])
     case = made.cases[0]
     assert case.synthetic
-    listed = {c.id: c for c in client.worklist(status="all", kind="xray", limit=5000).cases}
+    listed = {c.id: c for c in client.worklist(WorklistQuery(status="all", kind="xray", limit=5000)).cases}
     assert listed[case.id].synthetic
     before = client.agreement("xray")
     client.review(case.id, ReviewIn(reviewer="demo-reader", verdict="disagree", label="NORMAL"))

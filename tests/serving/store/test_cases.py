@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from serving.schemas import ReviewIn
+from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, StoreUnavailable
 from serving.store.export import reviews_csv, reviews_fhir
 
@@ -85,20 +85,20 @@ def test_worklist_order_and_filters(store: CaseStore) -> None:
     store.add(xray_case(6, 0.45))  # NORMAL: below its threshold
     store.add(sepsis_case(7, 0.35))  # an alert: above its own threshold, so before 6 whatever the risks
     store.add(sepsis_case(8, 0.55))  # further past its threshold (0.3) than 4 is past its own (0.5): before 4
-    order = [c.id[-1] for c in store.worklist(status="all").cases]
+    order = [c.id[-1] for c in store.worklist(WorklistQuery(status="all")).cases]
     assert order == ["2", "3", "1", "5", "8", "4", "7", "6"]
-    assert [c.id[-1] for c in store.worklist(status="all", kind="sepsis").cases] == ["5", "8", "7"]
+    assert [c.id[-1] for c in store.worklist(WorklistQuery(status="all", kind="sepsis")).cases] == ["5", "8", "7"]
     eight = store.get(f"{8:064x}")
     assert eight.threshold == 0.3
     assert eight.threshold_margin == pytest.approx(math.log(0.55 / 0.45) - math.log(0.3 / 0.7))
     store.add_review(f"{1:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="A", verdict="agree"))
     store.add_review(f"{4:064x}", ReviewIn(reviewer="B", verdict="disagree", label="NORMAL"))
-    assert {c.id[-1] for c in store.worklist(status="reviewed").cases} == {"1"}
-    assert {c.id[-1] for c in store.worklist(status="disagreed").cases} == {"4"}
-    unreviewed = store.worklist(status="unreviewed")
+    assert {c.id[-1] for c in store.worklist(WorklistQuery(status="reviewed")).cases} == {"1"}
+    assert {c.id[-1] for c in store.worklist(WorklistQuery(status="disagreed")).cases} == {"4"}
+    unreviewed = store.worklist(WorklistQuery(status="unreviewed"))
     assert {c.id[-1] for c in unreviewed.cases} == {"2", "3", "5", "6", "7", "8"} and unreviewed.total == 6
-    page = store.worklist(status="all", limit=2, offset=1)
+    page = store.worklist(WorklistQuery(status="all", limit=2, offset=1))
     assert [c.id[-1] for c in page.cases] == ["3", "1"] and page.total == 8
     four = store.get(f"{4:064x}")
     assert four.reviews == 2 and four.last_verdict == "disagree" and four.status == "disagreed"
@@ -114,14 +114,14 @@ def test_worklist_of_cases_a_reader_has_not_reviewed(store: CaseStore) -> None:
     store.add_review(ids[2], ReviewIn(reviewer="Dr A", verdict="agree"))
 
     def listed(status: str, reader: str | None) -> list[str]:
-        return [c.id for c in store.worklist(status=status, not_reviewed_by=reader).cases]
+        return [c.id for c in store.worklist(WorklistQuery(status=status, not_reviewed_by=reader)).cases]
 
     assert listed("all", "Dr A") == [ids[1], ids[3]]
     assert listed("all", "  Dr A ") == [ids[1], ids[3]]
     assert listed("all", "Dr B") == [ids[0], ids[3]]
     assert listed("all", "Dr C") == listed("all", None) == ids
     assert listed("disagreed", "Dr A") == [ids[1]] and listed("disagreed", "Dr B") == []
-    assert store.worklist(status="all", not_reviewed_by="Dr A").total == 2
+    assert store.worklist(WorklistQuery(status="all", not_reviewed_by="Dr A")).total == 2
     # a tombstone is not a reading: the same file uploaded again after Dr A deleted it is Dr A's to read
     store.delete(ids[3], "Dr A")
     assert listed("all", "Dr A") == [ids[1]]
@@ -135,12 +135,13 @@ def test_worklist_of_cases_whose_id_starts_with_a_prefix(store: CaseStore) -> No
     store.add(sepsis_case(0xAB3, 0.5))
 
     def listed(prefix: str, **filters: Any) -> list[str]:
-        return [c.id[-3:] for c in store.worklist(status="all", id_prefix=prefix, **filters).cases]
+        return [c.id[-3:] for c in store.worklist(WorklistQuery(status="all", id_prefix=prefix, **filters)).cases]
 
     assert listed("0" * 61 + "ab") == ["ab3", "ab1", "ab2"]  # in the worklist's order: the alert is furthest past
     assert listed("0" * 61 + "ab", kind="xray") == ["ab1", "ab2"]
     assert listed(ids[2]) == ["ac1"] and listed("0" * 61 + "ad") == []
-    assert store.worklist(status="all", id_prefix="0" * 61 + "a").total == 4
+    assert listed("0" * 61 + "AB", kind="xray") == ["ab1", "ab2"]  # as quoted in capitals
+    assert store.worklist(WorklistQuery(status="all", id_prefix="0" * 61 + "a")).total == 4
     store.add_review(ids[0], ReviewIn(reviewer="Dr A", verdict="agree"))
     assert listed("0" * 61 + "ab", not_reviewed_by="Dr A") == ["ab3", "ab2"]
 
@@ -170,8 +171,8 @@ def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(
     assert (review.verdict, review.label) == (None, "NORMAL")
     case = store.get(withheld.id)
     assert (case.status, case.last_verdict, case.reviews) == ("reviewed", None, 1)
-    assert [c.id for c in store.worklist(status="reviewed").cases] == [withheld.id]
-    assert [c.id for c in store.worklist(status="unreviewed").cases] == [shown.id]
+    assert [c.id for c in store.worklist(WorklistQuery(status="reviewed")).cases] == [withheld.id]
+    assert [c.id for c in store.worklist(WorklistQuery(status="unreviewed")).cases] == [shown.id]
     export = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][0]["resource"]
     assert export["status"] == "final" and "withheld" in export["conclusion"]
     assert "reader's label: NORMAL" in export["conclusion"]
@@ -286,7 +287,7 @@ def test_migration_0002_fills_the_margin_of_the_cases_stored_before(db_url: str)
 
     _stored_at_revision(db_url, "0001", [xray_case(1, 0.60), sepsis_case(2, 0.55), sepsis_case(3, 0.10)])
     store = CaseStore(db_url)
-    cases = store.worklist(status="all").cases
+    cases = store.worklist(WorklistQuery(status="all")).cases
     margins = {c.id[-1]: c.threshold_margin for c in cases}
     assert [c.threshold for c in cases] == [0.3, 0.5, 0.3]
     assert list(margins) == ["2", "1", "3"]  # the sepsis alert is further past its threshold than the pneumonia
