@@ -330,6 +330,18 @@ def parse_record_bytes(
     return MortalityRecord(values=values, name=stem, warnings=warnings)
 
 
+def without_record_id(data: bytes) -> bytes:
+    """A record (one that :func:`parse_record_bytes` reads) without its ``RecordID`` rows, as UTF-8: the same
+    model input, without the number that names the stay (a hospital's export may put its own identifier there)."""
+    text = series_text(data, "record", "a PhysioNet 2012 record (Time,Parameter,Value rows)")
+    kept = [
+        row
+        for row in text.splitlines()
+        if len(parts := row.split(",")) != 3 or parts[1].strip().strip('"').strip() != "RecordID"
+    ]
+    return ("\n".join(kept) + "\n").encode("utf-8")
+
+
 def _static(
     descriptors: dict[str, tuple[float, int]], name: str, on_impossible: str, warnings: list[str]
 ) -> np.ndarray:

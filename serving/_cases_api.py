@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from models.mortality_io import without_record_id
 from serving._casefiles import CaseFile, Rejected, ZipLimits, classify
 from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
@@ -27,6 +28,7 @@ from serving._settings import CaseArgs
 from serving.schemas import (
     Agreement,
     CaseDetail,
+    CaseExplanation,
     CaseKind,
     CaseSummary,
     CaseUpload,
@@ -45,11 +47,12 @@ from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
 
 if TYPE_CHECKING:  # SQLAlchemy loads in the ingress only (see serving/store/__init__.py)
-    from serving.store.cases import CaseStore, NewCase
+    from serving.store.cases import CaseSource, CaseStore, NewCase
 
 logger = logging.getLogger("ray.serve")
 
-Predict = Callable[[str, Upload], Awaitable[Any]]  # (model name, upload) -> an X-ray, sepsis or mortality prediction
+#: (model name, upload, explain) -> an X-ray, sepsis or mortality prediction (explain: with its attributions)
+Predict = Callable[[str, Upload, bool], Awaitable[Any]]
 
 
 @dataclass
@@ -121,7 +124,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             uncertain=None if prediction.prediction_set is None else len(prediction.prediction_set) != 1,
             synthetic=prediction.synthetic,
         )
-    # an ICU record: its attributions are not kept (a case is reopened without them)
+    # an ICU record: its attributions are not kept (GET /v1/cases/{id}/explanation computes them from the record)
     if isinstance(prediction, MortalityPrediction):
         kind: CaseKind = "mortality"
         risk, label = prediction.probability, str(prediction.label)
@@ -140,6 +143,8 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
         risk=risk,
         label=label,
         prediction=prediction.model_dump(mode="json", exclude=unkept),
+        # what the model read, to explain the case again: a 2012 record without the RecordID that names the stay
+        record=without_record_id(file.data) if kind == "mortality" else file.data,
     )
 
 
@@ -198,7 +203,7 @@ async def create_cases(
         include = frozenset({"xray": {"preview"}, "sepsis": {"vitals"}, "mortality": set()}[item.kind])
         async with gate:
             try:
-                prediction = await service.predict(model, Upload(item.data, item.upload_name, include))
+                prediction = await service.predict(model, Upload(item.data, item.upload_name, include), False)
             except ApiError as exc:
                 return RejectedFile(file=item.where, status=exc.status, error=exc.error, detail=exc.detail)
         made: tuple[CaseSummary, bool] = await _db(service.store.add, _new_case(case_id, item, model, prediction))
@@ -237,6 +242,30 @@ async def get_case(case_id: str = _CASE_ID) -> CaseDetail:
     """The case, its stored prediction (with the image as the model read it) and every review, oldest first."""
     result: CaseDetail = await _db(_service().store.get, _check_id(case_id))
     return result
+
+
+@router.get(
+    "/v1/cases/{case_id}/explanation",
+    response_model=CaseExplanation,
+    dependencies=AUTH,
+    responses={**_ERRORS, 409: {"model": ErrorResponse, "description": "the case keeps nothing to explain"}},
+)
+async def explain_case(case_id: str = _CASE_ID) -> CaseExplanation:
+    """The case's model explains it again from what the case keeps of its input: an X-ray's Grad-CAM heatmap (on
+    the stored image), an ICU stay's top features for every hour. Computed on each call, not stored."""
+    service = _service()
+    source: CaseSource = await _db(service.store.source, _check_id(case_id))
+    if source.data is None:
+        why = (
+            "keeps no image (its DICOM says text is burned into the pixels)"
+            if source.kind == "xray"
+            else "was stored before cases kept their records (API 1.11.0)"
+        )
+        raise ApiError(
+            409, "not_explainable", f"Case {case_id[:16]} {why}: upload the file again, on its page, to see why."
+        )
+    prediction = await service.predict(source.model, Upload(source.data, source.upload_name), True)
+    return CaseExplanation(case_id=case_id, prediction=prediction)
 
 
 @router.post(

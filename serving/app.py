@@ -341,8 +341,8 @@ class MedLensIngress:
         except StoreError as exc:  # the case routes answer 503 and retry on each request
             logger.warning("case database not ready: %s", exc.message)
 
-    async def _predict_case(self, model: str, upload: Upload) -> Any:
-        return unwrap(await self._call(model, "predict", upload))
+    async def _predict_case(self, model: str, upload: Upload, explain: bool) -> Any:
+        return unwrap(await self._call(model, "explain" if explain else "predict", upload))
 
     async def _ping(self, model: str) -> str | None:
         """None when ``model``'s deployment answers a ping in time, else what failed."""

@@ -25,6 +25,7 @@ from models.synthetic_mark import SyntheticMark
 from serving.schemas import (
     Agreement,
     CaseDetail,
+    CaseExplanation,
     CaseUpload,
     ErrorResponse,
     Health,
@@ -238,6 +239,10 @@ class MedLensClient:
 
     def case(self, case_id: str) -> CaseDetail:
         return self._request("GET", f"/v1/cases/{case_id}", CaseDetail)
+
+    def case_explanation(self, case_id: str) -> CaseExplanation:
+        """The case's model explains it again from what the case keeps (409 when it keeps nothing)."""
+        return self._request("GET", f"/v1/cases/{case_id}/explanation", CaseExplanation)
 
     def review(self, case_id: str, review: ReviewIn) -> Review:
         # not retried: each review is a new row of the trail, so a retry after a lost answer could add two

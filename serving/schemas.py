@@ -557,7 +557,22 @@ class CaseDetail(CaseSummary):
     prediction: XrayPrediction | SepsisPrediction | MortalityPrediction = Field(
         description="the stored prediction (X-ray: with `preview_png`, the image as the model read it)"
     )
+    explainable: bool = Field(
+        description="the case keeps what its model read (an X-ray's image, an ICU stay's record), so "
+        "`GET /v1/cases/{id}/explanation` can explain it"
+    )
     history: list[Review] = Field(description="every review of this case, oldest first")
+
+
+class CaseExplanation(_Schema):
+    """A stored case explained again by its model, from what the case keeps of its input."""
+
+    case_id: str
+    prediction: XrayPrediction | SepsisPrediction | MortalityPrediction = Field(
+        description="the model's answer now for the case's stored input, with its attributions (X-ray: "
+        "`heatmap_png`, at the stored image's size; ICU stays: `top_features`). Its `version` is the model's now, "
+        "which may be newer than the case's"
+    )
 
 
 class RejectedFile(_Schema):

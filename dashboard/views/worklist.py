@@ -8,17 +8,16 @@ Cases and reviews live in serving's database: every reader sees the same worklis
 
 from __future__ import annotations
 
-import base64
 import secrets
 
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, client
+from dashboard.backend import call, client, remember, session_store
 from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
-from dashboard.charts.mortality import label_text, risk_gauge, stay_table, trajectory_figure
-from dashboard.charts.sepsis import sepsis_figure
+from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
+from dashboard.charts.sepsis import attribution_figure, sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
 from serving.schemas import (
@@ -83,10 +82,10 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
         output_shown = show_answer(prediction, key=f"case_output_{case.id}")
     with left:
         heatmap = None
-        preview = prediction.preview_png if output_shown and display.pixels is not None else None
-        if preview and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
-            explained = call(client().predict_xray, base64.b64decode(preview), "upload.png", explain=True)
-            heatmap = XrayDisplay.from_prediction(explained).heatmap if explained else None
+        if output_shown and case.explainable and st.toggle("Grad-CAM", key=f"gc_{case.id}"):
+            explained = _explanation(case)
+            if isinstance(explained, XrayPrediction):
+                heatmap = XrayDisplay.from_prediction(explained).heatmap
         if display.pixels is None and prediction.burned_in:
             st.info(
                 "The DICOM says text that may identify the patient is burned into its pixels (BurnedInAnnotation "
@@ -103,6 +102,37 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
             )
 
 
+def _explanation(case: CaseDetail) -> XrayPrediction | SepsisPrediction | MortalityPrediction | None:
+    """The case explained again by its model (kept in this session; None: serving's error was shown)."""
+    store = session_store("case_explanations")
+    cached = store.get(case.id)
+    if cached is None:
+        with st.spinner("The model is explaining the case (a few seconds)…"):
+            answer = call(client().case_explanation, case.id)
+        if answer is None:
+            return None
+        cached = answer.prediction
+        remember(store, case.id, cached)
+    return cached
+
+
+def _why_toggle(case: CaseDetail) -> bool:
+    """An ICU case's "what drove the risk" toggle, when the case keeps its record (else, why it cannot)."""
+    if not case.explainable:
+        st.caption(
+            "This case was stored without its record, so it cannot be explained here: open the file on its page."
+        )
+        return False
+    return widgets.explain_toggle(f"case_explain_{case.id}")
+
+
+def _explained_by(case: CaseDetail, explained: SepsisPrediction | MortalityPrediction) -> None:
+    said = "Attributions explain the model, not the patient."
+    if explained.version != case.model_version:
+        said += f" Explained by model `{explained.version}`; the case was predicted by `{case.model_version}`."
+    st.caption(said)
+
+
 def _warnings(warnings: list[str]) -> None:
     """What the record's parser tolerated (impossible values dropped, ...), as the task's own page shows it."""
     for warning in warnings:
@@ -116,9 +146,28 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
         + f" · model `{prediction.version}`"
     )
     _warnings(prediction.warnings)
+    explain = _why_toggle(case)
+    hour = None
+    if explain:
+        default = prediction.first_alert_hour if prediction.first_alert_hour is not None else prediction.n_hours - 1
+        hour = widgets.hour_slider(prediction.n_hours, default, key=f"case_hour_{case.id}")
     st.plotly_chart(
-        sepsis_figure({prediction.model: prediction}), key=f"case_sepsis_{case.id}", config={"displaylogo": False}
+        sepsis_figure({prediction.model: prediction}, selected_hour=hour),
+        key=f"case_sepsis_{case.id}",
+        config={"displaylogo": False},
     )
+    explained = _explanation(case) if explain else None
+    if isinstance(explained, SepsisPrediction):
+        at_hour = next((h for h in explained.hours if h.hour == hour), None)
+        if at_hour is None or not at_hour.top_features:
+            st.info(f"Serving returned no attributions for hour {hour}.")
+        else:
+            st.plotly_chart(
+                attribution_figure(at_hour, explained.model),
+                key=f"case_attribution_{case.id}",
+                config={"displaylogo": False},
+            )
+            _explained_by(case, explained)
 
 
 def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
@@ -133,6 +182,14 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
     with right:
         st.plotly_chart(risk_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
         st.table(stay_table(prediction).set_index("field"))
+    explained = _explanation(case) if _why_toggle(case) else None
+    if isinstance(explained, MortalityPrediction):
+        figure = contributions_figure(explained)
+        if figure is None:
+            st.info("Serving returned no attributions for this record.")
+        else:
+            st.plotly_chart(figure, key=f"case_contributions_{case.id}", config={"displaylogo": False})
+            _explained_by(case, explained)
 
 
 def _after_review(ids: list[str]) -> str | None:
@@ -150,6 +207,11 @@ def _after_review(ids: list[str]) -> str | None:
         return f"{note} Case `{case_id[:16]}` has left this list."
     st.session_state[widgets.OPEN_CASE_KEY] = ids[min(index, len(ids) - 1)]
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
+
+
+#: rows of the worklist table in view at once
+TABLE_ROWS = 15
+_ROW_PX, _HEADER_PX = 35, 38
 
 
 def _listed(query: WorklistQuery) -> Worklist | None:
@@ -199,6 +261,9 @@ def render() -> None:
         on_select="rerun",
         selection_mode="single-row",
         key=f"worklist_table_{st.session_state.get(_TABLE_GENERATION, 0)}",
+        # up to TABLE_ROWS rows in view (Streamlit's default shows 10), the rest by scrolling inside the table
+        height=_HEADER_PX + _ROW_PX * min(len(table), TABLE_ROWS) + 2,
+        row_height=_ROW_PX,
         column_config={
             # "out of distribution" and "ICU record (mortality)" read whole
             "kind": st.column_config.TextColumn("kind", width="medium"),
@@ -207,8 +272,12 @@ def render() -> None:
                 "risk", min_value=0.0, max_value=1.0, format="%.2f", width="small", help="Blank: the label is withheld."
             ),
             "threshold": st.column_config.NumberColumn(
-                "threshold", format="%.2f", help="The model's threshold on this risk: at or above it, its label."
+                "threshold",
+                format="%.2f",
+                width="small",
+                help="The model's threshold on this risk: at or above it, its label.",
             ),
+            "reviews": st.column_config.NumberColumn("reviews", width="small"),
         },
     )
     # a selected row past the end: the list got shorter since (another reader's deletion)

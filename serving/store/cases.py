@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,9 +78,20 @@ class NewCase:
     label: str
     prediction: dict[str, Any]  # the prediction response as JSON, without images
     image_png: bytes | None = None
+    record: bytes | None = None  # an ICU stay's record as its model read it (no identifier: see tables.py)
     in_distribution: bool | None = None
     uncertain: bool | None = None
     synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """What a case's model read: an X-ray's stored image, an ICU stay's record (``data`` None: not kept)."""
+
+    kind: CaseKind
+    model: str
+    upload_name: str  # "upload." and the format, as a prediction's upload is named
+    data: bytes | None
 
 
 def threshold_margin(risk: float, threshold: float) -> float:
@@ -176,6 +188,7 @@ class CaseStore:
             synthetic=new.synthetic,
             prediction=json.dumps(new.prediction, separators=(",", ":")),
             image_png=new.image_png,
+            record=None if new.record is None else zlib.compress(new.record, 6),
         )
         created = True
         with self._guard():
@@ -228,7 +241,11 @@ class CaseStore:
             summary_row = session.execute(self._summary_query().where(CaseRow.id == case_id)).first()
             if summary_row is None:
                 raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
-            stored = session.execute(select(CaseRow.prediction, CaseRow.image_png).where(CaseRow.id == case_id)).one()
+            stored = session.execute(
+                select(CaseRow.prediction, CaseRow.image_png, CaseRow.record.is_not(None).label("has_record")).where(
+                    CaseRow.id == case_id
+                )
+            ).one()
             history = session.scalars(select(ReviewRow).where(ReviewRow.case_id == case_id).order_by(ReviewRow.id))
             summary = self._summary(summary_row)
             prediction = json.loads(stored.prediction)
@@ -241,10 +258,31 @@ class CaseStore:
                 parsed = MortalityPrediction.model_validate(prediction)
             else:
                 parsed = SepsisPrediction.model_validate(prediction)
-            return CaseDetail(**summary.model_dump(), prediction=parsed, history=[_review(r) for r in history])
+            explainable = stored.image_png is not None if summary.kind == "xray" else bool(stored.has_record)
+            return CaseDetail(
+                **summary.model_dump(),
+                prediction=parsed,
+                explainable=explainable,
+                history=[_review(r) for r in history],
+            )
+
+    def source(self, case_id: str) -> CaseSource:
+        """What the case's model read, to explain it again (``data`` None: the case keeps none)."""
+        with self._guard(), Session(self.engine) as session:
+            row = session.execute(
+                select(CaseRow.kind, CaseRow.model, CaseRow.source_format, CaseRow.image_png, CaseRow.record).where(
+                    CaseRow.id == case_id
+                )
+            ).first()
+        if row is None:
+            raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
+        if row.kind == "xray":
+            return CaseSource(row.kind, row.model, "upload.png", row.image_png)
+        data = None if row.record is None else zlib.decompress(row.record)
+        return CaseSource(row.kind, row.model, f"upload.{row.source_format}", data)
 
     def delete(self, case_id: str, reviewer: str) -> Review:
-        """Remove the case (its prediction and pixels) and write a tombstone into the review trail."""
+        """Remove the case (its prediction, image and record) and write a tombstone into the review trail."""
         with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
             row = session.get(CaseRow, case_id)
             if row is None:

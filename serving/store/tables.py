@@ -2,9 +2,10 @@
 (``serving/store/migrations``) create and change them; this module is their Python view.
 
 No column holds a patient identifier: a case keeps its prediction, the de-identified DICOM fields MedLens
-shows (modality, view, study date, pixel spacing) inside it, and for an X-ray the pixels as the model read
-them (a grayscale PNG, no header). Reviews are the audit trail: rows are only ever inserted (the migration
-adds triggers that refuse UPDATE and DELETE on ``reviews``).
+shows (modality, view, study year, pixel spacing) inside it, and what its model read, to explain it again: for an
+X-ray the pixels (a grayscale PNG, no header), for an ICU stay its record (a 2012 record without its RecordID).
+Reviews are the audit trail: rows are only ever inserted (the migration adds triggers that refuse UPDATE and
+DELETE on ``reviews``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class CaseRow(Base):
     synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
     prediction: Mapped[str] = mapped_column(Text)  # the prediction response as JSON, without images
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    # an ICU stay's record as the model read it, zlib-compressed; None for X-rays and cases stored before 0004
+    record: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
     __table_args__ = (Index("ix_cases_worklist", "kind", "risk"),)
 

@@ -27,7 +27,7 @@ from models.cards import read_card
 from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
-from serving.schemas import WorklistQuery
+from serving.schemas import SepsisPrediction, WorklistQuery
 from tests.dashboard.helpers import sepsis_dir
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -477,6 +477,41 @@ def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     assert any("after 48:00 ignored" in w.value for w in at.warning)
     at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
     assert "DIED_IN_HOSPITAL" in at.selectbox(key=f"review_label_{made.id}").options
+    # what drove the risk, from the record the case keeps: the answer the mortality page gives the same file
+    at.toggle(key=f"case_explain_{made.id}").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    bars = [f for f in _figures(at) if f["data"][0]["type"] == "bar"]
+    direct = MedLensClient(serving_env).predict_mortality(late, "record.txt", explain=True)
+    assert len(bars) == 1 and set(bars[0]["data"][0]["y"]) == {f.name for f in direct.top_features or []}
+    assert any("Attributions explain the model" in c.value for c in at.caption)
+
+
+@pytest.mark.serve
+def test_worklist_explains_a_sepsis_case_at_the_chosen_hour(serving_env: str, psv_path: Path) -> None:
+    """A sepsis case's "what drove the risk" draws the attributions at the hour the slider chooses (at first its
+    first alert, or its last hour), as the sepsis page does for the same file."""
+    data = psv_path.read_bytes() + b"\n\n"  # new bytes: a case of this test's own
+    made = MedLensClient(serving_env).upload_cases([("stay.psv", data)]).cases[0]
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all").run()
+    at.text_input(key="worklist_id_prefix").input(made.id[:12]).run()
+    at.selectbox(key="worklist_open_case").select(made.id).run()
+    assert not at.exception, at.exception
+    assert not [s for s in at.slider if s.key == f"case_hour_{made.id}"]  # the slider comes with the question
+    at.toggle(key=f"case_explain_{made.id}").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    served = MedLensClient(serving_env).case(made.id).prediction
+    assert isinstance(served, SepsisPrediction)
+    first = served.first_alert_hour if served.first_alert_hour is not None else served.n_hours - 1
+    assert at.slider(key=f"case_hour_{made.id}").value == first
+    at.slider(key=f"case_hour_{made.id}").set_value(0).run()
+    assert not at.exception, at.exception
+    direct = MedLensClient(serving_env).predict_sepsis(data, "stay.psv", "lstm", explain=True)
+    bars = [f for f in _figures(at) if f["data"][0]["type"] == "bar"]
+    assert len(bars) == 1 and "at hour 0 " in bars[0]["layout"]["title"]["text"]
+    assert set(bars[0]["data"][0]["y"]) == {f.name for f in direct.hours[0].top_features or []}
 
 
 @pytest.mark.serve

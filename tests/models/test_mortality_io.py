@@ -26,6 +26,7 @@ from models.mortality_io import (
     load_outcomes,
     load_record_file,
     parse_record_bytes,
+    without_record_id,
 )
 
 COL = {name: i for i, name in enumerate(COLUMNS)}
@@ -147,6 +148,22 @@ def test_csv_from_other_tools() -> None:
 # ----------------------------------------------------------------------------------------------------------
 # impossible values: reject or drop
 # ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("quoted", [False, True])
+def test_without_record_id_is_the_same_model_input(newline: str, quoted: bool) -> None:
+    """A case keeps its record without the RecordID that names the stay: every RecordID row goes, in any form
+    the loader reads, and the hourly grid it reads is the same."""
+    rows = DESCRIPTORS + "00:07,HR,88\n00:07,RecordID,132539\n01:30,Temp,37.2\n47:59,Urine,250\n"
+    if quoted:
+        rows = "\n".join(",".join(f'"{cell}"' for cell in row.split(",")) for row in rows.splitlines()) + "\n"
+    data = "\ufeff" + (HEAD + rows).replace("\n", newline)
+    kept = without_record_id(data.encode())
+    assert b"RecordID" not in kept and b"132539" not in kept
+    original, stripped = parse_record_bytes(data.encode(), "upload.txt"), parse_record_bytes(kept, "upload.txt")
+    np.testing.assert_array_equal(original.values, stripped.values)
+    assert original.name == "132539" and stripped.name == "upload"  # named after the file, not the stay
+
+
 def test_impossible_value_rejected_with_parameter_value_line_and_range() -> None:
     message = refused(DESCRIPTORS + "00:07,HR,73\n00:10,pH,7.35\n01:10,pH,735\n02:00,pH,99\n")
     assert "pH = 735" in message and "line 10" in message and "6.5 to 8" in message

@@ -12,9 +12,11 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,7 @@ import pydicom
 import pytest
 
 from serving.client import MedLensClient, ServingError
-from serving.schemas import ReviewIn, WorklistQuery, XrayPrediction
+from serving.schemas import MortalityPrediction, ReviewIn, SepsisPrediction, WorklistQuery, XrayPrediction
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
@@ -140,6 +142,56 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     fhir = client.export_reviews("fhir").decode()
     assert "risk of death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
     assert MORTALITY_RECORD_ID not in client.export_reviews("csv").decode()
+
+
+def _stored_record(case_id: str) -> bytes:
+    """A case's record as the session's database holds it, decompressed."""
+    with sqlite3.connect(TEST_CASE_DB) as conn:
+        (stored,) = conn.execute("SELECT record FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return zlib.decompress(stored)
+
+
+def test_a_case_is_explained_again_from_what_it_keeps(
+    client: MedLensClient, mortality_record: bytes, psv_path: Path, xray_normal_path: Path, dicom_path: Path
+) -> None:
+    """A worklist case is explained by its model from what the case keeps: the same answer its own route gives
+    the file with explain, without the 2012 record's RecordID in the database; a case that keeps nothing is a
+    409 that says why."""
+    mortality_record = mortality_record.replace(b"\n", b"\n\n")  # new bytes: a case no other test made
+    psv, png = psv_path.read_bytes() + b"\n", _unique_png(xray_normal_path)
+    made = {c.kind: c for c in client.upload_cases([("r.txt", mortality_record), ("s.psv", psv), ("x.png", png)]).cases}
+    assert all(client.case(c.id).explainable for c in made.values())
+
+    mortality = client.case_explanation(made["mortality"].id).prediction
+    direct = client.predict_mortality(mortality_record, "r.txt", explain=True)
+    assert isinstance(mortality, MortalityPrediction) and mortality.top_features
+    assert mortality.probability == pytest.approx(direct.probability, abs=1e-6)
+    assert [f.name for f in mortality.top_features] == [f.name for f in direct.top_features or []]
+    stored = _stored_record(made["mortality"].id)
+    assert b"RecordID" not in stored and MORTALITY_RECORD_ID.encode() not in stored and b",HR," in stored
+
+    sepsis = client.case_explanation(made["sepsis"].id).prediction
+    assert isinstance(sepsis, SepsisPrediction) and all(h.top_features for h in sepsis.hours)
+    assert [h.probability for h in sepsis.hours] == pytest.approx(
+        [h.probability for h in client.case(made["sepsis"].id).prediction.hours]
+    )  # type: ignore[union-attr]
+    assert _stored_record(made["sepsis"].id) == psv
+
+    xray = client.case_explanation(made["xray"].id).prediction
+    assert isinstance(xray, XrayPrediction) and xray.heatmap_png and xray.model == "cnn"
+
+    ds = pydicom.dcmread(dicom_path)
+    ds.BurnedInAnnotation, ds.SeriesDescription = "YES", uuid.uuid4().hex
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    burned = client.upload_cases([("b.dcm", buffer.getvalue())]).cases[0]
+    assert not client.case(burned.id).explainable
+    with pytest.raises(ServingError) as refused:
+        client.case_explanation(burned.id)
+    assert refused.value.status == 409 and "burned into the pixels" in refused.value.detail
+    with pytest.raises(ServingError) as unknown:
+        client.case_explanation("0" * 64)
+    assert unknown.value.status == 404
 
 
 def test_a_dicom_case_keeps_no_identifier(

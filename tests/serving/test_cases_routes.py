@@ -24,7 +24,7 @@ DOWN = "postgresql+psycopg://medlens:s3cret@127.0.0.1:1/medlens"
 def client() -> Iterator[TestClient]:
     predicted: list[str] = []
 
-    async def predict(model: str, upload: Upload) -> Any:
+    async def predict(model: str, upload: Upload, explain: bool) -> Any:
         predicted.append(model)
         raise AssertionError("a case route must not predict when the database is down")
 
@@ -49,6 +49,7 @@ def client() -> Iterator[TestClient]:
     [
         ("GET", "/v1/worklist", {}),
         ("GET", f"/v1/cases/{'a' * 64}", {}),
+        ("GET", f"/v1/cases/{'a' * 64}/explanation", {}),
         ("POST", f"/v1/cases/{'a' * 64}/reviews", {"json": {"reviewer": "A", "verdict": "agree"}}),
         ("DELETE", f"/v1/cases/{'a' * 64}?reviewer=A", {}),
         ("GET", "/v1/reviews/export?format=fhir", {}),

@@ -21,7 +21,7 @@ from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, Store
 from serving.store.export import reviews_csv, reviews_fhir
 
 
-def xray_case(n: int, risk: float = 0.5, **extra: Any) -> NewCase:
+def xray_case(n: int, risk: float = 0.5, image_png: bytes | None = b"\x89PNG\r\n\x1a\nfake", **extra: Any) -> NewCase:
     return NewCase(
         id=f"{n:064x}",
         kind="xray",
@@ -40,12 +40,12 @@ def xray_case(n: int, risk: float = 0.5, **extra: Any) -> NewCase:
             "image_height": 4,
             "source_format": "png",
         },
-        image_png=b"\x89PNG\r\n\x1a\nfake",
+        image_png=image_png,
         **extra,
     )
 
 
-def sepsis_case(n: int, risk: float) -> NewCase:
+def sepsis_case(n: int, risk: float, **extra: Any) -> NewCase:
     hours = [{"hour": 0, "iculos": 1.0, "probability": risk, "label": int(risk >= 0.3)}]
     return NewCase(
         id=f"{n:064x}",
@@ -63,6 +63,7 @@ def sepsis_case(n: int, risk: float) -> NewCase:
             "first_alert_hour": 0 if risk >= 0.3 else None,
             "hours": hours,
         },
+        **extra,
     )
 
 
@@ -253,7 +254,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         s.close()
     s = CaseStore(db_url)
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     s.close()
 
 
@@ -313,6 +314,36 @@ def test_migration_0003_keeps_only_the_year_of_a_stored_study_date(db_url: str) 
         stored = " ".join(conn.execute(text("SELECT prediction FROM cases")).scalars())
     assert "StudyDate" not in stored and "20240102" not in stored
     store.close()
+
+
+def test_migration_0004_leaves_the_cases_stored_before_without_a_record(db_url: str) -> None:
+    """Cases stored before cases kept their records: an ICU stay's cannot be explained (and says so), an X-ray's
+    still can, from its image."""
+    _stored_at_revision(db_url, "0003", [sepsis_case(1, 0.5), xray_case(2, 0.6)])
+    store = CaseStore(db_url)
+    assert not store.get(f"{1:064x}").explainable and store.source(f"{1:064x}").data is None
+    store.add(sepsis_case(3, 0.5, record=b"HR|ICULOS\n80|1\n"))
+    assert store.get(f"{3:064x}").explainable
+    store.close()
+
+
+def test_a_case_keeps_what_its_model_read_to_explain_it_again(store: CaseStore) -> None:
+    """An ICU stay's record (compressed in the database, as it was given back), an X-ray's image; an X-ray
+    without one (burned-in text) cannot be explained; the record goes with the case when it is deleted."""
+    record = b"HR|O2Sat|ICULOS\n" + b"".join(b"%d|97|%d\n" % (80 + h % 7, h + 1) for h in range(300))
+    case, _ = store.add(sepsis_case(1, 0.5, record=record))
+    store.add(xray_case(2, 0.6))
+    store.add(xray_case(3, 0.6, image_png=None))
+    assert [store.get(f"{n:064x}").explainable for n in (1, 2, 3)] == [True, True, False]
+    source = store.source(case.id)
+    assert (source.kind, source.model, source.upload_name, source.data) == ("sepsis", "lstm", "upload.psv", record)
+    assert store.source(f"{2:064x}").data == b"\x89PNG\r\n\x1a\nfake" and store.source(f"{3:064x}").data is None
+    with store.engine.connect() as conn:
+        stored = conn.execute(text("SELECT record FROM cases WHERE kind = 'sepsis'")).scalar_one()
+    assert len(stored) < len(record) / 3  # compressed
+    store.delete(case.id, "Dr A")
+    with pytest.raises(CaseNotFound):
+        store.source(case.id)
 
 
 def test_a_database_that_is_down_is_a_503_naming_it_without_its_password() -> None:
