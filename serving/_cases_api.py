@@ -252,14 +252,15 @@ async def get_case(case_id: str = _CASE_ID) -> CaseDetail:
 )
 async def explain_case(case_id: str = _CASE_ID) -> CaseExplanation:
     """The case's model explains it again from what the case keeps of its input: an X-ray's Grad-CAM heatmap (on
-    the stored image), an ICU stay's top features for every hour. Computed on each call, not stored."""
+    the stored image), a sepsis stay's top features at every hour, a mortality record's at the 48th. Computed on
+    each call, not stored."""
     service = _service()
     source: CaseSource = await _db(service.store.source, _check_id(case_id))
     if source.data is None:
         why = (
             "keeps no image (its DICOM says text is burned into the pixels)"
             if source.kind == "xray"
-            else "was stored before cases kept their records (API 1.11.0)"
+            else "was stored before MedLens kept each case's record"
         )
         raise ApiError(
             409, "not_explainable", f"Case {case_id[:16]} {why}: upload the file again, on its page, to see why."

@@ -9,6 +9,7 @@ Cases and reviews live in serving's database: every reader sees the same worklis
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -100,6 +101,35 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
                 key=f"case_image_{case.id}",
                 config={"displaylogo": False, "scrollZoom": True},
             )
+
+
+def _exports() -> None:
+    """Every reader's reviews (and deletions) as CSV, or as a FHIR R4B Bundle, fetched from serving when clicked."""
+    serving = client()  # resolved here: the download runs on another thread, outside this session's state
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    st.caption(
+        "The whole audit trail, oldest first: one row per review or deletion, with the model's answer the reader "
+        "saw (no patient identifiers, no file names). FHIR: one DiagnosticReport per review."
+    )
+    left, right, _ = st.columns([1, 1, 2])
+    left.download_button(
+        "Reviews as CSV",
+        data=lambda: serving.export_reviews("csv"),
+        file_name=f"medlens-reviews-{day}.csv",
+        mime="text/csv",
+        icon=":material/table_view:",
+        on_click="ignore",
+        key="export_csv",
+    )
+    right.download_button(
+        "Reviews as FHIR (JSON)",
+        data=lambda: serving.export_reviews("fhir"),
+        file_name=f"medlens-reviews-{day}.fhir.json",
+        mime="application/fhir+json",
+        icon=":material/data_object:",
+        on_click="ignore",
+        key="export_fhir",
+    )
 
 
 def _explanation(case: CaseDetail) -> XrayPrediction | SepsisPrediction | MortalityPrediction | None:
@@ -231,6 +261,8 @@ def render() -> None:
     _add_cases()
     with st.expander("Demo data: synthetic cases", icon=":material/auto_awesome:"):
         _fill_synthetic()
+    with st.expander("Export every review", icon=":material/download:"):
+        _exports()
     page = widgets.worklist_page_query(widgets.worklist_filters(reviewer))
     worklist = _listed(page)
     if worklist is None:

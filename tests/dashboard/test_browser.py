@@ -31,6 +31,7 @@ from models.config import data_paths
 from models.mortality_io import load_outcomes
 from serving.client import MedLensClient
 from serving.schemas import WorklistQuery
+from serving.store.export import CSV_COLUMNS
 from tests.dashboard.helpers import pneumonia_images, septic_stays, sha16
 
 pytestmark = [pytest.mark.browser, pytest.mark.serve, pytest.mark.data]
@@ -214,11 +215,13 @@ def _screenshot(page: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 def test_every_page_has_its_own_address(dashboard_url: str, browser: Any) -> None:
     """A page's address opens it, to bookmark or share (Streamlit serves its default page at "/" alone: "/xray"
-    was "Page not found"); "/" opens the start page at its own address."""
+    was "Page not found"); "/" opens the start page at its own address. The start page and one other: every page
+    gets its address the same way (dashboard/app.py)."""
     context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     page = context.new_page()
     try:
-        for key, (_, title, _) in PAGES.items():
+        for key in (START_PAGE, "service"):
+            title = PAGES[key][1]
             _open(page, f"{dashboard_url}/{key}", title)
             assert page.url.rstrip("/").endswith(f"/{key}"), page.url
             assert page.get_by_text("Page not found").count() == 0, key
@@ -459,5 +462,16 @@ def test_worklist_lists_the_shared_cases(
         assert any(said in text for said in ("vs operating threshold", "first alert", "LABEL WITHHELD"))
         assert all(p.stem not in text for p in added), "a file name reached the page"
         _screenshot(page, "worklist")
+        # every review, as a file the reader's browser saves: fetched from serving when clicked
+        page.get_by_text("Export every review").click()
+        for button, check in (
+            ("Reviews as CSV", lambda data: data.decode().splitlines()[0] == ",".join(CSV_COLUMNS)),
+            ("Reviews as FHIR (JSON)", lambda data: json.loads(data)["resourceType"] == "Bundle"),
+        ):
+            with page.expect_download(timeout=RESULT_TIMEOUT_MS) as download:
+                page.get_by_role("button", name=button).click()
+            saved = Path(download.value.path()).read_bytes()
+            assert check(saved), saved[:200]
+            assert download.value.suggested_filename.startswith("medlens-reviews-")
     finally:
         context.close()
