@@ -34,12 +34,12 @@ def _status_panel() -> None:
     now_col, history_col = st.columns([1, 1])
     with now_col:
         st.plotly_chart(replicas_now_figure(status), key="service_replicas_now", config={"displaylogo": False})
-        st.dataframe(deployments_table(status), hide_index=True, key="service_deployments")
     with history_col:
         if status.history:
             st.plotly_chart(replica_history_figure(status), key="service_history", config={"displaylogo": False})
         else:
             st.info("No replica history yet.")
+    st.dataframe(deployments_table(status), hide_index=True, key="service_deployments")
     st.subheader("Endpoints")
     if status.endpoints:
         st.dataframe(endpoints_table(status), hide_index=True, key="service_endpoints")
