@@ -111,7 +111,7 @@ def _exports() -> None:
         "The whole audit trail, oldest first: one row per review or deletion, with the model's answer the reader "
         "saw (no patient identifiers, no file names). FHIR: one DiagnosticReport per review."
     )
-    left, right, _ = st.columns([1, 1, 2])
+    left, right, _ = st.columns([1, 1, 1])
     left.download_button(
         "Reviews as CSV",
         data=lambda: serving.export_reviews("csv"),
