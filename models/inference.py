@@ -330,8 +330,8 @@ class SepsisPredictor(Predictor):
         limit = min(self.max_hours, self.explain_max_hours) if explain else self.max_hours
         if item.hours <= limit:
             return None
-        what = "explanations are" if explain else f"the {self.name} model is"
-        hint = " Ask without explain=true, or upload" if explain else " Upload"
+        what = "explanations of every hour are" if explain else f"the {self.name} model is"
+        hint = " Explain one hour at a time (explain_hour), ask without explain, or upload" if explain else " Upload"
         return (
             f"The record has {item.hours} hourly rows; {what} limited to {limit}.{hint} the most recent {limit} hours."
         )

@@ -122,10 +122,15 @@ class Runner(Generic[ItemT, ResponseT]):
     def _model_input(self, item: ItemT) -> Any:
         raise NotImplementedError
 
-    def _explain(self, explain_input: Any) -> np.ndarray:
-        """The explainer's attributions of one input (what :meth:`_respond` reads as ``explanation``)."""
+    def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
+        """The explainer's attributions of one input (what :meth:`_respond` reads as ``explanation``); ``hour``:
+        of that hour alone (hourly series only: :meth:`hour_problem` refuses it elsewhere)."""
         attribution: np.ndarray = self.explainer.explain(explain_input)
         return attribution
+
+    def hour_problem(self, item: ItemT, hour: int) -> str | None:
+        """Why ``hour`` cannot be explained alone for ``item`` (None when it can)."""
+        return f"explain_hour applies to hourly series; a {self.what} is explained whole: leave it out."
 
     def _explain_input(self, item: ItemT) -> Any:
         """What the explainer reads (the model input unless a kind says otherwise)."""
@@ -184,11 +189,14 @@ class Runner(Generic[ItemT, ResponseT]):
 
     def explanation_of(self, upload: Upload) -> tuple[ItemT, np.ndarray] | ItemError:
         """Decode within the explanation's size limits, then attribute on the explainer (the fp32 copy)."""
-        item = self.decode(upload, explain=True)
+        hour = upload.explain_hour
+        item = self.decode(upload, explain=hour is None)  # one hour's explanation fits any record the model reads
         if isinstance(item, ItemError):
             return item
+        if hour is not None and (problem := self.hour_problem(item, hour)):
+            return input_error(SeriesFormatError(problem))
         try:
-            explanation = self._explain(self._explain_input(item))
+            explanation = self._explain(self._explain_input(item), hour)
         except Exception as exc:
             self._record(False)
             return model_failure(exc, self.entry.name)
@@ -329,6 +337,24 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
     def _model_input(self, item: SepsisRecord) -> np.ndarray:
         return item.values  # (hours, 40)
 
+    def hour_problem(self, item: SepsisRecord, hour: int) -> str | None:
+        if 0 <= hour < item.hours:
+            return None
+        return (
+            f"explain_hour {hour} is not a row of the record: it has {item.hours} hourly rows (0 to {item.hours - 1})."
+        )
+
+    def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
+        """(hours, 40) attributions of every hour, or of ``hour`` alone (NaN in the other rows: no attributions)."""
+        explainer = self.explainer
+        assert isinstance(explainer, SepsisPredictor)
+        if hour is None:
+            return explainer.explain(explain_input)
+        out = np.full((explain_input.shape[0], len(explainer.schema.columns)), np.nan, dtype=np.float32)
+        # the hour's risk reads the rows up to it alone (the models are causal): integrated gradients of one hour
+        out[hour] = explainer.explain(explain_input[: hour + 1], first_hour=hour)[hour]
+        return out
+
     def _predict(self, predictor: Predictor, inputs: list[Any]) -> list[Any]:
         """Assessments: hourly risk, calibrated risk (calibrated checkpoints) and the fold members' spread."""
         assert isinstance(predictor, SepsisPredictor)
@@ -346,8 +372,8 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
         for t in range(item.hours):
             iculos = float(item.values[t, _ICULOS])
             top = None
-            if explanation is not None and last_seen is not None:
-                top = top_features(explanation[t], last_seen[t])
+            if explanation is not None and last_seen is not None and np.isfinite(explanation[t]).all():
+                top = top_features(explanation[t], last_seen[t])  # a NaN row: that hour was not explained
             prob = float(risk[t])
             hours.append(
                 HourRisk(
@@ -463,7 +489,7 @@ class EventsRunner(Runner[Any, MortalityPrediction]):
     def _model_input(self, item: Any) -> np.ndarray:
         return self.mortality.model_values(item)  # (48, len(schema.columns))
 
-    def _explain(self, explain_input: Any) -> np.ndarray:
+    def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
         """(len(schema.columns),): the 48th hour's attributions only (one hour of integrated gradients, not 48)."""
         explainer = self.explainer
         assert isinstance(explainer, MortalityPredictor)

@@ -199,13 +199,16 @@ class _ModelServer(_Replica):
         self._explain_lock = asyncio.Lock()
         self._start_replica(args, args.max_upload_bytes)
 
-    async def _answer(self, file: UploadFile, explain: bool, include: frozenset[str]) -> Any:
+    async def _answer(
+        self, file: UploadFile, explain: bool, include: frozenset[str], explain_hour: int | None = None
+    ) -> Any:
         """One HTTP request's prediction: the upload (size-limited, its name reduced to a known suffix)
-        batched with concurrent ones, or a separate explanation."""
+        batched with concurrent ones, or a separate explanation (``explain_hour``: of that hour alone)."""
         data = await read_upload(file, self._args.max_upload_bytes)
         name = safe_upload_name(file.filename, self._entry.task.file_types, "upload")
-        upload = Upload(data, name, include)
-        return unwrap(await (self.explain(upload) if explain else self.predict(upload)))
+        upload = Upload(data, name, include, explain_hour)
+        explained = explain or explain_hour is not None
+        return unwrap(await (self.explain(upload) if explained else self.predict(upload)))
 
     def _batched(self) -> Any:
         return self.predict
@@ -286,10 +289,19 @@ class SeriesModelServer(_ModelServer):
         self,
         file: UploadFile = File(..., description="PhysioNet 2019 .psv or a CSV with the same column names"),
         explain: bool = Query(False, description="add each hour's top 5 features by |integrated gradients|"),
+        explain_hour: int | None = Query(
+            None,
+            ge=0,
+            le=1_000_000,
+            description="explain this hour alone (0-based row; implies explain): its top 5 features, the other "
+            "hours none. Its cost grows with the hour, not with the square of the stay's length, and it fits any "
+            "stay the model reads (explain=true is limited to explain_max_hours rows)",
+        ),
         vitals: bool = Query(False, description="add the vital signs as the model read them, for display"),
     ) -> SepsisPrediction:
         """Hourly sepsis risk for one ICU stay (one row per hour; a single row, the first hour, is scored too)."""
-        result: SepsisPrediction = await self._answer(file, explain, frozenset({"vitals"} if vitals else ()))
+        include = frozenset({"vitals"} if vitals else ())
+        result: SepsisPrediction = await self._answer(file, explain, include, explain_hour)
         return result
 
 

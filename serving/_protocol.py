@@ -21,6 +21,9 @@ class Upload:
     data: bytes
     filename: str  # sanitised: "upload" + a known suffix, never the user's name
     include: frozenset[str] = frozenset()  # optional parts of the answer asked for ("preview", "vitals")
+    # an explanation of this hour alone (an hourly series' 0-based row), in a time that grows with the hour, not
+    # with the square of the stay's length; None: every hour
+    explain_hour: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,10 +170,18 @@ class MedLensClient:
         return self._predict(model, data, filename, XrayPrediction, explain=explain, preview=preview)
 
     def predict_sepsis(
-        self, data: bytes, filename: str, model: str, explain: bool = False, vitals: bool = False
+        self,
+        data: bytes,
+        filename: str,
+        model: str,
+        explain: bool = False,
+        vitals: bool = False,
+        explain_hour: int | None = None,
     ) -> SepsisPrediction:
-        """``vitals``: also the vital signs as the model read them (``vitals``, ``sepsis_label``), for display."""
-        return self._predict(model, data, filename, SepsisPrediction, explain=explain, vitals=vitals)
+        """``vitals``: also the vital signs as the model read them (``vitals``, ``sepsis_label``), for display;
+        ``explain_hour``: the attributions of that hour alone (``explain``: of every hour)."""
+        hour = {} if explain_hour is None else {"explain_hour": str(explain_hour)}
+        return self._predict(model, data, filename, SepsisPrediction, hour, explain=explain, vitals=vitals)
 
     def predict_mortality(
         self, data: bytes, filename: str, model: str = "mortality-lstm", explain: bool = False
@@ -188,7 +196,15 @@ class MedLensClient:
             )
         return self._predict(model, data, filename, MortalityPrediction, explain=explain)
 
-    def _predict(self, model: str, data: bytes, filename: str, schema: type[_T], **flags: bool) -> _T:
+    def _predict(
+        self,
+        model: str,
+        data: bytes,
+        filename: str,
+        schema: type[_T],
+        params: dict[str, str] | None = None,
+        **flags: bool,
+    ) -> _T:
         try:
             target = entry(model)
         except ValueError as exc:
@@ -198,7 +214,7 @@ class MedLensClient:
             "POST",
             target.predict_route,
             schema,
-            params={name: _flag(value) for name, value in flags.items() if value or name == "explain"},
+            params={name: _flag(value) for name, value in flags.items() if value or name == "explain"} | (params or {}),
             files={"file": (_upload_name(filename, fallback), data, "application/octet-stream")},
         )
 
@@ -240,9 +256,11 @@ class MedLensClient:
     def case(self, case_id: str) -> CaseDetail:
         return self._request("GET", f"/v1/cases/{case_id}", CaseDetail)
 
-    def case_explanation(self, case_id: str) -> CaseExplanation:
-        """The case's model explains it again from what the case keeps (409 when it keeps nothing)."""
-        return self._request("GET", f"/v1/cases/{case_id}/explanation", CaseExplanation)
+    def case_explanation(self, case_id: str, hour: int | None = None) -> CaseExplanation:
+        """The case's model explains it again from what the case keeps (409 when it keeps nothing); ``hour``: a
+        sepsis case's that hour alone."""
+        params = {} if hour is None else {"hour": hour}
+        return self._request("GET", f"/v1/cases/{case_id}/explanation", CaseExplanation, params=params)
 
     def review(self, case_id: str, review: ReviewIn) -> Review:
         # not retried: each review is a new row of the trail, so a retry after a lost answer could add two

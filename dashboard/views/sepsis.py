@@ -85,15 +85,17 @@ def _predictions(selected: widgets.SelectedInput, key: str) -> dict[str, SepsisP
     return predictions
 
 
-def _explained(selected: widgets.SelectedInput, key: str, model: str) -> SepsisPrediction | None:
+def _explained(selected: widgets.SelectedInput, key: str, model: str, hour: int) -> SepsisPrediction | None:
+    """The model's attributions at ``hour`` alone (about a second at any hour of any stay; every hour at once
+    takes minutes on a long stay), kept in this session."""
     store = session_store("sepsis_explained")
-    cached = store.get(f"{key}|{model}")
+    cached = store.get(f"{key}|{model}|{hour}")
     if isinstance(cached, SepsisPrediction):
         return cached
-    with st.spinner(f"Computing feature attributions for every hour ({model_title(model)})…"):
-        prediction = call(client().predict_sepsis, selected.data, selected.name, model, explain=True)
+    with st.spinner(f"Computing feature attributions at hour {hour} ({model_title(model)})…"):
+        prediction = call(client().predict_sepsis, selected.data, selected.name, model, explain_hour=hour)
     if prediction is not None:
-        remember(store, f"{key}|{model}", prediction)
+        remember(store, f"{key}|{model}|{hour}", prediction)
     return prediction
 
 
@@ -159,7 +161,7 @@ def render() -> None:
     st.subheader(f"What drove the risk at hour {hour}")
     available = [m for m in SERIES_MODELS if m in predictions]
     model = widgets.model_radio(available, {m: model_title(m) for m in available}, key="sepsis_explain_model")
-    explained = _explained(selected, key, model)
+    explained = _explained(selected, key, model, hour)
     if explained is None:
         return
     at_hour = next((h for h in explained.hours if h.hour == hour), None)

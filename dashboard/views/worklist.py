@@ -132,17 +132,21 @@ def _exports() -> None:
     )
 
 
-def _explanation(case: CaseDetail) -> XrayPrediction | SepsisPrediction | MortalityPrediction | None:
-    """The case explained again by its model (kept in this session; None: serving's error was shown)."""
+def _explanation(
+    case: CaseDetail, hour: int | None = None
+) -> XrayPrediction | SepsisPrediction | MortalityPrediction | None:
+    """The case explained again by its model (``hour``: a sepsis case's that hour alone), kept in this session;
+    None: serving's error was shown."""
     store = session_store("case_explanations")
-    cached = store.get(case.id)
+    key = f"{case.id}|{hour}"
+    cached = store.get(key)
     if cached is None:
         with st.spinner("The model is explaining the case (a few seconds)…"):
-            answer = call(client().case_explanation, case.id)
+            answer = call(client().case_explanation, case.id, hour)
         if answer is None:
             return None
         cached = answer.prediction
-        remember(store, case.id, cached)
+        remember(store, key, cached)
     return cached
 
 
@@ -186,7 +190,7 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
         key=f"case_sepsis_{case.id}",
         config={"displaylogo": False},
     )
-    explained = _explanation(case) if explain else None
+    explained = _explanation(case, hour) if explain else None
     if isinstance(explained, SepsisPrediction):
         at_hour = next((h for h in explained.hours if h.hour == hour), None)
         if at_hour is None or not at_hour.top_features:

@@ -176,6 +176,14 @@ def test_a_case_is_explained_again_from_what_it_keeps(
         [h.probability for h in client.case(made["sepsis"].id).prediction.hours]
     )  # type: ignore[union-attr]
     assert _stored_record(made["sepsis"].id) == psv
+    one = client.case_explanation(made["sepsis"].id, hour=1).prediction  # what the worklist asks, hour by hour
+    assert isinstance(one, SepsisPrediction) and [h.hour for h in one.hours if h.top_features] == [1]
+    assert [f.feature for f in one.hours[1].top_features or []] == [
+        f.feature for f in sepsis.hours[1].top_features or []
+    ]
+    with pytest.raises(ServingError) as not_sepsis:
+        client.case_explanation(made["mortality"].id, hour=1)
+    assert not_sepsis.value.status == 422 and "sepsis cases" in not_sepsis.value.detail
 
     xray = client.case_explanation(made["xray"].id).prediction
     assert isinstance(xray, XrayPrediction) and xray.heatmap_png and xray.model == "cnn"

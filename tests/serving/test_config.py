@@ -128,6 +128,7 @@ def test_fast_path_environment() -> None:
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 1024 * 1024),
         "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "2",
+        "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "330",
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         "RAY_enable_metrics_collection": "0",
@@ -245,3 +246,12 @@ def test_calls_between_deployments_carry_the_largest_upload(path: Path) -> None:
     for app in yaml.safe_load(path.read_text())["applications"]:
         args = ServingArgs.model_validate(app.get("args") or {})
         assert limit >= args.max_upload_bytes + 1024 * 1024, (path.name, app["name"])
+
+
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG, TEST_CONFIG])
+def test_a_reload_of_haproxy_lets_a_request_run_to_its_timeout(path: Path) -> None:
+    """HAProxy reloads when a replica comes or goes, and its old process ends what is still in flight after
+    hard-stop-after: that must not be sooner than the request timeout the config promises (Ray's default, 120 s,
+    cut a queued explanation off with a 500 at 120 s after an autoscaling step, inside a 300 s timeout)."""
+    timeout = yaml.safe_load(path.read_text())["http_options"]["request_timeout_s"]
+    assert int(fast_path_env()["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= timeout + 10, path.name

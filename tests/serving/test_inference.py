@@ -224,8 +224,40 @@ def test_explain_refuses_very_long_stays(lstm_runner: SeriesRunner) -> None:
     upload = Upload(f"HR|Temp\n{rows}\n".encode(), "upload.psv")
     result = lstm_runner.explain_one(upload)
     assert isinstance(result, ItemError) and result.status == 413
-    assert "60 hourly rows" in result.detail and "without explain" in result.detail
+    assert "60 hourly rows" in result.detail and "without explain" in result.detail and "explain_hour" in result.detail
     assert isinstance(lstm_runner.predict_batch([upload])[0], SepsisPrediction)  # no limit without explain
+
+
+def test_one_hour_is_explained_as_the_whole_stay_explains_it(lstm_runner: SeriesRunner, psv_path: Path) -> None:
+    """``explain_hour`` attributes that hour alone, from the rows up to it (the models are causal): the same top
+    features as when every hour is explained, the other hours none, and the same risks as without explain."""
+    data = psv_path.read_bytes()
+    record = load_series_file(psv_path, min_hours=2)
+    if record.hours > 50:  # the fixture's explain limit, for the whole stay's explanation
+        pytest.skip("first stay longer than this test's explain limit")
+    whole = lstm_runner.explain_one(Upload(data, "upload.psv"))
+    assert isinstance(whole, SepsisPrediction)
+    for hour in (0, record.hours // 2, record.hours - 1):
+        one = lstm_runner.explain_one(Upload(data, "upload.psv", explain_hour=hour))
+        assert isinstance(one, SepsisPrediction)
+        assert [h.hour for h in one.hours if h.top_features] == [hour]
+        expected, got = whole.hours[hour].top_features or [], one.hours[hour].top_features or []
+        assert [f.feature for f in got] == [f.feature for f in expected]
+        np.testing.assert_allclose(
+            [f.attribution for f in got], [f.attribution for f in expected], rtol=1e-3, atol=1e-5
+        )
+        assert [h.probability for h in one.hours] == [h.probability for h in whole.hours]
+
+
+def test_one_hour_of_a_stay_too_long_to_explain_whole(lstm_runner: SeriesRunner) -> None:
+    """A stay past explain_max_hours is explained an hour at a time; an hour it does not have is a 422."""
+    rows = "\n".join(f"{80 + i % 5}|37" for i in range(60))
+    upload = f"HR|Temp\n{rows}\n".encode()
+    last = lstm_runner.explain_one(Upload(upload, "upload.psv", explain_hour=59))
+    assert isinstance(last, SepsisPrediction) and last.hours[59].top_features and not last.hours[58].top_features
+    beyond = lstm_runner.explain_one(Upload(upload, "upload.psv", explain_hour=60))
+    assert isinstance(beyond, ItemError) and beyond.status == 422
+    assert "60 hourly rows (0 to 59)" in beyond.detail
 
 
 def test_forward_fill_and_top_features() -> None:
