@@ -96,7 +96,9 @@ class ServingArgs(_Args):
     )
     max_upload_mb: PositiveFloat = Field(25.0, description="uploads above this size are refused with 413")
     explain_max_hours: PositiveInt = Field(
-        400, description="longest ICU stay (rows) that ?explain=true accepts; attribution cost grows with hours^2"
+        168,
+        description="longest ICU stay (rows) that ?explain=true explains whole (every hour); its cost grows faster "
+        "than hours^2 (docs/serving-config.md). One hour (explain_hour) fits any stay",
     )
     auth_token_env: str = Field(
         "MEDLENS_API_TOKEN",
