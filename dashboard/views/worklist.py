@@ -8,6 +8,7 @@ Cases and reviews live in serving's database: every reader sees the same worklis
 
 from __future__ import annotations
 
+import functools
 import secrets
 from datetime import UTC, datetime
 
@@ -111,25 +112,20 @@ def _exports() -> None:
         "The whole audit trail, oldest first: one row per review or deletion, with the model's answer the reader "
         "saw (no patient identifiers, no file names). FHIR: one DiagnosticReport per review."
     )
-    left, right, _ = st.columns([1, 1, 1])
-    left.download_button(
-        "Reviews as CSV",
-        data=lambda: serving.export_reviews("csv"),
-        file_name=f"medlens-reviews-{day}.csv",
-        mime="text/csv",
-        icon=":material/table_view:",
-        on_click="ignore",
-        key="export_csv",
+    formats = (  # serving's format, button, file suffix, MIME type, icon
+        ("csv", "Reviews as CSV", "csv", "text/csv", ":material/table_view:"),
+        ("fhir", "Reviews as FHIR (JSON)", "fhir.json", "application/fhir+json", ":material/data_object:"),
     )
-    right.download_button(
-        "Reviews as FHIR (JSON)",
-        data=lambda: serving.export_reviews("fhir"),
-        file_name=f"medlens-reviews-{day}.fhir.json",
-        mime="application/fhir+json",
-        icon=":material/data_object:",
-        on_click="ignore",
-        key="export_fhir",
-    )
+    for column, (fmt, label, suffix, mime, icon) in zip(st.columns(3), formats, strict=False):
+        column.download_button(
+            label,
+            data=functools.partial(serving.export_reviews, fmt),
+            file_name=f"medlens-reviews-{day}.{suffix}",
+            mime=mime,
+            icon=icon,
+            on_click="ignore",
+            key=f"export_{fmt}",
+        )
 
 
 def _explanation(
