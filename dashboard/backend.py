@@ -159,6 +159,20 @@ def remember(store: dict[str, Any], key: str, value: Any) -> None:
         store.pop(next(iter(store)))
 
 
+def session_cached(kind: str, key: str, spinner: str, fetch: Callable[[], T | None]) -> T | None:
+    """What this session kept for ``key`` in its ``kind`` store, else ``fetch()`` under ``spinner``, kept when it
+    is not None (None: serving's error was shown, and the next run asks again)."""
+    store = session_store(kind)
+    if key in store:
+        kept: T = store[key]
+        return kept
+    with st.spinner(spinner):
+        value = fetch()
+    if value is not None:
+        remember(store, key, value)
+    return value
+
+
 __all__ = [
     "URL_STATE_KEY",
     "ServingError",
@@ -174,6 +188,7 @@ __all__ = [
     "safe_name",
     "service",
     "serving_url",
+    "session_cached",
     "session_store",
     "show_error",
     "valid_url",

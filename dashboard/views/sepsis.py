@@ -21,6 +21,7 @@ from dashboard.backend import (
     client,
     remember,
     serving_url,
+    session_cached,
     session_store,
     show_error,
 )
@@ -88,15 +89,12 @@ def _predictions(selected: widgets.SelectedInput, key: str) -> dict[str, SepsisP
 def _explained(selected: widgets.SelectedInput, key: str, model: str, hour: int) -> SepsisPrediction | None:
     """The model's attributions at ``hour`` alone (about a second at any hour of any stay; every hour at once
     takes minutes on a long stay), kept in this session."""
-    store = session_store("sepsis_explained")
-    cached = store.get(f"{key}|{model}|{hour}")
-    if isinstance(cached, SepsisPrediction):
-        return cached
-    with st.spinner(f"Computing feature attributions at hour {hour} ({model_title(model)})…"):
-        prediction = call(client().predict_sepsis, selected.data, selected.name, model, explain_hour=hour)
-    if prediction is not None:
-        remember(store, f"{key}|{model}|{hour}", prediction)
-    return prediction
+    return session_cached(
+        "sepsis_explained",
+        f"{key}|{model}|{hour}",
+        f"Computing feature attributions at hour {hour} ({model_title(model)})…",
+        lambda: call(client().predict_sepsis, selected.data, selected.name, model, explain_hour=hour),
+    )
 
 
 def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, client, remember, session_store
+from dashboard.backend import call, client, serving_url, session_cached
 from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
@@ -133,17 +133,15 @@ def _explanation(
 ) -> XrayPrediction | SepsisPrediction | MortalityPrediction | None:
     """The case explained again by its model (``hour``: a sepsis case's that hour alone), kept in this session;
     None: serving's error was shown."""
-    store = session_store("case_explanations")
-    key = f"{case.id}|{hour}"
-    cached = store.get(key)
-    if cached is None:
-        with st.spinner("The model is explaining the case (a few seconds)…"):
-            answer = call(client().case_explanation, case.id, hour)
-        if answer is None:
-            return None
-        cached = answer.prediction
-        remember(store, key, cached)
-    return cached
+    answer = session_cached(
+        "case_explanations",
+        f"{serving_url()}|{case.id}|{hour}",
+        "The model is explaining the case (a few seconds)…",
+        lambda: call(client().case_explanation, case.id, hour),
+    )
+    if answer is None:
+        return None
+    return answer.prediction
 
 
 def _why_toggle(case: CaseDetail) -> bool:

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, client, remember, serving_url, session_store
+from dashboard.backend import call, client, serving_url, session_cached
 from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
 from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
@@ -25,32 +25,27 @@ IMAGE_MODEL = models_for(input_kind="image")[0].name
 
 
 def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
-    store = session_store("xray")
-    cached = store.get(key)
-    if isinstance(cached, XrayDisplay):
-        return cached
-    with st.spinner("MedLens serving is reading the radiograph (probability and Grad-CAM)…"):
+    """Serving's answer for the radiograph, with its Grad-CAM and preview, kept in this session."""
+
+    def fetch() -> XrayDisplay | None:
         prediction = call(
             client().predict_xray, selected.data, selected.name, explain=True, preview=True, model=IMAGE_MODEL
         )
-    if prediction is None:
-        return None
-    display = XrayDisplay.from_prediction(prediction)
-    remember(store, key, display)
-    return display
+        return None if prediction is None else XrayDisplay.from_prediction(prediction)
+
+    return session_cached("xray", key, "MedLens serving is reading the radiograph (probability and Grad-CAM)…", fetch)
 
 
 def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | None:
     """The synthetic radiograph serving makes for ``request`` (kept for the session: the same seed, the same image)."""
-    store = session_store("xray_synthetic")
-    key = f"{serving_url()}|{request.label}|{request.seed}"
-    image = store.get(key)
+    image = session_cached(
+        "xray_synthetic",
+        f"{serving_url()}|{request.label}|{request.seed}",
+        "MedLens's GAN is drawing a synthetic radiograph (the first one starts its replica)…",
+        lambda: call(client().synthetic_xray, request.label, request.seed),
+    )
     if image is None:
-        with st.spinner("MedLens's GAN is drawing a synthetic radiograph (the first one starts its replica)…"):
-            image = call(client().synthetic_xray, request.label, request.seed)
-        if image is None:
-            return None
-        remember(store, key, image)
+        return None
     label = f"synthetic {request.label} radiograph (seed {request.seed}): generated, not a patient"
     return widgets.SelectedInput(image.png, "upload.png", label, "synthetic")
 
