@@ -6,6 +6,7 @@ import ast
 import hashlib
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,10 @@ def test_remember_keeps_the_newest_entries(monkeypatch: pytest.MonkeyPatch) -> N
     assert list(store) == ["d", "b", "e"]
 
 
-def test_session_cached_fetches_once_and_keeps_no_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kept answer is served again without asking serving; a failed fetch (None) is not kept: the next run asks."""
-    stores: dict[str, dict[str, object]] = {}
-    monkeypatch.setattr(backend, "session_store", lambda kind: stores.setdefault(kind, {}))
+def test_session_cached_fetches_once_and_keeps_no_failure() -> None:
+    """A kept answer is served again without asking serving; a failed fetch (None) is not kept: the next run asks.
+    (Streamlit's session state, in bare mode outside a script run.)"""
+    kind = f"test-{uuid.uuid4().hex}"
     answers = iter([None, "first", "second"])
     fetched: list[object] = []
 
@@ -70,10 +71,10 @@ def test_session_cached_fetches_once_and_keeps_no_failure(monkeypatch: pytest.Mo
         fetched.append(answer := next(answers))
         return answer
 
-    assert backend.session_cached("kind", "k", "asking", fetch) is None
-    assert backend.session_cached("kind", "k", "asking", fetch) == "first"
-    assert backend.session_cached("kind", "k", "asking", fetch) == "first"  # kept: not fetched again
-    assert fetched == [None, "first"] and stores == {"kind": {"k": "first"}}
+    assert backend.session_cached(kind, "k", "asking", fetch) is None
+    assert backend.session_cached(kind, "k", "asking", fetch) == "first"
+    assert backend.session_cached(kind, "k", "asking", fetch) == "first"  # kept: not fetched again
+    assert fetched == [None, "first"] and backend.session_store(kind) == {"k": "first"}
 
 
 def test_call_retries_busy_answers_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
