@@ -153,6 +153,20 @@ def header_toggle() -> bool:
     return bool(st.toggle("Show header fields", value=False, key="show_dicom_header"))
 
 
+def identity_toggle(case: str) -> bool:
+    """Whether the reader asks to see this image's patient identifiers; asked again for every image, so that a
+    reader who checked one patient is not shown the next one's unasked."""
+    return bool(
+        st.toggle(
+            "Show patient identifiers",
+            value=False,
+            key=f"show_dicom_identity_{case}",
+            help="Name, ID, birth date, accession number and study date from the file's DICOM header, to check whom "
+            "the image belongs to. Read here from your upload; MedLens keeps none of them.",
+        )
+    )
+
+
 def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> ReviewInput | None:
     """Agree / disagree with the model, optionally the reader's own label, and a comment; returns the review
     when submitted. ``withheld``: the model's label is not shown, so there is no verdict to give and the reader's

@@ -30,6 +30,7 @@ import pydicom
 from pydicom import uid
 from pydicom.pixels import get_decoder
 
+from models.dicom_privacy import keep_header_text_out_of_logs
 from models.errors import ImageDecodeError
 
 #: the transfer syntaxes GDCM alone decodes here (Pillow and pylibjpeg-openjpeg take JPEG baseline, extended and
@@ -87,7 +88,7 @@ class _Worker:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
             try:
@@ -107,6 +108,13 @@ class _Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool, self._pid = None, None
+
+
+def _start_worker(parent: int) -> None:
+    """In the worker, before its first job: pydicom quotes no header there either (it reads the pixel module's
+    elements only, but a lying file can put anything anywhere), and it exits with ``parent``."""
+    keep_header_text_out_of_logs()
+    _exit_with_parent(parent)
 
 
 def _exit_with_parent(parent: int) -> None:

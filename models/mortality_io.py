@@ -46,6 +46,9 @@ COLUMNS = TIME_SERIES + STATIC  # 45
 DESCRIPTORS = ["RecordID", "Age", "Gender", "Height", "ICUType", "Weight"]
 PARAMETERS = DESCRIPTORS[:-1] + TIME_SERIES  # every accepted Parameter name (42)
 HEADER = ["Time", "Parameter", "Value"]
+_RECORD_ID = "RecordID"
+#: In an error message, for a RecordID's value: a hospital's export may put its own patient identifier there.
+_WITHHELD_ID = "(withheld: a RecordID may identify the patient)"
 UNITS = {
     "Age": "years", "Height": "cm", "Weight": "kg", "HR": "beats/min", "RespRate": "breaths/min",
     "Temp": "°C", "DiasABP": "mm Hg", "MAP": "mm Hg", "SysABP": "mm Hg", "NIDiasABP": "mm Hg",
@@ -129,6 +132,11 @@ class MortalityRecord:
         return {c: float(self.values[0, _N_SERIES + i]) for i, c in enumerate(STATIC)}
 
 
+def _quoted(text: str, param: str | None = None) -> str:
+    """``text`` from the file, quoted for an error message; :data:`_WITHHELD_ID` for a RecordID or its row."""
+    return _WITHHELD_ID if param == _RECORD_ID or _RECORD_ID in text else repr(text)
+
+
 def _accepted() -> str:
     return f"{', '.join(PARAMETERS[:12])}, ... ({len(PARAMETERS)} names: the PhysioNet 2012 parameters)"
 
@@ -199,7 +207,7 @@ def parse_record_bytes(
     header = [c.strip().strip('"').strip() for c in lines[start].split(",")]
     if header != HEADER:
         raise SeriesFormatError(
-            f"{name}: the header is {lines[start].strip()[:80]!r}; a PhysioNet 2012 record starts with "
+            f"{name}: the header is {_quoted(lines[start].strip()[:80])}; a PhysioNet 2012 record starts with "
             "'Time,Parameter,Value' (comma-separated, one observation per row)."
         )
 
@@ -218,7 +226,7 @@ def parse_record_bytes(
             if not row.strip():
                 continue
             raise SeriesFormatError(
-                f"{name}: line {i + 1} has {len(parts)} field(s) ({row.strip()[:60]!r}); every row is "
+                f"{name}: line {i + 1} has {len(parts)} field(s) ({_quoted(row.strip()[:60])}); every row is "
                 "Time,Parameter,Value (three comma-separated fields)."
             )
         time, param, raw = parts
@@ -240,7 +248,7 @@ def parse_record_bytes(
             if raw in MISSING_TOKENS:
                 continue
             raise SeriesFormatError(
-                f"{name}: line {i + 1}: the Value of {param} is {raw[:40]!r}, which is not a number "
+                f"{name}: line {i + 1}: the Value of {param} is {_quoted(raw[:40], param)}, which is not a number "
                 "(use -1 or leave it empty for a missing value)."
             ) from None
         if math.isinf(value):
@@ -255,9 +263,9 @@ def parse_record_bytes(
             weight0_seen = weight0_seen or key == "Weight"
             previous = descriptors.get(key)
             if previous is not None and previous[0] != value and previous[0] != -1 and value != -1:
+                said = "" if key == _RECORD_ID else f"{previous[0]:g} at line {previous[1]}, {value:g} at "
                 raise SeriesFormatError(
-                    f"{name}: {key} is given twice with different values ({previous[0]:g} at line {previous[1]}, "
-                    f"{value:g} at line {i + 1}); keep one of them."
+                    f"{name}: {key} is given twice with different values ({said}line {i + 1}); keep one of them."
                 )
             if previous is None or previous[0] == -1:
                 descriptors[key] = (value, i + 1)
@@ -318,9 +326,7 @@ def parse_record_bytes(
     values[:, _N_SERIES:] = static
     record_id = descriptors.get("RecordID", (-1.0, 0))
     if record_id[0] != -1 and (record_id[0] < 0 or record_id[0] != int(record_id[0])):
-        raise SeriesFormatError(
-            f"{name}: line {record_id[1]}: RecordID = {record_id[0]:g} is not a whole number (or -1 for unknown)."
-        )
+        raise SeriesFormatError(f"{name}: line {record_id[1]}: the RecordID is not a whole number (or -1 for unknown).")
     if record_id[0] != -1:
         stem = str(int(record_id[0]))
     elif filename:

@@ -24,6 +24,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from models.dicom_isolation import GDCM_ONLY, decode_isolated, keep_gdcm_to_its_own_syntaxes
+from models.dicom_privacy import exception_kind, keep_header_text_out_of_logs
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
 from models.synthetic_mark import MARK_KEY
 
@@ -55,6 +56,7 @@ DICOM_SAFE_FIELDS = (
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 keep_gdcm_to_its_own_syntaxes()
+keep_header_text_out_of_logs()
 
 
 @dataclass(frozen=True)
@@ -209,14 +211,15 @@ def _load_dicom(data: bytes, name: str, *, force: bool = False) -> XrayImage:
         raise
     except _MALFORMED_DICOM as exc:
         raise ImageDecodeError(
-            f"{name} is not a readable DICOM file ({type(exc).__name__}: {str(exc)[:200]})."
+            f"{name} is not a readable DICOM file (pydicom: {exception_kind(exc)}); it may be truncated or "
+            "damaged: export the image again from the PACS or modality."
         ) from exc
 
 
 def _read_dicom(data: bytes, name: str, force: bool) -> XrayImage:
     ds = pydicom.dcmread(io.BytesIO(data), force=force)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        modality = ds.get("Modality", "unknown")
+        modality = legible_value(ds, "Modality") or "unknown"
         raise UnsupportedDicomError(
             f"{name} is a DICOM without pixel data (modality {modality}); upload an image DICOM "
             "such as a CR or DX chest radiograph."
@@ -240,11 +243,11 @@ def _read_dicom(data: bytes, name: str, force: bool) -> XrayImage:
     except MedLensInputError:
         raise
     except Exception as exc:  # pydicom raises many types for broken/unsupported pixel data
-        syntax_name = getattr(syntax, "name", str(syntax))
+        syntax_name = getattr(syntax, "name", "") if getattr(syntax, "is_transfer_syntax", False) else "unknown"
         raise ImageDecodeError(
-            f"{name}: the DICOM pixel data could not be decoded (transfer syntax {syntax_name}): {exc}."
+            f"{name}: the DICOM pixel data could not be decoded (transfer syntax {syntax_name}; {exception_kind(exc)})."
         ) from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    photometric = (legible_value(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     if raw.ndim == 3 and raw.shape[-1] in (3, 4) and photometric in {"RGB", "YBR_FULL", "YBR_FULL_422"}:
         pixels = _to_unit_gray(Image.fromarray(np.ascontiguousarray(raw[..., :3]).astype(np.uint8)))
     elif raw.ndim == 2:
@@ -311,12 +314,14 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
         value = ds.get(keyword)
         if value is None or value == "":
             continue
-        multi = isinstance(value, pydicom.multival.MultiValue)
-        text = " x ".join(str(v) for v in value) if multi else str(value)
+        text = legible_value(ds, keyword)
+        if text is None:
+            out[keyword] = UNREADABLE
+            continue
         if keyword in _SPACINGS and not _positive(value):
             text = f"not recorded (the header holds {text})"  # 0 x 0 would read as a size; it is none
         if text:
-            out[keyword] = text[:64]
+            out[keyword] = text
     year = study_year(ds.get("StudyDate"))
     if year is not None:
         out["StudyYear"] = year
@@ -324,6 +329,79 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
     if syntax is not None:
         out["TransferSyntax"] = str(getattr(syntax, "name", syntax))
     return out
+
+
+#: DICOM header fields that say whose image it is: what PS3.15's basic de-identification profile removes, and what a
+#: reader checks against the request before reporting. Read only by :func:`dicom_identity`, when a reader asks.
+DICOM_IDENTITY_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyDescription",
+    "InstitutionName",
+)
+
+
+def dicom_identity(data: bytes) -> dict[str, str] | None:
+    """The :data:`DICOM_IDENTITY_FIELDS` of a DICOM file that hold a value, from its header alone (the pixels are
+    never read): a person's name with its components spaced, a date as YYYY-MM-DD. ``{}``: the header holds none of
+    them. None: ``data`` is not a DICOM whose header can be read.
+
+    These are patient identifiers: for the reader who asked, never for a log, a database, an export or serving."""
+    try:
+        ds = pydicom.dcmread(
+            io.BytesIO(data),
+            force=not is_dicom_bytes(data),
+            stop_before_pixels=True,
+            specific_tags=[*DICOM_IDENTITY_FIELDS, "Modality", "SOPClassUID"],
+        )
+        if not is_dicom_bytes(data) and "Modality" not in ds and "SOPClassUID" not in ds:
+            return None  # read without the "DICM" marker, and nothing an image's header has: not a DICOM
+        out: dict[str, str] = {}
+        for keyword in DICOM_IDENTITY_FIELDS:
+            value = ds.get(keyword)
+            text = " ".join(str(value or "").replace("^", " ").split())
+            if keyword in ("PatientBirthDate", "StudyDate") and re.fullmatch(r"\d{8}", text):
+                text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+            if text:
+                out[keyword] = text[:64]
+        return out
+    except (*_MALFORMED_DICOM, UnicodeError, LookupError):
+        return None
+
+
+#: What :func:`dicom_summary` shows for a field whose value is not one its value representation allows.
+UNREADABLE = "unreadable (malformed in the header)"
+
+#: Each text value representation of :data:`DICOM_SAFE_FIELDS` (DICOM PS3.5 6.2): the one value it allows.
+_LEGIBLE = {
+    "CS": re.compile(r"[A-Z0-9_ ]{0,16}"),
+    "DS": re.compile(r" *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *"),
+    "IS": re.compile(r" *[+-]?\d{1,11} *"),
+    "LO": re.compile(r"[^\\\x00-\x1f\x7f]{0,64}"),
+}
+
+
+def legible_value(ds: pydicom.Dataset, keyword: str) -> str | None:
+    """A header field as text (values of a multi-valued one joined by " x "), or None when it is absent or one of
+    its values is not what its value representation allows. A value whose length field is wrong runs on over the
+    elements after it (a Modality of "CR", then InstitutionName's tag, VR and value, found by mutating a file):
+    such a value is never copied out, whatever it holds."""
+    value = ds.get(keyword) if keyword in ds else None
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+    pattern = _LEGIBLE.get(ds[keyword].VR)
+    texts = [str(v) for v in values]
+    if pattern is None:  # binary (US, UL, ...): numbers pydicom unpacked
+        if not all(isinstance(v, int | float) for v in values):
+            return None
+    elif not all(pattern.fullmatch(t) for t in texts):
+        return None
+    return " x ".join(t.strip() for t in texts)
 
 
 def study_year(value: object) -> str | None:

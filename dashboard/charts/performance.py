@@ -193,7 +193,7 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
         title="Calibration (reliability diagram, 10 bins)",
         subtitle=source_line(metrics, 80),
         height=460,
-        legend="tl",
+        legend="bottom",
     )
     return fig
 

@@ -48,7 +48,7 @@ def reliability_figure(trust: TrustReport | SepsisTrustReport) -> go.Figure:
         subtitle = f"hourly risk, cross-fitted over {trust.folds} folds of {c.n_stays:,} stays ({c.n_hours:,} hours)"
     else:
         subtitle = f"cross-fitted over {trust.folds} folds of the {trust.n_validation} validation radiographs"
-    layout(fig, title="Calibration before and after", subtitle=subtitle, height=460, legend="tl")
+    layout(fig, title="Calibration before and after", subtitle=subtitle, height=460, legend="bottom")
     return fig
 
 

@@ -98,7 +98,7 @@ def agreement_figure(result: Agreement) -> go.Figure:
     return layout(
         fig,
         title="Model vs readers on reviewed cases",
-        subtitle=f"{result.model_vs_reader.pairs} reads of {result.cases} cases by {result.readers} reader(s); "
-        f"Cohen's kappa {'n/a' if kappa is None else f'{kappa:.2f}'}",
+        subtitle=f"{result.model_vs_reader.pairs} read(s) against the model's label, of {result.cases} case(s) read by "
+        f"{result.readers} reader(s); Cohen's kappa {'n/a' if kappa is None else f'{kappa:.2f}'}",
         height=320,
     )

@@ -1,8 +1,9 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/``, the default page): chest X-ray review.
 
 Probability vs threshold (for an out-of-distribution image, only when the reader asks), the radiograph as
-the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields, and the case's
-reviews (stored by serving, seen by every reader).
+the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields (the patient's
+identifiers only when the reader asks, read here from the upload), and the case's reviews (stored by serving, seen
+by every reader).
 Serving decodes the upload; this page only draws serving's answer (``explain=True, preview=True``).
 """
 
@@ -19,6 +20,7 @@ from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
 from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
 from models.catalogue import models_for
+from models.xray_io import dicom_identity
 
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
 IMAGE_MODEL = models_for(input_kind="image")[0].name
@@ -48,6 +50,19 @@ def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | Non
         return None
     label = f"synthetic {request.label} radiograph (seed {request.seed}): generated, not a patient"
     return widgets.SelectedInput(image.png, "upload.png", label, "synthetic")
+
+
+def _identity(data: bytes) -> None:
+    """The patient identifiers of the reader's own DICOM upload, read here from its header: serving answers
+    without them, and no case, review, log or export keeps them."""
+    identity = dicom_identity(data)
+    if identity is None:
+        st.warning("The file's DICOM header could not be read here, so its identifiers cannot be shown.")
+    elif not identity:
+        st.caption("The DICOM header holds no patient identifiers.")
+    else:
+        st.caption("Patient identifiers from your file, for you alone: MedLens keeps none of them.")
+        st.table(pd.DataFrame({"field": list(identity), "value": list(identity.values())}).set_index("field"))
 
 
 def render() -> None:
@@ -80,6 +95,8 @@ def render() -> None:
                 )
             else:
                 st.caption("DICOM header fields are hidden.")
+            if widgets.identity_toggle(cid):
+                _identity(selected.data)
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
         heatmap = case.heatmap

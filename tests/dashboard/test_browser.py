@@ -270,10 +270,16 @@ def test_review_flow_in_a_real_browser(
         text = _main_text(page)
         assert "dicom" in text and "DOE" not in text and "JANE" not in text
         assert "Modality" not in text
+        assert "9RG1" not in text and "CompressedSamples" not in text  # the file's PatientID and PatientName
         page.get_by_text("Show header fields").click()
         page.get_by_text("De-identified header fields").wait_for(timeout=RESULT_TIMEOUT_MS)
         _idle(page)
+        assert "9RG1" not in _main_text(page)
         _screenshot(page, "xray_dicom_fields")
+        page.get_by_text("Show patient identifiers").click()  # only when the reader asks
+        page.get_by_text("MedLens keeps none of them").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _idle(page)
+        assert "9RG1" in _main_text(page) and "CompressedSamples RG1" in _main_text(page)
 
         # 3. sepsis: a real septic ICU stay
         _open(page, dashboard_url + "/sepsis", "Sepsis early warning")

@@ -191,9 +191,20 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert fields.loc["Modality", "value"] == "CR"
     assert "PatientName" not in fields.index and "PatientID" not in fields.index
 
-    # a review: needs a reader's name; saving makes the case (id: the SHA-256 of the bytes) in serving's
-    # database, where every reader sees it; no file name anywhere
+    # the patient's identifiers: only when the reader asks, for this image, read by the page from the upload
     case = hashlib.sha256(demo_radiograph()).hexdigest()
+    assert len(at.table) == 1
+    at.toggle(key=f"show_dicom_identity_{case}").set_value(True).run()
+    identity = at.table[1].value
+    assert identity.loc["PatientID", "value"] == "9RG1"  # pydicom-data's RG1 carries identifiers
+    assert identity.loc["PatientName", "value"] == "CompressedSamples RG1"
+    assert identity.loc["PatientBirthDate", "value"] == "1940-03-05"
+    assert any("MedLens keeps none of them" in c.value for c in at.caption)
+    at.toggle(key=f"show_dicom_identity_{case}").set_value(False).run()
+    assert len(at.table) == 1
+
+    # a review: needs a reader's name; saving makes the case (id: the SHA-256 of the bytes) in serving's
+    # database, where every reader sees it; no file name anywhere, and none of the identifiers the reader saw
     assert not at.get("form") or any("Enter your name" in i.value for i in at.info)
     at.sidebar.text_input(key="reviewer_name").input("Dr Page Test").run()
     # a withheld label asks no verdict: the reader's own label is the review
@@ -212,6 +223,7 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert mine and mine[-1].verdict == verdict and mine[-1].label == "NORMAL"
     assert mine[-1].model_version == stored.model_version and stored.source_format == "dicom"
     assert "RG1_UNCR" not in stored.model_dump_json()  # the demo file's name
+    assert not [i for i in ("9RG1", "CompressedSamples", "19400305", "1940-03-05") if i in stored.model_dump_json()]
     assert at.table[-1].value["reader"].tolist()[-1] == "Dr Page Test"  # the history, after the rerun
 
 

@@ -240,7 +240,7 @@ def test_wrong_header(head: str) -> None:
         ("00:07,HR,inf\n", "line 2: the Value of HR is infinite"),
         ("00:07,HR,-1e999\n", "infinite"),
         ("00:00,Age,54\n00:00,Age,60\n00:07,HR,73\n", "Age is given twice with different values (54 at line 2"),
-        ("00:00,RecordID,12.5\n00:07,HR,73\n", "RecordID = 12.5 is not a whole number"),
+        ("00:00,RecordID,12.5\n00:07,HR,73\n", "line 2: the RecordID is not a whole number"),
         ("00:00,Age,54\n", "holds no time-series measurement"),
         ("00:00,Age,54\n00:07,HR,-1\n", "holds no time-series measurement"),
         ("50:00,HR,73\n", "holds no time-series measurement"),
@@ -249,6 +249,25 @@ def test_wrong_header(head: str) -> None:
 )
 def test_refusals_name_the_problem(rows: str, expected: str) -> None:
     assert expected in refused(rows)
+
+
+@pytest.mark.parametrize(
+    ("rows", "head"),
+    [
+        ("00:00,RecordID,MRN-481516\n00:07,HR,73\n", None),  # not a number
+        ("00:00,RecordID,481516,x\n00:07,HR,73\n", None),  # four fields
+        ("00:00,RecordID,481516\n00:00,RecordID,481517\n00:07,HR,73\n", None),  # given twice
+        ("00:00,RecordID,481516.5\n00:07,HR,73\n", None),  # not whole
+        ("00:07,HR,73\n", "00:00,RecordID,481516\n"),  # the header missing: the first row read as it
+    ],
+    ids=["not a number", "four fields", "twice", "not whole", "as the header"],
+)
+def test_a_refusal_never_quotes_the_record_id(rows: str, head: str | None) -> None:
+    """A hospital's export may put its own patient identifier in RecordID: a refusal names the problem and the
+    line, never the value (it quoted it, in the answer to the upload)."""
+    message = refused(rows) if head is None else refused(rows, head=head)
+    assert "481516" not in message
+    assert "RecordID" in message
 
 
 def test_descriptor_only_record_accepted_when_asked() -> None:

@@ -28,6 +28,7 @@ import pytest
 from serving.client import MedLensClient, ServingError
 from serving.schemas import MortalityPrediction, ReviewIn, SepsisPrediction, WorklistQuery, XrayPrediction
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
+from tests.models.test_dicom_privacy import BODY_PART, MODALITY, swallowing
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
 
@@ -208,12 +209,33 @@ def test_a_dicom_case_keeps_no_identifier(
     made = client.upload_cases([(f"{PATIENT}.dcm", dicom_with_identifiers)])
     case = client.case(made.cases[0].id)
     assert case.source_format == "dicom" and case.prediction.dicom  # type: ignore[union-attr]
+    # lying headers: Modality's length runs it on over the identifiers, to BodyPartExamined (the image still reads)
+    # or one byte past it (out of step: a DICOM without pixels); its value holds them, and the refusal quoted it
+    lying = {
+        until: swallowing(dicom_with_identifiers, MODALITY, BODY_PART, past)
+        for until, past in (("body part", 0), ("pixels", 1))
+    }
+    # the transfer syntax UID, in the file meta, run on likewise: pydicom's warnings about it quoted the run
+    lying["syntax"] = swallowing(dicom_with_identifiers, b"\x02\x00\x10\x00UI", BODY_PART)
+    answers = [client.predict_xray(lying["body part"], "upload.dcm").model_dump_json().encode()]
+    assert b"unreadable" in answers[0]
+    with pytest.raises(ServingError) as refused:
+        client.predict_xray(lying["pixels"], "upload.dcm")
+    assert refused.value.status == 422 and "modality unknown" in refused.value.detail
+    answers.append(refused.value.detail.encode())
+    with pytest.raises(ServingError) as unreadable:
+        client.predict_xray(lying["syntax"], "upload.dcm")
+    assert unreadable.value.status == 415
+    answers.append(unreadable.value.detail.encode())
+    more = client.upload_cases([(f"{PATIENT}-{until}.dcm", data) for until, data in lying.items()])
+    assert len(more.cases) == 1 and len(more.rejected) == 2
+    answers += [more.model_dump_json().encode(), client.case(more.cases[0].id).model_dump_json().encode()]
     exports = client.export_reviews("csv") + client.export_reviews("fhir")
     worklist = client.worklist(WorklistQuery(status="all")).model_dump_json().encode()
     database = b"".join(p.read_bytes() for p in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"))
     logs = b"".join(p.read_bytes() for p in serve_server.log_files())
     for where, blob in {
-        "response": case.model_dump_json().encode() + worklist,
+        "response": case.model_dump_json().encode() + worklist + b"".join(answers),
         "export": exports,
         "database": database,
         "logs": logs,
