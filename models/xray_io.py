@@ -326,8 +326,8 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
     if year is not None:
         out["StudyYear"] = year
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None:
-        out["TransferSyntax"] = str(getattr(syntax, "name", syntax))
+    if syntax is not None:  # a UID pydicom does not know is named by itself, whatever the header holds there
+        out["TransferSyntax"] = syntax.name if getattr(syntax, "is_transfer_syntax", False) else UNREADABLE
     return out
 
 
