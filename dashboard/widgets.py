@@ -162,7 +162,7 @@ def identity_toggle(case: str) -> bool:
             value=False,
             key=f"show_dicom_identity_{case}",
             help="Name, ID, birth date, accession number and study date from the file's DICOM header, to check whom "
-            "the image belongs to. Read here from your upload; MedLens keeps none of them.",
+            "the image belongs to. Serving reads them when you ask; MedLens keeps none of them.",
         )
     )
 

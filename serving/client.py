@@ -27,6 +27,7 @@ from serving.schemas import (
     CaseDetail,
     CaseExplanation,
     CaseUpload,
+    DicomIdentity,
     ErrorResponse,
     Health,
     ModelList,
@@ -243,6 +244,12 @@ class MedLensClient:
         return self._request("GET", "/v1/service", ServiceStatus)
 
     # -- cases, the worklist, reviews ------------------------------------------------------------------
+    def dicom_identity(self, data: bytes, filename: str) -> DicomIdentity:
+        """The patient identifiers in a DICOM file's header, for a reader who asks (415 for a file that is not
+        a readable DICOM); only the name's extension is sent."""
+        files = {"file": (_upload_name(filename, "upload"), data, "application/octet-stream")}
+        return self._request("POST", "/v1/dicom/identity", DicomIdentity, files=files)
+
     def upload_cases(self, files: list[tuple[str, bytes]]) -> CaseUpload:
         """``files``: (file name, bytes) pairs; only each name's extension is sent."""
         parts = [("file", (_upload_name(name, "upload"), data, "application/octet-stream")) for name, data in files]

@@ -178,6 +178,17 @@ class ModelMetrics(_Schema):
         )
 
 
+class DicomIdentity(_Schema):
+    """Whom a DICOM file says it belongs to (``POST /v1/dicom/identity``): for the reader who asks, to check the
+    image against the request. Answered only: never stored, and never in a log line."""
+
+    fields: dict[str, str] = Field(
+        description="those of PatientName, PatientID, PatientBirthDate, PatientSex, AccessionNumber, StudyDate, "
+        "StudyDescription and InstitutionName that the header holds (a name's components spaced, dates YYYY-MM-DD); "
+        "empty when it holds none"
+    )
+
+
 class XrayPrediction(_Schema):
     model: ModelName
     version: str

@@ -2,8 +2,7 @@
 
 Probability vs threshold (for an out-of-distribution image, only when the reader asks), the radiograph as
 the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields (the patient's
-identifiers only when the reader asks, read here from the upload), and the case's reviews (stored by serving, seen
-by every reader).
+identifiers only when the reader asks), and the case's reviews (stored by serving, seen by every reader).
 Serving decodes the upload; this page only draws serving's answer (``explain=True, preview=True``).
 """
 
@@ -20,7 +19,6 @@ from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
 from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
 from models.catalogue import models_for
-from models.xray_io import dicom_identity
 
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
 IMAGE_MODEL = models_for(input_kind="image")[0].name
@@ -52,17 +50,23 @@ def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | Non
     return widgets.SelectedInput(image.png, "upload.png", label, "synthetic")
 
 
-def _identity(data: bytes) -> None:
-    """The patient identifiers of the reader's own DICOM upload, read here from its header: serving answers
-    without them, and no case, review, log or export keeps them."""
-    identity = dicom_identity(data)
-    if identity is None:
-        st.warning("The file's DICOM header could not be read here, so its identifiers cannot be shown.")
-    elif not identity:
+def _identity(selected: widgets.SelectedInput, key: str) -> None:
+    """The patient identifiers of the reader's own DICOM upload, which serving reads from its header when asked
+    (``POST /v1/dicom/identity``): predictions never carry them, and no case, review, log or export keeps them."""
+    identity = session_cached(
+        "xray_identity",
+        key,
+        "MedLens serving is reading the DICOM header…",
+        lambda: call(client().dicom_identity, selected.data, selected.name),
+    )
+    if identity is None:  # call() has said why
+        return
+    if not identity.fields:
         st.caption("The DICOM header holds no patient identifiers.")
     else:
         st.caption("Patient identifiers from your file, for you alone: MedLens keeps none of them.")
-        st.table(pd.DataFrame({"field": list(identity), "value": list(identity.values())}).set_index("field"))
+        fields = identity.fields
+        st.table(pd.DataFrame({"field": list(fields), "value": list(fields.values())}).set_index("field"))
 
 
 def render() -> None:
@@ -96,7 +100,7 @@ def render() -> None:
             else:
                 st.caption("DICOM header fields are hidden.")
             if widgets.identity_toggle(cid):
-                _identity(selected.data)
+                _identity(selected, f"{serving_url()}|{cid}")
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
         heatmap = case.heatmap

@@ -230,6 +230,13 @@ def test_a_dicom_case_keeps_no_identifier(
     more = client.upload_cases([(f"{PATIENT}-{until}.dcm", data) for until, data in lying.items()])
     assert len(more.cases) == 1 and len(more.rejected) == 2
     answers += [more.model_dump_json().encode(), client.case(more.cases[0].id).model_dump_json().encode()]
+    # a reader who asks sees them (the X-ray page's "Show patient identifiers"): answered, not stored or logged
+    identity = client.dicom_identity(dicom_with_identifiers, f"{PATIENT}.dcm").fields
+    assert identity["PatientName"] == "Zyxwvutsr Qponmlkj" and identity["PatientID"] == PATIENT_ID
+    assert identity["PatientBirthDate"] == "1970-01-01"
+    with pytest.raises(ServingError) as not_dicom:
+        client.dicom_identity(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image.png")
+    assert not_dicom.value.status == 415 and not_dicom.value.error == "not_dicom"
     exports = client.export_reviews("csv") + client.export_reviews("fhir")
     worklist = client.worklist(WorklistQuery(status="all")).model_dump_json().encode()
     database = b"".join(p.read_bytes() for p in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"))
