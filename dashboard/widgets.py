@@ -153,16 +153,19 @@ def header_toggle() -> bool:
     return bool(st.toggle("Show header fields", value=False, key="show_dicom_header"))
 
 
-def identity_toggle(case: str) -> bool:
+def identity_toggle(case: str, reader: str | None) -> bool:
     """Whether the reader asks to see this image's patient identifiers; asked again for every image, so that a
-    reader who checked one patient is not shown the next one's unasked."""
+    reader who checked one patient is not shown the next one's unasked. Off without a reader's name: each view
+    is recorded with it."""
     return bool(
         st.toggle(
             "Show patient identifiers",
             value=False,
             key=f"show_dicom_identity_{case}",
+            disabled=reader is None,
             help="Name, ID, birth date, accession number and study date from the file's DICOM header, to check whom "
-            "the image belongs to. Serving reads them when you ask; MedLens keeps none of them.",
+            "the image belongs to. MedLens keeps none of them, but records who saw them and when"
+            + ("." if reader is not None else ": enter your name in the sidebar first."),
         )
     )
 

@@ -32,7 +32,9 @@ from serving.schemas import (
     CaseKind,
     CaseSummary,
     CaseUpload,
+    DicomIdentity,
     ErrorResponse,
+    IdentityViews,
     MortalityPrediction,
     ReaderName,
     RejectedFile,
@@ -227,6 +229,52 @@ async def create_cases(
         raise ApiError(first.status, first.error, f"{first.file.capitalize()}: {first.detail}{more}")
     logger.info("case upload: %d case(s), %d new, %d rejected", len(cases), created, len(rejected))
     return CaseUpload(cases=list(cases.values()), created=created, rejected=rejected)
+
+
+@router.post(
+    "/v1/dicom/identity",
+    response_model=DicomIdentity,
+    dependencies=AUTH,
+    responses={
+        **ERROR_RESPONSES,
+        415: {"model": ErrorResponse, "description": "not a DICOM file whose header can be read"},
+        503: _ERRORS[503],
+    },
+)
+async def dicom_identity_of(
+    reader: Annotated[ReaderName, Query(description="who asks (recorded, as a review's reviewer is)")],
+    file: UploadFile = File(..., description="a DICOM file (any file name, extension optional)"),
+) -> DicomIdentity:
+    """The patient identifiers in a DICOM file's header, for a reader who asks to check whom an image belongs
+    to (the X-ray page's "Show patient identifiers"). Predictions and cases never carry them. Read from the
+    header alone (the pixels are not read); the identifiers are neither stored nor logged, but the view is:
+    who, when and which file (its SHA-256), in an append-only trail (`GET /v1/dicom/identity/views`). No view
+    is answered that could not be recorded (503)."""
+    from models.xray_io import dicom_identity
+
+    service = _service()
+    data = await read_upload(file, service.max_upload_bytes)
+    fields = await asyncio.to_thread(dicom_identity, data)
+    if fields is None:
+        raise ApiError(
+            415,
+            "not_dicom",
+            "The file is not a DICOM whose header can be read: patient identifiers are read from DICOM files "
+            "only (a PNG or JPEG carries none that MedLens reads).",
+        )
+    view = await _db(service.store.record_identity_view, hashlib.sha256(data).hexdigest(), reader)
+    return DicomIdentity(fields=fields, view=view)
+
+
+@router.get("/v1/dicom/identity/views", response_model=IdentityViews, dependencies=AUTH, responses=_ERRORS)
+async def identity_views(
+    image_id: str | None = Query(
+        None, pattern=r"^[0-9a-f]{64}$", description="only the views of this file (SHA-256, its case id)"
+    ),
+    limit: int = Query(500, ge=1, le=5000),
+) -> IdentityViews:
+    """Who saw which file's patient identifiers, and when, newest first (never the identifiers)."""
+    return IdentityViews(views=await _db(_service().store.identity_views, image_id, limit))
 
 
 @router.get("/v1/worklist", response_model=Worklist, dependencies=AUTH, responses=_ERRORS)

@@ -82,7 +82,6 @@ from serving._stats import (
 from serving.schemas import (
     CardSummary,
     DeploymentState,
-    DicomIdentity,
     ErrorResponse,
     HeadlineMetrics,
     Health,
@@ -271,35 +270,6 @@ class MedLensIngress:
                 f"The {name} checkpoint has no card.json beside it: re-run its training, which writes the card.",
             )
         return metrics
-
-    @fastapi_app.post(
-        "/v1/dicom/identity",
-        response_model=DicomIdentity,
-        dependencies=AUTH,
-        responses={
-            **ERROR_RESPONSES,
-            415: {"model": ErrorResponse, "description": "not a DICOM file whose header can be read"},
-        },
-        tags=["predict"],
-    )
-    async def dicom_identity(
-        self, file: UploadFile = File(..., description="a DICOM file (any file name, extension optional)")
-    ) -> DicomIdentity:
-        """The patient identifiers in a DICOM file's header, for a reader who asks to check whom an image belongs
-        to (the X-ray page's "Show patient identifiers"). Predictions and cases never carry them: this answer is
-        made from the header alone (the pixels are not read), and nothing of it is stored or logged."""
-        from models.xray_io import dicom_identity  # the ingress reads no image otherwise
-
-        data = await read_upload(file, self._args.max_upload_bytes)
-        fields = await asyncio.to_thread(dicom_identity, data)
-        if fields is None:
-            raise ApiError(
-                415,
-                "not_dicom",
-                "The file is not a DICOM whose header can be read: patient identifiers are read from DICOM files "
-                "only (a PNG or JPEG carries none that MedLens reads).",
-            )
-        return DicomIdentity(fields=fields)
 
     @fastapi_app.post(
         "/v1/sepsis/predict",

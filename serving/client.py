@@ -30,6 +30,7 @@ from serving.schemas import (
     DicomIdentity,
     ErrorResponse,
     Health,
+    IdentityViews,
     ModelList,
     ModelMetrics,
     MortalityPrediction,
@@ -244,11 +245,16 @@ class MedLensClient:
         return self._request("GET", "/v1/service", ServiceStatus)
 
     # -- cases, the worklist, reviews ------------------------------------------------------------------
-    def dicom_identity(self, data: bytes, filename: str) -> DicomIdentity:
-        """The patient identifiers in a DICOM file's header, for a reader who asks (415 for a file that is not
-        a readable DICOM); only the name's extension is sent."""
+    def dicom_identity(self, data: bytes, filename: str, reader: str) -> DicomIdentity:
+        """The patient identifiers in a DICOM file's header, for ``reader``, who asks (the view is recorded; 415
+        for a file that is not a readable DICOM); only the name's extension is sent."""
         files = {"file": (_upload_name(filename, "upload"), data, "application/octet-stream")}
-        return self._request("POST", "/v1/dicom/identity", DicomIdentity, files=files)
+        return self._request("POST", "/v1/dicom/identity", DicomIdentity, params={"reader": reader}, files=files)
+
+    def identity_views(self, image_id: str | None = None, limit: int = 500) -> IdentityViews:
+        """Who saw which DICOM file's patient identifiers, newest first; of one file (its SHA-256) if given."""
+        params: dict[str, str | int] = {"limit": limit} | ({} if image_id is None else {"image_id": image_id})
+        return self._request("GET", "/v1/dicom/identity/views", IdentityViews, params=params)
 
     def upload_cases(self, files: list[tuple[str, bytes]]) -> CaseUpload:
         """``files``: (file name, bytes) pairs; only each name's extension is sent."""

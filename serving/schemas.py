@@ -178,15 +178,31 @@ class ModelMetrics(_Schema):
         )
 
 
+class IdentityView(_Schema):
+    """One row of the trail of who saw a DICOM file's patient identifiers (never the identifiers themselves)."""
+
+    id: int
+    image_id: str = Field(description="SHA-256 of the file's bytes (the case id of a case made of it)")
+    reader: str = Field(description="the reader who asked, as they named themselves")
+    viewed_at: str = Field(description="UTC, ISO 8601")
+
+
+class IdentityViews(_Schema):
+    """The trail of identity views (``GET /v1/dicom/identity/views``), newest first."""
+
+    views: list[IdentityView]
+
+
 class DicomIdentity(_Schema):
     """Whom a DICOM file says it belongs to (``POST /v1/dicom/identity``): for the reader who asks, to check the
-    image against the request. Answered only: never stored, and never in a log line."""
+    image against the request. The identifiers are answered only, never stored or logged; the view is recorded."""
 
     fields: dict[str, str] = Field(
         description="those of PatientName, PatientID, PatientBirthDate, PatientSex, AccessionNumber, StudyDate, "
         "StudyDescription and InstitutionName that the header holds (a name's components spaced, dates YYYY-MM-DD); "
         "empty when it holds none"
     )
+    view: IdentityView = Field(description="this view, as the trail records it")
 
 
 class XrayPrediction(_Schema):

@@ -50,21 +50,25 @@ def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | Non
     return widgets.SelectedInput(image.png, "upload.png", label, "synthetic")
 
 
-def _identity(selected: widgets.SelectedInput, key: str) -> None:
+def _identity(selected: widgets.SelectedInput, reader: str, key: str) -> None:
     """The patient identifiers of the reader's own DICOM upload, which serving reads from its header when asked
-    (``POST /v1/dicom/identity``): predictions never carry them, and no case, review, log or export keeps them."""
+    (``POST /v1/dicom/identity``, which records the view): predictions never carry them, and no case, review, log
+    or export keeps them."""
     identity = session_cached(
         "xray_identity",
-        key,
+        f"{key}|{reader}",
         "MedLens serving is reading the DICOM header…",
-        lambda: call(client().dicom_identity, selected.data, selected.name),
+        lambda: call(client().dicom_identity, selected.data, selected.name, reader),
     )
     if identity is None:  # call() has said why
         return
     if not identity.fields:
         st.caption("The DICOM header holds no patient identifiers.")
     else:
-        st.caption("Patient identifiers from your file, for you alone: MedLens keeps none of them.")
+        st.caption(
+            f"Patient identifiers from your file, for you alone: MedLens keeps none of them, and recorded that "
+            f"{identity.view.reader} saw them ({identity.view.viewed_at[:16].replace('T', ' ')} UTC)."
+        )
         fields = identity.fields
         st.table(pd.DataFrame({"field": list(fields), "value": list(fields.values())}).set_index("field"))
 
@@ -88,6 +92,7 @@ def render() -> None:
         return
     pred = case.prediction
 
+    reader = widgets.reviewer_name()
     left, right = st.columns([3, 2], gap="large")
     with right:  # first: whether the model's output is shown decides whether the heatmap may be drawn
         output_shown = show_answer(pred, key="xray_output")
@@ -99,8 +104,8 @@ def render() -> None:
                 )
             else:
                 st.caption("DICOM header fields are hidden.")
-            if widgets.identity_toggle(cid):
-                _identity(selected, f"{serving_url()}|{cid}")
+            if widgets.identity_toggle(cid, reader) and reader is not None:
+                _identity(selected, reader, f"{serving_url()}|{cid}")
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
         heatmap = case.heatmap
@@ -126,7 +131,7 @@ def render() -> None:
                 config={"displaylogo": False, "scrollZoom": True},
             )
     st.divider()
-    review_panel(cid, "xray", widgets.reviewer_name(), upload=selected, withheld=shown_label(pred) is None)
+    review_panel(cid, "xray", reader, upload=selected, withheld=shown_label(pred) is None)
 
 
 render()

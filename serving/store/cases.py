@@ -28,6 +28,7 @@ from serving.schemas import (
     CaseDetail,
     CaseKind,
     CaseSummary,
+    IdentityView,
     MortalityPrediction,
     Review,
     ReviewIn,
@@ -38,7 +39,7 @@ from serving.schemas import (
     label_withheld,
 )
 from serving.store.db import describe, make_engine, migrate, write_transaction
-from serving.store.tables import CaseRow, ReviewRow
+from serving.store.tables import CaseRow, IdentityViewRow, ReviewRow
 
 
 class StoreError(Exception):
@@ -105,6 +106,10 @@ def _iso(t: datetime) -> str:
     if t.tzinfo is None:  # SQLite returns naive datetimes; every stored time is UTC
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _identity_view(row: IdentityViewRow) -> IdentityView:
+    return IdentityView(id=row.id, image_id=row.image_id, reader=row.reader, viewed_at=_iso(row.viewed_at))
 
 
 def _review(row: ReviewRow) -> Review:
@@ -336,6 +341,23 @@ class CaseStore:
             session.add(new)
             session.flush()
             return _review(new)
+
+    # -- who saw a DICOM file's patient identifiers ------------------------------------------------------
+    def record_identity_view(self, image_id: str, reader: str) -> IdentityView:
+        """Add a view to the trail; the caller answers the identifiers only once it is recorded."""
+        with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
+            row = IdentityViewRow(image_id=image_id, reader=reader.strip(), viewed_at=datetime.now(UTC))
+            session.add(row)
+            session.flush()
+            return _identity_view(row)
+
+    def identity_views(self, image_id: str | None = None, limit: int = 500) -> list[IdentityView]:
+        """The views, newest first; of one file when ``image_id`` is given."""
+        query = select(IdentityViewRow).order_by(IdentityViewRow.id.desc()).limit(limit)
+        if image_id is not None:
+            query = query.where(IdentityViewRow.image_id == image_id)
+        with self._guard(), Session(self.engine) as session:
+            return [_identity_view(r) for r in session.scalars(query)]
 
     def trail(self) -> Iterator[tuple[Review, CaseSummary | None]]:
         """Every row of the review trail, oldest first, with its case (None once deleted)."""

@@ -5,7 +5,8 @@ No column holds a patient identifier: a case keeps its prediction, the de-identi
 shows (modality, view, study year, pixel spacing) inside it, and what its model read, to explain it again: for an
 X-ray the pixels (a grayscale PNG, no header), for an ICU stay its record (a 2012 record without its RecordID).
 Reviews are the audit trail: rows are only ever inserted (the migration adds triggers that refuse UPDATE and
-DELETE on ``reviews``).
+DELETE on ``reviews``). So are the views of a DICOM file's patient identifiers (``identity_views``): who asked to
+see them, when, and which file (its SHA-256), never the identifiers themselves.
 """
 
 from __future__ import annotations
@@ -66,3 +67,17 @@ class ReviewRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))  # the version whose prediction the reader saw
 
     __table_args__ = (Index("ix_reviews_case", "case_id", "id"),)
+
+
+class IdentityViewRow(Base):
+    """A reader saw the patient identifiers of a DICOM file (``POST /v1/dicom/identity``): append-only, as the
+    reviews (migration 0005's triggers)."""
+
+    __tablename__ = "identity_views"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(String(64))  # SHA-256 of the file's bytes: its case id, were it one
+    reader: Mapped[str] = mapped_column(String(100))
+    viewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_identity_views_image", "image_id", "id"),)

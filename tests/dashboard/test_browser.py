@@ -276,10 +276,15 @@ def test_review_flow_in_a_real_browser(
         _idle(page)
         assert "9RG1" not in _main_text(page)
         _screenshot(page, "xray_dicom_fields")
-        page.get_by_text("Show patient identifiers").click()  # only when the reader asks
+        # only when a reader who has given their name asks (the view is recorded with it)
+        page.get_by_label("Your name (for reviews)").fill("Dr Browser")
+        page.get_by_label("Your name (for reviews)").press("Enter")
+        _idle(page)
+        page.get_by_text("Show patient identifiers").click()
         page.get_by_text("MedLens keeps none of them").wait_for(timeout=RESULT_TIMEOUT_MS)
         _idle(page)
         assert "9RG1" in _main_text(page) and "CompressedSamples RG1" in _main_text(page)
+        assert "Dr Browser saw them" in _main_text(page)
 
         # 3. sepsis: a real septic ICU stay
         _open(page, dashboard_url + "/sepsis", "Sepsis early warning")

@@ -191,17 +191,9 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert fields.loc["Modality", "value"] == "CR"
     assert "PatientName" not in fields.index and "PatientID" not in fields.index
 
-    # the patient's identifiers: only when the reader asks, for this image, read by the page from the upload
+    # the patient's identifiers: not without a reader's name (each view is recorded with it)
     case = hashlib.sha256(demo_radiograph()).hexdigest()
-    assert len(at.table) == 1
-    at.toggle(key=f"show_dicom_identity_{case}").set_value(True).run()
-    identity = at.table[1].value
-    assert identity.loc["PatientID", "value"] == "9RG1"  # pydicom-data's RG1 carries identifiers
-    assert identity.loc["PatientName", "value"] == "CompressedSamples RG1"
-    assert identity.loc["PatientBirthDate", "value"] == "1940-03-05"
-    assert any("MedLens keeps none of them" in c.value for c in at.caption)
-    at.toggle(key=f"show_dicom_identity_{case}").set_value(False).run()
-    assert len(at.table) == 1
+    assert at.toggle(key=f"show_dicom_identity_{case}").disabled
 
     # a review: needs a reader's name; saving makes the case (id: the SHA-256 of the bytes) in serving's
     # database, where every reader sees it; no file name anywhere, and none of the identifiers the reader saw
@@ -225,6 +217,20 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert "RG1_UNCR" not in stored.model_dump_json()  # the demo file's name
     assert not [i for i in ("9RG1", "CompressedSamples", "19400305", "1940-03-05") if i in stored.model_dump_json()]
     assert at.table[-1].value["reader"].tolist()[-1] == "Dr Page Test"  # the history, after the rerun
+
+    # now with a name: the identifiers when asked, for this image; serving records who saw them
+    tables = len(at.table)
+    at.toggle(key=f"show_dicom_identity_{case}").set_value(True).run()
+    assert len(at.table) == tables + 1
+    identity = next(t.value for t in at.table if "PatientID" in t.value.index)
+    assert identity.loc["PatientID", "value"] == "9RG1"  # pydicom-data's RG1 carries identifiers
+    assert identity.loc["PatientName", "value"] == "CompressedSamples RG1"
+    assert identity.loc["PatientBirthDate", "value"] == "1940-03-05"
+    assert any("MedLens keeps none of them" in c.value and "Dr Page Test saw them" in c.value for c in at.caption)
+    seen = MedLensClient(serving_env).identity_views(image_id=case).views
+    assert seen and seen[0].reader == "Dr Page Test" and seen[0].image_id == case
+    at.toggle(key=f"show_dicom_identity_{case}").set_value(False).run()
+    assert len(at.table) == tables
 
 
 @pytest.mark.serve

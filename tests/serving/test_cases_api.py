@@ -230,13 +230,23 @@ def test_a_dicom_case_keeps_no_identifier(
     more = client.upload_cases([(f"{PATIENT}-{until}.dcm", data) for until, data in lying.items()])
     assert len(more.cases) == 1 and len(more.rejected) == 2
     answers += [more.model_dump_json().encode(), client.case(more.cases[0].id).model_dump_json().encode()]
-    # a reader who asks sees them (the X-ray page's "Show patient identifiers"): answered, not stored or logged
-    identity = client.dicom_identity(dicom_with_identifiers, f"{PATIENT}.dcm").fields
-    assert identity["PatientName"] == "Zyxwvutsr Qponmlkj" and identity["PatientID"] == PATIENT_ID
-    assert identity["PatientBirthDate"] == "1970-01-01"
+    # a reader who asks sees them (the X-ray page's "Show patient identifiers"): answered, not stored or logged;
+    # the view is recorded (who, when, which file), and only a view of a readable DICOM
+    before = len(client.identity_views().views)
+    identity = client.dicom_identity(dicom_with_identifiers, f"{PATIENT}.dcm", "Dr Audit")
+    assert identity.fields["PatientName"] == "Zyxwvutsr Qponmlkj" and identity.fields["PatientID"] == PATIENT_ID
+    assert identity.fields["PatientBirthDate"] == "1970-01-01"
+    image_id = hashlib.sha256(dicom_with_identifiers).hexdigest()
+    assert identity.view.reader == "Dr Audit" and identity.view.image_id == image_id == case.id
     with pytest.raises(ServingError) as not_dicom:
-        client.dicom_identity(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image.png")
+        client.dicom_identity(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image.png", "Dr Audit")
     assert not_dicom.value.status == 415 and not_dicom.value.error == "not_dicom"
+    with pytest.raises(ServingError) as nameless:
+        client.dicom_identity(dicom_with_identifiers, "x.dcm", " ")
+    assert nameless.value.status == 422 and "reader" in nameless.value.detail
+    views = client.identity_views().views
+    assert len(views) == before + 1 and views[0] == identity.view
+    assert client.identity_views(image_id=image_id).views[0] == identity.view
     exports = client.export_reviews("csv") + client.export_reviews("fhir")
     worklist = client.worklist(WorklistQuery(status="all")).model_dump_json().encode()
     database = b"".join(p.read_bytes() for p in TEST_CASE_DB.parent.glob(TEST_CASE_DB.name + "*"))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from serving.schemas import ReviewIn, WorklistQuery
@@ -188,6 +188,25 @@ def test_the_trail_is_append_only_in_the_database_itself(store: CaseStore) -> No
     assert [r.verdict for r in store.get(case.id).history] == ["agree"]
 
 
+def test_identity_views_are_an_append_only_trail(store: CaseStore) -> None:
+    """Who saw a DICOM file's patient identifiers: recorded, listed newest first (all, or one file's), and
+    never changed or deleted, in the database itself (migration 0005's triggers)."""
+    first = store.record_identity_view("a" * 64, "  Dr A  ")
+    second = store.record_identity_view("b" * 64, "Dr B")
+    third = store.record_identity_view("a" * 64, "Dr B")
+    assert first.reader == "Dr A" and first.image_id == "a" * 64 and first.viewed_at.endswith("Z")
+    assert store.identity_views() == [third, second, first]
+    assert store.identity_views("a" * 64) == [third, first]
+    assert store.identity_views(limit=1) == [third]
+    for statement in ("UPDATE identity_views SET reader = 'nobody'", "DELETE FROM identity_views"):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert [v.reader for v in store.identity_views()] == ["Dr B", "Dr B", "Dr A"]
+    with store.engine.connect() as conn:  # the trail holds no more than this: who, when, which file
+        columns = [c["name"] for c in inspect(conn).get_columns("identity_views")]
+    assert columns == ["id", "image_id", "reader", "viewed_at"]
+
+
 def test_delete_removes_the_case_and_leaves_a_tombstone(store: CaseStore) -> None:
     case, _ = store.add(xray_case(1, 0.8))
     store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
@@ -254,7 +273,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         s.close()
     s = CaseStore(db_url)
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
     s.close()
 
 
