@@ -479,8 +479,16 @@ def test_worklist_lists_the_shared_cases(
             ("Reviews as CSV", lambda data: data.decode().splitlines()[0] == ",".join(CSV_COLUMNS)),
             ("Reviews as FHIR (JSON)", lambda data: json.loads(data)["resourceType"] == "Bundle"),
         ):
-            with page.expect_download(timeout=RESULT_TIMEOUT_MS) as download:
-                page.get_by_role("button", name=button).click()
+            # no run in flight: a deferred download belongs to the run that drew its button (once, in CI, a click
+            # right after the case opened brought no file)
+            page.wait_for_timeout(500)
+            _idle(page)
+            page.get_by_role("button", name=button).wait_for(timeout=RESULT_TIMEOUT_MS)
+            try:
+                with page.expect_download(timeout=60_000) as download:
+                    page.get_by_role("button", name=button).click()
+            except playwright_sync.TimeoutError:
+                raise AssertionError(f"{button}: no file in 60 s; the page says: {_main_text(page)[-600:]}") from None
             saved = Path(download.value.path()).read_bytes()
             assert check(saved), saved[:200]
             assert download.value.suggested_filename.startswith("medlens-reviews-")
