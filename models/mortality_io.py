@@ -324,7 +324,7 @@ def parse_record_bytes(
     values[:, :_N_SERIES] = series
     static = _static(descriptors, name, on_impossible, warnings)
     values[:, _N_SERIES:] = static
-    record_id = descriptors.get("RecordID", (-1.0, 0))
+    record_id = descriptors.get(_RECORD_ID, (-1.0, 0))
     if record_id[0] != -1 and (record_id[0] < 0 or record_id[0] != int(record_id[0])):
         raise SeriesFormatError(f"{name}: line {record_id[1]}: the RecordID is not a whole number (or -1 for unknown).")
     if record_id[0] != -1:
@@ -343,7 +343,7 @@ def without_record_id(data: bytes) -> bytes:
     kept = [
         row
         for row in text.splitlines()
-        if len(parts := row.split(",")) != 3 or parts[1].strip().strip('"').strip() != "RecordID"
+        if len(parts := row.split(",")) != 3 or parts[1].strip().strip('"').strip() != _RECORD_ID
     ]
     return ("\n".join(kept) + "\n").encode("utf-8")
 

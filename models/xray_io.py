@@ -243,9 +243,9 @@ def _read_dicom(data: bytes, name: str, force: bool) -> XrayImage:
     except MedLensInputError:
         raise
     except Exception as exc:  # pydicom raises many types for broken/unsupported pixel data
-        syntax_name = getattr(syntax, "name", "") if getattr(syntax, "is_transfer_syntax", False) else "unknown"
         raise ImageDecodeError(
-            f"{name}: the DICOM pixel data could not be decoded (transfer syntax {syntax_name}; {exception_kind(exc)})."
+            f"{name}: the DICOM pixel data could not be decoded (transfer syntax {_syntax_name(syntax) or 'unknown'}; "
+            f"{exception_kind(exc)})."
         ) from exc
     photometric = (legible_value(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     if raw.ndim == 3 and raw.shape[-1] in (3, 4) and photometric in {"RGB", "YBR_FULL", "YBR_FULL_422"}:
@@ -326,9 +326,15 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
     if year is not None:
         out["StudyYear"] = year
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None:  # a UID pydicom does not know is named by itself, whatever the header holds there
-        out["TransferSyntax"] = syntax.name if getattr(syntax, "is_transfer_syntax", False) else UNREADABLE
+    if syntax is not None:
+        out["TransferSyntax"] = _syntax_name(syntax) or UNREADABLE
     return out
+
+
+def _syntax_name(syntax: object) -> str | None:
+    """A transfer syntax UID's name, or None for one pydicom does not know (it names such a UID by itself, whatever
+    the header holds there)."""
+    return str(getattr(syntax, "name", "")) if getattr(syntax, "is_transfer_syntax", False) else None
 
 
 #: DICOM header fields that say whose image it is: what PS3.15's basic de-identification profile removes, and what a
@@ -351,14 +357,15 @@ def dicom_identity(data: bytes) -> dict[str, str] | None:
     them. None: ``data`` is not a DICOM whose header can be read.
 
     These are patient identifiers: for the reader who asked, never for a log, a database, an export or serving."""
+    marked = is_dicom_bytes(data)
     try:
         ds = pydicom.dcmread(
             io.BytesIO(data),
-            force=not is_dicom_bytes(data),
+            force=not marked,
             stop_before_pixels=True,
             specific_tags=[*DICOM_IDENTITY_FIELDS, "Modality", "SOPClassUID"],
         )
-        if not is_dicom_bytes(data) and "Modality" not in ds and "SOPClassUID" not in ds:
+        if not marked and "Modality" not in ds and "SOPClassUID" not in ds:
             return None  # read without the "DICM" marker, and nothing an image's header has: not a DICOM
         out: dict[str, str] = {}
         for keyword in DICOM_IDENTITY_FIELDS:
@@ -390,7 +397,7 @@ def legible_value(ds: pydicom.Dataset, keyword: str) -> str | None:
     its values is not what its value representation allows. A value whose length field is wrong runs on over the
     elements after it (a Modality of "CR", then InstitutionName's tag, VR and value, found by mutating a file):
     such a value is never copied out, whatever it holds."""
-    value = ds.get(keyword) if keyword in ds else None
+    value = ds.get(keyword)
     if value is None:
         return None
     values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
