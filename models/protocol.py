@@ -355,14 +355,27 @@ def development_stays(task: SequenceTask, data: Path, limit: int | None = None) 
 RECIPE_DEFAULTS: dict[str, object] = {
     f.name: f.default
     for f in fields(SequenceTask)
-    if f.name in ("weighting", "target", "teacher_hours", "teacher_groups", "auxiliary", "teacher", "thinned_copies")
+    if f.name
+    in (
+        "weighting",
+        "target",
+        "teacher_hours",
+        "teacher_groups",
+        "auxiliary",
+        "teacher",
+        "thinned_copies",
+        "weight_average",
+    )
 }
 
 
 #: the settings a run records only when they differ from these values, which every run made before the setting
 #: existed had: resuming compares the recorded settings key for key, so a saved run's keys must stay as they were
 OPTIONAL_SETTINGS: dict[str, object] = {
-    **{key: RECIPE_DEFAULTS[key] for key in ("teacher_groups", "auxiliary", "teacher", "thinned_copies")},
+    **{
+        key: RECIPE_DEFAULTS[key]
+        for key in ("teacher_groups", "auxiliary", "teacher", "thinned_copies", "weight_average")
+    },
     "folds": 1,
     "d_model": None,
     "train_fraction": 1.0,
@@ -416,6 +429,7 @@ def run_protocol(
         "auxiliary": task.auxiliary,
         "teacher": task.teacher,
         "thinned_copies": task.thinned_copies,
+        "weight_average": task.weight_average,
         "folds": folds,
         "d_model": d_model,
         "train_fraction": train_fraction,

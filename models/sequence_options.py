@@ -16,6 +16,7 @@ Target = Literal["label", "window"]  # SequenceTask.target
 TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
 Auxiliary = Literal["none", "horizons"]  # SequenceTask.auxiliary
 TeacherKind = Literal["hourly", "hourly+stay"]  # SequenceTask.teacher
+WeightAverage = Literal["none", "ema"]  # SequenceTask.weight_average
 
 
 def _groups(value: str) -> int:
@@ -107,6 +108,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "measured values left out, each copy with its own tree-teacher targets (consistent teaching; default 0)",
     )
     parser.add_argument(
+        "--weight-average",
+        choices=get_args(WeightAverage),
+        default=None,
+        help="sequence models: keep what each network ends with (none, the default) or an exponential moving "
+        "average of its weights over the training steps, with a horizon of one epoch (ema)",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -129,4 +137,5 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
         args.auxiliary,
         teacher=args.teacher,
         thinned_copies=args.thinned_copies,
+        weight_average=args.weight_average,
     )

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
-from models.sequence_options import Auxiliary, Target, TeacherHours, TeacherKind, Weighting
+from models.sequence_options import Auxiliary, Target, TeacherHours, TeacherKind, WeightAverage, Weighting
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -113,6 +113,9 @@ class SequenceTask:
     #: and administrative columns kept), with the stay's labels and the teacher's probabilities for the copy from
     #: the same cross-fitted trees that score the stay (fitted on the original stays only). 0: none
     thinned_copies: int = 0
+    #: what a network keeps after training: "none" (its last weights) or "ema" (an exponential moving average of
+    #: its weights after every step, with a horizon of one epoch: decay 1 - 1 / steps per epoch)
+    weight_average: WeightAverage = "none"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -245,9 +248,10 @@ def sequence_task(
     auxiliary: str | None = None,
     teacher: str | None = None,
     thinned_copies: int | None = None,
+    weight_average: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups, auxiliary head, tree teacher or number of thinned copies when given."""
+    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies or weight averaging when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -285,4 +289,8 @@ def sequence_task(
         if thinned_copies < 0:
             raise ValueError(f"thinned copies {thinned_copies}: give 0 (none) or more copies of each training stay")
         changes["thinned_copies"] = thinned_copies
+    if weight_average is not None and weight_average != base.weight_average:
+        if weight_average not in get_args(WeightAverage):
+            raise ValueError(f"weight averaging {weight_average!r}: choose none or ema")
+        changes["weight_average"] = weight_average
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

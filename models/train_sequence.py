@@ -309,6 +309,14 @@ def _fit_member(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
     )
+    # task.weight_average "ema": a moving average of the weights after every step, over about one epoch
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(1.0 - 1.0 / len(batches))
+        )
+        if task.weight_average == "ema"
+        else None
+    )
     hour_weights = [task.hour_weights(y) for y in y_train]  # per stay (hours,)
     aux_targets = None if aux_head is None else [task.auxiliary_targets(y) for y in y_train]  # per stay (hours, 3)
     rng = np.random.default_rng(seed)
@@ -337,11 +345,13 @@ def _fit_member(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += loss.item() * float(mask.sum())
             count += int(mask.sum())
         entry = {"epoch": epoch + 1, "train_loss": total / count}
         if x_val:
-            probs = predict_features(model, x_val)
+            probs = predict_features(model if averaged is None else averaged.module, x_val)
             try:
                 threshold, _ = task.choose_threshold(y_val, probs)
                 entry |= {f"val_{k}": v for k, v in task.figures(y_val, probs, threshold).items()}
@@ -349,6 +359,8 @@ def _fit_member(
                 pass
         history.append(entry)
         tqdm.write(f"{label}: {entry}")
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     return model, history
 
 
@@ -525,6 +537,7 @@ def train_sequence(
             "teacher": task.teacher,
             "auxiliary": task.auxiliary,
             "thinned_copies": task.thinned_copies,
+            "weight_average": task.weight_average,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -713,6 +726,11 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                 f"; each training stay also as {task.thinned_copies} thinned copies (each measured value left out "
                 f"with probability {THIN_DROP:g}), each with the teacher's targets for the copy"
                 if task.thinned_copies
+                else ""
+            )
+            + (
+                "; each network keeps a moving average of its weights over the last epoch's steps (EMA)"
+                if task.weight_average == "ema"
                 else ""
             ),
             **meta.config,

@@ -295,3 +295,58 @@ def test_members_train_on_thinned_copies_and_score_the_original_stays(psv_folder
     assert max(np.abs(a - b).max() for a, b in zip(plain, with_copies, strict=True)) > 1e-3
     with pytest.raises(ValueError, match="pass stats"):
         fit_fold_members(thinned, "lstm", stays, features, fold_of, teacher_weight=0.5, **common)  # type: ignore[arg-type]
+
+
+def test_weight_average_keeps_the_moving_average_of_every_step(psv_folder: Path) -> None:
+    """``SequenceTask.weight_average``: "ema" returns the exponential moving average of the weights after every
+    optimizer step, decay 1 - 1 / steps per epoch; "none" returns the last step's weights."""
+    import math
+
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from models.sequence import NormStats, SequenceConfig, engineer
+    from models.sequence_tasks import SEPSIS_TASK, sequence_task
+    from models.train_sequence import _fit_member
+
+    stays = SEPSIS_TASK.load(psv_folder)
+    stats = NormStats.fit_records([s.values for s in stays])
+    features = [engineer(s.values, stats) for s in stays]
+    labels = [s.labels.astype(np.float32) for s in stays]
+    config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=SEPSIS_TASK.schema.n_input)
+    batch_size, epochs = 4, 3
+
+    def trained(weight_average: str) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        steps: list[list[torch.Tensor]] = []
+
+        def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+            steps.append([p.detach().clone() for group in optimizer.param_groups for p in group["params"]])
+
+        handle = register_optimizer_step_post_hook(record)
+        try:
+            model, _ = _fit_member(
+                config, features, labels, [], [], epochs=epochs, batch_size=batch_size, lr=1e-2, seed=0, label="t",
+                task=sequence_task("sepsis", weight_average=weight_average),
+            )  # fmt: skip
+        finally:
+            handle.remove()
+        return [p.detach() for p in model.parameters()], steps
+
+    last, steps = trained("none")
+    per_epoch = math.ceil(len(stays) / batch_size)
+    assert len(steps) == epochs * per_epoch > 2
+    for kept, final in zip(last, steps[-1], strict=True):
+        torch.testing.assert_close(kept, final, rtol=0, atol=0)
+
+    averaged, ema_steps = trained("ema")
+    for a, b in zip(steps[-1], ema_steps[-1], strict=True):  # the average does not change the training itself
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    decay = 1.0 - 1.0 / per_epoch
+    expected = [p.clone() for p in steps[0]]
+    for step in steps[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, step, strict=True)]
+    for kept, want in zip(averaged, expected, strict=True):
+        torch.testing.assert_close(kept, want, rtol=1e-5, atol=1e-6)
+    assert max(float((a - b).abs().max()) for a, b in zip(averaged, last, strict=True)) > 1e-4
+    with pytest.raises(ValueError, match="choose none or ema"):
+        sequence_task("sepsis", weight_average="swa")
