@@ -251,7 +251,8 @@ def sequence_task(
     weight_average: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies or weight averaging when given."""
+    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies or weight
+    averaging when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:

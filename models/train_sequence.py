@@ -351,7 +351,9 @@ def _fit_member(
             count += int(mask.sum())
         entry = {"epoch": epoch + 1, "train_loss": total / count}
         if x_val:
-            probs = predict_features(model if averaged is None else averaged.module, x_val)
+            scored = model if averaged is None else averaged.module  # what the member keeps, so far
+            assert isinstance(scored, SepsisLSTM | SepsisTransformer)
+            probs = predict_features(scored, x_val)
             try:
                 threshold, _ = task.choose_threshold(y_val, probs)
                 entry |= {f"val_{k}": v for k, v in task.figures(y_val, probs, threshold).items()}
