@@ -237,7 +237,7 @@ class Runner(Generic[ItemT, ResponseT]):
         return ModelInfo.of(
             e,
             version=p.meta.version,
-            task=p.meta.task,
+            task=p.meta.task if p.card is None else p.card.task,  # the card's words, as for a model at zero
             device=device_name(p.device),
             backend=p.execution.backend,
             precision=p.execution.precision,

@@ -93,7 +93,10 @@ class ModelInfo(_Schema):
     predict_route: str = Field(description="POST a file here for a prediction")
     colour: str = Field(description="display colour of this model (hex)")
     version: str
-    task: str = Field(description="the checkpoint's description of its task")
+    task: str = Field(
+        description="what the model predicts, in its model card's words (the checkpoint's own without a card); "
+        "the same whether a replica answers or the model is scaled to zero"
+    )
     device: str | None = Field(
         description="where this model's replicas run: cpu or cuda:N (null: scaled to zero, and no replica has run "
         "since serving started)"

@@ -285,6 +285,7 @@ def render() -> None:
         "pick a case below. Other readers' cases and reviews appear on the next click anywhere, or on Refresh."
     )
     table = worklist_table(worklist)
+    st.space("small")  # room for the table's toolbar, which shows above its top right corner, under Refresh
     chosen = st.dataframe(
         table,
         hide_index=True,

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from models.cards import read_card
 from models.inference import SepsisPredictor, XrayPredictor
 from models.sepsis_io import load_series_file
 from models.xray_io import load_xray_file
@@ -84,6 +85,7 @@ def test_models(client: MedLensClient) -> None:
         assert info.items_per_s and all(v > 0 for v in info.items_per_s.values())
         assert 0.0 < info.threshold < 1.0 and info.version.startswith(info.name)
         assert info.headline is not None and 0.0 <= info.headline.auroc <= 1.0
+        assert info.task == read_card(ServingArgs().weights_dir(info.name)).task
 
 
 @pytest.mark.parametrize("name", ["cnn", "lstm", "transformer"])
@@ -308,7 +310,7 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
     assert {"200", "413", "415", "422"} <= set(predict["responses"])
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
-    assert spec["info"]["version"] == "1.12.0"
+    assert spec["info"]["version"] == "1.12.1"
     hour = spec["components"]["schemas"]["HourRisk"]["properties"]
     assert {"calibrated_probability", "ensemble_std", "member_min", "member_max"} <= set(hour)
     assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]

@@ -128,6 +128,7 @@ def test_both_models_are_listed_with_their_cards(client: MedLensClient) -> None:
         assert info.predict_route == f"/v1/mortality/{name.removeprefix('mortality-')}/predict"
         assert info.labels == list(MORTALITY_LABELS) and 0.0 < info.threshold < 1.0
         assert info.version.startswith(name) and info.headline is not None
+        assert info.task == read_card(ServingArgs().weights_dir(name)).task  # at zero or running alike
         if info.scaled_to_zero and info.backend is None:  # described from its card: nothing has run yet
             assert info.device is None and info.precision is None and info.items_per_s == {}
         else:  # its replica's own description: the execution path measured on this machine
@@ -163,6 +164,7 @@ def test_scales_from_zero_and_back_without_the_service_routes_waking_it(client: 
     _wait(lambda: _deployment(client, SCALES_DOWN).replicas == 1, 30, f"{SCALES_DOWN} reported running")
     running = _info(client, SCALES_DOWN)
     assert not running.scaled_to_zero and running.device == "cpu"
+    assert running.task == info.task == card.task  # its replica describes it as its card did at zero
     assert running.backend in {"torch-fp32", "torch-bf16", "onnxruntime"}
     # ... and goes once it is idle; the model list then keeps what its replica said
     _wait(lambda: _deployment(client, SCALES_DOWN).replicas == 0, 150, f"{SCALES_DOWN} scaled back to zero")
@@ -303,7 +305,7 @@ def test_a_missing_file_is_named(serving_url: str) -> None:
 # -- the API document and the logs -------------------------------------------------------------------------------
 def test_the_routes_are_in_the_one_api_document(serving_url: str) -> None:
     doc = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
-    assert doc["info"]["version"] == "1.12.0"
+    assert doc["info"]["version"] == "1.12.1"
     for name in MODELS:
         operation = doc["paths"][f"/v1/mortality/{name.removeprefix('mortality-')}/predict"]["post"]
         assert [p["name"] for p in operation["parameters"]] == ["explain"]
