@@ -87,6 +87,11 @@ def models() -> ModelList:
     return _models(serving_url())
 
 
+def models_now() -> ModelList:
+    """Not cached: the service page shows it beside the replicas it polls (the cached list lags up to 30 s)."""
+    return client().models()
+
+
 def metrics(name: str) -> ModelMetrics:
     return _metrics(serving_url(), name)
 

@@ -160,8 +160,10 @@ def models_table(listing: ModelList) -> pd.DataFrame:
                 "model": m.name,
                 "title": m.title,
                 "version": m.version,
+                # a model at zero keeps its last replica's device and backend (none: not run since serving started)
+                "now": "scaled to zero" if m.scaled_to_zero else "serving",
                 "device": m.device or "—",
-                "backend": m.backend or ("— (scaled to zero)" if m.scaled_to_zero else "—"),
+                "backend": m.backend or "—",
                 "threshold": round(m.threshold, 4),
                 "task": m.task,
             }

@@ -47,7 +47,7 @@ def _status_panel() -> None:
     else:
         st.info("No requests in the window yet.")
     st.subheader("Models")
-    listing = backend.call(backend.models)
+    listing = backend.call(backend.models_now)
     if listing is not None:
         st.dataframe(models_table(listing), hide_index=True, key="service_models")
 

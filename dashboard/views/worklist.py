@@ -272,7 +272,8 @@ def render() -> None:
         return
     ids = [c.id for c in worklist.cases]
     moved_on = _after_review(ids)
-    said, refresh = st.columns([5, 1], vertical_alignment="center")
+    # Refresh on the left: the table's toolbar shows above its top right corner, where it covered the button
+    refresh, said = st.columns([1, 5], vertical_alignment="center")
     refresh.button("Refresh", icon=":material/refresh:", key="worklist_refresh", help="Read the list again.")
     if not worklist.cases:
         st.session_state[_OPEN] = None
@@ -285,7 +286,6 @@ def render() -> None:
         "pick a case below. Other readers' cases and reviews appear on the next click anywhere, or on Refresh."
     )
     table = worklist_table(worklist)
-    st.space("small")  # room for the table's toolbar, which shows above its top right corner, under Refresh
     chosen = st.dataframe(
         table,
         hide_index=True,

@@ -847,6 +847,38 @@ def test_service_page(serving_env: str) -> None:
     assert any("deployment" in df.value.columns for df in at.dataframe)
 
 
+def test_service_page_models_follow_a_model_waking(serving_env: str) -> None:
+    """The Models table is read anew with the replicas on every refresh: a model that scales to zero reads "scaled
+    to zero" while it has no replica and "serving" once a prediction woke it (a cached list said "scaled to zero"
+    for up to 30 s beside a deployment that was running)."""
+    client, name = MedLensClient(serving_env), "mortality-transformer"  # scales to zero 15 s after its last request
+
+    def replicas() -> tuple[int, int]:
+        d = next(d for d in client.service().deployments if d.name == name)
+        return d.replicas, d.starting
+
+    def models_row(at: AppTest) -> dict[str, Any]:
+        table = next(df.value for df in at.dataframe if "backend" in df.value.columns)
+        return dict(table[table["model"] == name].iloc[0])
+
+    deadline = time.monotonic() + 150
+    while replicas() != (0, 0):
+        assert time.monotonic() < deadline, f"{name} did not scale to zero in 150 s: {replicas()}"
+        time.sleep(2)
+    at = _page("views/service.py")
+    assert models_row(at)["now"] == "scaled to zero"
+    at.toggle(key="service_auto_refresh").set_value(False).run()
+    client.predict_mortality(example_mortality_record(), "record.txt", name)  # waits for its replica to start
+    deadline = time.monotonic() + 30
+    while replicas()[0] < 1:
+        assert time.monotonic() < deadline, f"{name} did not report a running replica in 30 s"
+        time.sleep(1)
+    at.button(key="service_refresh").click().run()
+    assert not at.exception, at.exception
+    row = models_row(at)
+    assert row["now"] == "serving" and row["device"] == "cpu", row
+
+
 def _updated(at: AppTest) -> str:
     """The service panel's ``Updated HH:MM:SS UTC`` caption."""
     captions = [c.value for c in at.caption if c.value.startswith("Updated ")]

@@ -180,6 +180,7 @@ def test_models_table() -> None:
             "model": "lstm",
             "title": "Sepsis early warning · LSTM",
             "version": "lstm-1",
+            "now": "serving",
             "device": "cpu",
             "backend": "torch-bf16",
             "threshold": 0.1235,
@@ -209,4 +210,6 @@ def test_models_table_of_a_model_scaled_to_zero() -> None:
         scaled_to_zero=True,
     )
     row = service.models_table(ModelList(models=[info])).to_dict("records")[0]
-    assert (row["device"], row["backend"], row["threshold"]) == ("—", "— (scaled to zero)", 0.3429)
+    assert (row["now"], row["device"], row["backend"], row["threshold"]) == ("scaled to zero", "—", "—", 0.3429)
+    ran = service.models_table(ModelList(models=[info.model_copy(update={"device": "cpu", "backend": "onnxruntime"})]))
+    assert ran.to_dict("records")[0]["now"] == "scaled to zero"  # its last replica's device, but none serves now
