@@ -109,7 +109,9 @@ def endpoint_figure(status: ServiceStatus) -> go.Figure:
     layout(
         fig, title="Request rate and latency per endpoint", height=max(340, 160 + 60 * len(endpoints)), legend="bottom"
     )
-    fig.update_layout(margin={"b": 130})
+    # the legend at the figure's foot, under the axis titles, however many endpoints make the figure tall (a
+    # legend placed in plot fractions drifted further below the axes the taller the figure)
+    fig.update_layout(margin={"b": 100}, legend={"yref": "container", "y": 0.0, "yanchor": "bottom"})
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="requests / s", row=1, col=1, rangemode="tozero")
     fig.update_xaxes(title_text="ms", row=1, col=2, rangemode="tozero")
