@@ -1,15 +1,22 @@
-"""A screen, not a rule: would the teacher's trees, served beside a network (mean logit), beat the network alone?
+"""Screens, not rules: the teacher's trees fitted on every training stay of each protocol split.
 
-    .venv/bin/python scripts/hybrid_screen.py sepsis runs/protocol/trees-sepsis-v1
+    .venv/bin/python scripts/hybrid_screen.py trees sepsis runs/protocol/trees-sepsis-v1
     .venv/bin/python -m models.protocol ensemble runs/protocol/lstm-sepsis-v1-utility runs/protocol/trees-sepsis-v1 \
         --out runs/protocol/lstm+trees-sepsis-v1
     .venv/bin/python -m models.protocol compare runs/protocol/lstm-sepsis-v1-utility runs/protocol/lstm+trees-sepsis-v1
+    .venv/bin/python scripts/hybrid_screen.py distil sepsis runs/protocol/lstm-sepsis-v1-utility-insample
 
 In each of the protocol's 8 splits (never the reserve), the trees of the shipped teacher (TEACHER_PARAMS, on the
 schema's dense channels, towards the task's training labels with its teacher row weights) are fitted on every
-training stay, with the split's own normalisation, and score the split's held-out stays. The result is saved as a
-protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and what was decided:
-docs/sepsis-protocol.md.
+training stay, with the split's own normalisation.
+
+- ``trees``: they score the split's held-out stays (would trees served beside a network help?).
+- ``distil``: one LSTM per split is trained as the protocol's (the shipped task, its seeds, batches and schedule,
+  teacher weight 0.9), but towards those trees' in-sample probabilities instead of the cross-fitted teacher's; it
+  scores the held-out stays (would the stronger trees teach better?).
+
+Either is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and
+what was decided: docs/sepsis-protocol.md.
 """
 
 from __future__ import annotations
@@ -19,45 +26,76 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from models.protocol import _Held, _report, development_stays, save_run, split_masks
-from models.sequence import NormStats, engineer
-from models.sequence_tasks import sequence_task
-from models.train_sequence import TEACHER_PARAMS
+from models.sequence import NormStats, SequenceConfig, engineer
+from models.sequence_tasks import SequenceTask, Stay, sequence_task
+from models.train_cnn import seed_everything
+from models.train_sequence import TEACHER_PARAMS, TEACHER_WEIGHT, _fit_member, member_targets, predict_features
 
 REPEATS = 8  # the protocol's splits (seeds 2022 ... 2029)
+EPOCHS, BATCH_SIZE, LR = 12, 32, 2e-3  # the protocol's defaults (python -m models.protocol run)
 
 
 def main(argv: list[str]) -> int:
-    task_name, out = argv[0], Path(argv[1])
+    mode, task_name, out = argv[0], argv[1], Path(argv[2])
+    if mode not in ("trees", "distil"):
+        raise SystemExit(f"mode {mode!r}: choose trees or distil")
+    torch.set_num_threads(2)
     task = sequence_task(task_name)
     stays, n_reserve = development_stays(task, task.default_data())
     columns = task.schema.n_dense
     held_out: list[_Held] = []
     seconds: list[float] = []
-    for r, held in enumerate(split_masks(stays, REPEATS)):
+    masks = split_masks(stays, REPEATS)
+    for r, held in enumerate(masks):
         start = time.time()
+        seed_everything(r)  # the protocol's seed + r, seed 0
         train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
         stats = NormStats.fit_records([stays[i].values for i in train_idx], task.schema)
-        features = [engineer(s.values, stats, task.schema)[:, :columns] for s in stays]  # per stay (hours, columns)
-        x = np.concatenate([features[i] for i in train_idx])  # (hours, columns)
-        y = np.concatenate([task.training_labels(stays[i].labels) for i in train_idx])  # (hours,)
-        rows = task.teacher_rows([stays[i].labels for i in train_idx])
-        w = None if rows is None else np.concatenate(rows)  # (hours,) or None
-        read = ~np.isnan(x).all(axis=0)  # a column never measured in the fit set cannot be binned
-        trees = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=r).fit(x[:, read], y, sample_weight=w)
-        probs = [trees.predict_proba(features[i][:, read])[:, 1] for i in held_idx]  # per stay (hours,)
+        features = [engineer(s.values, stats, task.schema) for s in stays]  # per stay (hours, n_input)
+        trees, read = _fit_trees(task, stays, [features[i][:, :columns] for i in train_idx], train_idx, r)
+        if mode == "trees":
+            probs = [trees.predict_proba(features[i][:, :columns][:, read])[:, 1] for i in held_idx]  # (hours,)
+        else:
+            teacher: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(stays)
+            for i in train_idx:  # in sample: these trees were fitted on these very stays
+                teacher[i] = trees.predict_proba(features[i][:, :columns][:, read])[:, 1].astype(np.float32)
+            labels = [task.training_labels(s.labels) for s in stays]
+            config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
+            network, _ = _fit_member(
+                config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
+                [], [], epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=r, label=f"split {r + 1}/{REPEATS}",
+                targets=member_targets(labels, teacher, train_idx, TEACHER_WEIGHT["lstm"]), task=task,
+            )  # fmt: skip
+            probs = predict_features(network, [features[i] for i in held_idx])
         held_out.append(_Held(held_idx, probs))
         seconds.append(time.time() - start)
         print(f"split {r}: {len(train_idx)} training stays, {seconds[-1]:.0f} s", flush=True)
-    settings: dict[str, float | int | str] = {"model": "trees", "params": str(TEACHER_PARAMS)}
+    settings: dict[str, float | int | str] = {"screen": mode, "params": str(TEACHER_PARAMS)}
     command = "python scripts/hybrid_screen.py " + " ".join(argv)
-    n_train = [int((~m).sum()) for m in split_masks(stays, REPEATS)]
-    report = _report(task, "trees", stays, n_reserve, held_out, seconds, settings, command, n_train=n_train)
+    n_train = [int((~m).sum()) for m in masks]
+    arch = "trees" if mode == "trees" else "lstm"
+    report = _report(task, arch, stays, n_reserve, held_out, seconds, settings, command, n_train=n_train)
     save_run(out, report, stays, held_out)
     print(f"{out}: {report.line()}")
     return 0
+
+
+def _fit_trees(
+    task: SequenceTask, stays: list[Stay], dense: list[np.ndarray], train_idx: np.ndarray, seed: int
+) -> tuple[HistGradientBoostingClassifier, np.ndarray]:
+    """The teacher's trees on the training stays' dense channels ``dense`` (per stay (hours, columns)) -> (trees,
+    the columns they read: one never measured in the fit set cannot be binned)."""
+    x = np.concatenate(dense)  # (hours, columns)
+    y = np.concatenate([task.training_labels(stays[i].labels) for i in train_idx])  # (hours,)
+    rows = task.teacher_rows([stays[i].labels for i in train_idx])
+    w = None if rows is None else np.concatenate(rows)  # (hours,) or None
+    read = ~np.isnan(x).all(axis=0)
+    trees = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=seed).fit(x[:, read], y, sample_weight=w)
+    return trees, read
 
 
 if __name__ == "__main__":
