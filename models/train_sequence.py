@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from models.sequence import (
 from models.sequence_options import task_from_options
 from models.sequence_tasks import AUXILIARY_WEIGHT, HORIZONS, SEPSIS_TASK, THIN_DROP, Labelled, SequenceTask, Stay
 from models.train_cnn import seed_everything
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 POS_WEIGHT = 4.0  # weight of positive hours in the BCE
 WEIGHT_DECAY = 0.05
@@ -159,6 +163,23 @@ def _teacher_groups(records: Sequence[Labelled], fold_of: np.ndarray, seed: int)
     return groups
 
 
+def fit_teacher_trees(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | None,
+    seed: int,
+    params: dict[str, float | int] | None = None,
+) -> tuple[HistGradientBoostingClassifier, np.ndarray]:
+    """The teacher's trees (``params``, default TEACHER_PARAMS) on rows ``x`` (hours, columns) towards ``y``
+    (hours,), rows weighted by ``w`` (hours,) or alike -> (the trees, the columns they read (columns,): one
+    unmeasured in every row is left out, scikit-learn's binning cannot take it)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    read = ~np.isnan(x).all(axis=0)  # (columns,)
+    clf = HistGradientBoostingClassifier(**(params or TEACHER_PARAMS), random_state=seed)
+    return clf.fit(x[:, read], y, sample_weight=w), read
+
+
 def teacher_targets(
     features: list[np.ndarray],
     labels: list[np.ndarray],
@@ -177,7 +198,6 @@ def teacher_targets(
     block); only the members listed are served (default: every fold). ``hour_weights`` (per stay, (hours,))
     weight the trees' rows (default: every hour alike). ``params``: the trees' settings (default TEACHER_PARAMS).
     ``fit_on`` (one flag per stay): only the flagged stays are fitted on, every stay is scored (default: all)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     folds = int(fold_of.max()) + 1
@@ -198,9 +218,7 @@ def teacher_targets(
                     fitted[key] = float(y[0])
                 else:
                     w = None if hour_weights is None else np.concatenate([hour_weights[i] for i in fit_idx])
-                    read = ~np.isnan(x).all(axis=0)  # (columns,)
-                    clf = HistGradientBoostingClassifier(**(params or TEACHER_PARAMS), random_state=seed)
-                    fitted[key] = clf.fit(x[:, read], y, sample_weight=w), read  # w: (hours,) or None
+                    fitted[key] = fit_teacher_trees(x, y, w, seed, params)
             teacher = fitted[key]
             scored = np.flatnonzero((fold_of != k) & (groups == g))
             x = np.concatenate([features[i][:, :columns] for i in scored])  # (hours, columns)

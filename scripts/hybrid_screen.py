@@ -33,7 +33,14 @@ from models.protocol import _Held, _report, development_stays, save_run, split_m
 from models.sequence import NormStats, SequenceConfig, engineer
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 from models.train_cnn import seed_everything
-from models.train_sequence import TEACHER_PARAMS, TEACHER_WEIGHT, _fit_member, member_targets, predict_features
+from models.train_sequence import (
+    TEACHER_PARAMS,
+    TEACHER_WEIGHT,
+    _fit_member,
+    fit_teacher_trees,
+    member_targets,
+    predict_features,
+)
 
 REPEATS = 8  # the protocol's splits (seeds 2022 ... 2029)
 EPOCHS, BATCH_SIZE, LR = 12, 32, 2e-3  # the protocol's defaults (python -m models.protocol run)
@@ -57,12 +64,15 @@ def main(argv: list[str]) -> int:
         stats = NormStats.fit_records([stays[i].values for i in train_idx], task.schema)
         features = [engineer(s.values, stats, task.schema) for s in stays]  # per stay (hours, n_input)
         trees, read = _fit_trees(task, stays, [features[i][:, :columns] for i in train_idx], train_idx, r)
+        # the trees score the held-out stays (trees) or, in sample, the very stays they were fitted on (distil)
+        scored = held_idx if mode == "trees" else train_idx
+        tree_probs = {i: trees.predict_proba(features[i][:, :columns][:, read])[:, 1] for i in scored}  # (hours,)
         if mode == "trees":
-            probs = [trees.predict_proba(features[i][:, :columns][:, read])[:, 1] for i in held_idx]  # (hours,)
+            probs = [tree_probs[i] for i in held_idx]
         else:
             teacher: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(stays)
-            for i in train_idx:  # in sample: these trees were fitted on these very stays
-                teacher[i] = trees.predict_proba(features[i][:, :columns][:, read])[:, 1].astype(np.float32)
+            for i in train_idx:
+                teacher[i] = tree_probs[i].astype(np.float32)
             labels = [task.training_labels(s.labels) for s in stays]
             config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
             network, _ = _fit_member(
@@ -88,14 +98,12 @@ def _fit_trees(
     task: SequenceTask, stays: list[Stay], dense: list[np.ndarray], train_idx: np.ndarray, seed: int
 ) -> tuple[HistGradientBoostingClassifier, np.ndarray]:
     """The teacher's trees on the training stays' dense channels ``dense`` (per stay (hours, columns)) -> (trees,
-    the columns they read: one never measured in the fit set cannot be binned)."""
+    the columns they read), fitted as the teacher fits them (:func:`models.train_sequence.fit_teacher_trees`)."""
     x = np.concatenate(dense)  # (hours, columns)
     y = np.concatenate([task.training_labels(stays[i].labels) for i in train_idx])  # (hours,)
     rows = task.teacher_rows([stays[i].labels for i in train_idx])
     w = None if rows is None else np.concatenate(rows)  # (hours,) or None
-    read = ~np.isnan(x).all(axis=0)
-    trees = HistGradientBoostingClassifier(**TEACHER_PARAMS, random_state=seed).fit(x[:, read], y, sample_weight=w)
-    return trees, read
+    return fit_teacher_trees(x, y, w, seed)
 
 
 if __name__ == "__main__":
