@@ -365,6 +365,7 @@ RECIPE_DEFAULTS: dict[str, object] = {
         "teacher",
         "thinned_copies",
         "weight_average",
+        "teacher_temperature",
     )
 }
 
@@ -374,7 +375,14 @@ RECIPE_DEFAULTS: dict[str, object] = {
 OPTIONAL_SETTINGS: dict[str, object] = {
     **{
         key: RECIPE_DEFAULTS[key]
-        for key in ("teacher_groups", "auxiliary", "teacher", "thinned_copies", "weight_average")
+        for key in (
+            "teacher_groups",
+            "auxiliary",
+            "teacher",
+            "thinned_copies",
+            "weight_average",
+            "teacher_temperature",
+        )
     },
     "folds": 1,
     "d_model": None,
@@ -430,6 +438,7 @@ def run_protocol(
         "teacher": task.teacher,
         "thinned_copies": task.thinned_copies,
         "weight_average": task.weight_average,
+        "teacher_temperature": task.teacher_temperature,
         "folds": folds,
         "d_model": d_model,
         "train_fraction": train_fraction,

@@ -43,6 +43,14 @@ def _copies(value: str) -> int:
     return copies
 
 
+def _temperature(value: str) -> float:
+    """``--teacher-temperature``: a finite number of at least 1 (1: the teacher's probabilities as they are)."""
+    temperature = float(value)
+    if not 1 <= temperature < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: the temperature must be a finite number of at least 1")
+    return temperature
+
+
 def add_task_options(parser: argparse.ArgumentParser) -> None:
     """The options that change a sequence task's recipe, shared by ``models.train`` and ``models.protocol run``
     (read back by :func:`task_from_options`)."""
@@ -115,6 +123,15 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "average of its weights over the training steps, with a horizon of one epoch (ema)",
     )
     parser.add_argument(
+        "--teacher-temperature",
+        type=_temperature,
+        default=None,
+        metavar="T",
+        help="sequence models: 1 (the default) blends label and teacher into one BCE target; T > 1 gives the "
+        "teacher's share its own BCE on logits and targets divided by T (times T^2), which weighs the teacher's "
+        "log-odds rather than its probabilities, so low-risk hours are ranked too",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -138,4 +155,5 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
         teacher=args.teacher,
         thinned_copies=args.thinned_copies,
         weight_average=args.weight_average,
+        teacher_temperature=args.teacher_temperature,
     )

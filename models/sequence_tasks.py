@@ -116,6 +116,10 @@ class SequenceTask:
     #: what a network keeps after training: "none" (its last weights) or "ema" (an exponential moving average of
     #: its weights after every step, with a horizon of one epoch: decay 1 - 1 / steps per epoch)
     weight_average: WeightAverage = "none"
+    #: how a network learns its teacher's share: 1, one BCE on the blend (1 - w) x label + w x teacher; T > 1,
+    #: (1 - w) x the labels' BCE + w x T^2 x the BCE of logits / T against the teacher's shifted log-odds / T
+    #: (``models.train_sequence.TemperedTeacher``), which approaches matching the teacher's log-odds as T grows
+    teacher_temperature: float = 1.0
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -249,10 +253,11 @@ def sequence_task(
     teacher: str | None = None,
     thinned_copies: int | None = None,
     weight_average: str | None = None,
+    teacher_temperature: float | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies or weight
-    averaging when given."""
+    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies, weight averaging or
+    teacher temperature when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -294,4 +299,8 @@ def sequence_task(
         if weight_average not in get_args(WeightAverage):
             raise ValueError(f"weight averaging {weight_average!r}: choose none or ema")
         changes["weight_average"] = weight_average
+    if teacher_temperature is not None and teacher_temperature != base.teacher_temperature:
+        if not 1 <= teacher_temperature < float("inf"):
+            raise ValueError(f"teacher temperature {teacher_temperature}: give a finite number of at least 1")
+        changes["teacher_temperature"] = float(teacher_temperature)
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

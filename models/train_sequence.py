@@ -300,12 +300,14 @@ def _fit_member(
     targets: list[np.ndarray] | None = None,
     task: SequenceTask = SEPSIS_TASK,
     init: dict[str, torch.Tensor] | None = None,
+    tempered: TemperedTeacher | None = None,
 ) -> tuple[SequenceModel, list[dict[str, float]]]:
     """Train one network for a fixed number of epochs (one-cycle schedule); the held-out stays are
     only scored for the log, never used to choose anything for this member. ``targets`` (soft, in [0, 1])
-    replace ``y_train`` in the loss when given; sampling still follows the hard labels. Each hour's loss is
-    weighted by ``task.hour_weights``. ``init``: start from these weights (a pretrained network of the same
-    config) with a freshly initialised head."""
+    replace ``y_train`` in the loss when given; sampling still follows the hard labels. ``tempered``: the
+    teacher's share of the loss at a temperature (:func:`hour_loss`). Each hour's loss is weighted by
+    ``task.hour_weights``. ``init``: start from these weights (a pretrained network of the same config) with a
+    freshly initialised head."""
 
     seed_everything(seed)
     model = build_sequence_model(config)
@@ -350,9 +352,8 @@ def _fit_member(
             weight = w.squeeze(-1) * mask  # (batch, hours)
             rep = model.representation(x, mask)  # (batch, hours, representation_size)
             logits = model.head(rep).squeeze(-1)  # (batch, hours)
-            loss_h = F.binary_cross_entropy_with_logits(
-                logits, y.squeeze(-1), pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
-            )
+            soft = None if tempered is None else pad_batch([tempered.targets[i][:, None] for i in idx])[0]
+            loss_h = hour_loss(logits, y.squeeze(-1), tempered, None if soft is None else soft.squeeze(-1))
             loss = (loss_h * weight).sum() / weight.sum()
             if aux_head is not None and aux_targets is not None:
                 aux_y, _ = pad_batch([aux_targets[i] for i in idx])  # (batch, hours, outputs)
@@ -384,14 +385,53 @@ def _fit_member(
     return model, history
 
 
+@dataclass(frozen=True)
+class TemperedTeacher:
+    """The teacher's share of a member's loss at a temperature T > 1 (``SequenceTask.teacher_temperature``):
+    ``targets`` per training stay (hours,) are sigmoid((logit(teacher) + log POS_WEIGHT) / T), so the share's
+    optimum is the label term's log-odds offset, logit(teacher) + log POS_WEIGHT, at every T."""
+
+    targets: list[np.ndarray]
+    weight: float
+    temperature: float
+
+
+def hour_loss(
+    logits: torch.Tensor, y: torch.Tensor, tempered: TemperedTeacher | None, soft: torch.Tensor | None
+) -> torch.Tensor:
+    """(batch, hours) loss of each hour before its hour weight. Without ``tempered``: the BCE (positive weight
+    POS_WEIGHT) of ``logits`` against ``y``, the labels or their blend with the teacher. With it: (1 - w) x that
+    BCE against the labels + w x T^2 x the BCE of logits / T against ``soft`` (the tempered targets of the same
+    hours, (batch, hours)). As T grows the share approaches w x (logit - logit(teacher) - log POS_WEIGHT)^2 / 8
+    plus a constant: it matches log-odds, so the teacher's ranking of low-risk hours counts as much as of high."""
+    labelled = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(POS_WEIGHT), reduction="none")
+    if tempered is None:
+        return labelled
+    assert soft is not None
+    t = tempered.temperature
+    taught = F.binary_cross_entropy_with_logits(logits / t, soft, reduction="none") * (t * t)
+    return (1 - tempered.weight) * labelled + tempered.weight * taught
+
+
 def member_targets(
-    labels: list[np.ndarray], teacher: list[np.ndarray] | None, idx: np.ndarray, weight: float
-) -> list[np.ndarray]:
-    """Targets of the training stays ``idx``: (1 - weight) x label + weight x teacher, or the labels without a
-    teacher. ``labels`` are the task's training labels (``SequenceTask.training_labels``)."""
+    labels: list[np.ndarray],
+    teacher: list[np.ndarray] | None,
+    idx: np.ndarray,
+    weight: float,
+    temperature: float = 1.0,
+) -> tuple[list[np.ndarray], TemperedTeacher | None]:
+    """Targets of the training stays ``idx`` and the teacher's tempered share. At temperature 1: (1 - weight) x
+    label + weight x teacher, or the labels without a teacher, and no tempered share. Above 1: the labels, and
+    the teacher's share as a :class:`TemperedTeacher`. ``labels`` are the task's training labels
+    (``SequenceTask.training_labels``)."""
+    hard = [labels[i].astype(np.float32) for i in idx]
     if teacher is None:
-        return [labels[i].astype(np.float32) for i in idx]
-    return [(1 - weight) * labels[i].astype(np.float32) + weight * teacher[i] for i in idx]
+        return hard, None
+    if temperature == 1:
+        return [(1 - weight) * h + weight * teacher[i] for h, i in zip(hard, idx, strict=True)], None
+    shifted = [(logit(teacher[i]) + np.log(POS_WEIGHT)) / temperature for i in idx]  # per stay (hours,)
+    soft = [(1.0 / (1.0 + np.exp(-z))).astype(np.float32) for z in shifted]
+    return hard, TemperedTeacher(soft, weight, temperature)
 
 
 @dataclass(frozen=True)
@@ -475,6 +515,10 @@ def fit_fold_members(
         train_idx = np.flatnonzero(outside if network_mask is None else outside & network_mask)
         held_idx = np.flatnonzero((fold_of == fold) & original)
         x_held = [features[i] for i in held_idx]
+        targets, tempered = member_targets(
+            train_labels, None if teacher is None else teacher[fold], train_idx, teacher_weight,
+            task.teacher_temperature,
+        )  # fmt: skip
         member, member_history = _fit_member(
             single,
             [features[i] for i in train_idx],
@@ -482,8 +526,7 @@ def fit_fold_members(
             x_held if score_held else [],
             [labels[i] for i in held_idx] if score_held else [],
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed + fold, label=f"{label} fold {fold + 1}/{folds}",
-            targets=member_targets(train_labels, None if teacher is None else teacher[fold], train_idx, teacher_weight),
-            task=task, init=init,
+            targets=targets, task=task, init=init, tempered=tempered,
         )  # fmt: skip
         for i, prob in zip(held_idx, predict_features(member, x_held), strict=True):
             oof[i] = prob
@@ -558,6 +601,7 @@ def train_sequence(
             "auxiliary": task.auxiliary,
             "thinned_copies": task.thinned_copies,
             "weight_average": task.weight_average,
+            "teacher_temperature": task.teacher_temperature,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -730,6 +774,13 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                     + (
                         f"; cross-fitted in {task.teacher_groups} groups of stays"
                         if task.teacher_groups is not None
+                        else ""
+                    )
+                    + (
+                        f"; the teacher's share learnt at temperature {task.teacher_temperature:g}: "
+                        f"{1 - teacher_weight:g} x the labels' BCE + {teacher_weight:g} x T^2 x the BCE of logit / T "
+                        f"against (logit(teacher) + log {POS_WEIGHT:g}) / T"
+                        if task.teacher_temperature != 1
                         else ""
                     )
                     if teacher_weight > 0

@@ -75,10 +75,13 @@ def main(argv: list[str]) -> int:
                 teacher[i] = tree_probs[i].astype(np.float32)
             labels = [task.training_labels(s.labels) for s in stays]
             config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
+            targets, tempered = member_targets(
+                labels, teacher, train_idx, TEACHER_WEIGHT["lstm"], task.teacher_temperature
+            )
             network, _ = _fit_member(
                 config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
                 [], [], epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=r, label=f"split {r + 1}/{REPEATS}",
-                targets=member_targets(labels, teacher, train_idx, TEACHER_WEIGHT["lstm"]), task=task,
+                targets=targets, task=task, tempered=tempered,
             )  # fmt: skip
             probs = predict_features(network, [features[i] for i in held_idx])
         held_out.append(_Held(held_idx, probs))

@@ -33,6 +33,7 @@ def test_options_change_the_task() -> None:
     assert _parse("--d-model", "128").d_model == 128 and _parse().d_model is None
     assert task_from_options("mortality", _parse("--thinned-copies", "2")).thinned_copies == 2
     assert task_from_options("mortality", _parse("--weight-average", "ema")).weight_average == "ema"
+    assert task_from_options("sepsis", _parse("--teacher-temperature", "4")).teacher_temperature == 4.0
     assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
         "uniform",
@@ -55,6 +56,10 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--auxiliary", "tasks"),
         ("--thinned-copies", "-1"),
         ("--weight-average", "swa"),
+        ("--teacher-temperature", "0.5"),
+        ("--teacher-temperature", "inf"),
+        ("--teacher-temperature", "nan"),
+        ("--teacher-temperature", "hot"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)

@@ -350,3 +350,58 @@ def test_weight_average_keeps_the_moving_average_of_every_step(psv_folder: Path)
     assert max(float((a - b).abs().max()) for a, b in zip(averaged, last, strict=True)) > 1e-4
     with pytest.raises(ValueError, match="choose none or ema"):
         sequence_task("sepsis", weight_average="swa")
+
+
+def test_tempered_teacher_matches_the_teachers_log_odds() -> None:
+    """``SequenceTask.teacher_temperature``: at 1 the targets are today's blend and no tempered share; above 1
+    the labels stay hard, the teacher's share is minimised at logit(teacher) + log POS_WEIGHT (the label term's
+    offset) at every temperature, and at a high temperature it pulls a logit towards that point in proportion to
+    the distance, which is what ranks low-risk hours as the teacher does."""
+    import torch
+
+    from models.sequence_tasks import sequence_task
+    from models.train_sequence import POS_WEIGHT, hour_loss, member_targets
+
+    teacher = [np.array([0.002, 0.02, 0.3, 0.9], dtype=np.float32)]  # (hours,)
+    labels = [np.array([0, 0, 1, 1])]
+    idx = np.array([0])
+    blend, none = member_targets(labels, teacher, idx, 0.9)
+    assert none is None
+    np.testing.assert_allclose(blend[0], 0.1 * labels[0] + 0.9 * teacher[0], rtol=1e-6)
+    assert member_targets(labels, None, idx, 0.9, 4.0)[1] is None  # no teacher, nothing to temper
+
+    optimum = np.log(teacher[0] / (1 - teacher[0])) + np.log(POS_WEIGHT)  # (hours,)
+    for temperature in (2.0, 4.0, 50.0):
+        hard, tempered = member_targets(labels, teacher, idx, 1.0, temperature)  # the teacher's share alone
+        assert tempered is not None and tempered.temperature == temperature
+        np.testing.assert_array_equal(hard[0], labels[0])
+        soft = torch.from_numpy(tempered.targets[0])[None]  # (1, hours)
+        y = torch.from_numpy(hard[0])[None]
+
+        def grad(
+            at: np.ndarray, soft: torch.Tensor = soft, y: torch.Tensor = y, tempered: object = tempered
+        ) -> np.ndarray:
+            z = torch.tensor(at[None], dtype=torch.float32, requires_grad=True)  # (1, hours)
+            hour_loss(z, y, tempered, soft).sum().backward()  # type: ignore[arg-type]
+            assert z.grad is not None
+            return z.grad[0].numpy()
+
+        np.testing.assert_allclose(grad(optimum), 0.0, atol=1e-5)
+        assert np.all(grad(optimum + 1) > 0) and np.all(grad(optimum - 1) < 0)
+        if temperature == 50.0:  # T^2 x BCE(z / T, .) -> (z - optimum)^2 / 8: the gradient is the distance / 4
+            np.testing.assert_allclose(grad(optimum + 2), 0.5, rtol=0.02)
+    # a weight between: (1 - w) of the labels' BCE, w of the teacher's share
+    _, tempered = member_targets(labels, teacher, idx, 0.9, 4.0)
+    assert tempered is not None
+    z = torch.zeros(1, 4)
+    soft = torch.from_numpy(tempered.targets[0])[None]
+    y = torch.from_numpy(labels[0].astype(np.float32))[None]
+    labelled = torch.nn.functional.binary_cross_entropy_with_logits(
+        z, y, pos_weight=torch.tensor(POS_WEIGHT), reduction="none"
+    )
+    taught = 16 * torch.nn.functional.binary_cross_entropy_with_logits(z / 4, soft, reduction="none")
+    torch.testing.assert_close(hour_loss(z, y, tempered, soft), 0.1 * labelled + 0.9 * taught)
+    assert sequence_task("sepsis", teacher_temperature=4).teacher_temperature == 4.0
+    assert sequence_task("sepsis", teacher_temperature=1) is sequence_task("sepsis")
+    with pytest.raises(ValueError, match="at least 1"):
+        sequence_task("sepsis", teacher_temperature=0.5)
