@@ -352,38 +352,19 @@ def development_stays(task: SequenceTask, data: Path, limit: int | None = None) 
 
 #: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
 #: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)
+#: the task's recipe settings that a run has recorded since the protocol began, and those added later (a run
+#: records these only when they differ from their defaults)
+_FIRST_SETTINGS = ("weighting", "target", "teacher_hours")
+_LATER_SETTINGS = ("teacher_groups", "auxiliary", "teacher", "thinned_copies", "weight_average", "teacher_temperature")
 RECIPE_DEFAULTS: dict[str, object] = {
-    f.name: f.default
-    for f in fields(SequenceTask)
-    if f.name
-    in (
-        "weighting",
-        "target",
-        "teacher_hours",
-        "teacher_groups",
-        "auxiliary",
-        "teacher",
-        "thinned_copies",
-        "weight_average",
-        "teacher_temperature",
-    )
+    f.name: f.default for f in fields(SequenceTask) if f.name in _FIRST_SETTINGS + _LATER_SETTINGS
 }
 
 
 #: the settings a run records only when they differ from these values, which every run made before the setting
 #: existed had: resuming compares the recorded settings key for key, so a saved run's keys must stay as they were
 OPTIONAL_SETTINGS: dict[str, object] = {
-    **{
-        key: RECIPE_DEFAULTS[key]
-        for key in (
-            "teacher_groups",
-            "auxiliary",
-            "teacher",
-            "thinned_copies",
-            "weight_average",
-            "teacher_temperature",
-        )
-    },
+    **{key: RECIPE_DEFAULTS[key] for key in _LATER_SETTINGS},
     "folds": 1,
     "d_model": None,
     "train_fraction": 1.0,
@@ -428,17 +409,10 @@ def run_protocol(
         "seed": seed,
         "teacher_weight": teacher_weight,
         "schema": task.schema.name,
-        "weighting": task.weighting,
-        "target": task.target,
-        "teacher_hours": task.teacher_hours,
+        **{key: getattr(task, key) for key in _FIRST_SETTINGS},
     }
     chosen = {
-        "teacher_groups": task.teacher_groups,
-        "auxiliary": task.auxiliary,
-        "teacher": task.teacher,
-        "thinned_copies": task.thinned_copies,
-        "weight_average": task.weight_average,
-        "teacher_temperature": task.teacher_temperature,
+        **{key: getattr(task, key) for key in _LATER_SETTINGS},
         "folds": folds,
         "d_model": d_model,
         "train_fraction": train_fraction,
