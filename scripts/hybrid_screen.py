@@ -5,6 +5,7 @@
         --out runs/protocol/lstm+trees-sepsis-v1
     .venv/bin/python -m models.protocol compare runs/protocol/lstm-sepsis-v1-utility runs/protocol/lstm+trees-sepsis-v1
     .venv/bin/python scripts/hybrid_screen.py distil sepsis runs/protocol/lstm-sepsis-v1-utility-insample
+    .venv/bin/python scripts/hybrid_screen.py fidelity sepsis runs/protocol/lstm-sepsis-v1-utility-insample-fit
 
 In each of the protocol's 8 splits (never the reserve), the trees of the shipped teacher (TEACHER_PARAMS, on the
 schema's dense channels, towards the task's training labels with its teacher row weights) are fitted on every
@@ -14,6 +15,9 @@ training stay, with the split's own normalisation.
 - ``distil``: one LSTM per split is trained as the protocol's (the shipped task, its seeds, batches and schedule,
   teacher weight 0.9), but towards those trees' in-sample probabilities instead of the cross-fitted teacher's; it
   scores the held-out stays (would the stronger trees teach better?).
+- ``fidelity``: ``distil`` again, which also scores the training stays, and writes ``fidelity.json`` beside the
+  run: the hourly AUROC of the trees and of the network on the training and the held-out stays, and the rank
+  correlation of their log-odds on each (does the network fail to fit its teacher, or to generalise as it does?).
 
 Either is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and
 what was decided: docs/sepsis-protocol.md.
@@ -21,6 +25,7 @@ what was decided: docs/sepsis-protocol.md.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +35,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from models.protocol import _Held, _report, development_stays, save_run, split_masks
+from models.risk_smoothing import logit
 from models.sequence import NormStats, SequenceConfig, engineer
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 from models.train_cnn import seed_everything
@@ -48,14 +54,15 @@ EPOCHS, BATCH_SIZE, LR = 12, 32, 2e-3  # the protocol's defaults (python -m mode
 
 def main(argv: list[str]) -> int:
     mode, task_name, out = argv[0], argv[1], Path(argv[2])
-    if mode not in ("trees", "distil"):
-        raise SystemExit(f"mode {mode!r}: choose trees or distil")
+    if mode not in ("trees", "distil", "fidelity"):
+        raise SystemExit(f"mode {mode!r}: choose trees, distil or fidelity")
     torch.set_num_threads(2)
     task = sequence_task(task_name)
     stays, n_reserve = development_stays(task, task.default_data())
     columns = task.schema.n_dense
     held_out: list[_Held] = []
     seconds: list[float] = []
+    fidelity: list[dict[str, float]] = []
     masks = split_masks(stays, REPEATS)
     for r, held in enumerate(masks):
         start = time.time()
@@ -65,7 +72,7 @@ def main(argv: list[str]) -> int:
         features = [engineer(s.values, stats, task.schema) for s in stays]  # per stay (hours, n_input)
         trees, read = _fit_trees(task, stays, [features[i][:, :columns] for i in train_idx], train_idx, r)
         # the trees score the held-out stays (trees) or, in sample, the very stays they were fitted on (distil)
-        scored = held_idx if mode == "trees" else train_idx
+        scored = {"trees": held_idx, "distil": train_idx, "fidelity": np.arange(len(stays))}[mode]
         tree_probs = {i: trees.predict_proba(features[i][:, :columns][:, read])[:, 1] for i in scored}  # (hours,)
         if mode == "trees":
             probs = [tree_probs[i] for i in held_idx]
@@ -84,6 +91,16 @@ def main(argv: list[str]) -> int:
                 targets=targets, task=task, tempered=tempered,
             )  # fmt: skip
             probs = predict_features(network, [features[i] for i in held_idx])
+            if mode == "fidelity":
+                fitted = predict_features(network, [features[i] for i in train_idx])
+                fidelity.append(
+                    {"split": r}
+                    | _agreement(
+                        "train", [stays[i].labels for i in train_idx], [tree_probs[i] for i in train_idx], fitted
+                    )
+                    | _agreement("held", [stays[i].labels for i in held_idx], [tree_probs[i] for i in held_idx], probs)
+                )
+                print(fidelity[-1], flush=True)
         held_out.append(_Held(held_idx, probs))
         seconds.append(time.time() - start)
         print(f"split {r}: {len(train_idx)} training stays, {seconds[-1]:.0f} s", flush=True)
@@ -93,8 +110,27 @@ def main(argv: list[str]) -> int:
     arch = "trees" if mode == "trees" else "lstm"
     report = _report(task, arch, stays, n_reserve, held_out, seconds, settings, command, n_train=n_train)
     save_run(out, report, stays, held_out)
+    if fidelity:
+        (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     print(f"{out}: {report.line()}")
     return 0
+
+
+def _agreement(
+    part: str, labels: list[np.ndarray], trees: list[np.ndarray], network: list[np.ndarray]
+) -> dict[str, float]:
+    """Hourly AUROC of the trees and of the network against the stays' labels, and the Spearman correlation of
+    their log-odds, over every hour of the stays (``part`` names the keys)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    y = np.concatenate(labels)  # (hours,)
+    t, n = np.concatenate(trees), np.concatenate(network)  # (hours,)
+    return {
+        f"{part}_trees_auroc": float(roc_auc_score(y, t)),
+        f"{part}_network_auroc": float(roc_auc_score(y, n)),
+        f"{part}_spearman": float(spearmanr(logit(t), logit(n)).statistic),
+    }
 
 
 def _fit_trees(
