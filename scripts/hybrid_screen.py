@@ -6,6 +6,7 @@
     .venv/bin/python -m models.protocol compare runs/protocol/lstm-sepsis-v1-utility runs/protocol/lstm+trees-sepsis-v1
     .venv/bin/python scripts/hybrid_screen.py distil sepsis runs/protocol/lstm-sepsis-v1-utility-insample
     .venv/bin/python scripts/hybrid_screen.py fidelity sepsis runs/protocol/lstm-sepsis-v1-utility-insample-fit
+    .venv/bin/python scripts/hybrid_screen.py fidelity-pure sepsis runs/protocol/lstm-sepsis-v1-pure-fit
 
 In each of the protocol's 8 splits (never the reserve), the trees of the shipped teacher (TEACHER_PARAMS, on the
 schema's dense channels, towards the task's training labels with its teacher row weights) are fitted on every
@@ -18,6 +19,8 @@ training stay, with the split's own normalisation.
 - ``fidelity``: ``distil`` again, which also scores the training stays, and writes ``fidelity.json`` beside the
   run: the hourly AUROC of the trees and of the network on the training and the held-out stays, and the rank
   correlation of their log-odds on each (does the network fail to fit its teacher, or to generalise as it does?).
+- ``fidelity-pure``: ``fidelity`` with the teacher's targets alone (teacher weight 1) and every hour weighted
+  alike, so the loss asks for nothing but the teacher's ranking (positive weight 4 only shifts its log-odds).
 
 Either is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and
 what was decided: docs/sepsis-protocol.md.
@@ -54,10 +57,11 @@ EPOCHS, BATCH_SIZE, LR = 12, 32, 2e-3  # the protocol's defaults (python -m mode
 
 def main(argv: list[str]) -> int:
     mode, task_name, out = argv[0], argv[1], Path(argv[2])
-    if mode not in ("trees", "distil", "fidelity"):
-        raise SystemExit(f"mode {mode!r}: choose trees, distil or fidelity")
+    if mode not in ("trees", "distil", "fidelity", "fidelity-pure"):
+        raise SystemExit(f"mode {mode!r}: choose trees, distil, fidelity or fidelity-pure")
+    pure = mode == "fidelity-pure"
     torch.set_num_threads(2)
-    task = sequence_task(task_name)
+    task = sequence_task(task_name, weighting="uniform" if pure else None)
     stays, n_reserve = development_stays(task, task.default_data())
     columns = task.schema.n_dense
     held_out: list[_Held] = []
@@ -72,7 +76,7 @@ def main(argv: list[str]) -> int:
         features = [engineer(s.values, stats, task.schema) for s in stays]  # per stay (hours, n_input)
         trees, read = _fit_trees(task, stays, [features[i][:, :columns] for i in train_idx], train_idx, r)
         # the trees score the held-out stays (trees) or, in sample, the very stays they were fitted on (distil)
-        scored = {"trees": held_idx, "distil": train_idx, "fidelity": np.arange(len(stays))}[mode]
+        scored = {"trees": held_idx, "distil": train_idx}.get(mode, np.arange(len(stays)))
         tree_probs = {i: trees.predict_proba(features[i][:, :columns][:, read])[:, 1] for i in scored}  # (hours,)
         if mode == "trees":
             probs = [tree_probs[i] for i in held_idx]
@@ -83,7 +87,7 @@ def main(argv: list[str]) -> int:
             labels = [task.training_labels(s.labels) for s in stays]
             config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
             targets, tempered = member_targets(
-                labels, teacher, train_idx, TEACHER_WEIGHT["lstm"], task.teacher_temperature
+                labels, teacher, train_idx, 1.0 if pure else TEACHER_WEIGHT["lstm"], task.teacher_temperature
             )
             network, _ = _fit_member(
                 config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
@@ -91,7 +95,7 @@ def main(argv: list[str]) -> int:
                 targets=targets, task=task, tempered=tempered,
             )  # fmt: skip
             probs = predict_features(network, [features[i] for i in held_idx])
-            if mode == "fidelity":
+            if mode.startswith("fidelity"):
                 fitted = predict_features(network, [features[i] for i in train_idx])
                 fidelity.append(
                     {"split": r}
