@@ -7,6 +7,7 @@
     .venv/bin/python scripts/hybrid_screen.py distil sepsis runs/protocol/lstm-sepsis-v1-utility-insample
     .venv/bin/python scripts/hybrid_screen.py fidelity sepsis runs/protocol/lstm-sepsis-v1-utility-insample-fit
     .venv/bin/python scripts/hybrid_screen.py fidelity-pure sepsis runs/protocol/lstm-sepsis-v1-pure-fit
+    .venv/bin/python scripts/hybrid_screen.py fidelity-hourly sepsis runs/protocol/mlp-sepsis-v1-pure-fit
 
 In each of the protocol's 8 splits (never the reserve), the trees of the shipped teacher (TEACHER_PARAMS, on the
 schema's dense channels, towards the task's training labels with its teacher row weights) are fitted on every
@@ -21,6 +22,9 @@ training stay, with the split's own normalisation.
   correlation of their log-odds on each (does the network fail to fit its teacher, or to generalise as it does?).
 - ``fidelity-pure``: ``fidelity`` with the teacher's targets alone (teacher weight 1) and every hour weighted
   alike, so the loss asks for nothing but the teacher's ranking (positive weight 4 only shifts its log-odds).
+- ``fidelity-hourly``: ``fidelity-pure`` with the LSTM replaced by an MLP that reads each hour's engineered
+  channels alone (the LSTM's inputs, which already summarise the hours before), as the trees do: does the
+  recurrent network lose what a per-hour network keeps?
 
 Either is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and
 what was decided: docs/sepsis-protocol.md.
@@ -31,11 +35,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.ensemble import HistGradientBoostingClassifier
+from torch import nn
 
 from models.protocol import _Held, _report, development_stays, save_run, split_masks
 from models.risk_smoothing import logit
@@ -43,8 +51,10 @@ from models.sequence import NormStats, SequenceConfig, engineer
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 from models.train_cnn import seed_everything
 from models.train_sequence import (
+    POS_WEIGHT,
     TEACHER_PARAMS,
     TEACHER_WEIGHT,
+    WEIGHT_DECAY,
     _fit_member,
     fit_teacher_trees,
     member_targets,
@@ -57,9 +67,9 @@ EPOCHS, BATCH_SIZE, LR = 12, 32, 2e-3  # the protocol's defaults (python -m mode
 
 def main(argv: list[str]) -> int:
     mode, task_name, out = argv[0], argv[1], Path(argv[2])
-    if mode not in ("trees", "distil", "fidelity", "fidelity-pure"):
-        raise SystemExit(f"mode {mode!r}: choose trees, distil, fidelity or fidelity-pure")
-    pure = mode == "fidelity-pure"
+    if mode not in ("trees", "distil", "fidelity", "fidelity-pure", "fidelity-hourly"):
+        raise SystemExit(f"mode {mode!r}: choose trees, distil, fidelity, fidelity-pure or fidelity-hourly")
+    pure = mode in ("fidelity-pure", "fidelity-hourly")
     torch.set_num_threads(2)
     task = sequence_task(task_name, weighting="uniform" if pure else None)
     stays, n_reserve = development_stays(task, task.default_data())
@@ -89,14 +99,18 @@ def main(argv: list[str]) -> int:
             targets, tempered = member_targets(
                 labels, teacher, train_idx, 1.0 if pure else TEACHER_WEIGHT["lstm"], task.teacher_temperature
             )
-            network, _ = _fit_member(
-                config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
-                [], [], epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=r, label=f"split {r + 1}/{REPEATS}",
-                targets=targets, task=task, tempered=tempered,
-            )  # fmt: skip
-            probs = predict_features(network, [features[i] for i in held_idx])
+            if mode == "fidelity-hourly":
+                predict = _fit_hourly([features[i] for i in train_idx], targets, seed=r)
+            else:
+                network, _ = _fit_member(
+                    config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
+                    [], [], epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=r, label=f"split {r + 1}/{REPEATS}",
+                    targets=targets, task=task, tempered=tempered,
+                )  # fmt: skip
+                predict = partial(predict_features, network)
+            probs = predict([features[i] for i in held_idx])
             if mode.startswith("fidelity"):
-                fitted = predict_features(network, [features[i] for i in train_idx])
+                fitted = predict([features[i] for i in train_idx])
                 fidelity.append(
                     {"split": r}
                     | _agreement(
@@ -111,13 +125,54 @@ def main(argv: list[str]) -> int:
     settings: dict[str, float | int | str] = {"screen": mode, "params": str(TEACHER_PARAMS)}
     command = "python scripts/hybrid_screen.py " + " ".join(argv)
     n_train = [int((~m).sum()) for m in masks]
-    arch = "trees" if mode == "trees" else "lstm"
+    arch = {"trees": "trees", "fidelity-hourly": "mlp"}.get(mode, "lstm")
     report = _report(task, arch, stays, n_reserve, held_out, seconds, settings, command, n_train=n_train)
     save_run(out, report, stays, held_out)
     if fidelity:
         (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     print(f"{out}: {report.line()}")
     return 0
+
+
+HOURLY_ROWS = 1024  # the hourly MLP's batch, in hours
+
+
+def _fit_hourly(
+    x: list[np.ndarray], targets: list[np.ndarray], seed: int
+) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """An MLP on each hour's engineered channels alone (per stay (hours, n_input)), trained as the LSTM is (AdamW,
+    one-cycle to LR, the same epochs, BCE with positive weight POS_WEIGHT, gradient norm clipped at 1) towards
+    ``targets`` (per stay (hours,)), every hour alike -> a function from stays' features to their hourly
+    probabilities."""
+    torch.manual_seed(seed)
+    xs = torch.from_numpy(np.concatenate(x).astype(np.float32))  # (hours, n_input)
+    ys = torch.from_numpy(np.concatenate(targets).astype(np.float32))  # (hours,)
+    width = 128
+    model = nn.Sequential(
+        nn.Linear(xs.shape[1], width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)
+    )
+    steps = -(-len(xs) // HOURLY_ROWS)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=EPOCHS * steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(xs), generator=generator)
+        for b in range(steps):
+            rows = order[b * HOURLY_ROWS : (b + 1) * HOURLY_ROWS]
+            logits = model(xs[rows]).squeeze(-1)  # (rows,)
+            loss = F.binary_cross_entropy_with_logits(logits, ys[rows], pos_weight=torch.tensor(POS_WEIGHT))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+    model.eval()
+
+    def predict(features: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [torch.sigmoid(model(torch.from_numpy(f.astype(np.float32))).squeeze(-1)).numpy() for f in features]
+
+    return predict
 
 
 def _agreement(
