@@ -352,8 +352,9 @@ def _fit_member(
             weight = w.squeeze(-1) * mask  # (batch, hours)
             rep = model.representation(x, mask)  # (batch, hours, representation_size)
             logits = model.head(rep).squeeze(-1)  # (batch, hours)
-            soft = None if tempered is None else pad_batch([tempered.targets[i][:, None] for i in idx])[0]
-            loss_h = hour_loss(logits, y.squeeze(-1), tempered, None if soft is None else soft.squeeze(-1))
+            # (batch, hours): the tempered teacher's targets of these hours, when the loss has that share
+            soft = None if tempered is None else pad_batch([tempered.targets[i][:, None] for i in idx])[0].squeeze(-1)
+            loss_h = hour_loss(logits, y.squeeze(-1), tempered, soft)
             loss = (loss_h * weight).sum() / weight.sum()
             if aux_head is not None and aux_targets is not None:
                 aux_y, _ = pad_batch([aux_targets[i] for i in idx])  # (batch, hours, outputs)

@@ -26,8 +26,8 @@ training stay, with the split's own normalisation.
   channels alone (the LSTM's inputs, which already summarise the hours before), as the trees do: does the
   recurrent network lose what a per-hour network keeps?
 
-Either is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's. Results and
-what was decided: docs/sepsis-protocol.md.
+Each mode's output is saved as a protocol run, so ``ensemble`` and ``compare`` read it as they read a network's.
+Results and what was decided: docs/sepsis-protocol.md.
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def main(argv: list[str]) -> int:
             for i in train_idx:
                 teacher[i] = tree_probs[i].astype(np.float32)
             labels = [task.training_labels(s.labels) for s in stays]
-            config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
             targets, tempered = member_targets(
                 labels, teacher, train_idx, 1.0 if pure else TEACHER_WEIGHT["lstm"], task.teacher_temperature
             )
             if mode == "fidelity-hourly":
                 predict = _fit_hourly([features[i] for i in train_idx], targets, seed=r)
             else:
+                config = SequenceConfig(arch="lstm", members=1, encoder="mlp", n_input=task.schema.n_input)
                 network, _ = _fit_member(
                     config, [features[i] for i in train_idx], [stays[i].labels.astype(np.float32) for i in train_idx],
                     [], [], epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=r, label=f"split {r + 1}/{REPEATS}",
