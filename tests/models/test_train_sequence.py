@@ -405,3 +405,31 @@ def test_tempered_teacher_matches_the_teachers_log_odds() -> None:
     assert sequence_task("sepsis", teacher_temperature=1) is sequence_task("sepsis")
     with pytest.raises(ValueError, match="at least 1"):
         sequence_task("sepsis", teacher_temperature=0.5)
+
+
+def test_members_learn_the_tempered_teacher(psv_folder: Path) -> None:
+    """``fit_fold_members`` hands the tempered teacher's share to each member: at temperature 4 the members differ
+    from those at 1 and from those trained on the labels alone (what a member dropping the share would be);
+    without a teacher the temperature changes nothing."""
+    from models.sequence import NormStats, engineer
+    from models.sequence_tasks import SEPSIS_TASK, sequence_task
+    from models.train_sequence import fit_fold_members
+
+    stays = SEPSIS_TASK.load(psv_folder)
+    stats = NormStats.fit_records([s.values for s in stays])
+    features = [engineer(s.values, stats) for s in stays]
+    fold_of = stay_folds(stays, 2, 0)
+    common = {"epochs": 2, "batch_size": 4, "lr": 1e-2, "seed": 0, "label": "t", "members": [0], "score_held": False}
+    tempered = sequence_task("sepsis", teacher_temperature=4)
+
+    def held(task: object, teacher_weight: float) -> np.ndarray:
+        _, oof, _ = fit_fold_members(
+            task, "lstm", stays, features, fold_of, teacher_weight=teacher_weight, stats=stats,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return np.concatenate([oof[i] for i in np.flatnonzero(fold_of == 0)])  # (held-out hours,)
+
+    at_four, at_one, labels_only = held(tempered, 0.9), held(SEPSIS_TASK, 0.9), held(SEPSIS_TASK, 0.0)
+    assert np.abs(at_four - at_one).max() > 1e-3
+    assert np.abs(at_four - labels_only).max() > 1e-3
+    np.testing.assert_array_equal(held(tempered, 0.0), labels_only)
