@@ -353,7 +353,15 @@ def development_stays(task: SequenceTask, data: Path, limit: int | None = None) 
 #: the task's recipe settings that a run has recorded since the protocol began, and those added later (a run
 #: records these only when they differ from their defaults)
 _FIRST_SETTINGS = ("weighting", "target", "teacher_hours")
-_LATER_SETTINGS = ("teacher_groups", "auxiliary", "teacher", "thinned_copies", "weight_average", "teacher_temperature")
+_LATER_SETTINGS = (
+    "teacher_groups",
+    "auxiliary",
+    "teacher",
+    "thinned_copies",
+    "weight_average",
+    "teacher_temperature",
+    "batching",
+)
 #: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
 #: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)
 RECIPE_DEFAULTS: dict[str, object] = {

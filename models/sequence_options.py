@@ -17,6 +17,7 @@ TeacherHours = Literal["uniform", "task"]  # SequenceTask.teacher_hours
 Auxiliary = Literal["none", "horizons"]  # SequenceTask.auxiliary
 TeacherKind = Literal["hourly", "hourly+stay"]  # SequenceTask.teacher
 WeightAverage = Literal["none", "ema"]  # SequenceTask.weight_average
+Batching = Literal["fixed", "shuffled"]  # SequenceTask.batching
 
 
 def _groups(value: str) -> int:
@@ -132,6 +133,14 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "log-odds rather than its probabilities, so low-risk hours are ranked too",
     )
     parser.add_argument(
+        "--batching",
+        choices=get_args(Batching),
+        default=None,
+        help="sequence models: which stays share a training step (fixed, the default: stays of alike length, the "
+        "same batches every epoch; shuffled: drawn afresh every epoch, each batch from alike lengths within a "
+        "random pool of stays)",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -156,4 +165,5 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
         thinned_copies=args.thinned_copies,
         weight_average=args.weight_average,
         teacher_temperature=args.teacher_temperature,
+        batching=args.batching,
     )

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
-from models.sequence_options import Auxiliary, Target, TeacherHours, TeacherKind, WeightAverage, Weighting
+from models.sequence_options import Auxiliary, Batching, Target, TeacherHours, TeacherKind, WeightAverage, Weighting
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -120,6 +120,10 @@ class SequenceTask:
     #: (1 - w) x the labels' BCE + w x T^2 x the BCE of logits / T against the teacher's shifted log-odds / T
     #: (``models.train_sequence.TemperedTeacher``), which approaches matching the teacher's log-odds as T grows
     teacher_temperature: float = 1.0
+    #: which stays share a training step: "fixed", the stays sorted by length and cut into batches once, the same
+    #: batches every epoch in a new order; "shuffled", drawn afresh every epoch: the stays shuffled, cut into pools
+    #: of ``BATCH_POOL`` batches, each pool sorted by length and cut into batches (as many steps as "fixed")
+    batching: Batching = "fixed"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -254,10 +258,11 @@ def sequence_task(
     thinned_copies: int | None = None,
     weight_average: str | None = None,
     teacher_temperature: float | None = None,
+    batching: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
-    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies, weight averaging or
-    teacher temperature when given."""
+    weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies, weight averaging,
+    teacher temperature or batching when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -303,4 +308,8 @@ def sequence_task(
         if not 1 <= teacher_temperature < float("inf"):
             raise ValueError(f"teacher temperature {teacher_temperature}: give a finite number of at least 1")
         changes["teacher_temperature"] = float(teacher_temperature)
+    if batching is not None and batching != base.batching:
+        if batching not in get_args(Batching):
+            raise ValueError(f"batching {batching!r}: choose fixed or shuffled")
+        changes["batching"] = batching
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -324,28 +324,26 @@ def _fit_member(
     pool = np.concatenate(
         [np.arange(len(y_train))] + [np.flatnonzero([y.any() for y in y_train])] * (SEPTIC_REPEAT - 1)
     )
-    order_by_len = pool[np.argsort([len(y_train[i]) for i in pool], kind="stable")]
-    batches = [order_by_len[i : i + batch_size] for i in range(0, len(order_by_len), batch_size)]
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1
-    )
+    lengths = np.array([len(y) for y in y_train])  # (stays,)
+    rng = np.random.default_rng(seed)
+    draw = _batch_drawer(pool, lengths, batch_size, task.batching, rng)
+    steps = -(-len(pool) // batch_size)  # batches per epoch, whichever the batching
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     # task.weight_average "ema": a moving average of the weights after every step, over about one epoch
     averaged = (
         torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(1.0 - 1.0 / len(batches))
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(1.0 - 1.0 / steps)
         )
         if task.weight_average == "ema"
         else None
     )
     hour_weights = [task.hour_weights(y) for y in y_train]  # per stay (hours,)
     aux_targets = None if aux_head is None else [task.auxiliary_targets(y) for y in y_train]  # per stay (hours, 3)
-    rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         model.train()
         total, count = 0.0, 0
-        for b in tqdm(rng.permutation(len(batches)), desc=f"{label} epoch {epoch + 1}/{epochs}", unit="batch"):
-            idx = batches[b]
+        for idx in tqdm(draw(), desc=f"{label} epoch {epoch + 1}/{epochs}", unit="batch"):
             x, mask = pad_batch([x_train[i] for i in idx])  # (batch, hours, F), (batch, hours)
             y, _ = pad_batch([(y_train if targets is None else targets)[i][:, None] for i in idx])  # (batch, hours, 1)
             w, _ = pad_batch([hour_weights[i][:, None] for i in idx])  # (batch, hours, 1), 0 on padding
@@ -384,6 +382,36 @@ def _fit_member(
     if averaged is not None:
         model.load_state_dict(averaged.module.state_dict())
     return model, history
+
+
+#: ``SequenceTask.batching`` "shuffled": each epoch's stays are sorted by length within pools of this many batches
+BATCH_POOL = 8
+
+
+def _batch_drawer(
+    pool: np.ndarray, lengths: np.ndarray, batch_size: int, batching: str, rng: np.random.Generator
+) -> Callable[[], list[np.ndarray]]:
+    """A function that returns one epoch's batches of stay indices (each (<= batch_size,)), in the order they
+    train, drawing on ``rng``: ``pool`` (stay indices, a stay repeated when oversampled) with the stays' hours
+    ``lengths``. "fixed": the pool sorted by length and cut once, the same batches in a new order every epoch.
+    "shuffled": the pool shuffled every epoch, cut into pools of ``BATCH_POOL`` batches, each sorted by length
+    (little padding) and cut, then the batches in a random order; every epoch has as many batches as "fixed"."""
+    if batching == "fixed":
+        order_by_len = pool[np.argsort(lengths[pool], kind="stable")]
+        batches = [order_by_len[i : i + batch_size] for i in range(0, len(order_by_len), batch_size)]
+        return lambda: [batches[b] for b in rng.permutation(len(batches))]
+    chunk = batch_size * BATCH_POOL
+
+    def shuffled() -> list[np.ndarray]:
+        order = rng.permutation(pool)
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        return [batches[b] for b in rng.permutation(len(batches))]
+
+    return shuffled
 
 
 @dataclass(frozen=True)
@@ -603,6 +631,7 @@ def train_sequence(
             "thinned_copies": task.thinned_copies,
             "weight_average": task.weight_average,
             "teacher_temperature": task.teacher_temperature,
+            "batching": task.batching,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "
@@ -794,6 +823,11 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
                 )
             ),
             "sampling": f"positive stays repeated {SEPTIC_REPEAT}x per epoch"
+            + (
+                f"; batches drawn afresh every epoch, alike lengths within random pools of {BATCH_POOL} batches"
+                if task.batching == "shuffled"
+                else "; batches of alike lengths, the same every epoch"
+            )
             + (
                 f"; each training stay also as {task.thinned_copies} thinned copies (each measured value left out "
                 f"with probability {THIN_DROP:g}), each with the teacher's targets for the copy"

@@ -34,6 +34,7 @@ def test_options_change_the_task() -> None:
     assert task_from_options("mortality", _parse("--thinned-copies", "2")).thinned_copies == 2
     assert task_from_options("mortality", _parse("--weight-average", "ema")).weight_average == "ema"
     assert task_from_options("sepsis", _parse("--teacher-temperature", "4")).teacher_temperature == 4.0
+    assert task_from_options("mortality", _parse("--batching", "shuffled")).batching == "shuffled"
     assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
         "uniform",
@@ -60,6 +61,7 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--teacher-temperature", "inf"),
         ("--teacher-temperature", "nan"),
         ("--teacher-temperature", "hot"),
+        ("--batching", "random"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)

@@ -10,7 +10,14 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from models.sepsis_io import FEATURES, SepsisRecord
-from models.train_sequence import TEACHER_COLUMNS, TEACHER_PARAMS, _teacher_groups, stay_folds, teacher_targets
+from models.train_sequence import (
+    TEACHER_COLUMNS,
+    TEACHER_PARAMS,
+    _batch_drawer,
+    _teacher_groups,
+    stay_folds,
+    teacher_targets,
+)
 
 #: long enough that one stay fills more than a leaf of the teacher's trees (``min_samples_leaf``): trees that
 #: saw a stay can then recall its label, which is what the cross-fitted teacher must not be able to do
@@ -433,3 +440,37 @@ def test_members_learn_the_tempered_teacher(psv_folder: Path) -> None:
     assert np.abs(at_four - at_one).max() > 1e-3
     assert np.abs(at_four - labels_only).max() > 1e-3
     np.testing.assert_array_equal(held(tempered, 0.0), labels_only)
+
+
+def test_batching_fixed_repeats_its_batches_and_shuffled_draws_new_ones() -> None:
+    """``SequenceTask.batching``: "fixed" cuts the pool sorted by length once and trains the same batches every
+    epoch (in a new order); "shuffled" draws new batches every epoch, each of alike lengths within its random pool
+    of ``BATCH_POOL`` batches. Both give every stay of the pool (a repeated stay as often as it is repeated) once an
+    epoch, in as many batches."""
+    lengths = np.random.default_rng(1).integers(8, 300, size=700)  # (stays,) hours
+    pool = np.concatenate([np.arange(700), np.arange(0, 700, 7)])  # every 7th stay oversampled twice
+    batch_size = 16
+    steps = -(-len(pool) // batch_size)
+
+    def epochs(batching: str) -> list[list[np.ndarray]]:
+        draw = _batch_drawer(pool, lengths, batch_size, batching, np.random.default_rng(0))
+        return [draw() for _ in range(3)]
+
+    def as_sets(batches: list[np.ndarray]) -> set[tuple[int, ...]]:
+        return {tuple(sorted(b.tolist())) for b in batches}
+
+    fixed, shuffled = epochs("fixed"), epochs("shuffled")
+    for epoch in fixed + shuffled:
+        assert len(epoch) == steps and max(len(b) for b in epoch) == batch_size
+        np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.sort(pool))
+    # fixed: today's batches, the pool sorted by length and cut, the same every epoch in another order
+    order = pool[np.argsort(lengths[pool], kind="stable")]
+    today = as_sets([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
+    assert all(as_sets(epoch) == today for epoch in fixed)
+    assert [b.tolist() for b in fixed[0]] != [b.tolist() for b in fixed[1]]
+    # shuffled: other batches every epoch, hardly any shared; each of lengths adjacent within a pool of stays
+    assert len(as_sets(shuffled[0]) & as_sets(shuffled[1])) < steps // 10
+    assert len(as_sets(shuffled[0]) & today) < steps // 10
+    spread = [np.ptp(lengths[b]) for b in shuffled[0]]
+    fully_random = [np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(2).permutation(pool), steps)]
+    assert np.mean(spread) < np.mean(fully_random) / 3
