@@ -361,6 +361,7 @@ _LATER_SETTINGS = (
     "weight_average",
     "teacher_temperature",
     "batching",
+    "head",
 )
 #: the recipe settings a run records and a sequence checkpoint's preprocessing keeps, with the value of either
 #: when it predates the setting: the task's defaults (a setting was added with the recipe before it as default)

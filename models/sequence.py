@@ -389,6 +389,7 @@ class SequenceConfig(BaseModel):
     max_hours: int = 1024
     members: int = 1  # >1: an ensemble of independently seeded networks whose logits are averaged
     encoder: Literal["linear", "mlp"] | None = None  # per-hour input encoder; None: mlp (LSTM), linear (Transformer)
+    head: Literal["linear", "mlp"] = "linear"  # per-hour output head; mlp: a hidden layer of 2 x d_model (GELU) first
 
 
 def _encoder(config: SequenceConfig, default: Literal["linear", "mlp"]) -> nn.Module:
@@ -404,6 +405,16 @@ def _encoder(config: SequenceConfig, default: Literal["linear", "mlp"]) -> nn.Mo
     )
 
 
+def _head(config: SequenceConfig, size: int, dropout_first: bool) -> nn.Module:
+    """Per-hour map from the representation (size) to one logit: "linear", one layer (after dropout when
+    ``dropout_first``); "mlp", a hidden layer of 2 x d_model with GELU and dropout before that layer."""
+    first = [nn.Dropout(config.dropout)] if dropout_first else []
+    if config.head == "linear":
+        return nn.Sequential(*first, nn.Linear(size, 1)) if first else nn.Linear(size, 1)
+    hidden = 2 * config.d_model
+    return nn.Sequential(*first, nn.Linear(size, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, 1))
+
+
 class SepsisLSTM(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
@@ -417,7 +428,7 @@ class SepsisLSTM(nn.Module):
             dropout=config.dropout if config.n_layers > 1 else 0.0,
         )
         self.representation_size = 2 * config.d_model
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.representation_size, 1))
+        self.head = _head(config, self.representation_size, dropout_first=True)
 
     def representation(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (batch, hours, n_input) -> (batch, hours, representation_size): what the head reads, the recurrent
@@ -456,7 +467,7 @@ class SepsisTransformer(nn.Module):
         )
         self.decoder = GPT2Model(gpt)
         self.representation_size = config.d_model
-        self.head = nn.Linear(self.representation_size, 1)
+        self.head = _head(config, self.representation_size, dropout_first=False)
 
     def representation(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (batch, hours, n_input) -> (batch, hours, d_model): the decoder's last hidden state (causal

@@ -18,6 +18,7 @@ Auxiliary = Literal["none", "horizons"]  # SequenceTask.auxiliary
 TeacherKind = Literal["hourly", "hourly+stay"]  # SequenceTask.teacher
 WeightAverage = Literal["none", "ema"]  # SequenceTask.weight_average
 Batching = Literal["fixed", "shuffled"]  # SequenceTask.batching
+Head = Literal["linear", "mlp"]  # SequenceTask.head, the networks' SequenceConfig.head
 
 
 def _groups(value: str) -> int:
@@ -141,6 +142,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         "random pool of stays)",
     )
     parser.add_argument(
+        "--head",
+        choices=get_args(Head),
+        default=None,
+        help="sequence models: the networks' per-hour output head (linear, the default: one layer on the "
+        "representation; mlp: a hidden layer of twice the width, GELU, first)",
+    )
+    parser.add_argument(
         "--d-model",
         type=width,
         default=None,
@@ -166,4 +174,5 @@ def task_from_options(task: str, args: argparse.Namespace) -> SequenceTask:
         weight_average=args.weight_average,
         teacher_temperature=args.teacher_temperature,
         batching=args.batching,
+        head=args.head,
     )

@@ -20,7 +20,16 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from models.sequence import SEPSIS_V1, FeatureSchema
-from models.sequence_options import Auxiliary, Batching, Target, TeacherHours, TeacherKind, WeightAverage, Weighting
+from models.sequence_options import (
+    Auxiliary,
+    Batching,
+    Head,
+    Target,
+    TeacherHours,
+    TeacherKind,
+    WeightAverage,
+    Weighting,
+)
 
 TaskName = Literal["sepsis", "mortality"]
 
@@ -124,6 +133,9 @@ class SequenceTask:
     #: batches every epoch in a new order; "shuffled", drawn afresh every epoch: the stays shuffled, cut into pools
     #: of ``BATCH_POOL`` batches, each pool sorted by length and cut into batches (as many steps as "fixed")
     batching: Batching = "fixed"
+    #: the networks' per-hour output head, written into their ``SequenceConfig.head`` (which rebuilds them):
+    #: "linear", one layer on the representation; "mlp", a hidden layer of 2 x d_model (GELU) first
+    head: Head = "linear"
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """(hours,) 0/1 training targets of a stay with hourly ``labels`` (see ``target``)."""
@@ -259,10 +271,11 @@ def sequence_task(
     weight_average: str | None = None,
     teacher_temperature: float | None = None,
     batching: str | None = None,
+    head: str | None = None,
 ) -> SequenceTask:
     """The task of a catalogue task name, with another feature schema, hour weighting, target, teacher row
     weights, teacher cross-fitting groups, auxiliary head, tree teacher, number of thinned copies, weight averaging,
-    teacher temperature or batching when given."""
+    teacher temperature, batching or output head when given."""
     base = _TASKS[task]()
     changes: dict[str, object] = {}
     if schema is not None and schema != base.schema.name:
@@ -312,4 +325,8 @@ def sequence_task(
         if batching not in get_args(Batching):
             raise ValueError(f"batching {batching!r}: choose fixed or shuffled")
         changes["batching"] = batching
+    if head is not None and head != base.head:
+        if head not in get_args(Head):
+            raise ValueError(f"output head {head!r}: choose linear or mlp")
+        changes["head"] = head
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

@@ -522,7 +522,9 @@ def fit_fold_members(
     # An MLP per-hour encoder for both: on a held-out fold it gave the Transformer a higher utility than a
     # linear one (0.336 vs 0.307) at a similar AUROC (0.821 vs 0.824); the LSTM always used it.
     width = {} if d_model is None else {"d_model": d_model}
-    config = SequenceConfig(arch=arch, members=len(trained), encoder="mlp", n_input=task.schema.n_input, **width)
+    config = SequenceConfig(
+        arch=arch, members=len(trained), encoder="mlp", head=task.head, n_input=task.schema.n_input, **width
+    )
     single = config.model_copy(update={"members": 1})
     teacher: list[list[np.ndarray]] | None = None
     if teacher_weight > 0:
@@ -632,6 +634,7 @@ def train_sequence(
             "weight_average": task.weight_average,
             "teacher_temperature": task.teacher_temperature,
             "batching": task.batching,
+            "head": task.head,
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "

@@ -108,9 +108,11 @@ def test_norm_stats_edges_are_training_quantiles(stays: tuple[np.ndarray, np.nda
             assert np.all(np.diff(edges) >= 0)
 
 
-def _random_model(arch: Literal["lstm", "transformer"], members: int = 1) -> torch.nn.Module:
+def _random_model(
+    arch: Literal["lstm", "transformer"], members: int = 1, head: Literal["linear", "mlp"] = "linear"
+) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = SequenceConfig(arch=arch, d_model=32, n_layers=2, n_heads=4, members=members)
+    config = SequenceConfig(arch=arch, d_model=32, n_layers=2, n_heads=4, members=members, head=head)
     return build_sequence_model(config).eval()
 
 
@@ -121,12 +123,18 @@ def _probs(model: torch.nn.Module, records: list[np.ndarray], stats: NormStats) 
     return [prob[i, : len(v)] for i, v in enumerate(records)]
 
 
-@pytest.mark.parametrize(("arch", "members"), [("lstm", 1), ("transformer", 1), ("transformer", 2)])
+@pytest.mark.parametrize(
+    ("arch", "members", "head"),
+    [("lstm", 1, "linear"), ("lstm", 1, "mlp"), ("transformer", 1, "linear"), ("transformer", 2, "mlp")],
+)
 def test_random_model_is_causal(
-    arch: Literal["lstm", "transformer"], members: int, stays: tuple[np.ndarray, np.ndarray, NormStats]
+    arch: Literal["lstm", "transformer"],
+    members: int,
+    head: Literal["linear", "mlp"],
+    stays: tuple[np.ndarray, np.ndarray, NormStats],
 ) -> None:
     values, _, stats = stays
-    model = _random_model(arch, members)
+    model = _random_model(arch, members, head)
     (base,) = _probs(model, [values], stats)
     assert base.shape == (HOURS,) and ((base > 0) & (base < 1)).all()
     for name, other in futures(values).items():

@@ -35,6 +35,7 @@ def test_options_change_the_task() -> None:
     assert task_from_options("mortality", _parse("--weight-average", "ema")).weight_average == "ema"
     assert task_from_options("sepsis", _parse("--teacher-temperature", "4")).teacher_temperature == 4.0
     assert task_from_options("mortality", _parse("--batching", "shuffled")).batching == "shuffled"
+    assert task_from_options("sepsis", _parse("--head", "mlp")).head == "mlp"
     assert (task.schema.name, task.weighting, task.target, task.teacher_hours, task.teacher_groups) == (
         "sepsis-v2",
         "uniform",
@@ -62,6 +63,7 @@ def test_unknown_choices_are_refused_by_the_parser() -> None:
         ("--teacher-temperature", "nan"),
         ("--teacher-temperature", "hot"),
         ("--batching", "random"),
+        ("--head", "deep"),
     ):
         with pytest.raises(SystemExit):
             _parse(option, value)

@@ -474,3 +474,33 @@ def test_batching_fixed_repeats_its_batches_and_shuffled_draws_new_ones() -> Non
     spread = [np.ptp(lengths[b]) for b in shuffled[0]]
     fully_random = [np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(2).permutation(pool), steps)]
     assert np.mean(spread) < np.mean(fully_random) / 3
+
+
+def test_the_tasks_output_head_builds_the_members(psv_folder: Path) -> None:
+    """``SequenceTask.head`` "mlp" reaches the members' config (which rebuilds them) and gives each a hidden layer
+    of twice the width before its logit; "linear", the default, keeps the committed checkpoints' layout (one
+    layer, the same parameter names), so they load as before."""
+    from models.checkpoint import load_checkpoint
+    from models.sequence import NormStats, SequenceConfig, build_sequence_model, engineer
+    from models.sequence_tasks import SEPSIS_TASK, sequence_task
+    from models.train_sequence import fit_fold_members
+
+    stays = SEPSIS_TASK.load(psv_folder)
+    stats = NormStats.fit_records([s.values for s in stays])
+    features = [engineer(s.values, stats) for s in stays]
+    fold_of = stay_folds(stays, 2, 0)
+    model, oof, _ = fit_fold_members(
+        sequence_task("sepsis", head="mlp"), "lstm", stays, features, fold_of, epochs=1, batch_size=4, lr=1e-2,
+        seed=0, teacher_weight=0.0, label="t", members=[0], score_held=False,
+    )  # fmt: skip
+    assert model.config.head == "mlp"
+    shapes = [tuple(p.shape) for name, p in model.named_parameters() if name.startswith("head.")]
+    width = model.config.d_model
+    assert shapes == [(2 * width, 2 * width), (2 * width,), (1, 2 * width), (1,)]
+    assert all(np.isfinite(oof[i]).all() and len(oof[i]) for i in np.flatnonzero(fold_of == 0))
+    rebuilt = build_sequence_model(SequenceConfig.model_validate(model.config.model_dump()))
+    rebuilt.load_state_dict(model.state_dict())  # the config alone rebuilds the member
+    for name in ("lstm", "transformer"):
+        meta, state = load_checkpoint(Path(__file__).resolve().parents[2] / "models" / "weights" / name)
+        assert SequenceConfig.model_validate(meta.config).head == "linear"
+        build_sequence_model(SequenceConfig.model_validate(meta.config)).load_state_dict(state)
