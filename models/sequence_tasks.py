@@ -258,6 +258,15 @@ _TASKS: dict[str, Callable[[], SequenceTask]] = {
 }
 
 
+#: the recipe settings that are one of a few names, open to every task: what each is, and its choices
+_CHOICES: dict[str, tuple[str, object]] = {
+    "teacher_hours": ("teacher row weights", TeacherHours),
+    "weight_average": ("weight averaging", WeightAverage),
+    "batching": ("batching", Batching),
+    "head": ("output head", Head),
+}
+
+
 def sequence_task(
     task: str,
     schema: str | None = None,
@@ -293,10 +302,6 @@ def sequence_task(
         if target not in get_args(Target) or task != "sepsis":
             raise ValueError(f"training target {target!r} is not defined for {task}")
         changes["target"] = target
-    if teacher_hours is not None and teacher_hours != base.teacher_hours:
-        if teacher_hours not in get_args(TeacherHours):
-            raise ValueError(f"teacher row weights {teacher_hours!r}: choose uniform or task")
-        changes["teacher_hours"] = teacher_hours
     if teacher_groups is not None and teacher_groups != base.teacher_groups:
         if teacher_groups < 2:
             raise ValueError(f"teacher groups {teacher_groups}: the teacher needs at least 2 groups to cross-fit")
@@ -313,20 +318,15 @@ def sequence_task(
         if thinned_copies < 0:
             raise ValueError(f"thinned copies {thinned_copies}: give 0 (none) or more copies of each training stay")
         changes["thinned_copies"] = thinned_copies
-    if weight_average is not None and weight_average != base.weight_average:
-        if weight_average not in get_args(WeightAverage):
-            raise ValueError(f"weight averaging {weight_average!r}: choose none or ema")
-        changes["weight_average"] = weight_average
     if teacher_temperature is not None and teacher_temperature != base.teacher_temperature:
         if not 1 <= teacher_temperature < float("inf"):
             raise ValueError(f"teacher temperature {teacher_temperature}: give a finite number of at least 1")
         changes["teacher_temperature"] = float(teacher_temperature)
-    if batching is not None and batching != base.batching:
-        if batching not in get_args(Batching):
-            raise ValueError(f"batching {batching!r}: choose fixed or shuffled")
-        changes["batching"] = batching
-    if head is not None and head != base.head:
-        if head not in get_args(Head):
-            raise ValueError(f"output head {head!r}: choose linear or mlp")
-        changes["head"] = head
+    chosen = {"teacher_hours": teacher_hours, "weight_average": weight_average, "batching": batching, "head": head}
+    for key, value in chosen.items():
+        if value is not None and value != getattr(base, key):
+            what, choices = _CHOICES[key]
+            if value not in get_args(choices):
+                raise ValueError(f"{what} {value!r}: choose {' or '.join(get_args(choices))}")
+            changes[key] = value
     return SequenceTask(**{**base.__dict__, **changes}) if changes else base

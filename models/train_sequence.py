@@ -34,7 +34,7 @@ from models.sequence import (
     pad_batch,
     to_probability,
 )
-from models.sequence_options import task_from_options
+from models.sequence_options import Batching, task_from_options
 from models.sequence_tasks import AUXILIARY_WEIGHT, HORIZONS, SEPSIS_TASK, THIN_DROP, Labelled, SequenceTask, Stay
 from models.train_cnn import seed_everything
 
@@ -389,7 +389,7 @@ BATCH_POOL = 8
 
 
 def _batch_drawer(
-    pool: np.ndarray, lengths: np.ndarray, batch_size: int, batching: str, rng: np.random.Generator
+    pool: np.ndarray, lengths: np.ndarray, batch_size: int, batching: Batching, rng: np.random.Generator
 ) -> Callable[[], list[np.ndarray]]:
     """A function that returns one epoch's batches of stay indices (each (<= batch_size,)), in the order they
     train, drawing on ``rng``: ``pool`` (stay indices, a stay repeated when oversampled) with the stays' hours

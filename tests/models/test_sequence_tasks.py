@@ -111,3 +111,29 @@ def test_auxiliary_horizon_targets() -> None:
     assert not task.auxiliary_targets(np.zeros(30, dtype=np.int64)).any()
     with pytest.raises(ValueError, match="auxiliary head 'horizons' is not defined for mortality"):
         sequence_task("mortality", auxiliary="horizons")
+
+
+def test_the_named_choices_change_the_task_for_either_task_and_refuse_other_names() -> None:
+    """The settings that are one of a few names (teacher row weights, weight averaging, batching, output head):
+    each known name changes the task, the default gives back the shipped task itself, another name is refused
+    with the choices."""
+    for task in ("sepsis", "mortality"):
+        shipped = sequence_task(task)
+        other = "uniform" if shipped.teacher_hours == "task" else "task"
+        changed = sequence_task(task, teacher_hours=other, weight_average="ema", batching="shuffled", head="mlp")
+        assert (changed.teacher_hours, changed.weight_average, changed.batching, changed.head) == (
+            other,
+            "ema",
+            "shuffled",
+            "mlp",
+        )
+        keys = ("teacher_hours", "weight_average", "batching", "head")
+        assert sequence_task(task, **{key: getattr(shipped, key) for key in keys}) == shipped
+    for key, name, message in (
+        ("teacher_hours", "last", "teacher row weights 'last': choose uniform or task"),
+        ("weight_average", "swa", "weight averaging 'swa': choose none or ema"),
+        ("batching", "random", "batching 'random': choose fixed or shuffled"),
+        ("head", "deep", "output head 'deep': choose linear or mlp"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            sequence_task("sepsis", **{key: name})
