@@ -561,12 +561,32 @@ class Comparison(BaseModel):
     gain_mean: dict[str, float]
     gain_std: dict[str, float]
     gains: dict[str, list[float]]
+    #: the mean over repeats of held-out stays / training stays (0.25 for 80/20 splits), which the corrected t reads
+    test_share: float
 
-    def adopted(self, primary: str) -> bool:
+    def corrected_t(self, figure: str) -> float:
+        """The paired t of ``figure``'s gains, corrected for splits that share stays (Nadeau and Bengio 2003): the
+        gains' variance scaled by 1 / repeats + test_share instead of 1 / repeats. Repeated 80/20 splits overlap,
+        so their gains are correlated and the plain t, mean / (sd / sqrt(repeats)), overstates the evidence."""
+        mean, std, n = self.gain_mean[figure], self.gain_std[figure], len(self.gains[figure])
+        if std == 0.0:
+            return 0.0 if mean == 0.0 else float(np.copysign(np.inf, mean))
+        return float(mean / (std * np.sqrt(1.0 / n + self.test_share)))
+
+    def corrected_p(self, figure: str) -> float:
+        """One-sided p of :meth:`corrected_t` (Student's t, repeats - 1 degrees of freedom): how often a change that
+        does nothing would show a gain this large. Reported beside the rule; the rule decides."""
+        from scipy.stats import t
+
+        return float(t.sf(self.corrected_t(figure), df=len(self.gains[figure]) - 1))
+
+    def adopted(self, primary: str, corrected: bool = False) -> bool:
         """The adoption rule of docs/sepsis-protocol.md: the mean gain of the primary figure exceeds the
         standard deviation of the gains, and the mean AUROC gain is not below minus its gains' standard deviation
-        (a change that cannot move AUROC, such as a threshold, passes that part)."""
-        return self.gain_mean[primary] > self.gain_std[primary] and self.gain_mean["auroc"] >= -self.gain_std["auroc"]
+        (a change that cannot move AUROC, such as a threshold, passes that part). ``corrected`` (the rule from rule
+        37 on): the primary figure's :meth:`corrected_p` must also be below 0.05."""
+        rule = self.gain_mean[primary] > self.gain_std[primary] and self.gain_mean["auroc"] >= -self.gain_std["auroc"]
+        return rule and (not corrected or self.corrected_p(primary) < 0.05)
 
 
 def compare(old: Path, new: Path) -> Comparison:
@@ -581,6 +601,7 @@ def compare(old: Path, new: Path) -> Comparison:
         gain_mean={k: float(np.mean(v)) for k, v in gains.items()},
         gain_std={k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in gains.items()},
         gains=gains,
+        test_share=float(np.mean([r.n_test / r.n_train for r in a.repeats])),
     )
 
 
@@ -937,8 +958,11 @@ def _reporting_command(args: argparse.Namespace, command: str) -> int:
         primary = args.primary or sequence_task(report.task).primary
         for k in result.gain_mean:
             print(f"{k}: gain {result.gain_mean[k]:+.4f} ± {result.gain_std[k]:.4f}  per repeat "
-                  + " ".join(f"{g:+.3f}" for g in result.gains[k]))  # fmt: skip
-        print(f"adopted by the rule ({primary}): {'yes' if result.adopted(primary) else 'no'}")
+                  + " ".join(f"{g:+.3f}" for g in result.gains[k])
+                  + f"  corrected t {result.corrected_t(k):+.2f}, one-sided p {result.corrected_p(k):.3f}")  # fmt: skip
+        verdicts = (result.adopted(primary), result.adopted(primary, corrected=True))
+        print(f"adopted by the rule ({primary}): {'yes' if verdicts[0] else 'no'}; with its corrected p below 0.05 "
+              f"as well (the rule from rule 37 on): {'yes' if verdicts[1] else 'no'}")  # fmt: skip
         print(json.dumps(result.model_dump(), indent=1), file=sys.stderr)
         return 0
     if args.command == "rescore":

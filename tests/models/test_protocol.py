@@ -10,6 +10,7 @@ import pytest
 
 from models.protocol import (
     RESERVE_FRACTION,
+    Comparison,
     ProtocolReport,
     _Held,
     compare,
@@ -81,7 +82,7 @@ def test_the_rule_on_paired_gains() -> None:
         return Comparison(
             old="a", new="b", gains=g,
             gain_mean={k: float(np.mean(v)) for k, v in g.items()},
-            gain_std={k: float(np.std(v, ddof=1)) for k, v in g.items()},
+            gain_std={k: float(np.std(v, ddof=1)) for k, v in g.items()}, test_share=0.25,
         )  # fmt: skip
 
     assert gains([0.02, 0.03, 0.025], [0.0, 0.001, -0.001]).adopted("utility")
@@ -129,6 +130,40 @@ def test_compare_is_paired_and_applies_the_rule(tiny_runs: tuple[Path, Path]) ->
     other = compare(tiny_runs[0], tiny_runs[1])
     a, b = (ProtocolReport.model_validate_json((p / "report.json").read_text()) for p in tiny_runs)
     assert other.gains["auroc"][1] == pytest.approx(b.repeats[1].figures["auroc"] - a.repeats[1].figures["auroc"])
+    assert same.corrected_t("auroc") == 0.0 and same.corrected_p("auroc") == pytest.approx(0.5)
+    assert other.test_share == pytest.approx(np.mean([r.n_test / r.n_train for r in a.repeats]))
+
+
+def test_the_corrected_t_widens_the_spread_for_overlapping_splits() -> None:
+    """Nadeau and Bengio's correction: with 8 repeats of 80/20 splits (held-out / training 0.25) the gains'
+    variance counts 1/8 + 1/4 = 3/8 instead of 1/8, so the t is the plain one / sqrt(3); the rule's threshold, a
+    mean gain equal to its spread, is a one-sided p of about 0.07 there, not 0.013."""
+    gains = [0.01, 0.02, -0.005, 0.015, 0.0, 0.03, 0.012, 0.008]
+    mean, std = float(np.mean(gains)), float(np.std(gains, ddof=1))
+    comparison = Comparison(
+        old="a", new="b", gain_mean={"utility": mean}, gain_std={"utility": std}, gains={"utility": gains},
+        test_share=0.25,
+    )  # fmt: skip
+    plain = mean / (std / np.sqrt(8))
+    assert comparison.corrected_t("utility") == pytest.approx(plain / np.sqrt(3))
+    at_the_rule = Comparison(
+        old="a", new="b", gain_mean={"utility": 0.01}, gain_std={"utility": 0.01}, gains={"utility": gains},
+        test_share=0.25,
+    )  # fmt: skip
+    assert at_the_rule.corrected_p("utility") == pytest.approx(0.0732, abs=5e-4)
+    # rule 1 adopts at a mean gain just above its spread; from rule 37 on the corrected p must also be below 0.05
+    above = Comparison(
+        old="a", new="b", gain_mean={"utility": 0.0101, "auroc": 0.0}, gain_std={"utility": 0.01, "auroc": 0.001},
+        gains={"utility": gains, "auroc": [0.0] * 8}, test_share=0.25,
+    )  # fmt: skip
+    assert above.adopted("utility") and not above.adopted("utility", corrected=True)
+    clear = above.model_copy(update={"gain_mean": {"utility": 0.0125, "auroc": 0.0}})
+    assert clear.corrected_p("utility") < 0.05 and clear.adopted("utility", corrected=True)
+    none = Comparison(
+        old="a", new="b", gain_mean={"utility": 0.0}, gain_std={"utility": 0.0}, gains={"utility": [0.0] * 8},
+        test_share=0.25,
+    )  # fmt: skip
+    assert none.corrected_t("utility") == 0.0
 
 
 def test_ensemble_of_a_run_with_itself_is_the_run(
