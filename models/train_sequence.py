@@ -593,7 +593,7 @@ def train_sequence(
     """Train ``folds`` networks of ``arch`` on ``task``'s stays in ``data`` (each on the other folds; the
     checkpoint averages them) and choose the threshold on their out-of-fold predictions. With
     ``exclude_reserve`` the protocol's reserve (models/protocol.py) is left out entirely."""
-    from models.protocol import drop_reserved
+    from models.protocol import RECIPE_DEFAULTS, drop_reserved
 
     seed_everything(seed)
     started = time.time()
@@ -624,17 +624,7 @@ def train_sequence(
         config=config.model_dump(mode="json"),
         preprocessing={
             "schema": schema.name,
-            "weighting": task.weighting,
-            "target": task.target,
-            "teacher_hours": task.teacher_hours,
-            "teacher_groups": task.teacher_groups,
-            "teacher": task.teacher,
-            "auxiliary": task.auxiliary,
-            "thinned_copies": task.thinned_copies,
-            "weight_average": task.weight_average,
-            "teacher_temperature": task.teacher_temperature,
-            "batching": task.batching,
-            "head": task.head,
+            **{key: getattr(task, key) for key in RECIPE_DEFAULTS},  # the recipe, as the protocol records it
             "features": list(schema.columns),
             "engineering": "forward fill; z-score with training mean/std; measured-this-hour masks; "
             "hours since last measurement (capped at 72, /72); measurement counts; trends of the first "

@@ -111,14 +111,23 @@ def test_train_cli_refuses_an_unknown_model(tmp_path: Path) -> None:
         train_main(["gru", "--out", str(tmp_path)])
 
 
-def test_a_wider_network_is_trained_and_served_from_its_checkpoint(tmp_path: Path, psv_folder: Path) -> None:
-    """``--d-model``: the checkpoint's config carries the width, and inference rebuilds the network from it."""
+def test_a_wider_network_with_another_head_is_trained_and_served_from_its_checkpoint(
+    tmp_path: Path, psv_folder: Path
+) -> None:
+    """``--d-model`` and ``--head``: the checkpoint's config carries the width and the head, its preprocessing every
+    recipe setting the protocol compares, and inference rebuilds the network from them."""
+    from models.protocol import RECIPE_DEFAULTS
+    from models.sequence_tasks import sequence_task
+
     out = tmp_path / "wide"
     argv = ["lstm", "--data", str(psv_folder), "--out", str(out), "--folds", "2", "--epochs", "1", "--d-model", "16"]
-    assert train_main([*argv, "--batch-size", "8", "--threads", "1"]) == 0
+    assert train_main([*argv, "--head", "mlp", "--batching", "shuffled", "--batch-size", "8", "--threads", "1"]) == 0
     meta, state = load_checkpoint(out, expected="lstm")
     assert meta.config["d_model"] == 16 and _card(out).hyperparameters["d_model"] == 16
     assert state["members.0.lstm.weight_hh_l0"].shape == (4 * 16, 16)  # (gates x hidden, hidden)
+    assert meta.config["head"] == "mlp" and state["members.0.head.1.weight"].shape == (2 * 16, 2 * 16)
+    task = sequence_task("sepsis", batching="shuffled", head="mlp")
+    assert {k: meta.preprocessing[k] for k in RECIPE_DEFAULTS} == {k: getattr(task, k) for k in RECIPE_DEFAULTS}
     predictor = load_predictor("lstm", out, device="cpu")
     record = next(r for r in load_labelled_dir(psv_folder) if not is_reserved(r.name))
     assert predictor.predict([record.values])[0].shape == (record.hours,)
