@@ -219,13 +219,26 @@ class ServeServer:
     log: Path  # stdout/stderr of `serve run` (Ray streams every replica's log lines into it)
     ray_tmp: Path  # the private Ray temp dir (session logs under ray/session_latest/logs)
 
+    @property
+    def session_logs(self) -> Path:
+        return self.ray_tmp / "ray" / "session_latest" / "logs"
+
     def log_files(self) -> list[Path]:
-        return [self.log, *sorted((self.ray_tmp / "ray" / "session_latest" / "logs").rglob("*.log"))]
+        return [self.log, *sorted(self.session_logs.rglob("*.log"))]
+
+    def controller_lines(self, needle: str, last: int = 40) -> list[str]:
+        """The last ``last`` lines of the Serve controllers' logs that contain ``needle`` (a deployment's name), in
+        time order: what the controller did to it (replicas added, removed, failing health checks). For failure
+        messages: CI shows a failing test's message, and this server's logs are deleted with it."""
+        files = sorted((self.session_logs / "serve").glob("controller_*.log"), key=lambda p: p.stat().st_mtime)
+        lines = [line for p in files for line in p.read_text(errors="replace").splitlines() if needle in line]
+        return lines[-last:]
 
 
 @pytest.fixture(scope="session")
-def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
-    """A real MedLens Ray Serve application (tests/serving/ray_config.test.yaml), once per session."""
+def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServeServer]:
+    """A real MedLens Ray Serve application (tests/serving/ray_config.test.yaml), once per session. When a test
+    of the session failed, its Ray session logs are kept under test-artifacts/ray-logs/ before the server goes."""
     from models.errors import WeightsError
     from serving._settings import ServingArgs, check_weights, fast_path_env
 
@@ -271,7 +284,22 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
         left = _session_pids(proc.pid)
         if left:
             print(f"warning: processes of the test server's session survived: {left}", file=sys.stderr)
+        if request.session.testsfailed:
+            _keep_logs(ServeServer(url=url, log=log, ray_tmp=ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+KEPT_LOGS = REPO_ROOT / "test-artifacts" / "ray-logs"
+
+
+def _keep_logs(server: ServeServer) -> None:
+    """Copy the test server's output and Ray session logs to test-artifacts/ray-logs/ (the last failing run's)."""
+    shutil.rmtree(KEPT_LOGS, ignore_errors=True)
+    KEPT_LOGS.mkdir(parents=True)
+    shutil.copy2(server.log, KEPT_LOGS / server.log.name)
+    with contextlib.suppress(OSError):
+        shutil.copytree(server.session_logs, KEPT_LOGS / "session", ignore_dangling_symlinks=True)
+    print(f"a test failed: the test server's logs are kept in {KEPT_LOGS}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

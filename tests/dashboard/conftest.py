@@ -12,6 +12,7 @@ import os
 import pytest
 
 from serving.schemas import ModelMetrics
+from tests.conftest import ServeServer
 from tests.dashboard.helpers import card_metrics, synthetic_metrics
 
 EXTERNAL_URL_ENV = "MEDLENS_TEST_SERVING_URL"
@@ -24,6 +25,12 @@ def dashboard_serving_url(request: pytest.FixtureRequest) -> str:
     if external:
         return external.rstrip("/")
     return str(request.getfixturevalue("serving_url")).rstrip("/")  # started only when no override is set
+
+
+@pytest.fixture
+def local_server(dashboard_serving_url: str, request: pytest.FixtureRequest) -> ServeServer | None:
+    """The session's own test server, whose logs a failure message can quote; None with an external one."""
+    return None if os.environ.get(EXTERNAL_URL_ENV) else request.getfixturevalue("serve_server")
 
 
 @pytest.fixture

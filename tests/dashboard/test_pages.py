@@ -28,6 +28,7 @@ from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
 from serving.schemas import SepsisPrediction, WorklistQuery
+from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -847,31 +848,44 @@ def test_service_page(serving_env: str) -> None:
     assert any("deployment" in df.value.columns for df in at.dataframe)
 
 
-def test_service_page_models_follow_a_model_waking(serving_env: str) -> None:
+def test_service_page_models_follow_a_model_waking(serving_env: str, local_server: ServeServer | None) -> None:
     """The Models table is read anew with the replicas on every refresh: a model that scales to zero reads "scaled
     to zero" while it has no replica and "serving" once a prediction woke it (a cached list said "scaled to zero"
     for up to 30 s beside a deployment that was running)."""
     client, name = MedLensClient(serving_env), "mortality-transformer"  # scales to zero 15 s after its last request
+    start, seen = time.monotonic(), []  # (s since start, status, running, starting) at each poll, for the messages
 
-    def replicas() -> tuple[int, int]:
+    def state() -> tuple[str, int, int]:
         d = next(d for d in client.service().deployments if d.name == name)
-        return d.replicas, d.starting
+        seen.append((round(time.monotonic() - start, 1), d.status, d.replicas, d.starting))
+        return d.status, d.replicas, d.starting
+
+    def why() -> str:
+        controller = local_server.controller_lines(name) if local_server else ["(an external server: no logs)"]
+        return "polls (s, status, running, starting): " + repr(seen[-40:]) + "\ncontroller:\n" + "\n".join(controller)
 
     def models_row(at: AppTest) -> dict[str, Any]:
         table = next(df.value for df in at.dataframe if "backend" in df.value.columns)
         return dict(table[table["model"] == name].iloc[0])
 
+    # At zero once the controller is done: DOWNSCALING with no replica running still has one draining (for
+    # about 30 s), and a request sent then is answered by it without waking the deployment.
     deadline = time.monotonic() + 150
-    while replicas() != (0, 0):
-        assert time.monotonic() < deadline, f"{name} did not scale to zero in 150 s: {replicas()}"
+    while state() != ("HEALTHY", 0, 0):
+        assert time.monotonic() < deadline, f"{name} did not scale to zero in 150 s\n{why()}"
         time.sleep(2)
     at = _page("views/service.py")
     assert models_row(at)["now"] == "scaled to zero"
     at.toggle(key="service_auto_refresh").set_value(False).run()
+    sent = round(time.monotonic() - start, 1)
     client.predict_mortality(example_mortality_record(), "record.txt", name)  # waits for its replica to start
+    answered = round(time.monotonic() - start, 1)
     deadline = time.monotonic() + 30
-    while replicas()[0] < 1:
-        assert time.monotonic() < deadline, f"{name} did not report a running replica in 30 s"
+    while state()[1] < 1:
+        assert time.monotonic() < deadline, (
+            f"{name} did not report a running replica in 30 s (prediction sent at {sent} s, answered at {answered} s)"
+            f"\n{why()}"
+        )
         time.sleep(1)
     at.button(key="service_refresh").click().run()
     assert not at.exception, at.exception

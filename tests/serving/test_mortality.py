@@ -138,9 +138,11 @@ def test_both_models_are_listed_with_their_cards(client: MedLensClient) -> None:
 
 
 def test_scales_from_zero_and_back_without_the_service_routes_waking_it(client: MedLensClient) -> None:
-    # an earlier test (or the fuzzer) may have woken it: it goes back to zero 15 s after its last request
+    # an earlier test (or the fuzzer) may have woken it: it goes back to zero 15 s after its last request, and is
+    # there once its last replica has drained (DOWNSCALING until then; a request sent meanwhile is answered by
+    # the draining replica and wakes nothing)
     _wait(
-        lambda: (lambda d: d.replicas == 0 and d.starting == 0)(_deployment(client, SCALES_DOWN)),
+        lambda: (lambda d: (d.status, d.replicas, d.starting) == ("HEALTHY", 0, 0))(_deployment(client, SCALES_DOWN)),
         150,
         f"{SCALES_DOWN} back at zero replicas",
     )
