@@ -10,14 +10,14 @@ from pydantic import ValidationError
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.worklist import history_table
-from dashboard.charts.xray import ensemble_line, probability_gauge, shown_label, trust_line
+from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
 from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
 
 
 def show_answer(pred: XrayPrediction, key: str) -> bool:
-    """The model's answer for a radiograph and how far to trust it: the probability gauge against the threshold,
-    the label, the calibrated probability and the prediction set. When serving says the input is out of
-    distribution the label is withheld under a prominent warning, and the probability is drawn only when the
+    """The model's answer for a radiograph and how far to trust it: the score gauge against the threshold, the
+    label, the calibrated probability and the prediction set. When serving says the input is out of
+    distribution the label is withheld under a prominent warning, and the score is drawn only when the
     reader asks (``key``: that toggle's key). Returns whether the model's output is shown, which decides whether
     the page may draw its heatmap."""
     if pred.synthetic:
@@ -37,18 +37,19 @@ def show_answer(pred: XrayPrediction, key: str) -> bool:
         st.markdown("### :gray[LABEL WITHHELD]")
         if not widgets.withheld_output_toggle(key=key):
             return False
-    st.plotly_chart(probability_gauge(pred), key=f"{key}_gauge", config={"displaylogo": False})
+    st.plotly_chart(score_gauge(pred), key=f"{key}_gauge", config={"displaylogo": False})
     if label is not None:
         st.markdown(f"### :{'red' if label == 'PNEUMONIA' else 'blue'}[{label}]")
         if pred.prediction_set is not None and len(pred.prediction_set) > 1:
             st.warning(
                 "Uncertain: both labels are in the prediction set. This case needs a reader.", icon=":material/help:"
             )
-    st.markdown(
-        f"Probability **{pred.probability:.1%}** vs operating threshold **{pred.threshold:.1%}** "
-        f"(model `{pred.version}`)."
-    )
     line = trust_line(pred)
+    st.markdown(
+        f"Score **{pred.probability:.3f}** vs operating threshold **{pred.threshold:.3f}** "
+        f"(model `{pred.version}`). The score is not a probability"
+        + ("; the calibrated probability is below." if line and label is not None else ".")
+    )
     if line:
         st.caption(line)
     members = ensemble_line(pred)

@@ -131,21 +131,19 @@ def opacity_slider() -> float:
 
 
 def withheld_output_toggle(key: str = "show_withheld_output") -> bool:
-    """Whether to show what the network computed for an image whose label is withheld: its probability, gauge
+    """Whether to show what the network computed for an image whose label is withheld: its score, gauge
     and Grad-CAM (off unless the reader asks; while off, a caption says why they are hidden)."""
     wanted = bool(
         st.toggle(
             "Show the model's output anyway",
             value=False,
             key=key,
-            help="The label is withheld for this image (out of distribution): the probability and the heatmap are "
+            help="The label is withheld for this image (out of distribution): the score and the heatmap are "
             "what the network computed for an answer that means nothing here, not a finding.",
         )
     )
-    if not wanted:  # a probability or a heatmap shown by default would read as a finding the model may not make
-        st.caption(
-            "The model's probability and heatmap are hidden: they belong to a label that is withheld for this image."
-        )
+    if not wanted:  # a score or a heatmap shown by default would read as a finding the model may not make
+        st.caption("The model's score and heatmap are hidden: they belong to a label that is withheld for this image.")
     return wanted
 
 
@@ -439,7 +437,7 @@ def threshold_slider(model: str, default: float) -> float:
     """Operating threshold to explore; one slider per model so each starts at its card threshold."""
     return float(
         st.slider(
-            "Threshold (a case is positive when probability ≥ threshold)",
+            "Threshold (a case is positive when its score ≥ threshold)",
             min_value=0.0,
             max_value=1.0,
             value=float(round(default, 3)),

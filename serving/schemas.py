@@ -211,7 +211,12 @@ class DicomIdentity(_Schema):
 class XrayPrediction(_Schema):
     model: ModelName
     version: str
-    probability: float = Field(ge=0.0, le=1.0, description="probability of pneumonia")
+    probability: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the model's pneumonia score, compared with `threshold` for `label`; training balanced the "
+        "classes, so it is not the probability of pneumonia: that is `calibrated_probability`",
+    )
     label: Literal["PNEUMONIA", "NORMAL"]
     threshold: float
     image_width: int
@@ -298,7 +303,10 @@ class HourRisk(_Schema):
     hour: int = Field(description="row index, 0-based")
     iculos: float | None
     probability: float = Field(
-        ge=0.0, le=1.0, description="sepsis risk: the sigmoid of the fold members' mean logit (decides `label`)"
+        ge=0.0,
+        le=1.0,
+        description="the hour's sepsis score: the sigmoid of the fold members' mean logit (decides `label`); "
+        "training weighs septic hours 4 times, so it runs above the risk: that is `calibrated_probability`",
     )
     label: int = Field(description="1 = alert at the model's threshold (on `probability`, never the calibrated risk)")
     calibrated_probability: float | None = Field(
@@ -350,14 +358,16 @@ MORTALITY_LABELS: tuple[str, ...] = get_args(MortalityLabel)
 
 
 class MortalityHour(_Schema):
-    """The risk after one more hour of the stay: the trajectory that ends in the stay's prediction."""
+    """The score and risk after one more hour of the stay: the trajectory that ends in the stay's prediction."""
 
     hour: int = Field(ge=1, le=48, description="hours of the stay read: 1 (the first hour) to 48")
     probability: float = Field(
-        ge=0.0, le=1.0, description="risk of death in hospital from the first `hour` hours (the members' mean logit)"
+        ge=0.0,
+        le=1.0,
+        description="score for death in hospital from the first `hour` hours (the members' mean logit); not calibrated",
     )
     calibrated_probability: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="the same risk calibrated (null: uncalibrated checkpoint)"
+        default=None, ge=0.0, le=1.0, description="the hour's risk: `probability` calibrated (null: uncalibrated)"
     )
     ensemble_std: float | None = Field(
         default=None, ge=0.0, description="standard deviation of the fold members' risks (null: a single network)"
@@ -373,10 +383,19 @@ class MortalityPrediction(_Schema):
     model: ModelName
     version: str
     threshold: float
-    probability: float = Field(ge=0.0, le=1.0, description="risk of death in hospital after the 48th hour")
+    probability: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="score for death in hospital after the 48th hour, compared with `threshold` for `label`; "
+        "training weighs deaths 4 times, so it runs above the risk: that is `calibrated_probability`",
+    )
     label: MortalityLabel = Field(description="DIED_IN_HOSPITAL when `probability` >= `threshold`, else SURVIVED")
     calibrated_probability: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="`probability` calibrated (null: uncalibrated checkpoint)"
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the risk of death in hospital: `probability` calibrated out of fold (null: uncalibrated "
+        "checkpoint)",
     )
     ensemble_members: int | None = Field(
         default=None, description="fold networks averaged into each hour's risk (null: a single network)"
@@ -523,7 +542,10 @@ class CaseSummary(_Schema):
     model_version: str
     created_at: str = Field(description="when the case was created, UTC, ISO 8601")
     source_format: str
-    risk: float = Field(description="probability of pneumonia, or the stay's highest hourly sepsis risk")
+    risk: float = Field(
+        description="the model's score (`probability` of its answer): the X-ray's pneumonia score, the stay's "
+        "highest hourly sepsis score, the mortality score after 48 h; not calibrated"
+    )
     threshold: float | None = Field(default=None, description="the model's threshold on `risk` for its label")
     threshold_margin: float | None = Field(
         default=None,

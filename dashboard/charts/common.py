@@ -127,17 +127,20 @@ __all__ = [
 ]
 
 
-def threshold_gauge(probability: float, threshold: float, title: str, bar_colour: str, version: str) -> go.Figure:
-    """A probability as a gauge: the model's operating threshold is the black line between a blue and an orange
-    band, and is written under the dial with the model version."""
+def threshold_gauge(
+    probability: float, threshold: float, title: str, bar_colour: str, version: str, score: bool = False
+) -> go.Figure:
+    """A model output in [0, 1] as a gauge: the model's operating threshold is the black line between a blue and an
+    orange band, and is written under the dial with the model version. ``score``: the output is a score, not a
+    probability, and is written as a decimal (0.839), never as a percentage."""
     fig = go.Figure(
         go.Indicator(
             mode="gauge+number",
             value=probability,
-            number={"valueformat": ".1%", "font": {"size": 44}},
+            number={"valueformat": ".3f" if score else ".1%", "font": {"size": 44}},
             title={"text": title},
             gauge={
-                "axis": {"range": [0.0, 1.0], "tickformat": ".0%"},
+                "axis": {"range": [0.0, 1.0], "tickformat": ".1f" if score else ".0%"},
                 "bar": {"color": bar_colour, "thickness": 0.35},
                 "steps": [
                     {"range": [0.0, threshold], "color": "#E8F1FA"},

@@ -1,5 +1,10 @@
-"""Charts and tables of the ICU mortality page: the 48th hour's risk against the threshold, the risk after each
-hour with the fold members' band, the variables that drove it, and what serving read of the stay.
+"""Charts and tables of the ICU mortality page: the 48th hour's score against the threshold, the score and its
+calibrated risk after each hour with the fold members' band, the variables that drove it, and what serving read
+of the stay.
+
+The model's output is a *score*: training weighs deaths 4 times (``POS_WEIGHT``), so it runs above the rate of
+death among stays like this one, and it is written as a decimal. Only the calibrated probability is called a
+*risk* and written as a percentage.
 
 Pure functions from serving's answer (:class:`~serving.schemas.MortalityPrediction`) to figures and frames: the
 dashboard never parses a record itself.
@@ -28,7 +33,7 @@ HOURS = 48
 
 
 def died(prediction: MortalityPrediction) -> bool:
-    """The model's label is in-hospital death (risk at or above its threshold)."""
+    """The model's label is in-hospital death (score at or above its threshold)."""
     return prediction.label == "DIED_IN_HOSPITAL"
 
 
@@ -37,23 +42,27 @@ def label_text(prediction: MortalityPrediction) -> str:
     return "died in hospital" if died(prediction) else "survived"
 
 
-def risk_gauge(prediction: MortalityPrediction) -> go.Figure:
-    """The 48th hour's risk of in-hospital death as a gauge; the model's operating threshold is the black line."""
+def score_gauge(prediction: MortalityPrediction) -> go.Figure:
+    """The 48th hour's score as a gauge (a decimal: it is not a probability); the model's operating threshold is
+    the black line."""
     return threshold_gauge(
         prediction.probability,
         prediction.threshold,
-        f"Risk of death in hospital after 48 h — label: {label_text(prediction)}",
+        f"Score after 48 h — label: {label_text(prediction)}",
         VERMILION if died(prediction) else BLUE,
         prediction.version,
+        score=True,
     )
 
 
 def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:
-    """One row per hour (1-48): the risk after that hour and the members' band (NaN for a single network)."""
+    """One row per hour (1-48): the score after that hour, its calibrated risk (NaN: an uncalibrated checkpoint)
+    and the members' band (NaN for a single network)."""
     return pd.DataFrame(
         {
             "hour": [h.hour for h in prediction.hours],
-            "risk": [h.probability for h in prediction.hours],
+            "score": [h.probability for h in prediction.hours],
+            "calibrated": [h.calibrated_probability for h in prediction.hours],
             "member_min": [h.member_min for h in prediction.hours],
             "member_max": [h.member_max for h in prediction.hours],
         },
@@ -62,8 +71,9 @@ def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:
 
 
 def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
-    """The risk after each hour of the stay (1-48) in the model's colour, inside the band of its fold members
-    (lowest to highest member that hour), with the threshold and the 48th hour's risk, which is the stay's."""
+    """The score after each hour of the stay (1-48) in the model's colour, inside the band of its fold members
+    (lowest to highest member that hour), with the threshold and the 48th hour's score, which is the stay's; a
+    dotted line in the same colour is the calibrated risk (the probability to read; the label is the score's)."""
     name = prediction.model
     colour = model_colour(name)
     title = model_title(name)
@@ -99,14 +109,26 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=frame["hour"],
-            y=frame["risk"],
+            y=frame["score"],
             mode="lines+markers",
             marker={"size": 4},
             line={"color": colour, "width": 2},
-            name=f"{title} risk",
-            hovertemplate=f"{title}<br>after hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+            name=f"{title} score",
+            hovertemplate=f"{title}<br>after hour %{{x}}<br>score %{{y:.3f}}<extra></extra>",
         )
     )
+    calibrated = frame.dropna(subset=["calibrated"])
+    if len(calibrated):
+        fig.add_trace(
+            go.Scatter(
+                x=calibrated["hour"],
+                y=calibrated["calibrated"],
+                mode="lines",
+                line={"color": colour, "width": 1.5, "dash": "dot"},
+                name=f"{title} calibrated risk",
+                hovertemplate=f"{title}<br>after hour %{{x}}<br>calibrated risk %{{y:.1%}}<extra></extra>",
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=[0.5, HOURS + 0.5],
@@ -128,34 +150,35 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
                 "color": VERMILION if died(prediction) else BLUE,
                 "line": {"color": "black", "width": 1},
             },
-            name=f"after 48 h: {prediction.probability:.1%} ({label_text(prediction)})",
-            hovertemplate="the stay's prediction<br>risk %{y:.3f}<extra></extra>",
+            name=f"after 48 h: score {prediction.probability:.3f} ({label_text(prediction)})",
+            hovertemplate="the stay's prediction<br>score %{y:.3f}<extra></extra>",
         )
     )
     layout(
         fig,
-        title=f"{title}: risk of death in hospital as the first 48 hours unfold",
-        subtitle="Each point: the risk from the hours up to then; the stay's prediction is the 48th hour's",
+        title=f"{title}: death in hospital as the first 48 hours unfold",
+        subtitle="Each point: the score from the hours up to then (dotted: its calibrated risk); the stay's "
+        "prediction is the 48th hour's",
         height=420,
         legend="bottom",
     )
-    fig.update_yaxes(range=[0.0, 1.0], tickformat=".0%", title_text="risk")
+    fig.update_yaxes(range=[0.0, 1.0], tickformat=".1f", title_text="score · calibrated risk")
     fig.update_xaxes(range=[0.5, HOURS + 0.5], dtick=6, title_text="hours of the ICU stay read")
     fig.update_layout(hovermode="x")
     return fig
 
 
 def contributions_figure(prediction: MortalityPrediction, top_n: int = 10) -> go.Figure | None:
-    """Horizontal bars of the variables that drove the 48th hour's risk (integrated gradients summed over the 48
-    hours); red raises the risk, blue lowers it; the text is the last value observed. None without them (the
-    answer was not asked to explain)."""
+    """Horizontal bars of the variables that drove the 48th hour's score (integrated gradients summed over the 48
+    hours); red raises it, blue lowers it; the text is the last value observed. None without them (the answer was
+    not asked to explain)."""
     if not prediction.top_features:
         return None
     features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n]
     return contribution_bars(
         features,
-        title=f"{model_title(prediction.model)}: what drove the risk after 48 h ({prediction.probability:.1%})",
-        subtitle="Integrated gradients on the 48th hour's risk logit, summed over the hours; red raises the risk; "
+        title=f"{model_title(prediction.model)}: what drove the score after 48 h ({prediction.probability:.3f})",
+        subtitle="Integrated gradients on the 48th hour's logit, summed over the hours; red raises the score; "
         "on each bar, the last value observed",
     )
 
@@ -177,7 +200,7 @@ __all__ = [
     "contributions_figure",
     "died",
     "label_text",
-    "risk_gauge",
+    "score_gauge",
     "stay_table",
     "trajectory_figure",
     "trajectory_frame",

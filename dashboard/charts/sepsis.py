@@ -1,4 +1,9 @@
-"""Charts of the sepsis page: hourly risk of each model above the vital signs, per-hour attributions.
+"""Charts of the sepsis page: each model's hourly score and calibrated risk above the vital signs, per-hour
+attributions.
+
+A model's output is a *score*, compared with its threshold to alert: training weighs septic hours 4 times
+(``POS_WEIGHT``) and by the utility's stake, so it runs several times above the rate of sepsis after hours like
+these. Only the calibrated probability is called a *risk*.
 
 The vital signs and SepsisLabel are the ones serving read from the file (``SepsisPrediction.vitals`` and
 ``.sepsis_label``, asked for with ``vitals=true``): the dashboard never parses an upload itself.
@@ -94,11 +99,11 @@ def calibrated_curve(prediction: SepsisPrediction) -> tuple[list[int], list[floa
 
 
 def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None) -> go.Figure:
-    """Hourly risk of each model (with its threshold and first alert) above the vital signs.
+    """Hourly score of each model (with its threshold and first alert) above the vital signs.
 
-    Around each model's risk curve a band in its colour spans its fold members (lowest to highest member
-    probability that hour); a dotted line in its colour is the calibrated risk. The threshold and the alert
-    are on the risk itself, as serving decides them.
+    Around each model's score curve a band in its colour spans its fold members (lowest to highest member
+    score that hour); a dotted line in its colour is the calibrated risk. The threshold and the alert are on
+    the score, as serving decides them.
 
     The vitals and SepsisLabel come from the first answer that carries them (:func:`with_vitals`). Only
     measured points are drawn: markers, joined by a line only between consecutive measured hours
@@ -109,7 +114,11 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     vitals = vitals_frame(source)
     sepsis_label = source.sepsis_label if source is not None else None
     n_vital_rows = len(VITAL_PANELS)
-    titles = ["Sepsis risk per hour", *(t for t, _ in VITAL_PANELS), "Measured (dark) / missing (light)"]
+    titles = [
+        "Sepsis alert score per hour (dotted: calibrated risk)",
+        *(t for t, _ in VITAL_PANELS),
+        "Measured (dark) / missing (light)",
+    ]
     heights = [0.26, *([0.62 / n_vital_rows] * n_vital_rows), 0.12]
     fig = make_subplots(
         rows=n_vital_rows + 2,
@@ -169,9 +178,9 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
                 mode="lines+markers",
                 marker={"size": 4},
                 line={"color": colour, "width": 2},
-                name=f"{title} risk",
+                name=f"{title} score",
                 legendgroup=name,
-                hovertemplate=f"{title}<br>hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{title}<br>hour %{{x}}<br>score %{{y:.3f}}<extra></extra>",
             ),
             row=1,
             col=1,
@@ -186,7 +195,7 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
                     line={"color": colour, "width": 1.5, "dash": "dot"},
                     name=f"{title} calibrated risk",
                     legendgroup=name,
-                    hovertemplate=f"{title}<br>hour %{{x}}<br>calibrated risk %{{y:.3f}}<extra></extra>",
+                    hovertemplate=f"{title}<br>hour %{{x}}<br>calibrated risk %{{y:.1%}}<extra></extra>",
                 ),
                 row=1,
                 col=1,
@@ -214,7 +223,7 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
                     marker={"symbol": "star", "size": 16, "color": colour, "line": {"color": "black", "width": 1}},
                     name=f"{title} first alert: hour {alert.hour}",
                     legendgroup=name,
-                    hovertemplate=f"{title} first alert<br>hour %{{x}}<br>risk %{{y:.3f}}<extra></extra>",
+                    hovertemplate=f"{title} first alert<br>hour %{{x}}<br>score %{{y:.3f}}<extra></extra>",
                 ),
                 row=1,
                 col=1,
@@ -299,10 +308,10 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
             font={"size": 11},
         )
 
-    fig.update_yaxes(range=[0.0, 1.0], tickformat=".0%", title_text="risk", row=1, col=1)
+    fig.update_yaxes(range=[0.0, 1.0], tickformat=".1f", title_text="score · calibrated risk", row=1, col=1)
     fig.update_xaxes(title_text="hour of the ICU stay (row)", row=n_vital_rows + 2, col=1)
     fig.update_xaxes(range=[-0.5, max(n_hours - 0.5, 0.5)])
-    layout(fig, title="Risk and vital signs, hour by hour", height=1150)
+    layout(fig, title="Alert score, calibrated risk and vital signs, hour by hour", height=1150)
     # the legend (up to six rows) stands above the plot: a top margin that holds it, the title above it
     fig.update_layout(
         hovermode="x",
@@ -316,14 +325,14 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
 def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure:
     """Horizontal bars of the top features' integrated-gradients attributions at one hour.
 
-    Red bars raise the risk logit, blue bars lower it; the text gives the feature's last observed
-    value at that hour (``not measured`` when none).
+    Red bars raise the logit (the score and the calibrated risk with it), blue bars lower it; the text gives
+    the feature's last observed value at that hour (``not measured`` when none).
     """
     features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
     return contribution_bars(
         features,
-        title=f"{model_title(model)}: what drove the risk at hour {hour.hour} (risk {hour.probability:.1%})",
-        subtitle="Integrated gradients on the risk logit; red raises the risk, blue lowers it; on each bar, the last "
+        title=f"{model_title(model)}: what drove the score at hour {hour.hour} (score {hour.probability:.3f})",
+        subtitle="Integrated gradients on the logit; red raises the score, blue lowers it; on each bar, the last "
         "value observed by that hour",
     )
 

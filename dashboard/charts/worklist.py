@@ -17,7 +17,7 @@ WITHHELD = "label withheld"
 OWN_LABEL_ONLY = "none (own label)"
 #: the worklist table's columns, in order
 WORKLIST_COLUMNS = (
-    "case", "kind", "flags", "risk", "threshold", "model says", "status", "reviews", "last verdict", "created (UTC)",
+    "case", "kind", "flags", "score", "threshold", "model says", "status", "reviews", "last verdict", "created (UTC)",
     "model version",
 )  # fmt: skip
 
@@ -38,9 +38,10 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "case": c.id[:16],
                 "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
-                # an out-of-distribution X-ray's label and risk are withheld, as when the case is opened (serving
+                # the model's output against its threshold (serving's `risk`), not a calibrated probability. An
+                # out-of-distribution X-ray's label and score are withheld, as when the case is opened (serving
                 # keeps them, and ranks the case first by its flag; a reader must not take them for a finding)
-                "risk": None if c.label_withheld else c.risk,
+                "score": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
                 # serving's SEPSIS_ALERT, NO_ALERT as words
                 "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
@@ -55,7 +56,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
 
 
 def case_label(case: CaseSummary) -> str:
-    """A case as the "Open case" picker names it: short id, kind and what the model said (its risk, unless
+    """A case as the "Open case" picker names it: short id, kind and what the model said (its score, unless
     the label is withheld)."""
     said = WITHHELD if case.label_withheld else f"{case.label.replace('_', ' ')} {case.risk:.2f}"
     return f"{case.id[:16]} · {KIND_WORDS[case.kind]} · {said}"

@@ -1,9 +1,10 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/mortality``): ICU in-hospital mortality.
 
 The risk of death in hospital from the first 48 hours of an ICU stay (a PhysioNet 2012 record), from the model
-the reader picks: the 48th hour's risk against the model's threshold, how the risk moved as the hours went by
-(with the fold members' band), on request the variables that drove it, and the case's reviews (stored by serving,
-seen by every reader). Serving parses the upload and answers no record identifier; this page shows none either.
+the reader picks: the calibrated risk, the 48th hour's score against the model's threshold (the label), how the
+score moved as the hours went by (with the fold members' band), on request the variables that drove it, and the
+case's reviews (stored by serving, seen by every reader). Serving parses the upload and answers no record
+identifier; this page shows none either.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dashboard import widgets
 from dashboard.backend import call, case_id, client, remember, serving_url, session_store
 from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
-from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
+from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
 from dashboard.demo import MortalityDemo, find_mortality_demo_cases
 from models.catalogue import MORTALITY, models_for
 from models.config import data_paths
@@ -63,36 +64,47 @@ def _prediction(selected: widgets.SelectedInput, model: str, explain: bool) -> M
 
 
 def _summary(prediction: MortalityPrediction) -> None:
-    risk, label, band = st.columns(3)
-    risk.metric(
-        "Risk after 48 h",
-        f"{prediction.probability:.1%}",
-        help=f"{model_title(prediction.model)} ({prediction.version}): the risk of death in hospital from the "
-        "stay's first 48 hours.",
+    """The calibrated risk (the probability to read) first, then the score that decides the label and the label;
+    the fold members' scores below. The score is not a probability: it is never written as a percentage."""
+    risk, score, label = st.columns(3)
+    if prediction.calibrated_probability is not None:
+        risk.metric(
+            "Risk of death (calibrated)",
+            f"{prediction.calibrated_probability:.1%}",
+            help="How often a score like this one was followed by death in hospital on the training stays "
+            "(calibrated out of fold): the probability to read. The label comes from the score.",
+            border=True,
+        )
+    else:
+        risk.metric(
+            "Risk of death (calibrated)",
+            "not calibrated",
+            help="This checkpoint carries no calibration: only its score, which is not a probability, is known.",
+            border=True,
+        )
+    score.metric(
+        "Score after 48 h",
+        f"{prediction.probability:.3f}",
+        help=f"{model_title(prediction.model)} ({prediction.version}) after the stay's first 48 hours, against its "
+        f"threshold {prediction.threshold:.3f}. Not a probability: training weighs deaths 4 times, so the score "
+        "runs above the risk.",
         border=True,
     )
     label.metric(
         "Label at the threshold",
         label_text(prediction),
-        help=f"Died in hospital when the risk is at or above {prediction.threshold:.3f}, the model's operating "
+        help=f"Died in hospital when the score is at or above {prediction.threshold:.3f}, the model's operating "
         "threshold.",
         border=True,
     )
     if prediction.member_min is not None and prediction.member_max is not None:
-        band.metric(
-            "Fold members after 48 h",
-            f"{prediction.member_min:.1%} to {prediction.member_max:.1%}",
-            help=f"Lowest and highest of the {prediction.ensemble_members} fold networks averaged into the risk: "
-            "a wide range means they disagree.",
-            border=True,
+        st.caption(
+            f"Fold members' scores after 48 h: **{prediction.member_min:.3f} to {prediction.member_max:.3f}** "
+            f"(lowest and highest of the {prediction.ensemble_members} fold networks averaged into the score; a "
+            "wide range means they disagree)."
         )
     else:
-        band.metric("Fold members after 48 h", "one network", border=True)
-    if prediction.calibrated_probability is not None:
-        st.caption(
-            f"Calibrated risk after 48 h: **{prediction.calibrated_probability:.1%}** (what this risk has meant "
-            "on the training stays, fitted out of fold; the label is decided by the raw risk at the threshold)."
-        )
+        st.caption("One network: no fold members to compare.")
 
 
 def render() -> None:
@@ -121,12 +133,12 @@ def render() -> None:
     with left:
         st.plotly_chart(trajectory_figure(prediction), key="mortality_trajectory", config={"displaylogo": False})
         st.caption(
-            "Each point is the risk from the hours read up to then; the stay's prediction is the 48th hour's "
-            "(diamond). Shaded band: the model's fold members, lowest to highest, hour by hour. Dashed line: the "
-            "model's threshold."
+            "Each point is the score from the hours read up to then; the stay's prediction is the 48th hour's "
+            "(diamond). Dotted curve: the calibrated risk. Shaded band: the model's fold members, lowest to "
+            "highest, hour by hour. Dashed line: the model's threshold, on the score."
         )
     with right:
-        st.plotly_chart(risk_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
+        st.plotly_chart(score_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
         st.table(stay_table(prediction).set_index("field"))
     if explain:
         figure = contributions_figure(prediction)
@@ -135,7 +147,7 @@ def render() -> None:
         else:
             st.plotly_chart(figure, key="mortality_contributions", config={"displaylogo": False})
             st.caption(
-                "What moved the 48th hour's risk away from an unremarkable average patient at the same hour (every "
+                "What moved the 48th hour's score away from an unremarkable average patient at the same hour (every "
                 "value at its training mean), by integrated gradients over the 48 hours. Attributions explain the "
                 "model, not the patient."
             )

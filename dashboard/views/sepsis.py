@@ -1,8 +1,8 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/sepsis``): sepsis early warning.
 
-Every sequence model's hourly risk above the vital signs, with per-hour attributions. Serving parses
-the upload; the vital signs and SepsisLabel drawn are the ones serving read (one model is asked with
-``vitals=True``), so the chart shows what the models saw.
+Every sequence model's hourly alert score and calibrated risk above the vital signs, with per-hour
+attributions. Serving parses the upload; the vital signs and SepsisLabel drawn are the ones serving read (one
+model is asked with ``vitals=True``), so the chart shows what the models saw.
 """
 
 from __future__ import annotations
@@ -101,11 +101,15 @@ def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
     columns = st.columns(len(predictions) + 1)
     for column, (model, prediction) in zip(columns, predictions.items(), strict=False):
         alert = first_alert(prediction)
-        peak = max((h.probability for h in prediction.hours), default=0.0)
+        peak = max(prediction.hours, key=lambda h: h.probability, default=None)
+        said = "" if peak is None else f"; peak score {peak.probability:.3f} at hour {peak.hour}"
+        if peak is not None and peak.calibrated_probability is not None:
+            said += f" (calibrated risk {peak.calibrated_probability:.1%})"
         column.metric(
             f"{model_title(model)} first alert",
             "none" if alert is None else f"hour {alert.hour}",
-            help=f"Threshold {prediction.threshold:.3f} ({prediction.version}); peak risk {peak:.1%}.",
+            help=f"The first hour whose score reaches the threshold {prediction.threshold:.3f} "
+            f"({prediction.version}){said}.",
             border=True,
         )
     measured = measured_fraction(vitals_frame(with_vitals(predictions)))
@@ -117,7 +121,7 @@ def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
 def render() -> None:
     st.title("Sepsis early warning")
     st.caption(
-        "Hourly sepsis risk (PhysioNet 2019 label: sepsis within 6 h) from the "
+        "Hourly sepsis alert score and calibrated risk (PhysioNet 2019 label: sepsis within 6 h) from the "
         f"{' and the '.join(model_title(m) for m in SERIES_MODELS)}. Research software — not for clinical use."
     )
     widgets.hide_uploaded_file_names()
@@ -148,15 +152,17 @@ def render() -> None:
     )
     st.caption(
         "Vital signs as serving read them: only measured hours are drawn (markers; lines join consecutive measured "
-        "hours, gaps are missing data, nothing is interpolated). Shaded band around each risk curve: the spread of "
-        "the model's fold members (lowest to highest member that hour; a wide band means the members disagree). "
-        "Dotted curve: the calibrated risk (how often such a risk was followed by the label on the training "
-        "stays, out of fold); the alert stays on the risk itself. Dashed lines: each model's alert threshold; "
+        "hours, gaps are missing data, nothing is interpolated). Solid curves: each model's alert score, which is "
+        "not a probability (training weighs septic hours more, so it runs high). Shaded band around it: the "
+        "spread of the model's fold members (lowest to highest member that hour; a wide band means the members "
+        "disagree). Dotted curve: the calibrated risk, the probability to read (how often such a score was "
+        "followed by the label on the training stays, out of fold); the alert stays on the score. Dashed lines: "
+        "each model's alert threshold; "
         "stars and dotted vertical lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before "
         "clinical onset), when present."
     )
 
-    st.subheader(f"What drove the risk at hour {hour}")
+    st.subheader(f"What drove the score at hour {hour}")
     available = [m for m in SERIES_MODELS if m in predictions]
     model = widgets.model_radio(available, {m: model_title(m) for m in available}, key="sepsis_explain_model")
     explained = _explained(selected, key, model, hour)

@@ -18,7 +18,7 @@ from dashboard import widgets
 from dashboard.backend import call, client, serving_url, session_cached
 from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
-from dashboard.charts.mortality import contributions_figure, label_text, risk_gauge, stay_table, trajectory_figure
+from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import attribution_figure, sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
@@ -199,8 +199,11 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
 
 
 def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
+    calibrated = prediction.calibrated_probability
     st.markdown(
-        f"**{model_title(prediction.model)}** · risk after 48 h **{prediction.probability:.1%}** · label: "
+        f"**{model_title(prediction.model)}**"
+        + ("" if calibrated is None else f" · risk of death (calibrated) **{calibrated:.1%}**")
+        + f" · score after 48 h {prediction.probability:.3f} against {prediction.threshold:.3f} · label: "
         f"{label_text(prediction)} · model `{prediction.version}`"
     )
     _warnings(prediction.warnings)
@@ -208,7 +211,7 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
     with left:
         st.plotly_chart(trajectory_figure(prediction), key=f"case_mortality_{case.id}", config={"displaylogo": False})
     with right:
-        st.plotly_chart(risk_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
+        st.plotly_chart(score_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
         st.table(stay_table(prediction).set_index("field"))
     explained = _explanation(case) if _why_toggle(case) else None
     if isinstance(explained, MortalityPrediction):
@@ -251,8 +254,8 @@ def render() -> None:
     st.title("Worklist")
     st.caption(
         "Every reader's shared list of cases, most urgent first: out of distribution, uncertain, the model's "
-        "positive answers, then by how far each risk is past its own model's threshold (the kinds' risks are not "
-        "on one scale). Cases and reviews are stored by MedLens serving. "
+        "positive answers, then by how far each score is past its own model's threshold (the kinds' scores are "
+        "not on one scale, and none is a calibrated probability). Cases and reviews are stored by MedLens serving. "
         "Research software — not for clinical use."
     )
     reviewer = widgets.reviewer_name()
@@ -299,14 +302,20 @@ def render() -> None:
             # "out of distribution" and "ICU record (mortality)" read whole
             "kind": st.column_config.TextColumn("kind", width="medium"),
             "flags": st.column_config.TextColumn("flags", width="medium"),
-            "risk": st.column_config.ProgressColumn(
-                "risk", min_value=0.0, max_value=1.0, format="%.2f", width="small", help="Blank: the label is withheld."
+            "score": st.column_config.ProgressColumn(
+                "score",
+                min_value=0.0,
+                max_value=1.0,
+                format="%.2f",
+                width="small",
+                help="The model's output, compared with its threshold; not a calibrated probability (open the case "
+                "for the calibrated risk). Blank: the label is withheld.",
             ),
             "threshold": st.column_config.NumberColumn(
                 "threshold",
                 format="%.2f",
                 width="small",
-                help="The model's threshold on this risk: at or above it, its label.",
+                help="The model's threshold on this score: at or above it, its label.",
             ),
             "reviews": st.column_config.NumberColumn("reviews", width="small"),
         },

@@ -1,6 +1,7 @@
 """Page script (run by ``st.Page`` from dashboard/app.py, url ``/``, the default page): chest X-ray review.
 
-Probability vs threshold (for an out-of-distribution image, only when the reader asks), the radiograph as
+The score vs threshold and the calibrated probability (for an out-of-distribution image, the score only when
+the reader asks), the radiograph as
 the model read it (serving's preview) under its Grad-CAM heatmap, de-identified DICOM fields (the patient's
 identifiers only when the reader asks), and the case's reviews (stored by serving, seen by every reader).
 Serving decodes the upload; this page only draws serving's answer (``explain=True, preview=True``).
@@ -33,7 +34,7 @@ def _analyse(selected: widgets.SelectedInput, key: str) -> XrayDisplay | None:
         )
         return None if prediction is None else XrayDisplay.from_prediction(prediction)
 
-    return session_cached("xray", key, "MedLens serving is reading the radiograph (probability and Grad-CAM)…", fetch)
+    return session_cached("xray", key, "MedLens serving is reading the radiograph (score and Grad-CAM)…", fetch)
 
 
 def _synthetic(request: widgets.SyntheticRequest) -> widgets.SelectedInput | None:
@@ -76,7 +77,8 @@ def _identity(selected: widgets.SelectedInput, reader: str, key: str) -> None:
 def render() -> None:
     st.title("Chest X-ray review")
     st.caption(
-        f"Pneumonia probability from the MedLens {model_title(IMAGE_MODEL)} with a Grad-CAM heatmap. "
+        f"Pneumonia from the MedLens {model_title(IMAGE_MODEL)}: its score, the calibrated probability and a "
+        "Grad-CAM heatmap. "
         "Research software — not for clinical use."
     )
     widgets.hide_uploaded_file_names()

@@ -180,15 +180,16 @@ def _main_text(page: Any) -> str:
     return str(page.locator('[data-testid="stMain"]').inner_text())
 
 
-def _probability_line(page: Any) -> Any:
+def _score_line(page: Any) -> Any:
     return page.locator('[data-testid="stMarkdownContainer"]', has_text="vs operating threshold")
 
 
-def _shown_probability(page: Any) -> float:
-    text = _probability_line(page).inner_text()
-    match = re.search(r"Probability\s+([\d.]+)%", text)
-    assert match, text
-    return float(match.group(1)) / 100.0
+def _shown_score(page: Any) -> float:
+    """The score as the X-ray answer writes it: a decimal, never a percentage (it is not a probability)."""
+    text = _score_line(page).inner_text()
+    match = re.search(r"Score\s+(\d\.\d{3})\s+vs operating threshold\s+(\d\.\d{3})", text)
+    assert match and "%" not in text, text
+    return float(match.group(1))
 
 
 def _upload_xray(page: Any, payload: Path | dict[str, Any]) -> None:
@@ -247,12 +248,12 @@ def test_review_flow_in_a_real_browser(
         image = xray_files[0]
         start = time.perf_counter()
         _upload_xray(page, image)
-        _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
-        page.locator('[data-testid="stPlotlyChart"]', has_text="P(pneumonia)").wait_for(timeout=RESULT_TIMEOUT_MS)
+        _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.locator('[data-testid="stPlotlyChart"]', has_text="Pneumonia score").wait_for(timeout=RESULT_TIMEOUT_MS)
         elapsed = time.perf_counter() - start
         _record_timing("xray_upload_to_probability_s", round(elapsed, 3))
         _idle(page)
-        shown = _shown_probability(page)
+        shown = _shown_score(page)
         expected = MedLensClient(dashboard_serving_url).predict_xray(image.read_bytes(), image.name)
         assert shown == pytest.approx(expected.probability, abs=0.002)
         text = _main_text(page)
@@ -290,11 +291,11 @@ def test_review_flow_in_a_real_browser(
         _open(page, dashboard_url + "/sepsis", "Sepsis early warning")
         start = time.perf_counter()
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(septic_file)
-        page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis risk per hour").wait_for(
+        page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis alert score per hour").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
         risk_elapsed = time.perf_counter() - start
-        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the risk").wait_for(
+        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the score").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
         explain_elapsed = time.perf_counter() - start
@@ -304,9 +305,10 @@ def test_review_flow_in_a_real_browser(
         text = _main_text(page)
         assert "LSTM first alert" in text and "Transformer first alert" in text
         assert septic_file.stem not in text
-        chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis risk per hour")
+        chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis alert score per hour")
         legend = chart.inner_text()
-        assert "LSTM risk" in legend and "Transformer risk" in legend and "threshold" in legend
+        assert "LSTM score" in legend and "Transformer score" in legend and "threshold" in legend
+        assert "LSTM calibrated risk" in legend and "Transformer calibrated risk" in legend
         _screenshot(page, "sepsis")
 
         # 4. ICU mortality: a real PhysioNet 2012 record, whose file name and first row are its RecordID
@@ -321,12 +323,14 @@ def test_review_flow_in_a_real_browser(
         served = MedLensClient(dashboard_serving_url).predict_mortality(
             mortality_file.read_bytes(), mortality_file.name, "mortality-lstm"
         )
-        shown = f"{served.probability:.1%}"
+        assert served.calibrated_probability is not None
+        shown = f"{served.calibrated_probability:.1%}"  # the risk; the score is a decimal beside it
         text = _main_text(page)
-        assert "Risk after 48 h" in text and shown in text and label_text(served) in text
+        assert "Risk of death (calibrated)" in text and shown in text and label_text(served) in text
+        assert "Score after 48 h" in text and f"{served.probability:.3f}" in text
         assert mortality_file.stem not in text  # the RecordID is never shown
         page.get_by_text("Show what drove the risk").click()
-        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the risk after 48 h").wait_for(
+        page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the score after 48 h").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
         _idle(page)
@@ -383,12 +387,12 @@ def test_two_sessions_get_their_own_results(
             _upload_xray(page, image)
         elapsed = []
         for page, start in zip(pages, starts, strict=True):
-            _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+            _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
             elapsed.append(round(time.perf_counter() - start, 3))
         _record_timing("xray_parallel_two_sessions_upload_to_probability_s", elapsed)
         for page, image, probability in zip(pages, (first, second), (p_first, p_second), strict=True):
             _idle(page)
-            assert _shown_probability(page) == pytest.approx(probability, abs=0.002)
+            assert _shown_score(page) == pytest.approx(probability, abs=0.002)
             text = _main_text(page)
             assert sha16(image.read_bytes()) in text
             other = second if image == first else first
@@ -402,7 +406,7 @@ def _review_as(page: Any, url: str, reader: str, image: Path, verdict: str) -> s
     """Open the X-ray page as ``reader``, read ``image`` and save a review; returns the history's text."""
     _open(page, url + "/", "Chest X-ray review")
     _upload_xray(page, image)
-    _probability_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+    _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
     _idle(page)
     page.get_by_label("Your name (for reviews)").fill(reader)
     page.get_by_label("Your name (for reviews)").press("Enter")

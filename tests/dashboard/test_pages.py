@@ -150,9 +150,9 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
         assert any("LABEL WITHHELD" in m.value for m in at.markdown)
         assert any("Out of distribution" in w.value for w in at.warning)
         assert not any(f["data"][0]["type"] == "indicator" for f in _figures(at))
-        assert not any("Probability **" in m.value for m in at.markdown)
+        assert not any("Score **" in m.value for m in at.markdown)
         assert [t["type"] for t in image["data"]] == ["image"]
-        assert any("probability and heatmap are hidden" in c.value for c in at.caption)
+        assert any("score and heatmap are hidden" in c.value for c in at.caption)
         at.toggle(key="xray_output").set_value(True).run()
         assert not at.exception, at.exception
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
@@ -162,7 +162,11 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     probability = indicator["value"]
     assert 0.0 <= probability <= 1.0
     assert indicator["gauge"]["threshold"]["value"] == pytest.approx(cnn_threshold)
-    assert any(f"Probability **{served.probability:.1%}**" in m.value for m in at.markdown)
+    # the score as its threshold is written, a decimal: it is not a probability (the calibrated one is)
+    assert any(
+        f"Score **{served.probability:.3f}** vs operating threshold **{served.threshold:.3f}**" in m.value
+        for m in at.markdown
+    )
     if withheld:
         assert "label withheld" in indicator["title"]["text"]
     else:
@@ -244,7 +248,7 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert made.id[:16] in table["case"].tolist()
-    assert list(table.columns)[:6] == ["case", "kind", "flags", "risk", "threshold", "model says"]
+    assert list(table.columns)[:6] == ["case", "kind", "flags", "score", "threshold", "model says"]
     # open it, review it as a named reader: the review is in serving's database
     at.selectbox(key="worklist_open_case").select(made.id).run()
     assert not at.exception, at.exception
@@ -428,7 +432,7 @@ def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_no
     table = at.dataframe[0].value.set_index("case")
     withheld_row, shown_row = table.loc[by_kind[False][:16]], table.loc[by_kind[True][:16]]
     assert withheld_row["model says"] == "label withheld" and shown_row["model says"] in ("NORMAL", "PNEUMONIA")
-    assert pd.isna(withheld_row["risk"]) and 0.0 <= shown_row["risk"] <= 1.0
+    assert pd.isna(withheld_row["score"]) and 0.0 <= shown_row["score"] <= 1.0
     assert 0.0 < withheld_row["threshold"] < 1.0  # the threshold is the model's, not the case's
     for in_distribution in (True, False):
         case = by_kind[in_distribution]
@@ -436,7 +440,7 @@ def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_no
         assert not at.exception, at.exception
         gauges = [f for f in _figures(at) if f["data"][0]["type"] == "indicator"]
         assert bool(gauges) is in_distribution  # a withheld label's gauge waits for the reader
-        hidden = any("probability and heatmap are hidden" in c.value for c in at.caption)
+        hidden = any("score and heatmap are hidden" in c.value for c in at.caption)
         assert hidden is (not in_distribution)
         # and its review form says there is no model label to agree with (reader agreement counts own labels)
         assert any("no label to agree or disagree with" in c.value for c in at.caption) is (not in_distribution)
@@ -490,7 +494,7 @@ def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     assert not _errors(at)
     assert any(made.id[:16] in h.value and "ICU record (mortality)" in h.value for h in at.subheader)
     trajectory, gauge = _figures(at)
-    assert len(next(t for t in trajectory["data"] if t.get("name") == "LSTM risk")["x"]) == 48
+    assert len(next(t for t in trajectory["data"] if t.get("name") == "LSTM score")["x"]) == 48
     assert gauge["data"][0]["value"] == pytest.approx(made.risk)
     assert "age" in at.table[0].value.index
     assert any("after 48:00 ignored" in w.value for w in at.warning)
@@ -606,11 +610,11 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
     assert {"LSTM first alert", "Transformer first alert", "Hours in the record"} <= set(metrics)
     hours = int(metrics["Hours in the record"])
     figures = _figures(at)
-    assert len(figures) == 2  # risk chart + attribution bars
+    assert len(figures) == 2  # score chart + attribution bars
     risk, attribution = figures
     names = _trace_names(risk)
-    assert "LSTM risk" in names and "Transformer risk" in names
-    for title in ("LSTM", "Transformer"):  # the fold members' spread around each risk curve, the calibrated risk
+    assert "LSTM score" in names and "Transformer score" in names
+    for title in ("LSTM", "Transformer"):  # the fold members' spread around each score curve, the calibrated risk
         assert f"{title} spread of its 5 fold members (lowest to highest)" in names
         assert f"{title} calibrated risk" in names
     assert any(n.startswith("LSTM threshold") for n in names)
@@ -670,22 +674,26 @@ def test_mortality_page(serving_env: str) -> None:
     assert not _errors(at)
     served = client.predict_mortality(data, "upload.txt", "mortality-lstm")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Risk after 48 h"] == f"{served.probability:.1%}"
+    # the calibrated risk is the one percentage; the score that decides the label is a decimal, as its threshold
+    assert served.calibrated_probability is not None  # the committed checkpoints are calibrated (Platt)
+    assert next(iter(metrics)) == "Risk of death (calibrated)"
+    assert metrics["Risk of death (calibrated)"] == f"{served.calibrated_probability:.1%}"
+    assert metrics["Score after 48 h"] == f"{served.probability:.3f}"
     label = "died in hospital" if served.label == "DIED_IN_HOSPITAL" else "survived"
     assert metrics["Label at the threshold"] == label
     assert served.member_min is not None and served.member_max is not None
-    assert metrics["Fold members after 48 h"] == f"{served.member_min:.1%} to {served.member_max:.1%}"
+    assert any(f"**{served.member_min:.3f} to {served.member_max:.3f}**" in c.value for c in at.caption)
     assert any(shown in m.value for m in at.markdown)
     figures = _figures(at)
     assert len(figures) == 2  # the trajectory and the gauge; no attributions until asked for
     trajectory, gauge = figures
-    risk = next(t for t in trajectory["data"] if t.get("name") == "LSTM risk")
-    assert risk["x"] == list(range(1, 49))
-    assert risk["y"] == pytest.approx([h.probability for h in served.hours], abs=5e-3)
+    score = next(t for t in trajectory["data"] if t.get("name") == "LSTM score")
+    assert score["x"] == list(range(1, 49))
+    assert score["y"] == pytest.approx([h.probability for h in served.hours], abs=5e-3)
+    calibrated = next(t for t in trajectory["data"] if t.get("name") == "LSTM calibrated risk")
+    assert calibrated["y"] == pytest.approx([h.calibrated_probability for h in served.hours], abs=5e-3)
     names = _trace_names(trajectory)
     assert f"spread of its {served.ensemble_members} fold members (lowest to highest)" in names
-    if served.calibrated_probability is not None:  # a calibrated checkpoint: its risk is shown beside the raw one
-        assert any(f"{served.calibrated_probability:.1%}" in c.value for c in at.caption)
     assert f"threshold {served.threshold:.3f}" in names
     assert gauge["data"][0]["gauge"]["threshold"]["value"] == pytest.approx(served.threshold)
     if demos:  # a 2012 file is named after its RecordID: never shown
@@ -702,7 +710,7 @@ def test_mortality_page(serving_env: str) -> None:
     explained = client.predict_mortality(data, "upload.txt", "mortality-lstm", explain=True)
     assert explained.top_features
     assert set(bars["y"]) == {f.name for f in explained.top_features}  # serving's words for the inputs
-    assert figures[2]["layout"]["title"]["text"].startswith("LSTM: what drove the risk after 48 h")
+    assert figures[2]["layout"]["title"]["text"].startswith("LSTM: what drove the score after 48 h")
 
     # the other model, from the catalogue
     at.radio(key="mortality_model").set_value("mortality-transformer").run()
@@ -710,7 +718,7 @@ def test_mortality_page(serving_env: str) -> None:
     # the explain toggle is still on, so the page asked for an explanation: compare with that same request (its
     # risk is the chosen path's, as a plain request's: tests/serving/test_mortality.py)
     other = client.predict_mortality(data, "upload.txt", "mortality-transformer", explain=True)
-    assert {m.label: m.value for m in at.metric}["Risk after 48 h"] == f"{other.probability:.1%}"
+    assert {m.label: m.value for m in at.metric}["Score after 48 h"] == f"{other.probability:.3f}"
     assert len(_figures(at)) == 3  # trajectory, gauge and the Transformer's attributions
     assert _figures(at)[0]["layout"]["title"]["text"].startswith("Transformer")
 

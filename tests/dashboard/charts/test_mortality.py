@@ -23,11 +23,13 @@ def _prediction(
     members: bool = True,
     features: list[FeatureContribution] | None = None,
     age: float | None = 67.0,
+    calibrated: bool = False,
 ) -> MortalityPrediction:
     hours = [
         MortalityHour(
             hour=i + 1,
             probability=p,
+            calibrated_probability=p / 2 if calibrated else None,  # what training's weighting of deaths does
             ensemble_std=0.02 if members else None,
             member_min=max(p - 0.05, 0.0) if members else None,
             member_max=min(p + 0.05, 1.0) if members else None,
@@ -40,6 +42,7 @@ def _prediction(
         version=f"{model}-test",
         threshold=threshold,
         probability=risk[-1],
+        calibrated_probability=last.calibrated_probability,
         label="DIED_IN_HOSPITAL" if risk[-1] >= threshold else "SURVIVED",
         ensemble_members=2 if members else None,
         ensemble_std=last.ensemble_std,
@@ -70,20 +73,25 @@ def test_label_follows_the_threshold() -> None:
 
 
 def test_trajectory_frame_has_every_hour_and_the_band() -> None:
-    frame = mortality.trajectory_frame(_prediction(RISING, 0.5))
+    frame = mortality.trajectory_frame(_prediction(RISING, 0.5, calibrated=True))
     assert list(frame["hour"]) == list(range(1, 49))
-    assert frame["risk"].tolist() == pytest.approx(RISING)
-    assert (frame["member_min"] <= frame["risk"]).all() and (frame["risk"] <= frame["member_max"]).all()
+    assert frame["score"].tolist() == pytest.approx(RISING)
+    assert frame["calibrated"].tolist() == pytest.approx([p / 2 for p in RISING])
+    assert (frame["member_min"] <= frame["score"]).all() and (frame["score"] <= frame["member_max"]).all()
     single = mortality.trajectory_frame(_prediction(RISING, 0.5, members=False))
     assert single["member_min"].isna().all() and single["member_max"].isna().all()
+    assert single["calibrated"].isna().all()
 
 
-def test_trajectory_figure_draws_the_risk_band_threshold_and_the_stay_prediction() -> None:
+def test_trajectory_figure_draws_the_score_band_threshold_and_the_stay_prediction() -> None:
     prediction = _prediction(RISING, 0.5)
     fig = mortality.trajectory_figure(prediction)
-    risk = trace(fig, "LSTM risk")
-    assert list(risk.x) == list(range(1, 49)) and list(risk.y) == pytest.approx(RISING)
-    assert risk.line.color == entry("mortality-lstm").colour
+    score = trace(fig, "LSTM score")
+    assert list(score.x) == list(range(1, 49)) and list(score.y) == pytest.approx(RISING)
+    assert score.line.color == entry("mortality-lstm").colour
+    # an uncalibrated checkpoint: no risk is drawn, and the score is never written as a percentage
+    assert not any("risk" in (t.name or "") for t in fig.data)
+    assert fig.layout.yaxis.tickformat == ".1f" and "%" not in trace(fig, "after 48 h").name
     band = trace(fig, "spread of its 2 fold members")
     assert band.fill == "tonexty" and band.fillcolor == translucent(entry("mortality-lstm").colour, 0.22)
     assert list(band.y) == pytest.approx([min(p + 0.05, 1.0) for p in RISING])
@@ -101,18 +109,30 @@ def test_trajectory_of_a_single_network_has_no_band_and_a_survived_marker() -> N
     fig = mortality.trajectory_figure(_prediction(RISING, 0.9, members=False, model="mortality-transformer"))
     names = [t.name for t in fig.data]
     assert not any("fold members" in n for n in names)
-    assert trace(fig, "Transformer risk").line.color == entry("mortality-transformer").colour
+    assert trace(fig, "Transformer score").line.color == entry("mortality-transformer").colour
     final = trace(fig, "after 48 h")
     assert "survived" in final.name and final.marker.color == BLUE
 
 
-def test_gauge_shows_the_risk_against_the_threshold() -> None:
-    fig = mortality.risk_gauge(_prediction(RISING, 0.5))
+def test_a_calibrated_checkpoint_draws_its_risk_beside_the_score() -> None:
+    """The calibrated risk is its own dotted line in the model's colour; the threshold and the 48th hour's marker
+    stay on the score, which decides the label."""
+    fig = mortality.trajectory_figure(_prediction(RISING, 0.5, calibrated=True))
+    risk = trace(fig, "LSTM calibrated risk")
+    assert list(risk.y) == pytest.approx([p / 2 for p in RISING]) and risk.line.dash == "dot"
+    assert risk.line.color == entry("mortality-lstm").colour and "calibrated risk %{y:.1%}" in risk.hovertemplate
+    assert list(trace(fig, "after 48 h").y) == pytest.approx([RISING[-1]])
+
+
+def test_gauge_shows_the_score_against_the_threshold() -> None:
+    fig = mortality.score_gauge(_prediction(RISING, 0.5))
     indicator = fig.data[0]
     assert indicator.value == pytest.approx(RISING[-1])
     assert indicator.gauge.threshold.value == 0.5
-    assert "died in hospital" in indicator.title.text
+    assert "died in hospital" in indicator.title.text and indicator.title.text.startswith("Score after 48 h")
     assert indicator.gauge.bar.color == VERMILION
+    # a decimal, as the threshold is written: the score is not a probability
+    assert indicator.number.valueformat == ".3f" and indicator.gauge.axis.tickformat == ".1f"
 
 
 def test_contributions_are_drawn_only_when_explained() -> None:
@@ -126,7 +146,7 @@ def test_contributions_are_drawn_only_when_explained() -> None:
     assert list(bars.marker.color) == [BLUE, VERMILION, VERMILION]
     assert list(bars.text) == ["not measured", "4.2 mmol/L", "67 years"]
     assert bars.textangle == 0  # values read level, never turned sideways inside a long bar
-    assert "LSTM" in fig.layout.title.text and "57.0%" in fig.layout.title.text
+    assert "LSTM" in fig.layout.title.text and "score after 48 h (0.570)" in fig.layout.title.text
 
 
 def test_contributions_show_serving_s_words_for_the_inputs() -> None:

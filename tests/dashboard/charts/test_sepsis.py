@@ -114,13 +114,15 @@ def test_vitals_frame_fills_what_serving_did_not_send() -> None:
     assert frame["Resp"].isna().all() and frame["MAP"].isna().all()
 
 
-def test_sepsis_figure_risk_thresholds_and_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
+def test_sepsis_figure_score_thresholds_and_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
     fig = sepsis.sepsis_figure(predictions, selected_hour=3)
-    lstm = trace(fig, "LSTM risk")
+    lstm = trace(fig, "LSTM score")
     assert list(lstm.x) == list(range(8))
     assert list(lstm.y) == pytest.approx(LSTM_RISK)
     assert lstm.line.color == entry("lstm").colour
-    assert trace(fig, "Transformer risk").line.color == entry("transformer").colour
+    assert trace(fig, "Transformer score").line.color == entry("transformer").colour
+    # the score is not a probability: its axis has no percentages, and only the calibrated curve is a risk
+    assert fig.layout.yaxis.tickformat == ".1f" and "score %{y:.3f}" in lstm.hovertemplate
 
     for name, title in (("lstm", "LSTM"), ("transformer", "Transformer")):
         threshold = predictions[name].threshold
@@ -174,9 +176,10 @@ def test_sepsis_figure_draws_the_members_spread_around_the_risk_and_the_calibrat
     names = [t.name for t in fig.data]
     lower = fig.data[names.index(upper.name) - 1]  # the band fills down to the trace just before it
     assert lower.name == "LSTM lowest member" and list(lower.y) == pytest.approx(low) and not lower.showlegend
-    assert names.index(upper.name) < names.index("LSTM risk")  # the risk is drawn over its band
+    assert names.index(upper.name) < names.index("LSTM score")  # the score is drawn over its band
     calibrated = trace(fig, "LSTM calibrated risk")
     assert list(calibrated.y) == pytest.approx([p / 2 for p in LSTM_RISK]) and calibrated.line.dash == "dot"
+    assert "calibrated risk %{y:.1%}" in calibrated.hovertemplate  # a probability, written as one
     # an answer without them (a single network, an uncalibrated checkpoint, a server before 1.3): no band, no line
     assert sepsis.spread_band(predictions["transformer"]) is None
     assert sepsis.calibrated_curve(predictions["transformer"]) is None
@@ -219,10 +222,10 @@ def test_sepsis_figure_shades_the_served_label_and_handles_no_alert() -> None:
     assert not [s for s in sepsis.sepsis_figure(unlabelled).layout.shapes if s.type == "rect"]
 
 
-def test_sepsis_figure_without_vitals_still_draws_the_risk() -> None:
-    only_risk = {"transformer": _prediction("transformer", TRANSFORMER_RISK, 0.33)}
-    fig = sepsis.sepsis_figure(only_risk, selected_hour=2)
-    assert list(trace(fig, "Transformer risk").y) == pytest.approx(TRANSFORMER_RISK)
+def test_sepsis_figure_without_vitals_still_draws_the_score() -> None:
+    only_score = {"transformer": _prediction("transformer", TRANSFORMER_RISK, 0.33)}
+    fig = sepsis.sepsis_figure(only_score, selected_hour=2)
+    assert list(trace(fig, "Transformer score").y) == pytest.approx(TRANSFORMER_RISK)
     assert len(trace(fig, "HR (").y) == 0
     assert not [t for t in fig.data if isinstance(t, go.Heatmap)]
     assert tuple(fig.layout.xaxis.range) == (-0.5, 7.5)
@@ -238,7 +241,7 @@ def test_attribution_figure_top_features_sorted(predictions: dict[str, SepsisPre
     assert list(bars.x) == pytest.approx([-0.3, 0.48])
     assert list(bars.marker.color) == [BLUE, VERMILION]
     assert list(bars.text) == ["not measured", "106 beats/min"]  # serving's words for the value
-    assert "hour 6" in fig.layout.title.text
+    assert "hour 6" in fig.layout.title.text and "what drove the score" in fig.layout.title.text
     assert fig.layout.title.text.startswith("LSTM:")
 
 

@@ -27,7 +27,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
         total=4,
     )
     table = worklist_table(worklist)
-    assert list(table.columns[:6]) == ["case", "kind", "flags", "risk", "threshold", "model says"]
+    assert list(table.columns[:6]) == ["case", "kind", "flags", "score", "threshold", "model says"]
     assert list(table["last verdict"]) == [""] * 4
     reviewed = [
         _case(1, in_distribution=False, status="reviewed", reviews=1),  # the reader's own label, no verdict
@@ -40,7 +40,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
     assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
     # and so is its risk (serving keeps it); every other case shows its own
-    assert table["risk"].isna().tolist() == [True, False, False, False] and table.loc[3, "risk"] == 0.9
+    assert table["score"].isna().tolist() == [True, False, False, False] and table.loc[3, "score"] == 0.9
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 

@@ -39,8 +39,8 @@ def _prediction(
 
 
 @pytest.mark.parametrize(("probability", "threshold"), [(0.91, 0.62), (0.12, 0.62), (0.5, 0.3)])
-def test_gauge_shows_probability_against_threshold(probability: float, threshold: float) -> None:
-    fig = xray.probability_gauge(_prediction(probability, threshold))
+def test_gauge_shows_the_score_against_threshold(probability: float, threshold: float) -> None:
+    fig = xray.score_gauge(_prediction(probability, threshold))
     indicator = fig.data[0]
     assert isinstance(indicator, go.Indicator)
     assert indicator.value == pytest.approx(probability)
@@ -52,6 +52,8 @@ def test_gauge_shows_probability_against_threshold(probability: float, threshold
     flagged = probability >= threshold
     assert indicator.gauge.bar.color == (VERMILION if flagged else BLUE)
     assert ("PNEUMONIA" if flagged else "NORMAL") in indicator.title.text
+    # the score is written as its threshold is, a decimal: it is not a probability
+    assert indicator.title.text.startswith("Pneumonia score") and indicator.number.valueformat == ".3f"
 
 
 def test_display_decodes_the_preview_and_fits_the_heatmap_to_it() -> None:
@@ -134,8 +136,8 @@ def test_an_out_of_distribution_answer_withholds_the_label() -> None:
     )  # fmt: skip
     outside = inside.model_copy(update={"in_distribution": False, "ood_reason": "Modality CT"})
     assert xray.shown_label(inside) == "PNEUMONIA" and xray.shown_label(outside) is None
-    assert "label PNEUMONIA" in xray.probability_gauge(inside).data[0].title.text
-    assert "withheld" in xray.probability_gauge(outside).data[0].title.text
+    assert "label PNEUMONIA" in xray.score_gauge(inside).data[0].title.text
+    assert "withheld" in xray.score_gauge(outside).data[0].title.text
     line = xray.trust_line(inside)
     assert line is not None and "{PNEUMONIA}" in line and "90%" in line and "80.0%" in line
     both = inside.model_copy(update={"prediction_set": ["NORMAL", "PNEUMONIA"]})
@@ -148,7 +150,7 @@ def test_an_out_of_distribution_answer_withholds_the_label() -> None:
 def test_the_ensemble_line_gives_the_members_range_and_says_when_they_straddle_the_threshold() -> None:
     agree = _prediction(0.9).model_copy(update={"member_probabilities": [0.85, 0.9, 0.94], "ensemble_std": 0.037})
     line = xray.ensemble_line(agree)
-    assert line is not None and "3 networks" in line and "85.0%" in line and "94.0%" in line
+    assert line is not None and "3 networks" in line and "0.850 to 0.940" in line and "%" not in line
     assert "both sides" not in line
     split = agree.model_copy(update={"member_probabilities": [0.4, 0.7, 0.8], "ensemble_std": 0.17})
     assert "both sides of the threshold" in (xray.ensemble_line(split) or "")
