@@ -4,10 +4,11 @@
 FHIR mapping of one review:
 * ``DiagnosticReport.status``: ``final`` when the reader agreed with the model or gave their own label,
   ``preliminary`` otherwise (a disagreement without a label: the AI finding stands unconfirmed);
-* ``result``: the AI finding, a contained ``Observation`` (probability, model label) whose ``device`` is a
+* ``result``: the AI finding, a contained ``Observation`` (the model's score, unit ``score``: not a calibrated
+  probability; its label) whose ``device`` is a
   contained ``Device`` naming the model and its version; for an out-of-distribution case, whose label and
-  risk readers were not shown, no value but ``dataAbsentReason`` ``not-applicable`` (the CSV, an audit
-  export, keeps the model's label and risk);
+  score readers were not shown, no value but ``dataAbsentReason`` ``not-applicable`` (the CSV, an audit
+  export, keeps the model's label and score, as ``model_risk``);
 * ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
 * ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
   agreed, unless the case is out of distribution: readers were not shown its label, so only their own confirms
@@ -61,11 +62,12 @@ _NOT_APPLICABLE = {
         }
     ]
 }
-#: what a case's ``risk`` is, per kind
-_RISK_TEXT = {
-    "xray": "pneumonia probability",
-    "sepsis": "highest hourly sepsis risk",
-    "mortality": "risk of death in hospital after 48 hours",
+#: what a case's ``risk`` is, per kind: the model's score, which decides its label at the threshold. Training
+#: weighs the positive class, so it is not a calibrated probability and is never exported as one.
+_SCORE_TEXT = {
+    "xray": "pneumonia score (model output, not a calibrated probability)",
+    "sepsis": "highest hourly sepsis score (model output, not a calibrated probability)",
+    "mortality": "score for death in hospital after 48 hours (model output, not a calibrated probability)",
 }
 
 
@@ -116,7 +118,7 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
         "resourceType": "Observation",
         "id": "ai-finding",
         "status": "final",
-        "code": {"text": _RISK_TEXT[case.kind]},
+        "code": {"text": _SCORE_TEXT[case.kind]},
         "device": {"reference": "#model"},
         "effectiveDateTime": case.created_at,
     }
@@ -126,7 +128,7 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
     else:
         observation["valueQuantity"] = {
             "value": round(case.risk, 6),
-            "unit": "probability",
+            "unit": "score",
             "system": "http://unitsofmeasure.org",
             "code": "1",
         }

@@ -141,7 +141,7 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     assert agreement.kind == "mortality" and agreement.cases >= 1
     assert set(agreement.labels) == {"SURVIVED", "DIED_IN_HOSPITAL"}
     fhir = client.export_reviews("fhir").decode()
-    assert "risk of death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
+    assert "score for death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
     assert MORTALITY_RECORD_ID not in client.export_reviews("csv").decode()
 
 

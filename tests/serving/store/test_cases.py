@@ -416,4 +416,6 @@ def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: C
     report = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][-1]["resource"]
     finding = next(r for r in report["contained"] if r["resourceType"] == "Observation")
     assert finding["valueQuantity"]["value"] == pytest.approx(0.9) and "dataAbsentReason" not in finding
+    # the model's score, never exported as a probability: training weighs the classes (docs/trust.md)
+    assert finding["valueQuantity"]["unit"] == "score" and "not a calibrated probability" in finding["code"]["text"]
     assert reports[1]["conclusionCode"][0]["coding"][0]["code"] == "233604007"
