@@ -546,6 +546,13 @@ class CaseSummary(_Schema):
         description="the model's score (`probability` of its answer): the X-ray's pneumonia score, the stay's "
         "highest hourly sepsis score, the mortality score after 48 h; not calibrated"
     )
+    calibrated_risk: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the calibrated probability beside `risk`: the answer's `calibrated_probability` (a sepsis "
+        "stay's at its highest-scoring hour); the risk to read. Null: an uncalibrated checkpoint",
+    )
     threshold: float | None = Field(default=None, description="the model's threshold on `risk` for its label")
     threshold_margin: float | None = Field(
         default=None,

@@ -17,8 +17,8 @@ WITHHELD = "label withheld"
 OWN_LABEL_ONLY = "none (own label)"
 #: the worklist table's columns, in order
 WORKLIST_COLUMNS = (
-    "case", "kind", "flags", "score", "threshold", "model says", "status", "reviews", "last verdict", "created (UTC)",
-    "model version",
+    "case", "kind", "flags", "risk", "score", "threshold", "model says", "status", "reviews", "last verdict",
+    "created (UTC)", "model version",
 )  # fmt: skip
 
 
@@ -41,6 +41,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 # the model's output against its threshold (serving's `risk`), not a calibrated probability. An
                 # out-of-distribution X-ray's label and score are withheld, as when the case is opened (serving
                 # keeps them, and ranks the case first by its flag; a reader must not take them for a finding)
+                "risk": None if c.label_withheld else c.calibrated_risk,  # the calibrated probability
                 "score": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
                 # serving's SEPSIS_ALERT, NO_ALERT as words

@@ -302,14 +302,21 @@ def render() -> None:
             # "out of distribution" and "ICU record (mortality)" read whole
             "kind": st.column_config.TextColumn("kind", width="medium"),
             "flags": st.column_config.TextColumn("flags", width="medium"),
+            "risk": st.column_config.NumberColumn(
+                "risk",
+                format="percent",
+                width="small",
+                help="The calibrated probability of the model's finding (a sepsis stay's at its highest-scoring "
+                "hour): the risk to read. Blank: the label is withheld, or the checkpoint was not calibrated.",
+            ),
             "score": st.column_config.ProgressColumn(
                 "score",
                 min_value=0.0,
                 max_value=1.0,
                 format="%.2f",
                 width="small",
-                help="The model's output, compared with its threshold; not a calibrated probability (open the case "
-                "for the calibrated risk). Blank: the label is withheld.",
+                help="The model's output, compared with its threshold; not a calibrated probability (that is "
+                "the risk). Blank: the label is withheld.",
             ),
             "threshold": st.column_config.NumberColumn(
                 "threshold",

@@ -102,6 +102,18 @@ def threshold_margin(risk: float, threshold: float) -> float:
     return float(both[0] - both[1])
 
 
+def calibrated_risk(kind: str, prediction: dict[str, Any]) -> float | None:
+    """The calibrated probability beside a case's ``risk`` (the model's score), from the stored prediction: the
+    X-ray's and the mortality stay's ``calibrated_probability``, a sepsis stay's at its highest-scoring hour (the
+    hour whose score is the case's ``risk``). None: an uncalibrated checkpoint."""
+    if kind == "sepsis":
+        hours = [h for h in prediction.get("hours") or [] if isinstance(h.get("probability"), int | float)]
+        value = max(hours, key=lambda h: h["probability"]).get("calibrated_probability") if hours else None
+    else:
+        value = prediction.get("calibrated_probability")
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _iso(t: datetime) -> str:
     if t.tzinfo is None:  # SQLite returns naive datetimes; every stored time is UTC
         t = t.replace(tzinfo=UTC)
@@ -187,6 +199,7 @@ class CaseStore:
             risk=float(new.risk),
             threshold=threshold,
             margin=None if threshold is None else threshold_margin(float(new.risk), threshold),
+            calibrated_risk=calibrated_risk(new.kind, new.prediction),
             label=new.label,
             in_distribution=new.in_distribution,
             uncertain=new.uncertain,
@@ -415,6 +428,7 @@ class CaseStore:
                 CaseRow.created_at,
                 CaseRow.source_format,
                 CaseRow.risk,
+                CaseRow.calibrated_risk,
                 CaseRow.threshold,
                 CaseRow.margin,
                 CaseRow.label,
@@ -441,6 +455,7 @@ class CaseStore:
             created_at=_iso(row.created_at),
             source_format=row.source_format,
             risk=row.risk,
+            calibrated_risk=row.calibrated_risk,
             threshold=row.threshold,
             threshold_margin=row.margin,
             label=row.label,

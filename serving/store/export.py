@@ -5,7 +5,8 @@ FHIR mapping of one review:
 * ``DiagnosticReport.status``: ``final`` when the reader agreed with the model or gave their own label,
   ``preliminary`` otherwise (a disagreement without a label: the AI finding stands unconfirmed);
 * ``result``: the AI finding, a contained ``Observation`` (the model's score, unit ``score``: not a calibrated
-  probability; its label) whose ``device`` is a
+  probability; its label; a ``component`` with the calibrated probability, unit ``probability``, where the
+  checkpoint was calibrated) whose ``device`` is a
   contained ``Device`` naming the model and its version; for an out-of-distribution case, whose label and
   score readers were not shown, no value but ``dataAbsentReason`` ``not-applicable`` (the CSV, an audit
   export, keeps the model's label and score, as ``model_risk``);
@@ -41,6 +42,7 @@ CSV_COLUMNS = (
     "case_kind",
     "model_label",
     "model_risk",
+    "model_calibrated_risk",
 )
 SNOMED = "http://snomed.info/sct"
 FINDINGS = {  # confirmed label -> SNOMED CT concept
@@ -98,6 +100,7 @@ def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
                 case.kind if case else "",
                 case.label if case else "",
                 f"{case.risk:.6f}" if case else "",
+                f"{case.calibrated_risk:.6f}" if case and case.calibrated_risk is not None else "",
             )
         )
     return out.getvalue()
@@ -133,6 +136,18 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
             "code": "1",
         }
         observation["interpretation"] = [{"text": f"model label: {case.label}"}]
+        if case.calibrated_risk is not None:
+            observation["component"] = [
+                {
+                    "code": {"text": "calibrated probability (the risk to read; the label is the score's)"},
+                    "valueQuantity": {
+                        "value": round(case.calibrated_risk, 6),
+                        "unit": "probability",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                }
+            ]
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": f"review-{review.id}",

@@ -248,7 +248,10 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert made.id[:16] in table["case"].tolist()
-    assert list(table.columns)[:6] == ["case", "kind", "flags", "score", "threshold", "model says"]
+    assert list(table.columns)[:7] == ["case", "kind", "flags", "risk", "score", "threshold", "model says"]
+    row = table.set_index("case").loc[made.id[:16]]  # the calibrated risk beside the score, as serving stored them
+    assert made.calibrated_risk is not None and row["risk"] == pytest.approx(made.calibrated_risk)
+    assert row["score"] == pytest.approx(made.risk)
     # open it, review it as a named reader: the review is in serving's database
     at.selectbox(key="worklist_open_case").select(made.id).run()
     assert not at.exception, at.exception
@@ -433,6 +436,7 @@ def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_no
     withheld_row, shown_row = table.loc[by_kind[False][:16]], table.loc[by_kind[True][:16]]
     assert withheld_row["model says"] == "label withheld" and shown_row["model says"] in ("NORMAL", "PNEUMONIA")
     assert pd.isna(withheld_row["score"]) and 0.0 <= shown_row["score"] <= 1.0
+    assert pd.isna(withheld_row["risk"]) and 0.0 <= shown_row["risk"] <= 1.0  # the committed CNN is calibrated
     assert 0.0 < withheld_row["threshold"] < 1.0  # the threshold is the model's, not the case's
     for in_distribution in (True, False):
         case = by_kind[in_distribution]

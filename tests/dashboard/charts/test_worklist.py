@@ -19,15 +19,15 @@ def _case(n: int, **extra: object) -> CaseSummary:
 def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     worklist = Worklist(
         cases=[
-            _case(1, in_distribution=False, uncertain=True),
-            _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT"),
-            _case(3, kind="mortality", model="mortality-lstm", label="DIED_IN_HOSPITAL"),
-            _case(4, in_distribution=True),
+            _case(1, in_distribution=False, uncertain=True, calibrated_risk=0.97),
+            _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT", calibrated_risk=0.21),
+            _case(3, kind="mortality", model="mortality-lstm", label="DIED_IN_HOSPITAL"),  # uncalibrated
+            _case(4, in_distribution=True, calibrated_risk=0.99),
         ],
         total=4,
     )
     table = worklist_table(worklist)
-    assert list(table.columns[:6]) == ["case", "kind", "flags", "score", "threshold", "model says"]
+    assert list(table.columns[:7]) == ["case", "kind", "flags", "risk", "score", "threshold", "model says"]
     assert list(table["last verdict"]) == [""] * 4
     reviewed = [
         _case(1, in_distribution=False, status="reviewed", reviews=1),  # the reader's own label, no verdict
@@ -39,8 +39,11 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)", "chest X-ray"]
     # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
     assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
-    # and so is its risk (serving keeps it); every other case shows its own
+    # and so are its score and risk (serving keeps them); every other case shows its own, the risk where the
+    # checkpoint was calibrated
     assert table["score"].isna().tolist() == [True, False, False, False] and table.loc[3, "score"] == 0.9
+    assert table["risk"].isna().tolist() == [True, False, True, False]
+    assert table.loc[1, "risk"] == 0.21 and table.loc[3, "risk"] == 0.99
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 

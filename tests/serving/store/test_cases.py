@@ -273,7 +273,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         s.close()
     s = CaseStore(db_url)
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
     s.close()
 
 
@@ -332,6 +332,51 @@ def test_migration_0003_keeps_only_the_year_of_a_stored_study_date(db_url: str) 
     with store.engine.connect() as conn:
         stored = " ".join(conn.execute(text("SELECT prediction FROM cases")).scalars())
     assert "StudyDate" not in stored and "20240102" not in stored
+    store.close()
+
+
+def _calibrated(case: NewCase, *values: float) -> NewCase:
+    """``case`` whose prediction carries calibrated probabilities: the X-ray's one, or one per sepsis hour."""
+    if case.kind == "sepsis":
+        scores = [0.2, case.risk, 0.1][: len(values)]
+        case.prediction["hours"] = [
+            {"hour": i, "iculos": i + 1.0, "probability": p, "label": int(p >= 0.3), "calibrated_probability": c}
+            for i, (p, c) in enumerate(zip(scores, values, strict=True))
+        ]
+    else:
+        case.prediction["calibrated_probability"] = values[0]
+    return case
+
+
+def test_a_case_keeps_its_calibrated_risk_beside_its_score(store: CaseStore) -> None:
+    """The worklist row carries the calibrated probability: the X-ray's own, a sepsis stay's at the hour whose
+    score is the case's; none from an uncalibrated checkpoint. The exports carry it beside the score."""
+    xray, _ = store.add(_calibrated(xray_case(1, 0.9), 0.97))
+    sepsis, _ = store.add(_calibrated(sepsis_case(2, 0.6), 0.05, 0.18, 0.02))  # highest score 0.6 at hour 1
+    plain, _ = store.add(sepsis_case(3, 0.4))
+    assert (xray.calibrated_risk, sepsis.calibrated_risk, plain.calibrated_risk) == (0.97, 0.18, None)
+    listed = {c.id: c.calibrated_risk for c in store.worklist(WorklistQuery(status="all")).cases}
+    assert listed == {xray.id: 0.97, sepsis.id: 0.18, plain.id: None}
+    for case in (xray, sepsis, plain):
+        store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+    rows = list(csv.DictReader(io.StringIO(reviews_csv(list(store.trail())))))
+    assert [r["model_calibrated_risk"] for r in rows] == ["0.970000", "0.180000", ""]
+    reports = [e["resource"] for e in reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"]]
+    findings = [next(r for r in rep["contained"] if r["resourceType"] == "Observation") for rep in reports]
+    assert [f["component"][0]["valueQuantity"]["value"] for f in findings[:2]] == [0.97, 0.18]
+    assert findings[0]["component"][0]["valueQuantity"]["unit"] == "probability" and "component" not in findings[2]
+
+
+def test_migration_0006_fills_the_calibrated_risk_of_the_cases_stored_before(db_url: str) -> None:
+    """Cases stored before 0006: the upgrade reads each one's calibrated probability from its stored prediction."""
+    _stored_at_revision(
+        db_url,
+        "0005",
+        [_calibrated(xray_case(1, 0.9), 0.97), _calibrated(sepsis_case(2, 0.6), 0.05, 0.18), xray_case(3)],
+    )
+    store = CaseStore(db_url)
+    listed = {c.id[-1]: c.calibrated_risk for c in store.worklist(WorklistQuery(status="all")).cases}
+    assert listed == {"1": 0.97, "2": 0.18, "3": None}
     store.close()
 
 
