@@ -302,8 +302,10 @@ def render() -> None:
             # "out of distribution" and "ICU record (mortality)" read whole
             "kind": st.column_config.TextColumn("kind", width="medium"),
             "flags": st.column_config.TextColumn("flags", width="medium"),
-            "risk": st.column_config.NumberColumn(
+            "risk": st.column_config.ProgressColumn(  # as the score's: a blank cell, never "None", when absent
                 "risk",
+                min_value=0.0,
+                max_value=1.0,
                 format="percent",
                 width="small",
                 help="The calibrated probability of the model's finding (a sepsis stay's at its highest-scoring "
