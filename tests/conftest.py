@@ -264,6 +264,7 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
         stale.unlink()
     env["MEDLENS_DB_URL"] = f"sqlite:///{TEST_CASE_DB}"
     url = f"http://127.0.0.1:{TEST_SERVE_PORT}"
+    server = ServeServer(url=url, log=log, ray_tmp=ray_tmp)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(serve_bin), "run", "--address", "local", str(TEST_SERVE_CONFIG)],
@@ -276,7 +277,7 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
         )
     try:
         _wait_healthy(url, proc, log, SERVE_START_TIMEOUT_S)
-        yield ServeServer(url=url, log=log, ray_tmp=ray_tmp)
+        yield server
     finally:
         kill_session(proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -285,7 +286,7 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
         if left:
             print(f"warning: processes of the test server's session survived: {left}", file=sys.stderr)
         if request.session.testsfailed:
-            _keep_logs(ServeServer(url=url, log=log, ray_tmp=ray_tmp))
+            _keep_logs(server)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -127,20 +127,18 @@ __all__ = [
 ]
 
 
-def threshold_gauge(
-    probability: float, threshold: float, title: str, bar_colour: str, version: str, score: bool = False
-) -> go.Figure:
-    """A model output in [0, 1] as a gauge: the model's operating threshold is the black line between a blue and an
-    orange band, and is written under the dial with the model version. ``score``: the output is a score, not a
-    probability, and is written as a decimal (0.839), never as a percentage."""
+def threshold_gauge(score: float, threshold: float, title: str, bar_colour: str, version: str) -> go.Figure:
+    """A model's score in [0, 1] as a gauge: the model's operating threshold is the black line between a blue and
+    an orange band, and is written under the dial with the model version. The score is not a probability: it is
+    written as a decimal (0.839), as its threshold is, never as a percentage."""
     fig = go.Figure(
         go.Indicator(
             mode="gauge+number",
-            value=probability,
-            number={"valueformat": ".3f" if score else ".1%", "font": {"size": 44}},
+            value=score,
+            number={"valueformat": ".3f", "font": {"size": 44}},
             title={"text": title},
             gauge={
-                "axis": {"range": [0.0, 1.0], "tickformat": ".1f" if score else ".0%"},
+                "axis": {"range": [0.0, 1.0], "tickformat": ".1f"},
                 "bar": {"color": bar_colour, "thickness": 0.35},
                 "steps": [
                     {"range": [0.0, threshold], "color": "#E8F1FA"},

@@ -51,7 +51,6 @@ def score_gauge(prediction: MortalityPrediction) -> go.Figure:
         f"Score after 48 h — label: {label_text(prediction)}",
         VERMILION if died(prediction) else BLUE,
         prediction.version,
-        score=True,
     )
 
 

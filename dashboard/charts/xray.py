@@ -103,7 +103,7 @@ def score_gauge(prediction: XrayPrediction) -> go.Figure:
     shown = shown_label(prediction)
     title = f"Pneumonia score — label {shown}" if shown else "Pneumonia score — label withheld: out of distribution"
     colour = GREY if not shown else VERMILION if flagged else BLUE
-    return threshold_gauge(prediction.probability, prediction.threshold, title, colour, prediction.version, score=True)
+    return threshold_gauge(prediction.probability, prediction.threshold, title, colour, prediction.version)
 
 
 def xray_figure(
