@@ -120,6 +120,10 @@ class DeploymentView:
         return _in_state(self.replica_states, "STARTING")
 
     @property
+    def stopping(self) -> int:
+        return _in_state(self.replica_states, "STOPPING")
+
+    @property
     def on_demand(self) -> bool:
         """It scales to zero when idle: nothing waits for it, nothing wakes it but a prediction."""
         return self.min_replicas == 0
@@ -452,6 +456,7 @@ class MedLensIngress:
                     status=dep.status,
                     replicas=dep.running,
                     starting=dep.starting,
+                    stopping=dep.stopping,
                     device=known.device if known else None,
                 )
             )

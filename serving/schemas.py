@@ -428,6 +428,13 @@ class DeploymentState(_Schema):
     starting: int = Field(
         0, ge=0, description="replicas added (by autoscaling or a redeploy) that are still starting: not serving yet"
     )
+    stopping: int = Field(
+        0,
+        ge=0,
+        description="replicas being stopped (by autoscaling or a redeploy), not counted in `replicas`: each finishes "
+        "the requests it holds and, behind Ray Serve's direct ingress, may still answer new ones while it drains "
+        "(at least 30 s)",
+    )
     device: str | None = None
 
 

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.charts.common import GREEN, ORANGE, SKY, VERMILION, layout
-from serving.schemas import DeploymentState, ModelList, ServiceStatus
+from serving.schemas import DeploymentState, ModelInfo, ModelList, ServiceStatus
 
 
 def _when(t: float) -> datetime:
@@ -50,11 +50,12 @@ def replica_history_figure(status: ServiceStatus) -> go.Figure:
 
 
 def _replicas_text(d: DeploymentState) -> str:
-    if not d.replicas and not d.starting and d.status == "HEALTHY":
+    if not d.replicas and not d.starting and not d.stopping and d.status == "HEALTHY":
         return "0 · scaled to zero (starts on the next request)"
     return (
         f"{d.replicas}"
         + (f" (+{d.starting} starting)" if d.starting else "")
+        + (f" (+{d.stopping} stopping)" if d.stopping else "")
         + f" · {d.status}"
         + (f" · {d.device}" if d.device else "")
     )
@@ -130,6 +131,7 @@ def deployments_table(status: ServiceStatus) -> pd.DataFrame:
                 "status": d.status,
                 "replicas": d.replicas,
                 "starting": d.starting,
+                "stopping": d.stopping,
                 "device": d.device or "—",
             }
             for d in status.deployments
@@ -155,7 +157,18 @@ def endpoints_table(status: ServiceStatus) -> pd.DataFrame:
     )
 
 
-def models_table(listing: ModelList) -> pd.DataFrame:
+def _model_now(model: ModelInfo, stopping: int) -> str:
+    """``model``'s state in words; ``stopping``: its deployment's replicas being stopped."""
+    if not model.scaled_to_zero:
+        return "serving"
+    # its last replica drains (at least 30 s behind Ray's direct ingress) and may still answer meanwhile
+    return "scaling to zero (a replica is finishing)" if stopping else "scaled to zero"
+
+
+def models_table(listing: ModelList, status: ServiceStatus | None = None) -> pd.DataFrame:
+    """One row per model; ``status`` (the same moment's ``GET /v1/service``) tells a model scaling to zero, whose
+    last replica still drains, from one at zero."""
+    stopping = {d.model: d.stopping for d in status.deployments if d.model} if status else {}
     return pd.DataFrame(
         [
             {
@@ -163,7 +176,7 @@ def models_table(listing: ModelList) -> pd.DataFrame:
                 "title": m.title,
                 "version": m.version,
                 # a model at zero keeps its last replica's device and backend (none: not run since serving started)
-                "now": "scaled to zero" if m.scaled_to_zero else "serving",
+                "now": _model_now(m, stopping.get(m.name, 0)),
                 "device": m.device or "—",
                 "backend": m.backend or "—",
                 "threshold": round(m.threshold, 4),

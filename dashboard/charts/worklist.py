@@ -38,10 +38,11 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "case": c.id[:16],
                 "kind": KIND_WORDS[c.kind],
                 "flags": ", ".join(flags),
-                # the model's output against its threshold (serving's `risk`), not a calibrated probability. An
-                # out-of-distribution X-ray's label and score are withheld, as when the case is opened (serving
-                # keeps them, and ranks the case first by its flag; a reader must not take them for a finding)
-                "risk": None if c.label_withheld else c.calibrated_risk,  # the calibrated probability
+                # An out-of-distribution X-ray's label, risk and score are withheld, as when the case is opened
+                # (serving keeps them, and ranks the case first by its flag; a reader must not take them for a
+                # finding). "risk" is the calibrated probability; "score" the model's output against its
+                # threshold (serving's `risk`), not a calibrated probability
+                "risk": None if c.label_withheld else c.calibrated_risk,
                 "score": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
                 # serving's SEPSIS_ALERT, NO_ALERT as words

@@ -49,7 +49,7 @@ def _status_panel() -> None:
     st.subheader("Models")
     listing = backend.call(backend.models_now)
     if listing is not None:
-        st.dataframe(models_table(listing), hide_index=True, key="service_models")
+        st.dataframe(models_table(listing, status), hide_index=True, key="service_models")
 
 
 def render() -> None:

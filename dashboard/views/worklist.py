@@ -43,7 +43,7 @@ def _add_cases() -> None:
     with st.expander("Add studies to the worklist", icon=":material/upload_file:"):
         widgets.hide_uploaded_file_names()
         files = widgets.case_files()
-        if not files or not st.button(f"Create {len(files)} case upload(s)", icon=":material/playlist_add:"):
+        if not files or not st.button(f"Add {len(files)} file(s) to the worklist", icon=":material/playlist_add:"):
             return
         created = existing = 0
         for start in range(0, len(files), UPLOAD_CHUNK):
@@ -255,7 +255,8 @@ def render() -> None:
     st.caption(
         "Every reader's shared list of cases, most urgent first: out of distribution, uncertain, the model's "
         "positive answers, then by how far each score is past its own model's threshold (the kinds' scores are "
-        "not on one scale, and none is a calibrated probability). Cases and reviews are stored by MedLens serving. "
+        "not on one scale, and none is a calibrated probability: the risk column is). Cases and reviews are stored by "
+        "MedLens serving. "
         "Research software — not for clinical use."
     )
     reviewer = widgets.reviewer_name()

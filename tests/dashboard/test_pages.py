@@ -348,7 +348,7 @@ def test_a_dicom_without_an_extension_becomes_a_case(serving_env: str, dicom_pat
     uploader = at.file_uploader(key="case_uploads")
     assert uploader.allowed_type == []
     uploader.set_value([("IM0001", buffer.getvalue(), "application/octet-stream")]).run()
-    at.button[0].click().run()  # "Create 1 case upload(s)", the first button on the page
+    at.button[0].click().run()  # "Add 1 file(s) to the worklist", the first button on the page
     assert not at.exception, at.exception
     assert any("1 new case(s)" in s.value for s in at.success), [s.value for s in at.success]
     made = MedLensClient(serving_env).case(hashlib.sha256(buffer.getvalue()).hexdigest())
@@ -819,7 +819,7 @@ def test_service_page(serving_env: str) -> None:
     assert not _errors(at)
     assert at.toggle(key="service_auto_refresh").value is True
     tables = {tuple(df.value.columns) for df in at.dataframe}
-    assert ("deployment", "model", "status", "replicas", "starting", "device") in tables
+    assert ("deployment", "model", "status", "replicas", "starting", "stopping", "device") in tables
     assert any("device" in cols and "version" in cols for cols in tables)
     shown = next(df.value for df in at.dataframe if "deployment" in df.value.columns)
     served = MedLensClient(serving_env).service()  # right after the page's own call

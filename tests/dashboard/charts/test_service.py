@@ -93,6 +93,23 @@ def test_replicas_now_names_a_deployment_with_no_replica_beside_its_empty_bar(st
     assert list(bars.textposition) == ["auto", "auto", "outside", "outside"]
 
 
+def test_replicas_now_names_a_replica_draining_after_the_scale_down(status: ServiceStatus) -> None:
+    """A model's last replica being stopped drains (and may still answer): its deployment is not "scaled to
+    zero" until the replica has stopped."""
+    draining = DeploymentState(
+        name="mortality-transformer", model="mortality-transformer", status="DOWNSCALING", replicas=0, stopping=1
+    )
+    drained = draining.model_copy(update={"status": "HEALTHY", "stopping": 0})
+    for state, said in (
+        (draining, "0 (+1 stopping) · DOWNSCALING"),
+        (draining.model_copy(update={"status": "HEALTHY"}), "0 (+1 stopping) · HEALTHY"),
+        (drained, "0 · scaled to zero (starts on the next request)"),
+    ):
+        bars = service.replicas_now_figure(status.model_copy(update={"deployments": [state]})).data[0]
+        assert (list(bars.x), bars.text[0]) == ([0], said)
+    assert service.deployments_table(status.model_copy(update={"deployments": [draining]}))["stopping"].tolist() == [1]
+
+
 def test_endpoint_figure(status: ServiceStatus) -> None:
     fig = service.endpoint_figure(status)
     rate = trace(fig, "req/s")
@@ -112,6 +129,7 @@ def test_deployments_and_endpoints_tables(status: ServiceStatus) -> None:
             "status": "HEALTHY",
             "replicas": 1,
             "starting": 0,
+            "stopping": 0,
             "device": "—",
         },
         {
@@ -120,6 +138,7 @@ def test_deployments_and_endpoints_tables(status: ServiceStatus) -> None:
             "status": "UPSCALING",
             "replicas": 1,
             "starting": 1,
+            "stopping": 0,
             "device": "cpu",
         },
     ]
@@ -213,3 +232,44 @@ def test_models_table_of_a_model_scaled_to_zero() -> None:
     assert (row["now"], row["device"], row["backend"], row["threshold"]) == ("scaled to zero", "—", "—", 0.3429)
     ran = service.models_table(ModelList(models=[info.model_copy(update={"device": "cpu", "backend": "onnxruntime"})]))
     assert ran.to_dict("records")[0]["now"] == "scaled to zero"  # its last replica's device, but none serves now
+
+
+def test_models_table_tells_a_model_scaling_to_zero_from_one_at_zero() -> None:
+    """Serving says a model is at zero once no replica runs; while its last replica drains, GET /v1/service
+    counts it as stopping, and the table says the model is scaling to zero."""
+    info = ModelInfo(
+        name="mortality-transformer",
+        title="ICU in-hospital mortality · Transformer",
+        task_name="mortality",
+        input_kind="events",
+        predict_route="/v1/mortality/transformer/predict",
+        colour="#E69F00",
+        version="mortality-transformer-1",
+        task="death in hospital",
+        device="cpu",
+        backend="onnxruntime",
+        precision="fp32",
+        items_per_s={},
+        threshold=0.6,
+        labels=["SURVIVED", "DIED_IN_HOSPITAL"],
+        headline=None,
+        scaled_to_zero=True,
+    )
+
+    def now(stopping: int, status: str, replicas: int = 0) -> str:
+        deployment = DeploymentState(
+            name="mortality-transformer",
+            model="mortality-transformer",
+            status=status,
+            replicas=replicas,
+            stopping=stopping,
+        )
+        listing = ModelList(models=[info.model_copy(update={"scaled_to_zero": replicas == 0})])
+        table = service.models_table(
+            listing, ServiceStatus(window_s=60, deployments=[deployment], endpoints=[], history=[])
+        )
+        return str(table.to_dict("records")[0]["now"])
+
+    assert now(1, "DOWNSCALING") == "scaling to zero (a replica is finishing)"
+    assert now(0, "HEALTHY") == "scaled to zero"
+    assert now(1, "UPDATING", replicas=1) == "serving"  # a redeploy: the new replica serves, the old one drains
