@@ -107,7 +107,12 @@ def review_panel(
             "review is your own label. Reader agreement counts it only against other readers, never the model."
         )
     if reviewer is None:
-        st.info("Enter your name in the sidebar (or sign in) to review.", icon=":material/person:")
+        st.info(
+            "Sign in (sidebar) to review."
+            if widgets.sign_in_configured()
+            else "Enter your name in the sidebar to review.",
+            icon=":material/person:",
+        )
         return
     review = widgets.review_form(case_id, REVIEW_LABELS[kind], withheld=withheld)
     if review is None:

@@ -209,10 +209,20 @@ def reviewer_name() -> str | None:
     session, which is not authentication."""
     user = getattr(st, "user", None)
     if user is not None and bool(user.get("is_logged_in", False)):
-        name = str(user.get("name") or user.get("email") or "signed-in reader")
+        name = str(user.get("name") or user.get("email") or "signed-in reader").strip()
         st.sidebar.caption(f"Reviewing as **{name}** (signed in)")
-        return name
-    if _sign_in_configured():
+        if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):
+            st.logout()
+        try:
+            return _READER_NAME.validate_python(name)
+        except ValidationError as exc:  # the provider's name is not one a review can carry
+            st.sidebar.error(
+                f"Your sign-in name cannot sign a review: {validation_message(exc)}. Ask the identity provider's "
+                "administrator to correct it.",
+                icon=":material/error:",
+            )
+            return None
+    if sign_in_configured():
         if st.sidebar.button("Sign in to review", icon=":material/login:"):
             st.login()
         return None
@@ -243,7 +253,8 @@ def validation_message(exc: ValidationError) -> str:
     )
 
 
-def _sign_in_configured() -> bool:
+def sign_in_configured() -> bool:
+    """Streamlit's sign-in is set up: ``[auth]`` in its secrets (reviews are then signed by the provider's name)."""
     try:
         return "auth" in st.secrets
     except Exception:  # no secrets.toml: Streamlit raises when it is read

@@ -8,12 +8,15 @@ The page and browser tests need a real MedLens serving: they use the session fix
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from serving.schemas import ModelMetrics
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import card_metrics, synthetic_metrics
+from tests.dashboard.live import CHROMIUM, CHROMIUM_ARGS
 
 EXTERNAL_URL_ENV = "MEDLENS_TEST_SERVING_URL"
 
@@ -46,3 +49,15 @@ def model_metrics(request: pytest.FixtureRequest) -> ModelMetrics:
     if request.param == "synthetic":
         return synthetic_metrics()
     return next(m for m in card_metrics() if m.name == request.param)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by playwright (skips without either)."""
+    playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with playwright_sync.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

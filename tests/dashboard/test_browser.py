@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,99 +27,34 @@ from serving.client import MedLensClient
 from serving.schemas import WorklistQuery
 from serving.store.export import CSV_COLUMNS
 from tests.dashboard.helpers import pneumonia_images, septic_stays, sha16
+from tests.dashboard.live import (
+    ARTIFACTS,
+    RESULT_TIMEOUT_MS,
+    idle,
+    main_text,
+    open_page,
+    running_dashboard,
+    score_line,
+    upload_xray,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.serve, pytest.mark.data]
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+PlaywrightTimeout = playwright_sync.TimeoutError
+
 SCREENSHOTS = ARTIFACTS / "screenshots"
 TIMINGS = ARTIFACTS / "timings.json"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-RESULT_TIMEOUT_MS = 120_000
 WIDTH = 1440
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-
 
 # ---------------------------------------------------------------------------------------------------------
-# fixtures: streamlit server and browser
+# fixtures: streamlit server (the browser is conftest.py's)
 # ---------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop_session(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the whole process session started for the server (TERM, then KILL)."""
-    if proc.poll() is not None:
-        return
-    with_pgid = proc.pid  # start_new_session=True: the server leads its own session and group
-    try:
-        os.killpg(with_pgid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(with_pgid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def dashboard_url(dashboard_serving_url: str) -> Iterator[str]:
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "streamlit.log").open("wb")
-    env = {**os.environ, "MEDLENS_SERVING_URL": dashboard_serving_url, "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "dashboard" / "app.py"),
-        "--server.headless=true",
-        f"--server.port={port}",
-        "--server.address=127.0.0.1",
-        "--server.fileWatcherType=none",
-        "--browser.gatherUsageStats=false",
-        "--client.toolbarMode=minimal",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
-            time.sleep(0.3)
+    with running_dashboard(dashboard_serving_url) as url:
         yield url
-    finally:
-        _stop_session(proc)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    with playwright_sync.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,34 +95,12 @@ def _record_timing(key: str, value: Any) -> None:
     print(f"[timing] {key}: {value}")
 
 
-def _idle(page: Any, timeout_ms: int = RESULT_TIMEOUT_MS) -> None:
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-
-
-def _open(page: Any, url: str, title: str) -> None:
-    page.goto(url)
-    page.get_by_role("heading", name=title).wait_for(timeout=RESULT_TIMEOUT_MS)
-    _idle(page)
-
-
-def _main_text(page: Any) -> str:
-    return str(page.locator('[data-testid="stMain"]').inner_text())
-
-
-def _score_line(page: Any) -> Any:
-    return page.locator('[data-testid="stMarkdownContainer"]', has_text="vs operating threshold")
-
-
 def _shown_score(page: Any) -> float:
     """The score as the X-ray answer writes it: a decimal, never a percentage (it is not a probability)."""
-    text = _score_line(page).inner_text()
+    text = score_line(page).inner_text()
     match = re.search(r"Score\s+(\d\.\d{3})\s+vs operating threshold\s+(\d\.\d{3})", text)
     assert match and "%" not in text, text
     return float(match.group(1))
-
-
-def _upload_xray(page: Any, payload: Path | dict[str, Any]) -> None:
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(payload)
 
 
 def _screenshot(page: Any, name: str) -> None:
@@ -223,10 +130,10 @@ def test_every_page_has_its_own_address(dashboard_url: str, browser: Any) -> Non
     try:
         for key in (START_PAGE, "service"):
             title = PAGES[key][1]
-            _open(page, f"{dashboard_url}/{key}", title)
+            open_page(page, f"{dashboard_url}/{key}", title)
             assert page.url.rstrip("/").endswith(f"/{key}"), page.url
             assert page.get_by_text("Page not found").count() == 0, key
-        _open(page, dashboard_url + "/", PAGES[START_PAGE][1])
+        open_page(page, dashboard_url + "/", PAGES[START_PAGE][1])
         assert page.url.endswith(f"/{START_PAGE}") and page.get_by_text("Page not found").count() == 0, page.url
     finally:
         context.close()
@@ -244,19 +151,19 @@ def test_review_flow_in_a_real_browser(
     page = context.new_page()
     try:
         # 1. chest X-ray: a real pediatric radiograph from the PNEUMONIA folder
-        _open(page, dashboard_url + "/", "Chest X-ray review")
+        open_page(page, dashboard_url + "/", "Chest X-ray review")
         image = xray_files[0]
         start = time.perf_counter()
-        _upload_xray(page, image)
-        _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+        upload_xray(page, image)
+        score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
         page.locator('[data-testid="stPlotlyChart"]', has_text="Pneumonia score").wait_for(timeout=RESULT_TIMEOUT_MS)
         elapsed = time.perf_counter() - start
         _record_timing("xray_upload_to_probability_s", round(elapsed, 3))
-        _idle(page)
+        idle(page)
         shown = _shown_score(page)
         expected = MedLensClient(dashboard_serving_url).predict_xray(image.read_bytes(), image.name)
         assert shown == pytest.approx(expected.probability, abs=0.002)
-        text = _main_text(page)
+        text = main_text(page)
         assert expected.label in text
         assert sha16(image.read_bytes()) in text  # the case id is the hash of the bytes
         assert image.stem not in text  # the file name is never shown
@@ -265,30 +172,30 @@ def test_review_flow_in_a_real_browser(
 
         # 2. an extension-less DICOM whose name looks like a patient's: accepted, name never shown
         dicom_name = "DOE^JANE_19700101"
-        _upload_xray(page, {"name": dicom_name, "mimeType": "application/octet-stream", "buffer": demo_radiograph()})
+        upload_xray(page, {"name": dicom_name, "mimeType": "application/octet-stream", "buffer": demo_radiograph()})
         page.get_by_text("DICOM header fields are hidden").wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(page)
-        text = _main_text(page)
+        idle(page)
+        text = main_text(page)
         assert "dicom" in text and "DOE" not in text and "JANE" not in text
         assert "Modality" not in text
         assert "9RG1" not in text and "CompressedSamples" not in text  # the file's PatientID and PatientName
         page.get_by_text("Show header fields").click()
         page.get_by_text("De-identified header fields").wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(page)
-        assert "9RG1" not in _main_text(page)
+        idle(page)
+        assert "9RG1" not in main_text(page)
         _screenshot(page, "xray_dicom_fields")
         # only when a reader who has given their name asks (the view is recorded with it)
         page.get_by_label("Your name (for reviews)").fill("Dr Browser")
         page.get_by_label("Your name (for reviews)").press("Enter")
-        _idle(page)
+        idle(page)
         page.get_by_text("Show patient identifiers").click()
         page.get_by_text("MedLens keeps none of them").wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(page)
-        assert "9RG1" in _main_text(page) and "CompressedSamples RG1" in _main_text(page)
-        assert "Dr Browser saw them" in _main_text(page)
+        idle(page)
+        assert "9RG1" in main_text(page) and "CompressedSamples RG1" in main_text(page)
+        assert "Dr Browser saw them" in main_text(page)
 
         # 3. sepsis: a real septic ICU stay
-        _open(page, dashboard_url + "/sepsis", "Sepsis early warning")
+        open_page(page, dashboard_url + "/sepsis", "Sepsis early warning")
         start = time.perf_counter()
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(septic_file)
         page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis alert score per hour").wait_for(
@@ -301,8 +208,8 @@ def test_review_flow_in_a_real_browser(
         explain_elapsed = time.perf_counter() - start
         _record_timing("sepsis_upload_to_risk_chart_s", round(risk_elapsed, 3))
         _record_timing("sepsis_upload_to_attributions_s", round(explain_elapsed, 3))
-        _idle(page)
-        text = _main_text(page)
+        idle(page)
+        text = main_text(page)
         assert "LSTM first alert" in text and "Transformer first alert" in text
         assert septic_file.stem not in text
         chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Sepsis alert score per hour")
@@ -312,20 +219,20 @@ def test_review_flow_in_a_real_browser(
         _screenshot(page, "sepsis")
 
         # 4. ICU mortality: a real PhysioNet 2012 record, whose file name and first row are its RecordID
-        _open(page, dashboard_url + "/mortality", "ICU mortality")
+        open_page(page, dashboard_url + "/mortality", "ICU mortality")
         start = time.perf_counter()
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(mortality_file)
         page.locator('[data-testid="stPlotlyChart"]', has_text="as the first 48 hours unfold").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
         _record_timing("mortality_upload_to_risk_chart_s", round(time.perf_counter() - start, 3))
-        _idle(page)
+        idle(page)
         served = MedLensClient(dashboard_serving_url).predict_mortality(
             mortality_file.read_bytes(), mortality_file.name, "mortality-lstm"
         )
         assert served.calibrated_probability is not None
         shown = f"{served.calibrated_probability:.1%}"  # the risk; the score is a decimal beside it
-        text = _main_text(page)
+        text = main_text(page)
         assert "Risk of death (calibrated)" in text and shown in text and label_text(served) in text
         assert "Score after 48 h" in text and f"{served.probability:.3f}" in text
         assert mortality_file.stem not in text  # the RecordID is never shown
@@ -333,16 +240,16 @@ def test_review_flow_in_a_real_browser(
         page.locator('[data-testid="stPlotlyChart"]', has_text="what drove the score after 48 h").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
-        _idle(page)
-        text = _main_text(page)
+        idle(page)
+        text = main_text(page)
         assert shown in text  # asking why does not move the risk shown
         assert mortality_file.stem not in text
         _screenshot(page, "mortality")
 
         # 5. model performance
-        _open(page, dashboard_url + "/performance", "Model performance")
+        open_page(page, dashboard_url + "/performance", "Model performance")
         page.locator('[data-testid="stPlotlyChart"]').nth(3).wait_for(timeout=RESULT_TIMEOUT_MS)
-        assert "AUC" in _main_text(page)
+        assert "AUC" in main_text(page)
         _screenshot(page, "performance")
         # a sequence model adds its held-out estimate (the protocol's splits and the reserve) below the curves
         page.locator('[data-testid="stSelectbox"]').first.click()
@@ -350,8 +257,8 @@ def test_review_flow_in_a_real_browser(
         page.get_by_role("heading", name="On stays it never saw: the figures to believe").wait_for(
             timeout=RESULT_TIMEOUT_MS
         )
-        _idle(page)
-        text = _main_text(page)
+        idle(page)
+        text = main_text(page)
         assert "Held-out estimate over 8 splits" in text and "reserve" in text
         held_out = page.locator('[data-testid="stPlotlyChart"]').nth(4)  # after the card's four
         held_out.scroll_into_view_if_needed()
@@ -359,9 +266,9 @@ def test_review_flow_in_a_real_browser(
         held_out.screenshot(path=str(SCREENSHOTS / "performance-held-out.png"))
 
         # 6. service
-        _open(page, dashboard_url + "/service", "Service")
+        open_page(page, dashboard_url + "/service", "Service")
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(page)
+        idle(page)
         _screenshot(page, "service")
     finally:
         context.close()
@@ -380,20 +287,20 @@ def test_two_sessions_get_their_own_results(
     try:
         pages = [c.new_page() for c in contexts]
         for page in pages:
-            _open(page, dashboard_url + "/", "Chest X-ray review")
+            open_page(page, dashboard_url + "/", "Chest X-ray review")
         starts = []
         for page, image in zip(pages, (first, second), strict=True):  # both uploads in flight together
             starts.append(time.perf_counter())
-            _upload_xray(page, image)
+            upload_xray(page, image)
         elapsed = []
         for page, start in zip(pages, starts, strict=True):
-            _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+            score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
             elapsed.append(round(time.perf_counter() - start, 3))
         _record_timing("xray_parallel_two_sessions_upload_to_probability_s", elapsed)
         for page, image, probability in zip(pages, (first, second), (p_first, p_second), strict=True):
-            _idle(page)
+            idle(page)
             assert _shown_score(page) == pytest.approx(probability, abs=0.002)
-            text = _main_text(page)
+            text = main_text(page)
             assert sha16(image.read_bytes()) in text
             other = second if image == first else first
             assert sha16(other.read_bytes()) not in text
@@ -404,19 +311,19 @@ def test_two_sessions_get_their_own_results(
 
 def _review_as(page: Any, url: str, reader: str, image: Path, verdict: str) -> str:
     """Open the X-ray page as ``reader``, read ``image`` and save a review; returns the history's text."""
-    _open(page, url + "/", "Chest X-ray review")
-    _upload_xray(page, image)
-    _score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
-    _idle(page)
+    open_page(page, url + "/", "Chest X-ray review")
+    upload_xray(page, image)
+    score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+    idle(page)
     page.get_by_label("Your name (for reviews)").fill(reader)
     page.get_by_label("Your name (for reviews)").press("Enter")
     page.get_by_role("button", name="Save review").wait_for(timeout=RESULT_TIMEOUT_MS)
-    _idle(page)
-    history_before = _main_text(page)
+    idle(page)
+    history_before = main_text(page)
     page.get_by_text(verdict, exact=True).click()
     page.get_by_role("button", name="Save review").click()
     page.locator('[data-testid="stTable"]', has_text=reader).wait_for(timeout=RESULT_TIMEOUT_MS)
-    _idle(page)
+    idle(page)
     return history_before
 
 
@@ -432,11 +339,11 @@ def test_two_readers_see_each_others_reviews(
         _review_as(first, dashboard_url, "Reader One", image, "agree")
         before = _review_as(second, dashboard_url, "Reader Two", image, "disagree")
         assert "Reader One" in before  # the second reader saw the first one's review before writing theirs
-        _open(first, dashboard_url + "/", "Chest X-ray review")  # the first reader reloads the case
-        _upload_xray(first, image)
+        open_page(first, dashboard_url + "/", "Chest X-ray review")  # the first reader reloads the case
+        upload_xray(first, image)
         first.locator('[data-testid="stTable"]', has_text="Reader Two").wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(first)
-        text = _main_text(first)
+        idle(first)
+        text = main_text(first)
         assert "Reader One" in text and "Reader Two" in text and image.stem not in text
         _screenshot(first, "xray_reviews")
         history = MedLensClient(dashboard_serving_url).case(hashlib.sha256(image.read_bytes()).hexdigest()).history
@@ -465,7 +372,7 @@ def test_worklist_lists_the_shared_cases(
     context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     try:
         page = context.new_page()
-        _open(page, dashboard_url + "/worklist", "Worklist")
+        open_page(page, dashboard_url + "/worklist", "Worklist")
         page.get_by_text("case(s); showing").wait_for(timeout=RESULT_TIMEOUT_MS)
         page.locator('[data-testid="stDataFrame"]').wait_for(timeout=RESULT_TIMEOUT_MS)  # the worklist table
         page.locator('[data-testid="stSelectbox"]', has_text="Open case").click()
@@ -474,8 +381,8 @@ def test_worklist_lists_the_shared_cases(
         page.keyboard.type(most_urgent.id[:16])
         page.get_by_role("option", name=most_urgent.id[:16]).click()
         page.locator("h3", has_text=f"Case {most_urgent.id[:16]}").wait_for(timeout=RESULT_TIMEOUT_MS)
-        _idle(page)
-        text = _main_text(page)
+        idle(page)
+        text = main_text(page)
         # the opened case's answer (an out-of-distribution radiograph's only when asked for)
         assert any(said in text for said in ("vs operating threshold", "first alert", "LABEL WITHHELD"))
         assert all(p.stem not in text for p in added), "a file name reached the page"
@@ -489,13 +396,13 @@ def test_worklist_lists_the_shared_cases(
             # no run in flight: a deferred download belongs to the run that drew its button (once, in CI, a click
             # right after the case opened brought no file)
             page.wait_for_timeout(500)
-            _idle(page)
+            idle(page)
             page.get_by_role("button", name=button).wait_for(timeout=RESULT_TIMEOUT_MS)
             try:
                 with page.expect_download(timeout=60_000) as download:
                     page.get_by_role("button", name=button).click()
-            except playwright_sync.TimeoutError:
-                raise AssertionError(f"{button}: no file in 60 s; the page says: {_main_text(page)[-600:]}") from None
+            except PlaywrightTimeout:
+                raise AssertionError(f"{button}: no file in 60 s; the page says: {main_text(page)[-600:]}") from None
             saved = Path(download.value.path()).read_bytes()
             assert check(saved), saved[:200]
             assert download.value.suggested_filename.startswith("medlens-reviews-")
