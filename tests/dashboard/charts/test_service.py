@@ -208,9 +208,9 @@ def test_models_table() -> None:
     ]
 
 
-def test_models_table_of_a_model_scaled_to_zero() -> None:
+def _mortality_lstm_at_zero() -> ModelInfo:
     """A model that scales to zero and has not run yet: described from its card, no device or backend yet."""
-    info = ModelInfo(
+    return ModelInfo(
         name="mortality-lstm",
         title="ICU in-hospital mortality · LSTM",
         task_name="mortality",
@@ -228,6 +228,10 @@ def test_models_table_of_a_model_scaled_to_zero() -> None:
         headline=None,
         scaled_to_zero=True,
     )
+
+
+def test_models_table_of_a_model_scaled_to_zero() -> None:
+    info = _mortality_lstm_at_zero()
     row = service.models_table(ModelList(models=[info])).to_dict("records")[0]
     assert (row["now"], row["device"], row["backend"], row["threshold"]) == ("scaled to zero", "—", "—", 0.3429)
     ran = service.models_table(ModelList(models=[info.model_copy(update={"device": "cpu", "backend": "onnxruntime"})]))
@@ -237,34 +241,17 @@ def test_models_table_of_a_model_scaled_to_zero() -> None:
 def test_models_table_tells_a_model_scaling_to_zero_from_one_at_zero() -> None:
     """Serving says a model is at zero once no replica runs; while its last replica drains, GET /v1/service
     counts it as stopping, and the table says the model is scaling to zero."""
-    info = ModelInfo(
-        name="mortality-transformer",
-        title="ICU in-hospital mortality · Transformer",
-        task_name="mortality",
-        input_kind="events",
-        predict_route="/v1/mortality/transformer/predict",
-        colour="#E69F00",
-        version="mortality-transformer-1",
-        task="death in hospital",
-        device="cpu",
-        backend="onnxruntime",
-        precision="fp32",
-        items_per_s={},
-        threshold=0.6,
-        labels=["SURVIVED", "DIED_IN_HOSPITAL"],
-        headline=None,
-        scaled_to_zero=True,
-    )
+    ran = _mortality_lstm_at_zero().model_copy(update={"device": "cpu", "backend": "onnxruntime"})
 
     def now(stopping: int, status: str, replicas: int = 0) -> str:
         deployment = DeploymentState(
-            name="mortality-transformer",
-            model="mortality-transformer",
+            name="mortality-lstm",
+            model="mortality-lstm",
             status=status,
             replicas=replicas,
             stopping=stopping,
         )
-        listing = ModelList(models=[info.model_copy(update={"scaled_to_zero": replicas == 0})])
+        listing = ModelList(models=[ran.model_copy(update={"scaled_to_zero": replicas == 0})])
         table = service.models_table(
             listing, ServiceStatus(window_s=60, deployments=[deployment], endpoints=[], history=[])
         )
