@@ -300,9 +300,11 @@ def render() -> None:
         height=_HEADER_PX + _ROW_PX * min(len(table), TABLE_ROWS) + 2,
         row_height=_ROW_PX,
         column_config={
-            # "out of distribution" and "ICU record (mortality)" read whole
-            "kind": st.column_config.TextColumn("kind", width="medium"),
-            "flags": st.column_config.TextColumn("flags", width="medium"),
+            # widths in px: "out of distribution" and "ICU record (mortality)" read whole, and the row up to its
+            # status fits the page beside the sidebar (the later columns scroll)
+            "case": st.column_config.TextColumn("case", width=140),
+            "kind": st.column_config.TextColumn("kind", width=155),
+            "flags": st.column_config.TextColumn("flags", width=135),
             "risk": st.column_config.ProgressColumn(  # as the score's: a blank cell, never "None", when absent
                 "risk",
                 min_value=0.0,
