@@ -32,6 +32,7 @@ def sidebar() -> None:
         else:
             st.sidebar.success(f"Serving up · models: {', '.join(health.models)}", icon=":material/check_circle:")
     st.sidebar.caption("Research and demonstration software. **Not for clinical use.**")
+    widgets.reader_panel()  # on every page: who reviews, and signing in or out
 
 
 def main() -> None:

@@ -203,10 +203,27 @@ def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> Rev
     )
 
 
+#: session key: the reader as the sidebar's panel read it in this script run (dashboard/app.py draws the panel
+#: before the page runs)
+_READER = "reader_this_run"
+
+
 def reviewer_name() -> str | None:
-    """Who writes reviews in this browser session (sidebar): the signed-in user where Streamlit's sign-in
-    (``st.login``, OIDC, configured in ``.streamlit/secrets.toml``) is set up; else a name typed once per
-    session, which is not authentication."""
+    """Who writes reviews in this browser session, as the sidebar's reader panel (:func:`reader_panel`) read
+    it in this run; None: nobody yet (no name typed, or not signed in)."""
+    return st.session_state.get(_READER)
+
+
+def reader_panel() -> str | None:
+    """The sidebar's reader panel, on every page (dashboard/app.py): the signed-in user where Streamlit's
+    sign-in (``st.login``, OIDC, configured in ``.streamlit/secrets.toml``) is set up, with a way to sign out
+    (or in); else a name typed once per session, which is not authentication. Returns the reader, also kept
+    for :func:`reviewer_name`."""
+    st.session_state[_READER] = reader = _reader_panel()
+    return reader
+
+
+def _reader_panel() -> str | None:
     user = getattr(st, "user", None)
     if user is not None and bool(user.get("is_logged_in", False)):
         name = str(user.get("name") or user.get("email") or "signed-in reader").strip()

@@ -109,6 +109,22 @@ def test_sepsis_page_says_when_the_data_directory_is_absent(monkeypatch: pytest.
     assert at.selectbox(key="sepsis_demo_case").options == []
 
 
+def test_the_reader_panel_is_on_every_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who reviews is set in the sidebar on any page, before any case (the X-ray page drew it only once a result
+    was shown), and a name typed on one page signs reviews on the next."""
+    monkeypatch.setenv("MEDLENS_SERVING_URL", f"http://127.0.0.1:{_free_port()}")
+    at = _app()
+    for page in ("views/performance.py", "views/service.py", "views/xray.py", "views/worklist.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert len(at.sidebar.text_input(key="reviewer_name").label) > 0, page
+    at.switch_page("views/service.py").run()
+    at.sidebar.text_input(key="reviewer_name").input("Dr Sidebar").run()
+    at.switch_page("views/xray.py").run()
+    assert at.sidebar.text_input(key="reviewer_name").value == "Dr Sidebar"
+    assert at.session_state["reader_this_run"] == "Dr Sidebar"
+
+
 def test_sidebar_url_field_is_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDLENS_SERVING_URL", "http://127.0.0.1:1")
     at = _app()

@@ -94,7 +94,9 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     try:
-        # signed out, on a prediction's page: a way to sign in, no name to type, no review to save
+        # signed out: a way to sign in on every page, no name to type, no review to save
+        open_page(page, signed_in_dashboard + "/service", "Service")
+        page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
         open_page(page, signed_in_dashboard + "/", "Chest X-ray review")
         upload_xray(page, radiograph)
         score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
@@ -127,14 +129,17 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
         history = MedLensClient(dashboard_serving_url).case(case_id).history
         assert (history[-1].reviewer, history[-1].verdict) == (READER["name"], "agree")
 
-        # signing out ends it: the sign-in button is back, and no review can be saved
-        idle(page)
+        # the reader panel is on every page: signing out from one without a case ends the session
+        open_page(page, signed_in_dashboard + "/performance", "Model performance")
+        assert f"Reviewing as {READER['name']} (signed in)" in _sidebar(page)
         page.get_by_role("button", name="Sign out").click()
         # Streamlit sends the browser to its logout route, which drops the session's cookie and comes back
         page.get_by_text("(signed in)").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
         open_page(page, signed_in_dashboard + "/xray", "Chest X-ray review")
-        upload_xray(page, radiograph)
         page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
+        upload_xray(page, radiograph)
+        score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
+        idle(page)
         assert READER["name"] not in _sidebar(page)
         assert page.get_by_role("button", name="Save review").count() == 0
     finally:
