@@ -67,21 +67,16 @@ def _summary(prediction: MortalityPrediction) -> None:
     """The calibrated risk (the probability to read) first, then the score that decides the label and the label;
     the fold members' scores below. The score is not a probability: it is never written as a percentage."""
     risk, score, label = st.columns(3)
-    if prediction.calibrated_probability is not None:
-        risk.metric(
-            "Risk of death (calibrated)",
-            f"{prediction.calibrated_probability:.1%}",
-            help="How often a score like this one was followed by death in hospital on the training stays "
-            "(calibrated out of fold): the probability to read. The label comes from the score.",
-            border=True,
-        )
-    else:
-        risk.metric(
-            "Risk of death (calibrated)",
-            "not calibrated",
-            help="This checkpoint carries no calibration: only its score, which is not a probability, is known.",
-            border=True,
-        )
+    calibrated = prediction.calibrated_probability
+    risk.metric(
+        "Risk of death (calibrated)",
+        "not calibrated" if calibrated is None else f"{calibrated:.1%}",
+        help="This checkpoint carries no calibration: only its score, which is not a probability, is known."
+        if calibrated is None
+        else "How often a score like this one was followed by death in hospital on the training stays "
+        "(calibrated out of fold): the probability to read. The label comes from the score.",
+        border=True,
+    )
     score.metric(
         "Score after 48 h",
         f"{prediction.probability:.3f}",

@@ -255,9 +255,8 @@ def render() -> None:
     st.caption(
         "Every reader's shared list of cases, most urgent first: out of distribution, uncertain, the model's "
         "positive answers, then by how far each score is past its own model's threshold (the kinds' scores are "
-        "not on one scale, and none is a calibrated probability: the risk column is). Cases and reviews are stored by "
-        "MedLens serving. "
-        "Research software — not for clinical use."
+        "not on one scale, and none is a calibrated probability: the risk column is). Cases and reviews are stored "
+        "by MedLens serving. Research software — not for clinical use."
     )
     reviewer = widgets.reviewer_name()
     _add_cases()

@@ -32,7 +32,8 @@ class CaseRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source_format: Mapped[str] = mapped_column(String(16))  # png, jpeg, dicom, psv, csv, txt
-    risk: Mapped[float] = mapped_column(Float)  # the model's score (X-ray, mortality after 48 h) or highest hourly
+    #: the model's score: the X-ray's, the mortality stay's after 48 h, a sepsis stay's highest hourly one
+    risk: Mapped[float] = mapped_column(Float)
     #: the calibrated probability beside ``risk`` (a sepsis stay's at its highest-scoring hour); None: the
     #: checkpoint was not calibrated (and for cases stored before 0006 whose prediction carried none)
     calibrated_risk: Mapped[float | None] = mapped_column(Float, nullable=True)
