@@ -119,6 +119,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
             model_version=prediction.version,
             source_format=prediction.source_format,
             risk=prediction.probability,
+            calibrated_risk=prediction.calibrated_probability,
             label=prediction.label,
             prediction=body,
             image_png=image,
@@ -129,11 +130,14 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
     # an ICU record: its attributions are not kept (GET /v1/cases/{id}/explanation computes them from the record)
     if isinstance(prediction, MortalityPrediction):
         kind: CaseKind = "mortality"
-        risk, label = prediction.probability, str(prediction.label)
+        risk, calibrated, label = prediction.probability, prediction.calibrated_probability, str(prediction.label)
         unkept: Any = {"top_features"}  # pydantic's exclude: a set of fields, or a mapping into lists
     else:
         assert isinstance(prediction, SepsisPrediction)
-        kind, risk = "sepsis", max((h.probability for h in prediction.hours), default=0.0)
+        # a stay's case is its highest-scoring hour (the first of equals): its score and calibrated probability
+        top = max(prediction.hours, key=lambda h: h.probability, default=None)
+        kind = "sepsis"
+        risk, calibrated = (0.0, None) if top is None else (top.probability, top.calibrated_probability)
         label = "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
         unkept = {"hours": {"__all__": {"top_features"}}}
     return NewCase(
@@ -143,11 +147,20 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
         model_version=prediction.version,
         source_format=file.upload_name.rsplit(".", 1)[-1],
         risk=risk,
+        calibrated_risk=calibrated,
         label=label,
         prediction=prediction.model_dump(mode="json", exclude=unkept),
         # what the model read, to explain the case again: a 2012 record without the RecordID that names the stay
         record=without_record_id(file.data) if kind == "mortality" else file.data,
     )
+
+
+def _about(item: CaseFile, error: ApiError) -> str:
+    """A model's refusal of a case file, told of the file by its place in the upload as every rejection is
+    ("File 2: line 3: ...", "File 1, member 4 is empty: ..."), not by the name the model read it under."""
+    if error.detail.startswith(item.upload_name):
+        return item.where.capitalize() + error.detail.removeprefix(item.upload_name)
+    return f"{item.where.capitalize()}: {error.detail}"
 
 
 def _rejected(where: str, error: ItemError) -> RejectedFile:
@@ -207,7 +220,7 @@ async def create_cases(
             try:
                 prediction = await service.predict(model, Upload(item.data, item.upload_name, include), False)
             except ApiError as exc:
-                return RejectedFile(file=item.where, status=exc.status, error=exc.error, detail=exc.detail)
+                return RejectedFile(file=item.where, status=exc.status, error=exc.error, detail=_about(item, exc))
         made: tuple[CaseSummary, bool] = await _db(service.store.add, _new_case(case_id, item, model, prediction))
         return made
 
@@ -226,7 +239,7 @@ async def create_cases(
             raise ApiError(422, "no_files", "The upload holds no file MedLens reads (an empty zip?).")
         first = rejected[0]
         more = f" ({len(rejected) - 1} more problem(s))" if len(rejected) > 1 else ""
-        raise ApiError(first.status, first.error, f"{first.file.capitalize()}: {first.detail}{more}")
+        raise ApiError(first.status, first.error, f"{first.detail}{more}")
     logger.info("case upload: %d case(s), %d new, %d rejected", len(cases), created, len(rejected))
     return CaseUpload(cases=list(cases.values()), created=created, rejected=rejected)
 

@@ -644,10 +644,13 @@ class CaseExplanation(_Schema):
 class RejectedFile(_Schema):
     """A file of a case upload that made no case (the others still did)."""
 
-    file: str = Field(description="which file: its position in the upload (and in the zip), never its name")
+    file: str = Field(
+        description="which file: its position in the upload (and in the zip), never its name: `file 2`, "
+        "`file 1, member 4`"
+    )
     status: int
     error: str
-    detail: str
+    detail: str = Field(description="what is wrong, beginning with `file` ('File 2: line 3: ...')")
 
 
 class CaseUpload(_Schema):

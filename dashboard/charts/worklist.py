@@ -1,7 +1,9 @@
-"""Tables and charts of the worklist, a case's review history and reader agreement (pure functions of
-serving's response schemas)."""
+"""Tables and charts of the worklist, a case's review history and reader agreement, and the words of an upload's
+refusals (pure functions of serving's response schemas)."""
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -55,6 +57,18 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
+
+
+#: how serving's refusal of a case file begins (serving.schemas.RejectedFile.detail: "File 3, member 2 is ...")
+_FILE_NUMBER = re.compile(r"File (\d+)")
+
+
+def counted_from(start: int, detail: str) -> str:
+    """Serving's refusal of a file sent in a request that began at file ``start`` (0-based) of the reader's
+    selection: serving counts the files of one request, the reader those of the selection. Names are never
+    shown: a file's name may carry a patient's (``dashboard.backend.safe_name``)."""
+    number = _FILE_NUMBER.match(detail)
+    return detail if number is None else f"File {start + int(number[1])}{detail[number.end() :]}"
 
 
 def case_label(case: CaseSummary) -> str:

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, client, serving_url, session_cached
+from dashboard.backend import ServingError, attempt, call, client, serving_url, session_cached, show_error
 from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import attribution_figure, sepsis_figure
-from dashboard.charts.worklist import KIND_WORDS, case_label, worklist_table
+from dashboard.charts.worklist import KIND_WORDS, case_label, counted_from, worklist_table
 from dashboard.charts.xray import XrayDisplay, xray_figure
 from serving.schemas import (
     CaseDetail,
@@ -47,15 +47,16 @@ def _add_cases() -> None:
             return
         created = existing = 0
         for start in range(0, len(files), UPLOAD_CHUNK):
-            with st.spinner("Serving is reading and scoring the files…"):
-                made = call(client().upload_cases, files[start : start + UPLOAD_CHUNK])
-            if made is None:
+            try:
+                with st.spinner("Serving is reading and scoring the files…"):
+                    made = attempt(client().upload_cases, files[start : start + UPLOAD_CHUNK])
+            except ServingError as exc:  # no file of this request made a case: the first problem
+                show_error(ServingError(exc.status, exc.error, counted_from(start, exc.detail)))
                 continue
             created += made.created
             existing += len(made.cases) - made.created
-            batch = f"Files {start + 1}-{min(start + UPLOAD_CHUNK, len(files))}: " if len(files) > UPLOAD_CHUNK else ""
-            for rejected in made.rejected:  # "file N" counts within the request
-                st.warning(f"{batch}{rejected.detail}", icon=":material/warning:")
+            for rejected in made.rejected:
+                st.warning(counted_from(start, rejected.detail), icon=":material/warning:")
         st.success(f"{created} new case(s); {existing} already on the worklist.")
 
 

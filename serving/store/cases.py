@@ -75,9 +75,10 @@ class NewCase:
     model: str
     model_version: str
     source_format: str
-    risk: float
+    risk: float  # the model's score: the X-ray's or stay's, a sepsis stay's at its highest-scoring hour
     label: str
     prediction: dict[str, Any]  # the prediction response as JSON, without images
+    calibrated_risk: float | None = None  # the calibrated probability beside ``risk`` (None: not calibrated)
     image_png: bytes | None = None
     record: bytes | None = None  # an ICU stay's record as its model read it (no identifier: see tables.py)
     in_distribution: bool | None = None
@@ -100,18 +101,6 @@ def threshold_margin(risk: float, threshold: float) -> float:
     e times the threshold's odds). Unlike the risks, it is comparable across kinds."""
     both = logit(np.array([risk, threshold]))  # (2,)
     return float(both[0] - both[1])
-
-
-def calibrated_risk(kind: str, prediction: dict[str, Any]) -> float | None:
-    """The calibrated probability beside a case's ``risk`` (the model's score), from the stored prediction: the
-    X-ray's and the mortality stay's ``calibrated_probability``, a sepsis stay's at its highest-scoring hour (the
-    hour whose score is the case's ``risk``). None: an uncalibrated checkpoint."""
-    if kind == "sepsis":
-        hours = [h for h in prediction.get("hours") or [] if isinstance(h.get("probability"), int | float)]
-        value = max(hours, key=lambda h: h["probability"]).get("calibrated_probability") if hours else None
-    else:
-        value = prediction.get("calibrated_probability")
-    return float(value) if isinstance(value, int | float) else None
 
 
 def _iso(t: datetime) -> str:
@@ -199,7 +188,7 @@ class CaseStore:
             risk=float(new.risk),
             threshold=threshold,
             margin=None if threshold is None else threshold_margin(float(new.risk), threshold),
-            calibrated_risk=calibrated_risk(new.kind, new.prediction),
+            calibrated_risk=new.calibrated_risk,
             label=new.label,
             in_distribution=new.in_distribution,
             uncertain=new.uncertain,

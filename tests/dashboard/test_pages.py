@@ -372,6 +372,27 @@ def test_a_dicom_without_an_extension_becomes_a_case(serving_env: str, dicom_pat
 
 
 @pytest.mark.serve
+def test_refused_files_are_counted_within_the_readers_selection(serving_env: str) -> None:
+    """The page sends a selection in requests of 20 files; serving counts within a request. A refusal in the first
+    request (the others made cases) is a warning, a second request that made no case an error: each says which
+    file of the selection, never its name."""
+    stay = f"HR,Temp,ICULOS\n{60 + int.from_bytes(os.urandom(2), 'big') % 90},36.9,1\n".encode()
+    bad = b"Time,Parameter,Value\n00:00,RecordID,1\n99:99,HR,80\n"
+    selection = [("stay.csv", stay, "text/csv")] * 21
+    selection[1] = selection[20] = ("Doe_Jane.txt", bad, "text/plain")
+    at = _page("views/worklist.py")
+    at.file_uploader(key="case_uploads").set_value(selection).run()
+    at.button[0].click().run()  # "Add 21 file(s) to the worklist"
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning if "99:99" in w.value] == [
+        "File 2: line 3: Time '99:99' is not HH:MM (hours and minutes since ICU admission, e.g. 07:45)."
+    ]
+    refused = [e.value for e in at.error if "99:99" in e.value]
+    assert len(refused) == 1 and refused[0].startswith("File 21: line 3: Time '99:99'"), refused
+    assert "Doe_Jane" not in " ".join(m.value for m in [*at.warning, *at.error, *at.success])
+
+
+@pytest.mark.serve
 def test_refresh_reads_what_another_reader_added(serving_env: str) -> None:
     stay = f"HR,Temp,ICULOS\n{60 + int.from_bytes(os.urandom(2), 'big') % 90},37.5,1\n".encode()
     case_id = hashlib.sha256(stay).hexdigest()  # known before it exists: a case id is the file's SHA-256

@@ -97,6 +97,13 @@ def test_files_and_zips_become_cases_once(
     assert detail.source_format == "png" and again.cases[0].id == kinds["xray"].id
     sepsis = client.case(kinds["sepsis"].id)
     assert sepsis.prediction.vitals  # type: ignore[union-attr]
+    # a case's risk and calibrated risk are its prediction's: a sepsis stay's at its highest-scoring hour
+    assert detail.prediction.calibrated_probability is not None  # type: ignore[union-attr]
+    assert kinds["xray"].calibrated_risk == detail.prediction.calibrated_probability  # type: ignore[union-attr]
+    hours = sepsis.prediction.hours  # type: ignore[union-attr]
+    top = max(hours, key=lambda h: h.probability)
+    assert len({h.calibrated_probability for h in hours}) > 1  # the hour chosen matters
+    assert (kinds["sepsis"].risk, kinds["sepsis"].calibrated_risk) == (top.probability, top.calibrated_probability)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +132,8 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     direct = client.predict_mortality(mortality_record, "stay.txt")
     assert case.model == "mortality-lstm" and case.label == direct.label
     assert case.risk == pytest.approx(direct.probability, abs=1e-6) and case.source_format == "txt"
+    assert direct.calibrated_probability is not None
+    assert case.calibrated_risk == pytest.approx(direct.calibrated_probability, abs=1e-6)
     assert made.cases[1].source_format == "csv"
     detail = client.case(case.id)
     assert detail.prediction.model == "mortality-lstm" and len(detail.prediction.hours) == 48  # type: ignore[union-attr]
@@ -143,6 +152,16 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     fhir = client.export_reviews("fhir").decode()
     assert "score for death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
     assert MORTALITY_RECORD_ID not in client.export_reviews("csv").decode()
+
+
+def test_a_file_its_model_refuses_is_named_by_its_place(client: MedLensClient, mortality_record: bytes) -> None:
+    """The others still make cases; the refusal says which file as every refusal does, and what the model said."""
+    bad = b"Time,Parameter,Value\n00:00,RecordID,1\n99:99,HR,80\n"
+    made = client.upload_cases([("stay.txt", mortality_record), ("bad.txt", bad)])
+    assert len(made.cases) == 1 and [(r.file, r.status, r.error) for r in made.rejected] == [
+        ("file 2", 422, "invalid_series")
+    ]
+    assert made.rejected[0].detail.startswith("File 2: line 3: Time '99:99' is not HH:MM"), made.rejected[0].detail
 
 
 def _stored_record(case_id: str) -> bytes:
@@ -401,6 +420,10 @@ def test_hostile_uploads_are_refused_quickly(
     assert err.value.status == status, (name, err.value)
     if error is not None:
         assert err.value.error == error, (name, err.value)
+    if err.value.error != "no_files":  # (that one is about the upload: no file in it)
+        # the refused file is named once, by its place in the upload (not by the name its model read it under)
+        assert err.value.detail.startswith("File 1") and "File 1" not in err.value.detail[6:], err.value.detail
+        assert "upload." not in err.value.detail, err.value.detail
     assert time.monotonic() - started < 30, name
     assert client.health().status == "ok"
 

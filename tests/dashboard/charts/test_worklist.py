@@ -1,8 +1,9 @@
-"""The worklist table, a case's history table and the agreement chart, from serving's schemas."""
+"""The worklist table, a case's history table, the agreement chart and an upload's refusals, from serving's
+schemas."""
 
 from __future__ import annotations
 
-from dashboard.charts.worklist import agreement_figure, case_label, history_table, worklist_table
+from dashboard.charts.worklist import agreement_figure, case_label, counted_from, history_table, worklist_table
 from serving.schemas import Agreement, CaseSummary, KappaSummary, Review, Worklist
 
 
@@ -82,3 +83,13 @@ def test_agreement_figure_draws_the_confusion_with_kappa() -> None:
     fig = agreement_figure(result)
     assert fig.data[0].z == ((1, 0), (1, 2)) or [list(r) for r in fig.data[0].z] == [[1, 0], [1, 2]]
     assert "kappa 0.50" in fig.layout.title.subtitle.text
+
+
+def test_a_refusal_counts_the_file_within_the_readers_selection() -> None:
+    """Serving counts the files of one request; the page sends a selection in requests of 20."""
+    assert counted_from(0, "File 3: line 3: Time '99:99' is not HH:MM.") == "File 3: line 3: Time '99:99' is not HH:MM."
+    assert counted_from(20, "File 1, member 12 is itself a .zip: unpack it first.") == (
+        "File 21, member 12 is itself a .zip: unpack it first."
+    )
+    assert counted_from(40, "File 7 is empty (2 more problem(s))") == "File 47 is empty (2 more problem(s))"
+    assert counted_from(20, "Serving is not reachable.") == "Serving is not reachable."

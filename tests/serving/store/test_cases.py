@@ -336,7 +336,8 @@ def test_migration_0003_keeps_only_the_year_of_a_stored_study_date(db_url: str) 
 
 
 def _calibrated(case: NewCase, *values: float) -> NewCase:
-    """``case`` whose prediction carries calibrated probabilities: the X-ray's one, or one per sepsis hour."""
+    """``case`` as stored before migration 0006: its prediction carries calibrated probabilities (the X-ray's one,
+    or one per sepsis hour) and its row none."""
     if case.kind == "sepsis":
         scores = [0.2, case.risk, 0.1][: len(values)]
         case.prediction["hours"] = [
@@ -349,10 +350,10 @@ def _calibrated(case: NewCase, *values: float) -> NewCase:
 
 
 def test_a_case_keeps_its_calibrated_risk_beside_its_score(store: CaseStore) -> None:
-    """The worklist row carries the calibrated probability: the X-ray's own, a sepsis stay's at the hour whose
-    score is the case's; none from an uncalibrated checkpoint. The exports carry it beside the score."""
-    xray, _ = store.add(_calibrated(xray_case(1, 0.9), 0.97))
-    sepsis, _ = store.add(_calibrated(sepsis_case(2, 0.6), 0.05, 0.18, 0.02))  # highest score 0.6 at hour 1
+    """The worklist row carries the calibrated probability serving gives beside the score (which hour's it is, is
+    serving's: tests/serving/test_cases_api.py); none from an uncalibrated checkpoint. The exports carry it."""
+    xray, _ = store.add(xray_case(1, 0.9, calibrated_risk=0.97))
+    sepsis, _ = store.add(sepsis_case(2, 0.6, calibrated_risk=0.18))
     plain, _ = store.add(sepsis_case(3, 0.4))
     assert (xray.calibrated_risk, sepsis.calibrated_risk, plain.calibrated_risk) == (0.97, 0.18, None)
     listed = {c.id: c.calibrated_risk for c in store.worklist(WorklistQuery(status="all")).cases}

@@ -20,8 +20,10 @@ depends_on = None
 
 
 def _calibrated(kind: str, prediction: dict[str, Any]) -> float | None:
-    """As serving.store.cases.calibrated_risk when this migration was written (a migration keeps its own copy: it
-    must do what it did even after the application's code changes)."""
+    """The calibrated probability beside a stored case's ``risk``, read from its stored prediction as serving read
+    it when this migration was written: the X-ray's and the mortality stay's ``calibrated_probability``, a sepsis
+    stay's at its highest-scoring hour (the first of equals). A migration keeps its own copy: it must do what it
+    did even after the application's code changes."""
     if kind == "sepsis":
         hours = [h for h in prediction.get("hours") or [] if isinstance(h.get("probability"), int | float)]
         value = max(hours, key=lambda h: h["probability"]).get("calibrated_probability") if hours else None
