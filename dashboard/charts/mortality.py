@@ -42,6 +42,22 @@ def label_text(prediction: MortalityPrediction) -> str:
     return "died in hospital" if died(prediction) else "survived"
 
 
+def risk_words(prediction: MortalityPrediction) -> tuple[str, str]:
+    """The summary's calibrated risk of death and its help: a percentage where the checkpoint is calibrated, else
+    "not calibrated" (the score is not a probability and is never written as a percentage)."""
+    calibrated = prediction.calibrated_probability
+    if calibrated is None:
+        return (
+            "not calibrated",
+            "This checkpoint carries no calibration: only its score, which is not a probability, is known.",
+        )
+    return (
+        f"{calibrated:.1%}",
+        "How often a score like this one was followed by death in hospital on the training stays (calibrated out "
+        "of fold): the probability to read. The label comes from the score.",
+    )
+
+
 def score_gauge(prediction: MortalityPrediction) -> go.Figure:
     """The 48th hour's score as a gauge (a decimal: it is not a probability); the model's operating threshold is
     the black line."""

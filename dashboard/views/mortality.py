@@ -18,7 +18,14 @@ from dashboard import widgets
 from dashboard.backend import call, case_id, client, remember, serving_url, session_store
 from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
-from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
+from dashboard.charts.mortality import (
+    contributions_figure,
+    label_text,
+    risk_words,
+    score_gauge,
+    stay_table,
+    trajectory_figure,
+)
 from dashboard.demo import MortalityDemo, find_mortality_demo_cases
 from models.catalogue import MORTALITY, models_for
 from models.config import data_paths
@@ -67,16 +74,8 @@ def _summary(prediction: MortalityPrediction) -> None:
     """The calibrated risk (the probability to read) first, then the score that decides the label and the label;
     the fold members' scores below. The score is not a probability: it is never written as a percentage."""
     risk, score, label = st.columns(3)
-    calibrated = prediction.calibrated_probability
-    risk.metric(
-        "Risk of death (calibrated)",
-        "not calibrated" if calibrated is None else f"{calibrated:.1%}",
-        help="This checkpoint carries no calibration: only its score, which is not a probability, is known."
-        if calibrated is None
-        else "How often a score like this one was followed by death in hospital on the training stays "
-        "(calibrated out of fold): the probability to read. The label comes from the score.",
-        border=True,
-    )
+    risk_value, risk_help = risk_words(prediction)
+    risk.metric("Risk of death (calibrated)", risk_value, help=risk_help, border=True)
     score.metric(
         "Score after 48 h",
         f"{prediction.probability:.3f}",

@@ -72,6 +72,13 @@ def test_label_follows_the_threshold() -> None:
     assert not mortality.died(low) and mortality.label_text(low) == "survived"
 
 
+def test_the_risk_of_death_is_a_percentage_only_where_the_checkpoint_is_calibrated() -> None:
+    value, help_text = mortality.risk_words(_prediction(RISING, 0.5, calibrated=True))
+    assert value == "28.5%" and "calibrated out of fold" in help_text  # the last hour's 0.57 / 2
+    value, help_text = mortality.risk_words(_prediction(RISING, 0.5))
+    assert value == "not calibrated" and "%" not in value + help_text and "no calibration" in help_text
+
+
 def test_trajectory_frame_has_every_hour_and_the_band() -> None:
     frame = mortality.trajectory_frame(_prediction(RISING, 0.5, calibrated=True))
     assert list(frame["hour"]) == list(range(1, 49))
