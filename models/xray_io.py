@@ -1,7 +1,8 @@
 """Chest X-ray input: PNG / JPEG of any size and mode, and single-frame image DICOM.
 
 Every loader returns an :class:`XrayImage` whose ``pixels`` are display-ready grayscale in
-[0, 1] (DICOM: modality LUT, then VOI LUT / window, then MONOCHROME1 inverted), so the model,
+[0, 1] (DICOM: modality LUT, then VOI LUT / window, then MONOCHROME1 inverted; PNG / JPEG: turned upright
+by their EXIF orientation), so the model,
 the heatmap overlay and the dashboard all see the same picture. Bad input raises a typed
 :class:`~models.errors.MedLensInputError` that names the problem.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -131,13 +132,27 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
         raise ImageDecodeError(f"{name} could not be decoded ({exc}); the file may be truncated.") from exc
     if fmt not in {"png", "jpeg", "mpo", "bmp", "tiff", "webp"}:
         raise ImageDecodeError(f"{name} is a {fmt.upper()} image; upload a PNG, JPEG or DICOM chest X-ray.")
-    pixels = _to_unit_gray(image)
     mark = image.info.get(MARK_KEY) if fmt == "png" else None
+    pixels = _to_unit_gray(_upright(image))
     return XrayImage(
         pixels=pixels,
         source_format="jpeg" if fmt == "mpo" else fmt,
         synthetic_mark=None if mark is None else str(mark)[:200],
     )
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone's photograph of a film, say, is stored sideways and
+    tagged): viewers show it so, and so the model must read it. Without the tag, or with one that cannot be read,
+    the image as stored."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        return image
+    if orientation not in range(2, 9):
+        return image
+    upright = ImageOps.exif_transpose(image)
+    return image if upright is None else upright
 
 
 def _to_unit_gray(image: Image.Image) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -509,6 +509,26 @@ def test_jpeg_and_wrong_suffix() -> None:
     image = load_xray_bytes(jpeg_bytes(gray), "actually_a_jpeg.png")
     assert image.source_format == "jpeg"
     assert float(np.abs(image.pixels - gray / 255.0).mean()) < 0.03
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_exif_orientation_is_applied(fmt: str) -> None:
+    """A photograph of a film stored sideways and tagged Orientation 6 ("turn 90 degrees clockwise to view"), as
+    phones store them: read upright, as every viewer shows it."""
+    film = synthetic_xray(np.random.default_rng(3), pneumonia=True)  # (64, 64)
+    upright = np.concatenate([film, film[:32]])  # (96, 64): taller than wide
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # turned anticlockwise
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format=fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    image = load_xray_bytes(buffer.getvalue(), f"phone.{fmt.lower()}")
+    assert image.size == upright.shape
+    assert float(np.abs(image.pixels - upright / 255.0).mean()) < 0.02
+    exif[ExifTags.Base.Orientation] = 1  # upright as stored: left as it is
+    buffer = io.BytesIO()
+    stored.save(buffer, format=fmt, exif=exif)
+    assert load_xray_bytes(buffer.getvalue(), f"scan.{fmt.lower()}").size == stored.size[::-1]
 
 
 def test_png_named_dcm_decodes_as_png() -> None:
