@@ -43,6 +43,11 @@ def translucent(colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:g})"
 
 
+#: the longest subtitle line, in characters: what a chart in half the page's width shows whole at a 1280 px wide
+#: window with the sidebar open (11 px type)
+SUBTITLE_CHARS = 80
+
+
 def layout(
     fig: go.Figure,
     *,
@@ -52,8 +57,13 @@ def layout(
     legend: str = "top",
 ) -> go.Figure:
     """Common look. ``legend``: ``top`` (above the plot), ``right`` (a column beside it, for figures whose
-    legend is too long for one row above), ``bottom`` (below it), or inside it at ``br`` / ``bl`` / ``tl``."""
+    legend is too long for one row above), ``bottom`` (below it), or inside it at ``br`` / ``bl`` / ``tl``.
+    The subtitle's lines are wrapped at :data:`SUBTITLE_CHARS` (plotly cuts a line its figure is too narrow for)."""
     title_spec: dict[str, object] = {"text": title, "x": 0.0, "xanchor": "left"}
+    if subtitle:
+        subtitle = "<br>".join(
+            wrapped for line in subtitle.split("<br>") for wrapped in textwrap.wrap(line, SUBTITLE_CHARS) or [""]
+        )
     lines = subtitle.count("<br>") + 1 if subtitle else 0
     if subtitle:
         title_spec["subtitle"] = {"text": subtitle, "font": {"size": 11, "color": GREY}}

@@ -73,10 +73,10 @@ def _prediction(selected: widgets.SelectedInput, model: str, explain: bool) -> M
 def _summary(prediction: MortalityPrediction) -> None:
     """The calibrated risk (the probability to read) first, then the score that decides the label and the label;
     the fold members' scores below. The score is not a probability: it is never written as a percentage."""
-    risk, score, label = st.columns(3)
+    tiles = st.container(horizontal=True)  # tiles wrap where three do not fit side by side (st.columns cuts them)
     risk_value, risk_help = risk_words(prediction)
-    risk.metric("Risk of death (calibrated)", risk_value, help=risk_help, border=True)
-    score.metric(
+    tiles.metric("Risk of death (calibrated)", risk_value, help=risk_help, border=True)
+    tiles.metric(
         "Score after 48 h",
         f"{prediction.probability:.3f}",
         help=f"{model_title(prediction.model)} ({prediction.version}) after the stay's first 48 hours, against its "
@@ -84,7 +84,7 @@ def _summary(prediction: MortalityPrediction) -> None:
         "runs above the risk.",
         border=True,
     )
-    label.metric(
+    tiles.metric(
         "Label at the threshold",
         label_text(prediction),
         help=f"Died in hospital when the score is at or above {prediction.threshold:.3f}, the model's operating "

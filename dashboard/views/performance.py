@@ -64,22 +64,21 @@ def render() -> None:
     threshold = widgets.threshold_slider(name, metrics.threshold)
     point = operating_metrics(metrics, threshold)
     card = operating_metrics(metrics, metrics.threshold)
-    tiles = st.columns(5)
-    for column, (label, key) in zip(
-        tiles,
-        [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("F1", "f1"), ("Precision", "precision")],
-        strict=False,
-    ):
+    tiles = st.container(horizontal=True)  # tiles wrap where five do not fit side by side (st.columns cuts them)
+    for label, key in [
+        ("Sensitivity", "sensitivity"),
+        ("Specificity", "specificity"),
+        ("F1", "f1"),
+        ("Precision", "precision"),
+    ]:
         delta = point[key] - card[key]
-        column.metric(
+        tiles.metric(
             label,
             f"{point[key]:.3f}",
             delta=f"{delta:+.3f} vs card" if abs(delta) >= 5e-4 else None,
             border=True,
         )
-    tiles[4].metric(
-        "Threshold", f"{threshold:.3f}", help=f"Card operating threshold {metrics.threshold:.3f}", border=True
-    )
+    tiles.metric("Threshold", f"{threshold:.3f}", help=f"Card operating threshold {metrics.threshold:.3f}", border=True)
     st.caption(
         "At the card's threshold the figures are the card's own; at other thresholds sensitivity, "
         "specificity and the confusion matrix are read off the stored ROC points (exact at stored "

@@ -98,14 +98,14 @@ def _explained(selected: widgets.SelectedInput, key: str, model: str, hour: int)
 
 
 def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
-    columns = st.columns(len(predictions) + 1)
-    for column, (model, prediction) in zip(columns, predictions.items(), strict=False):
+    tiles = st.container(horizontal=True)  # tiles wrap where they do not fit side by side (st.columns cuts them)
+    for model, prediction in predictions.items():
         alert = first_alert(prediction)
         peak = max(prediction.hours, key=lambda h: h.probability, default=None)
         said = "" if peak is None else f"; peak score {peak.probability:.3f} at hour {peak.hour}"
         if peak is not None and peak.calibrated_probability is not None:
             said += f" (calibrated risk {peak.calibrated_probability:.1%})"
-        column.metric(
+        tiles.metric(
             f"{model_title(model)} first alert",
             "none" if alert is None else f"hour {alert.hour}",
             help=f"The first hour whose score reaches the threshold {prediction.threshold:.3f} "
@@ -113,9 +113,7 @@ def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
             border=True,
         )
     measured = measured_fraction(vitals_frame(with_vitals(predictions)))
-    columns[-1].metric(
-        "Hours in the record", f"{n_hours}", help=f"{measured:.0%} of vital-sign cells measured.", border=True
-    )
+    tiles.metric("Hours in the record", f"{n_hours}", help=f"{measured:.0%} of vital-sign cells measured.", border=True)
 
 
 def render() -> None:

@@ -84,3 +84,14 @@ def test_source_line_wraps_for_subtitles() -> None:
     lines = common.source_line(long, 80).split("<br>")
     assert len(lines) <= 4 and lines[1].endswith("… ·") and all(len(line) <= 80 for line in lines)
     assert lines[-1] == "computed 2026-01-01 00:00 UTC · cnn-synthetic"
+
+
+def test_a_long_subtitle_is_wrapped_so_a_narrow_figure_shows_it_whole() -> None:
+    """Plotly does not wrap a subtitle: it cuts what its figure is too narrow for."""
+    long = "Each point: the score from the hours up to then (dotted: its calibrated risk); the stay's prediction is "
+    fig = common.layout(go.Figure(), title="t", subtitle=long + "the 48th hour's<br>computed today")
+    lines = fig.layout.title.subtitle.text.split("<br>")
+    assert len(lines) == 3 and lines[-1] == "computed today"
+    assert all(len(line) <= common.SUBTITLE_CHARS for line in lines)
+    assert " ".join(lines[:2]) == long + "the 48th hour's"
+    assert fig.layout.margin.t == 60 + 16 * 3
