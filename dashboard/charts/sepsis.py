@@ -164,7 +164,7 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
                     fillcolor=translucent(colour, 0.22),
                     line={"width": 0, "color": translucent(colour, 0.0)},
                     legendgroup=name,
-                    name=f"{title} spread of its {members} fold members (lowest to highest)",
+                    name=f"{title} spread of {members} members",  # short: the legend stands above the plot
                     customdata=low,
                     hovertemplate=f"{title} members<br>hour %{{x}}<br>%{{customdata:.3f}} to %{{y:.3f}}<extra></extra>",
                 ),

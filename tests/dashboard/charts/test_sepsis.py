@@ -170,7 +170,7 @@ def test_sepsis_figure_draws_the_members_spread_around_the_risk_and_the_calibrat
     assert low == pytest.approx([max(0.0, p - 0.05) for p in LSTM_RISK])
     assert high == pytest.approx([p + 0.04 for p in LSTM_RISK])
     fig = sepsis.sepsis_figure(served)
-    upper = trace(fig, "LSTM spread of its 5 fold members")
+    upper = trace(fig, "LSTM spread of 5 members")
     assert upper.fill == "tonexty" and list(upper.y) == pytest.approx(high)
     assert upper.fillcolor.startswith("rgba(") and upper.fillcolor.endswith(",0.22)")
     names = [t.name for t in fig.data]
