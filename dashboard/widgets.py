@@ -286,7 +286,8 @@ def case_files() -> list[tuple[str, bytes]]:
         type=None,  # a DICOM from a PACS often has no extension (or ".dicom", or a UID's last digits)
         accept_multiple_files=True,
         key="case_uploads",
-        help="Any file name: serving recognises a DICOM by its contents and names each file it cannot read.",
+        help="Any file name: serving recognises a DICOM by its contents. A file it cannot read is told by its place "
+        "in this selection (File 3), never by its name.",
     )
     return [(safe_name(u.name, "upload"), u.getvalue()) for u in uploads or []]
 
