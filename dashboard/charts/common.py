@@ -145,7 +145,7 @@ def threshold_gauge(score: float, threshold: float, title: str, bar_colour: str,
         go.Indicator(
             mode="gauge+number",
             value=score,
-            number={"valueformat": ".3f", "font": {"size": 44}},
+            number={"valueformat": ".3f"},  # plotly sizes it to fit inside the arc, however narrow the column
             title={"text": title},
             gauge={
                 "axis": {"range": [0.0, 1.0], "tickformat": ".1f"},
