@@ -163,6 +163,12 @@ def _about(item: CaseFile, error: ApiError) -> str:
     return f"{item.where.capitalize()}: {error.detail}"
 
 
+def _same_as(item: CaseFile, first: CaseFile, refused: RejectedFile) -> RejectedFile:
+    """``item``, whose bytes are ``first``'s, refused as ``first`` was (its model read them once)."""
+    detail = f"{item.where.capitalize()} holds the same bytes as {first.where}, refused for the same reason."
+    return RejectedFile(file=item.where, status=refused.status, error=refused.error, detail=detail)
+
+
 def _rejected(where: str, error: ItemError) -> RejectedFile:
     return RejectedFile(file=where, status=error.status, error=error.error, detail=error.detail)
 
@@ -224,22 +230,27 @@ async def create_cases(
         made: tuple[CaseSummary, bool] = await _db(service.store.add, _new_case(case_id, item, model, prediction))
         return made
 
-    results = await asyncio.gather(*(make(i, f) for i, f in zip(ids, found, strict=True)))
+    firsts: dict[str, CaseFile] = {}
+    for case_id, item in zip(ids, found, strict=True):
+        firsts.setdefault(case_id, item)  # the same bytes twice in one upload (a zip and a file, say): one case
+    results = await asyncio.gather(*(make(i, f) for i, f in firsts.items()))
+    made = dict(zip(firsts, results, strict=True))
     cases: dict[str, CaseSummary] = {}
     created = 0
-    for result in results:
+    for case_id, item in zip(ids, found, strict=True):
+        result, first = made[case_id], firsts[case_id]
         if isinstance(result, RejectedFile):
-            rejected.append(result)
-        else:
+            rejected.append(result if item is first else _same_as(item, first, result))
+        elif case_id not in cases:
             summary, new = result
-            created += int(new and summary.id not in cases)
-            cases[summary.id] = summary
+            created += int(new)
+            cases[case_id] = summary
     if not cases:
         if not rejected:
             raise ApiError(422, "no_files", "The upload holds no file MedLens reads (an empty zip?).")
-        first = rejected[0]
+        problem = rejected[0]
         more = f" ({len(rejected) - 1} more problem(s))" if len(rejected) > 1 else ""
-        raise ApiError(first.status, first.error, f"{first.detail}{more}")
+        raise ApiError(problem.status, problem.error, f"{problem.detail}{more}")
     logger.info("case upload: %d case(s), %d new, %d rejected", len(cases), created, len(rejected))
     return CaseUpload(cases=list(cases.values()), created=created, rejected=rejected)
 

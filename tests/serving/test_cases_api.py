@@ -157,11 +157,13 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
 def test_a_file_its_model_refuses_is_named_by_its_place(client: MedLensClient, mortality_record: bytes) -> None:
     """The others still make cases; the refusal says which file as every refusal does, and what the model said."""
     bad = b"Time,Parameter,Value\n00:00,RecordID,1\n99:99,HR,80\n"
-    made = client.upload_cases([("stay.txt", mortality_record), ("bad.txt", bad)])
+    made = client.upload_cases([("stay.txt", mortality_record), ("bad.txt", bad), ("again.txt", bad)])
     assert len(made.cases) == 1 and [(r.file, r.status, r.error) for r in made.rejected] == [
-        ("file 2", 422, "invalid_series")
+        ("file 2", 422, "invalid_series"),
+        ("file 3", 422, "invalid_series"),
     ]
     assert made.rejected[0].detail.startswith("File 2: line 3: Time '99:99' is not HH:MM"), made.rejected[0].detail
+    assert made.rejected[1].detail == "File 3 holds the same bytes as file 2, refused for the same reason."
 
 
 def _stored_record(case_id: str) -> bytes:
