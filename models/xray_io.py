@@ -108,6 +108,10 @@ def load_xray_file(path: str | Path) -> XrayImage:
     return load_xray_bytes(data, path.name)
 
 
+#: the ISO base media file's major brands of a HEIC/HEIF image (its bytes 8-12, after ``ftyp``)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+
+
 def _load_raster(data: bytes, name: str) -> XrayImage:
     try:
         with warnings.catch_warnings():
@@ -125,6 +129,10 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
             f"{name}: the image has more than {MAX_PIXELS:,} pixels; downsample it before uploading."
         ) from exc
     except UnidentifiedImageError as exc:
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            raise ImageDecodeError(
+                f"{name} is a HEIC/HEIF image (as phones save photographs): export it as JPEG or PNG and upload that."
+            ) from exc
         raise ImageDecodeError(
             f"{name} is not a PNG, JPEG or DICOM image (its contents could not be identified)."
         ) from exc

@@ -531,6 +531,16 @@ def test_an_exif_orientation_is_applied(fmt: str) -> None:
     assert load_xray_bytes(buffer.getvalue(), f"scan.{fmt.lower()}").size == stored.size[::-1]
 
 
+def test_a_heic_photograph_is_named_and_the_way_out_given() -> None:
+    """iPhones save photographs as HEIC, which MedLens does not read: the answer says so, not 'unidentified'."""
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64  # the box an iPhone's HEIC opens with
+    with pytest.raises(ImageDecodeError, match=r"HEIC/HEIF image .* export it as JPEG or PNG"):
+        load_xray_bytes(heic, "IMG_0001.jpeg")
+    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
+    with pytest.raises(ImageDecodeError, match="could not be identified"):
+        load_xray_bytes(mp4, "clip.png")
+
+
 def test_png_named_dcm_decodes_as_png() -> None:
     """The loader's contract: decode an upload 'whatever its file name says'."""
     gray = synthetic_xray(np.random.default_rng(3), pneumonia=False)
