@@ -119,7 +119,8 @@ def _train_cnn(args: argparse.Namespace) -> int:
     card = ModelCard(
         name="cnn",
         version=meta.version,
-        task="Probability of pneumonia on a pediatric chest X-ray (NORMAL vs PNEUMONIA)",
+        task="Pneumonia on a pediatric chest X-ray (NORMAL vs PNEUMONIA): a score that decides the label at the "
+        "threshold, and its calibrated probability",
         created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         data=XRAY_SOURCE,
         data_path=str(data),

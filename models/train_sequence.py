@@ -666,8 +666,8 @@ def train_sequence(
 #: what the model card says of each task
 _CARD_TEXT: dict[str, dict[str, object]] = {
     "sepsis": {
-        "task": "Hourly risk that a patient in the ICU has or will develop sepsis within 6 hours "
-        "(PhysioNet 2019 shifted SepsisLabel), from the record up to that hour",
+        "task": "Sepsis in the ICU, hour by hour: a score that the patient has or will develop sepsis within 6 hours "
+        "(PhysioNet 2019 shifted SepsisLabel), from the record up to that hour, and its calibrated probability",
         "evaluation_dataset": "out-of-fold predictions on all stays (hourly): each stay scored by the fold model "
         "that never saw it; the threshold was also chosen on them",
         "intended_use": "Research and demonstration of early-warning scores: an hourly sepsis risk for adult ICU "
@@ -684,8 +684,8 @@ _CARD_TEXT: dict[str, dict[str, object]] = {
         ],
     },
     "mortality": {
-        "task": "Probability of death in hospital for an adult ICU stay, from its first 48 hours (PhysioNet 2012 "
-        "In-hospital_death); the risk is also given hour by hour as the 48 hours unfold",
+        "task": "Death in hospital for an adult ICU stay, from its first 48 hours (PhysioNet 2012 In-hospital_death): "
+        "a score, and its calibrated probability, also hour by hour as the 48 hours unfold",
         "evaluation_dataset": "out-of-fold predictions on all stays (one per stay, the 48th hour's risk): each stay "
         "scored by the fold model that never saw it; the threshold was also chosen on them",
         "intended_use": "Research and demonstration of ICU outcome prediction: a mortality risk after 48 hours "

@@ -264,7 +264,7 @@ class ImageModelServer(_ModelServer):
         explain: bool = Query(False, description="add a Grad-CAM heatmap (base64 PNG at the image's size)"),
         preview: bool = Query(False, description="add the image as the model read it (base64 PNG, <= 1024 px)"),
     ) -> XrayPrediction:
-        """Probability of pneumonia for one chest X-ray."""
+        """Pneumonia score, label and calibrated probability for one chest X-ray."""
         result: XrayPrediction = await self._answer(file, explain, frozenset({"preview"} if preview else ()))
         return result
 
@@ -299,7 +299,8 @@ class SeriesModelServer(_ModelServer):
         ),
         vitals: bool = Query(False, description="add the vital signs as the model read them, for display"),
     ) -> SepsisPrediction:
-        """Hourly sepsis risk for one ICU stay (one row per hour; a single row, the first hour, is scored too)."""
+        """Hourly sepsis score and calibrated probability for one ICU stay (one row per hour; a single row, the
+        first hour, is scored too)."""
         include = frozenset({"vitals"} if vitals else ())
         result: SepsisPrediction = await self._answer(file, explain, include, explain_hour)
         return result
@@ -332,8 +333,8 @@ class EventsModelServer(_ModelServer):
             False, description="add the variables that drove the 48th hour's risk (integrated gradients; seconds)"
         ),
     ) -> MortalityPrediction:
-        """Risk of death in hospital from the first 48 hours of one ICU stay (the 48th hour's risk), with the risk
-        after each hour and the fold members' band. The record's identifier is never returned."""
+        """Score and calibrated probability of death in hospital from the first 48 hours of one ICU stay (the 48th
+        hour's), with both after each hour and the fold members' band. The record's identifier is never returned."""
         result: MortalityPrediction = await self._answer(file, explain, frozenset())
         return result
 
