@@ -125,13 +125,18 @@ def parse_series_bytes(
         raise SeriesFormatError(f"{name} is empty: it needs a header row and one row per hour.")
     header = lines[0]
     sep = "|" if "|" in header else ("\t" if "\t" in header else ",")
+    if sep == "," and ";" in header and "," not in header:
+        raise SeriesFormatError(
+            f"{name}: the header is separated by semicolons (as spreadsheets set to a European locale export CSV); "
+            "export it with commas between columns and points as the decimal mark, or as a PhysioNet .psv ('|')."
+        )
     names = [c.strip().strip('"') for c in header.split(sep)]
     if len(names) > MAX_COLUMNS:
         raise SeriesFormatError(
             f"{name}: the header has {len(names):,} columns; a PhysioNet 2019 record has {len(FEATURES) + 1} "
             f"(at most {MAX_COLUMNS} are read). Check the separator ('|' or ',') and the header row."
         )
-    duplicated = _duplicates(names)
+    duplicated = _duplicates([c for c in names if c])  # nameless columns: below
     if duplicated:
         raise SeriesFormatError(f"{name}: column(s) {', '.join(repr(c) for c in duplicated)} appear more than once.")
     try:
@@ -147,8 +152,22 @@ def parse_series_bytes(
             )
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
         raise SeriesFormatError(f"{name} could not be parsed as a table ({exc}).") from exc
+    frame = _without_empty_nameless_columns(frame, names, name)
     frame.columns = [str(c).strip() for c in frame.columns]
     return record_from_frame(frame, name, min_hours=min_hours, on_impossible=on_impossible)
+
+
+def _without_empty_nameless_columns(frame: pd.DataFrame, names: list[str], name: str) -> pd.DataFrame:
+    """``frame`` without the columns whose header is blank and whose cells are all empty (the trailing separators a
+    spreadsheet leaves); a blank-headed column that holds a value is refused, by its position."""
+    blank = [i for i, c in enumerate(names) if not c and i < frame.shape[1]]
+    for i in blank:
+        if frame.iloc[:, i].notna().any():
+            raise SeriesFormatError(
+                f"{name}: column {i + 1} has no name in the header but holds values; name it (PhysioNet 2019 "
+                "names) or remove it."
+            )
+    return frame.drop(columns=frame.columns[blank]) if blank else frame
 
 
 def record_from_frame(
@@ -165,10 +184,13 @@ def record_from_frame(
     known = set(FEATURES) | {LABEL}
     unknown = [c for c in columns if c not in known]
     if unknown:
+        by_case = {k.lower(): k for k in known}
+        meant = [f"{by_case[c.lower()]!r} for {c!r}" for c in unknown if c.lower() in by_case]
         raise SeriesFormatError(
             f"{name}: unknown column(s) {', '.join(repr(c) for c in unknown[:10])}"
             f"{' ...' if len(unknown) > 10 else ''}. Use the PhysioNet 2019 names (HR, O2Sat, Temp, SBP, "
-            "MAP, DBP, Resp, ..., Age, Gender, ICULOS; SepsisLabel optional), separated by '|' or ','."
+            "MAP, DBP, Resp, ..., Age, Gender, ICULOS; SepsisLabel optional), separated by '|' or ','"
+            + (f"; names are case-sensitive: {', '.join(meant[:10])}." if meant else ".")
         )
     present = [c for c in FEATURES if c in columns]
     if not present:

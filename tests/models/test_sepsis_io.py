@@ -90,6 +90,27 @@ def test_unknown_column_is_named() -> None:
     assert "HR" in info.value.message and info.value.status_code == 422
 
 
+def test_a_column_name_in_the_wrong_case_is_pointed_out() -> None:
+    with pytest.raises(SeriesFormatError) as info:
+        parse("hr,Temp,iculos,Shoe\n80,37,1,9\n")
+    assert "case-sensitive: 'HR' for 'hr', 'ICULOS' for 'iculos'." in info.value.message, info.value.message
+
+
+def test_semicolons_are_named_with_the_way_out() -> None:
+    """As spreadsheets in a European locale export CSV: semicolons between columns, commas in numbers."""
+    with pytest.raises(SeriesFormatError, match="separated by semicolons") as info:
+        parse("HR;Temp;ICULOS\n80;37,5;1\n")
+    assert "commas between columns and points as the decimal mark" in info.value.message
+
+
+def test_empty_nameless_columns_are_dropped_and_nameless_values_refused() -> None:
+    """Trailing separators, as a spreadsheet leaves them, are not columns; a value under no name is refused."""
+    record = parse("HR,Temp,ICULOS,,\n80,37,1,,\n81,37.2,2,,\n")
+    assert record.values[1, COL["HR"]] == 81 and record.values[1, COL["Temp"]] == pytest.approx(37.2)
+    with pytest.raises(SeriesFormatError, match="column 2 has no name in the header but holds values"):
+        parse("HR,,Temp\n80,5,37\n")
+
+
 def test_duplicated_column_is_named_as_duplicated() -> None:
     with pytest.raises(SeriesFormatError) as info:
         parse("HR,Temp,HR\n80,37,81\n")
