@@ -146,7 +146,7 @@ def threshold_gauge(score: float, threshold: float, title: str, bar_colour: str,
             mode="gauge+number",
             value=score,
             number={"valueformat": ".3f"},  # plotly sizes it to fit inside the arc, however narrow the column
-            title={"text": title},
+            title={"text": title, "font": {"size": 14}},  # fixed: plotly's own size outgrows a narrow column
             gauge={
                 "axis": {"range": [0.0, 1.0], "tickformat": ".1f"},
                 "bar": {"color": bar_colour, "thickness": 0.35},
@@ -159,7 +159,7 @@ def threshold_gauge(score: float, threshold: float, title: str, bar_colour: str,
         )
     )
     fig.add_annotation(
-        text=f"operating threshold {threshold:.3f} ({version})",
+        text=f"operating threshold {threshold:.3f}<br>{version}",  # two short lines: a narrow column shows both
         x=0.5,
         y=-0.08,
         xref="paper",

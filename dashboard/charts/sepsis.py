@@ -244,6 +244,7 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
                     line={"width": 1.5, "color": _VITAL_COLOURS.get(column, GREY)},
                     name=f"{column} ({measured}/{len(values)} h measured)",
                     legendgroup="vitals",
+                    legend="legend2",  # below the figure: the models' legend above stays five rows at any width
                     showlegend=True,
                     hovertemplate=f"{column}<br>hour %{{x}}<br>%{{y:.1f}}<extra></extra>",
                 ),
@@ -312,10 +313,19 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     fig.update_xaxes(title_text="hour of the ICU stay (row)", row=n_vital_rows + 2, col=1)
     fig.update_xaxes(range=[-0.5, max(n_hours - 0.5, 0.5)])
     layout(fig, title="Alert score, calibrated risk and vital signs, hour by hour", height=1150)
-    # the legend (up to six rows) stands above the plot: a top margin that holds it, the title above it
+    # the models' legend (five rows, a column per model) stands above the plot: a top margin that holds it, the
+    # title above it; the vital signs' legend stands below the plot, where plotly widens the margin to hold it
     fig.update_layout(
         hovermode="x",
-        legend={"y": 1.01},
+        legend={"y": 1.035},  # above the score panel's own title
+        legend2={
+            "orientation": "h",
+            "traceorder": "normal",  # one group: side by side, not stacked
+            "yanchor": "top",
+            "y": -0.06,
+            "xanchor": "left",
+            "x": 0.0,
+        },
         margin={"t": 190},
         title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
     )

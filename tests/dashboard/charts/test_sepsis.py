@@ -114,6 +114,17 @@ def test_vitals_frame_fills_what_serving_did_not_send() -> None:
     assert frame["Resp"].isna().all() and frame["MAP"].isna().all()
 
 
+def test_the_vital_signs_legend_stands_below_the_figure(predictions: dict[str, SepsisPrediction]) -> None:
+    """Above the plot, only the models' legend (a column per model, five rows at any width): with the vital signs
+    beside it, a 1024 px window wrapped it to eleven rows over the title and the score panel."""
+    fig = sepsis.sepsis_figure(predictions, selected_hour=3)
+    shown = [t for t in fig.data if t.showlegend is not False]
+    below = {t.name.split(" (")[0] for t in shown if t.legend == "legend2"}
+    assert below == {"HR", "O2Sat", "Temp", "SBP", "MAP", "Resp"} & set(predictions["lstm"].vitals or {})
+    assert below and all(t.legend in (None, "legend") for t in shown if t.name.split(" (")[0] not in below)
+    assert fig.layout.legend2.orientation == "h" and fig.layout.legend2.y < 0
+
+
 def test_sepsis_figure_score_thresholds_and_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
     fig = sepsis.sepsis_figure(predictions, selected_hour=3)
     lstm = trace(fig, "LSTM score")
