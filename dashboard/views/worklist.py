@@ -234,11 +234,18 @@ def _after_review(ids: list[str]) -> str | None:
     note = take_saved_note(case_id)
     if note is None:
         return None  # it left the list another way (a filter changed, another reader)
-    st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
     if not ids:
+        st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
         return f"{note} Case `{case_id[:16]}` has left this list."
-    st.session_state[widgets.OPEN_CASE_KEY] = ids[min(index, len(ids) - 1)]
+    _open_instead(ids[min(index, len(ids) - 1)])
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
+
+
+def _open_instead(case_id: str) -> None:
+    """Open ``case_id`` in place of the open case (a button's callback, before the page runs again): the picker
+    holds it, and the table starts again without a selected row, which would otherwise win."""
+    st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
+    st.session_state[widgets.OPEN_CASE_KEY] = case_id
 
 
 #: rows of the worklist table in view at once
@@ -347,7 +354,28 @@ def render() -> None:
     st.divider()
     if moved_on:  # where the reader looks: above the case that took the reviewed one's place
         st.success(moved_on, icon=":material/check:")
-    st.subheader(f"Case `{case.id[:16]}` · {KIND_WORDS[case.kind]}")
+    title, steps = st.columns([3, 1], vertical_alignment="bottom")
+    title.subheader(f"Case `{case.id[:16]}` · {KIND_WORDS[case.kind]}")
+    index = ids.index(case_id)
+    stepper = steps.container(horizontal=True, horizontal_alignment="right")
+    stepper.button(
+        "Previous",
+        icon=":material/chevron_left:",
+        key="worklist_previous",
+        disabled=index == 0,
+        on_click=_open_instead,
+        args=(ids[max(index - 1, 0)],),
+        help="The case above this one in the list.",
+    )
+    stepper.button(
+        "Next",
+        icon=":material/chevron_right:",
+        key="worklist_next",
+        disabled=index == len(ids) - 1,
+        on_click=_open_instead,
+        args=(ids[min(index + 1, len(ids) - 1)],),
+        help="The case below this one in the list (the last of a page: the next page, above the table).",
+    )
     if isinstance(case.prediction, XrayPrediction):
         _show_xray(case, case.prediction)
     elif isinstance(case.prediction, MortalityPrediction):

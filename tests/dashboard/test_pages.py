@@ -305,6 +305,35 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
 
 
 @pytest.mark.serve
+def test_previous_and_next_step_through_the_list(serving_env: str) -> None:
+    """A reader working through the list without reviewing each case: the case above or below, in the list's
+    order, without going back to the table or the picker."""
+    client = MedLensClient(serving_env)
+    stays = [
+        f"HR,Temp,ICULOS\n{70 + i},36.{i},1\n{60 + int.from_bytes(os.urandom(2), 'big') % 90},36.5,2\n".encode()
+        for i in range(3)
+    ]
+    client.upload_cases([(f"stay{i}.csv", stay) for i, stay in enumerate(stays)])
+    at = _page("views/worklist.py")
+    at.selectbox(key="worklist_status").select("all").run()
+    listed = [c.id for c in client.worklist(WorklistQuery(status="all", limit=200)).cases]
+    assert len(listed) >= 3
+
+    def opened() -> str:
+        assert not at.exception, at.exception
+        (shown,) = [h.value for h in at.subheader if h.value.startswith("Case `")]
+        return shown.split("`")[1]
+
+    at.selectbox(key="worklist_open_case").select(listed[1]).run()
+    assert opened() == listed[1][:16]
+    at.button(key="worklist_previous").click().run()
+    assert opened() == listed[0][:16] and at.button(key="worklist_previous").disabled
+    at.button(key="worklist_next").click().run()
+    at.button(key="worklist_next").click().run()
+    assert opened() == listed[2][:16] and at.button(key="worklist_next").disabled == (len(listed) == 3)
+
+
+@pytest.mark.serve
 def test_a_worklist_longer_than_a_page_is_paged(serving_env: str) -> None:
     """The table showed the first 200 cases and said how many there were, with no way to the rest."""
     client = MedLensClient(serving_env)
