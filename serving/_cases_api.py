@@ -134,8 +134,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
         unkept: Any = {"top_features"}  # pydantic's exclude: a set of fields, or a mapping into lists
     else:
         assert isinstance(prediction, SepsisPrediction)
-        # a stay's case is its highest-scoring hour (the first of equals): its score and calibrated probability
-        top = max(prediction.hours, key=lambda h: h.probability, default=None)
+        top = prediction.peak  # a stay's case is its highest-scoring hour: its score and calibrated probability
         kind = "sepsis"
         risk, calibrated = (0.0, None) if top is None else (top.probability, top.calibrated_probability)
         label = "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
@@ -234,11 +233,11 @@ async def create_cases(
     for case_id, item in zip(ids, found, strict=True):
         firsts.setdefault(case_id, item)  # the same bytes twice in one upload (a zip and a file, say): one case
     results = await asyncio.gather(*(make(i, f) for i, f in firsts.items()))
-    made = dict(zip(firsts, results, strict=True))
+    by_id = dict(zip(firsts, results, strict=True))
     cases: dict[str, CaseSummary] = {}
     created = 0
     for case_id, item in zip(ids, found, strict=True):
-        result, first = made[case_id], firsts[case_id]
+        result, first = by_id[case_id], firsts[case_id]
         if isinstance(result, RejectedFile):
             rejected.append(result if item is first else _same_as(item, first, result))
         elif case_id not in cases:

@@ -350,6 +350,12 @@ class SepsisPrediction(_Schema):
         default=None, description="with `vitals=true`, when the file carries SepsisLabel: its value per row"
     )
 
+    @property
+    def peak(self) -> HourRisk | None:
+        """The highest-scoring hour (the first of equals), which a stay's case and summary stand for; None: no
+        hour."""
+        return max(self.hours, key=lambda h: h.probability, default=None)
+
 
 # -- ICU in-hospital mortality (PhysioNet 2012 records) ------------------------------------------------------
 MortalityLabel = Literal["SURVIVED", "DIED_IN_HOSPITAL"]

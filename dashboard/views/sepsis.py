@@ -101,7 +101,7 @@ def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
     tiles = st.container(horizontal=True)  # tiles wrap where they do not fit side by side (st.columns cuts them)
     for model, prediction in predictions.items():
         alert = first_alert(prediction)
-        peak = max(prediction.hours, key=lambda h: h.probability, default=None)
+        peak = prediction.peak
         said = "" if peak is None else f"; peak score {peak.probability:.3f} at hour {peak.hour}"
         if peak is not None and peak.calibrated_probability is not None:
             said += f" (calibrated risk {peak.calibrated_probability:.1%})"

@@ -235,7 +235,7 @@ def _after_review(ids: list[str]) -> str | None:
     if note is None:
         return None  # it left the list another way (a filter changed, another reader)
     if not ids:
-        st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
+        _fresh_table()
         return f"{note} Case `{case_id[:16]}` has left this list."
     _open_instead(ids[min(index, len(ids) - 1)])
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
@@ -244,8 +244,13 @@ def _after_review(ids: list[str]) -> str | None:
 def _open_instead(case_id: str) -> None:
     """Open ``case_id`` in place of the open case (a button's callback, before the page runs again): the picker
     holds it, and the table starts again without a selected row, which would otherwise win."""
-    st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
+    _fresh_table()
     st.session_state[widgets.OPEN_CASE_KEY] = case_id
+
+
+def _fresh_table() -> None:
+    """A new generation of the table: it is drawn again with no row selected."""
+    st.session_state[_TABLE_GENERATION] = st.session_state.get(_TABLE_GENERATION, 0) + 1
 
 
 #: rows of the worklist table in view at once
