@@ -419,7 +419,12 @@ def mortality_input(cases: Sequence[MortalityDemo]) -> SelectedInput | None:
         args=(state_key, "demo"),
         disabled=not cases,
     )
-    if example.button("Use the built-in example record", icon=":material/description:", key="mortality_example"):
+    if example.button(
+        "Example record",
+        icon=":material/description:",
+        key="mortality_example",
+        help="A built-in record, made up: no patient. It works without the data directory.",
+    ):
         st.session_state[state_key] = "example"
     source = st.session_state.get(state_key)
     if uploaded is not None and source == "upload":

@@ -12,14 +12,14 @@ from dashboard.charts.common import layout
 from serving.schemas import Agreement, CaseSummary, Review, Worklist
 
 #: each kind of case as the worklist says it
-KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU record (sepsis)", "mortality": "ICU record (mortality)"}
+KIND_WORDS = {"xray": "chest X-ray", "sepsis": "ICU sepsis", "mortality": "ICU mortality"}
 #: what the table says a model said of an input it flags as out of distribution
 WITHHELD = "label withheld"
 #: the verdict column of a review that gave only the reader's own label (the model's label was withheld)
 OWN_LABEL_ONLY = "none (own label)"
 #: the worklist table's columns, in order
 WORKLIST_COLUMNS = (
-    "case", "kind", "flags", "risk", "score", "threshold", "model says", "status", "reviews", "last verdict",
+    "case", "kind", "flags", "risk", "score", "model says", "status", "reviews", "threshold", "last verdict",
     "created (UTC)", "model version",
 )  # fmt: skip
 

@@ -112,7 +112,7 @@ def render() -> None:
     titles = {m: model_title(m) for m in MORTALITY_MODELS}
     model = widgets.model_radio(MORTALITY_MODELS, titles, key="mortality_model", label="Model")
     if selected is None:
-        st.info("Upload a PhysioNet 2012 record (.txt), pick a demo stay, or use the built-in example record.")
+        st.info("Upload a PhysioNet 2012 record (.txt), pick a demo stay, or press Example record.")
         return
     explain = widgets.explain_toggle("mortality_explain")
     prediction = _prediction(selected, model, explain)
@@ -123,17 +123,16 @@ def render() -> None:
     for warning in prediction.warnings:
         st.warning(warning, icon=":material/warning:")
     _summary(prediction)
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.plotly_chart(trajectory_figure(prediction), key="mortality_trajectory", config={"displaylogo": False})
-        st.caption(
-            "Each point is the score from the hours read up to then; the stay's prediction is the 48th hour's "
-            "(diamond). Dotted curve: the calibrated risk. Shaded band: the model's fold members, lowest to "
-            "highest, hour by hour. Dashed line: the model's threshold, on the score."
-        )
-    with right:
-        st.plotly_chart(score_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
-        st.table(stay_table(prediction).set_index("field"))
+    # The trajectory takes the page's width: beside the gauge, a 1024 px window cut its title and subtitle.
+    st.plotly_chart(trajectory_figure(prediction), key="mortality_trajectory", config={"displaylogo": False})
+    st.caption(
+        "Each point is the score from the hours read up to then; the stay's prediction is the 48th hour's "
+        "(diamond). Dotted curve: the calibrated risk. Shaded band: the model's fold members, lowest to "
+        "highest, hour by hour. Dashed line: the model's threshold, on the score."
+    )
+    gauge, stay = st.columns(2, gap="large")
+    gauge.plotly_chart(score_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
+    stay.table(stay_table(prediction).set_index("field"))
     if explain:
         figure = contributions_figure(prediction)
         if figure is None:

@@ -289,7 +289,9 @@ def render() -> None:
     ids = [c.id for c in worklist.cases]
     moved_on = _after_review(ids)
     # Refresh on the left: the table's toolbar shows above its top right corner, where it covered the button
-    refresh, said = st.columns([1, 5], vertical_alignment="center")
+    # a row, not columns: a column's share of a 1024 px window cut the button's word
+    row = st.container(horizontal=True, vertical_alignment="center")
+    refresh, said = row.container(width="content"), row.container()
     refresh.button("Refresh", icon=":material/refresh:", key="worklist_refresh", help="Read the list again.")
     if not worklist.cases:
         st.session_state[_OPEN] = None
@@ -312,10 +314,10 @@ def render() -> None:
         height=_HEADER_PX + _ROW_PX * min(len(table), TABLE_ROWS) + 2,
         row_height=_ROW_PX,
         column_config={
-            # widths in px: "out of distribution" and "ICU record (mortality)" read whole, and the row up to its
-            # status fits the page beside the sidebar (the later columns scroll)
-            "case": st.column_config.TextColumn("case", width=140),
-            "kind": st.column_config.TextColumn("kind", width=155),
+            # widths in px: "out of distribution" and "ICU mortality" read whole, and the row up to its status
+            # fits a 1280 px window beside the sidebar; the later columns scroll, the case id pinned beside them
+            "case": st.column_config.TextColumn("case", width=140, pinned=True),
+            "kind": st.column_config.TextColumn("kind", width=110),
             "flags": st.column_config.TextColumn("flags", width=135),
             "risk": st.column_config.ProgressColumn(  # as the score's: a blank cell, never "None", when absent
                 "risk",
@@ -341,6 +343,8 @@ def render() -> None:
                 width="small",
                 help="The model's threshold on this score: at or above it, its label.",
             ),
+            "model says": st.column_config.TextColumn("model says", width=110),  # "label withheld" whole
+            "status": st.column_config.TextColumn("status", width=90),
             "reviews": st.column_config.NumberColumn("reviews", width="small"),
         },
     )

@@ -264,7 +264,7 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert made.id[:16] in table["case"].tolist()
-    assert list(table.columns)[:7] == ["case", "kind", "flags", "risk", "score", "threshold", "model says"]
+    assert list(table.columns)[:7] == ["case", "kind", "flags", "risk", "score", "model says", "status"]
     row = table.set_index("case").loc[made.id[:16]]  # the calibrated risk beside the score, as serving stored them
     assert made.calibrated_risk is not None and row["risk"] == pytest.approx(made.calibrated_risk)
     assert row["score"] == pytest.approx(made.risk)
@@ -558,11 +558,11 @@ def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     at.selectbox(key="worklist_kind").select("mortality").run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert made.id[:16] in table["case"].tolist() and set(table["kind"]) == {"ICU record (mortality)"}
+    assert made.id[:16] in table["case"].tolist() and set(table["kind"]) == {"ICU mortality"}
     at.selectbox(key="worklist_open_case").select(made.id).run()
     assert not at.exception, at.exception
     assert not _errors(at)
-    assert any(made.id[:16] in h.value and "ICU record (mortality)" in h.value for h in at.subheader)
+    assert any(made.id[:16] in h.value and "ICU mortality" in h.value for h in at.subheader)
     trajectory, gauge = _figures(at)
     assert len(next(t for t in trajectory["data"] if t.get("name") == "LSTM score")["x"]) == 48
     assert gauge["data"][0]["value"] == pytest.approx(made.risk)
@@ -725,7 +725,7 @@ def test_mortality_page(serving_env: str) -> None:
     at = _page("views/mortality.py")
     assert at.title[0].value == "ICU mortality"
     assert not _errors(at)
-    assert any("built-in example" in i.value for i in at.info)
+    assert any("Example record" in i.value for i in at.info)
     assert at.radio(key="mortality_model").value == "mortality-lstm"
     client = MedLensClient(serving_env)
 

@@ -28,7 +28,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
         total=4,
     )
     table = worklist_table(worklist)
-    assert list(table.columns[:7]) == ["case", "kind", "flags", "risk", "score", "threshold", "model says"]
+    assert list(table.columns[:7]) == ["case", "kind", "flags", "risk", "score", "model says", "status"]
     assert list(table["last verdict"]) == [""] * 4
     reviewed = [
         _case(1, in_distribution=False, status="reviewed", reviews=1),  # the reader's own label, no verdict
@@ -37,7 +37,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     assert list(worklist_table(Worklist(cases=reviewed, total=2))["last verdict"]) == ["none (own label)", "disagree"]
     assert list(table["case"]) == [f"{n:064x}"[:16] for n in (1, 2, 3, 4)]
     assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
-    assert list(table["kind"]) == ["chest X-ray", "ICU record (sepsis)", "ICU record (mortality)", "chest X-ray"]
+    assert list(table["kind"]) == ["chest X-ray", "ICU sepsis", "ICU mortality", "chest X-ray"]
     # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
     assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
     # and so are its score and risk (serving keeps them); every other case shows its own, the risk where the
@@ -52,7 +52,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
 def test_case_label_names_kind_and_answer_but_not_a_withheld_one() -> None:
     assert case_label(_case(4, in_distribution=True)) == f"{4:064x}"[:16] + " · chest X-ray · PNEUMONIA 0.90"
     sepsis = _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT", risk=0.613)
-    assert case_label(sepsis).endswith(" · ICU record (sepsis) · SEPSIS ALERT 0.61")
+    assert case_label(sepsis).endswith(" · ICU sepsis · SEPSIS ALERT 0.61")
     withheld = case_label(_case(1, in_distribution=False))
     assert withheld.endswith(" · chest X-ray · label withheld") and "0.9" not in withheld
 
