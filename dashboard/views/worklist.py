@@ -343,7 +343,7 @@ def render() -> None:
                 width="small",
                 help="The model's threshold on this score: at or above it, its label.",
             ),
-            "model says": st.column_config.TextColumn("model says", width=110),  # "label withheld" whole
+            "model says": st.column_config.TextColumn("model says", width=130),  # "DIED IN HOSPITAL" whole
             "status": st.column_config.TextColumn("status", width=90),
             "reviews": st.column_config.NumberColumn("reviews", width="small"),
         },
