@@ -374,7 +374,8 @@ def render() -> None:
         disabled=index == 0,
         on_click=_open_instead,
         args=(ids[max(index - 1, 0)],),
-        help="The case above this one in the list.",
+        shortcut="K",  # not while typing in a field (Streamlit skips shortcuts there)
+        help="The case above this one in the list (key K).",
     )
     stepper.button(
         "Next",
@@ -383,7 +384,8 @@ def render() -> None:
         disabled=index == len(ids) - 1,
         on_click=_open_instead,
         args=(ids[min(index + 1, len(ids) - 1)],),
-        help="The case below this one in the list (the last of a page: the next page, above the table).",
+        shortcut="J",
+        help="The case below this one in the list (key J; the last of a page: the next page, above the table).",
     )
     if isinstance(case.prediction, XrayPrediction):
         _show_xray(case, case.prediction)

@@ -387,6 +387,13 @@ def test_worklist_lists_the_shared_cases(
         assert any(said in text for said in ("vs operating threshold", "first alert", "LABEL WITHHELD"))
         assert all(p.stem not in text for p in added), "a file name reached the page"
         _screenshot(page, "worklist")
+        # J and K step down and up the list from the keyboard, as Next and Previous do
+        second = client.worklist(WorklistQuery(status="unreviewed")).cases[1]
+        for key, case in (("j", second), ("k", most_urgent)):
+            page.locator("h3", has_text="Case").first.click()  # the keys go to the page, not to a field
+            page.keyboard.press(key)
+            page.locator("h3", has_text=f"Case {case.id[:16]}").wait_for(timeout=RESULT_TIMEOUT_MS)
+            idle(page)
         # every review, as a file the reader's browser saves: fetched from serving when clicked
         page.get_by_text("Export every review").click()
         for button, check in (
