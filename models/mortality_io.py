@@ -148,7 +148,8 @@ def _unit(param: str) -> str:
 def _minutes(time: str, name: str, line: int) -> int:
     """``HH:MM`` -> minutes since admission; anything else is refused with the line."""
     hh, sep, mm = time.partition(":")
-    if sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(mm) < 60:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    if sep and hh.isascii() and hh.isdigit() and mm.isascii() and mm.isdigit() and len(mm) == 2 and int(mm) < 60:
         return int(hh) * 60 + int(mm)
     if time.startswith("-"):
         raise SeriesFormatError(
@@ -430,7 +431,7 @@ def load_outcomes(path: str | Path) -> dict[str, int]:
                 f"{path.name}: line {line} has {len(cells)} field(s); the header has {len(header)}."
             )
         record_id, label = cells[id_col], cells[label_col]
-        if not record_id.isdigit():
+        if not (record_id.isascii() and record_id.isdigit()):
             raise SeriesFormatError(f"{path.name}: line {line}: RecordID {record_id[:40]!r} is not a whole number.")
         if label not in {"0", "1"}:
             raise SeriesFormatError(

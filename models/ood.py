@@ -53,7 +53,7 @@ def header_reason(fields: Mapping[str, str]) -> str | None:
     if body_part and body_part != "CHEST":
         return f"DICOM BodyPartExamined is {body_part}, not CHEST"
     frames = fields.get("NumberOfFrames", "").strip()
-    if frames and frames.isdigit() and int(frames) > 1:
+    if frames.isascii() and frames.isdigit() and int(frames) > 1:
         return f"DICOM holds {int(frames)} frames, not a single radiograph"
     return None
 

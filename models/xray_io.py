@@ -219,6 +219,7 @@ _MALFORMED_DICOM = (
     OverflowError,
     NotImplementedError,  # an unknown VR
     struct.error,
+    RecursionError,  # sequences nested hundreds deep (pydicom reads them recursively)
 )
 
 
@@ -438,7 +439,8 @@ def study_year(value: object) -> str | None:
     """The year of a DICOM date (DA, ``YYYYMMDD``; older files write ``YYYY.MM.DD``), or None when it holds
     none. Never the month or the day."""
     text = str(value or "").strip()
-    return text[:4] if len(text) >= 4 and text[:4].isdigit() and 1800 <= int(text[:4]) <= 2200 else None
+    year = text[:4]
+    return year if len(year) == 4 and year.isascii() and year.isdigit() and 1800 <= int(year) <= 2200 else None
 
 
 def iter_image_files(root: str | Path) -> Iterator[Path]:

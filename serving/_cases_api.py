@@ -21,7 +21,7 @@ from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from models.mortality_io import without_record_id
-from serving._casefiles import CaseFile, Rejected, ZipLimits, classify
+from serving._casefiles import CaseFile, Rejected, Unpacked, ZipLimits, classify
 from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
 from serving._settings import CaseArgs
@@ -168,6 +168,17 @@ def _same_as(item: CaseFile, first: CaseFile, refused: RejectedFile) -> Rejected
     return RejectedFile(file=item.where, status=refused.status, error=refused.error, detail=detail)
 
 
+def _classified(
+    where: str, name: str | None, data: bytes, limits: ZipLimits, unpacked: Unpacked
+) -> list[CaseFile | Rejected]:
+    return list(classify(where, name, data, limits, unpacked))
+
+
+def _case_ids(found: list[CaseFile]) -> list[str]:
+    """Each case file's id: the SHA-256 of its bytes."""
+    return [hashlib.sha256(f.data).hexdigest() for f in found]
+
+
 def _rejected(where: str, error: ItemError) -> RejectedFile:
     return RejectedFile(file=where, status=error.status, error=error.error, detail=error.detail)
 
@@ -196,6 +207,7 @@ async def create_cases(
     )
     found: list[CaseFile] = []
     rejected: list[RejectedFile] = []
+    unpacked = Unpacked()  # one budget for all the upload's zips
     for index, upload in enumerate(file, start=1):
         data = await read_upload(
             upload,
@@ -203,7 +215,9 @@ async def create_cases(
             if not (upload.filename or "").lower().endswith(".zip")
             else int(args.max_request_mb * 1024 * 1024),
         )
-        for item in classify(f"file {index}", upload.filename, data, limits):
+        # unpacking and hashing off the event loop: the ingress's other routes answer meanwhile
+        items = await asyncio.to_thread(_classified, f"file {index}", upload.filename, data, limits, unpacked)
+        for item in items:
             if isinstance(item, Rejected):
                 rejected.append(_rejected(item.where, item.error))
             else:
@@ -212,7 +226,7 @@ async def create_cases(
             raise ApiError(
                 413, "too_many_files", f"More than {args.max_files} files in one case upload: send them in several."
             )
-    ids = [hashlib.sha256(f.data).hexdigest() for f in found]
+    ids = await asyncio.to_thread(_case_ids, found)
     existing: dict[str, CaseSummary] = await _db(service.store.existing, list(set(ids)))
     gate = asyncio.Semaphore(args.concurrency)
 
@@ -342,7 +356,7 @@ async def explain_case(
         )
     if source.data is None:
         why = (
-            "keeps no image (its DICOM says text is burned into the pixels)"
+            "keeps no image (its DICOM does not rule out text burned into the pixels)"
             if source.kind == "xray"
             else "was stored before MedLens kept each case's record"
         )

@@ -204,7 +204,7 @@ async def read_upload(file: UploadFile, limit_bytes: int) -> bytes:
 
 
 def too_large(size: int | None, limit_bytes: int) -> ApiError:
-    have = f"is {size / 1e6:.1f} MB" if size is not None else "is larger than that"
+    have = f"is {size / 1024 / 1024:.1f} MiB" if size is not None else "is larger than that"
     return ApiError(
         413,
         "payload_too_large",

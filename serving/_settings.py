@@ -69,7 +69,9 @@ class CaseArgs(_Args):
     max_request_mb: PositiveFloat = Field(100.0, description="a case upload (all its files together) above this: 413")
     max_files: PositiveInt = Field(200, description="files per case upload, a zip's members counted")
     max_zip_members: PositiveInt = Field(1000, description="entries of one .zip (directories included)")
-    max_unzipped_mb: PositiveFloat = Field(200.0, description="bytes of one .zip once unpacked, declared or actual")
+    max_unzipped_mb: PositiveFloat = Field(
+        200.0, description="MiB of a case upload's .zip files once unpacked, all together, declared or actual"
+    )
     concurrency: PositiveInt = Field(4, description="predictions in flight at once for one case upload")
 
 

@@ -282,9 +282,11 @@ class XrayPrediction(_Schema):
 
     @property
     def burned_in(self) -> bool:
-        """The DICOM says text that may identify the patient is burned into its pixels (``BurnedInAnnotation``
-        YES): a case keeps no copy of them."""
-        return (self.dicom or {}).get("BurnedInAnnotation", "").strip().upper() == "YES"
+        """Text that may identify the patient may be burned into the pixels: a case keeps no copy of them. Fails
+        closed: any ``BurnedInAnnotation`` but NO counts (YES, a lower-case "yes" the header cannot hold legibly, a
+        multi-valued or malformed one); a DICOM without the field, or an image that is no DICOM, does not."""
+        said = (self.dicom or {}).get("BurnedInAnnotation")
+        return said is not None and said.strip().upper() != "NO"
 
 
 class FeatureContribution(_Schema):

@@ -116,6 +116,24 @@ def truncated_dicom() -> bytes:
     return data[: len(data) // 2]
 
 
+def nested_sequence(depth: int) -> bytes:
+    """A private sequence (0009,1010) of undefined length whose one item holds the next, ``depth`` deep (explicit
+    VR little endian): 16 bytes a level."""
+    opened = struct.pack("<HH2sHI", 0x0009, 0x1010, b"SQ", 0, 0xFFFFFFFF) + struct.pack(
+        "<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF
+    )
+    closed = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    return opened * depth + closed * depth
+
+
+def deep_dicom(data: bytes | None = None, depth: int = 300) -> bytes:
+    """A DICOM (explicit VR little endian; by default a real radiograph) with :func:`nested_sequence` just before
+    its PatientName: pydicom reads sequences recursively, and 300 levels exhaust Python's stack."""
+    data = _dicom_bytes(_radiograph()) if data is None else data
+    at = data.index(b"\x10\x00\x10\x00PN")
+    return data[:at] + nested_sequence(depth) + data[at:]
+
+
 def xray_corpus() -> Iterator[Hostile]:
     yield Hostile("png claiming 100000 x 100000.png", png_claiming(100_000, 100_000), "xray", frozenset({413, 415}))
     yield Hostile("png bomb 12000 x 12000.png", png_bomb(), "xray", frozenset({413}))
@@ -129,6 +147,7 @@ def xray_corpus() -> Iterator[Hostile]:
     yield Hostile("dicom with the wrong transfer syntax.dcm", wrong_syntax_dicom(), "xray", frozenset({415, 422}))
     yield Hostile("dicom with an executable preamble.dcm", polyglot_dicom(), "xray", frozenset({422}))
     yield Hostile("truncated dicom.dcm", truncated_dicom(), "xray", frozenset({415, 422}))
+    yield Hostile("dicom with sequences nested 300 deep.dcm", deep_dicom(), "xray", frozenset({415}))
     with warnings.catch_warnings():  # offline: pydicom warns that it could not download more test files
         warnings.simplefilter("ignore", UserWarning)
         local = sorted(get_testdata_files("*.dcm"))

@@ -59,16 +59,21 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 
 
-#: how serving's refusal of a case file begins (serving.schemas.RejectedFile.detail: "File 3, member 2 is ...")
-_FILE_NUMBER = re.compile(r"File (\d+)")
+#: how serving's refusal of a case file begins (serving.schemas.RejectedFile.detail: "File 3, member 2 is ..."),
+#: and how it names an earlier file of the same request ("File 3 holds the same bytes as file 2, ...")
+_FILE_NUMBER = re.compile(r"^File (\d+)|(?<=the same bytes as )file (\d+)")
 
 
 def counted_from(start: int, detail: str) -> str:
     """Serving's refusal of a file sent in a request that began at file ``start`` (0-based) of the reader's
     selection: serving counts the files of one request, the reader those of the selection. Names are never
     shown: a file's name may carry a patient's (``dashboard.backend.safe_name``)."""
-    number = _FILE_NUMBER.match(detail)
-    return detail if number is None else f"File {start + int(number[1])}{detail[number.end() :]}"
+
+    def renumbered(found: re.Match[str]) -> str:
+        word, number = ("File", found[1]) if found[1] else ("file", found[2])
+        return f"{word} {start + int(number)}"
+
+    return _FILE_NUMBER.sub(renumbered, detail)
 
 
 def case_label(case: CaseSummary) -> str:

@@ -91,8 +91,9 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
                 heatmap = XrayDisplay.from_prediction(explained).heatmap
         if display.pixels is None and prediction.burned_in:
             st.info(
-                "The DICOM says text that may identify the patient is burned into its pixels (BurnedInAnnotation "
-                "YES), so MedLens kept no copy of its image. Open the study in your PACS.",
+                "The DICOM does not say its pixels are free of burned-in text that may identify the patient "
+                f"(BurnedInAnnotation: {(prediction.dicom or {}).get('BurnedInAnnotation')}), so MedLens kept no "
+                "copy of its image. Open the study in your PACS.",
                 icon=":material/hide_image:",
             )
         elif display.pixels is None:

@@ -120,8 +120,9 @@ def render() -> None:
             opacity = widgets.opacity_slider()
         if pred.burned_in:
             st.info(
-                "The DICOM says text that may identify the patient is burned into its pixels (BurnedInAnnotation "
-                "YES): it is shown to you here, and a case made of it keeps no copy of its image.",
+                "The DICOM does not say its pixels are free of burned-in text that may identify the patient "
+                f"(BurnedInAnnotation: {(pred.dicom or {}).get('BurnedInAnnotation')}): it is shown to you here, "
+                "and a case made of it keeps no copy of its image.",
                 icon=":material/hide_image:",
             )
         if case.pixels is None:

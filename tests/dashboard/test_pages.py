@@ -451,7 +451,7 @@ def test_a_case_with_burned_in_text_says_why_it_has_no_image(serving_env: str, d
     at.text_input(key="worklist_id_prefix").input(made.id[:16]).run()
     at.selectbox(key="worklist_open_case").select(made.id).run()
     assert not at.exception, at.exception
-    assert any("burned into its pixels" in i.value and "kept no copy" in i.value for i in at.info)
+    assert any("BurnedInAnnotation: YES" in i.value and "kept no copy" in i.value for i in at.info)
     assert not any("no stored image" in w.value for w in at.warning)
 
 

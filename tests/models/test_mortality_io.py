@@ -233,6 +233,7 @@ def test_wrong_header(head: str) -> None:
         ("7 min,HR,73\n", "Time '7 min' is not HH:MM"),
         ("00:60,HR,73\n", "Time '00:60' is not HH:MM"),
         ("00:07:30,HR,73\n", "is not HH:MM"),
+        ("0\u00b2:00,HR,73\n", "Time '0\u00b2:00' is not HH:MM"),  # '²' is a digit to str.isdigit, not to int()
         ("-00:05,HR,73\n", "Time '-00:05' is negative"),
         ("00:07,HeartRate,73\n", "unknown Parameter 'HeartRate'. Accepted: RecordID, Age"),
         ("00:07,hr,73\n", "case-sensitive"),
@@ -316,6 +317,7 @@ def test_outcomes(tmp_path: Path) -> None:
         (OUTCOMES_HEAD + "132539,6,1,5,-1\n", "line 2 has 5 field(s)"),
         (OUTCOMES_HEAD + "132539,6,1,5,-1,yes\n", "In-hospital_death is 'yes'; it must be 0"),
         (OUTCOMES_HEAD + "x1,6,1,5,-1,0\n", "RecordID 'x1' is not a whole number"),
+        (OUTCOMES_HEAD + "1\u00b2,6,1,5,-1,0\n", "RecordID '1\u00b2' is not a whole number"),
         (OUTCOMES_HEAD + "132539,6,1,5,-1,0\n132539,6,1,5,-1,1\n", "listed twice with different outcomes"),
     ],
 )

@@ -60,6 +60,7 @@ def probes() -> tuple[list, list, list]:
         ({"Modality": "CR", "BodyPartExamined": "CHEST"}, None),
         ({"Modality": "DX"}, None),  # no body part: no evidence either way
         ({"NumberOfFrames": "1"}, None),
+        ({"NumberOfFrames": "\u00b3"}, None),  # '³' is a digit to str.isdigit, not to int(): no evidence, no crash
         ({}, None),  # PNG / JPEG: no header
     ],
 )

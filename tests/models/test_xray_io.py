@@ -28,7 +28,7 @@ from models.xray_io import (
     patient_id,
     study_year,
 )
-from tests.hostile import png_claiming
+from tests.hostile import deep_dicom, png_claiming
 from tests.models.conftest import synthetic_xray
 
 
@@ -272,7 +272,15 @@ def test_dicom_identity_of_what_holds_none_or_is_no_dicom() -> None:
 
 @pytest.mark.parametrize(
     ("value", "year"),
-    [("20240102", "2024"), ("2024.01.02", "2024"), ("", None), ("abcd0102", None), ("0000", None), (None, None)],
+    [
+        ("20240102", "2024"),
+        ("2024.01.02", "2024"),
+        ("", None),
+        ("abcd0102", None),
+        ("0000", None),
+        (None, None),
+        ("\u00b2\u2070\u00b2\u20740102", None),  # superscript digits: digits to str.isdigit, not to int()
+    ],
 )
 def test_study_year(value: str | None, year: str | None) -> None:
     assert study_year(value) == year
@@ -413,6 +421,17 @@ def test_broken_dicom_pixel_data_is_an_input_error() -> None:
     data = make_dicom(half_ramp(), rows=128, columns=128)  # header says 128x128, data holds 64x64
     with pytest.raises(MedLensInputError):
         load_xray_bytes(data, "short.dcm")
+
+
+def test_sequences_nested_hundreds_deep_are_a_malformed_dicom() -> None:
+    """pydicom reads sequences recursively: 300 levels (a 10 KB file) exhaust Python's stack. Both readers say the
+    file is not a readable DICOM (serving answers 415), as for any other malformed header."""
+    data = make_dicom(half_ramp(), identifiers=True)
+    deep = deep_dicom(data)  # the nesting stands before the identifiers
+    with pytest.raises(ImageDecodeError, match="not a readable DICOM file"):
+        load_xray_bytes(deep, "deep.dcm")
+    assert dicom_identity(deep) is None
+    assert dicom_identity(deep_dicom(data, depth=3)) == dicom_identity(data)  # a few levels: read
 
 
 # ----------------------------------------------------------------------------------------------------------

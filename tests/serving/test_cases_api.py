@@ -25,6 +25,7 @@ import httpx
 import pydicom
 import pytest
 
+from models.xray_io import UNREADABLE
 from serving.client import MedLensClient, ServingError
 from serving.schemas import MortalityPrediction, ReviewIn, SepsisPrediction, WorklistQuery, XrayPrediction
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
@@ -218,7 +219,7 @@ def test_a_case_is_explained_again_from_what_it_keeps(
     assert not client.case(burned.id).explainable
     with pytest.raises(ServingError) as refused:
         client.case_explanation(burned.id)
-    assert refused.value.status == 409 and "burned into the pixels" in refused.value.detail
+    assert refused.value.status == 409 and "text burned into the pixels" in refused.value.detail
     with pytest.raises(ServingError) as unknown:
         client.case_explanation("0" * 64)
     assert unknown.value.status == 404
@@ -284,17 +285,19 @@ def test_a_dicom_case_keeps_no_identifier(
 
 def test_a_dicom_with_burned_in_text_keeps_no_pixels(client: MedLensClient, dicom_path: Path) -> None:
     """BurnedInAnnotation YES: text that may identify the patient is in the pixels, so the case keeps none of
-    them (the answer still says what the model read, and says why there is no image)."""
+    them (the answer still says what the model read, and says why there is no image). Any other value but NO
+    counts as YES: a lower-case "yes" (not a legible CS value) or a multi-valued one."""
     ds = pydicom.dcmread(dicom_path)
-    ds.BurnedInAnnotation = "YES"
-    ds.SeriesDescription = uuid.uuid4().hex  # new bytes: a case no other test made
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    made = client.upload_cases([("burned.dcm", buffer.getvalue())]).cases[0]
-    case = client.case(made.id)
-    assert isinstance(case.prediction, XrayPrediction) and case.prediction.burned_in
-    assert case.prediction.dicom and case.prediction.dicom["BurnedInAnnotation"] == "YES"
-    assert case.prediction.preview_png is None
+    for said, shown in (("YES", "YES"), ("yes", UNREADABLE), (["YES", "NO"], "YES x NO")):
+        ds.BurnedInAnnotation = said
+        ds.SeriesDescription = uuid.uuid4().hex  # new bytes: a case no other test made
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        made = client.upload_cases([("burned.dcm", buffer.getvalue())]).cases[0]
+        case = client.case(made.id)
+        assert isinstance(case.prediction, XrayPrediction) and case.prediction.burned_in, said
+        assert case.prediction.dicom and case.prediction.dicom["BurnedInAnnotation"] == shown
+        assert case.prediction.preview_png is None, said
     ds.BurnedInAnnotation = "NO"
     buffer = io.BytesIO()
     ds.save_as(buffer)

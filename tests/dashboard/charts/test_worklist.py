@@ -93,3 +93,7 @@ def test_a_refusal_counts_the_file_within_the_readers_selection() -> None:
     )
     assert counted_from(40, "File 7 is empty (2 more problem(s))") == "File 47 is empty (2 more problem(s))"
     assert counted_from(20, "Serving is not reachable.") == "Serving is not reachable."
+    assert counted_from(20, "File 3 holds the same bytes as file 2, refused for the same reason.") == (
+        "File 23 holds the same bytes as file 22, refused for the same reason."
+    )
+    assert counted_from(20, "File 2: line 3: the file 1 column") == "File 22: line 3: the file 1 column"
