@@ -222,9 +222,15 @@ class CaseStore:
         if query.kind is not None:
             select_summary = select_summary.where(CaseRow.kind == query.kind)
         if query.not_reviewed_by is not None:
-            mine = aliased(ReviewRow, name="mine")
+            mine, gone = aliased(ReviewRow, name="mine"), aliased(ReviewRow, name="gone")
+            deleted_since = select(gone.id).where(
+                gone.case_id == mine.case_id, gone.action == "delete", gone.id > mine.id
+            )
             read = select(mine.id).where(
-                mine.case_id == CaseRow.id, mine.action == "review", mine.reviewer == query.not_reviewed_by.strip()
+                mine.case_id == CaseRow.id,
+                mine.action == "review",
+                mine.reviewer == query.not_reviewed_by.strip(),
+                ~deleted_since.exists(),  # a review of the case before it was deleted is not a read of this one
             )
             select_summary = select_summary.where(~read.exists())
         with self._guard(), Session(self.engine) as session:
@@ -291,7 +297,7 @@ class CaseStore:
     def delete(self, case_id: str, reviewer: str) -> Review:
         """Remove the case (its prediction, image and record) and write a tombstone into the review trail."""
         with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
-            row = session.get(CaseRow, case_id)
+            row = session.get(CaseRow, case_id, with_for_update=True)  # a review or delete in flight waits
             if row is None:
                 raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted already.")
             tombstone = ReviewRow(
@@ -310,7 +316,9 @@ class CaseStore:
     # -- reviews -----------------------------------------------------------------------------------------
     def add_review(self, case_id: str, review: ReviewIn) -> Review:
         with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
-            row = session.get(CaseRow, case_id)
+            # locked until the review is written: a delete in flight cannot slip in between (PostgreSQL; SQLite's
+            # write transaction is exclusive already)
+            row = session.get(CaseRow, case_id, with_for_update=True)
             if row is None:
                 raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
             allowed = REVIEW_LABELS[row.kind]
@@ -362,7 +370,8 @@ class CaseStore:
             return [_identity_view(r) for r in session.scalars(query)]
 
     def trail(self) -> Iterator[tuple[Review, CaseSummary | None]]:
-        """Every row of the review trail, oldest first, with its case (None once deleted)."""
+        """Every row of the review trail, oldest first, with its case: None once deleted, and for the rows up to
+        its latest tombstone when the same file was uploaded again (they were of the case deleted)."""
         with self._guard(), Session(self.engine) as session:
             rows = list(session.scalars(select(ReviewRow).order_by(ReviewRow.id)))
             cases = {
@@ -371,8 +380,9 @@ class CaseStore:
                     self._summary_query().where(CaseRow.id.in_({row.case_id for row in rows}))
                 ).all()
             }
+        reset = {row.case_id: row.id for row in rows if row.action == "delete"}  # oldest first: the latest stays
         for row in rows:
-            yield _review(row), cases.get(row.case_id)
+            yield _review(row), cases.get(row.case_id) if row.id > reset.get(row.case_id, 0) else None
 
     def predictions(self, ids: set[str]) -> dict[str, dict[str, Any]]:
         """The stored prediction JSON of each case in ``ids`` (for exports)."""
@@ -383,13 +393,23 @@ class CaseStore:
     # -- queries -----------------------------------------------------------------------------------------
     @staticmethod
     def _latest() -> Any:
-        """Per case: the newest trail row (any action) and the number of reviews."""
+        """Per case: the newest trail row (any action) and the number of reviews since its latest tombstone (a
+        case deleted and uploaded again is a new case: the reviews of the one deleted stay in the trail, and
+        count for it alone)."""
+        resets = (
+            select(ReviewRow.case_id.label("case_id"), func.max(ReviewRow.id).label("reset_id"))
+            .where(ReviewRow.action == "delete")
+            .group_by(ReviewRow.case_id)
+            .subquery("resets")
+        )
+        since_reset = ReviewRow.id > func.coalesce(resets.c.reset_id, 0)
         return (
             select(
                 ReviewRow.case_id.label("case_id"),
                 func.max(ReviewRow.id).label("last_id"),
-                func.sum(case((ReviewRow.action == "review", 1), else_=0)).label("n"),
+                func.sum(case((and_(ReviewRow.action == "review", since_reset), 1), else_=0)).label("n"),
             )
+            .outerjoin(resets, resets.c.case_id == ReviewRow.case_id)
             .group_by(ReviewRow.case_id)
             .subquery("latest")
         )

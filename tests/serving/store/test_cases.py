@@ -15,10 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, StoreUnavailable
+from serving.store.agreement import agreement
+from serving.store.db import write_transaction
 from serving.store.export import reviews_csv, reviews_fhir
+from serving.store.tables import CaseRow
 
 
 def xray_case(n: int, risk: float = 0.5, image_png: bytes | None = b"\x89PNG\r\n\x1a\nfake", **extra: Any) -> NewCase:
@@ -220,9 +224,59 @@ def test_delete_removes_the_case_and_leaves_a_tombstone(store: CaseStore) -> Non
         assert conn.execute(text("SELECT count(*) FROM cases")).scalar_one() == 0
     trail = list(store.trail())
     assert [(r.action, c) for r, c in trail] == [("review", None), ("delete", None)]
-    # uploaded again: a new case, unreviewed (the latest trail row is the tombstone)
+    # uploaded again: a new case, unreviewed (the latest trail row is the tombstone) and with no reviews
     again, created = store.add(xray_case(1, 0.8))
-    assert created and again.status == "unreviewed" and again.reviews == 1
+    assert created and again.status == "unreviewed" and again.reviews == 0
+
+
+def test_a_review_waits_for_a_delete_in_flight_and_finds_the_case_gone(store: CaseStore) -> None:
+    """A deletion holds the case's row until it commits; a review that arrives meanwhile waits for it and is
+    refused (404), never stored after the tombstone. On PostgreSQL (READ COMMITTED) the review read the row as
+    it was and was stored; SQLite's exclusive write transaction made it wait already."""
+    case, _ = store.add(xray_case(1, 0.8))
+    outcome: list[object] = []
+
+    def review() -> None:
+        try:
+            outcome.append(store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree")))
+        except CaseNotFound as exc:
+            outcome.append(exc)
+
+    with write_transaction(store.engine) as conn, Session(bind=conn) as session:
+        row = session.get(CaseRow, case.id, with_for_update=True)  # as CaseStore.delete takes it
+        waiting = threading.Thread(target=review)
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive(), f"the review did not wait for the delete: {outcome}"
+        session.delete(row)
+        session.flush()
+    waiting.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], CaseNotFound), outcome
+    assert [r.action for r, _ in store.trail()] == []
+
+
+def test_a_case_deleted_and_uploaded_again_starts_without_the_deleted_ones_reviews(store: CaseStore) -> None:
+    """Its reviews stay in the trail, of the case deleted: the new case is on A's list of cases to read, A's old
+    "agree" is no read of it in the agreement, and the exports give it no case."""
+    case, _ = store.add(xray_case(1, 0.8))  # PNEUMONIA
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+    store.delete(case.id, "B")
+    again, _ = store.add(xray_case(1, 0.2))  # the same file, predicted again: NORMAL
+    assert again.reviews == 0 and again.status == "unreviewed"
+    assert [c.id for c in store.worklist(WorklistQuery(not_reviewed_by="A")).cases] == [case.id]
+    assert agreement("xray", store.trail()).cases == 0
+    trail = list(store.trail())
+    assert [(r.action, c) for r, c in trail] == [("review", None), ("delete", None)]
+    rows = list(csv.DictReader(io.StringIO(reviews_csv(trail))))
+    assert [r["model_label"] for r in rows] == ["", ""]  # not the new prediction's NORMAL
+    assert [r.action for r in store.get(case.id).history] == ["review", "delete"]  # the case's history keeps them
+    # read again: one review, A's new one, which the agreement pairs with the new label
+    store.add_review(case.id, ReviewIn(reviewer="A", verdict="disagree"))
+    assert store.worklist(WorklistQuery(status="all")).cases[0].reviews == 1
+    assert store.worklist(WorklistQuery(not_reviewed_by="A")).cases == []
+    result = agreement("xray", store.trail())
+    assert result.cases == 1 and result.confusion == [[0, 1], [0, 0]]  # model NORMAL, reader PNEUMONIA
+    assert [c is None for _, c in store.trail()] == [True, True, False]
 
 
 def test_concurrent_readers_lose_nothing_across_a_restart(db_url: str) -> None:
