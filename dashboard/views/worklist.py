@@ -34,9 +34,11 @@ from serving.schemas import (
 #: Files sent per request when adding cases (each at most the upload limit).
 UPLOAD_CHUNK = 20
 #: session keys: the case open in the last run and its place in the list; the table's generation (a new one
-#: clears its row selection, which would otherwise open whichever case now stands in the selected row)
+#: clears its row selection, which would otherwise open whichever case now stands in the selected row); the
+#: list's case ids as the last run drew them
 _OPEN = "worklist_open"
 _TABLE_GENERATION = "worklist_table_generation"
+_LISTED = "worklist_listed"
 
 
 def _add_cases() -> None:
@@ -242,6 +244,21 @@ def _after_review(ids: list[str]) -> str | None:
     return f"{note} Case `{case_id[:16]}` has left this list; the next one is open."
 
 
+def _keep_open_case(ids: list[str]) -> None:
+    """The list changed since the last run (another reader's upload or review, a filter): a selected row is a
+    place in the table, so the case open stays open by its id, and the table is drawn again without the row,
+    which now holds another case."""
+    listed = st.session_state.get(_LISTED)
+    st.session_state[_LISTED] = ids
+    if listed is None or listed == ids:
+        return
+    last = st.session_state.get(_OPEN)
+    if last is not None and last[0] in ids:
+        _open_instead(last[0])
+    else:
+        _fresh_table()
+
+
 def _open_instead(case_id: str) -> None:
     """Open ``case_id`` in place of the open case (a button's callback, before the page runs again): the picker
     holds it, and the table starts again without a selected row, which would otherwise win."""
@@ -289,6 +306,10 @@ def render() -> None:
         return
     ids = [c.id for c in worklist.cases]
     moved_on = _after_review(ids)
+    if moved_on is None:
+        _keep_open_case(ids)
+    else:
+        st.session_state[_LISTED] = ids
     # Refresh on the left: the table's toolbar shows above its top right corner, where it covered the button
     # a row, not columns: a column's share of a 1024 px window cut the button's word
     row = st.container(horizontal=True, vertical_alignment="center")

@@ -9,6 +9,7 @@ The README's ``docs/screenshots/`` are refreshed from those by ``make screenshot
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import time
@@ -413,5 +414,45 @@ def test_worklist_lists_the_shared_cases(
             saved = Path(download.value.path()).read_bytes()
             assert check(saved), saved[:200]
             assert download.value.suggested_filename.startswith("medlens-reviews-")
+    finally:
+        context.close()
+
+
+def test_the_case_open_from_a_row_stays_open_when_the_list_changes(
+    dashboard_url: str, browser: Any, xray_files: list[Path], dashboard_serving_url: str
+) -> None:
+    """A row of the table is a place in the list: when another reader's upload lands above it, the case the
+    reader opened from it stays open (it used to become whichever case now stood in that row)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    client = MedLensClient(dashboard_serving_url)
+    client.upload_cases([(p.name, p.read_bytes()) for p in xray_files[:3]])
+    listed = client.worklist(WorklistQuery(status="unreviewed")).cases[:15]  # the rows in view
+    row = next(i for i, c in enumerate(listed) if i > 0 and c.in_distribution is not False)
+    opened = listed[row]
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    try:
+        page = context.new_page()
+        open_page(page, dashboard_url + "/worklist", "Worklist")
+        table = page.locator('[data-testid="stDataFrame"]')
+        table.wait_for(timeout=RESULT_TIMEOUT_MS)
+        box = table.bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + 16, box["y"] + 38 + 35 * row + 17)  # the row's selection box
+        page.locator("h3", has_text=f"Case {opened.id[:16]}").wait_for(timeout=RESULT_TIMEOUT_MS)
+        idle(page)
+        # another reader adds a CT: out of distribution, so it is listed above every in-distribution case
+        ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+        ds.SeriesDescription = hashlib.sha256(opened.id.encode()).hexdigest()[:16]  # new bytes, a new case
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        new = client.upload_cases([("ct.dcm", buffer.getvalue())]).cases[0]
+        assert new.in_distribution is False
+        page.get_by_role("button", name="Refresh").click()
+        page.wait_for_timeout(500)
+        idle(page)
+        heading = page.locator("h3", has_text="Case").first.inner_text()
+        assert opened.id[:16] in heading, f"opened {opened.id[:16]}, now showing {heading!r}"
     finally:
         context.close()
