@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
+from dashboard.charts.common import model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
 from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
@@ -79,15 +80,26 @@ def load_case(case_id: str) -> CaseDetail | None:
         return None
 
 
+def _other_model(case_model: str, shown: str, kind: str) -> str:
+    return (
+        f"This {kind} case is scored by the {model_title(case_model)} (serving's model for {kind} cases), and a "
+        f"review agrees or disagrees with that model's label; the page shows the {model_title(shown)}'s answer. "
+        f"Choose the {model_title(case_model)} above to review this case."
+    )
+
+
 def review_panel(
     case_id: str,
     kind: str,
     reviewer: str | None,
     upload: widgets.SelectedInput | None = None,
     withheld: bool = False,
+    shown: str | None = None,
 ) -> None:
     """History of ``case_id`` and the review form. ``upload``, the open file, becomes the case on its first
-    review when it is not one yet. ``withheld``: the model's label was withheld (out of distribution)."""
+    review when it is not one yet. ``withheld``: the model's label was withheld (out of distribution).
+    ``shown``: the one model whose answer the page shows (None: the case's own, or several); a review is of the
+    case's model's label, so the form is only offered beside that model's answer."""
     st.subheader("Reviews")
     st.caption(
         f"Case `{case_id[:16]}` (SHA-256 of the file's bytes; the file name is never stored). Every reader sees "
@@ -106,6 +118,14 @@ def review_panel(
             "The model's label is withheld for this input, so there is no label to agree or disagree with: your "
             "review is your own label. Reader agreement counts it only against other readers, never the model."
         )
+    elif case is not None:
+        st.caption(
+            f"A review agrees or disagrees with the {model_title(case.model)}'s label for this case, "
+            f"**{case.label.replace('_', ' ')}** (model `{case.model_version}`)."
+        )
+    if case is not None and shown is not None and case.model != shown:
+        st.warning(_other_model(case.model, shown, kind), icon=":material/swap_horiz:")
+        return
     if reviewer is None:
         st.info(
             "Sign in (sidebar) to review."
@@ -125,6 +145,11 @@ def review_panel(
     if case is None:
         made = None if upload is None else call(client().upload_cases, [(upload.name, upload.data)])
         if made is None or not made.cases:
+            return
+        if shown is not None and made.cases[0].model != shown:  # made now, by serving's model for the kind
+            st.warning(
+                f"Review not saved. {_other_model(made.cases[0].model, shown, kind)}", icon=":material/swap_horiz:"
+            )
             return
     saved = call(client().review, case_id, sent)
     if saved is not None:

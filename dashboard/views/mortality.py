@@ -145,7 +145,9 @@ def render() -> None:
                 "model, not the patient."
             )
     st.divider()
-    review_panel(hashlib.sha256(selected.data).hexdigest(), "mortality", widgets.reviewer_name(), upload=selected)
+    review_panel(
+        hashlib.sha256(selected.data).hexdigest(), "mortality", widgets.reviewer_name(), upload=selected, shown=model
+    )
 
 
 render()

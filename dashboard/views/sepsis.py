@@ -82,7 +82,8 @@ def _predictions(selected: widgets.SelectedInput, key: str) -> dict[str, SepsisP
                     break
     if not predictions:
         return None
-    remember(store, key, predictions)
+    if len(predictions) == len(SERIES_MODELS):  # a model that failed (busy, timed out) is asked again next run
+        remember(store, key, predictions)
     return predictions
 
 

@@ -792,17 +792,30 @@ def test_mortality_page(serving_env: str) -> None:
     assert len(_figures(at)) == 3  # trajectory, gauge and the Transformer's attributions
     assert _figures(at)[0]["layout"]["title"]["text"].startswith("Transformer")
 
-    # a review from the page makes the record a mortality case on the shared worklist, without its RecordID
+    # a review from the page makes the record a mortality case on the shared worklist, without its RecordID; the
+    # case is serving's model's (the LSTM's), so a verdict given beside the Transformer's answer is not saved
     case = hashlib.sha256(data).hexdigest()
     assert any(case[:16] in h.value for h in at.caption)
     at.sidebar.text_input(key="reviewer_name").input("Dr Mortality Page").run()
+    if not client.worklist(WorklistQuery(status="all", id_prefix=case)).cases:  # (an earlier test may have made it)
+        assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
+        at.radio(key=f"review_verdict_{case}").set_value("agree")
+        at.button[-1].click().run()  # the form's submit button
+        assert not at.exception, at.exception
+        stored = client.case(case)
+        assert stored.kind == "mortality" and stored.model == "mortality-lstm" and not stored.history
+        assert any("Review not saved" in w.value and "Choose the LSTM" in w.value for w in at.warning)
+        at.run()
+    assert any("Choose the LSTM" in w.value for w in at.warning)
+    assert not any(f"review_verdict_{case}" == r.key for r in at.radio)  # no form beside the Transformer
+    at.radio(key="mortality_model").set_value("mortality-lstm").run()
+    assert any("the LSTM's label for this case" in c.value for c in at.caption)
     assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
     at.radio(key=f"review_verdict_{case}").set_value("agree")
-    at.button[-1].click().run()  # the form's submit button
+    at.button[-1].click().run()
     assert not at.exception, at.exception
     assert not _errors(at)
     stored = client.case(case)
-    assert stored.kind == "mortality" and stored.model == "mortality-lstm"
     assert [r.reviewer for r in stored.history][-1] == "Dr Mortality Page"
     if demos:
         assert demo.path.stem not in stored.model_dump_json()
