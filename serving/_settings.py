@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from models.catalogue import CATALOGUE, MODEL_NAMES, BackendName, GeneratorName, ModelName, WeightsName, default_weights
+from models.catalogue import MODEL_NAMES, BackendName, GeneratorName, ModelName, WeightsName, default_weights
 from models.config import REPO_ROOT
 from models.errors import WeightsError
 
@@ -154,5 +154,5 @@ def check_weights(dirs: dict[str, Path]) -> None:
             + "; ".join(missing)
             + ". Train them (`python -m models.train <model> --out models/weights/<model>`), point "
             f"`args.weights.<model>` in the serve config at a checkpoint directory, or set {WEIGHTS_DIR_ENV} "
-            f"to a directory holding {', '.join(n + '/' for n in CATALOGUE)}."
+            f"to a directory holding {', '.join(n + '/' for n in dirs)}."
         )

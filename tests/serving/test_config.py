@@ -116,6 +116,9 @@ def test_missing_weights_fail_with_instructions(tmp_path: Path) -> None:
         build_model_app(missing_lstm.model_copy(update={"model": "lstm"}))
     # only its own checkpoint matters to a model application
     build_model_app(missing_lstm.model_copy(update={"model": "transformer"}))
+    # the message names the folders the application reads (the generator's too)
+    with pytest.raises(WeightsError, match=r"holding gan/\.$"):
+        check_weights({"gan": tmp_path / "nope"})
     with pytest.raises(ValueError, match=r"args\.model"):
         build_model_app(ServingArgs())
 
