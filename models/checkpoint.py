@@ -57,5 +57,8 @@ def load_checkpoint(directory: Path, expected: str | None = None) -> tuple[Check
             "retrain it with `python -m models.train` or pass another --weights DIR."
         ) from exc
     if expected is not None and meta.kind != expected:
-        raise WeightsError(f"{path} holds a {meta.kind} model, not a {expected} model.")
+        raise WeightsError(
+            f"{path} holds a {meta.kind} model, not a {expected} model: pass the --weights folder of a {expected} "
+            f"checkpoint, or name the model that checkpoint is for."
+        )
     return meta, state

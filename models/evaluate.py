@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.calibration import brier
+from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
     SepsisPredictor,
@@ -34,7 +35,7 @@ from models.inference import (
 from models.metrics import BinaryEvaluation, binary_evaluation, expected_calibration_error, normalized_utility
 from models.sepsis_io import load_labelled_dir
 from models.trust import XrayAssessment
-from models.xray_io import labelled_images, load_xray_file
+from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ def evaluate_cnn(
 ) -> tuple[BinaryEvaluation, TrustEvaluation | None]:
     """The evaluation at the operating threshold and, for a calibrated checkpoint, the trust figures."""
     items = labelled_images(data)
+    present = {label for _, label in items}
+    if present != {0, 1}:
+        raise ValueError(
+            f"{data} holds {len(items)} image(s), none of them "
+            f"{' or '.join(CLASS_NAMES[k] for k in (0, 1) if k not in present)}: an evaluation needs both classes "
+            f"({'/'.join(CLASS_NAMES)} subfolders)."
+        )
     probs: list[float] = []
     assessments: list[XrayAssessment] = []
     for start in tqdm(range(0, len(items), batch_size), desc="cnn", unit="batch"):
@@ -239,14 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     predictor = cli_predictor(parser, args)
     trust: TrustEvaluation | None = None
     calibrated: CalibratedFigures | None = None
-    if isinstance(predictor, XrayPredictor):
-        predictor.alpha = args.alpha
-        evaluation, trust = evaluate_cnn(predictor, args.data)
-    elif isinstance(predictor, MortalityPredictor):
-        evaluation, score, calibrated = evaluate_mortality(predictor, args.data, args.sets)
-        print(f"  event-1 min(Se, +P) {score:.4f}")
-    else:
-        evaluation, calibrated = evaluate_sequence(predictor, args.data)
+    try:  # a labelled set with a file that cannot be read, or one class only, has no honest figure: none is given
+        if isinstance(predictor, XrayPredictor):
+            predictor.alpha = args.alpha
+            evaluation, trust = evaluate_cnn(predictor, args.data)
+        elif isinstance(predictor, MortalityPredictor):
+            evaluation, score, calibrated = evaluate_mortality(predictor, args.data, args.sets)
+            print(f"  event-1 min(Se, +P) {score:.4f}")
+        else:
+            evaluation, calibrated = evaluate_sequence(predictor, args.data)
+    except MedLensInputError as exc:
+        print(f"error: {exc.message} (fix or remove the file: every labelled file counts)", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(summary(args.model, evaluation))
     if trust is not None:
         print(trust_summary(trust))

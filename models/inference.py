@@ -513,7 +513,7 @@ def cli_predictor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     try:
         predictor = load_predictor(args.model, args.weights, args.device, args.backend)
         execution = predictor.execution
-    except BackendError as exc:
+    except (BackendError, WeightsError) as exc:
         parser.error(str(exc))
     print(f"{args.model}: predictions on {execution.path.name} ({execution.precision})", file=sys.stderr)
     return predictor

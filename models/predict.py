@@ -12,7 +12,12 @@ python -m models.predict mortality-lstm|mortality-transformer --input DIR_OF_Rec
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
-       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members)
+       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members); a .csv
+       input's answer is named <stem>.psv
+
+A file that cannot be read is named on stderr and left out; the others are predicted. Exit status: 0 every
+file predicted, 1 some left out, 2 nothing to predict (no input file, none readable: nothing is written) or a
+usage error. Text cells that a spreadsheet would run as a formula (a file name starting with "=") are quoted.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -33,8 +41,9 @@ from models.inference import (
     add_predictor_arguments,
     cli_predictor,
 )
-from models.sepsis_io import iter_series_files, load_series_file
+from models.sepsis_io import SepsisRecord, iter_series_files, load_series_file
 from models.sequence import PROB_EPS
+from models.spreadsheet import safe_cell
 from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import iter_image_files, load_xray_file
 
@@ -51,26 +60,61 @@ CNN_COLUMNS = (
 )
 
 
-def predict_images(predictor: XrayPredictor, source: Path, batch_size: int) -> list[tuple[str, XrayAssessment]]:
+T = TypeVar("T")
+
+
+@dataclass
+class Tally:
+    """Input files found, and those left out because they could not be read."""
+
+    found: int = 0
+    skipped: int = 0
+
+    @property
+    def predicted(self) -> int:
+        return self.found - self.skipped
+
+    def said(self) -> str:
+        return f"; {self.skipped} of {self.found} file(s) left out (see above)" if self.skipped else ""
+
+    def status(self) -> int:
+        return 0 if not self.skipped else 1
+
+
+def _read(paths: list[Path], load: Callable[[Path], T], tally: Tally) -> list[tuple[Path, T]]:
+    """Each path's loaded input; one that cannot be read is named on stderr, counted and left out."""
+    loaded: list[tuple[Path, T]] = []
+    for path in paths:
+        try:
+            loaded.append((path, load(path)))
+        except MedLensInputError as exc:
+            print(f"skipped: {exc.message}", file=sys.stderr)
+            tally.skipped += 1
+        except OSError as exc:
+            print(f"skipped: {path}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            tally.skipped += 1
+    return loaded
+
+
+def predict_images(
+    predictor: XrayPredictor, source: Path, batch_size: int, tally: Tally | None = None
+) -> list[tuple[str, XrayAssessment]]:
     """(path, assessment) for every readable image under ``source``; unreadable files are reported."""
+    tally = Tally() if tally is None else tally
     paths = list(iter_image_files(source))
+    tally.found += len(paths)
     rows: list[tuple[str, XrayAssessment]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="cnn", unit="batch", disable=len(paths) < 2):
-        names, images = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                images.append(load_xray_file(path))
-                names.append(str(path))
-            except MedLensInputError as exc:
-                print(f"skipped: {exc.message}", file=sys.stderr)
-        rows.extend(zip(names, predictor.assess(images), strict=True))
+        loaded = _read(paths[start : start + batch_size], load_xray_file, tally)
+        assessed = predictor.assess([image for _, image in loaded]) if loaded else []
+        rows.extend(zip((str(path) for path, _ in loaded), assessed, strict=True))
     return rows
 
 
 def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
     """One row in :data:`CNN_COLUMNS` order."""
     return [
-        path,
+        safe_cell(path),
         f"{a.probability:.6f}",
         str(int(a.probability >= threshold)),
         f"{a.calibrated_probability:.6f}",
@@ -81,48 +125,75 @@ def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
     ]
 
 
-def predict_series_dir(predictor: SepsisPredictor, source: Path, out_dir: Path, batch_size: int) -> int:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [p for p in iter_series_files(source) if p.suffix.lower() == ".psv" or source.is_file()]
+def _series(path: Path) -> SepsisRecord:
+    record = load_series_file(path, on_impossible="drop")
+    for warning in record.warnings:
+        print(f"{path.name}: {warning}", file=sys.stderr)
+    return record
+
+
+def predict_series_dir(
+    predictor: SepsisPredictor, source: Path, out_dir: Path, batch_size: int, tally: Tally | None = None
+) -> int:
+    """Every .psv / .csv record under ``source`` -> ``out_dir/<stem>.psv`` in the challenge's format; -> the
+    number of records predicted (0: nothing written)."""
+    tally = Tally() if tally is None else tally
+    paths = [p for p in iter_series_files(source) if p.is_file()]
+    tally.found += len(paths)
     for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
-        chunk = paths[start : start + batch_size]
-        records = []
-        for path in chunk:
-            record = load_series_file(path, on_impossible="drop")
-            for warning in record.warnings:
-                print(f"{path.name}: {warning}", file=sys.stderr)
-            records.append(record)
-        for path, assessment in zip(chunk, predictor.assess([r.values for r in records]), strict=True):
-            write_challenge_output(out_dir / path.name, assessment, predictor.threshold)
-    return len(paths)
+        loaded = _read(paths[start : start + batch_size], _series, tally)
+        if not loaded:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        assessed = predictor.assess([record.values for _, record in loaded])
+        for (path, _), assessment in zip(loaded, assessed, strict=True):
+            write_challenge_output(out_dir / f"{path.stem}.psv", assessment, predictor.threshold)
+    return tally.predicted
 
 
-def predict_mortality(predictor: MortalityPredictor, source: Path, output: Path, batch_size: int) -> int:
+def predict_mortality(
+    predictor: MortalityPredictor, source: Path, output: Path, batch_size: int, tally: Tally | None = None
+) -> int:
     """``RecordID,probability,label`` (and ``calibrated_probability`` from a calibrated checkpoint) for every
-    record file under ``source``, one row per stay: the 48th hour's risk, the stay's prediction."""
+    readable record file under ``source``, one row per stay: the 48th hour's risk, the stay's prediction. The
+    CSV is written once every record is read (0 predicted: nothing is written, an older file stays)."""
     from models.mortality_io import iter_record_files, load_record_file
 
+    def record_of(path: Path) -> Any:
+        record = load_record_file(path, on_impossible="drop", require_series=False)
+        for warning in record.warnings:
+            print(f"{path.name}: {warning}", file=sys.stderr)
+        return record
+
+    tally = Tally() if tally is None else tally
     paths = list(iter_record_files(source))
-    output.parent.mkdir(parents=True, exist_ok=True)
+    tally.found += len(paths)
     calibrated = predictor.trust is not None
+    rows: list[list[str]] = []
+    for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
+        records = [record for _, record in _read(paths[start : start + batch_size], record_of, tally)]
+        if not records:
+            continue
+        risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in records])
+        for i, record in enumerate(records):
+            p = min(1.0 - PROB_EPS, max(PROB_EPS, float(risk[i])))
+            row = [safe_cell(record.name), f"{p:.6f}", str(int(p >= predictor.threshold))]
+            if calibrated_risk is not None:
+                row.append(f"{float(calibrated_risk[i]):.6f}")
+            rows.append(row)
+    if rows:
+        _write_csv(
+            output, ("RecordID", "probability", "label", *(("calibrated_probability",) if calibrated else ())), rows
+        )
+    return len(rows)
+
+
+def _write_csv(output: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(("RecordID", "probability", "label", *(("calibrated_probability",) if calibrated else ())))
-        for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
-            records = []
-            for path in paths[start : start + batch_size]:
-                record = load_record_file(path, on_impossible="drop", require_series=False)
-                for warning in record.warnings:
-                    print(f"{path.name}: {warning}", file=sys.stderr)
-                records.append(record)
-            risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in records])
-            for i, record in enumerate(records):
-                p = min(1.0 - PROB_EPS, max(PROB_EPS, float(risk[i])))
-                row = [record.name, f"{p:.6f}", str(int(p >= predictor.threshold))]
-                if calibrated_risk is not None:
-                    row.append(f"{float(calibrated_risk[i]):.6f}")
-                writer.writerow(row)
-    return len(paths)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: float) -> None:
@@ -146,17 +217,58 @@ def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: 
     path.write_text("\n".join(lines) + "\n")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, folder: bool) -> None:
+    """Before any prediction: an output that cannot be written, or that would overwrite the input, is a usage
+    error."""
+    output, source = args.output.resolve(), args.input.resolve()
+    if folder:
+        if output.is_file():
+            parser.error(f"--output {args.output} is a file; this model writes one answer per record into a folder")
+        inputs = source if source.is_dir() else source.parent
+        if output == inputs:
+            parser.error(f"--output {args.output} is the input folder: the answers would overwrite the records")
+    elif output.is_dir():
+        parser.error(
+            f"--output {args.output} is a folder; this model writes one CSV file (e.g. {args.output}/preds.csv)"
+        )
+
+
+def _finish(count: int, tally: Tally, what: str, output: str, threshold: float, more: str = "") -> int:
+    if not tally.found:
+        print("error: no input file to predict (see --help for the files each model reads)", file=sys.stderr)
+        return 2
+    if not count:
+        print(f"error: none of the {tally.found} input file(s) could be read; nothing was written", file=sys.stderr)
+        return 2
+    print(f"{count} {what} -> {output} (threshold {threshold:.4f}{more}){tally.said()}", file=sys.stderr)
+    return tally.status()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m models.predict",
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 every file predicted, 1 some left out (named on stderr), 2 nothing to predict.",
+    )
     add_predictor_arguments(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn, mortality-*: CSV file; sepsis models: folder")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=_positive, default=16)
     parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
     args = parser.parse_args(argv)
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
     predictor = cli_predictor(parser, args)
+    # a mortality predictor is a sepsis one that answers per stay: one CSV
+    _check_output(parser, args, folder=not isinstance(predictor, XrayPredictor | MortalityPredictor))
+    tally = Tally()
     if isinstance(predictor, XrayPredictor):
         if predictor.trust is None:
             parser.error(
@@ -167,27 +279,17 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 < args.alpha < 1:
                 parser.error("--alpha must lie in (0, 1)")
             predictor.alpha = args.alpha
-        rows = predict_images(predictor, args.input, args.batch_size)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with args.output.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CNN_COLUMNS)
-            for path, assessment in rows:
-                writer.writerow(csv_row(path, assessment, predictor.threshold))
+        rows = predict_images(predictor, args.input, args.batch_size, tally)
+        if rows:
+            _write_csv(args.output, CNN_COLUMNS, (csv_row(path, a, predictor.threshold) for path, a in rows))
         flagged = sum(not a.in_distribution for _, a in rows)
-        print(
-            f"{len(rows)} image(s) -> {args.output} (threshold {predictor.threshold:.4f}; "
-            f"{flagged} out of distribution)",
-            file=sys.stderr,
-        )
-        return 0
+        more = f"; {flagged} out of distribution"
+        return _finish(len(rows), tally, "image(s)", str(args.output), predictor.threshold, more)
     if isinstance(predictor, MortalityPredictor):
-        count = predict_mortality(predictor, args.input, args.output, max(1, args.batch_size * 4))
-        print(f"{count} stay(s) -> {args.output} (threshold {predictor.threshold:.4f})", file=sys.stderr)
-        return 0
-    count = predict_series_dir(predictor, args.input, args.output, max(1, args.batch_size * 4))
-    print(f"{count} record(s) -> {args.output}/ (threshold {predictor.threshold:.4f})", file=sys.stderr)
-    return 0
+        count = predict_mortality(predictor, args.input, args.output, args.batch_size * 4, tally)
+        return _finish(count, tally, "stay(s)", str(args.output), predictor.threshold)
+    count = predict_series_dir(predictor, args.input, args.output, args.batch_size * 4, tally)
+    return _finish(count, tally, "record(s)", f"{args.output}/", predictor.threshold)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from models.spreadsheet import safe_cell
 from serving.schemas import MODEL_TO_READER, CaseSummary, Review
 
 CSV_COLUMNS = (
@@ -73,19 +74,13 @@ _SCORE_TEXT = {
 }
 
 
-def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for review, case in trail:
         writer.writerow(
-            _cell(v)
+            safe_cell(v)
             for v in (
                 review.id,
                 review.case_id,

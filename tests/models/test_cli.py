@@ -63,7 +63,8 @@ def test_predict_cnn_csv(
     root, images = image_tree
     weights = tiny_cnn_calibrated
     out = tmp_path / "results" / "preds.csv"
-    assert predict_main(["cnn", "--input", str(root), "--output", str(out), "--weights", str(weights)]) == 0
+    # 1: a file was left out (the broken PNG), the others predicted
+    assert predict_main(["cnn", "--input", str(root), "--output", str(out), "--weights", str(weights)]) == 1
     text = out.read_text()
     assert text.splitlines()[0] == CNN_HEADER
     rows = list(csv.reader(text.splitlines()[1:]))
@@ -88,7 +89,7 @@ def test_predict_cnn_csv(
         assert float(ood_text) == pytest.approx(a.ood_score, rel=1e-4, abs=SAME)
         assert float(std_text) == 0.0  # one network: no spread (tests/models/test_ensemble.py has two)
     err = capsys.readouterr().err
-    assert "broken.png" in err and "skipped" in err
+    assert "broken.png" in err and "skipped" in err and "1 of 5 file(s) left out" in err
 
 
 def test_predict_cnn_single_file(
@@ -124,7 +125,7 @@ def test_predict_cnn_backends_agree(
     tiny_cnn = tiny_cnn_calibrated
     out = tmp_path / f"{backend}.csv"
     argv = ["cnn", "--input", str(root), "--output", str(out), "--weights", str(tiny_cnn), "--backend", backend]
-    assert predict_main(argv) == 0
+    assert predict_main(argv) == 1  # the broken PNG left out
     err = capsys.readouterr().err
     if backend != "auto":
         assert f"predictions on {backend}" in err
@@ -166,8 +167,9 @@ def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, t
     body = ["|".join(line.split("|")[:-1]) for line in lines[1:]]
     body[2] = "999" + body[2][body[2].index("|") :]  # HR = 999
     (source / "unlabelled.psv").write_text("\n".join(["|".join(header), *body]) + "\n")
-    shutil.copy(psv_folder / "p0003.psv", source / "not_psv.csv")  # only *.psv are predicted
-    names.append("unlabelled.psv")
+    # a stay as a comma-separated file: predicted, its answer named as the challenge's files are
+    (source / "as_csv.csv").write_text((psv_folder / "p0003.psv").read_text().replace("|", ","))
+    names += ["unlabelled.psv", "as_csv.psv"]
 
     out = tmp_path / "out"
     command = [sys.executable, "-m", "models.predict", "lstm", "--input", str(source), "--output", str(out)]
@@ -186,7 +188,7 @@ def test_predict_sequence_dir_subprocess(psv_folder: Path, lstm_weights: Path, t
     for name in names:
         written = (out / name).read_text().splitlines()
         assert written[0] == "|".join(header)
-        record = load_series_file(source / name, on_impossible="drop")
+        record = load_series_file(next(source.glob(f"{Path(name).stem}.*")), on_impossible="drop")
         assert len(written) - 1 == record.hours  # one row per input hour
         (expected,) = predictor.predict([record.values])
         (assessed,) = predictor.assess([record.values])
@@ -238,3 +240,104 @@ def test_evaluate_cnn_json(
     ev = BinaryEvaluation.model_validate_json(out.read_text())
     assert ev.n == 48 and ev.n_positive == 24 and ev.utility is None
     assert 0.0 <= ev.auroc <= 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a run with files that cannot be read, or arguments that cannot work
+# ----------------------------------------------------------------------------------------------------------
+def test_predict_sequence_leaves_out_what_it_cannot_read_and_says_so(
+    psv_folder: Path, tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stay that cannot be read (a word where a number belongs, a folder named .psv) is named and left out;
+    the others are predicted; exit status 1. Nothing readable: 2, and nothing written."""
+    source = tmp_path / "stays"
+    source.mkdir()
+    shutil.copy(psv_folder / "p0000.psv", source / "a.psv")
+    (source / "b.psv").write_text("HR|O2Sat\n80|abc\n")
+    (source / "c.psv").mkdir()
+    shutil.copy(psv_folder / "p0001.psv", source / "d.psv")
+    out = tmp_path / "out"
+    argv = ["lstm", "--input", str(source), "--output", str(out), "--weights", str(tiny_lstm)]
+    assert predict_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "skipped: b.psv: column O2Sat row 1 holds 'abc'" in err and "1 of 3 file(s) left out" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.psv", "d.psv"]
+    for name in ("a.psv", "d.psv"):
+        (source / name).unlink()
+    empty_out = tmp_path / "none"
+    assert predict_main([*argv[:3], "--output", str(empty_out), *argv[5:]]) == 2
+    assert "none of the 1 input file(s) could be read" in capsys.readouterr().err and not empty_out.exists()
+
+
+def test_predict_mortality_quotes_formulas_and_keeps_an_older_csv_when_nothing_is_read(
+    mortality_folder: Path, tiny_mortality_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "records"
+    source.mkdir()
+    good = next(iter(sorted((mortality_folder / "set-a").glob("*.txt"))))
+    lines = [line for line in good.read_text().splitlines() if ",RecordID," not in line]
+    (source / '=HYPERLINK("http:x").txt').write_text("\n".join(lines) + "\n")  # named by its file: no RecordID
+    (source / "bad.txt").write_text("Time,Parameter,Value\n00:00,HR,abc\n")
+    out = tmp_path / "preds.csv"
+    argv = ["mortality-lstm", "--input", str(source), "--output", str(out), "--weights", str(tiny_mortality_lstm)]
+    assert predict_main(argv) == 1
+    (row,) = list(csv.reader(out.read_text().splitlines()[1:]))
+    assert row[0] == '\'=HYPERLINK("http:x")'  # a spreadsheet shows it as text, never runs it
+    assert "bad.txt" in capsys.readouterr().err
+    (source / '=HYPERLINK("http:x").txt').unlink()
+    before = out.read_text()
+    assert predict_main(argv) == 2
+    assert out.read_text() == before  # nothing read: the older answers stay
+
+
+def test_predict_refuses_outputs_that_cannot_work_before_predicting(
+    psv_folder: Path, tiny_lstm: Path, tiny_cnn_calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "stays"
+    source.mkdir()
+    shutil.copy(psv_folder / "p0000.psv", source / "a.psv")
+    kept = (source / "a.psv").read_text()
+    lstm = ["lstm", "--input", str(source), "--weights", str(tiny_lstm)]
+    cases = [
+        ([*lstm, "--output", str(source)], "is the input folder"),  # the answers would overwrite the records
+        ([*lstm, "--output", str(source / "a.psv")], "is a file"),
+        (
+            ["cnn", "--input", str(source), "--output", str(tmp_path), "--weights", str(tiny_cnn_calibrated)],
+            "is a folder",
+        ),
+        ([*lstm, "--output", str(tmp_path / "o"), "--batch-size", "0"], "must be 1 or more"),
+        ([*lstm[:3], "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "empty")], "No checkpoint at"),
+        ([*lstm[:3], "--output", str(tmp_path / "o"), "--weights", str(tiny_cnn_calibrated)], "holds a cnn model"),
+    ]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as info:
+            predict_main(argv)
+        assert info.value.code == 2 and said in capsys.readouterr().err, argv
+    assert (source / "a.psv").read_text() == kept and not (tmp_path / "o").exists()
+
+
+def test_predict_an_empty_folder_is_exit_status_2(
+    tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ["lstm", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--weights", str(tiny_lstm)]
+    assert predict_main(argv) == 2
+    assert "no input file to predict" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_set_it_cannot_score_whole(
+    xray_folder: Path, tiny_cnn_calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One class only, or a file that cannot be read: no figure at all (error, status 2), never one of a set
+    quietly smaller than asked."""
+    one_class = tmp_path / "normal_only"
+    shutil.copytree(xray_folder / "NORMAL", one_class / "NORMAL")
+    argv = ["cnn", "--data", str(one_class), "--weights", str(tiny_cnn_calibrated)]
+    assert evaluate_main(argv) == 2
+    assert "none of them PNEUMONIA" in capsys.readouterr().err
+    (one_class / "PNEUMONIA").mkdir()
+    shutil.copy(next(iter(sorted((xray_folder / "PNEUMONIA").glob("*.png")))), one_class / "PNEUMONIA" / "a.png")
+    (one_class / "PNEUMONIA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nshort")
+    assert evaluate_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "every labelled file counts" in err
