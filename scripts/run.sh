@@ -7,7 +7,8 @@ scripts/setup.sh run
 # setup.sh installs without bytecode: let Python cache what it compiles on first import (a shell that sets
 # PYTHONDONTWRITEBYTECODE would make every process, each Ray worker included, compile torch again).
 unset PYTHONDONTWRITEBYTECODE
-SERVE_PORT="${MEDLENS_SERVE_PORT:-8000}"
+# serving's port is the one ray_config.yaml gives Serve (http_options.port): one source
+SERVE_PORT="$(.venv/bin/python -c 'import yaml; print(yaml.safe_load(open("ray_config.yaml"))["http_options"]["port"])')"
 UI_PORT="${MEDLENS_UI_PORT:-8501}"
 port_busy() { (echo >"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
 for port in "$SERVE_PORT" "$UI_PORT"; do
@@ -51,7 +52,10 @@ stop() {
   [ -n "${UI_PID:-}" ] && pkill -KILL -s "$UI_PID" 2>/dev/null || true
   rm -f "$RAY_TMPDIR/ray/ray_current_cluster"   # that Ray is gone: nothing may try to join it
 }
-trap stop EXIT INT TERM
+# a signal stops MedLens and ends the script (the start-up loops below would otherwise go on polling)
+trap stop EXIT
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
 for _ in $(seq 1 900); do   # every 0.2 s, up to 180 s
   if curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz" >/dev/null 2>&1; then break; fi
   if ! kill -0 "$SERVE_PID" 2>/dev/null; then echo "Ray or serve run failed:" >&2; tail -30 .run/serve.log >&2; exit 1; fi
@@ -69,8 +73,14 @@ setsid .venv/bin/streamlit run dashboard/app.py --server.port "$UI_PORT" --serve
 UI_PID=$!
 for _ in $(seq 1 60); do
   curl -fsS "http://127.0.0.1:$UI_PORT/_stcore/health" >/dev/null 2>&1 && break
+  if ! kill -0 "$UI_PID" 2>/dev/null; then echo "the dashboard failed:" >&2; tail -30 .run/dashboard.log >&2; exit 1; fi
   sleep 1
 done
+if ! curl -fsS "http://127.0.0.1:$UI_PORT/_stcore/health" >/dev/null 2>&1; then
+  echo "the dashboard did not answer in 60 s (log: .run/dashboard.log):" >&2
+  tail -30 .run/dashboard.log >&2
+  exit 1
+fi
 echo
 echo "MedLens is running: open http://127.0.0.1:$UI_PORT"
 echo "(serving API: http://127.0.0.1:$SERVE_PORT/docs; logs in .run/; Ctrl-C to stop)"

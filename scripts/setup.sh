@@ -10,6 +10,25 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # CPU build of torch that lies on this kind of machine's disk; GPU users: see README ("GPU").
 TORCH_SPEC="${MEDLENS_TORCH_SPEC:-torch==2.13.0}"
 
+# Debian packages, first: what `make run` itself uses (curl for its health checks, pkill to stop what it
+# started, the venv module, which Debian ships apart); for the tests, chromium (browser tests), wrk (the
+# benchmarks' load generator) and PostgreSQL (the case store runs against a throw-away server as well as
+# SQLite: tests/postgres.py).
+debs=()
+command -v curl >/dev/null 2>&1 || debs+=(curl)
+command -v pkill >/dev/null 2>&1 || debs+=(procps)
+[ -x .venv/bin/python ] || "$PYTHON" -c "import ensurepip" >/dev/null 2>&1 || debs+=("$(basename "$PYTHON")-venv")
+[ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ] && debs+=(chromium)
+[ "$MODE" = "test" ] && ! command -v wrk >/dev/null 2>&1 && debs+=(wrk)
+[ "$MODE" = "test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && debs+=(postgresql)
+if [ "${#debs[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages: ${debs[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${debs[@]}" >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
@@ -28,23 +47,11 @@ else
   # --no-compile: pip would write bytecode for every module of torch, Ray, transformers... (about half of a
   # fresh install's time on 2 cores); Python compiles only what is imported, once, on first import
   # (scripts/run.sh and scripts/test.sh let it write that cache, under .venv/ and __pycache__/).
-  # torch first, so the project's torch range is already satisfied by the CPU build.
-  .venv/bin/python -c "import torch" >/dev/null 2>&1 || "${PIP[@]}" install --no-compile "$TORCH_SPEC"
+  # torch first, so the project's torch range is already satisfied by the CPU build (or by the build
+  # MEDLENS_TORCH_SPEC names; pip leaves a torch that already satisfies it as it is).
+  "${PIP[@]}" install --no-compile "$TORCH_SPEC"
   "${PIP[@]}" install --no-compile -e "$extras"
   echo "$want" > "$stamp"
 fi
 
-# Debian packages: chromium for the browser tests, wrk as the benchmarks' load generator, postgresql.
-debs=()
-[ "$MODE" = "test" ] && [ ! -x /usr/bin/chromium ] && debs+=(chromium)
-[ "$MODE" = "test" ] && ! command -v wrk >/dev/null 2>&1 && debs+=(wrk)
-# PostgreSQL: the tests run the case store against a throw-away server as well as SQLite (tests/postgres.py).
-[ "$MODE" = "test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && debs+=(postgresql)
-if [ "${#debs[@]}" -gt 0 ]; then
-  echo "==> installing Debian packages: ${debs[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${debs[@]}" >/dev/null
-fi
 echo "==> setup done ($MODE)"

@@ -57,7 +57,7 @@ def temporary_postgres(workdir: Path, database: str = "medlens") -> Iterator[str
         _as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "medlens", "--auth=trust", "-E", "UTF8"]),
         **quiet,
     )
-    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+    options = f"-p {port} -k '{sock}' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
     log = workdir / "server.log"
     subprocess.run(
         _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]),

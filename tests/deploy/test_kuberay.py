@@ -101,7 +101,15 @@ def test_every_container_gets_the_fast_path_env(profile: str) -> None:
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for group in groups:
         for container in group["template"]["spec"]["containers"]:
-            assert {e["name"]: e["value"] for e in container["env"]} == fast_path_env()
+            env = container["env"]
+            assert {e["name"]: e["value"] for e in env if "value" in e} == fast_path_env()
+            # the case database and the API token from the Secret, in every container (the ingress may run on
+            # any worker): without them a pod does not start
+            secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+            assert secret == {
+                "MEDLENS_DB_URL": {"name": "medlens", "key": "db-url"},
+                "MEDLENS_API_TOKEN": {"name": "medlens", "key": "api-token"},
+            }
     assert cluster["rayVersion"] == kuberay.RAY_VERSION
 
 

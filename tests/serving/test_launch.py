@@ -110,6 +110,9 @@ def _launch(config: Path, extra: list[str], tmp: Path) -> subprocess.Popen[bytes
     env.update(fast_path_env())
     env.update(serve_ports_env(HEAD_PORTS))
     env.update({"RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0"})
+    # a case database of its own: never the developer's .run/medlens.db (a running `make run`'s) nor a
+    # MEDLENS_DB_URL the shell exports
+    env["MEDLENS_DB_URL"] = f"sqlite:///{tmp / 'cases.db'}"
     return subprocess.Popen(
         [sys.executable, "-m", "serving.launch", str(config), "--start-head", str(HEAD_PORTS.gcs), *extra],
         cwd=REPO_ROOT,
