@@ -74,16 +74,24 @@ def _add_operating_points(
     fig: go.Figure,
     metrics: ModelMetrics,
     threshold: float | None,
-    xy: Callable[[dict[str, float]], tuple[float, float]],
+    xy: Callable[[dict[str, float]], tuple[float, float] | None],
 ) -> None:
     """Mark the card's operating point (open circle) and, if given, the selected threshold (diamond);
-    ``xy`` maps an operating point's metrics to the figure's coordinates."""
+    ``xy`` maps an operating point's metrics to the figure's coordinates (None: the point is undefined there,
+    named in the legend without a mark)."""
     marks = [(metrics.threshold, "card", {"symbol": "circle-open", "size": 13, "color": "black", "line": {"width": 2}})]
     if threshold is not None:
         marks.append((threshold, "selected", {"symbol": "diamond", "size": 13, "color": VERMILION}))
     for value, kind, marker in marks:
-        x, y = xy(operating_metrics(metrics, value))
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", marker=marker, name=f"{kind} threshold {value:.3f}"))
+        at = xy(operating_metrics(metrics, value))
+        name = f"{kind} threshold {value:.3f}" + ("" if at is not None else ": flags nothing, precision undefined")
+        x, y = (None, None) if at is None else at
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", marker=marker, name=name))
+
+
+def flags_nothing(point: Mapping[str, float]) -> bool:
+    """No case at or above the threshold: precision (and F1) are undefined there, not 0."""
+    return point["tp"] + point["fp"] == 0
 
 
 def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figure:
@@ -112,7 +120,9 @@ def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figur
             hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
         )
     )
-    _add_operating_points(fig, metrics, threshold, lambda p: (p["sensitivity"], p["precision"]))
+    _add_operating_points(
+        fig, metrics, threshold, lambda p: None if flags_nothing(p) else (p["sensitivity"], p["precision"])
+    )
     layout(
         fig,
         title=f"Precision–recall — AUPRC {ev.auprc:.3f}",
@@ -169,8 +179,9 @@ def reliability_axes() -> go.Figure:
 
 
 def calibration_figure(metrics: ModelMetrics) -> go.Figure:
-    """Reliability diagram: observed positive fraction vs mean predicted probability per bin (marker
-    size ~ cases in the bin), with the perfect-calibration diagonal."""
+    """Reliability diagram of the score (the model's output, before calibration): observed positive fraction
+    vs mean score per bin (marker size ~ cases in the bin), with the perfect-calibration diagonal. The
+    calibrated risk's diagram is :func:`dashboard.charts.trust.reliability_figure`."""
     ev = metrics.evaluation
     cal = ev.calibration
     counts = np.asarray(cal.thresholds, dtype=float)
@@ -184,17 +195,19 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
             mode="lines+markers",
             marker={"size": sizes, "color": PURPLE, "line": {"color": "white", "width": 1}},
             line={"color": PURPLE},
-            name=f"model (Brier {ev.brier:.3f}, ECE {ev.ece:.3f})",
-            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:.0f} cases<extra></extra>",
+            name=f"score (Brier {ev.brier:.3f}, ECE {ev.ece:.3f})",
+            hovertemplate="mean score %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:.0f} cases<extra></extra>",
         )
     )
     layout(
         fig,
-        title="Calibration (reliability diagram, 10 bins)",
-        subtitle=source_line(metrics, 80),
+        title="The score against what happened (10 bins)",
+        subtitle=source_line(metrics, 80)
+        + "<br>The score is not a probability (it is not calibrated): the calibrated risk's diagram is below",
         height=460,
         legend="bottom",
     )
+    fig.update_xaxes(title_text="mean score in the bin (not calibrated)")
     return fig
 
 

@@ -114,8 +114,10 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     vitals = vitals_frame(source)
     sepsis_label = source.sepsis_label if source is not None else None
     n_vital_rows = len(VITAL_PANELS)
+    any_calibrated = any(calibrated_curve(p) is not None for p in predictions.values())
     titles = [
-        "Sepsis alert score per hour (dotted: calibrated risk)",
+        "Sepsis alert score per hour"
+        + (" (dotted: calibrated risk)" if any_calibrated else " (not calibrated: no risk)"),
         *(t for t, _ in VITAL_PANELS),
         "Measured (dark) / missing (light)",
     ]
@@ -309,7 +311,13 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
             font={"size": 11},
         )
 
-    fig.update_yaxes(range=[0.0, 1.0], tickformat=".1f", title_text="score · calibrated risk", row=1, col=1)
+    fig.update_yaxes(
+        range=[0.0, 1.0],
+        tickformat=".1f",
+        title_text="score · calibrated risk" if any_calibrated else "score",
+        row=1,
+        col=1,
+    )
     fig.update_xaxes(title_text="hour of the ICU stay (row)", row=n_vital_rows + 2, col=1)
     fig.update_xaxes(range=[-0.5, max(n_hours - 0.5, 0.5)])
     layout(fig, title="Alert score, calibrated risk and vital signs, hour by hour", height=1150)

@@ -45,7 +45,9 @@ def reliability_figure(trust: TrustReport | SepsisTrustReport) -> go.Figure:
         )
     if isinstance(trust, SepsisTrustReport):
         c = trust.out_of_fold
-        subtitle = f"hourly risk, cross-fitted over {trust.folds} folds of {c.n_stays:,} stays ({c.n_hours:,} hours)"
+        subtitle = f"{calibrated_risk_words(trust)}, cross-fitted over {trust.folds} folds of {c.n_stays:,} stays" + (
+            "" if one_per_stay(trust) else f" ({c.n_hours:,} hours)"
+        )
     else:
         subtitle = f"cross-fitted over {trust.folds} folds of the {trust.n_validation} validation radiographs"
     layout(fig, title="Calibration before and after", subtitle=subtitle, height=460, legend="bottom")
@@ -66,20 +68,33 @@ def calibration_table(trust: TrustReport | SepsisTrustReport) -> pd.DataFrame:
     )
 
 
+def one_per_stay(trust: SepsisTrustReport) -> bool:
+    """The report scores one prediction per stay (mortality: the 48th hour's), not one per hour (sepsis)."""
+    return trust.out_of_fold.n_hours == trust.out_of_fold.n_stays
+
+
+def calibrated_risk_words(trust: SepsisTrustReport) -> str:
+    """What a sequence model's calibration report calibrates, in words."""
+    return "risk after 48 hours (one per stay)" if one_per_stay(trust) else "hourly risk"
+
+
 def out_of_fold_table(trust: SepsisTrustReport) -> pd.DataFrame:
-    """The out-of-fold predictions recomputed from the checkpoint beside the training card's figures."""
+    """The out-of-fold predictions recomputed from the checkpoint beside the training card's figures (the
+    utility only for a task that has one: sepsis)."""
     c = trust.out_of_fold
-    return pd.DataFrame(
-        [
-            {"figure": "AUROC", "recomputed": round(c.auroc, 4), "training card": round(c.card_auroc, 4)},
+    rows: list[dict[str, object]] = [
+        {"figure": "AUROC", "recomputed": round(c.auroc, 4), "training card": round(c.card_auroc, 4)}
+    ]
+    if c.utility is not None or c.card_utility is not None:
+        rows.append(
             {
                 "figure": "normalised utility",
                 "recomputed": None if c.utility is None else round(c.utility, 4),
                 "training card": None if c.card_utility is None else round(c.card_utility, 4),
-            },
-            {"figure": "Brier", "recomputed": round(c.brier, 5), "training card": round(c.card_brier, 5)},
-        ]
-    )
+            }
+        )
+    rows.append({"figure": "Brier", "recomputed": round(c.brier, 5), "training card": round(c.card_brier, 5)})
+    return pd.DataFrame(rows)
 
 
 def conformal_table(trust: TrustReport) -> pd.DataFrame:

@@ -16,12 +16,14 @@ from dashboard.charts.common import source_line
 from dashboard.charts.performance import (
     calibration_figure,
     confusion_figure,
+    flags_nothing,
     operating_metrics,
     pr_figure,
     protocol_figure,
     roc_figure,
 )
 from dashboard.charts.trust import (
+    calibrated_risk_words,
     calibration_table,
     conformal_table,
     ensemble_table,
@@ -71,6 +73,9 @@ def render() -> None:
         ("F1", "f1"),
         ("Precision", "precision"),
     ]:
+        if key in ("precision", "f1") and flags_nothing(point):  # undefined where nothing is flagged, not 0
+            tiles.metric(label, "n/a", help="No case scores at or above this threshold.", border=True)
+            continue
         delta = point[key] - card[key]
         tiles.metric(
             label,
@@ -167,14 +172,16 @@ def _ensemble(report: EnsembleReport) -> None:
 
 
 def _sepsis_trust(trust: SepsisTrustReport) -> None:
-    """The hourly calibration before and after and the out-of-fold check: from the model card."""
+    """The calibration of a sequence model's risk (hourly for sepsis, the 48th hour's for mortality) before and
+    after, and the out-of-fold check: from the model card."""
+    words = calibrated_risk_words(trust)
     with _reliability_beside(trust):
-        st.markdown("**Calibration of the hourly risk** (cross-fitted by stay: ECE in 10 bins, Brier)")
+        st.markdown(f"**Calibration of the {words}** (cross-fitted by stay: ECE in 10 bins, Brier)")
         st.table(calibration_table(trust).set_index("calibrator"))
         st.markdown("**Out-of-fold predictions** recomputed from the checkpoint, beside the training card")
         st.table(out_of_fold_table(trust).set_index("figure"))
         st.markdown(
-            f"**Fold-ensemble spread** (std of the {trust.folds} members' hourly probabilities, training stays): "
+            f"**Fold-ensemble spread** (std of the {trust.folds} members' {words}, training stays): "
             f"mean {trust.spread_mean:.4f}, 90th percentile {trust.spread_p90:.4f}. The sepsis and ICU mortality "
             "pages draw it per hour as a band around the risk."
         )

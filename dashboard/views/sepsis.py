@@ -29,6 +29,7 @@ from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
 from dashboard.charts.sepsis import (
     attribution_figure,
+    calibrated_curve,
     first_alert,
     measured_fraction,
     sepsis_figure,
@@ -154,9 +155,14 @@ def render() -> None:
         "hours, gaps are missing data, nothing is interpolated). Solid curves: each model's alert score, which is "
         "not a probability (training weighs septic hours more, so it runs high). Shaded band around it: the "
         "spread of the model's fold members (lowest to highest member that hour; a wide band means the members "
-        "disagree). Dotted curve: the calibrated risk, the probability to read (how often such a score was "
-        "followed by the label on the training stays, out of fold); the alert stays on the score. Dashed lines: "
-        "each model's alert threshold; "
+        "disagree). "
+        + (
+            "Dotted curve: the calibrated risk, the probability to read (how often such a score was followed by the "
+            "label on the training stays, out of fold); the alert stays on the score. "
+            if any(calibrated_curve(p) is not None for p in predictions.values())
+            else "These checkpoints are not calibrated: there is no risk to read, only the score. "
+        )
+        + "Dashed lines: each model's alert threshold; "
         "stars and dotted vertical lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before "
         "clinical onset), when present."
     )

@@ -97,7 +97,7 @@ def render() -> None:
     reader = widgets.reviewer_name()
     left, right = st.columns([3, 2], gap="large")
     with right:  # first: whether the model's output is shown decides whether the heatmap may be drawn
-        output_shown = show_answer(pred, key="xray_output")
+        output_shown = show_answer(pred, key=f"xray_output_{cid}")  # asked again for every image
         if pred.dicom:
             if widgets.header_toggle():
                 st.caption("De-identified header fields returned by serving (allow-list).")

@@ -146,6 +146,17 @@ def test_sidebar_reports_serving_health(serving_env: str) -> None:
     assert any("Serving up" in s.value for s in at.sidebar.success)
 
 
+def _other_dicom(data: bytes) -> bytes:
+    """The same radiograph as other bytes (a new series description): another file, another case."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SeriesDescription = "another series"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
 @pytest.mark.serve
 def test_xray_page_demo_radiograph(serving_env: str) -> None:
     threshold = MedLensClient(serving_env).models().models
@@ -169,8 +180,19 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
         assert not any("Score **" in m.value for m in at.markdown)
         assert [t["type"] for t in image["data"]] == ["image"]
         assert any("score and heatmap are hidden" in c.value for c in at.caption)
-        at.toggle(key="xray_output").set_value(True).run()
+        shown = f"xray_output_{hashlib.sha256(demo_radiograph()).hexdigest()}"
+        at.toggle(key=shown).set_value(True).run()
         assert not at.exception, at.exception
+        assert any(f["data"][0]["type"] == "indicator" for f in _figures(at))
+        # another out-of-distribution image: its output hidden again until the reader asks for it (the toggle
+        # was one for every image, so the second image's score and heatmap appeared unasked)
+        other = _other_dicom(demo_radiograph())
+        at.file_uploader(key="xray_upload").set_value([("other.dcm", other, "application/dicom")]).run()
+        assert not at.exception, at.exception
+        assert not any(f["data"][0]["type"] == "indicator" for f in _figures(at))
+        assert any("score and heatmap are hidden" in c.value for c in at.caption)
+        at.button(key="xray_demo_button").click().run()  # the demo again, its output asked for again
+        at.toggle(key=shown).set_value(True).run()
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
     figures = _figures(at)
     gauge = next(f for f in figures if f["data"][0]["type"] == "indicator")
@@ -865,7 +887,7 @@ def test_performance_page_every_model(serving_env: str) -> None:
         assert titles[0].startswith("ROC") and f"{served.evaluation.auroc:.3f}" in titles[0]
         assert titles[1].startswith("Precision")
         assert titles[2].startswith("Confusion")
-        assert titles[3].startswith("Calibration")
+        assert titles[3].startswith("The score against what happened")
         # where the figures come from: in the page's header, and in each figure's own subtitle (kept on export)
         header = " ".join(m.value for m in at.markdown)
         assert served.dataset in header and served.created in header and served.version in header

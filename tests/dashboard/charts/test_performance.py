@@ -116,9 +116,23 @@ def test_calibration_figure(model_metrics: ModelMetrics) -> None:
     fig = performance.calibration_figure(model_metrics)
     diagonal = trace(fig, "perfectly calibrated")
     assert list(diagonal.x) == [0, 1] and list(diagonal.y) == [0, 1]
-    model = trace(fig, "model")
+    model = trace(fig, "score")
     assert list(model.x) == cal.x and list(model.y) == cal.y
     assert list(model.customdata) == cal.thresholds  # cases per bin
+    # the score, before calibration: never called a predicted probability
+    assert fig.layout.xaxis.title.text == "mean score in the bin (not calibrated)"
+    assert "not a probability" in fig.layout.title.subtitle.text
+
+
+def test_a_threshold_that_flags_nothing_has_no_precision(model_metrics: ModelMetrics) -> None:
+    """Above every stored score nothing is flagged: precision is undefined there, so the selected point is
+    named in the legend without a mark (it was drawn at precision 0, off the curve)."""
+    above = max(t for t in model_metrics.evaluation.roc.thresholds if np.isfinite(t)) + 0.01
+    point = performance.operating_metrics(model_metrics, above)
+    assert performance.flags_nothing(point)
+    selected = trace(performance.pr_figure(model_metrics, above), "selected threshold")
+    assert list(selected.x) == [None] and "flags nothing, precision undefined" in selected.name
+    assert not performance.flags_nothing(performance.operating_metrics(model_metrics, model_metrics.threshold))
 
 
 def test_protocol_figure(model_metrics: ModelMetrics) -> None:

@@ -195,6 +195,18 @@ def test_sepsis_figure_draws_the_members_spread_around_the_risk_and_the_calibrat
     assert sepsis.spread_band(predictions["transformer"]) is None
     assert sepsis.calibrated_curve(predictions["transformer"]) is None
     assert not [n for n in names if n.startswith(("Transformer spread", "Transformer calibrated"))]
+    assert fig.layout.annotations[0].text == "Sepsis alert score per hour (dotted: calibrated risk)"
+
+
+def test_a_figure_of_uncalibrated_answers_promises_no_calibrated_risk(
+    predictions: dict[str, SepsisPrediction],
+) -> None:
+    """No model's answer carries a calibrated risk: the score panel's title and axis say so (they promised a
+    dotted risk curve that was never drawn)."""
+    assert all(sepsis.calibrated_curve(p) is None for p in predictions.values())
+    fig = sepsis.sepsis_figure(predictions)
+    assert fig.layout.annotations[0].text == "Sepsis alert score per hour (not calibrated: no risk)"
+    assert fig.layout.yaxis.title.text == "score"
 
 
 def test_sepsis_figure_draws_the_served_vitals_without_interpolation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.charts.trust import (
+    calibrated_risk_words,
     calibration_table,
     conformal_table,
     ood_table,
@@ -81,3 +82,18 @@ def test_sepsis_reliability_before_and_after_with_ece_and_brier(name: str) -> No
     assert table["calibrator"].str.contains("adopted").sum() == 1
     check = out_of_fold_table(report).set_index("figure")
     assert check.loc["AUROC", "recomputed"] == check.loc["AUROC", "training card"]
+
+
+@pytest.mark.parametrize("name", ["mortality-lstm", "mortality-transformer"])
+def test_the_mortality_calibration_is_told_as_one_risk_per_stay(name: str) -> None:
+    """The mortality cards calibrate the 48th hour's risk, one per stay: not called hourly, and no utility row
+    (the task has none)."""
+    report = read_card(entry(name).default_weights).trust
+    assert isinstance(report, SepsisTrustReport) and report.out_of_fold.n_hours == report.out_of_fold.n_stays
+    assert calibrated_risk_words(report) == "risk after 48 hours (one per stay)"
+    subtitle = reliability_figure(report).layout.title.subtitle.text
+    assert "hourly" not in subtitle and "hours)" not in subtitle
+    assert list(out_of_fold_table(report)["figure"]) == ["AUROC", "Brier"]
+    sepsis = read_card(entry("lstm").default_weights).trust
+    assert isinstance(sepsis, SepsisTrustReport) and calibrated_risk_words(sepsis) == "hourly risk"
+    assert list(out_of_fold_table(sepsis)["figure"]) == ["AUROC", "normalised utility", "Brier"]
