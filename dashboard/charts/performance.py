@@ -202,12 +202,12 @@ def calibration_figure(metrics: ModelMetrics) -> go.Figure:
     layout(
         fig,
         title="The score against what happened (10 bins)",
-        subtitle=source_line(metrics, 80)
-        + "<br>The score is not a probability (it is not calibrated): the calibrated risk's diagram is below",
+        subtitle=source_line(metrics, 80),
         height=460,
         legend="bottom",
     )
-    fig.update_xaxes(title_text="mean score in the bin (not calibrated)")
+    # the score is not a probability: the calibrated risk's diagram is on the page below ("When not to trust it")
+    fig.update_xaxes(title_text="mean score in the bin (not a calibrated probability)")
     return fig
 
 

@@ -211,12 +211,11 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
         f"{label_text(prediction)} · model `{prediction.version}`"
     )
     _warnings(prediction.warnings)
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.plotly_chart(trajectory_figure(prediction), key=f"case_mortality_{case.id}", config={"displaylogo": False})
-    with right:
-        st.plotly_chart(score_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
-        st.table(stay_table(prediction).set_index("field"))
+    # as the ICU mortality page lays it out: the trajectory at the page's width (a column cut its title)
+    st.plotly_chart(trajectory_figure(prediction), key=f"case_mortality_{case.id}", config={"displaylogo": False})
+    gauge, stay = st.columns(2, gap="large")
+    gauge.plotly_chart(score_gauge(prediction), key=f"case_gauge_{case.id}", config={"displaylogo": False})
+    stay.table(stay_table(prediction).set_index("field"))
     explained = _explanation(case) if _why_toggle(case) else None
     if isinstance(explained, MortalityPrediction):
         figure = contributions_figure(explained)

@@ -120,8 +120,8 @@ def test_calibration_figure(model_metrics: ModelMetrics) -> None:
     assert list(model.x) == cal.x and list(model.y) == cal.y
     assert list(model.customdata) == cal.thresholds  # cases per bin
     # the score, before calibration: never called a predicted probability
-    assert fig.layout.xaxis.title.text == "mean score in the bin (not calibrated)"
-    assert "not a probability" in fig.layout.title.subtitle.text
+    assert fig.layout.xaxis.title.text == "mean score in the bin (not a calibrated probability)"
+    assert fig.layout.title.text == "The score against what happened (10 bins)"
 
 
 def test_a_threshold_that_flags_nothing_has_no_precision(model_metrics: ModelMetrics) -> None:
