@@ -102,7 +102,7 @@ def review_panel(
     case's model's label, so the form is only offered beside that model's answer."""
     st.subheader("Reviews")
     st.caption(
-        f"Case `{case_id[:16]}` (SHA-256 of the file's bytes; the file name is never stored). Every reader sees "
+        f"Case `{case_id[:16]}` (SHA-256 of the file's contents; the file name is never stored). Every reader sees "
         "these reviews; a review is never changed: a change of mind is a new review."
     )
     case = load_case(case_id)

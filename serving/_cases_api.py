@@ -44,6 +44,7 @@ from serving.schemas import (
     Worklist,
     WorklistQuery,
     XrayPrediction,
+    case_id_for,
 )
 from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
@@ -75,7 +76,7 @@ class _Holder:
 CASES = _Holder()
 router = APIRouter(tags=["cases"])
 
-_CASE_ID = Path(description="the case id (SHA-256 of the uploaded file, 64 hex digits)")
+_CASE_ID = Path(description="the case id (SHA-256 of the uploaded file; of a 2012 record without its RecordID)")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorResponse, "description": "unknown case id"},
@@ -175,8 +176,8 @@ def _classified(
 
 
 def _case_ids(found: list[CaseFile]) -> list[str]:
-    """Each case file's id: the SHA-256 of its bytes."""
-    return [hashlib.sha256(f.data).hexdigest() for f in found]
+    """Each case file's id (:func:`serving.schemas.case_id_for`)."""
+    return [case_id_for(f.kind, f.data) for f in found]
 
 
 def _rejected(where: str, error: ItemError) -> RejectedFile:
@@ -195,9 +196,10 @@ async def create_cases(
         ..., description="one or more PNG, JPEG, DICOM, PSV, CSV or PhysioNet 2012 .txt files, or .zip of them"
     ),
 ) -> CaseUpload:
-    """Make a case of each file: the case id is the SHA-256 of its bytes (the same file again is the same
-    case, not predicted twice); its prediction is stored with the model version that made it. Files that
-    cannot be read are listed in `rejected`; when none made a case, the first problem is the answer."""
+    """Make a case of each file: the case id is the SHA-256 of its bytes (of a PhysioNet 2012 record, without
+    its RecordID rows; the same file again is the same case, not predicted twice); its prediction is stored with
+    the model version that made it. Files that cannot be read are listed in `rejected`; when none made a case,
+    the first problem is the answer."""
     service = _service()
     args = service.args
     limits = ZipLimits(

@@ -69,6 +69,8 @@ class ReplicaHttp:
     stats: Any = None
     cors: dict[str, Any] = field(default_factory=dict)  # CORSMiddleware keyword arguments; empty: off
     max_body_bytes: int | None = None  # request bodies above this (+ multipart framing) get 413 (BodyLimit); None: off
+    # exact paths allowed a larger body than max_body_bytes (the ingress's case upload: several files at once)
+    route_body_bytes: dict[str, int] = field(default_factory=dict)
 
 
 REPLICA_HTTP = ReplicaHttp()
@@ -102,9 +104,11 @@ class ReplicaCors:
 
 
 class BodyLimit:
-    """Refuse a request body above :data:`REPLICA_HTTP` ``max_body_bytes`` with 413 before it is parsed:
-    by its Content-Length when it has one, else as it streams in (FastAPI parses a multipart body, and
-    spools it to disk, before a route sees it)."""
+    """Refuse a request body above its limit with 413 before it is parsed: by its Content-Length when it has
+    one, else as it streams in (FastAPI parses a multipart body, and spools it to disk, before a route sees it;
+    it reads and parses a JSON body whole, on the replica's event loop, before the token is checked). The limit:
+    :data:`REPLICA_HTTP` ``route_body_bytes`` for its path, else ``max_body_bytes``; a body that is not a
+    multipart upload (a review, a query) at most :data:`MAX_PLAIN_BODY_BYTES`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -114,8 +118,12 @@ class BodyLimit:
         if scope["type"] != "http" or stated is None:
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers") or ())
+        stated = REPLICA_HTTP.route_body_bytes.get(scope.get("path", ""), stated)
+        if not headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            stated = min(stated, MAX_PLAIN_BODY_BYTES)
         limit = stated + _MULTIPART_SLACK
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large_response(stated)(scope, receive, send)
             return
@@ -155,13 +163,15 @@ class _BodyTooLarge(Exception):
 
 #: Room for the multipart framing around uploads of exactly the stated limit.
 _MULTIPART_SLACK = 64 * 1024
+#: The largest body that is not a multipart upload: a review, a synthetic-image request (a few hundred bytes).
+MAX_PLAIN_BODY_BYTES = 1024 * 1024
 
 
 def _too_large_response(limit: int) -> JSONResponse:
     return error_response(
         413,
         "payload_too_large",
-        f"The request is too large: the limit is {limit / 1024 / 1024:g} MiB per request. Downsample or "
+        f"The request is too large: the limit is {limit / 1024 / 1024:g} MiB for this request. Downsample or "
         "compress the image (or trim the series), or send fewer files per request.",
     )
 
@@ -236,6 +246,44 @@ def validation_detail(errors: Sequence[Any]) -> tuple[str, str]:
     return "invalid_request", "; ".join(problems) + "." if problems else "The request is invalid."
 
 
+def _unexpected(method: str, exc: BaseException) -> JSONResponse:
+    # Type only: an exception message could quote the upload.
+    logger.error("internal error on %s: %s", method, type(exc).__name__)
+    return error_response(
+        500,
+        "internal_error",
+        "MedLens serving hit an internal error. Retry; if it persists, report it to the operators "
+        "(the server log has the error type and time).",
+    )
+
+
+class ContainUnexpected:
+    """An exception no handler answered becomes the generic 500, its type alone logged, and goes no further.
+    Starlette's outermost middleware answers the same 500 through ``on_unexpected`` but then raises the
+    exception again, and Ray Serve logs its whole traceback and message, which could quote an upload."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            response = _unexpected(scope.get("method", ""), exc)
+            if not started:  # else the client sees the answer cut short
+                await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error answers ``ErrorResponse``; only genuine server bugs answer 500."""
 
@@ -261,14 +309,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, kind, detail, getattr(exc, "headers", None))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Type only: an exception message could quote the upload.
-        logger.error("internal error on %s: %s", request.method, type(exc).__name__)
-        return error_response(
-            500,
-            "internal_error",
-            "MedLens serving hit an internal error. Retry; if it persists, report it to the operators "
-            "(the server log has the error type and time).",
-        )
+        return _unexpected(request.method, exc)
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

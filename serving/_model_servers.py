@@ -37,6 +37,7 @@ from serving._http import (
     REPLICA_HTTP,
     ApiError,
     BodyLimit,
+    ContainUnexpected,
     ReplicaCors,
     install_error_handlers,
     read_upload,
@@ -88,15 +89,22 @@ def http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestStatsMiddleware)
     api.add_middleware(ReplicaCors)
+    api.add_middleware(ContainUnexpected)  # outermost of ours: BodyLimit's own exception is BodyLimit's
     install_error_handlers(api)
     return api
 
 
-def configure_replica(args: ServingArgs, stats: RequestStats | StatsBuffer, max_body_bytes: int) -> None:
-    """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body
-    (serving._http.REPLICA_HTTP)."""
+def configure_replica(
+    args: ServingArgs,
+    stats: RequestStats | StatsBuffer,
+    max_body_bytes: int,
+    route_body_bytes: dict[str, int] | None = None,
+) -> None:
+    """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body and
+    the paths allowed a larger one (serving._http.REPLICA_HTTP)."""
     REPLICA_HTTP.stats = stats
     REPLICA_HTTP.max_body_bytes = max_body_bytes
+    REPLICA_HTTP.route_body_bytes = dict(route_body_bytes or {})
     REPLICA_HTTP.api_token = os.environ.get(args.auth_token_env, "").strip() or None
     cors = args.cors
     REPLICA_HTTP.cors = (

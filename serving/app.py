@@ -199,7 +199,14 @@ class MedLensIngress:
         self._history = ReplicaHistory(interval_s=args.history_interval_s, keep_s=args.history_keep_s)
         self._status = SingleFlight(lambda: asyncio.to_thread(serve_view), ttl_s=1.0)
         self._pings = {m: SingleFlight(functools.partial(self._ping, m), ttl_s=1.0) for m in MODEL_NAMES}
-        configure_replica(args, self._stats, int(args.cases.max_request_mb * 1024 * 1024))
+        # one file per request (the identity route, the deprecated sepsis route) at the upload limit; the case
+        # upload, several files at once, at the request limit
+        configure_replica(
+            args,
+            self._stats,
+            args.max_upload_bytes,
+            {"/v1/cases": int(args.cases.max_request_mb * 1024 * 1024)},
+        )
         from serving.store.cases import CaseStore  # the ingress alone needs SQLAlchemy
         from serving.store.db import DB_URL_ENV, db_url
 

@@ -249,7 +249,10 @@ class MedLensClient:
         """The patient identifiers in a DICOM file's header, for ``reader``, who asks (the view is recorded; 415
         for a file that is not a readable DICOM); only the name's extension is sent."""
         files = {"file": (_upload_name(filename, "upload"), data, "application/octet-stream")}
-        return self._request("POST", "/v1/dicom/identity", DicomIdentity, params={"reader": reader}, files=files)
+        # not retried: each call adds a view to the append-only trail, which a retry would record twice
+        return self._request(
+            "POST", "/v1/dicom/identity", DicomIdentity, params={"reader": reader}, files=files, retry=False
+        )
 
     def identity_views(self, image_id: str | None = None, limit: int = 500) -> IdentityViews:
         """Who saw which DICOM file's patient identifiers, newest first; of one file (its SHA-256) if given."""

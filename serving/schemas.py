@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.catalogue import InputKind, ModelEntry, ModelName
+from models.errors import MedLensInputError
 from models.metrics import BinaryEvaluation
+from models.mortality_io import without_record_id
 from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
@@ -588,6 +592,16 @@ class CaseSummary(_Schema):
     @property
     def label_withheld(self) -> bool:
         return label_withheld(self.in_distribution)
+
+
+def case_id_for(kind: CaseKind, data: bytes) -> str:
+    """The id of the case a file makes: the SHA-256 of its bytes; for a PhysioNet 2012 record, of its bytes
+    without the RecordID rows (:func:`models.mortality_io.without_record_id`, what the case keeps), so that the
+    id, which every reader and export sees, cannot give the RecordID back by trying each candidate."""
+    if kind == "mortality":
+        with contextlib.suppress(MedLensInputError):  # not a record its model reads: refused, never a case
+            data = without_record_id(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def label_withheld(in_distribution: bool | None) -> bool:

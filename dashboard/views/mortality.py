@@ -9,7 +9,6 @@ identifier; this page shows none either.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
@@ -29,7 +28,7 @@ from dashboard.charts.mortality import (
 from dashboard.demo import MortalityDemo, find_mortality_demo_cases
 from models.catalogue import MORTALITY, models_for
 from models.config import data_paths
-from serving.schemas import MortalityPrediction
+from serving.schemas import MortalityPrediction, case_id_for
 
 #: The catalogue's mortality models, in catalogue order.
 MORTALITY_MODELS = [e.name for e in models_for(task=MORTALITY.name)]
@@ -146,7 +145,7 @@ def render() -> None:
             )
     st.divider()
     review_panel(
-        hashlib.sha256(selected.data).hexdigest(), "mortality", widgets.reviewer_name(), upload=selected, shown=model
+        case_id_for("mortality", selected.data), "mortality", widgets.reviewer_name(), upload=selected, shown=model
     )
 
 

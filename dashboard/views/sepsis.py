@@ -7,7 +7,6 @@ model is asked with ``vitals=True``), so the chart shows what the models saw.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
@@ -39,7 +38,7 @@ from dashboard.charts.sepsis import (
 from dashboard.demo import DemoCase, find_sepsis_demo_cases
 from models.catalogue import models_for
 from models.config import data_paths
-from serving.schemas import SepsisPrediction
+from serving.schemas import SepsisPrediction, case_id_for
 
 #: The catalogue's models of hourly series, in catalogue order.
 SERIES_MODELS = [e.name for e in models_for(input_kind="series")]
@@ -180,7 +179,7 @@ def render() -> None:
         st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
     st.divider()
     review_panel(
-        hashlib.sha256(selected.data).hexdigest(),
+        case_id_for("sepsis", selected.data),
         "sepsis",
         widgets.reviewer_name(),
         upload=selected,

@@ -9,17 +9,16 @@ Serving decodes the upload; this page only draws serving's answer (``explain=Tru
 
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, client, serving_url, session_cached
+from dashboard.backend import call, client, serving_url, session_cached, session_store
 from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
 from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
 from models.catalogue import models_for
+from serving.schemas import case_id_for
 
 #: The catalogue's image model (the chest X-ray pneumonia CNN).
 IMAGE_MODEL = models_for(input_kind="image")[0].name
@@ -55,9 +54,15 @@ def _identity(selected: widgets.SelectedInput, reader: str, key: str) -> None:
     """The patient identifiers of the reader's own DICOM upload, which serving reads from its header when asked
     (``POST /v1/dicom/identity``, which records the view): predictions never carry them, and no case, review, log
     or export keeps them."""
+    # kept while the toggle stays on (each rerun would otherwise record another view), for this file and reader
+    # alone: the page forgets them when the toggle goes off or another file or reader comes
+    shown = f"{key}|{reader}"
+    store = session_store("xray_identity")
+    for other in [k for k in store if k != shown]:
+        del store[other]
     identity = session_cached(
         "xray_identity",
-        f"{key}|{reader}",
+        shown,
         "MedLens serving is reading the DICOM header…",
         lambda: call(client().dicom_identity, selected.data, selected.name, reader),
     )
@@ -88,7 +93,7 @@ def render() -> None:
         st.info("Upload a chest X-ray (PNG, JPEG or DICOM), open the demo radiograph, or generate a synthetic one.")
         return
 
-    cid = hashlib.sha256(selected.data).hexdigest()
+    cid = case_id_for("xray", selected.data)
     case = _analyse(selected, f"{serving_url()}|{cid}")
     if case is None:
         return
@@ -108,6 +113,8 @@ def render() -> None:
                 st.caption("DICOM header fields are hidden.")
             if widgets.identity_toggle(cid, reader) and reader is not None:
                 _identity(selected, reader, f"{serving_url()}|{cid}")
+            else:  # hidden: shown again only after a new view, which serving records
+                session_store("xray_identity").clear()
     with left:
         st.markdown(f"**{selected.label}** · {pred.image_width} × {pred.image_height} px · {pred.source_format}")
         heatmap = case.heatmap

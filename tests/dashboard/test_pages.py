@@ -27,7 +27,7 @@ from models.cards import read_card
 from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
-from serving.schemas import SepsisPrediction, WorklistQuery
+from serving.schemas import SepsisPrediction, WorklistQuery, case_id_for
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
 
@@ -272,8 +272,14 @@ def test_xray_page_demo_radiograph(serving_env: str) -> None:
     assert any("MedLens keeps none of them" in c.value and "Dr Page Test saw them" in c.value for c in at.caption)
     seen = MedLensClient(serving_env).identity_views(image_id=case).views
     assert seen and seen[0].reader == "Dr Page Test" and seen[0].image_id == case
+    at.run()  # the page runs again with the identifiers on screen: the same view, not another one
+    assert len(MedLensClient(serving_env).identity_views(image_id=case).views) == len(seen)
     at.toggle(key=f"show_dicom_identity_{case}").set_value(False).run()
     assert len(at.table) == tables
+    assert not at.session_state["_medlens_store_xray_identity"]  # the page keeps no identifier once hidden
+    # shown again: a new view, recorded (the page showed what it had kept, and serving never heard of it)
+    at.toggle(key=f"show_dicom_identity_{case}").set_value(True).run()
+    assert len(MedLensClient(serving_env).identity_views(image_id=case).views) == len(seen) + 1
 
 
 @pytest.mark.serve
@@ -816,7 +822,7 @@ def test_mortality_page(serving_env: str) -> None:
 
     # a review from the page makes the record a mortality case on the shared worklist, without its RecordID; the
     # case is serving's model's (the LSTM's), so a verdict given beside the Transformer's answer is not saved
-    case = hashlib.sha256(data).hexdigest()
+    case = case_id_for("mortality", data)  # the SHA-256 of the record without its RecordID
     assert any(case[:16] in h.value for h in at.caption)
     at.sidebar.text_input(key="reviewer_name").input("Dr Mortality Page").run()
     if not client.worklist(WorklistQuery(status="all", id_prefix=case)).cases:  # (an earlier test may have made it)

@@ -25,9 +25,17 @@ import httpx
 import pydicom
 import pytest
 
+from models.mortality_io import without_record_id
 from models.xray_io import UNREADABLE
 from serving.client import MedLensClient, ServingError
-from serving.schemas import MortalityPrediction, ReviewIn, SepsisPrediction, WorklistQuery, XrayPrediction
+from serving.schemas import (
+    MortalityPrediction,
+    ReviewIn,
+    SepsisPrediction,
+    WorklistQuery,
+    XrayPrediction,
+    case_id_for,
+)
 from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
 from tests.models.test_dicom_privacy import BODY_PART, MODALITY, swallowing
 
@@ -126,7 +134,8 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     """A PhysioNet 2012 record (.txt, or the same long format as .csv) becomes a mortality case, scored by the
     configured mortality model exactly as its route scores it; readers review it with its own labels; neither
     the stored case nor its exports hold the RecordID."""
-    as_csv = mortality_record.replace(b"\n", b"\r\n")  # other bytes: another case, of the same kind
+    # another record (a row past the 48 hours read, Windows lines): another case, of the same kind
+    as_csv = (mortality_record + b"48:30,HR,80\n").replace(b"\n", b"\r\n")
     made = client.upload_cases([("stay.txt", mortality_record), ("stay.csv", as_csv)])
     assert not made.rejected and [c.kind for c in made.cases] == ["mortality", "mortality"]
     case = made.cases[0]
@@ -153,6 +162,20 @@ def test_a_mortality_record_is_a_case_of_its_own_kind(client: MedLensClient, mor
     fhir = client.export_reviews("fhir").decode()
     assert "score for death in hospital after 48 hours" in fhir and MORTALITY_RECORD_ID not in fhir
     assert MORTALITY_RECORD_ID not in client.export_reviews("csv").decode()
+
+
+def test_a_mortality_case_id_cannot_give_its_record_id_back(client: MedLensClient, mortality_record: bytes) -> None:
+    """The id is the SHA-256 of the record without its RecordID (as the case keeps it): the SHA-256 of the bytes
+    as uploaded would give the RecordID back to anyone with the stored record, trying each six-digit number. The
+    same record under another RecordID is the same case."""
+    case = client.upload_cases([("stay.txt", mortality_record)]).cases[0]
+    kept = without_record_id(mortality_record)
+    assert case.id == hashlib.sha256(kept).hexdigest() == case_id_for("mortality", mortality_record)
+    assert case.id != hashlib.sha256(mortality_record).hexdigest()
+    renamed = mortality_record.replace(f",RecordID,{MORTALITY_RECORD_ID}".encode(), b",RecordID,123456", 1)
+    assert renamed != mortality_record
+    again = client.upload_cases([("stay.txt", renamed)])
+    assert again.created == 0 and [c.id for c in again.cases] == [case.id]
 
 
 def test_a_file_its_model_refuses_is_named_by_its_place(client: MedLensClient, mortality_record: bytes) -> None:
@@ -433,13 +456,25 @@ def test_hostile_uploads_are_refused_quickly(
     assert client.health().status == "ok"
 
 
-def test_a_request_over_the_body_limit_is_refused_before_it_is_read(serving_url: str) -> None:
-    """A Content-Length of 101 MiB (the limit is 100) is answered 413 after 1 KiB was sent."""
+@pytest.mark.parametrize(
+    ("path", "content_type", "mib", "limit"),
+    [
+        ("/v1/cases", "multipart/form-data; boundary=b", 101, "100 MiB"),  # several files at once
+        ("/v1/dicom/identity?reader=A", "multipart/form-data; boundary=b", 26, "25 MiB"),  # one file
+        # a review is a few hundred bytes: a large JSON body was read and parsed whole, on the ingress's event
+        # loop, before the token was checked
+        (f"/v1/cases/{'a' * 64}/reviews", "application/json", 2, "1 MiB"),
+    ],
+)
+def test_a_request_over_the_body_limit_is_refused_before_it_is_read(
+    serving_url: str, path: str, content_type: str, mib: int, limit: str
+) -> None:
+    """A Content-Length over the route's limit is answered 413 after 1 KiB was sent."""
     host, port = serving_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(
-            b"POST /v1/cases HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            + f"Content-Length: {101 * 1024 * 1024}\r\n\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n".encode()
+            + f"Content-Length: {mib * 1024 * 1024}\r\n\r\n".encode()
             + b"x" * 1024
         )
         answer = ""
@@ -449,6 +484,7 @@ def test_a_request_over_the_body_limit_is_refused_before_it_is_read(serving_url:
                 break
             answer += chunk.decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer, answer[:300]
+    assert f"the limit is {limit}" in answer, answer[-400:]
 
 
 def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClient, xray_normal_path: Path) -> None:

@@ -6,6 +6,7 @@ Ray Serve application); the serve tests check the shared test server runs withou
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -14,7 +15,7 @@ from fastapi import FastAPI, File, Query, UploadFile
 from fastapi.testclient import TestClient
 
 from models.catalogue import PNEUMONIA, SEPSIS
-from serving._http import AUTH, REPLICA_HTTP, ReplicaCors, install_error_handlers, read_upload
+from serving._http import AUTH, REPLICA_HTTP, ContainUnexpected, ReplicaCors, install_error_handlers, read_upload
 from serving._protocol import safe_upload_name
 from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, SingleFlight
 from serving.schemas import ErrorResponse
@@ -147,6 +148,19 @@ def test_server_bug_is_500_without_details(open_client: TestClient) -> None:
     assert response.status_code == 500
     err = _error(response)
     assert err.error == "internal_error" and "Jane" not in err.detail
+
+
+def test_a_server_bug_goes_no_further_than_its_500(caplog: pytest.LogCaptureFixture) -> None:
+    """With ContainUnexpected (every served app has it) the exception is answered and logged by type, not
+    raised again for Ray Serve to log with its message (which could quote an upload)."""
+    app = _app(None)
+    app.add_middleware(ContainUnexpected)
+    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=True) as client:
+        response = client.get("/v1/boom")  # raised again, the test client would raise it here
+    assert response.status_code == 500 and _error(response).error == "internal_error"
+    assert "RuntimeError" in caplog.text and "Jane" not in caplog.text
+    with pytest.raises(RuntimeError, match="Jane"):  # without it, as before: raised past the 500
+        TestClient(_app(None), raise_server_exceptions=True).get("/v1/boom")
 
 
 # -- statistics -----------------------------------------------------------------------------------------------
