@@ -344,6 +344,8 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
             continue
         if keyword in _SPACINGS and not _positive(value):
             text = f"not recorded (the header holds {text})"  # 0 x 0 would read as a size; it is none
+        if keyword in _TERMS and text.replace(" ", "").upper() not in _TERMS[keyword]:
+            text = NOT_A_TERM
         if text:
             out[keyword] = text
     year = study_year(ds.get("StudyDate"))
@@ -406,6 +408,28 @@ def dicom_identity(data: bytes) -> dict[str, str] | None:
 
 #: What :func:`dicom_summary` shows for a field whose value is not one its value representation allows.
 UNREADABLE = "unreadable (malformed in the header)"
+#: What it shows for a coded field whose value is none of DICOM's terms for it: a coded field holds a code, and
+#: free text there (a name, a record number) is never copied out.
+NOT_A_TERM = "not a DICOM term"
+#: DICOM's defined terms of the coded fields of :data:`DICOM_SAFE_FIELDS` (ViewPosition: PS3.3 C.8.11.5.1.1, with
+#: the lateral codes DX files use; BodyPartExamined: PS3.16 Annex L), compared without spaces and case.
+_BODY_PARTS = frozenset((
+    "ABDOMEN", "ABDOMENPELVIS", "ACJOINT", "ADRENAL", "ANKLE", "AORTA", "ARM", "AXILLA", "BACK", "BILEDUCT",
+    "BLADDER", "BRAIN", "BREAST", "BRONCHUS", "BUTTOCK", "CALCANEUS", "CALF", "CAROTID", "CEREBELLUM", "CERVIX",
+    "CHEEK", "CHEST", "CHESTABDOMEN", "CHESTABDPELVIS", "CIRCLEOFWILLIS", "CLAVICLE", "COCCYX", "COLON",
+    "CORONARYARTERY", "CSPINE", "CTSPINE", "DUODENUM", "EAR", "ELBOW", "ESOPHAGUS", "EXTREMITY", "EYE", "FACE",
+    "FEMUR", "FINGER", "FOOT", "FOREARM", "GALLBLADDER", "HAND", "HEAD", "HEADNECK", "HEART", "HIP", "HUMERUS",
+    "IAC", "ILEUM", "ILIUM", "JAW", "JEJUNUM", "KIDNEY", "KNEE", "LARYNX", "LEG", "LIVER", "LSPINE", "LSSPINE",
+    "LUNG", "MAXILLA", "MEDIASTINUM", "MOUTH", "NECK", "NECKCHEST", "NECKCHESTABDOMEN", "NECKCHESTABDPELV", "NOSE",
+    "ORBIT", "OVARY", "PANCREAS", "PAROTID", "PATELLA", "PELVIS", "PENIS", "PHARYNX", "PROSTATE", "RADIUS", "RECTUM",
+    "RIB", "SCALP", "SCAPULA", "SCROTUM", "SHOULDER", "SKULL", "SPINE", "SPLEEN", "SSPINE", "STERNUM", "STOMACH",
+    "SUBMANDIBULAR", "TESTIS", "THIGH", "THORAX", "THUMB", "THYMUS", "THYROID", "TIBIA", "TLSPINE", "TOE", "TONGUE",
+    "TRACHEA", "TSPINE", "ULNA", "URETER", "URETHRA", "UTERUS", "VAGINA", "WHOLEBODY", "WRIST", "ZYGOMA",
+))  # fmt: skip
+_TERMS = {
+    "ViewPosition": frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "LLAT", "RLAT"}),
+    "BodyPartExamined": _BODY_PARTS,
+}
 
 #: Each text value representation of :data:`DICOM_SAFE_FIELDS` (DICOM PS3.5 6.2): the one value it allows.
 _LEGIBLE = {

@@ -16,9 +16,11 @@ from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian,
 
 from models.config import DataPaths
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
+from models.ood import header_reason
 from models.xray_io import (
     MAX_PIXELS,
     MIN_SIDE,
+    NOT_A_TERM,
     XrayImage,
     dicom_identity,
     iter_image_files,
@@ -240,6 +242,28 @@ def test_identifiers_never_reach_dicom_fields() -> None:
     # the study's date (20240102, a date of service) only as its year
     assert "StudyDate" not in image.dicom_fields and image.dicom_fields["StudyYear"] == "2024"
     assert "0102" not in text and "01/02" not in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("ViewPosition", "PA", "PA"),
+        ("ViewPosition", "MRN123456", NOT_A_TERM),  # a record number in a coded field
+        ("BodyPartExamined", "WHOLE BODY", "WHOLE BODY"),  # pydicom-data writes it with a space
+        ("BodyPartExamined", "DOE JANE", NOT_A_TERM),
+    ],
+)
+def test_a_coded_field_shows_a_dicom_term_or_nothing_of_its_text(field: str, value: str, shown: str) -> None:
+    """ViewPosition and BodyPartExamined hold codes: free text there (a site's misuse) is not copied out, and an
+    out-of-distribution reason does not quote it either."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(half_ramp())))
+    setattr(ds, field, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    image = load_xray_bytes(buffer.getvalue(), "coded.dcm")
+    assert image.dicom_fields[field] == shown
+    reason = header_reason(image.dicom_fields) or ""
+    assert "JANE" not in reason and "MRN" not in reason
 
 
 def test_dicom_identity_reads_whom_the_image_belongs_to() -> None:
