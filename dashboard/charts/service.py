@@ -43,7 +43,7 @@ def replica_history_figure(status: ServiceStatus) -> go.Figure:
     layout(
         fig,
         title="Replicas per deployment",
-        subtitle=f"last {span:.1f} min (UTC)",
+        subtitle=f"last {span:.1f} min (UTC)" if span > 0 else "one sample so far (UTC): the history fills as it runs",
         height=max(220, 80 + 40 * len(names)),
     )
     return fig

@@ -103,7 +103,7 @@ def conformal_table(trust: TrustReport) -> pd.DataFrame:
             {
                 "true label": row.label,
                 "radiographs": row.n,
-                f"coverage (target ≥ {1 - trust.alpha:.0%})": round(row.coverage, 3),
+                f"coverage (target ≥ {1 - trust.alpha:.0%})": f"{row.coverage:.1%}",  # as its target reads
                 "mean set size": round(row.mean_set_size, 3),
             }
             for row in trust.conformal

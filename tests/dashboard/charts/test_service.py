@@ -72,6 +72,9 @@ def test_replica_history_figure(status: ServiceStatus) -> None:
     assert z["sepsis-lstm"] == [None, None, 1]  # not there before: blank
     assert cells.zmin == 0 and cells.zmax == 2
     assert "0.3 min" in fig.layout.title.subtitle.text
+    # one sample: no span to speak of ("last 0.0 min" read as an empty history)
+    first = status.model_copy(update={"history": status.history[:1]})
+    assert service.replica_history_figure(first).layout.title.subtitle.text.startswith("one sample so far")
 
 
 def test_replicas_now_figure(status: ServiceStatus) -> None:

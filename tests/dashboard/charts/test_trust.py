@@ -41,6 +41,8 @@ def test_tables_show_coverage_per_class_and_each_ood_score(trust: TrustReport) -
     table = conformal_table(trust)
     assert list(table["true label"]) == ["NORMAL", "PNEUMONIA"]
     assert table["radiographs"].sum() == trust.n_validation
+    coverage = next(c for c in table.columns if c.startswith("coverage (target ≥"))
+    assert all(v.endswith("%") for v in table[coverage])  # a percentage, as its target is written
     ood = ood_table(trust)
     assert len(ood) == len(trust.ood) and ood["score"].str.contains("adopted").sum() == 1
 
