@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +46,9 @@ from models.sequence import PROB_EPS
 from models.spreadsheet import safe_cell
 from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import iter_image_files, load_xray_file
+
+if TYPE_CHECKING:  # models.mortality_io is imported only when a mortality model runs (_stay, predict_mortality)
+    from models.mortality_io import MortalityRecord
 
 #: Columns of the CNN's CSV, in order (the first three as before issue 20).
 CNN_COLUMNS = (
@@ -125,10 +128,23 @@ def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
     ]
 
 
+def _say_warnings(path: Path, warnings: Iterable[str]) -> None:
+    """What the loader dropped or doubted in a record (impossible values), on stderr by its file."""
+    for warning in warnings:
+        print(f"{path.name}: {warning}", file=sys.stderr)
+
+
 def _series(path: Path) -> SepsisRecord:
     record = load_series_file(path, on_impossible="drop")
-    for warning in record.warnings:
-        print(f"{path.name}: {warning}", file=sys.stderr)
+    _say_warnings(path, record.warnings)
+    return record
+
+
+def _stay(path: Path) -> MortalityRecord:
+    from models.mortality_io import load_record_file
+
+    record = load_record_file(path, on_impossible="drop", require_series=False)
+    _say_warnings(path, record.warnings)
     return record
 
 
@@ -157,13 +173,7 @@ def predict_mortality(
     """``RecordID,probability,label`` (and ``calibrated_probability`` from a calibrated checkpoint) for every
     readable record file under ``source``, one row per stay: the 48th hour's risk, the stay's prediction. The
     CSV is written once every record is read (0 predicted: nothing is written, an older file stays)."""
-    from models.mortality_io import iter_record_files, load_record_file
-
-    def record_of(path: Path) -> Any:
-        record = load_record_file(path, on_impossible="drop", require_series=False)
-        for warning in record.warnings:
-            print(f"{path.name}: {warning}", file=sys.stderr)
-        return record
+    from models.mortality_io import iter_record_files
 
     tally = Tally() if tally is None else tally
     paths = list(iter_record_files(source))
@@ -171,7 +181,7 @@ def predict_mortality(
     calibrated = predictor.trust is not None
     rows: list[list[str]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
-        records = [record for _, record in _read(paths[start : start + batch_size], record_of, tally)]
+        records = [record for _, record in _read(paths[start : start + batch_size], _stay, tally)]
         if not records:
             continue
         risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in records])

@@ -82,6 +82,16 @@ def trust_line(prediction: XrayPrediction) -> str | None:
     )
 
 
+def burned_in_words(prediction: XrayPrediction) -> str:
+    """Why an image may carry text that identifies the patient, as its DICOM header says it (the X-ray page and
+    the worklist's case view each add what follows for them)."""
+    said = (prediction.dicom or {}).get("BurnedInAnnotation")
+    return (
+        "The DICOM does not say its pixels are free of burned-in text that may identify the patient "
+        f"(BurnedInAnnotation: {said})"
+    )
+
+
 def ensemble_line(prediction: XrayPrediction) -> str | None:
     """How far the deep ensemble's members agree, in words (None: a single network)."""
     members = prediction.member_probabilities

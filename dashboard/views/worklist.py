@@ -21,7 +21,7 @@ from dashboard.charts.common import model_title
 from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
 from dashboard.charts.sepsis import attribution_figure, sepsis_figure
 from dashboard.charts.worklist import KIND_WORDS, case_label, counted_from, worklist_table
-from dashboard.charts.xray import XrayDisplay, xray_figure
+from dashboard.charts.xray import XrayDisplay, burned_in_words, xray_figure
 from serving.schemas import (
     CaseDetail,
     MortalityPrediction,
@@ -93,9 +93,7 @@ def _show_xray(case: CaseDetail, prediction: XrayPrediction) -> None:
                 heatmap = XrayDisplay.from_prediction(explained).heatmap
         if display.pixels is None and prediction.burned_in:
             st.info(
-                "The DICOM does not say its pixels are free of burned-in text that may identify the patient "
-                f"(BurnedInAnnotation: {(prediction.dicom or {}).get('BurnedInAnnotation')}), so MedLens kept no "
-                "copy of its image. Open the study in your PACS.",
+                f"{burned_in_words(prediction)}, so MedLens kept no copy of its image. Open the study in your PACS.",
                 icon=":material/hide_image:",
             )
         elif display.pixels is None:

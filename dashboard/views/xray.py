@@ -16,7 +16,7 @@ from dashboard import widgets
 from dashboard.backend import call, client, serving_url, session_cached, session_store
 from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import model_title
-from dashboard.charts.xray import XrayDisplay, shown_label, xray_figure
+from dashboard.charts.xray import XrayDisplay, burned_in_words, shown_label, xray_figure
 from models.catalogue import models_for
 from serving.schemas import case_id_for
 
@@ -127,9 +127,7 @@ def render() -> None:
             opacity = widgets.opacity_slider()
         if pred.burned_in:
             st.info(
-                "The DICOM does not say its pixels are free of burned-in text that may identify the patient "
-                f"(BurnedInAnnotation: {(pred.dicom or {}).get('BurnedInAnnotation')}): it is shown to you here, "
-                "and a case made of it keeps no copy of its image.",
+                f"{burned_in_words(pred)}: it is shown to you here, and a case made of it keeps no copy of its image.",
                 icon=":material/hide_image:",
             )
         if case.pixels is None:
