@@ -1017,3 +1017,91 @@ def _updated(at: AppTest) -> str:
     captions = [c.value for c in at.caption if c.value.startswith("Updated ")]
     assert len(captions) == 1, [c.value for c in at.caption]
     return str(captions[0])
+
+
+class _FailingFrontDoor:
+    """A real HTTP server in front of serving that passes every request through, except that while ``failing``
+    holds a route it answers that route with MedLens's JSON 500 (a replica's bug): one model failing on demand."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        import httpx
+
+        self.failing: str | None = None
+        self.failed = 0
+        door = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _pass(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if door.failing is not None and self.path.split("?", 1)[0] == door.failing:
+                    door.failed += 1
+                    status, headers, content = (
+                        500,
+                        {"content-type": "application/json"},
+                        b'{"error": "internal_error", "detail": "the front door failed this model on purpose"}',
+                    )
+                else:
+                    skip = {"host", "content-length", "connection"}
+                    sent = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                    answer = httpx.request(
+                        self.command, upstream + self.path, headers=sent, content=body or None, timeout=TIMEOUT
+                    )
+                    status, content = answer.status_code, answer.content
+                    headers = {"content-type": answer.headers.get("content-type", "application/octet-stream")}
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.serve
+def test_sepsis_page_asks_a_failed_model_again(
+    dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One model failing (a replica's 500) leaves the other's answer on the page, and the failed model is asked
+    again on the next run instead of the partial answer being kept for the session."""
+    training = tmp_path / "sepsis" / "training"
+    training.mkdir(parents=True)
+    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|0\n" for h in range(30))
+    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    door = _FailingFrontDoor(dashboard_serving_url)
+    try:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", door.url)
+        door.failing = entry("transformer").predict_route
+        at = _page("views/sepsis.py")
+        picker = at.selectbox(key="sepsis_demo_case")
+        picker.select(picker.options[0]).run()
+        assert not at.exception, at.exception
+        assert door.failed >= 1
+        errors = _errors(at)
+        assert len(errors) == 1 and "on purpose" in errors[0], errors
+        metrics = {m.label for m in at.metric}
+        assert "LSTM first alert" in metrics and "Transformer first alert" not in metrics, metrics
+
+        door.failing = None  # the replica recovers; the reader moves the hour slider (any rerun)
+        at.run()
+        assert not at.exception, at.exception
+        assert not _errors(at)
+        metrics = {m.label for m in at.metric}
+        assert {"LSTM first alert", "Transformer first alert"} <= metrics, metrics
+    finally:
+        door.close()
