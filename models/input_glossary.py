@@ -25,6 +25,8 @@ class InputGlossary:
     names: Mapping[str, str] = field(default_factory=dict)
     #: coded columns: each code in words
     codes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    #: open-ended top codes: a value at or above the bound reads as the words (Age: 90 or older)
+    at_least: Mapping[str, tuple[float, str]] = field(default_factory=dict)
 
     def name(self, column: str) -> str:
         return self.names.get(column, column)
@@ -33,11 +35,14 @@ class InputGlossary:
         return None if column in self.codes else self.units.get(column)
 
     def value_text(self, column: str, value: float | None) -> str:
-        """``value`` of ``column`` as shown: ``58 mg/dL``, ``female``, ``yes``; ``not measured`` for None."""
+        """``value`` of ``column`` as shown: ``58 mg/dL``, ``female``, ``yes``; ``90 or older``; ``not measured`` for
+        None."""
         if value is None:
             return "not measured"
         codes = self.codes.get(column, {})
         if value.is_integer() and int(value) in codes:
             return codes[int(value)]
+        if column in self.at_least and value >= self.at_least[column][0]:
+            return self.at_least[column][1]
         unit = self.unit(column)
         return f"{value:.4g}" + (f" {unit}" if unit and unit not in SILENT_UNITS else "")

@@ -68,6 +68,7 @@ GLOSSARY = InputGlossary(
         **{f"ICUType{code}": f"ICU type: {title}" for code, title in ICU_TYPES.items()},
     },
     codes={"Gender": GENDERS, "MechVent": YES_NO, **{f"ICUType{code}": YES_NO for code in ICU_TYPES}},
+    at_least={"Age": (90.0, "90 or older")},
 )
 
 #: Physically possible ranges (inclusive) in the challenge's units, for the time series and the numeric
@@ -95,6 +96,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "Temp": (10, 45), "TroponinI": (0, 1000), "TroponinT": (0, 1000), "Urine": (0, 20000), "WBC": (0, 1000),
     "Weight": (20, 650), "Age": (0, 120), "Height": (50, 275),
 }  # fmt: skip
+
+#: The age the challenge wrote for 90 or older, which the models learnt: an older age is read, and kept, as it
+#: (HIPAA's Safe Harbor aggregates ages over 89).
+OLDEST_AGE = 90
 
 MAX_BYTES = 5_000_000  # the largest real record is 24 kB
 #: Lines of a record: one row per parameter per minute of 48 hours is 106,560; the largest real one has 1,503.
@@ -337,16 +342,34 @@ def parse_record_bytes(
     return MortalityRecord(values=values, name=stem, warnings=warnings)
 
 
-def without_record_id(data: bytes) -> bytes:
-    """A record (one that :func:`parse_record_bytes` reads) without its ``RecordID`` rows, as UTF-8: the same
-    model input, without the number that names the stay (a hospital's export may put its own identifier there)."""
+def deidentified(data: bytes) -> bytes:
+    """A record (one that :func:`parse_record_bytes` reads) as a case keeps it, in UTF-8: without its ``RecordID``
+    rows (a hospital's export may put its own identifier there) and with an age over :data:`OLDEST_AGE` written as
+    :data:`OLDEST_AGE` (HIPAA's Safe Harbor aggregates ages over 89). The same model input: the loader reads
+    such an age as :data:`OLDEST_AGE` too."""
     text = series_text(data, "record", "a PhysioNet 2012 record (Time,Parameter,Value rows)")
-    kept = [
-        row
-        for row in text.splitlines()
-        if len(parts := row.split(",")) != 3 or parts[1].strip().strip('"').strip() != _RECORD_ID
-    ]
+    kept = []
+    for row in text.splitlines():
+        parts = row.split(",")
+        if len(parts) == 3 and _unquoted(parts[1]) == _RECORD_ID:
+            continue
+        if len(parts) == 3 and _unquoted(parts[1]) == "Age" and _over_oldest(_unquoted(parts[2])):
+            kept.append(f"{parts[0]},{parts[1]},{OLDEST_AGE}")
+        else:
+            kept.append(row)
     return ("\n".join(kept) + "\n").encode("utf-8")
+
+
+def _unquoted(cell: str) -> str:
+    return cell.strip().strip('"').strip()
+
+
+def _over_oldest(value: str) -> bool:
+    try:
+        age = float(value)
+    except ValueError:
+        return False
+    return OLDEST_AGE < age <= LIMITS["Age"][1]  # an impossible age is refused by the loader, never kept
 
 
 def _static(
@@ -365,6 +388,9 @@ def _static(
                 raise SeriesFormatError(message + " Correct it (or write -1 for unknown) and upload again.")
             warnings.append(message + " It was treated as unknown.")
             continue
+        if key == "Age" and value > OLDEST_AGE:
+            value = OLDEST_AGE
+            warnings.append(f"An age over {OLDEST_AGE} was read as {OLDEST_AGE}, the challenge's code for 90 or older.")
         out[STATIC.index(column)] = value
     if "Gender" in descriptors:
         value, line = descriptors["Gender"]

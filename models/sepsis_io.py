@@ -46,6 +46,9 @@ UNITS = {
     "TroponinI": "ng/mL", "Hct": "%", "Hgb": "g/dL", "PTT": "s", "WBC": "×10³/µL", "Fibrinogen": "mg/dL",
     "Platelets": "×10³/µL",
 }  # fmt: skip
+#: The challenge's Age for 90 or older (its stays hold none from 90 to 99), which the models learnt: an age of 90
+#: or more is read, and kept, as it (HIPAA's Safe Harbor aggregates ages over 89).
+AGE_90_OR_OLDER = 100.0
 #: the sepsis models' inputs (the challenge's columns) in words
 GLOSSARY = InputGlossary(
     units=UNITS,
@@ -61,6 +64,7 @@ GLOSSARY = InputGlossary(
         "ICULOS": "Hours in the ICU",
     },
     codes={"Gender": FEMALE_MALE, "Unit1": YES_NO, "Unit2": YES_NO},
+    at_least={"Age": (90.0, "90 or older")},
 )
 
 #: Physically possible ranges (inclusive). Values outside cannot be a measurement of a living
@@ -212,6 +216,8 @@ def record_from_frame(
             row = int(np.flatnonzero(np.isinf(arr))[0])
             raise SeriesFormatError(f"{name}: column {col} row {row + 1} is infinite.")
         arr = _check_limits(col, arr, name, on_impossible, warnings)
+        if col == "Age":
+            arr = _aged_90_or_older(arr, warnings)
         if col == LABEL:
             labels = np.nan_to_num(arr, nan=0.0).astype(np.int64)
         else:
@@ -264,6 +270,49 @@ def _numeric_column(series: pd.Series, col: str, name: str) -> np.ndarray:
             "(use NaN or leave the cell empty for a missing value)."
         )
     return numbers.to_numpy(dtype=np.float64)
+
+
+def _aged_90_or_older(ages: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """(hours,) ages with 90 or older written as :data:`AGE_90_OR_OLDER`, as the challenge coded them (and the
+    models learnt them; it has no age from 90 to 99)."""
+    older = ~np.isnan(ages) & (ages >= 90) & (ages != AGE_90_OR_OLDER)
+    if not older.any():
+        return ages
+    warnings.append(f"An age of 90 or more was read as {AGE_90_OR_OLDER:g}, the challenge's code for 90 or older.")
+    return np.where(older, AGE_90_OR_OLDER, ages)
+
+
+def deidentified(data: bytes) -> bytes:
+    """A stay (one that :func:`parse_series_bytes` reads) as a case keeps it: an age of 90 or more written as
+    :data:`AGE_90_OR_OLDER` (HIPAA's Safe Harbor aggregates ages over 89), every other byte as uploaded; the
+    bytes themselves when no age changes. The same model input: the loader reads such an age as the code too."""
+    text = series_text(data, "stay", "a PhysioNet .psv or a CSV")
+    lines = text.splitlines(keepends=True)
+    header = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if header is None:
+        return data
+    row = lines[header].rstrip("\r\n")
+    sep = "|" if "|" in row else ("\t" if "\t" in row else ",")
+    names = [c.strip().strip('"') for c in row.split(sep)]
+    if "Age" not in names:
+        return data
+    column, changed = names.index("Age"), False
+    for i in range(header + 1, len(lines)):
+        body = lines[i].rstrip("\r\n")
+        cells = body.split(sep)  # an accepted stay holds numbers and missing-value tokens: no quoted separator
+        if column < len(cells) and _aged_cell(cells[column]):
+            cells[column] = f"{AGE_90_OR_OLDER:g}"
+            lines[i] = sep.join(cells) + lines[i][len(body) :]
+            changed = True
+    return "".join(lines).encode("utf-8") if changed else data
+
+
+def _aged_cell(cell: str) -> bool:
+    try:
+        age = float(cell.strip().strip('"'))
+    except ValueError:
+        return False
+    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER  # an impossible age is refused, never kept
 
 
 def _check_limits(col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]) -> np.ndarray:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from models.mortality_io import without_record_id
 from serving._casefiles import CaseFile, Rejected, Unpacked, ZipLimits, classify
 from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
@@ -45,6 +44,7 @@ from serving.schemas import (
     WorklistQuery,
     XrayPrediction,
     case_id_for,
+    kept_record,
 )
 from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
@@ -76,7 +76,10 @@ class _Holder:
 CASES = _Holder()
 router = APIRouter(tags=["cases"])
 
-_CASE_ID = Path(description="the case id (SHA-256 of the uploaded file; of a 2012 record without its RecordID)")
+_CASE_ID = Path(
+    description="the case id (SHA-256 of the uploaded file; of an ICU file as its case keeps it: a 2012 record "
+    "without its RecordID, an age over 89 as its challenge's code for 90 or older)"
+)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorResponse, "description": "unknown case id"},
@@ -150,8 +153,9 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
         calibrated_risk=calibrated,
         label=label,
         prediction=prediction.model_dump(mode="json", exclude=unkept),
-        # what the model read, to explain the case again: a 2012 record without the RecordID that names the stay
-        record=without_record_id(file.data) if kind == "mortality" else file.data,
+        # what the model read, to explain the case again: without the RecordID that names a 2012 stay, an age
+        # over 89 as its challenge's code
+        record=kept_record(kind, file.data),
     )
 
 
@@ -196,8 +200,9 @@ async def create_cases(
         ..., description="one or more PNG, JPEG, DICOM, PSV, CSV or PhysioNet 2012 .txt files, or .zip of them"
     ),
 ) -> CaseUpload:
-    """Make a case of each file: the case id is the SHA-256 of its bytes (of a PhysioNet 2012 record, without
-    its RecordID rows; the same file again is the same case, not predicted twice); its prediction is stored with
+    """Make a case of each file: the case id is the SHA-256 of its bytes (of an ICU file, as its case keeps it:
+    a PhysioNet 2012 record without its RecordID rows, an age over 89 as its challenge's code for 90 or older;
+    the same file again is the same case, not predicted twice); its prediction is stored with
     the model version that made it. Files that cannot be read are listed in `rejected`; when none made a case,
     the first problem is the answer."""
     service = _service()

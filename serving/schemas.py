@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from models import mortality_io, sepsis_io
 from models.catalogue import InputKind, ModelEntry, ModelName
 from models.errors import MedLensInputError
 from models.metrics import BinaryEvaluation
-from models.mortality_io import without_record_id
 from models.protocol_summary import ProtocolSummary
 from models.trust_report import EnsembleReport, SepsisTrustReport, TrustReport
 
@@ -594,13 +594,24 @@ class CaseSummary(_Schema):
         return label_withheld(self.in_distribution)
 
 
-def case_id_for(kind: CaseKind, data: bytes) -> str:
-    """The id of the case a file makes: the SHA-256 of its bytes; for a PhysioNet 2012 record, of its bytes
-    without the RecordID rows (:func:`models.mortality_io.without_record_id`, what the case keeps), so that the
-    id, which every reader and export sees, cannot give the RecordID back by trying each candidate."""
+def kept_record(kind: CaseKind, data: bytes) -> bytes:
+    """An ICU file as its case keeps it, and as its id is computed: a 2012 record without the RecordID rows
+    (:func:`models.mortality_io.deidentified`), either kind with an age over 89 written as its challenge's code for
+    90 or older (:func:`models.sepsis_io.deidentified`). Raises ``MedLensInputError`` for a file its model does
+    not read; an X-ray's bytes are returned as they are (its case keeps no file)."""
     if kind == "mortality":
-        with contextlib.suppress(MedLensInputError):  # not a record its model reads: refused, never a case
-            data = without_record_id(data)
+        return mortality_io.deidentified(data)
+    if kind == "sepsis":
+        return sepsis_io.deidentified(data)
+    return data
+
+
+def case_id_for(kind: CaseKind, data: bytes) -> str:
+    """The id of the case a file makes: the SHA-256 of what the case keeps (:func:`kept_record`), so that the id,
+    which every reader and export sees, cannot give the RecordID or an exact age over 89 back by trying each
+    candidate."""
+    with contextlib.suppress(MedLensInputError):  # not a record its model reads: refused, never a case
+        data = kept_record(kind, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -3,7 +3,8 @@
 
 No column holds a patient identifier: a case keeps its prediction, the de-identified DICOM fields MedLens
 shows (modality, view, study year, pixel spacing) inside it, and what its model read, to explain it again: for an
-X-ray the pixels (a grayscale PNG, no header), for an ICU stay its record (a 2012 record without its RecordID).
+X-ray the pixels (a grayscale PNG, no header), for an ICU stay its record (a 2012 record without its RecordID;
+an age over 89 as its challenge's code for 90 or older).
 Reviews are the audit trail: rows are only ever inserted (the migration adds triggers that refuse UPDATE and
 DELETE on ``reviews``). So are the views of a DICOM file's patient identifiers (``identity_views``): who asked to
 see them, when, and which file (its SHA-256), never the identifiers themselves.

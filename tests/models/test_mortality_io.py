@@ -13,6 +13,7 @@ from models.config import DataPaths
 from models.errors import PayloadTooLargeError, SeriesFormatError
 from models.mortality_io import (
     COLUMNS,
+    GLOSSARY,
     HOURS,
     ICU_TYPES,
     LIMITS,
@@ -21,12 +22,12 @@ from models.mortality_io import (
     STATIC,
     TIME_SERIES,
     MortalityRecord,
+    deidentified,
     iter_record_files,
     load_labelled_sets,
     load_outcomes,
     load_record_file,
     parse_record_bytes,
-    without_record_id,
 )
 
 COL = {name: i for i, name in enumerate(COLUMNS)}
@@ -150,14 +151,14 @@ def test_csv_from_other_tools() -> None:
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 @pytest.mark.parametrize("quoted", [False, True])
-def test_without_record_id_is_the_same_model_input(newline: str, quoted: bool) -> None:
+def test_deidentified_is_the_same_model_input(newline: str, quoted: bool) -> None:
     """A case keeps its record without the RecordID that names the stay: every RecordID row goes, in any form
     the loader reads, and the hourly grid it reads is the same."""
     rows = DESCRIPTORS + "00:07,HR,88\n00:07,RecordID,132539\n01:30,Temp,37.2\n47:59,Urine,250\n"
     if quoted:
         rows = "\n".join(",".join(f'"{cell}"' for cell in row.split(",")) for row in rows.splitlines()) + "\n"
     data = "\ufeff" + (HEAD + rows).replace("\n", newline)
-    kept = without_record_id(data.encode())
+    kept = deidentified(data.encode())
     assert b"RecordID" not in kept and b"132539" not in kept
     original, stripped = parse_record_bytes(data.encode(), "upload.txt"), parse_record_bytes(kept, "upload.txt")
     np.testing.assert_array_equal(original.values, stripped.values)
@@ -398,3 +399,27 @@ def test_real_every_record_parses(real_data: DataPaths) -> None:
         assert np.nanmin(column) >= lo and np.nanmax(column) <= hi * (HOURS if p == "Urine" else 1)
     outcomes = {**load_outcomes(root / "Outcomes-a.txt"), **load_outcomes(root / "Outcomes-b.txt")}
     assert set(outcomes) == {r.name for r in records}
+
+
+def test_an_age_over_90_is_read_and_kept_as_90() -> None:
+    """HIPAA's Safe Harbor aggregates ages over 89; the challenge wrote 90 for 90 or older, which the models
+    learnt. An older age is read as 90 (with a warning that does not repeat it), and the record a case keeps says
+    90, in any form the loader reads; 90 itself and younger ages are untouched."""
+    old = DESCRIPTORS.replace("00:00,Age,54", "00:00,Age,97") + "00:07,HR,88\n"
+    record = parse(old)
+    assert record.static["Age"] == 90
+    assert any("over 90" in w for w in record.warnings) and not any("97" in w for w in record.warnings)
+    for text in (HEAD + old, (HEAD + old).replace(",Age,97", ', "Age" , "97.0" ')):
+        kept = deidentified(text.encode())
+        assert b"97" not in kept and b"00:00,Age,90" in kept.replace(b' "Age" ', b"Age")
+        again = parse_record_bytes(kept, "upload.txt")
+        np.testing.assert_array_equal(again.values, record.values)
+    for age in ("90", "54"):
+        text = HEAD + DESCRIPTORS.replace("00:00,Age,54", f"00:00,Age,{age}") + "00:07,HR,88\n"
+        assert f"00:00,Age,{age}\n".encode() in deidentified(text.encode())
+        assert not any("over 90" in w for w in parse_record_bytes(text.encode(), "upload.txt").warnings)
+
+
+def test_an_age_is_shown_in_words_from_90() -> None:
+    assert GLOSSARY.value_text("Age", 90.0) == "90 or older"
+    assert GLOSSARY.value_text("Age", 89.0) == "89 years"

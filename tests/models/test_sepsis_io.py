@@ -12,9 +12,11 @@ from models.config import DataPaths
 from models.errors import PayloadTooLargeError, SeriesFormatError
 from models.sepsis_io import (
     FEATURES,
+    GLOSSARY,
     LABEL,
     MAX_HOURS,
     SepsisRecord,
+    deidentified,
     iter_series_files,
     load_labelled_dir,
     load_series_file,
@@ -262,3 +264,22 @@ def test_labelled_dir_needs_labels(tmp_path: Path) -> None:
     (tmp_path / "y.psv").write_text("HR\n80\n")
     with pytest.raises(SeriesFormatError, match="no SepsisLabel"):
         load_labelled_dir(tmp_path)
+
+
+def test_an_age_of_90_or_more_is_read_and_kept_as_the_challenges_code() -> None:
+    """HIPAA's Safe Harbor aggregates ages over 89; the 2019 challenge wrote 100 for 90 or older (its stays hold
+    no age from 90 to 99), which the models learnt. An age from 90 is read as 100, with a warning that does not
+    repeat it, and the stay a case keeps says 100, every other byte as uploaded."""
+    text = "HR|Age|Temp\r\n80|95|37\r\n81|95.0|37.1\r\n82||37\r\n"
+    record = parse_series_bytes(text.encode(), "stay.psv")
+    np.testing.assert_array_equal(record.values[:, COL["Age"]], [100, 100, np.nan])
+    assert any("90 or more" in w for w in record.warnings) and not any("95" in w for w in record.warnings)
+    kept = deidentified(text.encode())
+    assert kept == b"HR|Age|Temp\r\n80|100|37\r\n81|100|37.1\r\n82||37\r\n"
+    np.testing.assert_array_equal(parse_series_bytes(kept, "stay.psv").values, record.values)
+    quoted = '"HR","Age"\n80,"93"\n'
+    assert deidentified(quoted.encode()) == b'"HR","Age"\n80,100\n'
+    for untouched in ("\ufeffHR,Age\n80,89\n81,100\n", "HR,Temp\n80,37\n", ""):
+        assert deidentified(untouched.encode()) == untouched.encode()  # the same bytes: the same case id as before
+    assert not any("90 or more" in w for w in parse("HR,Age\n80,89\n81,100\n").warnings)
+    assert GLOSSARY.value_text("Age", 100.0) == "90 or older" and GLOSSARY.value_text("Age", 64.0) == "64 years"

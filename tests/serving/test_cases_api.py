@@ -25,7 +25,7 @@ import httpx
 import pydicom
 import pytest
 
-from models.mortality_io import without_record_id
+from models.mortality_io import deidentified
 from models.xray_io import UNREADABLE
 from serving.client import MedLensClient, ServingError
 from serving.schemas import (
@@ -169,7 +169,7 @@ def test_a_mortality_case_id_cannot_give_its_record_id_back(client: MedLensClien
     as uploaded would give the RecordID back to anyone with the stored record, trying each six-digit number. The
     same record under another RecordID is the same case."""
     case = client.upload_cases([("stay.txt", mortality_record)]).cases[0]
-    kept = without_record_id(mortality_record)
+    kept = deidentified(mortality_record)
     assert case.id == hashlib.sha256(kept).hexdigest() == case_id_for("mortality", mortality_record)
     assert case.id != hashlib.sha256(mortality_record).hexdigest()
     renamed = mortality_record.replace(f",RecordID,{MORTALITY_RECORD_ID}".encode(), b",RecordID,123456", 1)
@@ -516,3 +516,38 @@ def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensCli
         rss.append(rss_mb(INGRESS))
     assert rss[0] > 0, "no ingress replica found"
     assert rss[-1] - rss[0] < 64, f"ingress RSS after each round: {rss} MB"
+
+
+def test_an_age_over_89_reaches_neither_the_store_nor_the_id(
+    client: MedLensClient, mortality_record: bytes, psv_path: Path
+) -> None:
+    """An ICU file's age over 89 is kept, answered and hashed as its challenge's code for 90 or older (HIPAA's
+    Safe Harbor): the same stay at 96 or 97 is the same case, and its id cannot give the exact age back."""
+    record = mortality_record.replace(b"\n\n", b"\n").replace(b"\n", b"\n\n\n")  # new bytes: no other test's case
+    lines = record.decode().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.split(",")[1:2] == ["Age"])
+    lines[at] = "00:00,Age,97"
+    older = "\n".join(lines).encode()
+    psv = psv_path.read_text().splitlines()
+    column = psv[0].split("|").index("Age")
+
+    def stay(age: int) -> bytes:
+        rows = [r.split("|") for r in psv[1:]]
+        return "\n".join(
+            [psv[0], *("|".join([*r[:column], str(age), *r[column + 1 :]]) for r in rows), "", ""]
+        ).encode()
+
+    made = {c.kind: c for c in client.upload_cases([("r.txt", older), ("s.psv", stay(96))]).cases}
+
+    mortality = client.case(made["mortality"].id).prediction
+    assert isinstance(mortality, MortalityPrediction) and mortality.age == 90
+    kept = _stored_record(made["mortality"].id)
+    assert b"00:00,Age,90" in kept and b"Age,97" not in kept
+    sepsis = _stored_record(made["sepsis"].id).decode().splitlines()
+    assert {r.split("|")[column] for r in sepsis[1:] if r} == {"100"}
+    for kind, data in (("mortality", older), ("sepsis", stay(96))):
+        assert made[kind].id == case_id_for(kind, data) == hashlib.sha256(_stored_record(made[kind].id)).hexdigest()
+
+    younger = older.replace(b"00:00,Age,97", b"00:00,Age,96")
+    again = client.upload_cases([("r.txt", younger), ("s.psv", stay(93))])
+    assert again.created == 0 and {c.id for c in again.cases} == {made["mortality"].id, made["sepsis"].id}
