@@ -379,7 +379,12 @@ class MortalityHour(_Schema):
         description="score for death in hospital from the first `hour` hours (the members' mean logit); not calibrated",
     )
     calibrated_probability: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="the hour's risk: `probability` calibrated (null: uncalibrated)"
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the 48th hour's risk: `probability` calibrated, as the answer's `calibrated_probability`; null "
+        "before the 48th hour (the calibration is fitted on the stays' 48th hour, and applied to earlier hours it "
+        "read about a fifth too high) and from an uncalibrated checkpoint",
     )
     ensemble_std: float | None = Field(
         default=None, ge=0.0, description="standard deviation of the fold members' risks (null: a single network)"

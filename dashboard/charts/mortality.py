@@ -1,6 +1,6 @@
-"""Charts and tables of the ICU mortality page: the 48th hour's score against the threshold, the score and its
-calibrated risk after each hour with the fold members' band, the variables that drove it, and what serving read
-of the stay.
+"""Charts and tables of the ICU mortality page: the 48th hour's score against the threshold, the score after
+each hour with the fold members' band and the 48th hour's calibrated risk, the variables that drove it, and what
+serving read of the stay.
 
 The model's output is a *score*: training weighs deaths 4 times (``POS_WEIGHT``), so it runs above the rate of
 death among stays like this one, and it is written as a decimal. Only the calibrated probability is called a
@@ -87,8 +87,9 @@ def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:
 
 def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
     """The score after each hour of the stay (1-48) in the model's colour, inside the band of its fold members
-    (lowest to highest member that hour), with the threshold and the 48th hour's score, which is the stay's; a
-    dotted line in the same colour is the calibrated risk (the probability to read; the label is the score's)."""
+    (lowest to highest member that hour), with the threshold and the 48th hour's score, which is the stay's; an open
+    circle in the same colour is the 48th hour's calibrated risk (the probability to read; the label is the
+    score's), the one hour the calibration was fitted on."""
     name = prediction.model
     colour = model_colour(name)
     title = model_title(name)
@@ -132,13 +133,14 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
             hovertemplate=f"{title}<br>after hour %{{x}}<br>score %{{y:.3f}}<extra></extra>",
         )
     )
-    calibrated = frame.dropna(subset=["calibrated"])
+    calibrated = frame.dropna(subset=["calibrated"])  # the 48th hour's: the calibration is fitted there alone
     if len(calibrated):
         fig.add_trace(
             go.Scatter(
                 x=calibrated["hour"],
                 y=calibrated["calibrated"],
-                mode="lines",
+                mode="lines+markers",
+                marker={"symbol": "circle-open", "size": 11, "line": {"width": 2}},
                 line={"color": colour, "width": 1.5, "dash": "dot"},
                 name=f"{title} calibrated risk",
                 hovertemplate=f"{title}<br>after hour %{{x}}<br>calibrated risk %{{y:.1%}}<extra></extra>",

@@ -126,7 +126,8 @@ def render() -> None:
     st.plotly_chart(trajectory_figure(prediction), key="mortality_trajectory", config={"displaylogo": False})
     st.caption(
         "Each point is the score from the hours read up to then; the stay's prediction is the 48th hour's "
-        "(diamond). Dotted curve: the calibrated risk. Shaded band: the model's fold members, lowest to "
+        "(diamond); the open circle above or below it is its calibrated risk (the calibration is fitted on the "
+        "48th hour alone, so earlier hours have none). Shaded band: the model's fold members, lowest to "
         "highest, hour by hour. Dashed line: the model's threshold, on the score."
     )
     gauge, stay = st.columns(2, gap="large")

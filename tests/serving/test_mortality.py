@@ -109,6 +109,11 @@ def _check_answer(prediction: MortalityPrediction, model: str, data: bytes) -> N
         assert h.member_min - 1e-6 <= h.probability <= h.member_max + 1e-6
     last = prediction.hours[-1]
     assert (prediction.member_min, prediction.member_max) == (last.member_min, last.member_max)
+    # calibrated where the calibration was fitted, the 48th hour, alone (the committed checkpoints are calibrated)
+    assert prediction.calibrated_probability is not None and last.calibrated_probability == pytest.approx(
+        prediction.calibrated_probability
+    )
+    assert all(h.calibrated_probability is None for h in prediction.hours[:-1])
     assert prediction.top_features is None  # only with explain=true
     descriptors = _descriptors(data)
     assert prediction.age == (None if descriptors.get("Age", -1.0) == -1.0 else descriptors["Age"])

@@ -29,7 +29,8 @@ def _prediction(
         MortalityHour(
             hour=i + 1,
             probability=p,
-            calibrated_probability=p / 2 if calibrated else None,  # what training's weighting of deaths does
+            # what training's weighting of deaths does; serving calibrates the 48th hour alone, where it was fitted
+            calibrated_probability=p / 2 if calibrated and i == len(risk) - 1 else None,
             ensemble_std=0.02 if members else None,
             member_min=max(p - 0.05, 0.0) if members else None,
             member_max=min(p + 0.05, 1.0) if members else None,
@@ -83,7 +84,7 @@ def test_trajectory_frame_has_every_hour_and_the_band() -> None:
     frame = mortality.trajectory_frame(_prediction(RISING, 0.5, calibrated=True))
     assert list(frame["hour"]) == list(range(1, 49))
     assert frame["score"].tolist() == pytest.approx(RISING)
-    assert frame["calibrated"].tolist() == pytest.approx([p / 2 for p in RISING])
+    assert frame["calibrated"].iloc[-1] == pytest.approx(RISING[-1] / 2) and frame["calibrated"][:-1].isna().all()
     assert (frame["member_min"] <= frame["score"]).all() and (frame["score"] <= frame["member_max"]).all()
     single = mortality.trajectory_frame(_prediction(RISING, 0.5, members=False))
     assert single["member_min"].isna().all() and single["member_max"].isna().all()
@@ -122,11 +123,13 @@ def test_trajectory_of_a_single_network_has_no_band_and_a_survived_marker() -> N
 
 
 def test_a_calibrated_checkpoint_draws_its_risk_beside_the_score() -> None:
-    """The calibrated risk is its own dotted line in the model's colour; the threshold and the 48th hour's marker
-    stay on the score, which decides the label."""
+    """The 48th hour's calibrated risk is its own open circle in the model's colour (the one hour serving calibrates:
+    the calibration is fitted there); the threshold and the 48th hour's marker stay on the score, which decides
+    the label."""
     fig = mortality.trajectory_figure(_prediction(RISING, 0.5, calibrated=True))
     risk = trace(fig, "LSTM calibrated risk")
-    assert list(risk.y) == pytest.approx([p / 2 for p in RISING]) and risk.line.dash == "dot"
+    assert list(risk.x) == [48] and list(risk.y) == pytest.approx([RISING[-1] / 2])
+    assert "markers" in risk.mode and risk.marker.symbol == "circle-open"
     assert risk.line.color == entry("mortality-lstm").colour and "calibrated risk %{y:.1%}" in risk.hovertemplate
     assert list(trace(fig, "after 48 h").y) == pytest.approx([RISING[-1]])
 
