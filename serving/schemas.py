@@ -708,7 +708,7 @@ class Worklist(_Schema):
 
 class KappaSummary(_Schema):
     kappa: float | None = Field(
-        description="Cohen's kappa; null when undefined (fewer than 2 pairs, or one label only)"
+        description="Cohen's kappa (Scott's pi between readers); null when undefined (no pairs, or one label only)"
     )
     pairs: int = Field(description="pairs of reads compared")
     observed_agreement: float | None
@@ -726,4 +726,7 @@ class Agreement(_Schema):
     readers: int = Field(description="readers with at least one counted read")
     model_vs_reader: KappaSummary
     confusion: list[list[int]] = Field(description="rows: the model's label; columns: the readers' labels")
-    inter_reader: KappaSummary = Field(description="over every pair of readers of the same case")
+    inter_reader: KappaSummary = Field(
+        description="Scott's pi over every pair of readers of the same case, pooled (chance agreement from the "
+        "pooled label frequencies: which reader of a pooled pair comes first means nothing)"
+    )

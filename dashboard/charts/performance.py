@@ -115,7 +115,7 @@ def pr_figure(metrics: ModelMetrics, threshold: float | None = None) -> go.Figur
             y=ev.pr.y,
             customdata=ev.pr.thresholds,
             mode="lines",
-            line={"color": GREEN, "width": 2.5, "shape": "hv"},
+            line={"color": GREEN, "width": 2.5, "shape": "vh"},  # each recall step at its right end, as AP
             name=f"PR (AUPRC {ev.auprc:.3f})",
             hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}<extra></extra>",
         )

@@ -219,9 +219,11 @@ def _on_reviewed_cases(task: str) -> None:
             border=True,
         )
         st.metric(
-            "Between readers (Cohen's kappa)",
+            "Between readers (Scott's pi)",
             _kappa(result.inter_reader.kappa),
-            help=f"{result.inter_reader.pairs} pairs of readers of the same case (needs 2+ readers of a case).",
+            help=f"{result.inter_reader.pairs} pairs of readers of the same case (needs 2+ readers of a case), "
+            "pooled: a kappa whose chance agreement is read from the pooled label frequencies, as which reader of "
+            "a pair comes first means nothing.",
             border=True,
         )
     st.caption(

@@ -2,8 +2,10 @@
 
 Each reader's latest review of a case is their read. A read's label: the reader's own label when given,
 the model's label when they agreed, the other label when they disagreed without one (binary tasks).
-Cohen's kappa over pairs of reads: (model, reader) for every read; (reader, reader) for every pair of
-readers of the same case, pooled. Synthetic cases (generated images, ``case.synthetic``) never count: they
+Cohen's kappa over (model, reader) pairs, one per read. Between readers, every pair of readers of the same case,
+pooled: which reader of a pooled pair comes first means nothing, so chance agreement is read from the pooled
+label frequencies (Scott's pi; Cohen's kappa would need each pair's first and second reader to be the same two
+people). Synthetic cases (generated images, ``case.synthetic``) never count: they
 are for demos and tests, and a metric of real readers on real data must not include them. An out-of-distribution
 case (``case.in_distribution`` false) had its model label withheld from readers: it never pairs a reader with
 the model, and only a read with the reader's own label counts (an "agree" or "disagree" with a label the reader
@@ -25,6 +27,19 @@ def cohen_kappa(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> KappaS
         return KappaSummary(kappa=None, pairs=0, observed_agreement=None)
     observed = sum(a == b for a, b in pairs) / n
     expected = sum((sum(a == lab for a, _ in pairs) / n) * (sum(b == lab for _, b in pairs) / n) for lab in labels)
+    kappa = None if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+    return KappaSummary(kappa=kappa, pairs=n, observed_agreement=observed)
+
+
+def scotts_pi(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> KappaSummary:
+    """Scott's pi over ``pairs`` whose order means nothing: chance agreement from both members' pooled label
+    frequencies. None where undefined (no pairs, or chance agreement 1)."""
+    n = len(pairs)
+    if n == 0:
+        return KappaSummary(kappa=None, pairs=0, observed_agreement=None)
+    observed = sum(a == b for a, b in pairs) / n
+    pooled = [a for a, _ in pairs] + [b for _, b in pairs]
+    expected = sum((pooled.count(lab) / (2 * n)) ** 2 for lab in labels)
     kappa = None if expected >= 1.0 else (observed - expected) / (1.0 - expected)
     return KappaSummary(kappa=kappa, pairs=n, observed_agreement=observed)
 
@@ -53,7 +68,7 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> 
         reads.setdefault(case_id, {})[reader] = label
         if not case.label_withheld:
             model_pairs.append((model, label))
-    reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(sorted(per_case.values()), 2)]
+    reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(per_case.values(), 2)]
     confusion = [[sum(m == row and r == col for m, r in model_pairs) for col in labels] for row in labels]
     return Agreement(
         kind=kind,
@@ -62,5 +77,5 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> 
         readers=len({reader for per_case in reads.values() for reader in per_case}),
         model_vs_reader=cohen_kappa(model_pairs, labels),
         confusion=confusion,
-        inter_reader=cohen_kappa(reader_pairs, labels),
+        inter_reader=scotts_pi(reader_pairs, labels),
     )

@@ -8,7 +8,6 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard.charts import performance
-from models.metrics import operating_point
 from serving.schemas import ModelMetrics
 from tests.dashboard.helpers import trace
 
@@ -72,7 +71,12 @@ def test_operating_metrics_off_the_card_threshold_are_read_off_the_roc_points(mo
         if abs(threshold - ev.threshold) <= performance.THRESHOLD_TOLERANCE:
             continue
         point = performance.operating_metrics(model_metrics, threshold)
-        assert point == ev.at_threshold(threshold) == operating_point(ev, threshold)
+        # the stored ROC point with the smallest threshold at or above it (thresholds descend); none: flags nothing
+        at = [i for i, t in enumerate(ev.roc.thresholds) if t >= threshold]
+        tpr, fpr = (ev.roc.y[at[-1]], ev.roc.x[at[-1]]) if at else (0.0, 0.0)
+        assert point["sensitivity"] == pytest.approx(round(tpr * ev.n_positive) / ev.n_positive)
+        assert 1 - point["specificity"] == pytest.approx(round(fpr * (ev.n - ev.n_positive)) / (ev.n - ev.n_positive))
+        assert point["tp"] == round(tpr * ev.n_positive) and point["fp"] == round(fpr * (ev.n - ev.n_positive))
 
 
 def test_operating_metrics_at_the_card_threshold_are_exact(model_metrics: ModelMetrics) -> None:
@@ -96,6 +100,10 @@ def test_pr_figure(model_metrics: ModelMetrics) -> None:
     curve = trace(fig, "PR")
     assert f"{ev.auprc:.3f}" in curve.name
     assert list(curve.x) == ev.pr.x
+    # the area the drawn steps enclose is the AUPRC: average precision takes each recall step at its right end
+    x, y = np.asarray(curve.x), np.asarray(curve.y)
+    heights = y[1:] if curve.line.shape == "vh" else y[:-1]  # "hv" holds the left point's precision across a step
+    assert float(np.sum(np.diff(x) * heights)) == pytest.approx(ev.auprc, abs=0.008)  # thinned to 200 points
     prevalence = trace(fig, "prevalence")
     assert list(prevalence.y) == pytest.approx([ev.n_positive / ev.n] * 2)
     assert not [t for t in fig.data if (t.name or "").startswith("selected threshold")]

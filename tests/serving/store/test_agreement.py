@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from serving.schemas import CaseSummary, Review
-from serving.store.agreement import agreement, cohen_kappa
+from serving.store.agreement import agreement, cohen_kappa, scotts_pi
 
 
 def _case(n: int, label: str, kind: str = "xray") -> CaseSummary:
@@ -87,3 +87,26 @@ def test_an_out_of_distribution_case_pairs_readers_own_labels_never_the_model() 
     result = agreement("xray", [*trail, (_review(5, ood, "dee", None, "PNEUMONIA"), ood)])
     assert (result.cases, result.readers) == (2, 3) and result.model_vs_reader.pairs == 1
     assert result.inter_reader.pairs == 3 and result.inter_reader.observed_agreement == pytest.approx(1 / 3)
+
+
+def test_pooled_reader_pairs_take_chance_from_the_pooled_labels() -> None:
+    """Two readers each on 100 cases: 70 both PNEUMONIA, 10 both NORMAL, 20 split either way. Which reader of a
+    pooled pair comes first means nothing, so chance agreement is read from the pooled frequencies (Scott's pi):
+    observed 0.8, chance 0.8² + 0.2² = 0.68, pi (0.8 - 0.68) / 0.32 = 0.375. Sorting each pair's labels, or
+    taking Cohen's kappa of arbitrary first and second readers, moves it."""
+    cases = [_case(i, "PNEUMONIA") for i in range(100)]
+    reads = [("PNEUMONIA", "PNEUMONIA")] * 70 + [("NORMAL", "NORMAL")] * 10
+    reads += [("PNEUMONIA", "NORMAL")] * 10 + [("NORMAL", "PNEUMONIA")] * 10
+    trail = []
+    for i, (case, (ann, bob)) in enumerate(zip(cases, reads, strict=True)):
+        first, second = ("ann", "bob") if i % 2 else ("bob", "ann")  # who reviews first varies, as in a real trail
+        by = {"ann": ann, "bob": bob}
+        trail += [
+            (_review(2 * i, case, first, None, by[first]), case),
+            (_review(2 * i + 1, case, second, None, by[second]), case),
+        ]
+    result = agreement("xray", trail)
+    assert result.inter_reader.pairs == 100 and result.inter_reader.observed_agreement == pytest.approx(0.8)
+    assert result.inter_reader.kappa == pytest.approx(0.375)
+    assert scotts_pi([("P", "N"), ("N", "P")], ("N", "P")).kappa == pytest.approx(-1.0)
+    assert scotts_pi([], ("N", "P")).kappa is None and scotts_pi([("P", "P")], ("N", "P")).kappa is None
