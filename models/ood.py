@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from models.cnn import CnnModel
+from models.xray_io import NOT_A_TERM
 
 OodMethod = Literal["mahalanobis", "energy", "pixel_stats"]
 OOD_METHODS: tuple[OodMethod, ...] = ("mahalanobis", "energy", "pixel_stats")
@@ -41,15 +42,22 @@ N_PIXEL_STATS = 10
 # ----------------------------------------------------------------------------------------------------------
 # DICOM header evidence
 # ----------------------------------------------------------------------------------------------------------
+def _said(fields: Mapping[str, str], keyword: str) -> str:
+    """A coded field as a reason quotes it: its DICOM term, upper-case, or the summary's words for a value that is
+    none (``dicom_summary`` never copies such text out)."""
+    text = fields.get(keyword, "").strip()
+    return text if text == NOT_A_TERM else text.upper()
+
+
 def header_reason(fields: Mapping[str, str]) -> str | None:
     """Why the DICOM header says this is not a chest radiograph (None: no such evidence or no header).
 
     ``fields``: the de-identified header summary of :class:`models.xray_io.XrayImage` (``dicom_fields``).
     Modality not CR/DX (when present), BodyPartExamined present and not CHEST, NumberOfFrames > 1."""
-    modality = fields.get("Modality", "").strip().upper()
+    modality = _said(fields, "Modality")
     if modality and modality not in RADIOGRAPH_MODALITIES:
         return f"DICOM Modality is {modality}, not a projection radiograph (CR or DX)"
-    body_part = fields.get("BodyPartExamined", "").strip().upper()
+    body_part = _said(fields, "BodyPartExamined")
     if body_part and body_part != "CHEST":
         return f"DICOM BodyPartExamined is {body_part}, not CHEST"
     frames = fields.get("NumberOfFrames", "").strip()

@@ -164,11 +164,15 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _to_unit_gray(image: Image.Image) -> np.ndarray:
-    """Any PIL mode to (H, W) float32 in [0, 1] (RGB -> luminance, 16-bit scaled by its range)."""
+    """Any PIL mode to (H, W) float32 in [0, 1] (RGB -> luminance). A 16-bit or integer image is scaled by the
+    largest value of the fewest bits (8 to 16) that hold its brightest pixel. PACS exports write 10-, 12- or 14-bit
+    films into a 16-bit PNG as they are, with or without an ``sBIT`` chunk (which Pillow does not read): divided by
+    65,535, a 12-bit film read 1/16 as bright. A PNG scaled to the full 16 bits, as the format asks, still reads
+    by 65,535."""
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
         arr = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+        bits = int(np.clip(np.ceil(np.log2(max(float(arr.max()), 1.0) + 1.0)), 8, 16))
+        return np.clip(arr / float(2**bits - 1), 0.0, 1.0).astype(np.float32)
     if image.mode == "F":
         arr = np.asarray(image, dtype=np.float32)
         return _min_max(arr)
@@ -346,6 +350,8 @@ def dicom_summary(ds: pydicom.Dataset) -> dict[str, str]:
             text = f"not recorded (the header holds {text})"  # 0 x 0 would read as a size; it is none
         if keyword in _TERMS and text.replace(" ", "").upper() not in _TERMS[keyword]:
             text = NOT_A_TERM
+        if keyword == "Manufacturer":
+            text = _vendor(text)
         if text:
             out[keyword] = text
     year = study_year(ds.get("StudyDate"))
@@ -426,10 +432,45 @@ _BODY_PARTS = frozenset((
     "SUBMANDIBULAR", "TESTIS", "THIGH", "THORAX", "THUMB", "THYMUS", "THYROID", "TIBIA", "TLSPINE", "TOE", "TONGUE",
     "TRACHEA", "TSPINE", "ULNA", "URETER", "URETHRA", "UTERUS", "VAGINA", "WHOLEBODY", "WRIST", "ZYGOMA",
 ))  # fmt: skip
+#: Modality: PS3.3 C.7.3.1.1.1's defined terms, the retired ones included (old CR files still carry them).
+_MODALITIES = frozenset((
+    "ANN", "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CFM", "CT", "CTPROTOCOL", "CD", "CP", "CR", "CS", "DD", "DF",
+    "DG", "DM", "DMS", "DOC", "DS", "DX", "EC", "ECG", "EEG", "EMG", "EOG", "EPS", "ES", "FA", "FID", "FS", "GM",
+    "HC", "HD", "IO", "IOL", "IVOCT", "IVUS", "KER", "KO", "LEN", "LP", "LS", "M3D", "MA", "MG", "MPR", "MR", "MS",
+    "NM", "OAM", "OCT", "OP", "OPM", "OPR", "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PA", "PLAN", "POS",
+    "PR", "PT", "PX", "REG", "RESP", "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN", "RTRAD", "RTRECORD",
+    "RTSEGANN", "RTSTRUCT", "RWV", "SEG", "SM", "SMR", "SR", "SRF", "ST", "STAIN", "TEXTUREMAP", "TG", "US", "VA",
+    "VF", "XA", "XAPROTOCOL", "XC",
+))  # fmt: skip
 _TERMS = {
+    "Modality": _MODALITIES,
     "ViewPosition": frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "LLAT", "RLAT"}),
     "BodyPartExamined": _BODY_PARTS,
+    "BurnedInAnnotation": frozenset({"YES", "NO"}),  # anything else keeps no image (``burned_in`` fails closed)
 }
+#: Manufacturer is free text (LO): only a radiography vendor's name is shown, as the vendor's usual name; any
+#: other text (a site's or a person's name typed there) is not.
+_VENDORS = {
+    "AGFA": "Agfa", "CANON": "Canon", "CARESTREAM": "Carestream", "DRGEM": "DRGEM", "FUJI": "Fujifilm",
+    "FUJIFILM": "Fujifilm", "GE": "GE HealthCare", "GEHEALTHCARE": "GE HealthCare", "GEMEDICAL": "GE HealthCare",
+    "HITACHI": "Hitachi", "HOLOGIC": "Hologic", "KODAK": "Kodak", "EASTMANKODAK": "Kodak", "KONICA": "Konica Minolta",
+    "PHILIPS": "Philips", "RAYENCE": "Rayence", "SAMSUNG": "Samsung", "SHIMADZU": "Shimadzu",
+    "SIEMENS": "Siemens Healthineers", "SWISSRAY": "Swissray", "TOSHIBA": "Toshiba", "VIEWORKS": "Vieworks",
+    "VARIAN": "Varian", "ICRCO": "iCRco",
+}  # fmt: skip
+#: What :func:`dicom_summary` shows for a Manufacturer that is not a vendor's name it knows.
+NOT_A_VENDOR = "not a known radiography vendor"
+
+
+def _vendor(text: str) -> str:
+    """A Manufacturer's vendor by its first word(s), letters only: "GE MEDICAL SYSTEMS" and "Philips Medical
+    Systems" are GE HealthCare and Philips; anything else is :data:`NOT_A_VENDOR`."""
+    words = ["".join(c for c in w if c.isalpha()).upper() for w in text.split()]
+    for n in (2, 1):
+        if len(words) >= n and "".join(words[:n]) in _VENDORS:
+            return _VENDORS["".join(words[:n])]
+    return NOT_A_VENDOR
+
 
 #: Each text value representation of :data:`DICOM_SAFE_FIELDS` (DICOM PS3.5 6.2): the one value it allows.
 _LEGIBLE = {

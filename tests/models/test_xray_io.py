@@ -21,6 +21,7 @@ from models.xray_io import (
     MAX_PIXELS,
     MIN_SIDE,
     NOT_A_TERM,
+    NOT_A_VENDOR,
     XrayImage,
     dicom_identity,
     iter_image_files,
@@ -251,19 +252,31 @@ def test_identifiers_never_reach_dicom_fields() -> None:
         ("ViewPosition", "MRN123456", NOT_A_TERM),  # a record number in a coded field
         ("BodyPartExamined", "WHOLE BODY", "WHOLE BODY"),  # pydicom-data writes it with a space
         ("BodyPartExamined", "DOE JANE", NOT_A_TERM),
+        ("Modality", "CR", "CR"),
+        ("Modality", "DOE JANE", NOT_A_TERM),  # a legible CS value, but no modality
+        ("BurnedInAnnotation", "NO", "NO"),
+        ("BurnedInAnnotation", "DOE JANE", NOT_A_TERM),  # no image is kept for it: anything but NO
+        ("Manufacturer", "GE MEDICAL SYSTEMS", "GE HealthCare"),
+        ("Manufacturer", "Philips Medical Systems", "Philips"),
+        ("Manufacturer", "FUJIFILM Corporation", "Fujifilm"),
+        ("Manufacturer", "Jane Doe MRN 1234567", NOT_A_VENDOR),  # free text (LO): a name typed there
     ],
 )
 def test_a_coded_field_shows_a_dicom_term_or_nothing_of_its_text(field: str, value: str, shown: str) -> None:
-    """ViewPosition and BodyPartExamined hold codes: free text there (a site's misuse) is not copied out, and an
-    out-of-distribution reason does not quote it either."""
+    """Modality, ViewPosition, BodyPartExamined and BurnedInAnnotation hold codes, and Manufacturer a vendor's
+    name: other text there (a site's misuse) is not copied out, and an out-of-distribution reason does not quote
+    it either."""
     ds = pydicom.dcmread(io.BytesIO(make_dicom(half_ramp())))
     setattr(ds, field, value)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     image = load_xray_bytes(buffer.getvalue(), "coded.dcm")
     assert image.dicom_fields[field] == shown
+    assert "JANE" not in str(image.dicom_fields) and "MRN" not in str(image.dicom_fields)
     reason = header_reason(image.dicom_fields) or ""
     assert "JANE" not in reason and "MRN" not in reason
+    if field == "Modality" and shown == NOT_A_TERM:
+        assert reason == "DICOM Modality is not a DICOM term, not a projection radiograph (CR or DX)"
 
 
 def test_dicom_identity_reads_whom_the_image_belongs_to() -> None:
@@ -526,6 +539,17 @@ def test_png_16bit_uses_the_full_range() -> None:
     image = load_xray_bytes(data, "deep.png")
     np.testing.assert_allclose(image.pixels, arr / 65535.0, atol=1e-4)
     assert image.pixels.max() == pytest.approx(1.0) and image.pixels.min() == 0.0
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_a_png_of_fewer_significant_bits_is_read_by_its_own_depth(bits: int) -> None:
+    """A PACS export writes a 12-bit film into a 16-bit PNG as it is: read by 65,535 it was 1/16 as bright (and
+    every such film scored PNEUMONIA); it is read by 4,095, the largest 12-bit value."""
+    top = 2**bits - 1
+    arr = np.tile(np.linspace(0, top * 0.9, 64).astype(np.uint16), (40, 1))  # a film whose brightest pixel is 90 %
+    image = load_xray_bytes(png_bytes(arr), "pacs.png")
+    np.testing.assert_allclose(image.pixels, arr / top, atol=1e-4)
+    assert image.pixels.max() == pytest.approx(0.9, abs=1e-3)
 
 
 def test_png_rgb_is_luminance() -> None:
