@@ -64,7 +64,8 @@ def event1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
-    """(threshold, event-1) maximising min(Se, +P) of ``prob >= threshold``; ties: the smallest threshold."""
+    """(threshold, event-1) maximising min(Se, +P) of ``prob >= threshold``; ties: the largest threshold (the fewest
+    stays flagged)."""
     order = np.argsort(-prob, kind="stable")
     p_sorted, y_sorted = prob[order], y[order]
     tp = np.cumsum(y_sorted)  # flagging the k + 1 highest

@@ -22,6 +22,12 @@ def test_best_event1_threshold_is_the_best_cut(seed: int) -> None:
     assert event1(y, (p >= threshold).astype(np.int64)) == pytest.approx(score)
 
 
+def test_tied_cuts_keep_the_fewest_stays_flagged() -> None:
+    """Flagging the top 1, 2 or 4 stays all score 0.5: the largest threshold is kept (1 stay flagged)."""
+    y, p = np.array([1, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.6])
+    assert best_event1_threshold(y, p) == (0.9, 0.5)
+
+
 def test_event1_by_hand() -> None:
     y = np.array([1, 1, 0, 0, 0])
     assert event1(y, np.array([1, 0, 1, 0, 0])) == 0.5  # Se 1/2, +P 1/2
