@@ -187,6 +187,11 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
     member_prob = 1.0 / (1.0 + np.exp(-np.concatenate(every, axis=1)))  # (members, hours)
     spread = member_prob.std(axis=0)
 
+    # the alerting predictions: the ECE is dominated by the many low-risk hours, and alerts are read here
+    alerting = raw >= meta.threshold
+    stay_of = np.concatenate([np.full(len(lab), i) for i, lab in enumerate(labels)])
+    alert_means = {m: float(p[alerting].mean()) if alerting.any() else None for m, p in probs.items()}
+
     command = "python -m models.calibrate " + " ".join(shlex.quote(a) for a in argv)
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     fitted_on = (
@@ -203,12 +208,18 @@ def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: 
         folds=oof_fit.config.members,
         out_of_fold=check,
         calibration_rule=CALIBRATION_RULE + f" Adopted: {method}.",
-        calibration=[CalibrationRow(method=m, ece=e, brier=b, adopted=m == method) for m, (e, b) in figures.items()],
+        calibration=[
+            CalibrationRow(method=m, ece=e, brier=b, adopted=m == method, alert_mean=alert_means[m])
+            for m, (e, b) in figures.items()
+        ],
         reliability={m: reliability_curve(y, p) for m, p in probs.items()},
         caveat=SEPSIS_CALIBRATION_CAVEAT,
         threshold_note=THRESHOLD_NOTE,
         spread_mean=float(spread.mean()),
         spread_p90=float(np.quantile(spread, 0.9)),
+        alert_hours=int(alerting.sum()),
+        alert_stays=int(np.unique(stay_of[alerting]).size),
+        alert_observed=float(y[alerting].mean()) if alerting.any() else None,
     )
     if card is not None:
         card.trust = report
@@ -226,7 +237,11 @@ def _print(r: SepsisTrustReport, calibrator: Calibrator, seconds: float) -> None
         print(f"  utility {c.utility:.6f} (card {shown})")
     print(f"  Brier   {c.brier:.6f} (card {c.card_brier:.6f})")
     for row in r.calibration:
-        print(f"calibration {row.method:12s}{'*' if row.adopted else ' '} ECE {row.ece:.4f}  Brier {row.brier:.5f}")
+        at_alerts = "" if row.alert_mean is None else f"  mean at alerts {row.alert_mean:.3f}"
+        print(f"calibration {row.method:12s}{'*' if row.adopted else ' '} ECE {row.ece:.4f}  Brier {row.brier:.5f}"
+              + at_alerts)  # fmt: skip
+    if r.alert_observed is not None:
+        print(f"alerts: {r.alert_hours} predictions of {r.alert_stays} stays, label 1 in {r.alert_observed:.3f}")
     print(f"adopted: {calibrator.model_dump(exclude={'x', 'y'})} ({len(calibrator.x)} isotonic breakpoints)")
     print(f"ensemble spread (std of member probabilities): mean {r.spread_mean:.4f}, p90 {r.spread_p90:.4f}")
     print(f"({seconds:.0f} s) wrote model.pt and the card", file=sys.stderr)

@@ -310,8 +310,20 @@ def _sepsis_trust_section(trust: SepsisTrustReport) -> str:
     c = trust.out_of_fold
     card_utility = "-" if c.card_utility is None else f"{c.card_utility:.4f}"
     utility = "" if c.utility is None else f"normalised utility {c.utility:.4f} ({card_utility}), "
+    at_alerts = trust.alert_observed is not None
     cal = "\n".join(
-        f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.ece:.4f} | {r.brier:.5f} |" for r in trust.calibration
+        f"| {r.method}{' (adopted)' if r.adopted else ''} | {r.ece:.4f} | {r.brier:.5f} |"
+        + (f" {'n/a' if r.alert_mean is None else f'{r.alert_mean:.1%}'} |" if at_alerts else "")
+        for r in trust.calibration
+    )
+    head = "| calibrator | ECE (10 bins) | Brier |" + (" mean at alerts |" if at_alerts else "")
+    rule = "|---|---|---|" + ("---|" if at_alerts else "")
+    alerts = (
+        ""
+        if trust.alert_observed is None
+        else f"\n\nAt alerts ({trust.alert_hours} predictions of {trust.alert_stays} stays whose raw risk reaches the "
+        f"threshold), the label was 1 in {trust.alert_observed:.1%}: the calibrated risk should read about that there. "
+        "The ECE is dominated by the many low-risk predictions."
     )
     return f"""## When not to trust it
 Measured {trust.measured} on {trust.machine}: `{trust.command}` (docs/trust.md).
@@ -324,9 +336,9 @@ hours.
 **Calibration of the hourly risk** ({trust.folds}-fold cross-fitted over the training folds of stays: a stay's
 hours are never both fitted on and scored). {trust.calibration_rule}
 
-| calibrator | ECE (10 bins) | Brier |
-|---|---|---|
-{cal}
+{head}
+{rule}
+{cal}{alerts}
 
 Caveat: {trust.caveat} {trust.threshold_note}
 

@@ -36,6 +36,9 @@ class CalibrationRow(BaseModel):
     ece: float  # 10 equal-width bins, cross-fitted over validation folds (sepsis: over folds of stays)
     brier: float
     adopted: bool
+    #: sequence models: the mean cross-fitted probability over the alerting predictions (raw risk at or above the
+    #: operating threshold), to set beside :attr:`SepsisTrustReport.alert_observed` (None: not measured)
+    alert_mean: float | None = None
 
 
 class ConformalRow(BaseModel):
@@ -111,6 +114,12 @@ class SepsisTrustReport(BaseModel):
     #: fold-ensemble spread (std of the members' hourly probabilities) over every hour of every stay
     spread_mean: float
     spread_p90: float
+    #: the alerting predictions (raw risk at or above the operating threshold): how many, of how many stays, and
+    #: the fraction whose label is 1. The ECE is dominated by the many low-risk hours; this is where alerts are
+    #: read (None: not measured)
+    alert_hours: int | None = None
+    alert_stays: int | None = None
+    alert_observed: float | None = None
 
 
 class EnsembleRow(BaseModel):

@@ -55,16 +55,32 @@ def reliability_figure(trust: TrustReport | SepsisTrustReport) -> go.Figure:
 
 
 def calibration_table(trust: TrustReport | SepsisTrustReport) -> pd.DataFrame:
-    """One row per method: cross-fitted ECE and Brier, the adopted one marked."""
-    return pd.DataFrame(
-        [
-            {
-                "calibrator": row.method + (" (adopted)" if row.adopted else ""),
-                "ECE": round(row.ece, 4),
-                "Brier": round(row.brier, 5),
-            }
-            for row in trust.calibration
-        ]
+    """One row per method: cross-fitted ECE and Brier, the adopted one marked; for a sequence model whose card
+    measured it, the mean probability over the alerting predictions beside the fraction of them labelled 1."""
+    at_alerts = isinstance(trust, SepsisTrustReport) and trust.alert_observed is not None
+    rows = []
+    for row in trust.calibration:
+        cells: dict[str, object] = {
+            "calibrator": row.method + (" (adopted)" if row.adopted else ""),
+            "ECE": round(row.ece, 4),
+            "Brier": round(row.brier, 5),
+        }
+        if at_alerts:
+            cells["mean at alerts"] = None if row.alert_mean is None else f"{row.alert_mean:.1%}"
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
+def alert_words(trust: SepsisTrustReport) -> str | None:
+    """The alerting predictions' observed rate, to read beside the table's "mean at alerts" (None: the card did not
+    measure it)."""
+    if trust.alert_observed is None:
+        return None
+    unit = "stays" if one_per_stay(trust) else f"hours of {trust.alert_stays:,} stays"
+    return (
+        f"At alerts (the {trust.alert_hours:,} {unit} whose score reaches the threshold), the label was 1 in "
+        f"{trust.alert_observed:.1%}: a calibrated risk should read about that there. The ECE is dominated by the "
+        "many low-risk predictions."
     )
 
 

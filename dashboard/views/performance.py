@@ -23,6 +23,7 @@ from dashboard.charts.performance import (
     roc_figure,
 )
 from dashboard.charts.trust import (
+    alert_words,
     calibrated_risk_words,
     calibration_table,
     conformal_table,
@@ -120,11 +121,18 @@ def render() -> None:
 def _protocol(name: str, protocol: ProtocolSummary) -> None:
     """The evaluation protocol's figures on held-out stays: what to expect on new stays, where the curves above
     are out-of-fold on stays that also chose the threshold."""
-    st.subheader("On stays it never saw: the figures to believe")
+    # Scored at the checkpoint's threshold, the held-out stays helped choose it: a slightly kinder estimate.
+    st.subheader(
+        "On stays it never saw: the figures to believe"
+        if protocol.fixed_threshold is None
+        else "On stays it never saw, at a threshold those stays helped choose"
+    )
     st.plotly_chart(protocol_figure(name, protocol), key="perf_protocol", config={"displaylogo": False})
+    looks = 1 + len(protocol.earlier_reserves)
+    times = "once" if looks == 1 else f"{looks} times, at {looks} operating thresholds, the latest"
     reserve = (
-        f" The reserve, {protocol.n_reserve:,} stays never used for training or any choice, was scored once on this "
-        f"checkpoint ({protocol.reserve_measured}); one small sample, not a second estimate."
+        f" The reserve, {protocol.n_reserve:,} stays never used for training or any choice, was scored {times} on "
+        f"this checkpoint ({protocol.reserve_measured}); one small sample, not a second estimate."
         if protocol.reserve is not None
         else " The reserve has not been scored for this checkpoint."
     )
@@ -178,6 +186,9 @@ def _sepsis_trust(trust: SepsisTrustReport) -> None:
     with _reliability_beside(trust):
         st.markdown(f"**Calibration of the {words}** (cross-fitted by stay: ECE in 10 bins, Brier)")
         st.table(calibration_table(trust).set_index("calibrator"))
+        at_alerts = alert_words(trust)
+        if at_alerts is not None:
+            st.caption(at_alerts)
         st.markdown("**Out-of-fold predictions** recomputed from the checkpoint, beside the training card")
         st.table(out_of_fold_table(trust).set_index("figure"))
         st.markdown(

@@ -45,6 +45,24 @@ def test_the_out_of_fold_predictions_are_rebuilt_from_the_checkpoint(tiny_lstm_c
     assert check.utility == pytest.approx(card.evaluation.utility, abs=1e-6)
 
 
+def test_the_alerting_hours_are_measured_apart(tiny_lstm_calibrated: Path, psv_folder: Path) -> None:
+    """The report's alerting predictions are the out-of-fold hours whose raw risk reaches the checkpoint's
+    threshold: their count, their stays, the fraction labelled 1 and the raw risk's mean over them."""
+    from models.calibrate_sepsis import out_of_fold
+
+    card = read_card(tiny_lstm_calibrated)
+    assert isinstance(card.trust, SepsisTrustReport)
+    oof = out_of_fold("lstm", tiny_lstm_calibrated, psv_folder)
+    probs, labels = oof.probabilities(), [r.labels for r in oof.records]
+    alerting = [(p >= oof.meta.threshold) for p in probs]
+    assert card.trust.alert_hours == sum(int(a.sum()) for a in alerting) > 0
+    assert card.trust.alert_stays == sum(bool(a.any()) for a in alerting)
+    flagged = np.concatenate([lab[a] for lab, a in zip(labels, alerting, strict=True)])
+    assert card.trust.alert_observed == pytest.approx(flagged.mean())
+    raw = next(r for r in card.trust.calibration if r.method == "uncalibrated")
+    assert raw.alert_mean == pytest.approx(np.concatenate([p[a] for p, a in zip(probs, alerting, strict=True)]).mean())
+
+
 def test_the_calibrator_is_stored_and_changes_neither_weights_nor_labels(
     tiny_lstm: Path, tiny_lstm_calibrated: Path, psv_folder: Path
 ) -> None:

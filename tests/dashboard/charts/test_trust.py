@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.charts.trust import (
+    alert_words,
     calibrated_risk_words,
     calibration_table,
     conformal_table,
@@ -99,3 +100,23 @@ def test_the_mortality_calibration_is_told_as_one_risk_per_stay(name: str) -> No
     sepsis = read_card(entry("lstm").default_weights).trust
     assert isinstance(sepsis, SepsisTrustReport) and calibrated_risk_words(sepsis) == "hourly risk"
     assert list(out_of_fold_table(sepsis)["figure"]) == ["AUROC", "normalised utility", "Brier"]
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer", "mortality-lstm", "mortality-transformer"])
+def test_the_calibration_at_alerts_is_beside_the_ece(name: str) -> None:
+    """The committed sequence cards measure the alerting predictions (raw risk at the threshold or above): each
+    method's mean probability there, in the table, beside the fraction labelled 1, in words. The adopted one
+    reads within two points of it; the uncalibrated score reads far above."""
+    report = read_card(entry(name).default_weights).trust
+    assert isinstance(report, SepsisTrustReport) and report.alert_observed is not None, (
+        f"run python -m models.calibrate {name}"
+    )
+    table = calibration_table(report).set_index("calibrator")
+    adopted = next(r for r in report.calibration if r.adopted)
+    assert table.loc[f"{adopted.method} (adopted)", "mean at alerts"] == f"{adopted.alert_mean:.1%}"
+    assert adopted.alert_mean is not None and abs(adopted.alert_mean - report.alert_observed) < 0.02
+    raw = next(r for r in report.calibration if r.method == "uncalibrated")
+    assert raw.alert_mean is not None and raw.alert_mean > report.alert_observed + 0.1
+    words = alert_words(report)
+    assert words is not None and f"{report.alert_observed:.1%}" in words and f"{report.alert_hours:,}" in words
+    assert ("hours of" in words) == (name in ("lstm", "transformer"))
