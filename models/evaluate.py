@@ -1,7 +1,8 @@
 """Evaluate a model on labelled data: the same figures the model card stores and serving returns.
 
 python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONIA/*; calibrated checkpoints
-                                                    # also: conformal coverage, set size, OOD rate
+                                                    # also: conformal coverage, set size, OOD rate; a DIR
+                                                    # with synthetic (marked) images is refused (status 2)
 python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisLabel
 python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT [--sets c]
                                                     # ROOT/set-c/*.txt and ROOT/Outcomes-c.txt (default: a b):
@@ -23,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.calibration import brier
+from models.catalogue import entry
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -68,10 +70,10 @@ class TrustEvaluation:
 
 
 def evaluate_cnn(
-    predictor: XrayPredictor, data: Path, batch_size: int = 16
+    predictor: XrayPredictor, data: Path, items: list[tuple[Path, int]], batch_size: int = 16
 ) -> tuple[BinaryEvaluation, TrustEvaluation | None]:
-    """The evaluation at the operating threshold and, for a calibrated checkpoint, the trust figures."""
-    items = labelled_images(data)
+    """The evaluation at the operating threshold and, for a calibrated checkpoint, the trust figures, on the
+    labelled images ``items`` (every one of the folder ``data``)."""
     present = {label for _, label in items}
     if present != {0, 1}:
         raise ValueError(
@@ -244,13 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {args.data} does not exist")
     if args.alpha is not None and not 0 < args.alpha < 1:
         parser.error("--alpha must lie in (0, 1)")
+    items: list[tuple[Path, int]] = []
+    if entry(args.model).task.input_kind == "image":  # before the model is loaded
+        try:  # figures of a folder with synthetic images would be read as those of real patients: none is given
+            items = labelled_images(args.data, refuse_synthetic=True)
+        except (FileNotFoundError, MedLensInputError) as exc:
+            parser.error(str(exc))
     predictor = cli_predictor(parser, args)
     trust: TrustEvaluation | None = None
     calibrated: CalibratedFigures | None = None
     try:  # a labelled set with a file that cannot be read, or one class only, has no honest figure: none is given
         if isinstance(predictor, XrayPredictor):
             predictor.alpha = args.alpha
-            evaluation, trust = evaluate_cnn(predictor, args.data)
+            evaluation, trust = evaluate_cnn(predictor, args.data, items)
         elif isinstance(predictor, MortalityPredictor):
             evaluation, score, calibrated = evaluate_mortality(predictor, args.data, args.sets)
             print(f"  event-1 min(Se, +P) {score:.4f}")

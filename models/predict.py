@@ -1,10 +1,11 @@
 """Batch prediction with the default (or given) weights.
 
 python -m models.predict cnn --input FILE_OR_DIR --output preds.csv [--alpha 0.1]
-    -> CSV ``path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score,ensemble_std``
-       (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label, to be
-       withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; ensemble_std the standard
-       deviation of an ensemble's members' probabilities, 0 for one network; see docs/trust.md)
+    -> CSV ``path,probability,label,calibrated_probability,prediction_set,in_distribution,ood_score,ensemble_std,
+       synthetic`` (probability of pneumonia; label 1 = PNEUMONIA at the operating threshold, the raw model label,
+       to be withheld where in_distribution is 0; prediction_set like ``NORMAL|PNEUMONIA``; ensemble_std the
+       standard deviation of an ensemble's members' probabilities, 0 for one network; see docs/trust.md;
+       synthetic 1 for an image that carries the synthetic mark, as serving flags it: generated, not a patient)
 python -m models.predict mortality-lstm|mortality-transformer --input DIR_OF_RecordID.txt --output preds.csv
     -> CSV ``RecordID,probability,label`` (the model's risk of in-hospital death after the first 48 hours, its
        ranking score; label 1 at the model's threshold), then ``calibrated_probability`` (a calibrated checkpoint:
@@ -60,6 +61,7 @@ CNN_COLUMNS = (
     "in_distribution",
     "ood_score",
     "ensemble_std",
+    "synthetic",
 )
 
 
@@ -101,20 +103,23 @@ def _read(paths: list[Path], load: Callable[[Path], T], tally: Tally) -> list[tu
 
 def predict_images(
     predictor: XrayPredictor, source: Path, batch_size: int, tally: Tally | None = None
-) -> list[tuple[str, XrayAssessment]]:
-    """(path, assessment) for every readable image under ``source``; unreadable files are reported."""
+) -> list[tuple[str, bool, XrayAssessment]]:
+    """(path, synthetic, assessment) for every readable image under ``source``; unreadable files are reported.
+    ``synthetic``: the image carries the synthetic mark (in MedLens's form or not), the check serving flags
+    ``synthetic`` by."""
     tally = Tally() if tally is None else tally
     paths = list(iter_image_files(source))
     tally.found += len(paths)
-    rows: list[tuple[str, XrayAssessment]] = []
+    rows: list[tuple[str, bool, XrayAssessment]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="cnn", unit="batch", disable=len(paths) < 2):
         loaded = _read(paths[start : start + batch_size], load_xray_file, tally)
         assessed = predictor.assess([image for _, image in loaded]) if loaded else []
-        rows.extend(zip((str(path) for path, _ in loaded), assessed, strict=True))
+        for (path, image), a in zip(loaded, assessed, strict=True):
+            rows.append((str(path), image.synthetic_mark is not None, a))
     return rows
 
 
-def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
+def csv_row(path: str, synthetic: bool, a: XrayAssessment, threshold: float) -> list[str]:
     """One row in :data:`CNN_COLUMNS` order."""
     return [
         safe_cell(path),
@@ -125,6 +130,7 @@ def csv_row(path: str, a: XrayAssessment, threshold: float) -> list[str]:
         str(int(a.in_distribution)),
         f"{a.ood_score:.6f}",
         f"{a.spread:.6f}",
+        str(int(synthetic)),
     ]
 
 
@@ -291,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             predictor.alpha = args.alpha
         rows = predict_images(predictor, args.input, args.batch_size, tally)
         if rows:
-            _write_csv(args.output, CNN_COLUMNS, (csv_row(path, a, predictor.threshold) for path, a in rows))
-        flagged = sum(not a.in_distribution for _, a in rows)
+            _write_csv(args.output, CNN_COLUMNS, (csv_row(*row, predictor.threshold) for row in rows))
+        flagged = sum(not a.in_distribution for _, _, a in rows)
         more = f"; {flagged} out of distribution"
         return _finish(len(rows), tally, "image(s)", str(args.output), predictor.threshold, more)
     if isinstance(predictor, MortalityPredictor):

@@ -10,6 +10,7 @@ python -m models.train gan --data ../shared/data/chest_xray/train --out runs/gan
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -20,11 +21,32 @@ import torch
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
 from models.config import data_paths
 from models.sequence_options import add_task_options, task_from_options
-from models.train_cnn import VAL_FRACTION
+from models.train_cnn import VAL_FRACTION, check_target_sensitivity
 
 
 def _command_line() -> str:
     return "python -m models.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def _sensitivity(text: str) -> float:
+    try:
+        return check_target_sensitivity(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=MODEL_NAMES + GENERATOR_NAMES)
     parser.add_argument("--data", type=Path, default=None, help="training data (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--out", type=Path, required=True, help="directory for model.pt and the model card")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--epochs", type=_positive_int, default=None)
+    parser.add_argument("--batch-size", type=_positive_int, default=None)
+    parser.add_argument("--lr", type=_positive_float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--split-seed",
@@ -54,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
     add_task_options(parser)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups, --d-model
-    parser.add_argument("--target-sensitivity", type=float, default=0.95, help="cnn: operating point rule")
+    parser.add_argument(
+        "--target-sensitivity", type=_sensitivity, default=0.95, help="cnn: operating point rule, in (0, 1]"
+    )
     parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
     parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")
     parser.add_argument(
@@ -96,7 +120,9 @@ def _train_cnn(args: argparse.Namespace) -> int:
 
     data = args.data or data_paths().xray_train
     config = CnnConfig()
-    epochs, batch_size, lr = args.epochs or 30, args.batch_size or 32, args.lr or 3e-3
+    epochs = 30 if args.epochs is None else args.epochs
+    batch_size = 32 if args.batch_size is None else args.batch_size
+    lr = 3e-3 if args.lr is None else args.lr
     result = train_cnn(
         data,
         args.out,

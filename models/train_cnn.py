@@ -147,6 +147,15 @@ def predict_cached(model: PneumoniaCNN, images: np.ndarray, batch_size: int = 64
     return np.concatenate(out)
 
 
+def check_target_sensitivity(value: float) -> float:
+    """``value`` when the sensitivity-first rule can reach it, in (0, 1]; else a ``ValueError`` that says so."""
+    if not 0 < value <= 1:
+        raise ValueError(
+            f"the target sensitivity must lie in (0, 1], a share of the positives (0.95, not 95); got {value}"
+        )
+    return value
+
+
 def sensitivity_first_threshold(y: np.ndarray, prob: np.ndarray, target_sensitivity: float) -> float:
     """Highest threshold whose sensitivity on ``y`` is still >= the target (best specificity there)."""
     pos = np.sort(prob[y == 1])
@@ -182,6 +191,7 @@ def train_cnn(
 ) -> CnnTrainResult:
     """Train one CNN. ``seed`` drives initialisation, batch order and augmentation; ``split_seed``
     (default: ``seed``) chooses the held-out patients, so ensemble members share one validation split."""
+    check_target_sensitivity(target_sensitivity)  # before training: the threshold is chosen after the last epoch
     seed_everything(seed)
     started = time.time()
     items = labelled_images(data)

@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import struct
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -529,14 +530,28 @@ def _sniff_dicom(path: Path) -> bool:
         return False
 
 
-def labelled_images(root: str | Path) -> list[tuple[Path, int]]:
-    """Images in the ``<root>/<CLASS>/*`` layout with label 1 for PNEUMONIA, 0 for NORMAL."""
+def labelled_images(root: str | Path, *, refuse_synthetic: bool = False) -> list[tuple[Path, int]]:
+    """Images in the ``<root>/<CLASS>/*`` layout with label 1 for PNEUMONIA, 0 for NORMAL. Images that carry the
+    synthetic mark (:func:`marked_synthetic`) are no real data: they are left out and counted on stderr (training
+    and calibration read what the folder without them would give), or, with ``refuse_synthetic`` (an evaluation,
+    whose figures are those of the whole folder), a :class:`~models.errors.MedLensInputError` names them."""
     root = Path(root)
     items: list[tuple[Path, int]] = []
     for label, cls in enumerate(CLASS_NAMES):
         folder = root / cls
         if folder.is_dir():
             items.extend((path, label) for path in iter_image_files(folder))
+    marked = [path for path, _ in items if marked_synthetic(path)]
+    if marked:
+        named = ", ".join(str(p) for p in marked[:10]) + (f" and {len(marked) - 10} more" if len(marked) > 10 else "")
+        if refuse_synthetic:
+            raise MedLensInputError(
+                f"{root} holds {len(marked)} synthetic image(s), marked {MARK_KEY}: {named}. Synthetic images never "
+                f"count in a metric of real data: move them out of {root}."
+            )
+        print(f"left out {len(marked)} synthetic image(s) under {root} (marked {MARK_KEY}): {named}", file=sys.stderr)
+        left_out = set(marked)
+        items = [item for item in items if item[0] not in left_out]
     if not items:
         raise FileNotFoundError(
             f"No images found under {root}/NORMAL or {root}/PNEUMONIA: pass a folder in that layout."
@@ -552,3 +567,20 @@ def patient_id(path: Path) -> str:
         return stem.split("_")[0]
     match = re.match(r"(NORMAL2-)?IM-\d+", stem)
     return match.group(0) if match else stem
+
+
+#: The first bytes of every PNG file: the only format whose images carry the synthetic mark.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def marked_synthetic(path: Path) -> bool:
+    """Whether the image file at ``path`` carries the synthetic mark, read as serving reads an upload's: its
+    :attr:`XrayImage.synthetic_mark` is set, in MedLens's form or not. A file that cannot be read carries none
+    (its reader says why when it loads it)."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+                return False  # JPEG, DICOM...: decoded only when read for their pixels
+        return load_xray_file(path).synthetic_mark is not None
+    except (MedLensInputError, OSError):
+        return False
