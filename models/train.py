@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="gan: auto = whichever this machine runs faster, measured at the start",
+        help="cnn and gan: auto = whichever this machine runs faster, measured at the start",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -135,6 +135,7 @@ def _train_cnn(args: argparse.Namespace) -> int:
         config=config,
         limit=args.limit,
         split_seed=args.split_seed,
+        precision=args.precision,
     )
     from models.cards import XRAY_SOURCE, ModelCard, write_card
     from models.metrics import binary_evaluation
@@ -165,7 +166,9 @@ def _train_cnn(args: argparse.Namespace) -> int:
             "optimizer": "AdamW (wd 0.05), one-cycle schedule",
             "loss": "class-balanced BCE with label smoothing 0.05",
             "augmentation": AUGMENTATION,
-            "precision": "bfloat16 autocast, channels_last",
+            "precision": ("bfloat16 autocast" if result.bf16 else "float32")
+            + (f" (measured s per step: {result.precision_probe_s})" if result.precision_probe_s else " (chosen)")
+            + ", channels_last; the threshold chosen on float32 predictions",
             **meta.config,
         },
         labels=meta.labels,

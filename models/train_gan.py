@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from models.backends import training_precision
 from models.cnn import resize_gray
 from models.gan import Discriminator, GanConfig, Generator, GeneratorMeta
 from models.train_cnn import patient_split, seed_everything
@@ -94,19 +95,18 @@ def diff_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def choose_precision(g: Generator, d: Discriminator, batch: int, z_dim: int) -> tuple[bool, dict[str, float]]:
     """Time a forward + backward pass of both networks in float32 and under bfloat16 autocast on this
-    machine; True when bf16 is faster. Returns the choice and seconds per pass for each."""
+    machine (:func:`models.backends.training_precision`); True when bf16 is faster. Returns the choice and
+    seconds per pass for each."""
     y = torch.arange(batch) % 2
-    times: dict[str, float] = {}
-    for name, bf16 in (("fp32", False), ("bf16", True), ("fp32 again", False), ("bf16 again", True)):
-        started = time.perf_counter()
+
+    def step(bf16: bool) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            score = d(g(torch.randn(batch, z_dim), y), y).float().mean()
-        score.backward()
-        times[name] = time.perf_counter() - started
+            return d(g(torch.randn(batch, z_dim), y), y).float().mean()
+
+    choice = training_precision(step)
     g.zero_grad(set_to_none=True)
     d.zero_grad(set_to_none=True)
-    measured = {"fp32": times["fp32 again"], "bf16": times["bf16 again"]}  # the first of each warms up
-    return measured["bf16"] < measured["fp32"], measured
+    return choice
 
 
 @dataclass
