@@ -6,6 +6,8 @@ Layout of a weights directory: ``model.pt`` (torch, loadable with ``weights_only
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,17 @@ class CheckpointMeta(BaseModel):
     #: when not to trust it, written by ``python -m models.calibrate <model>``: CNN models/trust.py TrustSettings,
     #: sepsis models SepsisTrustSettings (the hourly calibrator)
     trust: dict[str, Any] | None = None
+
+
+def weights_version(prefix: str, state_dict: dict[str, torch.Tensor]) -> str:
+    """``<prefix>-<UTC date>-<8 hex digits of the weights' SHA-256>``: two sets of weights trained the same day
+    have different versions (a card's figures, and a synthetic image's mark, name the weights they came from)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)  # (numel,): a 0-d tensor has no byte view
+        digest.update(name.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return f"{prefix}-{time.strftime('%Y%m%d', time.gmtime())}-{digest.hexdigest()[:8]}"
 
 
 def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str, torch.Tensor]) -> Path:

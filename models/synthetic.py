@@ -19,18 +19,17 @@ each PNG's image is generated on its own.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, PngImagePlugin
 
 from models.catalogue import MAX_SEED
 from models.checkpoint import CHECKPOINT_FILE
 from models.errors import MedLensInputError, WeightsError
 from models.gan import GanConfig, Generator, GeneratorMeta
-from models.synthetic_mark import MARK_KEY, SyntheticMark
+from models.synthetic_mark import MARK_KEY, SyntheticMark, burn_band
 
 OUTPUT_SIZE = 256
 
@@ -53,24 +52,6 @@ def load_generator(weights: Path) -> tuple[GeneratorMeta, Generator]:
             "retrain it with `python -m models.train gan`."
         ) from exc
     return meta, generator.eval()
-
-
-@lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def burn_band(pixels: np.ndarray) -> np.ndarray:
-    """(S, S) uint8 -> the same with the SYNTHETIC band burned into its top rows."""
-    image = Image.fromarray(pixels, mode="L")
-    side = image.width
-    band = max(16, side // 9)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, side, band), fill=0)
-    big, small = _font(int(band * 0.55)), _font(max(8, int(band * 0.28)))
-    draw.text((side / 2, band * 0.38), "SYNTHETIC", fill=255, font=big, anchor="mm")
-    draw.text((side / 2, band * 0.82), "MedLens GAN - not a patient", fill=200, font=small, anchor="mm")
-    return np.asarray(image)
 
 
 def marked_png(pixels: np.ndarray, mark: SyntheticMark) -> bytes:

@@ -295,7 +295,7 @@ def standing_statistics(g: Generator, z_dim: int, n_classes: int, batches: int =
 def train_gan_cli(args: argparse.Namespace, command: str) -> int:
     """``python -m models.train gan``: train (or resume from ``--out``/state.pt), then write the checkpoint
     (the weight-averaged generator) and its card."""
-    from models.checkpoint import CHECKPOINT_FILE
+    from models.checkpoint import CHECKPOINT_FILE, weights_version
     from models.config import data_paths
 
     data = args.data or data_paths().xray_train
@@ -320,9 +320,10 @@ def train_gan_cli(args: argparse.Namespace, command: str) -> int:
         precision=args.precision,
     )
     standing_statistics(result.generator, config.z_dim, len(config.labels), batches=args.standing_batches)
+    state = {k: v.detach().contiguous() for k, v in result.generator.state_dict().items()}
     meta = GeneratorMeta(
         kind="gan",
-        version=time.strftime("gan-%Y%m%d"),
+        version=weights_version("gan", state),  # the card keeps an evaluation only of these very weights
         task="synthetic pediatric chest radiographs, NORMAL or PNEUMONIA, for demos and tests",
         labels=list(config.labels),
         config=config.model_dump(mode="json"),
@@ -333,7 +334,6 @@ def train_gan_cli(args: argparse.Namespace, command: str) -> int:
         },
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in result.generator.state_dict().items()}
     torch.save({"meta": meta.model_dump(mode="json"), "state_dict": state}, args.out / CHECKPOINT_FILE)
     sample_grid(result.generator, config.z_dim, args.out / "samples" / "final.png")
     from models.gan_card import write_gan_card

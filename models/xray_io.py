@@ -28,7 +28,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from models.dicom_isolation import GDCM_ONLY, decode_isolated, keep_gdcm_to_its_own_syntaxes
 from models.dicom_privacy import exception_kind, keep_header_text_out_of_logs
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
-from models.synthetic_mark import MARK_KEY
+from models.synthetic_mark import MARK_KEY, burned_band
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,8 @@ def _load_raster(data: bytes, name: str) -> XrayImage:
         raise ImageDecodeError(f"{name} is a {fmt.upper()} image; upload a PNG, JPEG or DICOM chest X-ray.")
     mark = image.info.get(MARK_KEY) if fmt == "png" else None
     pixels = _to_unit_gray(_upright(image))
+    if mark is None and burned_band(pixels):  # a marked image that lost its text chunk: re-saved, a screenshot
+        mark = BAND_ONLY
     return XrayImage(
         pixels=pixels,
         source_format="jpeg" if fmt == "mpo" else fmt,
@@ -569,18 +571,28 @@ def patient_id(path: Path) -> str:
     return match.group(0) if match else stem
 
 
-#: The first bytes of every PNG file: the only format whose images carry the synthetic mark.
+#: :attr:`XrayImage.synthetic_mark` of an image whose pixels carry the SYNTHETIC band but that has no text chunk.
+BAND_ONLY = "the SYNTHETIC band in the pixels (no MedLens-Synthetic text chunk)"
+
+#: The first bytes of every PNG file: the only format whose images carry the synthetic text chunk.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def marked_synthetic(path: Path) -> bool:
-    """Whether the image file at ``path`` carries the synthetic mark, read as serving reads an upload's: its
-    :attr:`XrayImage.synthetic_mark` is set, in MedLens's form or not. A file that cannot be read carries none
-    (its reader says why when it loads it)."""
+    """Whether the image file at ``path`` carries a synthetic mark, read as serving reads an upload's: its
+    :attr:`XrayImage.synthetic_mark` is set, in MedLens's form or not, or its pixels carry the band. A JPEG is
+    decoded at a reduced scale (at least 256 px a side, enough for the band), so that a folder of full-size
+    films costs little; a DICOM is not read. A file that cannot be read carries none (its reader says why when
+    it loads it)."""
     try:
         with path.open("rb") as fh:
-            if fh.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-                return False  # JPEG, DICOM...: decoded only when read for their pixels
-        return load_xray_file(path).synthetic_mark is not None
-    except (MedLensInputError, OSError):
+            png = fh.read(len(_PNG_SIGNATURE)) == _PNG_SIGNATURE
+        if png:
+            return load_xray_file(path).synthetic_mark is not None
+        with Image.open(path) as image:
+            if image.format != "JPEG":
+                return False
+            image.draft("L", (256, 256))
+            return burned_band(_to_unit_gray(_upright(image)))
+    except (MedLensInputError, OSError, SyntaxError, ValueError):
         return False

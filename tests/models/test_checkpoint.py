@@ -112,3 +112,19 @@ def test_committed_cards_carry_their_checkpoints_labels_and_threshold(name: str)
     assert card.labels == meta.labels
     assert card.threshold == meta.threshold
     assert card.version == meta.version
+
+
+def test_a_weights_version_names_the_weights_themselves() -> None:
+    """Two sets of weights trained the same day have different versions (a GAN card keeps an evaluation only of
+    the version it measured; a synthetic image's mark names it), the same weights the same one, and the version
+    is one a synthetic mark can carry."""
+    from models.checkpoint import weights_version
+    from models.synthetic_mark import SyntheticMark
+
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}  # a 0-d counter too
+    same = {k: v.clone() for k, v in state.items()}
+    other = {**state, "w": state["w"] + 1e-6}
+    assert weights_version("gan", state) == weights_version("gan", same) != weights_version("gan", other)
+    version = weights_version("gan", state)
+    mark = SyntheticMark.parse(f"{version}; seed=1; label=NORMAL")
+    assert mark is not None and mark.version == version and len(version.split("-")[-1]) == 8
