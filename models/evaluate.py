@@ -4,8 +4,9 @@ python -m models.evaluate cnn --data DIR            # DIR/NORMAL/*, DIR/PNEUMONI
                                                     # also: conformal coverage, set size, OOD rate; a DIR
                                                     # with synthetic (marked) images is refused (status 2)
 python -m models.evaluate lstm|transformer --data DIR   # DIR/*.psv with SepsisLabel
-python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT [--sets c]
-                                                    # ROOT/set-c/*.txt and ROOT/Outcomes-c.txt (default: a b):
+python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT --sets c
+                                                    # ROOT/set-c/*.txt and ROOT/Outcomes-c.txt (required: sets
+                                                    # a and b hold the training stays and the reserve):
                                                     # AUROC and event-1 min(Se, +P) of the 48th hour's risk
                                                     # calibrated sequence checkpoints also: ECE and Brier of
                                                     # the calibrated risk (sepsis every hour, mortality the 48th)
@@ -240,8 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
     parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
-    parser.add_argument("--sets", nargs="+", default=["a", "b"], help="mortality-*: the 2012 sets under --data")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=None,
+        help="mortality-*: the 2012 sets under --data, required (a and b hold the training stays and the reserve: "
+        "their figures are in-sample)",
+    )
     args = parser.parse_args(argv)
+    if entry(args.model).task.name == "mortality" and not args.sets:
+        parser.error("--sets is required for a mortality model: name the 2012 sets to score (e.g. --sets c)")
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
     if args.alpha is not None and not 0 < args.alpha < 1:

@@ -85,3 +85,13 @@ def test_generate_refuses_a_batch_size_below_1(value: str, tmp_path: Path, capsy
     err = _usage_error(generate_main, [*argv, "--batch-size", value], capsys)
     assert "argument --batch-size: must be 1 or more" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_asks_which_mortality_sets_to_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --sets a mortality evaluation scored sets a and b: the training stays and the reserve, in-sample.
+    It now asks, before any record or model is read."""
+    from models.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mortality-lstm", "--data", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--sets is required" in capsys.readouterr().err
