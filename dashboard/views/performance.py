@@ -162,9 +162,17 @@ def _trust(trust: TrustReport) -> None:
         st.markdown(f"**Out-of-distribution scores** (threshold: {trust.ood_pass_rate:.0%} of validation radiographs "
                     "pass)")  # fmt: skip
         st.table(ood_table(trust).set_index("score"))
+        adopted = next((r for r in trust.ood if r.adopted), None)
+        adults = (
+            " The adopted score flags the adult chest CR from another scanner: the model learnt pediatric films of "
+            "one hospital, and adult films read as out of distribution."
+            if adopted is not None and adopted.chest_dicom_pass < 0.5
+            else ""
+        )
         st.caption(
             f"Measured {trust.measured} with `{trust.command}` on {trust.machine}. Coverage holds on radiographs like "
-            "the validation patients; no guarantee for other populations."
+            "the validation patients; no guarantee for other populations. The validation radiographs pass at the "
+            f"rate the threshold was set for, by construction.{adults}"
         )
 
 

@@ -46,6 +46,10 @@ def test_tables_show_coverage_per_class_and_each_ood_score(trust: TrustReport) -
     assert all(v.endswith("%") for v in table[coverage])  # a percentage, as its target is written
     ood = ood_table(trust)
     assert len(ood) == len(trust.ood) and ood["score"].str.contains("adopted").sum() == 1
+    # the adult chest CR of another scanner (refused by the adopted score on the committed card) is on the page
+    adopted = next(r for r in trust.ood if r.adopted)
+    shown = ood.set_index("score").loc[f"{adopted.method} (adopted)", "adult chest CR (another scanner) passed"]
+    assert shown == round(adopted.chest_dicom_pass, 2)
 
 
 def test_the_ensemble_table_has_one_row_per_size_and_marks_the_served_one() -> None:
