@@ -161,16 +161,17 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def pids_matching(pattern: str) -> list[int]:
-    """Processes whose command line matches ``pattern`` (``pgrep -f``), this one excluded."""
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split() if int(p) != os.getpid()]
+def pids_matching(pattern: str, sid: int) -> list[int]:
+    """Processes of session ``sid`` whose command line matches ``pattern`` (``pgrep -f -s``): never a process of
+    another session, such as a developer's `make run` with the same deployments."""
+    out = subprocess.run(["pgrep", "-f", "-s", str(sid), pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
-def rss_mb(pattern: str) -> float:
-    """Resident memory of every process matching ``pattern``, together, in MB."""
+def rss_mb(pattern: str, sid: int) -> float:
+    """Resident memory of every process of session ``sid`` matching ``pattern``, together, in MB."""
     total = 0.0
-    for pid in pids_matching(pattern):
+    for pid in pids_matching(pattern, sid):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
             total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
     return total
@@ -218,6 +219,16 @@ class ServeServer:
     url: str
     log: Path  # stdout/stderr of `serve run` (Ray streams every replica's log lines into it)
     ray_tmp: Path  # the private Ray temp dir (session logs under ray/session_latest/logs)
+    sid: int  # the process session of `serve run` and of every Ray process it started (its pid: setsid)
+
+    def pids(self, pattern: str) -> list[int]:
+        """This server's processes whose command line matches ``pattern`` (Ray's process titles, e.g.
+        ``ServeReplica:pneumonia-cnn:``); no other Ray instance's."""
+        return pids_matching(pattern, self.sid)
+
+    def rss_mb(self, pattern: str) -> float:
+        """Resident memory of this server's processes matching ``pattern``, together, in MB."""
+        return rss_mb(pattern, self.sid)
 
     @property
     def session_logs(self) -> Path:
@@ -264,7 +275,6 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
         stale.unlink()
     env["MEDLENS_DB_URL"] = f"sqlite:///{TEST_CASE_DB}"
     url = f"http://127.0.0.1:{TEST_SERVE_PORT}"
-    server = ServeServer(url=url, log=log, ray_tmp=ray_tmp)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(serve_bin), "run", "--address", "local", str(TEST_SERVE_CONFIG)],
@@ -275,6 +285,7 @@ def serve_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
             stderr=subprocess.STDOUT,
             start_new_session=True,  # setsid: the server and every Ray process it starts share one session
         )
+    server = ServeServer(url=url, log=log, ray_tmp=ray_tmp, sid=proc.pid)
     try:
         _wait_healthy(url, proc, log, SERVE_START_TIMEOUT_S)
         yield server

@@ -26,7 +26,7 @@ import pydicom
 import pytest
 
 from models.mortality_io import deidentified
-from models.xray_io import UNREADABLE
+from models.xray_io import NOT_A_TERM, UNREADABLE
 from serving.client import MedLensClient, ServingError
 from serving.schemas import (
     MortalityPrediction,
@@ -36,7 +36,7 @@ from serving.schemas import (
     XrayPrediction,
     case_id_for,
 )
-from tests.conftest import TEST_CASE_DB, ServeServer, pids_matching, rss_mb
+from tests.conftest import TEST_CASE_DB, ServeServer
 from tests.models.test_dicom_privacy import BODY_PART, MODALITY, swallowing
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(600)]
@@ -311,7 +311,7 @@ def test_a_dicom_with_burned_in_text_keeps_no_pixels(client: MedLensClient, dico
     them (the answer still says what the model read, and says why there is no image). Any other value but NO
     counts as YES: a lower-case "yes" (not a legible CS value) or a multi-valued one."""
     ds = pydicom.dcmread(dicom_path)
-    for said, shown in (("YES", "YES"), ("yes", UNREADABLE), (["YES", "NO"], "YES x NO")):
+    for said, shown in (("YES", "YES"), ("yes", UNREADABLE), (["YES", "NO"], NOT_A_TERM)):
         ds.BurnedInAnnotation = said
         ds.SeriesDescription = uuid.uuid4().hex  # new bytes: a case no other test made
         buffer = io.BytesIO()
@@ -329,7 +329,7 @@ def test_a_dicom_with_burned_in_text_keeps_no_pixels(client: MedLensClient, dico
 
 
 def test_reviews_of_concurrent_readers_survive_a_restart(
-    client: MedLensClient, serving_url: str, xray_fullres_path: Path, data_dir: Path
+    client: MedLensClient, serve_server: ServeServer, xray_fullres_path: Path, data_dir: Path
 ) -> None:
     """4 readers x 25 reviews over 8 cases, then the replica holding the database is killed and Serve
     starts a new one: all 100 reviews are in the cases' histories, the CSV and the FHIR bundle."""
@@ -341,14 +341,14 @@ def test_reviews_of_concurrent_readers_survive_a_restart(
     before = len(list(csv.reader(io.StringIO(client.export_reviews("csv").decode())))) - 1
 
     def reader(k: int) -> int:
-        with MedLensClient(serving_url, timeout=60.0) as own:
+        with MedLensClient(serve_server.url, timeout=60.0) as own:
             for i in range(25):
                 own.review(ids[(i + k) % 8], ReviewIn(reviewer=f"reader-{k}", verdict="agree" if i % 2 else "disagree"))
         return 25
 
     with ThreadPoolExecutor(4) as pool:
         assert sum(pool.map(reader, range(4))) == 100
-    for pid in pids_matching(INGRESS):
+    for pid in serve_server.pids(INGRESS):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -503,7 +503,7 @@ def test_out_of_distribution_and_uncertain_cases_come_first(client: MedLensClien
     assert within == sorted(within, reverse=True)
 
 
-def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensClient) -> None:
+def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensClient, serve_server: ServeServer) -> None:
     """Three rounds of the worst archives: the ingress's resident memory after them stays within 64 MB of
     where it was after the first round (its allocator's high-water mark), so nothing accumulates."""
     bombs = [_many_members(100_000), _declared_bomb(), _lying_member()]
@@ -513,7 +513,7 @@ def test_hostile_zips_leave_the_replica_s_memory_where_it_was(client: MedLensCli
             with pytest.raises(ServingError) as err:
                 client.upload_cases([("upload.zip", data)])
             assert err.value.status in (413, 422)
-        rss.append(rss_mb(INGRESS))
+        rss.append(serve_server.rss_mb(INGRESS))
     assert rss[0] > 0, "no ingress replica found"
     assert rss[-1] - rss[0] < 64, f"ingress RSS after each round: {rss} MB"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from models.config import REPO_ROOT
-from tests.conftest import pids_matching
+from tests.conftest import ServeServer
 from tests.locust_load import LocustLoad
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(300)]
@@ -29,9 +29,9 @@ KILL_AT_S = 5.0
 RESULTS = REPO_ROOT / "test-artifacts" / "faults.json"
 
 
-#: What is killed (SIGKILL) -> the pgrep pattern of its processes. Serve restarts each: the replicas (the
-#: controller starts new ones), the controller (a detached actor Ray restarts), HAProxy (its manager
-#: actor starts a new one).
+#: What is killed (SIGKILL) -> the pgrep pattern of its processes, looked for in the test server's process session
+#: only (``ServeServer.pids``). Serve restarts each: the replicas (the controller starts new ones), the controller
+#: (a detached actor Ray restarts), HAProxy (its manager actor starts a new one).
 TARGETS = {
     "cnn-replicas": "ServeReplica:pneumonia-cnn:",
     "serve-controller": "ray::ServeController",
@@ -41,12 +41,12 @@ TARGETS = {
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_a_killed_component_under_load_loses_no_request(
-    serving_url: str, synthetic_xray_path: Path, target: str, tmp_path: Path
+    serve_server: ServeServer, synthetic_xray_path: Path, target: str, tmp_path: Path
 ) -> None:
-    with LocustLoad(serving_url, {"xray": CLIENTS}, tmp_path, image=synthetic_xray_path) as load:
+    with LocustLoad(serve_server.url, {"xray": CLIENTS}, tmp_path, image=synthetic_xray_path) as load:
         start = time.time()
         time.sleep(KILL_AT_S)
-        victims = pids_matching(TARGETS[target])
+        victims = serve_server.pids(TARGETS[target])
         assert victims, f"no {target} process found"
         killed_at = time.time()
         for pid in victims:
@@ -77,7 +77,7 @@ def test_a_killed_component_under_load_loses_no_request(
     assert not failures, result
     assert after, f"no prediction succeeded after the kill: {result}"
     deadline = time.monotonic() + 60
-    while not pids_matching(TARGETS[target]) and time.monotonic() < deadline:
+    while not serve_server.pids(TARGETS[target]) and time.monotonic() < deadline:
         time.sleep(1)
-    restarted = pids_matching(TARGETS[target])
+    restarted = serve_server.pids(TARGETS[target])
     assert restarted and set(restarted).isdisjoint(victims)  # restarted: new processes

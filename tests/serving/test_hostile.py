@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serving.client import MedLensClient
-from tests.conftest import rss_mb
+from tests.conftest import ServeServer
 from tests.hostile import Hostile, corpus
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(900)]
@@ -51,10 +51,10 @@ def _check(item: Hostile, response: httpx.Response, seconds: float) -> str | Non
 
 
 @pytest.fixture(scope="module")
-def first_pass(serving_url: str, items: list[Hostile]) -> Iterator[tuple[list[str], dict[str, float]]]:
+def first_pass(serve_server: ServeServer, items: list[Hostile]) -> Iterator[tuple[list[str], dict[str, float]]]:
     """One pass over the corpus: what was wrong with each answer, then each model replica's memory."""
-    problems = [p for item in items if (p := _check(item, *_post(serving_url, item)))]
-    yield problems, {route: rss_mb(f"ServeReplica:{name}") for route, name in REPLICAS}
+    problems = [p for item in items if (p := _check(item, *_post(serve_server.url, item)))]
+    yield problems, {route: serve_server.rss_mb(f"ServeReplica:{name}") for route, name in REPLICAS}
 
 
 def test_every_hostile_file_gets_a_named_4xx_in_time(
@@ -66,13 +66,13 @@ def test_every_hostile_file_gets_a_named_4xx_in_time(
 
 
 def test_the_replicas_memory_does_not_grow(
-    serving_url: str, items: list[Hostile], first_pass: tuple[list[str], dict[str, float]]
+    serve_server: ServeServer, items: list[Hostile], first_pass: tuple[list[str], dict[str, float]]
 ) -> None:
     for _ in range(2):
         for item in items:
-            assert _post(serving_url, item)[0].status_code < 500, item.name
-    after = {route: rss_mb(f"ServeReplica:{name}") for route, name in REPLICAS}
+            assert _post(serve_server.url, item)[0].status_code < 500, item.name
+    after = {route: serve_server.rss_mb(f"ServeReplica:{name}") for route, name in REPLICAS}
     for route, before in first_pass[1].items():
         assert before > 0, f"no {route} replica found"
         assert after[route] - before < RSS_SLACK_MB, f"{route} replica RSS {before:.0f} -> {after[route]:.0f} MB"
-    assert MedLensClient(serving_url).health().status == "ok"
+    assert MedLensClient(serve_server.url).health().status == "ok"
