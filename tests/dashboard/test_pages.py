@@ -891,6 +891,14 @@ def test_performance_page_every_model(serving_env: str) -> None:
             held_out = figures[4]["data"]
             assert held_out[0]["y"] == served.protocol.per_repeat["auroc"]
             assert served.protocol.procedure() in " ".join(c.value for c in at.caption)
+            # a run scored at the checkpoint's threshold, which its held-out stays helped choose, is not called
+            # "the figures to believe"; a reserve scored at more than one threshold says how often
+            headings = [h.value for h in at.subheader]
+            believe = "On stays it never saw: the figures to believe"
+            assert (believe in headings) == (served.protocol.fixed_threshold is None), headings
+            if served.protocol.reserve is not None and served.protocol.earlier_reserves:
+                looks = 1 + len(served.protocol.earlier_reserves)
+                assert any(f"scored {looks} times" in c.value for c in at.caption)
         if served.trust is not None and name == "cnn":
             assert any("coverage" in str(t.value.columns) for t in at.table)
         elif served.trust is not None:  # sepsis: the hourly calibration's ECE and Brier, the out-of-fold check
