@@ -10,17 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from models.cli_args import positive_int
 from models.errors import MedLensInputError, WeightsError
 from models.synthetic import MAX_SEED, SyntheticXrayGenerator
 
 MAX_N = 10_000
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs (created)")
     parser.add_argument("--weights", type=Path, default=None, help="generator checkpoint (default: committed)")
-    parser.add_argument("--batch-size", type=_positive, default=32, help="images generated at once (1 or more)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images generated at once (1 or more)")
     args = parser.parse_args(argv)
     if not 1 <= args.n <= MAX_N:
         parser.error(f"--n must be between 1 and {MAX_N}")

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from models.cli_args import positive_int
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -233,13 +234,6 @@ def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: 
     path.write_text("\n".join(lines) + "\n")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
 def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, folder: bool) -> None:
     """Before any prediction: an output that cannot be written, or that would overwrite the input, is a usage
     error."""
@@ -276,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     add_predictor_arguments(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn, mortality-*: CSV file; sepsis models: folder")
-    parser.add_argument("--batch-size", type=_positive, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
     args = parser.parse_args(argv)
     if not args.input.exists():

@@ -10,7 +10,6 @@ python -m models.train gan --data ../shared/data/chest_xray/train --out runs/gan
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
+from models.cli_args import positive_float, positive_int
 from models.config import data_paths
 from models.sequence_options import add_task_options, task_from_options
 from models.train_cnn import VAL_FRACTION, check_target_sensitivity
@@ -26,20 +26,6 @@ from models.train_cnn import VAL_FRACTION, check_target_sensitivity
 
 def _command_line() -> str:
     return "python -m models.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
-    return value
 
 
 def _sensitivity(text: str) -> float:
@@ -54,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=MODEL_NAMES + GENERATOR_NAMES)
     parser.add_argument("--data", type=Path, default=None, help="training data (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--out", type=Path, required=True, help="directory for model.pt and the model card")
-    parser.add_argument("--epochs", type=_positive_int, default=None)
-    parser.add_argument("--batch-size", type=_positive_int, default=None)
-    parser.add_argument("--lr", type=_positive_float, default=None)
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--lr", type=positive_float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--split-seed",
