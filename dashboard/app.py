@@ -50,6 +50,11 @@ def main() -> None:
     landing = st.Page(start, title="MedLens", url_path="start", default=True, visibility="hidden")
     page = st.navigation([landing, *pages.values()])
     sidebar()
+    if widgets.sign_in_configured() and not widgets.signed_in():
+        # a deployment with sign-in shows its cases, predictions and exports to signed-in readers alone
+        st.title("MedLens")
+        st.info("Sign in (sidebar) to use MedLens: this deployment shows its cases to signed-in readers only.")
+        return
     page.run()
 
 

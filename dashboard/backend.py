@@ -59,24 +59,32 @@ def _client_for(base_url: str, token: str | None, timeout: float = 120.0) -> Med
     return MedLensClient(base_url=base_url, token=token, timeout=timeout)
 
 
+def token_for(base_url: str) -> str | None:
+    """``$MEDLENS_API_TOKEN`` for the configured serving URL (``$MEDLENS_SERVING_URL``) alone: a URL typed into
+    the sidebar gets no token, so that nobody who can open the dashboard can send it to a host of their choosing."""
+    token = os.environ.get(TOKEN_ENV) or None
+    return token if base_url.rstrip("/") == default_serving_url().rstrip("/") else None
+
+
 def client() -> MedLensClient:
-    """The shared client for this session's serving URL (token from ``$MEDLENS_API_TOKEN``)."""
-    return _client_for(serving_url(), os.environ.get(TOKEN_ENV) or None)
+    """The shared client for this session's serving URL (with the API token only where it is the configured one:
+    :func:`token_for`)."""
+    return _client_for(serving_url(), token_for(serving_url()))
 
 
 @st.cache_data(ttl=10, show_spinner=False, max_entries=8)
 def _health(base_url: str) -> Health:
-    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None, HEALTH_TIMEOUT_S).health()
+    return _client_for(base_url, token_for(base_url), HEALTH_TIMEOUT_S).health()
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=8)
 def _models(base_url: str) -> ModelList:
-    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None).models()
+    return _client_for(base_url, token_for(base_url)).models()
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=32)
 def _metrics(base_url: str, name: str) -> ModelMetrics:
-    return _client_for(base_url, os.environ.get(TOKEN_ENV) or None).metrics(name)
+    return _client_for(base_url, token_for(base_url)).metrics(name)
 
 
 def health() -> Health:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, show_error
-from dashboard.charts.common import model_title
+from dashboard.charts.common import literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
 from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
@@ -155,5 +155,5 @@ def review_panel(
     if saved is not None:
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
         # said after the rerun that shows the review in the history (a message before it would vanish with it)
-        st.session_state[_saved_key(case_id)] = f"Review saved: {read} (by {saved.reviewer})."
+        st.session_state[_saved_key(case_id)] = f"Review saved: {read} (by {literal(saved.reviewer)})."
         st.rerun()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from typing import Literal
 import streamlit as st
 from pydantic import TypeAdapter, ValidationError
 
-from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, valid_url
+from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, token_for, valid_url
+from dashboard.charts.common import literal
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
-from serving.schemas import ReaderName, WorklistQuery, error_words
+from serving.client import TOKEN_ENV
+from serving.schemas import MAX_REVIEWER_CHARS, ReaderName, WorklistQuery, error_words
 
 #: Hides the uploaded file's name in the uploader chip: a DICOM's (or any clinical file's) name can
 #: carry a patient's name or identifiers, and nothing identifying is shown unless asked for.
@@ -66,6 +69,8 @@ def serving_url_input() -> str:
     url = url.strip().rstrip("/")
     if not valid_url(url):
         st.sidebar.error("The serving URL must start with http:// or https://")
+    elif os.environ.get(TOKEN_ENV) and token_for(url) is None:
+        st.sidebar.caption("The API token goes to the configured serving URL only: this one is sent none.")
     return url
 
 
@@ -223,11 +228,30 @@ def reader_panel() -> str | None:
     return reader
 
 
+def signed_in() -> bool:
+    """A reader is signed in with Streamlit's sign-in (``st.user``)."""
+    user = getattr(st, "user", None)
+    return user is not None and bool(user.get("is_logged_in", False))
+
+
+def signed_in_reader(user: Mapping[str, object]) -> str:
+    """The name a signed-in reader's reviews carry: the provider's display name with the account it belongs to,
+    ``Dr Ada Lovelace (ada@example.org)``. A display name alone is not an identity: a reader can often change it
+    at the provider, and two readers can share one, so the account (the e-mail, else the subject) is part of it;
+    the account alone where name and account together are too long for a review."""
+    name = str(user.get("name") or "").strip()
+    account = str(user.get("email") or user.get("sub") or "").strip()
+    if not account:
+        return name or "signed-in reader"
+    both = f"{name} ({account})" if name and name != account else account
+    return both if len(both) <= MAX_REVIEWER_CHARS else account
+
+
 def _reader_panel() -> str | None:
     user = getattr(st, "user", None)
-    if user is not None and bool(user.get("is_logged_in", False)):
-        name = str(user.get("name") or user.get("email") or "signed-in reader").strip()
-        st.sidebar.caption(f"Reviewing as **{name}** (signed in)")
+    if user is not None and signed_in():
+        name = signed_in_reader(user)
+        st.sidebar.caption(f"Reviewing as **{literal(name)}** (signed in)")
         if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):
             st.logout()
         try:

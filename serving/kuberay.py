@@ -154,6 +154,10 @@ def manifest(profile: str) -> dict[str, Any]:
             "serveConfigV2": yaml.dump(serve, Dumper=_Dumper, sort_keys=False, width=120),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                # Ray's token authentication (KubeRay makes the token and gives it to every pod): without it any
+                # pod of the cluster reaches the head's dashboard and Jobs API (port 8265) and runs code there,
+                # with the Secret's database URL and API token in its environment
+                "authOptions": {"mode": "token"},
                 # Serve autoscaling asks Ray for replicas, Ray asks KubeRay for pods
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": head,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import textwrap
 
 import numpy as np
@@ -106,6 +107,19 @@ def source_line(metrics: ModelMetrics, width: int | None = None) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # images: serving sends 8-bit gray PNGs (Grad-CAM heatmap, preview); the browser gets downsampled ones
 # ----------------------------------------------------------------------------------------------------------
+#: ASCII punctuation, every character of which Markdown can give a meaning (GitHub-flavoured Markdown lets a
+#: backslash escape each); Streamlit's directives (``:red[...]``, ``:material/...:``) start with a colon.
+_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def literal(text: str) -> str:
+    """``text`` written so that Markdown shows it as typed: for free text a reader or an uploaded file chose (a
+    reviewer's name and comment, a DICOM header value) in a table or caption that Streamlit renders as Markdown.
+    Unescaped, ``![](https://...)`` loaded an image from anywhere in every reader's browser (telling that host
+    who looked at which case), and ``[sign in](https://...)`` drew a link. Line breaks become spaces."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.splitlines()))
+
+
 def image_data_uri(pixels: npt.NDArray[np.floating], max_side: int = 1024) -> str:
     """(H, W) [0, 1] grayscale -> ``data:image/png;base64,...`` (downsampled for the browser)."""
     small = downsample(pixels, max_side)
@@ -129,6 +143,7 @@ __all__ = [
     "downsample",
     "image_data_uri",
     "layout",
+    "literal",
     "model_colour",
     "model_title",
     "resize",

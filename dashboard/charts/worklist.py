@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts.common import layout
+from dashboard.charts.common import layout, literal
 from serving.schemas import Agreement, CaseSummary, Review, Worklist
 
 #: each kind of case as the worklist says it
@@ -84,16 +84,17 @@ def case_label(case: CaseSummary) -> str:
 
 
 def history_table(history: list[Review]) -> pd.DataFrame:
-    """A case's review trail, oldest first."""
+    """A case's review trail, oldest first, for ``st.table`` (which renders Markdown): the readers' names and
+    comments as they typed them (:func:`~dashboard.charts.common.literal`)."""
     return pd.DataFrame(
         [
             {
                 "when (UTC)": r.created_at.replace("T", " ")[:19],
-                "reader": r.reviewer,
+                "reader": literal(r.reviewer),
                 "action": r.action,
                 "verdict": r.verdict or (OWN_LABEL_ONLY if r.action == "review" else ""),
                 "reader's label": r.label or "",
-                "comment": r.comment or "",
+                "comment": literal(r.comment or ""),
                 "model version seen": r.model_version,
             }
             for r in history

@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import widgets
 from dashboard.backend import call, client, serving_url, session_cached, session_store
 from dashboard.case_review import review_panel, show_answer
-from dashboard.charts.common import model_title
+from dashboard.charts.common import literal, model_title
 from dashboard.charts.xray import XrayDisplay, burned_in_words, shown_label, xray_figure
 from models.catalogue import models_for
 from serving.schemas import case_id_for
@@ -73,10 +73,11 @@ def _identity(selected: widgets.SelectedInput, reader: str, key: str) -> None:
     else:
         st.caption(
             f"Patient identifiers from your file, for you alone: MedLens keeps none of them, and recorded that "
-            f"{identity.view.reader} saw them ({identity.view.viewed_at[:16].replace('T', ' ')} UTC)."
+            f"{literal(identity.view.reader)} saw them ({identity.view.viewed_at[:16].replace('T', ' ')} UTC)."
         )
-        fields = identity.fields
-        st.table(pd.DataFrame({"field": list(fields), "value": list(fields.values())}).set_index("field"))
+        fields = identity.fields  # the file's own text: shown as written, never as Markdown
+        values = [literal(v) for v in fields.values()]
+        st.table(pd.DataFrame({"field": list(fields), "value": values}).set_index("field"))
 
 
 def render() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import zlib
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from serving.schemas import (
 )
 from serving.store.db import describe, make_engine, migrate, write_transaction
 from serving.store.tables import CaseRow, IdentityViewRow, ReviewRow
+
+logger = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -490,9 +493,11 @@ class _Guard:
         if exc is None or isinstance(exc, StoreError):
             return False
         if isinstance(exc, SQLAlchemyError | OSError):
+            # where the database is goes to the operators' log, not to every reader who meets the error
+            logger.warning("the case database %s is not available: %s", describe(self.url), type(exc).__name__)
             raise StoreUnavailable(
-                f"The case database ({describe(self.url)}) is not available ({type(exc).__name__}): reviews and the "
-                "worklist cannot be read or saved right now; predictions still work. Retry shortly; operators: "
-                "check MEDLENS_DB_URL and that the database is up."
+                f"The case database is not available ({type(exc).__name__}): reviews and the worklist cannot be "
+                "read or saved right now; predictions still work. Retry shortly; operators: the serving log names "
+                "the database, check MEDLENS_DB_URL and that the database is up."
             ) from exc
         return False

@@ -198,3 +198,43 @@ def test_dashboard_has_no_side_doors() -> None:
     for path in files:
         assert not _imports(path) & SIDE_DOORS, path
     assert not list(DASHBOARD.glob("*_page.py"))  # the page scripts in views/ are the pages
+
+
+def test_the_api_token_goes_to_the_configured_serving_url_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL typed into the sidebar gets no token: otherwise anyone who can open the dashboard could send it to a
+    host of their choosing (it went in the Authorization header of the health check)."""
+    monkeypatch.setenv("MEDLENS_API_TOKEN", "s3cret")
+    monkeypatch.setenv("MEDLENS_SERVING_URL", "http://serving.internal:8000/")
+    assert backend.token_for("http://serving.internal:8000") == "s3cret"
+    assert backend.token_for("http://serving.internal:8000/") == "s3cret"
+    assert backend.token_for("https://attacker.example") is None
+    assert backend.token_for("http://serving.internal:8001") is None
+    monkeypatch.delenv("MEDLENS_API_TOKEN")
+    assert backend.token_for("http://serving.internal:8000") is None
+
+
+def test_a_signed_in_reader_is_named_with_the_account() -> None:
+    """A display name is no identity (a reader can change it at the provider; two can share it): the account
+    goes with it."""
+    from dashboard.widgets import signed_in_reader
+
+    ada = {"name": "Dr Ada Lovelace", "email": "ada@example.org", "sub": "1234"}
+    assert signed_in_reader(ada) == "Dr Ada Lovelace (ada@example.org)"
+    assert signed_in_reader({"name": "Dr Ada Lovelace", "sub": "1234"}) == "Dr Ada Lovelace (1234)"
+    assert signed_in_reader({"email": "ada@example.org"}) == "ada@example.org"
+    assert signed_in_reader({**ada, "name": "D" * 95}) == "ada@example.org"  # both would not fit a review
+    assert signed_in_reader({"name": "Dr Ada Lovelace"}) == "Dr Ada Lovelace"
+
+
+def test_free_text_is_shown_as_typed_not_as_markdown() -> None:
+    """Streamlit renders st.table cells and captions as Markdown: a reader's comment or a DICOM value is escaped,
+    so that an image link loads nothing and a link draws none, and reads back as typed."""
+    from markdown_it import MarkdownIt
+
+    from dashboard.charts.common import literal
+
+    hostile = "![x](https://evil.example/p.png?c=1) [sign in](https://evil.example) :red[alarm] <b>bold</b> Dr. A_B"
+    html = MarkdownIt("commonmark").render(literal(hostile))  # markdown-it-py: what rich, beside streamlit, uses
+    assert "<img" not in html and "<a " not in html and "<b>" not in html
+    assert html.strip() == "<p>" + hostile.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</p>"
+    assert literal("line one\nline two") == "line one line two"

@@ -136,6 +136,48 @@ def test_sidebar_url_field_is_per_session(monkeypatch: pytest.MonkeyPatch) -> No
     assert other.sidebar.text_input(key="serving_url").value == "http://127.0.0.1:1"
 
 
+def test_a_serving_url_typed_in_the_sidebar_is_sent_no_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API token goes to the configured serving URL alone. A real HTTP server records what reaches it: as the
+    configured URL it gets the token; typed into the sidebar of a dashboard configured elsewhere (anyone who can
+    open the dashboard can type one), it gets none, and the sidebar says so."""
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"error": "unavailable", "detail": "a recording server"}'
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    recorder = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        monkeypatch.setenv("MEDLENS_API_TOKEN", "s3cret-token")
+        monkeypatch.setenv("MEDLENS_SERVING_URL", recorder)
+        _app()
+        assert seen and set(seen) == {"Bearer s3cret-token"}  # the configured serving: its token
+        seen.clear()
+        monkeypatch.setenv("MEDLENS_SERVING_URL", f"http://127.0.0.1:{_free_port()}")
+        at = _app()
+        at.sidebar.text_input(key="serving_url").set_value(recorder + "/").run()
+        assert not at.exception, at.exception
+        assert seen and set(seen) == {None}, seen
+        assert any("sent none" in c.value for c in at.sidebar.caption)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # against a real serving
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Streamlit's sign-in (``st.login``, OpenID Connect) in a real Chromium, against a real MedLens serving and a
-real OpenID provider (oidc-provider-mock, on 127.0.0.1): where ``[auth]`` is configured, a review is signed by
-the name the provider vouches for, and nobody can type a name instead."""
+real OpenID provider (oidc-provider-mock, on 127.0.0.1): where ``[auth]`` is configured, the pages show nothing
+until a reader signs in, a review is signed by the name the provider vouches for with the account it belongs to,
+and nobody can type a name instead."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from tests.dashboard.live import (
     main_text,
     open_page,
     running_dashboard,
-    score_line,
     upload_xray,
 )
 
@@ -33,6 +33,8 @@ oidc_provider_mock = pytest.importorskip("oidc_provider_mock", reason="the oidc-
 
 READER = {"sub": "ada.lovelace@example.org", "email": "ada.lovelace@example.org", "name": "Dr Ada Lovelace"}
 NAME_FIELD = "Your name (for reviews)"
+#: what a signed-in reader's reviews carry: the provider's display name with the account (dashboard.widgets)
+SIGNED = f"{READER['name']} ({READER['email']})"
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +96,15 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     try:
-        # signed out: a way to sign in on every page, no name to type, no review to save
-        open_page(page, signed_in_dashboard + "/service", "Service")
-        page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
-        open_page(page, signed_in_dashboard + "/", "Chest X-ray review")
-        upload_xray(page, radiograph)
-        score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
-        idle(page)
+        # signed out: every page asks for the sign-in and shows nothing else (no upload, no case, no export), and
+        # there is no name to type
+        for path in ("/service", "/xray", "/worklist"):
+            open_page(page, signed_in_dashboard + path, "MedLens")
+            page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert "Sign in (sidebar) to use MedLens" in main_text(page)
+            assert page.locator('[data-testid="stFileUploader"]').count() == 0
+            assert page.get_by_label(NAME_FIELD).count() == 0, _sidebar(page)
         sign_in = page.get_by_role("button", name="Sign in to review")
-        sign_in.wait_for(timeout=RESULT_TIMEOUT_MS)
-        assert page.get_by_label(NAME_FIELD).count() == 0, _sidebar(page)
-        assert page.get_by_role("button", name="Save review").count() == 0
-        assert "Sign in (sidebar) to review." in main_text(page)
 
         # the provider's authorization form, then back to the dashboard, signed in
         sign_in.click()
@@ -117,30 +116,28 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
         # a review carries the provider's name, in serving's trail too
         open_page(page, signed_in_dashboard + "/xray", "Chest X-ray review")
         upload_xray(page, radiograph)
-        page.get_by_text(f"Reviewing as {READER['name']} (signed in)").wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.get_by_text(f"Reviewing as {SIGNED} (signed in)").wait_for(timeout=RESULT_TIMEOUT_MS)
         assert page.get_by_label(NAME_FIELD).count() == 0
         save = page.get_by_role("button", name="Save review")
         save.wait_for(timeout=RESULT_TIMEOUT_MS)
         idle(page)
         page.get_by_text("agree", exact=True).click()
         save.click()
-        page.locator('[data-testid="stTable"]', has_text=READER["name"]).wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.locator('[data-testid="stTable"]', has_text=SIGNED).wait_for(timeout=RESULT_TIMEOUT_MS)
         case_id = hashlib.sha256(radiograph.read_bytes()).hexdigest()
         history = MedLensClient(dashboard_serving_url).case(case_id).history
-        assert (history[-1].reviewer, history[-1].verdict) == (READER["name"], "agree")
+        assert (history[-1].reviewer, history[-1].verdict) == (SIGNED, "agree")
 
         # the reader panel is on every page: signing out from one without a case ends the session
         open_page(page, signed_in_dashboard + "/performance", "Model performance")
-        assert f"Reviewing as {READER['name']} (signed in)" in _sidebar(page)
+        assert f"Reviewing as {SIGNED} (signed in)" in _sidebar(page)
         page.get_by_role("button", name="Sign out").click()
         # Streamlit sends the browser to its logout route, which drops the session's cookie and comes back
         page.get_by_text("(signed in)").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
-        open_page(page, signed_in_dashboard + "/xray", "Chest X-ray review")
+        open_page(page, signed_in_dashboard + "/xray", "MedLens")
         page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
-        upload_xray(page, radiograph)
-        score_line(page).wait_for(timeout=RESULT_TIMEOUT_MS)
-        idle(page)
+        assert "Sign in (sidebar) to use MedLens" in main_text(page)
         assert READER["name"] not in _sidebar(page)
-        assert page.get_by_role("button", name="Save review").count() == 0
+        assert page.locator('[data-testid="stFileUploader"]').count() == 0
     finally:
         context.close()

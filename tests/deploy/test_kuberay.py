@@ -111,6 +111,8 @@ def test_every_container_gets_the_fast_path_env(profile: str) -> None:
                 "MEDLENS_API_TOKEN": {"name": "medlens", "key": "api-token"},
             }
     assert cluster["rayVersion"] == kuberay.RAY_VERSION
+    # Ray's token authentication: the head's dashboard and Jobs API (8265) take no unauthenticated job
+    assert cluster["authOptions"] == {"mode": "token"}
 
 
 def _break_rayparams(doc: dict[str, Any]) -> None:

@@ -186,10 +186,15 @@ def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(
 def test_the_trail_is_append_only_in_the_database_itself(store: CaseStore) -> None:
     case, _ = store.add(xray_case(1, 0.8))
     store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
-    for statement in ("UPDATE reviews SET verdict = 'disagree'", "DELETE FROM reviews"):
+    for statement in ("UPDATE reviews SET verdict = 'disagree'", "DELETE FROM reviews", *_truncate("reviews", store)):
         with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
             conn.execute(text(statement))
     assert [r.verdict for r in store.get(case.id).history] == ["agree"]
+
+
+def _truncate(table: str, store: CaseStore) -> list[str]:
+    """PostgreSQL's TRUNCATE, which fires no row trigger (migration 0007 refuses it); SQLite has none."""
+    return [f"TRUNCATE {table}"] if store.engine.dialect.name == "postgresql" else []
 
 
 def test_identity_views_are_an_append_only_trail(store: CaseStore) -> None:
@@ -202,7 +207,11 @@ def test_identity_views_are_an_append_only_trail(store: CaseStore) -> None:
     assert store.identity_views() == [third, second, first]
     assert store.identity_views("a" * 64) == [third, first]
     assert store.identity_views(limit=1) == [third]
-    for statement in ("UPDATE identity_views SET reader = 'nobody'", "DELETE FROM identity_views"):
+    for statement in (
+        "UPDATE identity_views SET reader = 'nobody'",
+        "DELETE FROM identity_views",
+        *_truncate("identity_views", store),
+    ):
         with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
             conn.execute(text(statement))
     assert [v.reader for v in store.identity_views()] == ["Dr B", "Dr B", "Dr A"]
@@ -465,11 +474,14 @@ def test_a_case_keeps_what_its_model_read_to_explain_it_again(store: CaseStore) 
         store.source(case.id)
 
 
-def test_a_database_that_is_down_is_a_503_naming_it_without_its_password() -> None:
+def test_a_database_that_is_down_is_a_503_that_names_it_in_the_log_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """The answer (which a reader may see) says the database is down, not where it is; the operators' log says
+    where, without its password."""
     store = CaseStore("postgresql+psycopg://medlens:s3cret@127.0.0.1:1/medlens")
-    with pytest.raises(StoreUnavailable) as err:
+    with caplog.at_level("WARNING", logger="serving.store.cases"), pytest.raises(StoreUnavailable) as err:
         store.worklist()
-    assert err.value.status_code == 503 and "127.0.0.1:1" in err.value.message and "s3cret" not in err.value.message
+    assert err.value.status_code == 503 and "127.0.0.1" not in err.value.message and "s3cret" not in err.value.message
+    assert "127.0.0.1:1" in caplog.text and "s3cret" not in caplog.text
     with pytest.raises(StoreUnavailable):  # and again: no engine was kept half-made
         store.ready()
 
@@ -519,3 +531,58 @@ def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: C
     # the model's score, never exported as a probability: training weighs the classes (docs/trust.md)
     assert finding["valueQuantity"]["unit"] == "score" and "not a calibrated probability" in finding["code"]["text"]
     assert reports[1]["conclusionCode"][0]["coding"][0]["code"] == "233604007"
+
+
+def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgres_url: str) -> None:
+    """docs/deploy.md's recipe: the owner migrates, serving connects as a role with SELECT and INSERT on the
+    trails. That role works the worklist (cases, reviews, deletions, identity views) and can neither rewrite
+    the trails nor drop or disable their triggers (the owner could)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    name, role = f"t{uuid.uuid4().hex[:12]}", f"r{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    owner_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrated = CaseStore(owner_url)
+        migrated.ready()  # migrated by the owner
+        migrated.close()
+        owner = create_engine(owner_url, isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:
+            for grant in (
+                f"CREATE ROLE {role} LOGIN",
+                f"GRANT SELECT, INSERT ON reviews, identity_views TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON cases TO {role}",
+                f"GRANT SELECT ON alembic_version TO {role}",
+                f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+            ):
+                conn.execute(text(grant))
+        owner.dispose()
+        serving = CaseStore(owner_url.replace("//medlens@", f"//{role}@", 1))
+        try:
+            case, _ = serving.add(xray_case(1, 0.8))
+            serving.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
+            serving.record_identity_view("a" * 64, "Dr A")
+            serving.delete(case.id, "Dr A")
+            for statement in (
+                "DELETE FROM reviews",
+                "TRUNCATE reviews",
+                "TRUNCATE identity_views",
+                "ALTER TABLE reviews DISABLE TRIGGER ALL",
+                "DROP TRIGGER reviews_append_only ON reviews",
+            ):
+                with pytest.raises(DBAPIError), serving.engine.begin() as conn:
+                    conn.execute(text(statement))
+            with serving.engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM reviews")).scalar() == 2  # the review, the tombstone
+                assert conn.execute(text("SELECT count(*) FROM identity_views")).scalar() == 1
+        finally:
+            serving.close()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
