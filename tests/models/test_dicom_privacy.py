@@ -17,7 +17,7 @@ import pydicom.config
 import pytest
 
 from models.dicom_isolation import run_isolated
-from models.xray_io import UNREADABLE, load_xray_bytes
+from models.xray_io import NOT_A_TERM, UNREADABLE, load_xray_bytes
 from tests.models.test_xray_io import IDENTIFIERS, half_ramp, make_dicom
 
 #: Every identifier of the test files, in the words a leak would show (a name's components, a date, a number).
@@ -107,14 +107,21 @@ def test_no_identifier_reaches_the_log_the_warnings_or_the_answers(tmp_path: Pat
     assert "pydicom reported a problem" in run.stderr  # pydicom did complain: its records arrive, without words
 
 
-@pytest.mark.parametrize("value", ["CR\\DX", "CR", ""])
-def test_a_legible_value_is_shown_as_it_is(value: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("PixelSpacing", "0.14\\0.14", "0.14 x 0.14"),  # a multi-valued field: its values joined
+        ("Modality", "CR", "CR"),
+        ("Modality", "", ""),
+        ("Modality", "CR\\DX", NOT_A_TERM),  # Modality holds one value (VM 1): two are no DICOM term
+    ],
+)
+def test_a_legible_value_is_shown_as_it_is(field: str, value: str, shown: str) -> None:
     ds = pydicom.dcmread(io.BytesIO(make_dicom(half_ramp())))
-    ds.Modality = value
+    setattr(ds, field, value)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    shown = load_xray_bytes(buf.getvalue(), "upload.dcm").dicom_fields.get("Modality", "")
-    assert shown == value.replace("\\", " x ")
+    assert load_xray_bytes(buf.getvalue(), "upload.dcm").dicom_fields.get(field, "") == shown
 
 
 def test_the_gdcm_worker_process_is_set_up_the_same_way() -> None:
