@@ -24,7 +24,8 @@ def show_answer(pred: XrayPrediction, key: str) -> bool:
     if pred.synthetic:
         st.info(
             "**SYNTHETIC — not a patient.** This image was made by MedLens's conditional GAN "
-            f"({pred.synthetic_mark or 'mark not in MedLens form'}). It is for demos and tests, and never counts in "
+            f"({pred.synthetic_mark or 'known by its SYNTHETIC band, or by a mark not in MedLens form'}). It is for "
+            "demos and tests, and never counts in "
             "a metric of real data.",
             icon=":material/auto_awesome:",
         )

@@ -248,9 +248,8 @@ def signed_in_reader(user: Mapping[str, object]) -> str:
 
 
 def _reader_panel() -> str | None:
-    user = getattr(st, "user", None)
-    if user is not None and signed_in():
-        name = signed_in_reader(user)
+    if signed_in():
+        name = signed_in_reader(st.user)
         st.sidebar.caption(f"Reviewing as **{literal(name)}** (signed in)")
         if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):
             st.logout()

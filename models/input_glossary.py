@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 #: units not worth printing after a value (a GCS of 7 points, an FiO2 of 0.5 fraction)
 SILENT_UNITS = frozenset({"points", "fraction"})
 YES_NO: Mapping[int, str] = {0: "no", 1: "yes"}
+#: both challenges code every age from 90 as one value (HIPAA's Safe Harbor aggregates ages over 89): read in words
+AGE_WORDS: Mapping[str, tuple[float, str]] = {"Age": (90.0, "90 or older")}
 #: both challenges code sex as 0 = female, 1 = male
 FEMALE_MALE: Mapping[int, str] = {0: "female", 1: "male"}
 

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
-from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
+from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary
 
 TIME_SERIES = [
     "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP", "FiO2",
@@ -68,7 +68,7 @@ GLOSSARY = InputGlossary(
         **{f"ICUType{code}": f"ICU type: {title}" for code, title in ICU_TYPES.items()},
     },
     codes={"Gender": GENDERS, "MechVent": YES_NO, **{f"ICUType{code}": YES_NO for code in ICU_TYPES}},
-    at_least={"Age": (90.0, "90 or older")},
+    at_least=AGE_WORDS,
 )
 
 #: Physically possible ranges (inclusive) in the challenge's units, for the time series and the numeric
@@ -99,7 +99,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 #: The age the challenge wrote for 90 or older, which the models learnt: an older age is read, and kept, as it
 #: (HIPAA's Safe Harbor aggregates ages over 89).
-OLDEST_AGE = 90
+AGE_90_OR_OLDER = 90
 
 MAX_BYTES = 5_000_000  # the largest real record is 24 kB
 #: Lines of a record: one row per parameter per minute of 48 hours is 106,560; the largest real one has 1,503.
@@ -344,17 +344,17 @@ def parse_record_bytes(
 
 def deidentified(data: bytes) -> bytes:
     """A record (one that :func:`parse_record_bytes` reads) as a case keeps it, in UTF-8: without its ``RecordID``
-    rows (a hospital's export may put its own identifier there) and with an age over :data:`OLDEST_AGE` written as
-    :data:`OLDEST_AGE` (HIPAA's Safe Harbor aggregates ages over 89). The same model input: the loader reads
-    such an age as :data:`OLDEST_AGE` too."""
+    rows (a hospital's export may put its own identifier there) and with an age over :data:`AGE_90_OR_OLDER` written as
+    :data:`AGE_90_OR_OLDER` (HIPAA's Safe Harbor aggregates ages over 89). The same model input: the loader reads
+    such an age as :data:`AGE_90_OR_OLDER` too."""
     text = series_text(data, "record", "a PhysioNet 2012 record (Time,Parameter,Value rows)")
     kept = []
     for row in text.splitlines():
         parts = row.split(",")
         if len(parts) == 3 and _unquoted(parts[1]) == _RECORD_ID:
             continue
-        if len(parts) == 3 and _unquoted(parts[1]) == "Age" and _over_oldest(_unquoted(parts[2])):
-            kept.append(f"{parts[0]},{parts[1]},{OLDEST_AGE}")
+        if len(parts) == 3 and _unquoted(parts[1]) == "Age" and _aged_cell(_unquoted(parts[2])):
+            kept.append(f"{parts[0]},{parts[1]},{AGE_90_OR_OLDER}")
         else:
             kept.append(row)
     return ("\n".join(kept) + "\n").encode("utf-8")
@@ -364,12 +364,13 @@ def _unquoted(cell: str) -> str:
     return cell.strip().strip('"').strip()
 
 
-def _over_oldest(value: str) -> bool:
+def _aged_cell(value: str) -> bool:
+    """An age of 90 or more other than the code (an impossible one is refused by the loader, never kept)."""
     try:
         age = float(value)
     except ValueError:
         return False
-    return OLDEST_AGE < age <= LIMITS["Age"][1]  # an impossible age is refused by the loader, never kept
+    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER
 
 
 def _static(
@@ -388,9 +389,11 @@ def _static(
                 raise SeriesFormatError(message + " Correct it (or write -1 for unknown) and upload again.")
             warnings.append(message + " It was treated as unknown.")
             continue
-        if key == "Age" and value > OLDEST_AGE:
-            value = OLDEST_AGE
-            warnings.append(f"An age over {OLDEST_AGE} was read as {OLDEST_AGE}, the challenge's code for 90 or older.")
+        if key == "Age" and value > AGE_90_OR_OLDER:
+            value = AGE_90_OR_OLDER
+            warnings.append(
+                f"An age over {AGE_90_OR_OLDER} was read as {AGE_90_OR_OLDER}, the challenge's code for 90 or older."
+            )
         out[STATIC.index(column)] = value
     if "Gender" in descriptors:
         value, line = descriptors["Gender"]

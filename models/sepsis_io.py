@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
-from models.input_glossary import FEMALE_MALE, YES_NO, InputGlossary
+from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
 LABS = [
@@ -64,7 +64,7 @@ GLOSSARY = InputGlossary(
         "ICULOS": "Hours in the ICU",
     },
     codes={"Gender": FEMALE_MALE, "Unit1": YES_NO, "Unit2": YES_NO},
-    at_least={"Age": (90.0, "90 or older")},
+    at_least=AGE_WORDS,
 )
 
 #: Physically possible ranges (inclusive). Values outside cannot be a measurement of a living
@@ -128,7 +128,7 @@ def parse_series_bytes(
     if not lines:
         raise SeriesFormatError(f"{name} is empty: it needs a header row and one row per hour.")
     header = lines[0]
-    sep = "|" if "|" in header else ("\t" if "\t" in header else ",")
+    sep = _separator(header)
     if sep == "," and ";" in header and "," not in header:
         raise SeriesFormatError(
             f"{name}: the header is separated by semicolons (as spreadsheets set to a European locale export CSV); "
@@ -159,6 +159,11 @@ def parse_series_bytes(
     frame = _without_empty_nameless_columns(frame, names, name)
     frame.columns = [str(c).strip() for c in frame.columns]
     return record_from_frame(frame, name, min_hours=min_hours, on_impossible=on_impossible)
+
+
+def _separator(header: str) -> str:
+    """The separator a header row uses: '|' (PhysioNet), a tab, else ','."""
+    return "|" if "|" in header else ("\t" if "\t" in header else ",")
 
 
 def _without_empty_nameless_columns(frame: pd.DataFrame, names: list[str], name: str) -> pd.DataFrame:
@@ -284,35 +289,38 @@ def _aged_90_or_older(ages: np.ndarray, warnings: list[str]) -> np.ndarray:
 
 def deidentified(data: bytes) -> bytes:
     """A stay (one that :func:`parse_series_bytes` reads) as a case keeps it: an age of 90 or more written as
-    :data:`AGE_90_OR_OLDER` (HIPAA's Safe Harbor aggregates ages over 89), every other byte as uploaded; the
-    bytes themselves when no age changes. The same model input: the loader reads such an age as the code too."""
+    :data:`AGE_90_OR_OLDER` (HIPAA's Safe Harbor aggregates ages over 89). The bytes themselves when no age
+    changes; else the table as the loader parses it (the same separator and cells, quoted cells and line breaks
+    in them included), written again with the code in place of each such age. The same model input: the loader
+    reads such an age as the code too."""
     text = series_text(data, "stay", "a PhysioNet .psv or a CSV")
-    lines = text.splitlines(keepends=True)
-    header = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if header is None:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
         return data
-    row = lines[header].rstrip("\r\n")
-    sep = "|" if "|" in row else ("\t" if "\t" in row else ",")
-    names = [c.strip().strip('"') for c in row.split(sep)]
-    if "Age" not in names:
+    sep = _separator(lines[0])
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True, index_col=False
+        )
+    except (pd.errors.ParserError, ValueError):
+        return data  # the loader refuses it: never a case
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if list(frame.columns).count("Age") != 1:
+        return data  # no age, or a duplicated column the loader refuses
+    aged = frame["Age"].map(_aged_cell).astype(bool)
+    if not aged.any():
         return data
-    column, changed = names.index("Age"), False
-    for i in range(header + 1, len(lines)):
-        body = lines[i].rstrip("\r\n")
-        cells = body.split(sep)  # an accepted stay holds numbers and missing-value tokens: no quoted separator
-        if column < len(cells) and _aged_cell(cells[column]):
-            cells[column] = f"{AGE_90_OR_OLDER:g}"
-            lines[i] = sep.join(cells) + lines[i][len(body) :]
-            changed = True
-    return "".join(lines).encode("utf-8") if changed else data
+    frame.loc[aged, "Age"] = f"{AGE_90_OR_OLDER:g}"
+    return str(frame.to_csv(sep=sep, index=False, lineterminator="\n")).encode("utf-8")
 
 
 def _aged_cell(cell: str) -> bool:
+    """An age of 90 or more other than the code (an impossible one is refused by the loader, never kept)."""
     try:
         age = float(cell.strip().strip('"'))
     except ValueError:
         return False
-    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER  # an impossible age is refused, never kept
+    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER
 
 
 def _check_limits(col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]) -> np.ndarray:

@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cnn: seed of the patient split (default: --seed); ensemble members share one split",
     )
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="cnn: share of patients held out")
-    parser.add_argument("--limit", type=int, default=None, help="use at most this many images / stays (smoke runs)")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="use at most this many images / stays (smoke runs)"
+    )
     parser.add_argument("--folds", type=int, default=5, help="sequence models: k-fold ensemble (1 = single)")
     parser.add_argument(
         "--teacher-weight",
@@ -65,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target-sensitivity", type=_sensitivity, default=0.95, help="cnn: operating point rule, in (0, 1]"
     )
-    parser.add_argument("--steps", type=int, default=5000, help="gan: training steps (one D and one G update)")
-    parser.add_argument("--budget-min", type=float, default=85.0, help="gan: stop after this many minutes")
+    parser.add_argument("--steps", type=positive_int, default=5000, help="gan: training steps (one D and one G update)")
+    parser.add_argument("--budget-min", type=positive_float, default=85.0, help="gan: stop after this many minutes")
     parser.add_argument(
         "--standing-batches",
-        type=int,
+        type=positive_int,
         default=64,
         help="gan: batches of 64 samples that re-estimate the shipped generator's batch-norm statistics",
     )

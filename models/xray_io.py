@@ -167,15 +167,16 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _to_unit_gray(image: Image.Image) -> np.ndarray:
-    """Any PIL mode to (H, W) float32 in [0, 1] (RGB -> luminance). A 16-bit or integer image is scaled by the
-    largest value of the fewest bits (8 to 16) that hold its brightest pixel. PACS exports write 10-, 12- or 14-bit
-    films into a 16-bit PNG as they are, with or without an ``sBIT`` chunk (which Pillow does not read): divided by
-    65,535, a 12-bit film read 1/16 as bright. A PNG scaled to the full 16 bits, as the format asks, still reads
-    by 65,535."""
+    """Any PIL mode to (H, W) float32 in [0, 1] (RGB -> luminance). A 16-bit or integer image is scaled by its own
+    range, as a DICOM without a window is: PACS exports write 10-, 12- or 14-bit films into a 16-bit PNG as they
+    are (divided by 65,535, a 12-bit film read 1/16 as bright), others scale them to the full 16 bits, and the
+    bit depth the values came from is not in the file (Pillow does not read ``sBIT``, and writers disagree on
+    what it means)."""
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
         arr = np.asarray(image, dtype=np.float32)
-        bits = int(np.clip(np.ceil(np.log2(max(float(arr.max()), 1.0) + 1.0)), 8, 16))
-        return np.clip(arr / float(2**bits - 1), 0.0, 1.0).astype(np.float32)
+        if float(arr.max()) <= 255.0:  # 8-bit values in a wider container
+            return np.clip(arr / 255.0, 0.0, 1.0).astype(np.float32)
+        return _min_max(arr)
     if image.mode == "F":
         arr = np.asarray(image, dtype=np.float32)
         return _min_max(arr)

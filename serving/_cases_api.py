@@ -421,8 +421,8 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
 
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
 async def review_agreement(kind: CaseKind = Query("xray")) -> Agreement:
-    """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and inter-reader
-    kappa on the reviewed cases of one kind, from each reader's latest review. Synthetic cases are left out:
-    a metric of real data never counts a generated image."""
+    """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and between readers
+    (Scott's pi over pooled pairs) on the reviewed cases of one kind, from each reader's latest review.
+    Synthetic cases are left out: a metric of real data never counts a generated image."""
     trail = list(await _db(lambda: list(_service().store.trail())))
     return agreement(kind, trail)

@@ -105,7 +105,7 @@ def source_line(metrics: ModelMetrics, width: int | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# images: serving sends 8-bit gray PNGs (Grad-CAM heatmap, preview); the browser gets downsampled ones
+# free text in Markdown: a reader's name and comment, a DICOM header value, shown as typed
 # ----------------------------------------------------------------------------------------------------------
 #: ASCII punctuation, every character of which Markdown can give a meaning (GitHub-flavoured Markdown lets a
 #: backslash escape each); Streamlit's directives (``:red[...]``, ``:material/...:``) start with a colon.
@@ -120,6 +120,9 @@ def literal(text: str) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.splitlines()))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# images: serving sends 8-bit gray PNGs (Grad-CAM heatmap, preview); the browser gets downsampled ones
+# ----------------------------------------------------------------------------------------------------------
 def image_data_uri(pixels: npt.NDArray[np.floating], max_side: int = 1024) -> str:
     """(H, W) [0, 1] grayscale -> ``data:image/png;base64,...`` (downsampled for the browser)."""
     small = downsample(pixels, max_side)

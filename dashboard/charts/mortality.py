@@ -71,13 +71,15 @@ def score_gauge(prediction: MortalityPrediction) -> go.Figure:
 
 
 def trajectory_frame(prediction: MortalityPrediction) -> pd.DataFrame:
-    """One row per hour (1-48): the score after that hour, its calibrated risk (NaN: an uncalibrated checkpoint)
-    and the members' band (NaN for a single network)."""
+    """One row per hour (1-48): the score after that hour, its calibrated risk (the 48th hour's alone, where the
+    calibration is fitted: NaN before it, and for an uncalibrated checkpoint) and the members' band (NaN for a
+    single network)."""
     return pd.DataFrame(
         {
             "hour": [h.hour for h in prediction.hours],
             "score": [h.probability for h in prediction.hours],
-            "calibrated": [h.calibrated_probability for h in prediction.hours],
+            # a case stored before API 1.14.3 holds a calibrated value at every hour: only the 48th is one
+            "calibrated": [prediction.calibrated_probability if h.hour == HOURS else None for h in prediction.hours],
             "member_min": [h.member_min for h in prediction.hours],
             "member_max": [h.member_max for h in prediction.hours],
         },
@@ -174,8 +176,8 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
     layout(
         fig,
         title=f"{title}: death in hospital as the first 48 hours unfold",
-        subtitle="Each point: the score from the hours up to then (dotted: its calibrated risk); the stay's "
-        "prediction is the 48th hour's",
+        subtitle="Each point: the score from the hours up to then; the stay's prediction is the 48th hour's (open "
+        "circle: its calibrated risk)",
         height=420,
         legend="bottom",
     )

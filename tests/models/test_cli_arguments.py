@@ -44,6 +44,12 @@ def test_train_refuses_a_target_sensitivity_outside_0_1(
         ("--lr", "-0.001"),
         ("--lr", "nan"),
         ("--lr", "inf"),
+        ("--threads", "0"),  # a traceback from torch.set_num_threads
+        ("--limit", "0"),  # read as "no limit": every image
+        ("--limit", "-5"),
+        ("--steps", "0"),
+        ("--standing-batches", "-1"),
+        ("--budget-min", "0"),  # read as "no budget"
     ],
 )
 def test_train_refuses_counts_and_rates_that_are_not_positive(

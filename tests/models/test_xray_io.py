@@ -541,15 +541,16 @@ def test_png_16bit_uses_the_full_range() -> None:
     assert image.pixels.max() == pytest.approx(1.0) and image.pixels.min() == 0.0
 
 
-@pytest.mark.parametrize("bits", [10, 12, 14])
-def test_a_png_of_fewer_significant_bits_is_read_by_its_own_depth(bits: int) -> None:
-    """A PACS export writes a 12-bit film into a 16-bit PNG as it is: read by 65,535 it was 1/16 as bright (and
-    every such film scored PNEUMONIA); it is read by 4,095, the largest 12-bit value."""
-    top = 2**bits - 1
-    arr = np.tile(np.linspace(0, top * 0.9, 64).astype(np.uint16), (40, 1))  # a film whose brightest pixel is 90 %
+@pytest.mark.parametrize(("low", "high"), [(40, 921), (200, 3685), (3000, 14000), (1000, 30000)])
+def test_a_16_bit_png_is_read_by_its_own_range(low: int, high: int) -> None:
+    """However many of its 16 bits a PNG's values use (a PACS writes a 12-bit film as it is, another scales it to
+    the full range), it reads from black to white, as a DICOM without a window does: divided by 65,535 a 12-bit
+    film read 1/16 as bright (and every such film scored PNEUMONIA)."""
+    arr = np.tile(np.linspace(low, high, 64).astype(np.uint16), (40, 1))
     image = load_xray_bytes(png_bytes(arr), "pacs.png")
-    np.testing.assert_allclose(image.pixels, arr / top, atol=1e-4)
-    assert image.pixels.max() == pytest.approx(0.9, abs=1e-3)
+    np.testing.assert_allclose(image.pixels, (arr - low) / (high - low), atol=1e-4)
+    eight_bit = np.tile(np.linspace(0, 200, 64).astype(np.uint16), (40, 1))  # 8-bit values in a 16-bit PNG
+    np.testing.assert_allclose(load_xray_bytes(png_bytes(eight_bit), "wide.png").pixels, eight_bit / 255.0, atol=1e-6)
 
 
 def test_png_rgb_is_luminance() -> None:

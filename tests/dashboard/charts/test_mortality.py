@@ -187,3 +187,14 @@ def test_schema_refuses_an_answer_out_of_range() -> None:
     with pytest.raises(ValueError):
         MortalityHour(hour=49, probability=0.1)
     assert math.isclose(_prediction(RISING, 0.5).probability, RISING[-1])
+
+
+def test_a_case_stored_before_draws_its_calibrated_risk_at_the_48th_hour_alone() -> None:
+    """A case stored before API 1.14.3 holds a calibrated value at every hour (the 48th hour's calibration applied
+    to earlier hours, which read about a fifth too high): only the 48th hour's is drawn."""
+    fresh = _prediction(RISING, 0.5, calibrated=True)
+    stored = fresh.model_copy(
+        update={"hours": [h.model_copy(update={"calibrated_probability": h.probability / 2}) for h in fresh.hours]}
+    )
+    risk = trace(mortality.trajectory_figure(stored), "LSTM calibrated risk")
+    assert list(risk.x) == [48] and list(risk.y) == pytest.approx([stored.calibrated_probability])
