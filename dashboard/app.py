@@ -52,7 +52,7 @@ def main() -> None:
     sidebar()
     if widgets.sign_in_configured() and not widgets.signed_in():
         # a deployment with sign-in shows its cases, predictions and exports to signed-in readers alone
-        st.title("MedLens")
+        st.title("Sign in to MedLens")
         st.info("Sign in (sidebar) to use MedLens: this deployment shows its cases to signed-in readers only.")
         return
     page.run()

@@ -99,7 +99,7 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
         # signed out: every page asks for the sign-in and shows nothing else (no upload, no case, no export), and
         # there is no name to type
         for path in ("/service", "/xray", "/worklist"):
-            open_page(page, signed_in_dashboard + path, "MedLens")
+            open_page(page, signed_in_dashboard + path, "Sign in to MedLens")
             page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
             assert "Sign in (sidebar) to use MedLens" in main_text(page)
             assert page.locator('[data-testid="stFileUploader"]').count() == 0
@@ -134,7 +134,7 @@ def test_a_signed_in_reader_signs_reviews_with_the_providers_name(
         page.get_by_role("button", name="Sign out").click()
         # Streamlit sends the browser to its logout route, which drops the session's cookie and comes back
         page.get_by_text("(signed in)").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
-        open_page(page, signed_in_dashboard + "/xray", "MedLens")
+        open_page(page, signed_in_dashboard + "/xray", "Sign in to MedLens")
         page.get_by_role("button", name="Sign in to review").wait_for(timeout=RESULT_TIMEOUT_MS)
         assert "Sign in (sidebar) to use MedLens" in main_text(page)
         assert READER["name"] not in _sidebar(page)
