@@ -21,14 +21,16 @@ import httpx
 
 from benchmarks.serving_peers import Server, inputs, start, stop, wrk_closed_loop
 from models.backends import this_machine
+from models.catalogue import GENERATOR_NAMES, MODEL_NAMES
 from models.config import REPO_ROOT
 from serving._settings import WEIGHTS_DIR_ENV, fast_path_env
 
-MODELS = ("cnn", "lstm", "transformer")
+#: every checkpoint serving's config builds (its weights check refuses a folder without one of them)
+MODELS = (*MODEL_NAMES, *GENERATOR_NAMES)
 
 
 def weights_dir(name: str, cnn: Path) -> Path:
-    """A weights directory (``$MEDLENS_WEIGHTS_DIR`` layout) with ``cnn`` and the committed sepsis models."""
+    """A weights directory (``$MEDLENS_WEIGHTS_DIR`` layout) with ``cnn`` and every other committed checkpoint."""
     root = REPO_ROOT / ".run" / f"bench-weights-{name}"
     root.mkdir(parents=True, exist_ok=True)
     for model in MODELS:

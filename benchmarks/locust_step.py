@@ -22,6 +22,7 @@ from locust import LoadTestShape, events
 
 from benchmarks.locustfile import HEADERS, DashboardReader, SepsisClinician, XrayReviewer
 from benchmarks.step_chart import step_load_figure
+from models.backends import this_machine
 
 __all__ = ["DashboardReader", "SepsisClinician", "StepLoad", "XrayReviewer"]
 
@@ -71,6 +72,7 @@ def _sample(environment: Any) -> None:
 
 @events.test_start.add_listener
 def _on_start(environment: Any, **_: Any) -> None:
+    print(f"machine: {this_machine().describe()}", flush=True)  # beside every load result, as every benchmark
     threading.Thread(target=_sample, args=(environment,), daemon=True).start()
 
 
@@ -89,5 +91,6 @@ def write_timeline(rows: list[dict[str, Any]], out: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    fig = step_load_figure(rows, subtitle="default ray_config.yaml; benchmarks/locust_step.py")
+    machine = this_machine().describe()
+    fig = step_load_figure(rows, subtitle=f"default ray_config.yaml; benchmarks/locust_step.py; {machine}")
     fig.write_html(out / "autoscaling.html", include_plotlyjs="cdn")

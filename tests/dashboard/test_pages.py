@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +31,7 @@ from serving.client import MedLensClient
 from serving.schemas import SepsisPrediction, WorklistQuery, case_id_for
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
+from tests.http_stub import Answer, Request, http_stub, json_error
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 TIMEOUT = 240.0
@@ -140,28 +142,13 @@ def test_a_serving_url_typed_in_the_sidebar_is_sent_no_api_token(monkeypatch: py
     """The API token goes to the configured serving URL alone. A real HTTP server records what reaches it: as the
     configured URL it gets the token; typed into the sidebar of a dashboard configured elsewhere (anyone who can
     open the dashboard can type one), it gets none, and the sidebar says so."""
-    import http.server
-    import threading
-
     seen: list[str | None] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = b'{"error": "unavailable", "detail": "a recording server"}'
-            self.send_response(503)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def record(request: Request) -> Answer:
+        seen.append(request.headers.get("Authorization"))
+        return json_error(503, "unavailable", "a recording server")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    recorder = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_stub(record) as recorder:
         monkeypatch.setenv("MEDLENS_API_TOKEN", "s3cret-token")
         monkeypatch.setenv("MEDLENS_SERVING_URL", recorder)
         _app()
@@ -173,9 +160,6 @@ def test_a_serving_url_typed_in_the_sidebar_is_sent_no_api_token(monkeypatch: py
         assert not at.exception, at.exception
         assert seen and set(seen) == {None}, seen
         assert any("sent none" in c.value for c in at.sidebar.caption)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1082,59 +1066,6 @@ def _updated(at: AppTest) -> str:
     return str(captions[0])
 
 
-class _FailingFrontDoor:
-    """A real HTTP server in front of serving that passes every request through, except that while ``failing``
-    holds a route it answers that route with MedLens's JSON 500 (a replica's bug): one model failing on demand."""
-
-    def __init__(self, upstream: str) -> None:
-        import http.server
-        import threading
-
-        import httpx
-
-        self.failing: str | None = None
-        self.failed = 0
-        door = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _pass(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if door.failing is not None and self.path.split("?", 1)[0] == door.failing:
-                    door.failed += 1
-                    status, headers, content = (
-                        500,
-                        {"content-type": "application/json"},
-                        b'{"error": "internal_error", "detail": "the front door failed this model on purpose"}',
-                    )
-                else:
-                    skip = {"host", "content-length", "connection"}
-                    sent = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                    answer = httpx.request(
-                        self.command, upstream + self.path, headers=sent, content=body or None, timeout=TIMEOUT
-                    )
-                    status, content = answer.status_code, answer.content
-                    headers = {"content-type": answer.headers.get("content-type", "application/octet-stream")}
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.serve
 def test_sepsis_page_asks_a_failed_model_again(
     dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -1146,25 +1077,36 @@ def test_sepsis_page_asks_a_failed_model_again(
     rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|0\n" for h in range(30))
     (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
-    door = _FailingFrontDoor(dashboard_serving_url)
-    try:
-        monkeypatch.setenv("MEDLENS_SERVING_URL", door.url)
-        door.failing = entry("transformer").predict_route
+    failing: list[str] = [entry("transformer").predict_route]  # the route answered with a replica's 500
+    failed: list[str] = []
+
+    def front_door(request: Request) -> Answer:
+        """Every request passed through to serving, except the failing route's."""
+        if request.path.split("?", 1)[0] in failing:
+            failed.append(request.path)
+            return json_error(500, "internal_error", "the front door failed this model on purpose")
+        sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length", "connection"}}
+        answer = httpx.request(
+            request.method, dashboard_serving_url + request.path, headers=sent, content=request.body or None,
+            timeout=TIMEOUT,
+        )  # fmt: skip
+        return Answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+
+    with http_stub(front_door) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
         at = _page("views/sepsis.py")
         picker = at.selectbox(key="sepsis_demo_case")
         picker.select(picker.options[0]).run()
         assert not at.exception, at.exception
-        assert door.failed >= 1
+        assert failed
         errors = _errors(at)
         assert len(errors) == 1 and "on purpose" in errors[0], errors
         metrics = {m.label for m in at.metric}
         assert "LSTM first alert" in metrics and "Transformer first alert" not in metrics, metrics
 
-        door.failing = None  # the replica recovers; the reader moves the hour slider (any rerun)
+        failing.clear()  # the replica recovers; the reader moves the hour slider (any rerun)
         at.run()
         assert not at.exception, at.exception
         assert not _errors(at)
         metrics = {m.label for m in at.metric}
         assert {"LSTM first alert", "Transformer first alert"} <= metrics, metrics
-    finally:
-        door.close()

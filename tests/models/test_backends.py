@@ -326,3 +326,37 @@ def test_a_cached_onnx_path_never_builds_the_torch_module() -> None:
     assert risk.shape == (3,)
     assert again._model is None  # the predictions never needed it
     assert again.model is not None and again._model is not None  # built on demand (explanations)
+
+
+def test_another_path_must_beat_fp32_by_the_margin() -> None:
+    """Timings on a shared machine move by a few percent: a path 2 % faster than torch fp32 is noise, 10 % is not."""
+    fp32 = Measurement("torch-fp32", {1: 100.0, 16: 200.0}, 0.0, 1.0, True)
+    close = Measurement("onnxruntime", {1: 100.0, 16: 204.0}, 1e-6, 1.0, True)
+    assert pick([fp32, close]).path == "torch-fp32"
+    close.items_per_s = {1: 100.0, 16: 220.0}
+    assert pick([fp32, close]).path == "onnxruntime"
+
+
+def test_the_paths_are_timed_in_turn_call_by_call() -> None:
+    """Every agreeing path is timed in rounds (A B A B ...), each after one warm-up, so that a slow minute of a
+    shared machine falls on every path alike; a path whose answers disagree is never timed."""
+    spec = entry("lstm").load(device="cpu", backend="torch-fp32").spec()
+    real = backends.build_runner(spec, ExecutionPath("torch-fp32"), CPU, 1)
+    calls: list[str] = []
+
+    def build(spec: ModelSpec, path: ExecutionPath, device: torch.device, threads: int) -> backends.Runner:
+        def run(*inputs: torch.Tensor) -> np.ndarray:
+            calls.append(path.name)
+            out = real(*inputs)
+            return -out if path.backend == "onnxruntime" else out  # the ONNX stand-in disagrees
+
+        return run
+
+    paths = [ExecutionPath("torch-fp32"), ExecutionPath("torch-bf16"), ExecutionPath("onnxruntime")]
+    measured, runners = backends.measure(spec, paths, CPU, 1, budget_s=0.0, build=build)
+    assert set(runners) == {"torch-fp32", "torch-bf16"} and not measured[2].agrees
+    timed = calls[3:]  # after the three probe calls
+    per_batch = len(spec.batch_sizes)
+    assert len(timed) == per_batch * 2 * (1 + 3)  # a warm-up and three rounds of both, at each batch size
+    assert timed[:8] == ["torch-fp32", "torch-bf16"] * 4
+    assert all(m.items_per_s.keys() == set(spec.batch_sizes) for m in measured[:2])

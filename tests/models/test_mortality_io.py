@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -377,17 +376,15 @@ def test_real_labelled_records(real_data: DataPaths) -> None:
 
 
 @pytest.mark.data
+@pytest.mark.timeout(600)  # a hang guard, not a speed target (speed lives in benchmarks/)
 def test_real_every_record_parses(real_data: DataPaths) -> None:
-    """All 8,000 stays of sets a and b, impossible values dropped, in well under a minute."""
+    """All 8,000 stays of sets a and b, impossible values dropped."""
     root = _mortality(real_data)
     if not (root / "set-b").is_dir():
         pytest.skip(f"{root / 'set-b'} not found")
     paths = [p for s in "ab" for p in iter_record_files(root / f"set-{s}")]
     assert len(paths) == 8000
-    start = time.perf_counter()
     records = [load_record_file(p, on_impossible="drop", require_series=False) for p in paths]
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"reading 8,000 stays took {elapsed:.0f} s"
     assert [r.name for r in records] == [p.stem for p in paths]
     assert sum(r.hours_observed == 0 for r in records) == 10  # stays with descriptors only
     dropped = [w for r in records for w in r.warnings if "impossible" in w]

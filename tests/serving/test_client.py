@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from serving.client import MedLensClient, ServingError, _upload_name
+from tests.http_stub import Answer, Request, http_stub, json_error
 
 
 def _response(status: int, **kwargs: object) -> httpx.Response:
@@ -103,35 +104,19 @@ def test_the_front_doors_plain_text_errors_are_retried_but_medlens_own_are_not(
 ) -> None:
     """The front door's plain-text 404 / 500 (a restart, a dead replica): retried. MedLens's own errors (JSON)
     are answers: not retried. A real HTTP server on a free port plays both."""
-    import http.server
-    import threading
-
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            if len(seen) <= 2:
-                body, media = front_door_text, "text/plain"
-            else:
-                body, media = b'{"error": "%s", "detail": "MedLens said so"}' % kind.encode(), "application/json"
-            self.send_response(status)
-            self.send_header("content-type", media)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(request: Request) -> Answer:
+        seen.append(request.path)
+        if len(seen) <= 2:
+            return Answer(status, front_door_text, "text/plain")
+        return json_error(status, kind, "MedLens said so")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        with MedLensClient(url, retry_s=10.0) as client, pytest.raises(ServingError) as raised:
-            client.models()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        http_stub(answer) as url,
+        MedLensClient(url, retry_s=10.0) as client,
+        pytest.raises(ServingError) as raised,
+    ):
+        client.models()
     assert len(seen) == 3  # two plain-text answers retried, then MedLens's JSON error returned at once
     assert (raised.value.status, raised.value.error, raised.value.detail) == (status, kind, "MedLens said so")
