@@ -8,9 +8,11 @@ A candidate counts only if it agrees with torch fp32 on a fixed probe batch: eve
 :data:`PROB_TOLERANCE` of fp32's, and the same label at the model's threshold for every probe item whose
 fp32 probability is farther than that tolerance from the threshold; a model with further outputs (the
 CNN's out-of-distribution score, ``ModelSpec.outputs``) also needs each of them within
-:data:`EXTRA_TOLERANCE` of fp32's, relative to fp32's largest magnitude. The agreeing candidate with the most
-items/s at the largest batch size the model serves wins (its capacity under load; the smallest batch size
-breaks ties). The choice and every
+:data:`EXTRA_TOLERANCE` of fp32's, relative to fp32's largest magnitude. The agreeing candidates are timed in turn,
+call by call, at each of the predictor's probe batch sizes (``Predictor.batch_sizes``, (1, 16): the CPU
+profile's largest batch; a GPU deployment batching more is measured at 16 too), and the one with the most
+items/s at the largest wins (its capacity under load; the smallest batch size breaks ties), where it beats
+torch fp32 by :data:`MARGIN`. The choice and every
 measurement are cached per machine (CPU model and flags, device, threads, library versions, checkpoint
 hash) in ``$MEDLENS_CACHE_DIR`` (default ``~/.cache/medlens``), so a second replica or a restart does not
 probe again. Explanations (Grad-CAM, integrated gradients) always use the torch fp32 module: they need
