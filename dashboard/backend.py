@@ -50,8 +50,10 @@ def valid_url(url: str) -> bool:
     return url.startswith(("http://", "https://")) and len(url) > len("http://")
 
 
-#: Seconds the sidebar's health check waits (a wrong URL must not freeze every page).
-HEALTH_TIMEOUT_S = 5.0
+#: Seconds the sidebar's health check waits (a wrong URL must not freeze every page): longer than serving's own
+#: wait for each deployment (``health_timeout_s``, 5 s), so that serving's 503 naming the model that did not answer
+#: arrives, rather than the client's own "did not answer" (the two were both 5 s).
+HEALTH_TIMEOUT_S = 8.0
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -107,6 +109,28 @@ def metrics(name: str) -> ModelMetrics:
 def service() -> ServiceStatus:
     """Not cached: the service page polls it."""
     return client().service()
+
+
+#: A case upload's files per request, and their bytes together: under serving's request limit (``max_request_mb``,
+#: 100 MiB by default, with room for the multipart envelope), so that twenty large DICOMs are sent in several
+#: requests rather than refused together with 413.
+UPLOAD_FILES_PER_REQUEST = 20
+UPLOAD_BYTES_PER_REQUEST = 64 * 1024 * 1024
+
+
+def upload_batches(files: list[tuple[str, bytes]]) -> list[tuple[int, list[tuple[str, bytes]]]]:
+    """``files`` in requests of at most :data:`UPLOAD_FILES_PER_REQUEST` files and
+    :data:`UPLOAD_BYTES_PER_REQUEST` bytes (a larger file alone), each with the place of its first file."""
+    batches: list[tuple[int, list[tuple[str, bytes]]]] = []
+    size = 0
+    for index, item in enumerate(files):
+        fits = batches and len(batches[-1][1]) < UPLOAD_FILES_PER_REQUEST
+        if not fits or size + len(item[1]) > UPLOAD_BYTES_PER_REQUEST:
+            batches.append((index, []))
+            size = 0
+        batches[-1][1].append(item)
+        size += len(item[1])
+    return batches
 
 
 def attempt(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

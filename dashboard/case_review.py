@@ -12,7 +12,7 @@ from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.common import literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
-from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
+from serving.schemas import REVIEW_LABELS, CaseDetail, Review, ReviewIn, XrayPrediction
 
 
 def show_answer(pred: XrayPrediction, key: str) -> bool:
@@ -78,6 +78,17 @@ def load_case(case_id: str) -> CaseDetail | None:
     except ServingError as exc:
         if exc.status != 404:
             show_error(exc)
+        return None
+
+
+def _post_review(case_id: str, review: ReviewIn) -> Review | None:
+    """Sent once: a review is a new row of an append-only trail, so an answer lost after the row was written
+    (a busy or dropped database at commit) must not add a second one. A failure is shown; the form keeps what
+    the reader typed, to send again."""
+    try:
+        return client().review(case_id, review)
+    except ServingError as exc:
+        show_error(exc)
         return None
 
 
@@ -152,8 +163,9 @@ def review_panel(
                 f"Review not saved. {_other_model(made.cases[0].model, shown, kind)}", icon=":material/swap_horiz:"
             )
             return
-    saved = call(client().review, case_id, sent)
+    saved = _post_review(case_id, sent)
     if saved is not None:
+        widgets.clear_review_form(case_id)
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
         # said after the rerun that shows the review in the history (a message before it would vanish with it)
         st.session_state[_saved_key(case_id)] = f"Review saved: {read} (by {literal(saved.reviewer)})."

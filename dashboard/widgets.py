@@ -177,7 +177,9 @@ def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> Rev
     """Agree / disagree with the model, optionally the reader's own label, and a comment; returns the review
     when submitted. ``withheld``: the model's label is not shown, so there is no verdict to give and the reader's
     own label is required (None, with a warning, when it is missing)."""
-    with st.form(key=f"review_form_{case}", clear_on_submit=True):
+    # not cleared on submit: a save that fails (the database busy, the case deleted meanwhile, a missing label)
+    # keeps what the reader typed; a saved review clears it (clear_review_form)
+    with st.form(key=f"review_form_{case}", clear_on_submit=False):
         verdict = (
             None
             if withheld
@@ -194,7 +196,10 @@ def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> Rev
                 "Your label (optional)", ["(none)", *labels], key=f"review_label_{case}", help="Your own finding."
             )
         comment = st.text_area("Comment (no patient identifiers)", key=f"review_comment_{case}", max_chars=2000)
-        submitted = st.form_submit_button("Save review", icon=":material/rate_review:")
+        submitted = st.form_submit_button(
+            "Save review", icon=":material/rate_review:", on_click=_mark_submitted, args=(case,)
+        )
+    st.session_state.pop(SUBMITTED_REVIEW, None)  # the page has drawn the form: the submit, if any, is read here
     if not submitted:
         return None
     own = None if label in (None, "(none)") else str(label)
@@ -206,6 +211,21 @@ def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> Rev
         comment=comment.strip(),
         label=own,
     )
+
+
+#: session key: the case whose review form was submitted, set before the page runs (the submit button's callback),
+#: so that a page whose list no longer holds that case still draws its form, and so saves the review
+SUBMITTED_REVIEW = "review_submitted_for"
+
+
+def _mark_submitted(case: str) -> None:
+    st.session_state[SUBMITTED_REVIEW] = case
+
+
+def clear_review_form(case: str) -> None:
+    """Empty ``case``'s review form for its next drawing (after a saved review)."""
+    for key in (f"review_verdict_{case}", f"review_label_{case}", f"review_comment_{case}"):
+        st.session_state.pop(key, None)
 
 
 #: session key: the reader as the sidebar's panel read it in this script run (dashboard/app.py draws the panel

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -93,13 +95,31 @@ def _service() -> CaseService:
     return CASES.service
 
 
+#: The case database's own threads: a database that stalls holds these, never the threads the ingress's other
+#: routes (/healthz, /v1/models, an upload's unpacking) run on.
+_DB_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medlens-db")
+#: How long a route waits for the database before it answers 503 (PostgreSQL's statement timeout is 30 s, SQLite's
+#: busy timeout 30 s: this is their backstop).
+DB_WAIT_S = 45.0
+
+
 async def _db(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     from serving.store.cases import StoreError
 
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.to_thread(call, *args, **kwargs)
+        return await asyncio.wait_for(
+            loop.run_in_executor(_DB_THREADS, functools.partial(call, *args, **kwargs)), DB_WAIT_S
+        )
     except StoreError as exc:
         raise ApiError(exc.status_code, exc.kind, exc.message) from None
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            f"The case database did not answer within {DB_WAIT_S:g} s: reviews and the worklist cannot be read or "
+            "saved right now; predictions still work. Retry shortly; operators: the serving log names the database.",
+        ) from None
 
 
 def _check_id(case_id: str) -> str:

@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import ServingError, attempt, call, client, serving_url, session_cached, show_error
+from dashboard.backend import (
+    ServingError,
+    attempt,
+    call,
+    client,
+    serving_url,
+    session_cached,
+    show_error,
+    upload_batches,
+)
 from dashboard.case_review import load_case, review_panel, show_answer, take_saved_note
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import contributions_figure, label_text, score_gauge, stay_table, trajectory_figure
@@ -31,8 +40,6 @@ from serving.schemas import (
     XrayPrediction,
 )
 
-#: Files sent per request when adding cases (each at most the upload limit).
-UPLOAD_CHUNK = 20
 #: session keys: the case open in the last run and its place in the list; the table's generation (a new one
 #: clears its row selection, which would otherwise open whichever case now stands in the selected row); the
 #: list's case ids as the last run drew them
@@ -47,19 +54,24 @@ def _add_cases() -> None:
         files = widgets.case_files()
         if not files or not st.button(f"Add {len(files)} file(s) to the worklist", icon=":material/playlist_add:"):
             return
-        created = existing = 0
-        for start in range(0, len(files), UPLOAD_CHUNK):
+        created = existing = failed = 0
+        for start, batch in upload_batches(files):
             try:
                 with st.spinner("Serving is reading and scoring the files…"):
-                    made = attempt(client().upload_cases, files[start : start + UPLOAD_CHUNK])
+                    made = attempt(client().upload_cases, batch)
             except ServingError as exc:  # no file of this request made a case: the first problem
                 show_error(ServingError(exc.status, exc.error, counted_from(start, exc.detail)))
+                failed += len(batch)
                 continue
             created += made.created
             existing += len(made.cases) - made.created
             for rejected in made.rejected:
                 st.warning(counted_from(start, rejected.detail), icon=":material/warning:")
-        st.success(f"{created} new case(s); {existing} already on the worklist.")
+        said = f"{created} new case(s); {existing} already on the worklist."
+        if created or existing:
+            st.success(said + (f" {failed} file(s) were not sent whole: see above." if failed else ""))
+        else:
+            st.warning(f"No file became a case ({len(files)} sent): see above.", icon=":material/warning:")
 
 
 def _fill_synthetic() -> None:
@@ -256,6 +268,22 @@ def _keep_open_case(ids: list[str]) -> None:
         _fresh_table()
 
 
+def _left_the_list(case_id: str, reviewer: str | None, index: int) -> None:
+    """The case whose review the reader just saved, which has left the list since it was opened: its review form
+    once more (which saves the review), under a note. The next run opens the case that took its place."""
+    st.divider()
+    st.info(
+        f"Case `{case_id[:16]}` left this list while you wrote (another reader's review, or cases added above it).",
+        icon=":material/info:",
+    )
+    st.session_state[_OPEN] = (case_id, index)
+    case = load_case(case_id)
+    if case is None:
+        st.warning("That case is gone (deleted by another reader?): your review could not be saved.")
+        return
+    review_panel(case.id, case.kind, reviewer, withheld=case.label_withheld)
+
+
 def _open_instead(case_id: str) -> None:
     """Open ``case_id`` in place of the open case (a button's callback, before the page runs again): the picker
     holds it, and the table starts again without a selected row, which would otherwise win."""
@@ -372,6 +400,13 @@ def render() -> None:
     case_id = ids[rows[0]] if rows else widgets.case_picker({c.id: case_label(c) for c in worklist.cases})
     if case_id not in ids:  # None, or the picker's last choice, which a filter has since left out (shown "(none)")
         case_id = None
+    submitted = st.session_state.pop(widgets.SUBMITTED_REVIEW, None)
+    last = st.session_state.get(_OPEN)
+    if submitted is not None and submitted not in ids and last is not None and last[0] == submitted:
+        # a review saved on a case that left this list meanwhile (another reader's review, an upload above
+        # it): its form is drawn once more, so that the review is saved, not lost with the row
+        _left_the_list(submitted, reviewer, last[1])
+        return
     st.session_state[_OPEN] = None if case_id is None else (case_id, ids.index(case_id))
     if case_id is None:
         return

@@ -41,12 +41,32 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+#: PostgreSQL: a statement or lock wait that runs past these fails (503 to the reader) instead of holding one of
+#: the ingress's threads for minutes, and TCP keepalives find a connection a failover left dead. Migrations lift
+#: the statement and lock limits (:func:`migrate`).
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "options": "-c statement_timeout=30000 -c lock_timeout=10000",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``. SQLite: WAL, a 30 s busy timeout, writes in ``BEGIN IMMEDIATE`` transactions
     (take ``immediate=True`` as an execution option) so that concurrent writers queue instead of failing."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, connect_args={"connect_timeout": 5})
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=10,
+            connect_args=POSTGRES_CONNECT_ARGS,
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -82,6 +102,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     # processes: PostgreSQL's advisory lock; SQLite's write lock (BEGIN IMMEDIATE).
     with _MIGRATING, engine.connect().execution_options(immediate=True) as conn:
         if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL statement_timeout = 0"))  # this transaction: a migration of many rows
+            conn.execute(text("SET LOCAL lock_timeout = 0"))  # may take minutes, and wait for another replica
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
         try:
             config.attributes["connection"] = conn

@@ -238,3 +238,18 @@ def test_free_text_is_shown_as_typed_not_as_markdown() -> None:
     assert "<img" not in html and "<a " not in html and "<b>" not in html
     assert html.strip() == "<p>" + hostile.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</p>"
     assert literal("line one\nline two") == "line one line two"
+
+
+def test_uploads_are_batched_by_count_and_by_bytes() -> None:
+    """Twenty 6 MiB DICOMs made one 120 MiB request, refused whole with 413: requests now stay under 64 MiB and
+    20 files, each with the place of its first file (a refusal names "File 12" of the reader's selection)."""
+    mib = 1024 * 1024
+    big = [(f"f{i}.dcm", b"\0" * (6 * mib)) for i in range(20)]
+    batches = backend.upload_batches(big)
+    assert [start for start, _ in batches] == [0, 10]
+    assert all(sum(len(d) for _, d in batch) <= backend.UPLOAD_BYTES_PER_REQUEST for _, batch in batches)
+    small = [(f"s{i}.png", b"x") for i in range(45)]
+    assert [(start, len(batch)) for start, batch in backend.upload_batches(small)] == [(0, 20), (20, 20), (40, 5)]
+    huge = [("a.dcm", b"\0" * (70 * mib)), ("b.png", b"x")]
+    assert [(start, len(batch)) for start, batch in backend.upload_batches(huge)] == [(0, 1), (1, 1)]
+    assert backend.upload_batches([]) == []

@@ -28,7 +28,7 @@ from models.cards import read_card
 from models.catalogue import entry
 from models.config import data_paths
 from serving.client import MedLensClient
-from serving.schemas import SepsisPrediction, WorklistQuery, case_id_for
+from serving.schemas import ReviewIn, SepsisPrediction, WorklistQuery, case_id_for
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
 from tests.http_stub import Answer, Request, http_stub, json_error
@@ -160,6 +160,20 @@ def test_a_serving_url_typed_in_the_sidebar_is_sent_no_api_token(monkeypatch: py
         assert not at.exception, at.exception
         assert seen and set(seen) == {None}, seen
         assert any("sent none" in c.value for c in at.sidebar.caption)
+
+
+def test_the_sidebar_waits_for_servings_own_health_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving's /healthz waits up to 5 s for each model before it answers 503 naming the one that did not: the
+    sidebar waits longer, so it shows that answer, not a timeout of its own."""
+
+    def slow_health(request: Request) -> Answer:
+        time.sleep(5.5)  # serving's health_timeout_s (5 s) ran out for one model
+        return json_error(503, "unavailable", "pneumonia-cnn did not answer its health check within 5 s")
+
+    with http_stub(slow_health) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        errors = _errors(_app())
+    assert any("pneumonia-cnn did not answer its health check" in e for e in errors), errors
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -541,6 +555,37 @@ def test_a_review_that_takes_a_case_off_the_list_opens_the_next(serving_env: str
     assert any(following[:16] in h.value for h in at.subheader)
     said = [s.value for s in at.success if "Review saved: " in s.value and "(by Dr Next)" in s.value]
     assert said and first[:16] in said[0] and "the next one is open" in said[0]
+
+
+@pytest.mark.serve
+def test_a_review_written_while_the_case_left_the_list_is_saved(serving_env: str) -> None:
+    """A reader writes a review while another reader's review takes the case off "unreviewed": Save still saves
+    it (the page drew no form for a case no longer listed, and the submit was dropped without a word), then
+    the case that took its place opens. A save that fails keeps what was typed."""
+    client = MedLensClient(serving_env)
+    seeds = [int.from_bytes(os.urandom(3), "big") for _ in range(2)]
+    made = client.upload_cases([(f"s{i}.png", client.synthetic_xray("NORMAL", s).png) for i, s in enumerate(seeds)])
+    at = _page("views/worklist.py")
+    before = [c.id for c in client.worklist(WorklistQuery(status="unreviewed")).cases]
+    first = min((c.id for c in made.cases), key=before.index)
+    withheld = next(c for c in made.cases if c.id == first).label_withheld
+    at.selectbox(key="worklist_open_case").select(first).run()
+    at.sidebar.text_input(key="reviewer_name").input("Dr Late").run()
+    if withheld:  # a synthetic image may be out of distribution
+        at.selectbox(key=f"review_label_{first}").select("NORMAL")
+    else:
+        at.radio(key=f"review_verdict_{first}").set_value("agree")
+    at.text_area(key=f"review_comment_{first}").input("written while another reader read it")
+    other = ReviewIn(reviewer="Dr Early", verdict=None if withheld else "agree", label="NORMAL" if withheld else None)
+    client.review(first, other)  # the case leaves "unreviewed" before Dr Late saves
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    history = client.case(first).history
+    assert [r.reviewer for r in history[-2:]] == ["Dr Early", "Dr Late"], [r.reviewer for r in history]
+    assert history[-1].comment == "written while another reader read it"
+    said = [s.value for s in at.success if "Review saved: " in s.value and "(by Dr Late)" in s.value]
+    assert said and first[:16] in said[0] and "has left this list" in said[0]
 
 
 @pytest.mark.serve

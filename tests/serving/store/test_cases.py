@@ -586,3 +586,32 @@ def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgre
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
         admin.dispose()
+
+
+def test_a_stalled_postgresql_statement_ends_instead_of_holding_a_thread(postgres_url: str) -> None:
+    """PostgreSQL sessions carry a statement timeout (30 s) and a lock timeout (10 s), so that a stalled
+    database ends a request with a 503 rather than holding one of the ingress's threads for minutes; migrating
+    lifted both for its own transaction only (a migration of many rows, or one waiting for another replica's,
+    may take longer). SQLite's waits are bounded by its busy timeout (30 s)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    store = CaseStore(postgres_url.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        store.ready()  # migrated on a pooled connection, which later requests reuse
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "30s"
+            assert conn.execute(text("SHOW lock_timeout")).scalar_one() == "10s"
+            with pytest.raises(DBAPIError, match="statement timeout"):
+                conn.execute(text("SET statement_timeout = 200"))
+                conn.execute(text("SELECT pg_sleep(2)"))
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
