@@ -357,11 +357,14 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert not at.exception, at.exception
     assert any("Review not saved: comment" in e.value and "U+000B" in e.value for e in at.error)
     assert client.case(made.id).history == before
-    at.radio(key=f"review_verdict_{made.id}").set_value("agree")
+    # what the reader typed stays, to correct and send again (the form was cleared on every submit)
+    assert at.text_area(key=f"review_comment_{made.id}").value == "pasted\x0bnote"
+    at.text_area(key=f"review_comment_{made.id}").input("pasted note")
     at.button[-1].click().run()
     assert not at.exception, at.exception
     assert not _errors(at)
-    assert [r.reviewer for r in client.case(made.id).history][-1] == "Dr Worklist"
+    assert [(r.reviewer, r.comment) for r in client.case(made.id).history][-1] == ("Dr Worklist", "pasted note")
+    assert at.text_area(key=f"review_comment_{made.id}").value == ""  # a saved review empties the form
     assert any("Review saved: agree (by Dr Worklist)" in s.value for s in at.success)  # shown after the rerun
     assert "Dr Worklist" in at.table[-1].value["reader"].tolist()
     # a second reading: the cases this reader has not reviewed leave this one out, and serving agrees
