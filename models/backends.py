@@ -484,25 +484,26 @@ def _time_in_turn(
     inputs = spec.probe(batch)
     times: dict[str, list[float]] = {m.path: [] for m in timed}
     live = list(timed)
-    for m in list(live):
+
+    def called(m: Measurement) -> bool:
+        """``m``'s runner called once; False, and ``m`` dropped with its error, when it fails."""
         try:
             runners[m.path](*inputs)
         except Exception as exc:
             _not_a_candidate(spec, m, exc)
             live.remove(m)
             del runners[m.path]
+            return False
+        return True
+
+    for m in list(live):
+        called(m)  # the warm-up
     started, rounds = time.perf_counter(), 0
     while live and (rounds < 3 or (time.perf_counter() - started < budget_s * len(live) and rounds < 20)):
         for m in list(live):
             t0 = time.perf_counter()
-            try:
-                runners[m.path](*inputs)
-            except Exception as exc:
-                _not_a_candidate(spec, m, exc)
-                live.remove(m)
-                del runners[m.path]
-                continue
-            times[m.path].append(time.perf_counter() - t0)
+            if called(m):
+                times[m.path].append(time.perf_counter() - t0)
         rounds += 1
     for m in live:
         m.items_per_s[batch] = batch / float(np.median(times[m.path]))

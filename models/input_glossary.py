@@ -14,6 +14,19 @@ SILENT_UNITS = frozenset({"points", "fraction"})
 YES_NO: Mapping[int, str] = {0: "no", 1: "yes"}
 #: both challenges code every age from 90 as one value (HIPAA's Safe Harbor aggregates ages over 89): read in words
 AGE_WORDS: Mapping[str, tuple[float, str]] = {"Age": (90.0, "90 or older")}
+
+
+def to_age_code(cell: str, code: float, highest: float) -> bool:
+    """Whether a file's Age cell (its text, quotes allowed) is an age from 90 up to ``highest`` other than
+    ``code``, its challenge's value for 90 or older: one a case keeps as the code. A higher age is impossible (the
+    loader refuses it), and so is never kept."""
+    try:
+        age = float(cell.strip().strip('"'))
+    except ValueError:
+        return False
+    return 90 <= age <= highest and age != code
+
+
 #: both challenges code sex as 0 = female, 1 = male
 FEMALE_MALE: Mapping[int, str] = {0: "female", 1: "male"}
 

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
-from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary
+from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary, to_age_code
 
 TIME_SERIES = [
     "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP", "FiO2",
@@ -351,9 +351,10 @@ def deidentified(data: bytes) -> bytes:
     kept = []
     for row in text.splitlines():
         parts = row.split(",")
-        if len(parts) == 3 and _unquoted(parts[1]) == _RECORD_ID:
+        parameter = _unquoted(parts[1]) if len(parts) == 3 else None
+        if parameter == _RECORD_ID:
             continue
-        if len(parts) == 3 and _unquoted(parts[1]) == "Age" and _aged_cell(_unquoted(parts[2])):
+        if parameter == "Age" and to_age_code(parts[2], AGE_90_OR_OLDER, LIMITS["Age"][1]):
             kept.append(f"{parts[0]},{parts[1]},{AGE_90_OR_OLDER}")
         else:
             kept.append(row)
@@ -362,15 +363,6 @@ def deidentified(data: bytes) -> bytes:
 
 def _unquoted(cell: str) -> str:
     return cell.strip().strip('"').strip()
-
-
-def _aged_cell(value: str) -> bool:
-    """An age of 90 or more other than the code (an impossible one is refused by the loader, never kept)."""
-    try:
-        age = float(value)
-    except ValueError:
-        return False
-    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER
 
 
 def _static(

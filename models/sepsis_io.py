@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
-from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary
+from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary, to_age_code
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
 LABS = [
@@ -307,20 +307,11 @@ def deidentified(data: bytes) -> bytes:
     frame.columns = [str(c).strip() for c in frame.columns]
     if list(frame.columns).count("Age") != 1:
         return data  # no age, or a duplicated column the loader refuses
-    aged = frame["Age"].map(_aged_cell).astype(bool)
+    aged = frame["Age"].map(lambda cell: to_age_code(cell, AGE_90_OR_OLDER, LIMITS["Age"][1])).astype(bool)
     if not aged.any():
         return data
     frame.loc[aged, "Age"] = f"{AGE_90_OR_OLDER:g}"
     return str(frame.to_csv(sep=sep, index=False, lineterminator="\n")).encode("utf-8")
-
-
-def _aged_cell(cell: str) -> bool:
-    """An age of 90 or more other than the code (an impossible one is refused by the loader, never kept)."""
-    try:
-        age = float(cell.strip().strip('"'))
-    except ValueError:
-        return False
-    return 90 <= age <= LIMITS["Age"][1] and age != AGE_90_OR_OLDER
 
 
 def _check_limits(col: str, arr: np.ndarray, name: str, on_impossible: str, warnings: list[str]) -> np.ndarray:

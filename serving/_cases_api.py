@@ -45,8 +45,7 @@ from serving.schemas import (
     Worklist,
     WorklistQuery,
     XrayPrediction,
-    case_id_for,
-    kept_record,
+    kept_and_id,
 )
 from serving.store.agreement import agreement
 from serving.store.export import reviews_csv, reviews_fhir
@@ -128,7 +127,8 @@ def _check_id(case_id: str) -> str:
     return case_id
 
 
-def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewCase:
+def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any, record: bytes) -> NewCase:
+    """``record``: what the case keeps of an ICU file (:func:`serving.schemas.kept_and_id`)."""
     from serving.store.cases import NewCase
 
     if isinstance(prediction, XrayPrediction):
@@ -175,7 +175,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any) -> NewC
         prediction=prediction.model_dump(mode="json", exclude=unkept),
         # what the model read, to explain the case again: without the RecordID that names a 2012 stay, an age
         # over 89 as its challenge's code
-        record=kept_record(kind, file.data),
+        record=record,
     )
 
 
@@ -199,9 +199,9 @@ def _classified(
     return list(classify(where, name, data, limits, unpacked))
 
 
-def _case_ids(found: list[CaseFile]) -> list[str]:
-    """Each case file's id (:func:`serving.schemas.case_id_for`)."""
-    return [case_id_for(f.kind, f.data) for f in found]
+def _kept_and_ids(found: list[CaseFile]) -> list[tuple[bytes, str]]:
+    """What each case file's case keeps, and its id (:func:`serving.schemas.kept_and_id`)."""
+    return [kept_and_id(f.kind, f.data) for f in found]
 
 
 def _rejected(where: str, error: ItemError) -> RejectedFile:
@@ -253,7 +253,9 @@ async def create_cases(
             raise ApiError(
                 413, "too_many_files", f"More than {args.max_files} files in one case upload: send them in several."
             )
-    ids = await asyncio.to_thread(_case_ids, found)
+    kept_ids = await asyncio.to_thread(_kept_and_ids, found)
+    ids = [case_id for _, case_id in kept_ids]
+    records = {case_id: record for record, case_id in kept_ids}
     existing: dict[str, CaseSummary] = await _db(service.store.existing, list(set(ids)))
     gate = asyncio.Semaphore(args.concurrency)
 
@@ -267,7 +269,8 @@ async def create_cases(
                 prediction = await service.predict(model, Upload(item.data, item.upload_name, include), False)
             except ApiError as exc:
                 return RejectedFile(file=item.where, status=exc.status, error=exc.error, detail=_about(item, exc))
-        made: tuple[CaseSummary, bool] = await _db(service.store.add, _new_case(case_id, item, model, prediction))
+        new_case = _new_case(case_id, item, model, prediction, records[case_id])
+        made: tuple[CaseSummary, bool] = await _db(service.store.add, new_case)
         return made
 
     firsts: dict[str, CaseFile] = {}

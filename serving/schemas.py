@@ -612,13 +612,18 @@ def kept_record(kind: CaseKind, data: bytes) -> bytes:
     return data
 
 
-def case_id_for(kind: CaseKind, data: bytes) -> str:
-    """The id of the case a file makes: the SHA-256 of what the case keeps (:func:`kept_record`), so that the id,
-    which every reader and export sees, cannot give the RecordID or an exact age over 89 back by trying each
-    candidate."""
-    with contextlib.suppress(MedLensInputError):  # not a record its model reads: refused, never a case
+def kept_and_id(kind: CaseKind, data: bytes) -> tuple[bytes, str]:
+    """What the case a file makes keeps (:func:`kept_record`; a file its model cannot read, as it is: refused,
+    never a case) and the case's id, its SHA-256, so that the id, which every reader and export sees, cannot give
+    the RecordID or an exact age over 89 back by trying each candidate."""
+    with contextlib.suppress(MedLensInputError):
         data = kept_record(kind, data)
-    return hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def case_id_for(kind: CaseKind, data: bytes) -> str:
+    """The id of the case a file makes (:func:`kept_and_id`)."""
+    return kept_and_id(kind, data)[1]
 
 
 def label_withheld(in_distribution: bool | None) -> bool:
