@@ -386,16 +386,24 @@ def extra_difference(spec: ModelSpec, reference: np.ndarray, out: np.ndarray, va
     return worst
 
 
-def training_precision(step: Callable[[bool], torch.Tensor]) -> tuple[bool, dict[str, float]]:
-    """Time one training step on this machine in float32 and under bfloat16 autocast, each twice (the first of
-    each warms up): ``step(bf16)`` runs the forward pass under autocast when ``bf16`` and returns the loss, whose
-    backward pass is timed with it. Returns (bf16 is faster here, seconds per step of each). bf16 autocast is
-    2-3x faster on CPUs with AMX or AVX512-BF16 and several times slower on AVX2 alone: never assumed."""
+def training_precision(
+    step: Callable[[bool], torch.Tensor], requested: str = "auto", trained: Sequence[nn.Module] = ()
+) -> tuple[bool, dict[str, float]]:
+    """Whether to train under bfloat16 autocast, and the seconds per step measured ({} where none was). ``requested``
+    "fp32" or "bf16" is taken as it is; "auto" times one training step on this machine in float32 and under
+    bfloat16 autocast, each twice (the first of each warms up): ``step(bf16)`` runs the forward pass under
+    autocast when ``bf16`` and returns the loss, whose backward pass is timed with it, and ``trained``'s gradients
+    are cleared after. bf16 autocast is 2-3x faster on CPUs with AMX or AVX512-BF16 and several times slower on
+    AVX2 alone: never assumed."""
+    if requested != "auto":
+        return requested == "bf16", {}
     times: dict[str, float] = {}
     for name, bf16 in (("fp32", False), ("bf16", True), ("fp32 again", False), ("bf16 again", True)):
         started = time.perf_counter()
         step(bf16).backward()
         times[name] = time.perf_counter() - started
+    for module in trained:
+        module.zero_grad(set_to_none=True)
     measured = {"fp32": times["fp32 again"], "bf16": times["bf16 again"]}
     return measured["bf16"] < measured["fp32"], measured
 

@@ -178,18 +178,18 @@ class CnnTrainResult:
     precision_probe_s: dict[str, float]  # seconds per step of each, measured at the start ({}: chosen by hand)
 
 
-def choose_cnn_precision(model: PneumoniaCNN, batch_size: int, image_size: int) -> tuple[bool, dict[str, float]]:
-    """Whether a training step of ``model`` runs faster under bfloat16 autocast than in float32 on this machine,
-    measured (:func:`models.backends.training_precision`), and the seconds per step of each."""
+def choose_cnn_precision(
+    model: PneumoniaCNN, batch_size: int, image_size: int, requested: str = "auto"
+) -> tuple[bool, dict[str, float]]:
+    """bf16 autocast or float32 for a training step of ``model``, as ``requested`` or, "auto", as measured on this
+    machine (:func:`models.backends.training_precision`), with the seconds per step of each."""
     x = torch.rand(batch_size, 1, image_size, image_size).contiguous(memory_format=torch.channels_last)
 
     def step(bf16: bool) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return model(x).float().mean()
 
-    choice = training_precision(step)
-    model.zero_grad(set_to_none=True)
-    return choice
+    return training_precision(step, requested, (model,))
 
 
 def train_cnn(
@@ -226,10 +226,7 @@ def train_cnn(
     config = config.model_copy(update={"mean": float(sample.mean()), "std": float(sample.std() + 1e-6)})
 
     model = PneumoniaCNN(config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if precision == "auto":
-        bf16, probe = choose_cnn_precision(model, batch_size, config.image_size)
-    else:
-        bf16, probe = precision == "bf16", {}
+    bf16, probe = choose_cnn_precision(model, batch_size, config.image_size, precision)
     tqdm.write(f"precision: {'bfloat16 autocast' if bf16 else 'float32'} (measured s per step: {probe})")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)

@@ -93,20 +93,18 @@ def diff_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(inside, torch.full_like(x, -1.0), x)
 
 
-def choose_precision(g: Generator, d: Discriminator, batch: int, z_dim: int) -> tuple[bool, dict[str, float]]:
-    """Time a forward + backward pass of both networks in float32 and under bfloat16 autocast on this
-    machine (:func:`models.backends.training_precision`); True when bf16 is faster. Returns the choice and
-    seconds per pass for each."""
+def choose_precision(
+    g: Generator, d: Discriminator, batch: int, z_dim: int, requested: str = "auto"
+) -> tuple[bool, dict[str, float]]:
+    """bf16 autocast or float32 for a forward + backward pass of both networks, as ``requested`` or, "auto", as
+    measured on this machine (:func:`models.backends.training_precision`), with the seconds per pass of each."""
     y = torch.arange(batch) % 2
 
     def step(bf16: bool) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return d(g(torch.randn(batch, z_dim), y), y).float().mean()
 
-    choice = training_precision(step)
-    g.zero_grad(set_to_none=True)
-    d.zero_grad(set_to_none=True)
-    return choice
+    return training_precision(step, requested, (g, d))
 
 
 @dataclass
@@ -166,10 +164,7 @@ def train_gan(
         p.requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=lr_g, betas=BETAS)
     opt_d = torch.optim.Adam(d.parameters(), lr=lr_d, betas=BETAS)
-    if precision == "auto":
-        bf16, probe = choose_precision(g, d, batch_size, config.z_dim)
-    else:
-        bf16, probe = precision == "bf16", {}
+    bf16, probe = choose_precision(g, d, batch_size, config.z_dim, precision)
     tqdm.write(f"precision: {'bfloat16 autocast' if bf16 else 'float32'} (measured s per pass: {probe})")
     gen = torch.Generator().manual_seed(seed)
     x_all = torch.from_numpy(images)  # (N, S, S) uint8
