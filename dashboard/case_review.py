@@ -12,7 +12,8 @@ from dashboard.backend import ServingError, call, client, show_error
 from dashboard.charts.common import literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
-from serving.schemas import REVIEW_LABELS, CaseDetail, Review, ReviewIn, XrayPrediction
+from serving.client import new_request_key
+from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
 
 
 def show_answer(pred: XrayPrediction, key: str) -> bool:
@@ -81,15 +82,21 @@ def load_case(case_id: str) -> CaseDetail | None:
         return None
 
 
-def _post_review(case_id: str, review: ReviewIn) -> Review | None:
-    """Sent once: a review is a new row of an append-only trail, so an answer lost after the row was written
-    (a busy or dropped database at commit) must not add a second one. A failure is shown; the form keeps what
-    the reader typed, to send again."""
-    try:
-        return client().review(case_id, review)
-    except ServingError as exc:
-        show_error(exc)
-        return None
+def _request_key(case_id: str, review: ReviewIn) -> str:
+    """The ``Idempotency-Key`` of ``review`` of ``case_id``. It is kept in the session until the review is saved:
+    the review sent again (a busy answer retried, or Save pressed again after an answer that never came) carries
+    the same key, and serving writes it once. A review changed since is a new review, with a new key."""
+    state_key = _request_state_key(case_id)
+    body = review.model_dump_json()
+    kept = st.session_state.get(state_key)
+    if kept is None or kept[0] != body:
+        kept = (body, new_request_key())
+        st.session_state[state_key] = kept
+    return str(kept[1])
+
+
+def _request_state_key(case_id: str) -> str:
+    return f"review_request_{case_id}"
 
 
 def _other_model(case_model: str, shown: str, kind: str) -> str:
@@ -163,9 +170,10 @@ def review_panel(
                 f"Review not saved. {_other_model(made.cases[0].model, shown, kind)}", icon=":material/swap_horiz:"
             )
             return
-    saved = _post_review(case_id, sent)
+    saved = call(client().review, case_id, sent, _request_key(case_id, sent))
     if saved is not None:
         widgets.clear_review_form(case_id)
+        st.session_state.pop(_request_state_key(case_id), None)
         read = saved.verdict if saved.verdict is not None else f"your label {saved.label}"
         # said after the rerun that shows the review in the history (a message before it would vanish with it)
         st.session_state[_saved_key(case_id)] = f"Review saved: {read} (by {literal(saved.reviewer)})."

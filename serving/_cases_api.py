@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi import APIRouter, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from serving._casefiles import CaseFile, Rejected, Unpacked, ZipLimits, classify
@@ -39,6 +39,7 @@ from serving.schemas import (
     MortalityPrediction,
     ReaderName,
     RejectedFile,
+    RequestKey,
     Review,
     ReviewIn,
     SepsisPrediction,
@@ -398,12 +399,42 @@ async def explain_case(
 
 
 @router.post(
-    "/v1/cases/{case_id}/reviews", status_code=201, response_model=Review, dependencies=AUTH, responses=_ERRORS
+    "/v1/cases/{case_id}/reviews",
+    status_code=201,
+    response_model=Review,
+    dependencies=AUTH,
+    responses={
+        **_ERRORS,
+        201: {
+            "description": "the review, as the trail keeps it (also when a request with its key wrote it before)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when an earlier request with this `Idempotency-Key` wrote the review",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+    },
 )
-async def add_review(review: ReviewIn, case_id: str = _CASE_ID) -> Review:
+async def add_review(
+    review: ReviewIn,
+    response: Response,
+    case_id: Annotated[str, _CASE_ID],
+    idempotency_key: Annotated[
+        RequestKey | None,
+        Header(
+            alias="Idempotency-Key",
+            description="a new random token for each review (a UUID, say), sent again unchanged when the same "
+            "review is sent again: a review that an earlier request with this key wrote is answered, not written "
+            "twice; the key with another review is refused (422)",
+        ),
+    ] = None,
+) -> Review:
     """Append a review. Reviews are never changed or deleted: a change of mind is a new review."""
-    result: Review = await _db(_service().store.add_review, _check_id(case_id), review)
-    return result
+    saved: tuple[Review, bool] = await _db(_service().store.add_review, _check_id(case_id), review, idempotency_key)
+    if saved[1]:
+        response.headers["Idempotent-Replayed"] = "true"
+    return saved[0]
 
 
 @router.delete("/v1/cases/{case_id}", response_model=Review, dependencies=AUTH, responses=_ERRORS)

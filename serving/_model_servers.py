@@ -80,7 +80,7 @@ def http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
         title=title,
-        version="1.14.3",
+        version="1.15.0",
         description=f"{description} {_API_DESCRIPTION}",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,6 +115,11 @@ class ServingError(Exception):
         return cls(status, _kind_for(status), text or f"the server answered {status} {reason}")
 
 
+def new_request_key() -> str:
+    """A new ``Idempotency-Key`` for one review: 32 URL-safe characters, 192 random bits."""
+    return secrets.token_urlsafe(24)
+
+
 def _kind_for(status: int) -> str:
     return {
         400: "bad_request",
@@ -139,7 +145,7 @@ class MedLensClient:
         self.base_url = base_url.rstrip("/")
         self.token = token or None
         self.timeout = timeout
-        #: How long an idempotent request (every GET, predictions, case uploads; never a review) is retried
+        #: How long an idempotent request (every GET, predictions, case uploads, a review sent with its key) is retried
         #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable``, a plain-text
         #: 404 (a restarted front door without its routes yet) or plain-text 500 (HAProxy's answer when the
         #: replica died under the request) from the front door, or a refused connection from a server that
@@ -278,9 +284,19 @@ class MedLensClient:
         params = {} if hour is None else {"hour": hour}
         return self._request("GET", f"/v1/cases/{case_id}/explanation", CaseExplanation, params=params)
 
-    def review(self, case_id: str, review: ReviewIn) -> Review:
-        # not retried: each review is a new row of the trail, so a retry after a lost answer could add two
-        return self._request("POST", f"/v1/cases/{case_id}/reviews", Review, retry=False, json=review.model_dump())
+    def review(self, case_id: str, review: ReviewIn, key: str | None = None) -> Review:
+        """Append ``review``. With ``key`` (:func:`new_request_key`, one per review, the same for every send of
+        it) the request is retried as an idempotent one and serving writes it once; without, it is sent once,
+        since a retry after a lost answer could add the review twice."""
+        headers = {} if key is None else {"Idempotency-Key": key}
+        return self._request(
+            "POST",
+            f"/v1/cases/{case_id}/reviews",
+            Review,
+            retry=key is not None,
+            json=review.model_dump(),
+            headers=headers,
+        )
 
     def delete_case(self, case_id: str, reviewer: str) -> Review:
         return self._request("DELETE", f"/v1/cases/{case_id}", Review, params={"reviewer": reviewer})

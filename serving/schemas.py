@@ -528,6 +528,8 @@ ReaderName = Annotated[
 ]
 #: The start of a case id as a reader quotes it (the worklist shows 16 of its 64 hex digits), in either case.
 CaseIdPrefix = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")]
+#: An ``Idempotency-Key``: a token the client makes for one request and sends again with its retries.
+RequestKey = Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 #: A reader's free-text note: line breaks and tabs allowed, no other control character.
 ReaderNote = Annotated[str, Field(max_length=MAX_COMMENT_CHARS), _no_control_characters("\n\r\t")]
 #: A case's status by its latest review, or every case.

@@ -10,7 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from serving.store.cases import CaseNotFound, CaseStore, InvalidReview, NewCase, StoreError, StoreUnavailable
+    from serving.store.cases import (
+        CaseNotFound,
+        CaseStore,
+        InvalidReview,
+        NewCase,
+        ReusedRequestKey,
+        StoreError,
+        StoreUnavailable,
+    )
     from serving.store.db import DB_URL_ENV, db_url, describe
 
 _WHERE = {
@@ -18,6 +26,7 @@ _WHERE = {
     "CaseStore": "serving.store.cases",
     "InvalidReview": "serving.store.cases",
     "NewCase": "serving.store.cases",
+    "ReusedRequestKey": "serving.store.cases",
     "StoreError": "serving.store.cases",
     "StoreUnavailable": "serving.store.cases",
     "DB_URL_ENV": "serving.store.db",
@@ -38,6 +47,7 @@ __all__ = [
     "CaseStore",
     "InvalidReview",
     "NewCase",
+    "ReusedRequestKey",
     "StoreError",
     "StoreUnavailable",
     "db_url",

@@ -69,6 +69,33 @@ class InvalidReview(StoreError):
     kind = "invalid_review"
 
 
+class ReusedRequestKey(StoreError):
+    status_code = 422
+    kind = "idempotency_key_reused"
+
+
+_REUSED_KEY = (
+    "Header `Idempotency-Key`: this key was sent before with another review. A key names one review: send the "
+    "same review again with it, or a new review with a new key."
+)
+
+
+def _replayed(earlier: ReviewRow, case_id: str, review: ReviewIn) -> Review:
+    """The review ``earlier``, written under the key of a request for ``review`` of ``case_id``: the same
+    request sent again, or :class:`ReusedRequestKey`."""
+    same = (
+        earlier.action == "review"
+        and earlier.case_id == case_id
+        and earlier.reviewer == review.reviewer.strip()
+        and earlier.verdict == review.verdict
+        and earlier.label == review.label
+        and earlier.comment == (review.comment or None)
+    )
+    if not same:
+        raise ReusedRequestKey(_REUSED_KEY)
+    return _review(earlier)
+
+
 @dataclass(frozen=True)
 class NewCase:
     """What a prediction leaves in the database (no patient identifier: see serving/store/tables.py)."""
@@ -317,11 +344,18 @@ class CaseStore:
             return _review(tombstone)
 
     # -- reviews -----------------------------------------------------------------------------------------
-    def add_review(self, case_id: str, review: ReviewIn) -> Review:
+    def add_review(self, case_id: str, review: ReviewIn, key: str | None = None) -> tuple[Review, bool]:
+        """Append ``review`` to ``case_id``'s trail. ``key``: the request's idempotency key; a review already
+        written under it is answered instead of a new one (a request sent again after its answer was lost).
+        -> (the review, whether it was written before)."""
         with self._guard(), write_transaction(self.engine) as conn, Session(bind=conn) as session:
-            # locked until the review is written: a delete in flight cannot slip in between (PostgreSQL; SQLite's
-            # write transaction is exclusive already)
+            # locked until the review is written: a delete in flight cannot slip in between, nor a second request
+            # with the same key (PostgreSQL; SQLite's write transaction is exclusive already)
             row = session.get(CaseRow, case_id, with_for_update=True)
+            if key is not None:
+                earlier = session.scalars(select(ReviewRow).where(ReviewRow.request_key == key)).first()
+                if earlier is not None:
+                    return _replayed(earlier, case_id, review), True
             if row is None:
                 raise CaseNotFound(f"No case {case_id!r}: it was never uploaded, or it was deleted.")
             allowed = REVIEW_LABELS[row.kind]
@@ -350,10 +384,16 @@ class CaseStore:
                 comment=review.comment or None,
                 model=row.model,
                 model_version=row.model_version,
+                request_key=key,
             )
             session.add(new)
-            session.flush()
-            return _review(new)
+            try:
+                session.flush()
+            except IntegrityError:
+                # the key's other use is another case's review, written since the look-up above (its case was
+                # locked, not this one)
+                raise ReusedRequestKey(_REUSED_KEY) from None
+            return _review(new), False
 
     # -- who saw a DICOM file's patient identifiers ------------------------------------------------------
     def record_identity_view(self, image_id: str, reader: str) -> IdentityView:

@@ -70,8 +70,14 @@ class ReviewRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str] = mapped_column(String(32))
     model_version: Mapped[str] = mapped_column(String(64))  # the version whose prediction the reader saw
+    #: the ``Idempotency-Key`` its request carried (a random token the client made; None: none was sent). Unique:
+    #: a request sent again after its answer was lost finds its review instead of writing a second one.
+    request_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_reviews_case", "case_id", "id"),)
+    __table_args__ = (
+        Index("ix_reviews_case", "case_id", "id"),
+        Index("ux_reviews_request_key", "request_key", unique=True),
+    )
 
 
 class IdentityViewRow(Base):

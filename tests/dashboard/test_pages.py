@@ -592,6 +592,50 @@ def test_a_review_written_while_the_case_left_the_list_is_saved(serving_env: str
 
 
 @pytest.mark.serve
+def test_a_review_whose_answer_was_lost_is_saved_once(serving_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving writes a review but its answer is lost (a 503 from the front door after the commit, as when the
+    database connection drops at COMMIT). The page sends it again under the same ``Idempotency-Key`` and the trail
+    keeps one review, where a reader pressing Save again after the error used to add a second."""
+    client = MedLensClient(serving_env)
+    made = client.upload_cases([("r.png", client.synthetic_xray("NORMAL", int.from_bytes(os.urandom(3), "big")).png)])
+    case = made.cases[0]
+    posted: list[str | None] = []
+
+    def front_door(request: Request) -> Answer:
+        """Passes every request to serving; answers the first review it passes with a 503 instead of serving's."""
+        sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length", "connection"}}
+        answer = httpx.request(
+            request.method, serving_env + request.path, headers=sent, content=request.body or None, timeout=TIMEOUT
+        )
+        if request.method == "POST" and request.path.endswith("/reviews"):
+            posted.append(next((v for k, v in request.headers.items() if k.lower() == "idempotency-key"), None))
+            if len(posted) == 1:
+                return json_error(503, "database_unavailable", "the front door lost this answer on purpose")
+        return Answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+
+    with http_stub(front_door) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _page("views/worklist.py")
+        at.selectbox(key="worklist_status").select("all").run()
+        at.selectbox(key="worklist_open_case").select(case.id).run()
+        at.sidebar.text_input(key="reviewer_name").input("Dr Once").run()
+        if case.label_withheld:  # a synthetic image may be out of distribution
+            at.selectbox(key=f"review_label_{case.id}").select("NORMAL")
+        else:
+            at.radio(key=f"review_verdict_{case.id}").set_value("agree")
+        at.text_area(key=f"review_comment_{case.id}").input("sent once, answered twice")
+        at.button[-1].click().run()
+        assert not at.exception, at.exception
+        if _errors(at):  # what a reader does after an error: Save again, the form still filled in
+            at.button[-1].click().run()
+            assert not at.exception, at.exception
+    mine = [r for r in client.case(case.id).history if r.reviewer == "Dr Once"]
+    assert [r.comment for r in mine] == ["sent once, answered twice"], mine
+    assert len(posted) == 2 and posted[0] is not None and posted[0] == posted[1], posted
+    assert any("Review saved: " in s.value and "(by Dr Once)" in s.value for s in at.success)
+
+
+@pytest.mark.serve
 def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_normal_path: Path) -> None:
     """As on the X-ray page: a case whose label is withheld (a CT slice, out of distribution) opens without its
     risk, gauge or Grad-CAM and says why; "Show the model's output anyway" draws the gauge and offers the

@@ -396,6 +396,31 @@ def test_bad_reviews_and_unknown_cases(client: MedLensClient, serving_url: str, 
     assert "Dr Purge" in client.export_reviews("csv").decode()
 
 
+def test_a_review_sent_again_with_its_idempotency_key_is_written_once(
+    client: MedLensClient, serving_url: str, xray_normal_path: Path
+) -> None:
+    """``Idempotency-Key``: the same review sent again is answered with the first one's row (201,
+    ``Idempotent-Replayed: true``), the key with another review is a 422, a malformed key a 422 naming the
+    header; without a key each request is a review."""
+    case_id = client.upload_cases([("n.jpeg", xray_normal_path.read_bytes())]).cases[0].id
+    url = f"{serving_url}/v1/cases/{case_id}/reviews"
+    key = uuid.uuid4().hex
+    body = {"reviewer": "Dr Key", "verdict": "agree", "comment": "once"}
+    first = httpx.post(url, json=body, headers={"Idempotency-Key": key}, timeout=30)
+    again = httpx.post(url, json=body, headers={"Idempotency-Key": key}, timeout=30)
+    assert (first.status_code, again.status_code) == (201, 201), (first.text, again.text)
+    assert again.json() == first.json()
+    assert "idempotent-replayed" not in first.headers and again.headers["idempotent-replayed"] == "true"
+    reused = httpx.post(url, json={**body, "comment": "twice"}, headers={"Idempotency-Key": key}, timeout=30)
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused", reused.text
+    for bad in ("short", "x" * 65, "has spaces in it!!"):
+        response = httpx.post(url, json=body, headers={"Idempotency-Key": bad}, timeout=30)
+        assert response.status_code == 422 and "Idempotency-Key" in response.json()["detail"], (bad, response.text)
+    client.review(case_id, ReviewIn(reviewer="Dr Key", verdict="agree", comment="once"))
+    mine = [r for r in client.case(case_id).history if r.reviewer == "Dr Key"]
+    assert [r.comment for r in mine] == ["once", "once"], mine
+
+
 def _declared_bomb() -> bytes:
     """One small member whose central directory claims 10 GB."""
     buffer = io.BytesIO()

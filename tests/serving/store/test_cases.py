@@ -18,11 +18,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from serving.schemas import ReviewIn, WorklistQuery
-from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, StoreUnavailable
+from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, ReusedRequestKey, StoreUnavailable
 from serving.store.agreement import agreement
 from serving.store.db import write_transaction
 from serving.store.export import reviews_csv, reviews_fhir
-from serving.store.tables import CaseRow
+from serving.store.tables import CaseRow, ReviewRow
 
 
 def xray_case(n: int, risk: float = 0.5, image_png: bytes | None = b"\x89PNG\r\n\x1a\nfake", **extra: Any) -> NewCase:
@@ -157,7 +157,9 @@ def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore)
         store.add_review(case.id, ReviewIn(reviewer="A", verdict="disagree", label="SEPSIS"))
     with pytest.raises(CaseNotFound):
         store.add_review(f"{99:064x}", ReviewIn(reviewer="A", verdict="agree"))
-    review = store.add_review(case.id, ReviewIn(reviewer="  Dr Ada  ", verdict="disagree", label="NORMAL", comment="c"))
+    review, _ = store.add_review(
+        case.id, ReviewIn(reviewer="  Dr Ada  ", verdict="disagree", label="NORMAL", comment="c")
+    )
     assert (review.reviewer, review.model, review.model_version) == ("Dr Ada", "cnn", "cnn-test")
     assert review.created_at.endswith("Z")
 
@@ -172,7 +174,7 @@ def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(
     with pytest.raises(InvalidReview, match="`label` is required without `verdict`"):
         store.add_review(withheld.id, ReviewIn(reviewer="A", comment="no label"))
     assert store.get(withheld.id).reviews == 0
-    review = store.add_review(withheld.id, ReviewIn(reviewer="A", label="NORMAL"))
+    review, _ = store.add_review(withheld.id, ReviewIn(reviewer="A", label="NORMAL"))
     assert (review.verdict, review.label) == (None, "NORMAL")
     case = store.get(withheld.id)
     assert (case.status, case.last_verdict, case.reviews) == ("reviewed", None, 1)
@@ -181,6 +183,63 @@ def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(
     export = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][0]["resource"]
     assert export["status"] == "final" and "withheld" in export["conclusion"]
     assert "reader's label: NORMAL" in export["conclusion"]
+
+
+KEY = "k" * 16
+
+
+def test_a_review_sent_again_with_its_key_is_written_once(store: CaseStore) -> None:
+    """A review sent again under its ``Idempotency-Key`` is answered with the review written the first time, even
+    after its case was deleted; the key with another review, or another case, is refused. Without a key every
+    request is a new review."""
+    case, _ = store.add(xray_case(1, 0.8))
+    other, _ = store.add(xray_case(2, 0.8))
+    sent = ReviewIn(reviewer="Dr Ada", verdict="agree", comment="first")
+    first, replayed = store.add_review(case.id, sent, KEY)
+    assert not replayed
+    again, replayed = store.add_review(case.id, ReviewIn(reviewer=" Dr Ada ", verdict="agree", comment="first"), KEY)
+    assert replayed and again == first
+    for changed in (sent.model_copy(update={"comment": "second"}), sent.model_copy(update={"verdict": "disagree"})):
+        with pytest.raises(ReusedRequestKey, match="Idempotency-Key"):
+            store.add_review(case.id, changed, KEY)
+    with pytest.raises(ReusedRequestKey):
+        store.add_review(other.id, sent, KEY)
+    assert [r.comment for r in store.get(case.id).history if r.action == "review"] == ["first"]
+    store.add_review(case.id, sent)
+    store.add_review(case.id, sent)
+    assert [r.comment for r in store.get(case.id).history if r.action == "review"] == ["first"] * 3
+    store.delete(case.id, "Dr B")
+    assert store.add_review(case.id, sent, KEY) == (first, True)
+
+
+def test_a_key_taken_by_another_cases_review_in_flight_is_refused(store: CaseStore) -> None:
+    """Two requests with one key for two cases at once: the second waits for the first's transaction and is
+    refused, instead of failing as a database error (PostgreSQL: the unique index; SQLite: its write lock)."""
+    case, _ = store.add(xray_case(1, 0.8))
+    other, _ = store.add(xray_case(2, 0.8))
+    outcome: list[object] = []
+
+    def review() -> None:
+        try:
+            outcome.append(store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"), KEY))
+        except Exception as exc:  # the test reads which
+            outcome.append(exc)
+
+    with write_transaction(store.engine) as conn, Session(bind=conn) as session:
+        session.add(
+            ReviewRow(
+                case_id=other.id, action="review", reviewer="B", created_at=datetime.now(UTC), verdict="agree",
+                label=None, comment=None, model="cnn", model_version="cnn-test", request_key=KEY,
+            )
+        )  # fmt: skip
+        session.flush()
+        waiting = threading.Thread(target=review)
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive(), f"the review did not wait for the other transaction: {outcome}"
+    waiting.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ReusedRequestKey), outcome
+    assert store.get(case.id).reviews == 0
 
 
 def test_the_trail_is_append_only_in_the_database_itself(store: CaseStore) -> None:
@@ -329,15 +388,28 @@ def test_concurrent_readers_lose_nothing_across_a_restart(db_url: str) -> None:
         restarted.close()
 
 
-def test_migrations_are_idempotent(db_url: str) -> None:
+def test_migrations_are_idempotent_and_build_the_tables_the_code_declares(db_url: str) -> None:
+    """Migrating twice is a no-op; the schema the migrations build is the one serving/store/tables.py declares
+    (Alembic's comparison finds nothing to change)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from serving.store.db import MIGRATIONS
+    from serving.store.tables import Base
+
     for _ in range(2):
         s = CaseStore(db_url)
         s.ready()
         s.close()
     s = CaseStore(db_url)
+    newest = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("0*.py"))
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == newest
+        drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     s.close()
+    assert [
+        d for d in drift if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")
+    ] == []
 
 
 def _stored_at_revision(db_url: str, revision: str, cases: list[NewCase]) -> None:
