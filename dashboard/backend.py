@@ -27,10 +27,16 @@ _STORE_PREFIX = "_medlens_store_"
 #: Predictions kept per session and per kind (oldest dropped first).
 MAX_STORED = 16
 
-#: Busy answers retried by :func:`call` (serving's back-pressure: queue full, overloaded).
-BUSY_STATUSES = (429, 503)
+#: Busy answers retried by :func:`attempt`: serving's back-pressure, which the client leaves to its caller (a full
+#: queue, 503 ``queue_full``; 429). The client itself retries a 503 ``unavailable`` and a lost connection.
 BUSY_RETRIES = 2
 BUSY_WAIT_S = 2.0
+
+
+def busy(exc: ServingError) -> bool:
+    """Whether ``exc`` is back-pressure that :func:`attempt` retries."""
+    return exc.status == 429 or (exc.status == 503 and exc.error == "queue_full")
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -134,23 +140,25 @@ def upload_batches(files: list[tuple[str, bytes]]) -> list[tuple[int, list[tuple
 
 
 def attempt(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a serving call, retrying a busy answer (429 / 503: queue full, replica starting)
-    :data:`BUSY_RETRIES` times after :data:`BUSY_WAIT_S` seconds. Raises the last :class:`ServingError`."""
+    """Run a serving call, retrying a busy answer (:func:`busy`) :data:`BUSY_RETRIES` times after
+    :data:`BUSY_WAIT_S` seconds. Other failures are the client's to retry, once: raises the last
+    :class:`ServingError`."""
     for n in range(BUSY_RETRIES):
         try:
             return fn(*args, **kwargs)
         except ServingError as exc:
-            if exc.status not in BUSY_STATUSES:
+            if not busy(exc):
                 raise
             time.sleep(BUSY_WAIT_S * (n + 1))
     return fn(*args, **kwargs)
 
 
 def call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
-    """:func:`attempt` a serving call; on :class:`ServingError` show its detail with ``st.error`` and return
-    None."""
+    """:func:`attempt` a serving call under a spinner (drawn once it takes half a second); on
+    :class:`ServingError` show its detail with ``st.error`` and return None."""
     try:
-        return attempt(fn, *args, **kwargs)
+        with st.spinner("Waiting for MedLens serving…"):
+            return attempt(fn, *args, **kwargs)
     except ServingError as exc:
         show_error(exc)
         return None
@@ -158,7 +166,12 @@ def call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
 
 def show_error(exc: ServingError) -> None:
     if exc.status == 0 and exc.error == "unreachable":
-        st.error(f"{exc.detail} — or set the serving URL in the sidebar.", icon=":material/cloud_off:")
+        st.error(
+            f"MedLens serving at {serving_url()} is not reachable. Check the serving URL in the sidebar; if it is "
+            "right, serving is down or restarting: retry in a minute, and tell whoever runs MedLens if it stays "
+            "down (operators: `make run`, or `serve run ray_config.yaml`).",
+            icon=":material/cloud_off:",
+        )
     elif exc.status:
         st.error(f"{exc.detail} (HTTP {exc.status}, {exc.error})", icon=":material/error:")
     else:

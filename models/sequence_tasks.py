@@ -250,6 +250,7 @@ def _mortality_task() -> SequenceTask:
         description="in-hospital death from the first 48 ICU hours (PhysioNet 2012 In-hospital_death)",
         threshold_rule="maximises the challenge's event-1 score min(Se, +P) on the out-of-fold predictions",
         primary="event1",
+        teacher="hourly+stay",  # adopted by the protocol's rule 23 on 2026-12-05 (docs/sepsis-protocol.md)
     )
 
 

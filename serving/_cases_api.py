@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from models.catalogue import ModelName
 from serving._casefiles import CaseFile, Rejected, Unpacked, ZipLimits, classify
 from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
@@ -474,9 +475,16 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
 
 
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
-async def review_agreement(kind: CaseKind = Query("xray")) -> Agreement:
+async def review_agreement(
+    kind: CaseKind = Query("xray"),
+    model: ModelName | None = Query(
+        None,
+        description="only the cases this model scored (a review agrees or disagrees with its case's model's "
+        "label); default: every model's cases of the kind",
+    ),
+) -> Agreement:
     """Model vs reader agreement (Cohen's kappa, confusion against the readers' labels) and between readers
     (Scott's pi over pooled pairs) on the reviewed cases of one kind, from each reader's latest review.
     Synthetic cases are left out: a metric of real data never counts a generated image."""
     trail = list(await _db(lambda: list(_service().store.trail())))
-    return agreement(kind, trail)
+    return agreement(kind, trail, model)

@@ -246,7 +246,13 @@ class MedLensIngress:
             )
         return Health(status="ok", models=list(MODEL_NAMES))
 
-    @fastapi_app.get("/v1/models", response_model=ModelList, dependencies=AUTH, tags=["models"])
+    @fastapi_app.get(
+        "/v1/models",
+        response_model=ModelList,
+        dependencies=AUTH,
+        responses={401: ERROR_RESPONSES[401]},
+        tags=["models"],
+    )
     async def list_models(self) -> ModelList:
         """Each model's version, task, device, threshold, labels and headline metrics (from its card). A model
         scaled to zero is described without starting a replica (`scaled_to_zero`)."""
@@ -258,7 +264,10 @@ class MedLensIngress:
         "/v1/models/{name}/metrics",
         response_model=ModelMetrics,
         dependencies=AUTH,
-        responses={404: {"model": ErrorResponse, "description": "unknown model, or no model card"}},
+        responses={
+            401: ERROR_RESPONSES[401],
+            404: {"model": ErrorResponse, "description": "unknown model, or no model card"},
+        },
         tags=["models"],
     )
     async def model_metrics(self, name: str) -> ModelMetrics:
@@ -313,7 +322,11 @@ class MedLensIngress:
 
     @fastapi_app.post(
         "/v1/sepsis/{name}/predict",
-        responses={404: {"model": ErrorResponse, "description": "unknown sequence model"}},
+        dependencies=AUTH,
+        responses={
+            401: ERROR_RESPONSES[401],
+            404: {"model": ErrorResponse, "description": "unknown sequence model"},
+        },
         tags=["predict"],
     )
     async def unknown_sequence_model(self, name: str) -> None:
@@ -326,7 +339,13 @@ class MedLensIngress:
             + ".",
         )
 
-    @fastapi_app.get("/v1/service", response_model=ServiceStatus, dependencies=AUTH, tags=["service"])
+    @fastapi_app.get(
+        "/v1/service",
+        response_model=ServiceStatus,
+        dependencies=AUTH,
+        responses={401: ERROR_RESPONSES[401]},
+        tags=["service"],
+    )
     async def service(self) -> ServiceStatus:
         """Replicas per deployment now, request stats per route (every replica's), replica-count history."""
         deployments = await self._deployment_states()

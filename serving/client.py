@@ -301,8 +301,10 @@ class MedLensClient:
     def delete_case(self, case_id: str, reviewer: str) -> Review:
         return self._request("DELETE", f"/v1/cases/{case_id}", Review, params={"reviewer": reviewer})
 
-    def agreement(self, kind: str = "xray") -> Agreement:
-        return self._request("GET", "/v1/reviews/agreement", Agreement, params={"kind": kind})
+    def agreement(self, kind: str = "xray", model: str | None = None) -> Agreement:
+        """Agreement on the reviewed cases of ``kind`` (``model``: only the cases that model scored)."""
+        params = {"kind": kind} if model is None else {"kind": kind, "model": model}
+        return self._request("GET", "/v1/reviews/agreement", Agreement, params=params)
 
     def export_reviews(self, format: str = "csv") -> bytes:
         """Every review as CSV, or (``format="fhir"``) a FHIR R4B Bundle as JSON bytes."""

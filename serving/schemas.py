@@ -729,6 +729,9 @@ class Agreement(_Schema):
     never against the model."""
 
     kind: CaseKind
+    model: ModelName | None = Field(
+        default=None, description="the model whose cases these are (null: every model's cases of the kind)"
+    )
     labels: list[str] = Field(description="the two labels, in the order of the confusion matrix")
     cases: int = Field(description="cases with at least one counted read")
     readers: int = Field(description="readers with at least one counted read")

@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import backend, widgets
-from dashboard.charts.common import source_line
+from dashboard.charts.common import model_title, source_line
 from dashboard.charts.performance import (
     calibration_figure,
     confusion_figure,
@@ -115,7 +115,7 @@ def render() -> None:
         _trust(metrics.trust)
     if metrics.ensemble is not None:
         _ensemble(metrics.ensemble)
-    _on_reviewed_cases(infos[name].task_name)
+    _on_reviewed_cases(name, infos[name].task_name)
 
 
 def _protocol(name: str, protocol: ProtocolSummary) -> None:
@@ -215,17 +215,21 @@ def _kappa(value: float | None) -> str:
 CASE_KINDS = {"pneumonia": "xray", "sepsis": "sepsis", "mortality": "mortality"}
 
 
-def _on_reviewed_cases(task: str) -> None:
-    """Agreement with the readers on the cases of the worklist (live, from serving's review trail)."""
+def _on_reviewed_cases(name: str, task: str) -> None:
+    """Agreement with the readers on the worklist's cases that model ``name`` scored (live, from serving's review
+    trail): a review agrees or disagrees with its case's model's label, so each model is measured on its own."""
     kind = CASE_KINDS.get(task)
     if kind is None:
         return  # a task whose uploads are not kept as worklist cases: no reviews to compare with
     st.subheader("On reviewed cases")
-    result = backend.call(backend.client().agreement, kind)
+    result = backend.call(backend.client().agreement, kind, name)
     if result is None:
         return
     if result.cases == 0:
-        st.info("No reviewed cases of this kind yet: reviews on the Worklist page appear here.")
+        st.info(
+            f"No reviewed cases scored by the {model_title(name)} yet. An uploaded case is scored by serving's "
+            "model for its kind, and its reviews appear under that model; reviews on the Worklist page appear here."
+        )
         return
     left, right = st.columns([3, 2])
     with left:

@@ -52,26 +52,30 @@ def reader_label(review: Review, model_label: str, labels: tuple[str, ...]) -> s
     return next(lab for lab in labels if lab != model_label)
 
 
-def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]]) -> Agreement:
+def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]], model: str | None = None) -> Agreement:
+    """Agreement on the reviewed cases of ``kind`` (``model``: only those that model scored)."""
     labels = REVIEW_LABELS[kind]
     latest: dict[tuple[str, str], tuple[Review, CaseSummary]] = {}
     for review, case in trail:
-        if review.action == "review" and case is not None and case.kind == kind and not case.synthetic:
+        if case is None or (model is not None and case.model != model):
+            continue
+        if review.action == "review" and case.kind == kind and not case.synthetic:
             latest[(case.id, review.reviewer)] = (review, case)  # the trail is oldest first
     reads: dict[str, dict[str, str]] = {}
     model_pairs: list[tuple[str, str]] = []
     for (case_id, reader), (review, case) in latest.items():
         if case.label_withheld and not review.label:
             continue
-        model = MODEL_TO_READER.get(case.label, case.label)
-        label = reader_label(review, model, labels)
+        said = MODEL_TO_READER.get(case.label, case.label)  # the model's label, as a reader's label
+        label = reader_label(review, said, labels)
         reads.setdefault(case_id, {})[reader] = label
         if not case.label_withheld:
-            model_pairs.append((model, label))
+            model_pairs.append((said, label))
     reader_pairs = [(a, b) for per_case in reads.values() for a, b in combinations(per_case.values(), 2)]
     confusion = [[sum(m == row and r == col for m, r in model_pairs) for col in labels] for row in labels]
     return Agreement(
         kind=kind,
+        model=model,
         labels=list(labels),
         cases=len(reads),
         readers=len({reader for per_case in reads.values() for reader in per_case}),

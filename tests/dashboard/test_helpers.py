@@ -97,6 +97,25 @@ def test_call_retries_busy_answers_then_succeeds(monkeypatch: pytest.MonkeyPatch
     assert not shown
 
 
+@pytest.mark.parametrize(
+    "error", [ServingError(503, "unavailable", "starting"), ServingError(503, "database_unavailable", "down")]
+)
+def test_call_leaves_the_clients_own_retries_alone(monkeypatch: pytest.MonkeyPatch, error: ServingError) -> None:
+    """A 503 other than a full queue reaches the page after the client's own retries (up to ``retry_s``): the
+    page does not retry it again (two layers of retries made a busy model cost a reader 66 s a run)."""
+    monkeypatch.setattr(backend, "BUSY_WAIT_S", 0.0)
+    shown: list[ServingError] = []
+    monkeypatch.setattr(backend, "show_error", shown.append)
+    attempts = []
+
+    def unavailable() -> str:
+        attempts.append(1)
+        raise error
+
+    assert backend.call(unavailable) is None
+    assert len(attempts) == 1 and shown == [error]
+
+
 def test_call_shows_other_errors_once(monkeypatch: pytest.MonkeyPatch) -> None:
     shown: list[ServingError] = []
     monkeypatch.setattr(backend, "show_error", shown.append)

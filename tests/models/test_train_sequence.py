@@ -191,7 +191,8 @@ def test_the_stay_level_teacher_changes_only_the_last_hour(mortality_folder: Pat
     from models.sequence_tasks import sequence_task
     from models.train_sequence import AGGREGATE_PARAMS, _teacher_groups, task_teacher
 
-    hourly, both = sequence_task("mortality"), sequence_task("mortality", teacher="hourly+stay")
+    hourly, both = sequence_task("mortality", teacher="hourly"), sequence_task("mortality", teacher="hourly+stay")
+    assert sequence_task("mortality") == both  # the shipped recipe (rule 23) is the default
     stays = hourly.load(mortality_folder)
     stats = NormStats.fit_records([s.values for s in stays], hourly.schema)
     features = [engineer(s.values, stats, hourly.schema) for s in stays]

@@ -317,6 +317,15 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     # ... and no second document beside it
     for prefix in ("/v1/xray", "/v1/sepsis/lstm", "/v1/sepsis/transformer"):
         assert httpx.get(f"{serving_url}{prefix}/openapi.json", timeout=30).status_code == 404
+    # every route under /v1/ asks for the token when one is set, and says so
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in operations.items()
+        if "401" not in operation["responses"]
+    ]
+    assert undocumented == []
 
 
 def test_old_sepsis_route_still_answers(serving_url: str, psv_path: Path) -> None:

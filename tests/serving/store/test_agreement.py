@@ -110,3 +110,16 @@ def test_pooled_reader_pairs_take_chance_from_the_pooled_labels() -> None:
     assert result.inter_reader.kappa == pytest.approx(0.375)
     assert scotts_pi([("P", "N"), ("N", "P")], ("N", "P")).kappa == pytest.approx(-1.0)
     assert scotts_pi([], ("N", "P")).kappa is None and scotts_pi([("P", "P")], ("N", "P")).kappa is None
+
+
+def test_agreement_of_one_model_counts_the_cases_it_scored_alone() -> None:
+    """A review agrees or disagrees with its case's model's label: the agreement of one model of a kind leaves out
+    the cases another model of the kind scored (the Performance page shows each model its own)."""
+    lstm = _case(1, "SEPSIS_ALERT", kind="sepsis")
+    transformer = _case(2, "NO_ALERT", kind="sepsis").model_copy(update={"model": "transformer"})
+    trail = [(_review(1, lstm, "A", "agree"), lstm), (_review(2, transformer, "A", "disagree"), transformer)]
+    assert agreement("sepsis", trail).cases == 2
+    only = agreement("sepsis", trail, "transformer")
+    assert (only.model, only.cases, only.confusion) == ("transformer", 1, [[0, 1], [0, 0]])
+    assert agreement("sepsis", trail, "lstm").confusion == [[0, 0], [0, 1]]
+    assert agreement("sepsis", trail, "cnn").cases == 0
