@@ -1,9 +1,11 @@
 """Fit and measure when not to trust a model, then store it in its checkpoint and model card.
 
 python -m models.calibrate cnn [--weights DIR] [--data DIR] [--alpha 0.1] [--pass-rate 0.97] [--folds 5]
-python -m models.calibrate lstm|transformer [--weights DIR] [--data DIR] [--threads N]
+python -m models.calibrate SEQUENCE_MODEL [--weights DIR] [--data DIR] [--threads N]
 
-Sepsis models: the hourly calibrator fitted on the recomputed out-of-fold predictions, models/calibrate_sepsis.py.
+The model choices come from the catalogue (:data:`CALIBRATED_MODELS`). Sequence models (lstm, transformer,
+mortality-lstm, mortality-transformer): the calibrator fitted on the recomputed out-of-fold predictions,
+models/calibrate_sepsis.py.
 
 CNN: one command, fixed seeds: re-creates the training run's patient split (``models.train_cnn.patient_split``
 with the card's seed), scores every training-folder radiograph with the torch fp32 model (logit, pooled
@@ -39,7 +41,7 @@ from models.calibration import (
     prediction_sets,
 )
 from models.cards import read_card, write_card
-from models.catalogue import entry
+from models.catalogue import CATALOGUE, entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.cnn import CnnConfig, CnnModel, build_cnn, to_tensor
 from models.config import data_paths
@@ -61,6 +63,12 @@ from models.train_cnn import VAL_FRACTION, patient_split
 from models.trust import TrustSettings
 from models.trust_report import CalibrationRow, ConformalRow, OodRow, TrustReport
 from models.xray_io import iter_image_files, labelled_images, load_xray_file, patient_id
+
+#: The catalogue models this command calibrates: a CNN takes the image path below, an LSTM or Transformer the
+#: sequence path of models/calibrate_sepsis.py.
+CALIBRATED_MODELS: tuple[str, ...] = tuple(
+    e.name for e in CATALOGUE.values() if e.architecture in ("cnn", "lstm", "transformer")
+)
 
 OOD_RULE = (
     "Adopted: the score with the highest flag rate on the non-chest-radiograph set (pixels alone) at the "
@@ -139,7 +147,7 @@ def adopt_ood(rows: dict[OodMethod, OodRow]) -> OodMethod:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["cnn", "lstm", "transformer", "mortality-lstm", "mortality-transformer"])
+    parser.add_argument("model", choices=CALIBRATED_MODELS)
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
     parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")
@@ -153,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.alpha < 1 or not 0 < args.pass_rate <= 1 or args.folds < 2:
         parser.error("--alpha must lie in (0, 1), --pass-rate in (0, 1], --folds at least 2")
     torch.set_num_threads(args.threads)
-    if args.model != "cnn":
+    if entry(args.model).architecture != "cnn":
         from models.calibrate_sepsis import calibrate_sequence
 
         weights = args.weights or entry(args.model).default_weights
         return calibrate_sequence(args.model, weights, args.data, list(argv if argv is not None else sys.argv[1:]))
     warnings.filterwarnings("ignore", module="pydicom")  # odd test files of pydicom-data
-    weights = args.weights or entry("cnn").default_weights
-    meta, state = load_checkpoint(weights, expected="cnn")
+    weights = args.weights or entry(args.model).default_weights
+    meta, state = load_checkpoint(weights, expected=args.model)
     card = read_card(weights) if (weights / CARD_JSON).is_file() else None
     split_seed = args.split_seed if args.split_seed is not None else (card.seed if card else 0)
     data = args.data or data_paths().xray_train

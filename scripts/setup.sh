@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install MedLens into .venv/ (idempotent). Usage: scripts/setup.sh [run|test]
-#   run  - the app's Python packages (torch CPU build, Ray Serve, Streamlit, ...)
-#   test - also the test tools (pytest, playwright, locust, ruff, mypy), Debian's chromium and wrk
+#   run  - the app's Python packages (torch, Ray Serve, Streamlit, ...)
+#   test - also the test tools (pytest, playwright, locust, ruff, mypy), Debian's chromium, wrk and PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-# CPU build of torch that lies on this kind of machine's disk; GPU users: see README ("GPU").
+# What pip installs torch from: a requirement, then any pip options, split on spaces (e.g.
+# "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"). The default takes the build pip finds
+# first: the CPU wheel where a pip config points at a local wheel folder (this kind of machine: find-links
+# /opt/wheels), PyPI's default (CUDA) wheel on plain Linux. See README ("GPU").
 TORCH_SPEC="${MEDLENS_TORCH_SPEC:-torch==2.13.0}"
+read -ra TORCH_ARGS <<<"$TORCH_SPEC"
 
 # Debian packages, first: what `make run` itself uses (curl for its health checks, pkill to stop what it
 # started, the venv module, which Debian ships apart); for the tests, chromium (browser tests), wrk (the
@@ -47,9 +51,9 @@ else
   # --no-compile: pip would write bytecode for every module of torch, Ray, transformers... (about half of a
   # fresh install's time on 2 cores); Python compiles only what is imported, once, on first import
   # (scripts/run.sh and scripts/test.sh let it write that cache, under .venv/ and __pycache__/).
-  # torch first, so the project's torch range is already satisfied by the CPU build (or by the build
-  # MEDLENS_TORCH_SPEC names; pip leaves a torch that already satisfies it as it is).
-  "${PIP[@]}" install --no-compile "$TORCH_SPEC"
+  # torch first, so the project's torch range is already satisfied by the build TORCH_SPEC gives (pip
+  # leaves a torch that already satisfies it as it is).
+  "${PIP[@]}" install --no-compile "${TORCH_ARGS[@]}"
   "${PIP[@]}" install --no-compile -e "$extras"
   echo "$want" > "$stamp"
 fi
