@@ -4,11 +4,13 @@ appends this reader's review. A file that is not a case yet becomes one when its
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import streamlit as st
 from pydantic import ValidationError
 
 from dashboard import widgets
-from dashboard.backend import ServingError, call, client, show_error
+from dashboard.backend import ServingError, call, client, models, show_error
 from dashboard.charts.common import literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
@@ -99,12 +101,25 @@ def _request_state_key(case_id: str) -> str:
     return f"review_request_{case_id}"
 
 
-def _other_model(case_model: str, shown: str, kind: str) -> str:
-    return (
-        f"This {kind} case is scored by the {model_title(case_model)} (serving's model for {kind} cases), and a "
-        f"review agrees or disagrees with that model's label; the page shows the {model_title(shown)}'s answer. "
-        f"Choose the {model_title(case_model)} above to review this case."
+def _case_model(kind: str) -> str | None:
+    """Serving's model for the cases of ``kind`` (``GET /v1/models``' ``case_models``); None, shown as an error,
+    when serving cannot say."""
+    listed = call(models)
+    return None if listed is None else listed.case_models[kind]  # type: ignore[index]
+
+
+def _other_model(case_model: str, shown: Mapping[str, str], kind: str, made: bool = True) -> str:
+    """Why there is no review form: the case's model is not among the models whose answers the page shows."""
+    titles = " and the ".join(model_title(m) for m in shown)
+    said = (
+        f"This {kind} case is scored by the {model_title(case_model)} (serving's model for {kind} cases)"
+        if made
+        else f"This file is not a case yet. Serving makes it a {kind} case scored by the {model_title(case_model)}"
     )
+    said += f", and a review agrees or disagrees with that model's label; the page shows the {titles}'s answer."
+    if len(shown) == 1:
+        return f"{said} Choose the {model_title(case_model)} above to review this case."
+    return f"{said} The {model_title(case_model)}'s answer failed (see the error above): the next click asks again."
 
 
 def review_panel(
@@ -113,12 +128,14 @@ def review_panel(
     reviewer: str | None,
     upload: widgets.SelectedInput | None = None,
     withheld: bool = False,
-    shown: str | None = None,
+    shown: Mapping[str, str] | None = None,
 ) -> None:
     """History of ``case_id`` and the review form. ``upload``, the open file, becomes the case on its first
     review when it is not one yet. ``withheld``: the model's label was withheld (out of distribution).
-    ``shown``: the one model whose answer the page shows (None: the case's own, or several); a review is of the
-    case's model's label, so the form is only offered beside that model's answer."""
+    ``shown``: the models whose answers the page shows, each with its label as serving stores a case's
+    (None: the page shows the case's own answer). A review is of the case's model's label (before the file is a
+    case: of serving's model for the kind), so the form is only offered when the page shows that model's answer,
+    and it names that model and label."""
     st.subheader("Reviews")
     st.caption(
         f"Case `{case_id[:16]}` (SHA-256 of the file's contents; the file name is never stored). Every reader sees "
@@ -132,6 +149,12 @@ def review_panel(
         st.table(history_table(case.history).set_index("when (UTC)"))
     else:
         st.caption("No reviews of this case yet.")
+    model = case.model if case is not None else _case_model(kind)
+    if model is None:
+        return
+    if shown is not None and model not in shown:
+        st.warning(_other_model(model, shown, kind, made=case is not None), icon=":material/swap_horiz:")
+        return
     if withheld:
         st.caption(
             "The model's label is withheld for this input, so there is no label to agree or disagree with: your "
@@ -142,9 +165,12 @@ def review_panel(
             f"A review agrees or disagrees with the {model_title(case.model)}'s label for this case, "
             f"**{case.label.replace('_', ' ')}** (model `{case.model_version}`)."
         )
-    if case is not None and shown is not None and case.model != shown:
-        st.warning(_other_model(case.model, shown, kind), icon=":material/swap_horiz:")
-        return
+    elif shown is not None:
+        st.caption(
+            f"A review agrees or disagrees with the {model_title(model)}'s label, "
+            f"**{shown[model].replace('_', ' ')}**. Serving scores {kind} cases with the {model_title(model)}; "
+            "your first review makes this file a case."
+        )
     if reviewer is None:
         st.info(
             "Sign in (sidebar) to review."
@@ -165,7 +191,7 @@ def review_panel(
         made = None if upload is None else call(client().upload_cases, [(upload.name, upload.data)])
         if made is None or not made.cases:
             return
-        if shown is not None and made.cases[0].model != shown:  # made now, by serving's model for the kind
+        if shown is not None and made.cases[0].model not in shown:  # made now, by serving's model for the kind
             st.warning(
                 f"Review not saved. {_other_model(made.cases[0].model, shown, kind)}", icon=":material/swap_horiz:"
             )

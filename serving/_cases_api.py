@@ -264,7 +264,7 @@ async def create_cases(
     async def make(case_id: str, item: CaseFile) -> tuple[CaseSummary, bool] | RejectedFile:
         if case_id in existing:
             return existing[case_id], False
-        model = {"xray": "cnn", "sepsis": args.sepsis_model, "mortality": args.mortality_model}[item.kind]
+        model = args.models()[item.kind]
         include = frozenset({"xray": {"preview"}, "sepsis": {"vitals"}, "mortality": set()}[item.kind])
         async with gate:
             try:

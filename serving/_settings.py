@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from models.catalogue import MODEL_NAMES, BackendName, GeneratorName, ModelName, WeightsName, default_weights
 from models.config import REPO_ROOT
 from models.errors import WeightsError
+
+if TYPE_CHECKING:
+    from serving.schemas import CaseKind
 
 #: When set, default weights come from ``$MEDLENS_WEIGHTS_DIR/<model>`` instead of models/weights/<model>.
 WEIGHTS_DIR_ENV = "MEDLENS_WEIGHTS_DIR"
@@ -73,6 +77,10 @@ class CaseArgs(_Args):
         200.0, description="MiB of a case upload's .zip files once unpacked, all together, declared or actual"
     )
     concurrency: PositiveInt = Field(4, description="predictions in flight at once for one case upload")
+
+    def models(self) -> dict[CaseKind, ModelName]:
+        """The model that scores each kind of case."""
+        return {"xray": "cnn", "sepsis": self.sepsis_model, "mortality": self.mortality_model}
 
 
 class ServingArgs(_Args):

@@ -258,7 +258,7 @@ class MedLensIngress:
         scaled to zero is described without starting a replica (`scaled_to_zero`)."""
         states = await self._model_states()
         infos: list[ModelInfo] = await asyncio.gather(*(self._info(m, states.get(m)) for m in MODEL_NAMES))
-        return ModelList(models=infos)
+        return ModelList(models=infos, case_models=self._args.cases.models())
 
     @fastapi_app.get(
         "/v1/models/{name}/metrics",

@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # models.cards pulls in torch; the dashboard imports these sc
     from models.cards import ModelCard
 
 
+#: The kinds of uploaded case: a radiograph, a sepsis stay (hourly record), a 2012 ICU stay (mortality).
+CaseKind = Literal["xray", "sepsis", "mortality"]
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -140,6 +144,10 @@ class ModelInfo(_Schema):
 
 class ModelList(_Schema):
     models: list[ModelInfo]
+    case_models: dict[CaseKind, ModelName] = Field(
+        description="the model that scores each kind of uploaded case (`POST /v1/cases`): a review agrees or "
+        "disagrees with that model's label"
+    )
 
 
 class ModelMetrics(_Schema):
@@ -481,7 +489,6 @@ class ServiceStatus(_Schema):
 
 
 # -- cases, the worklist and reviews (serving/store) ---------------------------------------------------------
-CaseKind = Literal["xray", "sepsis", "mortality"]
 CaseStatus = Literal["unreviewed", "reviewed", "disagreed"]
 Verdict = Literal["agree", "disagree"]
 #: The model labels that flag a case (a finding, an alert, a predicted death): the worklist puts them first.

@@ -42,9 +42,10 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "flags": ", ".join(flags),
                 # An out-of-distribution X-ray's label, risk and score are withheld, as when the case is opened
                 # (serving keeps them, and ranks the case first by its flag; a reader must not take them for a
-                # finding). "risk" is the calibrated probability; "score" the model's output against its
-                # threshold (serving's `risk`), not a calibrated probability
-                "risk": None if c.label_withheld else c.calibrated_risk,
+                # finding). "risk" is the calibrated probability of the positive class, in percent as the pages
+                # write it; "score" the model's output against its threshold (serving's `risk`), not a
+                # calibrated probability
+                "risk": None if c.label_withheld or c.calibrated_risk is None else 100 * c.calibrated_risk,
                 "score": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
                 # serving's SEPSIS_ALERT, NO_ALERT as words
@@ -77,9 +78,9 @@ def counted_from(start: int, detail: str) -> str:
 
 
 def case_label(case: CaseSummary) -> str:
-    """A case as the "Open case" picker names it: short id, kind and what the model said (its score, unless
-    the label is withheld)."""
-    said = WITHHELD if case.label_withheld else f"{case.label.replace('_', ' ')} {case.risk:.2f}"
+    """A case as the "Open case" picker names it: short id, kind and what the model said (its label and score,
+    unless the label is withheld)."""
+    said = WITHHELD if case.label_withheld else f"{case.label.replace('_', ' ')} (score {case.risk:.3f})"
     return f"{case.id[:16]} · {KIND_WORDS[case.kind]} · {said}"
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets
-from dashboard.backend import call, case_id, client, remember, serving_url, session_store
+from dashboard.backend import (
+    ServingError,
+    attempt,
+    case_id,
+    client,
+    remember,
+    serving_url,
+    session_store,
+    show_error,
+)
 from dashboard.case_review import review_panel
 from dashboard.charts.common import model_title
 from dashboard.charts.mortality import (
@@ -51,9 +60,9 @@ def _demo_list() -> list[MortalityDemo]:
         return []
 
 
-def _prediction(selected: widgets.SelectedInput, model: str, explain: bool) -> MortalityPrediction | None:
+def _asked(selected: widgets.SelectedInput, model: str, explain: bool) -> MortalityPrediction:
     """Serving's answer for this record and model (kept in this session only); an explained answer serves a
-    plain request too."""
+    plain request too. Raises serving's error."""
     store = session_store("mortality")
     key = f"{serving_url()}|{case_id(selected.data)}|{model}"
     for wanted in (f"{key}|explained", *(() if explain else (key,))):
@@ -63,10 +72,37 @@ def _prediction(selected: widgets.SelectedInput, model: str, explain: bool) -> M
     what = "the variables that drove the risk" if explain else "the risk after every hour"
     with st.spinner(f"MedLens serving is computing {what} with the {model_title(model)} (a first request starts "
                     "its replica: a few seconds)…"):  # fmt: skip
-        prediction = call(client().predict_mortality, selected.data, selected.name, model, explain=explain)
-    if prediction is not None:
-        remember(store, f"{key}|explained" if explain else key, prediction)
+        prediction = attempt(client().predict_mortality, selected.data, selected.name, model, explain=explain)
+    remember(store, f"{key}|explained" if explain else key, prediction)
     return prediction
+
+
+def _prediction(
+    selected: widgets.SelectedInput, model: str, explain: bool
+) -> tuple[MortalityPrediction | None, ServingError | None]:
+    """Serving's answer, explained when ``explain``, and the explanation's error. When only the explanation
+    fails, the plain answer comes with that error (the page shows the risk and says why there are no
+    attributions). None: serving gave no answer, and its error is shown."""
+    try:
+        return _asked(selected, model, explain), None
+    except ServingError as exc:
+        if not explain:
+            show_error(exc)
+            return None, None
+        failed = exc
+    try:
+        return _asked(selected, model, False), failed
+    except ServingError as exc:  # the plain request fails too: its error alone
+        show_error(exc)
+        return None, None
+
+
+def _explanation_failed(exc: ServingError) -> None:
+    st.error(
+        f"No explanation: {exc.detail} (HTTP {exc.status}, {exc.error}). The risk above is the plain answer. "
+        "Turn off “Show what drove the risk”, or try again: the next click asks again.",
+        icon=":material/error:",
+    )
 
 
 def _summary(prediction: MortalityPrediction) -> None:
@@ -114,7 +150,7 @@ def render() -> None:
         st.info("Upload a PhysioNet 2012 record (.txt), pick a demo stay, or press Example record.")
         return
     explain = widgets.explain_toggle("mortality_explain")
-    prediction = _prediction(selected, model, explain)
+    prediction, explain_error = _prediction(selected, model, explain)
     if prediction is None:
         return
 
@@ -133,7 +169,9 @@ def render() -> None:
     gauge, stay = st.columns(2, gap="large")
     gauge.plotly_chart(score_gauge(prediction), key="mortality_gauge", config={"displaylogo": False})
     stay.table(stay_table(prediction).set_index("field"))
-    if explain:
+    if explain_error is not None:
+        _explanation_failed(explain_error)
+    elif explain:
         figure = contributions_figure(prediction)
         if figure is None:
             st.info("Serving returned no attributions for this record.")
@@ -146,7 +184,11 @@ def render() -> None:
             )
     st.divider()
     review_panel(
-        case_id_for("mortality", selected.data), "mortality", widgets.reviewer_name(), upload=selected, shown=model
+        case_id_for("mortality", selected.data),
+        "mortality",
+        widgets.reviewer_name(),
+        upload=selected,
+        shown={model: prediction.label},
     )
 
 

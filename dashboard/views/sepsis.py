@@ -98,6 +98,11 @@ def _explained(selected: widgets.SelectedInput, key: str, model: str, hour: int)
     )
 
 
+def _stay_label(prediction: SepsisPrediction) -> str:
+    """The stay's label as serving stores it for a case: an alert at any hour, or none."""
+    return "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
+
+
 def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
     tiles = st.container(horizontal=True)  # tiles wrap where they do not fit side by side (st.columns cuts them)
     for model, prediction in predictions.items():
@@ -170,19 +175,20 @@ def render() -> None:
     available = [m for m in SERIES_MODELS if m in predictions]
     model = widgets.model_radio(available, {m: model_title(m) for m in available}, key="sepsis_explain_model")
     explained = _explained(selected, key, model, hour)
-    if explained is None:
-        return
-    at_hour = next((h for h in explained.hours if h.hour == hour), None)
-    if at_hour is None or not at_hour.top_features:
-        st.info(f"Serving returned no attributions for hour {hour}.")
-    else:
-        st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
+    if explained is not None:  # None: serving's error is shown, and the review panel below still is
+        at_hour = next((h for h in explained.hours if h.hour == hour), None)
+        if at_hour is None or not at_hour.top_features:
+            st.info(f"Serving returned no attributions for hour {hour}.")
+        else:
+            st.plotly_chart(attribution_figure(at_hour, model), key="sepsis_attribution", config={"displaylogo": False})
     st.divider()
+    # a stay's case is scored by serving's one sepsis model: the panel names it and its label among the answers
     review_panel(
         case_id_for("sepsis", selected.data),
         "sepsis",
         widgets.reviewer_name(),
         upload=selected,
+        shown={m: _stay_label(p) for m, p in predictions.items()},
     )
 
 

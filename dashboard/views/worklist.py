@@ -369,24 +369,27 @@ def render() -> None:
             "risk": st.column_config.ProgressColumn(  # as the score's: a blank cell, never "None", when absent
                 "risk",
                 min_value=0.0,
-                max_value=1.0,
-                format="percent",
+                max_value=100.0,
+                format="%.1f%%",  # in percent, to one decimal, as the pages write a risk
                 width="small",
-                help="The calibrated probability of the model's finding (a sepsis stay's at its highest-scoring "
-                "hour): the risk to read. Blank: the label is withheld, or the checkpoint was not calibrated.",
+                help="The calibrated probability of the positive class, whatever the model's label: pneumonia, "
+                "sepsis (at a stay's highest-scoring hour) or death in hospital. The risk to read. Blank: the "
+                "label is withheld, or the checkpoint was not calibrated.",
             ),
+            # three decimals, as the pages write them: at two, scores of 0.492 and 0.4945 read as the CNN's
+            # threshold 0.4939 does (0.49), and the sepsis thresholds (0.07 to 0.09) as one another
             "score": st.column_config.ProgressColumn(
                 "score",
                 min_value=0.0,
                 max_value=1.0,
-                format="%.2f",
+                format="%.3f",
                 width="small",
                 help="The model's output, compared with its threshold; not a calibrated probability (that is "
                 "the risk). Blank: the label is withheld.",
             ),
             "threshold": st.column_config.NumberColumn(
                 "threshold",
-                format="%.2f",
+                format="%.3f",
                 width="small",
                 help="The model's threshold on this score: at or above it, its label.",
             ),

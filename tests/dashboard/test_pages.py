@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,29 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png, literal
 from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
 from models.cards import read_card
-from models.catalogue import entry
+from models.catalogue import MODEL_NAMES, entry
 from models.config import data_paths
+from serving._settings import CaseArgs
 from serving.client import MedLensClient
-from serving.schemas import ReviewIn, SepsisPrediction, WorklistQuery, case_id_for
+from serving.schemas import (
+    CaseSummary,
+    Health,
+    HourRisk,
+    ModelList,
+    MortalityHour,
+    MortalityPrediction,
+    ReviewIn,
+    SepsisPrediction,
+    Worklist,
+    WorklistQuery,
+    case_id_for,
+)
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
 from tests.http_stub import Answer, Request, http_stub, json_error
@@ -335,7 +350,7 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     assert made.id[:16] in table["case"].tolist()
     assert list(table.columns)[:7] == ["case", "kind", "flags", "risk", "score", "model says", "status"]
     row = table.set_index("case").loc[made.id[:16]]  # the calibrated risk beside the score, as serving stored them
-    assert made.calibrated_risk is not None and row["risk"] == pytest.approx(made.calibrated_risk)
+    assert made.calibrated_risk is not None and row["risk"] == pytest.approx(100 * made.calibrated_risk)  # percent
     assert row["score"] == pytest.approx(made.risk)
     # open it, review it as a named reader: the review is in serving's database
     at.selectbox(key="worklist_open_case").select(made.id).run()
@@ -652,7 +667,7 @@ def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_no
     withheld_row, shown_row = table.loc[by_kind[False][:16]], table.loc[by_kind[True][:16]]
     assert withheld_row["model says"] == "label withheld" and shown_row["model says"] in ("NORMAL", "PNEUMONIA")
     assert pd.isna(withheld_row["score"]) and 0.0 <= shown_row["score"] <= 1.0
-    assert pd.isna(withheld_row["risk"]) and 0.0 <= shown_row["risk"] <= 1.0  # the committed CNN is calibrated
+    assert pd.isna(withheld_row["risk"]) and 0.0 <= shown_row["risk"] <= 100.0  # percent: the CNN is calibrated
     assert 0.0 < withheld_row["threshold"] < 1.0  # the threshold is the model's, not the case's
     for in_distribution in (True, False):
         case = by_kind[in_distribution]
@@ -945,7 +960,8 @@ def test_mortality_page(serving_env: str) -> None:
     assert _figures(at)[0]["layout"]["title"]["text"].startswith("Transformer")
 
     # a review from the page makes the record a mortality case on the shared worklist, without its RecordID; the
-    # case is serving's model's (the LSTM's), so a verdict given beside the Transformer's answer is not saved
+    # case is serving's model's (the LSTM's), so beside the Transformer's answer no form is offered, and the page
+    # says to choose the LSTM; beside the LSTM's answer the form names it and its label
     case = case_id_for("mortality", data)  # the SHA-256 of the record without its RecordID
     assert any(case[:16] in h.value for h in at.caption)
     # an earlier test may have made the case (tests/dashboard/test_browser.py uploads the same record): gone first;
@@ -955,26 +971,25 @@ def test_mortality_page(serving_env: str) -> None:
         trail = [*client.case(case).history, client.delete_case(case, "Dr Test Cleanup")]
     assert not client.worklist(WorklistQuery(status="all", id_prefix=case)).cases
     at.sidebar.text_input(key="reviewer_name").input("Dr Mortality Page").run()
-    assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
-    at.radio(key=f"review_verdict_{case}").set_value("agree")
-    at.button[-1].click().run()  # the form's submit button
-    assert not at.exception, at.exception
-    stored = client.case(case)
-    assert stored.kind == "mortality" and stored.model == "mortality-lstm"
-    assert [r.id for r in stored.history] == [r.id for r in trail]  # no review saved
-    assert any("Review not saved" in w.value and "Choose the LSTM" in w.value for w in at.warning)
-    at.run()
-    assert any("Choose the LSTM" in w.value for w in at.warning)
     assert not any(f"review_verdict_{case}" == r.key for r in at.radio)  # no form beside the Transformer
+    said = [w.value for w in at.warning if "Choose the LSTM" in w.value]
+    assert said and "not a case yet" in said[0]
+    assert not client.worklist(WorklistQuery(status="all", id_prefix=case)).cases  # nothing was stored
     at.radio(key="mortality_model").set_value("mortality-lstm").run()
-    assert any("the LSTM's label for this case" in c.value for c in at.caption)
+    assert any("the LSTM's label, **" in c.value for c in at.caption)
     assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
     at.radio(key=f"review_verdict_{case}").set_value("agree")
     at.button[-1].click().run()
     assert not at.exception, at.exception
     assert not _errors(at)
     stored = client.case(case)
+    assert stored.kind == "mortality" and stored.model == "mortality-lstm"
+    assert [r.id for r in stored.history][: len(trail)] == [r.id for r in trail]
     assert [r.reviewer for r in stored.history][-1] == "Dr Mortality Page"
+    # the case made, the Transformer's answer still offers no form: the case names its model
+    at.radio(key="mortality_model").set_value("mortality-transformer").run()
+    assert any("Choose the LSTM" in w.value and "is scored by" in w.value for w in at.warning)
+    assert not any(f"review_verdict_{case}" == r.key for r in at.radio)
     if demos:
         assert demo.path.stem not in stored.model_dump_json()
 
@@ -1202,3 +1217,164 @@ def test_sepsis_page_asks_a_failed_model_again(
         assert not _errors(at)
         metrics = {m.label for m in at.metric}
         assert {"LSTM first alert", "Transformer first alert"} <= metrics, metrics
+
+
+# ---------------------------------------------------------------------------------------------------------
+# against a stub that answers as serving would: what the ICU pages and the worklist show a reader
+# ---------------------------------------------------------------------------------------------------------
+def _json(answer: BaseModel) -> Answer:
+    return Answer(200, answer.model_dump_json().encode())
+
+
+def _served_mortality(model: str, score: float) -> MortalityPrediction:
+    hours = [MortalityHour(hour=h, probability=score) for h in range(1, 49)]
+    return MortalityPrediction(
+        model=model, version=f"{model}-stub", threshold=0.5, probability=score, label="SURVIVED",
+        calibrated_probability=score / 2, hours=hours, hours_observed=40,
+    )  # fmt: skip
+
+
+def _served_sepsis(model: str, vitals: bool) -> SepsisPrediction:
+    scores = [0.01 * h for h in range(30)]
+    hours = [HourRisk(hour=h, iculos=float(h + 1), probability=p, label=int(p >= 0.2)) for h, p in enumerate(scores)]
+    return SepsisPrediction(
+        model=model, version=f"{model}-stub", threshold=0.2, n_hours=30, first_alert_hour=20, hours=hours,
+        vitals={"HR": [80.0 + h % 7 for h in range(30)]} if vitals else None,
+    )  # fmt: skip
+
+
+def _icu_stub(posted: list[str]) -> Callable[[Request], Answer]:
+    """Serving's answers for the ICU pages: each model's prediction, no stored case (404), and a 500 for every
+    explanation; ``posted`` collects the paths of the requests that would write."""
+    routes = {entry(name).predict_route: name for name in MODEL_NAMES}
+
+    def answer(request: Request) -> Answer:
+        path, _, query = request.path.partition("?")
+        asked = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+        if path == "/healthz":
+            return _json(Health(status="ok", models=list(MODEL_NAMES)))
+        if request.method == "GET" and path.startswith("/v1/cases/"):
+            return json_error(404, "not_found", "No case with this id.")
+        if request.method == "GET" and path == "/v1/models":  # serving's default case models (ray_config.yaml)
+            return _json(ModelList(models=[], case_models=CaseArgs().models()))
+        if request.method != "POST":
+            return json_error(404, "not_found", "not in this stub")
+        posted.append(path)
+        model = routes.get(path)
+        if model is None:
+            return json_error(404, "not_found", "not in this stub")
+        if asked.get("explain") == "true" or "explain_hour" in asked:
+            return json_error(500, "internal_error", "the stub failed this explanation on purpose")
+        if model.startswith("mortality"):
+            return _json(_served_mortality(model, 0.31))
+        return _json(_served_sepsis(model, asked.get("vitals") == "true"))
+
+    return answer
+
+
+def _example_record(at: AppTest) -> AppTest:
+    at.button(key="mortality_example").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_failed_explanation_keeps_the_mortality_risk_and_its_review(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Asking what drove the risk, when serving fails the explanation, leaves the risk, the charts and the review
+    form on the page, with the explanation's error alone (it wiped them all)."""
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    with http_stub(_icu_stub([])) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _example_record(_page("views/mortality.py"))
+        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        assert not _errors(at)
+        at.toggle(key="mortality_explain").set_value(True).run()
+        assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Score after 48 h"] == "0.310" and metrics["Risk of death (calibrated)"] == "15.5%"
+    assert len(_figures(at)) == 2  # the trajectory and the gauge; no attributions
+    errors = _errors(at)
+    assert len(errors) == 1 and "on purpose" in errors[0] and "Turn off" in errors[0], errors
+    case = case_id_for("mortality", example_mortality_record())
+    assert any(r.key == f"review_verdict_{case}" for r in at.radio)
+
+
+def test_no_review_form_beside_a_model_whose_review_cannot_be_saved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A record that is not a case yet becomes the case of serving's mortality model (the LSTM): beside the
+    Transformer's answer the page says to choose the LSTM, and draws no form that would answer "Review not
+    saved"; beside the LSTM's answer the form names the model and its label."""
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    posted: list[str] = []
+    case = case_id_for("mortality", example_mortality_record())
+    with http_stub(_icu_stub(posted)) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _example_record(_page("views/mortality.py"))
+        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        at.radio(key="mortality_model").set_value("mortality-transformer").run()
+        assert not at.exception, at.exception
+        assert not any(r.key == f"review_verdict_{case}" for r in at.radio)
+        said = [w.value for w in at.warning if "Choose the LSTM" in w.value]
+        assert said and "not a case yet" in said[0], [w.value for w in at.warning]
+        at.radio(key="mortality_model").set_value("mortality-lstm").run()
+        assert not at.exception, at.exception
+    assert any(r.key == f"review_verdict_{case}" for r in at.radio)
+    assert any("the LSTM's label, **SURVIVED**" in c.value for c in at.caption)
+    assert "/v1/cases" not in posted  # nothing was stored
+
+
+def test_the_sepsis_review_names_the_case_model_and_survives_a_failed_explanation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The sepsis page shows two models' answers; a stay's case and its reviews are serving's sepsis case model's
+    (the LSTM's): the review form names it and its label. An explanation that fails is an error above the review
+    panel, which stays (it went with it)."""
+    training = tmp_path / "sepsis" / "training"
+    training.mkdir(parents=True)
+    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|0\n" for h in range(30))
+    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    with http_stub(_icu_stub([])) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _page("views/sepsis.py")
+        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        picker = at.selectbox(key="sepsis_demo_case")
+        picker.select(picker.options[0]).run()
+        assert not at.exception, at.exception
+    assert {"LSTM first alert", "Transformer first alert"} <= {m.label for m in at.metric}
+    errors = _errors(at)
+    assert len(errors) == 1 and "on purpose" in errors[0], errors
+    assert any(s.value == "Reviews" for s in at.subheader)
+    case = case_id_for("sepsis", (training / "p000001.psv").read_bytes())
+    assert any(r.key == f"review_verdict_{case}" for r in at.radio)
+    assert any("the LSTM's label, **SEPSIS ALERT**" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_the_worklist_table_separates_a_score_from_its_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scores and thresholds to three decimals (0.492 and 0.4946 both read 0.49 beside a threshold 0.4939), the
+    risk in percent to one decimal as the pages write it, and help that says whose probability it is."""
+    case = CaseSummary(
+        id="a" * 64, kind="xray", model="cnn", model_version="cnn-stub", created_at="2026-12-04T10:00:00Z",
+        source_format="png", risk=0.4946, calibrated_risk=0.4, threshold=0.4939, label="PNEUMONIA",
+        in_distribution=True, uncertain=False, synthetic=False, status="unreviewed", reviews=0, last_verdict=None,
+    )  # fmt: skip
+
+    def answer(request: Request) -> Answer:
+        if request.path == "/healthz":
+            return _json(Health(status="ok", models=list(MODEL_NAMES)))
+        if request.path.startswith("/v1/worklist"):
+            return _json(Worklist(cases=[case], total=1))
+        return json_error(404, "not_found", "not in this stub")
+
+    with http_stub(answer) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _page("views/worklist.py")
+    columns = {c.get("label", k): c for k, c in json.loads(at.dataframe[0].proto.columns).items()}
+    formats = {name: columns[name]["type_config"]["format"] for name in ("risk", "score", "threshold")}
+    assert formats == {"risk": "%.1f%%", "score": "%.3f", "threshold": "%.3f"}
+    assert columns["risk"]["type_config"]["max_value"] == 100
+    assert "positive class" in columns["risk"]["help"] and "model's finding" not in columns["risk"]["help"]
+    assert at.dataframe[0].value.loc[0, "risk"] == pytest.approx(40.0)
+    assert "PNEUMONIA (score 0.495)" in at.selectbox(key="worklist_open_case").options[1]

@@ -13,6 +13,8 @@ from dashboard.charts import service
 from serving.schemas import DeploymentState, EndpointStats, ModelInfo, ModelList, ReplicaSample, ServiceStatus
 from tests.dashboard.helpers import trace
 
+CASE_MODELS = {"xray": "cnn", "sepsis": "lstm", "mortality": "mortality-lstm"}
+
 
 @pytest.fixture
 def status() -> ServiceStatus:
@@ -195,7 +197,8 @@ def test_models_table() -> None:
                 labels=["no sepsis", "sepsis"],
                 headline=None,
             )
-        ]
+        ],
+        case_models=CASE_MODELS,
     )
     assert service.models_table(listing).to_dict("records") == [
         {
@@ -235,9 +238,11 @@ def _mortality_lstm_at_zero() -> ModelInfo:
 
 def test_models_table_of_a_model_scaled_to_zero() -> None:
     info = _mortality_lstm_at_zero()
-    row = service.models_table(ModelList(models=[info])).to_dict("records")[0]
+    row = service.models_table(ModelList(models=[info], case_models=CASE_MODELS)).to_dict("records")[0]
     assert (row["now"], row["device"], row["backend"], row["threshold"]) == ("scaled to zero", "—", "—", 0.3429)
-    ran = service.models_table(ModelList(models=[info.model_copy(update={"device": "cpu", "backend": "onnxruntime"})]))
+    ran = service.models_table(
+        ModelList(models=[info.model_copy(update={"device": "cpu", "backend": "onnxruntime"})], case_models=CASE_MODELS)
+    )
     assert ran.to_dict("records")[0]["now"] == "scaled to zero"  # its last replica's device, but none serves now
 
 
@@ -254,7 +259,7 @@ def test_models_table_tells_a_model_scaling_to_zero_from_one_at_zero() -> None:
             replicas=replicas,
             stopping=stopping,
         )
-        listing = ModelList(models=[ran.model_copy(update={"scaled_to_zero": replicas == 0})])
+        listing = ModelList(models=[ran.model_copy(update={"scaled_to_zero": replicas == 0})], case_models=CASE_MODELS)
         table = service.models_table(
             listing, ServiceStatus(window_s=60, deployments=[deployment], endpoints=[], history=[])
         )

@@ -3,6 +3,8 @@ schemas."""
 
 from __future__ import annotations
 
+import pytest
+
 from dashboard.charts.worklist import agreement_figure, case_label, counted_from, history_table, worklist_table
 from serving.schemas import Agreement, CaseSummary, KappaSummary, Review, Worklist
 
@@ -44,15 +46,18 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     # checkpoint was calibrated
     assert table["score"].isna().tolist() == [True, False, False, False] and table.loc[3, "score"] == 0.9
     assert table["risk"].isna().tolist() == [True, False, True, False]
-    assert table.loc[1, "risk"] == 0.21 and table.loc[3, "risk"] == 0.99
+    # the risk in percent, as the pages write it (the table shows it to one decimal, as they do)
+    assert table.loc[1, "risk"] == pytest.approx(21.0) and table.loc[3, "risk"] == pytest.approx(99.0)
     assert table.loc[0, "created (UTC)"] == "2026-12-04 10:00:00"
     assert worklist_table(Worklist(cases=[], total=0)).empty
 
 
 def test_case_label_names_kind_and_answer_but_not_a_withheld_one() -> None:
-    assert case_label(_case(4, in_distribution=True)) == f"{4:064x}"[:16] + " · chest X-ray · PNEUMONIA 0.90"
+    assert case_label(_case(4, in_distribution=True)) == f"{4:064x}"[:16] + " · chest X-ray · PNEUMONIA (score 0.900)"
     sepsis = _case(2, kind="sepsis", model="lstm", label="SEPSIS_ALERT", risk=0.613)
-    assert case_label(sepsis).endswith(" · ICU sepsis · SEPSIS ALERT 0.61")
+    assert case_label(sepsis).endswith(" · ICU sepsis · SEPSIS ALERT (score 0.613)")
+    # the score to three decimals, as the table writes it: two cases either side of 0.49 read apart
+    assert case_label(_case(5, label="NORMAL", risk=0.492)).endswith("NORMAL (score 0.492)")
     withheld = case_label(_case(1, in_distribution=False))
     assert withheld.endswith(" · chest X-ray · label withheld") and "0.9" not in withheld
 
