@@ -36,6 +36,7 @@ from models.sequence import (
     baseline_features,
     build_sequence_model,
     engineer,
+    forward_fill,
     pad_batch,
     schema_of,
     to_probability,
@@ -249,8 +250,11 @@ class XrayPredictor(Predictor):
         return results
 
     def explain(self, image: np.ndarray) -> np.ndarray:
-        """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``; for an
-        ensemble, the mean of the members' maps (each member's logit at its own last stage)."""
+        """Grad-CAM of the pneumonia logit at the last stage: (H, W) in [0, 1] aligned to ``image``, the regions
+        that raised the score, scaled to this image's own maximum (all zero: no region raised it). For an
+        ensemble, Grad-CAM of its mean logit: the members' maps before the ReLU, averaged as the logits are
+        (each member's logit at its own last stage), then clamped at zero. Clamping each member first would show
+        a member's evidence that the other's cancels in the mean logit."""
         x = to_tensor([image], self.config).to(self.device)  # (1, 1, S, S)
         from captum.attr import LayerGradCam  # imported on first use: replicas start faster without it
 
@@ -258,12 +262,18 @@ class XrayPredictor(Predictor):
         for member in self.model.members:
             cam = LayerGradCam(member, member.target_layer)
             with torch.enable_grad():
-                maps.append(cam.attribute(x, relu_attributions=True).detach().float())  # (1, 1, s, s)
-        attribution = torch.stack(maps).mean(dim=0)  # (1, 1, s, s)
-        up = F.interpolate(attribution, size=image.shape, mode="bilinear", align_corners=False)
-        heat: np.ndarray = up[0, 0].clamp_min(0).cpu().numpy()
-        top = float(heat.max())
-        return (heat / top).astype(np.float32) if top > 0 else heat.astype(np.float32)
+                maps.append(cam.attribute(x, relu_attributions=False).detach().float())  # (1, 1, s, s), signed
+        attribution = torch.stack(maps).mean(dim=0).clamp_min(0)  # (1, 1, s, s): the mean logit's map
+        return normalised_heatmap(attribution, image.shape)
+
+
+def normalised_heatmap(attribution: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """A non-negative Grad-CAM map (1, 1, s, s) -> (H, W) = ``shape`` in [0, 1], bilinear, divided by its own
+    maximum; all zero when the map is."""
+    up = F.interpolate(attribution, size=shape, mode="bilinear", align_corners=False)  # (1, 1, H, W)
+    heat: np.ndarray = up[0, 0].clamp_min(0).cpu().numpy()
+    top = float(heat.max())
+    return (heat / top).astype(np.float32) if top > 0 else heat.astype(np.float32)
 
 
 class SepsisPredictor(Predictor):
@@ -417,20 +427,21 @@ class SepsisPredictor(Predictor):
         return results
 
     def explain(self, values: np.ndarray, n_steps: int = 8, chunk: int = 32, first_hour: int = 0) -> np.ndarray:
-        """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed
-        over time and over each raw column's engineered channels -> (hours, len(schema.columns)); only hours
-        from ``first_hour`` on are computed (the rows before stay 0).
+        """Integrated gradients of each hour's risk logit w.r.t. the record up to that hour, summed over time and
+        over each variable's engineered channels -> (hours, len(schema.explained_columns)): the raw columns, with
+        each derived ratio as a variable of its own after the measured ones (:meth:`explained_values` gives their
+        values); only hours from ``first_hour`` on are computed (the rows before stay 0).
 
-        Baseline: ``baseline_features``, an unremarkable average patient (every value at its training
-        mean, no change, no measurement counted, flags 0, piecewise-linear channels at the median) at the same
-        hour of the stay: the schema's ``clock`` channels are the record's own, so the clock gets no attribution."""
+        Baseline: ``baseline_features``, a stay in which nothing was measured, with the static columns at their
+        training mean (flags at their prevalence), at the same hour of the stay: the schema's ``clock`` is the
+        record's own, so the clock gets no attribution, and neither does a variable the record never measured."""
         schema = self.schema
         engineered = engineer(values, self.stats, schema)  # (hours, F)
         features = torch.from_numpy(engineered).to(self.device)  # (hours, F)
         hours = features.shape[0]
         groups = torch.tensor(schema.feature_groups(), device=self.device)
-        reference = torch.from_numpy(baseline_features(self.stats, engineered, schema)).to(self.device)  # (hours, F)
-        out = torch.zeros(hours, len(schema.columns))
+        reference = torch.from_numpy(baseline_features(self.stats, values, schema)).to(self.device)  # (hours, F)
+        out = torch.zeros(hours, len(schema.explained_columns))
         for start in range(first_hour, hours, chunk):
             hour_idx = torch.arange(start, min(start + chunk, hours), device=self.device)
             length = int(hour_idx[-1]) + 1
@@ -448,10 +459,16 @@ class SepsisPredictor(Predictor):
                 baseline = reference[:length].unsqueeze(0).expand_as(inputs)  # (c, length, F)
                 attr = ig.attribute(inputs, baselines=baseline, n_steps=n_steps)
             per_channel = attr.detach().sum(dim=1)  # (c, F): summed over hours <= t
-            per_feature = torch.zeros(len(hour_idx), len(schema.columns), device=self.device)
+            per_feature = torch.zeros(len(hour_idx), len(schema.explained_columns), device=self.device)
             per_feature.index_add_(1, groups, per_channel.float())
             out[start : start + len(hour_idx)] = per_feature.cpu()
         return out.numpy()
+
+    def explained_values(self, values: np.ndarray) -> np.ndarray:
+        """(hours, len(schema.columns)) raw -> (hours, len(schema.explained_columns)): the last value seen by each
+        hour of what :meth:`explain` attributes to (a ratio: of its operands' last values), NaN before any."""
+        filled: np.ndarray = forward_fill(self.schema.augment(values))
+        return filled
 
 
 class MortalityPredictor(SepsisPredictor):
@@ -476,8 +493,8 @@ class MortalityPredictor(SepsisPredictor):
         return None  # always 48 hourly rows
 
     def explain_stay(self, values: np.ndarray, n_steps: int = 8) -> np.ndarray:
-        """(48, len(schema.columns)) record -> (len(schema.columns),): integrated gradients of the 48th hour's
-        risk logit (the stay's prediction), summed over the 48 hours. One hour's attributions, not 48."""
+        """(48, len(schema.columns)) record -> (len(schema.explained_columns),): integrated gradients of the 48th
+        hour's risk logit (the stay's prediction), summed over the 48 hours. One hour's attributions, not 48."""
         row: np.ndarray = self.explain(values, n_steps=n_steps, first_hour=values.shape[0] - 1)[-1]
         return row
 

@@ -113,18 +113,25 @@ class FeatureSchema:
         """Channels before the piecewise-linear block (what a tree teacher reads)."""
         return self.n_input - self.n_ple
 
+    @property
+    def explained_columns(self) -> tuple[str, ...]:
+        """What an explanation attributes to, one value each: the measured variables, the derived ratios under
+        their own names (so a ratio's share is never shown as its numerator's) and the static columns; the
+        same as :attr:`stats_columns`, and as :attr:`columns` for a schema without ratios."""
+        return self.stats_columns
+
     def feature_groups(self) -> list[int]:
-        """For each engineered channel, the index of the raw column (0..len(columns)-1) it belongs to; a
-        derived ratio belongs to its numerator."""
-        owner = list(range(self.n_measured)) + [self.columns.index(num) for _, num, _ in self.derived]
-        static = list(range(self.n_measured, len(self.columns)))
+        """For each engineered channel, the index into :attr:`explained_columns` of the variable it belongs to:
+        a measured or static column, or a derived ratio (its own index, after the measured variables)."""
+        owner = list(range(self.n_all_measured))
+        static = list(range(self.n_all_measured, len(self.stats_columns)))
         stats_owner = owner + static
         groups = owner * 4 + owner[: self.n_trend] * 3 + static
         if self.summaries:
             groups += owner * N_SUMMARY
         if self.signature:
             # coordinate 0 is time: its increment and its areas belong to the first variable / the other variable
-            path = [self.columns.index(c) for c in self.signature]
+            path = [self.stats_columns.index(c) for c in self.signature]
             path = [path[0], *path]
             d = len(path)
             groups += path + [path[j] if i == 0 else path[i] for i in range(d) for j in range(i + 1, d)]
@@ -359,22 +366,37 @@ def engineer(values: np.ndarray, stats: NormStats, schema: FeatureSchema = SEPSI
 
 
 def feature_groups(schema: FeatureSchema = SEPSIS_V1) -> list[int]:
-    """For each engineered channel, the index of the raw column it belongs to."""
+    """For each engineered channel, the index into ``schema.explained_columns`` of the variable it belongs to."""
     return schema.feature_groups()
 
 
-def baseline_features(stats: NormStats, features: np.ndarray, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
-    """The unremarkable average patient at the same hours as ``features``, one record's engineered inputs
-    (hours, n_input) -> (hours, n_input): every value at its training mean (z = 0), no change, nothing counted,
-    flags 0, the piecewise-linear channels of the training median, and the schema's ``clock`` channels the
-    record's own (so an explanation never names the clock)."""
-    base = np.zeros((features.shape[0], schema.n_input), dtype=np.float32)
-    edges = np.asarray(stats.edges, dtype=np.float64)  # (k, bins + 1)
-    base[:, schema.n_input - schema.n_ple :] = piecewise_linear(edges[None, :, PLE_BINS // 2], edges)
+def baseline_values(stats: NormStats, values: np.ndarray, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
+    """The reference stay of an explanation, raw: (hours, len(schema.columns)) -> the same shape. Nothing
+    measured (every measured variable NaN at every hour), every static column at its training mean, and the
+    schema's ``clock`` column the record's own (so an explanation never names the clock).
+
+    The 0/1 flags (sex, ICU type, Unit1/Unit2) sit at their training prevalence rather than at 0: all flags 0
+    is a patient who cannot exist (no ICU type at all), while the prevalence is the average patient, as the
+    training mean is for age. A flag the record has then gets the share of the risk it adds over that average.
+    The record's own flags would have been the other consistent choice, but then sex and ICU type could never
+    be named as a reason."""
+    base = np.full_like(values, np.nan)  # (hours, len(columns))
+    mean = np.asarray(stats.mean, dtype=np.float64)  # (len(stats_columns),)
+    for j, column in enumerate(schema.static):
+        base[:, schema.n_measured + j] = mean[schema.stats_columns.index(column)]
     if schema.clock is not None:
-        held = np.asarray(schema.feature_groups()) == schema.columns.index(schema.clock)  # (n_input,)
-        base[:, held] = features[:, held]
+        clock = schema.columns.index(schema.clock)
+        base[:, clock] = values[:, clock]
     return base
+
+
+def baseline_features(stats: NormStats, values: np.ndarray, schema: FeatureSchema = SEPSIS_V1) -> np.ndarray:
+    """The engineered reference of an explanation: one record's raw values (hours, len(schema.columns)) ->
+    (hours, n_input), :func:`engineer` of :func:`baseline_values`. Every measured variable reads as never
+    measured (z 0, mask 0, hours since the last measurement at the cap, no count, no change, no summaries,
+    piecewise-linear channels 0), so a variable the record never measured either gets no attribution; the
+    static columns are at their training mean (z 0; flags at their prevalence) and the clock is the record's."""
+    return engineer(baseline_values(stats, values, schema), stats, schema)
 
 
 class SequenceConfig(BaseModel):

@@ -515,7 +515,8 @@ class EventsRunner(Runner[Any, MortalityPrediction]):
     def _respond(
         self, item: Any, output: Any, explanation: np.ndarray | None, include: frozenset[str]
     ) -> MortalityPrediction:
-        """``output``: a :class:`SepsisAssessment` of (48,) arrays; ``explanation``: (48, len(schema.columns))."""
+        """``output``: a :class:`SepsisAssessment` of (48,) arrays; ``explanation``: the 48th hour's,
+        (len(schema.explained_columns),)."""
         assert isinstance(output, SepsisAssessment)
         p = self.mortality
         risk = np.asarray(output.probability, dtype=np.float64)
@@ -534,11 +535,9 @@ class EventsRunner(Runner[Any, MortalityPrediction]):
             for t in range(len(risk))
         ]
         top = None
-        if explanation is not None:
-            values = self._model_input(item)
-            top = top_features(
-                explanation, forward_fill(values)[last], names=p.schema.columns, glossary=MORTALITY_GLOSSARY
-            )
+        if explanation is not None:  # a derived ratio (PaO2/FiO2 ...) is named as itself, with its own value
+            values = p.explained_values(self._model_input(item))[last]
+            top = top_features(explanation, values, names=p.schema.explained_columns, glossary=MORTALITY_GLOSSARY)
         static = item.static
         age, gender, icu = static.get("Age", math.nan), static.get("Gender", math.nan), _icu_type(static)
         return MortalityPrediction(

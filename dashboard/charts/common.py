@@ -190,9 +190,9 @@ def threshold_gauge(score: float, threshold: float, title: str, bar_colour: str,
 
 
 def contribution_bars(features: list[FeatureContribution], title: str, subtitle: str) -> go.Figure:
-    """Horizontal bars of integrated-gradients attributions, largest |attribution| on top: red raises the risk
-    logit, blue lowers it; each bar is named as serving names the input and labelled with its last value as
-    serving words it (with its unit, a code in words, or ``not measured``)."""
+    """Horizontal bars of integrated-gradients attributions, largest |attribution| on top: red raises the score's
+    log-odds (the logit of the uncalibrated score), blue lowers them; each bar is named as serving names the
+    input and labelled with its last value as serving words it (with its unit, a code in words, or ``not measured``)."""
     shown = features[::-1]  # plotly draws the first bar at the bottom
     values = [f.attribution for f in shown]
     fig = go.Figure(
@@ -210,6 +210,6 @@ def contribution_bars(features: list[FeatureContribution], title: str, subtitle:
     )
     fig.add_vline(x=0.0, line={"color": GREY, "width": 1})
     layout(fig, title=title, subtitle=subtitle, height=max(260, 60 + 32 * len(shown)))
-    fig.update_xaxes(title_text="contribution to the risk logit", zeroline=True)
+    fig.update_xaxes(title_text="contribution to the score's log-odds", zeroline=True)
     fig.update_layout(showlegend=False)
     return fig

@@ -187,18 +187,18 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
     return fig
 
 
-def contributions_figure(prediction: MortalityPrediction, top_n: int = 10) -> go.Figure | None:
+def contributions_figure(prediction: MortalityPrediction, top_n: int | None = None) -> go.Figure | None:
     """Horizontal bars of the variables that drove the 48th hour's score (integrated gradients summed over the 48
-    hours); red raises it, blue lowers it; the text is the last value observed. None without them (the answer was
-    not asked to explain)."""
+    hours): every variable serving sent (its TOP_FEATURES, 5), or the ``top_n`` largest; red raises it, blue lowers
+    it; the text is the last value observed. None without them (the answer was not asked to explain)."""
     if not prediction.top_features:
         return None
-    features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n]
+    features = sorted(prediction.top_features, key=lambda f: abs(f.attribution), reverse=True)[:top_n]  # None: all
     return contribution_bars(
         features,
         title=f"{model_title(prediction.model)}: what drove the score after 48 h ({prediction.probability:.3f})",
-        subtitle="Integrated gradients on the 48th hour's logit, summed over the hours; red raises the score; "
-        "on each bar, the last value observed",
+        subtitle="Integrated gradients on the 48th hour's log-odds against a stay with nothing measured, summed "
+        "over the hours; red raises the score; on each bar, the last value observed",
     )
 
 

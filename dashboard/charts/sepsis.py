@@ -340,18 +340,19 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     return fig
 
 
-def attribution_figure(hour: HourRisk, model: str, top_n: int = 10) -> go.Figure:
-    """Horizontal bars of the top features' integrated-gradients attributions at one hour.
+def attribution_figure(hour: HourRisk, model: str, top_n: int | None = None) -> go.Figure:
+    """Horizontal bars of the top features' integrated-gradients attributions at one hour: every feature serving
+    sent (its TOP_FEATURES, 5), or the ``top_n`` largest.
 
     Red bars raise the logit (the score and the calibrated risk with it), blue bars lower it; the text gives
     the feature's last observed value at that hour (``not measured`` when none).
     """
-    features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]
+    features = sorted(hour.top_features or [], key=lambda f: abs(f.attribution), reverse=True)[:top_n]  # None: all
     return contribution_bars(
         features,
         title=f"{model_title(model)}: what drove the score at hour {hour.hour} (score {hour.probability:.3f})",
-        subtitle="Integrated gradients on the logit; red raises the score, blue lowers it; on each bar, the last "
-        "value observed by that hour",
+        subtitle="Integrated gradients on the score's log-odds, against a stay with nothing measured; red raises "
+        "the score, blue lowers it; on each bar, the last value observed by that hour",
     )
 
 

@@ -1,5 +1,9 @@
 """Charts of the chest X-ray page: score gauge, radiograph with Grad-CAM.
 
+The Grad-CAM heatmap shows the regions that raised the pneumonia score, scaled within each image to its own
+peak: a film the model calls normal can look as hot as one it calls pneumonia, so the heatmap says where,
+never how much. Serving sends an all-zero heatmap when no region raised the score.
+
 The network's output is a *score* compared with the threshold: training weighs the classes to balance them, so
 it is not the probability of pneumonia (cross-fitted ECE 0.065 against 0.015 calibrated, the card's). It is
 written as a decimal; only the calibrated probability is a percentage.
@@ -26,7 +30,15 @@ from dashboard.charts.common import (
 )
 from serving.schemas import XrayPrediction, label_withheld
 
-#: Grad-CAM colour scale: transparent where the model paid no attention, then yellow -> red.
+#: what the heatmap shows, in the colour bar's title and the page's caption
+HEATMAP_TITLE = "Raised the score<br>(1 = this image's peak)"
+HEATMAP_CAPTION = (
+    "Grad-CAM heatmap: the regions that raised the pneumonia score, scaled within this image (its strongest "
+    "region is red). It says where, not how much: a normal film's heatmap can look as hot as a pneumonia film's."
+)
+NO_REGION = "No region raised the pneumonia score: the Grad-CAM heatmap is empty."
+
+#: Grad-CAM colour scale: transparent where a region did not raise the score, then yellow -> red.
 HEATMAP_COLOURSCALE: list[list[float | str]] = [
     [0.0, "rgba(255,255,0,0)"],
     [0.3, "rgba(255,255,0,0)"],
@@ -53,6 +65,12 @@ class XrayDisplay:
         if heatmap is not None and pixels is not None:
             heatmap = resize(heatmap, (pixels.shape[0], pixels.shape[1]))  # full image size -> preview size
         return cls(prediction=prediction, pixels=pixels, heatmap=heatmap)
+
+
+def heatmap_is_empty(heatmap: npt.NDArray[np.floating] | None) -> bool:
+    """Whether serving's heatmap is all zero: no region raised the score (a map with any region that did is
+    scaled to a peak of 1)."""
+    return heatmap is not None and not bool(np.any(heatmap > 0))
 
 
 def shown_label(prediction: XrayPrediction) -> str | None:
@@ -127,7 +145,8 @@ def xray_figure(
     """The windowed radiograph, with the Grad-CAM heatmap overlaid at ``opacity`` (0 hides it).
 
     ``pixels`` is the display-ready (H, W) image in [0, 1] (serving's preview); ``heatmap`` the (H', W')
-    Grad-CAM in [0, 1] (any size: it is stretched over the image). Both are downsampled for the browser.
+    Grad-CAM in [0, 1], scaled to this image's peak (any size: it is stretched over the image). Both are
+    downsampled for the browser. An all-zero heatmap is drawn as a note on the image: no region raised the score.
     """
     height, width = pixels.shape
     small = downsample(pixels, max_side)
@@ -142,7 +161,19 @@ def xray_figure(
             hoverinfo="skip",
         )
     )
-    if heatmap is not None:
+    if heatmap_is_empty(heatmap) and opacity > 0:
+        fig.add_annotation(
+            text=NO_REGION,
+            x=0.5,
+            y=0.98,
+            xref="paper",
+            yref="paper",
+            yanchor="top",
+            showarrow=False,
+            bgcolor="rgba(255,255,255,0.85)",
+            font={"size": 13, "color": "black"},
+        )
+    elif heatmap is not None:
         heat = np.clip(downsample(heatmap, heatmap_side), 0.0, 1.0)
         rows, cols = heat.shape
         fig.add_trace(
@@ -156,8 +187,8 @@ def xray_figure(
                 opacity=float(opacity),
                 visible=opacity > 0,
                 name="Grad-CAM",
-                colorbar={"title": {"text": "Grad-CAM"}, "len": 0.6, "thickness": 12},
-                hovertemplate="Grad-CAM %{z:.2f}<extra></extra>",
+                colorbar={"title": {"text": HEATMAP_TITLE}, "len": 0.6, "thickness": 12},
+                hovertemplate="raised the score: %{z:.2f} of this image's peak<extra></extra>",
             )
         )
     fig.update_xaxes(visible=False, range=[0, width], constrain="domain")
@@ -173,8 +204,12 @@ def xray_figure(
 
 
 __all__ = [
+    "HEATMAP_CAPTION",
     "HEATMAP_COLOURSCALE",
+    "HEATMAP_TITLE",
+    "NO_REGION",
     "XrayDisplay",
+    "heatmap_is_empty",
     "score_gauge",
     "shown_label",
     "trust_line",

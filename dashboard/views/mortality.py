@@ -178,9 +178,9 @@ def render() -> None:
         else:
             st.plotly_chart(figure, key="mortality_contributions", config={"displaylogo": False})
             st.caption(
-                "What moved the 48th hour's score away from an unremarkable average patient at the same hour (every "
-                "value at its training mean), by integrated gradients over the 48 hours. Attributions explain the "
-                "model, not the patient."
+                "What raised or lowered the 48th hour's score (its log-odds) against a stay at the same hour in "
+                "which nothing was measured (age at the training mean, yes/no items at their training rates), by "
+                "integrated gradients over the 48 hours. Attributions explain the model, not the patient."
             )
     st.divider()
     review_panel(

@@ -16,7 +16,15 @@ from dashboard import widgets
 from dashboard.backend import call, client, serving_url, session_cached, session_store
 from dashboard.case_review import review_panel, show_answer
 from dashboard.charts.common import literal, model_title
-from dashboard.charts.xray import XrayDisplay, burned_in_words, shown_label, xray_figure
+from dashboard.charts.xray import (
+    HEATMAP_CAPTION,
+    NO_REGION,
+    XrayDisplay,
+    burned_in_words,
+    heatmap_is_empty,
+    shown_label,
+    xray_figure,
+)
 from models.catalogue import models_for
 from serving.schemas import case_id_for
 
@@ -84,7 +92,7 @@ def render() -> None:
     st.title("Chest X-ray review")
     st.caption(
         f"Pneumonia from the MedLens {model_title(IMAGE_MODEL)}: its score, the calibrated probability and a "
-        "Grad-CAM heatmap. "
+        "Grad-CAM heatmap of the regions that raised the score, scaled within the image. "
         "Research software — not for clinical use."
     )
     widgets.hide_uploaded_file_names()
@@ -124,8 +132,12 @@ def render() -> None:
         elif heatmap is None:
             st.caption("Serving returned no Grad-CAM heatmap for this image.")
             opacity = 0.0
+        elif heatmap_is_empty(heatmap):
+            st.caption(NO_REGION)
+            opacity = 0.0
         else:
             opacity = widgets.opacity_slider()
+            st.caption(HEATMAP_CAPTION)
         if pred.burned_in:
             st.info(
                 f"{burned_in_words(pred)}: it is shown to you here, and a case made of it keeps no copy of its image.",

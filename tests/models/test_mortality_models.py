@@ -70,8 +70,8 @@ def test_predict_matches_the_hourly_risk(tiny_mortality_lstm: Path, mortality_fo
     assert hourly.shape == (48,)
     assert predictor.assess_stays([values])[0][0] == pytest.approx(hourly[-1])
     attribution = predictor.explain(values, n_steps=2)
-    assert attribution.shape == (48, len(MORTALITY_V1.columns)) and np.isfinite(attribution).all()
-    assert np.all(attribution[:, MORTALITY_V1.columns.index("Hour")] == 0.0)  # compared at the same hour
+    assert attribution.shape == (48, len(MORTALITY_V1.explained_columns)) and np.isfinite(attribution).all()
+    assert np.all(attribution[:, MORTALITY_V1.explained_columns.index("Hour")] == 0.0)  # compared at the same hour
     assert np.abs(attribution[-1]).sum() > 0
     last = predictor.explain_stay(values, n_steps=2)  # the 48th hour alone, as serving asks for it
     np.testing.assert_allclose(last, attribution[-1], rtol=1e-4, atol=1e-6)

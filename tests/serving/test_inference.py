@@ -342,7 +342,10 @@ def test_an_explained_record_names_the_variables_of_the_48th_hour(mortality_runn
     values = predictor.model_values(predictor.decode(_record(130, 6.5, 6), "upload.txt"))
     attribution = mortality_runner.explainer.explain(values)[-1]  # the 48th hour's, summed over the hours
     expected = top_features(
-        attribution, forward_fill(values)[-1], names=predictor.schema.columns, glossary=MORTALITY_GLOSSARY
+        attribution,
+        predictor.explained_values(values)[-1],
+        names=predictor.schema.explained_columns,
+        glossary=MORTALITY_GLOSSARY,
     )
     assert [f.feature for f in result.top_features] == [f.feature for f in expected]
     assert [f.value for f in result.top_features] == [f.value for f in expected]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from dashboard.charts import mortality
 from dashboard.charts.common import BLUE, VERMILION, translucent
 from models.catalogue import entry
 from models.mortality_io import GLOSSARY
-from serving._inference import contribution
+from serving._inference import TOP_FEATURES, contribution, top_features
 from serving.schemas import FeatureContribution, MortalityHour, MortalityPrediction
 from tests.dashboard.helpers import trace
 
@@ -198,3 +199,18 @@ def test_a_case_stored_before_draws_its_calibrated_risk_at_the_48th_hour_alone()
     )
     risk = trace(mortality.trajectory_figure(stored), "LSTM calibrated risk")
     assert list(risk.x) == [48] and list(risk.y) == pytest.approx([stored.calibrated_probability])
+
+
+def test_contributions_draw_every_variable_serving_sent() -> None:
+    """No second cut in the dashboard: the chart draws what serving ranked (its TOP_FEATURES), and the axis
+    names what the attributions add up to, the log-odds of the uncalibrated score."""
+    names = ("HR", "MAP", "Lactate", "GCS", "Age", "BUN", "Creatinine", "PaO2", "FiO2", "Temp", "Urine", "pH")
+    attribution = np.linspace(1.2, 0.1, len(names))
+    sent = top_features(attribution, np.full(len(names), np.nan), names=names, glossary=GLOSSARY)
+    assert len(sent) == TOP_FEATURES
+    fig = mortality.contributions_figure(_prediction(RISING, 0.5, features=sent))
+    assert fig is not None and len(fig.data[0].y) == TOP_FEATURES
+    every = [contribution(n, float(a), None, GLOSSARY) for n, a in zip(names, attribution, strict=True)]
+    fig = mortality.contributions_figure(_prediction(RISING, 0.5, features=every))
+    assert fig is not None and len(fig.data[0].y) == len(names)  # more than the old cut of 10
+    assert fig.layout.xaxis.title.text == "contribution to the score's log-odds"

@@ -15,7 +15,7 @@ from dashboard.charts import sepsis
 from dashboard.charts.common import BLUE, VERMILION
 from models.catalogue import entry
 from models.sepsis_io import GLOSSARY
-from serving._inference import contribution
+from serving._inference import TOP_FEATURES, contribution, top_features
 from serving.schemas import HourRisk, SepsisPrediction
 from tests.dashboard.helpers import trace
 
@@ -272,3 +272,16 @@ def test_first_alert(predictions: dict[str, SepsisPrediction]) -> None:
     alert = sepsis.first_alert(predictions["lstm"])
     assert alert is not None and alert.hour == 4 and math.isclose(alert.probability, 0.45)
     assert sepsis.first_alert(_prediction("lstm", [0.0] * 3, 0.5)) is None
+
+
+def test_attribution_figure_draws_every_feature_serving_sent() -> None:
+    """The chart draws the hour's features as serving ranked them (its TOP_FEATURES), with no cut of its own."""
+    names = ("HR", "O2Sat", "Temp", "SBP", "MAP", "Resp", "Lactate", "WBC", "BUN", "Creatinine", "Glucose", "pH")
+    attribution = np.linspace(-1.2, 0.1, len(names))
+    sent = top_features(attribution, np.full(len(names), np.nan), names=names, glossary=GLOSSARY)
+    assert len(sent) == TOP_FEATURES
+    hour = HourRisk(hour=3, iculos=4.0, probability=0.4, label=0, top_features=sent)
+    assert len(sepsis.attribution_figure(hour, "lstm").data[0].y) == TOP_FEATURES
+    every = [contribution(n, float(a), None, GLOSSARY) for n, a in zip(names, attribution, strict=True)]
+    hour = HourRisk(hour=3, iculos=4.0, probability=0.4, label=0, top_features=every)
+    assert len(sepsis.attribution_figure(hour, "lstm").data[0].y) == len(names)  # more than the old cut of 10

@@ -155,3 +155,26 @@ def test_the_ensemble_line_gives_the_members_range_and_says_when_they_straddle_t
     split = agree.model_copy(update={"member_probabilities": [0.4, 0.7, 0.8], "ensemble_std": 0.17})
     assert "both sides of the threshold" in (xray.ensemble_line(split) or "")
     assert xray.ensemble_line(_prediction(0.9)) is None  # a single network: nothing to add
+
+
+def test_the_heatmap_says_what_it_shows_and_when_no_region_raised_the_score() -> None:
+    """The heatmap shows the regions that raised the pneumonia score, scaled within the image; serving's
+    all-zero heatmap (no region raised it) is said in words, never drawn as a transparent overlay."""
+    pixels = np.full((20, 30), 0.5, dtype=np.float32)
+    heat = np.zeros((20, 30), dtype=np.float32)
+    heat[5:10, 5:10] = 1.0
+    fig = xray.xray_figure(pixels, heat, 0.5)
+    overlay = fig.data[1]
+    assert overlay.colorbar.title.text == xray.HEATMAP_TITLE and "this image" in xray.HEATMAP_TITLE
+    assert "raised the score" in overlay.hovertemplate
+    assert not fig.layout.annotations
+
+    display = xray.XrayDisplay.from_prediction(
+        _prediction(0.1, heatmap=gray_png(np.zeros((20, 30))), preview=gray_png(pixels))
+    )
+    assert xray.heatmap_is_empty(display.heatmap)
+    assert not xray.heatmap_is_empty(heat) and not xray.heatmap_is_empty(None)
+    empty = xray.xray_figure(pixels, display.heatmap, 0.5)
+    assert len(empty.data) == 1  # the radiograph alone
+    assert [a.text for a in empty.layout.annotations] == [xray.NO_REGION]
+    assert "No region raised the pneumonia score" in xray.NO_REGION
