@@ -27,9 +27,15 @@ class DemoCase:
 
     @property
     def title(self) -> str:
+        """What the picker shows: the record and its length, never its outcome (which would sway a review)."""
+        return f"{self.record}, {self.hours} h"
+
+    @property
+    def outcome(self) -> str:
+        """The recorded outcome, shown only when a reader asks."""
         if self.septic:
-            return f"{self.record} — septic (SepsisLabel from hour {self.first_label_hour}), {self.hours} h"
-        return f"{self.record} — no sepsis, {self.hours} h"
+            return f"septic: SepsisLabel from hour {self.first_label_hour}"
+        return "no sepsis (SepsisLabel 0 throughout)"
 
 
 def demo_radiograph() -> bytes:
@@ -91,8 +97,8 @@ def find_sepsis_demo_cases(
 
 @dataclass(frozen=True)
 class MortalityDemo:
-    """A PhysioNet 2012 record offered as a demo (public, de-identified data), known by its place in the list and
-    its outcome: its file name is its RecordID, which the page never shows."""
+    """A PhysioNet 2012 record offered as a demo (public, de-identified data), known by its place in the list: its
+    file name is its RecordID, which the page never shows."""
 
     path: Path
     number: int
@@ -100,7 +106,13 @@ class MortalityDemo:
 
     @property
     def title(self) -> str:
-        return f"demo stay {self.number} — {'died in hospital' if self.died else 'survived'}"
+        """What the picker shows: the stay's place in the list, never its outcome (which would sway a review)."""
+        return f"demo stay {self.number}"
+
+    @property
+    def outcome(self) -> str:
+        """The recorded outcome, shown only when a reader asks."""
+        return "died in hospital" if self.died else "survived to hospital discharge"
 
 
 def find_mortality_demo_cases(root: Path, n_each: int = 3, *, sets: tuple[str, ...] = ("a",)) -> list[MortalityDemo]:

@@ -36,6 +36,7 @@ class SelectedInput:
     name: str
     label: str
     source: Literal["upload", "demo", "synthetic"]
+    outcome: str | None = None  # a demo stay's recorded outcome, shown only when the reader asks
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,17 @@ def worklist_page(total: int, shown: WorklistQuery) -> WorklistQuery:
     return shown.model_copy(update={"offset": (int(page) - 1) * shown.limit})
 
 
+def outcome_toggle(key: str, what: str = "the recorded outcome") -> bool:
+    """Whether the reader asks to see ``what`` (the stay's outcome in the data): hidden until then, so that it
+    does not sway a review, which every other reader sees and reader agreement counts."""
+    return st.toggle(
+        f"Show {what}",
+        value=False,
+        key=key,
+        help="Hidden until you ask, so that it does not sway your review: review first, then look.",
+    )
+
+
 def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:
     """PSV / CSV uploader or one of the demo stays."""
     state_key = "sepsis_source"
@@ -434,7 +446,7 @@ def sepsis_input(cases: Sequence[DemoCase]) -> SelectedInput | None:
         return SelectedInput(uploaded.getvalue(), safe_name(uploaded.name, "upload.psv"), "uploaded stay", "upload")
     if choice is not None:
         case = titles[choice]
-        return SelectedInput(case.path.read_bytes(), case.path.name, f"demo stay {case.record}", "demo")
+        return SelectedInput(case.path.read_bytes(), case.path.name, f"demo stay {case.record}", "demo", case.outcome)
     return None
 
 
@@ -474,7 +486,7 @@ def mortality_input(cases: Sequence[MortalityDemo]) -> SelectedInput | None:
         return SelectedInput(uploaded.getvalue(), safe_name(uploaded.name, "upload.txt"), "uploaded record", "upload")
     if source == "demo" and choice is not None:
         case = titles[choice]
-        return SelectedInput(case.path.read_bytes(), "upload.txt", case.title, "demo")
+        return SelectedInput(case.path.read_bytes(), "upload.txt", case.title, "demo", case.outcome)
     if source == "example":
         return SelectedInput(example_mortality_record(), "upload.txt", EXAMPLE_RECORD_TITLE, "demo")
     return None

@@ -98,7 +98,9 @@ def calibrated_curve(prediction: SepsisPrediction) -> tuple[list[int], list[floa
     return [h.hour for h in hours], [float(h.calibrated_probability or 0.0) for h in hours]
 
 
-def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None) -> go.Figure:
+def sepsis_figure(
+    predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None, show_outcome: bool = False
+) -> go.Figure:
     """Hourly score of each model (with its threshold and first alert) above the vital signs.
 
     Around each model's score curve a band in its colour spans its fold members (lowest to highest member
@@ -108,11 +110,11 @@ def sepsis_figure(predictions: Mapping[str, SepsisPrediction], *, selected_hour:
     The vitals and SepsisLabel come from the first answer that carries them (:func:`with_vitals`). Only
     measured points are drawn: markers, joined by a line only between consecutive measured hours
     (``connectgaps=False``), and a bottom strip marks what was missing hour by hour. SepsisLabel, when
-    the file has it, is shaded.
+    the file has it and ``show_outcome`` (the reader asked: it would sway a review), is shaded.
     """
     source = with_vitals(predictions)
     vitals = vitals_frame(source)
-    sepsis_label = source.sepsis_label if source is not None else None
+    sepsis_label = source.sepsis_label if source is not None and show_outcome else None
     n_vital_rows = len(VITAL_PANELS)
     any_calibrated = any(calibrated_curve(p) is not None for p in predictions.values())
     titles = [

@@ -155,6 +155,8 @@ def render() -> None:
         return
 
     st.markdown(f"**{selected.label}**")
+    if selected.outcome is not None and widgets.outcome_toggle("mortality_outcome"):
+        st.caption(f"Recorded outcome: {selected.outcome}.")
     for warning in prediction.warnings:
         st.warning(warning, icon=":material/warning:")
     _summary(prediction)

@@ -140,6 +140,9 @@ def render() -> None:
         return
 
     st.markdown(f"**{selected.label}**")
+    shown_outcome = widgets.outcome_toggle("sepsis_outcome", "the recorded outcome (SepsisLabel)")
+    if shown_outcome and selected.outcome is not None:
+        st.caption(f"Recorded outcome: {selected.outcome}.")
     warnings = list(dict.fromkeys(w for p in predictions.values() for w in p.warnings))
     for warning in warnings:
         st.warning(warning, icon=":material/warning:")
@@ -150,7 +153,7 @@ def render() -> None:
     default_hour = min(alerts) if alerts else n_hours - 1
     hour = widgets.hour_slider(n_hours, default_hour, key=f"sepsis_hour_{key}")
     st.plotly_chart(
-        sepsis_figure(predictions, selected_hour=hour),
+        sepsis_figure(predictions, selected_hour=hour, show_outcome=shown_outcome),
         key="sepsis_chart",
         config={"displaylogo": False},
     )

@@ -194,7 +194,11 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
         default = prediction.first_alert_hour if prediction.first_alert_hour is not None else prediction.n_hours - 1
         hour = widgets.hour_slider(prediction.n_hours, default, key=f"case_hour_{case.id}")
     st.plotly_chart(
-        sepsis_figure({prediction.model: prediction}, selected_hour=hour),
+        sepsis_figure(
+            {prediction.model: prediction},
+            selected_hour=hour,
+            show_outcome=widgets.outcome_toggle(f"case_outcome_{case.id}", "SepsisLabel from the file"),
+        ),
         key=f"case_sepsis_{case.id}",
         config={"displaylogo": False},
     )

@@ -898,6 +898,7 @@ def test_mortality_page(serving_env: str) -> None:
     demos = find_mortality_demo_cases(root) if (root / "set-a").is_dir() else []
     picker = at.selectbox(key="mortality_demo_case")
     assert list(picker.options) == [d.title for d in demos]
+    assert not [o for o in picker.options if "died" in o or "survived" in o]  # blind until the reader asks
     if demos:
         demo = demos[0]
         picker.select(demo.title).run()
@@ -1240,6 +1241,7 @@ def _served_sepsis(model: str, vitals: bool) -> SepsisPrediction:
     return SepsisPrediction(
         model=model, version=f"{model}-stub", threshold=0.2, n_hours=30, first_alert_hour=20, hours=hours,
         vitals={"HR": [80.0 + h % 7 for h in range(30)]} if vitals else None,
+        sepsis_label=[int(h >= 20) for h in range(30)] if vitals else None,
     )  # fmt: skip
 
 
@@ -1350,6 +1352,34 @@ def test_the_sepsis_review_names_the_case_model_and_survives_a_failed_explanatio
     case = case_id_for("sepsis", (training / "p000001.psv").read_bytes())
     assert any(r.key == f"review_verdict_{case}" for r in at.radio)
     assert any("the LSTM's label, **SEPSIS ALERT**" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_a_stays_outcome_is_hidden_until_the_reader_asks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The demo picker names a stay without its outcome, and the chart leaves SepsisLabel unshaded, so that the
+    outcome does not sway a review; "Show the recorded outcome" shows both."""
+    training = tmp_path / "sepsis" / "training"
+    training.mkdir(parents=True)
+    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|{int(h >= 20)}\n" for h in range(30))
+    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+
+    def shaded(at: AppTest) -> int:
+        chart = next(f for f in _figures(at) if any(str(t.get("name", "")).startswith("HR (") for t in f["data"]))
+        return len([s for s in chart["layout"].get("shapes", []) if s.get("type") == "rect"])
+
+    with http_stub(_icu_stub([])) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _page("views/sepsis.py")
+        picker = at.selectbox(key="sepsis_demo_case")
+        assert list(picker.options) == ["p000001, 30 h"]
+        picker.select(picker.options[0]).run()
+        assert not at.exception, at.exception
+        assert shaded(at) == 0
+        assert not [c.value for c in at.caption if "Recorded outcome" in c.value]
+        at.toggle(key="sepsis_outcome").set_value(True).run()
+        assert not at.exception, at.exception
+    assert shaded(at) == 1
+    assert "Recorded outcome: septic: SepsisLabel from hour 20." in [c.value for c in at.caption]
 
 
 def test_the_worklist_table_separates_a_score_from_its_threshold(monkeypatch: pytest.MonkeyPatch) -> None:

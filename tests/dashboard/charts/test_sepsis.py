@@ -234,15 +234,17 @@ def test_sepsis_figure_draws_the_served_vitals_without_interpolation(
 
 
 def test_sepsis_figure_shades_the_served_label_and_handles_no_alert() -> None:
+    """SepsisLabel is shaded only when the reader asks (the outcome would sway a review)."""
     quiet = {"lstm": _prediction("lstm", [0.01] * 8, 0.42, vitals=VITALS, label=[0, 0, 0, 0, 0, 1, 1, 1])}
-    fig = sepsis.sepsis_figure(quiet)
+    assert not [s for s in sepsis.sepsis_figure(quiet).layout.shapes if s.type == "rect"]
+    fig = sepsis.sepsis_figure(quiet, show_outcome=True)
     assert not [t for t in fig.data if (t.name or "").startswith("LSTM first alert")]
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(rects) == 1
     assert rects[0].x0 == pytest.approx(4.5) and rects[0].x1 == pytest.approx(7.5)
 
     unlabelled = {"lstm": _prediction("lstm", [0.01] * 8, 0.42, vitals=VITALS)}  # a file without SepsisLabel
-    assert not [s for s in sepsis.sepsis_figure(unlabelled).layout.shapes if s.type == "rect"]
+    assert not [s for s in sepsis.sepsis_figure(unlabelled, show_outcome=True).layout.shapes if s.type == "rect"]
 
 
 def test_sepsis_figure_without_vitals_still_draws_the_score() -> None:
