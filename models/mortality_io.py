@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.errors import PayloadTooLargeError, SeriesFormatError, series_text
+from models.errors import PayloadTooLargeError, SeriesFormatError, line_count, series_text, split_lines
 from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary, to_age_code
 
 TIME_SERIES = [
@@ -104,6 +104,12 @@ AGE_90_OR_OLDER = 90
 MAX_BYTES = 5_000_000  # the largest real record is 24 kB
 #: Lines of a record: one row per parameter per minute of 48 hours is 106,560; the largest real one has 1,503.
 MAX_ROWS = 200_000
+#: The most Urine one hour may sum to, in mL: the largest hourly sum of the 8,000 stays of sets a and b is 23,580 mL
+#: (record 149746, hour 2; the next largest: 11,000 and 8,000). More is a file whose rows repeat, not a patient.
+MAX_URINE_PER_HOUR = 25_000
+#: Digits of a Time's hour: 48 hours are read and later rows ignored; a longer hour is not a time (and Python's
+#: int() refuses one of over 4,300 digits).
+MAX_HOUR_DIGITS = 6
 MISSING_TOKENS = frozenset({"", "NaN", "nan", "NA", "N/A", "null", "None"})
 SUMMED = frozenset({"Urine"})  # volumes per interval: an hour holds their sum, not their mean
 
@@ -142,6 +148,11 @@ def _quoted(text: str, param: str | None = None) -> str:
     return _WITHHELD_ID if param == _RECORD_ID or _RECORD_ID in text else repr(text)
 
 
+def _cut(text: str) -> str:
+    """``text`` from the file, quoted for an error message: its first 40 characters."""
+    return repr(text[:40]) + (" ..." if len(text) > 40 else "")
+
+
 def _accepted() -> str:
     return f"{', '.join(PARAMETERS[:12])}, ... ({len(PARAMETERS)} names: the PhysioNet 2012 parameters)"
 
@@ -155,13 +166,18 @@ def _minutes(time: str, name: str, line: int) -> int:
     hh, sep, mm = time.partition(":")
     # ASCII digits only: str.isdigit() also takes '²', which int() refuses
     if sep and hh.isascii() and hh.isdigit() and mm.isascii() and mm.isdigit() and len(mm) == 2 and int(mm) < 60:
+        if len(hh) > MAX_HOUR_DIGITS:
+            raise SeriesFormatError(
+                f"{name}: line {line}: Time {_cut(time)} has an hour of {len(hh):,} digits; times are HH:MM since ICU "
+                f"admission (the first {HOURS} hours are read)."
+            )
         return int(hh) * 60 + int(mm)
     if time.startswith("-"):
         raise SeriesFormatError(
-            f"{name}: line {line}: Time {time!r} is negative; times count from ICU admission (00:00 and later)."
+            f"{name}: line {line}: Time {_cut(time)} is negative; times count from ICU admission (00:00 and later)."
         )
     raise SeriesFormatError(
-        f"{name}: line {line}: Time {time!r} is not HH:MM (hours and minutes since ICU admission, e.g. 07:45)."
+        f"{name}: line {line}: Time {_cut(time)} is not HH:MM (hours and minutes since ICU admission, e.g. 07:45)."
     )
 
 
@@ -186,6 +202,20 @@ def _impossible(param: str, value: float, line: int, count: int, name: str) -> s
     )
 
 
+def _lines(data: bytes, name: str) -> list[str]:
+    """A record's lines, for :func:`parse_record_bytes` and :func:`deidentified` alike: at most :data:`MAX_BYTES`
+    bytes and :data:`MAX_ROWS` line breaks (counted before the split), split at ``\\r\\n``, ``\\r`` or ``\\n``
+    only (a form feed or U+2028 inside a line stays in it)."""
+    if len(data) > MAX_BYTES:
+        raise PayloadTooLargeError(f"{name} is {len(data):,} bytes; the limit is {MAX_BYTES:,}.")
+    text = series_text(data, name, "a PhysioNet 2012 record (Time,Parameter,Value rows)")
+    if line_count(text) - 1 > MAX_ROWS:
+        raise PayloadTooLargeError(
+            f"{name} has more than {MAX_ROWS:,} rows; a 48-hour record has at most one row per parameter per minute."
+        )
+    return split_lines(text)
+
+
 def parse_record_bytes(
     data: bytes,
     filename: str | None = None,
@@ -199,14 +229,7 @@ def parse_record_bytes(
     measurement in their first 48 hours; they are kept for training, with a warning).
     """
     name = filename or "upload"
-    if len(data) > MAX_BYTES:
-        raise PayloadTooLargeError(f"{name} is {len(data):,} bytes; the limit is {MAX_BYTES:,}.")
-    if data.count(b"\n") > MAX_ROWS:
-        raise PayloadTooLargeError(
-            f"{name} has more than {MAX_ROWS:,} rows; a 48-hour record has at most one row per parameter per minute."
-        )
-    text = series_text(data, name, "a PhysioNet 2012 record (Time,Parameter,Value rows)")
-    lines = text.splitlines()
+    lines = _lines(data, name)
     start = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if start is None:
         raise SeriesFormatError(f"{name} is empty: it needs the header Time,Parameter,Value and one row per value.")
@@ -221,6 +244,7 @@ def parse_record_bytes(
     cells: list[int] = []  # hour * 37 + series column, per kept observation
     observed: list[float] = []
     where: list[int] = []  # file line of each observation
+    seen: dict[tuple[int, int, float], int] = {}  # (minutes, series column, value) -> its line: repeats are refused
     descriptors: dict[str, tuple[float, int]] = {}  # name -> (value, line); -1 = unknown
     time_cache: dict[str, int] = {}
     late = 0
@@ -278,6 +302,13 @@ def parse_record_bytes(
             continue
         if value == -1:  # the challenge's missing value
             continue
+        first_line = seen.setdefault((minutes, col, value), i + 1)
+        if first_line != i + 1:  # none of the 8,000 real stays repeats a row
+            raise SeriesFormatError(
+                f"{name}: line {i + 1} repeats line {first_line} (the same Time, Parameter and Value: {param} = "
+                f"{value:g} at {minutes // 60:02d}:{minutes % 60:02d}); a row written twice would count twice (Urine "
+                "is summed). Remove the repeated rows and upload again."
+            )
         cells.append((minutes // 60 if minutes < _END else HOURS - 1) * _N_SERIES + col)
         observed.append(value)
         where.append(i + 1)
@@ -320,6 +351,7 @@ def parse_record_bytes(
         series = sums / counts
     series[:, _SUMMED_INDEX] = sums[:, _SUMMED_INDEX]
     series[counts == 0] = np.nan
+    _check_urine_per_hour(series, name, on_impossible, warnings)
     if not len(obs):
         message = f"{name} holds no time-series measurement in its first {HOURS} hours (only descriptors)"
         if require_series:
@@ -342,14 +374,33 @@ def parse_record_bytes(
     return MortalityRecord(values=values, name=stem, warnings=warnings)
 
 
+def _check_urine_per_hour(series: np.ndarray, name: str, on_impossible: str, warnings: list[str]) -> None:
+    """An hour's summed Urine above :data:`MAX_URINE_PER_HOUR` is refused, or (``on_impossible="drop"``) set
+    missing with a warning; ``series``: (HOURS, 37), changed in place."""
+    urine = series[:, _SERIES_INDEX["Urine"]]  # a view
+    over = np.flatnonzero(urine > MAX_URINE_PER_HOUR)
+    if not len(over):
+        return
+    hour = int(over[0])
+    message = (
+        f"{name}: Urine sums to {urine[hour]:g} mL in hour {hour} ({hour:02d}:00 to {hour:02d}:59); at most "
+        f"{MAX_URINE_PER_HOUR:,} mL an hour is accepted (the most in one hour of the 8,000 real stays: 23,580 mL); "
+        f"{len(over)} hour(s) affected."
+    )
+    if on_impossible == "reject":
+        raise SeriesFormatError(message + " Correct or remove those rows and upload again.")
+    warnings.append(message + " Those hours' Urine was treated as missing.")
+    urine[over] = np.nan
+
+
 def deidentified(data: bytes) -> bytes:
     """A record (one that :func:`parse_record_bytes` reads) as a case keeps it, in UTF-8: without its ``RecordID``
     rows (a hospital's export may put its own identifier there) and with an age over :data:`AGE_90_OR_OLDER` written as
     :data:`AGE_90_OR_OLDER` (HIPAA's Safe Harbor aggregates ages over 89). The same model input: the loader reads
-    such an age as :data:`AGE_90_OR_OLDER` too."""
-    text = series_text(data, "record", "a PhysioNet 2012 record (Time,Parameter,Value rows)")
+    such an age as :data:`AGE_90_OR_OLDER` too. Split into lines, and refused for size, as the loader does
+    (:func:`_lines`)."""
     kept = []
-    for row in text.splitlines():
+    for row in _lines(data, "record"):
         parts = row.split(",")
         parameter = _unquoted(parts[1]) if len(parts) == 3 else None
         if parameter == _RECORD_ID:

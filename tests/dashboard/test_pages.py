@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png, literal
+from dashboard.charts.xray import NO_REGION, heatmap_is_empty
 from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
 from models.cards import read_card
 from models.catalogue import MODEL_NAMES, entry
@@ -42,6 +43,7 @@ from serving.schemas import (
     SepsisPrediction,
     Worklist,
     WorklistQuery,
+    XrayPrediction,
     case_id_for,
 )
 from tests.conftest import ServeServer
@@ -692,7 +694,13 @@ def test_worklist_hides_the_output_of_a_withheld_label(serving_env: str, xray_no
         at.toggle(key=f"gc_{case}").set_value(True).run()
         assert not at.exception, at.exception
         image = next(f for f in _figures(at) if f["data"][0]["type"] == "image")
-        assert [t["type"] for t in image["data"]] == ["image", "heatmap"]
+        notes = [a.get("text") for a in image["layout"].get("annotations", [])]
+        served = MedLensClient(serving_env).case_explanation(case).prediction
+        assert isinstance(served, XrayPrediction) and served.heatmap_png is not None
+        if heatmap_is_empty(decode_gray_png(served.heatmap_png)):  # no region raised the score: it says so
+            assert [t["type"] for t in image["data"]] == ["image"] and notes == [NO_REGION], notes
+        else:
+            assert [t["type"] for t in image["data"]] == ["image", "heatmap"] and NO_REGION not in notes
     # A withheld label's review form asks no verdict: the reader's own label, which it requires, is the review.
     case = by_kind[False]
     at.sidebar.text_input(key="reviewer_name").input("Dr Withheld").run()

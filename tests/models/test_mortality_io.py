@@ -387,6 +387,7 @@ def test_real_every_record_parses(real_data: DataPaths) -> None:
     records = [load_record_file(p, on_impossible="drop", require_series=False) for p in paths]
     assert [r.name for r in records] == [p.stem for p in paths]
     assert sum(r.hours_observed == 0 for r in records) == 10  # stays with descriptors only
+    assert not [w for r in records for w in r.warnings if "Urine sums to" in w]  # MAX_URINE_PER_HOUR keeps them all
     dropped = [w for r in records for w in r.warnings if "impossible" in w]
     assert dropped and all(p in " ".join(dropped) for p in ("pH", "Temp", "Weight", "Height"))
     stacked = np.stack([r.values for r in records])
@@ -420,3 +421,64 @@ def test_an_age_over_90_is_read_and_kept_as_90() -> None:
 def test_an_age_is_shown_in_words_from_90() -> None:
     assert GLOSSARY.value_text("Age", 90.0) == "90 or older"
     assert GLOSSARY.value_text("Age", 89.0) == "89 years"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sizes, line breaks, repeated rows, hourly Urine
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("newline", [b"\r", b"\r\n", b"\n"])
+def test_rows_are_counted_as_they_are_split(newline: bytes) -> None:
+    """MAX_ROWS counted line feeds while the lines were split at any line break: a record ending its lines in \\r
+    alone went past it."""
+    data = (HEAD.encode() + b"00:07,HR,73\n" * (MAX_ROWS + 1)).replace(b"\n", newline)
+    for read in (lambda d: parse_record_bytes(d, "long.txt"), deidentified):
+        with pytest.raises(PayloadTooLargeError, match="more than 200,000 rows"):
+            read(data)
+    with pytest.raises(PayloadTooLargeError, match="bytes"):
+        deidentified(b"x" * (MAX_BYTES + 1))
+
+
+def test_lines_end_only_at_cr_and_lf() -> None:
+    """A form feed or U+2028 inside a row is not a line break (str.splitlines() made two rows of it)."""
+    record = parse(DESCRIPTORS + "00:07,HR,73\x0c\n00:37,HR,77\u2028\n")
+    assert record.values[0, COL["HR"]] == 75
+    assert refused(DESCRIPTORS + "00:07,HR,73\x0c00:37,HR,77\n").startswith("132539.txt: line 8 has 5 field(s)")
+
+
+def test_an_hour_of_thousands_of_digits_is_a_format_error() -> None:
+    """int() refuses over 4,300 digits with a bare ValueError."""
+    message = refused(DESCRIPTORS + "9" * 5000 + ":00,HR,73\n")
+    assert message.startswith("132539.txt: line 8: Time '9999") and "an hour of 5,000 digits" in message
+    assert len(message) < 300
+
+
+def test_a_repeated_row_is_refused() -> None:
+    """Every row written twice doubled the summed Urine (and the risk); none of the 8,000 real stays repeats a row
+    (Time, Parameter and Value)."""
+    rows = DESCRIPTORS + "00:07,HR,73\n00:30,Urine,250\n"
+    assert parse(rows).values[0, COL["Urine"]] == 250
+    message = refused(rows + "00:30,Urine,250\n")
+    assert "line 10 repeats line 9 (the same Time, Parameter and Value: Urine = 250 at 00:30)" in message
+    assert "line 9 repeats line 8" in refused(DESCRIPTORS + "00:07,HR,73\n0:07,HR,73.0\n")  # the same, written apart
+    assert parse(rows + "00:31,Urine,250\n00:30,Urine,251\n").values[0, COL["Urine"]] == 751  # not repeats
+
+
+@pytest.mark.parametrize("on_impossible", ["reject", "drop"])
+def test_an_hour_of_more_urine_than_any_real_one_is_impossible(on_impossible: Literal["reject", "drop"]) -> None:
+    """60 rows of 19,000 mL in one hour summed to 1.14e6 mL; the most in one hour of the real stays is 23,580."""
+    rows = DESCRIPTORS + "".join(f"00:{m:02d},Urine,19000\n" for m in range(60)) + "01:10,Urine,20000\n01:20,HR,70\n"
+    if on_impossible == "reject":
+        message = refused(rows)
+        assert "Urine sums to 1.14e+06 mL in hour 0" in message and "at most 25,000 mL" in message
+        return
+    record = parse(rows, on_impossible="drop")
+    urine = record.values[:, COL["Urine"]]
+    assert np.isnan(urine[0]) and urine[1] == 20000
+    assert any("Urine sums to 1.14e+06 mL in hour 0" in w and "treated as missing" in w for w in record.warnings)
+    assert parse(DESCRIPTORS + "00:10,Urine,19990\n00:50,Urine,3590\n").values[0, COL["Urine"]] == 23580
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_utf16_is_named(encoding: str) -> None:
+    with pytest.raises(SeriesFormatError, match="is UTF-16 text, not UTF-8: save it as UTF-8"):
+        parse_record_bytes((HEAD + "00:07,HR,73\n").encode(encoding), "132539.txt")

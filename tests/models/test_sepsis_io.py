@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -284,7 +285,168 @@ def test_an_age_of_90_or_more_is_read_and_kept_as_the_challenges_code() -> None:
         np.testing.assert_array_equal(
             parse_series_bytes(kept, "stay.csv").values, parse_series_bytes(tricky.encode(), "stay.csv").values
         )
-    for untouched in ("\ufeffHR,Age\n80,89\n81,100\n", "HR,Temp\n80,37\n", ""):
+    for untouched in ("\ufeffHR,Age\n80,89\n81,100\n", "HR,Temp\n80,37\n"):
         assert deidentified(untouched.encode()) == untouched.encode()  # the same bytes: the same case id as before
+    with pytest.raises(SeriesFormatError, match="empty"):
+        deidentified(b"")  # refused, as the loader refuses it
     assert not any("90 or more" in w for w in parse("HR,Age\n80,89\n81,100\n").warnings)
     assert GLOSSARY.value_text("Age", 100.0) == "90 or older" and GLOSSARY.value_text("Age", 64.0) == "64 years"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# size and shape, checked before pandas reads a file: the loader and deidentified alike
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.timeout(20)  # each took minutes and gigabytes when pandas saw it
+@pytest.mark.parametrize(
+    ("data", "error", "said"),
+    [
+        (b"HR" + b"," * 100_000 + b"\n" + b"80\n" * 500, SeriesFormatError, "the header has 100,001 columns"),
+        # str.splitlines() split the header at the form feed, so its width went uncounted; pandas does not split there
+        (b"HR\x0c" + b"," * 200_000 + b"\n" + b"80\n" * 1000, SeriesFormatError, "the header has 200,001 columns"),
+        (b"HR\n80" + b"," * 3_000_000 + b"\n", SeriesFormatError, "line 2 has 3,000,001 fields and the header 1"),
+        # a quote left open in the header runs it on, through the separators of the next line
+        (b'x"y,"z\n' + b"," * 200_000 + b'"\n' + b"80\n" * 500, SeriesFormatError, "has a stray quote"),
+        (b"HR\n" + b"\n" * 3_000_000 + b"80\n", PayloadTooLargeError, "3,000,003 lines"),
+        (b"HR\r" + b"80\r" * (MAX_HOURS + 1), PayloadTooLargeError, "1,001 rows"),  # \r alone ends a line
+        (b"HR\n80\n\x0c\n81\n", SeriesFormatError, r"line 3 holds only '\\x0c'"),  # pandas: an hour of nothing
+        (b"HR,Temp,HR\n80,37,81\n", SeriesFormatError, "'HR' appear more than once"),
+    ],
+    ids=["wide header", "form feed in header", "wide row", "open quote", "blank lines", "cr rows", "form feed row",
+         "duplicate"],
+)  # fmt: skip
+def test_size_and_shape_are_refused_before_parsing_by_the_loader_and_deidentified(
+    data: bytes, error: type[Exception], said: str
+) -> None:
+    """deidentified (serving computes every uploaded stay's case id with it) refuses, with the loader's error,
+    every file the loader refuses for its size or shape, before pandas reads it."""
+    with pytest.raises(error, match=said):
+        parse_series_bytes(data, "stay.csv")
+    with pytest.raises(error, match=said):
+        deidentified(data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HR|Age|\n80|95|\n81|95|\n",
+        "HR,Age,\r\n80,95,\r\n",
+        "HR,Age,,\n80,95,,\n81,NA,,\n",
+        "HR|Age|\n80|95|NA\n81|95|\n",
+        '"HR","Age",""\n80,93,\n',
+        "HR|Age\n80|95\n   \n81|95\n",
+        "Age,HR\n95,80\n,81\n",
+        "HR,Age\n80,95,\n81,95\n",
+        'HR|ICULOS|Age|\n80|"1\n"|93|\n81|2|93|\n',
+    ],
+)
+def test_the_kept_record_parses_as_the_upload(text: str) -> None:
+    """A case's stay is read again when it is explained: it must be the same model input. A trailing separator (a
+    blank-named empty column, which the loader drops) came back as a column 'Unnamed: 2', which it refused."""
+    upload = parse_series_bytes(text.encode(), "stay.csv")
+    kept = deidentified(text.encode())
+    assert b"95" not in kept and b"93" not in kept and b"Unnamed" not in kept, kept
+    again = parse_series_bytes(kept, "stay.csv")
+    np.testing.assert_array_equal(again.values, upload.values)
+
+
+def test_deidentified_refuses_a_blank_named_column_with_values_as_the_loader_does() -> None:
+    for parse_it in (lambda d: parse_series_bytes(d, "stay"), deidentified):
+        with pytest.raises(SeriesFormatError, match="column 3 has no name in the header but holds values"):
+            parse_it(b"HR|Age|\n80|95|7\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# what a refusal quotes
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"HR|Temp\n" + b"x" * 5_000_000 + b"|37\n", "column HR row 1 holds 'xxxxxxxxxx"),
+        (b"HR|" + b"y" * 5_000_000 + b"\n80|37\n", r"unknown column\(s\) 'yyyyyyyyyy"),
+        (b"HR|" + b"y" * 5_000_000 + b"|" + b"y" * 5_000_000 + b"\n80|37|1\n", "'yyyyyyyyyy"),  # duplicated
+    ],
+    ids=["cell", "column", "duplicated column"],
+)
+def test_a_refusal_quotes_at_most_40_characters_of_the_file(data: bytes, said: str) -> None:
+    with pytest.raises(SeriesFormatError, match=said) as info:
+        parse_series_bytes(data, "stay.psv")
+    assert len(info.value.message) < 400, len(info.value.message)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cells: codes, booleans, hours, an empty stay
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["True", "False", "TRUE", "true"])
+def test_a_boolean_cell_is_not_a_number(cell: str) -> None:
+    """pandas reads a column of True / False as booleans, which passed as 1 / 0."""
+    with pytest.raises(SeriesFormatError, match=f"column HR row 1 holds {cell.capitalize()} .*, which is not a num"):
+        parse(f"HR,Temp\n{cell},37\n{cell},37\n")
+    with pytest.raises(SeriesFormatError, match="column Gender row 1 holds True"):
+        parse("HR,Gender\n80,True\n")
+
+
+@pytest.mark.parametrize("on_impossible", ["reject", "drop"])
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("HR,Gender\n80,0.5\n", "Gender = 0.5 at row 1 is not a valid code; use 0 (female) or 1 (male)"),
+        ("HR,Gender\n80,1\n81,2\n", "Gender = 2 at row 2 is not a valid code"),
+        ("HR,Unit1\n80,0.5\n", "Unit1 = 0.5 at row 1 is not a valid code"),
+        ("HR,SepsisLabel\n80,0\n81,0.9\n", "SepsisLabel = 0.9 at row 2 is not a valid code"),
+        ("HR,Unit1,Unit2\n80,0,1\n81,1,1\n", "row 2 has Unit1 = 1 and Unit2 = 1"),  # none of the real stays has
+    ],
+)
+def test_coded_columns_hold_0_or_1(text: str, said: str, on_impossible: Literal["reject", "drop"]) -> None:
+    with pytest.raises(SeriesFormatError, match=re.escape(said)):
+        parse(text, on_impossible=on_impossible)
+    assert parse("HR,Gender,Unit1,Unit2,SepsisLabel\n80,0,1,0,0\n81,,,,1\n").labels is not None
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ("80,1\n81,1.25\n82,1.5\n", "ICULOS = 1.25 at row 2 is not a whole number of hours"),
+        ("80,1\n81,\n82,\n83,2\n", "from 1 at row 1 to 2 at row 4: 3 rows for 1 hour"),  # an hour repeats
+        ("80,-1\n81,0\n", "ICULOS = -1 hours at row 1 is impossible"),
+    ],
+    ids=["fraction", "rows between", "negative"],
+)
+def test_iculos_counts_whole_hours_one_row_each(rows: str, said: str) -> None:
+    with pytest.raises(SeriesFormatError, match=said):
+        parse("HR,ICULOS\n" + rows)
+
+
+def test_an_hour_later_than_the_longest_training_stay_is_read_with_a_warning() -> None:
+    """The longest stay of the challenge's training data is 336 hours; ICULOS 5000 to 5049 turned the answer into
+    an alert where 1 to 50 did not: the risk there is extrapolated, and the reader is told."""
+    late = parse("HR,ICULOS\n" + "".join(f"80,{5000 + h}\n" for h in range(50)))
+    assert any("ICULOS reaches 5049 hours" in w and "extrapolated" in w for w in late.warnings), late.warnings
+    assert any("after hour 336" in w for w in parse("HR,ICULOS\n80,336\n81,337\n").warnings)
+    assert not [w for w in parse("HR,ICULOS\n" + "".join(f"80,{h}\n" for h in range(287, 337))).warnings if "ICU" in w]
+
+
+@pytest.mark.parametrize(
+    "text", ["HR,Temp\n" + "NaN,NaN\n" * 30, "ICULOS\n1\n2\n3\n", "Gender,Age\n1,70\n", "HR,Temp\n,\n"]
+)
+def test_a_stay_with_no_measured_value_is_refused(text: str) -> None:
+    with pytest.raises(SeriesFormatError, match="holds no measured value"):
+        parse(text)
+
+
+def test_all_measured_values_impossible_and_dropped_is_refused() -> None:
+    with pytest.raises(SeriesFormatError, match=r"holds no measured value \(.* or was impossible\)"):
+        parse("HR,Age\n500,70\n", on_impossible="drop")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encodings
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_is_named(encoding: str) -> None:
+    with pytest.raises(SeriesFormatError, match="is UTF-16 text, not UTF-8: save it as UTF-8"):
+        parse_series_bytes("HR,Temp\n80,37\n".encode(encoding), "stay.csv")
+
+
+def test_latin1_is_named() -> None:
+    with pytest.raises(SeriesFormatError, match=r"is not UTF-8 \(byte 13, 0xb0.*another 8-bit encoding.*UTF-8"):
+        parse_series_bytes("HR,Temp\n80,37°\n".encode("latin-1"), "stay.csv")
