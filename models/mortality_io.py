@@ -65,6 +65,10 @@ GLOSSARY = InputGlossary(
         "Weight0": "Weight at admission",
         "MechVent": "Mechanical ventilation",
         "Hour": "Hours of the stay read",
+        # the derived ratios (models/mortality_features.py), each attributed as a reason of its own
+        "PaO2/FiO2": "PaO2/FiO2 ratio",
+        "ShockIndex": "Shock index (HR / SysABP)",
+        "BUN/Creatinine": "BUN/creatinine ratio",
         **{f"ICUType{code}": f"ICU type: {title}" for code, title in ICU_TYPES.items()},
     },
     codes={"Gender": GENDERS, "MechVent": YES_NO, **{f"ICUType{code}": YES_NO for code in ICU_TYPES}},

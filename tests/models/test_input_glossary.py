@@ -40,6 +40,7 @@ from models.sepsis_io import GLOSSARY as SEPSIS
         (SEPSIS, "WBC", 9.6, "WBC", "×10³/µL", "9.6 ×10³/µL"),
         # negative: admitted to hospital that long before the ICU
         (SEPSIS, "HospAdmTime", -253.6, "Hospital admission, relative to ICU admission", "hours", "-253.6 hours"),
+        (MORTALITY, "ShockIndex", 0.82, "Shock index (HR / SysABP)", None, "0.82"),
     ],
 )
 def test_inputs_read_as_a_reader_says_them(
@@ -52,10 +53,11 @@ def test_a_code_outside_its_table_is_shown_as_a_number() -> None:
     assert MORTALITY.value_text("Gender", 0.5) == "0.5"
 
 
-@pytest.mark.parametrize(("glossary", "columns"), [(MORTALITY, MORTALITY_V1.columns), (SEPSIS, FEATURES)])
+@pytest.mark.parametrize(("glossary", "columns"), [(MORTALITY, MORTALITY_V1.explained_columns), (SEPSIS, FEATURES)])
 def test_every_glossary_entry_is_a_model_input(glossary: InputGlossary, columns: tuple[str, ...]) -> None:
     """A renamed or dropped column would leave a dead entry: each named, coded or unit-bearing column is an input
-    (the mortality units table also covers the record's raw ``Weight`` parameter)."""
+    or a derived ratio attributed on its own (the mortality units table also covers the record's raw ``Weight``
+    parameter)."""
     known = set(columns) | {"Weight"}
     assert set(glossary.names) <= known and set(glossary.codes) <= known and set(glossary.units) <= known
 
