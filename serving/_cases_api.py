@@ -463,15 +463,27 @@ async def delete_case(
 async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Response:
     """Every review: CSV (tombstones included), or a FHIR R4B `Bundle` of one `DiagnosticReport` per review
     of a case that still exists."""
-    trail = list(await _db(lambda: list(_service().store.trail())))
+    store = _service().store
+    trail = list(await _db(lambda: list(store.trail())))
+    # built, validated and encoded on a worker thread: seconds for a long trail, which on the event loop held every
+    # other route of the ingress
     if format == "csv":
-        return Response(
-            reviews_csv(trail),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="medlens-reviews.csv"'},
-        )
+        return await asyncio.to_thread(_csv_response, trail)
+    installation: str = await _db(store.installation)
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return JSONResponse(reviews_fhir(trail, stamp), media_type="application/fhir+json")
+    return await asyncio.to_thread(_fhir_response, trail, stamp, installation)
+
+
+def _csv_response(trail: list[tuple[Review, CaseSummary | None]]) -> Response:
+    return Response(
+        reviews_csv(trail),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="medlens-reviews.csv"'},
+    )
+
+
+def _fhir_response(trail: list[tuple[Review, CaseSummary | None]], stamp: str, installation: str) -> Response:
+    return JSONResponse(reviews_fhir(trail, stamp, installation), media_type="application/fhir+json")
 
 
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)
@@ -487,4 +499,5 @@ async def review_agreement(
     (Scott's pi over pooled pairs) on the reviewed cases of one kind, from each reader's latest review.
     Synthetic cases are left out: a metric of real data never counts a generated image."""
     trail = list(await _db(lambda: list(_service().store.trail())))
-    return agreement(kind, trail, model)
+    result: Agreement = await asyncio.to_thread(agreement, kind, trail, model)  # off the event loop, as the export
+    return result

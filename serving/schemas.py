@@ -529,9 +529,34 @@ def error_words(error: Mapping[str, Any]) -> str:
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
-#: A reader's name as a review, a deletion or a worklist filter gives it.
+#: zero-width non-joiner and joiner: part of the spelling of names in several scripts
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _one_spelling(name: str) -> str:
+    """A reader's name in the one spelling that reviews store and filters compare: NFC (a composed "é", however it
+    was typed), blanks collapsed to single spaces and stripped. Invisible format characters (Unicode category Cf:
+    zero-width spaces, text-direction controls) are refused, not dropped: they may hide a different name. The
+    zero-width non-joiner and joiner are kept: Persian, Indic and other scripts spell names with them. Case is kept:
+    a name is shown as its reader wrote it."""
+    for index, char in enumerate(name):
+        if unicodedata.category(char) == "Cf" and char not in _JOINERS:
+            raise ValueError(
+                f"holds the invisible formatting character U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')}) "
+                f"at position {index}, as text pasted from another program may: type the name without it"
+            )
+    spelled = " ".join(unicodedata.normalize("NFC", name).split())
+    if len(spelled) > MAX_REVIEWER_CHARS:  # NFC may lengthen a few characters
+        raise ValueError(f"is longer than {MAX_REVIEWER_CHARS} characters: send a shorter name")
+    return spelled
+
+
+#: A reader's name as a review, a deletion or a worklist filter gives it, in its one spelling (:func:`_one_spelling`).
 ReaderName = Annotated[
-    str, Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S"), _no_control_characters("")
+    str,
+    Field(min_length=1, max_length=MAX_REVIEWER_CHARS, pattern=r"\S"),
+    _no_control_characters(""),
+    AfterValidator(_one_spelling),
 ]
 #: The start of a case id as a reader quotes it (the worklist shows 16 of its 64 hex digits), in either case.
 CaseIdPrefix = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")]

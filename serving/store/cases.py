@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from models.risk_smoothing import logit
 from serving.schemas import (
+    MODEL_TO_READER,
     POSITIVE_LABELS,
     REVIEW_LABELS,
     CaseDetail,
@@ -40,7 +41,7 @@ from serving.schemas import (
     label_withheld,
 )
 from serving.store.db import describe, make_engine, migrate, write_transaction
-from serving.store.tables import CaseRow, IdentityViewRow, ReviewRow
+from serving.store.tables import CaseRow, IdentityViewRow, InstallationRow, ReviewRow
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,36 @@ def _replayed(earlier: ReviewRow, case_id: str, review: ReviewIn) -> Review:
     return _review(earlier)
 
 
+def _check_consistent(review: ReviewIn, model_label: str, allowed: tuple[str, ...], withheld: bool) -> None:
+    """:class:`InvalidReview` for a review that contradicts itself: a verdict on a label readers were not shown,
+    "agree" with a label other than the model's, "disagree" with the model's own label. ``model_label``: the case's
+    label as the model says it (a sepsis model's SEPSIS_ALERT is a reader's SEPSIS)."""
+    if review.verdict is None:
+        return
+    if withheld:
+        raise InvalidReview(
+            f"Field `verdict`: this case's model label is withheld from readers (its input is out of distribution), "
+            f"so there is nothing to agree or disagree with. Leave `verdict` out and send your own `label`, one of "
+            f"{', '.join(allowed)}."
+        )
+    said = MODEL_TO_READER.get(model_label, model_label)  # the model's label, as a reader's label
+    if review.label is None:
+        return
+    if review.verdict == "agree" and review.label != said:
+        raise InvalidReview(
+            f"Fields `verdict` and `label` contradict each other: `agree` is with the model's label, {said}, but "
+            f"`label` is {review.label}. Send `verdict` `disagree` with `label` {review.label}, or `agree` without "
+            "`label`."
+        )
+    if review.verdict == "disagree" and review.label == said:
+        others = ", ".join(lab for lab in allowed if lab != said)
+        raise InvalidReview(
+            f"Fields `verdict` and `label` contradict each other: `disagree` is with the model's label, {said}, but "
+            f"`label` is that label. Send `verdict` `agree` without `label`, or `disagree` with your own label "
+            f"({others}) or without one."
+        )
+
+
 @dataclass(frozen=True)
 class NewCase:
     """What a prediction leaves in the database (no patient identifier: see serving/store/tables.py)."""
@@ -133,6 +164,16 @@ def threshold_margin(risk: float, threshold: float) -> float:
     return float(both[0] - both[1])
 
 
+#: ids per statement where a caller gives a list of them: each is a bound parameter, and PostgreSQL takes at most
+#: 65,535 in one statement (SQLite 32,766)
+_BATCH = 10_000
+
+
+def _batches(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _BATCH):
+        yield ids[start : start + _BATCH]
+
+
 def _iso(t: datetime) -> str:
     if t.tzinfo is None:  # SQLite returns naive datetimes; every stored time is UTC
         t = t.replace(tzinfo=UTC)
@@ -165,6 +206,7 @@ class CaseStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
+        self._installation: str | None = None
         self._lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------------------------------------
@@ -191,6 +233,7 @@ class CaseStore:
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
+            self._installation = None
 
     def _guard(self) -> Any:
         return _Guard(self.url)
@@ -200,9 +243,12 @@ class CaseStore:
         """The cases among ``ids`` that exist already (a re-upload needs no new prediction)."""
         if not ids:
             return {}
+        found: dict[str, CaseSummary] = {}
         with self._guard(), Session(self.engine) as session:
-            rows = session.execute(self._summary_query().where(CaseRow.id.in_(ids))).all()
-            return {r.id: self._summary(r) for r in rows}
+            for some in _batches(ids):
+                rows = session.execute(self._summary_query().where(CaseRow.id.in_(some))).all()
+                found.update({r.id: self._summary(r) for r in rows})
+        return found
 
     def add(self, new: NewCase) -> tuple[CaseSummary, bool]:
         """Store ``new``; when a case with its id exists already, keep that one. -> (the case, created?)"""
@@ -374,6 +420,7 @@ class CaseStore:
                     "Field `label` is required without `verdict`: give the reader's own label, one of "
                     f"{', '.join(allowed)}."
                 )
+            _check_consistent(review, row.label, allowed, label_withheld(row.in_distribution))
             new = ReviewRow(
                 case_id=case_id,
                 action="review",
@@ -417,11 +464,12 @@ class CaseStore:
         its latest tombstone when the same file was uploaded again (they were of the case deleted)."""
         with self._guard(), Session(self.engine) as session:
             rows = list(session.scalars(select(ReviewRow).order_by(ReviewRow.id)))
+            # the cases that have a trail, chosen in SQL: a list of their ids would be one bound parameter each,
+            # and PostgreSQL's protocol takes at most 65,535 in a statement
+            reviewed = select(ReviewRow.case_id).distinct()
             cases = {
                 r.id: self._summary(r)
-                for r in session.execute(
-                    self._summary_query().where(CaseRow.id.in_({row.case_id for row in rows}))
-                ).all()
+                for r in session.execute(self._summary_query().where(CaseRow.id.in_(reviewed))).all()
             }
         reset = {row.case_id: row.id for row in rows if row.action == "delete"}  # oldest first: the latest stays
         for row in rows:
@@ -429,9 +477,29 @@ class CaseStore:
 
     def predictions(self, ids: set[str]) -> dict[str, dict[str, Any]]:
         """The stored prediction JSON of each case in ``ids`` (for exports)."""
+        found: dict[str, dict[str, Any]] = {}
         with self._guard(), Session(self.engine) as session:
-            rows = session.execute(select(CaseRow.id, CaseRow.prediction).where(CaseRow.id.in_(ids))).all()
-            return {r.id: json.loads(r.prediction) for r in rows}
+            for some in _batches(sorted(ids)):
+                rows = session.execute(select(CaseRow.id, CaseRow.prediction).where(CaseRow.id.in_(some))).all()
+                found.update({r.id: json.loads(r.prediction) for r in rows})
+        return found
+
+    def installation(self) -> str:
+        """This database's installation id (a UUID, made by migration 0009): the FHIR export's namespace."""
+        with self._lock:
+            if self._installation is not None:
+                return self._installation
+        with self._guard(), Session(self.engine) as session:
+            ids = list(session.scalars(select(InstallationRow.id)))
+        if len(ids) != 1:
+            raise StoreError(
+                f"The case database holds {len(ids)} installation ids (table `installation`), not one: the FHIR "
+                "export names its reports under it. Operators: restore the row it had (a database made again "
+                "gets a new one from its migrations)."
+            )
+        with self._lock:
+            self._installation = ids[0]
+        return ids[0]
 
     # -- queries -----------------------------------------------------------------------------------------
     @staticmethod

@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from models.config import REPO_ROOT
 
@@ -95,21 +96,54 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (default the newest migration); a no-op when it is there already
-    (idempotent)."""
+    (idempotent). Every revision runs in one transaction, begun here: a failure leaves the schema as it was."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    # Alembic's migration context is module state: one migration at a time in a process. Across
-    # processes: PostgreSQL's advisory lock; SQLite's write lock (BEGIN IMMEDIATE).
+    # Alembic's migration context is module state: one migration at a time in a process. Across processes: the
+    # transaction begun here, which Alembic takes for an external one and so never commits between revisions,
+    # holds SQLite's write lock (BEGIN IMMEDIATE) from the version check to the last revision; PostgreSQL's
+    # advisory lock, taken in it, makes another replica's migration wait for this one.
     with _MIGRATING, engine.connect().execution_options(immediate=True) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SET LOCAL statement_timeout = 0"))  # this transaction: a migration of many rows
-            conn.execute(text("SET LOCAL lock_timeout = 0"))  # may take minutes, and wait for another replica
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+        postgres = conn.dialect.name == "postgresql"
+        conn.begin()
         try:
+            if postgres:
+                conn.execute(text("SET LOCAL statement_timeout = 0"))  # this transaction: a migration of many rows
+                conn.execute(text("SET LOCAL lock_timeout = 0"))  # may take minutes, and wait for another replica
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
             conn.commit()
+        except BaseException as exc:
+            cause = getattr(exc, "orig", None) or exc  # the driver's own error, e.g. psycopg's DuplicateColumn
+            logger.error(
+                "migrating the case database %s to %s failed, nothing of it was kept: %s (%s): %s",
+                engine.url.render_as_string(hide_password=True),
+                revision,
+                type(exc).__name__,
+                type(cause).__name__,
+                str(cause).strip().splitlines()[0] if str(cause).strip() else "",
+            )
+            raise
         finally:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
-                conn.commit()
+            _end_migration(conn, postgres)
+
+
+def _end_migration(conn: Connection, postgres: bool) -> None:
+    """Roll back what a failed migration left open, then release PostgreSQL's advisory lock. The lock belongs to
+    the session, not the transaction: the rollback keeps it, and an aborted transaction refuses the unlock
+    (InFailedSqlTransaction). A connection that cannot do either is invalidated: closing it ends its session, and
+    the lock with it, instead of returning it to the pool still holding the lock."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+    except SQLAlchemyError as exc:
+        logger.warning(
+            "the case database's migration lock could not be released on its connection (%s): closing the "
+            "connection releases it",
+            type(exc).__name__,
+        )
+        conn.invalidate()

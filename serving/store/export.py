@@ -10,6 +10,8 @@ FHIR mapping of one review:
   contained ``Device`` naming the model and its version; for an out-of-distribution case, whose label and
   score readers were not shown, no value but ``dataAbsentReason`` ``not-applicable`` (the CSV, an audit
   export, keeps the model's label and score, as ``model_risk``);
+* ``identifier``: the review's id and its case's, under the database's installation id (migration 0009), which
+  the entry's ``fullUrl`` (a UUID) is derived from too: unique across installations and databases made again;
 * ``resultsInterpreter``: the reader (by name); ``issued``: when the review was written;
 * ``conclusion`` / ``conclusionCode``: the confirmed label (the reader's own, else the model's when they
   agreed, unless the case is out of distribution: readers were not shown its label, so only their own confirms
@@ -45,6 +47,8 @@ CSV_COLUMNS = (
     "model_risk",
     "model_calibrated_risk",
 )
+#: U+FEFF, which a UTF-8 file starts with for Excel to read it as UTF-8
+BOM = "\ufeff"
 SNOMED = "http://snomed.info/sct"
 FINDINGS = {  # confirmed label -> SNOMED CT concept
     "PNEUMONIA": ("233604007", "Pneumonia"),
@@ -75,8 +79,12 @@ _SCORE_TEXT = {
 
 
 def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
+    """The trail as CSV text: a UTF-8 byte order mark first (without it Excel on Windows reads the file as its
+    locale's code page: "José" becomes "JosÃ©"), every field quoted, and each cell made safe for a spreadsheet
+    (:func:`models.spreadsheet.safe_cell`) whichever separator it splits the file on."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    out.write(BOM)
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
     for review, case in trail:
         writer.writerow(
@@ -109,8 +117,15 @@ def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
     return None
 
 
-def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
-    """One review as a FHIR R4B DiagnosticReport (a dict, validated when the bundle is built)."""
+def _system(installation: str, what: str) -> str:
+    """The identifier system of ``what`` (review, case) in this installation's database."""
+    return f"urn:medlens:{installation}:{what}"
+
+
+def diagnostic_report(review: Review, case: CaseSummary, installation: str) -> dict[str, Any]:
+    """One review as a FHIR R4B DiagnosticReport (a dict, validated when the bundle is built). ``installation``:
+    the database's installation id (:meth:`serving.store.CaseStore.installation`), the namespace of its
+    identifiers: the review's (official) and its case's (secondary; the SHA-256 of the file)."""
     confirmed = _confirmed_label(review, case)
     observation: dict[str, Any] = {
         "resourceType": "Observation",
@@ -146,7 +161,15 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": f"review-{review.id}",
-        "identifier": [{"system": "urn:medlens:review", "value": str(review.id)}],
+        "identifier": [
+            {"use": "official", "system": _system(installation, "review"), "value": str(review.id)},
+            {
+                "use": "secondary",
+                "type": {"text": "MedLens case (SHA-256 of the uploaded file) this review reads"},
+                "system": _system(installation, "case"),
+                "value": review.case_id,
+            },
+        ],
         "status": "final" if confirmed is not None else "preliminary",
         "code": _REPORT_CODE[case.kind],
         "effectiveDateTime": case.created_at,
@@ -182,12 +205,20 @@ def diagnostic_report(review: Review, case: CaseSummary) -> dict[str, Any]:
     return report
 
 
-def reviews_fhir(trail: Iterable[tuple[Review, CaseSummary | None]], timestamp: str) -> dict[str, Any]:
-    """A ``collection`` Bundle of one DiagnosticReport per review of a case that still exists."""
+def reviews_fhir(
+    trail: Iterable[tuple[Review, CaseSummary | None]], timestamp: str, installation: str
+) -> dict[str, Any]:
+    """A ``collection`` Bundle of one DiagnosticReport per review of a case that still exists. ``installation``:
+    the database's installation id (a UUID): each entry's ``fullUrl`` is a UUID derived from it and the review's
+    id, so that no two installations, nor one database made again, give one to two reviews."""
+    try:
+        namespace = uuid.UUID(installation)
+    except ValueError:
+        raise ValueError(f"installation must be a UUID (CaseStore.installation()), not {installation!r}") from None
     entries = [
         {
-            "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'medlens:review:{review.id}')}",
-            "resource": diagnostic_report(review, case),
+            "fullUrl": f"urn:uuid:{uuid.uuid5(namespace, f'review:{review.id}')}",
+            "resource": diagnostic_report(review, case, str(namespace)),
         }
         for review, case in trail
         if review.action == "review" and case is not None

@@ -5,16 +5,17 @@ No column holds a patient identifier: a case keeps its prediction, the de-identi
 shows (modality, view, study year, pixel spacing) inside it, and what its model read, to explain it again: for an
 X-ray the pixels (a grayscale PNG, no header), for an ICU stay its record (a 2012 record without its RecordID;
 an age over 89 as its challenge's code for 90 or older).
-Reviews are the audit trail: rows are only ever inserted (the migration adds triggers that refuse UPDATE and
-DELETE on ``reviews``). So are the views of a DICOM file's patient identifiers (``identity_views``): who asked to
-see them, when, and which file (its SHA-256), never the identifiers themselves.
+Reviews are the audit trail: rows are only ever inserted (the migrations add triggers that refuse UPDATE and
+DELETE on ``reviews``, TRUNCATE on PostgreSQL, and on SQLite an INSERT over a row that exists, as REPLACE makes).
+So are the views of a DICOM file's patient identifiers (``identity_views``): who asked to see them, when, and which
+file (its SHA-256), never the identifiers themselves.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -45,7 +46,7 @@ class CaseRow(Base):
     label: Mapped[str] = mapped_column(String(32))  # the model's label at its threshold
     in_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
     uncertain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not assessed
-    synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # as 0001 made it
     prediction: Mapped[str] = mapped_column(Text)  # the prediction response as JSON, without images
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     # an ICU stay's record as the model read it, zlib-compressed; None for X-rays and cases stored before 0004
@@ -82,7 +83,7 @@ class ReviewRow(Base):
 
 class IdentityViewRow(Base):
     """A reader saw the patient identifiers of a DICOM file (``POST /v1/dicom/identity``): append-only, as the
-    reviews (migration 0005's triggers)."""
+    reviews (migration 0005's triggers, and 0009's against REPLACE on SQLite)."""
 
     __tablename__ = "identity_views"
 
@@ -92,3 +93,12 @@ class IdentityViewRow(Base):
     viewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_identity_views_image", "image_id", "id"),)
+
+
+class InstallationRow(Base):
+    """This database's installation id: one row, a random UUID that migration 0009 made. The FHIR export names
+    its reports under it, so reviews of two installations, or of one database made again, never share one."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)

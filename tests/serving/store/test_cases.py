@@ -10,6 +10,7 @@ import json
 import math
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, ReusedRequestKey, StoreUnavailable
 from serving.store.agreement import agreement
 from serving.store.db import write_transaction
-from serving.store.export import reviews_csv, reviews_fhir
+from serving.store.export import BOM, reviews_csv, reviews_fhir
 from serving.store.tables import CaseRow, ReviewRow
 
 
@@ -69,6 +70,17 @@ def sepsis_case(n: int, risk: float, **extra: Any) -> NewCase:
         },
         **extra,
     )
+
+
+def fhir(store: CaseStore) -> dict[str, Any]:
+    """The store's trail as the FHIR export gives it."""
+    return reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z", store.installation())
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    """The CSV export's rows by column name; the file starts with a UTF-8 byte order mark, for Excel."""
+    assert text.startswith(BOM)
+    return list(csv.DictReader(io.StringIO(text.removeprefix(BOM))))
 
 
 def test_the_same_file_is_the_same_case(store: CaseStore) -> None:
@@ -180,7 +192,7 @@ def test_a_withheld_label_is_reviewed_with_the_readers_own_label_and_no_verdict(
     assert (case.status, case.last_verdict, case.reviews) == ("reviewed", None, 1)
     assert [c.id for c in store.worklist(WorklistQuery(status="reviewed")).cases] == [withheld.id]
     assert [c.id for c in store.worklist(WorklistQuery(status="unreviewed")).cases] == [shown.id]
-    export = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][0]["resource"]
+    export = fhir(store)["entry"][0]["resource"]
     assert export["status"] == "final" and "withheld" in export["conclusion"]
     assert "reader's label: NORMAL" in export["conclusion"]
 
@@ -335,7 +347,7 @@ def test_a_case_deleted_and_uploaded_again_starts_without_the_deleted_ones_revie
     assert agreement("xray", store.trail()).cases == 0
     trail = list(store.trail())
     assert [(r.action, c) for r, c in trail] == [("review", None), ("delete", None)]
-    rows = list(csv.DictReader(io.StringIO(reviews_csv(trail))))
+    rows = csv_rows(reviews_csv(trail))
     assert [r["model_label"] for r in rows] == ["", ""]  # not the new prediction's NORMAL
     assert [r.action for r in store.get(case.id).history] == ["review", "delete"]  # the case's history keeps them
     # read again: one review, A's new one, which the agreement pairs with the new label
@@ -378,9 +390,9 @@ def test_concurrent_readers_lose_nothing_across_a_restart(db_url: str) -> None:
         assert sum(len(h) for h in histories) == 100
         assert sorted(r.reviewer for h in histories for r in h).count("reader-2") == 25
         trail = list(restarted.trail())
-        rows = list(csv.DictReader(io.StringIO(reviews_csv(trail))))
+        rows = csv_rows(reviews_csv(trail))
         assert len(rows) == 100 and len({r["review_id"] for r in rows}) == 100
-        bundle = reviews_fhir(trail, "2026-12-04T00:00:00Z")
+        bundle = reviews_fhir(trail, "2026-12-04T00:00:00Z", restarted.installation())
         assert len(bundle["entry"]) == 100
         statuses = {e["resource"]["status"] for e in bundle["entry"]}
         assert statuses == {"final", "preliminary"}  # agreements are final, bare disagreements preliminary
@@ -390,7 +402,8 @@ def test_concurrent_readers_lose_nothing_across_a_restart(db_url: str) -> None:
 
 def test_migrations_are_idempotent_and_build_the_tables_the_code_declares(db_url: str) -> None:
     """Migrating twice is a no-op; the schema the migrations build is the one serving/store/tables.py declares
-    (Alembic's comparison finds nothing to change)."""
+    (Alembic's comparison, of types and server defaults too, finds nothing to change), with the trails' append-only
+    triggers, which tables.py cannot declare."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
@@ -405,11 +418,23 @@ def test_migrations_are_idempotent_and_build_the_tables_the_code_declares(db_url
     newest = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("0*.py"))
     with s.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == newest
-        drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        opts = {"compare_type": True, "compare_server_default": True}
+        drift = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
+        if conn.dialect.name == "sqlite":
+            triggers = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
+        else:
+            triggers = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars())
     s.close()
     assert [
         d for d in drift if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")
     ] == []
+    if s.url.startswith("sqlite"):  # one trigger per statement it refuses
+        expected = {
+            f"{t}_append_only_{e}" for t in ("reviews", "identity_views") for e in ("update", "delete", "insert")
+        }
+    else:  # UPDATE and DELETE (an upsert's update among them) in one; TRUNCATE fires no row trigger
+        expected = {f"{t}_{k}" for t in ("reviews", "identity_views") for k in ("append_only", "no_truncate")}
+    assert triggers == expected
 
 
 def _stored_at_revision(db_url: str, revision: str, cases: list[NewCase]) -> None:
@@ -495,9 +520,9 @@ def test_a_case_keeps_its_calibrated_risk_beside_its_score(store: CaseStore) -> 
     assert listed == {xray.id: 0.97, sepsis.id: 0.18, plain.id: None}
     for case in (xray, sepsis, plain):
         store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
-    rows = list(csv.DictReader(io.StringIO(reviews_csv(list(store.trail())))))
+    rows = csv_rows(reviews_csv(list(store.trail())))
     assert [r["model_calibrated_risk"] for r in rows] == ["0.970000", "0.180000", ""]
-    reports = [e["resource"] for e in reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"]]
+    reports = [e["resource"] for e in fhir(store)["entry"]]
     findings = [next(r for r in rep["contained"] if r["resourceType"] == "Observation") for rep in reports]
     assert [f["component"][0]["valueQuantity"]["value"] for f in findings[:2]] == [0.97, 0.18]
     assert findings[0]["component"][0]["valueQuantity"]["unit"] == "probability" and "component" not in findings[2]
@@ -565,7 +590,7 @@ def test_fhir_export_is_valid_r4b_with_the_model_as_device(store: CaseStore) -> 
     store.add_review(case.id, ReviewIn(reviewer="C", verdict="disagree", label="NORMAL"))
     sepsis, _ = store.add(sepsis_case(2, 0.9))
     store.add_review(sepsis.id, ReviewIn(reviewer="A", verdict="agree"))
-    bundle = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")
+    bundle = fhir(store)
     reports = [e["resource"] for e in bundle["entry"]]
     assert [r["status"] for r in reports] == ["final", "preliminary", "final", "final"]
     assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == "233604007"  # agreed: pneumonia
@@ -577,17 +602,18 @@ def test_fhir_export_is_valid_r4b_with_the_model_as_device(store: CaseStore) -> 
     from fhir.resources.R4B.bundle import Bundle
 
     Bundle.model_validate_json(json.dumps(bundle))  # round-trips through the validating model
-    rows = list(csv.reader(io.StringIO(reviews_csv(list(store.trail())))))
+    rows = list(csv.reader(io.StringIO(reviews_csv(list(store.trail())).removeprefix(BOM))))
     assert rows[1][7] == "'=HYPERLINK(1)"  # a spreadsheet will not run it
 
 
 def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: CaseStore) -> None:
     """An out-of-distribution case's label is withheld from readers: an "agree" confirms no finding (status
-    preliminary, no conclusion code); the reader's own label still does."""
+    preliminary, no conclusion code); the reader's own label still does. The store refuses a verdict on such a case
+    now; the trail keeps those written before, which the export reads so."""
     case, _ = store.add(xray_case(1, 0.9, in_distribution=False))
-    store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
-    store.add_review(case.id, ReviewIn(reviewer="B", verdict="disagree", label="PNEUMONIA"))
-    reports = [e["resource"] for e in reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"]]
+    _append(store, case.id, "A", "agree", None)
+    _append(store, case.id, "B", "disagree", "PNEUMONIA")
+    reports = [e["resource"] for e in fhir(store)["entry"]]
     assert [r["status"] for r in reports] == ["preliminary", "final"]
     assert "conclusionCode" not in reports[0] and "withheld" in reports[0]["conclusion"]
     # the AI finding carries no value: its risk and label were withheld from the readers too
@@ -597,12 +623,24 @@ def test_fhir_export_confirms_nothing_by_agreeing_with_a_withheld_label(store: C
         assert "PNEUMONIA" not in str(finding)
     shown, _ = store.add(xray_case(2, 0.9))
     store.add_review(shown.id, ReviewIn(reviewer="A", verdict="agree"))
-    report = reviews_fhir(list(store.trail()), "2026-12-04T00:00:00Z")["entry"][-1]["resource"]
+    report = fhir(store)["entry"][-1]["resource"]
     finding = next(r for r in report["contained"] if r["resourceType"] == "Observation")
     assert finding["valueQuantity"]["value"] == pytest.approx(0.9) and "dataAbsentReason" not in finding
     # the model's score, never exported as a probability: training weighs the classes (docs/trust.md)
     assert finding["valueQuantity"]["unit"] == "score" and "not a calibrated probability" in finding["code"]["text"]
     assert reports[1]["conclusionCode"][0]["coding"][0]["code"] == "233604007"
+
+
+def _append(store: CaseStore, case_id: str, reader: str, verdict: str | None, label: str | None) -> None:
+    """A review as the trail may hold it from before the store refused it (add_review checks what it writes)."""
+    with write_transaction(store.engine) as conn, Session(bind=conn) as session:
+        session.add(
+            ReviewRow(
+                case_id=case_id, action="review", reviewer=reader, created_at=datetime.now(UTC), verdict=verdict,
+                label=label, comment=None, model="cnn", model_version="cnn-test",
+            )
+        )  # fmt: skip
+        session.flush()
 
 
 def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgres_url: str) -> None:
@@ -687,3 +725,201 @@ def test_a_stalled_postgresql_statement_ends_instead_of_holding_a_thread(postgre
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_replacing_a_row_cannot_rewrite_the_trails(store: CaseStore) -> None:
+    """SQLite's REPLACE deletes the row in its way without firing a delete trigger: migration 0009's insert trigger
+    refuses it, by id and (a review) by request key. PostgreSQL's upsert fires the update trigger."""
+    case, _ = store.add(xray_case(1, 0.8))
+    review, _ = store.add_review(case.id, ReviewIn(reviewer="A", verdict="agree", comment="original"), KEY)
+    view = store.record_identity_view("a" * 64, "Dr A")
+    columns = "(id, case_id, action, reviewer, created_at, verdict, comment, model, model_version, request_key)"
+    values = "(:id, :case, 'review', 'B', :t, 'disagree', 'forged', 'cnn', 'cnn-test', :key)"
+    if store.engine.dialect.name == "sqlite":
+        statements = [
+            f"INSERT OR REPLACE INTO reviews {columns} VALUES {values}",
+            f"REPLACE INTO reviews {columns} VALUES {values.replace(':id', ':other')}",  # over its request key
+            f"INSERT INTO reviews {columns} VALUES {values} ON CONFLICT (id) DO UPDATE SET comment = 'forged'",
+            "REPLACE INTO identity_views (id, image_id, reader, viewed_at) VALUES (:view, :image, 'B', :t)",
+        ]
+    else:
+        statements = [
+            f"INSERT INTO reviews {columns} VALUES {values} ON CONFLICT (id) DO UPDATE SET comment = 'forged'",
+            "INSERT INTO identity_views (id, image_id, reader, viewed_at) VALUES (:view, :image, 'B', :t) "
+            "ON CONFLICT (id) DO UPDATE SET reader = 'B'",
+        ]
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(
+                text(statement),
+                {"id": review.id, "other": review.id + 100, "case": case.id, "t": datetime.now(UTC), "key": KEY}
+                | {"view": view.id, "image": "b" * 64},
+            )
+    assert store.get(case.id).history == [review]
+    assert store.identity_views() == [view]
+    # a new row, its id left to the database, is still an ordinary insert
+    assert store.add_review(case.id, ReviewIn(reviewer="B", verdict="disagree"))[0].id > review.id
+
+
+def test_a_review_that_contradicts_itself_is_refused(store: CaseStore) -> None:
+    """ "agree" is with the model's label (as a reader says it: a sepsis model's SEPSIS_ALERT is SEPSIS), so its
+    `label`, if any, is that label; "disagree" gives another label or none; a case whose label is withheld is
+    reviewed with a label alone. Nothing refused reaches the trail."""
+    xray, _ = store.add(xray_case(1, 0.9))  # PNEUMONIA
+    sepsis, _ = store.add(sepsis_case(2, 0.9))  # SEPSIS_ALERT
+    withheld, _ = store.add(xray_case(3, 0.9, in_distribution=False))
+    refused = [
+        (xray.id, "agree", "NORMAL", "`agree` is with the model's label, PNEUMONIA"),
+        (xray.id, "disagree", "PNEUMONIA", "`disagree` is with the model's label, PNEUMONIA"),
+        (sepsis.id, "agree", "NO_SEPSIS", "model's label, SEPSIS,"),
+        (sepsis.id, "disagree", "SEPSIS", "`disagree` is with the model's label, SEPSIS"),
+        (withheld.id, "agree", None, "withheld"),
+        (withheld.id, "disagree", "NORMAL", "Leave `verdict` out and send your own `label`"),
+    ]
+    for case_id, verdict, label, said in refused:
+        with pytest.raises(InvalidReview, match=said) as err:
+            store.add_review(case_id, ReviewIn(reviewer="A", verdict=verdict, label=label))  # type: ignore[arg-type]
+        assert err.value.status_code == 422
+    assert list(store.trail()) == []
+    for case_id, verdict, label in [
+        (xray.id, "agree", "PNEUMONIA"),
+        (xray.id, "disagree", "NORMAL"),
+        (xray.id, "disagree", None),
+        (sepsis.id, "agree", "SEPSIS"),
+        (sepsis.id, "disagree", "NO_SEPSIS"),
+        (withheld.id, None, "PNEUMONIA"),
+    ]:
+        store.add_review(case_id, ReviewIn(reviewer="A", verdict=verdict, label=label))  # type: ignore[arg-type]
+    assert len(list(store.trail())) == 6
+
+
+def _bulk_reviewed_cases(store: CaseStore, n: int) -> None:
+    """``n`` X-ray cases, each with one review, made in the database itself (seconds, not minutes)."""
+    postgres = store.engine.dialect.name == "postgresql"
+    series = (
+        "SELECT i FROM generate_series(1, :n) AS i"
+        if postgres
+        else "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) SELECT i FROM s"
+    )
+    hex_id = "lpad(to_hex(i), 64, '0')" if postgres else "printf('%064x', i)"
+    with write_transaction(store.engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO cases (id, kind, model, model_version, created_at, source_format, risk, label, synthetic, "
+                f"prediction) SELECT {hex_id}, 'xray', 'cnn', 'cnn-test', :t, 'png', 0.9, 'PNEUMONIA', false, '{{}}' "
+                f"FROM ({series}) AS n"
+            ),
+            {"n": n, "t": datetime.now(UTC)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO reviews (case_id, action, reviewer, created_at, verdict, model, model_version) "
+                f"SELECT {hex_id}, 'review', 'A', :t, 'agree', 'cnn', 'cnn-test' FROM ({series}) AS n"
+            ),
+            {"n": n, "t": datetime.now(UTC)},
+        )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite as Python builds it takes 250,000
+def test_the_trail_of_more_cases_than_a_statement_takes_parameters(store: CaseStore) -> None:
+    """The exports and the agreement read the whole trail with its cases: more distinct cases than one PostgreSQL
+    statement takes bound parameters (65,535, its protocol's limit) are read, every one with its case."""
+    n = 65_536
+    _bulk_reviewed_cases(store, n)
+    trail = list(store.trail())
+    assert len(trail) == n and all(case is not None and case.id == review.case_id for review, case in trail)
+    assert agreement("xray", trail).cases == n
+
+
+def test_a_failed_migration_raises_its_own_error_keeps_nothing_and_releases_its_lock(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revision that fails (here a column that exists already) raises the database's own error, named in the
+    log; the revisions before it in the same upgrade are rolled back with it, and PostgreSQL's migration lock is
+    released (it was held on the pooled connection, after an unlock refused in the aborted transaction)."""
+    from sqlalchemy import create_engine
+
+    from serving.store.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE cases ADD COLUMN margin FLOAT"))  # 0002 adds threshold, then margin
+    with caplog.at_level("ERROR", logger="ray.serve"), pytest.raises(DBAPIError, match="margin") as err:
+        migrate(engine)
+    driver_error = type(err.value.orig).__name__  # psycopg's DuplicateColumn, sqlite3's OperationalError
+    assert "InFailedSqlTransaction" not in driver_error and "InternalError" not in type(err.value).__name__
+    assert f"{type(err.value).__name__} ({driver_error})" in caplog.text and "to head failed" in caplog.text
+    other = create_engine(db_url)  # another connection: not the one that migrated
+    with other.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert "threshold" not in {c["name"] for c in inspect(conn).get_columns("cases")}  # 0002's first step
+        if engine.dialect.name == "postgresql":
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            assert conn.execute(text(held)).scalar_one() == 0
+    other.dispose()
+    engine.dispose()
+
+
+def test_two_sqlite_processes_never_migrate_at_once(tmp_path: Path) -> None:
+    """Every revision of an upgrade runs in one transaction, which holds SQLite's write lock (BEGIN IMMEDIATE):
+    another replica starting meanwhile waits and then finds nothing to do. Were there a transaction per revision
+    (Alembic's own way on SQLite), the other replica would migrate between two of them, and this one then fail on
+    what it added (`duplicate column name`). PostgreSQL: the advisory lock (held across the upgrade already)."""
+    db_url = f"sqlite:///{tmp_path / 'medlens.db'}"
+    import subprocess
+    import sys
+
+    from sqlalchemy import Connection, event
+
+    from models.config import REPO_ROOT
+    from serving.store.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    begun: list[str] = []
+    replicas: list[subprocess.CompletedProcess[str]] = []
+
+    def other_replica() -> None:
+        code = "import sys; from serving.store.db import make_engine, migrate; migrate(make_engine(sys.argv[1]))"
+        replicas.append(
+            subprocess.run(
+                [sys.executable, "-c", code, db_url], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+            )
+        )
+
+    @event.listens_for(engine, "begin", insert=True)  # before make_engine's own (SQLite's BEGIN IMMEDIATE)
+    def between_revisions(conn: Connection) -> None:
+        begun.append("begin")
+        if len(begun) == 2:  # this process holds no lock here: the other replica migrates now, to the end
+            other_replica()
+
+    migrate(engine)
+    other_replica()  # and once this one is done
+    engine.dispose()
+    assert begun == ["begin"]
+    assert all(r.returncode == 0 for r in replicas), [r.stderr[-2000:] for r in replicas]
+
+
+def test_a_readers_name_has_one_spelling(store: CaseStore) -> None:
+    """A name composed (NFC) or not (NFD), with blanks doubled or around it, is one reader: in the trail, the
+    agreement and the worklist's filter. An invisible formatting character is refused; case is kept."""
+    import unicodedata
+
+    from pydantic import ValidationError
+
+    case, _ = store.add(xray_case(1, 0.9))
+    composed = "José Ruiz"
+    for name in (composed, unicodedata.normalize("NFD", composed), " José  Ruiz ", "José\u00a0Ruiz"):
+        store.add_review(case.id, ReviewIn(reviewer=name, verdict="agree"))
+    assert {r.reviewer for r in store.get(case.id).history} == {composed}
+    assert agreement("xray", store.trail()).readers == 1
+    query = WorklistQuery(status="all", not_reviewed_by=unicodedata.normalize("NFD", composed))
+    assert store.worklist(query).cases == []
+    assert ReviewIn(reviewer="josé ruiz", verdict="agree").reviewer == "josé ruiz"
+    persian = "می‌رضا"  # a zero-width non-joiner is part of its spelling
+    assert ReviewIn(reviewer=persian, verdict="agree").reviewer == persian
+    for hidden in ("José\u200b Ruiz", "\u202eJosé Ruiz", "José\u2060Ruiz"):
+        with pytest.raises(ValidationError, match=r"invisible formatting character U\+"):
+            ReviewIn(reviewer=hidden, verdict="agree")
+        with pytest.raises(ValidationError, match="invisible"):
+            WorklistQuery(not_reviewed_by=hidden)
