@@ -636,9 +636,9 @@ class CaseSummary(_Schema):
 def kept_record(kind: CaseKind, data: bytes) -> bytes:
     """An ICU file as its case keeps it, and as its id is computed: a 2012 record without the RecordID rows
     (:func:`models.mortality_io.deidentified`), either kind with an age over 89 written as its challenge's code for
-    90 or older (:func:`models.sepsis_io.deidentified`). Raises ``MedLensInputError`` for a file that is no text;
-    a table its loader refuses comes back as it is (it never becomes a case), and so does an X-ray's bytes (its
-    case keeps no file)."""
+    90 or older (:func:`models.sepsis_io.deidentified`). Raises ``MedLensInputError`` for a file that is no text
+    or a table its loader would refuse for its size or shape (checked before it is parsed); an X-ray's bytes come
+    back as they are (its case keeps no file)."""
     if kind == "mortality":
         return mortality_io.deidentified(data)
     if kind == "sepsis":
