@@ -4,9 +4,10 @@ One row per hour. Any subset of the feature columns, in any order; missing colum
 missing values (and are named in ``warnings``). Unknown columns, non-numeric cells (True / False
 too) and physically impossible values are refused with a :class:`~models.errors.SeriesFormatError`
 that names the column and row (or, with ``on_impossible="drop"``, set missing and named); so are
-codes other than 0 / 1 (:data:`CODES`), an ICULOS that is not one whole hour per row, and a stay
-with no measured value. Size and shape (bytes, lines, rows, header fields) are checked before
-pandas reads a file (:func:`_table`), for the loader and :func:`deidentified` alike.
+codes other than 0 / 1 (:data:`CODES`) and an ICULOS that is not one whole hour per row. A stay with
+no measured value yet (the first hour of many stays) is scored, with a warning that says so. Size and
+shape (bytes, lines, rows, header fields) are checked before pandas reads a file (:func:`_table`), for
+the loader and :func:`deidentified` alike.
 """
 
 from __future__ import annotations
@@ -241,16 +242,11 @@ def parse_series_bytes(
     *,
     min_hours: int = 1,
     on_impossible: Literal["reject", "drop"] = "reject",
-    require_measured: bool = True,
 ) -> SepsisRecord:
-    """One stay (a PhysioNet ``.psv`` or a CSV) -> :class:`SepsisRecord`. ``require_measured=False`` accepts a stay
-    with no measured value (no vital sign, no lab: one of the 7,417 training stays, p108796, has only demographics;
-    it is kept for training, with a warning)."""
+    """One stay (a PhysioNet ``.psv`` or a CSV) -> :class:`SepsisRecord`."""
     name = filename or "upload"
     frame = _read(_table(data, name), name)
-    return record_from_frame(
-        frame, name, min_hours=min_hours, on_impossible=on_impossible, require_measured=require_measured
-    )
+    return record_from_frame(frame, name, min_hours=min_hours, on_impossible=on_impossible)
 
 
 def _separator(header: str) -> str:
@@ -279,7 +275,6 @@ def record_from_frame(
     *,
     min_hours: int = 1,
     on_impossible: Literal["reject", "drop"] = "reject",
-    require_measured: bool = True,
 ) -> SepsisRecord:
     columns = list(frame.columns)
     duplicated = _duplicates(columns)
@@ -335,12 +330,12 @@ def record_from_frame(
             "medical (Unit1) or surgical (Unit2): set the other to 0, or leave both empty if unknown."
         )
     if np.isnan(values[:, : len(MEASURED)]).all():
-        message = f"{name} holds no measured value (every vital sign and lab is empty" + (
-            " or was impossible)" if on_impossible == "drop" else ")"
+        # an hourly early warning answers from the first hour, often before any measurement: scored, and said
+        warnings.append(
+            f"{name} holds no measured value yet (every vital sign and lab is empty"
+            + (" or was impossible)" if on_impossible == "drop" else ")")
+            + ": the risk rests on age, sex, unit and the hours in the ICU alone."
         )
-        if require_measured:
-            raise SeriesFormatError(message + ": a risk needs at least one value of HR, O2Sat, Temp, SBP, ... .")
-        warnings.append(message + ".")
     absent = [c for c in FEATURES if c not in columns]
     if absent:
         warnings.append(f"Column(s) not in the file, treated as never measured: {', '.join(absent)}.")
@@ -505,16 +500,13 @@ def iter_series_files(root: str | Path) -> Iterator[Path]:
 
 
 def load_labelled_dir(root: str | Path, limit: int | None = None) -> list[SepsisRecord]:
-    """Every labelled stay in a folder (the challenge's training layout), impossible values dropped and stays with
-    no measured value kept (with a warning)."""
+    """Every labelled stay in a folder (the challenge's training layout), impossible values dropped."""
     from tqdm import tqdm
 
     paths = list(iter_series_files(root))[:limit]
     if not paths:
         raise FileNotFoundError(f"No .psv files in {root}.")
-    records = [
-        load_series_file(p, on_impossible="drop", require_measured=False) for p in tqdm(paths, desc="read", unit="stay")
-    ]
+    records = [load_series_file(p, on_impossible="drop") for p in tqdm(paths, desc="read", unit="stay")]
     missing = [r.name for r in records if r.labels is None]
     if missing:
         raise SeriesFormatError(f"{len(missing)} file(s) have no SepsisLabel column, e.g. {missing[0]}.")

@@ -8,6 +8,8 @@ The README's ``docs/screenshots/`` are refreshed from those by ``make screenshot
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
 import io
 import json
@@ -355,6 +357,10 @@ def test_two_readers_see_each_others_reviews(
             context.close()
 
 
+def _csv_header(data: bytes) -> tuple[str, ...]:
+    return tuple(next(csv.reader(io.StringIO(data.decode("utf-8-sig")))))
+
+
 def test_worklist_lists_the_shared_cases(
     dashboard_url: str,
     browser: Any,
@@ -398,7 +404,8 @@ def test_worklist_lists_the_shared_cases(
         # every review, as a file the reader's browser saves: fetched from serving when clicked
         page.get_by_text("Export every review").click()
         for button, check in (
-            ("Reviews as CSV", lambda data: data.decode().splitlines()[0] == ",".join(CSV_COLUMNS)),
+            # a byte-order mark first (Excel then reads UTF-8), every field quoted
+            ("Reviews as CSV", lambda data: data.startswith(codecs.BOM_UTF8) and _csv_header(data) == CSV_COLUMNS),
             ("Reviews as FHIR (JSON)", lambda data: json.loads(data)["resourceType"] == "Bundle"),
         ):
             # no run in flight: a deferred download belongs to the run that drew its button (once, in CI, a click

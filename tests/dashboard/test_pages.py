@@ -26,7 +26,12 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.charts.common import decode_gray_png, literal
 from dashboard.charts.xray import NO_REGION, heatmap_is_empty
-from dashboard.demo import demo_radiograph, example_mortality_record, find_mortality_demo_cases
+from dashboard.demo import (
+    demo_radiograph,
+    example_mortality_record,
+    find_mortality_demo_cases,
+    find_sepsis_demo_cases,
+)
 from models.cards import read_card
 from models.catalogue import MODEL_NAMES, entry
 from models.config import data_paths
@@ -841,10 +846,10 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
         assert any("does not exist" in i.value for i in at.info)
         pytest.skip(f"sepsis data directory {sepsis_dir()} absent: only the 'no demo' message was checked")
     picker = at.selectbox(key="sepsis_demo_case")
-    options = list(picker.options)
-    assert any("septic" in o and "no sepsis" not in o for o in options)
-    assert any("no sepsis" in o for o in options)
-    septic = next(o for o in options if "no sepsis" not in o)
+    demos = {d.title: d for d in find_sepsis_demo_cases(sepsis_dir())}
+    assert list(picker.options) == list(demos)  # titles without the outcome, which would sway a review
+    assert any(d.septic for d in demos.values()) and any(not d.septic for d in demos.values())
+    septic = next(title for title, d in demos.items() if d.septic)
     picker.select(septic).run()
     assert not at.exception, at.exception
     assert not _errors(at)
@@ -867,13 +872,16 @@ def test_sepsis_page_demo_stay(serving_env: str) -> None:
     assert len(hr["x"]) == hours
 
     # the vitals and the label drawn are the ones serving read from the file
-    record = septic.split(" — ", 1)[0]
-    data = (sepsis_dir() / f"{record}.psv").read_bytes()
+    data = demos[septic].path.read_bytes()
     served = MedLensClient(serving_env).predict_sepsis(data, "upload.psv", "lstm", vitals=True)
     assert served.vitals is not None and served.n_hours == hours
     drawn = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in hr["y"]]
     assert drawn == pytest.approx(served.vitals["HR"])
     assert served.sepsis_label is not None and 1 in served.sepsis_label
+    assert not [s for s in risk["layout"].get("shapes", []) if s.get("type") == "rect"]  # until the reader asks
+    at.toggle(key="sepsis_outcome").set_value(True).run()
+    assert not at.exception, at.exception
+    risk = _figures(at)[0]
     label_band = [s for s in risk["layout"].get("shapes", []) if s.get("type") == "rect"]
     assert len(label_band) == 1
     assert label_band[0]["x0"] == pytest.approx(served.sepsis_label.index(1) - 0.5)
@@ -923,8 +931,8 @@ def test_mortality_page(serving_env: str) -> None:
     assert next(iter(metrics)) == "Risk of death (calibrated)"
     assert metrics["Risk of death (calibrated)"] == f"{served.calibrated_probability:.1%}"
     assert metrics["Score after 48 h"] == f"{served.probability:.3f}"
-    label = "died in hospital" if served.label == "DIED_IN_HOSPITAL" else "survived"
-    assert metrics["Label at the threshold"] == label
+    label = "death in hospital" if served.label == "DIED_IN_HOSPITAL" else "survival"
+    assert metrics["Predicts, at the threshold"] == label
     assert served.member_min is not None and served.member_max is not None
     assert any(f"**{served.member_min:.3f} to {served.member_max:.3f}**" in c.value for c in at.caption)
     assert any(shown in m.value for m in at.markdown)
@@ -1022,7 +1030,7 @@ def test_performance_page_every_model(serving_env: str) -> None:
         # the card's four; then, when the worklist has reviewed cases of this kind, the readers' agreement
         # and the card's trust report (calibration before and after), when it has one
         kind = {"cnn": "xray", "lstm": "sepsis", "transformer": "sepsis"}.get(name, entry(name).task.name)
-        agreement = client.agreement(kind) if kind else None
+        agreement = client.agreement(kind, name) if kind else None  # of the cases this model scored
         # the sequence models' held-out estimate comes next, from the card serving read
         assert (served.protocol is not None) == (name != "cnn")
         assert served.protocol == read_card(entry(name).default_weights).protocol

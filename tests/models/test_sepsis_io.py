@@ -428,14 +428,17 @@ def test_an_hour_later_than_the_longest_training_stay_is_read_with_a_warning() -
 @pytest.mark.parametrize(
     "text", ["HR,Temp\n" + "NaN,NaN\n" * 30, "ICULOS\n1\n2\n3\n", "Gender,Age\n1,70\n", "HR,Temp\n,\n"]
 )
-def test_a_stay_with_no_measured_value_is_refused(text: str) -> None:
-    with pytest.raises(SeriesFormatError, match="holds no measured value"):
-        parse(text)
+def test_a_stay_with_no_measured_value_is_scored_and_says_so(text: str) -> None:
+    """The first hour of many stays has no measurement yet: an hourly early warning answers it, and says what the
+    risk rests on (before, such a file was scored without a word)."""
+    record = parse(text)
+    assert [w for w in record.warnings if "holds no measured value yet" in w and "rests on age" in w]
+    assert not [w for w in parse("HR,Temp\n80,\n").warnings if "no measured value" in w]
 
 
-def test_all_measured_values_impossible_and_dropped_is_refused() -> None:
-    with pytest.raises(SeriesFormatError, match=r"holds no measured value \(.* or was impossible\)"):
-        parse("HR,Age\n500,70\n", on_impossible="drop")
+def test_all_measured_values_impossible_and_dropped_says_so() -> None:
+    record = parse("HR,Age\n500,70\n", on_impossible="drop")
+    assert [w for w in record.warnings if re.search(r"holds no measured value yet \(.* or was impossible\)", w)]
 
 
 # ----------------------------------------------------------------------------------------------------------
