@@ -38,8 +38,9 @@ def died(prediction: MortalityPrediction) -> bool:
 
 
 def label_text(prediction: MortalityPrediction) -> str:
-    """``died in hospital`` / ``survived``: the label as a reader says it."""
-    return "died in hospital" if died(prediction) else "survived"
+    """``death in hospital`` / ``survival``: what the model's label predicts, in words that do not read as the
+    stay's outcome (the patient may be alive, and the model only predicts)."""
+    return "death in hospital" if died(prediction) else "survival"
 
 
 def risk_words(prediction: MortalityPrediction) -> tuple[str, str]:
@@ -64,7 +65,7 @@ def score_gauge(prediction: MortalityPrediction) -> go.Figure:
     return threshold_gauge(
         prediction.probability,
         prediction.threshold,
-        f"Score after 48 h — label: {label_text(prediction)}",
+        f"Score after 48 h — predicts {label_text(prediction)}",
         VERMILION if died(prediction) else BLUE,
         prediction.version,
     )
@@ -169,7 +170,7 @@ def trajectory_figure(prediction: MortalityPrediction) -> go.Figure:
                 "color": VERMILION if died(prediction) else BLUE,
                 "line": {"color": "black", "width": 1},
             },
-            name=f"after 48 h: score {prediction.probability:.3f} ({label_text(prediction)})",
+            name=f"after 48 h: score {prediction.probability:.3f} (predicts {label_text(prediction)})",
             hovertemplate="the stay's prediction<br>score %{y:.3f}<extra></extra>",
         )
     )

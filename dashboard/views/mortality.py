@@ -120,10 +120,10 @@ def _summary(prediction: MortalityPrediction) -> None:
         border=True,
     )
     tiles.metric(
-        "Label at the threshold",
+        "Predicts, at the threshold",
         label_text(prediction),
-        help=f"Died in hospital when the score is at or above {prediction.threshold:.3f}, the model's operating "
-        "threshold.",
+        help=f"The model's label: death in hospital when the score is at or above {prediction.threshold:.3f}, its "
+        "operating threshold; survival below it. A prediction, not the stay's outcome.",
         border=True,
     )
     if prediction.member_min is not None and prediction.member_max is not None:

@@ -221,7 +221,7 @@ def _show_mortality(case: CaseDetail, prediction: MortalityPrediction) -> None:
     st.markdown(
         f"**{model_title(prediction.model)}**"
         + ("" if calibrated is None else f" · risk of death (calibrated) **{calibrated:.1%}**")
-        + f" · score after 48 h {prediction.probability:.3f} against {prediction.threshold:.3f} · label: "
+        + f" · score after 48 h {prediction.probability:.3f} against {prediction.threshold:.3f} · predicts "
         f"{label_text(prediction)} · model `{prediction.version}`"
     )
     _warnings(prediction.warnings)

@@ -70,8 +70,8 @@ FEATURES = [
 
 def test_label_follows_the_threshold() -> None:
     high, low = _prediction(RISING, 0.5), _prediction(RISING, 0.6)
-    assert mortality.died(high) and mortality.label_text(high) == "died in hospital"
-    assert not mortality.died(low) and mortality.label_text(low) == "survived"
+    assert mortality.died(high) and mortality.label_text(high) == "death in hospital"
+    assert not mortality.died(low) and mortality.label_text(low) == "survival"
 
 
 def test_the_risk_of_death_is_a_percentage_only_where_the_checkpoint_is_calibrated() -> None:
@@ -110,7 +110,7 @@ def test_trajectory_figure_draws_the_score_band_threshold_and_the_stay_predictio
     assert list(threshold.y) == [0.5, 0.5]
     final = trace(fig, "after 48 h")
     assert list(final.x) == [48] and list(final.y) == pytest.approx([RISING[-1]])
-    assert "died in hospital" in final.name and final.marker.color == VERMILION
+    assert "predicts death in hospital" in final.name and final.marker.color == VERMILION
     assert fig.layout.yaxis.range == (0.0, 1.0)
 
 
@@ -120,7 +120,7 @@ def test_trajectory_of_a_single_network_has_no_band_and_a_survived_marker() -> N
     assert not any("fold members" in n for n in names)
     assert trace(fig, "Transformer score").line.color == entry("mortality-transformer").colour
     final = trace(fig, "after 48 h")
-    assert "survived" in final.name and final.marker.color == BLUE
+    assert "predicts survival" in final.name and final.marker.color == BLUE
 
 
 def test_a_calibrated_checkpoint_draws_its_risk_beside_the_score() -> None:
@@ -140,7 +140,7 @@ def test_gauge_shows_the_score_against_the_threshold() -> None:
     indicator = fig.data[0]
     assert indicator.value == pytest.approx(RISING[-1])
     assert indicator.gauge.threshold.value == 0.5
-    assert "died in hospital" in indicator.title.text and indicator.title.text.startswith("Score after 48 h")
+    assert "predicts death in hospital" in indicator.title.text and indicator.title.text.startswith("Score after 48 h")
     assert indicator.gauge.bar.color == VERMILION
     # a decimal, as the threshold is written: the score is not a probability
     assert indicator.number.valueformat == ".3f" and indicator.gauge.axis.tickformat == ".1f"
