@@ -98,6 +98,21 @@ def calibrated_curve(prediction: SepsisPrediction) -> tuple[list[int], list[floa
     return [h.hour for h in hours], [float(h.calibrated_probability or 0.0) for h in hours]
 
 
+def score_axis_top(predictions: Mapping[str, SepsisPrediction]) -> float:
+    """The top of the score panel: 1 where a score, band or risk reaches past half of it; else the smallest step of
+    0.05 that holds every curve with a margin and twice the highest threshold, so that a threshold near 0.08 and
+    the crossing of it are not pressed into the panel's bottom tenth."""
+    highest = 0.0
+    for prediction in predictions.values():
+        highest = max(highest, 2.0 * prediction.threshold)
+        for hour in prediction.hours:
+            values = (hour.probability, hour.member_max, hour.calibrated_probability)
+            highest = max(highest, 1.15 * max(v for v in values if v is not None))
+    if highest > 0.5:
+        return 1.0
+    return max(0.1, float(np.ceil(highest / 0.05 - 1e-9) * 0.05))
+
+
 def sepsis_figure(
     predictions: Mapping[str, SepsisPrediction], *, selected_hour: int | None = None, show_outcome: bool = False
 ) -> go.Figure:
@@ -313,9 +328,10 @@ def sepsis_figure(
             font={"size": 11},
         )
 
+    top = score_axis_top(predictions)
     fig.update_yaxes(
-        range=[0.0, 1.0],
-        tickformat=".1f",
+        range=[0.0, top],
+        tickformat=".1f" if top > 0.5 else ".2f",
         title_text="score · calibrated risk" if any_calibrated else "score",
         row=1,
         col=1,

@@ -287,3 +287,19 @@ def test_attribution_figure_draws_every_feature_serving_sent() -> None:
     every = [contribution(n, float(a), None, GLOSSARY) for n, a in zip(names, attribution, strict=True)]
     hour = HourRisk(hour=3, iculos=4.0, probability=0.4, label=0, top_features=every)
     assert len(sepsis.attribution_figure(hour, "lstm").data[0].y) == len(names)  # more than the old cut of 10
+
+
+def test_the_score_axis_holds_a_low_threshold_away_from_the_bottom() -> None:
+    """Sepsis thresholds sit near 0.08: a 0-1 axis pressed the threshold and its crossing into the panel's bottom
+    tenth. The axis tops at the smallest step of 0.05 holding every curve and twice the threshold, and at 1 when a
+    curve reaches past 0.5."""
+    low = {"lstm": _prediction("lstm", [0.01, 0.03, 0.1, 0.12], 0.06)}
+    fig = sepsis.sepsis_figure(low)
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((0.0, 0.15))  # 1.15 x 0.12 = 0.138, above 2 x 0.06
+    higher = {"lstm": _prediction("lstm", [0.01, 0.03, 0.1, 0.12], 0.08)}
+    assert tuple(sepsis.sepsis_figure(higher).layout.yaxis.range) == pytest.approx((0.0, 0.2))  # 2 x 0.08
+    assert fig.layout.yaxis.tickformat == ".2f"
+    quiet = {"lstm": _prediction("lstm", [0.01, 0.02], 0.02)}
+    assert tuple(sepsis.sepsis_figure(quiet).layout.yaxis.range) == pytest.approx((0.0, 0.1))
+    high = {"lstm": _prediction("lstm", [0.1, 0.6], 0.08)}
+    assert tuple(sepsis.sepsis_figure(high).layout.yaxis.range) == pytest.approx((0.0, 1.0))
