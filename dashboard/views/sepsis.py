@@ -170,8 +170,8 @@ def render() -> None:
             else "These checkpoints are not calibrated: there is no risk to read, only the score. "
         )
         + "Dashed lines: each model's alert threshold; "
-        "stars and dotted vertical lines: first alert; purple band: the file's SepsisLabel = 1 (from 6 h before "
-        "clinical onset), when present."
+        "stars and dotted vertical lines: first alert; purple band, once you ask for the recorded outcome: the "
+        "file's SepsisLabel = 1 (from 6 h before clinical onset), when the file has it."
     )
 
     st.subheader(f"What drove the score at hour {hour}")
