@@ -27,7 +27,6 @@ from models.mortality_io import GENDERS, HOURS, ICU_TYPES
 from models.mortality_io import GLOSSARY as MORTALITY_GLOSSARY
 from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sepsis_io import GLOSSARY as SEPSIS_GLOSSARY
-from models.sequence import forward_fill
 from models.synthetic_mark import SyntheticMark
 from models.trust import SepsisAssessment, XrayAssessment
 from models.xray_io import XrayImage
@@ -345,12 +344,13 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
         )
 
     def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
-        """(hours, 40) attributions of every hour, or of ``hour`` alone (NaN in the other rows: no attributions)."""
+        """(hours, len(schema.explained_columns)) attributions of every hour, or of ``hour`` alone (NaN in the other
+        rows: no attributions)."""
         explainer = self.explainer
         assert isinstance(explainer, SepsisPredictor)
         if hour is None:
             return explainer.explain(explain_input)
-        out = np.full((explain_input.shape[0], len(explainer.schema.columns)), np.nan, dtype=np.float32)
+        out = np.full((explain_input.shape[0], len(explainer.schema.explained_columns)), np.nan, dtype=np.float32)
         # the hour's risk reads the rows up to it alone (the models are causal): integrated gradients of one hour
         out[hour] = explainer.explain(explain_input[: hour + 1], first_hour=hour)[hour]
         return out
@@ -363,17 +363,21 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
     def _respond(
         self, item: SepsisRecord, output: Any, explanation: np.ndarray | None, include: frozenset[str]
     ) -> SepsisPrediction:
-        """``output``: a :class:`SepsisAssessment` of (hours,) arrays; ``explanation``: (hours, 40) or None."""
-        assert isinstance(self.predictor, SepsisPredictor) and isinstance(output, SepsisAssessment)
+        """``output``: a :class:`SepsisAssessment` of (hours,) arrays; ``explanation``: (hours,
+        len(schema.explained_columns)) or None: the 40 columns, then a schema's derived ratios."""
+        p = self.predictor
+        assert isinstance(p, SepsisPredictor) and isinstance(output, SepsisAssessment)
         risk = np.asarray(output.probability)
-        threshold = self.predictor.threshold
-        last_seen = forward_fill(item.values) if explanation is not None else None  # (hours, 40)
+        threshold = p.threshold
+        # the last value seen by each hour of what the explanation names: (hours, len(schema.explained_columns))
+        last_seen = p.explained_values(item.values) if explanation is not None else None
         hours: list[HourRisk] = []
         for t in range(item.hours):
             iculos = float(item.values[t, _ICULOS])
             top = None
             if explanation is not None and last_seen is not None and np.isfinite(explanation[t]).all():
-                top = top_features(explanation[t], last_seen[t])  # a NaN row: that hour was not explained
+                # a NaN row: that hour was not explained
+                top = top_features(explanation[t], last_seen[t], names=p.schema.explained_columns)
             prob = float(risk[t])
             hours.append(
                 HourRisk(

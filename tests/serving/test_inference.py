@@ -377,3 +377,33 @@ def test_a_sepsis_record_sent_to_a_mortality_model_is_pointed_to_the_sepsis_rout
     result = mortality_runner.decode(Upload(psv, "upload"))
     assert isinstance(result, ItemError) and result.status == 422
     assert "PhysioNet 2019" in result.detail and "/v1/sepsis/lstm/predict" in result.detail
+
+
+def test_a_checkpoint_with_derived_ratios_names_each_attributed_variable(tmp_path: Path) -> None:
+    """A sepsis-v2 checkpoint (shock index, BUN/creatinine and SpO2/FiO2 beside the 40 columns) is explained by
+    name: every attributed variable, the ratios included, with its own last value. The runner allocated the 40
+    columns alone and named them from the record's 40, which a ratio's attribution overran."""
+    from models.train import main
+    from tests.models.conftest import synthetic_stay, write_psv
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "psv"
+    data.mkdir()
+    for i in range(18):
+        values, labels = synthetic_stay(rng, int(rng.integers(14, 30)), septic=i % 3 == 0)
+        write_psv(data / f"p{i:04d}.psv", values, labels)
+    out = tmp_path / "lstm-v2"
+    argv = ["lstm", "--data", str(data), "--out", str(out), "--epochs", "1", "--threads", "1", "--folds", "2"]
+    assert main([*argv, "--batch-size", "8", "--schema", "sepsis-v2"]) == 0
+    runner = SeriesRunner(entry("lstm"), out, CPU)
+    predictor = runner.predictor
+    assert isinstance(predictor, SepsisPredictor)
+    explained = predictor.schema.explained_columns
+    assert len(explained) > len(FEATURES)  # the schema's ratios are attributed as variables of their own
+    stay = (data / "p0000.psv").read_bytes()
+    result = runner.explain_one(Upload(stay, "a.psv"))
+    assert isinstance(result, SepsisPrediction)
+    shown = {f.feature for h in result.hours for f in h.top_features or []}
+    assert shown and shown <= set(explained)
+    hour = runner.explain_one(Upload(stay, "a.psv", explain_hour=3))
+    assert isinstance(hour, SepsisPrediction) and hour.hours[3].top_features
