@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from models.config import REPO_ROOT
 from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, ReusedRequestKey, StoreUnavailable
 from serving.store.agreement import agreement
@@ -643,6 +645,16 @@ def _append(store: CaseStore, case_id: str, reader: str, verdict: str | None, la
         session.flush()
 
 
+def _deploy_recipe_grants(role: str) -> list[str]:
+    """docs/deploy.md's SQL for the serving role, as written there, for ``role`` (its password left out)."""
+    text_ = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    block = text_.split("psql medlens <<'SQL'\n", 1)[1].split("\nSQL\n", 1)[0]
+    statements = [s.strip() for s in block.replace("\n", " ").split(";") if s.strip()]
+    statements = [re.sub(r" PASSWORD '[^']*'", "", s).replace("medlens_serving", role) for s in statements]
+    assert statements and statements[0].startswith(f"CREATE ROLE {role}"), statements
+    return statements
+
+
 def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgres_url: str) -> None:
     """docs/deploy.md's recipe: the owner migrates, serving connects as a role with SELECT and INSERT on the
     trails. That role works the worklist (cases, reviews, deletions, identity views) and can neither rewrite
@@ -662,13 +674,7 @@ def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgre
         migrated.close()
         owner = create_engine(owner_url, isolation_level="AUTOCOMMIT")
         with owner.connect() as conn:
-            for grant in (
-                f"CREATE ROLE {role} LOGIN",
-                f"GRANT SELECT, INSERT ON reviews, identity_views TO {role}",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON cases TO {role}",
-                f"GRANT SELECT ON alembic_version TO {role}",
-                f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
-            ):
+            for grant in _deploy_recipe_grants(role):
                 conn.execute(text(grant))
         owner.dispose()
         serving = CaseStore(owner_url.replace("//medlens@", f"//{role}@", 1))
@@ -676,6 +682,7 @@ def test_a_serving_role_that_does_not_own_the_trails_cannot_rewrite_them(postgre
             case, _ = serving.add(xray_case(1, 0.8))
             serving.add_review(case.id, ReviewIn(reviewer="A", verdict="agree"))
             serving.record_identity_view("a" * 64, "Dr A")
+            reviews_fhir(list(serving.trail()), "2026-12-07T00:00:00Z", serving.installation())  # the export
             serving.delete(case.id, "Dr A")
             for statement in (
                 "DELETE FROM reviews",
