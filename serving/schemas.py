@@ -533,6 +533,12 @@ def error_words(error: Mapping[str, Any]) -> str:
 _JOINERS = frozenset("\u200c\u200d")
 
 
+def name_spelling(name: str) -> str:
+    """``name`` in NFC with its blanks collapsed and stripped: how a reader's name is stored and compared since API
+    1.15, and how a name stored before is read where readers are counted."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
 def _one_spelling(name: str) -> str:
     """A reader's name in the one spelling that reviews store and filters compare: NFC (a composed "é", however it
     was typed), blanks collapsed to single spaces and stripped. Invisible format characters (Unicode category Cf:
@@ -545,7 +551,7 @@ def _one_spelling(name: str) -> str:
                 f"holds the invisible formatting character U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')}) "
                 f"at position {index}, as text pasted from another program may: type the name without it"
             )
-    spelled = " ".join(unicodedata.normalize("NFC", name).split())
+    spelled = name_spelling(name)
     if len(spelled) > MAX_REVIEWER_CHARS:  # NFC may lengthen a few characters
         raise ValueError(f"is longer than {MAX_REVIEWER_CHARS} characters: send a shorter name")
     return spelled

@@ -17,7 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import combinations
 
-from serving.schemas import MODEL_TO_READER, REVIEW_LABELS, Agreement, CaseSummary, KappaSummary, Review
+from serving.schemas import (
+    MODEL_TO_READER,
+    REVIEW_LABELS,
+    Agreement,
+    CaseSummary,
+    KappaSummary,
+    Review,
+    name_spelling,
+)
 
 
 def cohen_kappa(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> KappaSummary:
@@ -60,7 +68,8 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]], mod
         if case is None or (model is not None and case.model != model):
             continue
         if review.action == "review" and case.kind == kind and not case.synthetic:
-            latest[(case.id, review.reviewer)] = (review, case)  # the trail is oldest first
+            # the trail is oldest first; a name stored before API 1.15 is read in today's spelling
+            latest[(case.id, name_spelling(review.reviewer))] = (review, case)
     reads: dict[str, dict[str, str]] = {}
     model_pairs: list[tuple[str, str]] = []
     for (case_id, reader), (review, case) in latest.items():

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import threading
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def _replayed(earlier: ReviewRow, case_id: str, review: ReviewIn) -> Review:
     same = (
         earlier.action == "review"
         and earlier.case_id == case_id
-        and earlier.reviewer == review.reviewer.strip()
+        and earlier.reviewer == review.reviewer
         and earlier.verdict == review.verdict
         and earlier.label == review.label
         and earlier.comment == (review.comment or None)
@@ -288,7 +289,9 @@ class CaseStore:
 
     def worklist(self, query: WorklistQuery | None = None) -> Worklist:
         """The cases ``query`` leaves (by default, the first page of the unreviewed ones), most urgent first;
-        its ``not_reviewed_by`` is compared with the reviewer's name as reviews store it, stripped."""
+        its ``not_reviewed_by`` (in its one spelling, :data:`serving.schemas.ReaderName`) is compared with the
+        reviewer's name as reviews store it, and with its decomposed form (NFD), which names stored before API 1.15
+        may have."""
         query = query or WorklistQuery()
         select_summary, status_expr = self._summary_and_status()
         if query.id_prefix is not None:
@@ -305,7 +308,7 @@ class CaseStore:
             read = select(mine.id).where(
                 mine.case_id == CaseRow.id,
                 mine.action == "review",
-                mine.reviewer == query.not_reviewed_by.strip(),
+                mine.reviewer.in_({query.not_reviewed_by, unicodedata.normalize("NFD", query.not_reviewed_by)}),
                 ~deleted_since.exists(),  # a review of the case before it was deleted is not a read of this one
             )
             select_summary = select_summary.where(~read.exists())
@@ -424,7 +427,7 @@ class CaseStore:
             new = ReviewRow(
                 case_id=case_id,
                 action="review",
-                reviewer=review.reviewer.strip(),
+                reviewer=review.reviewer,  # in its one spelling (ReaderName)
                 created_at=datetime.now(UTC),
                 verdict=review.verdict,
                 label=review.label,

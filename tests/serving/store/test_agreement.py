@@ -123,3 +123,20 @@ def test_agreement_of_one_model_counts_the_cases_it_scored_alone() -> None:
     assert (only.model, only.cases, only.confusion) == ("transformer", 1, [[0, 1], [0, 0]])
     assert agreement("sepsis", trail, "lstm").confusion == [[0, 0], [0, 1]]
     assert agreement("sepsis", trail, "cnn").cases == 0
+
+
+def test_a_name_stored_in_another_spelling_is_the_same_reader() -> None:
+    """Names stored before API 1.15 kept their spelling (decomposed, blanks doubled): agreement reads them in
+    today's, so one reader is not paired with themselves."""
+    import unicodedata
+
+    case = _case(1, "PNEUMONIA")
+    composed = "José Núñez"
+    trail = [
+        (_review(1, case, unicodedata.normalize("NFD", composed), "agree"), case),
+        (_review(2, case, composed, "disagree", "NORMAL"), case),
+        (_review(3, case, "Dr  B", "agree"), case),
+        (_review(4, case, "Dr B", "agree"), case),
+    ]
+    result = agreement("xray", trail)
+    assert result.readers == 2 and result.inter_reader.pairs == 1 and result.model_vs_reader.pairs == 2

@@ -922,6 +922,16 @@ def test_a_readers_name_has_one_spelling(store: CaseStore) -> None:
     assert agreement("xray", store.trail()).readers == 1
     query = WorklistQuery(status="all", not_reviewed_by=unicodedata.normalize("NFD", composed))
     assert store.worklist(query).cases == []
+    other, _ = store.add(xray_case(2, 0.9))
+    with write_transaction(store.engine) as conn:  # a review stored before API 1.15, its name decomposed
+        conn.execute(
+            text(
+                "INSERT INTO reviews (case_id, action, reviewer, created_at, verdict, model, model_version) "
+                "VALUES (:c, 'review', :r, :t, 'agree', 'cnn', 'cnn-test')"
+            ),
+            {"c": other.id, "r": unicodedata.normalize("NFD", composed), "t": datetime.now(UTC)},
+        )
+    assert store.worklist(WorklistQuery(status="all", not_reviewed_by=composed)).cases == []
     assert ReviewIn(reviewer="josé ruiz", verdict="agree").reviewer == "josé ruiz"
     persian = "می‌رضا"  # a zero-width non-joiner is part of its spelling
     assert ReviewIn(reviewer=persian, verdict="agree").reviewer == persian
