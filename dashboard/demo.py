@@ -92,7 +92,7 @@ def find_sepsis_demo_cases(
             septic.append(case)
         elif not case.septic and len(other) < n_each:
             other.append(case)
-    return septic + other
+    return sorted(septic + other, key=lambda c: c.record)  # by record: the order tells no outcome
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class MortalityDemo:
 
 def find_mortality_demo_cases(root: Path, n_each: int = 3, *, sets: tuple[str, ...] = ("a",)) -> list[MortalityDemo]:
     """Up to ``n_each`` stays that ended in death in hospital and ``n_each`` that did not, from ``root/set-X/`` and
-    ``root/Outcomes-X.txt`` (the 2012 layout), the first ones by file name (deterministic), alternating.
+    ``root/Outcomes-X.txt`` (the 2012 layout), the first ones by file name (deterministic), listed by file name.
     Raises FileNotFoundError if neither is there."""
     outcomes: dict[str, int] = {}
     files: list[Path] = []
@@ -137,8 +137,7 @@ def find_mortality_demo_cases(root: Path, n_each: int = 3, *, sets: tuple[str, .
         files += sorted(folder.glob("*.txt"))
     died = [f for f in files if outcomes.get(f.stem) == 1][:n_each]
     survived = [f for f in files if outcomes.get(f.stem) == 0][:n_each]
-    ordered = [f for pair in zip(died, survived, strict=False) for f in pair]
-    ordered += [f for f in died + survived if f not in ordered]
+    ordered = sorted(died + survived, key=lambda f: f.name)  # by RecordID: the order tells no outcome
     return [MortalityDemo(path, i, outcomes[path.stem] == 1) for i, path in enumerate(ordered, start=1)]
 
 

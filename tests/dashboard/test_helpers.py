@@ -143,14 +143,15 @@ def test_find_sepsis_demo_cases(tmp_path: Path) -> None:
     _write_stay(tmp_path / "p000004.psv", [0] * 10)  # too short
     _write_stay(tmp_path / "p000005.psv", [0] * 40)
     cases = demo.find_sepsis_demo_cases(tmp_path, n_each=2)
+    # by record, so that neither the titles nor their order tell the outcome
     assert [(c.record, c.septic, c.first_label_hour) for c in cases] == [
-        ("p000002", True, 20),
         ("p000001", False, None),
+        ("p000002", True, 20),
         ("p000005", False, None),
     ]
-    assert cases[0].title.endswith(", 30 h") and "sepsis" not in cases[0].title.lower()  # the picker is blind
-    assert cases[0].outcome == "septic: SepsisLabel from hour 20"
-    assert "no sepsis" in cases[1].outcome and "sepsis" not in cases[1].title.lower()
+    assert cases[1].title.endswith(", 30 h") and "sepsis" not in cases[1].title.lower()  # the picker is blind
+    assert cases[1].outcome == "septic: SepsisLabel from hour 20"
+    assert "no sepsis" in cases[0].outcome and "sepsis" not in cases[0].title.lower()
     with pytest.raises(FileNotFoundError):
         demo.find_sepsis_demo_cases(tmp_path / "absent")
 
@@ -273,3 +274,17 @@ def test_uploads_are_batched_by_count_and_by_bytes() -> None:
     huge = [("a.dcm", b"\0" * (70 * mib)), ("b.png", b"x")]
     assert [(start, len(batch)) for start, batch in backend.upload_batches(huge)] == [(0, 1), (1, 1)]
     assert backend.upload_batches([]) == []
+
+
+def test_mortality_demo_stays_are_listed_by_record_not_by_outcome(tmp_path: Path) -> None:
+    """The picker numbers the stays in RecordID order: alternating died / survived told each stay's outcome."""
+    (tmp_path / "set-a").mkdir()
+    deaths = {"132510": 1, "132511": 1, "132512": 0, "132513": 0}
+    for record in deaths:
+        (tmp_path / "set-a" / f"{record}.txt").write_text(f"Time,Parameter,Value\n00:00,RecordID,{record}\n")
+    rows = "".join(f"{r},0,0,0,0,{d}\n" for r, d in deaths.items())
+    (tmp_path / "Outcomes-a.txt").write_text("RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n" + rows)
+    listed = demo.find_mortality_demo_cases(tmp_path, n_each=2)
+    assert [d.path.stem for d in listed] == sorted(deaths)
+    assert [d.title for d in listed] == [f"demo stay {n}" for n in range(1, 5)]
+    assert [d.died for d in listed] == [True, True, False, False]
