@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from dashboard import widgets
 from dashboard.backend import ServingError, call, client, models, show_error
-from dashboard.charts.common import literal, model_title
+from dashboard.charts.common import label_words, literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
 from serving.client import new_request_key
-from serving.schemas import REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
+from serving.schemas import MODEL_TO_READER, REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
 
 
 def show_answer(pred: XrayPrediction, key: str) -> bool:
@@ -108,6 +108,22 @@ def _case_model(kind: str) -> str | None:
     return None if listed is None else listed.case_models[kind]  # type: ignore[index]
 
 
+def _contradiction(review: ReviewIn, model_label: str) -> str | None:
+    """What is wrong with a review whose verdict and own label say different things about ``model_label`` (serving
+    refuses it too; said here, the form keeps what the reader chose); None when they agree."""
+    if review.verdict is None or review.label is None:
+        return None
+    said = MODEL_TO_READER.get(model_label, model_label)  # the model's label, as a reader's label
+    if review.verdict == "agree" and review.label != said:
+        return (
+            f"your label {label_words(review.label)} is not the model's {label_words(said)}: choose disagree, or "
+            "leave your label as (none)."
+        )
+    if review.verdict == "disagree" and review.label == said:
+        return f"your label {label_words(review.label)} is the model's: choose agree, or another label."
+    return None
+
+
 def _other_model(case_model: str, shown: Mapping[str, str], kind: str, made: bool = True) -> str:
     """Why there is no review form: the case's model is not among the models whose answers the page shows."""
     titles = " and the ".join(model_title(m) for m in shown)
@@ -163,12 +179,12 @@ def review_panel(
     elif case is not None:
         st.caption(
             f"A review agrees or disagrees with the {model_title(case.model)}'s label for this case, "
-            f"**{case.label.replace('_', ' ')}** (model `{case.model_version}`)."
+            f"**{label_words(case.label)}** (model `{case.model_version}`)."
         )
     elif shown is not None:
         st.caption(
             f"A review agrees or disagrees with the {model_title(model)}'s label, "
-            f"**{shown[model].replace('_', ' ')}**. Serving scores {kind} cases with the {model_title(model)}; "
+            f"**{label_words(shown[model])}**. Serving scores {kind} cases with the {model_title(model)}; "
             "your first review makes this file a case."
         )
     if reviewer is None:
@@ -186,6 +202,11 @@ def review_panel(
         sent = ReviewIn(reviewer=reviewer, verdict=review.verdict, label=review.label, comment=review.comment)
     except ValidationError as exc:
         st.error(f"Review not saved: {widgets.validation_message(exc)}", icon=":material/error:")
+        return
+    model_label = case.label if case is not None else None if shown is None else shown[model]
+    contradiction = None if model_label is None else _contradiction(sent, model_label)
+    if contradiction is not None:
+        st.warning(f"Review not saved: {contradiction}", icon=":material/rule:")
         return
     if case is None:
         made = None if upload is None else call(client().upload_cases, [(upload.name, upload.data)])

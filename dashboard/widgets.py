@@ -13,7 +13,7 @@ import streamlit as st
 from pydantic import TypeAdapter, ValidationError
 
 from dashboard.backend import URL_STATE_KEY, default_serving_url, safe_name, token_for, valid_url
-from dashboard.charts.common import literal
+from dashboard.charts.common import label_words, literal
 from dashboard.demo import EXAMPLE_RECORD_TITLE, DemoCase, MortalityDemo, example_mortality_record
 from serving.client import TOKEN_ENV
 from serving.schemas import MAX_REVIEWER_CHARS, ReaderName, WorklistQuery, error_words
@@ -190,11 +190,20 @@ def review_form(case: str, labels: Sequence[str], withheld: bool = False) -> Rev
         )
         if withheld:
             label = st.selectbox(
-                "Your label", labels, index=None, placeholder="Choose your label", key=f"review_label_{case}"
+                "Your label",
+                labels,
+                index=None,
+                placeholder="Choose your label",
+                key=f"review_label_{case}",
+                format_func=label_words,
             )
         else:
             label = st.selectbox(
-                "Your label (optional)", ["(none)", *labels], key=f"review_label_{case}", help="Your own finding."
+                "Your label (optional)",
+                ["(none)", *labels],
+                key=f"review_label_{case}",
+                help="Your own finding.",
+                format_func=label_words,
             )
         comment = st.text_area("Comment (no patient identifiers)", key=f"review_comment_{case}", max_chars=2000)
         submitted = st.form_submit_button(

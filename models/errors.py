@@ -122,3 +122,12 @@ def series_text(data: bytes, name: str, expected: str) -> str:
         )
     first = bad if nul < 0 else (nul if bad < 0 else min(nul, bad))
     raise SeriesFormatError(f"{name} is not a text file (byte {first} is not text): upload {expected}.")
+
+
+#: How much of a cell or name from a file an error message quotes.
+QUOTED_CHARS = 40
+
+
+def quoted(text: str) -> str:
+    """``text`` from a file, quoted for an error message: its first :data:`QUOTED_CHARS` characters."""
+    return repr(text[:QUOTED_CHARS]) + (" ..." if len(text) > QUOTED_CHARS else "")

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.errors import PayloadTooLargeError, SeriesFormatError, line_count, series_text, split_lines
+from models.errors import PayloadTooLargeError, SeriesFormatError, line_count, quoted, series_text, split_lines
 from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary, to_age_code
 
 TIME_SERIES = [
@@ -152,11 +152,6 @@ def _quoted(text: str, param: str | None = None) -> str:
     return _WITHHELD_ID if param == _RECORD_ID or _RECORD_ID in text else repr(text)
 
 
-def _cut(text: str) -> str:
-    """``text`` from the file, quoted for an error message: its first 40 characters."""
-    return repr(text[:40]) + (" ..." if len(text) > 40 else "")
-
-
 def _accepted() -> str:
     return f"{', '.join(PARAMETERS[:12])}, ... ({len(PARAMETERS)} names: the PhysioNet 2012 parameters)"
 
@@ -172,16 +167,16 @@ def _minutes(time: str, name: str, line: int) -> int:
     if sep and hh.isascii() and hh.isdigit() and mm.isascii() and mm.isdigit() and len(mm) == 2 and int(mm) < 60:
         if len(hh) > MAX_HOUR_DIGITS:
             raise SeriesFormatError(
-                f"{name}: line {line}: Time {_cut(time)} has an hour of {len(hh):,} digits; times are HH:MM since ICU "
-                f"admission (the first {HOURS} hours are read)."
+                f"{name}: line {line}: Time {quoted(time)} has an hour of {len(hh):,} digits; times are HH:MM since "
+                f"ICU admission (the first {HOURS} hours are read)."
             )
         return int(hh) * 60 + int(mm)
     if time.startswith("-"):
         raise SeriesFormatError(
-            f"{name}: line {line}: Time {_cut(time)} is negative; times count from ICU admission (00:00 and later)."
+            f"{name}: line {line}: Time {quoted(time)} is negative; times count from ICU admission (00:00 and later)."
         )
     raise SeriesFormatError(
-        f"{name}: line {line}: Time {_cut(time)} is not HH:MM (hours and minutes since ICU admission, e.g. 07:45)."
+        f"{name}: line {line}: Time {quoted(time)} is not HH:MM (hours and minutes since ICU admission, e.g. 07:45)."
     )
 
 

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from models.errors import PayloadTooLargeError, SeriesFormatError, line_count, series_text, split_lines
+from models.errors import PayloadTooLargeError, SeriesFormatError, line_count, quoted, series_text, split_lines
 from models.input_glossary import AGE_WORDS, FEMALE_MALE, YES_NO, InputGlossary, to_age_code
 
 VITALS = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"]
@@ -100,8 +100,6 @@ CODES: dict[str, dict[int, str]] = {
     "Unit2": dict(YES_NO),
     LABEL: {0: "no sepsis", 1: "sepsis"},
 }
-#: the longest text from a file that an error message quotes
-QUOTED_CHARS = 40
 MISSING_TOKENS = ["", "NaN", "nan", "NA", "N/A", "null", "None"]
 MAX_BYTES = 20_000_000
 
@@ -130,11 +128,6 @@ MAX_COLUMNS = 200
 
 def _duplicates(names: list[str]) -> list[str]:
     return sorted(name for name, n in Counter(names).items() if n > 1)
-
-
-def _quoted(text: str) -> str:
-    """``text`` from a file, quoted for an error message: its first :data:`QUOTED_CHARS` characters."""
-    return repr(text[:QUOTED_CHARS]) + (" ..." if len(text) > QUOTED_CHARS else "")
 
 
 @dataclass(frozen=True)
@@ -167,7 +160,7 @@ def _table(data: bytes, name: str) -> _Table:
     invisible = next(((n, ln) for n, ln in numbered if not ln.strip()), None)
     if invisible is not None:  # the parser would read it as an hour of nothing measured
         raise SeriesFormatError(
-            f"{name}: line {invisible[0]} holds only {_quoted(invisible[1])} (a form feed, vertical tab or other "
+            f"{name}: line {invisible[0]} holds only {quoted(invisible[1])} (a form feed, vertical tab or other "
             "invisible separator); remove it: each line is the header or one hour's row."
         )
     lines = [ln for _, ln in numbered]
@@ -192,7 +185,7 @@ def _table(data: bytes, name: str) -> _Table:
     for i, cell in enumerate(fields):
         if '"' in cell and not (len(cell) >= 2 and cell[0] == cell[-1] == '"' and '"' not in cell[1:-1]):
             raise SeriesFormatError(
-                f'{name}: column {i + 1} of the header, {_quoted(cell)}, has a stray quote ("); write the column '
+                f'{name}: column {i + 1} of the header, {quoted(cell)}, has a stray quote ("); write the column '
                 "names without quotes (or quote each whole name)."
             )
     # a row may end in one separator more than the header (pandas drops it); more is refused by the parser, after
@@ -208,7 +201,7 @@ def _table(data: bytes, name: str) -> _Table:
     duplicated = _duplicates([c for c in names if c])  # nameless columns: _without_empty_nameless_columns
     if duplicated:
         raise SeriesFormatError(
-            f"{name}: column(s) {', '.join(_quoted(c) for c in duplicated[:10])} appear more than once."
+            f"{name}: column(s) {', '.join(quoted(c) for c in duplicated[:10])} appear more than once."
         )
     return _Table(text=text, sep=sep, names=names)
 
@@ -280,7 +273,7 @@ def record_from_frame(
     duplicated = _duplicates(columns)
     if duplicated:
         raise SeriesFormatError(
-            f"{name}: column(s) {', '.join(_quoted(c) for c in duplicated[:10])} appear more than once."
+            f"{name}: column(s) {', '.join(quoted(c) for c in duplicated[:10])} appear more than once."
         )
     known = set(FEATURES) | {LABEL}
     unknown = [c for c in columns if c not in known]
@@ -288,7 +281,7 @@ def record_from_frame(
         by_case = {k.lower(): k for k in known}
         meant = [f"{by_case[c.lower()]!r} for {c!r}" for c in unknown if c.lower() in by_case]  # c: a known length
         raise SeriesFormatError(
-            f"{name}: unknown column(s) {', '.join(_quoted(c) for c in unknown[:10])}"
+            f"{name}: unknown column(s) {', '.join(quoted(c) for c in unknown[:10])}"
             f"{' ...' if len(unknown) > 10 else ''}. Use the PhysioNet 2019 names (HR, O2Sat, Temp, SBP, "
             "MAP, DBP, Resp, ..., Age, Gender, ICULOS; SepsisLabel optional), separated by '|' or ','"
             + (f"; names are case-sensitive: {', '.join(meant[:10])}." if meant else ".")
@@ -400,7 +393,7 @@ def _numeric_column(series: pd.Series, col: str, name: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise SeriesFormatError(
-            f"{name}: column {col} row {row + 1} holds {_quoted(raw.iloc[row])}, which is not a number "
+            f"{name}: column {col} row {row + 1} holds {quoted(raw.iloc[row])}, which is not a number "
             "(use NaN or leave the cell empty for a missing value)."
         )
     return numbers.to_numpy(dtype=np.float64)

@@ -163,7 +163,7 @@ def _new_case(case_id: str, file: CaseFile, model: str, prediction: Any, record:
         top = prediction.peak  # a stay's case is its highest-scoring hour: its score and calibrated probability
         kind = "sepsis"
         risk, calibrated = (0.0, None) if top is None else (top.probability, top.calibrated_probability)
-        label = "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
+        label = prediction.stay_label
         unkept = {"hours": {"__all__": {"top_features"}}}
     return NewCase(
         id=case_id,

@@ -370,6 +370,11 @@ class SepsisPrediction(_Schema):
         hour."""
         return max(self.hours, key=lambda h: h.probability, default=None)
 
+    @property
+    def stay_label(self) -> str:
+        """The stay's label, as its case stores it: an alert at any hour, or none."""
+        return "SEPSIS_ALERT" if self.first_alert_hour is not None else "NO_ALERT"
+
 
 # -- ICU in-hospital mortality (PhysioNet 2012 records) ------------------------------------------------------
 MortalityLabel = Literal["SURVIVED", "DIED_IN_HOSPITAL"]

@@ -32,6 +32,16 @@ def model_title(name: str) -> str:
     return known.short_title if known is not None else name
 
 
+#: A model's label where its code would read as the stay's outcome: a mortality model predicts.
+_LABEL_WORDS = {"DIED_IN_HOSPITAL": "DEATH IN HOSPITAL", "SURVIVED": "SURVIVAL"}
+
+
+def label_words(label: str) -> str:
+    """A model's label as every page writes it: ``SEPSIS ALERT``, ``PNEUMONIA``, ``DEATH IN HOSPITAL`` (what the
+    model predicts, never worded as what happened)."""
+    return _LABEL_WORDS.get(label, label.replace("_", " "))
+
+
 def model_colour(name: str) -> str:
     """Display colour of a catalogue model; grey when the catalogue lacks it."""
     known = CATALOGUE.get(name)
@@ -145,6 +155,7 @@ __all__ = [
     "decode_gray_png",
     "downsample",
     "image_data_uri",
+    "label_words",
     "layout",
     "literal",
     "model_colour",

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts.common import layout, literal
+from dashboard.charts.common import label_words, layout, literal
 from serving.schemas import Agreement, CaseSummary, Review, Worklist
 
 #: each kind of case as the worklist says it
@@ -48,8 +48,7 @@ def worklist_table(worklist: Worklist) -> pd.DataFrame:
                 "risk": None if c.label_withheld or c.calibrated_risk is None else 100 * c.calibrated_risk,
                 "score": None if c.label_withheld else c.risk,
                 "threshold": c.threshold,
-                # serving's SEPSIS_ALERT, NO_ALERT as words
-                "model says": WITHHELD if c.label_withheld else c.label.replace("_", " "),
+                "model says": WITHHELD if c.label_withheld else label_words(c.label),
                 "status": c.status,
                 "reviews": c.reviews,
                 "last verdict": c.last_verdict or (OWN_LABEL_ONLY if c.status != "unreviewed" else ""),
@@ -80,7 +79,7 @@ def counted_from(start: int, detail: str) -> str:
 def case_label(case: CaseSummary) -> str:
     """A case as the "Open case" picker names it: short id, kind and what the model said (its label and score,
     unless the label is withheld)."""
-    said = WITHHELD if case.label_withheld else f"{case.label.replace('_', ' ')} (score {case.risk:.3f})"
+    said = WITHHELD if case.label_withheld else f"{label_words(case.label)} (score {case.risk:.3f})"
     return f"{case.id[:16]} · {KIND_WORDS[case.kind]} · {said}"
 
 
@@ -94,7 +93,7 @@ def history_table(history: list[Review]) -> pd.DataFrame:
                 "reader": literal(r.reviewer),
                 "action": r.action,
                 "verdict": r.verdict or (OWN_LABEL_ONLY if r.action == "review" else ""),
-                "reader's label": r.label or "",
+                "reader's label": label_words(r.label) if r.label else "",
                 "comment": literal(r.comment or ""),
                 "model version seen": r.model_version,
             }

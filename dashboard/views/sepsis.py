@@ -98,11 +98,6 @@ def _explained(selected: widgets.SelectedInput, key: str, model: str, hour: int)
     )
 
 
-def _stay_label(prediction: SepsisPrediction) -> str:
-    """The stay's label as serving stores it for a case: an alert at any hour, or none."""
-    return "SEPSIS_ALERT" if prediction.first_alert_hour is not None else "NO_ALERT"
-
-
 def _summary(predictions: dict[str, SepsisPrediction], n_hours: int) -> None:
     tiles = st.container(horizontal=True)  # tiles wrap where they do not fit side by side (st.columns cuts them)
     for model, prediction in predictions.items():
@@ -191,7 +186,7 @@ def render() -> None:
         "sepsis",
         widgets.reviewer_name(),
         upload=selected,
-        shown={m: _stay_label(p) for m, p in predictions.items()},
+        shown={m: p.stay_label for m, p in predictions.items()},
     )
 
 

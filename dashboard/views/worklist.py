@@ -197,7 +197,7 @@ def _show_sepsis(case: CaseDetail, prediction: SepsisPrediction) -> None:
         sepsis_figure(
             {prediction.model: prediction},
             selected_hour=hour,
-            show_outcome=widgets.outcome_toggle(f"case_outcome_{case.id}", "SepsisLabel from the file"),
+            show_outcome=widgets.outcome_toggle(f"case_outcome_{case.id}", "the recorded outcome (SepsisLabel)"),
         ),
         key=f"case_sepsis_{case.id}",
         config={"displaylogo": False},

@@ -994,7 +994,7 @@ def test_mortality_page(serving_env: str) -> None:
     assert not client.worklist(WorklistQuery(status="all", id_prefix=case)).cases  # nothing was stored
     at.radio(key="mortality_model").set_value("mortality-lstm").run()
     assert any("the LSTM's label, **" in c.value for c in at.caption)
-    assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVED", "DIED_IN_HOSPITAL"]
+    assert list(at.selectbox(key=f"review_label_{case}").options) == ["(none)", "SURVIVAL", "DEATH IN HOSPITAL"]
     at.radio(key=f"review_verdict_{case}").set_value("agree")
     at.button[-1].click().run()
     assert not at.exception, at.exception
@@ -1339,8 +1339,28 @@ def test_no_review_form_beside_a_model_whose_review_cannot_be_saved(
         at.radio(key="mortality_model").set_value("mortality-lstm").run()
         assert not at.exception, at.exception
     assert any(r.key == f"review_verdict_{case}" for r in at.radio)
-    assert any("the LSTM's label, **SURVIVED**" in c.value for c in at.caption)
+    assert any("the LSTM's label, **SURVIVAL**" in c.value for c in at.caption)
     assert "/v1/cases" not in posted  # nothing was stored
+
+
+def test_a_review_that_contradicts_itself_is_not_sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The form starts at "agree" with an optional label: "agree" with a label other than the model's says two
+    things, which serving refuses. The page says which, before anything is sent, and keeps the reader's choices."""
+    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
+    posted: list[str] = []
+    case = case_id_for("mortality", example_mortality_record())
+    with http_stub(_icu_stub(posted)) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        at = _example_record(_page("views/mortality.py"))
+        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        at.radio(key=f"review_verdict_{case}").set_value("agree")
+        at.selectbox(key=f"review_label_{case}").select("DIED_IN_HOSPITAL")  # the model says SURVIVED
+        at.button[-1].click().run()
+        assert not at.exception, at.exception
+    said = [w.value for w in at.warning if w.value.startswith("Review not saved")]
+    assert said and "DEATH IN HOSPITAL is not the model's SURVIVAL: choose disagree" in said[0], said
+    assert "/v1/cases" not in posted and not [p for p in posted if p.endswith("/reviews")]
+    assert at.selectbox(key=f"review_label_{case}").value == "DIED_IN_HOSPITAL"
 
 
 def test_the_sepsis_review_names_the_case_model_and_survives_a_failed_explanation(

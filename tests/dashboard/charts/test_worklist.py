@@ -41,7 +41,7 @@ def test_worklist_table_keeps_serving_order_and_names_the_flags() -> None:
     assert table.loc[0, "flags"] == "out of distribution, uncertain" and table.loc[1, "flags"] == ""
     assert list(table["kind"]) == ["chest X-ray", "ICU sepsis", "ICU mortality", "chest X-ray"]
     # the out-of-distribution radiograph's PNEUMONIA is withheld, as in its case view; the other's is shown
-    assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DIED IN HOSPITAL", "PNEUMONIA"]
+    assert list(table["model says"]) == ["label withheld", "SEPSIS ALERT", "DEATH IN HOSPITAL", "PNEUMONIA"]
     # and so are its score and risk (serving keeps them); every other case shows its own, the risk where the
     # checkpoint was calibrated
     assert table["score"].isna().tolist() == [True, False, False, False] and table.loc[3, "score"] == 0.9
