@@ -747,7 +747,7 @@ def test_worklist_opens_a_mortality_case(serving_env: str) -> None:
     assert "age" in at.table[0].value.index
     assert any("after 48:00 ignored" in w.value for w in at.warning)
     at.sidebar.text_input(key="reviewer_name").input("Dr Worklist").run()
-    assert "DIED_IN_HOSPITAL" in at.selectbox(key=f"review_label_{made.id}").options
+    assert "DEATH IN HOSPITAL" in at.selectbox(key=f"review_label_{made.id}").options  # the label, in words
     # what drove the risk, from the record the case keeps: the answer the mortality page gives the same file
     at.toggle(key=f"case_explain_{made.id}").set_value(True).run()
     assert not at.exception, at.exception
