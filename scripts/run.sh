@@ -43,7 +43,11 @@ setsid bash -c ".venv/bin/python -m serving.launch ray_config.yaml --start-head 
 SERVE_PID=$!
 ln -sfn "$RAY_TMPDIR/ray/session_latest/logs" .run/ray-logs
 stop() {
-  trap - EXIT INT TERM   # once: a signal's trap would otherwise be followed by the EXIT trap's second stop
+  # once: a signal's trap would otherwise be followed by the EXIT trap's second stop; and not cut short by a
+  # second signal: make forwards the TERM it gets to this script, which may arrive after the first one's trap has
+  # begun (it did in 3 of 10 tries), and a reader may press Ctrl-C twice. Either left Ray or the dashboard running.
+  trap - EXIT
+  trap '' INT TERM
   echo "==> stopping MedLens"
   pkill -TERM -s "$SERVE_PID" 2>/dev/null || true
   [ -n "${UI_PID:-}" ] && pkill -TERM -s "$UI_PID" 2>/dev/null || true
