@@ -15,7 +15,14 @@ from dashboard.charts.common import label_words, literal, model_title
 from dashboard.charts.worklist import history_table
 from dashboard.charts.xray import ensemble_line, score_gauge, shown_label, trust_line
 from serving.client import new_request_key
-from serving.schemas import MODEL_TO_READER, REVIEW_LABELS, CaseDetail, ReviewIn, XrayPrediction
+from serving.schemas import (
+    REVIEW_LABELS,
+    CaseDetail,
+    ReviewIn,
+    XrayPrediction,
+    as_reader_label,
+    contradicted_verdict,
+)
 
 
 def show_answer(pred: XrayPrediction, key: str) -> bool:
@@ -111,16 +118,15 @@ def _case_model(kind: str) -> str | None:
 def _contradiction(review: ReviewIn, model_label: str) -> str | None:
     """What is wrong with a review whose verdict and own label say different things about ``model_label`` (serving
     refuses it too; said here, the form keeps what the reader chose); None when they agree."""
-    if review.verdict is None or review.label is None:
-        return None
-    said = MODEL_TO_READER.get(model_label, model_label)  # the model's label, as a reader's label
-    if review.verdict == "agree" and review.label != said:
+    contradicted = contradicted_verdict(review, model_label)
+    if contradicted == "agree":
+        said = label_words(as_reader_label(model_label))
         return (
-            f"your label {label_words(review.label)} is not the model's {label_words(said)}: choose disagree, or "
-            "leave your label as (none)."
+            f"your label {label_words(str(review.label))} is not the model's {said}: choose disagree, or leave "
+            "your label as (none)."
         )
-    if review.verdict == "disagree" and review.label == said:
-        return f"your label {label_words(review.label)} is the model's: choose agree, or another label."
+    if contradicted == "disagree":
+        return f"your label {label_words(str(review.label))} is the model's: choose agree, or another label."
     return None
 
 

@@ -671,6 +671,24 @@ def case_id_for(kind: CaseKind, data: bytes) -> str:
     return kept_and_id(kind, data)[1]
 
 
+def as_reader_label(model_label: str) -> str:
+    """A model's label as a reader's label (:data:`MODEL_TO_READER`: the sepsis model says SEPSIS_ALERT, a reader
+    SEPSIS)."""
+    return MODEL_TO_READER.get(model_label, model_label)
+
+
+def contradicted_verdict(review: ReviewIn, model_label: str) -> Verdict | None:
+    """The verdict of ``review`` that its own label contradicts, about ``model_label`` (the case's label as its
+    model says it): "agree" with a label other than the model's, "disagree" with the model's own; None when they
+    agree, or either is missing. Serving refuses such a review; the dashboard stops it before it is sent."""
+    if review.verdict is None or review.label is None:
+        return None
+    said = as_reader_label(model_label)
+    if (review.verdict == "agree") != (review.label == said):
+        return review.verdict
+    return None
+
+
 def label_withheld(in_distribution: bool | None) -> bool:
     """Readers are not shown the model's label (the input is out of distribution): it confirms nothing, is not
     compared with theirs, and a review gives the reader's own label instead of a verdict."""

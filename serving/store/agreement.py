@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from itertools import combinations
 
 from serving.schemas import (
-    MODEL_TO_READER,
     REVIEW_LABELS,
     Agreement,
     CaseSummary,
     KappaSummary,
     Review,
+    as_reader_label,
     name_spelling,
 )
 
@@ -75,7 +75,7 @@ def agreement(kind: str, trail: Iterable[tuple[Review, CaseSummary | None]], mod
     for (case_id, reader), (review, case) in latest.items():
         if case.label_withheld and not review.label:
             continue
-        said = MODEL_TO_READER.get(case.label, case.label)  # the model's label, as a reader's label
+        said = as_reader_label(case.label)
         label = reader_label(review, said, labels)
         reads.setdefault(case_id, {})[reader] = label
         if not case.label_withheld:

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, aliased
 
 from models.risk_smoothing import logit
 from serving.schemas import (
-    MODEL_TO_READER,
     POSITIVE_LABELS,
     REVIEW_LABELS,
     CaseDetail,
@@ -39,6 +38,8 @@ from serving.schemas import (
     Worklist,
     WorklistQuery,
     XrayPrediction,
+    as_reader_label,
+    contradicted_verdict,
     label_withheld,
 )
 from serving.store.db import describe, make_engine, migrate, write_transaction
@@ -110,16 +111,15 @@ def _check_consistent(review: ReviewIn, model_label: str, allowed: tuple[str, ..
             f"so there is nothing to agree or disagree with. Leave `verdict` out and send your own `label`, one of "
             f"{', '.join(allowed)}."
         )
-    said = MODEL_TO_READER.get(model_label, model_label)  # the model's label, as a reader's label
-    if review.label is None:
-        return
-    if review.verdict == "agree" and review.label != said:
+    said = as_reader_label(model_label)
+    contradicted = contradicted_verdict(review, model_label)
+    if contradicted == "agree":
         raise InvalidReview(
             f"Fields `verdict` and `label` contradict each other: `agree` is with the model's label, {said}, but "
             f"`label` is {review.label}. Send `verdict` `disagree` with `label` {review.label}, or `agree` without "
             "`label`."
         )
-    if review.verdict == "disagree" and review.label == said:
+    if contradicted == "disagree":
         others = ", ".join(lab for lab in allowed if lab != said)
         raise InvalidReview(
             f"Fields `verdict` and `label` contradict each other: `disagree` is with the model's label, {said}, but "

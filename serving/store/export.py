@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from models.spreadsheet import safe_cell
-from serving.schemas import MODEL_TO_READER, CaseSummary, Review
+from serving.schemas import CaseSummary, Review, as_reader_label
 
 CSV_COLUMNS = (
     "review_id",
@@ -113,7 +113,7 @@ def _confirmed_label(review: Review, case: CaseSummary) -> str | None:
     if review.label:
         return review.label
     if review.verdict == "agree" and not case.label_withheld:
-        return MODEL_TO_READER.get(case.label, case.label)
+        return as_reader_label(case.label)
     return None
 
 
