@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpx
+
 
 @dataclass(frozen=True)
 class Request:
@@ -28,6 +30,28 @@ class Answer:
 def json_error(status: int, error: str, detail: str) -> Answer:
     """An answer in MedLens's error form (``{"error", "detail"}``)."""
     return Answer(status, f'{{"error": "{error}", "detail": "{detail}"}}'.encode())
+
+
+_HOP_BY_HOP = {"host", "content-length", "connection"}
+
+
+def passed_on(serving_url: str, request: Request, timeout: float = 240.0) -> Answer:
+    """``request`` sent on to ``serving_url`` as it came (headers, token and body), and serving's own answer."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    answer = httpx.request(
+        request.method, serving_url + request.path, headers=headers, content=request.body or None, timeout=timeout
+    )
+    return Answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+
+
+def front_door(serving_url: str, instead: Callable[[Request], Answer | None]) -> Callable[[Request], Answer]:
+    """A front door to real serving for ``http_stub``: each request gets ``instead``'s answer where it gives one
+    (a failure on demand), and serving's own otherwise."""
+
+    def answer(request: Request) -> Answer:
+        return instead(request) or passed_on(serving_url, request)
+
+    return answer
 
 
 @contextmanager

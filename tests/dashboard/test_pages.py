@@ -17,14 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import BaseModel
 from streamlit.testing.v1 import AppTest
 
-from dashboard.charts.common import decode_gray_png, literal
+from dashboard.charts.common import decode_gray_png, label_words, literal
+from dashboard.charts.worklist import WITHHELD
 from dashboard.charts.xray import NO_REGION, heatmap_is_empty
 from dashboard.demo import (
     demo_radiograph,
@@ -33,27 +32,19 @@ from dashboard.demo import (
     find_sepsis_demo_cases,
 )
 from models.cards import read_card
-from models.catalogue import MODEL_NAMES, entry
+from models.catalogue import entry
 from models.config import data_paths
-from serving._settings import CaseArgs
 from serving.client import MedLensClient
 from serving.schemas import (
-    CaseSummary,
-    Health,
-    HourRisk,
-    ModelList,
-    MortalityHour,
-    MortalityPrediction,
     ReviewIn,
     SepsisPrediction,
-    Worklist,
     WorklistQuery,
     XrayPrediction,
     case_id_for,
 )
 from tests.conftest import ServeServer
 from tests.dashboard.helpers import sepsis_dir
-from tests.http_stub import Answer, Request, http_stub, json_error
+from tests.http_stub import Answer, Request, front_door, http_stub, json_error, passed_on
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 TIMEOUT = 240.0
@@ -359,6 +350,15 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     row = table.set_index("case").loc[made.id[:16]]  # the calibrated risk beside the score, as serving stored them
     assert made.calibrated_risk is not None and row["risk"] == pytest.approx(100 * made.calibrated_risk)  # percent
     assert row["score"] == pytest.approx(made.risk)
+    # scores and thresholds to three decimals (0.492 and 0.4946 both read 0.49 beside a threshold 0.4939), the
+    # risk in percent to one decimal as the pages write it, and help that says whose probability it is
+    columns = {c.get("label", k): c for k, c in json.loads(at.dataframe[0].proto.columns).items()}
+    formats = {name: columns[name]["type_config"]["format"] for name in ("risk", "score", "threshold")}
+    assert formats == {"risk": "%.1f%%", "score": "%.3f", "threshold": "%.3f"}
+    assert columns["risk"]["type_config"]["max_value"] == 100
+    assert "positive class" in columns["risk"]["help"] and "model's finding" not in columns["risk"]["help"]
+    said = WITHHELD if made.label_withheld else f"(score {made.risk:.3f})"
+    assert [o for o in at.selectbox(key="worklist_open_case").options if o.startswith(made.id[:16]) and said in o]
     # open it, review it as a named reader: the review is in serving's database
     at.selectbox(key="worklist_open_case").select(made.id).run()
     assert not at.exception, at.exception
@@ -625,15 +625,12 @@ def test_a_review_whose_answer_was_lost_is_saved_once(serving_env: str, monkeypa
 
     def front_door(request: Request) -> Answer:
         """Passes every request to serving; answers the first review it passes with a 503 instead of serving's."""
-        sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length", "connection"}}
-        answer = httpx.request(
-            request.method, serving_env + request.path, headers=sent, content=request.body or None, timeout=TIMEOUT
-        )
+        answer = passed_on(serving_env, request, TIMEOUT)
         if request.method == "POST" and request.path.endswith("/reviews"):
             posted.append(next((v for k, v in request.headers.items() if k.lower() == "idempotency-key"), None))
             if len(posted) == 1:
                 return json_error(503, "database_unavailable", "the front door lost this answer on purpose")
-        return Answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+        return answer
 
     with http_stub(front_door) as url:
         monkeypatch.setenv("MEDLENS_SERVING_URL", url)
@@ -1196,27 +1193,19 @@ def test_sepsis_page_asks_a_failed_model_again(
 ) -> None:
     """One model failing (a replica's 500) leaves the other's answer on the page, and the failed model is asked
     again on the next run instead of the partial answer being kept for the session."""
-    training = tmp_path / "sepsis" / "training"
-    training.mkdir(parents=True)
-    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|0\n" for h in range(30))
-    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    _one_stay(tmp_path)
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
     failing: list[str] = [entry("transformer").predict_route]  # the route answered with a replica's 500
     failed: list[str] = []
 
-    def front_door(request: Request) -> Answer:
-        """Every request passed through to serving, except the failing route's."""
-        if request.path.split("?", 1)[0] in failing:
-            failed.append(request.path)
-            return json_error(500, "internal_error", "the front door failed this model on purpose")
-        sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length", "connection"}}
-        answer = httpx.request(
-            request.method, dashboard_serving_url + request.path, headers=sent, content=request.body or None,
-            timeout=TIMEOUT,
-        )  # fmt: skip
-        return Answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+    def failing_route(request: Request) -> Answer | None:
+        """The failing route's answer; every other request is passed through to serving."""
+        if request.path.split("?", 1)[0] not in failing:
+            return None
+        failed.append(request.path)
+        return json_error(500, "internal_error", "the front door failed this model on purpose")
 
-    with http_stub(front_door) as url:
+    with http_stub(front_door(dashboard_serving_url, failing_route)) as url:
         monkeypatch.setenv("MEDLENS_SERVING_URL", url)
         at = _page("views/sepsis.py")
         picker = at.selectbox(key="sepsis_demo_case")
@@ -1237,57 +1226,21 @@ def test_sepsis_page_asks_a_failed_model_again(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# against a stub that answers as serving would: what the ICU pages and the worklist show a reader
+# through a front door to real serving that fails the explanations: what the ICU pages keep on the page
 # ---------------------------------------------------------------------------------------------------------
-def _json(answer: BaseModel) -> Answer:
-    return Answer(200, answer.model_dump_json().encode())
+def _explanations_fail(posted: list[str]) -> Callable[[Request], Answer | None]:
+    """For ``front_door``: a 500 for every explanation request (a failing replica), serving's own answer to the
+    rest; ``posted`` collects the paths of the POSTs that reached serving."""
 
-
-def _served_mortality(model: str, score: float) -> MortalityPrediction:
-    hours = [MortalityHour(hour=h, probability=score) for h in range(1, 49)]
-    return MortalityPrediction(
-        model=model, version=f"{model}-stub", threshold=0.5, probability=score, label="SURVIVED",
-        calibrated_probability=score / 2, hours=hours, hours_observed=40,
-    )  # fmt: skip
-
-
-def _served_sepsis(model: str, vitals: bool) -> SepsisPrediction:
-    scores = [0.01 * h for h in range(30)]
-    hours = [HourRisk(hour=h, iculos=float(h + 1), probability=p, label=int(p >= 0.2)) for h, p in enumerate(scores)]
-    return SepsisPrediction(
-        model=model, version=f"{model}-stub", threshold=0.2, n_hours=30, first_alert_hour=20, hours=hours,
-        vitals={"HR": [80.0 + h % 7 for h in range(30)]} if vitals else None,
-        sepsis_label=[int(h >= 20) for h in range(30)] if vitals else None,
-    )  # fmt: skip
-
-
-def _icu_stub(posted: list[str]) -> Callable[[Request], Answer]:
-    """Serving's answers for the ICU pages: each model's prediction, no stored case (404), and a 500 for every
-    explanation; ``posted`` collects the paths of the requests that would write."""
-    routes = {entry(name).predict_route: name for name in MODEL_NAMES}
-
-    def answer(request: Request) -> Answer:
+    def instead(request: Request) -> Answer | None:
         path, _, query = request.path.partition("?")
-        asked = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
-        if path == "/healthz":
-            return _json(Health(status="ok", models=list(MODEL_NAMES)))
-        if request.method == "GET" and path.startswith("/v1/cases/"):
-            return json_error(404, "not_found", "No case with this id.")
-        if request.method == "GET" and path == "/v1/models":  # serving's default case models (ray_config.yaml)
-            return _json(ModelList(models=[], case_models=CaseArgs().models()))
-        if request.method != "POST":
-            return json_error(404, "not_found", "not in this stub")
-        posted.append(path)
-        model = routes.get(path)
-        if model is None:
-            return json_error(404, "not_found", "not in this stub")
-        if asked.get("explain") == "true" or "explain_hour" in asked:
-            return json_error(500, "internal_error", "the stub failed this explanation on purpose")
-        if model.startswith("mortality"):
-            return _json(_served_mortality(model, 0.31))
-        return _json(_served_sepsis(model, asked.get("vitals") == "true"))
+        if "explain=true" in query.split("&") or "explain_hour=" in query:
+            return json_error(500, "internal_error", "the front door failed this explanation on purpose")
+        if request.method == "POST":
+            posted.append(path)
+        return None
 
-    return answer
+    return instead
 
 
 def _example_record(at: AppTest) -> AppTest:
@@ -1296,21 +1249,37 @@ def _example_record(at: AppTest) -> AppTest:
     return at
 
 
+def _one_stay(tmp_path: Path, septic_from: int | None = None) -> Path:
+    """A data directory holding one made-up sepsis stay of 30 hours (HR, Temp), septic from ``septic_from``."""
+    training = tmp_path / "sepsis" / "training"
+    training.mkdir(parents=True)
+    label = (lambda h: int(h >= septic_from)) if septic_from is not None else (lambda h: 0)
+    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|{label(h)}\n" for h in range(30))
+    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    return training / "p000001.psv"
+
+
+@pytest.mark.serve
 def test_a_failed_explanation_keeps_the_mortality_risk_and_its_review(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Asking what drove the risk, when serving fails the explanation, leaves the risk, the charts and the review
     form on the page, with the explanation's error alone (it wiped them all)."""
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
-    with http_stub(_icu_stub([])) as url:
+    with http_stub(front_door(dashboard_serving_url, _explanations_fail([]))) as url:
         monkeypatch.setenv("MEDLENS_SERVING_URL", url)
         at = _example_record(_page("views/mortality.py"))
-        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        at.sidebar.text_input(key="reviewer_name").input("Dr Front Door").run()
         assert not _errors(at)
         at.toggle(key="mortality_explain").set_value(True).run()
         assert not at.exception, at.exception
+    served = MedLensClient(dashboard_serving_url).predict_mortality(
+        example_mortality_record(), "upload.txt", "mortality-lstm"
+    )
+    assert served.calibrated_probability is not None
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Score after 48 h"] == "0.310" and metrics["Risk of death (calibrated)"] == "15.5%"
+    assert metrics["Score after 48 h"] == f"{served.probability:.3f}"
+    assert metrics["Risk of death (calibrated)"] == f"{served.calibrated_probability:.1%}"
     assert len(_figures(at)) == 2  # the trajectory and the gauge; no attributions
     errors = _errors(at)
     assert len(errors) == 1 and "on purpose" in errors[0] and "Turn off" in errors[0], errors
@@ -1318,66 +1287,47 @@ def test_a_failed_explanation_keeps_the_mortality_risk_and_its_review(
     assert any(r.key == f"review_verdict_{case}" for r in at.radio)
 
 
-def test_no_review_form_beside_a_model_whose_review_cannot_be_saved(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.serve
+def test_a_review_that_contradicts_itself_is_not_sent(
+    dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A record that is not a case yet becomes the case of serving's mortality model (the LSTM): beside the
-    Transformer's answer the page says to choose the LSTM, and draws no form that would answer "Review not
-    saved"; beside the LSTM's answer the form names the model and its label."""
-    monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
-    posted: list[str] = []
-    case = case_id_for("mortality", example_mortality_record())
-    with http_stub(_icu_stub(posted)) as url:
-        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
-        at = _example_record(_page("views/mortality.py"))
-        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
-        at.radio(key="mortality_model").set_value("mortality-transformer").run()
-        assert not at.exception, at.exception
-        assert not any(r.key == f"review_verdict_{case}" for r in at.radio)
-        said = [w.value for w in at.warning if "Choose the LSTM" in w.value]
-        assert said and "not a case yet" in said[0], [w.value for w in at.warning]
-        at.radio(key="mortality_model").set_value("mortality-lstm").run()
-        assert not at.exception, at.exception
-    assert any(r.key == f"review_verdict_{case}" for r in at.radio)
-    assert any("the LSTM's label, **SURVIVAL**" in c.value for c in at.caption)
-    assert "/v1/cases" not in posted  # nothing was stored
-
-
-def test_a_review_that_contradicts_itself_is_not_sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The form starts at "agree" with an optional label: "agree" with a label other than the model's says two
     things, which serving refuses. The page says which, before anything is sent, and keeps the reader's choices."""
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
     posted: list[str] = []
     case = case_id_for("mortality", example_mortality_record())
-    with http_stub(_icu_stub(posted)) as url:
+    served = MedLensClient(dashboard_serving_url).predict_mortality(
+        example_mortality_record(), "upload.txt", "mortality-lstm"
+    )
+    other = "SURVIVED" if served.label == "DIED_IN_HOSPITAL" else "DIED_IN_HOSPITAL"
+    with http_stub(front_door(dashboard_serving_url, _explanations_fail(posted))) as url:
         monkeypatch.setenv("MEDLENS_SERVING_URL", url)
         at = _example_record(_page("views/mortality.py"))
-        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        at.sidebar.text_input(key="reviewer_name").input("Dr Front Door").run()
         at.radio(key=f"review_verdict_{case}").set_value("agree")
-        at.selectbox(key=f"review_label_{case}").select("DIED_IN_HOSPITAL")  # the model says SURVIVED
+        at.selectbox(key=f"review_label_{case}").select(other)
         at.button[-1].click().run()
         assert not at.exception, at.exception
     said = [w.value for w in at.warning if w.value.startswith("Review not saved")]
-    assert said and "DEATH IN HOSPITAL is not the model's SURVIVAL: choose disagree" in said[0], said
-    assert "/v1/cases" not in posted and not [p for p in posted if p.endswith("/reviews")]
-    assert at.selectbox(key=f"review_label_{case}").value == "DIED_IN_HOSPITAL"
+    expected = f"{label_words(other)} is not the model's {label_words(served.label)}: choose disagree"
+    assert said and expected in said[0], said
+    assert "/v1/cases" not in posted and not [p for p in posted if p.endswith("/reviews")], posted
+    assert at.selectbox(key=f"review_label_{case}").value == other
 
 
+@pytest.mark.serve
 def test_the_sepsis_review_names_the_case_model_and_survives_a_failed_explanation(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    dashboard_serving_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The sepsis page shows two models' answers; a stay's case and its reviews are serving's sepsis case model's
     (the LSTM's): the review form names it and its label. An explanation that fails is an error above the review
     panel, which stays (it went with it)."""
-    training = tmp_path / "sepsis" / "training"
-    training.mkdir(parents=True)
-    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|0\n" for h in range(30))
-    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    stay = _one_stay(tmp_path)
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
-    with http_stub(_icu_stub([])) as url:
+    with http_stub(front_door(dashboard_serving_url, _explanations_fail([]))) as url:
         monkeypatch.setenv("MEDLENS_SERVING_URL", url)
         at = _page("views/sepsis.py")
-        at.sidebar.text_input(key="reviewer_name").input("Dr Stub").run()
+        at.sidebar.text_input(key="reviewer_name").input("Dr Front Door").run()
         picker = at.selectbox(key="sepsis_demo_case")
         picker.select(picker.options[0]).run()
         assert not at.exception, at.exception
@@ -1385,62 +1335,34 @@ def test_the_sepsis_review_names_the_case_model_and_survives_a_failed_explanatio
     errors = _errors(at)
     assert len(errors) == 1 and "on purpose" in errors[0], errors
     assert any(s.value == "Reviews" for s in at.subheader)
-    case = case_id_for("sepsis", (training / "p000001.psv").read_bytes())
+    case = case_id_for("sepsis", stay.read_bytes())
     assert any(r.key == f"review_verdict_{case}" for r in at.radio)
-    assert any("the LSTM's label, **SEPSIS ALERT**" in c.value for c in at.caption), [c.value for c in at.caption]
+    served = MedLensClient(dashboard_serving_url).predict_sepsis(stay.read_bytes(), stay.name, "lstm")
+    said = f"the LSTM's label, **{label_words(served.stay_label)}**"
+    assert any(said in c.value for c in at.caption), [c.value for c in at.caption]
 
 
-def test_a_stays_outcome_is_hidden_until_the_reader_asks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.serve
+def test_a_stays_outcome_is_hidden_until_the_reader_asks(
+    serving_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The demo picker names a stay without its outcome, and the chart leaves SepsisLabel unshaded, so that the
     outcome does not sway a review; "Show the recorded outcome" shows both."""
-    training = tmp_path / "sepsis" / "training"
-    training.mkdir(parents=True)
-    rows = "".join(f"{80 + h % 7}|{36.5 + (h % 3) / 10}|{int(h >= 20)}\n" for h in range(30))
-    (training / "p000001.psv").write_text("HR|Temp|SepsisLabel\n" + rows)
+    _one_stay(tmp_path, septic_from=20)
     monkeypatch.setenv("MEDLENS_DATA_DIR", str(tmp_path))
 
     def shaded(at: AppTest) -> int:
         chart = next(f for f in _figures(at) if any(str(t.get("name", "")).startswith("HR (") for t in f["data"]))
         return len([s for s in chart["layout"].get("shapes", []) if s.get("type") == "rect"])
 
-    with http_stub(_icu_stub([])) as url:
-        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
-        at = _page("views/sepsis.py")
-        picker = at.selectbox(key="sepsis_demo_case")
-        assert list(picker.options) == ["p000001, 30 h"]
-        picker.select(picker.options[0]).run()
-        assert not at.exception, at.exception
-        assert shaded(at) == 0
-        assert not [c.value for c in at.caption if "Recorded outcome" in c.value]
-        at.toggle(key="sepsis_outcome").set_value(True).run()
-        assert not at.exception, at.exception
+    at = _page("views/sepsis.py")
+    picker = at.selectbox(key="sepsis_demo_case")
+    assert list(picker.options) == ["p000001, 30 h"]
+    picker.select(picker.options[0]).run()
+    assert not at.exception, at.exception
+    assert shaded(at) == 0
+    assert not [c.value for c in at.caption if "Recorded outcome" in c.value]
+    at.toggle(key="sepsis_outcome").set_value(True).run()
+    assert not at.exception, at.exception
     assert shaded(at) == 1
     assert "Recorded outcome: septic: SepsisLabel from hour 20." in [c.value for c in at.caption]
-
-
-def test_the_worklist_table_separates_a_score_from_its_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scores and thresholds to three decimals (0.492 and 0.4946 both read 0.49 beside a threshold 0.4939), the
-    risk in percent to one decimal as the pages write it, and help that says whose probability it is."""
-    case = CaseSummary(
-        id="a" * 64, kind="xray", model="cnn", model_version="cnn-stub", created_at="2026-12-04T10:00:00Z",
-        source_format="png", risk=0.4946, calibrated_risk=0.4, threshold=0.4939, label="PNEUMONIA",
-        in_distribution=True, uncertain=False, synthetic=False, status="unreviewed", reviews=0, last_verdict=None,
-    )  # fmt: skip
-
-    def answer(request: Request) -> Answer:
-        if request.path == "/healthz":
-            return _json(Health(status="ok", models=list(MODEL_NAMES)))
-        if request.path.startswith("/v1/worklist"):
-            return _json(Worklist(cases=[case], total=1))
-        return json_error(404, "not_found", "not in this stub")
-
-    with http_stub(answer) as url:
-        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
-        at = _page("views/worklist.py")
-    columns = {c.get("label", k): c for k, c in json.loads(at.dataframe[0].proto.columns).items()}
-    formats = {name: columns[name]["type_config"]["format"] for name in ("risk", "score", "threshold")}
-    assert formats == {"risk": "%.1f%%", "score": "%.3f", "threshold": "%.3f"}
-    assert columns["risk"]["type_config"]["max_value"] == 100
-    assert "positive class" in columns["risk"]["help"] and "model's finding" not in columns["risk"]["help"]
-    assert at.dataframe[0].value.loc[0, "risk"] == pytest.approx(40.0)
-    assert "PNEUMONIA (score 0.495)" in at.selectbox(key="worklist_open_case").options[1]
