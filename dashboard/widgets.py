@@ -359,15 +359,24 @@ def case_picker(labels: Mapping[str, str]) -> str | None:
 PAGE_SIZES = (25, 50, 100, 200)
 PAGE_KEY = "worklist_page"
 _PAGE_FILTER_KEY = "worklist_page_filter"
+#: the worklist's synthetic filter (serving.schemas.SyntheticFilter), as the select shows each choice
+_SYNTHETIC_CHOICES = {"include": "included", "exclude": "left out", "only": "only these"}
 
 
 def worklist_filters(reviewer: str | None) -> WorklistQuery:
-    """The first page of what the reader asked to see: status, kind, the reader whose unreviewed cases alone to
-    show (a second reading: None when the toggle is off, and it is disabled without a reader's name), a case id's
-    start and rows per page."""
-    left, middle, right = st.columns([2, 2, 1])
+    """The first page of what the reader asked to see: status, kind, synthetic cases (with the others, left out or
+    alone), the reader whose unreviewed cases alone to show (a second reading: None when the toggle is off, and it
+    is disabled without a reader's name), a case id's start and rows per page."""
+    left, middle, generated, right = st.columns([2, 2, 2, 1])
     status = left.selectbox("Show", ["unreviewed", "disagreed", "reviewed", "all"], key="worklist_status")
     kind = middle.selectbox("Kind", ["all", "xray", "sepsis", "mortality"], key="worklist_kind")
+    synthetic = generated.selectbox(
+        "Synthetic cases",
+        list(_SYNTHETIC_CHOICES),
+        format_func=_SYNTHETIC_CHOICES.__getitem__,
+        key="worklist_synthetic",
+        help="Generated images (the demo data), never a patient: listed with the others, left out, or alone.",
+    )
     size = right.selectbox("Rows per page", PAGE_SIZES, index=len(PAGE_SIZES) - 1, key="worklist_page_size")
     toggle, search = st.columns([3, 2], vertical_alignment="center")
     unread = toggle.toggle(
@@ -387,6 +396,7 @@ def worklist_filters(reviewer: str | None) -> WorklistQuery:
     query = {
         "status": status,
         "kind": None if kind == "all" else kind,
+        "synthetic": synthetic or "include",
         "not_reviewed_by": reviewer if unread else None,
         "limit": int(size or PAGE_SIZES[-1]),
     }

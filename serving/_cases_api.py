@@ -460,9 +460,19 @@ async def delete_case(
         },
     },
 )
-async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Response:
-    """Every review: CSV (tombstones included), or a FHIR R4B `Bundle` of one `DiagnosticReport` per review
-    of a case that still exists."""
+async def export_reviews(
+    format: Annotated[Literal["csv", "fhir"], Query()] = "csv",
+    include_synthetic: Annotated[
+        bool,
+        Query(
+            description="FHIR: add the reviews of synthetic cases (generated images), each report marked test data "
+            "(`meta.security` HTEST), its conclusion saying it is no patient, without `conclusionCode`. The CSV "
+            "has every review, and a `synthetic` column"
+        ),
+    ] = False,
+) -> Response:
+    """Every review: CSV (tombstones included; a `synthetic` column), or a FHIR R4B `Bundle` of one
+    `DiagnosticReport` per review of a case that still exists, synthetic cases' only with `include_synthetic`."""
     store = _service().store
     trail = list(await _db(lambda: list(store.trail())))
     # built, validated and encoded on a worker thread: seconds for a long trail, which on the event loop held every
@@ -471,7 +481,7 @@ async def export_reviews(format: Literal["csv", "fhir"] = Query("csv")) -> Respo
         return await asyncio.to_thread(_csv_response, trail)
     installation: str = await _db(store.installation)
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return await asyncio.to_thread(_fhir_response, trail, stamp, installation)
+    return await asyncio.to_thread(_fhir_response, trail, stamp, installation, include_synthetic)
 
 
 def _csv_response(trail: list[tuple[Review, CaseSummary | None]]) -> Response:
@@ -482,8 +492,10 @@ def _csv_response(trail: list[tuple[Review, CaseSummary | None]]) -> Response:
     )
 
 
-def _fhir_response(trail: list[tuple[Review, CaseSummary | None]], stamp: str, installation: str) -> Response:
-    return JSONResponse(reviews_fhir(trail, stamp, installation), media_type="application/fhir+json")
+def _fhir_response(
+    trail: list[tuple[Review, CaseSummary | None]], stamp: str, installation: str, include_synthetic: bool
+) -> Response:
+    return JSONResponse(reviews_fhir(trail, stamp, installation, include_synthetic), media_type="application/fhir+json")
 
 
 @router.get("/v1/reviews/agreement", response_model=Agreement, dependencies=AUTH, responses=_ERRORS)

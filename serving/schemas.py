@@ -577,6 +577,8 @@ RequestKey = Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za
 ReaderNote = Annotated[str, Field(max_length=MAX_COMMENT_CHARS), _no_control_characters("\n\r\t")]
 #: A case's status by its latest review, or every case.
 WorklistStatus = Literal["unreviewed", "reviewed", "disagreed", "all"]
+#: the worklist's synthetic (generated) cases: listed with the others, left out, or listed alone
+SyntheticFilter = Literal["include", "exclude", "only"]
 
 
 class WorklistQuery(_Schema):
@@ -597,6 +599,11 @@ class WorklistQuery(_Schema):
         None,
         description="only cases whose id starts with these hex digits (4 to 64, either case; the worklist shows "
         "16), as a reader quotes a case",
+    )
+    synthetic: SyntheticFilter = Field(
+        "include",
+        description="synthetic cases (GAN-generated images, never a patient): include them with the others, exclude "
+        "them, or list only them",
     )
     limit: int = Field(200, ge=1, le=5000, description="cases per page")
     offset: int = Field(0, ge=0, le=1_000_000_000, description="cases to skip, in the worklist's order")

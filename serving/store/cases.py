@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Engine, and_, case, func, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from models.risk_smoothing import logit
@@ -42,7 +42,7 @@ from serving.schemas import (
     contradicted_verdict,
     label_withheld,
 )
-from serving.store.db import describe, make_engine, migrate, write_transaction
+from serving.store.db import DB_URL_ENV, describe, make_engine, migrate, write_transaction
 from serving.store.tables import CaseRow, IdentityViewRow, InstallationRow, ReviewRow
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,10 @@ class CaseStore:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                engine = make_engine(self.url)
+                try:
+                    engine = make_engine(self.url)
+                except ValueError as exc:  # make_url's int() of a port that is not a number: the URL is malformed
+                    raise ArgumentError(f"the database URL cannot be parsed ({type(exc).__name__})") from None
                 try:
                     migrate(engine)
                 except Exception:
@@ -300,6 +303,8 @@ class CaseStore:
             select_summary = select_summary.where(status_expr == query.status)
         if query.kind is not None:
             select_summary = select_summary.where(CaseRow.kind == query.kind)
+        if query.synthetic != "include":
+            select_summary = select_summary.where(CaseRow.synthetic.is_(query.synthetic == "only"))
         if query.not_reviewed_by is not None:
             mine, gone = aliased(ReviewRow, name="mine"), aliased(ReviewRow, name="gone")
             deleted_since = select(gone.id).where(
@@ -591,8 +596,21 @@ class CaseStore:
         )
 
 
+def _described(url: str) -> str:
+    """:func:`serving.store.db.describe` of ``url``, or, where SQLAlchemy cannot parse it, its scheme alone: never
+    an error, nor anything after the scheme (a password a parser misread may be anywhere in it)."""
+    try:
+        return describe(url)
+    except Exception:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        shown = scheme if scheme.replace("+", "").replace("_", "").isalnum() and len(scheme) <= 40 else "?"
+        return f"{shown}://… (unparseable)"
+
+
 class _Guard:
-    """Database failures -> StoreUnavailable (503) naming the database without its password."""
+    """Database failures -> StoreUnavailable (503) naming the database without its password: a database URL that
+    no engine can be made of (malformed; its dialect or driver not installed) tells operators to check the URL's
+    setting; any other failure, that the database is not available."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -603,12 +621,29 @@ class _Guard:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, StoreError):
             return False
+        if isinstance(exc, ArgumentError | ImportError):
+            # a module's name says which driver is missing; a parser's words are left out: they may quote the URL
+            said = f": {exc}" if isinstance(exc, ImportError | NoSuchModuleError) else ""
+            logger.warning(
+                "the case database URL %s (%s) cannot be used: %s%s",
+                _described(self.url),
+                DB_URL_ENV,
+                type(exc).__name__,
+                said,
+            )
+            raise StoreUnavailable(
+                f"The case database cannot be opened: its URL is malformed or names a driver that is not installed "
+                f"({type(exc).__name__}). Reviews and the worklist cannot be read or saved; predictions still work. "
+                f"Operators: check the database URL setting, {DB_URL_ENV} (or the variable the serving config's "
+                "`cases.db_url_env` names): a SQLAlchemy URL such as "
+                "postgresql+psycopg://user:password@host:5432/medlens; the serving log says what is wrong."
+            ) from exc
         if isinstance(exc, SQLAlchemyError | OSError):
             # where the database is goes to the operators' log, not to every reader who meets the error
-            logger.warning("the case database %s is not available: %s", describe(self.url), type(exc).__name__)
+            logger.warning("the case database %s is not available: %s", _described(self.url), type(exc).__name__)
             raise StoreUnavailable(
                 f"The case database is not available ({type(exc).__name__}): reviews and the worklist cannot be "
                 "read or saved right now; predictions still work. Retry shortly; operators: the serving log names "
-                "the database, check MEDLENS_DB_URL and that the database is up."
+                f"the database, check {DB_URL_ENV} and that the database is up."
             ) from exc
         return False

@@ -17,7 +17,12 @@ FHIR mapping of one review:
   agreed, unless the case is out of distribution: readers were not shown its label, so only their own confirms
   anything); SNOMED CT 233604007 |Pneumonia| or 91302008 |Sepsis| when that label is the finding (a mortality
   case's label, DIED_IN_HOSPITAL or SURVIVED, is a prognosis, not a finding: it has no conclusionCode).
-Tombstones (deleted cases) and reviews of deleted cases are in the CSV only: their prediction is gone.
+* synthetic cases (generated images, never a patient): left out unless asked for (``include_synthetic``); then
+  ``meta.security`` HTEST (v3-ActReason, test health data), a conclusion that starts "SYNTHETIC image, not a
+  patient", and no ``conclusionCode`` whatever the reader confirmed.
+Tombstones (deleted cases) and reviews of deleted cases are in the CSV only: their prediction is gone. The CSV
+keeps every review of a synthetic case, its ``synthetic`` column ``true`` (``false`` for a real case; empty once
+the case is deleted).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ CSV_COLUMNS = (
     "model_label",
     "model_risk",
     "model_calibrated_risk",
+    "synthetic",  # last: the columns before it keep their places
 )
 #: U+FEFF, which a UTF-8 file starts with for Excel to read it as UTF-8
 BOM = "\ufeff"
@@ -69,6 +75,13 @@ _NOT_APPLICABLE = {
         }
     ]
 }
+#: a synthetic case's report: test data, not a patient's (HL7 v3 ActReason HTEST, which R4B's security labels take)
+_TEST_DATA = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+    "code": "HTEST",
+    "display": "test health data",
+}
+SYNTHETIC_CONCLUSION = "SYNTHETIC image, not a patient"
 #: what a case's ``risk`` is, per kind: the model's score, which decides its label at the threshold. Training
 #: weighs the positive class, so it is not a calibrated probability and is never exported as one.
 _SCORE_TEXT = {
@@ -104,6 +117,7 @@ def reviews_csv(trail: Iterable[tuple[Review, CaseSummary | None]]) -> str:
                 case.label if case else "",
                 f"{case.risk:.6f}" if case else "",
                 f"{case.calibrated_risk:.6f}" if case and case.calibrated_risk is not None else "",
+                ("true" if case.synthetic else "false") if case else "",
             )
         )
     return out.getvalue()
@@ -188,6 +202,7 @@ def diagnostic_report(review: Review, case: CaseSummary, installation: str) -> d
         "conclusion": "; ".join(
             part
             for part in (
+                SYNTHETIC_CONCLUSION if case.synthetic else "",
                 (
                     "the model's label was withheld from the reader (input out of distribution)"
                     if case.label_withheld
@@ -199,18 +214,24 @@ def diagnostic_report(review: Review, case: CaseSummary, installation: str) -> d
             if part
         ),
     }
-    if confirmed in FINDINGS:
+    if case.synthetic:  # a reader's confirmation of a generated image is no finding of anyone's
+        report["meta"] = {"security": [_TEST_DATA]}
+    elif confirmed in FINDINGS:
         code, display = FINDINGS[confirmed]
         report["conclusionCode"] = [{"coding": [{"system": SNOMED, "code": code, "display": display}]}]
     return report
 
 
 def reviews_fhir(
-    trail: Iterable[tuple[Review, CaseSummary | None]], timestamp: str, installation: str
+    trail: Iterable[tuple[Review, CaseSummary | None]],
+    timestamp: str,
+    installation: str,
+    include_synthetic: bool = False,
 ) -> dict[str, Any]:
-    """A ``collection`` Bundle of one DiagnosticReport per review of a case that still exists. ``installation``:
-    the database's installation id (a UUID): each entry's ``fullUrl`` is a UUID derived from it and the review's
-    id, so that no two installations, nor one database made again, give one to two reviews."""
+    """A ``collection`` Bundle of one DiagnosticReport per review of a case that still exists, a synthetic case's
+    only with ``include_synthetic`` (then marked test data). ``installation``: the database's installation id (a
+    UUID): each entry's ``fullUrl`` is a UUID derived from it and the review's id, so that no two installations,
+    nor one database made again, give one to two reviews."""
     try:
         namespace = uuid.UUID(installation)
     except ValueError:
@@ -221,7 +242,7 @@ def reviews_fhir(
             "resource": diagnostic_report(review, case, str(namespace)),
         }
         for review, case in trail
-        if review.action == "review" and case is not None
+        if review.action == "review" and case is not None and (include_synthetic or not case.synthetic)
     ]
     from fhir.resources.R4B.bundle import Bundle  # here: importing it costs 0.15 s and tens of MB
 

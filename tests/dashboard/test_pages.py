@@ -812,6 +812,15 @@ def test_worklist_fills_with_synthetic_cases_in_one_click(serving_env: str) -> N
     table = at.dataframe[0].value
     flagged = table[table["case"].isin([c.id[:16] for c in new])]
     assert len(flagged) == 2 and all("synthetic" in f for f in flagged["flags"])
+    # the reader leaves the generated images out of the list, or lists them alone; serving's count agrees
+    at.selectbox(key="worklist_status").select("all")
+    for choice, synthetic in (("exclude", False), ("only", True)):
+        at.selectbox(key="worklist_synthetic").select(choice).run()
+        assert not at.exception, at.exception
+        listed = at.dataframe[0].value
+        assert len(listed) and all(("synthetic" in f) is synthetic for f in listed["flags"]), choice
+        total = client.worklist(WorklistQuery(status="all", synthetic=choice)).total
+        assert any(s.startswith(f"{total} case(s)") for s in [c.value for c in at.caption]), choice
 
 
 @pytest.mark.serve

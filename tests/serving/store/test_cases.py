@@ -10,16 +10,24 @@ import json
 import math
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+import serving._cases_api as cases_api
 from models.config import REPO_ROOT
+from serving._http import install_error_handlers
+from serving._protocol import Upload
+from serving._settings import CaseArgs
 from serving.schemas import ReviewIn, WorklistQuery
 from serving.store import CaseNotFound, CaseStore, InvalidReview, NewCase, ReusedRequestKey, StoreUnavailable
 from serving.store.agreement import agreement
@@ -83,6 +91,24 @@ def csv_rows(text: str) -> list[dict[str, str]]:
     """The CSV export's rows by column name; the file starts with a UTF-8 byte order mark, for Excel."""
     assert text.startswith(BOM)
     return list(csv.DictReader(io.StringIO(text.removeprefix(BOM))))
+
+
+@contextmanager
+def case_routes(store: CaseStore) -> Iterator[TestClient]:
+    """The case routes in-process (FastAPI's TestClient, no Ray) on ``store``; they predict nothing."""
+
+    async def predict(model: str, upload: Upload, explain: bool) -> Any:
+        raise AssertionError("these routes read the store alone")
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(cases_api.router)
+    cases_api.CASES.service = cases_api.CaseService(store, predict, CaseArgs(), 1024 * 1024)
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        cases_api.CASES.service = None
 
 
 def test_the_same_file_is_the_same_case(store: CaseStore) -> None:
@@ -163,6 +189,48 @@ def test_worklist_of_cases_whose_id_starts_with_a_prefix(store: CaseStore) -> No
     assert store.worklist(WorklistQuery(status="all", id_prefix="0" * 61 + "a")).total == 4
     store.add_review(ids[0], ReviewIn(reviewer="Dr A", verdict="agree"))
     assert listed("0" * 61 + "ab", not_reviewed_by="Dr A") == ["ab3", "ab2"]
+
+
+def test_worklist_includes_excludes_or_lists_only_the_synthetic_cases(store: CaseStore) -> None:
+    """Generated images (the demo's) share the worklist with real cases, and many land at its top (out of
+    distribution): a reader leaves them out, or lists them alone; by default they are listed, as before. The total
+    counts what the filter leaves, and the filter combines with the others."""
+    store.add(xray_case(1, 0.9))
+    store.add(xray_case(2, 0.9, in_distribution=False, synthetic=True))  # first, whatever its risk
+    store.add(xray_case(3, 0.2, synthetic=True))
+    store.add(sepsis_case(4, 0.9))
+
+    def listed(**filters: Any) -> tuple[list[str], int]:
+        found = store.worklist(WorklistQuery(status="all", **filters))
+        return [c.id[-1] for c in found.cases], found.total
+
+    assert listed() == listed(synthetic="include") == (["2", "4", "1", "3"], 4)  # the alert: furthest past its own
+    assert listed(synthetic="exclude") == (["4", "1"], 2)
+    assert listed(synthetic="only") == (["2", "3"], 2)
+    assert listed(synthetic="exclude", kind="xray") == (["1"], 1)
+    assert listed(synthetic="only", limit=1, offset=1) == (["3"], 2)
+    store.add_review(f"{1:064x}", ReviewIn(reviewer="Dr A", verdict="agree"))
+    store.add_review(f"{3:064x}", ReviewIn(reviewer="Dr A", verdict="agree"))
+    assert store.worklist(WorklistQuery(status="reviewed", synthetic="exclude")).total == 1
+    assert [c.id[-1] for c in store.worklist(WorklistQuery(synthetic="exclude")).cases] == ["4"]  # unreviewed
+    assert [c.id[-1] for c in store.worklist(WorklistQuery(synthetic="only", not_reviewed_by="Dr A")).cases] == ["2"]
+    assert all(c.synthetic for c in store.worklist(WorklistQuery(status="all", synthetic="only")).cases)
+
+
+def test_the_worklist_route_takes_the_synthetic_filter(store: CaseStore) -> None:
+    store.add(xray_case(1, 0.9))
+    store.add(xray_case(2, 0.9, synthetic=True))
+    with case_routes(store) as client:
+
+        def listed(**params: str) -> list[str]:
+            response = client.get("/v1/worklist", params={"status": "all", **params})
+            assert response.status_code == 200, response.text
+            return [c["id"][-1] for c in response.json()["cases"]]
+
+        assert listed() == listed(synthetic="include") == ["1", "2"]
+        assert listed(synthetic="exclude") == ["1"] and listed(synthetic="only") == ["2"]
+        refused = client.get("/v1/worklist", params={"synthetic": "no"})
+        assert refused.status_code == 422 and "`synthetic`" in refused.json()["detail"], refused.text
 
 
 def test_reviews_are_validated_and_kept_with_the_model_version(store: CaseStore) -> None:
@@ -583,6 +651,44 @@ def test_a_database_that_is_down_is_a_503_that_names_it_in_the_log_alone(caplog:
     assert "127.0.0.1:1" in caplog.text and "s3cret" not in caplog.text
     with pytest.raises(StoreUnavailable):  # and again: no engine was kept half-made
         store.ready()
+
+
+#: database URLs no engine can be made of: malformed, a port that is not a number (its text is the password's end),
+#: a driver that is not installed (psycopg2, MySQLdb), a dialect SQLAlchemy does not know
+UNUSABLE_URLS = [
+    "medlens:s3cret@db.internal/medlens",
+    "postgresql://medlens:p@ss:cret@db.internal:5432/medlens",
+    "postgresql+psycopg2://medlens:s3cret@db.internal/medlens",
+    "mysql://medlens:s3cret@db.internal/medlens",
+    "postgres+psycopg://medlens:s3cret@db.internal/medlens",
+]
+
+
+@pytest.mark.parametrize("url", UNUSABLE_URLS)
+def test_a_database_url_no_engine_can_be_made_of_is_a_503_that_says_to_check_it(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed MEDLENS_DB_URL, or one whose driver is missing, was a 500 internal error on every case route
+    (the URL was not SQLAlchemy's to parse, or the driver import failed outside the errors mapped): it is the
+    store's 503, which tells operators to check the setting; neither the answer nor the log gives the password."""
+    store = CaseStore(url)
+    try:
+        for call in (store.worklist, store.ready, lambda: list(store.trail())):
+            with caplog.at_level("WARNING", logger="serving.store.cases"), pytest.raises(StoreUnavailable) as err:
+                call()
+            assert err.value.status_code == 503 and err.value.kind == "database_unavailable"
+            assert "MEDLENS_DB_URL" in err.value.message and "predictions still work" in err.value.message
+            assert "db.internal" not in err.value.message and "cret" not in err.value.message
+        assert "MEDLENS_DB_URL" in caplog.text and "cret" not in caplog.text
+        # the log names the database where SQLAlchemy can parse its URL, and says it cannot where it cannot
+        assert ("db.internal" in caplog.text) != ("unparseable" in caplog.text), caplog.text
+        with case_routes(store) as client:
+            response = client.get("/v1/worklist")
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable" and "MEDLENS_DB_URL" in response.json()["detail"]
+        assert "cret" not in response.text
+    finally:
+        store.close()
 
 
 def test_fhir_export_is_valid_r4b_with_the_model_as_device(store: CaseStore) -> None:

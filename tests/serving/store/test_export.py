@@ -130,3 +130,83 @@ def test_the_export_route_builds_off_the_event_loop(store: CaseStore, monkeypatc
     _, fhir_body = asyncio.run(export("fhir"))
     assert store.installation() in fhir_body.decode()
     assert len(built_on) == 2 and loop_thread not in built_on
+
+
+def test_the_csv_says_which_cases_are_synthetic(store: CaseStore) -> None:
+    """The CSV, an audit export, keeps every row, and says of each whether its case is a generated image (empty:
+    the case was deleted, and what it was is gone with it)."""
+    real, _ = store.add(xray_case(1, 0.9))
+    made, _ = store.add(xray_case(2, 0.9, synthetic=True))
+    gone, _ = store.add(xray_case(3, 0.9, synthetic=True))
+    for case in (real, made, gone):
+        store.add_review(case.id, ReviewIn(reviewer="Dr A", verdict="agree"))
+    store.delete(gone.id, "Dr A")
+    assert CSV_COLUMNS[-1] == "synthetic"  # after the columns before it: a reader by position reads them as before
+    rows = list(csv.DictReader(io.StringIO(reviews_csv(list(store.trail())).removeprefix(BOM))))
+    assert [(r["case_id"][-1], r["action"], r["synthetic"]) for r in rows] == [
+        ("1", "review", "false"), ("2", "review", "true"), ("3", "review", ""), ("3", "delete", ""),
+    ]  # fmt: skip
+
+
+HTEST = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+    "code": "HTEST",
+    "display": "test health data",
+}
+
+
+def test_the_fhir_export_leaves_synthetic_cases_out_unless_asked_and_then_marks_them(store: CaseStore) -> None:
+    """A generated image agreed with was a final report of pneumonia (LOINC chest X-ray, SNOMED CT Pneumonia)
+    that nothing told from a patient's. Left out by default; asked for, it is labelled test data (HTEST), its
+    conclusion says it is no patient, and it codes no finding."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    real, _ = store.add(xray_case(1, 0.9))
+    made, _ = store.add(xray_case(2, 0.9, synthetic=True))
+    relabelled, _ = store.add(xray_case(3, 0.2, synthetic=True))
+    store.add_review(real.id, ReviewIn(reviewer="Dr A", verdict="agree"))
+    store.add_review(made.id, ReviewIn(reviewer="Dr A", verdict="agree", comment="clear consolidation"))
+    store.add_review(relabelled.id, ReviewIn(reviewer="Dr A", verdict="disagree", label="PNEUMONIA"))
+    trail = list(store.trail())
+    stamp, installation = "2026-12-08T00:00:00Z", store.installation()
+    default = reviews_fhir(trail, stamp, installation)
+    assert [e["resource"]["identifier"][1]["value"][-1] for e in default["entry"]] == ["1"]
+    assert "synthetic" not in json.dumps(default).lower() and "HTEST" not in json.dumps(default)
+    assert reviews_fhir(trail, stamp, installation, include_synthetic=False) == default
+    asked = reviews_fhir(trail, stamp, installation, include_synthetic=True)
+    Bundle.model_validate_json(json.dumps(asked))
+    first, *synthetic = [e["resource"] for e in asked["entry"]]
+    assert first == default["entry"][0]["resource"] and "meta" not in first  # a real case's report as before
+    assert first["conclusionCode"][0]["coding"][0]["code"] == "233604007"
+    assert len(synthetic) == 2
+    for report in synthetic:
+        assert report["meta"]["security"] == [HTEST]
+        assert report["conclusion"].startswith("SYNTHETIC image, not a patient")
+        assert "conclusionCode" not in report
+    assert synthetic[0]["conclusion"].endswith("clear consolidation")
+    assert "reader's label: PNEUMONIA" in synthetic[1]["conclusion"]
+
+
+def test_the_export_route_adds_synthetic_cases_to_the_fhir_export_when_asked(store: CaseStore) -> None:
+    from tests.serving.store.test_cases import case_routes
+
+    real, _ = store.add(xray_case(1, 0.9))
+    made, _ = store.add(xray_case(2, 0.9, synthetic=True))
+    for case in (real, made):
+        store.add_review(case.id, ReviewIn(reviewer="Dr A", verdict="agree"))
+    with case_routes(store) as client:
+
+        def reports(**params: str) -> list[dict[str, Any]]:
+            response = client.get("/v1/reviews/export", params={"format": "fhir", **params})
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].startswith("application/fhir+json")
+            return [e["resource"] for e in response.json()["entry"]]
+
+        assert [("meta" in r) for r in reports()] == [False]
+        assert [("meta" in r) for r in reports(include_synthetic="false")] == [False]
+        assert [("meta" in r) for r in reports(include_synthetic="true")] == [False, True]
+        text = client.get("/v1/reviews/export", params={"format": "csv"}).text
+        rows = list(csv.DictReader(io.StringIO(text.removeprefix(BOM))))
+        assert [r["synthetic"] for r in rows] == ["false", "true"]
+        refused = client.get("/v1/reviews/export", params={"format": "fhir", "include_synthetic": "maybe"})
+        assert refused.status_code == 422 and "include_synthetic" in refused.json()["detail"], refused.text
