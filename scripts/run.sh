@@ -34,10 +34,10 @@ mkdir -p "$RAY_TMPDIR"
 # Ray's web dashboard (about 1 GB of processes on a 2-core machine; the dashboard's Service page shows
 # replicas and requests), the Ray Client server (serving/_ray_start.py), the autoscaler monitor (no nodes
 # to add) and the log monitor (it copies replica logs to a driver; they stay in files, linked as
-# .run/ray-logs): `python -m serving.launch --start-head` runs that `ray start` (serving/launch.py) while it
-# validates ray_config.yaml and builds the applications in its own process (not in a fresh Ray worker per
-# application, as `serve run` would), then deploys them and exits; the applications live in that Ray until
-# its process session is stopped.
+# .run/ray-logs): `python -m serving.launch --start-head` validates ray_config.yaml first (a bad file starts
+# nothing), then runs that `ray start` (serving/launch.py) while it builds the applications in its own
+# process (not in a fresh Ray worker per application, as `serve run` would), then deploys them and exits;
+# the applications live in that Ray until its process session is stopped.
 setsid bash -c ".venv/bin/python -m serving.launch ray_config.yaml --start-head $RAY_PORT --ray-log .run/ray.log \
   && exec sleep infinity" >.run/serve.log 2>&1 </dev/null &
 SERVE_PID=$!

@@ -4,9 +4,10 @@
     python -m serving.kuberay            # (re)write deploy/kuberay/rayservice.yaml and rayservice.gpu.yaml
     python -m serving.kuberay --check    # exit 1 if a committed manifest differs from what would be written
 
-Each manifest's ``serveConfigV2`` is its profile's Serve config with ``applications`` copied unchanged
-(anchors resolved); only ``http_options.host`` differs (``0.0.0.0``: KubeRay's ``<name>-serve-svc`` reaches
-the head pod's port from outside the pod, where ``127.0.0.1`` would refuse it). Every container gets the
+Each manifest's ``serveConfigV2`` is its profile's Serve config with ``applications`` copied (anchors resolved);
+two things differ: ``http_options.host`` (``0.0.0.0``: KubeRay's ``<name>-serve-svc`` reaches the head pod's port
+from outside the pod, where ``127.0.0.1`` would refuse it) and every application's ``args.auth``, ``required``
+(a replica without the Secret's token does not start). Every container gets the
 variables of ``serving/fast_path.env``, and the case database's URL and the API token from the ``medlens``
 Secret. ``tests/deploy/test_kuberay.py`` checks the files against this
 generator, the applications against the Serve configs, and the manifests against KubeRay's CRD schema.
@@ -60,10 +61,18 @@ def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
+#: ``args.auth`` of every application in a manifest: the Service is reachable from the cluster, so no replica
+#: may start without the API token (an empty or missing ``api-token`` in the Secret stops the pods' replicas).
+AUTH = "required"
+
+
 def serve_config(config_path: Path) -> dict[str, Any]:
-    """The Serve config embedded as ``serveConfigV2``: the file's, with HTTP bound on every interface."""
+    """The Serve config embedded as ``serveConfigV2``: the file's, with HTTP bound on every interface and
+    ``args.auth: required`` in every application."""
     config = yaml.safe_load(config_path.read_text())
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
+    for app in config["applications"]:
+        app["args"] = {**(app.get("args") or {}), "auth": AUTH}
     return config
 
 

@@ -87,7 +87,11 @@ def test_serve_config_is_ray_config(profile: str) -> None:
     config_path, _ = kuberay.PROFILES[profile]
     source = yaml.safe_load(config_path.read_text())
     embedded = yaml.safe_load(_manifest(profile)["spec"]["serveConfigV2"])
-    assert embedded["applications"] == source["applications"]
+    # every application requires the token on a cluster (serving/_settings.py ServingArgs.auth)
+    assert kuberay.AUTH == "required"
+    assert embedded["applications"] == [
+        {**a, "args": {**a["args"], "auth": kuberay.AUTH}} for a in source["applications"]
+    ]
     assert embedded["proxy_location"] == source["proxy_location"]
     assert embedded["http_options"] == {**source["http_options"], "host": "0.0.0.0"}
     ServeDeploySchema.model_validate(embedded)  # and Ray Serve itself accepts it

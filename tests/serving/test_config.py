@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from pydantic import ValidationError
+from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
 from ray.serve.schema import ServeDeploySchema
 
 from models.catalogue import CATALOGUE, GENERATORS, MODEL_NAMES, by_serving_name, entry
@@ -57,7 +58,9 @@ def test_defaults() -> None:
     assert args.max_upload_mb == 25
     assert args.max_upload_bytes == 25 * 1024 * 1024
     assert args.auth_token_env == "MEDLENS_API_TOKEN"
+    assert args.auth == "when_set"  # `make run` on one machine: a token only when MEDLENS_API_TOKEN is set
     assert args.cors.allow_origins == []
+    assert args.cors.allow_methods == ["GET", "POST", "DELETE"]
 
 
 @pytest.mark.parametrize(
@@ -258,3 +261,24 @@ def test_a_reload_of_haproxy_lets_a_request_run_to_its_timeout(path: Path) -> No
     cut a queued explanation off with a 500 at 120 s after an autoscaling step, inside a 300 s timeout)."""
     timeout = yaml.safe_load(path.read_text())["http_options"]["request_timeout_s"]
     assert int(fast_path_env()["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= timeout + 10, path.name
+
+
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG], ids=lambda p: p.name)
+def test_a_stopped_replica_finishes_what_it_admitted(path: Path) -> None:
+    """A replica that Serve stops (downscale, redeploy) keeps admitting requests for its direct-ingress drain
+    window (Ray 2.60: 30 s), then waits for them, and is killed ``graceful_shutdown_timeout_s`` after it was told
+    to stop (Ray's default: 20 s, raised to 35 s for an ingress). Every deployment of the production profiles
+    must let a request admitted at the end of that window run to the request timeout."""
+    config = _load(path)
+    needed = config.http_options.request_timeout_s + RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
+    for dep in (d for app in config.applications for d in app.deployments):
+        assert dep.graceful_shutdown_timeout_s >= needed, f"{path.name} {dep.name}: graceful_shutdown_timeout_s"
+
+
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG], ids=lambda p: p.name)
+def test_the_ingress_queue_is_bounded(path: Path) -> None:
+    """The one ingress replica holds each request's upload: past max_ongoing_requests + max_queued_requests a
+    request gets 503 + Retry-After instead of waiting in an unbounded queue."""
+    ingress = next(d for app in _load(path).applications for d in app.deployments if d.name == INGRESS_DEPLOYMENT)
+    assert 0 < ingress.max_queued_requests <= ingress.max_ongoing_requests
+    assert ingress.backpressure_config.retry_after_s > 0
