@@ -65,17 +65,22 @@ def event1(y: np.ndarray, pred: np.ndarray) -> float:
 
 def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     """(threshold, event-1) maximising min(Se, +P) of ``prob >= threshold``; ties: the largest threshold (the fewest
-    stays flagged)."""
-    order = np.argsort(-prob, kind="stable")
-    p_sorted, y_sorted = prob[order], y[order]
+    stays flagged). The threshold is no score itself: it lies midway between the lowest flagged score and the next
+    lower one, both in float32 (what the predictors return), so a stay's score computed in float64 or in float32
+    falls on the same side (unless it moves by half the gap); with no lower score, midway between it and 0."""
+    p32 = np.asarray(prob).astype(np.float32)
+    order = np.argsort(-p32, kind="stable")
+    p_sorted, y_sorted = p32[order], y[order]
     tp = np.cumsum(y_sorted)  # flagging the k + 1 highest
     k = np.arange(1, len(y) + 1)
     score = np.minimum(tp / max(1, int(y.sum())), tp / k)
-    # only cut between distinct probabilities: a threshold flags every stay at or above it
+    # only cut between distinct float32 probabilities: a threshold flags every stay at or above it
     last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
     score = np.where(last_of_run, score, -1.0)
     best = int(np.argmax(score))
-    return float(p_sorted[best]), float(score[best])
+    lowest = float(p_sorted[best])
+    lower = float(p_sorted[best + 1]) if best + 1 < len(p_sorted) else min(0.0, lowest)
+    return (lowest + lower) / 2.0, float(score[best])
 
 
 LABEL_HORIZON = 6  # SepsisLabel is 1 from 6 hours before onset

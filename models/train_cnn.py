@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.backends import training_precision
+from models.catalogue import models_for
 from models.checkpoint import CheckpointMeta, save_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, resize_gray
 from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file, patient_id
@@ -148,6 +149,15 @@ def predict_cached(model: PneumoniaCNN, images: np.ndarray, batch_size: int = 64
     return np.concatenate(out)
 
 
+def cnn_model_name(name: str) -> str:
+    """``name`` when the catalogue has it as an image model built by this module (architecture "cnn"); else a
+    ``ValueError`` that names the models that are."""
+    cnns = [e.name for e in models_for(input_kind="image") if e.architecture == "cnn"]
+    if name not in cnns:
+        raise ValueError(f"{name!r} is not an image CNN of the catalogue (models/catalogue.py): {', '.join(cnns)}")
+    return name
+
+
 def check_target_sensitivity(value: float) -> float:
     """``value`` when the sensitivity-first rule can reach it, in (0, 1]; else a ``ValueError`` that says so."""
     if not 0 < value <= 1:
@@ -157,11 +167,25 @@ def check_target_sensitivity(value: float) -> float:
     return value
 
 
+#: How :func:`sensitivity_first_threshold` places the threshold, for the checkpoint and the model card.
+THRESHOLD_PLACEMENT = "midway between the lowest score it keeps positive and the next lower score, in float32"
+
+
 def sensitivity_first_threshold(y: np.ndarray, prob: np.ndarray, target_sensitivity: float) -> float:
-    """Highest threshold whose sensitivity on ``y`` is still >= the target (best specificity there)."""
+    """Highest threshold whose sensitivity on ``y`` is still >= the target (best specificity there).
+
+    The threshold is no score itself: it lies midway between the lowest positive score that must stay positive
+    and the next lower distinct score of any item, both taken in float32 (what the predictors return). Every
+    item at or above that score stays positive, and every item below it negative, whether its score is
+    computed in float64 or in float32 (a score moves to the other side only if it moves by half the gap to its
+    neighbour). With no lower score it lies midway between that score and 0 (everything is flagged)."""
     pos = np.sort(prob[y == 1])
     k = math.floor((1.0 - target_sensitivity) * len(pos))
-    return float(pos[min(k, len(pos) - 1)])
+    kept = np.float32(pos[min(k, len(pos) - 1)])
+    scores = np.asarray(prob).astype(np.float32)
+    below = scores[scores < kept]
+    lower = float(below.max()) if len(below) else min(0.0, float(kept))
+    return (float(kept) + lower) / 2.0
 
 
 @dataclass
@@ -206,10 +230,13 @@ def train_cnn(
     limit: int | None = None,
     split_seed: int | None = None,
     precision: Literal["auto", "fp32", "bf16"] = "auto",
+    name: str = "cnn",
 ) -> CnnTrainResult:
-    """Train one CNN. ``seed`` drives initialisation, batch order and augmentation; ``split_seed``
+    """Train one CNN for catalogue model ``name`` (an image model whose architecture is "cnn"; the checkpoint's
+    kind and version name it). ``seed`` drives initialisation, batch order and augmentation; ``split_seed``
     (default: ``seed``) chooses the held-out patients, so ensemble members share one validation split.
     ``precision``: "auto" trains under bfloat16 autocast where a step measures faster than float32 here."""
+    kind = cnn_model_name(name)  # before training, like the target sensitivity
     check_target_sensitivity(target_sensitivity)  # before training: the threshold is chosen after the last epoch
     seed_everything(seed)
     started = time.time()
@@ -273,8 +300,8 @@ def train_cnn(
     prob_val = predict_cached(model, x_val)
     threshold = sensitivity_first_threshold(y_val, prob_val, target_sensitivity)
     meta = CheckpointMeta(
-        kind="cnn",
-        version=time.strftime("cnn-%Y%m%d"),
+        kind=kind,
+        version=time.strftime(f"{kind}-%Y%m%d"),
         task="chest X-ray pneumonia (NORMAL vs PNEUMONIA)",
         labels=list(CLASS_NAMES),
         threshold=threshold,
@@ -283,7 +310,8 @@ def train_cnn(
             "input": "grayscale in [0, 1] (DICOM: modality LUT, VOI LUT/window, MONOCHROME1 inverted)",
             "resize": f"squash to {config.image_size}x{config.image_size}, bilinear (as the training data)",
             "normalise": {"mean": config.mean, "std": config.std},
-            "threshold_rule": f"highest threshold with validation sensitivity >= {target_sensitivity}",
+            "threshold_rule": f"highest threshold with validation sensitivity >= {target_sensitivity} "
+            f"({THRESHOLD_PLACEMENT})",
         },
     )
     save_checkpoint(out, meta, model.state_dict())

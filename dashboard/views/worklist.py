@@ -380,8 +380,8 @@ def render() -> None:
                 "sepsis (at a stay's highest-scoring hour) or death in hospital. The risk to read. Blank: the "
                 "label is withheld, or the checkpoint was not calibrated.",
             ),
-            # three decimals, as the pages write them: at two, scores of 0.492 and 0.4945 read as the CNN's
-            # threshold 0.4939 does (0.49), and the sepsis thresholds (0.07 to 0.09) as one another
+            # three decimals, as the pages write them: at two, scores of 0.492 and 0.4945 read as a threshold of
+            # 0.4939 does (0.49), and the sepsis thresholds (0.07 to 0.09) as one another
             "score": st.column_config.ProgressColumn(
                 "score",
                 min_value=0.0,

@@ -1,23 +1,30 @@
 """The CNN deep ensemble: the network (models/cnn.py ``CnnEnsemble``), its trusted graph, the adoption rule and
 ``python -m models.ensemble`` on tiny members trained through the real CLI, then calibrated and served by the
-predictor on every execution path."""
+predictor on every execution path; ``--rethreshold``; and the committed ensemble's threshold on the served paths."""
 
 from __future__ import annotations
 
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.cards import read_card
-from models.checkpoint import load_checkpoint
+from models.cards import read_card, write_card
+from models.catalogue import CATALOGUE, PNEUMONIA, ModelEntry
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.cnn import CnnConfig, CnnEnsemble, PneumoniaCNN, build_cnn
-from models.ensemble import adopt_size
+from models.config import DataPaths
+from models.ensemble import adopt_size, validation_set
 from models.inference import XrayPredictor
+from models.metrics import binary_evaluation
 from models.ood import TrustedCNN
+from models.train_cnn import VAL_FRACTION, sensitivity_first_threshold
 from models.trust_report import EnsembleRow
-from tests.models.conftest import TORCH_THREADS, _train
+from models.xray_io import load_xray_file
+from tests.models.conftest import TORCH_THREADS, _train, committed_weights
 
 SMALL = CnnConfig(image_size=64, widths=(8, 8, 8, 8, 16), blocks=(1, 1, 1, 1))
 
@@ -139,3 +146,111 @@ def test_every_execution_path_serves_the_members_and_their_spread(tiny_ensemble:
         assert a.label == b.label
     heat = XrayPredictor(tiny_ensemble, device="cpu").explain(images[0])
     assert heat.shape == images[0].shape and heat.min() >= 0 and heat.max() <= 1
+
+
+def _as_model(directory: Path, name: str) -> Path:
+    """Rewrite a member trained as ``cnn`` as the checkpoint and card of catalogue model ``name`` (what
+    ``python -m models.train <name>`` writes for another image CNN entry)."""
+    meta, state = load_checkpoint(directory)
+    save_checkpoint(directory, meta.model_copy(update={"kind": name}), state)
+    write_card(directory, read_card(directory).model_copy(update={"name": name}))
+    return directory
+
+
+def test_an_ensemble_is_a_checkpoint_of_its_members_catalogue_entry(
+    tiny_ensemble: Path, xray_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members of another image CNN of the catalogue make an ensemble of that entry (kind, version, card), which its
+    predictor loads; members of two catalogue models are refused."""
+    from models.ensemble import main as ensemble_main
+
+    second = ModelEntry("cnn-second", PNEUMONIA, "cnn", "models.inference:XrayPredictor", "/v1/xray-second", "#000000")
+    monkeypatch.setitem(CATALOGUE, second.name, second)  # what adding the entry to models/catalogue.py does
+    members = []
+    for k in (0, 1):
+        shutil.copytree(tiny_ensemble.parent / f"m{k}", tmp_path / f"m{k}")
+        members.append(_as_model(tmp_path / f"m{k}", "cnn-second"))
+    out = tmp_path / "ensemble"
+    argv = ["--members", *map(str, members), "--out", str(out), "--data", str(xray_folder), "--size", "2"]
+    assert ensemble_main([*argv, "--threads", str(TORCH_THREADS)]) == 0
+    meta, _ = load_checkpoint(out, expected="cnn-second")
+    assert meta.version.startswith("cnn-second-") and read_card(out).name == "cnn-second"
+    assert second.load(weights=out, device="cpu").n_members == 2
+    shutil.copytree(tiny_ensemble.parent / "m1", tmp_path / "cnn-m1")
+    mixed = ["--members", str(members[0]), str(tmp_path / "cnn-m1"), "--out", str(tmp_path / "mixed")]
+    with pytest.raises(SystemExit) as exc:
+        ensemble_main([*mixed, "--data", str(xray_folder), "--threads", str(TORCH_THREADS)])
+    assert exc.value.code == 2 and not (tmp_path / "mixed").exists()
+
+
+def test_rethreshold_rederives_the_threshold_from_the_weights_validation_scores(
+    tiny_ensemble: Path, xray_folder: Path, tmp_path: Path
+) -> None:
+    """An ensemble whose threshold is the score of one validation positive (the rule before) gets today's rule's
+    threshold, chosen on its validation scores recomputed from its weights, and the card's evaluation there; the
+    weights, the OOD head, calibration, conformal scores and stored scores stay as they were."""
+    from models.ensemble import main as ensemble_main
+
+    directory = tmp_path / "ensemble"
+    shutil.copytree(tiny_ensemble, directory)
+    stored = np.load(directory / "validation_predictions.npz")
+    y, prob = stored["y"], stored["prob"]
+    old = float(np.sort(prob[y == 1])[math.floor(0.05 * int(y.sum()))])  # what the rule before returned
+    meta, state = load_checkpoint(directory)
+    save_checkpoint(directory, meta.model_copy(update={"threshold": old}), state)
+    card = read_card(directory)
+    write_card(directory, card.model_copy(update={"threshold": old, "evaluation": binary_evaluation(y, prob, old)}))
+    npz_bytes = (directory / "validation_predictions.npz").read_bytes()
+
+    argv = ["--rethreshold", str(directory), "--data", str(xray_folder), "--threads", str(TORCH_THREADS)]
+    assert ensemble_main(argv) == 0
+    new_meta, new_state = load_checkpoint(directory)
+    new_card = read_card(directory)
+    expected = sensitivity_first_threshold(y, prob, 0.95)
+    assert new_meta.threshold == new_card.threshold == new_card.evaluation.threshold == expected != old
+    assert new_card.evaluation == binary_evaluation(y, prob, expected)
+    assert "--rethreshold" in new_card.threshold_rule and repr(old) in new_card.threshold_rule
+    assert new_meta.preprocessing["threshold_rule"] == new_card.threshold_rule
+    assert new_meta.trust == meta.trust and new_meta.config == meta.config and new_card.trust == card.trust
+    assert new_state.keys() == state.keys() and all(torch.equal(new_state[k], state[k]) for k in state)
+    assert (directory / "validation_predictions.npz").read_bytes() == npz_bytes
+
+    for refused in (
+        [*argv, "--split-seed", "3"],  # other validation patients than the stored scores'
+        ["--rethreshold", str(tiny_ensemble.parent / "m0"), "--data", str(xray_folder)],  # not an ensemble's
+        [*argv, "--out", str(tmp_path / "x")],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            ensemble_main(refused)
+        assert exc.value.code == 2
+
+
+def test_the_committed_cnn_labels_the_radiographs_nearest_its_threshold_as_its_card_on_every_path(
+    real_data: DataPaths,
+) -> None:
+    """The committed CNN's card counts each validation radiograph at its stored (float64) score; the served paths
+    return float32 scores from a float32 forward pass. The radiographs whose stored scores lie nearest the
+    threshold get the card's label on each path (a threshold equal to a stored score loses that radiograph)."""
+    weights = committed_weights("cnn")
+    if weights is None:
+        pytest.skip("no committed CNN checkpoint")
+    card = read_card(weights)
+    stored = np.load(weights / "validation_predictions.npz")
+    y, paths = validation_set(real_data.xray_train, 0, VAL_FRACTION)  # the card's split: seed 0
+    if not np.array_equal(y, stored["y"]):
+        pytest.skip(f"{real_data.xray_train} is not the data of the committed CNN's card")
+    threshold = card.threshold
+    flagged = stored["prob"] >= threshold
+    c = card.evaluation.confusion
+    assert (c.tp, c.fn, c.fp) == (
+        int((flagged & (y == 1)).sum()),
+        int((~flagged & (y == 1)).sum()),
+        int(flagged[y == 0].sum()),
+    )
+    near = np.argsort(np.abs(stored["prob"] - threshold))[:8]
+    images = [load_xray_file(paths[i]).pixels for i in near]
+    for backend in ("torch-fp32", "onnxruntime"):
+        predictor = XrayPredictor(weights, device="cpu", backend=backend)
+        assert predictor.threshold == threshold
+        np.testing.assert_array_equal(predictor.predict(images) >= threshold, flagged[near], err_msg=backend)
+        assert [a.label == "PNEUMONIA" for a in predictor.assess(images)] == list(flagged[near]), backend

@@ -23,9 +23,35 @@ def test_best_event1_threshold_is_the_best_cut(seed: int) -> None:
 
 
 def test_tied_cuts_keep_the_fewest_stays_flagged() -> None:
-    """Flagging the top 1, 2 or 4 stays all score 0.5: the largest threshold is kept (1 stay flagged)."""
+    """Flagging the top 1, 2 or 4 stays all score 0.5: the largest threshold is kept (1 stay flagged), midway
+    between the flagged stay's score and the next."""
     y, p = np.array([1, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.6])
-    assert best_event1_threshold(y, p) == (0.9, 0.5)
+    threshold, score = best_event1_threshold(y, p)
+    assert score == 0.5 and list(p >= threshold) == [True, False, False, False]
+    assert threshold == pytest.approx(0.85)
+
+
+def _float32_steps(prob: np.ndarray, steps: int) -> np.ndarray:
+    """``prob`` rounded to float32, then ``steps`` float32 units in the last place up (> 0) or down (< 0)."""
+    out = prob.astype(np.float32)
+    for _ in range(abs(steps)):
+        out = np.nextafter(out, np.float32(np.sign(steps) * np.inf))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_event1_threshold_keeps_its_labels_in_float32(seed: int) -> None:
+    """The threshold is no score: the stays it flags in float64 are flagged when a predictor returns their scores in
+    float32, a few units in the last place off either way (a threshold equal to a score unflags that stay)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(300) < 0.15).astype(np.int64)
+    p = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)  # float64, distinct
+    threshold, score = best_event1_threshold(y, p)
+    flagged = p >= threshold
+    for steps in (-3, -1, 0, 1, 3):
+        np.testing.assert_array_equal(_float32_steps(p, steps) >= threshold, flagged)
+    assert event1(y, flagged.astype(np.int64)) == pytest.approx(score) == pytest.approx(_event1_by_brute_force(y, p))
+    assert threshold not in set(p.tolist()) and p[flagged].min() > threshold > p[~flagged].max()
 
 
 def test_event1_by_hand() -> None:
