@@ -19,6 +19,8 @@ folds, applies the adoption rules of docs/trust.md, and rewrites ``model.pt`` (`
 from __future__ import annotations
 
 import argparse
+import hashlib
+import random
 import shlex
 import sys
 import time
@@ -43,8 +45,17 @@ from models.calibration import (
 from models.cards import read_card, write_card
 from models.catalogue import CATALOGUE, entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
+from models.cli_args import (
+    at_least_two,
+    non_negative_int,
+    open_fraction,
+    output_problem,
+    positive_fraction,
+    positive_int,
+)
 from models.cnn import CnnConfig, CnnModel, build_cnn, to_tensor
 from models.config import data_paths
+from models.errors import WeightsError
 from models.metrics import expected_calibration_error, reliability_curve
 from models.ood import (
     DEFAULT_PASS_RATE,
@@ -138,6 +149,26 @@ def cross_fit_conformal(logits: np.ndarray, labels: np.ndarray, folds: np.ndarra
     return member
 
 
+def training_split(
+    data: Path, limit: int | None, split_seed: int, val_fraction: float
+) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """(paths, labels, validation mask) of a CNN training run on ``data``: every labelled image, or with ``limit``
+    the sample ``models.train_cnn.train_cnn`` draws, split by patient as it splits them."""
+    items = labelled_images(data)
+    if limit:  # drawn as models.train_cnn draws them
+        items = random.Random(split_seed).sample(items, min(limit, len(items)))
+    paths = [p for p, _ in items]
+    labels = np.array([label for _, label in items], dtype=np.int64)
+    return paths, labels, patient_split(paths, labels, val_fraction, split_seed)
+
+
+def split_digest(paths: list[Path], val: np.ndarray) -> str:
+    """Which images a split holds out, in 16 hex digits: the SHA-256 of their sorted ``CLASS/name``s (the same
+    wherever the data folder lies)."""
+    names = sorted(f"{p.parent.name}/{p.name}" for p, held in zip(paths, val, strict=True) if held)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
 def adopt_ood(rows: dict[OodMethod, OodRow]) -> OodMethod:
     """docs/trust.md's rule: highest non-CXR flag rate; within 2 points of it, the simplest."""
     best = max(r.non_cxr_flag for r in rows.values())
@@ -145,49 +176,88 @@ def adopt_ood(rows: dict[OodMethod, OodRow]) -> OodMethod:
     return close[0]  # the simplest of those within 2 points (one per rank: AUROC never has to break a tie)
 
 
+#: the CNN-only options and their defaults (given for a sequence model, they would be ignored: a usage error)
+CNN_DEFAULTS: dict[str, object] = {
+    "alpha": 0.1,
+    "pass_rate": DEFAULT_PASS_RATE,
+    "folds": 5,
+    "seed": 0,
+    "split_seed": None,  # the card's
+    "val_fraction": None,  # the card's
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=CALIBRATED_MODELS)
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
-    parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
-    parser.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")
-    parser.add_argument("--pass-rate", type=float, default=DEFAULT_PASS_RATE, help="validation share that passes")
-    parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds over validation patients")
-    parser.add_argument("--seed", type=int, default=0, help="folds and generated images")
-    parser.add_argument("--split-seed", type=int, default=None, help="training split seed (default: the card's)")
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the training data the card names (default: from MEDLENS_DATA_DIR); other data is refused",
+    )
+    parser.add_argument("--alpha", type=open_fraction, help="cnn: conformal miscoverage (sets cover 1 - alpha); 0.1")
+    parser.add_argument("--pass-rate", type=positive_fraction, help="cnn: validation share that passes; 0.97")
+    parser.add_argument("--folds", type=at_least_two, help="cnn: cross-fitting folds over validation patients; 5")
+    parser.add_argument("--seed", type=non_negative_int, help="cnn: folds and generated images; 0")
+    parser.add_argument("--split-seed", type=non_negative_int, help="cnn: training split seed (default: the card's)")
+    parser.add_argument(
+        "--val-fraction", type=open_fraction, help="cnn: training's validation share (default: the card's)"
+    )
+    parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
     args = parser.parse_args(argv)
-    if not 0 < args.alpha < 1 or not 0 < args.pass_rate <= 1 or args.folds < 2:
-        parser.error("--alpha must lie in (0, 1), --pass-rate in (0, 1], --folds at least 2")
+    given = [f"--{name.replace('_', '-')}" for name in CNN_DEFAULTS if getattr(args, name) is not None]
+    if entry(args.model).architecture != "cnn" and given:
+        parser.error(f"{' '.join(given)}: cnn options; {args.model} is calibrated on its out-of-fold predictions")
+    for name, default in CNN_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)  # split_seed and val_fraction stay None: the card's, below
+    weights = args.weights or entry(args.model).default_weights
+    problem = output_problem(weights, folder=True) if weights.is_dir() else None
+    try:
+        meta, state = load_checkpoint(weights, expected=args.model)
+    except WeightsError as exc:
+        parser.error(str(exc))
+    if problem is not None:  # model.pt and the card are rewritten at the end
+        parser.error(f"--weights: {problem}")
+    if args.data is not None and not args.data.exists():
+        parser.error(f"--data {args.data} does not exist")
     torch.set_num_threads(args.threads)
     if entry(args.model).architecture != "cnn":
-        from models.calibrate_sepsis import calibrate_sequence
+        from models.calibrate_sepsis import TrainingDataMismatchError, calibrate_sequence
 
-        weights = args.weights or entry(args.model).default_weights
-        return calibrate_sequence(args.model, weights, args.data, list(argv if argv is not None else sys.argv[1:]))
+        try:
+            return calibrate_sequence(args.model, weights, args.data, list(argv if argv is not None else sys.argv[1:]))
+        except (TrainingDataMismatchError, FileNotFoundError) as exc:
+            parser.error(str(exc))
     warnings.filterwarnings("ignore", module="pydicom")  # odd test files of pydicom-data
-    weights = args.weights or entry(args.model).default_weights
-    meta, state = load_checkpoint(weights, expected=args.model)
     card = read_card(weights) if (weights / CARD_JSON).is_file() else None
-    split_seed = args.split_seed if args.split_seed is not None else (card.seed if card else 0)
+    recorded = card.hyperparameters if card is not None else {}  # what the training run's card says it used
+    seed = card.seed if card is not None else 0
+    split_seed = int(recorded.get("split_seed", seed)) if args.split_seed is None else args.split_seed
+    val_fraction = float(recorded.get("val_fraction", VAL_FRACTION)) if args.val_fraction is None else args.val_fraction
     data = args.data or data_paths().xray_train
+    if not data.is_dir():
+        parser.error(f"--data {data} is not a folder (the default under MEDLENS_DATA_DIR: set it, or pass --data)")
     started = time.time()
 
     cnn_state = {k: v for k, v in state.items() if not k.startswith("ood_head.")}
     model = build_cnn(CnnConfig.model_validate(meta.config))
     model.load_state_dict(cnn_state)
     model.eval()
-    items = labelled_images(data)
-    paths = [p for p, _ in items]
-    labels = np.array([label for _, label in items])
-    val = patient_split(paths, labels, args.val_fraction, split_seed)
-    if card is not None and card.evaluation.n != int(val.sum()):
-        print(
-            f"warning: the card's validation has {card.evaluation.n} images, this split {int(val.sum())}: "
-            "pass the training run's --split-seed / --val-fraction / --data",
-            file=sys.stderr,
-        )
+    limit = recorded.get("limit")
+    paths, labels, val = training_split(data, int(limit) if limit else None, split_seed, val_fraction)
+    if card is not None:  # the card's validation images (their digest, where training recorded it) or their counts
+        ours = (int(val.sum()), int(labels[val].sum()), split_digest(paths, val))
+        theirs = (card.evaluation.n, card.evaluation.n_positive, str(recorded.get("validation_digest", ours[2])))
+        if ours != theirs:
+            parser.error(
+                f"the card's validation holds {theirs[0]} images ({theirs[1]} PNEUMONIA, digest {theirs[2]}), this "
+                f"split of --data {data} {ours[0]} ({ours[1]}, digest {ours[2]}): the calibration would be fitted on "
+                f"images the network trained on. Pass the training data the card names ({card.data_path}) and the "
+                "training run's --split-seed / --val-fraction"
+            )
     every = score_images(model, [load_xray_file(p).pixels for p in paths])
     chest, dicoms = pydicom_images()
     generated = generated_images(args.seed)

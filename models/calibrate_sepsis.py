@@ -144,38 +144,107 @@ def out_of_fold(model_name: str, weights: Path, data: Path | None) -> OutOfFold:
     return OutOfFold(meta, state, config, card, task, records, stay_fold, member_logits(model, features))
 
 
-def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
-    """Everything in this module's docstring; prints the figures."""
-    from sklearn.metrics import roc_auc_score
+#: how far the recomputed out-of-fold AUROC and Brier score may lie from the card's (float summation order)
+SAME_FIGURE = 1e-6
 
+
+class TrainingDataMismatchError(ValueError):
+    """The data given are not the stays the checkpoint was trained on: its members would score stays they trained
+    on, and a calibrator fitted on those in-sample scores would be stored."""
+
+
+@dataclass
+class Predictions:
+    """What calibration reads of an :class:`OutOfFold`: the predictions scored (every hour for sepsis, the last
+    hour of each stay for mortality, the stay's prediction)."""
+
+    every: list[np.ndarray]  # per stay (members, predictions) logits of every member
+    oof: list[np.ndarray]  # per stay (predictions,) out-of-fold logits
+    labels: list[np.ndarray]  # per stay (predictions,) 0/1
+
+    @classmethod
+    def of(cls, fit: OutOfFold) -> Predictions:
+        every, oof = fit.every, fit.logits()
+        labels = [r.labels.astype(np.int64) for r in fit.records]
+        if fit.task.name == "mortality":  # the stay's prediction is its last hour: calibrate that one
+            every = [logits[:, -1:] for logits in every]
+            oof = [logits[-1:] for logits in oof]
+            labels = [lab[-1:] for lab in labels]
+        return cls(every, oof, labels)
+
+    def check(self, fit: OutOfFold) -> OutOfFoldCheck:
+        """The out-of-fold figures beside the training card's (nan / None without a card)."""
+        from sklearn.metrics import roc_auc_score
+
+        y, raw = np.concatenate(self.labels), _risk(np.concatenate(self.oof))
+        per_stay_raw = np.split(raw, np.cumsum([len(lab) for lab in self.labels])[:-1])
+        card = fit.card
+        return OutOfFoldCheck(
+            n_stays=len(fit.records),
+            n_hours=len(raw),
+            auroc=float(roc_auc_score(y, raw)) if 0 < y.sum() < len(y) else float("nan"),
+            card_auroc=card.evaluation.auroc if card is not None else float("nan"),
+            utility=(
+                normalized_utility(self.labels, [p >= fit.meta.threshold for p in per_stay_raw])
+                if fit.task.name == "sepsis" and y.any()
+                else None
+            ),
+            card_utility=card.evaluation.utility if card is not None else None,
+            brier=brier(y, raw),
+            card_brier=card.evaluation.brier if card is not None else float("nan"),
+        )
+
+
+def require_training_data(fit: OutOfFold, weights: Path, data: Path | None) -> OutOfFoldCheck:
+    """The out-of-fold check, if the stays are those the checkpoint at ``weights`` was trained on: the card's
+    evaluation (the out-of-fold predictions of training) has the same number of predictions and positives, and
+    AUROC and Brier score within :data:`SAME_FIGURE`. Else :class:`TrainingDataMismatchError`, which says what to
+    pass. Without a card, the AUROC the checkpoint's preprocessing recorded at training is compared."""
+    predictions = Predictions.of(fit)
+    check = predictions.check(fit)
+    n_positive = int(np.concatenate(predictions.labels).sum())
+    recorded = fit.meta.preprocessing.get("out_of_fold", {}).get("auroc")
+    if fit.card is not None:
+        ev = fit.card.evaluation
+        expected = f"{ev.n} predictions ({ev.n_positive} positive), AUROC {ev.auroc:.6f}, Brier {ev.brier:.6f}"
+        same = (
+            (check.n_hours, n_positive) == (ev.n, ev.n_positive)
+            and abs(check.auroc - ev.auroc) <= SAME_FIGURE
+            and abs(check.brier - ev.brier) <= SAME_FIGURE
+        )
+    elif recorded is not None:
+        expected, same = f"AUROC {recorded:.6f}", abs(check.auroc - float(recorded)) <= SAME_FIGURE
+    else:
+        raise TrainingDataMismatchError(
+            f"{weights} has neither a card.json nor a recorded out-of-fold AUROC: nothing tells whether --data holds "
+            "the stays it was trained on. Train it with `python -m models.train` (which writes both)."
+        )
+    if same:
+        return check
+    trained_on = fit.card.data_path if fit.card is not None else "the data it was trained on"
+    raise TrainingDataMismatchError(
+        f"--data {data or fit.task.default_data()} is not the training data of {weights}: its out-of-fold "
+        f"predictions there are {check.n_hours} ({n_positive} positive, {check.n_stays} stays), AUROC "
+        f"{check.auroc:.6f}, Brier {check.brier:.6f}; training's were {expected}. On other stays the members "
+        f"score stays they trained on, and a calibrator fitted on those scores would be stored. Pass the training "
+        f"data the card names (--data {trained_on}, the same files); nothing was written."
+    )
+
+
+def calibrate_sequence(model_name: str, weights: Path, data: Path | None, argv: list[str]) -> int:
+    """Everything in this module's docstring; prints the figures. Data other than the checkpoint's training stays
+    raise :class:`TrainingDataMismatchError` before anything is written."""
     started = time.time()
     oof_fit = out_of_fold(model_name, weights, data)
-    meta, state, card, task, records = oof_fit.meta, oof_fit.state, oof_fit.card, oof_fit.task, oof_fit.records
-    stay_fold, every = oof_fit.stay_fold, oof_fit.every
-    oof = oof_fit.logits()  # per stay (hours,): scored by the member trained without the stay's fold
-    labels = [r.labels.astype(np.int64) for r in records]
-    if task.name == "mortality":  # the stay's prediction is its last hour: calibrate that one
-        every = [logits[:, -1:] for logits in every]
-        oof = [logits[-1:] for logits in oof]
-        labels = [lab[-1:] for lab in labels]
+    check = require_training_data(oof_fit, weights, data)
+    meta, state, card, records = oof_fit.meta, oof_fit.state, oof_fit.card, oof_fit.records
+    predictions = Predictions.of(oof_fit)
+    every, oof, labels = predictions.every, predictions.oof, predictions.labels
 
     z = np.concatenate(oof)
     y = np.concatenate(labels)
-    hour_fold = np.concatenate([np.full(len(lab), stay_fold[i]) for i, lab in enumerate(labels)])
+    hour_fold = np.concatenate([np.full(len(lab), oof_fit.stay_fold[i]) for i, lab in enumerate(labels)])
     raw = _risk(z)
-    per_stay_raw = np.split(raw, np.cumsum([len(lab) for lab in labels])[:-1])
-    check = OutOfFoldCheck(
-        n_stays=len(records),
-        n_hours=len(z),
-        auroc=float(roc_auc_score(y, raw)),
-        card_auroc=card.evaluation.auroc if card is not None else float("nan"),
-        utility=(
-            normalized_utility(labels, [p >= meta.threshold for p in per_stay_raw]) if task.name == "sepsis" else None
-        ),
-        card_utility=card.evaluation.utility if card is not None else None,
-        brier=brier(y, raw),
-        card_brier=card.evaluation.brier if card is not None else float("nan"),
-    )
 
     # calibration, cross-fitted over the stay folds
     probs = cross_fit(z, y, hour_fold)
@@ -250,10 +319,14 @@ def _print(r: SepsisTrustReport, calibrator: Calibrator, seconds: float) -> None
 __all__ = [
     "CALIBRATION_RULE",
     "METHODS",
+    "SAME_FIGURE",
     "OutOfFold",
+    "Predictions",
+    "TrainingDataMismatchError",
     "adopt",
     "calibrate_sequence",
     "cross_fit",
     "member_logits",
     "out_of_fold",
+    "require_training_data",
 ]

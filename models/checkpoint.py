@@ -49,11 +49,42 @@ def weights_version(prefix: str, state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(directory: Path, meta: CheckpointMeta, state_dict: dict[str, torch.Tensor]) -> Path:
+    """``directory/model.pt``, written whole to a temporary file beside it that then replaces it: a crash mid-write
+    leaves the previous checkpoint intact."""
+    from models.cli_args import write_atomically
+
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
     state = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    torch.save({"meta": meta.model_dump(mode="json"), "state_dict": state}, path)
+    blob = {"meta": meta.model_dump(mode="json"), "state_dict": state}
+    write_atomically(path, lambda temporary: torch.save(blob, temporary))
     return path
+
+
+def _check_features(path: Path, preprocessing: dict[str, Any]) -> None:
+    """A sequence checkpoint's stored input columns must be those its schema builds today: the network reads its
+    inputs by position, so columns in another order would be read as the wrong measurements."""
+    if preprocessing.get("features") is None:
+        return
+    stored = [str(name) for name in preprocessing["features"]]
+    from models.sequence import schema_of
+
+    try:
+        expected = list(schema_of(preprocessing).columns)
+    except ValueError as exc:  # a schema this code does not know
+        raise WeightsError(
+            f"{path}: {exc}; retrain it with `python -m models.train` or pass another --weights DIR."
+        ) from exc
+    if stored == expected:
+        return
+    at = next(i for i in range(max(len(stored), len(expected))) if stored[i : i + 1] != expected[i : i + 1])
+    ours, theirs = (repr(names[at]) if at < len(names) else "no column" for names in (stored, expected))
+    what = f"the checkpoint has {ours}, the schema {theirs}"
+    raise WeightsError(
+        f"{path} stores {len(stored)} input columns that differ from the {len(expected)} of its schema "
+        f"{preprocessing.get('schema', 'sepsis-v1')!r} from column {at} on ({what}): its network would read "
+        "the wrong measurements. Retrain it with `python -m models.train` or pass another --weights DIR."
+    )
 
 
 def load_checkpoint(directory: Path, expected: str | None = None) -> tuple[CheckpointMeta, dict[str, Any]]:
@@ -74,4 +105,5 @@ def load_checkpoint(directory: Path, expected: str | None = None) -> tuple[Check
             f"{path} holds a {meta.kind} model, not a {expected} model: pass the --weights folder of a {expected} "
             f"checkpoint, or name the model that checkpoint is for."
         )
+    _check_features(path, meta.preprocessing)
     return meta, state

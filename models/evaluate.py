@@ -12,6 +12,12 @@ python -m models.evaluate mortality-lstm|mortality-transformer --data ROOT --set
                                                     # the calibrated risk (sepsis every hour, mortality the 48th)
 python -m models.evaluate gan [--data DIR]          # synthetic radiographs against the CNN split's held-out
                                                     # patients; writes the evaluation into the GAN's card
+
+Data that hold the checkpoint's training stays (or, for the CNN, images of the folder it was trained on) are
+scored with a warning on stderr and in the JSON's ``warnings``: those figures are in-sample. ``--output`` writes
+the evaluation as JSON: the fields of models.metrics.BinaryEvaluation, then ``model``, ``data``, ``warnings``,
+``event1`` (mortality), ``calibrated`` (ECE and Brier of a calibrated checkpoint's calibrated risk) and ``trust``
+(a calibrated CNN's conformal coverage, set sizes and out-of-distribution rate).
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
 from models.calibration import brier
 from models.catalogue import entry
+from models.cli_args import check_predictor_arguments, open_fraction, output_file, positive_int, write_atomically
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -36,9 +44,10 @@ from models.inference import (
     load_predictor,
 )
 from models.metrics import BinaryEvaluation, binary_evaluation, expected_calibration_error, normalized_utility
-from models.sepsis_io import load_labelled_dir
+from models.predict import named
+from models.sepsis_io import iter_series_files, load_labelled_dir
 from models.trust import XrayAssessment
-from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file
+from models.xray_io import CLASS_NAMES, XrayImage, labelled_images, load_xray_file
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,28 @@ class TrustEvaluation:
     calibrated: CalibratedFigures
 
 
+def _image(path: Path) -> XrayImage:
+    """The image at ``path``; one that cannot be read raises its error with a message that names the file."""
+    try:
+        return load_xray_file(path)
+    except MedLensInputError as exc:
+        raise type(exc)(named(path, exc.message)) from exc
+
+
+class EvaluationOutput(BinaryEvaluation):
+    """What ``--output`` writes: the evaluation at the operating threshold and every headline figure printed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    data: str
+    #: why the figures may not be what they seem (in-sample data), as printed on stderr
+    warnings: list[str] = Field(default_factory=list)
+    event1: float | None = None  # mortality: min(Se, +P) of the 48th hour's risk at the threshold
+    calibrated: CalibratedFigures | None = None
+    trust: TrustEvaluation | None = None  # a calibrated CNN: conformal sets and out-of-distribution rate
+
+
 def evaluate_cnn(
     predictor: XrayPredictor, data: Path, items: list[tuple[Path, int]], batch_size: int = 16
 ) -> tuple[BinaryEvaluation, TrustEvaluation | None]:
@@ -85,7 +116,7 @@ def evaluate_cnn(
     probs: list[float] = []
     assessments: list[XrayAssessment] = []
     for start in tqdm(range(0, len(items), batch_size), desc="cnn", unit="batch"):
-        images = [load_xray_file(p) for p, _ in items[start : start + batch_size]]
+        images = [_image(p) for p, _ in items[start : start + batch_size]]
         if predictor.trust is None:
             probs.extend(float(x) for x in predictor.predict([im.pixels for im in images]))
         else:
@@ -166,6 +197,51 @@ def evaluate_mortality(
     return binary_evaluation(y, p, predictor.threshold), event1(y, (p >= predictor.threshold).astype(np.int64)), figures
 
 
+def _stems(paths: list[Path]) -> set[str]:
+    return {p.stem for p in paths}
+
+
+def training_overlap(predictor: XrayPredictor | SepsisPredictor, evaluated: list[str]) -> str | None:
+    """Why the figures on ``evaluated`` (image paths; sequence stays' names) are in-sample, or None: some are the
+    checkpoint's training stays (names of the stays outside the protocol's reserve in the training data its card
+    names), or for the CNN images of the folder it was trained on. A card whose training data are not on this
+    machine cannot be checked: said so."""
+    from models.protocol import is_reserved
+
+    card = predictor.card
+    if card is None:
+        return None
+    trained = Path(card.data_path)
+    if not trained.is_dir():
+        return f"cannot check for training stays: the training data its card names, {trained}, are not here"
+    if isinstance(predictor, XrayPredictor):
+        root = trained.resolve()
+        inside = sum(Path(p).resolve().is_relative_to(root) for p in evaluated)
+        if not inside:
+            return None
+        return (
+            f"{inside} of the {len(evaluated)} images lie in the folder {predictor.weights_dir} was trained on "
+            f"({trained}; its training images and validation patients): these figures are in-sample, optimistic"
+        )
+    if isinstance(predictor, MortalityPredictor):
+        from models.mortality_io import iter_record_files
+
+        folders = [trained / f"set-{s}" for s in ("a", "b")]  # what models.train reads (load_mortality_stays)
+        names = _stems([p for f in folders if f.is_dir() for p in iter_record_files(f)])
+    else:
+        names = _stems(list(iter_series_files(trained)))
+    names = {n for n in names if not is_reserved(n)}
+    shared = sum(Path(n).stem in names for n in evaluated)
+    if not shared:
+        return None
+    never_seen = " (the 2012 set c)" if isinstance(predictor, MortalityPredictor) else ""
+    return (
+        f"{shared} of the {len(evaluated)} stays are training stays of {predictor.weights_dir} (in {trained}, "
+        "outside the protocol's reserve): these figures are in-sample, optimistic; score stays it never saw"
+        + never_seen
+    )
+
+
 def summary(name: str, ev: BinaryEvaluation) -> str:
     c = ev.confusion
     lines = [
@@ -198,7 +274,7 @@ def evaluate_gan_cli(argv: list[str]) -> int:
     parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
     parser.add_argument("--cnn-weights", type=Path, default=None, help="the CNN whose features and labels judge")
     parser.add_argument("--split-seed", type=int, default=0, help="the CNN's patient split (its card says)")
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--figure", type=Path, default=REPO_ROOT / "docs" / "gan-closest-pairs.png")
     parser.add_argument("--tstr-per-class", type=int, default=1000, help="generated (and real) images per class")
     parser.add_argument("--tstr-epochs", type=int, default=12)
@@ -239,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
     add_predictor_arguments(parser)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--output", type=Path, default=None, help="also write the evaluation as JSON here")
-    parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
+    parser.add_argument("--output", type=output_file, default=None, help="also write the evaluation as JSON here")
+    parser.add_argument(
+        "--alpha", type=open_fraction, default=None, help="cnn: conformal miscoverage in (0, 1) (default: stored)"
+    )
     parser.add_argument(
         "--sets",
         nargs="+",
@@ -249,14 +327,18 @@ def main(argv: list[str] | None = None) -> int:
         "their figures are in-sample)",
     )
     args = parser.parse_args(argv)
-    if entry(args.model).task.name == "mortality" and not args.sets:
+    check_predictor_arguments(parser, args)
+    task = entry(args.model).task
+    if task.name == "mortality" and not args.sets:
         parser.error("--sets is required for a mortality model: name the 2012 sets to score (e.g. --sets c)")
+    if task.name != "mortality" and args.sets:
+        parser.error(f"--sets names 2012 sets for a mortality model; {args.model} reads every record of --data")
+    if args.alpha is not None and task.input_kind != "image":
+        parser.error(f"--alpha applies to the cnn's conformal sets; {args.model} has none")
     if not args.data.exists():
         parser.error(f"--data {args.data} does not exist")
-    if args.alpha is not None and not 0 < args.alpha < 1:
-        parser.error("--alpha must lie in (0, 1)")
     items: list[tuple[Path, int]] = []
-    if entry(args.model).task.input_kind == "image":  # before the model is loaded
+    if task.input_kind == "image":  # before the model is loaded
         try:  # figures of a folder with synthetic images would be read as those of real patients: none is given
             items = labelled_images(args.data, refuse_synthetic=True)
         except (FileNotFoundError, MedLensInputError) as exc:
@@ -264,14 +346,21 @@ def main(argv: list[str] | None = None) -> int:
     predictor = cli_predictor(parser, args)
     trust: TrustEvaluation | None = None
     calibrated: CalibratedFigures | None = None
+    score: float | None = None
     try:  # a labelled set with a file that cannot be read, or one class only, has no honest figure: none is given
         if isinstance(predictor, XrayPredictor):
             predictor.alpha = args.alpha
+            evaluated = [str(p) for p, _ in items]
             evaluation, trust = evaluate_cnn(predictor, args.data, items)
+            calibrated = None if trust is None else trust.calibrated
         elif isinstance(predictor, MortalityPredictor):
+            from models.mortality_io import iter_record_files
+
+            folders = [args.data / f"set-{s}" for s in args.sets]
+            evaluated = [p.stem for f in folders if f.is_dir() for p in iter_record_files(f)]
             evaluation, score, calibrated = evaluate_mortality(predictor, args.data, args.sets)
-            print(f"  event-1 min(Se, +P) {score:.4f}")
         else:
+            evaluated = [p.name for p in iter_series_files(args.data)]
             evaluation, calibrated = evaluate_sequence(predictor, args.data)
     except MedLensInputError as exc:
         print(f"error: {exc.message} (fix or remove the file: every labelled file counts)", file=sys.stderr)
@@ -279,14 +368,28 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    warnings = [w for w in [training_overlap(predictor, evaluated)] if w is not None]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary(args.model, evaluation))
+    if score is not None:
+        print(f"  event-1 min(Se, +P) {score:.4f}")
     if trust is not None:
         print(trust_summary(trust))
-    if calibrated is not None:
+    elif calibrated is not None:
         print(calibrated.summary())
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(evaluation.model_dump_json(indent=1) + "\n")
+        output = EvaluationOutput(
+            **evaluation.model_dump(),
+            model=args.model,
+            data=str(args.data),
+            warnings=warnings,
+            event1=score,
+            calibrated=calibrated,
+            trust=trust,
+        )
+        text = output.model_dump_json(indent=1) + "\n"
+        write_atomically(args.output, lambda temporary: temporary.write_text(text))
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

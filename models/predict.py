@@ -13,12 +13,16 @@ python -m models.predict mortality-lstm|mortality-transformer --input DIR_OF_Rec
 python -m models.predict lstm|transformer --input DIR --output OUTDIR
     -> for every ``*.psv`` in DIR, OUTDIR/<same name> with ``PredictedProbability|PredictedLabel`` (the
        challenge's columns, first), then ``CalibratedProbability`` (a calibrated checkpoint) and
-       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members); a .csv
-       input's answer is named <stem>.psv
+       ``Spread|MemberMin|MemberMax`` (the fold members' spread, a checkpoint of several members); a .csv or
+       .txt input's answer (serving reads those too) is named <stem>.psv. Two records of one stem (p1.csv and
+       p1.psv) are refused before any prediction, and the folder's other files are named on stderr as ignored
 
-A file that cannot be read is named on stderr and left out; the others are predicted. Exit status: 0 every
-file predicted, 1 some left out, 2 nothing to predict (no input file, none readable: nothing is written) or a
-usage error. Text cells that a spreadsheet would run as a formula (a file name starting with "=") are quoted.
+A file that cannot be read is named on stderr and left out; the others are predicted. A mortality RecordID
+that two files share is named on stderr (both rows are written). Exit status: 0 every file predicted, 1 some left
+out, 2 nothing to predict (no input file, none readable: nothing is written) or a usage error: an output that
+cannot be written or would overwrite an input, checked before any prediction. Every output file is written whole
+to a temporary file beside it that then replaces it. Text cells that a spreadsheet would run as a formula (a file
+name starting with "=") are quoted.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from models.cli_args import positive_int
+from models.catalogue import entry
+from models.cli_args import check_predictor_arguments, open_fraction, output_problem, positive_int, write_atomically
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -94,12 +99,17 @@ def _read(paths: list[Path], load: Callable[[Path], T], tally: Tally) -> list[tu
         try:
             loaded.append((path, load(path)))
         except MedLensInputError as exc:
-            print(f"skipped: {exc.message}", file=sys.stderr)
+            print(f"skipped: {named(path, exc.message)}", file=sys.stderr)
             tally.skipped += 1
         except OSError as exc:
             print(f"skipped: {path}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
             tally.skipped += 1
     return loaded
+
+
+def named(path: Path, message: str) -> str:
+    """``message`` about the file at ``path``, which it names (prefixed with the path unless it names it)."""
+    return message if path.name in message else f"{path}: {message}"
 
 
 def predict_images(
@@ -158,10 +168,12 @@ def _stay(path: Path) -> MortalityRecord:
 def predict_series_dir(
     predictor: SepsisPredictor, source: Path, out_dir: Path, batch_size: int, tally: Tally | None = None
 ) -> int:
-    """Every .psv / .csv record under ``source`` -> ``out_dir/<stem>.psv`` in the challenge's format; -> the
-    number of records predicted (0: nothing written)."""
+    """Every record under ``source`` that serving would read (.psv / .csv / .txt, the catalogue's suffixes) ->
+    ``out_dir/<stem>.psv`` in the challenge's format; -> the number of records predicted (0: nothing written). The
+    folder's other files are named on stderr as ignored."""
     tally = Tally() if tally is None else tally
-    paths = [p for p in iter_series_files(source) if p.is_file()]
+    paths = series_inputs(source, predictor.entry.task.file_types)
+    _say_ignored(source, paths, predictor.entry.task.file_types)
     tally.found += len(paths)
     for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
         loaded = _read(paths[start : start + batch_size], _series, tally)
@@ -187,10 +199,20 @@ def predict_mortality(
     tally.found += len(paths)
     calibrated = predictor.trust is not None
     rows: list[list[str]] = []
+    file_of: dict[str, Path] = {}  # RecordID -> the first file that held it
     for start in tqdm(range(0, len(paths), batch_size), desc=predictor.name, unit="batch"):
-        records = [record for _, record in _read(paths[start : start + batch_size], _stay, tally)]
-        if not records:
+        loaded = _read(paths[start : start + batch_size], _stay, tally)
+        if not loaded:
             continue
+        records = [record for _, record in loaded]
+        for path, record in loaded:
+            first = file_of.setdefault(record.name, path)
+            if first != path:
+                print(
+                    f"warning: {path.name} holds RecordID {record.name}, as {first.name} does: two rows of the CSV "
+                    "name that stay",
+                    file=sys.stderr,
+                )
         risk, calibrated_risk = predictor.assess_stays([predictor.model_values(r) for r in records])
         for i, record in enumerate(records):
             p = min(1.0 - PROB_EPS, max(PROB_EPS, float(risk[i])))
@@ -206,11 +228,13 @@ def predict_mortality(
 
 
 def _write_csv(output: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    write_atomically(output, write)
 
 
 def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: float) -> None:
@@ -230,13 +254,43 @@ def write_challenge_output(path: Path, assessment: SepsisAssessment, threshold: 
         if values is not None:
             header.append(name)
             columns.append([f"{v:.6f}" for v in values.astype(np.float64)])
-    lines = ["|".join(header), *("|".join(row) for row in zip(*columns, strict=True))]
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(["|".join(header), *("|".join(row) for row in zip(*columns, strict=True))]) + "\n"
+    write_atomically(path, lambda temporary: temporary.write_text(text))
 
 
-def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, folder: bool) -> None:
-    """Before any prediction: an output that cannot be written, or that would overwrite the input, is a usage
-    error."""
+def series_inputs(source: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The record files a sepsis model predicts under ``source``: ``source`` itself, or its files ending in one
+    of ``suffixes``."""
+    return [p for p in iter_series_files(source, suffixes) if p.is_file()]
+
+
+def _say_ignored(source: Path, inputs: list[Path], suffixes: Sequence[str]) -> None:
+    """Name on stderr the files of the folder ``source`` that are not predicted (hidden ones aside)."""
+    if not source.is_dir():
+        return
+    read = set(inputs)
+    ignored = sorted(p.name for p in source.iterdir() if p.is_file() and p not in read and not p.name.startswith("."))
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        print(f"ignored: {len(ignored)} file(s) that are not {'/'.join(suffixes)}: {shown}", file=sys.stderr)
+
+
+def _input_files(kind: str, source: Path, suffixes: Sequence[str]) -> list[Path]:
+    """What a model of input ``kind`` reads under ``source`` (before anything is read)."""
+    if kind == "image":
+        return list(iter_image_files(source))
+    if kind == "series":
+        return series_inputs(source, suffixes)
+    from models.mortality_io import iter_record_files
+
+    return list(iter_record_files(source))
+
+
+def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before the model is loaded: an output that cannot be written, that would overwrite an input, or (sepsis) two
+    records whose answers would share a file are usage errors."""
+    task = entry(args.model).task
+    folder = task.input_kind == "series"  # a mortality model answers per stay, in one CSV as the CNN does
     output, source = args.output.resolve(), args.input.resolve()
     if folder:
         if output.is_file():
@@ -248,6 +302,24 @@ def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, fol
         parser.error(
             f"--output {args.output} is a folder; this model writes one CSV file (e.g. {args.output}/preds.csv)"
         )
+    files = _input_files(task.input_kind, args.input, task.file_types)
+    if not folder and output in {p.resolve() for p in files}:
+        parser.error(f"--output {args.output} is one of the input files: the answers would overwrite it")
+    if folder:
+        by_stem: dict[str, list[str]] = {}
+        for path in files:
+            by_stem.setdefault(path.stem, []).append(path.name)
+        shared = [names for names in by_stem.values() if len(names) > 1]
+        if shared:
+            said = "; ".join(" and ".join(names) + f" -> {Path(names[0]).stem}.psv" for names in shared[:5])
+            more = f" (and {len(shared) - 5} more)" if len(shared) > 5 else ""
+            parser.error(
+                f"--input {args.input}: records whose answers would be written to one file: {said}{more}. Rename "
+                "one of each, or predict them in separate runs"
+            )
+    problem = output_problem(args.output, folder=folder)
+    if problem is not None:
+        parser.error(f"--output: {problem}")
 
 
 def _finish(count: int, tally: Tally, what: str, output: str, threshold: float, more: str = "") -> int:
@@ -271,13 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, required=True, help="image file or folder / folder of .psv")
     parser.add_argument("--output", type=Path, required=True, help="cnn, mortality-*: CSV file; sepsis models: folder")
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--alpha", type=float, default=None, help="cnn: conformal miscoverage (default: stored)")
+    parser.add_argument(
+        "--alpha", type=open_fraction, default=None, help="cnn: conformal miscoverage in (0, 1) (default: stored)"
+    )
     args = parser.parse_args(argv)
+    check_predictor_arguments(parser, args)
+    if args.alpha is not None and entry(args.model).task.input_kind != "image":
+        parser.error(f"--alpha applies to the cnn's conformal sets; {args.model} has none")
     if not args.input.exists():
         parser.error(f"--input {args.input} does not exist")
+    _check_output(parser, args)
     predictor = cli_predictor(parser, args)
-    # a mortality predictor is a sepsis one that answers per stay: one CSV
-    _check_output(parser, args, folder=not isinstance(predictor, XrayPredictor | MortalityPredictor))
     tally = Tally()
     if isinstance(predictor, XrayPredictor):
         if predictor.trust is None:
@@ -286,8 +362,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"--weights {predictor.weights_dir}` first"
             )
         if args.alpha is not None:
-            if not 0 < args.alpha < 1:
-                parser.error("--alpha must lie in (0, 1)")
             predictor.alpha = args.alpha
         rows = predict_images(predictor, args.input, args.batch_size, tally)
         if rows:

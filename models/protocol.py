@@ -45,7 +45,17 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from models.cli_args import (
+    at_least_two,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    unit_fraction,
+)
 from models.cohort_transfer import ForeignStays
+from models.errors import WeightsError
 from models.sequence_options import add_task_options, task_from_options
 from models.sequence_tasks import SequenceTask, Stay, sequence_task
 
@@ -719,7 +729,7 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
     ``model.pt`` and the card, whose out-of-fold evaluation is recomputed at it. A reserve figure measured at the
     old threshold is kept as an earlier one, and the reserve may be scored once at the new threshold.
     Returns (old threshold, new threshold)."""
-    from models.calibrate_sepsis import out_of_fold
+    from models.calibrate_sepsis import out_of_fold, require_training_data
     from models.cards import write_card
     from models.checkpoint import CheckpointMeta, save_checkpoint
     from models.protocol_summary import EarlierReserve
@@ -735,6 +745,7 @@ def set_threshold(run: Path, model_name: str, weights: Path, data: Path | None, 
         )
     if oof.card is None:
         raise ValueError(f"{weights} has no card.json: train it with python -m models.train")
+    require_training_data(oof, weights, data)  # the card's evaluation is recomputed on these stays
     old, new = oof.meta.threshold, report.threshold
     fixed = None if oof.card.protocol is None else oof.card.protocol.fixed_threshold
     if fixed is not None and fixed != new:
@@ -780,8 +791,10 @@ def confirm(model_name: str, weights: Path, data: Path, command: str) -> dict[st
     """Score the shipped checkpoint on the reserve, once, and write the figures into its card."""
     from models.cards import read_card, write_card
     from models.catalogue import entry
+    from models.checkpoint import load_checkpoint
     from models.inference import load_predictor
 
+    load_checkpoint(weights, expected=model_name)  # WeightsError: another model's weights, or none
     card = read_card(weights)
     if card.protocol is None:
         raise ValueError(f"{weights}: attach the protocol run first (python -m models.protocol attach RUN ...)")
@@ -812,25 +825,32 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and score one network per repeated split")
     run.add_argument("model", choices=names)
-    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--out", type=output_folder, required=True)
     run.add_argument("--data", type=Path, default=None)
-    run.add_argument("--repeats", type=int, default=8)
+    run.add_argument(
+        "--repeats", type=at_least_two, default=8, help="2 or more: a repeat's threshold is chosen on the others"
+    )
     add_task_options(run)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups, --d-model
-    run.add_argument("--epochs", type=int, default=12)
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--lr", type=float, default=2e-3)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--teacher-weight", type=float, default=None)
+    run.add_argument("--epochs", type=positive_int, default=12)
+    run.add_argument("--batch-size", type=positive_int, default=32)
+    run.add_argument("--lr", type=positive_float, default=2e-3)
+    run.add_argument("--seed", type=non_negative_int, default=0)
+    run.add_argument(
+        "--teacher-weight",
+        type=unit_fraction,
+        default=None,
+        help="weight in [0, 1] of the tree teacher in the training targets (default: the model's, as models.train)",
+    )
     run.add_argument(
         "--folds",
-        type=int,
+        type=positive_int,
         default=1,
         help="1: one network per split, as one member of the shipped ensemble is trained (the rule's runs); K > 1: "
         "the shipped ensemble itself per split (K fold networks, mean logit; K times the cost)",
     )
     run.add_argument(
         "--train-fraction",
-        type=float,
+        type=positive_fraction,
         default=1.0,
         help="train on this share of each split's training stays (stratified; a learning curve), scored on the "
         "same held-out stays",
@@ -843,21 +863,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument(
         "--pretrain-epochs",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="first train each split's network this many epochs on the other ICU cohort's development stays "
         "(PhysioNet 2012 for sepsis, 2019 for mortality; labels only), then on the task as always",
     )
     run.add_argument("--foreign-data", type=Path, default=None, help="the other cohort's data (with --pretrain-epochs)")
-    run.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    run.add_argument("--limit", type=int, default=None, help="at most this many stays (smoke runs)")
+    run.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
+    run.add_argument("--limit", type=positive_int, default=None, help="at most this many stays (smoke runs)")
     cmp_ = sub.add_parser("compare", help="paired gains of NEW over OLD on the same splits")
     cmp_.add_argument("old", type=Path)
     cmp_.add_argument("new", type=Path)
     cmp_.add_argument("--primary", default=None, help="the figure the rule is about (default: the task's)")
     ens = sub.add_parser("ensemble", help="the mean logit of runs made on the same splits")
     ens.add_argument("runs", type=Path, nargs="+")
-    ens.add_argument("--out", type=Path, required=True)
+    ens.add_argument("--out", type=output_folder, required=True)
     ens.add_argument("--data", type=Path, default=None)
     res = sub.add_parser(
         "rescore",
@@ -865,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         "with a risk smoother, or at a threshold",
     )
     res.add_argument("run", type=Path)
-    res.add_argument("--out", type=Path, required=True)
+    res.add_argument("--out", type=output_folder, required=True)
     how = res.add_mutually_exclusive_group()
     how.add_argument("--smooth", action="store_true", help="a causal risk smoother chosen with the threshold")
     how.add_argument("--by-hour", action="store_true", help="an hour-dependent threshold (rule 25's hour tilts)")
@@ -888,27 +908,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from models.train_sequence import TEACHER_WEIGHT
 
-        if args.repeats < 2:
-            parser.error("--repeats must be at least 2: a repeat's threshold is chosen on the other repeats")
-        if args.folds < 1:
-            parser.error("--folds must be at least 1 (1: one network per split; K > 1: K fold networks)")
-        if args.pretrain_epochs < 0:
-            parser.error(f"--pretrain-epochs {args.pretrain_epochs}: give 0 (no pretraining) or more")
         if args.teacher_on_all and (args.train_fraction >= 1 or args.folds > 1):
             parser.error("--teacher-on-all needs --train-fraction below 1 and one network per split (--folds 1)")
-        if not 0 < args.train_fraction <= 1:
-            parser.error(f"--train-fraction {args.train_fraction}: give a share of the training stays in (0, 1]")
         torch.set_num_threads(args.threads)
         model = entry(args.model)
         try:
             task = task_from_options(model.task.name, args)
         except ValueError as exc:  # an option the task does not define
             parser.error(str(exc))
+        data = args.data or task.default_data()
+        if not data.is_dir():
+            default = "" if args.data else " (the default under MEDLENS_DATA_DIR: set it, or pass --data)"
+            parser.error(f"--data {data} is not a folder{default}")
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,
             model.architecture,
-            args.data or task.default_data(),
+            data,
             args.out,
             repeats=args.repeats,
             epochs=args.epochs,
@@ -927,9 +943,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{args.model} ({task.schema.name}), {args.repeats} repeats: {report.line()}")
         return 0
-    try:  # a missing or foreign run, mismatched splits, a used reserve: usage errors, not tracebacks
+    try:  # a missing or foreign run or checkpoint, mismatched splits, a used reserve: usage errors, not tracebacks
         return _reporting_command(args, command)
-    except (ReserveAlreadyUsedError, ValueError) as exc:
+    except (ReserveAlreadyUsedError, ValueError, WeightsError, FileNotFoundError) as exc:
         parser.error(str(exc))
 
 

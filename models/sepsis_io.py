@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -482,14 +482,21 @@ def load_series_file(path: str | Path, **kwargs: object) -> SepsisRecord:
     return parse_series_bytes(path.read_bytes(), path.name, **kwargs)  # type: ignore[arg-type]
 
 
-def iter_series_files(root: str | Path) -> Iterator[Path]:
+#: the suffixes of the record files a folder of training stays holds
+SERIES_SUFFIXES = (".psv", ".csv")
+
+
+def iter_series_files(root: str | Path, suffixes: Collection[str] = SERIES_SUFFIXES) -> Iterator[Path]:
+    """``root`` itself when it is a file, else its files ending in one of ``suffixes`` (any case), sorted by name;
+    ``models.predict`` passes every suffix serving reads a sepsis record from (the catalogue's)."""
     root = Path(root)
     if root.is_file():
         yield root
         return
+    shown = "/".join(suffixes)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: pass a .psv/.csv file or a folder of them.")
-    yield from sorted(p for p in root.iterdir() if p.suffix.lower() in {".psv", ".csv"})
+        raise FileNotFoundError(f"{root} does not exist: pass a {shown} file or a folder of them.")
+    yield from sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes)
 
 
 def load_labelled_dir(root: str | Path, limit: int | None = None) -> list[SepsisRecord]:

@@ -411,7 +411,10 @@ class SequenceConfig(BaseModel):
     max_hours: int = 1024
     members: int = 1  # >1: an ensemble of independently seeded networks whose logits are averaged
     encoder: Literal["linear", "mlp"] | None = None  # per-hour input encoder; None: mlp (LSTM), linear (Transformer)
-    head: Literal["linear", "mlp"] = "linear"  # per-hour output head; mlp: a hidden layer of 2 x d_model (GELU) first
+    #: per-hour output head; mlp: a hidden layer of 2 x d_model (GELU) first. Every checkpoint saves it; a config
+    #: without it (checkpoints saved before the field, the committed sequence weights among them) has a linear head,
+    #: which this default reads: a new default would rebuild those checkpoints wrongly
+    head: Literal["linear", "mlp"] = "linear"
 
 
 def _encoder(config: SequenceConfig, default: Literal["linear", "mlp"]) -> nn.Module:

@@ -14,14 +14,29 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
-from models.cli_args import positive_float, positive_int
+from models.cli_args import (
+    at_least_two,
+    non_negative_int,
+    open_fraction,
+    output_folder,
+    positive_float,
+    positive_int,
+    unit_fraction,
+)
 from models.config import data_paths
 from models.sequence_options import add_task_options, task_from_options
 from models.train_cnn import VAL_FRACTION, check_target_sensitivity
+
+if TYPE_CHECKING:
+    from models.sequence_tasks import SequenceTask
+
+#: the positive outcome of each sequence task, in words
+POSITIVE_WORDS = {"sepsis": "septic", "mortality": "died in hospital"}
 
 
 def _command_line() -> str:
@@ -39,29 +54,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=MODEL_NAMES + GENERATOR_NAMES)
     parser.add_argument("--data", type=Path, default=None, help="training data (default: from MEDLENS_DATA_DIR)")
-    parser.add_argument("--out", type=Path, required=True, help="directory for model.pt and the model card")
+    parser.add_argument(
+        "--out", type=output_folder, required=True, help="directory for model.pt and the model card (made if missing)"
+    )
     parser.add_argument("--epochs", type=positive_int, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=positive_float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--split-seed",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="cnn: seed of the patient split (default: --seed); ensemble members share one split",
     )
     parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="cnn: share of patients held out")
+    parser.add_argument(
+        "--val-fraction", type=open_fraction, default=VAL_FRACTION, help="cnn: share of patients held out, in (0, 1)"
+    )
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="use at most this many images / stays (smoke runs)"
     )
-    parser.add_argument("--folds", type=int, default=5, help="sequence models: k-fold ensemble (1 = single)")
+    parser.add_argument(
+        "--folds",
+        type=at_least_two,
+        default=5,
+        help="sequence models: the k of the k-fold ensemble, 2 or more (its out-of-fold predictions choose the "
+        "threshold); every fold needs a stay of each outcome",
+    )
     parser.add_argument(
         "--teacher-weight",
-        type=float,
+        type=unit_fraction,
         default=None,
-        help="sequence models: weight of the cross-fitted tree teacher in the training targets (0 = labels only; "
-        "default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
+        help="sequence models: weight in [0, 1] of the cross-fitted tree teacher in the training targets (0 = labels "
+        "only; default: the per-model TEACHER_WEIGHT of models/train_sequence.py; the card records the weight used)",
     )
     add_task_options(parser)  # --schema, --weighting, --target, --teacher-hours, --teacher-groups, --d-model
     parser.add_argument(
@@ -82,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         help="cnn and gan: auto = whichever this machine runs faster, measured at the start",
     )
     args = parser.parse_args(argv)
+    _check_data(parser, args)
     torch.set_num_threads(args.threads)
-    if args.folds < 2:
-        parser.error("--folds must be at least 2 (the out-of-fold predictions choose the threshold)")
-    if args.teacher_weight is not None and not 0 <= args.teacher_weight <= 1:
-        parser.error("--teacher-weight must be between 0 and 1")
     if args.model in GENERATOR_NAMES:
         from models.train_gan import train_gan_cli
 
@@ -96,13 +118,49 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--teacher-weight applies to the sequence models only")
         return _train_cnn(args)
     try:  # an option the task does not define (mortality --target window) is a usage error, not a traceback
-        task_from_options(entry(args.model).task.name, args)
+        task = task_from_options(entry(args.model).task.name, args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.limit is not None:  # a smoke run's few stays: every fold must be trainable before any is trained
+        problem = limited_stays_problem(task, args.data or task.default_data(), args.limit, args.folds)
+        if problem is not None:
+            parser.error(problem)
     return _train_sequence(args)
 
 
+def _check_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The training data must be there before anything is trained (status 2)."""
+    if args.model in GENERATOR_NAMES or entry(args.model).task.input_kind == "image":
+        data = args.data or data_paths().xray_train
+    else:
+        from models.sequence_tasks import sequence_task
+
+        data = args.data or sequence_task(entry(args.model).task.name).default_data()
+    if not data.is_dir():
+        default = "" if args.data else " (the default under MEDLENS_DATA_DIR: set it, or pass --data)"
+        parser.error(f"--data {data} is not a folder{default}")
+
+
+def limited_stays_problem(task: SequenceTask, data: Path, limit: int, folds: int) -> str | None:
+    """Why the first ``limit`` stays of ``data`` (the protocol's reserve left out, as training leaves it) cannot
+    train a ``folds``-fold ensemble, or None: every fold needs a stay of each outcome, or a member trains on one
+    outcome, or fewer folds than asked are made, and the threshold has no positive stay to be chosen on."""
+    from models.protocol import drop_reserved
+
+    stays = drop_reserved(task.load(data, limit=limit), exclude=True)
+    positive = sum(bool(s.labels.any()) for s in stays)
+    counts = {POSITIVE_WORDS[task.name]: positive, "the others": len(stays) - positive}
+    if min(counts.values()) >= folds:
+        return None
+    said = ", ".join(f"{n} {what}" for what, n in counts.items())
+    return (
+        f"--limit {limit} leaves {len(stays)} stay(s) outside the protocol's reserve ({said}): each of the {folds} "
+        f"folds needs one of each outcome, so at least {folds} of each; raise --limit or lower --folds"
+    )
+
+
 def _train_cnn(args: argparse.Namespace) -> int:
+    from models.calibrate import split_digest, training_split
     from models.cnn import CnnConfig
     from models.train_cnn import AUGMENTATION, train_cnn
 
@@ -124,15 +182,19 @@ def _train_cnn(args: argparse.Namespace) -> int:
         limit=args.limit,
         split_seed=args.split_seed,
         precision=args.precision,
+        name=args.model,
     )
     from models.cards import XRAY_SOURCE, ModelCard, write_card
     from models.metrics import binary_evaluation
 
     meta = result.meta
     split_seed = args.seed if args.split_seed is None else args.split_seed
+    paths, _, val = training_split(data, args.limit, split_seed, args.val_fraction)
+    # which images were held out, for models.calibrate cnn to check its split against (when it is training's)
+    digest = {"validation_digest": split_digest(paths, val)} if int(val.sum()) == result.n_val else {}
     evaluation = binary_evaluation(result.y_val, result.prob_val, meta.threshold)
     card = ModelCard(
-        name="cnn",
+        name=args.model,
         version=meta.version,
         task="Pneumonia on a pediatric chest X-ray (NORMAL vs PNEUMONIA): a score that decides the label at the "
         "threshold, and its calibrated probability",
@@ -154,6 +216,11 @@ def _train_cnn(args: argparse.Namespace) -> int:
             "optimizer": "AdamW (wd 0.05), one-cycle schedule",
             "loss": "class-balanced BCE with label smoothing 0.05",
             "augmentation": AUGMENTATION,
+            # the images and the split, which models.calibrate cnn draws again
+            "split_seed": split_seed,
+            "val_fraction": args.val_fraction,
+            **({"limit": args.limit} if args.limit else {}),
+            **digest,
             "precision": ("bfloat16 autocast" if result.bf16 else "float32")
             + (f" (measured s per step: {result.precision_probe_s})" if result.precision_probe_s else " (chosen)")
             + ", channels_last; the threshold chosen on float32 predictions",

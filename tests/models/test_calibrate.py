@@ -98,3 +98,46 @@ def test_committed_card_holds_the_measured_figures() -> None:
     raw = next(c for c in card.trust.calibration if c.method == "uncalibrated")
     chosen = next(c for c in card.trust.calibration if c.adopted)
     assert chosen.brier <= raw.brier
+
+
+def test_calibration_refuses_a_split_that_is_not_the_cards(
+    tiny_cnn: Path, xray_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Other data (or another split seed) give another validation split: the calibrator and the OOD thresholds
+    would be fitted on images the network trained on. That was a warning before the checkpoint was rewritten; it is
+    refused (status 2) and nothing is written."""
+    import shutil
+
+    weights = tmp_path / "cnn"
+    shutil.copytree(tiny_cnn, weights)
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    more = tmp_path / "more"
+    shutil.copytree(xray_folder, more)
+    for cls in ("NORMAL", "PNEUMONIA"):  # new patients: the split of the folder changes
+        for i, path in enumerate(sorted((xray_folder / cls).glob("*.png"))[:6]):
+            name = f"IM-9{i:03d}-0001.png" if cls == "NORMAL" else f"person9{i}_bacteria_9{i}.png"
+            shutil.copy(path, more / cls / name)
+    for extra in (["--data", str(more)], ["--data", str(xray_folder), "--split-seed", "7"]):
+        with pytest.raises(SystemExit) as info:
+            calibrate_main(["cnn", "--weights", str(weights), "--threads", "1", *extra])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "the calibration would be fitted on images the network trained on" in err
+        assert f"Pass the training data the card names ({xray_folder})" in err, err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+
+
+def test_calibration_draws_the_images_of_a_limited_training_run_again(tiny_cnn: Path, xray_folder: Path) -> None:
+    """The tiny CNN was trained on 40 sampled images (--limit 40): its card records the limit, the split and which
+    images it held out, and calibration draws and splits those same images, so the fixture's calibration
+    (conftest.tiny_cnn_calibrated) is of the card's own validation patients."""
+    from models.calibrate import split_digest, training_split
+
+    card = read_card(tiny_cnn)
+    recorded = card.hyperparameters
+    assert recorded["limit"] == 40 and recorded["split_seed"] == 0
+    paths, labels, val = training_split(xray_folder, 40, 0, float(recorded["val_fraction"]))
+    assert len(paths) == 40
+    assert (card.evaluation.n, card.evaluation.n_positive) == (int(val.sum()), int(labels[val].sum()))
+    assert recorded["validation_digest"] == split_digest(paths, val)
+    other_paths, _, other = training_split(xray_folder, 40, 1, float(recorded["val_fraction"]))  # another seed
+    assert split_digest(other_paths, other) != recorded["validation_digest"]

@@ -157,3 +157,26 @@ def test_committed_calibration_figures(name: str) -> None:
     calibrator = SepsisTrustSettings.model_validate(meta.trust).calibration
     assert calibrator.method == adopted.method
     assert np.all(np.diff(calibrator(np.linspace(-15.0, 10.0, 2000))) >= 0)
+
+
+def test_calibration_refuses_data_that_are_not_the_training_stays(
+    tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With more stays than training had, the folds differ and members score stays they trained on: the in-sample
+    scores fitted a calibrator that was stored (exit 0). It is refused (status 2) before anything is written, with
+    the figures that differ and the data to pass."""
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    data = tmp_path / "more"
+    shutil.copytree(psv_folder, data)
+    for i in range(6):
+        shutil.copy(psv_folder / f"p{i:04d}.psv", data / f"extra{i}.psv")
+    with pytest.raises(SystemExit) as info:
+        calibrate_main(["lstm", "--weights", str(weights), "--data", str(data), "--threads", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--data {data} is not the training data of {weights}" in err, err
+    card = read_card(weights)
+    assert f"training's were {card.evaluation.n} predictions ({card.evaluation.n_positive} positive)" in err
+    assert f"Pass the training data the card names (--data {psv_folder}" in err and "nothing was written" in err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before

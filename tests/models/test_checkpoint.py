@@ -128,3 +128,80 @@ def test_a_weights_version_names_the_weights_themselves() -> None:
     version = weights_version("gan", state)
     mark = SyntheticMark.parse(f"{version}; seed=1; label=NORMAL")
     assert mark is not None and mark.version == version and len(version.split("-")[-1]) == 8
+
+
+class _Unsaveable(torch.Tensor):
+    """A tensor whose serialisation fails part-way through ``torch.save`` (a crash or a full disk mid-write)."""
+
+    def __reduce_ex__(self, protocol: object) -> object:
+        raise RuntimeError("disk full")
+
+
+def test_a_save_that_fails_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> None:
+    state = {"w": torch.arange(4, dtype=torch.float32)}
+    save_checkpoint(tmp_path, _meta(), state)
+    broken = {"a": torch.zeros(3), "w": torch.ones(4).as_subclass(_Unsaveable)}
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(tmp_path, _meta().model_copy(update={"threshold": 0.9}), broken)
+    meta, loaded = load_checkpoint(tmp_path, expected="cnn")
+    assert meta == _meta() and torch.equal(loaded["w"], state["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]  # no temporary file left
+
+
+def committed_weights_or_skip(name: str) -> Path:
+    from tests.models.conftest import committed_weights
+
+    weights = committed_weights(name)
+    if weights is None:
+        pytest.skip(f"no committed {name} checkpoint")
+    return weights
+
+
+def _sequence_checkpoint(directory: Path, features: list[str]) -> Path:
+    """A copy of the committed LSTM whose stored feature list is ``features``."""
+    meta, state = load_checkpoint(committed_weights_or_skip("lstm"), expected="lstm")
+    meta = meta.model_copy(update={"preprocessing": {**meta.preprocessing, "features": features}})
+    save_checkpoint(directory, meta, state)
+    return directory
+
+
+def test_a_checkpoint_whose_features_are_not_its_schemas_is_refused(tmp_path: Path) -> None:
+    """The network reads its inputs by position: a stored column list in another order (or another length) than
+    the schema builds would be read as the wrong measurements, so loading it names the first difference."""
+    from models.inference import SepsisPredictor
+    from models.sequence import schema_of
+
+    meta, _ = load_checkpoint(committed_weights_or_skip("lstm"), expected="lstm")
+    columns = list(schema_of(meta.preprocessing).columns)
+    reversed_ = _sequence_checkpoint(tmp_path / "reversed", columns[::-1])
+    with pytest.raises(WeightsError, match=rf"from column 0 on \(the checkpoint has '{columns[-1]}', the schema "):
+        load_checkpoint(reversed_, expected="lstm")
+    with pytest.raises(WeightsError, match="input columns that differ"):
+        SepsisPredictor("lstm", reversed_, device="cpu")
+    shorter = _sequence_checkpoint(tmp_path / "shorter", columns[:-1])
+    said = rf"from column {len(columns) - 1} on \(the checkpoint has no column, the schema '{columns[-1]}'\)"
+    with pytest.raises(WeightsError, match=said):
+        load_checkpoint(shorter, expected="lstm")
+    same = _sequence_checkpoint(tmp_path / "same", columns)
+    assert load_checkpoint(same, expected="lstm")[0].preprocessing["features"] == columns
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer", "mortality-lstm", "mortality-transformer"])
+def test_committed_sequence_checkpoints_without_a_head_load_as_linear(name: str) -> None:
+    """The committed sequence checkpoints predate ``SequenceConfig.head``: read as a linear head, their tensors
+    fit the network exactly (a strict load) and it predicts."""
+    from models.inference import load_predictor
+    from models.sequence import SequenceConfig, build_sequence_model
+
+    weights = committed_weights_or_skip(name)
+    meta, state = load_checkpoint(weights, expected=name)
+    assert "head" not in meta.config and SequenceConfig.model_validate(meta.config).head == "linear"
+    build_sequence_model(SequenceConfig.model_validate(meta.config)).load_state_dict(state, strict=True)
+    predictor = load_predictor(name, weights, device="cpu", backend="torch-fp32")
+    assert predictor.config.head == "linear" and predictor.threshold == meta.threshold
+
+
+def test_a_trained_sequence_checkpoint_saves_its_head(tiny_lstm: Path) -> None:
+    """A checkpoint says which head it has; it does not rely on the code's default."""
+    meta, _ = load_checkpoint(tiny_lstm, expected="lstm")
+    assert meta.config["head"] == "linear"

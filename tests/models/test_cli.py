@@ -14,9 +14,9 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint
 from models.config import REPO_ROOT
+from models.evaluate import EvaluationOutput
 from models.evaluate import main as evaluate_main
 from models.inference import SepsisPredictor, XrayPredictor
-from models.metrics import BinaryEvaluation
 from models.predict import main as predict_main
 from models.sepsis_io import load_labelled_dir, load_series_file
 from models.xray_io import load_xray_file
@@ -243,7 +243,7 @@ def test_evaluate_sequence_json(
     out = tmp_path / "eval" / "m.json"
     argv = ["lstm", "--data", str(psv_folder), "--weights", str(tiny_lstm), "--output", str(out)]
     assert evaluate_main(argv) == 0
-    ev = BinaryEvaluation.model_validate_json(out.read_text())
+    ev = EvaluationOutput.model_validate_json(out.read_text())
     labels = np.concatenate([r.labels for r in load_labelled_dir(psv_folder) if r.labels is not None])
     assert ev.n == len(labels) and ev.n_positive == int(labels.sum())
     assert ev.utility is not None and np.isfinite(ev.utility) and ev.utility <= 1.0
@@ -263,7 +263,7 @@ def test_evaluate_cnn_json(
     stdout = capsys.readouterr().out
     for text in ("conformal sets (alpha 0.1): coverage NORMAL", "mean set size NORMAL", "out of distribution"):
         assert text in stdout
-    ev = BinaryEvaluation.model_validate_json(out.read_text())
+    ev = EvaluationOutput.model_validate_json(out.read_text())
     assert ev.n == 48 and ev.n_positive == 24 and ev.utility is None
     assert 0.0 <= ev.auroc <= 1.0
 
@@ -393,5 +393,165 @@ def test_evaluate_refuses_a_labelled_set_with_synthetic_images_before_loading_th
     out = tmp_path / "cnn.json"
     argv = ["cnn", "--data", str(data), "--weights", str(tiny_cnn_calibrated), "--output", str(out)]
     assert evaluate_main(argv) == 0
-    ev = BinaryEvaluation.model_validate_json(out.read_text())
+    ev = EvaluationOutput.model_validate_json(out.read_text())
     assert ev.n == 4 and ev.n_positive == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# outputs that would overwrite inputs or each other, files named in every message
+# ----------------------------------------------------------------------------------------------------------
+def test_predict_refuses_an_output_that_is_one_of_its_inputs(
+    xray_folder: Path,
+    mortality_folder: Path,
+    tiny_cnn_calibrated: Path,
+    tiny_mortality_lstm: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--input X.jpeg --output X.jpeg`` overwrote the image with the CSV, as did an --output naming a record of
+    the input folder; both are usage errors before anything is read, and the inputs stay as they were."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image = images / "a.jpeg"
+    Image.open(next(iter(sorted((xray_folder / "NORMAL").glob("*.png"))))).save(image, format="JPEG")
+    shutil.copy(image, images / "b.jpeg")
+    records = tmp_path / "records"
+    records.mkdir()
+    for path in sorted((mortality_folder / "set-a").glob("*.txt"))[:2]:
+        shutil.copy(path, records / path.name)
+    record = next(iter(sorted(records.iterdir())))
+    before = {p: p.read_bytes() for p in [*images.iterdir(), *records.iterdir()]}
+    cnn = ["cnn", "--weights", str(tiny_cnn_calibrated)]
+    mortality = ["mortality-lstm", "--weights", str(tiny_mortality_lstm)]
+    for argv in (
+        [*cnn, "--input", str(image), "--output", str(image)],
+        [*cnn, "--input", str(images), "--output", str(images / "b.jpeg")],
+        [*cnn, "--input", str(images), "--output", str(images / "sub" / ".." / "a.jpeg")],
+        [*mortality, "--input", str(records), "--output", str(record)],
+    ):
+        with pytest.raises(SystemExit) as info:
+            predict_main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "is one of the input files: the answers would overwrite it" in err, argv
+    assert {p: p.read_bytes() for p in [*images.iterdir(), *records.iterdir()]} == before
+
+
+def test_predict_sepsis_refuses_records_that_share_an_answer_and_reads_what_serving_reads(
+    psv_folder: Path, tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``p1.csv`` and ``p1.psv`` were both answered in ``p1.psv`` ("2 record(s)", one answer left); a ``.txt``
+    record, which serving reads, was ignored without a word. Now the pair is refused before any prediction, the
+    .txt is predicted and the folder's other files are named as ignored."""
+    source = tmp_path / "stays"
+    source.mkdir()
+    shutil.copy(psv_folder / "p0000.psv", source / "p1.psv")
+    (source / "p1.csv").write_text((psv_folder / "p0001.psv").read_text().replace("|", ","))
+    out = tmp_path / "out"
+    argv = ["lstm", "--input", str(source), "--output", str(out), "--weights", str(tiny_lstm)]
+    with pytest.raises(SystemExit) as info:
+        predict_main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "p1.csv and p1.psv -> p1.psv" in err, err
+    assert not out.exists()
+    (source / "p1.csv").rename(source / "p2.txt")
+    (source / "notes.md").write_text("not a record")
+    assert predict_main(argv) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["p1.psv", "p2.psv"]
+    assert "ignored: 1 file(s) that are not .psv/.csv/.txt: notes.md" in err and "2 record(s)" in err
+    predictor = SepsisPredictor("lstm", tiny_lstm, device="cpu")
+    (expected,) = predictor.predict([load_series_file(source / "p2.txt").values])
+    written = [float(line.split("|")[0]) for line in (out / "p2.psv").read_text().splitlines()[1:]]
+    assert written == pytest.approx(expected.tolist(), abs=SAME)
+
+
+def test_predict_and_evaluate_name_the_file_of_an_empty_image(
+    xray_folder: Path, tiny_cnn_calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "skipped: The file is empty ..." named no file; nor did evaluate's error."""
+    data = tmp_path / "labelled"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (data / cls).mkdir(parents=True)
+        shutil.copy(next(iter(sorted((xray_folder / cls).glob("*.png")))), data / cls / "a.png")
+    empty = data / "PNEUMONIA" / "empty.png"
+    empty.write_bytes(b"")
+    out = tmp_path / "p.csv"
+    assert predict_main(["cnn", "--input", str(data), "--output", str(out), "--weights", str(tiny_cnn_calibrated)]) == 1
+    assert f"skipped: {empty}: The file is empty" in capsys.readouterr().err
+    assert evaluate_main(["cnn", "--data", str(data), "--weights", str(tiny_cnn_calibrated)]) == 2
+    assert f"error: {empty}: The file is empty" in capsys.readouterr().err
+
+
+def test_predict_mortality_warns_of_a_recordid_two_files_share(
+    mortality_folder: Path, tiny_mortality_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two rows of one RecordID were written without a word, and no column says which file each came from: the
+    output format stays ``RecordID,probability,label``, and stderr names both files."""
+    source = tmp_path / "records"
+    source.mkdir()
+    first = next(iter(sorted((mortality_folder / "set-a").glob("*.txt"))))
+    shutil.copy(first, source / "a.txt")
+    shutil.copy(first, source / "copy.txt")
+    out = tmp_path / "p.csv"
+    argv = ["mortality-lstm", "--input", str(source), "--output", str(out), "--weights", str(tiny_mortality_lstm)]
+    assert predict_main(argv) == 0
+    assert f"warning: copy.txt holds RecordID {first.stem}, as a.txt does" in capsys.readouterr().err
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][:3] == ["RecordID", "probability", "label"] and [r[0] for r in rows[1:]] == [first.stem] * 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# python -m models.evaluate: in-sample data, every headline figure in the JSON
+# ----------------------------------------------------------------------------------------------------------
+def test_evaluate_warns_when_the_data_hold_training_stays(
+    psv_folder: Path, tiny_lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scored on its own training stays, a checkpoint's figures are in-sample: said on stderr and in the JSON.
+    Stays it never saw (other names) draw no warning."""
+    from models.protocol import is_reserved
+
+    out = tmp_path / "e.json"
+    assert evaluate_main(["lstm", "--data", str(psv_folder), "--weights", str(tiny_lstm), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    trained = sum(not is_reserved(p.name) for p in psv_folder.glob("*.psv"))
+    said = f"{trained} of the {len(list(psv_folder.glob('*.psv')))} stays are training stays of {tiny_lstm}"
+    assert f"warning: {said}" in err and "in-sample" in err, err
+    ev = EvaluationOutput.model_validate_json(out.read_text())
+    assert len(ev.warnings) == 1 and said in ev.warnings[0]
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    for i in range(6):
+        shutil.copy(psv_folder / f"p{i:04d}.psv", unseen / f"new{i}.psv")
+    assert evaluate_main(["lstm", "--data", str(unseen), "--weights", str(tiny_lstm), "--output", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert EvaluationOutput.model_validate_json(out.read_text()).warnings == []
+
+
+def test_evaluate_json_holds_every_headline_figure(
+    xray_folder: Path,
+    mortality_folder: Path,
+    tiny_cnn_calibrated: Path,
+    tiny_mortality_lstm: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What is printed is written: a calibrated CNN's conformal coverage, set sizes, out-of-distribution rate and
+    calibrated ECE / Brier; a mortality model's event-1 (and its calibrated figures when it has a calibrator)."""
+    out = tmp_path / "cnn.json"
+    argv = ["cnn", "--data", str(xray_folder), "--weights", str(tiny_cnn_calibrated), "--output", str(out)]
+    assert evaluate_main(argv) == 0
+    printed = capsys.readouterr().out
+    ev = EvaluationOutput.model_validate_json(out.read_text())
+    assert ev.model == "cnn" and ev.data == str(xray_folder) and ev.trust is not None and ev.event1 is None
+    assert set(ev.trust.coverage) == {"NORMAL", "PNEUMONIA"} and 0 <= ev.trust.ood_rate <= 1
+    assert f"out of distribution {ev.trust.ood_rate:.4f}" in printed
+    assert ev.calibrated == ev.trust.calibrated and f"calibrated: ECE {ev.calibrated.ece:.4f}" in printed
+    assert printed.count("calibrated: ECE") == 1
+    out = tmp_path / "mortality.json"
+    argv = ["mortality-lstm", "--data", str(mortality_folder), "--sets", "b", "--weights", str(tiny_mortality_lstm)]
+    assert evaluate_main([*argv, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ev = EvaluationOutput.model_validate_json(out.read_text())
+    assert printed.startswith("model mortality-lstm:")  # the summary first, then event-1
+    assert ev.event1 is not None and f"event-1 min(Se, +P) {ev.event1:.4f}" in printed
+    assert ev.trust is None and ev.calibrated is None  # this tiny checkpoint is not calibrated

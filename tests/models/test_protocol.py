@@ -510,7 +510,7 @@ def test_a_run_on_half_the_training_stays(
     assert "a part of each split's training stays" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--train-fraction", "1.5"])
-    assert "a share of the training stays in (0, 1]" in capsys.readouterr().err
+    assert "argument --train-fraction: must lie in (0, 1], not 1.5" in capsys.readouterr().err
 
 
 def test_a_directory_without_a_run_is_a_usage_error(
@@ -574,7 +574,7 @@ def test_a_run_pretrained_on_the_other_cohort(
         assert "pretrained on another cohort" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--pretrain-epochs", "-1"])
-    assert "--pretrain-epochs -1" in capsys.readouterr().err
+    assert "argument --pretrain-epochs: must be 0 or more, not -1" in capsys.readouterr().err
 
 
 def test_a_run_whose_teacher_sees_every_training_stay(
@@ -598,3 +598,81 @@ def test_a_run_whose_teacher_sees_every_training_stay(
     with pytest.raises(SystemExit):
         main(["run", "lstm", "--out", str(tmp_path / "x"), "--data", str(psv_folder), "--teacher-on-all"])
     assert "--teacher-on-all needs --train-fraction below 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--teacher-weight", "5", "must lie in [0, 1], not 5"),  # trained towards targets outside [0, 1]
+        ("--limit", "0", "must be 1 or more, not 0"),  # "No .psv files" in a folder of thousands
+        ("--limit", "-1", "must be 1 or more, not -1"),  # dropped the last stay
+        ("--epochs", "0", "must be 1 or more, not 0"),
+        ("--batch-size", "-4", "must be 1 or more, not -4"),
+        ("--lr", "0", "must be a number above 0, not 0"),
+        ("--lr", "nan", "must be a number above 0, not nan"),
+        ("--threads", "0", "must be 1 or more, not 0"),
+        ("--seed", "-1", "must be 0 or more, not -1"),
+        ("--repeats", "1", "must be 2 or more, not 1"),
+        ("--folds", "0", "must be 1 or more, not 0"),
+    ],
+)
+def test_run_checks_its_numbers_as_training_does(
+    option: str, value: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run`` shares models.train's argument types: a value out of range is a usage error before any stay is
+    read (the data here do not exist, so a value let through ends in another error)."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", "lstm", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "no-data"), option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: {said}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_missing_data_and_an_output_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "lstm", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "no-data")])
+    assert info.value.code == 2 and f"--data {tmp_path / 'no-data'} is not a folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    for out in ("/proc/medlens-no-such-folder/run", str(tmp_path / "file")):
+        with pytest.raises(SystemExit) as info:
+            main(["run", "lstm", "--out", out, "--data", str(tmp_path)])
+        assert info.value.code == 2 and "argument --out: " in capsys.readouterr().err
+
+
+def test_set_threshold_refuses_data_that_are_not_the_training_stays(
+    tiny_runs: tuple[Path, Path], tiny_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """set-threshold recomputes the card's out-of-fold evaluation on --data: on other stays than training's, the
+    members would score stays they trained on. Refused, and nothing is written."""
+    import shutil
+
+    weights = tmp_path / "lstm"
+    shutil.copytree(tiny_lstm, weights)
+    data = tmp_path / "more"
+    shutil.copytree(psv_folder, data)
+    for i in range(6):
+        shutil.copy(psv_folder / f"p{i:04d}.psv", data / f"extra{i}.psv")
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    with pytest.raises(SystemExit) as info:
+        main(["set-threshold", str(tiny_runs[0]), "lstm", "--weights", str(weights), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--data {data} is not the training data of {weights}" in err, err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+
+
+def test_confirm_with_another_models_weights_says_so(
+    tiny_mortality_lstm: Path, psv_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``confirm lstm`` with a mortality checkpoint's weights told to attach a protocol run first."""
+    import shutil
+
+    weights = tmp_path / "mortality-lstm"
+    shutil.copytree(tiny_mortality_lstm, weights)
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    with pytest.raises(SystemExit) as info:
+        main(["confirm", "lstm", "--weights", str(weights), "--data", str(psv_folder)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "holds a mortality-lstm model, not a lstm model" in err, err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
