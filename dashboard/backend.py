@@ -69,8 +69,9 @@ def _client_for(base_url: str, token: str | None, timeout: float = 120.0) -> Med
 
 def token_for(base_url: str) -> str | None:
     """``$MEDLENS_API_TOKEN`` for the configured serving URL (``$MEDLENS_SERVING_URL``) alone: a URL typed into
-    the sidebar gets no token, so that nobody who can open the dashboard can send it to a host of their choosing."""
-    token = os.environ.get(TOKEN_ENV) or None
+    the sidebar gets no token, so that nobody who can open the dashboard can send it to a host of their choosing.
+    Surrounding whitespace is dropped (a token file's last newline), as the server drops it from its own."""
+    token = (os.environ.get(TOKEN_ENV) or "").strip() or None
     return token if base_url.rstrip("/") == default_serving_url().rstrip("/") else None
 
 

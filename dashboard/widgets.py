@@ -70,7 +70,7 @@ def serving_url_input() -> str:
     url = url.strip().rstrip("/")
     if not valid_url(url):
         st.sidebar.error("The serving URL must start with http:// or https://")
-    elif os.environ.get(TOKEN_ENV) and token_for(url) is None:
+    elif (os.environ.get(TOKEN_ENV) or "").strip() and token_for(url) is None:
         st.sidebar.caption("The API token goes to the configured serving URL only: this one is sent none.")
     return url
 

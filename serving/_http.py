@@ -1,11 +1,14 @@
-"""HTTP plumbing of the ingress: typed errors -> ErrorResponse, the bearer-token dependency and
-upload reading with a size limit. Everything here is plain FastAPI, usable without Ray."""
+"""HTTP plumbing of the ingress: typed errors -> ErrorResponse, the bearer-token dependency (checked before a
+route reads its body: :class:`TokenBeforeBody`) and upload reading with a size limit. Everything here is plain
+FastAPI, usable without Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -66,9 +70,12 @@ class ReplicaHttp:
     (one replica per process). An app's own ``state`` (tests' in-process apps) takes precedence."""
 
     api_token: str | None = None
+    #: the variable the token was read from (``ServingArgs.auth_token_env``), named in the 401's detail
+    api_token_env: str = "MEDLENS_API_TOKEN"
     stats: Any = None
     cors: dict[str, Any] = field(default_factory=dict)  # CORSMiddleware keyword arguments; empty: off
-    max_body_bytes: int | None = None  # request bodies above this (+ multipart framing) get 413 (BodyLimit); None: off
+    # request bodies above this (+ multipart framing) get 413 (BodyLimit); 0: the routes take no body; None: off
+    max_body_bytes: int | None = None
     # exact paths allowed a larger body than max_body_bytes (the ingress's case upload: several files at once)
     route_body_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -106,7 +113,8 @@ class ReplicaCors:
 class BodyLimit:
     """Refuse a request body above its limit with 413 before it is parsed: by its Content-Length when it has
     one, else as it streams in (FastAPI parses a multipart body, and spools it to disk, before a route sees it;
-    it reads and parses a JSON body whole, on the replica's event loop, before the token is checked). The limit:
+    it reads and parses a JSON body whole, on the replica's event loop). A body refused by its Content-Length is
+    refused before the token is checked (:class:`TokenBeforeBody` checks it when the route starts reading). The limit:
     :data:`REPLICA_HTTP` ``route_body_bytes`` for its path, else ``max_body_bytes``; a body that is not a
     multipart upload (a review, a query) at most :data:`MAX_PLAIN_BODY_BYTES`."""
 
@@ -168,6 +176,12 @@ MAX_PLAIN_BODY_BYTES = 1024 * 1024
 
 
 def _too_large_response(limit: int) -> JSONResponse:
+    if limit <= 0:  # a replica whose routes take their parameters in the query string (the synthetic images)
+        return error_response(
+            413,
+            "payload_too_large",
+            "This route takes no request body: send its parameters in the query string and the request without a body.",
+        )
     return error_response(
         413,
         "payload_too_large",
@@ -179,26 +193,126 @@ def _too_large_response(limit: int) -> JSONResponse:
 # -- authentication ---------------------------------------------------------------------------------------
 _bearer = HTTPBearer(auto_error=False, description="MedLens API token (only when the server sets one)")
 
+#: The variable the MedLens client and dashboard read the token from (serving/client.py ``TOKEN_ENV``).
+CLIENT_TOKEN_ENV = "MEDLENS_API_TOKEN"
+
+
+def _token_matches(supplied: str, expected: str) -> bool:
+    return bool(supplied) and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+def unauthorized(token_env: str) -> ApiError:
+    """The 401 of a request without the right bearer token; ``token_env``: the server's token variable."""
+    return ApiError(
+        401,
+        "unauthorized",
+        "This MedLens server requires `Authorization: Bearer <token>` with its API token, the value of "
+        f"{token_env} where the server runs. The MedLens client and dashboard send the {CLIENT_TOKEN_ENV} of "
+        "their own environment: set it to that token.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
 
 async def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Every /v1 route depends on this. The token (set by the replica from the env var named by
-    ``auth_token_env``, see :func:`app_setting`) empty or absent: no authentication. ``async`` although it
-    never awaits: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off per request."""
+    ``auth_token_env``, see :func:`app_setting`) empty or absent: no authentication. A route that reads a body
+    has its token checked before that, by :class:`TokenBeforeBody`. ``async`` although it never awaits: FastAPI
+    runs a plain ``def`` dependency in its thread pool, a thread hand-off per request."""
     expected: str | None = app_setting(request.app, "api_token")
     if not expected:
         return
-    supplied = credentials.credentials if credentials is not None else ""
-    if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "This MedLens server requires `Authorization: Bearer <token>`: set MEDLENS_API_TOKEN for the "
-            "client (the dashboard reads it too) to the server's token.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if not _token_matches(credentials.credentials if credentials is not None else "", expected):
+        raise unauthorized(app_setting(request.app, "api_token_env"))
 
 
 AUTH = [Depends(require_token)]
+
+_NEEDS_TOKEN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _depends_on_token(dependant: Any) -> bool:
+    return any(d.call is require_token or _depends_on_token(d) for d in getattr(dependant, "dependencies", ()))
+
+
+def needs_token(route: Any) -> bool:
+    """Whether a route depends on :func:`require_token` (``dependencies=AUTH``, or a parameter of its own)."""
+    try:
+        return _NEEDS_TOKEN[route]
+    except (KeyError, TypeError):
+        pass
+    declared = any(getattr(d, "dependency", None) is require_token for d in getattr(route, "dependencies", ()) or ())
+    needed = declared or _depends_on_token(getattr(route, "dependant", None))
+    with contextlib.suppress(TypeError):  # not weakly referable: asked again next time
+        _NEEDS_TOKEN[route] = needed
+    return needed
+
+
+def _bearer_token(scope: Scope) -> str:
+    """The credentials of the request's ``Authorization: Bearer ...`` header ("" without one)."""
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"authorization":
+            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
+            return credentials if scheme.lower() == "bearer" else ""
+    return ""
+
+
+class TokenBeforeBody:
+    """The bearer token of a route that requires one (:func:`require_token`) is checked when the route first reads
+    the request body, before FastAPI parses it: FastAPI reads and validates a route's JSON or multipart body
+    before it runs the route's dependencies, so a malformed review without a token got 422 and its schema. The
+    router has chosen the route (``scope["route"]``) by then. Without the right token the answer is the 401 of
+    :func:`require_token`: whatever the app answers after the refused read (FastAPI's 400 for a body it could not
+    read) is replaced by it. A route that reads no body is left to :func:`require_token` itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        checked = False
+        started = False
+        refusal: JSONResponse | None = None
+
+        async def gated() -> Any:
+            nonlocal checked, refusal
+            if not checked:
+                checked = True
+                refusal = None if started else self._refusal(scope)
+                if refusal is not None:
+                    raise _Unauthorized
+            return await receive()
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if refusal is None:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+            elif not started:
+                started = True
+                await refusal(scope, receive, send)
+
+        try:
+            await self.app(scope, gated, guarded_send)
+        except _Unauthorized:
+            if not started and refusal is not None:
+                started = True
+                await refusal(scope, receive, send)
+
+    @staticmethod
+    def _refusal(scope: Scope) -> JSONResponse | None:
+        """The 401 for this request, or None when its route needs no token or it carries the right one."""
+        app = scope.get("app")
+        expected: str | None = app_setting(app, "api_token")
+        if not expected or not needs_token(scope.get("route")) or _token_matches(_bearer_token(scope), expected):
+            return None
+        exc = unauthorized(app_setting(app, "api_token_env"))
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+
+class _Unauthorized(Exception):
+    pass
 
 
 # -- uploads ----------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The model side of a replica: decode raw uploads, batch them through the predictor, answer per item.
 
 One template (:class:`Runner`) does what every model does the same way: decode each upload inside the
-batch (a bad file is an :class:`ItemError`, never a failed batch), one forward pass over the good ones,
-each item alone if that pass fails, a separate explainer copy for explanations, and a health count of
-failed batches. :class:`ImageRunner`, :class:`SeriesRunner` and :class:`EventsRunner` only say how an input
-of their kind becomes a model input and how a result becomes a response.
+batch and take its model input and what its answer needs of it there and then, one upload at a time (a
+failure in any of these is that item's :class:`ItemError`, never a failed batch, and no decoded upload is
+kept whole until the batch is answered), one forward pass over the good ones, each item alone if that pass
+fails, each answer made on its own (a failure is that item's error), a separate explainer copy for
+explanations, and a health count of failed batches. :class:`ImageRunner`, :class:`SeriesRunner` and
+:class:`EventsRunner` only say how an input of their kind becomes a model input, what its answer keeps of
+it, and how a result becomes a response.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from models.catalogue import ModelEntry, models_for
+from models.cnn import resize_gray
 from models.errors import MedLensInputError, PayloadTooLargeError, SeriesFormatError, WeightsError
 from models.inference import MortalityPredictor, Predictor, SepsisPredictor, XrayPredictor, resolve_device
 from models.input_glossary import InputGlossary
@@ -56,6 +61,7 @@ MAX_CONSECUTIVE_FAILURES = 3
 _ICULOS = FEATURES.index("ICULOS")
 
 ItemT = TypeVar("ItemT")
+KeptT = TypeVar("KeptT")
 ResponseT = TypeVar("ResponseT")
 
 
@@ -79,10 +85,11 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-class Runner(Generic[ItemT, ResponseT]):
+class Runner(Generic[ItemT, KeptT, ResponseT]):
     """``predictor`` serves batched predictions; ``explainer``, a second copy of the same checkpoint,
     serves explanations (they hook the model and take seconds), so a replica can run both at once and
-    a batch of predictions never waits behind an explanation."""
+    a batch of predictions never waits behind an explanation. ``ItemT``: a decoded upload; ``KeptT``: what
+    an answer reads of it (:meth:`_kept`); ``ResponseT``: the answer."""
 
     #: what the input is, in error messages ("image", "time series")
     what = "input"
@@ -121,6 +128,11 @@ class Runner(Generic[ItemT, ResponseT]):
     def _model_input(self, item: ItemT) -> Any:
         raise NotImplementedError
 
+    def _kept(self, item: ItemT, include: frozenset[str]) -> KeptT:
+        """What :meth:`_respond` reads of a decoded item, taken together with its model input: the batch keeps
+        this and the model input, not the decoded item (a full-size radiograph), until it is answered."""
+        raise NotImplementedError
+
     def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
         """The explainer's attributions of one input (what :meth:`_respond` reads as ``explanation``); ``hour``:
         of that hour alone (hourly series only: :meth:`hour_problem` refuses it elsewhere)."""
@@ -139,7 +151,7 @@ class Runner(Generic[ItemT, ResponseT]):
         """One batched forward pass: one output per input."""
         return list(predictor.predict(inputs))
 
-    def _respond(self, item: ItemT, output: Any, explanation: np.ndarray | None, include: frozenset[str]) -> ResponseT:
+    def _respond(self, kept: KeptT, output: Any, explanation: np.ndarray | None, include: frozenset[str]) -> ResponseT:
         raise NotImplementedError
 
     # -- the template ----------------------------------------------------------------------------------
@@ -162,22 +174,45 @@ class Runner(Generic[ItemT, ResponseT]):
         return input_error(PayloadTooLargeError(problem)) if problem else item
 
     def predict_batch(self, uploads: Sequence[Upload]) -> list[ResponseT | ItemError]:
-        """Decode every upload, then one forward pass over the decodable ones."""
-        results: list[ResponseT | ItemError | None] = [None] * len(uploads)
-        decoded: list[tuple[int, ItemT]] = []
+        """One answer per upload, in order: each upload prepared alone (:meth:`_prepare`), one forward pass over
+        the prepared ones, then each answer made alone (:meth:`_answer`)."""
+        answers: dict[int, ResponseT | ItemError] = {}
+        prepared: list[tuple[int, KeptT]] = []
+        inputs: list[Any] = []
         for i, upload in enumerate(uploads):
-            item = self.decode(upload)
-            if isinstance(item, ItemError):
-                results[i] = item
+            ready = self._prepare(upload)
+            if isinstance(ready, ItemError):
+                answers[i] = ready
             else:
-                decoded.append((i, item))
-        if decoded:
-            outputs = self._forward([self._model_input(item) for _, item in decoded])
-            for (i, item), output in zip(decoded, outputs, strict=True):
-                results[i] = (
-                    output if isinstance(output, ItemError) else self._respond(item, output, None, uploads[i].include)
-                )
-        return [r for r in results if r is not None]
+                inputs.append(ready[0])
+                prepared.append((i, ready[1]))
+        outputs = self._forward(inputs) if inputs else []
+        inputs.clear()
+        for (i, kept), output in zip(prepared, outputs, strict=True):
+            include = uploads[i].include
+            answers[i] = output if isinstance(output, ItemError) else self._answer(kept, output, None, include)
+        return [answers[i] for i in range(len(uploads))]
+
+    def _prepare(self, upload: Upload) -> tuple[Any, KeptT] | ItemError:
+        """An upload decoded, then its model input and what its answer keeps of it; the decoded item itself is
+        dropped when this returns, before the next upload is decoded. An undecodable upload is its own input
+        error; a failure after decoding, its own ``model_error``."""
+        item = self.decode(upload)
+        if isinstance(item, ItemError):
+            return item
+        try:
+            return self._model_input(item), self._kept(item, upload.include)
+        except Exception as exc:
+            return model_failure(exc, self.entry.name)
+
+    def _answer(
+        self, kept: KeptT, output: Any, explanation: np.ndarray | None, include: frozenset[str]
+    ) -> ResponseT | ItemError:
+        """:meth:`_respond`, or this item's ``model_error`` when it fails (the other items still get theirs)."""
+        try:
+            return self._respond(kept, output, explanation, include)
+        except Exception as exc:
+            return model_failure(exc, self.entry.name)
 
     def explain_one(self, upload: Upload) -> ResponseT | ItemError:
         """The answer the upload gets without explain, with the explainer's attributions beside it."""
@@ -204,10 +239,14 @@ class Runner(Generic[ItemT, ResponseT]):
     def respond_explained(self, upload: Upload, item: ItemT, explanation: np.ndarray) -> ResponseT | ItemError:
         """The predictor's own output for an explained item, so the risk and label a reader sees do not
         change with the explain toggle (the explainer may run another precision than the predictor)."""
-        (output,) = self._forward([self._model_input(item)])
+        try:
+            model_input, kept = self._model_input(item), self._kept(item, upload.include)
+        except Exception as exc:
+            return model_failure(exc, self.entry.name)
+        (output,) = self._forward([model_input])
         if isinstance(output, ItemError):
             return output
-        return self._respond(item, output, explanation, upload.include)
+        return self._answer(kept, output, explanation, upload.include)
 
     def _forward(self, inputs: list[Any]) -> list[Any | ItemError]:
         """One batched pass; if it fails, each input alone, so one bad item cannot fail the others."""
@@ -267,14 +306,34 @@ def _coverage(p: Predictor) -> float | None:
     return round(1.0 - (p.alpha if p.alpha is not None else p.trust.alpha), 6)
 
 
-class ImageRunner(Runner[XrayImage, XrayPrediction]):
+@dataclass(frozen=True, slots=True)
+class Radiograph:
+    """What an X-ray answer reads of its decoded image besides the model's output: all but the full-size pixels."""
+
+    size: tuple[int, int]  # (height, width) as decoded
+    source_format: str
+    dicom_fields: dict[str, str]
+    synthetic_mark: str | None
+    preview_png: str | None  # the image as the model read it, at most PREVIEW_SIDE a side (asked for: "preview")
+
+
+class ImageRunner(Runner[XrayImage, Radiograph, XrayPrediction]):
     what = "image"
 
     def _warm_up_input(self) -> np.ndarray:
         return np.zeros((64, 64), dtype=np.float32)
 
     def _model_input(self, item: XrayImage) -> XrayImage:
-        return item  # pixels (H, W) in [0, 1] and the DICOM header evidence the OOD check reads
+        """The image at the network's input side, with the DICOM header evidence the OOD check reads: the
+        predictor's own resize (models/cnn.py ``resize_gray``, which gives an image already at that side back
+        unchanged), done here so that a batch holds small images, not full-size ones, until its forward pass."""
+        predictor = self.predictor
+        assert isinstance(predictor, XrayPredictor)
+        return replace(item, pixels=resize_gray(item.pixels, predictor.config.image_size))
+
+    def _kept(self, item: XrayImage, include: frozenset[str]) -> Radiograph:
+        preview = encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None
+        return Radiograph(item.size, item.source_format, dict(item.dicom_fields), item.synthetic_mark, preview)
 
     def _explain_input(self, item: XrayImage) -> np.ndarray:
         return item.pixels
@@ -288,7 +347,7 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
         return list(predictor.assess(inputs))
 
     def _respond(
-        self, item: XrayImage, output: Any, explanation: np.ndarray | None, include: frozenset[str]
+        self, item: Radiograph, output: Any, explanation: np.ndarray | None, include: frozenset[str]
     ) -> XrayPrediction:
         p = self.predictor
         assessment = output if isinstance(output, XrayAssessment) else None
@@ -314,7 +373,7 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
             else None,
             ensemble_std=assessment.spread if assessment and len(assessment.member_probabilities) > 1 else None,
             heatmap_png=None if explanation is None else encode_gray_png(explanation),
-            preview_png=encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None,
+            preview_png=item.preview_png,
             dicom=dict(item.dicom_fields) if item.source_format == "dicom" else None,
             synthetic=item.synthetic_mark is not None,
             synthetic_mark=_checked_mark(item.synthetic_mark),
@@ -324,7 +383,7 @@ class ImageRunner(Runner[XrayImage, XrayPrediction]):
 # ----------------------------------------------------------------------------------------------------------
 # hourly series (sepsis LSTM and Transformer)
 # ----------------------------------------------------------------------------------------------------------
-class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
+class SeriesRunner(Runner[SepsisRecord, SepsisRecord, SepsisPrediction]):
     what = "time series"
     takes_explain_max_hours = True
 
@@ -335,6 +394,9 @@ class SeriesRunner(Runner[SepsisRecord, SepsisPrediction]):
 
     def _model_input(self, item: SepsisRecord) -> np.ndarray:
         return item.values  # (hours, 40)
+
+    def _kept(self, item: SepsisRecord, include: frozenset[str]) -> SepsisRecord:
+        return item  # its values are the model input: keeping the record costs nothing more
 
     def hour_problem(self, item: SepsisRecord, hour: int) -> str | None:
         if 0 <= hour < item.hours:
@@ -462,7 +524,7 @@ def contribution(column: str, attribution: float, value: float | None, glossary:
 _SEPSIS_HEADER_HINTS = (b"|", b"ICULOS")
 
 
-class EventsRunner(Runner[Any, MortalityPrediction]):
+class EventsRunner(Runner[Any, Any, MortalityPrediction]):
     """A stay's first 48 hours as ``Time,Parameter,Value`` rows -> the risk after every hour; the stay's prediction
     is the last hour's. The record's identifier (``RecordID``) is read by the loader and never leaves it here."""
 
@@ -492,6 +554,9 @@ class EventsRunner(Runner[Any, MortalityPrediction]):
 
     def _model_input(self, item: Any) -> np.ndarray:
         return self.mortality.model_values(item)  # (48, len(schema.columns))
+
+    def _kept(self, item: Any, include: frozenset[str]) -> Any:
+        return item  # a record of at most 48 hours of events, small
 
     def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
         """(len(schema.columns),): the 48th hour's attributions only (one hour of integrated gradients, not 48)."""
@@ -573,4 +638,4 @@ def _icu_type(static: dict[str, float]) -> str | None:
     return None
 
 
-RUNNERS: dict[str, type[Runner[Any, Any]]] = {"image": ImageRunner, "series": SeriesRunner, "events": EventsRunner}
+RUNNERS: dict[str, type[Runner[Any, Any, Any]]] = {"image": ImageRunner, "series": SeriesRunner, "events": EventsRunner}

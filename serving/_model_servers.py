@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import ray
@@ -30,6 +31,7 @@ from models.catalogue import (
     generator_entry,
 )
 from models.catalogue import entry as catalogue_entry
+from models.errors import MedLensInputError
 from models.synthetic_mark import SyntheticMark
 from serving._http import (
     AUTH,
@@ -39,10 +41,11 @@ from serving._http import (
     BodyLimit,
     ContainUnexpected,
     ReplicaCors,
+    TokenBeforeBody,
     install_error_handlers,
     read_upload,
 )
-from serving._protocol import ItemError, Upload, safe_upload_name
+from serving._protocol import ItemError, Upload, input_error, model_failure, safe_upload_name
 from serving._settings import INGRESS_APP, INGRESS_DEPLOYMENT, BatchConfig, ServingArgs
 from serving._stats import (
     RequestStats,
@@ -68,6 +71,21 @@ def unwrap(result: Any) -> Any:
     return result
 
 
+def generate_each(generator: Any, requests: Sequence[tuple[str, int]], name: str) -> list[bytes | ItemError]:
+    """A marked PNG for each (label, seed) of a batch, each made alone (as the generator makes them anyway: the
+    bytes depend on the label and seed alone). A request the generator refuses is its own input error, one it
+    fails on its own ``model_error``: never the batch's."""
+    out: list[bytes | ItemError] = []
+    for label, seed in requests:
+        try:
+            out.append(generator.png(label, seed))
+        except MedLensInputError as exc:
+            out.append(input_error(exc))
+        except Exception as exc:
+            out.append(model_failure(exc, name))
+    return out
+
+
 _API_DESCRIPTION = (
     "Chest X-ray pneumonia (CNN), ICU sepsis risk (LSTM, Transformer) and ICU in-hospital mortality (LSTM, "
     "Transformer) models, and a conditional GAN for synthetic demo radiographs, behind Ray Serve. "
@@ -80,12 +98,13 @@ def http_api(title: str, description: str, docs: bool = False) -> FastAPI:
     Only the ``medlens`` ingress serves an API document (the merged one)."""
     api = FastAPI(
         title=title,
-        version="1.15.0",
+        version="1.16.0",
         description=f"{description} {_API_DESCRIPTION}",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    api.add_middleware(TokenBeforeBody)  # the token before a body is parsed (inside BodyLimit: a size refusal first)
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestStatsMiddleware)
     api.add_middleware(ReplicaCors)
@@ -100,12 +119,14 @@ def configure_replica(
     max_body_bytes: int,
     route_body_bytes: dict[str, int] | None = None,
 ) -> None:
-    """This replica's HTTP settings: where statistics go, the bearer token, CORS, the largest request body and
-    the paths allowed a larger one (serving._http.REPLICA_HTTP)."""
+    """This replica's HTTP settings: where statistics go, the bearer token (and the variable it came from, named in
+    a 401), CORS, the largest request body (0: the routes take no body) and the paths allowed a larger one
+    (serving._http.REPLICA_HTTP)."""
     REPLICA_HTTP.stats = stats
     REPLICA_HTTP.max_body_bytes = max_body_bytes
     REPLICA_HTTP.route_body_bytes = dict(route_body_bytes or {})
-    REPLICA_HTTP.api_token = os.environ.get(args.auth_token_env, "").strip() or None
+    REPLICA_HTTP.api_token = args.api_token(os.environ)  # ConfigError (the replica does not start) naming it
+    REPLICA_HTTP.api_token_env = args.auth_token_env  # named in a 401
     cors = args.cors
     REPLICA_HTTP.cors = (
         {"allow_origins": cors.allow_origins, "allow_methods": cors.allow_methods, "allow_headers": cors.allow_headers}
@@ -194,7 +215,7 @@ class _ModelServer(_Replica):
         options: dict[str, Any] = {}
         if runner.takes_explain_max_hours:
             options["explain_max_hours"] = args.explain_max_hours
-        self._runner: Runner[Any, Any] = runner(
+        self._runner: Runner[Any, Any, Any] = runner(
             self._entry,
             args.weights_dir(self._entry.name),
             device,
@@ -371,20 +392,19 @@ class SyntheticImageServer(_Replica):
 
         configure_torch(args.torch_threads)
         entry = generator_entry(args.generator)
+        self._name = entry.name
         self._generator = entry.load(args.weights_dir(entry.name))
         self._labels: tuple[str, ...] = tuple(self._generator.labels)
         self._lock = asyncio.Lock()
-        self._start_replica(args, 0)
+        self._start_replica(args, 0)  # its one route takes no request body (label and seed: query parameters)
 
     def _batched(self) -> Any:
         return self.generate
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def generate(self, requests: list[tuple[str, int]]) -> list[bytes]:
-        labels, seeds = [r[0] for r in requests], [r[1] for r in requests]
+    async def generate(self, requests: list[tuple[str, int]]) -> list[bytes | ItemError]:
         async with self._lock:
-            pngs: list[bytes] = await asyncio.to_thread(self._generator.pngs, labels, seeds)
-        return pngs
+            return await asyncio.to_thread(generate_each, self._generator, requests, self._name)
 
     @synthetic_api.post(
         "/xray",
@@ -406,7 +426,7 @@ class SyntheticImageServer(_Replica):
         if label not in self._labels:
             raise ApiError(422, "invalid_input", f"Unknown label {label!r}: choose one of {', '.join(self._labels)}.")
         chosen = secrets.randbelow(2**31) if seed is None else seed
-        png = await self.generate((label, chosen))
+        png = unwrap(await self.generate((label, chosen)))
         mark = SyntheticMark(self._generator.version, chosen, label).text()
         return Response(
             png,

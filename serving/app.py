@@ -210,7 +210,7 @@ class MedLensIngress:
         from serving.store.cases import CaseStore  # the ingress alone needs SQLAlchemy
         from serving.store.db import DB_URL_ENV, db_url
 
-        store = CaseStore(db_url({DB_URL_ENV: os.environ.get(args.cases.db_url_env, "")}))
+        store = CaseStore(db_url({DB_URL_ENV: args.cases.db_url(os.environ) or ""}))
         # Through the module, not a name imported from it: Serve ships this class by value, and the routes
         # read the module's own holder in this process.
         cases_api.CASES.service = cases_api.CaseService(store, self._predict_case, args.cases, args.max_upload_bytes)
@@ -516,8 +516,9 @@ def _deployment(cls: type) -> Deployment:
 
 
 def ingress_deployment(args: ServingArgs) -> Deployment:
-    """The ``medlens`` application's one deployment (checks the weights first)."""
+    """The ``medlens`` application's one deployment (checks the weights and the case database's URL first)."""
     check_weights(args.weights_dirs())
+    args.cases.db_url(os.environ)
     return _deployment(MedLensIngress)
 
 

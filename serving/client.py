@@ -143,7 +143,8 @@ class MedLensClient:
         self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120.0, retry_s: float = 20.0
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token or None
+        # without surrounding whitespace, as the server reads its own (a token file's last newline is no part of it)
+        self.token = (token or "").strip() or None
         self.timeout = timeout
         #: How long an idempotent request (every GET, predictions, case uploads, a review sent with its key) is retried
         #: when a replica dies under it: a dropped connection, 502 / 504 / 503 ``unavailable``, a plain-text
@@ -158,8 +159,9 @@ class MedLensClient:
 
     @classmethod
     def from_env(cls, timeout: float = 120.0) -> MedLensClient:
-        """``$MEDLENS_SERVING_URL`` (default http://127.0.0.1:8000) and ``$MEDLENS_API_TOKEN``."""
-        return cls(os.environ.get(URL_ENV) or DEFAULT_URL, os.environ.get(TOKEN_ENV) or None, timeout)
+        """``$MEDLENS_SERVING_URL`` (default http://127.0.0.1:8000) and ``$MEDLENS_API_TOKEN`` (surrounding
+        whitespace dropped; empty: no token)."""
+        return cls(os.environ.get(URL_ENV) or DEFAULT_URL, os.environ.get(TOKEN_ENV), timeout)
 
     # -- endpoints -------------------------------------------------------------------------------------
     def health(self) -> Health:
@@ -272,7 +274,9 @@ class MedLensClient:
 
     def worklist(self, query: WorklistQuery | None = None) -> Worklist:
         """The cases ``query`` leaves (by default, the first page of the unreviewed ones), most urgent first."""
-        params = (query or WorklistQuery()).model_dump(exclude_none=True)
+        # what differs from the schema's defaults, which serving shares: a field added later is not sent to an
+        # older server while it keeps its default
+        params = (query or WorklistQuery()).model_dump(exclude_none=True, exclude_defaults=True)
         return self._request("GET", "/v1/worklist", Worklist, params=params)
 
     def case(self, case_id: str) -> CaseDetail:
@@ -306,9 +310,11 @@ class MedLensClient:
         params = {"kind": kind} if model is None else {"kind": kind, "model": model}
         return self._request("GET", "/v1/reviews/agreement", Agreement, params=params)
 
-    def export_reviews(self, format: str = "csv") -> bytes:
-        """Every review as CSV, or (``format="fhir"``) a FHIR R4B Bundle as JSON bytes."""
-        response = self._send("GET", "/v1/reviews/export", params={"format": format})
+    def export_reviews(self, format: str = "csv", include_synthetic: bool = False) -> bytes:
+        """Every review as CSV, or (``format="fhir"``) a FHIR R4B Bundle as JSON bytes, which leaves the reviews of
+        synthetic cases out unless ``include_synthetic`` (then marked as test data)."""
+        params = {"format": format} | ({"include_synthetic": "true"} if include_synthetic else {})
+        response = self._send("GET", "/v1/reviews/export", params=params)
         return response.content
 
     # -- plumbing --------------------------------------------------------------------------------------

@@ -288,3 +288,12 @@ def test_mortality_demo_stays_are_listed_by_record_not_by_outcome(tmp_path: Path
     assert [d.path.stem for d in listed] == sorted(deaths)
     assert [d.title for d in listed] == [f"demo stay {n}" for n in range(1, 5)]
     assert [d.died for d in listed] == [True, True, False, False]
+
+
+def test_the_dashboard_sends_the_token_without_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dashboard/backend.py reads the token itself (for the configured serving URL alone)."""
+    monkeypatch.setenv("MEDLENS_SERVING_URL", "http://serving.internal:8000")
+    monkeypatch.setenv("MEDLENS_API_TOKEN", "s3cret\n")
+    assert backend.token_for("http://serving.internal:8000") == "s3cret"
+    monkeypatch.setenv("MEDLENS_API_TOKEN", " \n")
+    assert backend.token_for("http://serving.internal:8000") is None

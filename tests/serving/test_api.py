@@ -310,7 +310,7 @@ def test_no_token_needed_on_the_test_server(serving_url: str) -> None:
     assert {p["name"] for p in predict["parameters"]} == {"explain", "preview"}
     assert {"200", "413", "415", "422"} <= set(predict["responses"])
     assert spec["paths"]["/v1/sepsis/predict"]["post"]["deprecated"] is True
-    assert spec["info"]["version"] == "1.15.0"
+    assert spec["info"]["version"] == "1.16.0"
     hour = spec["components"]["schemas"]["HourRisk"]["properties"]
     assert {"calibrated_probability", "ensemble_std", "member_min", "member_max"} <= set(hour)
     assert "ensemble_members" in spec["components"]["schemas"]["SepsisPrediction"]["properties"]

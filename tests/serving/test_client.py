@@ -76,6 +76,35 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert client._http.headers["Authorization"] == "Bearer s3cret"
 
 
+@pytest.mark.parametrize("written", ["s3cret\n", " s3cret\r\n", "\ts3cret "])
+def test_a_token_read_from_a_file_is_sent_without_its_newline(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
+    """``MEDLENS_API_TOKEN=$(cat token)`` keeps no newline, but a Secret or an env file made from a file does;
+    the server drops surrounding whitespace from its own token, so the client must too (it sent ``Bearer s3cret\n``,
+    a 401 or a header httpx refuses). A real HTTP server records what arrives."""
+    seen: list[str | None] = []
+
+    def answer(request: Request) -> Answer:
+        seen.append({k.lower(): v for k, v in request.headers.items()}.get("authorization"))
+        return Answer(200, b'{"models": [], "case_models": {}}')
+
+    with http_stub(answer) as url:
+        monkeypatch.setenv("MEDLENS_SERVING_URL", url)
+        monkeypatch.setenv("MEDLENS_API_TOKEN", written)
+        with MedLensClient.from_env(timeout=5.0) as client:
+            assert client.models().models == []
+        with MedLensClient(url, token=written, timeout=5.0) as client:
+            assert client.models().models == []
+    assert seen == ["Bearer s3cret", "Bearer s3cret"]
+
+
+@pytest.mark.parametrize("written", ["", " ", "\n"])
+def test_a_blank_token_is_no_token(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
+    monkeypatch.setenv("MEDLENS_API_TOKEN", written)
+    client = MedLensClient.from_env()
+    assert client.token is None and "Authorization" not in client._http.headers
+    assert MedLensClient(token=written).token is None
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

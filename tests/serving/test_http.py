@@ -1,7 +1,8 @@
 """The ingress's HTTP helpers without Ray: bearer-token auth, error bodies, request statistics.
 
-Auth is tested here with the ingress's real dependency on a real FastAPI app (cheaper than a second
-Ray Serve application); the serve tests check the shared test server runs without a token."""
+Auth is tested here with the ingress's real dependency on a real FastAPI app, and on the served apps themselves
+(the ``medlens`` ingress's and the synthetic images', configured as their replicas configure them), in process:
+cheaper than a second Ray Serve application; the serve tests check the shared test server runs without a token."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI, File, Query, UploadFile
@@ -16,7 +18,9 @@ from fastapi.testclient import TestClient
 
 from models.catalogue import PNEUMONIA, SEPSIS
 from serving._http import AUTH, REPLICA_HTTP, ContainUnexpected, ReplicaCors, install_error_handlers, read_upload
+from serving._model_servers import configure_replica, synthetic_api
 from serving._protocol import safe_upload_name
+from serving._settings import ServingArgs
 from serving._stats import ReplicaHistory, RequestStats, RequestStatsMiddleware, SingleFlight
 from serving.schemas import ErrorResponse
 
@@ -113,6 +117,101 @@ def test_right_token_passes(locked_client: TestClient) -> None:
 
 def test_healthz_stays_open(locked_client: TestClient) -> None:
     assert locked_client.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def replica_http() -> Iterator[None]:
+    """REPLICA_HTTP as it was before the test configured this process as a replica."""
+    saved = {name: getattr(REPLICA_HTTP, name) for name in vars(REPLICA_HTTP)}
+    yield
+    for name, value in saved.items():
+        setattr(REPLICA_HTTP, name, value)
+
+
+def _ingress(monkeypatch: pytest.MonkeyPatch, token_env: str = "MEDLENS_API_TOKEN") -> tuple[TestClient, RequestStats]:
+    """The ``medlens`` ingress's app, configured as its replica configures it; its token s3cret is in ``token_env``."""
+    import serving.app as app
+
+    monkeypatch.setenv(token_env, "s3cret")
+    args = ServingArgs.model_validate({"auth_token_env": token_env})
+    stats = RequestStats(window_s=60)
+    configure_replica(args, stats, args.max_upload_bytes, {"/v1/cases": 100 * 1024 * 1024})
+    return TestClient(app.fastapi_app, raise_server_exceptions=False), stats
+
+
+_REVIEWS = "/v1/cases/" + "a" * 64 + "/reviews"
+
+
+@pytest.mark.usefixtures("replica_http")
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"reviewer": 5, "label": []}', b"", b"[]"],
+    ids=["malformed", "wrong-fields", "empty", "not-an-object"],
+)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"])
+def test_the_token_is_checked_before_a_json_body_is_read(
+    monkeypatch: pytest.MonkeyPatch, body: bytes, headers: dict[str, str]
+) -> None:
+    """FastAPI parses a route's JSON body before its dependencies run: a review without the token got the
+    parser's 422 and with it the review's schema. Now the 401, as a multipart upload gets, recorded under the
+    route's template in the request statistics."""
+    client, stats = _ingress(monkeypatch)
+    response = client.post(_REVIEWS, content=body, headers={"Content-Type": "application/json", **headers})
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer" and _error(response).error == "unauthorized"
+    assert "reviewer" not in response.text and "label" not in response.text
+    assert {e.endpoint: e.requests for e in stats.summary()} == {"POST /v1/cases/{case_id}/reviews": 1}
+
+
+@pytest.mark.usefixtures("replica_http")
+def test_with_the_token_a_bad_body_is_still_told_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = _ingress(monkeypatch)
+    authorised = {"Content-Type": "application/json", "Authorization": "Bearer s3cret"}
+    response = client.post(_REVIEWS, content=b"{not json", headers=authorised)
+    assert response.status_code == 422 and _error(response).error == "invalid_request"
+    multipart = {"Content-Type": "multipart/form-data; boundary=xx"}
+    malformed = b'--xx\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'
+    assert client.post("/v1/cases", content=malformed, headers=multipart).status_code == 401
+
+
+@pytest.mark.usefixtures("replica_http")
+def test_the_open_routes_stay_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = _ingress(monkeypatch)
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert client.get("/healthz").status_code != 401  # 200 or 503 on a served replica; here no Serve behind it
+    assert client.get("/v1/no-such-route").status_code == 404
+
+
+@pytest.mark.usefixtures("replica_http")
+def test_the_401_names_the_variable_the_server_reads_its_token_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auth_token_env: CLINIC_TOKEN``: the server's token is that variable's value, not MEDLENS_API_TOKEN's; the
+    client and dashboard still send their own MEDLENS_API_TOKEN (serving/client.py TOKEN_ENV)."""
+    from serving.client import TOKEN_ENV
+
+    client, _ = _ingress(monkeypatch, token_env="CLINIC_TOKEN")
+    json_body = {"Content-Type": "application/json"}
+    for response in (client.get("/v1/worklist"), client.post(_REVIEWS, content=b"{", headers=json_body)):
+        assert response.status_code == 401
+        detail = _error(response).detail
+        assert "the value of CLINIC_TOKEN where the server runs" in detail, detail
+        assert f"send the {TOKEN_ENV} of their own environment" in detail
+    assert client.get("/v1/worklist", headers={"Authorization": "Bearer s3cret"}).status_code != 401
+
+
+@pytest.mark.usefixtures("replica_http")
+def test_a_body_sent_to_the_synthetic_route_is_told_the_route_takes_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synthetic-image replica allows no request body (``_start_replica(args, 0)``): its 413 said "the limit is
+    0 MiB for this request"."""
+    monkeypatch.delenv("MEDLENS_API_TOKEN", raising=False)
+    args = ServingArgs()
+    configure_replica(args, RequestStats(window_s=60), 0)
+    client = TestClient(synthetic_api, raise_server_exceptions=False)
+    response = client.post("/xray?label=NORMAL", content=b"x" * 70_000, headers={"Content-Type": "image/png"})
+    assert response.status_code == 413
+    err = _error(response)
+    assert err.error == "payload_too_large" and "MiB" not in err.detail
+    assert err.detail.startswith("This route takes no request body")
 
 
 # -- error bodies -----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from models.catalogue import entry
 from models.inference import MortalityPredictor, SepsisPredictor, XrayPredictor
 from models.mortality_io import GLOSSARY as MORTALITY_GLOSSARY
-from models.sepsis_io import FEATURES, load_series_file
+from models.sepsis_io import FEATURES, SepsisRecord, load_series_file
 from models.sequence import forward_fill
 from models.xray_io import load_xray_file
 from serving._inference import EventsRunner, ImageRunner, SeriesRunner, top_features
+from serving._model_servers import generate_each
 from serving._protocol import ItemError, Upload
 from serving._settings import ServingArgs
 from serving.schemas import MortalityPrediction, SepsisPrediction, XrayPrediction
@@ -135,6 +137,110 @@ def test_dicom_fields_are_deidentified(xray_runner: ImageRunner, dicom_path: Pat
     assert isinstance(result, XrayPrediction) and result.source_format == "dicom"
     assert result.dicom is not None and result.dicom["Modality"] == "CR"
     assert not any(key.startswith(("Patient", "Institution", "Referring")) for key in result.dicom)
+
+
+def _large_jpeg(side: int) -> bytes:
+    """A smooth (side, side) grey JPEG with noise: decodes to side * side float32 pixels."""
+    rows, cols = np.mgrid[0:side, 0:side].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 8, (side, side))
+    pixels = (127 + 60 * np.sin(cols / 300) * np.cos(rows / 200) + noise).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_batch_keeps_no_full_size_image_until_it_is_answered(xray_runner: ImageRunner) -> None:
+    """Each upload's decoded pixels go as soon as its model input (the network's input size) and what its answer
+    needs of it exist: a batch of six large images peaks near one image's cost, not six (measured by tracemalloc,
+    which sees numpy's arrays). The decoded images were all kept until the batch was answered: six cost six."""
+    data = _large_jpeg(2500)
+    decoded = xray_runner.predictor.decode(data, "upload.jpeg").pixels.nbytes  # one image as the batch decodes it
+    peaks = {}
+    for n in (1, 6):
+        uploads = [Upload(data, "upload.jpeg") for _ in range(n)]
+        tracemalloc.start()
+        try:
+            results = xray_runner.predict_batch(uploads)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(results) == n and all(isinstance(r, XrayPrediction) for r in results)
+    assert peaks[6] < peaks[1] + decoded, {n: f"{peak / 2**20:.1f} MiB" for n, peak in peaks.items()} | {
+        "decoded": f"{decoded / 2**20:.1f} MiB"
+    }
+
+
+def test_the_model_reads_a_large_image_as_the_predictor_does(xray_runner: ImageRunner, xray_fullres_path: Path) -> None:
+    """The batch hands the predictor each image already at the network's input size (models/cnn.py resize_gray,
+    which leaves an image of that size as it is): the same answer as the predictor's own resize of the full image."""
+    (result,) = xray_runner.predict_batch([Upload(xray_fullres_path.read_bytes(), "upload.jpeg")])
+    assert isinstance(result, XrayPrediction)
+    image = load_xray_file(xray_fullres_path)
+    assert max(image.size) > 224 and (result.image_height, result.image_width) == image.size
+    predictor = xray_runner.predictor
+    assert isinstance(predictor, XrayPredictor)
+    (expected,) = predictor.assess([image])
+    assert result.probability == pytest.approx(expected.probability, abs=1e-7)
+    assert result.calibrated_probability == pytest.approx(expected.calibrated_probability, abs=1e-7)
+    assert result.ood_score == pytest.approx(expected.ood_score, rel=1e-6)
+
+
+# -- one item failing after it was decoded ---------------------------------------------------------------------
+class _OneHourStaysFail(SeriesRunner):
+    """The real LSTM runner, with a failure injected after decoding: a stay of exactly one hour fails in the step
+    ``fails_in`` names (what a bug that one input trips would do). Everything else is the runner's own code."""
+
+    fails_in = "_respond"
+
+    def _model_input(self, item: SepsisRecord) -> np.ndarray:
+        if self.fails_in == "_model_input" and item.hours == 1:
+            raise RuntimeError("injected")
+        return super()._model_input(item)
+
+    def _respond(self, item: Any, output: Any, explanation: np.ndarray | None, include: frozenset[str]) -> Any:
+        if self.fails_in == "_respond" and item.hours == 1:
+            raise RuntimeError("injected")
+        return super()._respond(item, output, explanation, include)
+
+
+@pytest.fixture(scope="module")
+def failing_runner(weights: dict[str, Path]) -> _OneHourStaysFail:
+    return _OneHourStaysFail(entry("lstm"), weights["lstm"], CPU, explain_max_hours=50)
+
+
+@pytest.mark.parametrize("fails_in", ["_model_input", "_respond"])
+def test_an_item_failing_after_decoding_fails_alone(
+    failing_runner: _OneHourStaysFail, psv_paths: list[Path], fails_in: str
+) -> None:
+    """Decoding and the forward pass were isolated per item, but taking the model input and making the answer
+    were not: one item failing there failed every request of its batch."""
+    failing_runner.fails_in = fails_in
+    one_hour = Upload(b"HR|Temp\n80|37\n", "upload.psv")
+    uploads = [Upload(p.read_bytes(), "upload.psv") for p in psv_paths[:3]]
+    uploads.insert(1, one_hour)
+    results = failing_runner.predict_batch(uploads)
+    failed = results.pop(1)
+    assert isinstance(failed, ItemError) and (failed.status, failed.error) == (500, "model_error")
+    assert "RuntimeError" in failed.detail and "injected" not in failed.detail
+    for path, result in zip(psv_paths[:3], results, strict=True):
+        assert isinstance(result, SepsisPrediction) and result.n_hours == load_series_file(path, min_hours=2).hours
+    assert failing_runner.healthy  # the model itself did not fail
+    explained = failing_runner.explain_one(one_hour)  # the explanation's own path answers the same way
+    assert isinstance(explained, ItemError) and (explained.status, explained.error) == (500, "model_error")
+
+
+def test_a_generated_image_failing_fails_alone(weights: dict[str, Path]) -> None:
+    """The synthetic-image replica's batch (``SyntheticImageServer.generate``) with the real generator: a request
+    it refuses is that request's error, the others get their images (the same bytes as alone)."""
+    from models.catalogue import generator_entry
+
+    gan = generator_entry("gan")
+    generator = gan.load(ServingArgs().weights_dir(gan.name))
+    out = generate_each(generator, [("NORMAL", 1), ("EFFUSION", 2), ("PNEUMONIA", 3)], gan.name)
+    assert len(out) == 3
+    refused = out[1]
+    assert isinstance(refused, ItemError) and refused.status == 422 and "EFFUSION" in refused.detail
+    assert out[0] == generator.png("NORMAL", 1) and out[2] == generator.png("PNEUMONIA", 3)
 
 
 # -- sepsis sequences -------------------------------------------------------------------------------------------

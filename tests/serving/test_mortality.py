@@ -321,7 +321,7 @@ def test_a_missing_file_is_named(serving_url: str) -> None:
 # -- the API document and the logs -------------------------------------------------------------------------------
 def test_the_routes_are_in_the_one_api_document(serving_url: str) -> None:
     doc = httpx.get(f"{serving_url}/openapi.json", timeout=30).json()
-    assert doc["info"]["version"] == "1.15.0"
+    assert doc["info"]["version"] == "1.16.0"
     for name in MODELS:
         operation = doc["paths"][f"/v1/mortality/{name.removeprefix('mortality-')}/predict"]["post"]
         assert [p["name"] for p in operation["parameters"]] == ["explain"]
