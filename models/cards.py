@@ -92,9 +92,19 @@ class ModelCard(Provenance):
 
 
 def write_card(directory: Path, card: ModelCard) -> None:
+    """``card.json`` and ``card.md`` of ``card`` in ``directory`` (made if missing). Both are rendered before
+    either is written, and each is written whole to a temporary file beside it that then replaces it: a crash
+    mid-write leaves the previous file intact."""
+    from models.cli_args import write_atomically
+
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CARD_JSON).write_text(json.dumps(card.model_dump(mode="json"), indent=1) + "\n")
-    (directory / CARD_MD).write_text(render_markdown(card))
+    texts = {CARD_JSON: json.dumps(card.model_dump(mode="json"), indent=1) + "\n", CARD_MD: render_markdown(card)}
+    for name, text in texts.items():
+
+        def write(temporary: Path, text: str = text) -> None:
+            temporary.write_text(text)
+
+        write_atomically(directory / name, write)
 
 
 def read_card(directory: Path) -> ModelCard:

@@ -15,9 +15,6 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 def int_at_least(minimum: int, name: str) -> Callable[[str], int]:
@@ -92,22 +89,6 @@ def device(text: str) -> str:
     if index >= count:
         raise argparse.ArgumentTypeError(f"{text}: this process sees {count} CUDA device(s), cuda:0 to {count - 1}")
     return text
-
-
-def check_parsed(parser: argparse.ArgumentParser, option: str, value: object, check: Callable[[str], T]) -> T:
-    """``value`` of ``option`` put through the argparse type ``check`` after parsing, for an option another module
-    defines without it; a refusal reads as argparse's own (status 2)."""
-    try:
-        return check(str(value))
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        parser.error(f"argument {option}: {exc}")
-
-
-def check_predictor_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--threads`` and ``--device`` of ``models.inference.add_predictor_arguments``, which defines them without
-    these types: at least one thread, and a device this machine has."""
-    args.threads = check_parsed(parser, "--threads", args.threads, positive_int)
-    args.device = check_parsed(parser, "--device", args.device, device)
 
 
 def _unwritable(folder: Path) -> str | None:
@@ -193,8 +174,6 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 __all__ = [
     "at_least_two",
-    "check_parsed",
-    "check_predictor_arguments",
     "device",
     "int_at_least",
     "non_negative_int",

@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from models.backends import this_machine
 from models.calibration import brier
 from models.cards import ModelCard, read_card, write_card
-from models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
+from models.cli_args import non_negative_int, open_fraction, output_folder, positive_int
 from models.cnn import CnnConfig, PneumoniaCNN, build_cnn, to_tensor
 from models.config import data_paths
 from models.errors import WeightsError
@@ -227,10 +229,33 @@ def rethreshold(parser: argparse.ArgumentParser, directory: Path, args: argparse
     return 0
 
 
+def _member(
+    parser: argparse.ArgumentParser, directory: Path
+) -> tuple[CheckpointMeta, dict[str, torch.Tensor], ModelCard]:
+    """:func:`load_member` of ``directory``; one that is no single-CNN checkpoint with its card is a usage error
+    naming it (status 2)."""
+    try:
+        return load_member(directory)
+    except ValidationError as exc:  # a card.json that is no model card (read after the checkpoint)
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        said = f"its {CARD_JSON} is not a model card this code can read ({where}: {first['msg']})"
+    except (WeightsError, ValueError) as exc:  # no checkpoint, one of another model, an ensemble
+        said = str(exc)
+    except OSError as exc:  # a checkpoint without its card
+        said = f"no readable {CARD_JSON} beside its checkpoint ({exc.strerror or type(exc).__name__})"
+    parser.error(f"--members {directory}: {said}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=Path, nargs="+", default=None, help="single-CNN checkpoint directories")
-    parser.add_argument("--out", type=Path, default=None, help="directory for the ensemble's model.pt and card")
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        default=None,
+        help="directory for the ensemble's model.pt and card (made if missing)",
+    )
     parser.add_argument(
         "--rethreshold",
         type=Path,
@@ -239,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of assembling: re-derive the threshold of the checkpoint in DIR (written by this command)",
     )
     parser.add_argument("--data", type=Path, default=None, help="training folder (default: from MEDLENS_DATA_DIR)")
-    parser.add_argument("--split-seed", type=int, default=0, help="the members' --split-seed")
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--split-seed", type=non_negative_int, default=0, help="the members' --split-seed")
+    parser.add_argument("--val-fraction", type=open_fraction, default=VAL_FRACTION, help="the members' --val-fraction")
+    parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()))
     parser.add_argument(
         "--size", type=int, default=None, help="serve this many members whatever the rule says (the card records it)"
     )
@@ -258,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size must lie between 1 and the number of members ({len(args.members)})")
     torch.set_num_threads(args.threads)
     started = time.time()
-    loaded = [load_member(d) for d in args.members]
+    loaded = [_member(parser, d) for d in args.members]
     metas, states, cards = zip(*loaded, strict=True)
     kinds = {m.kind for m in metas}
     if len(kinds) != 1:

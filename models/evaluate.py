@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from models.calibration import brier
 from models.catalogue import entry
-from models.cli_args import check_predictor_arguments, open_fraction, output_file, positive_int, write_atomically
+from models.cli_args import open_fraction, output_file, positive_int, write_atomically
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -327,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         "their figures are in-sample)",
     )
     args = parser.parse_args(argv)
-    check_predictor_arguments(parser, args)
     task = entry(args.model).task
     if task.name == "mortality" and not args.sets:
         parser.error("--sets is required for a mortality model: name the 2012 sets to score (e.g. --sets c)")

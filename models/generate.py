@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.cli_args import positive_int
+from models.cli_args import output_folder, positive_int
 from models.errors import MedLensInputError, WeightsError
 from models.synthetic import MAX_SEED, SyntheticXrayGenerator
 
@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="NORMAL or PNEUMONIA (the generator's classes)")
     parser.add_argument("--n", type=int, default=1, help=f"how many images (1 to {MAX_N})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs (created)")
+    parser.add_argument(
+        "--out", type=output_folder, required=True, help="folder for the PNGs (created; must be writable)"
+    )
     parser.add_argument("--weights", type=Path, default=None, help="generator checkpoint (default: committed)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images generated at once (1 or more)")
     args = parser.parse_args(argv)

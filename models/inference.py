@@ -509,10 +509,13 @@ class MortalityPredictor(SepsisPredictor):
 
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
-    """``model``, ``--weights``, ``--threads``, ``--backend``, ``--device``: what every CLI that predicts takes."""
+    """``model``, ``--weights``, ``--threads``, ``--backend``, ``--device``: what every CLI that predicts takes.
+    A thread count below 1 or a device this machine does not have is refused when the arguments are read."""
+    from models.cli_args import device, positive_int
+
     parser.add_argument("model", choices=MODEL_NAMES)
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint directory (default: committed)")
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--threads", type=positive_int, default=max(1, torch.get_num_threads()), help="1 or more")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -520,7 +523,7 @@ def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
         help="execution path of predictions: auto (the fastest that agrees with torch fp32, measured here and "
         "cached), torch-fp32, torch-bf16 (emulated, with a warning, where bf16 is not native) or onnxruntime",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N (a GPU it sees)")
 
 
 def cli_predictor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> XrayPredictor | SepsisPredictor:

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.catalogue import entry
-from models.cli_args import check_predictor_arguments, open_fraction, output_problem, positive_int, write_atomically
+from models.cli_args import open_fraction, output_problem, positive_int, write_atomically
 from models.errors import MedLensInputError
 from models.inference import (
     MortalityPredictor,
@@ -347,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         "--alpha", type=open_fraction, default=None, help="cnn: conformal miscoverage in (0, 1) (default: stored)"
     )
     args = parser.parse_args(argv)
-    check_predictor_arguments(parser, args)
     if args.alpha is not None and entry(args.model).task.input_kind != "image":
         parser.error(f"--alpha applies to the cnn's conformal sets; {args.model} has none")
     if not args.input.exists():

@@ -35,10 +35,8 @@ from models.train_cnn import VAL_FRACTION, check_target_sensitivity
 if TYPE_CHECKING:
     from models.sequence_tasks import SequenceTask
 
+
 #: the positive outcome of each sequence task, in words
-POSITIVE_WORDS = {"sepsis": "septic", "mortality": "died in hospital"}
-
-
 def _command_line() -> str:
     return "python -m models.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -146,16 +144,15 @@ def limited_stays_problem(task: SequenceTask, data: Path, limit: int, folds: int
     train a ``folds``-fold ensemble, or None: every fold needs a stay of each outcome, or a member trains on one
     outcome, or fewer folds than asked are made, and the threshold has no positive stay to be chosen on."""
     from models.protocol import drop_reserved
+    from models.train_sequence import fold_outcomes_problem
 
     stays = drop_reserved(task.load(data, limit=limit), exclude=True)
-    positive = sum(bool(s.labels.any()) for s in stays)
-    counts = {POSITIVE_WORDS[task.name]: positive, "the others": len(stays) - positive}
-    if min(counts.values()) >= folds:
+    problem = fold_outcomes_problem(task, stays, folds)
+    if problem is None:
         return None
-    said = ", ".join(f"{n} {what}" for what, n in counts.items())
     return (
-        f"--limit {limit} leaves {len(stays)} stay(s) outside the protocol's reserve ({said}): each of the {folds} "
-        f"folds needs one of each outcome, so at least {folds} of each; raise --limit or lower --folds"
+        f"--limit {limit} leaves {len(stays)} stay(s) outside the protocol's reserve {problem}; raise --limit or "
+        "lower --folds"
     )
 
 

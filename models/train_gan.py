@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from models.backends import training_precision
+from models.cli_args import write_atomically
 from models.cnn import resize_gray
 from models.gan import Discriminator, GanConfig, Generator, GeneratorMeta
 from models.train_cnn import patient_split, seed_everything
@@ -192,22 +193,21 @@ def train_gan(
         return elapsed_before + time.time() - clock
 
     def save_state() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "g": g.state_dict(),
-                "d": d.state_dict(),
-                "ema": ema.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "rng": gen.get_state(),
-                "step": step,
-                "ema_start": ema_start,
-                "seconds": seconds(),
-                "history": history,
-            },
-            state_path,
-        )
+        """``out/state.pt``, written whole to a temporary file beside it that then replaces it: a crash mid-write
+        leaves the previous state to resume from."""
+        snapshot = {
+            "g": g.state_dict(),
+            "d": d.state_dict(),
+            "ema": ema.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "rng": gen.get_state(),
+            "step": step,
+            "ema_start": ema_start,
+            "seconds": seconds(),
+            "history": history,
+        }
+        write_atomically(state_path, lambda temporary: torch.save(snapshot, temporary))
 
     g.train()
     d.train()
@@ -328,8 +328,9 @@ def train_gan_cli(args: argparse.Namespace, command: str) -> int:
             "geometry": "squashed to a square, like the CNN's training images",
         },
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"meta": meta.model_dump(mode="json"), "state_dict": state}, args.out / CHECKPOINT_FILE)
+    blob = {"meta": meta.model_dump(mode="json"), "state_dict": state}
+    # whole to a temporary file that then replaces model.pt: a crash mid-write leaves the previous checkpoint intact
+    write_atomically(args.out / CHECKPOINT_FILE, lambda temporary: torch.save(blob, temporary))
     sample_grid(result.generator, config.z_dim, args.out / "samples" / "final.png")
     from models.gan_card import write_gan_card
 

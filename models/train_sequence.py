@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,29 @@ SEPTIC_REPEAT = 1
 # 0.428 (w 0.7) and 0.863 / 0.430 (w 0.9); Transformer at w 0.9 0.867 / 0.445. Fold 2, LSTM: first teacher at
 # w 0.7 0.853 / 0.373, these trees at w 0.9 0.858 / 0.375.
 TEACHER_WEIGHT = {"lstm": 0.9, "transformer": 0.9}
+
+
+class TrainingDataError(ValueError):
+    """The stays of a training folder cannot train the ensemble asked for; raised before any training."""
+
+
+#: how a stay's positive outcome is said, per task
+POSITIVE_WORDS = {"sepsis": "septic", "mortality": "died in hospital"}
+
+
+def fold_outcomes_problem(task: SequenceTask, stays: Sequence[Stay], folds: int) -> str | None:
+    """Why ``stays`` cannot train a ``folds``-fold ensemble, or None: every fold needs a stay of each outcome, or a
+    member trains on one outcome, or fewer folds than asked are made, and the threshold has no positive stay to be
+    chosen on (``models.train.limited_stays_problem`` applies it to a ``--limit``). Said as "(N septic, M the
+    others): each of the k folds needs one of each outcome, so at least k of each"."""
+    positive = sum(bool(s.labels.any()) for s in stays)
+    counts = {POSITIVE_WORDS[task.name]: positive, "the others": len(stays) - positive}
+    if min(counts.values()) >= folds:
+        return None
+    said = ", ".join(f"{n} {what}" for what, n in counts.items())
+    return f"({said}): each of the {folds} folds needs one of each outcome, so at least {folds} of each"
+
+
 TEACHER_COLUMNS = N_INPUT - N_PLE  # sepsis-v1: the teacher sees the channels before the piecewise-linear ones
 TEACHER_PARAMS = {
     "max_iter": 300,
@@ -600,6 +624,14 @@ def train_sequence(
     schema = task.schema
     all_records = task.load(data, limit=limit)
     records = drop_reserved(all_records, exclude_reserve)
+    problem = fold_outcomes_problem(task, records, folds)
+    if problem is not None:  # before any fold is trained, not when the threshold finds no positive stay
+        which = f" (the first {limit} read)" if limit is not None else ""
+        kept = " outside the protocol's reserve" if exclude_reserve else ""
+        raise TrainingDataError(
+            f"{data} holds {len(records)} stay(s){which}{kept} {problem}; pass a --data folder with more stays of "
+            "each outcome, or lower --folds"
+        )
     fold_of = stay_folds(records, folds, seed)
     labels = [r.labels for r in records]
     stats = NormStats.fit_records([r.values for r in records], schema)
@@ -726,22 +758,26 @@ def train_sequence_cli(args: argparse.Namespace, command: str) -> int:
     task = task_from_options(model.task.name, args)
     data = args.data or task.default_data()
     epochs, batch_size, lr = args.epochs or 12, args.batch_size or 32, args.lr or 2e-3
-    result = train_sequence(
-        model.architecture,
-        data,
-        args.out,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=args.seed,
-        folds=args.folds,
-        limit=args.limit,
-        teacher_weight=args.teacher_weight,
-        task=task,
-        name=model.name,
-        exclude_reserve=True,
-        d_model=args.d_model,
-    )
+    try:
+        result = train_sequence(
+            model.architecture,
+            data,
+            args.out,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=args.seed,
+            folds=args.folds,
+            limit=args.limit,
+            teacher_weight=args.teacher_weight,
+            task=task,
+            name=model.name,
+            exclude_reserve=True,
+            d_model=args.d_model,
+        )
+    except TrainingDataError as exc:  # found when the stays are read, before any training: a usage error
+        print(f"python -m models.train: error: {exc}", file=sys.stderr)
+        return 2
     meta, teacher_weight = result.meta, result.teacher_weight
     text = _CARD_TEXT[task.name]
     evaluation, extra = card_evaluation(task, result.val_labels, result.val_probs, meta.threshold)

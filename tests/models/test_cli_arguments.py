@@ -5,6 +5,7 @@ argument let through ends in a different error, at once, never in training."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from models.calibrate import main as calibrate_main
 from models.cnn import CnnConfig
 from models.evaluate import main as evaluate_main
 from models.generate import main as generate_main
+from models.inference import add_predictor_arguments
 from models.predict import main as predict_main
 from models.protocol import is_reserved
 from models.train import main as train_main
@@ -181,6 +183,19 @@ def test_generate_refuses_a_batch_size_below_1(value: str, tmp_path: Path, capsy
     assert not (tmp_path / "out").exists()
 
 
+def test_generate_refuses_an_output_folder_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out /proc/x`` (or a file) ended in a traceback from mkdir, after the generator was loaded."""
+    (tmp_path / "a-file").write_text("")
+    no_weights = ["--weights", str(tmp_path / "no-weights")]
+    for out, said in (
+        (UNWRITABLE / "out", "argument --out: cannot write in"),
+        (tmp_path / "a-file", f"argument --out: {tmp_path / 'a-file'} is a file; this writes a folder of files"),
+    ):
+        err = _usage_error(generate_main, ["--label", "NORMAL", "--out", str(out), *no_weights], capsys)
+        assert said in err, err
+        assert err.strip().splitlines()[-1].startswith("python -m models.generate: error: argument --out"), err
+
+
 def test_evaluate_asks_which_mortality_sets_to_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without --sets a mortality evaluation scored sets a and b: the training stays and the reserve, in-sample.
     It now asks, before any record or model is read."""
@@ -223,6 +238,28 @@ def test_predict_and_evaluate_refuse_threads_devices_and_alphas_out_of_range(
     main, argv = CLIS[cli]
     err = _usage_error(main, [*argv(tmp_path), "--weights", str(tmp_path / "no-weights"), option, value], capsys)
     assert f"argument {option}: {said}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--threads", "0", "argument --threads: must be 1 or more, not 0"),
+        ("--device", "gpu", "argument --device: must be auto, cpu, cuda or cuda:N, not 'gpu'"),
+    ],
+)
+def test_predictor_arguments_are_checked_when_they_are_read(
+    option: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``add_predictor_arguments`` took any whole number of threads and any device name: each CLI using it had to
+    check them after parsing, or torch ended in a traceback. Its own parser now refuses them."""
+    parser = argparse.ArgumentParser(prog="cli")
+    add_predictor_arguments(parser)
+    args = parser.parse_args(["lstm"])
+    assert args.threads >= 1 and args.device == "auto"
+    assert parser.parse_args(["lstm", "--threads", "2", "--device", "cpu"]).device == "cpu"
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["lstm", option, value])
+    assert info.value.code == 2 and said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))

@@ -14,7 +14,7 @@ import torch
 
 from models.cards import read_card, write_card
 from models.catalogue import CATALOGUE, PNEUMONIA, ModelEntry
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.cnn import CnnConfig, CnnEnsemble, PneumoniaCNN, build_cnn
 from models.config import DataPaths
 from models.ensemble import adopt_size, validation_set
@@ -79,6 +79,72 @@ def test_the_adoption_rule_needs_a_gain_larger_than_the_single_members_spread() 
     assert adopt_size([_row(1, 0.10, 0.05), _row(2, 0.10, 0.046)]) == 2
     # a later gain does not count once a step failed
     assert adopt_size([_row(1, 0.10, 0.05), _row(2, 0.10, 0.05), _row(3, 0.01, 0.01)]) == 1
+
+
+def _meta(kind: str, config: CnnConfig | None) -> CheckpointMeta:
+    return CheckpointMeta(
+        kind=kind,
+        version=f"{kind}-test",
+        task="test",
+        labels=["NORMAL", "PNEUMONIA"],
+        threshold=0.5,
+        config={} if config is None else config.model_dump(mode="json"),
+        preprocessing={},
+    )
+
+
+def test_the_ensemble_cli_names_a_member_it_cannot_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --members folder without a checkpoint, with another model's, with an ensemble, or without a readable card
+    ended in a traceback (WeightsError, ValueError, FileNotFoundError, ValidationError); now a usage error naming
+    that member, before any radiograph is read and with nothing written."""
+    from models.ensemble import main as ensemble_main
+
+    torch.manual_seed(0)
+    single = PneumoniaCNN(SMALL).state_dict()
+    save_checkpoint(tmp_path / "lstm", _meta("lstm", None), {})
+    save_checkpoint(tmp_path / "ensemble", _meta("cnn", SMALL.model_copy(update={"members": 2})), {})
+    save_checkpoint(tmp_path / "no-card", _meta("cnn", SMALL), single)
+    save_checkpoint(tmp_path / "bad-card", _meta("cnn", SMALL), single)
+    (tmp_path / "bad-card" / CARD_JSON).write_text('{"name": "cnn"}')
+    for member, said in (
+        ("missing", f"No checkpoint at {tmp_path / 'missing'}: "),
+        ("lstm", "holds a lstm model"),
+        ("ensemble", "is already an ensemble (2 members): pass single members"),
+        ("no-card", f"no readable {CARD_JSON} beside its checkpoint (No such file or directory)"),
+        ("bad-card", f"its {CARD_JSON} is not a model card this code can read (version: Field required)"),
+    ):
+        argv = ["--members", str(tmp_path / member), "--out", str(tmp_path / "out"), "--data", str(tmp_path / "none")]
+        with pytest.raises(SystemExit) as info:
+            ensemble_main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith("usage:"), err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"python -m models.ensemble: error: --members {tmp_path / member}: "), err
+        assert said in last, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--out", "/proc/medlens-no-such-folder", "argument --out: cannot write in"),
+        ("--threads", "0", "argument --threads: must be 1 or more, not 0"),
+        ("--val-fraction", "1.5", "argument --val-fraction: must lie in (0, 1), not 1.5"),
+        ("--split-seed", "-1", "argument --split-seed: must be 0 or more, not -1"),
+    ],
+)
+def test_the_ensemble_cli_refuses_arguments_that_cannot_work(
+    option: str, value: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An --out it cannot write was found after every member and radiograph was read and scored (a traceback from
+    mkdir), --threads 0 in torch; both are now refused as the arguments are read."""
+    from models.ensemble import main as ensemble_main
+
+    argv = ["--members", str(tmp_path / "m0"), "--out", str(tmp_path / "out"), option, value]
+    with pytest.raises(SystemExit) as info:
+        ensemble_main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and said in err, err
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,13 @@ statistics (models/gan_eval.py). Quality of the committed generator: its card, f
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,6 +93,41 @@ def test_training_resumes_from_its_state(tmp_path: Path) -> None:
     assert (averaged - trained).norm() < 0.5 * (initial[key] - trained).norm()
 
 
+def _half_then_a_full_disk(real_save: Any, when: Callable[[Path], bool]) -> Callable[..., None]:
+    """``torch.save`` that, for a target ``when`` accepts, writes the first half of its bytes and then fails as a
+    full disk does (a crash mid-write leaves the same half file); other targets are saved whole."""
+
+    def save(obj: object, target: str | Path, *args: Any, **kwargs: Any) -> None:
+        if not when(Path(target)):
+            real_save(obj, target, *args, **kwargs)
+            return
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        Path(target).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    return save
+
+
+def test_a_state_save_that_fails_midway_leaves_the_previous_state_to_resume_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state.pt was saved in place: a save that stopped midway left half a file, and the run could not resume."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, 128, 128), dtype=np.uint8)
+    labels = np.array([0, 1] * 4)
+    kwargs = {"config": GanConfig(), "batch_size": 2, "seed": 0, "lr_g": 2e-4, "lr_d": 2e-4, "precision": "fp32"}
+    train_gan(images, labels, tmp_path, steps=1, **kwargs)  # type: ignore[arg-type]
+    before = (tmp_path / "state.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", _half_then_a_full_disk(torch.save, lambda target: True))
+    with pytest.raises(OSError, match="No space left"):
+        train_gan(images, labels, tmp_path, steps=2, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert (tmp_path / "state.pt").read_bytes() == before
+    assert int(torch.load(tmp_path / "state.pt", weights_only=True)["step"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples", "state.pt"]  # no temporary left
+
+
 # -- the CLI's checkpoint and card ------------------------------------------------------------------------
 
 
@@ -99,6 +138,26 @@ def test_train_cli_writes_checkpoint_card_and_samples(tiny_gan: Path) -> None:
     assert card["evaluation"] is None
     text = (tiny_gan / CARD_MD).read_text()
     assert "SYNTHETIC" in text and "Not measured yet" in text
+
+
+def test_a_checkpoint_save_that_fails_midway_leaves_the_previous_checkpoint_whole(
+    tiny_gan: Path, xray_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.pt was saved in place: a save that stopped midway left half a checkpoint where a whole one had been."""
+    from models.train import main as train_main
+
+    out = tmp_path / "gan"
+    shutil.copytree(tiny_gan, out)  # its state.pt is at step 3: the run below resumes there and trains no step
+    before = (out / CHECKPOINT_FILE).read_bytes()
+    save = _half_then_a_full_disk(torch.save, lambda target: CHECKPOINT_FILE in target.name)
+    monkeypatch.setattr(torch, "save", save)
+    argv = ["gan", "--data", str(xray_folder), "--out", str(out), "--steps", "3", "--batch-size", "4"]
+    with pytest.raises(OSError, match="No space left"):
+        train_main([*argv, "--standing-batches", "1", "--threads", "1"])
+    monkeypatch.undo()
+    assert (out / CHECKPOINT_FILE).read_bytes() == before
+    assert SyntheticXrayGenerator(out).version == json.loads((out / CARD_JSON).read_text())["version"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_missing_or_damaged_checkpoint_says_what_to_do(tmp_path: Path) -> None:

@@ -505,3 +505,42 @@ def test_the_tasks_output_head_builds_the_members(psv_folder: Path) -> None:
         meta, state = load_checkpoint(Path(__file__).resolve().parents[2] / "models" / "weights" / name)
         assert SequenceConfig.model_validate(meta.config).head == "linear"
         build_sequence_model(SequenceConfig.model_validate(meta.config)).load_state_dict(state)
+
+
+def test_stays_that_cannot_fill_every_fold_are_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A whole --data folder (no --limit) with fewer stays of an outcome than folds trained every fold, then had no
+    septic stay to choose a threshold on (a traceback), or silently made fewer folds. It is now refused as soon as
+    the stays are read: ``TrainingDataError`` from ``train_sequence``, status 2 from ``python -m models.train``."""
+    from models.protocol import is_reserved
+    from models.sequence_tasks import SEPSIS_TASK
+    from models.train import main as train_main
+    from tests.models.conftest import synthetic_stay, write_psv
+
+    data = tmp_path / "stays"
+    data.mkdir()
+    rng = np.random.default_rng(3)
+    names = [f"s{i}" for i in range(8)]
+    for name in names:  # none septic
+        write_psv(data / f"{name}.psv", *synthetic_stay(rng, 20, septic=False))
+    others = sum(not is_reserved(name) for name in names)
+    out = tmp_path / "out"
+    argv = ["lstm", "--data", str(data), "--out", str(out), "--folds", "2", "--epochs", "1", "--threads", "1"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    said = (
+        f"python -m models.train: error: {data} holds {others} stay(s) outside the protocol's reserve (0 septic, "
+        f"{others} the others): each of the 2 folds needs one of each outcome, so at least 2 of each"
+    )
+    assert err.startswith(said), err
+    assert not out.exists()
+
+    from models.train_sequence import TrainingDataError, train_sequence
+
+    write_psv(data / "s9.psv", *synthetic_stay(rng, 20, septic=True))  # one septic stay: not one per fold
+    assert not is_reserved("s9")
+    kwargs = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "seed": 0, "folds": 2, "task": SEPSIS_TASK}
+    with pytest.raises(TrainingDataError, match=r"holds 9 stay\(s\) \(1 septic, 8 the others\): each of the 2 folds"):
+        train_sequence("lstm", data, out, **kwargs)  # type: ignore[arg-type]
+    assert not out.exists()
