@@ -105,20 +105,26 @@ def main(argv: list[str] | None = None) -> int:
         help="cnn and gan: auto = whichever this machine runs faster, measured at the start",
     )
     args = parser.parse_args(argv)
+    # usage errors in the options first, then the data: all before anything is read or trained
+    generator = args.model in GENERATOR_NAMES
+    image = not generator and entry(args.model).task.input_kind == "image"
+    if image and args.teacher_weight is not None:
+        parser.error("--teacher-weight applies to the sequence models only")
+    task = None
+    if not generator and not image:
+        try:  # an option the task does not define (mortality --target window) is a usage error, not a traceback
+            task = task_from_options(entry(args.model).task.name, args)
+        except ValueError as exc:
+            parser.error(str(exc))
     _check_data(parser, args)
     torch.set_num_threads(args.threads)
-    if args.model in GENERATOR_NAMES:
+    if generator:
         from models.train_gan import train_gan_cli
 
         return train_gan_cli(args, command=_command_line())
-    if entry(args.model).task.input_kind == "image":
-        if args.teacher_weight is not None:
-            parser.error("--teacher-weight applies to the sequence models only")
+    if image:
         return _train_cnn(args)
-    try:  # an option the task does not define (mortality --target window) is a usage error, not a traceback
-        task = task_from_options(entry(args.model).task.name, args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    assert task is not None
     if args.limit is not None:  # a smoke run's few stays: every fold must be trainable before any is trained
         problem = limited_stays_problem(task, args.data or task.default_data(), args.limit, args.folds)
         if problem is not None:

@@ -23,6 +23,7 @@ from fastapi import APIRouter, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from models.catalogue import ModelName
+from models.errors import MedLensInputError
 from serving._casefiles import CaseFile, Rejected, Unpacked, ZipLimits, classify
 from serving._http import AUTH, ERROR_RESPONSES, ApiError, read_upload
 from serving._protocol import ItemError, Upload
@@ -323,7 +324,10 @@ async def dicom_identity_of(
 
     service = _service()
     data = await read_upload(file, service.max_upload_bytes)
-    fields = await asyncio.to_thread(dicom_identity, data)
+    try:  # a file past the header's bounds (too many elements, a deflate bomb) is told what is wrong with it
+        fields = await asyncio.to_thread(functools.partial(dicom_identity, data, refusals=True))
+    except MedLensInputError as exc:
+        raise ApiError(exc.status_code, exc.kind, exc.message) from None
     if fields is None:
         raise ApiError(
             415,

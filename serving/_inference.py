@@ -34,7 +34,7 @@ from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sepsis_io import GLOSSARY as SEPSIS_GLOSSARY
 from models.synthetic_mark import SyntheticMark
 from models.trust import SepsisAssessment, XrayAssessment
-from models.xray_io import XrayImage
+from models.xray_io import KEPT_SIDE, XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
 from serving.images import downsample, encode_gray_png
 from serving.schemas import (
@@ -54,7 +54,7 @@ logger = logging.getLogger("ray.serve")
 
 TOP_FEATURES = 5
 #: Longer side of ``preview_png``.
-PREVIEW_SIDE = 1024
+PREVIEW_SIDE = KEPT_SIDE  # a decoded image is kept at most this size a side (models.xray_io)
 #: After this many consecutive batches that failed inside the model, check_health reports the replica
 #: unhealthy and Ray Serve replaces it.
 MAX_CONSECUTIVE_FAILURES = 3

@@ -269,7 +269,10 @@ class XrayPrediction(_Schema):
         description="standard deviation of `member_probabilities`: how much the ensemble's members disagree",
     )
     heatmap_png: str | None = Field(
-        default=None, description="Grad-CAM as base64 PNG (8-bit gray), same size as the input image"
+        default=None,
+        description="Grad-CAM as base64 PNG (8-bit gray), the size of the image as the model read it: the input "
+        "image's, area-reduced to at most 1024 px on its longer side (the preview's size); scale it to overlay a "
+        "larger original",
     )
     preview_png: str | None = Field(
         default=None,

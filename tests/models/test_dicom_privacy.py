@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import random
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,10 @@ import pydicom
 import pydicom.config
 import pytest
 
-from models.dicom_isolation import run_isolated
+from models.dicom_isolation import MAX_ELEMENTS, run_isolated
+from models.errors import MedLensInputError
 from models.xray_io import NOT_A_TERM, UNREADABLE, load_xray_bytes
+from tests.hostile import nested_sequence
 from tests.models.test_xray_io import IDENTIFIERS, half_ramp, make_dicom
 
 #: Every identifier of the test files, in the words a leak would show (a name's components, a date, a number).
@@ -133,3 +137,31 @@ def test_the_gdcm_worker_process_is_set_up_the_same_way() -> None:
     assert run_isolated(eval, "__import__('logging').getLogger('pydicom').propagate") is False
     modules = "[getattr(f[3], 'pattern', f[3]) for f in __import__('warnings').filters if f[0] == 'ignore']"
     assert r"pydicom(\.|$)" in run_isolated(eval, modules)
+
+
+def _refusals() -> dict[str, bytes]:
+    """Identified files that the loader refuses for what their header or structure says."""
+    identified = make_dicom(half_ramp(), identifiers=True)
+    ds = pydicom.dcmread(io.BytesIO(identified))
+    ds.RescaleSlope, ds.RescaleIntercept = 0, 5
+    rescaled = io.BytesIO()
+    ds.save_as(rescaled, enforce_file_format=True)
+    at = identified.index(b"\x10\x00\x10\x00PN")  # before PatientName
+    items = struct.pack("<HH2sHI", 0x0009, 0x1010, b"SQ", 0, 0xFFFFFFFF)
+    items += struct.pack("<HHI", 0xFFFE, 0xE000, 0) * (MAX_ELEMENTS + 1) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    return {
+        "modality holds a name": make_dicom(None, identifiers=True, modality="DOE JANE"),
+        "rescale slope 0": rescaled.getvalue(),
+        "too many items": identified[:at] + items + identified[at:],
+        "nested too deep": identified[:at] + nested_sequence(40) + identified[at:],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_refusals()))
+def test_a_refusal_quotes_nothing_of_the_header(case: str) -> None:
+    """A refusal's words go back to the uploader and into a case upload's ``rejected`` list: a Modality that holds
+    a name was quoted ("(modality DOE JANE)"), in any case of letters."""
+    with pytest.raises(MedLensInputError) as info:
+        load_xray_bytes(_refusals()[case], "upload.dcm")
+    words = set(re.findall(r"[a-z0-9-]+", info.value.message.lower()))
+    assert not [s for s in [*SECRETS, "Doe"] if s.lower() in words], info.value.message

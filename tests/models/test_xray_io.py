@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -15,9 +19,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from models.config import DataPaths
+from models.dicom_isolation import MAX_ELEMENTS
 from models.errors import ImageDecodeError, MedLensInputError, PayloadTooLargeError, UnsupportedDicomError
 from models.ood import header_reason
 from models.xray_io import (
+    KEPT_SIDE,
+    MAX_JPEG_SCANS,
     MAX_PIXELS,
     MIN_SIDE,
     NOT_A_TERM,
@@ -25,13 +32,25 @@ from models.xray_io import (
     XrayImage,
     dicom_identity,
     iter_image_files,
+    kept_shape,
     labelled_images,
     load_xray_bytes,
     load_xray_file,
     patient_id,
     study_year,
 )
-from tests.hostile import deep_dicom, png_claiming
+from tests.hostile import (
+    deep_dicom,
+    deflated_dicom,
+    dicom_file,
+    item_bomb,
+    lying_codestream_dicom,
+    png_claiming,
+    rle_bomb,
+    scan_bomb,
+    small_dataset,
+    tiff_tile_bomb,
+)
 from tests.models.conftest import synthetic_xray
 
 
@@ -375,10 +394,18 @@ def _with_header(data: bytes, **fields: object) -> bytes:
     return buf.getvalue()
 
 
+def three_levels() -> np.ndarray:
+    """uint16 (64, 64): columns of raw 500, 2000 and 3500 (12-bit)."""
+    arr = np.full((64, 64), 500, dtype=np.uint16)
+    arr[:, 21:42], arr[:, 42:] = 2000, 3500
+    return arr
+
+
 def test_a_window_narrows_what_is_shown() -> None:
-    plain = load_xray_bytes(make_dicom(half_ramp()), "ramp.dcm").pixels
-    windowed = load_xray_bytes(_with_header(make_dicom(half_ramp()), WindowCenter=100, WindowWidth=50), "w.dcm")
-    assert not np.allclose(windowed.pixels, plain)
+    plain = load_xray_bytes(make_dicom(three_levels()), "levels.dcm").pixels
+    assert plain[0, 30] == pytest.approx(0.5)
+    windowed = load_xray_bytes(_with_header(make_dicom(three_levels()), WindowCenter=1000, WindowWidth=1000), "w.dcm")
+    assert (windowed.pixels[0, 0], windowed.pixels[0, 30], windowed.pixels[0, 63]) == (0.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -498,10 +525,15 @@ def test_real_full_resolution_radiographs(real_data: DataPaths) -> None:
         image = load_xray_file(path)
         with Image.open(path) as reference:
             width, height = reference.size
-            expected = np.asarray(reference.convert("L"), dtype=np.float32) / 255.0
+            gray = Image.fromarray(np.asarray(reference.convert("L"), dtype=np.float32) / 255.0)
         assert image.size == (height, width)
         assert max(height, width) > 500
-        np.testing.assert_allclose(image.pixels, expected, atol=1e-6)
+        kept = kept_shape(height, width)
+        assert image.pixels.shape == kept and max(kept) == min(KEPT_SIDE, max(height, width))
+        # the full-size image area-averaged, as serving's preview is made (a JPEG is decoded at 1/2, 1/4 or 1/8 of
+        # its size first where that is still larger than what is kept)
+        expected = np.asarray(gray.resize(kept[::-1], Image.Resampling.BOX), dtype=np.float32)
+        assert float(np.abs(image.pixels - expected).mean()) < 0.01
 
 
 @pytest.mark.data
@@ -735,3 +767,275 @@ def test_a_malformed_number_of_frames_is_a_typed_error() -> None:
     with warnings.catch_warnings(record=True) as shown, pytest.raises(UnsupportedDicomError, match="NumberOfFrames"):
         load_xray_file(Path(str(path)))
     assert not [w for w in shown if "1A" in str(w.message)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# hostile files: each refused before the costly step, with a typed error that names the problem
+# ----------------------------------------------------------------------------------------------------------
+def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded() -> None:
+    """Each scan of a progressive JPEG costs libjpeg a pass over the whole image, and Pillow sets no limit: 10,000
+    repeats of one scan of a legal 7745 x 7745 JPEG (1.2 MB) took 66 s, in the replica's predict lock."""
+    bomb = scan_bomb(MAX_JPEG_SCANS + 50, side=512)
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=f"more than {MAX_JPEG_SCANS} scans") as info:
+        load_xray_bytes(bomb, "film.jpg")
+    assert info.value.status_code == 415 and time.perf_counter() - start < 2.0
+    progressive = io.BytesIO()  # an ordinary progressive JPEG (6 scans) reads
+    Image.fromarray(synthetic_xray(np.random.default_rng(9), pneumonia=True)).save(
+        progressive, "JPEG", progressive=True
+    )
+    assert load_xray_bytes(progressive.getvalue(), "film.jpg").source_format == "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (tiff_tile_bomb(4096), "TIFF"),  # 64 x 64, one 4096 x 4096 tile: decoded whole, then read as 64 x 64
+        (None, "BMP"),
+        (None, "WEBP"),
+    ],
+    ids=["tiff tile bomb", "bmp", "webp"],
+)
+def test_only_png_and_jpeg_rasters_are_read(data: bytes | None, named: str) -> None:
+    """What the API says it reads (PNG, JPEG, DICOM), checked before anything is decoded: a TIFF's tile may be of
+    any size whatever the image's (one of 46,336 a side, 2.1 MB, took 2 GB and was answered 200)."""
+    if data is None:
+        buffer = io.BytesIO()
+        Image.fromarray(synthetic_xray(np.random.default_rng(10), pneumonia=False)).save(buffer, format=named)
+        data = buffer.getvalue()
+    with pytest.raises(ImageDecodeError, match=f"is a {named} image; MedLens reads PNG, JPEG and DICOM") as info:
+        load_xray_bytes(data, "film.png")
+    assert info.value.status_code == 415
+
+
+def test_a_deflated_dicom_reads_as_its_uncompressed_twin() -> None:
+    image = load_xray_bytes(deflated_dicom(), "deflated.dcm")
+    twin = load_xray_bytes(dicom_file(small_dataset()), "plain.dcm")
+    np.testing.assert_array_equal(image.pixels, twin.pixels)
+    assert image.dicom_fields["TransferSyntax"] == "Deflated Explicit VR Little Endian"
+
+
+def test_a_deflate_bomb_is_refused_at_a_stated_size() -> None:
+    """pydicom inflates a deflated data set in one zlib.decompress: 1 MB became 2.0 GB (accepted), 24.5 MB a
+    MemoryError. It is inflated here a MiB at a time, to at most a 60-megapixel image's size."""
+    bomb = deflated_dicom(256 << 20)  # 256 MiB of zeros in a private element: 260 kB
+    assert len(bomb) < 300_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLargeError, match="deflated data set inflates to more than") as info:
+            load_xray_bytes(bomb, "bomb.dcm")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.status_code == 413 and peak < 200 * 2**20, peak
+    assert dicom_identity(bomb) is None  # its header does not end within the 8 MiB the identity route inflates
+
+
+def test_a_corrupt_deflate_stream_is_a_typed_refusal() -> None:
+    """zlib.error escaped both readers: the identity route answered 500, the X-ray route a vague 422."""
+    corrupt = deflated_dicom(corrupt=True)
+    with pytest.raises(ImageDecodeError, match="deflated data set is corrupt") as info:
+        load_xray_bytes(corrupt, "corrupt.dcm")
+    assert info.value.status_code == 415
+    assert dicom_identity(corrupt) is None
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "j2k"])
+def test_a_codestream_larger_than_the_header_says_is_refused_before_it_is_decoded(codec: str) -> None:
+    """Decoders allocate what the codestream says, not Rows x Columns: a 2.2 KB file saying 256 x 256 with a
+    24,000 x 24,000 JPEG 2000 codestream took 2.8 GB before its refusal (here: 4,000 a side, that the old path
+    survives)."""
+    with pytest.raises(ImageDecodeError, match="holds a 4000x4000 image but its header says 64x64") as info:
+        load_xray_bytes(lying_codestream_dicom(codec, 4000), "lying.dcm")
+    assert info.value.status_code == 415
+
+
+def test_a_jpeg_ls_frame_larger_than_the_header_says_is_refused(tmp_path: Path) -> None:
+    """GDCM decoded a 12,000 x 12,000 JPEG-LS frame (360 MB in its worker) under a header saying 256 x 256, and the
+    image was read as its first 256 x 256 pixels."""
+    source = tmp_path / "wide.dcm"
+    source.write_bytes(make_dicom(np.tile(np.arange(96, dtype=np.uint16) * 40, (96, 1))))
+    ds = pydicom.dcmread(io.BytesIO(_gdcm_encoded(source, "JPEGLSLossless", tmp_path)))
+    ds.Rows = ds.Columns = 64
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(ImageDecodeError, match="holds a 96x96 image but its header says 64x64"):
+        load_xray_bytes(buffer.getvalue(), "lying.dcm")
+
+
+def test_an_rle_segment_that_decodes_past_the_image_is_refused() -> None:
+    """pydicom decodes an RLE segment whole before it checks its length, and a 2-byte run repeats a byte up to 128
+    times: 24 MB of runs under a 64 x 64 header decode to 1.5 GB (here 200,000 runs: 25 MB, read as 64 x 64)."""
+    with pytest.raises(ImageDecodeError, match=r"RLE segment .* decodes to more than") as info:
+        load_xray_bytes(rle_bomb(200_000), "rle.dcm")
+    assert info.value.status_code == 415
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [item_bomb(MAX_ELEMENTS + 10_000), item_bomb(MAX_ELEMENTS + 10_000, defined_length=True, tag=0x00283000)],
+    ids=["undefined length, read with the file", "defined length, read when used (Modality LUT Sequence)"],
+)
+def test_a_dicom_of_too_many_elements_is_refused_before_pydicom_builds_them(bomb: bytes) -> None:
+    """pydicom builds an object for every sequence item: 3.3 M empty ones (25 MB) took 49 s and 2.2 GB in the
+    replica, and as long in the ingress (the identity route)."""
+    start = time.perf_counter()
+    with pytest.raises(PayloadTooLargeError, match=f"more than {MAX_ELEMENTS:,} data elements") as info:
+        load_xray_bytes(bomb, "items.dcm")
+    assert info.value.status_code == 413
+    assert dicom_identity(bomb) is None
+    with pytest.raises(PayloadTooLargeError, match=f"upload: the DICOM file holds more than {MAX_ELEMENTS:,}"):
+        dicom_identity(bomb, refusals=True)  # for a route that names the problem
+    assert time.perf_counter() - start < 2.0  # pydicom took ~0.5 s on these 30,000 items alone
+
+
+def test_zeros_named_dcm_are_refused_at_once() -> None:
+    """25 MB of zeros read as a DICOM without preamble (the fallback after the raster decoders) are 3.3 M empty
+    elements to pydicom: 6.5 to 9 s."""
+    start = time.perf_counter()
+    with pytest.raises(PayloadTooLargeError, match="data elements"):
+        load_xray_bytes(b"\0" * (25 << 20), "scan.dcm")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_large_image_is_kept_at_the_preview_s_size() -> None:
+    """The decoded image is area-averaged to 1024 px on its longer side as it is decoded (a JPEG at a reduced
+    scale first): a batch of 16 uploads at the 60-megapixel limit held 16 x 240 MB of float32 until answered."""
+    upright = np.add.outer(np.arange(3000) // 12, np.arange(2000) // 12).astype(np.uint8)  # 3000 x 2000
+    image = load_xray_bytes(png_bytes(upright), "tall.png")
+    assert image.size == (3000, 2000) and image.pixels.shape == kept_shape(3000, 2000) == (1024, 683)
+    assert image.pixels.dtype == np.float32 and image.pixels.nbytes <= 4 * 2**20
+    expected = np.asarray(Image.fromarray(upright / 255.0).resize((683, 1024), Image.Resampling.BOX))
+    np.testing.assert_allclose(image.pixels, expected, atol=1e-5)  # what serving's preview of the whole was
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_large_sideways_photograph_is_kept_upright(fmt: str) -> None:
+    upright = np.add.outer(np.arange(2400) // 10, np.zeros(1600, dtype=int)).astype(np.uint8)  # dark top, light foot
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 1600 high, 2400 wide
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format=fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    image = load_xray_bytes(buffer.getvalue(), f"phone.{fmt.lower()}")
+    assert image.size == (2400, 1600) and image.pixels.shape == (1024, 683)
+    expected = np.asarray(Image.fromarray(upright / 255.0).resize((683, 1024), Image.Resampling.BOX))
+    assert float(np.abs(image.pixels - expected).mean()) < 0.01
+
+
+def _peak_while_loading(data: bytes, name: str) -> int:
+    tracemalloc.start()
+    try:
+        load_xray_bytes(data, name)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_decoding_a_large_image_makes_no_full_size_float_copy() -> None:
+    """Python-side allocations while a 7.5-megapixel image is decoded (tracemalloc: numpy's and pydicom's, not
+    Pillow's): its float copies were 86 MiB for a 16-bit PNG, 192 MiB for a windowed DICOM."""
+    ramp = (np.add.outer(np.arange(3000), np.arange(2500)) * 5).astype(np.uint16)
+    png = png_bytes(ramp)
+    dicom = dicom_file(small_dataset(ramp, WindowCenter=10000, WindowWidth=20000, RescaleSlope=1.5, RescaleIntercept=0))
+    assert _peak_while_loading(png, "deep.png") < 40 * 2**20
+    assert _peak_while_loading(dicom, "deep.dcm") < 100 * 2**20  # of which 30 MB are its pixel data and array
+
+
+def test_running_out_of_memory_is_a_typed_refusal() -> None:
+    """A MemoryError escaped the loader (a 500 in serving, a traceback in models.predict): here a 6000 x 6000
+    RGBA PNG under an address-space limit that leaves it no room to decode."""
+    program = (
+        "import io, resource\n"
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "from models.errors import PayloadTooLargeError\n"
+        "from models.xray_io import load_xray_bytes\n"
+        "buffer = io.BytesIO()\n"
+        "Image.new('RGBA', (6000, 6000), (9, 9, 9, 255)).save(buffer, 'PNG')\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + (96 << 20), resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    load_xray_bytes(buffer.getvalue(), 'big.png')\n"
+        "except PayloadTooLargeError as exc:\n"
+        "    print('REFUSED', exc.status_code, exc.message)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
+    )
+    assert run.stdout.startswith("REFUSED 413 big.png: decoding the image needs more memory"), run.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"RescaleSlope": 0, "RescaleIntercept": 5}, "RescaleSlope 0,"),
+        ({"RescaleSlope": "NaN", "RescaleIntercept": 0}, "RescaleSlope nan,"),
+        ({"RescaleSlope": 1, "RescaleIntercept": "-inf"}, "RescaleIntercept -inf"),
+        ({"RescaleSlope": "1e308", "RescaleIntercept": 0}, "beyond floating point range"),
+    ],
+    ids=["slope 0", "slope NaN", "intercept infinite", "slope 1e308"],
+)
+def test_a_rescale_that_blanks_the_image_is_refused(fields: dict[str, object], problem: str) -> None:
+    """Each of these read as an all-black image, and it was scored (PNEUMONIA, p = 0.91)."""
+    data = _with_header(make_dicom(half_ramp()), **fields)
+    with pytest.raises(UnsupportedDicomError, match="rescale") as info:
+        load_xray_bytes(data, "rescaled.dcm")
+    assert problem in info.value.message and info.value.status_code == 422
+
+
+def test_pixel_values_that_are_not_numbers_are_refused() -> None:
+    values = np.full((64, 64), np.nan, dtype=np.float32)
+    ds = small_dataset(None, FloatPixelData=values.tobytes(), Rows=64, Columns=64)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+    with pytest.raises(UnsupportedDicomError, match="NaN or infinity"):
+        load_xray_bytes(dicom_file(ds), "float.dcm")
+
+
+def test_an_image_without_contrast_is_refused_naming_why() -> None:
+    with pytest.raises(UnsupportedDicomError, match=r"no contrast \(every pixel holds the same value\)"):
+        load_xray_bytes(make_dicom(np.full((64, 64), 700, dtype=np.uint16)), "flat.dcm")
+    windowed = _with_header(make_dicom(half_ramp()), WindowCenter=100, WindowWidth=50)  # every value above it
+    with pytest.raises(UnsupportedDicomError, match=r"its window .* maps every pixel to one grey level"):
+        load_xray_bytes(windowed, "windowed.dcm")
+
+
+def _color_dicom(samples: np.ndarray, photometric: str, bits: int, **fields: object) -> bytes:
+    ds = small_dataset(None, **fields)
+    ds.Rows, ds.Columns = samples.shape[:2]
+    ds.SamplesPerPixel = 3 if samples.ndim == 3 else 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    if samples.ndim == 3:
+        ds.PlanarConfiguration = 0
+    ds.PixelData = samples.tobytes()
+    return dicom_file(ds)
+
+
+def test_a_16_bit_rgb_dicom_is_read_over_its_16_bits() -> None:
+    """``astype(np.uint8)`` read a stored 384 as 128: darker than a stored 255."""
+    samples = np.full((64, 64, 3), 384, dtype=np.uint16)
+    samples[:32] = 255
+    image = load_xray_bytes(_color_dicom(samples, "RGB", 16), "rgb16.dcm")
+    assert image.pixels[0, 0] == pytest.approx(255 / 65535, rel=1e-3)
+    assert image.pixels[-1, 0] == pytest.approx(384 / 65535, rel=1e-3)
+
+
+def test_a_palette_color_dicom_is_read_through_its_palette() -> None:
+    """The indices were read as grey levels: with a palette from white (index 0) to black, inverted."""
+    indices = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    white_to_black = (np.arange(256)[::-1].astype("<u2") * 257).tobytes()
+    palette = {}
+    for colour in ("Red", "Green", "Blue"):
+        palette[f"{colour}PaletteColorLookupTableDescriptor"] = [256, 0, 16]
+        palette[f"{colour}PaletteColorLookupTableData"] = white_to_black
+    image = load_xray_bytes(_color_dicom(indices, "PALETTE COLOR", 8, **palette), "palette.dcm")
+    assert image.pixels[0, 0] == pytest.approx(1.0) and image.pixels[0, -1] == pytest.approx(3 / 255, abs=1e-3)
+
+
+def test_a_dicom_without_pixel_data_quotes_only_a_dicom_term_as_its_modality() -> None:
+    """The message quoted any Modality that fits the CS pattern: "(modality DOE JANE)"."""
+    with pytest.raises(UnsupportedDicomError, match=r"\(modality not a DICOM term\)") as info:
+        load_xray_bytes(make_dicom(None, modality="DOE JANE"), "report.dcm")
+    assert "JANE" not in info.value.message

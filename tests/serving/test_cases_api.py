@@ -36,6 +36,7 @@ from serving.schemas import (
     XrayPrediction,
     case_id_for,
 )
+from tests import hostile
 from tests.conftest import TEST_CASE_DB, ServeServer
 from tests.models.test_dicom_privacy import BODY_PART, MODALITY, swallowing
 
@@ -286,6 +287,10 @@ def test_a_dicom_case_keeps_no_identifier(
     with pytest.raises(ServingError) as not_dicom:
         client.dicom_identity(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image.png", "Dr Audit")
     assert not_dicom.value.status == 415 and not_dicom.value.error == "not_dicom"
+    # a header past the bounds the ingress reads (here: more elements than any DICOM holds) is told so, at once
+    with pytest.raises(ServingError) as bomb:
+        client.dicom_identity(hostile.item_bomb(30_000), "bomb.dcm", "Dr Audit")
+    assert bomb.value.status == 413 and "element" in bomb.value.detail, bomb.value
     with pytest.raises(ServingError) as nameless:
         client.dicom_identity(dicom_with_identifiers, "x.dcm", " ")
     assert nameless.value.status == 422 and "reader" in nameless.value.detail

@@ -107,8 +107,11 @@ def test_explain_heatmap_matches_the_image(xray_runner: ImageRunner, xray_fullre
     assert isinstance(result, XrayPrediction) and result.heatmap_png is not None
     heat = Image.open(io.BytesIO(base64.b64decode(result.heatmap_png)))
     assert heat.format == "PNG" and heat.mode == "L"
-    assert heat.size == (result.image_width, result.image_height)
-    assert max(heat.size) > 224  # full resolution, not the model's input size
+    # the image as the model read it: the upload's, area-reduced to at most 1024 px a side (the preview's size)
+    assert heat.size == load_xray_file(xray_fullres_path).pixels.shape[::-1]
+    assert max(heat.size) == min(1024, max(result.image_width, result.image_height)) > 224  # not the model's input
+    ratio = (heat.size[0] / heat.size[1]) / (result.image_width / result.image_height)
+    assert ratio == pytest.approx(1, abs=0.01)
     assert np.asarray(heat).max() == 255  # normalised to [0, 1] before 8-bit
 
 
