@@ -47,6 +47,7 @@ from models.catalogue import CATALOGUE, entry
 from models.checkpoint import CARD_JSON, CheckpointMeta, load_checkpoint, save_checkpoint
 from models.cli_args import (
     at_least_two,
+    data_folder,
     non_negative_int,
     open_fraction,
     output_problem,
@@ -237,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = card.seed if card is not None else 0
     split_seed = int(recorded.get("split_seed", seed)) if args.split_seed is None else args.split_seed
     val_fraction = float(recorded.get("val_fraction", VAL_FRACTION)) if args.val_fraction is None else args.val_fraction
-    data = args.data or data_paths().xray_train
-    if not data.is_dir():
-        parser.error(f"--data {data} is not a folder (the default under MEDLENS_DATA_DIR: set it, or pass --data)")
+    data = data_folder(parser, args.data, data_paths().xray_train)
     started = time.time()
 
     cnn_state = {k: v for k, v in state.items() if not k.startswith("ood_head.")}

@@ -149,6 +149,15 @@ output_file = _output_type(False, "output_file")
 output_folder = _output_type(True, "output_folder")
 
 
+def data_folder(parser: argparse.ArgumentParser, given: Path | None, default: Path) -> Path:
+    """``--data`` (``given``), or ``default`` without it: a folder, else a usage error (status 2) that says which."""
+    data = given or default
+    if not data.is_dir():
+        said = "" if given else " (the default under MEDLENS_DATA_DIR: set it, or pass --data)"
+        parser.error(f"--data {data} is not a folder{said}")
+    return data
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write(temporary)`` writes the whole output to a temporary file beside ``path``, which then replaces
     ``path`` in one step: a crash mid-write leaves the previous ``path`` (or none) intact. The new file keeps the
@@ -174,6 +183,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 __all__ = [
     "at_least_two",
+    "data_folder",
     "device",
     "int_at_least",
     "non_negative_int",

@@ -194,7 +194,8 @@ def readable_dicom(data: bytes, force: bool, name: str, *, header_only: bool = F
     """``data`` (a DICOM file, read with the preamble or, with ``force``, without) checked before pydicom reads it:
     its structure walked as pydicom will read it (pydicom's ``read_partial``, ``read_dataset`` and
     ``read_sequence``), counting every element, sequence item and pixel data fragment, without building anything.
-    Raises :class:`~models.errors.PayloadTooLargeError` for more than :data:`MAX_ELEMENTS` of them or a deflated data
+    Zero bytes after the data set's last element (padding) are left out of ``data``. Raises
+    :class:`~models.errors.PayloadTooLargeError` for more than :data:`MAX_ELEMENTS` of them or a deflated data
     set beyond :data:`MAX_INFLATED` bytes, :class:`~models.errors.ImageDecodeError` for sequences nested deeper
     than :data:`MAX_DEPTH` or a deflate stream that is corrupt or cut short. ``header_only``: the pixel data will
     not be read, and a deflated data set is inflated to :data:`MAX_INFLATED_HEADER` bytes only.
@@ -209,7 +210,7 @@ def readable_dicom(data: bytes, force: bool, name: str, *, header_only: bool = F
     start, implicit, little = at
     if walk.syntax != uid.DeflatedExplicitVRLittleEndian:
         walk.dataset(start, len(data), implicit, little, top=True, depth=0)
-        return Readable(data, walk.count)
+        return Readable(data if walk.padding_at is None else data[: walk.padding_at], walk.count)
     inflated, cut = _inflated(data[start:], name, MAX_INFLATED_HEADER if header_only else MAX_INFLATED, header_only)
     meta = pydicom.dcmread(io.BytesIO(data[: walk.meta_end]), force=True).file_meta
     meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
@@ -224,7 +225,21 @@ def readable_dicom(data: bytes, force: bool, name: str, *, header_only: bool = F
             f"{name}: the DICOM's deflated header inflates to more than {MAX_INFLATED_HEADER:,} bytes (a radiograph's "
             "holds a few kB); MedLens does not read it. Export the image alone from the PACS or modality."
         )
+    if inflated_walk.padding_at is not None:
+        rebuilt = rebuilt[: inflated_walk.padding_at]
     return Readable(rebuilt, inflated_walk.count, deflated=True)
+
+
+def _zero_tail(buf: bytes) -> int:
+    """Where the zero bytes that end ``buf`` begin (``len(buf)``: it does not end with one)."""
+    end, step = len(buf), 1 << 16
+    while end > 0:
+        start = max(0, end - step)
+        kept = buf[start:end].rstrip(b"\0")
+        if kept:
+            return start + len(kept)
+        end = start
+    return 0
 
 
 def _inflated(deflated: bytes, name: str, limit: int, cut: bool) -> tuple[bytes, bool]:
@@ -270,6 +285,8 @@ class _Walk:
         self.syntax: str | None = None  # the file meta group's TransferSyntaxUID
         self.meta_start = self.meta_end = 0
         self.pixel_data = False  # the walk reached the data set's pixel data
+        self.zero_tail = _zero_tail(buf)  # from here to the end every byte is 0
+        self.padding_at: int | None = None  # where a data set's trailing zero bytes begin, at an element's start
 
     def dataset_start(self, force: bool) -> tuple[int, bool, bool] | None:
         """Walk the preamble, the file meta group and a command set group; then where the data set starts and how
@@ -330,6 +347,11 @@ class _Walk:
         order = "<" if little else ">"
         while length is None or pos - start < length:
             if end - pos < 8:
+                return end
+            if top and depth == 0 and group is None and pos >= self.zero_tail:
+                # zero bytes after the last element (some exporters pad files so): pydicom would read each 8 of
+                # them as an empty element; the file is read without them
+                self.padding_at = pos
                 return end
             self.counted()
             head = pos

@@ -453,6 +453,18 @@ def normalized_utility(
     return (observed - inaction) / (best_total - inaction)
 
 
+def threshold_below(scores: npt.ArrayLike, lowest_kept: float) -> float:
+    """A threshold that is no score itself: midway between ``lowest_kept`` (the lowest score to stay at or above
+    it) and the next lower distinct score of ``scores``, both in float32 (what the predictors return), so a score
+    computed in float64 or in float32 falls on the same side unless it moves by half the gap; with no lower score,
+    midway between it and 0."""
+    kept = np.float32(lowest_kept)
+    p32 = np.asarray(scores).astype(np.float32)
+    below = p32[p32 < kept]
+    lower = float(below.max()) if len(below) else min(0.0, float(kept))
+    return (float(kept) + lower) / 2.0
+
+
 def best_utility_threshold(
     labels_per_patient: Sequence[npt.ArrayLike],
     probs_per_patient: Sequence[npt.ArrayLike],

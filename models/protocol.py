@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.cli_args import (
     at_least_two,
+    data_folder,
     non_negative_int,
     output_folder,
     positive_float,
@@ -916,10 +917,7 @@ def main(argv: list[str] | None = None) -> int:
             task = task_from_options(model.task.name, args)
         except ValueError as exc:  # an option the task does not define
             parser.error(str(exc))
-        data = args.data or task.default_data()
-        if not data.is_dir():
-            default = "" if args.data else " (the default under MEDLENS_DATA_DIR: set it, or pass --data)"
-            parser.error(f"--data {data} is not a folder{default}")
+        data = data_folder(parser, args.data, task.default_data())
         weight = TEACHER_WEIGHT[model.architecture] if args.teacher_weight is None else args.teacher_weight
         report = run_protocol(
             task,

@@ -19,6 +19,7 @@ from typing import Literal, Protocol, get_args
 
 import numpy as np
 
+from models.metrics import threshold_below
 from models.sequence import SEPSIS_V1, FeatureSchema
 from models.sequence_options import (
     Auxiliary,
@@ -78,9 +79,7 @@ def best_event1_threshold(y: np.ndarray, prob: np.ndarray) -> tuple[float, float
     last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
     score = np.where(last_of_run, score, -1.0)
     best = int(np.argmax(score))
-    lowest = float(p_sorted[best])
-    lower = float(p_sorted[best + 1]) if best + 1 < len(p_sorted) else min(0.0, lowest)
-    return (lowest + lower) / 2.0, float(score[best])
+    return threshold_below(p32, float(p_sorted[best])), float(score[best])
 
 
 LABEL_HORIZON = 6  # SepsisLabel is 1 from 6 hours before onset

@@ -21,6 +21,7 @@ import torch
 from models.catalogue import GENERATOR_NAMES, MODEL_NAMES, entry
 from models.cli_args import (
     at_least_two,
+    data_folder,
     non_negative_int,
     open_fraction,
     output_folder,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from models.sequence_tasks import SequenceTask
 
 
-#: the positive outcome of each sequence task, in words
 def _command_line() -> str:
     return "python -m models.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -135,14 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 def _check_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The training data must be there before anything is trained (status 2)."""
     if args.model in GENERATOR_NAMES or entry(args.model).task.input_kind == "image":
-        data = args.data or data_paths().xray_train
+        default = data_paths().xray_train
     else:
         from models.sequence_tasks import sequence_task
 
-        data = args.data or sequence_task(entry(args.model).task.name).default_data()
-    if not data.is_dir():
-        default = "" if args.data else " (the default under MEDLENS_DATA_DIR: set it, or pass --data)"
-        parser.error(f"--data {data} is not a folder{default}")
+        default = sequence_task(entry(args.model).task.name).default_data()
+    data_folder(parser, args.data, default)
 
 
 def limited_stays_problem(task: SequenceTask, data: Path, limit: int, folds: int) -> str | None:

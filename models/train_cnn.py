@@ -18,6 +18,7 @@ from models.backends import training_precision
 from models.catalogue import models_for
 from models.checkpoint import CheckpointMeta, save_checkpoint
 from models.cnn import CnnConfig, PneumoniaCNN, resize_gray
+from models.metrics import threshold_below
 from models.xray_io import CLASS_NAMES, labelled_images, load_xray_file, patient_id
 
 CACHE_SIZE = 224
@@ -181,11 +182,7 @@ def sensitivity_first_threshold(y: np.ndarray, prob: np.ndarray, target_sensitiv
     neighbour). With no lower score it lies midway between that score and 0 (everything is flagged)."""
     pos = np.sort(prob[y == 1])
     k = math.floor((1.0 - target_sensitivity) * len(pos))
-    kept = np.float32(pos[min(k, len(pos) - 1)])
-    scores = np.asarray(prob).astype(np.float32)
-    below = scores[scores < kept]
-    lower = float(below.max()) if len(below) else min(0.0, float(kept))
-    return (float(kept) + lower) / 2.0
+    return threshold_below(prob, float(pos[min(k, len(pos) - 1)]))
 
 
 @dataclass

@@ -34,9 +34,9 @@ from models.sepsis_io import FEATURES, VITALS, SepsisRecord
 from models.sepsis_io import GLOSSARY as SEPSIS_GLOSSARY
 from models.synthetic_mark import SyntheticMark
 from models.trust import SepsisAssessment, XrayAssessment
-from models.xray_io import KEPT_SIDE, XrayImage
+from models.xray_io import XrayImage
 from serving._protocol import ItemError, Upload, input_error, model_failure, undecodable
-from serving.images import downsample, encode_gray_png
+from serving.images import encode_gray_png
 from serving.schemas import (
     MORTALITY_LABELS,
     FeatureContribution,
@@ -54,7 +54,6 @@ logger = logging.getLogger("ray.serve")
 
 TOP_FEATURES = 5
 #: Longer side of ``preview_png``.
-PREVIEW_SIDE = KEPT_SIDE  # a decoded image is kept at most this size a side (models.xray_io)
 #: After this many consecutive batches that failed inside the model, check_health reports the replica
 #: unhealthy and Ray Serve replaces it.
 MAX_CONSECUTIVE_FAILURES = 3
@@ -130,7 +129,7 @@ class Runner(Generic[ItemT, KeptT, ResponseT]):
 
     def _kept(self, item: ItemT, include: frozenset[str]) -> KeptT:
         """What :meth:`_respond` reads of a decoded item, taken together with its model input: the batch keeps
-        this and the model input, not the decoded item (a full-size radiograph), until it is answered."""
+        this and the model input, not the decoded item, until it is answered."""
         raise NotImplementedError
 
     def _explain(self, explain_input: Any, hour: int | None = None) -> np.ndarray:
@@ -308,13 +307,13 @@ def _coverage(p: Predictor) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Radiograph:
-    """What an X-ray answer reads of its decoded image besides the model's output: all but the full-size pixels."""
+    """What an X-ray answer reads of its decoded image besides the model's output: all but its pixels."""
 
-    size: tuple[int, int]  # (height, width) as decoded
+    size: tuple[int, int]  # (height, width) of the upload (XrayImage.size), not of the kept pixels
     source_format: str
     dicom_fields: dict[str, str]
     synthetic_mark: str | None
-    preview_png: str | None  # the image as the model read it, at most PREVIEW_SIDE a side (asked for: "preview")
+    preview_png: str | None  # the image as the model read it, XrayImage.pixels (asked for: "preview")
 
 
 class ImageRunner(Runner[XrayImage, Radiograph, XrayPrediction]):
@@ -326,13 +325,14 @@ class ImageRunner(Runner[XrayImage, Radiograph, XrayPrediction]):
     def _model_input(self, item: XrayImage) -> XrayImage:
         """The image at the network's input side, with the DICOM header evidence the OOD check reads: the
         predictor's own resize (models/cnn.py ``resize_gray``, which gives an image already at that side back
-        unchanged), done here so that a batch holds small images, not full-size ones, until its forward pass."""
+        unchanged), done here so that a batch holds the network's small images until its forward pass."""
         predictor = self.predictor
         assert isinstance(predictor, XrayPredictor)
         return replace(item, pixels=resize_gray(item.pixels, predictor.config.image_size))
 
     def _kept(self, item: XrayImage, include: frozenset[str]) -> Radiograph:
-        preview = encode_gray_png(downsample(item.pixels, PREVIEW_SIDE)) if "preview" in include else None
+        # the decoded pixels are kept at most models.xray_io.KEPT_SIDE a side: the preview as it is
+        preview = encode_gray_png(item.pixels) if "preview" in include else None
         return Radiograph(item.size, item.source_format, dict(item.dicom_fields), item.synthetic_mark, preview)
 
     def _explain_input(self, item: XrayImage) -> np.ndarray:

@@ -158,7 +158,7 @@ def check_db_url(url: str, setting: str) -> None:
     fix = f"set {setting} to {POSTGRES_URL_FORM}, or unset it for the embedded SQLite file"
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (a password's ':' unescaped)
         raise ConfigError(f"{setting} is not a database URL: {fix}") from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):

@@ -63,7 +63,7 @@ class XrayDisplay:
         pixels = decode_gray_png(prediction.preview_png) if prediction.preview_png else None
         heatmap = decode_gray_png(prediction.heatmap_png) if prediction.heatmap_png else None
         if heatmap is not None and pixels is not None:
-            heatmap = resize(heatmap, (pixels.shape[0], pixels.shape[1]))  # full image size -> preview size
+            heatmap = resize(heatmap, (pixels.shape[0], pixels.shape[1]))  # the preview's size, should they differ
         return cls(prediction=prediction, pixels=pixels, heatmap=heatmap)
 
 

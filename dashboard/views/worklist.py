@@ -124,22 +124,33 @@ def _exports() -> None:
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     st.caption(
         "The whole audit trail, oldest first: one row per review or deletion, with the model's answer the reader "
-        "saw (no patient identifiers, no file names). FHIR: one DiagnosticReport per review."
+        "saw (no patient identifiers, no file names) and whether the case was a synthetic image. FHIR: one "
+        "DiagnosticReport per review of a patient's case; synthetic cases only when asked, marked as test data."
     )
-    formats = (  # serving's format, button, file suffix, MIME type, icon
-        ("csv", "Reviews as CSV", "csv", "text/csv", ":material/table_view:"),
-        ("fhir", "Reviews as FHIR (JSON)", "fhir.json", "application/fhir+json", ":material/data_object:"),
+    left, middle, right = st.columns(3)
+    synthetic = right.checkbox(
+        "FHIR: with synthetic cases",
+        key="export_fhir_synthetic",
+        help="Reviews of generated images, each report marked as test data (HTEST) and saying it is no patient's.",
     )
-    for column, (fmt, label, suffix, mime, icon) in zip(st.columns(3), formats, strict=False):
-        column.download_button(
-            label,
-            data=functools.partial(serving.export_reviews, fmt),
-            file_name=f"medlens-reviews-{day}.{suffix}",
-            mime=mime,
-            icon=icon,
-            on_click="ignore",
-            key=f"export_{fmt}",
-        )
+    left.download_button(
+        "Reviews as CSV",
+        data=functools.partial(serving.export_reviews, "csv"),
+        file_name=f"medlens-reviews-{day}.csv",
+        mime="text/csv",
+        icon=":material/table_view:",
+        on_click="ignore",
+        key="export_csv",
+    )
+    middle.download_button(
+        "Reviews as FHIR (JSON)",
+        data=functools.partial(serving.export_reviews, "fhir", include_synthetic=bool(synthetic)),
+        file_name=f"medlens-reviews-{day}.fhir.json",
+        mime="application/fhir+json",
+        icon=":material/data_object:",
+        on_click="ignore",
+        key="export_fhir",
+    )
 
 
 def _explanation(

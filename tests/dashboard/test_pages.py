@@ -350,8 +350,8 @@ def test_worklist_page_lists_cases_and_takes_reviews(serving_env: str, xray_norm
     row = table.set_index("case").loc[made.id[:16]]  # the calibrated risk beside the score, as serving stored them
     assert made.calibrated_risk is not None and row["risk"] == pytest.approx(100 * made.calibrated_risk)  # percent
     assert row["score"] == pytest.approx(made.risk)
-    # scores and thresholds to three decimals (0.492 and 0.4946 both read 0.49 beside a threshold 0.4939), the
-    # risk in percent to one decimal as the pages write it, and help that says whose probability it is
+    # scores and thresholds to three decimals (at two, 0.492 and 0.4946 both read 0.49 beside a threshold of
+    # 0.4939), the risk in percent to one decimal as the pages write it, and help that says whose probability it is
     columns = {c.get("label", k): c for k, c in json.loads(at.dataframe[0].proto.columns).items()}
     formats = {name: columns[name]["type_config"]["format"] for name in ("risk", "score", "threshold")}
     assert formats == {"risk": "%.1f%%", "score": "%.3f", "threshold": "%.3f"}

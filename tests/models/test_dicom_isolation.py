@@ -220,3 +220,21 @@ def test_sequences_nest_to_the_stated_depth() -> None:
         ImageDecodeError, match=f"is not a readable DICOM file: its sequences nest more than {MAX_DEPTH}"
     ):
         readable_dicom(deep_dicom(plain, depth=MAX_DEPTH + 1), False, "deeper.dcm")
+
+
+@pytest.mark.parametrize("padding", [1 << 10, 1 << 20])
+def test_zero_bytes_after_the_last_element_are_padding_not_elements(padding: int) -> None:
+    """Some exporters pad a file with zero bytes; pydicom would read every 8 of them as an empty element, and a MiB
+    of them counted past the element bound (a real radiograph padded so was refused, 413). The file is read
+    without them, as it reads unpadded."""
+    from models.xray_io import dicom_identity, load_xray_bytes
+
+    data = dicom_file(small_dataset())
+    padded = data + b"\0" * padding
+    readable = readable_dicom(padded, False, "padded.dcm")
+    assert readable.data == data and readable.elements == readable_dicom(data, False, "plain.dcm").elements
+    np.testing.assert_array_equal(load_xray_bytes(padded, "x.dcm").pixels, load_xray_bytes(data, "x.dcm").pixels)
+    assert dicom_identity(padded, refusals=True) == dicom_identity(data, refusals=True)
+    # bytes after the padding are not padding: the walk reads them as pydicom will
+    with pytest.raises(PayloadTooLargeError):
+        readable_dicom(data + b"\0" * (8 * MAX_ELEMENTS + 8) + b"\1", False, "not padded.dcm")

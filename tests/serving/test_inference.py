@@ -175,7 +175,8 @@ def test_a_batch_keeps_no_full_size_image_until_it_is_answered(xray_runner: Imag
 
 def test_the_model_reads_a_large_image_as_the_predictor_does(xray_runner: ImageRunner, xray_fullres_path: Path) -> None:
     """The batch hands the predictor each image already at the network's input size (models/cnn.py resize_gray,
-    which leaves an image of that size as it is): the same answer as the predictor's own resize of the full image."""
+    which leaves an image of that size as it is): the same answer as the predictor given the decoded image (kept at
+    most 1024 px a side, models.xray_io.KEPT_SIDE) and resizing it itself."""
     (result,) = xray_runner.predict_batch([Upload(xray_fullres_path.read_bytes(), "upload.jpeg")])
     assert isinstance(result, XrayPrediction)
     image = load_xray_file(xray_fullres_path)

@@ -126,6 +126,8 @@ def test_auth_takes_two_values() -> None:
     ("url", "message"),
     [
         ("not a url", "MEDLENS_DB_URL is not a database URL"),
+        # a password's ':' unescaped: the port is not a number (a ValueError in SQLAlchemy, a traceback here)
+        ("postgresql://medlens:p@ss:secretpw@db.internal:5432/medlens", "MEDLENS_DB_URL is not a database URL"),
         ("postgresql+psycopg2://u:secretpw@db:5432/medlens", "driver 'postgresql\\+psycopg2', which is not installed"),
         ("postgresql+nosuch://u:secretpw@db/medlens", "driver 'postgresql\\+nosuch', which is not installed"),
         ("postgres://u:secretpw@db/medlens", "names a 'postgres' database, which MedLens cannot use"),
