@@ -596,17 +596,6 @@ class CaseStore:
         )
 
 
-def _described(url: str) -> str:
-    """:func:`serving.store.db.describe` of ``url``, or, where SQLAlchemy cannot parse it, its scheme alone: never
-    an error, nor anything after the scheme (a password a parser misread may be anywhere in it)."""
-    try:
-        return describe(url)
-    except Exception:
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        shown = scheme if scheme.replace("+", "").replace("_", "").isalnum() and len(scheme) <= 40 else "?"
-        return f"{shown}://… (unparseable)"
-
-
 class _Guard:
     """Database failures -> StoreUnavailable (503) naming the database without its password: a database URL that
     no engine can be made of (malformed; its dialect or driver not installed) tells operators to check the URL's
@@ -626,7 +615,7 @@ class _Guard:
             said = f": {exc}" if isinstance(exc, ImportError | NoSuchModuleError) else ""
             logger.warning(
                 "the case database URL %s (%s) cannot be used: %s%s",
-                _described(self.url),
+                describe(self.url),
                 DB_URL_ENV,
                 type(exc).__name__,
                 said,
@@ -640,7 +629,7 @@ class _Guard:
             ) from exc
         if isinstance(exc, SQLAlchemyError | OSError):
             # where the database is goes to the operators' log, not to every reader who meets the error
-            logger.warning("the case database %s is not available: %s", _described(self.url), type(exc).__name__)
+            logger.warning("the case database %s is not available: %s", describe(self.url), type(exc).__name__)
             raise StoreUnavailable(
                 f"The case database is not available ({type(exc).__name__}): reviews and the worklist cannot be "
                 "read or saved right now; predictions still work. Retry shortly; operators: the serving log names "

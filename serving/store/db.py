@@ -38,8 +38,14 @@ def db_url(env: dict[str, str] | Any) -> str:
 
 
 def describe(url: str) -> str:
-    """The URL without its password, fit for logs and error messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL without its password, fit for logs and error messages; where SQLAlchemy cannot parse it, its scheme
+    alone: never an error, nor anything after the scheme (a password a parser misread may be anywhere in it)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        shown = scheme if scheme.replace("+", "").replace("_", "").isalnum() and len(scheme) <= 40 else "?"
+        return f"{shown}://… (unparseable)"
 
 
 #: PostgreSQL: a statement or lock wait that runs past these fails (503 to the reader) instead of holding one of
