@@ -334,11 +334,6 @@ def bind_targets(plans: Sequence[AppPlan]) -> list[Any]:
     return targets
 
 
-def build_targets(config: Any, environ: Mapping[str, str] | None = None) -> list[Any]:
-    """A ``ServeDeploySchema`` -> one ``serve.RunTarget`` per application, after :func:`validate`."""
-    return bind_targets(validate(config, environ))
-
-
 def starting_replicas(options: Mapping[str, Any]) -> int:
     """Replicas a deployment with these options (the file's) starts with: ``num_replicas``, or its autoscaling's
     ``initial_replicas`` (else ``min_replicas``)."""

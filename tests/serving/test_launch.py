@@ -26,7 +26,7 @@ from serving._settings import ServingArgs, fast_path_env
 from serving.app import DEPLOYMENT_OF
 from serving.launch import (
     BUILDERS,
-    build_targets,
+    bind_targets,
     deployment_options,
     gpu_shortfall,
     is_loopback,
@@ -65,7 +65,7 @@ def _assert_subset(expected: Any, actual: Any, where: str) -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_each_application_gets_the_files_name_prefix_args_and_deployment_options(path: Path) -> None:
     config = _load(path)
-    targets = build_targets(config)
+    targets = bind_targets(validate(config))
     assert [t.name for t in targets] == [a.name for a in config.applications]
     for app, target in zip(config.applications, targets, strict=True):
         assert target.route_prefix == app.route_prefix
@@ -91,14 +91,14 @@ def test_a_file_naming_a_deployment_the_application_lacks_is_refused() -> None:
     raw = yaml.safe_load((REPO_ROOT / "ray_config.yaml").read_text())
     raw["applications"][1]["deployments"][0]["name"] = "pneumonia-cnn-typo"
     with pytest.raises(SystemExit, match="no deployment named"):
-        build_targets(ServeDeploySchema.model_validate(raw))
+        bind_targets(validate(ServeDeploySchema.model_validate(raw)))
 
 
 def test_an_import_path_that_is_not_a_medlens_builder_is_refused() -> None:
     raw = yaml.safe_load((REPO_ROOT / "ray_config.yaml").read_text())
     raw["applications"][0]["import_path"] = "somewhere.else:app"
     with pytest.raises(SystemExit, match="not a MedLens builder"):
-        build_targets(ServeDeploySchema.model_validate(raw))
+        bind_targets(validate(ServeDeploySchema.model_validate(raw)))
 
 
 def test_the_builders_are_serving_apps() -> None:
@@ -212,7 +212,7 @@ def test_a_config_serving_cannot_run_is_refused_naming_the_application_and_key(c
     mutate, message = BROKEN[case]
     mutate(raw)
     with pytest.raises(SystemExit, match=message):
-        build_targets(ServeDeploySchema.model_validate(raw), environ={})
+        bind_targets(validate(ServeDeploySchema.model_validate(raw), environ={}))
 
 
 def test_every_problem_is_listed_once() -> None:
