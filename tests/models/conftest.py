@@ -91,6 +91,15 @@ def xray_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 # generated ICU stays
 # ----------------------------------------------------------------------------------------------------------
+def float32_steps(prob: np.ndarray, steps: int) -> np.ndarray:
+    """``prob`` rounded to float32, then ``steps`` float32 units in the last place up (> 0) or down (< 0): what a
+    float32 forward pass may return for a score computed in float64 at training."""
+    out = prob.astype(np.float32)
+    for _ in range(abs(steps)):
+        out = np.nextafter(out, np.float32(np.sign(steps) * np.inf))
+    return out
+
+
 def synthetic_stay(rng: np.random.Generator, hours: int, septic: bool) -> tuple[np.ndarray, np.ndarray]:
     """(hours, 40) raw values in FEATURES order (NaN = not measured) and (hours,) SepsisLabel."""
     values = np.full((hours, len(FEATURES)), np.nan)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models.sequence_tasks import SEPSIS_TASK, best_event1_threshold, event1, sequence_task
+from tests.models.conftest import float32_steps
 
 
 def _event1_by_brute_force(y: np.ndarray, p: np.ndarray) -> float:
@@ -31,14 +32,6 @@ def test_tied_cuts_keep_the_fewest_stays_flagged() -> None:
     assert threshold == pytest.approx(0.85)
 
 
-def _float32_steps(prob: np.ndarray, steps: int) -> np.ndarray:
-    """``prob`` rounded to float32, then ``steps`` float32 units in the last place up (> 0) or down (< 0)."""
-    out = prob.astype(np.float32)
-    for _ in range(abs(steps)):
-        out = np.nextafter(out, np.float32(np.sign(steps) * np.inf))
-    return out
-
-
 @pytest.mark.parametrize("seed", range(5))
 def test_the_event1_threshold_keeps_its_labels_in_float32(seed: int) -> None:
     """The threshold is no score: the stays it flags in float64 are flagged when a predictor returns their scores in
@@ -49,7 +42,7 @@ def test_the_event1_threshold_keeps_its_labels_in_float32(seed: int) -> None:
     threshold, score = best_event1_threshold(y, p)
     flagged = p >= threshold
     for steps in (-3, -1, 0, 1, 3):
-        np.testing.assert_array_equal(_float32_steps(p, steps) >= threshold, flagged)
+        np.testing.assert_array_equal(float32_steps(p, steps) >= threshold, flagged)
     assert event1(y, flagged.astype(np.int64)) == pytest.approx(score) == pytest.approx(_event1_by_brute_force(y, p))
     assert threshold not in set(p.tolist()) and p[flagged].min() > threshold > p[~flagged].max()
 

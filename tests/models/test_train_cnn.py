@@ -22,6 +22,7 @@ from models.train_cnn import (
     sensitivity_first_threshold,
     train_cnn,
 )
+from tests.models.conftest import float32_steps
 
 
 def _batch(n: int = 24) -> torch.Tensor:
@@ -68,15 +69,6 @@ def test_equalize_spreads_the_histogram_and_keeps_the_order() -> None:
 # ----------------------------------------------------------------------------------------------------------
 # the operating threshold
 # ----------------------------------------------------------------------------------------------------------
-def _float32_steps(prob: np.ndarray, steps: int) -> np.ndarray:
-    """``prob`` rounded to float32, then ``steps`` float32 units in the last place up (> 0) or down (< 0): what a
-    float32 forward pass may return for a score computed in float64 at training."""
-    out = prob.astype(np.float32)
-    for _ in range(abs(steps)):
-        out = np.nextafter(out, np.float32(np.sign(steps) * np.inf))
-    return out
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_the_sensitivity_first_threshold_keeps_its_labels_in_float32(seed: int) -> None:
     """The threshold lies strictly between the lowest positive it keeps and the next lower score: the same items
@@ -89,7 +81,7 @@ def test_the_sensitivity_first_threshold_keeps_its_labels_in_float32(seed: int) 
     pos = np.sort(prob[y == 1])
     kept = pos[math.floor(0.05 * len(pos))]
     for steps in (-3, -1, 0, 1, 3):
-        np.testing.assert_array_equal(_float32_steps(prob, steps) >= threshold, prob >= kept)
+        np.testing.assert_array_equal(float32_steps(prob, steps) >= threshold, prob >= kept)
     np.testing.assert_array_equal(prob >= threshold, prob >= kept)  # the highest threshold that reaches 0.95
     assert (prob[y == 1] >= threshold).mean() >= 0.95
     assert threshold not in set(prob.tolist())
@@ -102,10 +94,10 @@ def test_the_sensitivity_first_threshold_at_the_edges() -> None:
     threshold = sensitivity_first_threshold(y, prob, 0.75)  # keep 3 of 4 positives: the score 0.6
     assert float(np.float32(0.3)) < threshold < float(np.float32(0.6))
     for steps in (-1, 0, 1):
-        assert list(_float32_steps(prob, steps) >= threshold) == [True, True, True, True, False, False]
+        assert list(float32_steps(prob, steps) >= threshold) == [True, True, True, True, False, False]
     threshold = sensitivity_first_threshold(np.array([1, 1]), np.array([0.4, 0.8]), 1.0)
     assert 0.0 < threshold < float(np.float32(0.4))
-    assert (_float32_steps(np.array([0.4]), -1) >= threshold).all()
+    assert (float32_steps(np.array([0.4]), -1) >= threshold).all()
 
 
 # ----------------------------------------------------------------------------------------------------------
